@@ -1,0 +1,17 @@
+//! The HTTP + WebSocket API that clients speak to their own hearth, on axum.
+//!
+//! This crate owns routing, request parsing, size and rate limits, the mapping of errors to HTTP
+//! statuses ([`rejection`]) and the WebSocket session loop ([`ws`]). It holds no state of its own
+//! beyond rate-limit buckets: everything else goes through the [`Backend`] trait, which the node
+//! implements. Entry point: [`router`].
+
+pub mod backend;
+pub mod config;
+pub mod ratelimit;
+pub mod rejection;
+mod routes;
+mod ws;
+
+pub use backend::{AuthedDevice, Backend};
+pub use config::ApiConfig;
+pub use routes::router;

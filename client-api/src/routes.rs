@@ -1,0 +1,297 @@
+//! HTTP routes under `/v1`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use hearth_spec::api::{
+    CreateRoomRequest, InviteRequest, LoginRequest, ReadRequest, RefreshRequest, RegisterRequest,
+    SendRequest,
+};
+use hearth_spec::{DeviceId, ErrorBody, ErrorCode, RoomId};
+use serde::Deserialize;
+
+use crate::backend::{AuthedDevice, Backend};
+use crate::config::ApiConfig;
+use crate::ratelimit::KeyedLimiter;
+use crate::rejection::{self, ApiError, ApiJson, ApiPath, ApiQuery};
+
+/// Shared state of the API: the backend, settings and rate-limit buckets.
+pub(crate) struct Api<B> {
+    pub backend: Arc<B>,
+    pub config: ApiConfig,
+    pub send_limits: KeyedLimiter<AuthedDevice>,
+    pub request_limits: KeyedLimiter<AuthedDevice>,
+    pub auth_limits: KeyedLimiter<IpAddr>,
+}
+
+impl<B: Backend> Api<B> {
+    pub(crate) fn check_send_rate(&self, device: &AuthedDevice) -> Result<(), ErrorBody> {
+        self.send_limits
+            .check(device, Instant::now())
+            .map_err(|wait| rate_limited(wait.as_millis() as u64))
+    }
+}
+
+fn rate_limited(retry_after_ms: u64) -> ErrorBody {
+    ErrorBody {
+        code: ErrorCode::RateLimited,
+        message: "too many requests; slow down".into(),
+        retry_after_ms: Some(retry_after_ms.max(1)),
+    }
+}
+
+/// Builds the router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`.
+pub fn router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> Router {
+    let api = Arc::new(Api {
+        backend,
+        send_limits: KeyedLimiter::new(config.sends_per_second, config.send_burst),
+        request_limits: KeyedLimiter::new(config.requests_per_second, config.request_burst),
+        auth_limits: KeyedLimiter::new(config.auth_per_second, config.auth_burst),
+        config: config.clone(),
+    });
+    Router::new()
+        .route("/v1/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/v1/register", post(register::<B>))
+        .route("/v1/login", post(login::<B>))
+        .route("/v1/refresh", post(refresh::<B>))
+        .route("/v1/logout", post(logout::<B>))
+        .route("/v1/devices", get(devices::<B>))
+        .route("/v1/devices/{device_id}", delete(delete_device::<B>))
+        .route("/v1/rooms", get(rooms::<B>).post(create_room::<B>))
+        .route("/v1/rooms/{room_id}", get(room::<B>))
+        .route("/v1/rooms/{room_id}/invite", post(invite::<B>))
+        .route("/v1/rooms/{room_id}/leave", post(leave::<B>))
+        .route("/v1/rooms/{room_id}/read", post(mark_read::<B>))
+        .route("/v1/rooms/{room_id}/send", post(send::<B>))
+        .route("/v1/rooms/{room_id}/events", get(history::<B>))
+        .route("/v1/sync", get(sync::<B>))
+        .route("/v1/ws", get(crate::ws::upgrade::<B>))
+        .fallback(rejection::not_found)
+        .method_not_allowed_fallback(rejection::method_not_allowed)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .with_state(api)
+}
+
+/// The caller, authenticated from `Authorization: Bearer`, with its request rate checked.
+pub(crate) struct Authed(pub AuthedDevice);
+
+/// Reads the bearer token of a request, if any.
+pub(crate) fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+impl<B: Backend> FromRequestParts<Arc<Api<B>>> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Arc<Api<B>>) -> Result<Self, ApiError> {
+        let token = bearer(parts).ok_or_else(|| {
+            ApiError::new(ErrorCode::Unauthorized, "missing Authorization: Bearer token")
+        })?;
+        let device = api.backend.authenticate(token)?;
+        api.request_limits
+            .check(&device, Instant::now())
+            .map_err(|wait| rate_limited(wait.as_millis() as u64))?;
+        Ok(Self(device))
+    }
+}
+
+fn check_auth_rate<B: Backend>(api: &Api<B>, addr: SocketAddr) -> Result<(), ApiError> {
+    api.auth_limits
+        .check(&addr.ip(), Instant::now())
+        .map_err(|wait| ApiError(rate_limited(wait.as_millis() as u64)))
+}
+
+async fn register<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    ApiJson(req): ApiJson<RegisterRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    check_auth_rate(&api, addr)?;
+    let session = api.backend.register(req).await?;
+    Ok((StatusCode::CREATED, Json(session)))
+}
+
+async fn login<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    check_auth_rate(&api, addr)?;
+    Ok(Json(api.backend.login(req).await?))
+}
+
+async fn refresh<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    ApiJson(req): ApiJson<RefreshRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    check_auth_rate(&api, addr)?;
+    Ok(Json(api.backend.refresh(req).await?))
+}
+
+async fn logout<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+) -> Result<StatusCode, ApiError> {
+    api.backend.logout(&device).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn devices<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(api.backend.devices(&device).await?))
+}
+
+async fn delete_device<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiPath(target): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let target = DeviceId::parse(&target).map_err(invalid)?;
+    api.backend.delete_device(&device, target).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn invalid(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorCode::InvalidParam, e.to_string())
+}
+
+fn room_id(text: &str) -> Result<RoomId, ApiError> {
+    RoomId::parse(text).map_err(invalid)
+}
+
+async fn rooms<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(api.backend.rooms(&device).await?))
+}
+
+async fn create_room<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiJson(req): ApiJson<CreateRoomRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let summary = api.backend.create_room(&device, req).await?;
+    Ok((StatusCode::CREATED, Json(summary)))
+}
+
+async fn room<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiPath(room): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(api.backend.room(&device, room_id(&room)?).await?))
+}
+
+async fn invite<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiPath(room): ApiPath<String>,
+    ApiJson(req): ApiJson<InviteRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(api.backend.invite(&device, room_id(&room)?, req.user_id).await?))
+}
+
+async fn leave<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiPath(room): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(api.backend.leave(&device, room_id(&room)?).await?))
+}
+
+async fn mark_read<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiPath(room): ApiPath<String>,
+    ApiJson(req): ApiJson<ReadRequest>,
+) -> Result<StatusCode, ApiError> {
+    api.backend.mark_read(&device, room_id(&room)?, req.seq).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn send<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiPath(room): ApiPath<String>,
+    ApiJson(req): ApiJson<SendRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let room = room_id(&room)?;
+    if req.payload.len() > api.config.max_event_bytes {
+        return Err(too_large(api.config.max_event_bytes).into());
+    }
+    api.check_send_rate(&device)?;
+    Ok(Json(api.backend.send(&device, room, req.txn_id, req.payload).await?))
+}
+
+pub(crate) fn too_large(limit: usize) -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::TooLarge,
+        format!("the message is larger than the limit of {limit} bytes"),
+    )
+}
+
+/// Most events one page may hold.
+const MAX_PAGE: usize = 500;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    before: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn history<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiPath(room): ApiPath<String>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let limit = page_limit(q.limit)?;
+    Ok(Json(api.backend.history(&device, room_id(&room)?, q.before, limit).await?))
+}
+
+fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit.unwrap_or(50) {
+        n @ 1..=MAX_PAGE => Ok(n),
+        _ => Err(ApiError::new(
+            ErrorCode::InvalidParam,
+            format!("limit must be between 1 and {MAX_PAGE}"),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SyncQuery {
+    since: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn sync<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiQuery(q): ApiQuery<SyncQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let limit = page_limit(q.limit)?;
+    let since = match q.since {
+        Some(since) => since,
+        None => api.backend.device_cursor(&device).await?,
+    };
+    Ok(Json(api.backend.sync(&device, since, limit).await?))
+}

@@ -1,0 +1,279 @@
+//! The WebSocket session of one device: inbox backlog, then live events; sends with acks.
+//!
+//! The session never holds events in memory for long: it is woken by a watch of the user's inbox
+//! head and reads what is new from the store, so a slow or lagging device simply reads more at
+//! once, and nothing is dropped.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::SinkExt;
+use hearth_spec::api::Sequenced;
+use hearth_spec::client::{ClientFrame, ServerFrame};
+use hearth_spec::{ErrorBody, ErrorCode, TxnId};
+use serde::Deserialize;
+
+use crate::backend::{AuthedDevice, Backend};
+use crate::rejection::{ApiError, ApiQuery};
+use crate::routes::{Api, too_large};
+
+/// Events read from the inbox per store read.
+const SYNC_PAGE: usize = 256;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WsQuery {
+    /// Start after this inbox cursor (default: the device's acknowledged cursor).
+    since: Option<u64>,
+    /// For clients that cannot set headers on a WebSocket request (browsers).
+    access_token: Option<String>,
+}
+
+pub(crate) async fn upgrade<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<WsQuery>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or(query.access_token.as_deref())
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "missing access token"))?;
+    let device = api.backend.authenticate(token)?;
+    let upgrade = upgrade.map_err(|e| {
+        ApiError::new(ErrorCode::InvalidParam, format!("not a WebSocket request: {e}"))
+    })?;
+    let since = match query.since {
+        Some(since) => since,
+        None => api.backend.device_cursor(&device).await?,
+    };
+    let limit = api.config.max_ws_message_bytes;
+    Ok(upgrade
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| async move {
+            let span = tracing::info_span!("ws", user = %device.user_id, device = %device.device_id);
+            let _enter = span.enter();
+            Session::new(api, device, since).run(socket).await;
+        })
+        .into_response())
+}
+
+/// What an in-flight operation finished with.
+enum Done {
+    Sent(TxnId, Result<Sequenced, ErrorBody>),
+    Acked(Result<(), ErrorBody>),
+}
+
+type InFlight = Pin<Box<dyn Future<Output = Done> + Send>>;
+
+struct Session<B> {
+    api: Arc<Api<B>>,
+    device: AuthedDevice,
+    cursor: u64,
+}
+
+/// Why a session ends.
+enum End {
+    ClientClosed,
+    Transport,
+    Revoked,
+    Idle,
+    BackendGone,
+}
+
+impl<B: Backend> Session<B> {
+    fn new(api: Arc<Api<B>>, device: AuthedDevice, since: u64) -> Self {
+        Self { api, device, cursor: since }
+    }
+
+    async fn run(mut self, socket: WebSocket) {
+        let (mut sink, mut stream) = socket.split();
+        // Subscribe before the first read so that nothing landing in between is missed.
+        let mut inbox = self.api.backend.subscribe(&self.device);
+        let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
+        let mut check = tokio::time::interval(self.api.config.session_check_interval);
+        let mut last_heard = Instant::now();
+        let mut dirty = true;
+        let mut synced = false;
+        let end = loop {
+            if dirty {
+                dirty = false;
+                match self.drain_inbox(&mut sink).await {
+                    Ok(()) => {}
+                    Err(end) => break end,
+                }
+                if !synced {
+                    synced = true;
+                    if send(&mut sink, &ServerFrame::Synced { cursor: self.cursor }).await.is_err() {
+                        break End::Transport;
+                    }
+                }
+            }
+            let can_read = in_flight.len() < self.api.config.max_in_flight;
+            tokio::select! {
+                biased;
+                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                    let frame = match done {
+                        Done::Sent(txn_id, Ok(s)) => Some(ServerFrame::Accepted {
+                            txn_id, room_id: s.room_id, event_id: s.event_id, seq: s.seq,
+                        }),
+                        Done::Sent(txn_id, Err(e)) => Some(error_frame(e, Some(txn_id))),
+                        Done::Acked(Ok(())) => None,
+                        Done::Acked(Err(e)) => Some(error_frame(e, None)),
+                    };
+                    if let Some(frame) = frame
+                        && send(&mut sink, &frame).await.is_err()
+                    {
+                        break End::Transport;
+                    }
+                }
+                changed = inbox.changed() => {
+                    if changed.is_err() {
+                        break End::BackendGone;
+                    }
+                    dirty = true;
+                }
+                message = stream.next(), if can_read => {
+                    last_heard = Instant::now();
+                    let reply = match message {
+                        None | Some(Ok(Message::Close(_))) => break End::ClientClosed,
+                        Some(Err(_)) => break End::Transport,
+                        Some(Ok(Message::Text(text))) => self.handle(&text, &mut in_flight),
+                        Some(Ok(Message::Binary(_))) => Some(error_frame(
+                            ErrorBody::new(ErrorCode::BadJson, "frames are JSON text, not binary"),
+                            None,
+                        )),
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
+                    };
+                    if let Some(frame) = reply
+                        && send(&mut sink, &frame).await.is_err()
+                    {
+                        break End::Transport;
+                    }
+                }
+                _ = check.tick() => {
+                    if !self.api.backend.device_active(&self.device) {
+                        let frame = error_frame(ErrorBody::new(ErrorCode::Unauthorized, "this device has been logged out"), None);
+                        let _ = send(&mut sink, &frame).await;
+                        break End::Revoked;
+                    }
+                    if last_heard.elapsed() > self.api.config.idle_timeout {
+                        break End::Idle;
+                    }
+                }
+            }
+        };
+        // Let sends already handed to the hearth finish; their acks may still reach the client.
+        while let Some(done) = in_flight.next().await {
+            if let Done::Sent(txn_id, result) = done {
+                let frame = match result {
+                    Ok(s) => ServerFrame::Accepted { txn_id, room_id: s.room_id, event_id: s.event_id, seq: s.seq },
+                    Err(e) => error_frame(e, Some(txn_id)),
+                };
+                if send(&mut sink, &frame).await.is_err() {
+                    break;
+                }
+            }
+        }
+        let _ = sink.send(Message::Close(None)).await;
+        let reason = match end {
+            End::ClientClosed => "client closed",
+            End::Transport => "transport error",
+            End::Revoked => "device logged out",
+            End::Idle => "idle",
+            End::BackendGone => "hearth shutting down",
+        };
+        tracing::debug!(reason, "websocket session ended");
+    }
+
+    /// Sends every inbox entry after the cursor.
+    async fn drain_inbox(
+        &mut self,
+        sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    ) -> Result<(), End> {
+        loop {
+            let page = match self.api.backend.sync(&self.device, self.cursor, SYNC_PAGE).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::error!(error = %e, "inbox read failed");
+                    let _ = send(sink, &error_frame(e, None)).await;
+                    return Err(End::BackendGone);
+                }
+            };
+            for item in page.items {
+                let frame = ServerFrame::Event { cursor: item.cursor, event: item.event };
+                let text = serde_json::to_string(&frame).expect("frames serialise");
+                sink.feed(Message::Text(text.into())).await.map_err(|_| End::Transport)?;
+            }
+            self.cursor = page.next_cursor;
+            if !page.more {
+                break;
+            }
+        }
+        sink.flush().await.map_err(|_| End::Transport)
+    }
+
+    /// Handles one text frame; returns an immediate reply, if any.
+    fn handle(&mut self, text: &str, in_flight: &mut FuturesUnordered<InFlight>) -> Option<ServerFrame> {
+        let frame: ClientFrame = match serde_json::from_str(text) {
+            Ok(frame) => frame,
+            Err(e) => {
+                return Some(error_frame(
+                    ErrorBody::new(ErrorCode::BadJson, format!("frame is not valid: {e}")),
+                    None,
+                ));
+            }
+        };
+        match frame {
+            ClientFrame::Send { room_id, txn_id, payload } => {
+                if payload.len() > self.api.config.max_event_bytes {
+                    return Some(error_frame(too_large(self.api.config.max_event_bytes), Some(txn_id)));
+                }
+                if let Err(e) = self.api.check_send_rate(&self.device) {
+                    return Some(error_frame(e, Some(txn_id)));
+                }
+                let api = self.api.clone();
+                let device = self.device.clone();
+                in_flight.push(Box::pin(async move {
+                    let result = api.backend.send(&device, room_id, txn_id.clone(), payload).await;
+                    Done::Sent(txn_id, result)
+                }));
+                None
+            }
+            ClientFrame::Ack { cursor } => {
+                let api = self.api.clone();
+                let device = self.device.clone();
+                in_flight.push(Box::pin(async move { Done::Acked(api.backend.ack(&device, cursor).await) }));
+                None
+            }
+            ClientFrame::Ping { nonce } => Some(ServerFrame::Pong { nonce }),
+        }
+    }
+}
+
+fn error_frame(e: ErrorBody, txn_id: Option<TxnId>) -> ServerFrame {
+    ServerFrame::Error {
+        code: e.code,
+        message: e.message,
+        txn_id,
+        retry_after_ms: e.retry_after_ms,
+    }
+}
+
+async fn send(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    frame: &ServerFrame,
+) -> Result<(), axum::Error> {
+    let text = serde_json::to_string(frame).expect("frames serialise");
+    sink.send(Message::Text(text.into())).await
+}

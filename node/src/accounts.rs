@@ -1,0 +1,413 @@
+//! Accounts and sessions: argon2id password hashes, devices, access and refresh tokens.
+//!
+//! Every method here is blocking (argon2, storage); async callers run them on the blocking pool.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+
+use argon2::password_hash::rand_core::OsRng as HashRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hearth_crypto::{Secret, ServerKey, VerifyingKey, random_token};
+use hearth_spec::api::{DeviceInfo, Session};
+use hearth_spec::{DeviceId, IdError, ServerName, UserId};
+use rand::Rng;
+
+use crate::config::AuthConfig;
+use crate::store::tables::{DeviceRecord, UserRecord};
+use crate::store::{RotateOutcome, Store, StoreError};
+use crate::token::{self, Claims, TokenError};
+
+/// Longest password accepted, in bytes (argon2 input is bounded to keep hashing cost fixed).
+pub const MAX_PASSWORD: usize = 1024;
+/// Longest device name, in bytes.
+pub const MAX_DEVICE_NAME: usize = 128;
+
+/// Why an account operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("invalid username: {0}")]
+    InvalidUsername(IdError),
+    #[error("{0} belongs to another hearth")]
+    ForeignUser(UserId),
+    #[error("that username is taken")]
+    UserExists,
+    #[error("the password must be at least {0} characters")]
+    PasswordTooShort(usize),
+    #[error("the password must be at most {MAX_PASSWORD} bytes")]
+    PasswordTooLong,
+    #[error("the device name must be at most {MAX_DEVICE_NAME} bytes")]
+    DeviceNameTooLong,
+    #[error("wrong username or password")]
+    BadCredentials,
+    #[error("this account has been deactivated")]
+    Deactivated,
+    #[error("registration is closed on this hearth; ask its administrator for an account")]
+    RegistrationClosed,
+    #[error("the refresh token is not valid; log in again")]
+    BadRefreshToken,
+    #[error("no such device")]
+    DeviceNotFound,
+    #[error("no such user")]
+    UserNotFound,
+    #[error("{0}")]
+    Token(#[from] TokenError),
+    #[error("the session has been revoked; log in again")]
+    Revoked,
+    #[error("storage failed: {0}")]
+    Store(#[from] StoreError),
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+}
+
+/// Accounts of this hearth.
+pub struct Accounts {
+    store: Arc<Store>,
+    key: Arc<ServerKey>,
+    verifying: VerifyingKey,
+    server_name: ServerName,
+    config: AuthConfig,
+    /// Devices that are logged in; tokens of any other device are refused at once.
+    live: RwLock<HashSet<(UserId, DeviceId)>>,
+    /// Verified against when the user does not exist, so timing does not reveal which usernames exist.
+    dummy_hash: String,
+}
+
+fn now_ms() -> u64 {
+    crate::clock::now_ms()
+}
+
+impl Accounts {
+    /// Loads the live device set from the store.
+    pub fn new(
+        store: Arc<Store>,
+        key: Arc<ServerKey>,
+        server_name: ServerName,
+        config: AuthConfig,
+    ) -> Result<Self, AccountError> {
+        let live = store.all_devices()?.into_iter().collect();
+        let dummy_hash = hash_password("not a password")?;
+        Ok(Self {
+            verifying: key.verifying_key(),
+            store,
+            key,
+            server_name,
+            config,
+            live: RwLock::new(live),
+            dummy_hash,
+        })
+    }
+
+    /// Parses a username: a localpart, or a full user id on this hearth.
+    pub fn user_id(&self, username: &str) -> Result<UserId, AccountError> {
+        if username.starts_with('@') {
+            let user = UserId::parse(username).map_err(AccountError::InvalidUsername)?;
+            if user.server_name() != self.server_name {
+                return Err(AccountError::ForeignUser(user));
+            }
+            return Ok(user);
+        }
+        UserId::validate_localpart(username).map_err(AccountError::InvalidUsername)?;
+        UserId::new(username, &self.server_name).map_err(AccountError::InvalidUsername)
+    }
+
+    /// Creates a user (for `register` when open, and for admins always).
+    pub fn create_user(&self, username: &str, password: &str) -> Result<UserId, AccountError> {
+        let user = self.user_id(username)?;
+        if password.chars().count() < self.config.min_password_len {
+            return Err(AccountError::PasswordTooShort(self.config.min_password_len));
+        }
+        if password.len() > MAX_PASSWORD {
+            return Err(AccountError::PasswordTooLong);
+        }
+        let record = UserRecord {
+            password_hash: hash_password(password)?,
+            created_ts: now_ms(),
+            deactivated: false,
+        };
+        if !self.store.insert_user(&user, &record)? {
+            return Err(AccountError::UserExists);
+        }
+        Ok(user)
+    }
+
+    /// Registers over the client API and logs in the first device.
+    pub fn register(
+        &self,
+        username: &str,
+        password: &str,
+        device_name: Option<String>,
+    ) -> Result<Session, AccountError> {
+        if !self.config.open_registration {
+            return Err(AccountError::RegistrationClosed);
+        }
+        check_device_name(&device_name)?;
+        let user = self.create_user(username, password)?;
+        self.new_device(user, device_name)
+    }
+
+    /// Checks the password and logs in a new device.
+    pub fn login(
+        &self,
+        username: &str,
+        password: &str,
+        device_name: Option<String>,
+    ) -> Result<Session, AccountError> {
+        check_device_name(&device_name)?;
+        if password.len() > MAX_PASSWORD {
+            return Err(AccountError::BadCredentials);
+        }
+        let user = self.user_id(username).map_err(|_| AccountError::BadCredentials)?;
+        let record = self.store.user(&user)?;
+        let hash = record
+            .as_ref()
+            .map(|r| r.password_hash.as_str())
+            .unwrap_or(&self.dummy_hash);
+        let ok = verify_password(hash, password);
+        match record {
+            Some(r) if ok && r.deactivated => Err(AccountError::Deactivated),
+            Some(_) if ok => self.new_device(user, device_name),
+            _ => Err(AccountError::BadCredentials),
+        }
+    }
+
+    fn new_device(&self, user: UserId, name: Option<String>) -> Result<Session, AccountError> {
+        let device = random_device_id();
+        let refresh = refresh_token(&user, &device);
+        let record = DeviceRecord {
+            name: name.unwrap_or_else(|| "unnamed device".into()),
+            created_ts: now_ms(),
+            refresh_hash: refresh.hash(),
+        };
+        self.store.put_device(&user, &device, &record)?;
+        self.live
+            .write()
+            .expect("live lock")
+            .insert((user.clone(), device.clone()));
+        Ok(self.session(user, device, refresh))
+    }
+
+    fn session(&self, user: UserId, device: DeviceId, refresh: Secret) -> Session {
+        let ttl = self.config.access_token_ttl_secs;
+        let claims = Claims {
+            user: user.clone(),
+            device: device.clone(),
+            expires_ms: now_ms() + ttl * 1000,
+        };
+        Session {
+            access_token: token::issue(&self.key, &claims),
+            user_id: user,
+            device_id: device,
+            expires_in: ttl,
+            refresh_token: refresh.expose().to_owned(),
+        }
+    }
+
+    /// Trades a refresh token for a new session. A spent token used again revokes the device:
+    /// it means the token was copied.
+    pub fn refresh(&self, presented: &str) -> Result<Session, AccountError> {
+        let presented = Secret::new(presented.to_owned());
+        let (user, device) = parse_refresh(presented.expose()).ok_or(AccountError::BadRefreshToken)?;
+        if self.store.user(&user)?.is_none_or(|r| r.deactivated) {
+            return Err(AccountError::BadRefreshToken);
+        }
+        let next = refresh_token(&user, &device);
+        match self.store.rotate_refresh(&user, &device, presented.hash(), next.hash())? {
+            RotateOutcome::Rotated => Ok(self.session(user, device, next)),
+            RotateOutcome::Mismatch => {
+                tracing::warn!(%user, %device, "spent refresh token presented; revoking the device");
+                self.remove_devices(&user, std::slice::from_ref(&device))?;
+                Err(AccountError::BadRefreshToken)
+            }
+            RotateOutcome::NoDevice => Err(AccountError::BadRefreshToken),
+        }
+    }
+
+    /// Verifies an access token and that its device is still logged in.
+    pub fn authenticate(&self, access_token: &str) -> Result<(UserId, DeviceId), AccountError> {
+        let claims = token::verify(&self.verifying, access_token, now_ms())?;
+        let key = (claims.user, claims.device);
+        if !self.live.read().expect("live lock").contains(&key) {
+            return Err(AccountError::Revoked);
+        }
+        Ok(key)
+    }
+
+    /// Whether a device is logged in.
+    pub fn is_live(&self, user: &UserId, device: &DeviceId) -> bool {
+        self.live
+            .read()
+            .expect("live lock")
+            .contains(&(user.clone(), device.clone()))
+    }
+
+    /// Logs devices out.
+    pub fn remove_devices(&self, user: &UserId, devices: &[DeviceId]) -> Result<usize, AccountError> {
+        {
+            let mut live = self.live.write().expect("live lock");
+            for device in devices {
+                live.remove(&(user.clone(), device.clone()));
+            }
+        }
+        Ok(self.store.delete_devices(user, devices)?)
+    }
+
+    /// Removes one device of a user; not found if it does not exist.
+    pub fn delete_device(&self, user: &UserId, device: &DeviceId) -> Result<(), AccountError> {
+        match self.remove_devices(user, std::slice::from_ref(device))? {
+            0 => Err(AccountError::DeviceNotFound),
+            _ => Ok(()),
+        }
+    }
+
+    /// A user's devices.
+    pub fn devices(&self, user: &UserId, current: &DeviceId) -> Result<Vec<DeviceInfo>, AccountError> {
+        Ok(self
+            .store
+            .devices(user)?
+            .into_iter()
+            .map(|(id, record)| DeviceInfo {
+                current: &id == current,
+                device_id: id,
+                name: record.name,
+                created_ts: record.created_ts,
+            })
+            .collect())
+    }
+
+    /// Whether a user exists and is active (for invites).
+    pub fn is_active_user(&self, user: &UserId) -> Result<bool, AccountError> {
+        Ok(self.store.user(user)?.is_some_and(|r| !r.deactivated))
+    }
+
+    /// Every user, for admins.
+    pub fn list_users(&self) -> Result<Vec<(UserId, UserRecord)>, AccountError> {
+        Ok(self.store.users()?)
+    }
+
+    /// Deactivates a user: no more logins, every device logged out.
+    pub fn deactivate(&self, user: &UserId) -> Result<(), AccountError> {
+        let mut record = self.store.user(user)?.ok_or(AccountError::UserNotFound)?;
+        record.deactivated = true;
+        self.store.put_user(user, &record)?;
+        let devices: Vec<DeviceId> = self.store.devices(user)?.into_iter().map(|(d, _)| d).collect();
+        self.remove_devices(user, &devices)?;
+        Ok(())
+    }
+}
+
+fn check_device_name(name: &Option<String>) -> Result<(), AccountError> {
+    match name {
+        Some(n) if n.len() > MAX_DEVICE_NAME => Err(AccountError::DeviceNameTooLong),
+        _ => Ok(()),
+    }
+}
+
+fn hash_password(password: &str) -> Result<String, AccountError> {
+    let salt = SaltString::generate(&mut HashRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| AccountError::Hash(e.to_string()))
+}
+
+fn verify_password(hash: &str, password: &str) -> bool {
+    PasswordHash::new(hash)
+        .is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+}
+
+fn random_device_id() -> DeviceId {
+    let mut rng = rand::thread_rng();
+    let id: String = (0..10).map(|_| rng.gen_range(b'A'..=b'Z') as char).collect();
+    DeviceId::parse(&id).expect("valid device id")
+}
+
+/// `<base64url(user id)>.<device id>.<256-bit secret>`.
+fn refresh_token(user: &UserId, device: &DeviceId) -> Secret {
+    let secret = random_token();
+    Secret::new(format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(user.as_str()),
+        device,
+        secret.expose()
+    ))
+}
+
+fn parse_refresh(token: &str) -> Option<(UserId, DeviceId)> {
+    if token.len() > 512 {
+        return None;
+    }
+    let mut parts = token.splitn(3, '.');
+    let user = URL_SAFE_NO_PAD.decode(parts.next()?).ok()?;
+    let user = UserId::parse(std::str::from_utf8(&user).ok()?).ok()?;
+    let device = DeviceId::parse(parts.next()?).ok()?;
+    parts.next()?;
+    Some((user, device))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accounts() -> (tempfile::TempDir, Accounts) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("db")).unwrap());
+        let accounts = Accounts::new(
+            store,
+            Arc::new(ServerKey::generate()),
+            ServerName::parse("localhost").unwrap(),
+            AuthConfig::default(),
+        )
+        .unwrap();
+        (dir, accounts)
+    }
+
+    #[test]
+    fn register_login_and_wrong_password() {
+        let (_d, a) = accounts();
+        let s = a.register("alice", "correct horse", None).unwrap();
+        assert_eq!(s.user_id.as_str(), "@alice:localhost");
+        assert!(a.authenticate(&s.access_token).is_ok());
+        assert!(matches!(a.register("alice", "another pass", None), Err(AccountError::UserExists)));
+        assert!(matches!(a.login("alice", "wrong horse", None), Err(AccountError::BadCredentials)));
+        assert!(matches!(a.login("nobody", "wrong horse", None), Err(AccountError::BadCredentials)));
+        let s2 = a.login("@alice:localhost", "correct horse", None).unwrap();
+        assert_ne!(s.device_id, s2.device_id);
+    }
+
+    #[test]
+    fn refresh_token_is_single_use_and_reuse_revokes() {
+        let (_d, a) = accounts();
+        let s = a.register("bob", "password1", None).unwrap();
+        let s2 = a.refresh(&s.refresh_token).unwrap();
+        assert_eq!(s2.device_id, s.device_id);
+        // The spent token again: refused, and the device is logged out.
+        assert!(matches!(a.refresh(&s.refresh_token), Err(AccountError::BadRefreshToken)));
+        assert!(matches!(a.authenticate(&s2.access_token), Err(AccountError::Revoked)));
+        assert!(matches!(a.refresh(&s2.refresh_token), Err(AccountError::BadRefreshToken)));
+        assert!(matches!(a.refresh("garbage"), Err(AccountError::BadRefreshToken)));
+    }
+
+    #[test]
+    fn logout_and_deactivation_revoke_tokens() {
+        let (_d, a) = accounts();
+        let s = a.register("carol", "password1", None).unwrap();
+        let s2 = a.login("carol", "password1", None).unwrap();
+        a.delete_device(&s.user_id, &s.device_id).unwrap();
+        assert!(matches!(a.authenticate(&s.access_token), Err(AccountError::Revoked)));
+        assert!(a.authenticate(&s2.access_token).is_ok());
+        a.deactivate(&s.user_id).unwrap();
+        assert!(matches!(a.authenticate(&s2.access_token), Err(AccountError::Revoked)));
+        assert!(matches!(a.login("carol", "password1", None), Err(AccountError::Deactivated)));
+    }
+
+    #[test]
+    fn short_passwords_and_bad_usernames_are_refused() {
+        let (_d, a) = accounts();
+        assert!(matches!(a.register("dave", "short", None), Err(AccountError::PasswordTooShort(8))));
+        assert!(matches!(a.register("Dave!", "password1", None), Err(AccountError::InvalidUsername(_))));
+        assert!(matches!(a.register("@dave:elsewhere", "password1", None), Err(AccountError::ForeignUser(_))));
+    }
+}

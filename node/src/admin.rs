@@ -1,0 +1,115 @@
+//! Administration: create, list and deactivate users, on a running or a stopped hearth.
+//!
+//! A running hearth holds the database lock, so it answers admin requests on a Unix socket in its
+//! data directory (`admin.sock`, reachable only by the data directory's owner): one JSON request
+//! line, one JSON response line. On a stopped hearth the `hearth admin` command opens the database
+//! itself. Both paths run [`execute`].
+
+use std::path::Path;
+use std::sync::Arc;
+
+use hearth_spec::UserId;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::accounts::Accounts;
+
+/// Longest admin request line, in bytes.
+const MAX_LINE: usize = 64 * 1024;
+
+/// An admin request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AdminRequest {
+    CreateUser { username: String, password: String },
+    ListUsers,
+    DeactivateUser { user_id: String },
+}
+
+/// A user as admins see it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserEntry {
+    pub user_id: UserId,
+    pub created_ts: u64,
+    pub deactivated: bool,
+}
+
+/// The answer to an admin request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum AdminResponse {
+    Created { user_id: UserId },
+    Users { users: Vec<UserEntry> },
+    Deactivated { user_id: UserId },
+    Error { message: String },
+}
+
+/// Runs one admin request against the accounts.
+pub fn execute(accounts: &Accounts, request: AdminRequest) -> AdminResponse {
+    let result = match request {
+        AdminRequest::CreateUser { username, password } => accounts
+            .create_user(&username, &password)
+            .map(|user_id| AdminResponse::Created { user_id }),
+        AdminRequest::ListUsers => accounts.list_users().map(|users| AdminResponse::Users {
+            users: users
+                .into_iter()
+                .map(|(user_id, r)| UserEntry { user_id, created_ts: r.created_ts, deactivated: r.deactivated })
+                .collect(),
+        }),
+        AdminRequest::DeactivateUser { user_id } => accounts
+            .user_id(&user_id)
+            .and_then(|user| accounts.deactivate(&user).map(|()| AdminResponse::Deactivated { user_id: user })),
+    };
+    result.unwrap_or_else(|e| AdminResponse::Error { message: e.to_string() })
+}
+
+/// Serves admin requests on `path` until the task is dropped.
+pub async fn serve_socket(path: &Path, accounts: Arc<Accounts>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    // A socket file left by a hearth that was killed would block the bind.
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let accounts = accounts.clone();
+            tokio::spawn(async move {
+                if let Err(e) = answer(stream, accounts).await {
+                    tracing::warn!(error = %e, "admin connection failed");
+                }
+            });
+        }
+    }))
+}
+
+async fn answer(stream: UnixStream, accounts: Arc<Accounts>) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read).take(MAX_LINE as u64);
+    reader.read_line(&mut line).await?;
+    let response = match serde_json::from_str::<AdminRequest>(&line) {
+        Ok(request) => tokio::task::spawn_blocking(move || execute(&accounts, request))
+            .await
+            .unwrap_or_else(|e| AdminResponse::Error { message: e.to_string() }),
+        Err(e) => AdminResponse::Error { message: format!("bad admin request: {e}") },
+    };
+    let mut text = serde_json::to_string(&response).expect("responses serialise");
+    text.push('\n');
+    write.write_all(text.as_bytes()).await
+}
+
+/// Sends one request to a running hearth's admin socket.
+pub async fn request_socket(path: &Path, request: &AdminRequest) -> std::io::Result<AdminResponse> {
+    let mut stream = UnixStream::connect(path).await?;
+    let mut text = serde_json::to_string(request).expect("requests serialise");
+    text.push('\n');
+    stream.write_all(text.as_bytes()).await?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).await?;
+    serde_json::from_str(&line).map_err(std::io::Error::other)
+}

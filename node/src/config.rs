@@ -1,0 +1,408 @@
+//! The one configuration tree of a hearth: defaults < TOML file < `HEARTH_*` environment
+//! (`__` separates nesting levels: `HEARTH_CLIENT_API__LISTEN=0.0.0.0:8008`). Unknown keys are
+//! errors. `hearth init` writes [`Config::documented_toml`], which lists every field.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use hearth_spec::ServerName;
+use serde::{Deserialize, Serialize};
+
+/// Environment variables that are read by the command line, not by the config tree.
+const NON_CONFIG_VARS: &[&str] = &["HEARTH_CONFIG", "HEARTH_LOG"];
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("environment variable {var} does not fit the config: {source}")]
+    Env {
+        var: String,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// Everything a hearth needs to run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// This hearth's name; the server part of its user and room ids. Default `localhost`.
+    pub server_name: ServerName,
+    /// Where the database and keys live. Default `./hearth-data`.
+    pub data_dir: PathBuf,
+    pub client_api: ClientApiConfig,
+    pub limits: LimitsConfig,
+    pub auth: AuthConfig,
+    pub storage: StorageConfig,
+}
+
+/// The client HTTP + WebSocket listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientApiConfig {
+    /// Listen address. Default `127.0.0.1:8008`.
+    pub listen: SocketAddr,
+    /// Largest HTTP request body in bytes. Default 512 KiB (a 256 KiB payload in base64 fits).
+    pub max_body_bytes: usize,
+    /// Largest WebSocket message in bytes. Default 512 KiB.
+    pub max_ws_message_bytes: usize,
+    /// Sends one WebSocket connection may have in flight before the hearth stops reading it.
+    /// Default 256.
+    pub max_in_flight_per_connection: usize,
+}
+
+/// Abuse and size limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest message payload in bytes. Default 262144 (256 KiB).
+    pub max_event_bytes: usize,
+    /// Most members a group may have. Default 1000.
+    pub max_room_members: usize,
+    /// Sustained sends per second per device. Default 50.
+    pub sends_per_second: f64,
+    /// Burst of sends per device above the sustained rate. Default 500.
+    pub send_burst: f64,
+    /// Sustained other requests per second per device. Default 20.
+    pub requests_per_second: f64,
+    /// Burst of other requests per device. Default 100.
+    pub request_burst: f64,
+    /// Sustained register/login/refresh attempts per second per client IP. Default 2.
+    pub auth_per_second: f64,
+    /// Burst of register/login/refresh attempts per client IP. Default 30.
+    pub auth_burst: f64,
+}
+
+/// Sessions and passwords.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Lifetime of an access token in seconds. Default 900.
+    pub access_token_ttl_secs: u64,
+    /// Shortest password accepted at registration. Default 8.
+    pub min_password_len: usize,
+    /// Whether anyone may register over the client API (admins can always create users).
+    /// Default true.
+    pub open_registration: bool,
+}
+
+/// Storage engine tuning.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Most commands written by one group commit (one fsync). Default 4096.
+    pub max_batch: usize,
+    /// Bound of the queue in front of the committer. Default 16384.
+    pub queue_depth: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server_name: ServerName::parse("localhost").expect("valid default"),
+            data_dir: PathBuf::from("./hearth-data"),
+            client_api: ClientApiConfig::default(),
+            limits: LimitsConfig::default(),
+            auth: AuthConfig::default(),
+            storage: StorageConfig::default(),
+        }
+    }
+}
+
+impl Default for ClientApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8008)),
+            max_body_bytes: 512 * 1024,
+            max_ws_message_bytes: 512 * 1024,
+            max_in_flight_per_connection: 256,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_event_bytes: 256 * 1024,
+            max_room_members: 1000,
+            sends_per_second: 50.0,
+            send_burst: 500.0,
+            requests_per_second: 20.0,
+            request_burst: 100.0,
+            auth_per_second: 2.0,
+            auth_burst: 30.0,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            access_token_ttl_secs: 900,
+            min_password_len: 8,
+            open_registration: true,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 4096,
+            queue_depth: 16384,
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then the file (if any), then `HEARTH_*` variables from `env`, and validates.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str::<toml::Table>(&text).map_err(|source| ConfigError::Parse {
+                    path: path.to_owned(),
+                    source: Box::new(source),
+                })?
+            }
+            None => toml::Table::new(),
+        };
+        let mut env: Vec<_> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("HEARTH_") && !NON_CONFIG_VARS.contains(&k.as_str()))
+            .collect();
+        env.sort();
+        for (var, value) in &env {
+            apply_env(&mut table, var, value);
+        }
+        let config: Config = toml::Value::Table(table).try_into().map_err(|source| {
+            match env.first() {
+                // Name the environment when it contributed; the message names the field either way.
+                Some((var, _)) if file.is_none() => ConfigError::Env {
+                    var: var.clone(),
+                    source: Box::new(source),
+                },
+                _ => ConfigError::Parse {
+                    path: file.map(Path::to_owned).unwrap_or_default(),
+                    source: Box::new(source),
+                },
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |msg: &str| Err(ConfigError::Invalid(msg.to_owned()));
+        let l = &self.limits;
+        if l.max_event_bytes == 0 || l.max_event_bytes > 16 * 1024 * 1024 {
+            return fail("limits.max_event_bytes must be between 1 and 16 MiB");
+        }
+        if self.client_api.max_body_bytes < l.max_event_bytes {
+            return fail("client_api.max_body_bytes must be at least limits.max_event_bytes");
+        }
+        if self.client_api.max_ws_message_bytes < l.max_event_bytes {
+            return fail("client_api.max_ws_message_bytes must be at least limits.max_event_bytes");
+        }
+        if l.max_room_members < 2 {
+            return fail("limits.max_room_members must be at least 2");
+        }
+        for (name, rate) in [
+            ("sends_per_second", l.sends_per_second),
+            ("send_burst", l.send_burst),
+            ("requests_per_second", l.requests_per_second),
+            ("request_burst", l.request_burst),
+            ("auth_per_second", l.auth_per_second),
+            ("auth_burst", l.auth_burst),
+        ] {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(ConfigError::Invalid(format!(
+                    "limits.{name} must be a positive number"
+                )));
+            }
+        }
+        if self.auth.access_token_ttl_secs < 10 {
+            return fail("auth.access_token_ttl_secs must be at least 10");
+        }
+        if self.storage.max_batch == 0 || self.storage.queue_depth == 0 {
+            return fail("storage.max_batch and storage.queue_depth must be positive");
+        }
+        if self.client_api.max_in_flight_per_connection == 0 {
+            return fail("client_api.max_in_flight_per_connection must be positive");
+        }
+        Ok(())
+    }
+
+    /// A complete, commented config file with the defaults, for `hearth init`.
+    pub fn documented_toml(server_name: &ServerName, data_dir: &Path) -> String {
+        let d = Config::default();
+        format!(
+            r#"# Hearth configuration. Every key is optional; the values shown are the defaults.
+# Any key can be overridden by an environment variable: HEARTH_ + the key path in upper case,
+# with __ between levels, e.g. HEARTH_CLIENT_API__LISTEN=0.0.0.0:8008.
+
+# This hearth's name: the server part of user ids (@alice:NAME) and room ids.
+server_name = "{server_name}"
+# Database and keys.
+data_dir = {data_dir}
+
+[client_api]
+# Where clients connect (HTTP and WebSocket).
+listen = "{listen}"
+# Largest HTTP request body, bytes.
+max_body_bytes = {max_body}
+# Largest WebSocket message, bytes.
+max_ws_message_bytes = {max_ws}
+# Sends one WebSocket connection may have in flight before the hearth stops reading it.
+max_in_flight_per_connection = {in_flight}
+
+[limits]
+# Largest message payload, bytes.
+max_event_bytes = {max_event}
+# Most members of a group.
+max_room_members = {max_members}
+# Sends per second per device, sustained, and the burst above it.
+sends_per_second = {sps:?}
+send_burst = {sb:?}
+# Other authenticated requests per second per device, and the burst.
+requests_per_second = {rps:?}
+request_burst = {rb:?}
+# Register/login/refresh attempts per second per client IP, and the burst.
+auth_per_second = {aps:?}
+auth_burst = {ab:?}
+
+[auth]
+# Lifetime of an access token, seconds. Clients refresh with their single-use refresh token.
+access_token_ttl_secs = {ttl}
+# Shortest password accepted at registration.
+min_password_len = {minpw}
+# Whether anyone may register over the client API (`hearth admin create-user` always works).
+open_registration = {open}
+
+[storage]
+# Most commands one group commit (one fsync) writes.
+max_batch = {max_batch}
+# Bound of the queue in front of the committer.
+queue_depth = {queue}
+"#,
+            data_dir = toml::Value::String(data_dir.display().to_string()),
+            listen = d.client_api.listen,
+            max_body = d.client_api.max_body_bytes,
+            max_ws = d.client_api.max_ws_message_bytes,
+            in_flight = d.client_api.max_in_flight_per_connection,
+            max_event = d.limits.max_event_bytes,
+            max_members = d.limits.max_room_members,
+            sps = d.limits.sends_per_second,
+            sb = d.limits.send_burst,
+            rps = d.limits.requests_per_second,
+            rb = d.limits.request_burst,
+            aps = d.limits.auth_per_second,
+            ab = d.limits.auth_burst,
+            ttl = d.auth.access_token_ttl_secs,
+            minpw = d.auth.min_password_len,
+            open = d.auth.open_registration,
+            max_batch = d.storage.max_batch,
+            queue = d.storage.queue_depth,
+        )
+    }
+}
+
+/// Sets `HEARTH_A__B=v` as `a.b = v` in `table`. The value is read as TOML when it parses as a
+/// TOML value (numbers, booleans), otherwise as a string.
+fn apply_env(table: &mut toml::Table, var: &str, value: &str) {
+    let path: Vec<String> = var["HEARTH_".len()..]
+        .split("__")
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+    let (last, parents) = path.split_last().expect("split yields at least one part");
+    let mut cursor = table;
+    for part in parents {
+        let entry = cursor
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        cursor = entry.as_table_mut().expect("just made a table");
+    }
+    cursor.insert(last.clone(), parsed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = Config::load(None, env(&[])).unwrap();
+        assert_eq!(config.server_name.as_str(), "localhost");
+        assert_eq!(config.limits.max_event_bytes, 262_144);
+    }
+
+    #[test]
+    fn documented_file_parses_to_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hearth.toml");
+        let server = ServerName::parse("eu.example.org").unwrap();
+        std::fs::write(&path, Config::documented_toml(&server, Path::new("/var/lib/hearth"))).unwrap();
+        let config = Config::load(Some(&path), env(&[])).unwrap();
+        assert_eq!(config.server_name, server);
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/hearth"));
+        assert_eq!(config.limits.max_room_members, Config::default().limits.max_room_members);
+    }
+
+    #[test]
+    fn env_overrides_file_and_nests() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("HEARTH_CLIENT_API__LISTEN", "0.0.0.0:9000"),
+                ("HEARTH_LIMITS__SENDS_PER_SECOND", "1000.5"),
+                ("HEARTH_SERVER_NAME", "b.example"),
+                ("HEARTH_LOG", "debug"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.client_api.listen.port(), 9000);
+        assert_eq!(config.limits.sends_per_second, 1000.5);
+        assert_eq!(config.server_name.as_str(), "b.example");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        assert!(Config::load(None, env(&[("HEARTH_NO_SUCH_KEY", "1")])).is_err());
+        assert!(Config::load(None, env(&[("HEARTH_SERVER_NAME", "Bad Name")])).is_err());
+        assert!(Config::load(None, env(&[("HEARTH_LIMITS__MAX_ROOM_MEMBERS", "1")])).is_err());
+        assert!(Config::load(None, env(&[("HEARTH_LIMITS__SEND_BURST", "-1")])).is_err());
+    }
+}

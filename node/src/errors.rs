@@ -1,0 +1,64 @@
+//! How the node's typed errors become client-facing error bodies (codes; the HTTP status for
+//! each code is chosen in `hearth-client-api`'s `rejection.rs`). Internal failures are logged
+//! here and reported without detail.
+
+use hearth_spec::{ErrorBody, ErrorCode};
+
+use crate::accounts::AccountError;
+use crate::committer::CommitError;
+use crate::sequencer::SequenceError;
+use crate::store::StoreError;
+use crate::token::TokenError;
+
+fn internal(detail: &dyn std::fmt::Display) -> ErrorBody {
+    tracing::error!(error = %detail, "internal error");
+    ErrorBody::new(ErrorCode::Internal, "the hearth failed to do that; nothing was changed")
+}
+
+impl From<AccountError> for ErrorBody {
+    fn from(e: AccountError) -> Self {
+        let code = match &e {
+            AccountError::InvalidUsername(_)
+            | AccountError::ForeignUser(_)
+            | AccountError::PasswordTooShort(_)
+            | AccountError::PasswordTooLong
+            | AccountError::DeviceNameTooLong => ErrorCode::InvalidParam,
+            AccountError::UserExists => ErrorCode::UserExists,
+            AccountError::BadCredentials => ErrorCode::BadCredentials,
+            AccountError::Deactivated | AccountError::RegistrationClosed => ErrorCode::Forbidden,
+            AccountError::BadRefreshToken | AccountError::Revoked => ErrorCode::Unauthorized,
+            AccountError::Token(TokenError::Expired) => ErrorCode::TokenExpired,
+            AccountError::Token(_) => ErrorCode::Unauthorized,
+            AccountError::DeviceNotFound | AccountError::UserNotFound => ErrorCode::NotFound,
+            AccountError::Store(_) | AccountError::Hash(_) => return internal(&e),
+        };
+        ErrorBody::new(code, e.to_string())
+    }
+}
+
+impl From<CommitError> for ErrorBody {
+    fn from(e: CommitError) -> Self {
+        let code = match &e {
+            CommitError::Refused(refused) => match refused {
+                SequenceError::RoomNotFound(_) => ErrorCode::NotFound,
+                SequenceError::NotMember(_) | SequenceError::DirectRoomInvite => ErrorCode::Forbidden,
+                SequenceError::RoomFull(_) => ErrorCode::LimitExceeded,
+                SequenceError::InvalidDirect
+                | SequenceError::AlreadyMember(_)
+                | SequenceError::NameTooLong
+                | SequenceError::SeqOutOfRange { .. }
+                | SequenceError::CursorOutOfRange { .. } => ErrorCode::InvalidParam,
+                SequenceError::RoomExists(_) => return internal(&e),
+            },
+            CommitError::Storage(_) => return internal(&e),
+            CommitError::Closed => ErrorCode::Unavailable,
+        };
+        ErrorBody::new(code, e.to_string())
+    }
+}
+
+impl From<StoreError> for ErrorBody {
+    fn from(e: StoreError) -> Self {
+        internal(&e)
+    }
+}

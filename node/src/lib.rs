@@ -1,0 +1,20 @@
+//! The Hearth homeserver: configuration, storage, accounts, rooms, the sequencer and its group
+//! commit, inboxes and live delivery, wired to the client API. It is not the wire format (that is
+//! `hearth-spec`) nor the HTTP layer (`hearth-client-api`).
+//!
+//! Entry point: [`serve::start`] runs a hearth from a [`config::Config`]; the `hearth` binary
+//! adds `init`, `serve` and `admin` around it.
+
+pub mod accounts;
+pub mod admin;
+pub mod clock;
+pub mod committer;
+pub mod config;
+pub mod errors;
+pub mod hub;
+pub mod keys;
+pub mod sequencer;
+pub mod serve;
+pub mod service;
+pub mod store;
+pub mod token;

@@ -1,0 +1,177 @@
+//! `hearth`: run a Hearth homeserver, write its config, administer its users.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use hearth_node::accounts::Accounts;
+use hearth_node::admin::{self, AdminRequest, AdminResponse};
+use hearth_node::config::Config;
+use hearth_node::serve;
+use hearth_node::store::{OpenError, Store};
+use hearth_spec::ServerName;
+
+#[derive(Parser)]
+#[command(name = "hearth", version, about = "A Hearth homeserver. With no command, serves with the default config.")]
+struct Cli {
+    /// Config file (TOML). Without one, defaults apply, overridden by HEARTH_* variables.
+    #[arg(long, short, global = true, env = "HEARTH_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a documented config file for a real deployment.
+    Init {
+        /// This hearth's name, e.g. chat.example.org.
+        #[arg(long, default_value = "localhost")]
+        server_name: String,
+        /// Where the database and keys will live.
+        #[arg(long, default_value = "./hearth-data")]
+        data_dir: PathBuf,
+        /// Where to write the file.
+        #[arg(long, default_value = "hearth.toml")]
+        out: PathBuf,
+    },
+    /// Run the hearth.
+    Serve,
+    /// Manage users, on a running or a stopped hearth.
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Create a user. The password is read from standard input.
+    CreateUser { username: String },
+    /// List every user.
+    ListUsers,
+    /// Deactivate a user: no more logins, every device logged out.
+    DeactivateUser { user_id: String },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hearth: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Some(Command::Init { server_name, data_dir, out }) => init(&server_name, &data_dir, &out),
+        None | Some(Command::Serve) => {
+            let config = Config::load(cli.config.as_deref(), std::env::vars())?;
+            runtime()?.block_on(serve_until_signal(config))
+        }
+        Some(Command::Admin { action }) => {
+            let config = Config::load(cli.config.as_deref(), std::env::vars())?;
+            admin_command(config, action)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    raise_open_file_limit();
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+/// Many idle WebSockets need many file descriptors: raise the soft limit to the hard limit.
+fn raise_open_file_limit() {
+    #[allow(unsafe_code)]
+    // SAFETY: getrlimit/setrlimit with a valid, initialised struct; no memory is shared.
+    unsafe {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+fn init(server_name: &str, data_dir: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
+    let server_name = ServerName::parse(server_name).context("invalid --server-name")?;
+    if out.exists() {
+        bail!("{} exists already; not overwriting it", out.display());
+    }
+    std::fs::write(out, Config::documented_toml(&server_name, data_dir))
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    println!("wrote {}; start the hearth with: hearth serve --config {}", out.display(), out.display());
+    Ok(())
+}
+
+async fn serve_until_signal(config: Config) -> anyhow::Result<()> {
+    let running = serve::start(config).await?;
+    eprintln!("hearth: serving clients on http://{}", running.client_addr);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    running.stop().await;
+    Ok(())
+}
+
+fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
+    let request = match action {
+        AdminAction::CreateUser { username } => AdminRequest::CreateUser { username, password: read_password()? },
+        AdminAction::ListUsers => AdminRequest::ListUsers,
+        AdminAction::DeactivateUser { user_id } => AdminRequest::DeactivateUser { user_id },
+    };
+    let response = match Store::open(&serve::db_path(&config.data_dir)) {
+        Ok(store) => {
+            // The hearth is stopped: work on the database directly.
+            let key = hearth_node::keys::load_or_generate(&serve::key_path(&config.data_dir))?;
+            let accounts = Accounts::new(store.into(), key.into(), config.server_name.clone(), config.auth.clone())?;
+            admin::execute(&accounts, request)
+        }
+        Err(OpenError::InUse) => {
+            let socket = serve::admin_socket_path(&config.data_dir);
+            runtime()?
+                .block_on(admin::request_socket(&socket, &request))
+                .with_context(|| format!("the hearth is running but its admin socket {} does not answer", socket.display()))?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match response {
+        AdminResponse::Created { user_id } => println!("created {user_id}"),
+        AdminResponse::Users { users } => {
+            for u in users {
+                let state = if u.deactivated { "deactivated" } else { "active" };
+                println!("{}\t{}", u.user_id, state);
+            }
+        }
+        AdminResponse::Deactivated { user_id } => println!("deactivated {user_id}"),
+        AdminResponse::Error { message } => bail!("{message}"),
+    }
+    Ok(())
+}
+
+fn read_password() -> anyhow::Result<String> {
+    if std::io::stdin().is_terminal() {
+        eprint!("password: ");
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    if password.is_empty() {
+        bail!("no password given on standard input");
+    }
+    Ok(password)
+}

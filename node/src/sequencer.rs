@@ -1,0 +1,535 @@
+//! The sequencer: the room-ordering state machine of the rooms this hearth is home to.
+//!
+//! It holds each room's members and last sequence number and each user's inbox head, checks a
+//! request against them, and turns it into writes on a [`Batch`]. It does no I/O and reads no
+//! clock: the committer passes the time and random nonces in, and writes and fsyncs the batch.
+//! If a commit fails the committer rebuilds the sequencer from the store, so memory never runs
+//! ahead of disk.
+
+use std::collections::{BTreeSet, HashMap};
+
+use hearth_spec::api::Sequenced;
+use hearth_spec::envelope::ENVELOPE_VERSION;
+use hearth_spec::{Content, DeviceId, Envelope, EventId, Membership, RoomId, RoomKind, TxnId, UserId};
+
+use crate::store::tables::RoomRecord;
+use crate::store::{Batch, SequencerState};
+
+/// Longest room name in bytes.
+pub const MAX_ROOM_NAME: usize = 256;
+
+/// Why a request was refused. Nothing is written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SequenceError {
+    #[error("room {0} does not exist")]
+    RoomNotFound(RoomId),
+    #[error("you are not a member of {0}")]
+    NotMember(RoomId),
+    #[error("a direct chat has exactly two members; create a group to add more people")]
+    DirectRoomInvite,
+    #[error("a direct chat needs exactly one other member")]
+    InvalidDirect,
+    #[error("{0} is already a member")]
+    AlreadyMember(UserId),
+    #[error("the room would have more than {0} members")]
+    RoomFull(usize),
+    #[error("the room name is longer than {MAX_ROOM_NAME} bytes")]
+    NameTooLong,
+    #[error("room {0} already exists")]
+    RoomExists(RoomId),
+    #[error("seq {seq} is past the end of the room ({last})")]
+    SeqOutOfRange { seq: u64, last: u64 },
+    #[error("cursor {cursor} is past the end of the inbox ({head})")]
+    CursorOutOfRange { cursor: u64, head: u64 },
+}
+
+/// A request to the sequencer.
+#[derive(Debug, Clone)]
+pub enum Request {
+    Send {
+        user: UserId,
+        device: DeviceId,
+        room: RoomId,
+        txn_id: TxnId,
+        payload: Vec<u8>,
+    },
+    CreateRoom {
+        user: UserId,
+        device: DeviceId,
+        room: RoomId,
+        kind: RoomKind,
+        name: Option<String>,
+        members: Vec<UserId>,
+        /// Random, to make the server-built events' txn ids unique.
+        nonce: u64,
+    },
+    Invite {
+        user: UserId,
+        device: DeviceId,
+        room: RoomId,
+        target: UserId,
+        nonce: u64,
+    },
+    Leave {
+        user: UserId,
+        device: DeviceId,
+        room: RoomId,
+        nonce: u64,
+    },
+    MarkRead {
+        user: UserId,
+        room: RoomId,
+        seq: u64,
+    },
+    Ack {
+        user: UserId,
+        device: DeviceId,
+        cursor: u64,
+    },
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// The request's (last) event and its place.
+    Sequenced(Sequenced),
+    Done,
+}
+
+#[derive(Debug, Clone)]
+struct RoomState {
+    kind: RoomKind,
+    members: BTreeSet<UserId>,
+    last_seq: u64,
+}
+
+/// Sends already sequenced in the batch being built, by (user, device, txn).
+type BatchTxns = HashMap<(UserId, DeviceId, TxnId), Sequenced>;
+
+/// The state machine.
+#[derive(Debug, Default)]
+pub struct Sequencer {
+    max_members: usize,
+    rooms: HashMap<RoomId, RoomState>,
+    inbox_heads: HashMap<UserId, u64>,
+    batch_txns: BatchTxns,
+}
+
+impl Sequencer {
+    /// Rebuilds the sequencer from what the store holds.
+    pub fn new(state: SequencerState, max_members: usize) -> Self {
+        let rooms = state
+            .rooms
+            .into_iter()
+            .map(|(room, record, last_seq, members)| {
+                (
+                    room,
+                    RoomState {
+                        kind: record.kind,
+                        members: members.into_iter().collect(),
+                        last_seq,
+                    },
+                )
+            })
+            .collect();
+        Self {
+            max_members,
+            rooms,
+            inbox_heads: state.inbox_heads.into_iter().collect(),
+            batch_txns: HashMap::new(),
+        }
+    }
+
+    /// Starts a new batch: forgets per-batch de-duplication (the store has it after commit).
+    pub fn begin_batch(&mut self) {
+        self.batch_txns.clear();
+    }
+
+    /// Whether `user` is a member of `room` (as of the batch being built).
+    pub fn is_member(&self, room: &RoomId, user: &UserId) -> bool {
+        self.rooms
+            .get(room)
+            .is_some_and(|r| r.members.contains(user))
+    }
+
+    /// Checks a request and adds its writes to `batch`. `now_ms` is the wall clock.
+    pub fn apply(
+        &mut self,
+        request: Request,
+        now_ms: u64,
+        batch: &mut Batch,
+    ) -> Result<Reply, SequenceError> {
+        match request {
+            Request::Send {
+                user,
+                device,
+                room,
+                txn_id,
+                payload,
+            } => {
+                let key = (user.clone(), device.clone(), txn_id.clone());
+                if let Some(done) = self.batch_txns.get(&key) {
+                    return Ok(Reply::Sequenced(done.clone()));
+                }
+                self.member_room(&room, &user)?;
+                let envelope = envelope(&room, &user, &device, txn_id.clone(), now_ms, Content::Message { payload });
+                let sequenced = self.append(&room, envelope, now_ms, batch);
+                batch
+                    .txns
+                    .push((user, device, txn_id.to_string(), sequenced.event_id));
+                self.batch_txns.insert(key, sequenced.clone());
+                Ok(Reply::Sequenced(sequenced))
+            }
+            Request::CreateRoom {
+                user,
+                device,
+                room,
+                kind,
+                name,
+                members,
+                nonce,
+            } => {
+                if self.rooms.contains_key(&room) {
+                    return Err(SequenceError::RoomExists(room));
+                }
+                if name.as_ref().is_some_and(|n| n.len() > MAX_ROOM_NAME) {
+                    return Err(SequenceError::NameTooLong);
+                }
+                let others: BTreeSet<UserId> =
+                    members.into_iter().filter(|m| *m != user).collect();
+                if kind == RoomKind::Direct && others.len() != 1 {
+                    return Err(SequenceError::InvalidDirect);
+                }
+                if others.len() + 1 > self.max_members {
+                    return Err(SequenceError::RoomFull(self.max_members));
+                }
+                self.rooms.insert(
+                    room.clone(),
+                    RoomState {
+                        kind,
+                        members: BTreeSet::new(),
+                        last_seq: 0,
+                    },
+                );
+                batch.rooms.push((
+                    room.clone(),
+                    RoomRecord {
+                        kind,
+                        name: name.clone(),
+                        created_ts: now_ms,
+                    },
+                ));
+                let mut step = 0u32;
+                let mut next_txn = || {
+                    step += 1;
+                    server_txn(nonce, step)
+                };
+                let create = envelope(&room, &user, &device, next_txn(), now_ms, Content::Create { kind, name });
+                // The creator joins first so that it receives the create event too.
+                self.join(&room, &user, batch);
+                let mut last = self.append(&room, create, now_ms, batch);
+                for member in std::iter::once(user.clone()).chain(others) {
+                    if member != user {
+                        self.join(&room, &member, batch);
+                    }
+                    let content = Content::Member {
+                        target: member,
+                        membership: Membership::Join,
+                    };
+                    let event = envelope(&room, &user, &device, next_txn(), now_ms, content);
+                    last = self.append(&room, event, now_ms, batch);
+                }
+                Ok(Reply::Sequenced(last))
+            }
+            Request::Invite {
+                user,
+                device,
+                room,
+                target,
+                nonce,
+            } => {
+                let state = self.member_room(&room, &user)?;
+                if state.kind == RoomKind::Direct {
+                    return Err(SequenceError::DirectRoomInvite);
+                }
+                if state.members.contains(&target) {
+                    return Err(SequenceError::AlreadyMember(target));
+                }
+                if state.members.len() + 1 > self.max_members {
+                    return Err(SequenceError::RoomFull(self.max_members));
+                }
+                self.join(&room, &target, batch);
+                let content = Content::Member {
+                    target,
+                    membership: Membership::Join,
+                };
+                let event = envelope(&room, &user, &device, server_txn(nonce, 1), now_ms, content);
+                Ok(Reply::Sequenced(self.append(&room, event, now_ms, batch)))
+            }
+            Request::Leave {
+                user,
+                device,
+                room,
+                nonce,
+            } => {
+                self.member_room(&room, &user)?;
+                let content = Content::Member {
+                    target: user.clone(),
+                    membership: Membership::Leave,
+                };
+                let event = envelope(&room, &user, &device, server_txn(nonce, 1), now_ms, content);
+                // The leaver's devices see their own leave; nothing after it.
+                let sequenced = self.append(&room, event, now_ms, batch);
+                if let Some(state) = self.rooms.get_mut(&room) {
+                    state.members.remove(&user);
+                }
+                batch.leaves.push((room, user));
+                Ok(Reply::Sequenced(sequenced))
+            }
+            Request::MarkRead { user, room, seq } => {
+                let state = self.member_room(&room, &user)?;
+                if seq > state.last_seq {
+                    return Err(SequenceError::SeqOutOfRange {
+                        seq,
+                        last: state.last_seq,
+                    });
+                }
+                batch.read_marks.push((user, room, seq));
+                Ok(Reply::Done)
+            }
+            Request::Ack {
+                user,
+                device,
+                cursor,
+            } => {
+                let head = self.inbox_heads.get(&user).copied().unwrap_or(0);
+                if cursor > head {
+                    return Err(SequenceError::CursorOutOfRange { cursor, head });
+                }
+                batch.cursors.push((user, device, cursor));
+                Ok(Reply::Done)
+            }
+        }
+    }
+
+    fn member_room(&self, room: &RoomId, user: &UserId) -> Result<&RoomState, SequenceError> {
+        let state = self
+            .rooms
+            .get(room)
+            .ok_or_else(|| SequenceError::RoomNotFound(room.clone()))?;
+        if !state.members.contains(user) {
+            return Err(SequenceError::NotMember(room.clone()));
+        }
+        Ok(state)
+    }
+
+    fn join(&mut self, room: &RoomId, user: &UserId, batch: &mut Batch) {
+        if let Some(state) = self.rooms.get_mut(room) {
+            state.members.insert(user.clone());
+        }
+        batch.joins.push((room.clone(), user.clone()));
+    }
+
+    /// Gives the envelope the room's next seq and appends it to every member's inbox.
+    fn append(&mut self, room: &RoomId, envelope: Envelope, now_ms: u64, batch: &mut Batch) -> Sequenced {
+        let state = self.rooms.get_mut(room).expect("caller checked the room");
+        state.last_seq += 1;
+        let seq = state.last_seq;
+        let bytes = envelope.encode();
+        let event_id = EventId::of_bytes(&bytes);
+        batch.events.push((room.clone(), seq, event_id, bytes));
+        for member in &state.members {
+            let head = self.inbox_heads.entry(member.clone()).or_insert(0);
+            // Monotonic and time-sortable: the cursor never falls below the clock in ms << 10.
+            *head = (*head + 1).max(now_ms << 10);
+            batch.inbox.push((member.clone(), *head, room.clone(), seq));
+        }
+        Sequenced {
+            room_id: room.clone(),
+            event_id,
+            seq,
+        }
+    }
+}
+
+fn server_txn(nonce: u64, step: u32) -> TxnId {
+    TxnId::parse(&format!("srv.{nonce:016x}.{step}")).expect("valid txn id")
+}
+
+fn envelope(
+    room: &RoomId,
+    sender: &UserId,
+    device: &DeviceId,
+    txn_id: TxnId,
+    origin_ts: u64,
+    content: Content,
+) -> Envelope {
+    Envelope {
+        version: ENVELOPE_VERSION,
+        room_id: room.clone(),
+        sender: sender.clone(),
+        sender_device: device.clone(),
+        txn_id,
+        origin_ts,
+        content,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn user(name: &str) -> UserId {
+        UserId::parse(&format!("@{name}:localhost")).unwrap()
+    }
+    fn dev() -> DeviceId {
+        DeviceId::parse("D").unwrap()
+    }
+    fn room() -> RoomId {
+        RoomId::parse("!r:localhost").unwrap()
+    }
+
+    fn seq_with_group(members: &[&str]) -> (Sequencer, Batch) {
+        let mut s = Sequencer::new(SequencerState::default(), 1000);
+        let mut batch = Batch::default();
+        s.apply(
+            Request::CreateRoom {
+                user: user(members[0]),
+                device: dev(),
+                room: room(),
+                kind: RoomKind::Group,
+                name: Some("g".into()),
+                members: members[1..].iter().map(|m| user(m)).collect(),
+                nonce: 1,
+            },
+            1_000,
+            &mut batch,
+        )
+        .unwrap();
+        (s, batch)
+    }
+
+    fn send(s: &mut Sequencer, who: &str, txn: &str, batch: &mut Batch) -> Result<Reply, SequenceError> {
+        s.apply(
+            Request::Send {
+                user: user(who),
+                device: dev(),
+                room: room(),
+                txn_id: TxnId::parse(txn).unwrap(),
+                payload: b"hi".to_vec(),
+            },
+            2_000,
+            batch,
+        )
+    }
+
+    #[test]
+    fn create_room_sequences_create_then_joins_and_fills_inboxes() {
+        let (_, batch) = seq_with_group(&["a", "b", "c"]);
+        let seqs: Vec<u64> = batch.events.iter().map(|e| e.1).collect();
+        assert_eq!(seqs, [1, 2, 3, 4]);
+        // a sees all 4 events; b sees its own join and c's; c sees its own join.
+        let count = |u: &str| batch.inbox.iter().filter(|i| i.0 == user(u)).count();
+        assert_eq!((count("a"), count("b"), count("c")), (4, 2, 1));
+    }
+
+    #[test]
+    fn non_member_cannot_send_and_nothing_is_written() {
+        let (mut s, _) = seq_with_group(&["a", "b"]);
+        let mut batch = Batch::default();
+        assert_eq!(
+            send(&mut s, "z", "t1", &mut batch),
+            Err(SequenceError::NotMember(room()))
+        );
+        assert!(batch.is_empty());
+    }
+
+    #[test]
+    fn duplicate_txn_in_one_batch_gives_one_event() {
+        let (mut s, _) = seq_with_group(&["a", "b"]);
+        let mut batch = Batch::default();
+        s.begin_batch();
+        let first = send(&mut s, "a", "t1", &mut batch).unwrap();
+        let again = send(&mut s, "a", "t1", &mut batch).unwrap();
+        assert_eq!(first, again);
+        assert_eq!(batch.events.len(), 1);
+    }
+
+    #[test]
+    fn leaver_sees_its_leave_but_nothing_after() {
+        let (mut s, _) = seq_with_group(&["a", "b"]);
+        let mut batch = Batch::default();
+        s.apply(Request::Leave { user: user("b"), device: dev(), room: room(), nonce: 2 }, 3_000, &mut batch).unwrap();
+        assert!(batch.inbox.iter().any(|i| i.0 == user("b")));
+        let mut later = Batch::default();
+        send(&mut s, "a", "t2", &mut later).unwrap();
+        assert!(later.inbox.iter().all(|i| i.0 != user("b")));
+        assert_eq!(send(&mut s, "b", "t3", &mut later), Err(SequenceError::NotMember(room())));
+    }
+
+    #[test]
+    fn direct_rooms_take_exactly_two_and_no_invites() {
+        let mut s = Sequencer::new(SequencerState::default(), 1000);
+        let mut batch = Batch::default();
+        let create = |members: Vec<UserId>| Request::CreateRoom {
+            user: user("a"),
+            device: dev(),
+            room: room(),
+            kind: RoomKind::Direct,
+            name: None,
+            members,
+            nonce: 1,
+        };
+        assert_eq!(s.apply(create(vec![]), 1, &mut batch), Err(SequenceError::InvalidDirect));
+        assert_eq!(s.apply(create(vec![user("b"), user("c")]), 1, &mut batch), Err(SequenceError::InvalidDirect));
+        s.apply(create(vec![user("b")]), 1, &mut batch).unwrap();
+        let invite = Request::Invite { user: user("a"), device: dev(), room: room(), target: user("c"), nonce: 3 };
+        assert_eq!(s.apply(invite, 2, &mut batch), Err(SequenceError::DirectRoomInvite));
+    }
+
+    #[test]
+    fn member_limit_is_enforced() {
+        let mut s = Sequencer::new(SequencerState::default(), 3);
+        let mut batch = Batch::default();
+        let members = vec![user("b"), user("c"), user("d")];
+        let req = Request::CreateRoom { user: user("a"), device: dev(), room: room(), kind: RoomKind::Group, name: None, members, nonce: 1 };
+        assert_eq!(s.apply(req, 1, &mut batch), Err(SequenceError::RoomFull(3)));
+    }
+
+    #[test]
+    fn ack_past_inbox_head_is_refused() {
+        let (mut s, batch) = seq_with_group(&["a", "b"]);
+        let head = batch.inbox.iter().filter(|i| i.0 == user("a")).map(|i| i.1).max().unwrap();
+        let mut b = Batch::default();
+        assert!(s.apply(Request::Ack { user: user("a"), device: dev(), cursor: head }, 5, &mut b).is_ok());
+        assert!(s.apply(Request::Ack { user: user("a"), device: dev(), cursor: head + 1 }, 5, &mut b).is_err());
+    }
+
+    proptest! {
+        /// Whatever sends interleave, every member's inbox lists the room's events in seq order
+        /// with strictly increasing cursors, and seqs are gapless.
+        #[test]
+        fn room_order_is_gapless_and_inboxes_follow_it(
+            senders in proptest::collection::vec(0usize..3, 1..60),
+            clock in proptest::collection::vec(0u64..5, 1..60),
+        ) {
+            let names = ["a", "b", "c"];
+            let (mut s, mut batch) = seq_with_group(&names);
+            let mut now = 10_000u64;
+            for (i, who) in senders.iter().enumerate() {
+                now += clock.get(i).copied().unwrap_or(1);
+                s.apply(Request::Send {
+                    user: user(names[*who]), device: dev(), room: room(),
+                    txn_id: TxnId::parse(&format!("t{i}")).unwrap(), payload: vec![i as u8],
+                }, now, &mut batch).unwrap();
+            }
+            let seqs: Vec<u64> = batch.events.iter().map(|e| e.1).collect();
+            prop_assert_eq!(seqs, (1..=batch.events.len() as u64).collect::<Vec<_>>());
+            for name in names {
+                let mine: Vec<(u64, u64)> = batch.inbox.iter().filter(|i| i.0 == user(name)).map(|i| (i.1, i.3)).collect();
+                prop_assert!(mine.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1));
+            }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Starting and stopping a hearth.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hearth_client_api::ApiConfig;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::accounts::{AccountError, Accounts};
+use crate::committer::Committer;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::keys::{self, KeyFileError};
+use crate::service::Hearth;
+use crate::store::{OpenError, Store, StoreError};
+
+/// Why a hearth could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Key(#[from] KeyFileError),
+    #[error("cannot open the database: {0}")]
+    Open(#[from] OpenError),
+    #[error("cannot load the sequencer state: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot load accounts: {0}")]
+    Accounts(#[from] AccountError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot open the admin socket {path}: {source}")]
+    AdminSocket { path: PathBuf, source: std::io::Error },
+}
+
+/// File names inside the data directory.
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("hearth.redb")
+}
+/// The server key file.
+pub fn key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("server.key")
+}
+/// The admin socket.
+pub fn admin_socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin.sock")
+}
+
+/// A running hearth.
+pub struct Running {
+    /// Where the client API listens (the real port when the config asked for port 0).
+    pub client_addr: SocketAddr,
+    pub hearth: Arc<Hearth>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: JoinHandle<()>,
+    admin: JoinHandle<()>,
+    hub: Arc<Hub>,
+    committer_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Opens storage, loads or creates keys, and starts serving clients.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let dir = &config.data_dir;
+    std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir { path: dir.clone(), source })?;
+    let key = Arc::new(keys::load_or_generate(&key_path(dir))?);
+    let store = Arc::new(Store::open(&db_path(dir))?);
+    let accounts = Arc::new(Accounts::new(store.clone(), key, config.server_name.clone(), config.auth.clone())?);
+    let hub = Arc::new(Hub::default());
+    let (committer, committer_thread) = Committer::start(
+        store.clone(),
+        hub.clone(),
+        config.limits.max_room_members,
+        config.storage.max_batch,
+        config.storage.queue_depth,
+    )?;
+    let hearth = Arc::new(Hearth::new(
+        config.server_name.clone(),
+        config.limits.max_event_bytes,
+        store,
+        accounts.clone(),
+        committer,
+        hub.clone(),
+    ));
+    let admin_path = admin_socket_path(dir);
+    let admin = crate::admin::serve_socket(&admin_path, accounts)
+        .await
+        .map_err(|source| StartError::AdminSocket { path: admin_path, source })?;
+
+    let api_config = api_config(&config);
+    let app = hearth_client_api::router(hearth.clone(), api_config);
+    let addr = config.client_api.listen;
+    let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
+    let client_addr = listener.local_addr().map_err(|source| StartError::Listen { addr, source })?;
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        let result = axum::serve(listener, service)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "client API server failed");
+        }
+    });
+    tracing::info!(server_name = %config.server_name, %client_addr, data_dir = %dir.display(), "hearth started");
+    Ok(Running {
+        client_addr,
+        hearth,
+        shutdown: Some(shutdown),
+        server,
+        admin,
+        hub,
+        committer_thread: Some(committer_thread),
+    })
+}
+
+fn api_config(config: &Config) -> ApiConfig {
+    let l = &config.limits;
+    ApiConfig {
+        max_body_bytes: config.client_api.max_body_bytes,
+        max_ws_message_bytes: config.client_api.max_ws_message_bytes,
+        max_event_bytes: l.max_event_bytes,
+        max_in_flight: config.client_api.max_in_flight_per_connection,
+        sends_per_second: l.sends_per_second,
+        send_burst: l.send_burst,
+        requests_per_second: l.requests_per_second,
+        request_burst: l.request_burst,
+        auth_per_second: l.auth_per_second,
+        auth_burst: l.auth_burst,
+        ..ApiConfig::default()
+    }
+}
+
+impl Running {
+    /// Stops accepting, ends live sessions, lets in-flight commits finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        // Ending the watches ends the WebSocket sessions, which graceful shutdown waits for.
+        self.hub.close();
+        if tokio::time::timeout(Duration::from_secs(10), &mut self.server).await.is_err() {
+            self.server.abort();
+        }
+        self.admin.abort();
+        let thread = self.committer_thread.take();
+        // The committer stops when the last handle (inside the hearth) is dropped.
+        drop(self.hearth);
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}

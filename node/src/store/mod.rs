@@ -1,0 +1,657 @@
+//! The hearth's storage behind one typed interface, on redb.
+//!
+//! Why redb and not sled: an event is acknowledged only once it is on disk. sled 0.34 flushes with
+//! `sync_file_range`, which does not flush the drive's write cache (sled issue 1452, open), so an
+//! acknowledged message could be lost on power failure. redb commits with `Durability::Immediate`
+//! by default, which ends in `fsync`. See `spec/storage.md` for the check we ran.
+//!
+//! Writes of the hot path (events, inboxes, memberships) come only from the committer as one
+//! [`Batch`] per group commit; accounts write their own small transactions.
+
+pub mod tables;
+
+use std::path::Path;
+
+use hearth_spec::{DeviceId, EventId, RoomId, UserId};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+
+use tables::*;
+
+/// A storage failure. Nothing is acknowledged when one occurs.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] redb::Error),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// Why the database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("the database is in use by a running hearth")]
+    InUse,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).expect("records encode")
+}
+
+/// Writes of one group commit, applied in one transaction.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub rooms: Vec<(RoomId, RoomRecord)>,
+    pub events: Vec<(RoomId, u64, EventId, Vec<u8>)>,
+    pub joins: Vec<(RoomId, UserId)>,
+    pub leaves: Vec<(RoomId, UserId)>,
+    pub txns: Vec<(UserId, DeviceId, String, EventId)>,
+    pub inbox: Vec<(UserId, u64, RoomId, u64)>,
+    pub read_marks: Vec<(UserId, RoomId, u64)>,
+    pub cursors: Vec<(UserId, DeviceId, u64)>,
+}
+
+impl Batch {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.rooms.is_empty()
+            && self.events.is_empty()
+            && self.joins.is_empty()
+            && self.leaves.is_empty()
+            && self.txns.is_empty()
+            && self.inbox.is_empty()
+            && self.read_marks.is_empty()
+            && self.cursors.is_empty()
+    }
+}
+
+/// A stored event with its place.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub envelope: Vec<u8>,
+}
+
+/// What the sequencer needs to resume after a restart.
+#[derive(Debug, Default)]
+pub struct SequencerState {
+    pub rooms: Vec<(RoomId, RoomRecord, u64, Vec<UserId>)>,
+    pub inbox_heads: Vec<(UserId, u64)>,
+}
+
+/// The typed store.
+pub struct Store {
+    db: Database,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+fn parse_id<T: std::str::FromStr>(text: &str) -> Result<T, StoreError> {
+    text.parse()
+        .map_err(|_| StoreError::Corrupt(format!("stored id {text:?} does not parse")))
+}
+
+impl Store {
+    /// Opens or creates the database file and its tables.
+    pub fn open(path: &Path) -> Result<Self, OpenError> {
+        let db = match Database::create(path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(OpenError::InUse),
+            Err(e) => return Err(StoreError::from(e).into()),
+        };
+        let txn = db.begin_write().map_err(StoreError::from)?;
+        {
+            txn.open_table(USERS).map_err(StoreError::from)?;
+            txn.open_table(DEVICES).map_err(StoreError::from)?;
+            txn.open_table(ROOMS).map_err(StoreError::from)?;
+            txn.open_table(MEMBERS).map_err(StoreError::from)?;
+            txn.open_table(USER_ROOMS).map_err(StoreError::from)?;
+            txn.open_table(EVENTS).map_err(StoreError::from)?;
+            txn.open_table(EVENT_IDS).map_err(StoreError::from)?;
+            txn.open_table(TXNS).map_err(StoreError::from)?;
+            txn.open_table(INBOX).map_err(StoreError::from)?;
+            txn.open_table(INBOX_HEADS).map_err(StoreError::from)?;
+            txn.open_table(READ_MARKS).map_err(StoreError::from)?;
+            txn.open_table(CURSORS).map_err(StoreError::from)?;
+        }
+        txn.commit().map_err(StoreError::from)?;
+        Ok(Self { db })
+    }
+
+    // ---- accounts ----
+
+    /// Inserts a user unless one with that id exists; returns whether it was inserted.
+    pub fn insert_user(&self, user: &UserId, record: &UserRecord) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write()?;
+        let inserted = {
+            let mut users = txn.open_table(USERS)?;
+            if users.get(user.as_str())?.is_some() {
+                false
+            } else {
+                users.insert(user.as_str(), encode(record).as_slice())?;
+                true
+            }
+        };
+        txn.commit()?;
+        Ok(inserted)
+    }
+
+    /// Replaces a user's record.
+    pub fn put_user(&self, user: &UserId, record: &UserRecord) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(USERS)?
+            .insert(user.as_str(), encode(record).as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// A user's record.
+    pub fn user(&self, user: &UserId) -> Result<Option<UserRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let users = txn.open_table(USERS)?;
+        users
+            .get(user.as_str())?
+            .map(|v| decode(v.value()))
+            .transpose()
+    }
+
+    /// Every local user, in id order.
+    pub fn users(&self) -> Result<Vec<(UserId, UserRecord)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let users = txn.open_table(USERS)?;
+        users
+            .iter()?
+            .map(|row| {
+                let (k, v) = row?;
+                Ok((parse_id(k.value())?, decode(v.value())?))
+            })
+            .collect()
+    }
+
+    /// Inserts or replaces a device.
+    pub fn put_device(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        record: &DeviceRecord,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(DEVICES)?.insert(
+            (user.as_str(), device.as_str()),
+            encode(record).as_slice(),
+        )?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Replaces a device's refresh hash only if it still equals `expected` (single use).
+    pub fn rotate_refresh(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        expected: [u8; 32],
+        next: [u8; 32],
+    ) -> Result<RotateOutcome, StoreError> {
+        let txn = self.db.begin_write()?;
+        let outcome = {
+            let mut devices = txn.open_table(DEVICES)?;
+            let key = (user.as_str(), device.as_str());
+            let current: Option<DeviceRecord> =
+                devices.get(key)?.map(|v| decode(v.value())).transpose()?;
+            match current {
+                None => RotateOutcome::NoDevice,
+                Some(mut record) if record.refresh_hash == expected => {
+                    record.refresh_hash = next;
+                    devices.insert(key, encode(&record).as_slice())?;
+                    RotateOutcome::Rotated
+                }
+                Some(_) => RotateOutcome::Mismatch,
+            }
+        };
+        txn.commit()?;
+        Ok(outcome)
+    }
+
+    /// A device's record.
+    pub fn device(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Result<Option<DeviceRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let devices = txn.open_table(DEVICES)?;
+        devices
+            .get((user.as_str(), device.as_str()))?
+            .map(|v| decode(v.value()))
+            .transpose()
+    }
+
+    /// Removes devices (and their cursors); returns how many existed.
+    pub fn delete_devices(&self, user: &UserId, ids: &[DeviceId]) -> Result<usize, StoreError> {
+        let txn = self.db.begin_write()?;
+        let mut removed = 0;
+        {
+            let mut devices = txn.open_table(DEVICES)?;
+            let mut cursors = txn.open_table(CURSORS)?;
+            for device in ids {
+                let key = (user.as_str(), device.as_str());
+                if devices.remove(key)?.is_some() {
+                    removed += 1;
+                }
+                cursors.remove(key)?;
+            }
+        }
+        txn.commit()?;
+        Ok(removed)
+    }
+
+    /// A user's devices, in id order.
+    pub fn devices(&self, user: &UserId) -> Result<Vec<(DeviceId, DeviceRecord)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let devices = txn.open_table(DEVICES)?;
+        let rows = devices.range((user.as_str(), "")..)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (k, v) = row?;
+            let (owner, device) = k.value();
+            if owner != user.as_str() {
+                break;
+            }
+            out.push((parse_id(device)?, decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Every (user, device) pair, to build the set of live sessions at start.
+    pub fn all_devices(&self) -> Result<Vec<(UserId, DeviceId)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let devices = txn.open_table(DEVICES)?;
+        devices
+            .iter()?
+            .map(|row| {
+                let (k, _) = row?;
+                let (user, device) = k.value();
+                Ok((parse_id(user)?, parse_id(device)?))
+            })
+            .collect()
+    }
+
+    // ---- rooms and events (reads) ----
+
+    /// A room's record.
+    pub fn room(&self, room: &RoomId) -> Result<Option<RoomRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let rooms = txn.open_table(ROOMS)?;
+        rooms
+            .get(room.as_str())?
+            .map(|v| decode(v.value()))
+            .transpose()
+    }
+
+    /// Whether `user` is a current member of `room`.
+    pub fn is_member(&self, room: &RoomId, user: &UserId) -> Result<bool, StoreError> {
+        let txn = self.db.begin_read()?;
+        let members = txn.open_table(MEMBERS)?;
+        Ok(members.get((room.as_str(), user.as_str()))?.is_some())
+    }
+
+    /// A room's current members, in id order.
+    pub fn members(&self, room: &RoomId) -> Result<Vec<UserId>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let members = txn.open_table(MEMBERS)?;
+        let mut out = Vec::new();
+        for row in members.range((room.as_str(), "")..)? {
+            let (k, _) = row?;
+            let (r, user) = k.value();
+            if r != room.as_str() {
+                break;
+            }
+            out.push(parse_id(user)?);
+        }
+        Ok(out)
+    }
+
+    /// The rooms a user is in now.
+    pub fn user_rooms(&self, user: &UserId) -> Result<Vec<RoomId>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(USER_ROOMS)?;
+        let mut out = Vec::new();
+        for row in table.range((user.as_str(), "")..)? {
+            let (k, _) = row?;
+            let (u, room) = k.value();
+            if u != user.as_str() {
+                break;
+            }
+            out.push(parse_id(room)?);
+        }
+        Ok(out)
+    }
+
+    /// The latest sequence number of a room (0 if it has no events).
+    pub fn last_seq(&self, room: &RoomId) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let events = txn.open_table(EVENTS)?;
+        last_seq_in(&events, room)
+    }
+
+    /// Up to `limit` events with seq < `before`, in ascending order (the newest page first).
+    pub fn events_before(
+        &self,
+        room: &RoomId,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let events = txn.open_table(EVENTS)?;
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for row in events
+            .range((room.as_str(), 0)..(room.as_str(), before))?
+            .rev()
+            .take(limit)
+        {
+            let (k, v) = row?;
+            out.push(StoredEvent {
+                seq: k.value().1,
+                envelope: v.value().to_vec(),
+            });
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// The place of an event by id.
+    pub fn event_place(&self, id: &EventId) -> Result<Option<(RoomId, u64)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let ids = txn.open_table(EVENT_IDS)?;
+        match ids.get(id.0.as_slice())? {
+            Some(v) => {
+                let (room, seq) = v.value();
+                Ok(Some((parse_id(room)?, seq)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The event a device's transaction produced, if it was already sent.
+    pub fn txn_event(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        txn_id: &str,
+    ) -> Result<Option<(RoomId, u64, EventId)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let txns = txn.open_table(TXNS)?;
+        let Some(id) = txns.get((user.as_str(), device.as_str(), txn_id))? else {
+            return Ok(None);
+        };
+        let id = EventId(
+            id.value()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("txn event id length".into()))?,
+        );
+        let ids = txn.open_table(EVENT_IDS)?;
+        let place = ids
+            .get(id.0.as_slice())?
+            .ok_or_else(|| StoreError::Corrupt("txn names a missing event".into()))?;
+        let (room, seq) = place.value();
+        Ok(Some((parse_id(room)?, seq, id)))
+    }
+
+    /// Up to `limit` inbox entries after `since`, each with its event.
+    pub fn inbox_after(
+        &self,
+        user: &UserId,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, StoredEvent)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let inbox = txn.open_table(INBOX)?;
+        let events = txn.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        let start = since.saturating_add(1);
+        for row in inbox
+            .range((user.as_str(), start)..=(user.as_str(), u64::MAX))?
+            .take(limit)
+        {
+            let (k, v) = row?;
+            let cursor = k.value().1;
+            let (room, seq) = v.value();
+            let envelope = events
+                .get((room, seq))?
+                .ok_or_else(|| StoreError::Corrupt(format!("inbox names missing {room}#{seq}")))?;
+            out.push((
+                cursor,
+                StoredEvent {
+                    seq,
+                    envelope: envelope.value().to_vec(),
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The seq a user has read a room up to.
+    pub fn read_mark(&self, user: &UserId, room: &RoomId) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let marks = txn.open_table(READ_MARKS)?;
+        Ok(marks
+            .get((user.as_str(), room.as_str()))?
+            .map(|v| v.value())
+            .unwrap_or(0))
+    }
+
+    /// The inbox cursor a device last acknowledged.
+    pub fn device_cursor(&self, user: &UserId, device: &DeviceId) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let cursors = txn.open_table(CURSORS)?;
+        Ok(cursors
+            .get((user.as_str(), device.as_str()))?
+            .map(|v| v.value())
+            .unwrap_or(0))
+    }
+
+    /// Counts stored events of a room (for checks and admin).
+    pub fn event_count(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(EVENTS)?.len()?)
+    }
+
+    // ---- the committer ----
+
+    /// Loads what the sequencer keeps in memory.
+    pub fn sequencer_state(&self) -> Result<SequencerState, StoreError> {
+        let txn = self.db.begin_read()?;
+        let rooms = txn.open_table(ROOMS)?;
+        let members = txn.open_table(MEMBERS)?;
+        let events = txn.open_table(EVENTS)?;
+        let heads = txn.open_table(INBOX_HEADS)?;
+        let mut state = SequencerState::default();
+        for row in rooms.iter()? {
+            let (k, v) = row?;
+            let room: RoomId = parse_id(k.value())?;
+            let record: RoomRecord = decode(v.value())?;
+            let last = last_seq_in(&events, &room)?;
+            let mut list = Vec::new();
+            for m in members.range((room.as_str(), "")..)? {
+                let (mk, _) = m?;
+                let (r, user) = mk.value();
+                if r != room.as_str() {
+                    break;
+                }
+                list.push(parse_id(user)?);
+            }
+            state.rooms.push((room, record, last, list));
+        }
+        for row in heads.iter()? {
+            let (k, v) = row?;
+            state.inbox_heads.push((parse_id(k.value())?, v.value()));
+        }
+        Ok(state)
+    }
+
+    /// Writes a batch in one transaction and makes it durable (fsync) before returning.
+    pub fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut rooms = txn.open_table(ROOMS)?;
+            for (room, record) in &batch.rooms {
+                rooms.insert(room.as_str(), encode(record).as_slice())?;
+            }
+            let mut events = txn.open_table(EVENTS)?;
+            let mut ids = txn.open_table(EVENT_IDS)?;
+            for (room, seq, id, bytes) in &batch.events {
+                events.insert((room.as_str(), *seq), bytes.as_slice())?;
+                ids.insert(id.0.as_slice(), (room.as_str(), *seq))?;
+            }
+            let mut members = txn.open_table(MEMBERS)?;
+            let mut user_rooms = txn.open_table(USER_ROOMS)?;
+            for (room, user) in &batch.joins {
+                members.insert((room.as_str(), user.as_str()), ())?;
+                user_rooms.insert((user.as_str(), room.as_str()), ())?;
+            }
+            for (room, user) in &batch.leaves {
+                members.remove((room.as_str(), user.as_str()))?;
+                user_rooms.remove((user.as_str(), room.as_str()))?;
+            }
+            let mut txns = txn.open_table(TXNS)?;
+            for (user, device, txn_id, id) in &batch.txns {
+                txns.insert(
+                    (user.as_str(), device.as_str(), txn_id.as_str()),
+                    id.0.as_slice(),
+                )?;
+            }
+            let mut inbox = txn.open_table(INBOX)?;
+            let mut heads = txn.open_table(INBOX_HEADS)?;
+            for (user, cursor, room, seq) in &batch.inbox {
+                inbox.insert((user.as_str(), *cursor), (room.as_str(), *seq))?;
+                heads.insert(user.as_str(), *cursor)?;
+            }
+            let mut marks = txn.open_table(READ_MARKS)?;
+            for (user, room, seq) in &batch.read_marks {
+                marks.insert((user.as_str(), room.as_str()), *seq)?;
+            }
+            let mut cursors = txn.open_table(CURSORS)?;
+            for (user, device, cursor) in &batch.cursors {
+                cursors.insert((user.as_str(), device.as_str()), *cursor)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+/// Outcome of a refresh-token rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotateOutcome {
+    Rotated,
+    /// The presented token is not the current one: reuse of a spent token.
+    Mismatch,
+    NoDevice,
+}
+
+fn last_seq_in<T: ReadableTable<(&'static str, u64), &'static [u8]>>(
+    events: &T,
+    room: &RoomId,
+) -> Result<u64, StoreError> {
+    Ok(events
+        .range((room.as_str(), 0)..=(room.as_str(), u64::MAX))?
+        .next_back()
+        .transpose()?
+        .map(|(k, _)| k.value().1)
+        .unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn second_open_of_the_same_file_reports_in_use() {
+        let (dir, _store) = store();
+        assert!(matches!(
+            Store::open(&dir.path().join("db")),
+            Err(OpenError::InUse)
+        ));
+    }
+
+    #[test]
+    fn events_page_backwards_in_order() {
+        let (_dir, store) = store();
+        let room = RoomId::parse("!r:localhost").unwrap();
+        let mut batch = Batch::default();
+        for seq in 1..=10u64 {
+            batch.events.push((
+                room.clone(),
+                seq,
+                EventId::of_bytes(&seq.to_be_bytes()),
+                vec![seq as u8],
+            ));
+        }
+        store.commit(&batch).unwrap();
+        assert_eq!(store.last_seq(&room).unwrap(), 10);
+        let page = store.events_before(&room, 11, 4).unwrap();
+        assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [7, 8, 9, 10]);
+        let page = store.events_before(&room, 3, 4).unwrap();
+        assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+        let other = RoomId::parse("!s:localhost").unwrap();
+        assert_eq!(store.last_seq(&other).unwrap(), 0);
+    }
+
+    #[test]
+    fn refresh_rotation_is_single_use() {
+        let (_dir, store) = store();
+        let user = UserId::parse("@a:localhost").unwrap();
+        let device = DeviceId::parse("D1").unwrap();
+        store
+            .put_device(
+                &user,
+                &device,
+                &DeviceRecord {
+                    name: "x".into(),
+                    created_ts: 0,
+                    refresh_hash: [1; 32],
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            store.rotate_refresh(&user, &device, [1; 32], [2; 32]).unwrap(),
+            RotateOutcome::Rotated
+        );
+        assert_eq!(
+            store.rotate_refresh(&user, &device, [1; 32], [3; 32]).unwrap(),
+            RotateOutcome::Mismatch
+        );
+    }
+}

@@ -1,0 +1,57 @@
+//! Typed table definitions and stored records. Keys are ordered tuples, so range scans walk a
+//! room's events by sequence and an inbox by cursor. Record values are postcard-encoded.
+
+use hearth_spec::RoomKind;
+use redb::TableDefinition;
+use serde::{Deserialize, Serialize};
+
+/// user id → [`UserRecord`].
+pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+/// (user id, device id) → [`DeviceRecord`].
+pub const DEVICES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("devices");
+/// room id → [`RoomRecord`].
+pub const ROOMS: TableDefinition<&str, &[u8]> = TableDefinition::new("rooms");
+/// (room id, user id) → () for the room's current members.
+pub const MEMBERS: TableDefinition<(&str, &str), ()> = TableDefinition::new("members");
+/// (user id, room id) → () for the rooms a user is in now.
+pub const USER_ROOMS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_rooms");
+/// (room id, seq) → encoded envelope.
+pub const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
+/// event id bytes → (room id, seq).
+pub const EVENT_IDS: TableDefinition<&[u8], (&str, u64)> = TableDefinition::new("event_ids");
+/// (user id, device id, txn id) → event id bytes: de-duplication of client sends.
+pub const TXNS: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("txns");
+/// (user id, inbox cursor) → (room id, seq).
+pub const INBOX: TableDefinition<(&str, u64), (&str, u64)> = TableDefinition::new("inbox");
+/// user id → the last inbox cursor handed out.
+pub const INBOX_HEADS: TableDefinition<&str, u64> = TableDefinition::new("inbox_heads");
+/// (user id, room id) → the seq the user has read up to.
+pub const READ_MARKS: TableDefinition<(&str, &str), u64> = TableDefinition::new("read_marks");
+/// (user id, device id) → the inbox cursor the device has acknowledged.
+pub const CURSORS: TableDefinition<(&str, &str), u64> = TableDefinition::new("cursors");
+
+/// A local account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// PHC string of the argon2id hash.
+    pub password_hash: String,
+    pub created_ts: u64,
+    pub deactivated: bool,
+}
+
+/// A logged-in device.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    pub name: String,
+    pub created_ts: u64,
+    /// SHA-256 of the current refresh token; the token itself is never stored.
+    pub refresh_hash: [u8; 32],
+}
+
+/// A room's fixed facts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoomRecord {
+    pub kind: RoomKind,
+    pub name: Option<String>,
+    pub created_ts: u64,
+}

@@ -1,0 +1,89 @@
+//! WebSocket frames between a device and its own hearth. Text frames, one JSON object each,
+//! tagged by `type`. See `spec/client-protocol.md`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::EventView;
+use crate::error::ErrorCode;
+use crate::id::{EventId, RoomId, TxnId};
+
+/// Frames a device sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    /// Send a message. Answered by `accepted` (or `error` with the same `txn_id`).
+    Send {
+        room_id: RoomId,
+        txn_id: TxnId,
+        #[serde(with = "crate::b64")]
+        payload: Vec<u8>,
+    },
+    /// The device has durably stored everything up to `cursor`; the hearth records it.
+    Ack { cursor: u64 },
+    /// Keep-alive; answered by `pong`.
+    Ping {
+        #[serde(default)]
+        nonce: u64,
+    },
+}
+
+/// Frames a hearth sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ServerFrame {
+    /// An event in the device's inbox, in inbox order. `cursor` is the inbox position.
+    Event { cursor: u64, event: EventView },
+    /// Everything in the inbox up to `cursor` has been sent; live events follow.
+    Synced { cursor: u64 },
+    /// A send is durable on this hearth (it can no longer be lost) and sequenced at `seq`.
+    Accepted {
+        txn_id: TxnId,
+        room_id: RoomId,
+        event_id: EventId,
+        seq: u64,
+    },
+    /// A frame was refused. `txn_id` names the send it answers, if any.
+    Error {
+        code: ErrorCode,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        txn_id: Option<TxnId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+    },
+    /// Answer to `ping`.
+    Pong { nonce: u64 },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_frame_wire_form_is_stable() {
+        let frame: ClientFrame = serde_json::from_str(
+            r#"{"type":"send","room_id":"!r:localhost","txn_id":"t1","payload":"aGk="}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            frame,
+            ClientFrame::Send {
+                room_id: RoomId::parse("!r:localhost").unwrap(),
+                txn_id: TxnId::parse("t1").unwrap(),
+                payload: b"hi".to_vec(),
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_fields_and_types_are_rejected() {
+        assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"ack","cursor":1,"x":2}"#).is_err());
+        assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"shout"}"#).is_err());
+        assert!(
+            serde_json::from_str::<ClientFrame>(
+                r#"{"type":"send","room_id":"!r:localhost","txn_id":"t1","payload":"***"}"#
+            )
+            .is_err()
+        );
+    }
+}
