@@ -15,7 +15,10 @@ pub struct Bucket {
 impl Bucket {
     /// A full bucket.
     pub fn full(burst: f64, now: Instant) -> Self {
-        Self { tokens: burst, last: now }
+        Self {
+            tokens: burst,
+            last: now,
+        }
     }
 
     /// Takes one token, or says how long until one is available.
@@ -50,7 +53,11 @@ const PRUNE_ABOVE: usize = 50_000;
 impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
     /// A limiter allowing `rate` per second with bursts of `burst`.
     pub fn new(rate: f64, burst: f64) -> Self {
-        Self { rate, burst, buckets: Mutex::new(HashMap::new()) }
+        Self {
+            rate,
+            burst,
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Takes a token for `key`, or says how long to wait.

@@ -82,7 +82,13 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         JsonRejection::MissingJsonContentType(_) => ErrorCode::BadJson,
         _ => ErrorCode::BadJson,
     };
-    ApiError::new(code, format!("the request body is not acceptable: {}", rejection.body_text()))
+    ApiError::new(
+        code,
+        format!(
+            "the request body is not acceptable: {}",
+            rejection.body_text()
+        ),
+    )
 }
 
 /// `Query<T>` whose rejections are typed JSON errors.
@@ -97,7 +103,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
             .await
             .map(|q| Self(q.0))
             .map_err(|e: QueryRejection| {
-                ApiError::new(ErrorCode::InvalidParam, format!("bad query: {}", e.body_text()))
+                ApiError::new(
+                    ErrorCode::InvalidParam,
+                    format!("bad query: {}", e.body_text()),
+                )
             })
     }
 }
@@ -114,7 +123,10 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
             .await
             .map(|p| Self(p.0))
             .map_err(|e: PathRejection| {
-                ApiError::new(ErrorCode::InvalidParam, format!("bad path: {}", e.body_text()))
+                ApiError::new(
+                    ErrorCode::InvalidParam,
+                    format!("bad path: {}", e.body_text()),
+                )
             })
     }
 }
@@ -126,7 +138,11 @@ pub async fn not_found() -> ApiError {
 
 /// The answer for a known route with the wrong method.
 pub async fn method_not_allowed() -> Response {
-    let mut response = ApiError::new(ErrorCode::NotFound, "this endpoint does not take that method").into_response();
+    let mut response = ApiError::new(
+        ErrorCode::NotFound,
+        "this endpoint does not take that method",
+    )
+    .into_response();
     *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
     response
 }

@@ -57,7 +57,10 @@ pub fn router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> Router {
         config: config.clone(),
     });
     Router::new()
-        .route("/v1/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/v1/health",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
         .route("/v1/register", post(register::<B>))
         .route("/v1/login", post(login::<B>))
         .route("/v1/refresh", post(refresh::<B>))
@@ -97,7 +100,10 @@ impl<B: Backend> FromRequestParts<Arc<Api<B>>> for Authed {
 
     async fn from_request_parts(parts: &mut Parts, api: &Arc<Api<B>>) -> Result<Self, ApiError> {
         let token = bearer(parts).ok_or_else(|| {
-            ApiError::new(ErrorCode::Unauthorized, "missing Authorization: Bearer token")
+            ApiError::new(
+                ErrorCode::Unauthorized,
+                "missing Authorization: Bearer token",
+            )
         })?;
         let device = api.backend.authenticate(token)?;
         api.request_limits
@@ -204,7 +210,11 @@ async fn invite<B: Backend>(
     ApiPath(room): ApiPath<String>,
     ApiJson(req): ApiJson<InviteRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(api.backend.invite(&device, room_id(&room)?, req.user_id).await?))
+    Ok(Json(
+        api.backend
+            .invite(&device, room_id(&room)?, req.user_id)
+            .await?,
+    ))
 }
 
 async fn leave<B: Backend>(
@@ -221,7 +231,9 @@ async fn mark_read<B: Backend>(
     ApiPath(room): ApiPath<String>,
     ApiJson(req): ApiJson<ReadRequest>,
 ) -> Result<StatusCode, ApiError> {
-    api.backend.mark_read(&device, room_id(&room)?, req.seq).await?;
+    api.backend
+        .mark_read(&device, room_id(&room)?, req.seq)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -236,7 +248,11 @@ async fn send<B: Backend>(
         return Err(too_large(api.config.max_event_bytes).into());
     }
     api.check_send_rate(&device)?;
-    Ok(Json(api.backend.send(&device, room, req.txn_id, req.payload).await?))
+    Ok(Json(
+        api.backend
+            .send(&device, room, req.txn_id, req.payload)
+            .await?,
+    ))
 }
 
 pub(crate) fn too_large(limit: usize) -> ErrorBody {
@@ -263,7 +279,11 @@ async fn history<B: Backend>(
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let limit = page_limit(q.limit)?;
-    Ok(Json(api.backend.history(&device, room_id(&room)?, q.before, limit).await?))
+    Ok(Json(
+        api.backend
+            .history(&device, room_id(&room)?, q.before, limit)
+            .await?,
+    ))
 }
 
 fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {

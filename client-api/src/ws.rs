@@ -9,12 +9,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::State;
+use axum::extract::ws::{
+    Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
+};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::SinkExt;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use hearth_spec::api::Sequenced;
 use hearth_spec::client::{ClientFrame, ServerFrame};
 use hearth_spec::{ErrorBody, ErrorCode, TxnId};
@@ -50,7 +52,10 @@ pub(crate) async fn upgrade<B: Backend>(
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "missing access token"))?;
     let device = api.backend.authenticate(token)?;
     let upgrade = upgrade.map_err(|e| {
-        ApiError::new(ErrorCode::InvalidParam, format!("not a WebSocket request: {e}"))
+        ApiError::new(
+            ErrorCode::InvalidParam,
+            format!("not a WebSocket request: {e}"),
+        )
     })?;
     let since = match query.since {
         Some(since) => since,
@@ -61,7 +66,8 @@ pub(crate) async fn upgrade<B: Backend>(
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| async move {
-            let span = tracing::info_span!("ws", user = %device.user_id, device = %device.device_id);
+            let span =
+                tracing::info_span!("ws", user = %device.user_id, device = %device.device_id);
             let _enter = span.enter();
             Session::new(api, device, since).run(socket).await;
         })
@@ -93,7 +99,11 @@ enum End {
 
 impl<B: Backend> Session<B> {
     fn new(api: Arc<Api<B>>, device: AuthedDevice, since: u64) -> Self {
-        Self { api, device, cursor: since }
+        Self {
+            api,
+            device,
+            cursor: since,
+        }
     }
 
     async fn run(mut self, socket: WebSocket) {
@@ -114,7 +124,15 @@ impl<B: Backend> Session<B> {
                 }
                 if !synced {
                     synced = true;
-                    if send(&mut sink, &ServerFrame::Synced { cursor: self.cursor }).await.is_err() {
+                    if send(
+                        &mut sink,
+                        &ServerFrame::Synced {
+                            cursor: self.cursor,
+                        },
+                    )
+                    .await
+                    .is_err()
+                    {
                         break End::Transport;
                     }
                 }
@@ -177,7 +195,12 @@ impl<B: Backend> Session<B> {
         while let Some(done) = in_flight.next().await {
             if let Done::Sent(txn_id, result) = done {
                 let frame = match result {
-                    Ok(s) => ServerFrame::Accepted { txn_id, room_id: s.room_id, event_id: s.event_id, seq: s.seq },
+                    Ok(s) => ServerFrame::Accepted {
+                        txn_id,
+                        room_id: s.room_id,
+                        event_id: s.event_id,
+                        seq: s.seq,
+                    },
                     Err(e) => error_frame(e, Some(txn_id)),
                 };
                 if send(&mut sink, &frame).await.is_err() {
@@ -202,7 +225,12 @@ impl<B: Backend> Session<B> {
         sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
     ) -> Result<(), End> {
         loop {
-            let page = match self.api.backend.sync(&self.device, self.cursor, SYNC_PAGE).await {
+            let page = match self
+                .api
+                .backend
+                .sync(&self.device, self.cursor, SYNC_PAGE)
+                .await
+            {
                 Ok(page) => page,
                 Err(e) => {
                     tracing::error!(error = %e, "inbox read failed");
@@ -211,9 +239,14 @@ impl<B: Backend> Session<B> {
                 }
             };
             for item in page.items {
-                let frame = ServerFrame::Event { cursor: item.cursor, event: item.event };
+                let frame = ServerFrame::Event {
+                    cursor: item.cursor,
+                    event: item.event,
+                };
                 let text = serde_json::to_string(&frame).expect("frames serialise");
-                sink.feed(Message::Text(text.into())).await.map_err(|_| End::Transport)?;
+                sink.feed(Message::Text(text.into()))
+                    .await
+                    .map_err(|_| End::Transport)?;
             }
             self.cursor = page.next_cursor;
             if !page.more {
@@ -224,7 +257,11 @@ impl<B: Backend> Session<B> {
     }
 
     /// Handles one text frame; returns an immediate reply, if any.
-    fn handle(&mut self, text: &str, in_flight: &mut FuturesUnordered<InFlight>) -> Option<ServerFrame> {
+    fn handle(
+        &mut self,
+        text: &str,
+        in_flight: &mut FuturesUnordered<InFlight>,
+    ) -> Option<ServerFrame> {
         let frame: ClientFrame = match serde_json::from_str(text) {
             Ok(frame) => frame,
             Err(e) => {
@@ -235,9 +272,16 @@ impl<B: Backend> Session<B> {
             }
         };
         match frame {
-            ClientFrame::Send { room_id, txn_id, payload } => {
+            ClientFrame::Send {
+                room_id,
+                txn_id,
+                payload,
+            } => {
                 if payload.len() > self.api.config.max_event_bytes {
-                    return Some(error_frame(too_large(self.api.config.max_event_bytes), Some(txn_id)));
+                    return Some(error_frame(
+                        too_large(self.api.config.max_event_bytes),
+                        Some(txn_id),
+                    ));
                 }
                 if let Err(e) = self.api.check_send_rate(&self.device) {
                     return Some(error_frame(e, Some(txn_id)));
@@ -245,7 +289,10 @@ impl<B: Backend> Session<B> {
                 let api = self.api.clone();
                 let device = self.device.clone();
                 in_flight.push(Box::pin(async move {
-                    let result = api.backend.send(&device, room_id, txn_id.clone(), payload).await;
+                    let result = api
+                        .backend
+                        .send(&device, room_id, txn_id.clone(), payload)
+                        .await;
                     Done::Sent(txn_id, result)
                 }));
                 None
@@ -253,7 +300,9 @@ impl<B: Backend> Session<B> {
             ClientFrame::Ack { cursor } => {
                 let api = self.api.clone();
                 let device = self.device.clone();
-                in_flight.push(Box::pin(async move { Done::Acked(api.backend.ack(&device, cursor).await) }));
+                in_flight.push(Box::pin(async move {
+                    Done::Acked(api.backend.ack(&device, cursor).await)
+                }));
                 None
             }
             ClientFrame::Ping { nonce } => Some(ServerFrame::Pong { nonce }),

@@ -1,1 +1,410 @@
-//! placeholder
+//! The Hearth client SDK: talk to your own hearth over HTTP and WebSocket.
+//!
+//! [`Client`] covers accounts, rooms, history and sync over HTTP and refreshes its access token
+//! by itself; [`Client::connect`] opens a [`Connection`], the live WebSocket that delivers the
+//! inbox in order and carries sends with their `accepted` acknowledgements. Payloads are opaque
+//! bytes here; end-to-end encryption is layered on top. It is not a UI: `hearth-chat` is.
+
+mod connection;
+
+use hearth_spec::api::{
+    CreateRoomRequest, DeviceInfo, HistoryPage, InviteRequest, LoginRequest, ReadRequest,
+    RefreshRequest, RegisterRequest, RoomSummary, SendRequest, Sequenced, Session, SyncPage,
+};
+use hearth_spec::{DeviceId, ErrorBody, ErrorCode, RoomId, RoomKind, TxnId, UserId};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use connection::{Connection, Receiver, Sender};
+pub use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The hearth answered with an error.
+    #[error("{}", .body.message)]
+    Api { status: u16, body: ErrorBody },
+    #[error("cannot reach the hearth: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("WebSocket failed: {0}")]
+    WebSocket(#[from] Box<tokio_tungstenite::tungstenite::Error>),
+    #[error("the hearth sent something unexpected: {0}")]
+    Protocol(String),
+    #[error("not logged in")]
+    NotLoggedIn,
+}
+
+impl ClientError {
+    /// The hearth's error code, if the hearth answered.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Api { body, .. } => Some(body.code),
+            _ => None,
+        }
+    }
+}
+
+/// A client of one hearth, optionally logged in.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    session: Option<Session>,
+}
+
+impl Client {
+    /// A client of the hearth at `base_url` (`http://127.0.0.1:8008`).
+    pub fn new(base_url: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: base_url.trim_end_matches('/').to_owned(),
+            session: None,
+        }
+    }
+
+    /// A client resuming a saved session.
+    pub fn with_session(base_url: &str, session: Session) -> Self {
+        Self {
+            session: Some(session),
+            ..Self::new(base_url)
+        }
+    }
+
+    /// The base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// The current session (save it to resume later; it changes on refresh).
+    pub fn session(&self) -> Option<&Session> {
+        self.session.as_ref()
+    }
+
+    /// The logged-in user.
+    pub fn user_id(&self) -> Result<&UserId, ClientError> {
+        Ok(&self
+            .session
+            .as_ref()
+            .ok_or(ClientError::NotLoggedIn)?
+            .user_id)
+    }
+
+    /// Creates an account and logs in.
+    pub async fn register(
+        &mut self,
+        username: &str,
+        password: &str,
+        device_name: Option<&str>,
+    ) -> Result<&Session, ClientError> {
+        let req = RegisterRequest {
+            username: username.into(),
+            password: password.into(),
+            device_name: device_name.map(Into::into),
+        };
+        let session: Session = self
+            .call(reqwest::Method::POST, "/v1/register", Some(&req), false)
+            .await?;
+        Ok(self.session.insert(session))
+    }
+
+    /// Logs in a new device.
+    pub async fn login(
+        &mut self,
+        username: &str,
+        password: &str,
+        device_name: Option<&str>,
+    ) -> Result<&Session, ClientError> {
+        let req = LoginRequest {
+            username: username.into(),
+            password: password.into(),
+            device_name: device_name.map(Into::into),
+        };
+        let session: Session = self
+            .call(reqwest::Method::POST, "/v1/login", Some(&req), false)
+            .await?;
+        Ok(self.session.insert(session))
+    }
+
+    /// Trades the refresh token for a new session.
+    pub async fn refresh(&mut self) -> Result<&Session, ClientError> {
+        let refresh_token = self
+            .session
+            .as_ref()
+            .ok_or(ClientError::NotLoggedIn)?
+            .refresh_token
+            .clone();
+        let session: Session = self
+            .request_once(
+                reqwest::Method::POST,
+                "/v1/refresh",
+                Some(&RefreshRequest { refresh_token }),
+                false,
+            )
+            .await?
+            .json()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        Ok(self.session.insert(session))
+    }
+
+    /// Logs this device out and forgets the session.
+    pub async fn logout(&mut self) -> Result<(), ClientError> {
+        self.call_empty(reqwest::Method::POST, "/v1/logout", None::<&()>)
+            .await?;
+        self.session = None;
+        Ok(())
+    }
+
+    /// The account's devices.
+    pub async fn devices(&mut self) -> Result<Vec<DeviceInfo>, ClientError> {
+        self.call(reqwest::Method::GET, "/v1/devices", None::<&()>, true)
+            .await
+    }
+
+    /// Logs another device of the account out.
+    pub async fn delete_device(&mut self, device: &DeviceId) -> Result<(), ClientError> {
+        self.call_empty(
+            reqwest::Method::DELETE,
+            &format!("/v1/devices/{device}"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// Creates a room.
+    pub async fn create_room(
+        &mut self,
+        kind: RoomKind,
+        name: Option<&str>,
+        members: &[UserId],
+    ) -> Result<RoomSummary, ClientError> {
+        let req = CreateRoomRequest {
+            kind,
+            name: name.map(Into::into),
+            members: members.to_vec(),
+        };
+        self.call(reqwest::Method::POST, "/v1/rooms", Some(&req), true)
+            .await
+    }
+
+    /// The rooms the user is in.
+    pub async fn rooms(&mut self) -> Result<Vec<RoomSummary>, ClientError> {
+        self.call(reqwest::Method::GET, "/v1/rooms", None::<&()>, true)
+            .await
+    }
+
+    /// One room.
+    pub async fn room(&mut self, room: &RoomId) -> Result<RoomSummary, ClientError> {
+        self.call(
+            reqwest::Method::GET,
+            &room_path(room, ""),
+            None::<&()>,
+            true,
+        )
+        .await
+    }
+
+    /// Adds a user to a group.
+    pub async fn invite(&mut self, room: &RoomId, user: &UserId) -> Result<Sequenced, ClientError> {
+        let req = InviteRequest {
+            user_id: user.clone(),
+        };
+        self.call(
+            reqwest::Method::POST,
+            &room_path(room, "/invite"),
+            Some(&req),
+            true,
+        )
+        .await
+    }
+
+    /// Leaves a room.
+    pub async fn leave(&mut self, room: &RoomId) -> Result<Sequenced, ClientError> {
+        self.call(
+            reqwest::Method::POST,
+            &room_path(room, "/leave"),
+            None::<&()>,
+            true,
+        )
+        .await
+    }
+
+    /// Marks a room read up to `seq`.
+    pub async fn mark_read(&mut self, room: &RoomId, seq: u64) -> Result<(), ClientError> {
+        self.call_empty(
+            reqwest::Method::POST,
+            &room_path(room, "/read"),
+            Some(&ReadRequest { seq }),
+        )
+        .await
+    }
+
+    /// Sends over HTTP (the WebSocket is faster for many sends).
+    pub async fn send(
+        &mut self,
+        room: &RoomId,
+        txn_id: &TxnId,
+        payload: &[u8],
+    ) -> Result<Sequenced, ClientError> {
+        let req = SendRequest {
+            txn_id: txn_id.clone(),
+            payload: payload.to_vec(),
+        };
+        self.call(
+            reqwest::Method::POST,
+            &room_path(room, "/send"),
+            Some(&req),
+            true,
+        )
+        .await
+    }
+
+    /// A page of history before `before` (the newest page when `None`).
+    pub async fn history(
+        &mut self,
+        room: &RoomId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<HistoryPage, ClientError> {
+        let mut path = format!("{}?limit={limit}", room_path(room, "/events"));
+        if let Some(before) = before {
+            path.push_str(&format!("&before={before}"));
+        }
+        self.call(reqwest::Method::GET, &path, None::<&()>, true)
+            .await
+    }
+
+    /// Inbox entries after `since` (the device's acknowledged cursor when `None`).
+    pub async fn sync(
+        &mut self,
+        since: Option<u64>,
+        limit: usize,
+    ) -> Result<SyncPage, ClientError> {
+        let mut path = format!("/v1/sync?limit={limit}");
+        if let Some(since) = since {
+            path.push_str(&format!("&since={since}"));
+        }
+        self.call(reqwest::Method::GET, &path, None::<&()>, true)
+            .await
+    }
+
+    /// Opens the live WebSocket, starting after `since` (the device's acknowledged cursor when
+    /// `None`). Refreshes the access token first if it has expired.
+    pub async fn connect(&mut self, since: Option<u64>) -> Result<Connection, ClientError> {
+        match Connection::open(&self.base, self.token()?, since).await {
+            Err(ClientError::Api { body, .. }) if body.code == ErrorCode::TokenExpired => {
+                self.refresh().await?;
+                Connection::open(&self.base, self.token()?, since).await
+            }
+            other => other,
+        }
+    }
+
+    fn token(&self) -> Result<&str, ClientError> {
+        Ok(&self
+            .session
+            .as_ref()
+            .ok_or(ClientError::NotLoggedIn)?
+            .access_token)
+    }
+
+    async fn call<T: DeserializeOwned, B: Serialize>(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+        auth: bool,
+    ) -> Result<T, ClientError> {
+        let response = self.request(method, path, body, auth).await?;
+        response
+            .json()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    async fn call_empty<B: Serialize>(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<(), ClientError> {
+        self.request(method, path, body, true).await.map(drop)
+    }
+
+    /// Sends a request; on `token_expired`, refreshes once and retries.
+    async fn request<B: Serialize>(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+        auth: bool,
+    ) -> Result<reqwest::Response, ClientError> {
+        let result = self.request_once(method.clone(), path, body, auth).await;
+        match result {
+            Err(ClientError::Api { body: ref e, .. })
+                if auth && e.code == ErrorCode::TokenExpired =>
+            {
+                self.refresh().await?;
+                self.request_once(method, path, body, auth).await
+            }
+            other => other,
+        }
+    }
+
+    async fn request_once<B: Serialize>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+        auth: bool,
+    ) -> Result<reqwest::Response, ClientError> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if auth {
+            request = request.bearer_auth(self.token()?);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        let body = serde_json::from_str::<ErrorBody>(&text).unwrap_or_else(|_| {
+            ErrorBody::new(
+                ErrorCode::Internal,
+                format!(
+                    "HTTP {status}: {}",
+                    text.chars().take(200).collect::<String>()
+                ),
+            )
+        });
+        Err(ClientError::Api { status, body })
+    }
+}
+
+/// `/v1/rooms/{room}{suffix}` with the room id percent-encoded.
+fn room_path(room: &RoomId, suffix: &str) -> String {
+    let encoded: String = room
+        .as_str()
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    format!("/v1/rooms/{encoded}{suffix}")
+}
+
+/// A fresh transaction id: time and randomness, unique per device in practice.
+pub fn new_txn_id() -> TxnId {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    TxnId::parse(&format!("{now:x}.{}.{n}", std::process::id())).expect("valid txn id")
+}

@@ -1,1 +1,483 @@
-fn main() {}
+//! `hearth-chat`: the terminal client. A profile directory keeps the session between commands.
+
+use std::collections::HashMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use hearth_client::{Client, ClientError, new_txn_id};
+use hearth_spec::api::{RoomSummary, Session};
+use hearth_spec::client::ServerFrame;
+use hearth_spec::{Content, EventView, Membership, RoomId, RoomKind, UserId};
+use serde::{Deserialize, Serialize};
+
+#[derive(Parser)]
+#[command(
+    name = "hearth-chat",
+    version,
+    about = "Chat on a Hearth homeserver from the terminal."
+)]
+struct Cli {
+    /// Directory that keeps this client's session. Default: ~/.hearth-chat
+    #[arg(long, global = true, env = "HEARTH_CHAT_PROFILE")]
+    profile: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create an account (password read from standard input) and log in.
+    Register {
+        username: String,
+        /// Your hearth, e.g. http://127.0.0.1:8008
+        #[arg(long, default_value = "http://127.0.0.1:8008")]
+        server: String,
+        #[arg(long)]
+        device_name: Option<String>,
+    },
+    /// Log in (password read from standard input).
+    Login {
+        username: String,
+        #[arg(long, default_value = "http://127.0.0.1:8008")]
+        server: String,
+        #[arg(long)]
+        device_name: Option<String>,
+    },
+    /// Log this device out.
+    Logout,
+    /// Show who this profile is logged in as.
+    Whoami,
+    /// List your devices.
+    Devices,
+    /// Log one of your other devices out.
+    RemoveDevice { device_id: String },
+    /// Start (or reopen) a 1:1 chat with a user.
+    Dm { user: String },
+    /// Create a group with a name and members.
+    Group { name: String, members: Vec<String> },
+    /// Add someone to a group. ROOM is a room id, a group name or @user for a 1:1 chat.
+    Invite { room: String, user: String },
+    /// Leave a room.
+    Leave { room: String },
+    /// List your rooms with unread counts.
+    Rooms,
+    /// Send a text message.
+    Send { room: String, text: Vec<String> },
+    /// Show a room's history, newest last; page back with --before.
+    History {
+        room: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Show events before this sequence number.
+        #[arg(long)]
+        before: Option<u64>,
+    },
+    /// Follow all your rooms live (Ctrl-C to stop).
+    Follow,
+    /// Chat in one room: lines you type are sent, new messages are shown.
+    Chat { room: String },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Profile {
+    server: String,
+    session: Session,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            match e.downcast_ref::<ClientError>() {
+                Some(ClientError::Api { body, .. }) => eprintln!("error: {}", body.message),
+                _ => eprintln!("error: {e:#}"),
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn profile_dir(cli: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match cli {
+        Some(dir) => Ok(dir.clone()),
+        None => {
+            let home = std::env::var_os("HOME").context("HOME is not set; pass --profile DIR")?;
+            Ok(PathBuf::from(home).join(".hearth-chat"))
+        }
+    }
+}
+
+fn load(dir: &Path) -> anyhow::Result<Client> {
+    let path = dir.join("session.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|_| anyhow::anyhow!("not logged in; run `hearth-chat login USERNAME` or `hearth-chat register USERNAME` first"))?;
+    let profile: Profile = serde_json::from_str(&text)
+        .with_context(|| format!("{} is damaged; log in again", path.display()))?;
+    Ok(Client::with_session(&profile.server, profile.session))
+}
+
+fn save(dir: &Path, client: &Client) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("session.json");
+    match client.session() {
+        Some(session) => {
+            let profile = Profile {
+                server: client.base_url().to_owned(),
+                session: session.clone(),
+            };
+            let tmp = dir.join("session.json.tmp");
+            std::fs::write(&tmp, serde_json::to_vec_pretty(&profile)?)?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+            }
+            std::fs::rename(tmp, path)?;
+        }
+        None => {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    Ok(())
+}
+
+fn read_password() -> anyhow::Result<String> {
+    if std::io::stdin().is_terminal() {
+        eprint!("password: ");
+        std::io::stderr().flush()?;
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    if password.is_empty() {
+        bail!("no password given");
+    }
+    Ok(password)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let dir = profile_dir(&cli.profile)?;
+    match cli.command {
+        Command::Register {
+            username,
+            server,
+            device_name,
+        } => {
+            let mut client = Client::new(&server);
+            let password = read_password()?;
+            let session = client
+                .register(&username, &password, device_name.as_deref())
+                .await?;
+            println!(
+                "registered {} (device {})",
+                session.user_id, session.device_id
+            );
+            save(&dir, &client)
+        }
+        Command::Login {
+            username,
+            server,
+            device_name,
+        } => {
+            let mut client = Client::new(&server);
+            let password = read_password()?;
+            let session = client
+                .login(&username, &password, device_name.as_deref())
+                .await?;
+            println!(
+                "logged in as {} (device {})",
+                session.user_id, session.device_id
+            );
+            save(&dir, &client)
+        }
+        command => {
+            let mut client = load(&dir)?;
+            let result = logged_in(&mut client, command).await;
+            // Save even after an error: a refresh may have rotated the tokens.
+            save(&dir, &client)?;
+            result
+        }
+    }
+}
+
+async fn logged_in(client: &mut Client, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Register { .. } | Command::Login { .. } => unreachable!("handled before"),
+        Command::Logout => {
+            client.logout().await?;
+            println!("logged out");
+        }
+        Command::Whoami => {
+            let session = client.session().expect("loaded");
+            println!(
+                "{} (device {}) on {}",
+                session.user_id,
+                session.device_id,
+                client.base_url()
+            );
+        }
+        Command::Devices => {
+            for d in client.devices().await? {
+                let mark = if d.current { " (this device)" } else { "" };
+                println!("{}\t{}{}", d.device_id, d.name, mark);
+            }
+        }
+        Command::RemoveDevice { device_id } => {
+            let device = device_id.parse().context("invalid device id")?;
+            client.delete_device(&device).await?;
+            println!("logged out device {device_id}");
+        }
+        Command::Dm { user } => {
+            let user: UserId = user.parse().context("a user id looks like @name:server")?;
+            let rooms = client.rooms().await?;
+            if let Some(room) = rooms
+                .iter()
+                .find(|r| r.kind == RoomKind::Direct && r.members.contains(&user))
+            {
+                println!("{}\t(existing chat with {user})", room.room_id);
+            } else {
+                let room = client
+                    .create_room(RoomKind::Direct, None, std::slice::from_ref(&user))
+                    .await?;
+                println!("{}\t(new chat with {user})", room.room_id);
+            }
+        }
+        Command::Group { name, members } => {
+            let members = members
+                .iter()
+                .map(|m| {
+                    m.parse()
+                        .with_context(|| format!("{m} is not a user id (@name:server)"))
+                })
+                .collect::<anyhow::Result<Vec<UserId>>>()?;
+            let room = client
+                .create_room(RoomKind::Group, Some(&name), &members)
+                .await?;
+            println!(
+                "{}\t{} ({} members)",
+                room.room_id,
+                name,
+                room.members.len()
+            );
+        }
+        Command::Invite { room, user } => {
+            let room = resolve_room(client, &room).await?;
+            let user: UserId = user.parse().context("a user id looks like @name:server")?;
+            client.invite(&room.room_id, &user).await?;
+            println!("added {user} to {}", display_name(&room, client.user_id()?));
+        }
+        Command::Leave { room } => {
+            let room = resolve_room(client, &room).await?;
+            client.leave(&room.room_id).await?;
+            println!("left {}", display_name(&room, client.user_id()?));
+        }
+        Command::Rooms => {
+            let me = client.user_id()?.clone();
+            let rooms = client.rooms().await?;
+            if rooms.is_empty() {
+                println!("no rooms yet; start one with `hearth-chat dm @someone:server`");
+            }
+            for room in rooms {
+                let unread = if room.unread > 0 {
+                    format!("{} unread", room.unread)
+                } else {
+                    "read".into()
+                };
+                println!("{}\t{}\t{}", display_name(&room, &me), unread, room.room_id);
+            }
+        }
+        Command::Send { room, text } => {
+            let room = resolve_room(client, &room).await?;
+            let text = text.join(" ");
+            if text.is_empty() {
+                bail!("nothing to send");
+            }
+            let done = client
+                .send(&room.room_id, &new_txn_id(), text.as_bytes())
+                .await?;
+            println!("sent (#{})", done.seq);
+        }
+        Command::History {
+            room,
+            limit,
+            before,
+        } => {
+            let room = resolve_room(client, &room).await?;
+            let page = client.history(&room.room_id, before, limit).await?;
+            for event in &page.events {
+                println!("{}", format_event(event));
+            }
+            if let Some(before) = page.prev_before {
+                println!(
+                    "(older: hearth-chat history {} --before {before})",
+                    room.room_id
+                );
+            }
+            if let Some(last) = page.events.last()
+                && before.is_none()
+            {
+                client.mark_read(&room.room_id, last.seq).await?;
+            }
+        }
+        Command::Follow => follow(client, None).await?,
+        Command::Chat { room } => {
+            let room = resolve_room(client, &room).await?;
+            follow(client, Some(room)).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn resolve_room(client: &mut Client, arg: &str) -> anyhow::Result<RoomSummary> {
+    if arg.starts_with('!') {
+        let id: RoomId = arg.parse().context("invalid room id")?;
+        return Ok(client.room(&id).await?);
+    }
+    let rooms = client.rooms().await?;
+    let matches: Vec<&RoomSummary> = if arg.starts_with('@') {
+        let user: UserId = arg.parse().context("invalid user id")?;
+        rooms
+            .iter()
+            .filter(|r| r.kind == RoomKind::Direct && r.members.contains(&user))
+            .collect()
+    } else {
+        rooms
+            .iter()
+            .filter(|r| {
+                r.name
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(arg))
+            })
+            .collect()
+    };
+    match matches.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => bail!("no room matches {arg:?}; `hearth-chat rooms` lists yours"),
+        _ => bail!("{arg:?} matches several rooms; use the room id"),
+    }
+}
+
+fn display_name(room: &RoomSummary, me: &UserId) -> String {
+    match (&room.name, room.kind) {
+        (Some(name), _) => name.clone(),
+        (None, RoomKind::Direct) => room
+            .members
+            .iter()
+            .find(|m| *m != me)
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| "(just you)".into()),
+        (None, RoomKind::Group) => room.room_id.to_string(),
+    }
+}
+
+fn format_event(event: &EventView) -> String {
+    let secs = event.origin_ts / 1000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    let body = match &event.content {
+        Content::Message { payload } => {
+            format!("{}: {}", event.sender, String::from_utf8_lossy(payload))
+        }
+        Content::Member {
+            target,
+            membership: Membership::Join,
+        } if *target == event.sender => format!("* {target} joined"),
+        Content::Member {
+            target,
+            membership: Membership::Join,
+        } => format!("* {} added {target}", event.sender),
+        Content::Member {
+            target,
+            membership: Membership::Leave,
+        } => format!("* {target} left"),
+        Content::Create {
+            kind: RoomKind::Direct,
+            ..
+        } => format!("* {} started this chat", event.sender),
+        Content::Create { name, .. } => format!(
+            "* {} created the group {}",
+            event.sender,
+            name.as_deref().unwrap_or("")
+        ),
+    };
+    format!("#{:<5} {h:02}:{m:02}:{s:02} {body}", event.seq)
+}
+
+/// Streams events live; with `room`, only that room, and lines from stdin are sent to it.
+async fn follow(client: &mut Client, room: Option<RoomSummary>) -> anyhow::Result<()> {
+    let me = client.user_id()?.clone();
+    let mut names: HashMap<RoomId, String> = client
+        .rooms()
+        .await?
+        .iter()
+        .map(|r| (r.room_id.clone(), display_name(r, &me)))
+        .collect();
+    let conn = client.connect(None).await?;
+    let (mut tx, mut rx) = conn.split();
+    let (line_tx, mut lines) = tokio::sync::mpsc::channel::<String>(16);
+    if room.is_some() {
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                if line_tx.blocking_send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    } else {
+        drop(line_tx);
+    }
+    let mut typing_open = room.is_some();
+    loop {
+        tokio::select! {
+            frame = rx.next() => {
+                let Some(frame) = frame else { bail!("the hearth closed the connection") };
+                match frame? {
+                    ServerFrame::Event { cursor, event } => {
+                        if room.as_ref().is_none_or(|r| r.room_id == event.room_id) {
+                            match &room {
+                                Some(_) => println!("{}", format_event(&event)),
+                                None => {
+                                    if !names.contains_key(&event.room_id) {
+                                        names = client.rooms().await?.iter().map(|r| (r.room_id.clone(), display_name(r, &me))).collect();
+                                    }
+                                    let name = names.get(&event.room_id).cloned().unwrap_or_else(|| event.room_id.to_string());
+                                    println!("[{name}] {}", format_event(&event));
+                                }
+                            }
+                        }
+                        tx.ack(cursor).await?;
+                    }
+                    ServerFrame::Synced { .. } => eprintln!("— up to date; following live (Ctrl-C to stop) —"),
+                    ServerFrame::Accepted { .. } => {}
+                    ServerFrame::Error { message, .. } => eprintln!("error: {message}"),
+                    ServerFrame::Pong { .. } => {}
+                }
+            }
+            line = lines.recv(), if typing_open => {
+                match (line, &room) {
+                    (Some(text), Some(room)) if !text.trim().is_empty() => {
+                        tx.send(&room.room_id, &new_txn_id(), text.as_bytes()).await?;
+                    }
+                    (Some(_), _) => {}
+                    (None, _) => typing_open = false,
+                }
+            }
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    tx.close().await;
+    Ok(())
+}

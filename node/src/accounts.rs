@@ -5,9 +5,9 @@
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 
+use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng as HashRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hearth_crypto::{Secret, ServerKey, VerifyingKey, random_token};
@@ -159,7 +159,9 @@ impl Accounts {
         if password.len() > MAX_PASSWORD {
             return Err(AccountError::BadCredentials);
         }
-        let user = self.user_id(username).map_err(|_| AccountError::BadCredentials)?;
+        let user = self
+            .user_id(username)
+            .map_err(|_| AccountError::BadCredentials)?;
         let record = self.store.user(&user)?;
         let hash = record
             .as_ref()
@@ -209,12 +211,16 @@ impl Accounts {
     /// it means the token was copied.
     pub fn refresh(&self, presented: &str) -> Result<Session, AccountError> {
         let presented = Secret::new(presented.to_owned());
-        let (user, device) = parse_refresh(presented.expose()).ok_or(AccountError::BadRefreshToken)?;
+        let (user, device) =
+            parse_refresh(presented.expose()).ok_or(AccountError::BadRefreshToken)?;
         if self.store.user(&user)?.is_none_or(|r| r.deactivated) {
             return Err(AccountError::BadRefreshToken);
         }
         let next = refresh_token(&user, &device);
-        match self.store.rotate_refresh(&user, &device, presented.hash(), next.hash())? {
+        match self
+            .store
+            .rotate_refresh(&user, &device, presented.hash(), next.hash())?
+        {
             RotateOutcome::Rotated => Ok(self.session(user, device, next)),
             RotateOutcome::Mismatch => {
                 tracing::warn!(%user, %device, "spent refresh token presented; revoking the device");
@@ -244,7 +250,11 @@ impl Accounts {
     }
 
     /// Logs devices out.
-    pub fn remove_devices(&self, user: &UserId, devices: &[DeviceId]) -> Result<usize, AccountError> {
+    pub fn remove_devices(
+        &self,
+        user: &UserId,
+        devices: &[DeviceId],
+    ) -> Result<usize, AccountError> {
         {
             let mut live = self.live.write().expect("live lock");
             for device in devices {
@@ -263,7 +273,11 @@ impl Accounts {
     }
 
     /// A user's devices.
-    pub fn devices(&self, user: &UserId, current: &DeviceId) -> Result<Vec<DeviceInfo>, AccountError> {
+    pub fn devices(
+        &self,
+        user: &UserId,
+        current: &DeviceId,
+    ) -> Result<Vec<DeviceInfo>, AccountError> {
         Ok(self
             .store
             .devices(user)?
@@ -292,7 +306,12 @@ impl Accounts {
         let mut record = self.store.user(user)?.ok_or(AccountError::UserNotFound)?;
         record.deactivated = true;
         self.store.put_user(user, &record)?;
-        let devices: Vec<DeviceId> = self.store.devices(user)?.into_iter().map(|(d, _)| d).collect();
+        let devices: Vec<DeviceId> = self
+            .store
+            .devices(user)?
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect();
         self.remove_devices(user, &devices)?;
         Ok(())
     }
@@ -314,13 +333,18 @@ fn hash_password(password: &str) -> Result<String, AccountError> {
 }
 
 fn verify_password(hash: &str, password: &str) -> bool {
-    PasswordHash::new(hash)
-        .is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+    PasswordHash::new(hash).is_ok_and(|parsed| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
 }
 
 fn random_device_id() -> DeviceId {
     let mut rng = rand::thread_rng();
-    let id: String = (0..10).map(|_| rng.gen_range(b'A'..=b'Z') as char).collect();
+    let id: String = (0..10)
+        .map(|_| rng.gen_range(b'A'..=b'Z') as char)
+        .collect();
     DeviceId::parse(&id).expect("valid device id")
 }
 
@@ -370,9 +394,18 @@ mod tests {
         let s = a.register("alice", "correct horse", None).unwrap();
         assert_eq!(s.user_id.as_str(), "@alice:localhost");
         assert!(a.authenticate(&s.access_token).is_ok());
-        assert!(matches!(a.register("alice", "another pass", None), Err(AccountError::UserExists)));
-        assert!(matches!(a.login("alice", "wrong horse", None), Err(AccountError::BadCredentials)));
-        assert!(matches!(a.login("nobody", "wrong horse", None), Err(AccountError::BadCredentials)));
+        assert!(matches!(
+            a.register("alice", "another pass", None),
+            Err(AccountError::UserExists)
+        ));
+        assert!(matches!(
+            a.login("alice", "wrong horse", None),
+            Err(AccountError::BadCredentials)
+        ));
+        assert!(matches!(
+            a.login("nobody", "wrong horse", None),
+            Err(AccountError::BadCredentials)
+        ));
         let s2 = a.login("@alice:localhost", "correct horse", None).unwrap();
         assert_ne!(s.device_id, s2.device_id);
     }
@@ -384,10 +417,22 @@ mod tests {
         let s2 = a.refresh(&s.refresh_token).unwrap();
         assert_eq!(s2.device_id, s.device_id);
         // The spent token again: refused, and the device is logged out.
-        assert!(matches!(a.refresh(&s.refresh_token), Err(AccountError::BadRefreshToken)));
-        assert!(matches!(a.authenticate(&s2.access_token), Err(AccountError::Revoked)));
-        assert!(matches!(a.refresh(&s2.refresh_token), Err(AccountError::BadRefreshToken)));
-        assert!(matches!(a.refresh("garbage"), Err(AccountError::BadRefreshToken)));
+        assert!(matches!(
+            a.refresh(&s.refresh_token),
+            Err(AccountError::BadRefreshToken)
+        ));
+        assert!(matches!(
+            a.authenticate(&s2.access_token),
+            Err(AccountError::Revoked)
+        ));
+        assert!(matches!(
+            a.refresh(&s2.refresh_token),
+            Err(AccountError::BadRefreshToken)
+        ));
+        assert!(matches!(
+            a.refresh("garbage"),
+            Err(AccountError::BadRefreshToken)
+        ));
     }
 
     #[test]
@@ -396,18 +441,36 @@ mod tests {
         let s = a.register("carol", "password1", None).unwrap();
         let s2 = a.login("carol", "password1", None).unwrap();
         a.delete_device(&s.user_id, &s.device_id).unwrap();
-        assert!(matches!(a.authenticate(&s.access_token), Err(AccountError::Revoked)));
+        assert!(matches!(
+            a.authenticate(&s.access_token),
+            Err(AccountError::Revoked)
+        ));
         assert!(a.authenticate(&s2.access_token).is_ok());
         a.deactivate(&s.user_id).unwrap();
-        assert!(matches!(a.authenticate(&s2.access_token), Err(AccountError::Revoked)));
-        assert!(matches!(a.login("carol", "password1", None), Err(AccountError::Deactivated)));
+        assert!(matches!(
+            a.authenticate(&s2.access_token),
+            Err(AccountError::Revoked)
+        ));
+        assert!(matches!(
+            a.login("carol", "password1", None),
+            Err(AccountError::Deactivated)
+        ));
     }
 
     #[test]
     fn short_passwords_and_bad_usernames_are_refused() {
         let (_d, a) = accounts();
-        assert!(matches!(a.register("dave", "short", None), Err(AccountError::PasswordTooShort(8))));
-        assert!(matches!(a.register("Dave!", "password1", None), Err(AccountError::InvalidUsername(_))));
-        assert!(matches!(a.register("@dave:elsewhere", "password1", None), Err(AccountError::ForeignUser(_))));
+        assert!(matches!(
+            a.register("dave", "short", None),
+            Err(AccountError::PasswordTooShort(8))
+        ));
+        assert!(matches!(
+            a.register("Dave!", "password1", None),
+            Err(AccountError::InvalidUsername(_))
+        ));
+        assert!(matches!(
+            a.register("@dave:elsewhere", "password1", None),
+            Err(AccountError::ForeignUser(_))
+        ));
     }
 }

@@ -54,18 +54,29 @@ pub fn execute(accounts: &Accounts, request: AdminRequest) -> AdminResponse {
         AdminRequest::ListUsers => accounts.list_users().map(|users| AdminResponse::Users {
             users: users
                 .into_iter()
-                .map(|(user_id, r)| UserEntry { user_id, created_ts: r.created_ts, deactivated: r.deactivated })
+                .map(|(user_id, r)| UserEntry {
+                    user_id,
+                    created_ts: r.created_ts,
+                    deactivated: r.deactivated,
+                })
                 .collect(),
         }),
-        AdminRequest::DeactivateUser { user_id } => accounts
-            .user_id(&user_id)
-            .and_then(|user| accounts.deactivate(&user).map(|()| AdminResponse::Deactivated { user_id: user })),
+        AdminRequest::DeactivateUser { user_id } => accounts.user_id(&user_id).and_then(|user| {
+            accounts
+                .deactivate(&user)
+                .map(|()| AdminResponse::Deactivated { user_id: user })
+        }),
     };
-    result.unwrap_or_else(|e| AdminResponse::Error { message: e.to_string() })
+    result.unwrap_or_else(|e| AdminResponse::Error {
+        message: e.to_string(),
+    })
 }
 
 /// Serves admin requests on `path` until the task is dropped.
-pub async fn serve_socket(path: &Path, accounts: Arc<Accounts>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+pub async fn serve_socket(
+    path: &Path,
+    accounts: Arc<Accounts>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     // A socket file left by a hearth that was killed would block the bind.
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
@@ -76,7 +87,9 @@ pub async fn serve_socket(path: &Path, accounts: Arc<Accounts>) -> std::io::Resu
     }
     Ok(tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let accounts = accounts.clone();
             tokio::spawn(async move {
                 if let Err(e) = answer(stream, accounts).await {
@@ -95,8 +108,12 @@ async fn answer(stream: UnixStream, accounts: Arc<Accounts>) -> std::io::Result<
     let response = match serde_json::from_str::<AdminRequest>(&line) {
         Ok(request) => tokio::task::spawn_blocking(move || execute(&accounts, request))
             .await
-            .unwrap_or_else(|e| AdminResponse::Error { message: e.to_string() }),
-        Err(e) => AdminResponse::Error { message: format!("bad admin request: {e}") },
+            .unwrap_or_else(|e| AdminResponse::Error {
+                message: e.to_string(),
+            }),
+        Err(e) => AdminResponse::Error {
+            message: format!("bad admin request: {e}"),
+        },
     };
     let mut text = serde_json::to_string(&response).expect("responses serialise");
     text.push('\n');

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use hearth_spec::api::Sequenced;
 use hearth_spec::UserId;
+use hearth_spec::api::Sequenced;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::now_ms;
@@ -98,7 +98,13 @@ fn run(
         let mut results = Vec::with_capacity(jobs.len());
         let mut replies = Vec::with_capacity(jobs.len());
         for job in jobs.drain(..) {
-            results.push(process(&store, &mut sequencer, job.request, now, &mut batch));
+            results.push(process(
+                &store,
+                &mut sequencer,
+                job.request,
+                now,
+                &mut batch,
+            ));
             replies.push(job.reply);
         }
         if !batch.is_empty() {
@@ -150,13 +156,20 @@ fn process(
     // A resent transaction returns the event it made the first time, even if the sender has
     // since left the room.
     if let Request::Send {
-        user, device, txn_id, ..
+        user,
+        device,
+        txn_id,
+        ..
     } = &request
         && let Some((room_id, seq, event_id)) = store
             .txn_event(user, device, txn_id.as_str())
             .map_err(|e| CommitError::Storage(e.to_string()))?
     {
-        return Ok(Reply::Sequenced(Sequenced { room_id, event_id, seq }));
+        return Ok(Reply::Sequenced(Sequenced {
+            room_id,
+            event_id,
+            seq,
+        }));
     }
     Ok(sequencer.apply(request, now, batch)?)
 }

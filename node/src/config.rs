@@ -373,11 +373,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hearth.toml");
         let server = ServerName::parse("eu.example.org").unwrap();
-        std::fs::write(&path, Config::documented_toml(&server, Path::new("/var/lib/hearth"))).unwrap();
+        std::fs::write(
+            &path,
+            Config::documented_toml(&server, Path::new("/var/lib/hearth")),
+        )
+        .unwrap();
         let config = Config::load(Some(&path), env(&[])).unwrap();
         assert_eq!(config.server_name, server);
         assert_eq!(config.data_dir, PathBuf::from("/var/lib/hearth"));
-        assert_eq!(config.limits.max_room_members, Config::default().limits.max_room_members);
+        assert_eq!(
+            config.limits.max_room_members,
+            Config::default().limits.max_room_members
+        );
     }
 
     #[test]

@@ -12,7 +12,10 @@ use crate::token::TokenError;
 
 fn internal(detail: &dyn std::fmt::Display) -> ErrorBody {
     tracing::error!(error = %detail, "internal error");
-    ErrorBody::new(ErrorCode::Internal, "the hearth failed to do that; nothing was changed")
+    ErrorBody::new(
+        ErrorCode::Internal,
+        "the hearth failed to do that; nothing was changed",
+    )
 }
 
 impl From<AccountError> for ErrorBody {
@@ -41,7 +44,9 @@ impl From<CommitError> for ErrorBody {
         let code = match &e {
             CommitError::Refused(refused) => match refused {
                 SequenceError::RoomNotFound(_) => ErrorCode::NotFound,
-                SequenceError::NotMember(_) | SequenceError::DirectRoomInvite => ErrorCode::Forbidden,
+                SequenceError::NotMember(_) | SequenceError::DirectRoomInvite => {
+                    ErrorCode::Forbidden
+                }
                 SequenceError::RoomFull(_) => ErrorCode::LimitExceeded,
                 SequenceError::InvalidDirect
                 | SequenceError::AlreadyMember(_)

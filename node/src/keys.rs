@@ -22,7 +22,10 @@ pub enum KeyFileError {
 
 /// Loads the key at `path`, or generates and writes one (mode 0600) if there is none.
 pub fn load_or_generate(path: &Path) -> Result<ServerKey, KeyFileError> {
-    let io = |source| KeyFileError::Io { path: path.display().to_string(), source };
+    let io = |source| KeyFileError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     match std::fs::read(path) {
         Ok(bytes) => ServerKey::from_bytes(&bytes).map_err(|source| KeyFileError::Invalid {
             path: path.display().to_string(),

@@ -13,7 +13,11 @@ use hearth_node::store::{OpenError, Store};
 use hearth_spec::ServerName;
 
 #[derive(Parser)]
-#[command(name = "hearth", version, about = "A Hearth homeserver. With no command, serves with the default config.")]
+#[command(
+    name = "hearth",
+    version,
+    about = "A Hearth homeserver. With no command, serves with the default config."
+)]
 struct Cli {
     /// Config file (TOML). Without one, defaults apply, overridden by HEARTH_* variables.
     #[arg(long, short, global = true, env = "HEARTH_CONFIG")]
@@ -59,7 +63,8 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -74,7 +79,11 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Some(Command::Init { server_name, data_dir, out }) => init(&server_name, &data_dir, &out),
+        Some(Command::Init {
+            server_name,
+            data_dir,
+            out,
+        }) => init(&server_name, &data_dir, &out),
         None | Some(Command::Serve) => {
             let config = Config::load(cli.config.as_deref(), std::env::vars())?;
             runtime()?.block_on(serve_until_signal(config))
@@ -88,7 +97,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     raise_open_file_limit();
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 /// Many idle WebSockets need many file descriptors: raise the soft limit to the hard limit.
@@ -96,22 +107,34 @@ fn raise_open_file_limit() {
     #[allow(unsafe_code)]
     // SAFETY: getrlimit/setrlimit with a valid, initialised struct; no memory is shared.
     unsafe {
-        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
     }
 }
 
-fn init(server_name: &str, data_dir: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
+fn init(
+    server_name: &str,
+    data_dir: &std::path::Path,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
     let server_name = ServerName::parse(server_name).context("invalid --server-name")?;
     if out.exists() {
         bail!("{} exists already; not overwriting it", out.display());
     }
     std::fs::write(out, Config::documented_toml(&server_name, data_dir))
         .with_context(|| format!("cannot write {}", out.display()))?;
-    println!("wrote {}; start the hearth with: hearth serve --config {}", out.display(), out.display());
+    println!(
+        "wrote {}; start the hearth with: hearth serve --config {}",
+        out.display(),
+        out.display()
+    );
     Ok(())
 }
 
@@ -130,7 +153,10 @@ async fn serve_until_signal(config: Config) -> anyhow::Result<()> {
 
 fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
     let request = match action {
-        AdminAction::CreateUser { username } => AdminRequest::CreateUser { username, password: read_password()? },
+        AdminAction::CreateUser { username } => AdminRequest::CreateUser {
+            username,
+            password: read_password()?,
+        },
         AdminAction::ListUsers => AdminRequest::ListUsers,
         AdminAction::DeactivateUser { user_id } => AdminRequest::DeactivateUser { user_id },
     };
@@ -138,14 +164,24 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
         Ok(store) => {
             // The hearth is stopped: work on the database directly.
             let key = hearth_node::keys::load_or_generate(&serve::key_path(&config.data_dir))?;
-            let accounts = Accounts::new(store.into(), key.into(), config.server_name.clone(), config.auth.clone())?;
+            let accounts = Accounts::new(
+                store.into(),
+                key.into(),
+                config.server_name.clone(),
+                config.auth.clone(),
+            )?;
             admin::execute(&accounts, request)
         }
         Err(OpenError::InUse) => {
             let socket = serve::admin_socket_path(&config.data_dir);
             runtime()?
                 .block_on(admin::request_socket(&socket, &request))
-                .with_context(|| format!("the hearth is running but its admin socket {} does not answer", socket.display()))?
+                .with_context(|| {
+                    format!(
+                        "the hearth is running but its admin socket {} does not answer",
+                        socket.display()
+                    )
+                })?
         }
         Err(e) => return Err(e.into()),
     };
@@ -153,7 +189,11 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
         AdminResponse::Created { user_id } => println!("created {user_id}"),
         AdminResponse::Users { users } => {
             for u in users {
-                let state = if u.deactivated { "deactivated" } else { "active" };
+                let state = if u.deactivated {
+                    "deactivated"
+                } else {
+                    "active"
+                };
                 println!("{}\t{}", u.user_id, state);
             }
         }

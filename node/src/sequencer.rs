@@ -10,7 +10,9 @@ use std::collections::{BTreeSet, HashMap};
 
 use hearth_spec::api::Sequenced;
 use hearth_spec::envelope::ENVELOPE_VERSION;
-use hearth_spec::{Content, DeviceId, Envelope, EventId, Membership, RoomId, RoomKind, TxnId, UserId};
+use hearth_spec::{
+    Content, DeviceId, Envelope, EventId, Membership, RoomId, RoomKind, TxnId, UserId,
+};
 
 use crate::store::tables::RoomRecord;
 use crate::store::{Batch, SequencerState};
@@ -172,8 +174,19 @@ impl Sequencer {
                     return Ok(Reply::Sequenced(done.clone()));
                 }
                 self.member_room(&room, &user)?;
-                let envelope = envelope(&room, &user, &device, txn_id.clone(), now_ms, Content::Message { payload });
+                let envelope = envelope(
+                    &room,
+                    &user,
+                    &device,
+                    txn_id.clone(),
+                    now_ms,
+                    Content::Message { payload },
+                );
                 let sequenced = self.append(&room, envelope, now_ms, batch);
+                // What one sends oneself is read.
+                batch
+                    .read_marks
+                    .push((user.clone(), room.clone(), sequenced.seq));
                 batch
                     .txns
                     .push((user, device, txn_id.to_string(), sequenced.event_id));
@@ -195,8 +208,7 @@ impl Sequencer {
                 if name.as_ref().is_some_and(|n| n.len() > MAX_ROOM_NAME) {
                     return Err(SequenceError::NameTooLong);
                 }
-                let others: BTreeSet<UserId> =
-                    members.into_iter().filter(|m| *m != user).collect();
+                let others: BTreeSet<UserId> = members.into_iter().filter(|m| *m != user).collect();
                 if kind == RoomKind::Direct && others.len() != 1 {
                     return Err(SequenceError::InvalidDirect);
                 }
@@ -224,7 +236,14 @@ impl Sequencer {
                     step += 1;
                     server_txn(nonce, step)
                 };
-                let create = envelope(&room, &user, &device, next_txn(), now_ms, Content::Create { kind, name });
+                let create = envelope(
+                    &room,
+                    &user,
+                    &device,
+                    next_txn(),
+                    now_ms,
+                    Content::Create { kind, name },
+                );
                 // The creator joins first so that it receives the create event too.
                 self.join(&room, &user, batch);
                 let mut last = self.append(&room, create, now_ms, batch);
@@ -239,6 +258,7 @@ impl Sequencer {
                     let event = envelope(&room, &user, &device, next_txn(), now_ms, content);
                     last = self.append(&room, event, now_ms, batch);
                 }
+                batch.read_marks.push((user, room, last.seq));
                 Ok(Reply::Sequenced(last))
             }
             Request::Invite {
@@ -331,7 +351,13 @@ impl Sequencer {
     }
 
     /// Gives the envelope the room's next seq and appends it to every member's inbox.
-    fn append(&mut self, room: &RoomId, envelope: Envelope, now_ms: u64, batch: &mut Batch) -> Sequenced {
+    fn append(
+        &mut self,
+        room: &RoomId,
+        envelope: Envelope,
+        now_ms: u64,
+        batch: &mut Batch,
+    ) -> Sequenced {
         let state = self.rooms.get_mut(room).expect("caller checked the room");
         state.last_seq += 1;
         let seq = state.last_seq;
@@ -410,7 +436,12 @@ mod tests {
         (s, batch)
     }
 
-    fn send(s: &mut Sequencer, who: &str, txn: &str, batch: &mut Batch) -> Result<Reply, SequenceError> {
+    fn send(
+        s: &mut Sequencer,
+        who: &str,
+        txn: &str,
+        batch: &mut Batch,
+    ) -> Result<Reply, SequenceError> {
         s.apply(
             Request::Send {
                 user: user(who),
@@ -460,12 +491,25 @@ mod tests {
     fn leaver_sees_its_leave_but_nothing_after() {
         let (mut s, _) = seq_with_group(&["a", "b"]);
         let mut batch = Batch::default();
-        s.apply(Request::Leave { user: user("b"), device: dev(), room: room(), nonce: 2 }, 3_000, &mut batch).unwrap();
+        s.apply(
+            Request::Leave {
+                user: user("b"),
+                device: dev(),
+                room: room(),
+                nonce: 2,
+            },
+            3_000,
+            &mut batch,
+        )
+        .unwrap();
         assert!(batch.inbox.iter().any(|i| i.0 == user("b")));
         let mut later = Batch::default();
         send(&mut s, "a", "t2", &mut later).unwrap();
         assert!(later.inbox.iter().all(|i| i.0 != user("b")));
-        assert_eq!(send(&mut s, "b", "t3", &mut later), Err(SequenceError::NotMember(room())));
+        assert_eq!(
+            send(&mut s, "b", "t3", &mut later),
+            Err(SequenceError::NotMember(room()))
+        );
     }
 
     #[test]
@@ -481,11 +525,26 @@ mod tests {
             members,
             nonce: 1,
         };
-        assert_eq!(s.apply(create(vec![]), 1, &mut batch), Err(SequenceError::InvalidDirect));
-        assert_eq!(s.apply(create(vec![user("b"), user("c")]), 1, &mut batch), Err(SequenceError::InvalidDirect));
+        assert_eq!(
+            s.apply(create(vec![]), 1, &mut batch),
+            Err(SequenceError::InvalidDirect)
+        );
+        assert_eq!(
+            s.apply(create(vec![user("b"), user("c")]), 1, &mut batch),
+            Err(SequenceError::InvalidDirect)
+        );
         s.apply(create(vec![user("b")]), 1, &mut batch).unwrap();
-        let invite = Request::Invite { user: user("a"), device: dev(), room: room(), target: user("c"), nonce: 3 };
-        assert_eq!(s.apply(invite, 2, &mut batch), Err(SequenceError::DirectRoomInvite));
+        let invite = Request::Invite {
+            user: user("a"),
+            device: dev(),
+            room: room(),
+            target: user("c"),
+            nonce: 3,
+        };
+        assert_eq!(
+            s.apply(invite, 2, &mut batch),
+            Err(SequenceError::DirectRoomInvite)
+        );
     }
 
     #[test]
@@ -493,17 +552,53 @@ mod tests {
         let mut s = Sequencer::new(SequencerState::default(), 3);
         let mut batch = Batch::default();
         let members = vec![user("b"), user("c"), user("d")];
-        let req = Request::CreateRoom { user: user("a"), device: dev(), room: room(), kind: RoomKind::Group, name: None, members, nonce: 1 };
+        let req = Request::CreateRoom {
+            user: user("a"),
+            device: dev(),
+            room: room(),
+            kind: RoomKind::Group,
+            name: None,
+            members,
+            nonce: 1,
+        };
         assert_eq!(s.apply(req, 1, &mut batch), Err(SequenceError::RoomFull(3)));
     }
 
     #[test]
     fn ack_past_inbox_head_is_refused() {
         let (mut s, batch) = seq_with_group(&["a", "b"]);
-        let head = batch.inbox.iter().filter(|i| i.0 == user("a")).map(|i| i.1).max().unwrap();
+        let head = batch
+            .inbox
+            .iter()
+            .filter(|i| i.0 == user("a"))
+            .map(|i| i.1)
+            .max()
+            .unwrap();
         let mut b = Batch::default();
-        assert!(s.apply(Request::Ack { user: user("a"), device: dev(), cursor: head }, 5, &mut b).is_ok());
-        assert!(s.apply(Request::Ack { user: user("a"), device: dev(), cursor: head + 1 }, 5, &mut b).is_err());
+        assert!(
+            s.apply(
+                Request::Ack {
+                    user: user("a"),
+                    device: dev(),
+                    cursor: head
+                },
+                5,
+                &mut b
+            )
+            .is_ok()
+        );
+        assert!(
+            s.apply(
+                Request::Ack {
+                    user: user("a"),
+                    device: dev(),
+                    cursor: head + 1
+                },
+                5,
+                &mut b
+            )
+            .is_err()
+        );
     }
 
     proptest! {

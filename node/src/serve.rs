@@ -22,7 +22,10 @@ use crate::store::{OpenError, Store, StoreError};
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot create data directory {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Key(#[from] KeyFileError),
     #[error("cannot open the database: {0}")]
@@ -32,9 +35,15 @@ pub enum StartError {
     #[error("cannot load accounts: {0}")]
     Accounts(#[from] AccountError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot open the admin socket {path}: {source}")]
-    AdminSocket { path: PathBuf, source: std::io::Error },
+    AdminSocket {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// File names inside the data directory.
@@ -65,10 +74,18 @@ pub struct Running {
 /// Opens storage, loads or creates keys, and starts serving clients.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let dir = &config.data_dir;
-    std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir { path: dir.clone(), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
+        path: dir.clone(),
+        source,
+    })?;
     let key = Arc::new(keys::load_or_generate(&key_path(dir))?);
     let store = Arc::new(Store::open(&db_path(dir))?);
-    let accounts = Arc::new(Accounts::new(store.clone(), key, config.server_name.clone(), config.auth.clone())?);
+    let accounts = Arc::new(Accounts::new(
+        store.clone(),
+        key,
+        config.server_name.clone(),
+        config.auth.clone(),
+    )?);
     let hub = Arc::new(Hub::default());
     let (committer, committer_thread) = Committer::start(
         store.clone(),
@@ -88,13 +105,20 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let admin_path = admin_socket_path(dir);
     let admin = crate::admin::serve_socket(&admin_path, accounts)
         .await
-        .map_err(|source| StartError::AdminSocket { path: admin_path, source })?;
+        .map_err(|source| StartError::AdminSocket {
+            path: admin_path,
+            source,
+        })?;
 
     let api_config = api_config(&config);
     let app = hearth_client_api::router(hearth.clone(), api_config);
     let addr = config.client_api.listen;
-    let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
-    let client_addr = listener.local_addr().map_err(|source| StartError::Listen { addr, source })?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { addr, source })?;
+    let client_addr = listener
+        .local_addr()
+        .map_err(|source| StartError::Listen { addr, source })?;
     let (shutdown, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         let service = app.into_make_service_with_connect_info::<SocketAddr>();
@@ -144,7 +168,10 @@ impl Running {
         }
         // Ending the watches ends the WebSocket sessions, which graceful shutdown waits for.
         self.hub.close();
-        if tokio::time::timeout(Duration::from_secs(10), &mut self.server).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), &mut self.server)
+            .await
+            .is_err()
+        {
             self.server.abort();
         }
         self.admin.abort();

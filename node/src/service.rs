@@ -8,7 +8,9 @@ use hearth_spec::api::{
     CreateRoomRequest, DeviceInfo, HistoryPage, InboxItem, LoginRequest, RefreshRequest,
     RegisterRequest, RoomSummary, Sequenced, Session, SyncPage,
 };
-use hearth_spec::{DeviceId, Envelope, ErrorBody, ErrorCode, EventId, EventView, RoomId, TxnId, UserId};
+use hearth_spec::{
+    DeviceId, Envelope, ErrorBody, ErrorCode, EventId, EventView, RoomId, TxnId, UserId,
+};
 use rand::Rng;
 use tokio::sync::watch;
 
@@ -16,7 +18,7 @@ use crate::accounts::{AccountError, Accounts};
 use crate::committer::Committer;
 use crate::hub::Hub;
 use crate::sequencer::{Reply, Request};
-use crate::store::{StoreError, StoredEvent, Store};
+use crate::store::{Store, StoreError, StoredEvent};
 
 /// The running hearth.
 pub struct Hearth {
@@ -38,7 +40,14 @@ impl Hearth {
         committer: Committer,
         hub: Arc<Hub>,
     ) -> Self {
-        Self { server_name, max_event_bytes, store, accounts, committer, hub }
+        Self {
+            server_name,
+            max_event_bytes,
+            store,
+            accounts,
+            committer,
+            hub,
+        }
     }
 
     /// The accounts, for the admin interface.
@@ -69,16 +78,21 @@ impl Hearth {
             return Ok(());
         }
         if self.store.room(room)?.is_none() {
-            return Err(ErrorBody::new(ErrorCode::NotFound, format!("room {room} does not exist")));
+            return Err(ErrorBody::new(
+                ErrorCode::NotFound,
+                format!("room {room} does not exist"),
+            ));
         }
-        Err(ErrorBody::new(ErrorCode::Forbidden, format!("you are not a member of {room}")))
+        Err(ErrorBody::new(
+            ErrorCode::Forbidden,
+            format!("you are not a member of {room}"),
+        ))
     }
 
     fn summary(&self, room: &RoomId, user: &UserId) -> Result<RoomSummary, ErrorBody> {
-        let record = self
-            .store
-            .room(room)?
-            .ok_or_else(|| ErrorBody::new(ErrorCode::NotFound, format!("room {room} does not exist")))?;
+        let record = self.store.room(room)?.ok_or_else(|| {
+            ErrorBody::new(ErrorCode::NotFound, format!("room {room} does not exist"))
+        })?;
         let last_seq = self.store.last_seq(room)?;
         let read = self.store.read_mark(user, room)?;
         Ok(RoomSummary {
@@ -100,7 +114,10 @@ impl Hearth {
                 ));
             }
             if !self.accounts.is_active_user(user)? {
-                return Err(ErrorBody::new(ErrorCode::NotFound, format!("user {user} does not exist")));
+                return Err(ErrorBody::new(
+                    ErrorCode::NotFound,
+                    format!("user {user} does not exist"),
+                ));
             }
         }
         Ok(())
@@ -110,22 +127,30 @@ impl Hearth {
 fn view(room_event: StoredEvent) -> Result<EventView, StoreError> {
     let envelope = Envelope::decode(&room_event.envelope)
         .map_err(|e| StoreError::Corrupt(format!("stored envelope: {e}")))?;
-    Ok(EventView::new(room_event.seq, EventId::of_bytes(&room_event.envelope), envelope))
+    Ok(EventView::new(
+        room_event.seq,
+        EventId::of_bytes(&room_event.envelope),
+        envelope,
+    ))
 }
 
 fn random_room_opaque() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::thread_rng();
-    (0..18).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect()
+    (0..18)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 impl Backend for Hearth {
     async fn register(&self, req: RegisterRequest) -> Result<Session, ErrorBody> {
-        self.blocking(move |a| a.register(&req.username, &req.password, req.device_name)).await
+        self.blocking(move |a| a.register(&req.username, &req.password, req.device_name))
+            .await
     }
 
     async fn login(&self, req: LoginRequest) -> Result<Session, ErrorBody> {
-        self.blocking(move |a| a.login(&req.username, &req.password, req.device_name)).await
+        self.blocking(move |a| a.login(&req.username, &req.password, req.device_name))
+            .await
     }
 
     async fn refresh(&self, req: RefreshRequest) -> Result<Session, ErrorBody> {
@@ -143,19 +168,29 @@ impl Backend for Hearth {
 
     async fn logout(&self, device: &AuthedDevice) -> Result<(), ErrorBody> {
         let d = device.clone();
-        self.blocking(move |a| a.delete_device(&d.user_id, &d.device_id)).await
+        self.blocking(move |a| a.delete_device(&d.user_id, &d.device_id))
+            .await
     }
 
     async fn devices(&self, device: &AuthedDevice) -> Result<Vec<DeviceInfo>, ErrorBody> {
         Ok(self.accounts.devices(&device.user_id, &device.device_id)?)
     }
 
-    async fn delete_device(&self, device: &AuthedDevice, target: DeviceId) -> Result<(), ErrorBody> {
+    async fn delete_device(
+        &self,
+        device: &AuthedDevice,
+        target: DeviceId,
+    ) -> Result<(), ErrorBody> {
         let user = device.user_id.clone();
-        self.blocking(move |a| a.delete_device(&user, &target)).await
+        self.blocking(move |a| a.delete_device(&user, &target))
+            .await
     }
 
-    async fn create_room(&self, device: &AuthedDevice, req: CreateRoomRequest) -> Result<RoomSummary, ErrorBody> {
+    async fn create_room(
+        &self,
+        device: &AuthedDevice,
+        req: CreateRoomRequest,
+    ) -> Result<RoomSummary, ErrorBody> {
         self.require_users_exist(&req.members).await?;
         let room = RoomId::new(&random_room_opaque(), &self.server_name)
             .map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))?;
@@ -172,8 +207,14 @@ impl Backend for Hearth {
         self.summary(&room, &device.user_id)
     }
 
-    async fn invite(&self, device: &AuthedDevice, room: RoomId, user: UserId) -> Result<Sequenced, ErrorBody> {
-        self.require_users_exist(std::slice::from_ref(&user)).await?;
+    async fn invite(
+        &self,
+        device: &AuthedDevice,
+        room: RoomId,
+        user: UserId,
+    ) -> Result<Sequenced, ErrorBody> {
+        self.require_users_exist(std::slice::from_ref(&user))
+            .await?;
         self.sequence(Request::Invite {
             user: device.user_id.clone(),
             device: device.device_id.clone(),
@@ -207,24 +248,59 @@ impl Backend for Hearth {
         self.summary(&room, &device.user_id)
     }
 
-    async fn history(&self, device: &AuthedDevice, room: RoomId, before: Option<u64>, limit: usize) -> Result<HistoryPage, ErrorBody> {
+    async fn history(
+        &self,
+        device: &AuthedDevice,
+        room: RoomId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<HistoryPage, ErrorBody> {
         self.require_member(&room, &device.user_id)?;
-        let stored = self.store.events_before(&room, before.unwrap_or(u64::MAX), limit)?;
+        let stored = self
+            .store
+            .events_before(&room, before.unwrap_or(u64::MAX), limit)?;
         let prev_before = stored.first().map(|e| e.seq).filter(|seq| *seq > 1);
-        let events = stored.into_iter().map(view).collect::<Result<Vec<_>, _>>()?;
-        Ok(HistoryPage { events, prev_before })
+        let events = stored
+            .into_iter()
+            .map(view)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(HistoryPage {
+            events,
+            prev_before,
+        })
     }
 
-    async fn mark_read(&self, device: &AuthedDevice, room: RoomId, seq: u64) -> Result<(), ErrorBody> {
+    async fn mark_read(
+        &self,
+        device: &AuthedDevice,
+        room: RoomId,
+        seq: u64,
+    ) -> Result<(), ErrorBody> {
         self.committer
-            .submit(Request::MarkRead { user: device.user_id.clone(), room, seq })
+            .submit(Request::MarkRead {
+                user: device.user_id.clone(),
+                room,
+                seq,
+            })
             .await?;
         Ok(())
     }
 
-    async fn send(&self, device: &AuthedDevice, room: RoomId, txn_id: TxnId, payload: Vec<u8>) -> Result<Sequenced, ErrorBody> {
+    async fn send(
+        &self,
+        device: &AuthedDevice,
+        room: RoomId,
+        txn_id: TxnId,
+        payload: Vec<u8>,
+    ) -> Result<Sequenced, ErrorBody> {
         if payload.len() > self.max_event_bytes {
-            return Err(ErrorBody::new(ErrorCode::TooLarge, format!("the message is larger than the limit of {} bytes", self.max_event_bytes)));
+            return Err(ErrorBody::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "the message is larger than the limit of {} bytes",
+                    self.max_event_bytes
+                ),
+            ));
         }
         self.sequence(Request::Send {
             user: device.user_id.clone(),
@@ -236,25 +312,45 @@ impl Backend for Hearth {
         .await
     }
 
-    async fn sync(&self, device: &AuthedDevice, since: u64, limit: usize) -> Result<SyncPage, ErrorBody> {
+    async fn sync(
+        &self,
+        device: &AuthedDevice,
+        since: u64,
+        limit: usize,
+    ) -> Result<SyncPage, ErrorBody> {
         let mut rows = self.store.inbox_after(&device.user_id, since, limit + 1)?;
         let more = rows.len() > limit;
         rows.truncate(limit);
         let next_cursor = rows.last().map(|(cursor, _)| *cursor).unwrap_or(since);
         let items = rows
             .into_iter()
-            .map(|(cursor, event)| Ok(InboxItem { cursor, event: view(event)? }))
+            .map(|(cursor, event)| {
+                Ok(InboxItem {
+                    cursor,
+                    event: view(event)?,
+                })
+            })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok(SyncPage { items, next_cursor, more })
+        Ok(SyncPage {
+            items,
+            next_cursor,
+            more,
+        })
     }
 
     async fn device_cursor(&self, device: &AuthedDevice) -> Result<u64, ErrorBody> {
-        Ok(self.store.device_cursor(&device.user_id, &device.device_id)?)
+        Ok(self
+            .store
+            .device_cursor(&device.user_id, &device.device_id)?)
     }
 
     async fn ack(&self, device: &AuthedDevice, cursor: u64) -> Result<(), ErrorBody> {
         self.committer
-            .submit(Request::Ack { user: device.user_id.clone(), device: device.device_id.clone(), cursor })
+            .submit(Request::Ack {
+                user: device.user_id.clone(),
+                device: device.device_id.clone(),
+                cursor,
+            })
             .await?;
         Ok(())
     }

@@ -55,8 +55,12 @@ pub fn verify(key: &VerifyingKey, token: &str, now_ms: u64) -> Result<Claims, To
     }
     let rest = token.strip_prefix(PREFIX).ok_or(TokenError::Malformed)?;
     let (claims_b64, sig_b64) = rest.split_once('.').ok_or(TokenError::Malformed)?;
-    let bytes = URL_SAFE_NO_PAD.decode(claims_b64).map_err(|_| TokenError::Malformed)?;
-    let signature = URL_SAFE_NO_PAD.decode(sig_b64).map_err(|_| TokenError::Malformed)?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(claims_b64)
+        .map_err(|_| TokenError::Malformed)?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(sig_b64)
+        .map_err(|_| TokenError::Malformed)?;
     hearth_crypto::verify(key, &signed_bytes(&bytes), &signature)
         .map_err(|_| TokenError::BadSignature)?;
     let claims: Claims = postcard::from_bytes(&bytes).map_err(|_| TokenError::Malformed)?;
@@ -83,7 +87,10 @@ mod tests {
         let key = ServerKey::generate();
         let token = issue(&key, &claims(1_000));
         assert_eq!(verify(&key.verifying_key(), &token, 999), Ok(claims(1_000)));
-        assert_eq!(verify(&key.verifying_key(), &token, 1_000), Err(TokenError::Expired));
+        assert_eq!(
+            verify(&key.verifying_key(), &token, 1_000),
+            Err(TokenError::Expired)
+        );
     }
 
     #[test]
@@ -91,13 +98,22 @@ mod tests {
         let key = ServerKey::generate();
         let token = issue(&key, &claims(u64::MAX));
         let other = ServerKey::generate();
-        assert_eq!(verify(&other.verifying_key(), &token, 0), Err(TokenError::BadSignature));
+        assert_eq!(
+            verify(&other.verifying_key(), &token, 0),
+            Err(TokenError::BadSignature)
+        );
         // Swap in claims for another user, keeping the signature.
-        let forged_claims = Claims { user: UserId::parse("@root:localhost").unwrap(), ..claims(u64::MAX) };
+        let forged_claims = Claims {
+            user: UserId::parse("@root:localhost").unwrap(),
+            ..claims(u64::MAX)
+        };
         let forged_bytes = postcard::to_stdvec(&forged_claims).unwrap();
         let sig = token.rsplit('.').next().unwrap();
         let forged = format!("{PREFIX}{}.{sig}", URL_SAFE_NO_PAD.encode(forged_bytes));
-        assert_eq!(verify(&key.verifying_key(), &forged, 0), Err(TokenError::BadSignature));
+        assert_eq!(
+            verify(&key.verifying_key(), &forged, 0),
+            Err(TokenError::BadSignature)
+        );
         for junk in ["", "hat1.", "hat1.x.y", "Bearer x", &"a".repeat(5000)] {
             assert!(verify(&key.verifying_key(), junk, 0).is_err());
         }

@@ -36,7 +36,10 @@ pub struct Envelope {
 #[serde(rename_all = "snake_case")]
 pub enum Content {
     /// The first event of every room.
-    Create { kind: RoomKind, name: Option<String> },
+    Create {
+        kind: RoomKind,
+        name: Option<String>,
+    },
     /// A membership change of `target`, made by the sender.
     Member {
         target: UserId,
@@ -235,6 +238,38 @@ mod tests {
             let mut env = sample(payload);
             env.origin_ts = ts;
             prop_assert_eq!(Envelope::decode(&env.encode()).unwrap(), env);
+        }
+    }
+}
+#[cfg(test)]
+mod more_tests {
+    use super::*;
+    #[test]
+    fn every_content_kind_round_trips() {
+        for content in [
+            Content::Create {
+                kind: RoomKind::Group,
+                name: Some("n".into()),
+            },
+            Content::Create {
+                kind: RoomKind::Direct,
+                name: None,
+            },
+            Content::Member {
+                target: UserId::parse("@b:localhost").unwrap(),
+                membership: Membership::Leave,
+            },
+        ] {
+            let env = Envelope {
+                version: ENVELOPE_VERSION,
+                room_id: RoomId::parse("!room1:localhost").unwrap(),
+                sender: UserId::parse("@alice:localhost").unwrap(),
+                sender_device: DeviceId::parse("DEVICEA").unwrap(),
+                txn_id: TxnId::parse("t1").unwrap(),
+                origin_ts: 5,
+                content,
+            };
+            assert_eq!(Envelope::decode(&env.encode()).unwrap(), env);
         }
     }
 }

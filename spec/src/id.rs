@@ -162,7 +162,12 @@ impl UserId {
             kind: KIND,
             form: "@localpart:server",
         })?;
-        check_chars("user localpart", local, Self::MAX_LOCALPART, is_localpart_char)?;
+        check_chars(
+            "user localpart",
+            local,
+            Self::MAX_LOCALPART,
+            is_localpart_char,
+        )?;
         ServerName::validate(server)
     }
 
@@ -271,7 +276,9 @@ impl EventId {
             kind: KIND,
             form: "$ followed by 43 characters of unpadded base64url",
         };
-        let bytes = URL_SAFE_NO_PAD.decode(rest).map_err(|_| malformed.clone())?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(rest)
+            .map_err(|_| malformed.clone())?;
         let array: [u8; 32] = bytes.try_into().map_err(|_| malformed)?;
         Ok(Self(array))
     }

@@ -202,10 +202,8 @@ impl Store {
         record: &DeviceRecord,
     ) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
-        txn.open_table(DEVICES)?.insert(
-            (user.as_str(), device.as_str()),
-            encode(record).as_slice(),
-        )?;
+        txn.open_table(DEVICES)?
+            .insert((user.as_str(), device.as_str()), encode(record).as_slice())?;
         txn.commit()?;
         Ok(())
     }
@@ -622,7 +620,10 @@ mod tests {
         store.commit(&batch).unwrap();
         assert_eq!(store.last_seq(&room).unwrap(), 10);
         let page = store.events_before(&room, 11, 4).unwrap();
-        assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [7, 8, 9, 10]);
+        assert_eq!(
+            page.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [7, 8, 9, 10]
+        );
         let page = store.events_before(&room, 3, 4).unwrap();
         assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
         let other = RoomId::parse("!s:localhost").unwrap();
@@ -646,11 +647,15 @@ mod tests {
             )
             .unwrap();
         assert_eq!(
-            store.rotate_refresh(&user, &device, [1; 32], [2; 32]).unwrap(),
+            store
+                .rotate_refresh(&user, &device, [1; 32], [2; 32])
+                .unwrap(),
             RotateOutcome::Rotated
         );
         assert_eq!(
-            store.rotate_refresh(&user, &device, [1; 32], [3; 32]).unwrap(),
+            store
+                .rotate_refresh(&user, &device, [1; 32], [3; 32])
+                .unwrap(),
             RotateOutcome::Mismatch
         );
     }
