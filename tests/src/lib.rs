@@ -1,1 +1,265 @@
-//! Integration tests live in `tests/`.
+//! Harness for Hearth's integration tests: in-process hearths on ephemeral ports, real `hearth`
+//! processes that can be killed, and helpers for reading WebSocket frames with a deadline.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hearth_client::{Client, Receiver};
+use hearth_node::config::Config;
+use hearth_node::serve::{self, Running};
+use hearth_spec::client::ServerFrame;
+
+/// A config for tests: ephemeral port, the given data directory, limits high enough for load.
+pub fn test_config(data_dir: &Path) -> Config {
+    let mut config = Config::default();
+    config.data_dir = data_dir.to_owned();
+    config.client_api.listen = "127.0.0.1:0".parse().expect("valid address");
+    config.limits.sends_per_second = 100_000.0;
+    config.limits.send_burst = 100_000.0;
+    config.limits.requests_per_second = 100_000.0;
+    config.limits.request_burst = 100_000.0;
+    config.limits.auth_per_second = 10_000.0;
+    config.limits.auth_burst = 10_000.0;
+    config
+}
+
+/// A hearth running inside the test process.
+pub struct TestHearth {
+    pub running: Running,
+    pub url: String,
+    pub config: Config,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestHearth {
+    /// Starts a hearth on a fresh data directory.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a hearth on a fresh data directory with a tweaked config.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = test_config(dir.path());
+        tweak(&mut config);
+        let mut hearth = Self::start_config(config).await;
+        hearth._dir = Some(dir);
+        hearth
+    }
+
+    async fn start_config(config: Config) -> Self {
+        let running = serve::start(config.clone()).await.expect("hearth starts");
+        let url = format!("http://{}", running.client_addr);
+        Self {
+            running,
+            url,
+            config,
+            _dir: None,
+        }
+    }
+
+    /// Stops the hearth and starts it again on the same data directory (and a new port).
+    pub async fn restart(self) -> Self {
+        let TestHearth {
+            running,
+            config,
+            _dir,
+            ..
+        } = self;
+        running.stop().await;
+        let mut again = Self::start_config(config).await;
+        again._dir = _dir;
+        again
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+
+    /// Registers `name` and returns its logged-in client.
+    pub async fn user(&self, name: &str) -> Client {
+        let mut client = Client::new(&self.url);
+        client
+            .register(name, "correct horse battery", Some("test"))
+            .await
+            .expect("register");
+        client
+    }
+
+    /// Logs `name` in on another device.
+    pub async fn device(&self, name: &str) -> Client {
+        let mut client = Client::new(&self.url);
+        client
+            .login(name, "correct horse battery", Some("second"))
+            .await
+            .expect("login");
+        client
+    }
+}
+
+/// The next frame, failing the test after `timeout`.
+pub async fn next_frame(rx: &mut Receiver, timeout: Duration) -> anyhow::Result<ServerFrame> {
+    match tokio::time::timeout(timeout, rx.next()).await {
+        Err(_) => bail!("no frame within {timeout:?}"),
+        Ok(None) => bail!("connection closed"),
+        Ok(Some(frame)) => Ok(frame?),
+    }
+}
+
+/// Reads frames until `pred` returns true for one; returns every frame read, that one last.
+pub async fn frames_until(
+    rx: &mut Receiver,
+    timeout: Duration,
+    mut pred: impl FnMut(&ServerFrame) -> bool,
+) -> anyhow::Result<Vec<ServerFrame>> {
+    let deadline = Instant::now() + timeout;
+    let mut frames = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let frame = next_frame(rx, left)
+            .await
+            .with_context(|| format!("after {} frames", frames.len()))?;
+        let done = pred(&frame);
+        frames.push(frame);
+        if done {
+            return Ok(frames);
+        }
+    }
+}
+
+/// A free TCP port on loopback (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Path of the `hearth` binary of this build, built once if needed.
+pub fn hearth_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        // target/<profile>/deps/<test-binary>
+        let exe = std::env::current_exe().expect("current exe");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target profile dir");
+        let binary = profile_dir.join("hearth");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "-p", "hearth-node", "--bin", "hearth"]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build
+            .status()
+            .expect("run cargo build for the hearth binary");
+        assert!(status.success(), "building the hearth binary failed");
+        binary
+    })
+}
+
+/// A real `hearth` process.
+pub struct HearthProcess {
+    child: Child,
+    pub url: String,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl HearthProcess {
+    /// Starts `hearth serve` on `data_dir` with test limits plus `env`, and waits until it answers.
+    pub async fn start(data_dir: &Path, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::spawn(data_dir.to_owned(), free_port(), env).await
+    }
+
+    async fn spawn(
+        data_dir: PathBuf,
+        port: u16,
+        env: Vec<(String, String)>,
+    ) -> anyhow::Result<Self> {
+        let mut command = Command::new(hearth_binary());
+        command
+            .arg("serve")
+            .env("HEARTH_DATA_DIR", &data_dir)
+            .env("HEARTH_CLIENT_API__LISTEN", format!("127.0.0.1:{port}"))
+            .env("HEARTH_LIMITS__SENDS_PER_SECOND", "100000")
+            .env("HEARTH_LIMITS__SEND_BURST", "100000")
+            .env("HEARTH_LIMITS__REQUESTS_PER_SECOND", "100000")
+            .env("HEARTH_LIMITS__REQUEST_BURST", "100000")
+            .env("HEARTH_LIMITS__AUTH_BURST", "10000")
+            .env("HEARTH_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in &env {
+            command.env(k, v);
+        }
+        let child = command.spawn().context("spawn hearth")?;
+        let process = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            data_dir,
+            env,
+        };
+        process.wait_ready().await?;
+        Ok(process)
+    }
+
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let http = reqwest::Client::new();
+        while Instant::now() < deadline {
+            if let Ok(r) = http.get(format!("{}/v1/health", self.url)).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("hearth did not become ready on {}", self.url)
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the same hearth again (same data directory and port).
+    pub async fn restart(mut self) -> anyhow::Result<Self> {
+        self.kill9();
+        let data_dir = self.data_dir.clone();
+        let env = std::mem::take(&mut self.env);
+        Self::spawn(data_dir, self.port, env).await
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        #[allow(unsafe_code)]
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        Ok(self.child.wait()?)
+    }
+}
+
+impl Drop for HearthProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
