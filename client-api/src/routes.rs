@@ -79,7 +79,27 @@ pub fn router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> Router {
         .fallback(rejection::not_found)
         .method_not_allowed_fallback(rejection::method_not_allowed)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(config.max_body_bytes, refuse_oversized))
         .with_state(api)
+}
+
+/// Refuses a request whose declared length is over the limit before any other work (routing,
+/// authentication). Bodies without a length are cut off at the limit when read.
+async fn refuse_oversized(
+    State(limit): State<usize>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return ApiError::new(ErrorCode::TooLarge, format!("the request body is larger than {limit} bytes"))
+            .into_response();
+    }
+    next.run(request).await
 }
 
 /// The caller, authenticated from `Authorization: Bearer`, with its request rate checked.

@@ -15,8 +15,10 @@ use hearth_spec::client::ServerFrame;
 
 /// A config for tests: ephemeral port, the given data directory, limits high enough for load.
 pub fn test_config(data_dir: &Path) -> Config {
-    let mut config = Config::default();
-    config.data_dir = data_dir.to_owned();
+    let mut config = Config {
+        data_dir: data_dir.to_owned(),
+        ..Config::default()
+    };
     config.client_api.listen = "127.0.0.1:0".parse().expect("valid address");
     config.limits.sends_per_second = 100_000.0;
     config.limits.send_burst = 100_000.0;
