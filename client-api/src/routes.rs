@@ -79,7 +79,10 @@ pub fn router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> Router {
         .fallback(rejection::not_found)
         .method_not_allowed_fallback(rejection::method_not_allowed)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(config.max_body_bytes, refuse_oversized))
+        .layer(axum::middleware::from_fn_with_state(
+            config.max_body_bytes,
+            refuse_oversized,
+        ))
         .with_state(api)
 }
 
@@ -96,8 +99,11 @@ async fn refuse_oversized(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
-        return ApiError::new(ErrorCode::TooLarge, format!("the request body is larger than {limit} bytes"))
-            .into_response();
+        return ApiError::new(
+            ErrorCode::TooLarge,
+            format!("the request body is larger than {limit} bytes"),
+        )
+        .into_response();
     }
     next.run(request).await
 }

@@ -13,7 +13,13 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-async fn raw(hearth: &TestHearth, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Vec<u8>>) -> (u16, ErrorBody) {
+async fn raw(
+    hearth: &TestHearth,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> (u16, ErrorBody) {
     let mut req = reqwest::Client::new().request(method, format!("{}{path}", hearth.url));
     if let Some(t) = token {
         req = req.bearer_auth(t);
@@ -24,7 +30,8 @@ async fn raw(hearth: &TestHearth, method: reqwest::Method, path: &str, token: Op
     let resp = req.send().await.expect("hearth answers");
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
-    let body: ErrorBody = serde_json::from_str(&text).unwrap_or_else(|e| panic!("error body is JSON ({e}): {text:?}"));
+    let body: ErrorBody = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("error body is JSON ({e}): {text:?}"));
     (status, body)
 }
 
@@ -40,10 +47,25 @@ async fn setup() -> Setup {
     let hearth = TestHearth::start().await;
     let mut alice = hearth.user("alice").await;
     let bob = hearth.user("bob").await;
-    let room = alice.create_room(RoomKind::Direct, None, &[bob.user_id().unwrap().clone()]).await.unwrap();
+    let room = alice
+        .create_room(RoomKind::Direct, None, &[bob.user_id().unwrap().clone()])
+        .await
+        .unwrap();
     let token = alice.session().unwrap().access_token.clone();
-    let room_path = format!("/v1/rooms/{}", room.room_id.as_str().replace('!', "%21").replace(':', "%3A"));
-    Setup { hearth, alice, token, room_path, room: room.room_id }
+    let room_path = format!(
+        "/v1/rooms/{}",
+        room.room_id
+            .as_str()
+            .replace('!', "%21")
+            .replace(':', "%3A")
+    );
+    Setup {
+        hearth,
+        alice,
+        token,
+        room_path,
+        room: room.room_id,
+    }
 }
 
 async fn last_seq(s: &mut Setup) -> u64 {
@@ -59,26 +81,79 @@ async fn malformed_and_unknown_json_is_rejected_and_nothing_changes() {
         b"{not json".to_vec(),
         b"[]".to_vec(),
         json!({"txn_id": "t1"}).to_string().into_bytes(),
-        json!({"txn_id": "t1", "payload": "aGk=", "extra": 1}).to_string().into_bytes(),
-        json!({"txn_id": "bad txn id", "payload": "aGk="}).to_string().into_bytes(),
-        json!({"txn_id": "t1", "payload": "not base64!"}).to_string().into_bytes(),
+        json!({"txn_id": "t1", "payload": "aGk=", "extra": 1})
+            .to_string()
+            .into_bytes(),
+        json!({"txn_id": "bad txn id", "payload": "aGk="})
+            .to_string()
+            .into_bytes(),
+        json!({"txn_id": "t1", "payload": "not base64!"})
+            .to_string()
+            .into_bytes(),
         vec![0xff, 0xfe, 0x00],
     ];
     for body in cases {
-        let (status, err) = raw(&s.hearth, reqwest::Method::POST, &send, Some(&s.token), Some(body.clone())).await;
-        assert_eq!((status, err.code), (400, ErrorCode::BadJson), "body {:?}", String::from_utf8_lossy(&body));
+        let (status, err) = raw(
+            &s.hearth,
+            reqwest::Method::POST,
+            &send,
+            Some(&s.token),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(
+            (status, err.code),
+            (400, ErrorCode::BadJson),
+            "body {:?}",
+            String::from_utf8_lossy(&body)
+        );
     }
-    let (status, err) = raw(&s.hearth, reqwest::Method::POST, "/v1/rooms", Some(&s.token), Some(br#"{"kind":"direct","members":["not a user"]}"#.to_vec())).await;
+    let (status, err) = raw(
+        &s.hearth,
+        reqwest::Method::POST,
+        "/v1/rooms",
+        Some(&s.token),
+        Some(br#"{"kind":"direct","members":["not a user"]}"#.to_vec()),
+    )
+    .await;
     assert_eq!((status, err.code), (400, ErrorCode::BadJson));
-    let (status, err) = raw(&s.hearth, reqwest::Method::POST, "/v1/rooms/not-a-room/send", Some(&s.token), Some(json!({"txn_id":"t","payload":""}).to_string().into_bytes())).await;
+    let (status, err) = raw(
+        &s.hearth,
+        reqwest::Method::POST,
+        "/v1/rooms/not-a-room/send",
+        Some(&s.token),
+        Some(json!({"txn_id":"t","payload":""}).to_string().into_bytes()),
+    )
+    .await;
     assert_eq!((status, err.code), (400, ErrorCode::InvalidParam));
-    let (status, err) = raw(&s.hearth, reqwest::Method::GET, &format!("{}/events?limit=100000", s.room_path), Some(&s.token), None).await;
+    let (status, err) = raw(
+        &s.hearth,
+        reqwest::Method::GET,
+        &format!("{}/events?limit=100000", s.room_path),
+        Some(&s.token),
+        None,
+    )
+    .await;
     assert_eq!((status, err.code), (400, ErrorCode::InvalidParam));
-    let (status, err) = raw(&s.hearth, reqwest::Method::GET, &format!("{}/events?before=-1", s.room_path), Some(&s.token), None).await;
+    let (status, err) = raw(
+        &s.hearth,
+        reqwest::Method::GET,
+        &format!("{}/events?before=-1", s.room_path),
+        Some(&s.token),
+        None,
+    )
+    .await;
     assert_eq!((status, err.code), (400, ErrorCode::InvalidParam));
     let (status, _) = raw(&s.hearth, reqwest::Method::GET, "/v1/nope", None, None).await;
     assert_eq!(status, 404);
-    let (status, _) = raw(&s.hearth, reqwest::Method::DELETE, "/v1/rooms", Some(&s.token), None).await;
+    let (status, _) = raw(
+        &s.hearth,
+        reqwest::Method::DELETE,
+        "/v1/rooms",
+        Some(&s.token),
+        None,
+    )
+    .await;
     assert_eq!(status, 405);
     assert_eq!(last_seq(&mut s).await, before);
 }
@@ -89,16 +164,37 @@ async fn oversized_bodies_are_refused_before_authentication() {
     let before = last_seq(&mut s).await;
     let huge = vec![b'a'; 600 * 1024];
     // No token at all: the size limit answers first.
-    let (status, err) = raw(&s.hearth, reqwest::Method::POST, "/v1/register", None, Some(huge.clone())).await;
+    let (status, err) = raw(
+        &s.hearth,
+        reqwest::Method::POST,
+        "/v1/register",
+        None,
+        Some(huge.clone()),
+    )
+    .await;
     assert_eq!((status, err.code), (413, ErrorCode::TooLarge));
-    let (status, err) = raw(&s.hearth, reqwest::Method::POST, &format!("{}/send", s.room_path), Some("garbage"), Some(huge)).await;
+    let (status, err) = raw(
+        &s.hearth,
+        reqwest::Method::POST,
+        &format!("{}/send", s.room_path),
+        Some("garbage"),
+        Some(huge),
+    )
+    .await;
     assert_eq!((status, err.code), (413, ErrorCode::TooLarge));
     // A payload over the event limit that fits the body limit: too large, nothing stored.
     let payload = vec![7u8; 256 * 1024 + 1];
-    let err = s.alice.send(&s.room, &new_txn_id(), &payload).await.unwrap_err();
+    let err = s
+        .alice
+        .send(&s.room, &new_txn_id(), &payload)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::TooLarge));
     // Exactly at the limit is fine.
-    s.alice.send(&s.room, &new_txn_id(), &payload[1..]).await.unwrap();
+    s.alice
+        .send(&s.room, &new_txn_id(), &payload[1..])
+        .await
+        .unwrap();
     assert_eq!(last_seq(&mut s).await, before + 1);
 }
 
@@ -106,25 +202,62 @@ async fn oversized_bodies_are_refused_before_authentication() {
 async fn bad_forged_and_expired_tokens_are_refused() {
     let mut s = setup().await;
     for token in ["", "garbage", "hat1.AAAA.BBBB", &"x".repeat(4000)] {
-        let (status, err) = raw(&s.hearth, reqwest::Method::GET, "/v1/rooms", Some(token), None).await;
-        assert_eq!((status, err.code), (401, ErrorCode::Unauthorized), "token {token:?}");
+        let (status, err) = raw(
+            &s.hearth,
+            reqwest::Method::GET,
+            "/v1/rooms",
+            Some(token),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (status, err.code),
+            (401, ErrorCode::Unauthorized),
+            "token {token:?}"
+        );
     }
     let (status, err) = raw(&s.hearth, reqwest::Method::GET, "/v1/rooms", None, None).await;
     assert_eq!((status, err.code), (401, ErrorCode::Unauthorized));
 
     let session = s.alice.session().unwrap().clone();
-    let claims = |expires_ms| Claims { user: session.user_id.clone(), device: session.device_id.clone(), expires_ms };
+    let claims = |expires_ms| Claims {
+        user: session.user_id.clone(),
+        device: session.device_id.clone(),
+        expires_ms,
+    };
     // Signed by someone else's key.
     let forged = token::issue(&ServerKey::generate(), &claims(u64::MAX));
-    let (status, err) = raw(&s.hearth, reqwest::Method::GET, "/v1/rooms", Some(&forged), None).await;
+    let (status, err) = raw(
+        &s.hearth,
+        reqwest::Method::GET,
+        "/v1/rooms",
+        Some(&forged),
+        None,
+    )
+    .await;
     assert_eq!((status, err.code), (401, ErrorCode::Unauthorized));
     // Signed by the hearth's own key but expired.
-    let key = ServerKey::from_bytes(&std::fs::read(s.hearth.data_dir().join("server.key")).unwrap()).unwrap();
+    let key =
+        ServerKey::from_bytes(&std::fs::read(s.hearth.data_dir().join("server.key")).unwrap())
+            .unwrap();
     let expired = token::issue(&key, &claims(1));
-    let (status, err) = raw(&s.hearth, reqwest::Method::GET, "/v1/rooms", Some(&expired), None).await;
+    let (status, err) = raw(
+        &s.hearth,
+        reqwest::Method::GET,
+        "/v1/rooms",
+        Some(&expired),
+        None,
+    )
+    .await;
     assert_eq!((status, err.code), (401, ErrorCode::TokenExpired));
     // The SDK refreshes by itself when it meets an expired token.
-    let mut stale = Client::with_session(&s.hearth.url, hearth_spec::api::Session { access_token: expired, ..session });
+    let mut stale = Client::with_session(
+        &s.hearth.url,
+        hearth_spec::api::Session {
+            access_token: expired,
+            ..session
+        },
+    );
     stale.rooms().await.unwrap();
     assert_eq!(last_seq(&mut s).await, 3);
 }
@@ -133,13 +266,49 @@ async fn bad_forged_and_expired_tokens_are_refused() {
 async fn wrong_passwords_and_bad_registrations_get_typed_errors() {
     let s = setup().await;
     let mut c = Client::new(&s.hearth.url);
-    assert_eq!(c.login("alice", "wrong password", None).await.unwrap_err().code(), Some(ErrorCode::BadCredentials));
-    assert_eq!(c.login("nobody", "wrong password", None).await.unwrap_err().code(), Some(ErrorCode::BadCredentials));
-    assert_eq!(c.register("alice", "long enough pw", None).await.unwrap_err().code(), Some(ErrorCode::UserExists));
-    assert_eq!(c.register("Bad Name", "long enough pw", None).await.unwrap_err().code(), Some(ErrorCode::InvalidParam));
-    assert_eq!(c.register("shorty", "short", None).await.unwrap_err().code(), Some(ErrorCode::InvalidParam));
+    assert_eq!(
+        c.login("alice", "wrong password", None)
+            .await
+            .unwrap_err()
+            .code(),
+        Some(ErrorCode::BadCredentials)
+    );
+    assert_eq!(
+        c.login("nobody", "wrong password", None)
+            .await
+            .unwrap_err()
+            .code(),
+        Some(ErrorCode::BadCredentials)
+    );
+    assert_eq!(
+        c.register("alice", "long enough pw", None)
+            .await
+            .unwrap_err()
+            .code(),
+        Some(ErrorCode::UserExists)
+    );
+    assert_eq!(
+        c.register("Bad Name", "long enough pw", None)
+            .await
+            .unwrap_err()
+            .code(),
+        Some(ErrorCode::InvalidParam)
+    );
+    assert_eq!(
+        c.register("shorty", "short", None)
+            .await
+            .unwrap_err()
+            .code(),
+        Some(ErrorCode::InvalidParam)
+    );
     let too_long = "p".repeat(2000);
-    assert_eq!(c.register("longpw", &too_long, None).await.unwrap_err().code(), Some(ErrorCode::InvalidParam));
+    assert_eq!(
+        c.register("longpw", &too_long, None)
+            .await
+            .unwrap_err()
+            .code(),
+        Some(ErrorCode::InvalidParam)
+    );
 }
 
 #[tokio::test]
@@ -147,40 +316,75 @@ async fn websocket_garbage_gets_error_frames_and_the_session_survives() {
     let mut s = setup().await;
     let before = last_seq(&mut s).await;
     let (mut tx, mut rx) = s.alice.connect(None).await.unwrap().split();
-    frames_until(&mut rx, WAIT, |f| matches!(f, ServerFrame::Synced { .. })).await.unwrap();
+    frames_until(&mut rx, WAIT, |f| matches!(f, ServerFrame::Synced { .. }))
+        .await
+        .unwrap();
 
-    for text in ["{", "[]", r#"{"type":"launch"}"#, r#"{"type":"send","room_id":"!x:localhost"}"#, r#"{"type":"ack","cursor":-4}"#] {
+    for text in [
+        "{",
+        "[]",
+        r#"{"type":"launch"}"#,
+        r#"{"type":"send","room_id":"!x:localhost"}"#,
+        r#"{"type":"ack","cursor":-4}"#,
+    ] {
         tx.raw(WsMessage::Text(text.into())).await.unwrap();
         match next_frame(&mut rx, WAIT).await.unwrap() {
-            ServerFrame::Error { code, .. } => assert_eq!(code, ErrorCode::BadJson, "frame {text:?}"),
+            ServerFrame::Error { code, .. } => {
+                assert_eq!(code, ErrorCode::BadJson, "frame {text:?}")
+            }
             other => panic!("expected an error frame for {text:?}, got {other:?}"),
         }
     }
-    tx.raw(WsMessage::Binary(vec![1, 2, 3].into())).await.unwrap();
-    assert!(matches!(next_frame(&mut rx, WAIT).await.unwrap(), ServerFrame::Error { code: ErrorCode::BadJson, .. }));
+    tx.raw(WsMessage::Binary(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_frame(&mut rx, WAIT).await.unwrap(),
+        ServerFrame::Error {
+            code: ErrorCode::BadJson,
+            ..
+        }
+    ));
 
     // A send that is refused names its txn id.
     let nowhere = hearth_spec::RoomId::parse("!nowhere:localhost").unwrap();
     let txn = new_txn_id();
     tx.send(&nowhere, &txn, b"x").await.unwrap();
     match next_frame(&mut rx, WAIT).await.unwrap() {
-        ServerFrame::Error { code, txn_id, .. } => assert_eq!((code, txn_id), (ErrorCode::NotFound, Some(txn))),
+        ServerFrame::Error { code, txn_id, .. } => {
+            assert_eq!((code, txn_id), (ErrorCode::NotFound, Some(txn)))
+        }
         other => panic!("unexpected {other:?}"),
     }
     // An oversized payload inside a frame that fits: too_large, with the txn id.
     let txn = new_txn_id();
-    tx.send(&s.room, &txn, &vec![0u8; 256 * 1024 + 10]).await.unwrap();
+    tx.send(&s.room, &txn, &vec![0u8; 256 * 1024 + 10])
+        .await
+        .unwrap();
     match next_frame(&mut rx, WAIT).await.unwrap() {
-        ServerFrame::Error { code, txn_id, .. } => assert_eq!((code, txn_id), (ErrorCode::TooLarge, Some(txn))),
+        ServerFrame::Error { code, txn_id, .. } => {
+            assert_eq!((code, txn_id), (ErrorCode::TooLarge, Some(txn)))
+        }
         other => panic!("unexpected {other:?}"),
     }
     // An ack past the end of the inbox.
     tx.ack(u64::MAX).await.unwrap();
-    assert!(matches!(next_frame(&mut rx, WAIT).await.unwrap(), ServerFrame::Error { code: ErrorCode::InvalidParam, .. }));
+    assert!(matches!(
+        next_frame(&mut rx, WAIT).await.unwrap(),
+        ServerFrame::Error {
+            code: ErrorCode::InvalidParam,
+            ..
+        }
+    ));
 
     // Still alive.
-    tx.frame(&hearth_spec::client::ClientFrame::Ping { nonce: 42 }).await.unwrap();
-    assert_eq!(next_frame(&mut rx, WAIT).await.unwrap(), ServerFrame::Pong { nonce: 42 });
+    tx.frame(&hearth_spec::client::ClientFrame::Ping { nonce: 42 })
+        .await
+        .unwrap();
+    assert_eq!(
+        next_frame(&mut rx, WAIT).await.unwrap(),
+        ServerFrame::Pong { nonce: 42 }
+    );
     assert_eq!(last_seq(&mut s).await, before);
 }
 
@@ -189,7 +393,9 @@ async fn websocket_frame_over_the_limit_closes_the_connection_and_stores_nothing
     let mut s = setup().await;
     let before = last_seq(&mut s).await;
     let (mut tx, mut rx) = s.alice.connect(None).await.unwrap().split();
-    frames_until(&mut rx, WAIT, |f| matches!(f, ServerFrame::Synced { .. })).await.unwrap();
+    frames_until(&mut rx, WAIT, |f| matches!(f, ServerFrame::Synced { .. }))
+        .await
+        .unwrap();
     let huge = "x".repeat(2 * 1024 * 1024);
     let _ = tx.raw(WsMessage::Text(huge.into())).await;
     let ended = tokio::time::timeout(WAIT, async {
@@ -201,7 +407,10 @@ async fn websocket_frame_over_the_limit_closes_the_connection_and_stores_nothing
         }
     })
     .await;
-    assert!(ended.is_ok(), "the hearth closes a connection that sends an oversized frame");
+    assert!(
+        ended.is_ok(),
+        "the hearth closes a connection that sends an oversized frame"
+    );
     assert_eq!(last_seq(&mut s).await, before);
     // The hearth serves others as before.
     s.alice.send(&s.room, &new_txn_id(), b"fine").await.unwrap();
@@ -210,10 +419,13 @@ async fn websocket_frame_over_the_limit_closes_the_connection_and_stores_nothing
 #[tokio::test]
 async fn websocket_without_valid_token_is_refused_with_json() {
     let s = setup().await;
-    let mut stale = Client::with_session(&s.hearth.url, hearth_spec::api::Session {
-        access_token: "garbage".into(),
-        ..s.alice.session().unwrap().clone()
-    });
+    let mut stale = Client::with_session(
+        &s.hearth.url,
+        hearth_spec::api::Session {
+            access_token: "garbage".into(),
+            ..s.alice.session().unwrap().clone()
+        },
+    );
     let err = stale.connect(None).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::Unauthorized));
 }
@@ -229,13 +441,21 @@ async fn rate_limits_answer_429_with_retry_after_and_error_frames() {
     .await;
     let mut alice = hearth.user("alice").await;
     let bob = hearth.user("bob").await;
-    let room = alice.create_room(RoomKind::Direct, None, &[bob.user_id().unwrap().clone()]).await.unwrap();
+    let room = alice
+        .create_room(RoomKind::Direct, None, &[bob.user_id().unwrap().clone()])
+        .await
+        .unwrap();
     let token = alice.session().unwrap().access_token.clone();
 
     let http = reqwest::Client::new();
     let mut limited = None;
     for _ in 0..10 {
-        let resp = http.get(format!("{}/v1/rooms", hearth.url)).bearer_auth(&token).send().await.unwrap();
+        let resp = http
+            .get(format!("{}/v1/rooms", hearth.url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
         if resp.status() == 429 {
             limited = Some(resp);
             break;
@@ -247,10 +467,32 @@ async fn rate_limits_answer_429_with_retry_after_and_error_frames() {
     assert_eq!(body.code, ErrorCode::RateLimited);
     assert!(body.retry_after_ms.unwrap() > 0);
 
-    let (mut tx, mut rx) = alice.connect(Some(u64::MAX - 1)).await.map(|c| c.split()).unwrap_or_else(|e| panic!("{e}"));
+    let (mut tx, mut rx) = alice
+        .connect(Some(u64::MAX - 1))
+        .await
+        .map(|c| c.split())
+        .unwrap_or_else(|e| panic!("{e}"));
     for _ in 0..6 {
-        tx.send(&room.room_id, &new_txn_id(), b"spam").await.unwrap();
+        tx.send(&room.room_id, &new_txn_id(), b"spam")
+            .await
+            .unwrap();
     }
-    let frames = frames_until(&mut rx, WAIT, |f| matches!(f, ServerFrame::Error { code: ErrorCode::RateLimited, .. })).await.unwrap();
-    assert!(frames.iter().filter(|f| matches!(f, ServerFrame::Accepted { .. })).count() <= 3);
+    let frames = frames_until(&mut rx, WAIT, |f| {
+        matches!(
+            f,
+            ServerFrame::Error {
+                code: ErrorCode::RateLimited,
+                ..
+            }
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        frames
+            .iter()
+            .filter(|f| matches!(f, ServerFrame::Accepted { .. }))
+            .count()
+            <= 3
+    );
 }
