@@ -14,6 +14,7 @@ pub mod client;
 pub mod envelope;
 pub mod error;
 pub mod id;
+mod vectors;
 
 pub use envelope::{Content, Envelope, EventView, Membership, RoomKind};
 pub use error::{ErrorBody, ErrorCode};
