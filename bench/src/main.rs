@@ -1,1 +1,484 @@
-fn main() {}
+//! `hearth-bench`: starts a real `hearth` process on loopback, drives it with real clients and
+//! reports latency, throughput, fan-out and memory per connection, as medians over several runs.
+
+mod server;
+mod stats;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use hearth_client::{Client, Receiver, Sender, new_txn_id};
+use hearth_spec::client::ServerFrame;
+use hearth_spec::{Content, RoomId, RoomKind};
+
+use server::Hearth;
+use stats::{Samples, median};
+
+#[derive(Parser)]
+#[command(
+    name = "hearth-bench",
+    about = "Load generator for a Hearth homeserver on loopback."
+)]
+struct Cli {
+    /// The hearth binary to start (build it with --release first).
+    #[arg(long, default_value = "target/release/hearth")]
+    hearth: String,
+    /// Independent runs; each figure reported is the median over them.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand, Clone)]
+enum Scenario {
+    /// 1:1 delivery latency (send to the recipient's WebSocket) at a fixed rate.
+    Latency {
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 20)]
+        pairs: usize,
+    },
+    /// Maximum sustained accepted msg/s with durability on.
+    Throughput {
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Time until every member of a group has a message.
+    Fanout {
+        #[arg(long, default_value_t = 100)]
+        members: usize,
+        #[arg(long, default_value_t = 200)]
+        messages: usize,
+        #[arg(long, default_value_t = 20)]
+        rate: u64,
+    },
+    /// Resident memory per idle authenticated WebSocket connection.
+    Connections {
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+    },
+    /// All of the above with their defaults.
+    All,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    server::raise_open_file_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let scenarios = match cli.scenario {
+        Scenario::All => vec![
+            Scenario::Latency {
+                rate: 1000,
+                seconds: 10,
+                pairs: 20,
+            },
+            Scenario::Throughput {
+                clients: 32,
+                seconds: 10,
+            },
+            Scenario::Fanout {
+                members: 100,
+                messages: 200,
+                rate: 20,
+            },
+            Scenario::Connections { count: 10_000 },
+        ],
+        one => vec![one],
+    };
+    for scenario in scenarios {
+        let mut reports = Vec::new();
+        for run in 1..=cli.runs {
+            let hearth = Hearth::start(&cli.hearth).await?;
+            let report = match &scenario {
+                Scenario::Latency {
+                    rate,
+                    seconds,
+                    pairs,
+                } => latency(&hearth, *rate, *seconds, *pairs).await?,
+                Scenario::Throughput { clients, seconds } => {
+                    throughput(&hearth, *clients, *seconds).await?
+                }
+                Scenario::Fanout {
+                    members,
+                    messages,
+                    rate,
+                } => fanout(&hearth, *members, *messages, *rate).await?,
+                Scenario::Connections { count } => connections(&hearth, *count).await?,
+                Scenario::All => unreachable!(),
+            };
+            println!("  run {run}: {}", report.line());
+            reports.push(report);
+            hearth.stop().await;
+        }
+        println!("{}", Report::median(&reports).line_with_targets());
+    }
+    Ok(())
+}
+
+/// Named figures of one run.
+#[derive(Clone)]
+struct Report {
+    name: &'static str,
+    figures: Vec<(&'static str, f64, &'static str, Option<Target>)>,
+}
+
+#[derive(Clone, Copy)]
+enum Target {
+    AtMost(f64),
+    AtLeast(f64),
+}
+
+impl Report {
+    fn line(&self) -> String {
+        let parts: Vec<String> = self
+            .figures
+            .iter()
+            .map(|(k, v, unit, _)| format!("{k} {v:.2} {unit}"))
+            .collect();
+        format!("{}: {}", self.name, parts.join(", "))
+    }
+
+    fn median(reports: &[Report]) -> Report {
+        let first = &reports[0];
+        let figures = first
+            .figures
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _, unit, target))| {
+                let values: Vec<f64> = reports.iter().map(|r| r.figures[i].1).collect();
+                (*k, median(&values), *unit, *target)
+            })
+            .collect();
+        Report {
+            name: first.name,
+            figures,
+        }
+    }
+
+    fn line_with_targets(&self) -> String {
+        let parts: Vec<String> = self
+            .figures
+            .iter()
+            .map(|(k, v, unit, target)| match target {
+                Some(Target::AtMost(t)) => format!(
+                    "{k} {v:.2} {unit} (target ≤ {t}: {})",
+                    if *v <= *t { "met" } else { "MISSED" }
+                ),
+                Some(Target::AtLeast(t)) => format!(
+                    "{k} {v:.2} {unit} (target ≥ {t}: {})",
+                    if *v >= *t { "met" } else { "MISSED" }
+                ),
+                None => format!("{k} {v:.2} {unit}"),
+            })
+            .collect();
+        format!("MEDIAN {}: {}", self.name, parts.join(", "))
+    }
+}
+
+/// Nanoseconds since a process-wide origin, carried in payloads to time delivery.
+fn stamp() -> u64 {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    ORIGIN.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+async fn synced(client: &mut Client) -> anyhow::Result<(Sender, Receiver)> {
+    let (tx, mut rx) = client.connect(None).await?.split();
+    loop {
+        match rx.next().await.context("closed before synced")?? {
+            ServerFrame::Synced { .. } => return Ok((tx, rx)),
+            _ => continue,
+        }
+    }
+}
+
+/// Reads message events and records now − the stamp in their payload, until `stop`.
+fn time_deliveries(
+    mut rx: Receiver,
+    samples: Arc<Samples>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while !stop.load(Ordering::Relaxed) {
+            let Ok(Some(Ok(frame))) =
+                tokio::time::timeout(Duration::from_millis(200), rx.next()).await
+            else {
+                continue;
+            };
+            if let ServerFrame::Event { event, .. } = frame
+                && let Content::Message { payload } = event.content
+                && payload.len() >= 8
+            {
+                let sent = u64::from_be_bytes(payload[..8].try_into().expect("8 bytes"));
+                samples.push(stamp().saturating_sub(sent));
+            }
+        }
+    })
+}
+
+async fn pairs_of_users(
+    hearth: &Hearth,
+    pairs: usize,
+) -> anyhow::Result<Vec<(Client, Client, RoomId)>> {
+    let mut out = Vec::new();
+    for i in 0..pairs {
+        let mut a = hearth.user(&format!("a{i}")).await?;
+        let b = hearth.user(&format!("b{i}")).await?;
+        let room = a
+            .create_room(RoomKind::Direct, None, &[b.user_id()?.clone()])
+            .await?
+            .room_id;
+        out.push((a, b, room));
+    }
+    Ok(out)
+}
+
+async fn latency(hearth: &Hearth, rate: u64, seconds: u64, pairs: usize) -> anyhow::Result<Report> {
+    let mut users = pairs_of_users(hearth, pairs).await?;
+    let samples = Arc::new(Samples::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut senders = Vec::new();
+    let mut readers = Vec::new();
+    for (a, b, room) in users.iter_mut() {
+        let (tx, _a_rx) = synced(a).await?;
+        // The sender's own echo and acks are drained so its socket never backs up.
+        readers.push(tokio::spawn(drain(_a_rx, stop.clone())));
+        let (_, b_rx) = synced(b).await?;
+        readers.push(time_deliveries(b_rx, samples.clone(), stop.clone()));
+        senders.push((tx, room.clone()));
+    }
+    let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let total = rate * seconds;
+    for n in 0..total {
+        tick.tick().await;
+        let (tx, room) = &mut senders[n as usize % pairs];
+        tx.send(room, &new_txn_id(), &stamp().to_be_bytes()).await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (samples.len() as u64) < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        let _ = r.await;
+    }
+    if (samples.len() as u64) < total {
+        bail!("only {} of {total} messages delivered", samples.len());
+    }
+    let (p50, p99) = samples.percentiles_ms();
+    Ok(Report {
+        name: "1:1 delivery latency",
+        figures: vec![
+            ("rate", rate as f64, "msg/s", None),
+            ("p50", p50, "ms", None),
+            ("p99", p99, "ms", Some(Target::AtMost(5.0))),
+        ],
+    })
+}
+
+async fn drain(mut rx: Receiver, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok(None) = tokio::time::timeout(Duration::from_millis(200), rx.next()).await {
+            return;
+        }
+    }
+}
+
+async fn throughput(hearth: &Hearth, clients: usize, seconds: u64) -> anyhow::Result<Report> {
+    let mut users = pairs_of_users(hearth, clients).await?;
+    let accepted = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for (a, b, room) in users.iter_mut() {
+        let (mut tx, mut rx) = synced(a).await?;
+        let (_, b_rx) = synced(b).await?;
+        tasks.push(tokio::spawn(drain(b_rx, stop.clone())));
+        let stop_send = stop.clone();
+        let room = room.clone();
+        tasks.push(tokio::spawn(async move {
+            let payload = [0u8; 64];
+            while !stop_send.load(Ordering::Relaxed) {
+                if tx.send(&room, &new_txn_id(), &payload).await.is_err() {
+                    break;
+                }
+            }
+        }));
+        let counter = accepted.clone();
+        let stop_read = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            while !stop_read.load(Ordering::Relaxed) {
+                match tokio::time::timeout(Duration::from_millis(200), rx.next()).await {
+                    Ok(Some(Ok(ServerFrame::Accepted { .. }))) => {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(None) => break,
+                    _ => {}
+                }
+            }
+        }));
+    }
+    // Warm up, then count over the measured window.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let start_count = accepted.load(Ordering::Relaxed);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let count = accepted.load(Ordering::Relaxed) - start_count;
+    let elapsed = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.abort();
+    }
+    Ok(Report {
+        name: "durable accepted throughput",
+        figures: vec![
+            ("clients", clients as f64, "", None),
+            (
+                "accepted",
+                count as f64 / elapsed,
+                "msg/s",
+                Some(Target::AtLeast(20_000.0)),
+            ),
+        ],
+    })
+}
+
+async fn fanout(
+    hearth: &Hearth,
+    members: usize,
+    messages: usize,
+    rate: u64,
+) -> anyhow::Result<Report> {
+    let mut clients = Vec::new();
+    for i in 0..members {
+        clients.push(hearth.user(&format!("m{i}")).await?);
+    }
+    let ids: Vec<_> = clients[1..]
+        .iter()
+        .map(|c| c.user_id().map(Clone::clone))
+        .collect::<Result<_, _>>()?;
+    let room = clients[0]
+        .create_room(RoomKind::Group, Some("fanout"), &ids)
+        .await?
+        .room_id;
+    // Per message: the latest arrival time across all members.
+    let arrivals: Arc<std::sync::Mutex<std::collections::HashMap<u64, (usize, u64)>>> =
+        Default::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    let mut sender = None;
+    for (i, client) in clients.iter_mut().enumerate() {
+        let (tx, mut rx) = synced(client).await?;
+        if i == 0 {
+            sender = Some(tx);
+        }
+        let arrivals = arrivals.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(Some(Ok(frame))) =
+                    tokio::time::timeout(Duration::from_millis(200), rx.next()).await
+                else {
+                    continue;
+                };
+                if let ServerFrame::Event { event, .. } = frame
+                    && let Content::Message { payload } = event.content
+                {
+                    let sent = u64::from_be_bytes(payload[..8].try_into().expect("8 bytes"));
+                    let now = stamp();
+                    let mut map = arrivals.lock().expect("lock");
+                    let entry = map.entry(sent).or_insert((0, 0));
+                    entry.0 += 1;
+                    entry.1 = entry.1.max(now);
+                }
+            }
+        }));
+    }
+    let mut tx = sender.context("no sender")?;
+    let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
+    for _ in 0..messages {
+        tick.tick().await;
+        tx.send(&room, &new_txn_id(), &stamp().to_be_bytes())
+            .await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let complete = arrivals
+            .lock()
+            .expect("lock")
+            .values()
+            .filter(|(n, _)| *n == members)
+            .count();
+        if complete == messages || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let samples = Samples::default();
+    for (sent, (n, last)) in arrivals.lock().expect("lock").iter() {
+        if *n != members {
+            bail!("a message reached only {n} of {members} members");
+        }
+        samples.push(last - sent);
+    }
+    let (p50, p99) = samples.percentiles_ms();
+    Ok(Report {
+        name: "group fan-out (all members have it)",
+        figures: vec![
+            ("members", members as f64, "", None),
+            ("p50", p50, "ms", None),
+            ("p99", p99, "ms", Some(Target::AtMost(20.0))),
+        ],
+    })
+}
+
+async fn connections(hearth: &Hearth, count: usize) -> anyhow::Result<Report> {
+    const USERS: usize = 100;
+    let mut clients = Vec::new();
+    for i in 0..USERS {
+        clients.push(hearth.user(&format!("idle{i}")).await?);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = hearth.rss_kib()?;
+    let mut open = Vec::with_capacity(count);
+    for n in 0..count {
+        let (tx, rx) = synced(&mut clients[n % USERS])
+            .await
+            .with_context(|| format!("connection {n}"))?;
+        open.push((tx, rx));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = hearth.rss_kib()?;
+    let per = (after.saturating_sub(before)) as f64 / count as f64;
+    drop(open);
+    Ok(Report {
+        name: "idle WebSocket memory",
+        figures: vec![
+            ("connections", count as f64, "", None),
+            (
+                "rss growth",
+                (after.saturating_sub(before)) as f64 / 1024.0,
+                "MiB",
+                None,
+            ),
+            ("per connection", per, "KiB", Some(Target::AtMost(10.0))),
+        ],
+    })
+}

@@ -26,6 +26,9 @@ use crate::backend::{AuthedDevice, Backend};
 use crate::rejection::{ApiError, ApiQuery};
 use crate::routes::{Api, too_large};
 
+/// Initial read buffer of a WebSocket.
+const READ_BUFFER: usize = 4 * 1024;
+
 /// Events read from the inbox per store read.
 const SYNC_PAGE: usize = 256;
 
@@ -61,10 +64,15 @@ pub(crate) async fn upgrade<B: Backend>(
         Some(since) => since,
         None => api.backend.device_cursor(&device).await?,
     };
+    // Refuse a cursor past the end of the inbox now, with an HTTP error, rather than after upgrade.
+    api.backend.sync(&device, since, 1).await?;
     let limit = api.config.max_ws_message_bytes;
     Ok(upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
+        // The default 128 KiB read buffer per socket would dominate an idle connection's memory;
+        // it grows for larger messages.
+        .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| async move {
             let span =
                 tracing::info_span!("ws", user = %device.user_id, device = %device.device_id);

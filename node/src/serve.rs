@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use hearth_client_api::ApiConfig;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -119,6 +120,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let client_addr = listener
         .local_addr()
         .map_err(|source| StartError::Listen { addr, source })?;
+    // Small frames (an `accepted` then an `event`) must not wait for a delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let (shutdown, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         let service = app.into_make_service_with_connect_info::<SocketAddr>();

@@ -29,12 +29,46 @@ mod tests {
 
     fn samples() -> Vec<(&'static str, Envelope)> {
         vec![
-            ("create a group", envelope(Content::Create { kind: RoomKind::Group, name: Some("Team".into()) })),
-            ("create a direct chat", envelope(Content::Create { kind: RoomKind::Direct, name: None })),
-            ("bob joins", envelope(Content::Member { target: UserId::parse("@bob:eu.example.org").unwrap(), membership: Membership::Join })),
-            ("bob leaves", envelope(Content::Member { target: UserId::parse("@bob:eu.example.org").unwrap(), membership: Membership::Leave })),
-            ("a message", envelope(Content::Message { payload: b"hello, world".to_vec() })),
-            ("an empty message", envelope(Content::Message { payload: Vec::new() })),
+            (
+                "create a group",
+                envelope(Content::Create {
+                    kind: RoomKind::Group,
+                    name: Some("Team".into()),
+                }),
+            ),
+            (
+                "create a direct chat",
+                envelope(Content::Create {
+                    kind: RoomKind::Direct,
+                    name: None,
+                }),
+            ),
+            (
+                "bob joins",
+                envelope(Content::Member {
+                    target: UserId::parse("@bob:eu.example.org").unwrap(),
+                    membership: Membership::Join,
+                }),
+            ),
+            (
+                "bob leaves",
+                envelope(Content::Member {
+                    target: UserId::parse("@bob:eu.example.org").unwrap(),
+                    membership: Membership::Leave,
+                }),
+            ),
+            (
+                "a message",
+                envelope(Content::Message {
+                    payload: b"hello, world".to_vec(),
+                }),
+            ),
+            (
+                "an empty message",
+                envelope(Content::Message {
+                    payload: Vec::new(),
+                }),
+            ),
         ]
     }
 
@@ -55,12 +89,20 @@ mod tests {
             .collect();
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/vectors/envelope.json");
         if std::env::var_os("HEARTH_REGEN_VECTORS").is_some() {
-            std::fs::write(path, serde_json::to_string_pretty(&computed).unwrap() + "\n").unwrap();
+            std::fs::write(
+                path,
+                serde_json::to_string_pretty(&computed).unwrap() + "\n",
+            )
+            .unwrap();
         }
-        let committed: Vec<Vector> = serde_json::from_str(include_str!("../vectors/envelope.json")).unwrap();
+        let committed: Vec<Vector> =
+            serde_json::from_str(include_str!("../vectors/envelope.json")).unwrap();
         assert_eq!(committed, computed);
         for v in &committed {
-            let bytes: Vec<u8> = (0..v.encoded_hex.len()).step_by(2).map(|i| u8::from_str_radix(&v.encoded_hex[i..i + 2], 16).unwrap()).collect();
+            let bytes: Vec<u8> = (0..v.encoded_hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&v.encoded_hex[i..i + 2], 16).unwrap())
+                .collect();
             let decoded = Envelope::decode(&bytes).unwrap();
             assert_eq!(serde_json::to_value(&decoded).unwrap(), v.envelope);
         }

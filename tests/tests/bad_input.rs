@@ -417,6 +417,19 @@ async fn websocket_frame_over_the_limit_closes_the_connection_and_stores_nothing
 }
 
 #[tokio::test]
+async fn cursor_past_the_inbox_end_is_refused() {
+    let mut s = setup().await;
+    assert_eq!(
+        s.alice.connect(Some(u64::MAX)).await.unwrap_err().code(),
+        Some(ErrorCode::InvalidParam)
+    );
+    assert_eq!(
+        s.alice.sync(Some(u64::MAX), 10).await.unwrap_err().code(),
+        Some(ErrorCode::InvalidParam)
+    );
+}
+
+#[tokio::test]
 async fn websocket_without_valid_token_is_refused_with_json() {
     let s = setup().await;
     let mut stale = Client::with_session(
@@ -468,7 +481,7 @@ async fn rate_limits_answer_429_with_retry_after_and_error_frames() {
     assert!(body.retry_after_ms.unwrap() > 0);
 
     let (mut tx, mut rx) = alice
-        .connect(Some(u64::MAX - 1))
+        .connect(None)
         .await
         .map(|c| c.split())
         .unwrap_or_else(|e| panic!("{e}"));

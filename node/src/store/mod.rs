@@ -454,6 +454,13 @@ impl Store {
         Ok(out)
     }
 
+    /// The last inbox cursor handed out to a user (0 if none).
+    pub fn inbox_head(&self, user: &UserId) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let heads = txn.open_table(INBOX_HEADS)?;
+        Ok(heads.get(user.as_str())?.map(|v| v.value()).unwrap_or(0))
+    }
+
     /// The seq a user has read a room up to.
     pub fn read_mark(&self, user: &UserId, room: &RoomId) -> Result<u64, StoreError> {
         let txn = self.db.begin_read()?;

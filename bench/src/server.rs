@@ -1,0 +1,121 @@
+//! The hearth under test: a real process on loopback with its own temporary data directory.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hearth_client::Client;
+
+pub struct Hearth {
+    child: Child,
+    pub url: String,
+    dir: std::path::PathBuf,
+}
+
+impl Hearth {
+    /// Starts `binary serve` with limits opened up for load and waits until it answers.
+    pub async fn start(binary: &str) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let dir = std::env::temp_dir().join(format!("hearth-bench-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let child = Command::new(binary)
+            .arg("serve")
+            .env("HEARTH_DATA_DIR", &dir)
+            .env("HEARTH_CLIENT_API__LISTEN", format!("127.0.0.1:{port}"))
+            .env("HEARTH_LIMITS__SENDS_PER_SECOND", "1000000")
+            .env("HEARTH_LIMITS__SEND_BURST", "1000000")
+            .env("HEARTH_LIMITS__REQUESTS_PER_SECOND", "1000000")
+            .env("HEARTH_LIMITS__REQUEST_BURST", "1000000")
+            .env("HEARTH_LIMITS__AUTH_PER_SECOND", "1000000")
+            .env("HEARTH_LIMITS__AUTH_BURST", "1000000")
+            .env("HEARTH_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| {
+                format!("cannot start {binary}; build it with `cargo build --release`")
+            })?;
+        let hearth = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+        };
+        let http = reqwest_free_health(&hearth.url);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if http.await_ready().await {
+                return Ok(hearth);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("hearth did not start")
+    }
+
+    /// Registers a user.
+    pub async fn user(&self, name: &str) -> anyhow::Result<Client> {
+        let mut client = Client::new(&self.url);
+        client.register(name, "benchmark password", None).await?;
+        Ok(client)
+    }
+
+    /// The process's resident set size in KiB.
+    pub fn rss_kib(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmRSS")
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Readiness probe through a plain TCP connect + HTTP GET, without another HTTP client.
+struct Probe(String);
+
+fn reqwest_free_health(url: &str) -> Probe {
+    Probe(url.trim_start_matches("http://").to_owned())
+}
+
+impl Probe {
+    async fn await_ready(&self) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut s) = tokio::net::TcpStream::connect(&self.0).await else {
+            return false;
+        };
+        let req = format!(
+            "GET /v1/health HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.0
+        );
+        if s.write_all(req.as_bytes()).await.is_err() {
+            return false;
+        }
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf).await;
+        buf.starts_with(b"HTTP/1.1 200")
+    }
+}
+
+/// Many connections need many file descriptors: raise the soft limit to the hard limit.
+pub fn raise_open_file_limit() {
+    #[allow(unsafe_code)]
+    // SAFETY: getrlimit/setrlimit with a valid, initialised struct.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
