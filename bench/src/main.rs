@@ -368,7 +368,7 @@ async fn fanout(
     }
     let ids: Vec<_> = clients[1..]
         .iter()
-        .map(|c| c.user_id().map(Clone::clone))
+        .map(|c| c.user_id().cloned())
         .collect::<Result<_, _>>()?;
     let room = clients[0]
         .create_room(RoomKind::Group, Some("fanout"), &ids)

@@ -160,6 +160,9 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
         AdminAction::ListUsers => AdminRequest::ListUsers,
         AdminAction::DeactivateUser { user_id } => AdminRequest::DeactivateUser { user_id },
     };
+    // An admin may create the first users before the hearth has ever run.
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
     let response = match Store::open(&serve::db_path(&config.data_dir)) {
         Ok(store) => {
             // The hearth is stopped: work on the database directly.

@@ -69,6 +69,7 @@ pub struct Running {
     server: JoinHandle<()>,
     admin: JoinHandle<()>,
     hub: Arc<Hub>,
+    store: Arc<Store>,
     committer_thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -98,7 +99,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let hearth = Arc::new(Hearth::new(
         config.server_name.clone(),
         config.limits.max_event_bytes,
-        store,
+        store.clone(),
         accounts.clone(),
         committer,
         hub.clone(),
@@ -146,6 +147,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         server,
         admin,
         hub,
+        store,
         committer_thread: Some(committer_thread),
     })
 }
@@ -168,7 +170,8 @@ fn api_config(config: &Config) -> ApiConfig {
 }
 
 impl Running {
-    /// Stops accepting, ends live sessions, lets in-flight commits finish.
+    /// Stops accepting, ends live sessions, lets in-flight commits finish, and returns once the
+    /// database is closed (so the same data directory can be opened again at once).
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -180,13 +183,23 @@ impl Running {
             .is_err()
         {
             self.server.abort();
+            let _ = (&mut self.server).await;
         }
         self.admin.abort();
+        let _ = (&mut self.admin).await;
         let thread = self.committer_thread.take();
         // The committer stops when the last handle (inside the hearth) is dropped.
         drop(self.hearth);
         if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        // Tasks that held the store (connections, admin requests) finish on their own shortly.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&self.store) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if Arc::strong_count(&self.store) > 1 {
+            tracing::error!("the database is still in use 10 s after shutdown");
         }
     }
 }

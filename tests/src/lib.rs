@@ -145,26 +145,32 @@ pub fn free_port() -> u16 {
 /// Path of the `hearth` binary of this build, built once if needed.
 pub fn hearth_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        // target/<profile>/deps/<test-binary>
-        let exe = std::env::current_exe().expect("current exe");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target profile dir");
-        let binary = profile_dir.join("hearth");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build.args(["build", "--quiet", "-p", "hearth-node", "--bin", "hearth"]);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        let status = build
-            .status()
-            .expect("run cargo build for the hearth binary");
-        assert!(status.success(), "building the hearth binary failed");
-        binary
-    })
+    BINARY.get_or_init(|| build_binary("hearth-node", "hearth"))
+}
+
+/// Path of the `hearth-chat` binary of this build, built once if needed.
+pub fn chat_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| build_binary("hearth-client", "hearth-chat"))
+}
+
+/// Builds a workspace binary in this test's profile (a no-op when it is fresh) and returns its path.
+fn build_binary(package: &str, name: &str) -> PathBuf {
+    // target/<profile>/deps/<test-binary>
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile dir");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args(["build", "--quiet", "-p", package, "--bin", name]);
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    let status = build.status().expect("run cargo build");
+    assert!(status.success(), "building {name} failed");
+    profile_dir.join(name)
 }
 
 /// A real `hearth` process.

@@ -29,7 +29,10 @@ async fn run(program: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option<
     }
     let mut child = cmd.spawn().expect("spawn");
     let mut input = child.stdin.take().expect("stdin");
-    input.write_all(stdin.unwrap_or("").as_bytes()).await.unwrap();
+    input
+        .write_all(stdin.unwrap_or("").as_bytes())
+        .await
+        .unwrap();
     drop(input);
     let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
         .await
@@ -49,27 +52,66 @@ async fn people_chat_with_the_terminal_client_on_a_configured_hearth() {
     let config = dir.path().join("hearth.toml");
     let (config_s, data_s) = (config.to_str().unwrap(), data.to_str().unwrap());
 
-    let out = run(hearth_binary(), &["init", "--server-name", "localhost", "--data-dir", data_s, "--out", config_s], &[], None).await;
+    let out = run(
+        hearth_binary(),
+        &[
+            "init",
+            "--server-name",
+            "localhost",
+            "--data-dir",
+            data_s,
+            "--out",
+            config_s,
+        ],
+        &[],
+        None,
+    )
+    .await;
     assert!(out.ok, "{}", out.stderr);
     let text = std::fs::read_to_string(&config).unwrap();
-    assert!(text.contains("max_event_bytes = 262144") && text.contains("# Largest message payload"));
+    assert!(
+        text.contains("max_event_bytes = 262144") && text.contains("# Largest message payload")
+    );
     let again = run(hearth_binary(), &["init", "--out", config_s], &[], None).await;
     assert!(!again.ok && again.stderr.contains("not overwriting"));
 
     // Admin on a stopped hearth works on the database directly.
     let env = [("HEARTH_CONFIG", config_s)];
-    let out = run(hearth_binary(), &["admin", "create-user", "alice"], &env, Some("alice password\n")).await;
+    let out = run(
+        hearth_binary(),
+        &["admin", "create-user", "alice"],
+        &env,
+        Some("alice password\n"),
+    )
+    .await;
     assert!(out.ok, "{}", out.stderr);
     assert!(out.stdout.contains("created @alice:localhost"));
 
     let hearth = HearthProcess::start(&data, &env).await.unwrap();
 
     // Admin on a running hearth goes through its socket.
-    let out = run(hearth_binary(), &["admin", "create-user", "bob"], &env, Some("bob password\n")).await;
+    let out = run(
+        hearth_binary(),
+        &["admin", "create-user", "bob"],
+        &env,
+        Some("bob password\n"),
+    )
+    .await;
     assert!(out.ok, "{}", out.stderr);
     let out = run(hearth_binary(), &["admin", "list-users"], &env, None).await;
-    assert!(out.stdout.contains("@alice:localhost\tactive") && out.stdout.contains("@bob:localhost\tactive"), "{}", out.stdout);
-    let out = run(hearth_binary(), &["admin", "create-user", "bob"], &env, Some("bob password\n")).await;
+    assert!(
+        out.stdout.contains("@alice:localhost\tactive")
+            && out.stdout.contains("@bob:localhost\tactive"),
+        "{}",
+        out.stdout
+    );
+    let out = run(
+        hearth_binary(),
+        &["admin", "create-user", "bob"],
+        &env,
+        Some("bob password\n"),
+    )
+    .await;
     assert!(!out.ok && out.stderr.contains("taken"), "{}", out.stderr);
 
     let a = dir.path().join("alice-profile");
@@ -85,7 +127,16 @@ async fn people_chat_with_the_terminal_client_on_a_configured_hearth() {
         }
     };
     let login = |profile: &Path, user: &str, password: &str| {
-        let args: Vec<String> = ["--profile", profile.to_str().unwrap(), "login", user, &server].into_iter().map(String::from).collect();
+        let args: Vec<String> = [
+            "--profile",
+            profile.to_str().unwrap(),
+            "login",
+            user,
+            &server,
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
         let password = format!("{password}\n");
         async move {
             let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -93,12 +144,21 @@ async fn people_chat_with_the_terminal_client_on_a_configured_hearth() {
         }
     };
     let out = login(&a, "alice", "wrong password").await;
-    assert!(!out.ok && out.stderr.trim() == "error: wrong username or password", "{}", out.stderr);
+    assert!(
+        !out.ok && out.stderr.trim() == "error: wrong username or password",
+        "{}",
+        out.stderr
+    );
     assert!(login(&a, "alice", "alice password").await.ok);
     assert!(login(&b, "bob", "bob password").await.ok);
 
     let out = chat(&a, &["dm", "@bob:localhost"]).await;
-    assert!(out.ok && out.stdout.contains("new chat"), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.ok && out.stdout.contains("new chat"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
     let out = chat(&a, &["send", "@bob:localhost", "hello", "bob"]).await;
     assert!(out.ok, "{}", out.stderr);
 
@@ -113,7 +173,11 @@ async fn people_chat_with_the_terminal_client_on_a_configured_hearth() {
     let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
     let first = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
-            let line = lines.next_line().await.unwrap().expect("follow keeps running");
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("follow keeps running");
             if line.contains("hello bob") {
                 return line;
             }
@@ -122,10 +186,18 @@ async fn people_chat_with_the_terminal_client_on_a_configured_hearth() {
     .await
     .expect("backlog shown");
     assert!(first.contains("@alice:localhost: hello bob"), "{first}");
-    assert!(chat(&a, &["send", "@bob:localhost", "are", "you", "there?"]).await.ok);
+    assert!(
+        chat(&a, &["send", "@bob:localhost", "are", "you", "there?"])
+            .await
+            .ok
+    );
     let live = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
-            let line = lines.next_line().await.unwrap().expect("follow keeps running");
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("follow keeps running");
             if line.contains("are you there?") {
                 return line;
             }
@@ -137,29 +209,72 @@ async fn people_chat_with_the_terminal_client_on_a_configured_hearth() {
     follow.kill().await.unwrap();
 
     let out = chat(&b, &["rooms"]).await;
-    assert!(out.stdout.contains("@alice:localhost\t5 unread"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("@alice:localhost\t5 unread"),
+        "{}",
+        out.stdout
+    );
     let out = chat(&b, &["history", "@alice:localhost"]).await;
     let shown: Vec<&str> = out.stdout.lines().collect();
-    assert!(shown.iter().any(|l| l.ends_with("@alice:localhost: hello bob")), "{}", out.stdout);
-    assert!(shown.last().unwrap().ends_with("@alice:localhost: are you there?"));
-    assert!(chat(&b, &["rooms"]).await.stdout.contains("@alice:localhost\tread"));
+    assert!(
+        shown
+            .iter()
+            .any(|l| l.ends_with("@alice:localhost: hello bob")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        shown
+            .last()
+            .unwrap()
+            .ends_with("@alice:localhost: are you there?")
+    );
+    assert!(
+        chat(&b, &["rooms"])
+            .await
+            .stdout
+            .contains("@alice:localhost\tread")
+    );
 
     let out = chat(&a, &["group", "book club", "@bob:localhost"]).await;
     assert!(out.ok, "{}", out.stderr);
     assert!(chat(&b, &["send", "book club", "first!"]).await.ok);
-    assert!(chat(&a, &["history", "book club"]).await.stdout.contains("@bob:localhost: first!"));
+    assert!(
+        chat(&a, &["history", "book club"])
+            .await
+            .stdout
+            .contains("@bob:localhost: first!")
+    );
     let out = chat(&b, &["leave", "book club"]).await;
     assert!(out.ok && out.stdout.contains("left book club"));
     let out = chat(&b, &["send", "book club", "x"]).await;
-    assert!(!out.ok && out.stderr.starts_with("error: no room matches"), "{}", out.stderr);
+    assert!(
+        !out.ok && out.stderr.starts_with("error: no room matches"),
+        "{}",
+        out.stderr
+    );
     let out = chat(&a, &["invite", "@bob:localhost", "@alice:localhost"]).await;
-    assert!(!out.ok && out.stderr.contains("a direct chat has exactly two members"), "{}", out.stderr);
+    assert!(
+        !out.ok && out.stderr.contains("a direct chat has exactly two members"),
+        "{}",
+        out.stderr
+    );
 
     // An administrator deactivates bob: his session stops working at once.
-    let out = run(hearth_binary(), &["admin", "deactivate-user", "@bob:localhost"], &env, None).await;
+    let out = run(
+        hearth_binary(),
+        &["admin", "deactivate-user", "@bob:localhost"],
+        &env,
+        None,
+    )
+    .await;
     assert!(out.ok, "{}", out.stderr);
     let out = chat(&b, &["rooms"]).await;
-    assert!(!out.ok && out.stderr.starts_with("error: "), "{}", out.stderr);
+    assert!(
+        !out.ok && out.stderr.starts_with("error: "),
+        "{}",
+        out.stderr
+    );
     assert!(!login(&b, "bob", "bob password").await.ok);
 
     let out = chat(&a, &["logout"]).await;
