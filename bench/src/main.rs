@@ -205,11 +205,11 @@ async fn synced(client: &mut Client) -> anyhow::Result<(Sender, Receiver)> {
     }
 }
 
-/// Reads message events and records now − the stamp in their payload, until `stop`.
-fn time_deliveries(
+/// Calls `on_message(sent, received)` with the stamps of every message event read, until `stop`.
+fn on_stamped_messages(
     mut rx: Receiver,
-    samples: Arc<Samples>,
     stop: Arc<AtomicBool>,
+    mut on_message: impl FnMut(u64, u64) + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while !stop.load(Ordering::Relaxed) {
@@ -223,7 +223,7 @@ fn time_deliveries(
                 && payload.len() >= 8
             {
                 let sent = u64::from_be_bytes(payload[..8].try_into().expect("8 bytes"));
-                samples.push(stamp().saturating_sub(sent));
+                on_message(sent, stamp());
             }
         }
     })
@@ -257,7 +257,10 @@ async fn latency(hearth: &Hearth, rate: u64, seconds: u64, pairs: usize) -> anyh
         // The sender's own echo and acks are drained so its socket never backs up.
         readers.push(tokio::spawn(drain(_a_rx, stop.clone())));
         let (_, b_rx) = synced(b).await?;
-        readers.push(time_deliveries(b_rx, samples.clone(), stop.clone()));
+        let samples = samples.clone();
+        readers.push(on_stamped_messages(b_rx, stop.clone(), move |sent, now| {
+            samples.push(now.saturating_sub(sent))
+        }));
         senders.push((tx, room.clone()));
     }
     let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
@@ -381,30 +384,16 @@ async fn fanout(
     let mut tasks = Vec::new();
     let mut sender = None;
     for (i, client) in clients.iter_mut().enumerate() {
-        let (tx, mut rx) = synced(client).await?;
+        let (tx, rx) = synced(client).await?;
         if i == 0 {
             sender = Some(tx);
         }
         let arrivals = arrivals.clone();
-        let stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let Ok(Some(Ok(frame))) =
-                    tokio::time::timeout(Duration::from_millis(200), rx.next()).await
-                else {
-                    continue;
-                };
-                if let ServerFrame::Event { event, .. } = frame
-                    && let Content::Message { payload } = event.content
-                {
-                    let sent = u64::from_be_bytes(payload[..8].try_into().expect("8 bytes"));
-                    let now = stamp();
-                    let mut map = arrivals.lock().expect("lock");
-                    let entry = map.entry(sent).or_insert((0, 0));
-                    entry.0 += 1;
-                    entry.1 = entry.1.max(now);
-                }
-            }
+        tasks.push(on_stamped_messages(rx, stop.clone(), move |sent, now| {
+            let mut map = arrivals.lock().expect("lock");
+            let entry = map.entry(sent).or_insert((0, 0));
+            entry.0 += 1;
+            entry.1 = entry.1.max(now);
         }));
     }
     let mut tx = sender.context("no sender")?;

@@ -17,8 +17,8 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// Largest frame accepted from the hearth.
 const MAX_INCOMING: usize = 16 * 1024 * 1024;
 
-/// A live WebSocket session. Frames arrive in inbox order; use [`Connection::split`] to read and
-/// write from different tasks.
+/// A live WebSocket session. [`Connection::split`] gives the writing half (sends, acks, pings)
+/// and the reading half (frames in inbox order), to use from different tasks.
 #[derive(Debug)]
 pub struct Connection {
     sender: Sender,
@@ -92,36 +92,6 @@ impl Connection {
     /// Splits into halves for concurrent use.
     pub fn split(self) -> (Sender, Receiver) {
         (self.sender, self.receiver)
-    }
-
-    /// Sends a message; the answer comes as an `accepted` or `error` frame with the same txn id.
-    pub async fn send(
-        &mut self,
-        room: &RoomId,
-        txn_id: &TxnId,
-        payload: &[u8],
-    ) -> Result<(), ClientError> {
-        self.sender.send(room, txn_id, payload).await
-    }
-
-    /// Acknowledges the inbox up to `cursor`.
-    pub async fn ack(&mut self, cursor: u64) -> Result<(), ClientError> {
-        self.sender.ack(cursor).await
-    }
-
-    /// Sends a keep-alive.
-    pub async fn ping(&mut self, nonce: u64) -> Result<(), ClientError> {
-        self.sender.frame(&ClientFrame::Ping { nonce }).await
-    }
-
-    /// The next frame from the hearth; `None` when the connection has closed.
-    pub async fn next(&mut self) -> Option<Result<ServerFrame, ClientError>> {
-        self.receiver.next().await
-    }
-
-    /// Closes the connection.
-    pub async fn close(mut self) {
-        let _ = self.sender.sink.close().await;
     }
 }
 

@@ -168,6 +168,32 @@ fn read_password() -> anyhow::Result<String> {
     Ok(password)
 }
 
+/// Registers or logs in, and saves the session in the profile.
+async fn enter(
+    dir: &Path,
+    server: &str,
+    username: &str,
+    device_name: Option<String>,
+    register: bool,
+) -> anyhow::Result<()> {
+    let mut client = Client::new(server);
+    let password = read_password()?;
+    let device_name = device_name.as_deref();
+    let (verb, session) = if register {
+        (
+            "registered",
+            client.register(username, &password, device_name).await?,
+        )
+    } else {
+        (
+            "logged in as",
+            client.login(username, &password, device_name).await?,
+        )
+    };
+    println!("{verb} {} (device {})", session.user_id, session.device_id);
+    save(dir, &client)
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let dir = profile_dir(&cli.profile)?;
     match cli.command {
@@ -175,34 +201,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             username,
             server,
             device_name,
-        } => {
-            let mut client = Client::new(&server);
-            let password = read_password()?;
-            let session = client
-                .register(&username, &password, device_name.as_deref())
-                .await?;
-            println!(
-                "registered {} (device {})",
-                session.user_id, session.device_id
-            );
-            save(&dir, &client)
-        }
+        } => enter(&dir, &server, &username, device_name, true).await,
         Command::Login {
             username,
             server,
             device_name,
-        } => {
-            let mut client = Client::new(&server);
-            let password = read_password()?;
-            let session = client
-                .login(&username, &password, device_name.as_deref())
-                .await?;
-            println!(
-                "logged in as {} (device {})",
-                session.user_id, session.device_id
-            );
-            save(&dir, &client)
-        }
+        } => enter(&dir, &server, &username, device_name, false).await,
         command => {
             let mut client = load(&dir)?;
             let result = logged_in(&mut client, command).await;

@@ -241,35 +241,3 @@ mod tests {
         }
     }
 }
-#[cfg(test)]
-mod more_tests {
-    use super::*;
-    #[test]
-    fn every_content_kind_round_trips() {
-        for content in [
-            Content::Create {
-                kind: RoomKind::Group,
-                name: Some("n".into()),
-            },
-            Content::Create {
-                kind: RoomKind::Direct,
-                name: None,
-            },
-            Content::Member {
-                target: UserId::parse("@b:localhost").unwrap(),
-                membership: Membership::Leave,
-            },
-        ] {
-            let env = Envelope {
-                version: ENVELOPE_VERSION,
-                room_id: RoomId::parse("!room1:localhost").unwrap(),
-                sender: UserId::parse("@alice:localhost").unwrap(),
-                sender_device: DeviceId::parse("DEVICEA").unwrap(),
-                txn_id: TxnId::parse("t1").unwrap(),
-                origin_ts: 5,
-                content,
-            };
-            assert_eq!(Envelope::decode(&env.encode()).unwrap(), env);
-        }
-    }
-}

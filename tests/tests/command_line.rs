@@ -45,6 +45,28 @@ async fn run(program: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option<
     }
 }
 
+/// The first line of `lines` that contains `needle`, within 20 s.
+async fn line_containing(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    needle: &str,
+) -> String {
+    let wait = async {
+        loop {
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("follow keeps running");
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), wait)
+        .await
+        .unwrap_or_else(|_| panic!("no line containing {needle:?} within 20 s"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn people_chat_with_the_terminal_client_on_a_configured_hearth() {
     let dir = tempfile::tempdir().unwrap();
@@ -171,40 +193,14 @@ async fn people_chat_with_the_terminal_client_on_a_configured_hearth() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            let line = lines
-                .next_line()
-                .await
-                .unwrap()
-                .expect("follow keeps running");
-            if line.contains("hello bob") {
-                return line;
-            }
-        }
-    })
-    .await
-    .expect("backlog shown");
+    let first = line_containing(&mut lines, "hello bob").await;
     assert!(first.contains("@alice:localhost: hello bob"), "{first}");
     assert!(
         chat(&a, &["send", "@bob:localhost", "are", "you", "there?"])
             .await
             .ok
     );
-    let live = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            let line = lines
-                .next_line()
-                .await
-                .unwrap()
-                .expect("follow keeps running");
-            if line.contains("are you there?") {
-                return line;
-            }
-        }
-    })
-    .await
-    .expect("live message shown");
+    let live = line_containing(&mut lines, "are you there?").await;
     assert!(live.starts_with("[@alice:localhost]"), "{live}");
     follow.kill().await.unwrap();
 
