@@ -3,11 +3,15 @@
 use std::future::Future;
 
 use hearth_spec::api::{
-    CreateRoomRequest, DeviceInfo, HistoryPage, LoginRequest, RefreshRequest, RegisterRequest,
-    RoomSummary, Sequenced, Session, SyncPage,
+    CreateRoomRequest, DeviceInfo, HistoryPage, LoginRequest, PresenceSettings, PresenceView,
+    PusherInfo, PusherRequest, ReceiptMarks, RefreshRequest, RegisterRequest, RoomSummary,
+    Sequenced, Session, SyncPage,
 };
+use hearth_spec::client::ServerFrame;
 use hearth_spec::{DeviceId, ErrorBody, RoomId, TxnId, UserId};
-use tokio::sync::watch;
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, watch};
 
 /// An authenticated device: who is asking.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -118,6 +122,69 @@ pub trait Backend: Send + Sync + 'static {
         device: &AuthedDevice,
         cursor: u64,
     ) -> impl Future<Output = Result<(), ErrorBody>> + Send;
-    /// A watch of the user's inbox head, changed whenever something lands in the inbox.
-    fn subscribe(&self, device: &AuthedDevice) -> watch::Receiver<u64>;
+    /// The user is (or stops) typing in a room; announced to the room's online members.
+    fn typing(
+        &self,
+        device: &AuthedDevice,
+        room: RoomId,
+        typing: bool,
+    ) -> impl Future<Output = Result<(), ErrorBody>> + Send;
+    /// The device is in use: keeps its user online.
+    fn heartbeat(&self, device: &AuthedDevice);
+    /// A user's presence, if the caller shares a room with them (or is them).
+    fn presence(
+        &self,
+        device: &AuthedDevice,
+        user: UserId,
+    ) -> impl Future<Output = Result<PresenceView, ErrorBody>> + Send;
+    /// Hides or shows the caller's presence and last-seen time.
+    fn set_presence_settings(
+        &self,
+        device: &AuthedDevice,
+        settings: PresenceSettings,
+    ) -> impl Future<Output = Result<(), ErrorBody>> + Send;
+    /// The delivered and read marks of a room's members.
+    fn receipts(
+        &self,
+        device: &AuthedDevice,
+        room: RoomId,
+    ) -> impl Future<Output = Result<Vec<ReceiptMarks>, ErrorBody>> + Send;
+    /// Frames a connection gets once it has synced: presence of the user's contacts who are
+    /// online, and notice of a push endpoint that was disabled.
+    fn welcome(&self, device: &AuthedDevice) -> impl Future<Output = Vec<ServerFrame>> + Send;
+    /// Registers the device's push endpoint.
+    fn set_pusher(
+        &self,
+        device: &AuthedDevice,
+        req: PusherRequest,
+    ) -> impl Future<Output = Result<PusherInfo, ErrorBody>> + Send;
+    /// The device's push endpoint.
+    fn pusher(
+        &self,
+        device: &AuthedDevice,
+    ) -> impl Future<Output = Result<Option<PusherInfo>, ErrorBody>> + Send;
+    /// Removes the device's push endpoint.
+    fn delete_pusher(
+        &self,
+        device: &AuthedDevice,
+    ) -> impl Future<Output = Result<(), ErrorBody>> + Send;
+    /// Live updates for one connection of the device; the device counts as connected until the
+    /// subscription is dropped.
+    fn subscribe(&self, device: &AuthedDevice) -> Subscription;
+}
+
+/// What a live connection listens to.
+pub struct Subscription {
+    /// The user's inbox head, changed whenever something lands in the inbox.
+    pub inbox: watch::Receiver<u64>,
+    /// Ephemeral frames (receipts, typing, presence), already serialised.
+    pub signals: broadcast::Receiver<Arc<str>>,
+    /// Kept for the life of the connection; dropping it marks the connection gone.
+    pub guard: Box<dyn Send + Sync>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Subscription")
+    }
 }

@@ -22,6 +22,9 @@ pub struct ApiConfig {
     /// Per-IP register/login/refresh: sustained per second and burst.
     pub auth_per_second: f64,
     pub auth_burst: f64,
+    /// Per-device heartbeats: sustained per second and burst (more is a flood).
+    pub heartbeats_per_second: f64,
+    pub heartbeat_burst: f64,
     /// How often a WebSocket re-checks that its device is still logged in.
     pub session_check_interval: Duration,
     /// A WebSocket that sends nothing for this long is closed.
@@ -41,6 +44,8 @@ impl Default for ApiConfig {
             request_burst: 100.0,
             auth_per_second: 2.0,
             auth_burst: 30.0,
+            heartbeats_per_second: 1.0,
+            heartbeat_burst: 10.0,
             session_check_interval: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(300),
         }

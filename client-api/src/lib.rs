@@ -12,6 +12,6 @@ pub mod rejection;
 mod routes;
 mod ws;
 
-pub use backend::{AuthedDevice, Backend};
+pub use backend::{AuthedDevice, Backend, Subscription};
 pub use config::ApiConfig;
 pub use routes::router;

@@ -8,13 +8,13 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::IntoResponse;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use hearth_spec::api::{
-    CreateRoomRequest, InviteRequest, LoginRequest, ReadRequest, RefreshRequest, RegisterRequest,
-    SendRequest,
+    CreateRoomRequest, InviteRequest, LoginRequest, PresenceSettings, PusherRequest, ReadRequest,
+    RefreshRequest, RegisterRequest, SendRequest,
 };
-use hearth_spec::{DeviceId, ErrorBody, ErrorCode, RoomId};
+use hearth_spec::{DeviceId, ErrorBody, ErrorCode, RoomId, UserId};
 use serde::Deserialize;
 
 use crate::backend::{AuthedDevice, Backend};
@@ -29,9 +29,16 @@ pub(crate) struct Api<B> {
     pub send_limits: KeyedLimiter<AuthedDevice>,
     pub request_limits: KeyedLimiter<AuthedDevice>,
     pub auth_limits: KeyedLimiter<IpAddr>,
+    pub heartbeat_limits: KeyedLimiter<AuthedDevice>,
 }
 
 impl<B: Backend> Api<B> {
+    pub(crate) fn check_heartbeat_rate(&self, device: &AuthedDevice) -> Result<(), ErrorBody> {
+        self.heartbeat_limits
+            .check(device, Instant::now())
+            .map_err(|wait| rate_limited(wait.as_millis() as u64))
+    }
+
     pub(crate) fn check_send_rate(&self, device: &AuthedDevice) -> Result<(), ErrorBody> {
         self.send_limits
             .check(device, Instant::now())
@@ -39,7 +46,7 @@ impl<B: Backend> Api<B> {
     }
 }
 
-fn rate_limited(retry_after_ms: u64) -> ErrorBody {
+pub(crate) fn rate_limited(retry_after_ms: u64) -> ErrorBody {
     ErrorBody {
         code: ErrorCode::RateLimited,
         message: "too many requests; slow down".into(),
@@ -54,6 +61,7 @@ pub fn router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> Router {
         send_limits: KeyedLimiter::new(config.sends_per_second, config.send_burst),
         request_limits: KeyedLimiter::new(config.requests_per_second, config.request_burst),
         auth_limits: KeyedLimiter::new(config.auth_per_second, config.auth_burst),
+        heartbeat_limits: KeyedLimiter::new(config.heartbeats_per_second, config.heartbeat_burst),
         config: config.clone(),
     });
     Router::new()
@@ -74,6 +82,16 @@ pub fn router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> Router {
         .route("/v1/rooms/{room_id}/read", post(mark_read::<B>))
         .route("/v1/rooms/{room_id}/send", post(send::<B>))
         .route("/v1/rooms/{room_id}/events", get(history::<B>))
+        .route("/v1/rooms/{room_id}/receipts", get(receipts::<B>))
+        .route("/v1/rooms/{room_id}/typing", post(typing::<B>))
+        .route("/v1/presence/settings", put(presence_settings::<B>))
+        .route("/v1/presence/{user_id}", get(presence::<B>))
+        .route(
+            "/v1/pushers",
+            get(pusher::<B>)
+                .post(set_pusher::<B>)
+                .delete(delete_pusher::<B>),
+        )
         .route("/v1/sync", get(sync::<B>))
         .route("/v1/ws", get(crate::ws::upgrade::<B>))
         .fallback(rejection::not_found)
@@ -340,4 +358,80 @@ async fn sync<B: Backend>(
         None => api.backend.device_cursor(&device).await?,
     };
     Ok(Json(api.backend.sync(&device, since, limit).await?))
+}
+
+async fn receipts<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiPath(room): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(api.backend.receipts(&device, room_id(&room)?).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TypingRequest {
+    typing: bool,
+}
+
+async fn typing<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiPath(room): ApiPath<String>,
+    ApiJson(req): ApiJson<TypingRequest>,
+) -> Result<StatusCode, ApiError> {
+    api.backend
+        .typing(&device, room_id(&room)?, req.typing)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn presence<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiPath(user): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let user = UserId::parse(&user).map_err(invalid)?;
+    Ok(Json(api.backend.presence(&device, user).await?))
+}
+
+async fn presence_settings<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiJson(settings): ApiJson<PresenceSettings>,
+) -> Result<StatusCode, ApiError> {
+    api.backend.set_presence_settings(&device, settings).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_pusher<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiJson(req): ApiJson<PusherRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(api.backend.set_pusher(&device, req).await?),
+    ))
+}
+
+async fn pusher<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+) -> Result<impl IntoResponse, ApiError> {
+    match api.backend.pusher(&device).await? {
+        Some(info) => Ok(Json(info)),
+        None => Err(ApiError::new(
+            ErrorCode::NotFound,
+            "this device has no push endpoint",
+        )),
+    }
+}
+
+async fn delete_pusher<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+) -> Result<StatusCode, ApiError> {
+    api.backend.delete_pusher(&device).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

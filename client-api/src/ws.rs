@@ -24,7 +24,7 @@ use serde::Deserialize;
 
 use crate::backend::{AuthedDevice, Backend};
 use crate::rejection::{ApiError, ApiQuery};
-use crate::routes::{Api, too_large};
+use crate::routes::{Api, rate_limited as rate_limited_body, too_large};
 
 /// Initial read buffer of a WebSocket.
 const READ_BUFFER: usize = 4 * 1024;
@@ -85,7 +85,8 @@ pub(crate) async fn upgrade<B: Backend>(
 /// What an in-flight operation finished with.
 enum Done {
     Sent(TxnId, Result<Sequenced, ErrorBody>),
-    Acked(Result<(), ErrorBody>),
+    /// An ack, typing or read: only a failure is answered.
+    Other(Result<(), ErrorBody>),
 }
 
 type InFlight = Pin<Box<dyn Future<Output = Done> + Send>>;
@@ -117,7 +118,9 @@ impl<B: Backend> Session<B> {
     async fn run(mut self, socket: WebSocket) {
         let (mut sink, mut stream) = socket.split();
         // Subscribe before the first read so that nothing landing in between is missed.
-        let mut inbox = self.api.backend.subscribe(&self.device);
+        let mut sub = self.api.backend.subscribe(&self.device);
+        // Connecting is using the device: it counts as a heartbeat.
+        self.api.backend.heartbeat(&self.device);
         let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
         let mut check = tokio::time::interval(self.api.config.session_check_interval);
         let mut last_heard = Instant::now();
@@ -132,15 +135,18 @@ impl<B: Backend> Session<B> {
                 }
                 if !synced {
                     synced = true;
-                    if send(
-                        &mut sink,
-                        &ServerFrame::Synced {
-                            cursor: self.cursor,
-                        },
-                    )
-                    .await
-                    .is_err()
-                    {
+                    let mut frames = vec![ServerFrame::Synced {
+                        cursor: self.cursor,
+                    }];
+                    frames.extend(self.api.backend.welcome(&self.device).await);
+                    let mut failed = false;
+                    for frame in &frames {
+                        if send(&mut sink, frame).await.is_err() {
+                            failed = true;
+                            break;
+                        }
+                    }
+                    if failed {
                         break End::Transport;
                     }
                 }
@@ -154,8 +160,8 @@ impl<B: Backend> Session<B> {
                             txn_id, room_id: s.room_id, event_id: s.event_id, seq: s.seq,
                         }),
                         Done::Sent(txn_id, Err(e)) => Some(error_frame(e, Some(txn_id))),
-                        Done::Acked(Ok(())) => None,
-                        Done::Acked(Err(e)) => Some(error_frame(e, None)),
+                        Done::Other(Ok(())) => None,
+                        Done::Other(Err(e)) => Some(error_frame(e, None)),
                     };
                     if let Some(frame) = frame
                         && send(&mut sink, &frame).await.is_err()
@@ -163,12 +169,22 @@ impl<B: Backend> Session<B> {
                         break End::Transport;
                     }
                 }
-                changed = inbox.changed() => {
+                changed = sub.inbox.changed() => {
                     if changed.is_err() {
                         break End::BackendGone;
                     }
                     dirty = true;
                 }
+                signal = sub.signals.recv() => match signal {
+                    Ok(text) => {
+                        if sink.send(Message::Text(text.as_ref().into())).await.is_err() {
+                            break End::Transport;
+                        }
+                    }
+                    // Signals are ephemeral or queryable marks: a lagging device skips some.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break End::BackendGone,
+                },
                 message = stream.next(), if can_read => {
                     last_heard = Instant::now();
                     let reply = match message {
@@ -309,10 +325,39 @@ impl<B: Backend> Session<B> {
                 let api = self.api.clone();
                 let device = self.device.clone();
                 in_flight.push(Box::pin(async move {
-                    Done::Acked(api.backend.ack(&device, cursor).await)
+                    Done::Other(api.backend.ack(&device, cursor).await)
                 }));
                 None
             }
+            ClientFrame::Read { room_id, seq } => {
+                let api = self.api.clone();
+                let device = self.device.clone();
+                in_flight.push(Box::pin(async move {
+                    Done::Other(api.backend.mark_read(&device, room_id, seq).await)
+                }));
+                None
+            }
+            ClientFrame::Typing { room_id, typing } => {
+                if let Err(wait) = self.api.request_limits.check(&self.device, Instant::now()) {
+                    return Some(error_frame(
+                        rate_limited_body(wait.as_millis() as u64),
+                        None,
+                    ));
+                }
+                let api = self.api.clone();
+                let device = self.device.clone();
+                in_flight.push(Box::pin(async move {
+                    Done::Other(api.backend.typing(&device, room_id, typing).await)
+                }));
+                None
+            }
+            ClientFrame::Heartbeat => match self.api.check_heartbeat_rate(&self.device) {
+                Ok(()) => {
+                    self.api.backend.heartbeat(&self.device);
+                    None
+                }
+                Err(e) => Some(error_frame(e, None)),
+            },
             ClientFrame::Ping { nonce } => Some(ServerFrame::Pong { nonce }),
         }
     }

@@ -8,8 +8,9 @@
 mod connection;
 
 use hearth_spec::api::{
-    CreateRoomRequest, DeviceInfo, HistoryPage, InviteRequest, LoginRequest, ReadRequest,
-    RefreshRequest, RegisterRequest, RoomSummary, SendRequest, Sequenced, Session, SyncPage,
+    CreateRoomRequest, DeviceInfo, HistoryPage, InviteRequest, LoginRequest, PresenceSettings,
+    PresenceView, PusherInfo, PusherRequest, ReadRequest, ReceiptMarks, RefreshRequest,
+    RegisterRequest, RoomSummary, SendRequest, Sequenced, Session, SyncPage,
 };
 use hearth_spec::{DeviceId, ErrorBody, ErrorCode, RoomId, RoomKind, TxnId, UserId};
 use serde::Serialize;
@@ -274,6 +275,63 @@ impl Client {
             .await
     }
 
+    /// The delivered and read marks of a room's members.
+    pub async fn receipts(&mut self, room: &RoomId) -> Result<Vec<ReceiptMarks>, ClientError> {
+        self.call(
+            reqwest::Method::GET,
+            &room_path(room, "/receipts"),
+            None::<&()>,
+            true,
+        )
+        .await
+    }
+
+    /// Says the user is (or stops) typing in a room (the WebSocket `typing` frame does the same).
+    pub async fn typing(&mut self, room: &RoomId, typing: bool) -> Result<(), ClientError> {
+        let body = serde_json::json!({ "typing": typing });
+        self.call_empty(
+            reqwest::Method::POST,
+            &room_path(room, "/typing"),
+            Some(&body),
+        )
+        .await
+    }
+
+    /// A user's presence (for users who share a room with you).
+    pub async fn presence(&mut self, user: &UserId) -> Result<PresenceView, ClientError> {
+        let path = format!("/v1/presence/{}", encode_path(user.as_str()));
+        self.call(reqwest::Method::GET, &path, None::<&()>, true)
+            .await
+    }
+
+    /// Hides or shows your presence and last-seen time.
+    pub async fn set_presence_hidden(&mut self, hidden: bool) -> Result<(), ClientError> {
+        self.call_empty(
+            reqwest::Method::PUT,
+            "/v1/presence/settings",
+            Some(&PresenceSettings { hidden }),
+        )
+        .await
+    }
+
+    /// Registers this device's push endpoint.
+    pub async fn set_pusher(&mut self, req: &PusherRequest) -> Result<PusherInfo, ClientError> {
+        self.call(reqwest::Method::POST, "/v1/pushers", Some(req), true)
+            .await
+    }
+
+    /// This device's push endpoint.
+    pub async fn pusher(&mut self) -> Result<PusherInfo, ClientError> {
+        self.call(reqwest::Method::GET, "/v1/pushers", None::<&()>, true)
+            .await
+    }
+
+    /// Removes this device's push endpoint.
+    pub async fn delete_pusher(&mut self) -> Result<(), ClientError> {
+        self.call_empty(reqwest::Method::DELETE, "/v1/pushers", None::<&()>)
+            .await
+    }
+
     /// Inbox entries after `since` (the device's acknowledged cursor when `None`).
     pub async fn sync(
         &mut self,
@@ -386,15 +444,17 @@ impl Client {
 
 /// `/v1/rooms/{room}{suffix}` with the room id percent-encoded.
 fn room_path(room: &RoomId, suffix: &str) -> String {
-    let encoded: String = room
-        .as_str()
-        .bytes()
+    format!("/v1/rooms/{}{suffix}", encode_path(room.as_str()))
+}
+
+/// Percent-encodes a path segment.
+fn encode_path(text: &str) -> String {
+    text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
-        .collect();
-    format!("/v1/rooms/{encoded}{suffix}")
+        .collect()
 }
 
 /// A fresh transaction id: time and randomness, unique per device in practice.

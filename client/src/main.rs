@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use hearth_client::{Client, ClientError, new_txn_id};
 use hearth_spec::api::{RoomSummary, Session};
-use hearth_spec::client::ServerFrame;
+use hearth_spec::client::{ClientFrame, PresenceState, ReceiptKind, ServerFrame};
 use hearth_spec::{Content, EventView, Membership, RoomId, RoomKind, UserId};
 use serde::{Deserialize, Serialize};
 
@@ -74,6 +74,10 @@ enum Command {
         #[arg(long)]
         before: Option<u64>,
     },
+    /// Show whether a user is online, or when they were last seen.
+    Presence { user: String },
+    /// Hide (on) or show (off) your presence and last-seen time.
+    HidePresence { on_or_off: String },
     /// Follow all your rooms live (Ctrl-C to stop).
     Follow,
     /// Chat in one room: lines you type are sent, new messages are shown.
@@ -321,8 +325,24 @@ async fn logged_in(client: &mut Client, command: Command) -> anyhow::Result<()> 
         } => {
             let room = resolve_room(client, &room).await?;
             let page = client.history(&room.room_id, before, limit).await?;
+            let me = client.user_id()?.clone();
+            let marks = client.receipts(&room.room_id).await?;
+            let others: Vec<_> = marks.iter().filter(|m| m.user_id != me).collect();
             for event in &page.events {
-                println!("{}", format_event(event));
+                let mine = event.sender == me && matches!(event.content, Content::Message { .. });
+                if !mine || others.is_empty() {
+                    println!("{}", format_event(event));
+                    continue;
+                }
+                // Like the phones do it: delivered/read once every other member is there.
+                let mark = if others.iter().all(|m| m.read >= event.seq) {
+                    "✓✓ read"
+                } else if others.iter().all(|m| m.delivered >= event.seq) {
+                    "✓✓ delivered"
+                } else {
+                    "✓ sent"
+                };
+                println!("{}  {mark}", format_event(event));
             }
             if let Some(before) = page.prev_before {
                 println!(
@@ -335,6 +355,27 @@ async fn logged_in(client: &mut Client, command: Command) -> anyhow::Result<()> 
             {
                 client.mark_read(&room.room_id, last.seq).await?;
             }
+        }
+        Command::Presence { user } => {
+            let user: UserId = user.parse().context("a user id looks like @name:server")?;
+            let view = client.presence(&user).await?;
+            match (view.state, view.last_seen_ts) {
+                (PresenceState::Online, _) => println!("{user} is online"),
+                (PresenceState::Offline, Some(ts)) => {
+                    let ago = now_ms().saturating_sub(ts) / 1000;
+                    println!("{user} is offline, last seen {} ago", human_duration(ago));
+                }
+                (PresenceState::Offline, None) => println!("{user} is offline"),
+            }
+        }
+        Command::HidePresence { on_or_off } => {
+            let hidden = match on_or_off.as_str() {
+                "on" => true,
+                "off" => false,
+                other => bail!("say `on` or `off`, not {other:?}"),
+            };
+            client.set_presence_hidden(hidden).await?;
+            println!("presence {}", if hidden { "hidden" } else { "shown" });
         }
         Command::Follow => follow(client, None).await?,
         Command::Chat { room } => {
@@ -384,6 +425,22 @@ fn display_name(room: &RoomSummary, me: &UserId) -> String {
             .map(|m| m.to_string())
             .unwrap_or_else(|| "(just you)".into()),
         (None, RoomKind::Group) => room.room_id.to_string(),
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn human_duration(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs} s"),
+        60..3600 => format!("{} min", secs / 60),
+        3600..86400 => format!("{} h", secs / 3600),
+        _ => format!("{} days", secs / 86400),
     }
 }
 
@@ -444,6 +501,8 @@ async fn follow(client: &mut Client, room: Option<RoomSummary>) -> anyhow::Resul
         drop(line_tx);
     }
     let mut typing_open = room.is_some();
+    // Keeps this user online for their contacts while following.
+    let mut heartbeat = tokio::time::interval(std::time::Duration::from_secs(5));
     loop {
         tokio::select! {
             frame = rx.next() => {
@@ -468,6 +527,30 @@ async fn follow(client: &mut Client, room: Option<RoomSummary>) -> anyhow::Resul
                     ServerFrame::Accepted { .. } => {}
                     ServerFrame::Error { message, .. } => eprintln!("error: {message}"),
                     ServerFrame::Pong { .. } => {}
+                    ServerFrame::Receipt { room_id, user_id, kind, seq } => {
+                        if room.as_ref().is_none_or(|r| r.room_id == room_id) && user_id != me {
+                            let what = match kind { ReceiptKind::Delivered => "has received", ReceiptKind::Read => "has read" };
+                            let name = names.get(&room_id).cloned().unwrap_or_else(|| room_id.to_string());
+                            eprintln!("  ({user_id} {what} [{name}] up to #{seq})");
+                        }
+                    }
+                    ServerFrame::Typing { room_id, user_id, typing } => {
+                        if room.as_ref().is_none_or(|r| r.room_id == room_id) {
+                            let name = names.get(&room_id).cloned().unwrap_or_else(|| room_id.to_string());
+                            if typing {
+                                eprintln!("  [{name}] {user_id} is typing…");
+                            } else {
+                                eprintln!("  [{name}] {user_id} stopped typing");
+                            }
+                        }
+                    }
+                    ServerFrame::Presence { user_id, state, .. } => {
+                        let state = match state { PresenceState::Online => "is online", PresenceState::Offline => "went offline" };
+                        eprintln!("  ({user_id} {state})");
+                    }
+                    ServerFrame::PushDisabled { reason, .. } => {
+                        eprintln!("warning: push notifications for this device were disabled: {reason}");
+                    }
                 }
             }
             line = lines.recv(), if typing_open => {
@@ -479,6 +562,7 @@ async fn follow(client: &mut Client, room: Option<RoomSummary>) -> anyhow::Resul
                     (None, _) => typing_open = false,
                 }
             }
+            _ = heartbeat.tick() => tx.frame(&ClientFrame::Heartbeat).await?,
             _ = tokio::signal::ctrl_c() => break,
         }
     }

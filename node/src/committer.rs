@@ -9,9 +9,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use hearth_spec::UserId;
 use hearth_spec::api::Sequenced;
+use hearth_spec::client::{ReceiptKind, ServerFrame};
+use hearth_spec::{DeviceId, EventId, RoomId, UserId};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::push::{Push, PushJob};
 
 use crate::clock::now_ms;
 use crate::hub::Hub;
@@ -51,6 +54,7 @@ impl Committer {
     pub fn start(
         store: Arc<Store>,
         hub: Arc<Hub>,
+        push: Push,
         max_members: usize,
         max_batch: usize,
         queue_depth: usize,
@@ -59,7 +63,7 @@ impl Committer {
         let (queue, rx) = mpsc::channel(queue_depth);
         let thread = std::thread::Builder::new()
             .name("hearth-committer".into())
-            .spawn(move || run(rx, store, hub, sequencer, max_members, max_batch))
+            .spawn(move || run(rx, store, hub, push, sequencer, max_members, max_batch))
             .expect("spawn committer thread");
         Ok((Self { queue }, thread))
     }
@@ -79,6 +83,7 @@ fn run(
     mut rx: mpsc::Receiver<Job>,
     store: Arc<Store>,
     hub: Arc<Hub>,
+    push: Push,
     mut sequencer: Sequencer,
     max_members: usize,
     max_batch: usize,
@@ -97,6 +102,7 @@ fn run(
         sequencer.begin_batch();
         let mut results = Vec::with_capacity(jobs.len());
         let mut replies = Vec::with_capacity(jobs.len());
+        let mut pending = Pending::default();
         for job in jobs.drain(..) {
             results.push(process(
                 &store,
@@ -104,6 +110,7 @@ fn run(
                 job.request,
                 now,
                 &mut batch,
+                &mut pending,
             ));
             replies.push(job.reply);
         }
@@ -131,6 +138,10 @@ fn run(
                     heads.insert(user, *cursor);
                 }
                 hub.notify(heads);
+                for (users, frame) in &pending.signals {
+                    hub.signal(users, frame);
+                }
+                queue_pushes(&push, &batch);
             }
         }
         answer(replies, results);
@@ -146,30 +157,164 @@ fn answer(replies: Vec<ReplySender>, results: Vec<Result<Reply, CommitError>>) {
     }
 }
 
+/// The id and sender of each event of a batch, by place.
+type EventIndex<'a> = HashMap<(&'a RoomId, u64), (&'a EventId, &'a UserId)>;
+
+/// Hands the inbox appends of users with push endpoints (other than their own events) to push.
+fn queue_pushes(push: &Push, batch: &Batch) {
+    let mut events: Option<EventIndex> = None;
+    for (user, _, room, seq) in &batch.inbox {
+        if !push.wants(user) {
+            continue;
+        }
+        let events = events.get_or_insert_with(|| {
+            batch
+                .events
+                .iter()
+                .map(|(r, s, id, _, sender)| ((r, *s), (id, sender)))
+                .collect()
+        });
+        if let Some((event_id, sender)) = events.get(&(room, *seq))
+            && *sender != user
+        {
+            push.enqueue(PushJob {
+                user: user.clone(),
+                room: room.clone(),
+                seq: *seq,
+                event_id: **event_id,
+                sender: (*sender).clone(),
+            });
+        }
+    }
+}
+
+/// What a batch will announce once it is durable, and the marks it has raised so far.
+#[derive(Default)]
+struct Pending {
+    signals: Vec<(Vec<UserId>, ServerFrame)>,
+    read: HashMap<(UserId, RoomId), u64>,
+    delivered: HashMap<(UserId, RoomId), u64>,
+    cursors: HashMap<(UserId, DeviceId), u64>,
+}
+
+/// Inbox entries looked at per acknowledgement to raise delivered marks.
+const ACK_SCAN: usize = 10_000;
+
+fn storage(e: StoreError) -> CommitError {
+    CommitError::Storage(e.to_string())
+}
+
 fn process(
     store: &Store,
     sequencer: &mut Sequencer,
     request: Request,
     now: u64,
     batch: &mut Batch,
+    pending: &mut Pending,
 ) -> Result<Reply, CommitError> {
-    // A resent transaction returns the event it made the first time, even if the sender has
-    // since left the room.
-    if let Request::Send {
-        user,
-        device,
-        txn_id,
-        ..
-    } = &request
-        && let Some((room_id, seq, event_id)) = store
-            .txn_event(user, device, txn_id.as_str())
-            .map_err(|e| CommitError::Storage(e.to_string()))?
-    {
-        return Ok(Reply::Sequenced(Sequenced {
-            room_id,
-            event_id,
-            seq,
-        }));
+    match request {
+        // A resent transaction returns the event it made the first time, even if the sender
+        // has since left the room.
+        Request::Send {
+            ref user,
+            ref device,
+            ref txn_id,
+            ..
+        } => {
+            if let Some((room_id, seq, event_id)) = store
+                .txn_event(user, device, txn_id.as_str())
+                .map_err(storage)?
+            {
+                return Ok(Reply::Sequenced(Sequenced {
+                    room_id,
+                    event_id,
+                    seq,
+                }));
+            }
+            Ok(sequencer.apply(request, now, batch)?)
+        }
+        Request::MarkRead { user, room, seq } => {
+            sequencer.check_read(&room, &user, seq)?;
+            let key = (user, room);
+            let old = match pending.read.get(&key) {
+                Some(mark) => *mark,
+                None => store.read_mark(&key.0, &key.1).map_err(storage)?,
+            };
+            if seq <= old {
+                return Ok(Reply::Done);
+            }
+            let (user, room) = key.clone();
+            pending.read.insert(key, seq);
+            // The senders of what was just read, and the reader's other devices.
+            let mut to = sequencer.senders_between(&room, old, seq);
+            to.insert(user.clone());
+            pending.signals.push((
+                to.into_iter().collect(),
+                ServerFrame::Receipt {
+                    room_id: room.clone(),
+                    user_id: user.clone(),
+                    kind: ReceiptKind::Read,
+                    seq,
+                },
+            ));
+            Ok(sequencer.apply(Request::MarkRead { user, room, seq }, now, batch)?)
+        }
+        Request::Ack {
+            user,
+            device,
+            cursor,
+        } => {
+            let key = (user, device);
+            let old = match pending.cursors.get(&key) {
+                Some(c) => *c,
+                None => store.device_cursor(&key.0, &key.1).map_err(storage)?,
+            };
+            let (user, device) = key.clone();
+            let reply = sequencer.apply(
+                Request::Ack {
+                    user: user.clone(),
+                    device,
+                    cursor,
+                },
+                now,
+                batch,
+            )?;
+            pending.cursors.insert(key, cursor);
+            if cursor > old {
+                for (room, seq) in store
+                    .inbox_rooms_between(&user, old, cursor, ACK_SCAN)
+                    .map_err(storage)?
+                {
+                    let mark_key = (user.clone(), room);
+                    let mark = match pending.delivered.get(&mark_key) {
+                        Some(m) => *m,
+                        None => store
+                            .delivered_mark(&mark_key.0, &mark_key.1)
+                            .map_err(storage)?,
+                    };
+                    if seq <= mark {
+                        continue;
+                    }
+                    let room = mark_key.1.clone();
+                    pending.delivered.insert(mark_key, seq);
+                    batch.delivered.push((user.clone(), room.clone(), seq));
+                    let mut to = sequencer.senders_between(&room, mark, seq);
+                    to.remove(&user);
+                    if !to.is_empty() {
+                        pending.signals.push((
+                            to.into_iter().collect(),
+                            ServerFrame::Receipt {
+                                room_id: room,
+                                user_id: user.clone(),
+                                kind: ReceiptKind::Delivered,
+                                seq,
+                            },
+                        ));
+                    }
+                }
+            }
+            Ok(reply)
+        }
+        other => Ok(sequencer.apply(other, now, batch)?),
     }
-    Ok(sequencer.apply(request, now, batch)?)
 }

@@ -45,6 +45,65 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
     pub storage: StorageConfig,
+    pub presence: PresenceConfig,
+    pub push: PushConfig,
+}
+
+/// Presence and typing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PresenceConfig {
+    /// How often clients are expected to heartbeat, ms. Default 5000.
+    pub heartbeat_interval_ms: u64,
+    /// A user goes offline this long after the last heartbeat of their last device, ms. Default 30000.
+    pub offline_after_ms: u64,
+    /// At most one presence announcement per user per window, ms. Default 2000.
+    pub coalesce_ms: u64,
+    /// Typing expires this long after the last "typing" from the user, ms. Default 5000.
+    pub typing_timeout_ms: u64,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_ms: 5000,
+            offline_after_ms: 30_000,
+            coalesce_ms: 2000,
+            typing_timeout_ms: 5000,
+        }
+    }
+}
+
+/// Push notifications to offline devices.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    /// A burst of events for one device within this window becomes one notification, ms. Default 1000.
+    pub coalesce_ms: u64,
+    /// Attempts per notification before it counts as failed. Default 4.
+    pub attempts: u32,
+    /// First retry delay, doubled each attempt (with jitter), ms. Default 500.
+    pub retry_base_ms: u64,
+    /// Consecutive failed notifications after which an endpoint is disabled. Default 3.
+    pub disable_after_failures: u32,
+    /// Allow endpoints on loopback and private networks (for tests and LAN push gateways).
+    /// Default false.
+    pub allow_private_endpoints: bool,
+    /// The VAPID subject (a mailto: or https: URL) for Web Push. Default "mailto:admin@localhost".
+    pub vapid_subject: String,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            coalesce_ms: 1000,
+            attempts: 4,
+            retry_base_ms: 500,
+            disable_after_failures: 3,
+            allow_private_endpoints: false,
+            vapid_subject: "mailto:admin@localhost".into(),
+        }
+    }
 }
 
 /// The client HTTP + WebSocket listener.
@@ -82,6 +141,10 @@ pub struct LimitsConfig {
     pub auth_per_second: f64,
     /// Burst of register/login/refresh attempts per client IP. Default 30.
     pub auth_burst: f64,
+    /// Sustained heartbeats per second per device (more is a flood). Default 1.
+    pub heartbeats_per_second: f64,
+    /// Burst of heartbeats per device. Default 10.
+    pub heartbeat_burst: f64,
 }
 
 /// Sessions and passwords.
@@ -116,6 +179,8 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
             storage: StorageConfig::default(),
+            presence: PresenceConfig::default(),
+            push: PushConfig::default(),
         }
     }
 }
@@ -142,6 +207,8 @@ impl Default for LimitsConfig {
             request_burst: 100.0,
             auth_per_second: 2.0,
             auth_burst: 30.0,
+            heartbeats_per_second: 1.0,
+            heartbeat_burst: 10.0,
         }
     }
 }
@@ -232,6 +299,8 @@ impl Config {
             ("request_burst", l.request_burst),
             ("auth_per_second", l.auth_per_second),
             ("auth_burst", l.auth_burst),
+            ("heartbeats_per_second", l.heartbeats_per_second),
+            ("heartbeat_burst", l.heartbeat_burst),
         ] {
             if !(rate.is_finite() && rate > 0.0) {
                 return Err(ConfigError::Invalid(format!(
@@ -244,6 +313,18 @@ impl Config {
         }
         if self.storage.max_batch == 0 || self.storage.queue_depth == 0 {
             return fail("storage.max_batch and storage.queue_depth must be positive");
+        }
+        let p = &self.presence;
+        if p.heartbeat_interval_ms == 0 || p.offline_after_ms < p.heartbeat_interval_ms {
+            return fail(
+                "presence.offline_after_ms must be at least presence.heartbeat_interval_ms",
+            );
+        }
+        if p.typing_timeout_ms == 0 {
+            return fail("presence.typing_timeout_ms must be positive");
+        }
+        if self.push.attempts == 0 || self.push.disable_after_failures == 0 {
+            return fail("push.attempts and push.disable_after_failures must be positive");
         }
         if self.client_api.max_in_flight_per_connection == 0 {
             return fail("client_api.max_in_flight_per_connection must be positive");
@@ -288,6 +369,9 @@ request_burst = {rb:?}
 # Register/login/refresh attempts per second per client IP, and the burst.
 auth_per_second = {aps:?}
 auth_burst = {ab:?}
+# Heartbeats per second per device, and the burst (more is refused as a flood).
+heartbeats_per_second = {hps:?}
+heartbeat_burst = {hb:?}
 
 [auth]
 # Lifetime of an access token, seconds. Clients refresh with their single-use refresh token.
@@ -296,6 +380,29 @@ access_token_ttl_secs = {ttl}
 min_password_len = {minpw}
 # Whether anyone may register over the client API (`hearth admin create-user` always works).
 open_registration = {open}
+
+[presence]
+# How often clients heartbeat, ms.
+heartbeat_interval_ms = {hbi}
+# A user goes offline this long after their last device's last heartbeat, ms.
+offline_after_ms = {off}
+# At most one presence announcement per user per window, ms (flapping is coalesced).
+coalesce_ms = {pco}
+# Typing expires this long after the last "typing", ms.
+typing_timeout_ms = {tto}
+
+[push]
+# A burst of events for one offline device within this window becomes one notification, ms.
+coalesce_ms = {pushco}
+# Attempts per notification, the first retry delay (doubled each time, with jitter).
+attempts = {att}
+retry_base_ms = {rbase}
+# Consecutive failed notifications after which an endpoint is disabled (the device is told).
+disable_after_failures = {dis}
+# Allow push endpoints on loopback and private networks (LAN push gateways, tests).
+allow_private_endpoints = {priv}
+# VAPID subject for Web Push.
+vapid_subject = "{vsub}"
 
 [storage]
 # Most commands one group commit (one fsync) writes.
@@ -316,6 +423,18 @@ queue_depth = {queue}
             rb = d.limits.request_burst,
             aps = d.limits.auth_per_second,
             ab = d.limits.auth_burst,
+            hps = d.limits.heartbeats_per_second,
+            hb = d.limits.heartbeat_burst,
+            hbi = d.presence.heartbeat_interval_ms,
+            off = d.presence.offline_after_ms,
+            pco = d.presence.coalesce_ms,
+            tto = d.presence.typing_timeout_ms,
+            pushco = d.push.coalesce_ms,
+            att = d.push.attempts,
+            rbase = d.push.retry_base_ms,
+            dis = d.push.disable_after_failures,
+            priv = d.push.allow_private_endpoints,
+            vsub = d.push.vapid_subject,
             ttl = d.auth.access_token_ttl_secs,
             minpw = d.auth.min_password_len,
             open = d.auth.open_registration,

@@ -1,43 +1,124 @@
-//! Live notification of inbox changes: one watch per user with a connected device.
+//! Live fan-out to connected devices: a watch of each user's inbox head, a broadcast of ephemeral
+//! signals (receipts, typing, presence) and a count of each device's live connections.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use hearth_spec::UserId;
-use tokio::sync::watch;
+use hearth_client_api::Subscription;
+use hearth_spec::client::ServerFrame;
+use hearth_spec::{DeviceId, UserId};
+use tokio::sync::{broadcast, watch};
 
-/// Wakes a user's connected devices when their inbox grows. Carries only the new head; the
-/// devices read the entries from the store, so a slow device never makes the hub buffer.
-#[derive(Debug, Default)]
+/// Signals buffered per user; a device that falls further behind skips the oldest (they are
+/// ephemeral or high-water marks that can be queried again).
+const SIGNAL_BUFFER: usize = 256;
+
+struct UserEntry {
+    inbox: watch::Sender<u64>,
+    signals: broadcast::Sender<Arc<str>>,
+    devices: HashMap<DeviceId, usize>,
+}
+
+/// Wakes a user's connected devices. Carries only the inbox head for messages (the devices read
+/// the entries from the store, so a slow device never makes the hub buffer) and pre-serialised
+/// frames for signals (serialised once, shared by every recipient).
+#[derive(Default)]
 pub struct Hub {
-    users: Mutex<HashMap<UserId, watch::Sender<u64>>>,
+    users: Mutex<HashMap<UserId, UserEntry>>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hub")
+    }
+}
+
+/// Marks a device offline when its connection's subscription is dropped.
+struct OnlineGuard {
+    hub: Arc<Hub>,
+    user: UserId,
+    device: DeviceId,
+}
+
+impl Drop for OnlineGuard {
+    fn drop(&mut self) {
+        let mut users = self.hub.users.lock().expect("hub lock");
+        if let Some(entry) = users.get_mut(&self.user)
+            && let Some(count) = entry.devices.get_mut(&self.device)
+        {
+            *count -= 1;
+            if *count == 0 {
+                entry.devices.remove(&self.device);
+            }
+        }
+    }
 }
 
 impl Hub {
-    /// A receiver that changes whenever `user`'s inbox head moves.
-    pub fn subscribe(&self, user: &UserId) -> watch::Receiver<u64> {
+    /// Subscribes a connection of `device` to its user's inbox and signals.
+    pub fn subscribe(self: &Arc<Self>, user: &UserId, device: &DeviceId) -> Subscription {
         let mut users = self.users.lock().expect("hub lock");
-        users
-            .entry(user.clone())
-            .or_insert_with(|| watch::channel(0).0)
-            .subscribe()
+        let entry = users.entry(user.clone()).or_insert_with(|| UserEntry {
+            inbox: watch::channel(0).0,
+            signals: broadcast::channel(SIGNAL_BUFFER).0,
+            devices: HashMap::new(),
+        });
+        *entry.devices.entry(device.clone()).or_insert(0) += 1;
+        Subscription {
+            inbox: entry.inbox.subscribe(),
+            signals: entry.signals.subscribe(),
+            guard: Box::new(OnlineGuard {
+                hub: self.clone(),
+                user: user.clone(),
+                device: device.clone(),
+            }),
+        }
     }
 
     /// Announces new inbox heads. Users nobody watches any more are forgotten.
     pub fn notify<'a>(&self, heads: impl IntoIterator<Item = (&'a UserId, u64)>) {
         let mut users = self.users.lock().expect("hub lock");
         for (user, head) in heads {
-            if let Some(sender) = users.get(user) {
-                if sender.receiver_count() == 0 {
+            if let Some(entry) = users.get(user) {
+                if entry.inbox.receiver_count() == 0 {
                     users.remove(user);
                 } else {
-                    sender.send_replace(head);
+                    entry.inbox.send_replace(head);
                 }
             }
         }
     }
 
-    /// Drops every watch, ending live sessions (at shutdown).
+    /// Sends a frame to every connected device of `users`. Returns how many users had one.
+    pub fn signal<'a>(
+        &self,
+        users: impl IntoIterator<Item = &'a UserId>,
+        frame: &ServerFrame,
+    ) -> usize {
+        let text: Arc<str> = serde_json::to_string(frame)
+            .expect("frames serialise")
+            .into();
+        let users_map = self.users.lock().expect("hub lock");
+        let mut reached = 0;
+        for user in users {
+            if let Some(entry) = users_map.get(user)
+                && entry.signals.send(text.clone()).is_ok()
+            {
+                reached += 1;
+            }
+        }
+        reached
+    }
+
+    /// Whether a device has a live connection.
+    pub fn is_online(&self, user: &UserId, device: &DeviceId) -> bool {
+        let users = self.users.lock().expect("hub lock");
+        users
+            .get(user)
+            .is_some_and(|e| e.devices.contains_key(device))
+    }
+
+    /// Drops every sender, ending live sessions (at shutdown).
     pub fn close(&self) {
         self.users.lock().expect("hub lock").clear();
     }

@@ -98,11 +98,16 @@ pub enum Reply {
     Done,
 }
 
+/// Recent senders remembered per room, to address live receipts.
+pub const RECENT_SENDERS: usize = 64;
+
 #[derive(Debug, Clone)]
 struct RoomState {
     kind: RoomKind,
     members: BTreeSet<UserId>,
     last_seq: u64,
+    /// (seq, sender) of the latest events, oldest first.
+    recent: std::collections::VecDeque<(u64, UserId)>,
 }
 
 /// Sends already sequenced in the batch being built, by (user, device, txn).
@@ -130,6 +135,7 @@ impl Sequencer {
                         kind: record.kind,
                         members: members.into_iter().collect(),
                         last_seq,
+                        recent: Default::default(),
                     },
                 )
             })
@@ -221,6 +227,7 @@ impl Sequencer {
                         kind,
                         members: BTreeSet::new(),
                         last_seq: 0,
+                        recent: Default::default(),
                     },
                 );
                 batch.rooms.push((
@@ -307,13 +314,7 @@ impl Sequencer {
                 Ok(Reply::Sequenced(sequenced))
             }
             Request::MarkRead { user, room, seq } => {
-                let state = self.member_room(&room, &user)?;
-                if seq > state.last_seq {
-                    return Err(SequenceError::SeqOutOfRange {
-                        seq,
-                        last: state.last_seq,
-                    });
-                }
+                self.check_read(&room, &user, seq)?;
                 batch.read_marks.push((user, room, seq));
                 Ok(Reply::Done)
             }
@@ -330,6 +331,34 @@ impl Sequencer {
                 Ok(Reply::Done)
             }
         }
+    }
+
+    /// Checks that `user` may mark `room` read up to `seq`.
+    pub fn check_read(&self, room: &RoomId, user: &UserId, seq: u64) -> Result<(), SequenceError> {
+        let state = self.member_room(room, user)?;
+        if seq > state.last_seq {
+            return Err(SequenceError::SeqOutOfRange {
+                seq,
+                last: state.last_seq,
+            });
+        }
+        Ok(())
+    }
+
+    /// The distinct senders of the room's events with seq in (`after`, `upto`], as far as the
+    /// recent-sender memory reaches.
+    pub fn senders_between(&self, room: &RoomId, after: u64, upto: u64) -> BTreeSet<UserId> {
+        self.rooms
+            .get(room)
+            .map(|state| {
+                state
+                    .recent
+                    .iter()
+                    .filter(|(seq, _)| *seq > after && *seq <= upto)
+                    .map(|(_, sender)| sender.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn member_room(&self, room: &RoomId, user: &UserId) -> Result<&RoomState, SequenceError> {
@@ -361,9 +390,15 @@ impl Sequencer {
         let state = self.rooms.get_mut(room).expect("caller checked the room");
         state.last_seq += 1;
         let seq = state.last_seq;
+        if state.recent.len() == RECENT_SENDERS {
+            state.recent.pop_front();
+        }
+        state.recent.push_back((seq, envelope.sender.clone()));
         let bytes = envelope.encode();
         let event_id = EventId::of_bytes(&bytes);
-        batch.events.push((room.clone(), seq, event_id, bytes));
+        batch
+            .events
+            .push((room.clone(), seq, event_id, bytes, envelope.sender.clone()));
         for member in &state.members {
             let head = self.inbox_heads.entry(member.clone()).or_insert(0);
             // Monotonic and time-sortable: the cursor never falls below the clock in ms << 10.

@@ -16,7 +16,9 @@ use crate::committer::Committer;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::keys::{self, KeyFileError};
-use crate::service::Hearth;
+use crate::live::Live;
+use crate::push::Push;
+use crate::service::{Hearth, Parts};
 use crate::store::{OpenError, Store, StoreError};
 
 /// Why a hearth could not start.
@@ -68,6 +70,7 @@ pub struct Running {
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<()>,
     admin: JoinHandle<()>,
+    ticker: JoinHandle<()>,
     hub: Arc<Hub>,
     store: Arc<Store>,
     committer_thread: Option<std::thread::JoinHandle<()>>,
@@ -89,21 +92,26 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config.auth.clone(),
     )?);
     let hub = Arc::new(Hub::default());
+    let push = Push::start(store.clone(), hub.clone(), config.push.clone())?;
     let (committer, committer_thread) = Committer::start(
         store.clone(),
         hub.clone(),
+        push.clone(),
         config.limits.max_room_members,
         config.storage.max_batch,
         config.storage.queue_depth,
     )?;
-    let hearth = Arc::new(Hearth::new(
-        config.server_name.clone(),
-        config.limits.max_event_bytes,
-        store.clone(),
-        accounts.clone(),
+    let live = Arc::new(Live::new(store.clone(), hub.clone(), &config.presence));
+    let ticker = tokio::spawn(live.clone().run());
+    let hearth = Arc::new(Hearth::new(Parts {
+        config: config.clone(),
+        store: store.clone(),
+        accounts: accounts.clone(),
         committer,
-        hub.clone(),
-    ));
+        hub: hub.clone(),
+        live,
+        push,
+    }));
     let admin_path = admin_socket_path(dir);
     let admin = crate::admin::serve_socket(&admin_path, accounts)
         .await
@@ -121,6 +129,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let client_addr = listener
         .local_addr()
         .map_err(|source| StartError::Listen { addr, source })?;
+    hearth.set_listen_addr(client_addr);
     // Small frames (an `accepted` then an `event`) must not wait for a delayed ACK.
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
@@ -146,6 +155,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shutdown: Some(shutdown),
         server,
         admin,
+        ticker,
         hub,
         store,
         committer_thread: Some(committer_thread),
@@ -165,6 +175,8 @@ fn api_config(config: &Config) -> ApiConfig {
         request_burst: l.request_burst,
         auth_per_second: l.auth_per_second,
         auth_burst: l.auth_burst,
+        heartbeats_per_second: l.heartbeats_per_second,
+        heartbeat_burst: l.heartbeat_burst,
         ..ApiConfig::default()
     }
 }
@@ -187,6 +199,8 @@ impl Running {
         }
         self.admin.abort();
         let _ = (&mut self.admin).await;
+        self.ticker.abort();
+        let _ = (&mut self.ticker).await;
         let thread = self.committer_thread.take();
         // The committer stops when the last handle (inside the hearth) is dropped.
         drop(self.hearth);

@@ -3,51 +3,74 @@
 
 use std::sync::Arc;
 
-use hearth_client_api::{AuthedDevice, Backend};
+use hearth_client_api::{AuthedDevice, Backend, Subscription};
 use hearth_spec::api::{
     CreateRoomRequest, DeviceInfo, HistoryPage, InboxItem, LoginRequest, RefreshRequest,
     RegisterRequest, RoomSummary, Sequenced, Session, SyncPage,
 };
+use hearth_spec::api::{PresenceSettings, PresenceView, PusherInfo, PusherRequest, ReceiptMarks};
+use hearth_spec::client::ServerFrame;
 use hearth_spec::{
     DeviceId, Envelope, ErrorBody, ErrorCode, EventId, EventView, RoomId, TxnId, UserId,
 };
 use rand::Rng;
-use tokio::sync::watch;
 
 use crate::accounts::{AccountError, Accounts};
 use crate::committer::Committer;
+use crate::config::{Config, PushConfig};
 use crate::hub::Hub;
+use crate::live::Live;
+use crate::push::{Push, validate_pusher};
 use crate::sequencer::{Reply, Request};
+use crate::store::tables::PusherRecord;
 use crate::store::{Store, StoreError, StoredEvent};
+
+/// What a hearth is made of.
+pub struct Parts {
+    pub config: Config,
+    pub store: Arc<Store>,
+    pub accounts: Arc<Accounts>,
+    pub committer: Committer,
+    pub hub: Arc<Hub>,
+    pub live: Arc<Live>,
+    pub push: Push,
+}
 
 /// The running hearth.
 pub struct Hearth {
     server_name: hearth_spec::ServerName,
     max_event_bytes: usize,
+    push_config: PushConfig,
+    /// The client API's bound address, known once it listens (for push URL checks).
+    listen: std::sync::OnceLock<std::net::SocketAddr>,
     store: Arc<Store>,
     accounts: Arc<Accounts>,
     committer: Committer,
     hub: Arc<Hub>,
+    live: Arc<Live>,
+    push: Push,
 }
 
 impl Hearth {
     /// Wires the parts together.
-    pub fn new(
-        server_name: hearth_spec::ServerName,
-        max_event_bytes: usize,
-        store: Arc<Store>,
-        accounts: Arc<Accounts>,
-        committer: Committer,
-        hub: Arc<Hub>,
-    ) -> Self {
+    pub fn new(parts: Parts) -> Self {
         Self {
-            server_name,
-            max_event_bytes,
-            store,
-            accounts,
-            committer,
-            hub,
+            server_name: parts.config.server_name.clone(),
+            max_event_bytes: parts.config.limits.max_event_bytes,
+            push_config: parts.config.push.clone(),
+            listen: std::sync::OnceLock::new(),
+            store: parts.store,
+            accounts: parts.accounts,
+            committer: parts.committer,
+            hub: parts.hub,
+            live: parts.live,
+            push: parts.push,
         }
+    }
+
+    /// Records where the client API listens.
+    pub fn set_listen_addr(&self, addr: std::net::SocketAddr) {
+        let _ = self.listen.set(addr);
     }
 
     /// The accounts, for the admin interface.
@@ -132,6 +155,15 @@ fn view(room_event: StoredEvent) -> Result<EventView, StoreError> {
         EventId::of_bytes(&room_event.envelope),
         envelope,
     ))
+}
+
+fn pusher_info(record: PusherRecord) -> PusherInfo {
+    PusherInfo {
+        pusher_id: record.pusher_id,
+        kind: record.kind,
+        url: record.url,
+        disabled: record.disabled,
+    }
 }
 
 fn random_room_opaque() -> String {
@@ -365,7 +397,122 @@ impl Backend for Hearth {
         Ok(())
     }
 
-    fn subscribe(&self, device: &AuthedDevice) -> watch::Receiver<u64> {
-        self.hub.subscribe(&device.user_id)
+    fn subscribe(&self, device: &AuthedDevice) -> Subscription {
+        self.hub.subscribe(&device.user_id, &device.device_id)
+    }
+
+    async fn typing(
+        &self,
+        device: &AuthedDevice,
+        room: RoomId,
+        typing: bool,
+    ) -> Result<(), ErrorBody> {
+        self.live.typing(&device.user_id, &room, typing)
+    }
+
+    fn heartbeat(&self, device: &AuthedDevice) {
+        self.live.heartbeat(&device.user_id, &device.device_id);
+    }
+
+    async fn presence(
+        &self,
+        device: &AuthedDevice,
+        user: UserId,
+    ) -> Result<PresenceView, ErrorBody> {
+        self.live.view(&device.user_id, &user)
+    }
+
+    async fn set_presence_settings(
+        &self,
+        device: &AuthedDevice,
+        settings: PresenceSettings,
+    ) -> Result<(), ErrorBody> {
+        Ok(self.live.set_hidden(&device.user_id, settings.hidden)?)
+    }
+
+    async fn receipts(
+        &self,
+        device: &AuthedDevice,
+        room: RoomId,
+    ) -> Result<Vec<ReceiptMarks>, ErrorBody> {
+        self.require_member(&room, &device.user_id)?;
+        self.store
+            .members(&room)?
+            .into_iter()
+            .map(|user| {
+                Ok(ReceiptMarks {
+                    delivered: self.store.delivered_mark(&user, &room)?,
+                    read: self.store.read_mark(&user, &room)?,
+                    user_id: user,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()
+            .map_err(ErrorBody::from)
+    }
+
+    async fn welcome(&self, device: &AuthedDevice) -> Vec<ServerFrame> {
+        let mut frames = self.live.online_contacts(&device.user_id);
+        if let Ok(Some(record)) = self.store.pusher(&device.user_id, &device.device_id)
+            && let Some(reason) = record.disabled.clone()
+            && !record.disabled_reported
+        {
+            frames.push(ServerFrame::PushDisabled {
+                pusher_id: record.pusher_id.clone(),
+                reason,
+            });
+            let reported = PusherRecord {
+                disabled_reported: true,
+                ..record
+            };
+            if let Err(e) =
+                self.store
+                    .put_pusher(&device.user_id, &device.device_id, Some(&reported))
+            {
+                tracing::error!(error = %e, "cannot record that a disabled pusher was reported");
+            }
+        }
+        frames
+    }
+
+    async fn set_pusher(
+        &self,
+        device: &AuthedDevice,
+        req: PusherRequest,
+    ) -> Result<PusherInfo, ErrorBody> {
+        let listen = self
+            .listen
+            .get()
+            .copied()
+            .unwrap_or_else(|| ([127, 0, 0, 1], 0).into());
+        validate_pusher(&req, &self.push_config, listen, &self.server_name)?;
+        let record = PusherRecord {
+            pusher_id: format!("p{:016x}", rand::random::<u64>()),
+            kind: req.kind,
+            url: req.url,
+            p256dh: req.p256dh,
+            auth: req.auth,
+            disabled: None,
+            disabled_reported: false,
+        };
+        self.store
+            .put_pusher(&device.user_id, &device.device_id, Some(&record))?;
+        self.push.set_wants(&device.user_id, true);
+        Ok(pusher_info(record))
+    }
+
+    async fn pusher(&self, device: &AuthedDevice) -> Result<Option<PusherInfo>, ErrorBody> {
+        Ok(self
+            .store
+            .pusher(&device.user_id, &device.device_id)?
+            .map(pusher_info))
+    }
+
+    async fn delete_pusher(&self, device: &AuthedDevice) -> Result<(), ErrorBody> {
+        self.store
+            .put_pusher(&device.user_id, &device.device_id, None)?;
+        if self.store.pushers_of(&device.user_id)?.is_empty() {
+            self.push.set_wants(&device.user_id, false);
+        }
+        Ok(())
     }
 }

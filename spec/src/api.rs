@@ -138,3 +138,79 @@ pub struct SyncPage {
     /// Whether more entries are waiting.
     pub more: bool,
 }
+
+/// `GET /v1/presence/{user}`: a user's presence as the caller may see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceView {
+    pub user_id: UserId,
+    pub state: crate::client::PresenceState,
+    /// Absent when the user hides it or has never been seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_ts: Option<u64>,
+}
+
+/// `PUT /v1/presence/settings`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceSettings {
+    /// Others see this user as offline with no last-seen time.
+    pub hidden: bool,
+}
+
+/// An entry of `GET /v1/rooms/{room}/receipts`: each member's high-water marks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptMarks {
+    pub user_id: UserId,
+    /// A device of the user has the room up to here.
+    pub delivered: u64,
+    /// The user has read up to here.
+    pub read: u64,
+}
+
+/// The kind of a push endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PusherKind {
+    /// UnifiedPush / webhook: an HTTP POST of a small JSON body to `url`.
+    Webhook,
+    /// Web Push (RFC 8030) with VAPID (RFC 8292) and payload encryption (RFC 8291).
+    WebPush,
+}
+
+/// `POST /v1/pushers`: register this device's push endpoint (replaces any earlier one).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PusherRequest {
+    pub kind: PusherKind,
+    /// An `http` or `https` URL.
+    pub url: String,
+    /// Web Push: the subscription's P-256 public key, base64url.
+    #[serde(default)]
+    pub p256dh: Option<String>,
+    /// Web Push: the subscription's auth secret, base64url.
+    #[serde(default)]
+    pub auth: Option<String>,
+}
+
+/// A registered push endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PusherInfo {
+    pub pusher_id: String,
+    pub kind: PusherKind,
+    pub url: String,
+    /// Why it was disabled, if it kept failing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<String>,
+}
+
+/// What a push notification carries: never message content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushNotification {
+    pub room_id: RoomId,
+    pub event_id: crate::EventId,
+    pub sender: UserId,
+    /// Unread events in that room for the user.
+    pub unread: u64,
+    /// How many events this notification stands for (a burst is coalesced into one).
+    pub count: u64,
+}

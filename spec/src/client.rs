@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::envelope::EventView;
 use crate::error::ErrorCode;
-use crate::id::{EventId, RoomId, TxnId};
+use crate::id::{EventId, RoomId, TxnId, UserId};
 
 /// Frames a device sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +25,30 @@ pub enum ClientFrame {
         #[serde(default)]
         nonce: u64,
     },
+    /// The user is (or stops) typing in a room. Expires by itself if not renewed.
+    Typing { room_id: RoomId, typing: bool },
+    /// The device is in use: keeps its user online (send every `heartbeat_interval_ms`).
+    Heartbeat,
+    /// The user has read the room up to `seq` (the same as `POST /v1/rooms/{room}/read`).
+    Read { room_id: RoomId, seq: u64 },
+}
+
+/// How far a user has got with a room's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptKind {
+    /// A device of the user has the events up to `seq`.
+    Delivered,
+    /// The user has read up to `seq`.
+    Read,
+}
+
+/// Whether a user is around.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceState {
+    Online,
+    Offline,
 }
 
 /// Frames a hearth sends.
@@ -53,6 +77,28 @@ pub enum ServerFrame {
     },
     /// Answer to `ping`.
     Pong { nonce: u64 },
+    /// `user_id` has received or read `room_id` up to `seq` (a high-water mark).
+    Receipt {
+        room_id: RoomId,
+        user_id: UserId,
+        kind: ReceiptKind,
+        seq: u64,
+    },
+    /// `user_id` started or stopped typing in `room_id`.
+    Typing {
+        room_id: RoomId,
+        user_id: UserId,
+        typing: bool,
+    },
+    /// `user_id` came online or went offline. `last_seen_ts` is absent when the user hides it.
+    Presence {
+        user_id: UserId,
+        state: PresenceState,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_seen_ts: Option<u64>,
+    },
+    /// A push endpoint of this device kept failing and was disabled.
+    PushDisabled { pusher_id: String, reason: String },
 }
 
 #[cfg(test)]

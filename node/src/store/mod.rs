@@ -64,12 +64,14 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 #[derive(Debug, Default)]
 pub struct Batch {
     pub rooms: Vec<(RoomId, RoomRecord)>,
-    pub events: Vec<(RoomId, u64, EventId, Vec<u8>)>,
+    /// (room, seq, id, encoded envelope, sender).
+    pub events: Vec<(RoomId, u64, EventId, Vec<u8>, UserId)>,
     pub joins: Vec<(RoomId, UserId)>,
     pub leaves: Vec<(RoomId, UserId)>,
     pub txns: Vec<(UserId, DeviceId, String, EventId)>,
     pub inbox: Vec<(UserId, u64, RoomId, u64)>,
     pub read_marks: Vec<(UserId, RoomId, u64)>,
+    pub delivered: Vec<(UserId, RoomId, u64)>,
     pub cursors: Vec<(UserId, DeviceId, u64)>,
 }
 
@@ -83,6 +85,7 @@ impl Batch {
             && self.txns.is_empty()
             && self.inbox.is_empty()
             && self.read_marks.is_empty()
+            && self.delivered.is_empty()
             && self.cursors.is_empty()
     }
 }
@@ -139,6 +142,9 @@ impl Store {
             txn.open_table(INBOX_HEADS).map_err(StoreError::from)?;
             txn.open_table(READ_MARKS).map_err(StoreError::from)?;
             txn.open_table(CURSORS).map_err(StoreError::from)?;
+            txn.open_table(DELIVERED).map_err(StoreError::from)?;
+            txn.open_table(PRESENCE).map_err(StoreError::from)?;
+            txn.open_table(PUSHERS).map_err(StoreError::from)?;
         }
         txn.commit().map_err(StoreError::from)?;
         Ok(Self { db })
@@ -257,12 +263,14 @@ impl Store {
         {
             let mut devices = txn.open_table(DEVICES)?;
             let mut cursors = txn.open_table(CURSORS)?;
+            let mut pushers = txn.open_table(PUSHERS)?;
             for device in ids {
                 let key = (user.as_str(), device.as_str());
                 if devices.remove(key)?.is_some() {
                     removed += 1;
                 }
                 cursors.remove(key)?;
+                pushers.remove(key)?;
             }
         }
         txn.commit()?;
@@ -471,6 +479,147 @@ impl Store {
             .unwrap_or(0))
     }
 
+    /// The seq some device of the user has received a room up to.
+    pub fn delivered_mark(&self, user: &UserId, room: &RoomId) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let marks = txn.open_table(DELIVERED)?;
+        Ok(marks
+            .get((user.as_str(), room.as_str()))?
+            .map(|v| v.value())
+            .unwrap_or(0))
+    }
+
+    /// For inbox entries in (`after`, `upto`], the highest seq per room (at most `cap` entries
+    /// are looked at, newest first).
+    pub fn inbox_rooms_between(
+        &self,
+        user: &UserId,
+        after: u64,
+        upto: u64,
+        cap: usize,
+    ) -> Result<Vec<(RoomId, u64)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let inbox = txn.open_table(INBOX)?;
+        let mut best: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+        if upto <= after {
+            return Ok(Vec::new());
+        }
+        for row in inbox
+            .range((user.as_str(), after + 1)..=(user.as_str(), upto))?
+            .rev()
+            .take(cap)
+        {
+            let (_, v) = row?;
+            let (room, seq) = v.value();
+            let entry = best.entry(room.to_owned()).or_insert(0);
+            *entry = (*entry).max(seq);
+        }
+        best.into_iter()
+            .map(|(room, seq)| Ok((parse_id(&room)?, seq)))
+            .collect()
+    }
+
+    /// Presence settings and last-seen time of a user.
+    pub fn presence(&self, user: &UserId) -> Result<PresenceRecord, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(PRESENCE)?;
+        table
+            .get(user.as_str())?
+            .map(|v| decode(v.value()))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    }
+
+    /// Updates a user's presence record.
+    pub fn update_presence(
+        &self,
+        user: &UserId,
+        update: impl FnOnce(&mut PresenceRecord),
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(PRESENCE)?;
+            let mut record: PresenceRecord = table
+                .get(user.as_str())?
+                .map(|v| decode(v.value()))
+                .transpose()?
+                .unwrap_or_default();
+            update(&mut record);
+            table.insert(user.as_str(), encode(&record).as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// A device's push endpoint.
+    pub fn pusher(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Result<Option<PusherRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(PUSHERS)?;
+        table
+            .get((user.as_str(), device.as_str()))?
+            .map(|v| decode(v.value()))
+            .transpose()
+    }
+
+    /// Sets (or with `None`, removes) a device's push endpoint.
+    pub fn put_pusher(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        record: Option<&PusherRecord>,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(PUSHERS)?;
+            let key = (user.as_str(), device.as_str());
+            match record {
+                Some(r) => {
+                    table.insert(key, encode(r).as_slice())?;
+                }
+                None => {
+                    table.remove(key)?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Users with at least one push endpoint.
+    pub fn users_with_pushers(&self) -> Result<Vec<UserId>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(PUSHERS)?;
+        let mut out: Vec<UserId> = Vec::new();
+        for row in table.iter()? {
+            let (k, _) = row?;
+            let user: UserId = parse_id(k.value().0)?;
+            if out.last() != Some(&user) {
+                out.push(user);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The devices of a user that have a push endpoint.
+    pub fn pushers_of(&self, user: &UserId) -> Result<Vec<(DeviceId, PusherRecord)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(PUSHERS)?;
+        let mut out = Vec::new();
+        for row in table.range((user.as_str(), "")..)? {
+            let (k, v) = row?;
+            let (owner, device) = k.value();
+            if owner != user.as_str() {
+                break;
+            }
+            out.push((parse_id(device)?, decode(v.value())?));
+        }
+        Ok(out)
+    }
+
     /// The inbox cursor a device last acknowledged.
     pub fn device_cursor(&self, user: &UserId, device: &DeviceId) -> Result<u64, StoreError> {
         let txn = self.db.begin_read()?;
@@ -530,7 +679,7 @@ impl Store {
             }
             let mut events = txn.open_table(EVENTS)?;
             let mut ids = txn.open_table(EVENT_IDS)?;
-            for (room, seq, id, bytes) in &batch.events {
+            for (room, seq, id, bytes, _) in &batch.events {
                 events.insert((room.as_str(), *seq), bytes.as_slice())?;
                 ids.insert(id.0.as_slice(), (room.as_str(), *seq))?;
             }
@@ -557,9 +706,14 @@ impl Store {
                 inbox.insert((user.as_str(), *cursor), (room.as_str(), *seq))?;
                 heads.insert(user.as_str(), *cursor)?;
             }
+            // Marks only ever rise, whatever order a batch lists them in.
             let mut marks = txn.open_table(READ_MARKS)?;
             for (user, room, seq) in &batch.read_marks {
-                marks.insert((user.as_str(), room.as_str()), *seq)?;
+                raise(&mut marks, (user.as_str(), room.as_str()), *seq)?;
+            }
+            let mut delivered = txn.open_table(DELIVERED)?;
+            for (user, room, seq) in &batch.delivered {
+                raise(&mut delivered, (user.as_str(), room.as_str()), *seq)?;
             }
             let mut cursors = txn.open_table(CURSORS)?;
             for (user, device, cursor) in &batch.cursors {
@@ -569,6 +723,18 @@ impl Store {
         txn.commit()?;
         Ok(())
     }
+}
+
+fn raise(
+    table: &mut redb::Table<(&'static str, &'static str), u64>,
+    key: (&str, &str),
+    value: u64,
+) -> Result<(), StoreError> {
+    let current = table.get(key)?.map(|v| v.value()).unwrap_or(0);
+    if value > current {
+        table.insert(key, value)?;
+    }
+    Ok(())
 }
 
 /// Outcome of a refresh-token rotation.
@@ -622,6 +788,7 @@ mod tests {
                 seq,
                 EventId::of_bytes(&seq.to_be_bytes()),
                 vec![seq as u8],
+                UserId::parse("@a:localhost").unwrap(),
             ));
         }
         store.commit(&batch).unwrap();

@@ -27,6 +27,12 @@ pub const INBOX: TableDefinition<(&str, u64), (&str, u64)> = TableDefinition::ne
 pub const INBOX_HEADS: TableDefinition<&str, u64> = TableDefinition::new("inbox_heads");
 /// (user id, room id) → the seq the user has read up to.
 pub const READ_MARKS: TableDefinition<(&str, &str), u64> = TableDefinition::new("read_marks");
+/// (user id, room id) → the seq some device of the user has received the room up to.
+pub const DELIVERED: TableDefinition<(&str, &str), u64> = TableDefinition::new("delivered");
+/// user id → [`PresenceRecord`].
+pub const PRESENCE: TableDefinition<&str, &[u8]> = TableDefinition::new("presence");
+/// (user id, device id) → [`PusherRecord`].
+pub const PUSHERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("pushers");
 /// (user id, device id) → the inbox cursor the device has acknowledged.
 pub const CURSORS: TableDefinition<(&str, &str), u64> = TableDefinition::new("cursors");
 
@@ -54,4 +60,25 @@ pub struct RoomRecord {
     pub kind: RoomKind,
     pub name: Option<String>,
     pub created_ts: u64,
+}
+
+/// A user's presence settings and last-seen time.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PresenceRecord {
+    pub hidden: bool,
+    pub last_seen_ms: Option<u64>,
+}
+
+/// A device's push endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PusherRecord {
+    pub pusher_id: String,
+    pub kind: hearth_spec::api::PusherKind,
+    pub url: String,
+    pub p256dh: Option<String>,
+    pub auth: Option<String>,
+    /// Why it was disabled, once it kept failing.
+    pub disabled: Option<String>,
+    /// Whether the device has been told that it was disabled.
+    pub disabled_reported: bool,
 }

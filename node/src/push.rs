@@ -1,0 +1,351 @@
+//! Push notifications to devices without a live connection.
+//!
+//! The committer hands every inbox append to [`Push::enqueue`] (never blocking: a full queue
+//! drops the notification, the event itself is safe in the inbox). A task coalesces bursts per
+//! device (one notification per `coalesce_ms` window, carrying the latest event and the count),
+//! skips devices that are online, and delivers with retries and exponential backoff with
+//! jitter. An endpoint whose notifications keep failing is disabled, and the device is told when
+//! it next connects. Notifications carry room, event id, sender and unread count: never content.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hearth_spec::api::{PushNotification, PusherKind, PusherRequest};
+use hearth_spec::{DeviceId, ErrorBody, ErrorCode, EventId, RoomId, ServerName, UserId};
+use rand::Rng;
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::config::PushConfig;
+use crate::hub::Hub;
+use crate::store::Store;
+use crate::store::tables::PusherRecord;
+
+/// Jobs queued before new ones are dropped.
+const QUEUE: usize = 65_536;
+/// Deliveries in flight at once.
+const CONCURRENT: usize = 64;
+
+/// An event that landed in a user's inbox.
+#[derive(Debug, Clone)]
+pub struct PushJob {
+    pub user: UserId,
+    pub room: RoomId,
+    pub seq: u64,
+    pub event_id: EventId,
+    pub sender: UserId,
+}
+
+/// Handle to the push task.
+#[derive(Debug, Clone)]
+pub struct Push {
+    queue: mpsc::Sender<PushJob>,
+    /// Users with at least one push endpoint: only their inbox appends are queued.
+    users: Arc<std::sync::RwLock<std::collections::HashSet<UserId>>>,
+}
+
+impl Push {
+    /// Starts the push task (inside a tokio runtime).
+    pub fn start(
+        store: Arc<Store>,
+        hub: Arc<Hub>,
+        config: PushConfig,
+    ) -> Result<Self, crate::store::StoreError> {
+        let users = store.users_with_pushers()?.into_iter().collect();
+        let (queue, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(rx, store, hub, config));
+        Ok(Self {
+            queue,
+            users: Arc::new(std::sync::RwLock::new(users)),
+        })
+    }
+
+    /// Whether `user` has a push endpoint.
+    pub fn wants(&self, user: &UserId) -> bool {
+        self.users.read().expect("push users lock").contains(user)
+    }
+
+    /// Records that `user` has (or may no longer have) a push endpoint.
+    pub fn set_wants(&self, user: &UserId, wants: bool) {
+        let mut users = self.users.write().expect("push users lock");
+        if wants {
+            users.insert(user.clone());
+        } else {
+            users.remove(user);
+        }
+    }
+
+    /// Queues a job without waiting; drops it (with a warning) if the queue is full.
+    pub fn enqueue(&self, job: PushJob) {
+        if self.queue.try_send(job).is_err() {
+            tracing::warn!("push queue full; a notification was dropped");
+        }
+    }
+}
+
+struct Coalesced {
+    job: PushJob,
+    count: u64,
+    due: Instant,
+}
+
+async fn run(
+    mut rx: mpsc::Receiver<PushJob>,
+    store: Arc<Store>,
+    hub: Arc<Hub>,
+    config: PushConfig,
+) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("HTTP client");
+    let failures: Arc<std::sync::Mutex<HashMap<(UserId, DeviceId), u32>>> = Default::default();
+    let slots = Arc::new(Semaphore::new(CONCURRENT));
+    let mut pending: HashMap<(UserId, DeviceId), Coalesced> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let coalesce = Duration::from_millis(config.coalesce_ms);
+    loop {
+        tokio::select! {
+            job = rx.recv() => {
+                let Some(job) = job else { return };
+                let pushers = match store.pushers_of(&job.user) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read pushers");
+                        continue;
+                    }
+                };
+                for (device, record) in pushers {
+                    if record.disabled.is_some() || hub.is_online(&job.user, &device) {
+                        continue;
+                    }
+                    pending
+                        .entry((job.user.clone(), device))
+                        .and_modify(|c| {
+                            c.job = job.clone();
+                            c.count += 1;
+                        })
+                        .or_insert_with(|| Coalesced { job: job.clone(), count: 1, due: Instant::now() + coalesce });
+                }
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                let due: Vec<_> = pending.iter().filter(|(_, c)| c.due <= now).map(|(k, _)| k.clone()).collect();
+                for key in due {
+                    let Some(c) = pending.remove(&key) else { continue };
+                    let Ok(permit) = slots.clone().acquire_owned().await else { return };
+                    let (store, hub, http, config, failures) = (store.clone(), hub.clone(), http.clone(), config.clone(), failures.clone());
+                    tokio::spawn(async move {
+                        deliver(&store, &hub, &http, &config, &failures, key, c).await;
+                        drop(permit);
+                    });
+                }
+            }
+        }
+    }
+}
+
+type Failures = std::sync::Mutex<HashMap<(UserId, DeviceId), u32>>;
+
+async fn deliver(
+    store: &Store,
+    hub: &Hub,
+    http: &reqwest::Client,
+    config: &PushConfig,
+    failures: &Failures,
+    (user, device): (UserId, DeviceId),
+    c: Coalesced,
+) {
+    // It connected while the burst was being coalesced: it has the events already.
+    if hub.is_online(&user, &device) {
+        return;
+    }
+    let Ok(Some(record)) = store.pusher(&user, &device) else {
+        return;
+    };
+    if record.disabled.is_some() {
+        return;
+    }
+    let unread = match (
+        store.last_seq(&c.job.room),
+        store.read_mark(&user, &c.job.room),
+    ) {
+        (Ok(last), Ok(read)) => last.saturating_sub(read),
+        _ => 0,
+    };
+    let notification = PushNotification {
+        room_id: c.job.room.clone(),
+        event_id: c.job.event_id,
+        sender: c.job.sender.clone(),
+        unread,
+        count: c.count,
+    };
+    let mut last_error = String::new();
+    for attempt in 0..config.attempts {
+        if attempt > 0 {
+            let base = config
+                .retry_base_ms
+                .saturating_mul(1 << (attempt - 1).min(16));
+            let jitter = rand::thread_rng().gen_range(0..=base / 2);
+            tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+        }
+        match send(http, &record, &notification).await {
+            Ok(()) => {
+                failures
+                    .lock()
+                    .expect("failures lock")
+                    .remove(&(user, device));
+                return;
+            }
+            Err(e) => last_error = e,
+        }
+    }
+    let count = {
+        let mut map = failures.lock().expect("failures lock");
+        let n = map.entry((user.clone(), device.clone())).or_insert(0);
+        *n += 1;
+        *n
+    };
+    tracing::warn!(%user, %device, error = %last_error, failures = count, "push notification failed");
+    if count >= config.disable_after_failures {
+        let reason = format!("{count} notifications in a row failed; last error: {last_error}");
+        let disabled = PusherRecord {
+            disabled: Some(reason),
+            disabled_reported: false,
+            ..record
+        };
+        if let Err(e) = store.put_pusher(&user, &device, Some(&disabled)) {
+            tracing::error!(error = %e, "cannot disable a failing pusher");
+        }
+        failures
+            .lock()
+            .expect("failures lock")
+            .remove(&(user, device));
+    }
+}
+
+async fn send(
+    http: &reqwest::Client,
+    record: &PusherRecord,
+    notification: &PushNotification,
+) -> Result<(), String> {
+    match record.kind {
+        PusherKind::Webhook => {
+            let response = http
+                .post(&record.url)
+                .json(notification)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if response.status().is_success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "endpoint answered HTTP {}",
+                    response.status().as_u16()
+                ))
+            }
+        }
+        PusherKind::WebPush => Err("Web Push delivery is not available in this build".into()),
+    }
+}
+
+/// Checks a push endpoint a device wants to register.
+pub fn validate_pusher(
+    req: &PusherRequest,
+    config: &PushConfig,
+    own_listen: SocketAddr,
+    own_name: &ServerName,
+) -> Result<(), ErrorBody> {
+    let invalid = |msg: String| Err(ErrorBody::new(ErrorCode::InvalidParam, msg));
+    if req.url.len() > 2048 {
+        return invalid("the push URL is longer than 2048 bytes".into());
+    }
+    let Ok(url) = reqwest::Url::parse(&req.url) else {
+        return invalid(format!("{:?} is not a URL", req.url));
+    };
+    if !matches!(url.scheme(), "http" | "https") {
+        return invalid("the push URL must be http or https".into());
+    }
+    let Some(host) = url.host_str() else {
+        return invalid("the push URL has no host".into());
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    let port = url.port_or_known_default().unwrap_or(0);
+    let own_host = own_name.as_str().split(':').next().unwrap_or_default();
+    let points_at_us = host == own_host
+        || (port == own_listen.port()
+            && (host == "localhost"
+                || host.parse::<IpAddr>().is_ok_and(|ip| {
+                    ip == own_listen.ip() || ip.is_loopback() || ip.is_unspecified()
+                })));
+    if points_at_us {
+        return invalid("the push URL points at this hearth itself".into());
+    }
+    if !config.allow_private_endpoints {
+        let private = host == "localhost"
+            || host.parse::<IpAddr>().is_ok_and(|ip| match ip {
+                IpAddr::V4(v4) => {
+                    v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified()
+                }
+                IpAddr::V6(v6) => {
+                    v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xfe00) == 0xfc00
+                }
+            });
+        if private {
+            return invalid(
+                "push URLs on loopback or private networks are not allowed on this hearth".into(),
+            );
+        }
+    }
+    if req.kind == PusherKind::WebPush && (req.p256dh.is_none() || req.auth.is_none()) {
+        return invalid("a Web Push subscription needs p256dh and auth keys".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(url: &str) -> PusherRequest {
+        PusherRequest {
+            kind: PusherKind::Webhook,
+            url: url.into(),
+            p256dh: None,
+            auth: None,
+        }
+    }
+
+    #[test]
+    fn endpoints_are_checked() {
+        let config = PushConfig::default();
+        let listen: SocketAddr = "127.0.0.1:8008".parse().unwrap();
+        let name = ServerName::parse("chat.example.org").unwrap();
+        let check = |url: &str| validate_pusher(&req(url), &config, listen, &name);
+        assert!(check("https://push.example.net/up/123").is_ok());
+        for bad in [
+            "ftp://push.example.net/x",
+            "not a url",
+            "https://chat.example.org/hook",
+            "http://127.0.0.1:8008/v1/rooms",
+            "http://localhost:8008/",
+            "http://10.0.0.5/hook",
+            "http://[::1]:9000/hook",
+            "http://192.168.1.1/",
+        ] {
+            assert!(check(bad).is_err(), "{bad} accepted");
+        }
+        let open = PushConfig {
+            allow_private_endpoints: true,
+            ..PushConfig::default()
+        };
+        assert!(validate_pusher(&req("http://127.0.0.1:9000/hook"), &open, listen, &name).is_ok());
+        assert!(validate_pusher(&req("http://127.0.0.1:8008/hook"), &open, listen, &name).is_err());
+    }
+}

@@ -1,0 +1,476 @@
+//! Receipts, typing, presence and push notifications with real clients on one hearth: receipts
+//! reach the sender's devices in order; typing expires by itself; presence goes offline after
+//! the timeout without a logout, comes back on a heartbeat and never reaches users who share no
+//! room; a push receiver gets one coalesced notification for a burst to an offline device, none
+//! for an online one, and an endpoint that keeps failing is disabled and reported.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use hearth_client::{Client, new_txn_id};
+use hearth_spec::api::{PusherKind, PusherRequest};
+use hearth_spec::client::{ClientFrame, PresenceState, ReceiptKind, ServerFrame};
+use hearth_spec::{ErrorCode, RoomKind};
+use hearth_tests::{TestHearth, frames_until, next_frame};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn is_synced(f: &ServerFrame) -> bool {
+    matches!(f, ServerFrame::Synced { .. })
+}
+
+async fn pair(hearth: &TestHearth) -> (Client, Client, hearth_spec::RoomId) {
+    let mut alice = hearth.user("alice").await;
+    let bob = hearth.user("bob").await;
+    let room = alice
+        .create_room(RoomKind::Direct, None, &[bob.user_id().unwrap().clone()])
+        .await
+        .unwrap()
+        .room_id;
+    (alice, bob, room)
+}
+
+#[tokio::test]
+async fn delivered_and_read_receipts_reach_the_senders_devices_in_order() {
+    let hearth = TestHearth::start().await;
+    let (mut alice, mut bob, room) = pair(&hearth).await;
+    let mut alice_phone = hearth.device("alice").await;
+    let mut bob_phone = hearth.device("bob").await;
+    let bob_id = bob.user_id().unwrap().clone();
+
+    let (mut alice_tx, mut alice_rx) = alice.connect(None).await.unwrap().split();
+    frames_until(&mut alice_rx, WAIT, is_synced).await.unwrap();
+    let (_, mut phone_rx) = alice_phone.connect(None).await.unwrap().split();
+    frames_until(&mut phone_rx, WAIT, is_synced).await.unwrap();
+    let (mut bob_tx, mut bob_rx) = bob.connect(None).await.unwrap().split();
+    frames_until(&mut bob_rx, WAIT, is_synced).await.unwrap();
+    let (_, mut bob_phone_rx) = bob_phone.connect(None).await.unwrap().split();
+    frames_until(&mut bob_phone_rx, WAIT, is_synced)
+        .await
+        .unwrap();
+
+    let mut seqs = Vec::new();
+    for text in ["one", "two", "three"] {
+        alice_tx
+            .send(&room, &new_txn_id(), text.as_bytes())
+            .await
+            .unwrap();
+        let f = frames_until(&mut alice_rx, WAIT, |f| {
+            matches!(f, ServerFrame::Accepted { .. })
+        })
+        .await
+        .unwrap();
+        let Some(ServerFrame::Accepted { seq, .. }) = f.last() else {
+            unreachable!()
+        };
+        seqs.push(*seq);
+    }
+
+    // Bob's device acknowledges what it received: alice's devices see "delivered".
+    let frames = frames_until(
+        &mut bob_rx,
+        WAIT,
+        |f| matches!(f, ServerFrame::Event { event, .. } if event.seq == seqs[2]),
+    )
+    .await
+    .unwrap();
+    let Some(ServerFrame::Event { cursor, .. }) = frames.last() else {
+        unreachable!()
+    };
+    let cursor = *cursor;
+    bob_tx.ack(cursor).await.unwrap();
+    let is_delivered = |f: &ServerFrame| matches!(f, ServerFrame::Receipt { kind: ReceiptKind::Delivered, seq, user_id, .. } if *seq == seqs[2] && *user_id == bob_id);
+    frames_until(&mut alice_rx, WAIT, is_delivered)
+        .await
+        .unwrap();
+    frames_until(&mut phone_rx, WAIT, is_delivered)
+        .await
+        .unwrap();
+
+    // Bob reads up to two, then three (and a stale "one" changes nothing).
+    bob_tx
+        .frame(&ClientFrame::Read {
+            room_id: room.clone(),
+            seq: seqs[1],
+        })
+        .await
+        .unwrap();
+    bob.mark_read(&room, seqs[2]).await.unwrap();
+    bob.mark_read(&room, seqs[0]).await.unwrap();
+    for rx in [&mut alice_rx, &mut phone_rx, &mut bob_phone_rx] {
+        let frames = frames_until(rx, WAIT, |f| matches!(f, ServerFrame::Receipt { kind: ReceiptKind::Read, seq, .. } if *seq == seqs[2])).await.unwrap();
+        let reads: Vec<u64> = frames
+            .iter()
+            .filter_map(|f| match f {
+                ServerFrame::Receipt {
+                    kind: ReceiptKind::Read,
+                    seq,
+                    ..
+                } => Some(*seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            reads,
+            vec![seqs[1], seqs[2]],
+            "read receipts in order, no regression"
+        );
+    }
+    let marks = alice.receipts(&room).await.unwrap();
+    let bob_marks = marks.iter().find(|m| m.user_id == bob_id).unwrap();
+    assert_eq!((bob_marks.delivered, bob_marks.read), (seqs[2], seqs[2]));
+    assert_eq!(bob.rooms().await.unwrap()[0].unread, 0);
+
+    // Bad input: past the end, a room one is not in.
+    assert_eq!(
+        bob.mark_read(&room, 10_000).await.unwrap_err().code(),
+        Some(ErrorCode::InvalidParam)
+    );
+    let mut carol = hearth.user("carol").await;
+    assert_eq!(
+        carol.mark_read(&room, 1).await.unwrap_err().code(),
+        Some(ErrorCode::Forbidden)
+    );
+    assert_eq!(
+        carol.receipts(&room).await.unwrap_err().code(),
+        Some(ErrorCode::Forbidden)
+    );
+}
+
+#[tokio::test]
+async fn typing_goes_to_the_other_members_and_expires_by_itself() {
+    let hearth = TestHearth::start_with(|c| c.presence.typing_timeout_ms = 600).await;
+    let (mut alice, mut bob, room) = pair(&hearth).await;
+    let mut carol = hearth.user("carol").await;
+    let bob_id = bob.user_id().unwrap().clone();
+    let (_, mut alice_rx) = alice.connect(None).await.unwrap().split();
+    frames_until(&mut alice_rx, WAIT, is_synced).await.unwrap();
+    let (_, mut carol_rx) = carol.connect(None).await.unwrap().split();
+    frames_until(&mut carol_rx, WAIT, is_synced).await.unwrap();
+    let (mut bob_tx, mut bob_rx) = bob.connect(None).await.unwrap().split();
+    frames_until(&mut bob_rx, WAIT, is_synced).await.unwrap();
+
+    let started = std::time::Instant::now();
+    bob_tx
+        .frame(&ClientFrame::Typing {
+            room_id: room.clone(),
+            typing: true,
+        })
+        .await
+        .unwrap();
+    frames_until(
+        &mut alice_rx,
+        WAIT,
+        |f| matches!(f, ServerFrame::Typing { typing: true, user_id, .. } if *user_id == bob_id),
+    )
+    .await
+    .unwrap();
+    // Bob never says he stopped: it expires.
+    frames_until(
+        &mut alice_rx,
+        WAIT,
+        |f| matches!(f, ServerFrame::Typing { typing: false, user_id, .. } if *user_id == bob_id),
+    )
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(5),
+        "expired after {took:?}"
+    );
+
+    // Carol shares no room with bob: she saw none of it.
+    let quiet = tokio::time::timeout(Duration::from_millis(300), async {
+        loop {
+            if let ServerFrame::Typing { .. } = next_frame(&mut carol_rx, WAIT).await.unwrap() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(quiet.is_err(), "typing leaked to a non-member");
+
+    // Typing in someone else's room is refused.
+    let (mut carol_tx, _) = carol.connect(None).await.unwrap().split();
+    carol_tx
+        .frame(&ClientFrame::Typing {
+            room_id: room.clone(),
+            typing: true,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        carol.typing(&room, true).await.unwrap_err().code(),
+        Some(ErrorCode::Forbidden)
+    );
+}
+
+#[tokio::test]
+async fn presence_times_out_without_logout_returns_on_heartbeat_and_stays_among_contacts() {
+    let hearth = TestHearth::start_with(|c| {
+        c.presence.heartbeat_interval_ms = 200;
+        c.presence.offline_after_ms = 1000;
+        c.presence.coalesce_ms = 100;
+    })
+    .await;
+    let (mut alice, mut bob, _room) = pair(&hearth).await;
+    let mut carol = hearth.user("carol").await;
+    let bob_id = bob.user_id().unwrap().clone();
+    let (_, mut alice_rx) = alice.connect(None).await.unwrap().split();
+    frames_until(&mut alice_rx, WAIT, is_synced).await.unwrap();
+    let (_, mut carol_rx) = carol.connect(None).await.unwrap().split();
+    frames_until(&mut carol_rx, WAIT, is_synced).await.unwrap();
+
+    // Bob connects (a heartbeat): online. Then his device goes quiet without logging out.
+    let (mut bob_tx, mut bob_rx) = bob.connect(None).await.unwrap().split();
+    frames_until(&mut bob_rx, WAIT, is_synced).await.unwrap();
+    let is_bob = |state: PresenceState| move |f: &ServerFrame| matches!(f, ServerFrame::Presence { user_id, state: s, .. } if user_id.localpart() == "bob" && *s == state);
+    frames_until(&mut alice_rx, WAIT, is_bob(PresenceState::Online))
+        .await
+        .unwrap();
+    let went_quiet = std::time::Instant::now();
+    let frames = frames_until(&mut alice_rx, WAIT, is_bob(PresenceState::Offline))
+        .await
+        .unwrap();
+    assert!(
+        went_quiet.elapsed() >= Duration::from_millis(800),
+        "not before the timeout"
+    );
+    let Some(ServerFrame::Presence { last_seen_ts, .. }) = frames.last() else {
+        unreachable!()
+    };
+    assert!(last_seen_ts.is_some());
+    let view = alice.presence(&bob_id).await.unwrap();
+    assert_eq!(view.state, PresenceState::Offline);
+    assert!(view.last_seen_ts.is_some());
+
+    bob_tx.frame(&ClientFrame::Heartbeat).await.unwrap();
+    frames_until(&mut alice_rx, WAIT, is_bob(PresenceState::Online))
+        .await
+        .unwrap();
+    assert_eq!(
+        alice.presence(&bob_id).await.unwrap().state,
+        PresenceState::Online
+    );
+
+    // Carol shares no room with bob: no frames about him, and she may not ask.
+    let leaked = tokio::time::timeout(Duration::from_millis(300), async {
+        loop {
+            if let ServerFrame::Presence { user_id, .. } =
+                next_frame(&mut carol_rx, WAIT).await.unwrap()
+                && user_id == bob_id
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(leaked.is_err(), "presence leaked to a stranger");
+    assert_eq!(
+        carol.presence(&bob_id).await.unwrap_err().code(),
+        Some(ErrorCode::Forbidden)
+    );
+
+    // Bob hides: alice sees him offline, with no last-seen.
+    bob.set_presence_hidden(true).await.unwrap();
+    frames_until(&mut alice_rx, WAIT, is_bob(PresenceState::Offline))
+        .await
+        .unwrap();
+    let view = alice.presence(&bob_id).await.unwrap();
+    assert_eq!(
+        (view.state, view.last_seen_ts),
+        (PresenceState::Offline, None)
+    );
+
+    // A heartbeat flood is refused.
+    let mut refused = false;
+    for _ in 0..40 {
+        bob_tx.frame(&ClientFrame::Heartbeat).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::time::Instant::now() < deadline && !refused {
+        if let ServerFrame::Error {
+            code: ErrorCode::RateLimited,
+            ..
+        } = next_frame(&mut bob_rx, WAIT).await.unwrap()
+        {
+            refused = true;
+        }
+    }
+    assert!(refused);
+}
+
+/// A push receiver: records every JSON body it is sent; answers with `status`.
+async fn receiver(status: u16) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
+    let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/push",
+            axum::routing::post(
+                |State((got, status)): State<(Arc<Mutex<Vec<serde_json::Value>>>, u16)>,
+                 Json(body): Json<serde_json::Value>| async move {
+                    got.lock().unwrap().push(body);
+                    axum::http::StatusCode::from_u16(status).unwrap()
+                },
+            ),
+        )
+        .with_state((got.clone(), status));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/push", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, got)
+}
+
+fn webhook(url: &str) -> PusherRequest {
+    PusherRequest {
+        kind: PusherKind::Webhook,
+        url: url.into(),
+        p256dh: None,
+        auth: None,
+    }
+}
+
+#[tokio::test]
+async fn offline_device_gets_one_coalesced_notification_and_an_online_one_none() {
+    let hearth = TestHearth::start_with(|c| {
+        c.push.allow_private_endpoints = true;
+        c.push.coalesce_ms = 400;
+    })
+    .await;
+    let (mut alice, mut bob, room) = pair(&hearth).await;
+    let (url, got) = receiver(200).await;
+    bob.set_pusher(&webhook(&url)).await.unwrap();
+
+    // Bob is offline: a burst of ten becomes one notification, without content.
+    for i in 0..10 {
+        alice
+            .send(&room, &new_txn_id(), format!("secret {i}").as_bytes())
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let bodies = got.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    let n = &bodies[0];
+    assert_eq!(n["count"], 10);
+    assert_eq!(n["sender"], "@alice:localhost");
+    assert_eq!(n["room_id"], room.as_str());
+    assert_eq!(n["unread"], 13, "create, two joins, ten messages");
+    assert!(
+        !n.to_string().contains("secret"),
+        "no content in a notification"
+    );
+    let keys: Vec<&String> = n.as_object().unwrap().keys().collect();
+    assert_eq!(keys.len(), 5, "{keys:?}");
+
+    // Bob is online: nothing is pushed.
+    let (_, mut bob_rx) = bob.connect(None).await.unwrap().split();
+    frames_until(&mut bob_rx, WAIT, is_synced).await.unwrap();
+    for _ in 0..3 {
+        alice
+            .send(&room, &new_txn_id(), b"while online")
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(got.lock().unwrap().len(), 1, "an online device got a push");
+    // Alice's own messages never notify alice.
+    let (alice_url, alice_got) = receiver(200).await;
+    alice.set_pusher(&webhook(&alice_url)).await.unwrap();
+    alice.send(&room, &new_txn_id(), b"mine").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(alice_got.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn bad_push_endpoints_are_refused_and_failing_ones_disabled_and_reported() {
+    let hearth = TestHearth::start_with(|c| {
+        c.push.allow_private_endpoints = true;
+        c.push.coalesce_ms = 100;
+        c.push.attempts = 2;
+        c.push.retry_base_ms = 50;
+        c.push.disable_after_failures = 2;
+    })
+    .await;
+    let (mut alice, mut bob, room) = pair(&hearth).await;
+    let own = format!("{}/v1/health", hearth.url);
+    for bad in [
+        "ftp://example.org/push",
+        "not a url",
+        own.as_str(),
+        "javascript:alert(1)",
+    ] {
+        let err = bob.set_pusher(&webhook(bad)).await.unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::InvalidParam), "{bad}");
+    }
+    assert_eq!(
+        bob.pusher().await.unwrap_err().code(),
+        Some(ErrorCode::NotFound)
+    );
+    let web_push_without_keys = PusherRequest {
+        kind: PusherKind::WebPush,
+        url: "https://push.example.net/x".into(),
+        p256dh: None,
+        auth: None,
+    };
+    assert_eq!(
+        bob.set_pusher(&web_push_without_keys)
+            .await
+            .unwrap_err()
+            .code(),
+        Some(ErrorCode::InvalidParam)
+    );
+
+    // An endpoint that answers 500 every time.
+    let (url, got) = receiver(500).await;
+    let info = bob.set_pusher(&webhook(&url)).await.unwrap();
+    for _ in 0..2 {
+        alice.send(&room, &new_txn_id(), b"ping").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    let disabled = loop {
+        let p = bob.pusher().await.unwrap();
+        if p.disabled.is_some() || std::time::Instant::now() > deadline {
+            break p;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        disabled.disabled.is_some(),
+        "the failing endpoint was not disabled"
+    );
+    assert_eq!(
+        got.lock().unwrap().len(),
+        4,
+        "two notifications, two attempts each"
+    );
+
+    // Bob's device is told when it next connects, once.
+    let (_, mut rx) = bob.connect(None).await.unwrap().split();
+    let frames = frames_until(&mut rx, WAIT, |f| {
+        matches!(f, ServerFrame::PushDisabled { .. })
+    })
+    .await
+    .unwrap();
+    let Some(ServerFrame::PushDisabled { pusher_id, .. }) = frames.last() else {
+        unreachable!()
+    };
+    assert_eq!(*pusher_id, info.pusher_id);
+    let (_, mut again) = bob.connect(None).await.unwrap().split();
+    let frames = frames_until(&mut again, WAIT, is_synced).await.unwrap();
+    let told_again =
+        tokio::time::timeout(Duration::from_millis(300), next_frame(&mut again, WAIT)).await;
+    assert!(
+        frames
+            .iter()
+            .all(|f| !matches!(f, ServerFrame::PushDisabled { .. }))
+    );
+    assert!(!matches!(
+        told_again,
+        Ok(Ok(ServerFrame::PushDisabled { .. }))
+    ));
+    bob.delete_pusher().await.unwrap();
+}
