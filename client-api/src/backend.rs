@@ -163,6 +163,8 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         device: &AuthedDevice,
     ) -> impl Future<Output = Result<Option<PusherInfo>, ErrorBody>> + Send;
+    /// The VAPID public key Web Push subscriptions are made with (base64url, uncompressed P-256).
+    fn vapid_public_key(&self) -> String;
     /// Removes the device's push endpoint.
     fn delete_pusher(
         &self,

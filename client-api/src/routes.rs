@@ -92,6 +92,7 @@ pub fn router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> Router {
                 .post(set_pusher::<B>)
                 .delete(delete_pusher::<B>),
         )
+        .route("/v1/pushers/vapid", get(vapid::<B>))
         .route("/v1/sync", get(sync::<B>))
         .route("/v1/ws", get(crate::ws::upgrade::<B>))
         .fallback(rejection::not_found)
@@ -434,4 +435,8 @@ async fn delete_pusher<B: Backend>(
 ) -> Result<StatusCode, ApiError> {
     api.backend.delete_pusher(&device).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn vapid<B: Backend>(State(api): State<Arc<Api<B>>>) -> impl IntoResponse {
+    Json(serde_json::json!({ "public_key": api.backend.vapid_public_key() }))
 }

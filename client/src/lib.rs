@@ -326,6 +326,22 @@ impl Client {
             .await
     }
 
+    /// The hearth's VAPID public key, for a Web Push subscription's `applicationServerKey`.
+    pub async fn vapid_public_key(&mut self) -> Result<String, ClientError> {
+        let value: serde_json::Value = self
+            .call(
+                reqwest::Method::GET,
+                "/v1/pushers/vapid",
+                None::<&()>,
+                false,
+            )
+            .await?;
+        value["public_key"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| ClientError::Protocol("no public_key".into()))
+    }
+
     /// Removes this device's push endpoint.
     pub async fn delete_pusher(&mut self) -> Result<(), ClientError> {
         self.call_empty(reqwest::Method::DELETE, "/v1/pushers", None::<&()>)

@@ -16,6 +16,8 @@ use hearth_spec::api::{PushNotification, PusherKind, PusherRequest};
 use hearth_spec::{DeviceId, ErrorBody, ErrorCode, EventId, RoomId, ServerName, UserId};
 use rand::Rng;
 use tokio::sync::{Semaphore, mpsc};
+use web_push_native::jwt_simple::algorithms::ES256KeyPair;
+use web_push_native::{Auth, WebPushBuilder, p256};
 
 use crate::config::PushConfig;
 use crate::hub::Hub;
@@ -43,6 +45,8 @@ pub struct Push {
     queue: mpsc::Sender<PushJob>,
     /// Users with at least one push endpoint: only their inbox appends are queued.
     users: Arc<std::sync::RwLock<std::collections::HashSet<UserId>>>,
+    /// The VAPID public key Web Push subscriptions must be made with.
+    vapid_public: String,
 }
 
 impl Push {
@@ -51,14 +55,22 @@ impl Push {
         store: Arc<Store>,
         hub: Arc<Hub>,
         config: PushConfig,
+        vapid: Arc<ES256KeyPair>,
     ) -> Result<Self, crate::store::StoreError> {
         let users = store.users_with_pushers()?.into_iter().collect();
         let (queue, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(rx, store, hub, config));
+        let vapid_public = vapid_public_key(&vapid);
+        tokio::spawn(run(rx, store, hub, config, vapid));
         Ok(Self {
             queue,
+            vapid_public,
             users: Arc::new(std::sync::RwLock::new(users)),
         })
+    }
+
+    /// The VAPID public key (uncompressed P-256 point, base64url) for `pushManager.subscribe`.
+    pub fn vapid_public_key(&self) -> &str {
+        &self.vapid_public
     }
 
     /// Whether `user` has a push endpoint.
@@ -95,6 +107,7 @@ async fn run(
     store: Arc<Store>,
     hub: Arc<Hub>,
     config: PushConfig,
+    vapid: Arc<ES256KeyPair>,
 ) {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -136,9 +149,10 @@ async fn run(
                 for key in due {
                     let Some(c) = pending.remove(&key) else { continue };
                     let Ok(permit) = slots.clone().acquire_owned().await else { return };
-                    let (store, hub, http, config, failures) = (store.clone(), hub.clone(), http.clone(), config.clone(), failures.clone());
+                    let (store, hub, http, config, failures, vapid) = (store.clone(), hub.clone(), http.clone(), config.clone(), failures.clone(), vapid.clone());
                     tokio::spawn(async move {
-                        deliver(&store, &hub, &http, &config, &failures, key, c).await;
+                        let sender = Sender { http: &http, vapid: &vapid, subject: &config.vapid_subject };
+                        deliver(&store, &hub, &sender, &config, &failures, key, c).await;
                         drop(permit);
                     });
                 }
@@ -149,10 +163,17 @@ async fn run(
 
 type Failures = std::sync::Mutex<HashMap<(UserId, DeviceId), u32>>;
 
+/// What sending needs: the HTTP client and the VAPID identity.
+struct Sender<'a> {
+    http: &'a reqwest::Client,
+    vapid: &'a ES256KeyPair,
+    subject: &'a str,
+}
+
 async fn deliver(
     store: &Store,
     hub: &Hub,
-    http: &reqwest::Client,
+    sender: &Sender<'_>,
     config: &PushConfig,
     failures: &Failures,
     (user, device): (UserId, DeviceId),
@@ -191,7 +212,7 @@ async fn deliver(
             let jitter = rand::thread_rng().gen_range(0..=base / 2);
             tokio::time::sleep(Duration::from_millis(base + jitter)).await;
         }
-        match send(http, &record, &notification).await {
+        match send(sender, &record, &notification).await {
             Ok(()) => {
                 failures
                     .lock()
@@ -227,29 +248,76 @@ async fn deliver(
 }
 
 async fn send(
-    http: &reqwest::Client,
+    sender: &Sender<'_>,
     record: &PusherRecord,
     notification: &PushNotification,
 ) -> Result<(), String> {
-    match record.kind {
-        PusherKind::Webhook => {
-            let response = http
-                .post(&record.url)
-                .json(notification)
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            if response.status().is_success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "endpoint answered HTTP {}",
-                    response.status().as_u16()
-                ))
-            }
+    let body = serde_json::to_vec(notification).expect("notifications serialise");
+    let request = match record.kind {
+        PusherKind::Webhook => sender
+            .http
+            .post(&record.url)
+            .header("content-type", "application/json")
+            .body(body)
+            .build()
+            .map_err(|e| e.to_string()),
+        PusherKind::WebPush => {
+            let (public, auth) =
+                subscription_keys(record.p256dh.as_deref(), record.auth.as_deref())?;
+            let endpoint: axum::http::Uri = record
+                .url
+                .parse()
+                .map_err(|e| format!("bad endpoint: {e}"))?;
+            let request = WebPushBuilder::new(endpoint, public, auth)
+                .with_vapid(sender.vapid, sender.subject)
+                .build(body)
+                .map_err(|e| format!("cannot build the Web Push request: {e}"))?;
+            reqwest::Request::try_from(request).map_err(|e| e.to_string())
         }
-        PusherKind::WebPush => Err("Web Push delivery is not available in this build".into()),
+    }?;
+    let response = sender
+        .http
+        .execute(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "endpoint answered HTTP {}",
+            response.status().as_u16()
+        ))
     }
+}
+
+/// The subscription's P-256 public key and 16-byte auth secret, from base64url.
+fn subscription_keys(
+    p256dh: Option<&str>,
+    auth: Option<&str>,
+) -> Result<(p256::PublicKey, Auth), String> {
+    use base64::Engine;
+    let decode = |text: &str| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text.trim_end_matches('='))
+            .map_err(|_| "keys must be base64url".to_string())
+    };
+    let public = p256::PublicKey::from_sec1_bytes(&decode(p256dh.ok_or("p256dh is missing")?)?)
+        .map_err(|_| "p256dh is not a P-256 public key".to_string())?;
+    let auth = decode(auth.ok_or("auth is missing")?)?;
+    if auth.len() != 16 {
+        return Err("auth must be 16 bytes".into());
+    }
+    Ok((public, Auth::clone_from_slice(&auth)))
+}
+
+/// The VAPID public key clients pass to `pushManager.subscribe` (uncompressed point, base64url).
+pub fn vapid_public_key(vapid: &ES256KeyPair) -> String {
+    use base64::Engine;
+    use web_push_native::p256::elliptic_curve::sec1::ToEncodedPoint;
+    let point = p256::PublicKey::from_sec1_bytes(&vapid.public_key().to_bytes())
+        .expect("a key pair's public key is a valid point")
+        .to_encoded_point(false);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(point.as_bytes())
 }
 
 /// Checks a push endpoint a device wants to register.
@@ -303,8 +371,10 @@ pub fn validate_pusher(
             );
         }
     }
-    if req.kind == PusherKind::WebPush && (req.p256dh.is_none() || req.auth.is_none()) {
-        return invalid("a Web Push subscription needs p256dh and auth keys".into());
+    if req.kind == PusherKind::WebPush
+        && let Err(e) = subscription_keys(req.p256dh.as_deref(), req.auth.as_deref())
+    {
+        return invalid(format!("invalid Web Push subscription: {e}"));
     }
     Ok(())
 }

@@ -92,7 +92,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config.auth.clone(),
     )?);
     let hub = Arc::new(Hub::default());
-    let push = Push::start(store.clone(), hub.clone(), config.push.clone())?;
+    let vapid = Arc::new(keys::load_or_generate_vapid(&dir.join("vapid.key"))?);
+    let push = Push::start(store.clone(), hub.clone(), config.push.clone(), vapid)?;
     let (committer, committer_thread) = Committer::start(
         store.clone(),
         hub.clone(),

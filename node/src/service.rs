@@ -507,6 +507,10 @@ impl Backend for Hearth {
             .map(pusher_info))
     }
 
+    fn vapid_public_key(&self) -> String {
+        self.push.vapid_public_key().to_owned()
+    }
+
     async fn delete_pusher(&self, device: &AuthedDevice) -> Result<(), ErrorBody> {
         self.store
             .put_pusher(&device.user_id, &device.device_id, None)?;

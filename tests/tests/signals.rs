@@ -474,3 +474,100 @@ async fn bad_push_endpoints_are_refused_and_failing_ones_disabled_and_reported()
     ));
     bob.delete_pusher().await.unwrap();
 }
+
+#[tokio::test]
+async fn web_push_notifications_are_encrypted_for_the_subscription_and_vapid_signed() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use web_push_native::p256::elliptic_curve::sec1::ToEncodedPoint;
+
+    let hearth = TestHearth::start_with(|c| {
+        c.push.allow_private_endpoints = true;
+        c.push.coalesce_ms = 200;
+    })
+    .await;
+    let (mut alice, mut bob, room) = pair(&hearth).await;
+
+    // Bob's browser: a P-256 key pair and an auth secret, as pushManager.subscribe makes them.
+    let ua_secret = web_push_native::p256::SecretKey::random(&mut rand::rngs::OsRng);
+    let ua_public =
+        URL_SAFE_NO_PAD.encode(ua_secret.public_key().to_encoded_point(false).as_bytes());
+    let auth: [u8; 16] = rand::random();
+    // The push service: records the request's headers and encrypted body.
+    type Seen = Arc<Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>;
+    let seen: Seen = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/wpush",
+            axum::routing::post(
+                |State(seen): State<Seen>,
+                 headers: axum::http::HeaderMap,
+                 body: axum::body::Bytes| async move {
+                    seen.lock().unwrap().push((headers, body.to_vec()));
+                    axum::http::StatusCode::CREATED
+                },
+            ),
+        )
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}/wpush", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let vapid_key = bob.vapid_public_key().await.unwrap();
+    bob.set_pusher(&PusherRequest {
+        kind: PusherKind::WebPush,
+        url: endpoint,
+        p256dh: Some(ua_public),
+        auth: Some(URL_SAFE_NO_PAD.encode(auth)),
+    })
+    .await
+    .unwrap();
+    alice
+        .send(&room, &new_txn_id(), b"top secret")
+        .await
+        .unwrap();
+
+    let deadline = std::time::Instant::now() + WAIT;
+    while seen.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (headers, body) = seen
+        .lock()
+        .unwrap()
+        .first()
+        .cloned()
+        .expect("a Web Push request arrived");
+    assert_eq!(headers["content-encoding"], "aes128gcm");
+    let authorization = headers["authorization"].to_str().unwrap();
+    assert!(authorization.starts_with("vapid t="), "{authorization}");
+    assert!(
+        authorization.contains(&format!("k={vapid_key}")),
+        "signed with the advertised VAPID key"
+    );
+    assert!(
+        !String::from_utf8_lossy(&body).contains("alice"),
+        "the body is encrypted"
+    );
+    let plain = web_push_native::decrypt(
+        body,
+        &ua_secret,
+        &web_push_native::Auth::clone_from_slice(&auth),
+    )
+    .expect("decrypts for the subscription");
+    let n: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+    assert_eq!(n["sender"], "@alice:localhost");
+    assert_eq!(n["room_id"], room.as_str());
+    assert!(!String::from_utf8_lossy(&plain).contains("top secret"));
+
+    // A subscription with keys that are not keys is refused.
+    let bad = PusherRequest {
+        kind: PusherKind::WebPush,
+        url: "https://push.example.net/x".into(),
+        p256dh: Some("AAAA".into()),
+        auth: Some("AAAA".into()),
+    };
+    assert_eq!(
+        bob.set_pusher(&bad).await.unwrap_err().code(),
+        Some(ErrorCode::InvalidParam)
+    );
+}
