@@ -65,6 +65,17 @@ enum Scenario {
         #[arg(long, default_value_t = 10_000)]
         count: usize,
     },
+    /// Cost of presence: many connected users in rooms, each heartbeating.
+    Presence {
+        #[arg(long, default_value_t = 10_000)]
+        users: usize,
+        #[arg(long, default_value_t = 20)]
+        room_size: usize,
+        #[arg(long, default_value_t = 5000)]
+        interval_ms: u64,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
     /// All of the above with their defaults.
     All,
 }
@@ -96,6 +107,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 rate: 20,
             },
             Scenario::Connections { count: 10_000 },
+            Scenario::Presence {
+                users: 10_000,
+                room_size: 20,
+                interval_ms: 5000,
+                seconds: 30,
+            },
         ],
         one => vec![one],
     };
@@ -118,6 +135,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     rate,
                 } => fanout(&hearth, *members, *messages, *rate).await?,
                 Scenario::Connections { count } => connections(&hearth, *count).await?,
+                Scenario::Presence {
+                    users,
+                    room_size,
+                    interval_ms,
+                    seconds,
+                } => presence(&hearth, *users, *room_size, *interval_ms, *seconds).await?,
                 Scenario::All => unreachable!(),
             };
             println!("  run {run}: {}", report.line());
@@ -468,6 +491,109 @@ async fn connections(hearth: &Hearth, count: usize) -> anyhow::Result<Report> {
                 None,
             ),
             ("per connection", per, "KiB", Some(Target::AtMost(10.0))),
+        ],
+    })
+}
+
+async fn presence(
+    hearth: &Hearth,
+    users: usize,
+    room_size: usize,
+    interval_ms: u64,
+    seconds: u64,
+) -> anyhow::Result<Report> {
+    // Register in parallel batches (the bench hearth uses a cheap password hash).
+    let mut clients = Vec::with_capacity(users);
+    for chunk in (0..users).collect::<Vec<_>>().chunks(32) {
+        let made = futures_util::future::join_all(
+            chunk
+                .iter()
+                .map(|i| async move { hearth.user(&format!("p{i}")).await }),
+        )
+        .await;
+        for c in made {
+            clients.push(c?);
+        }
+    }
+    for group in clients.chunks_mut(room_size) {
+        let others: Vec<_> = group[1..]
+            .iter()
+            .map(|c| c.user_id().cloned())
+            .collect::<Result<_, _>>()?;
+        group[0]
+            .create_room(RoomKind::Group, Some("presence"), &others)
+            .await?;
+    }
+    let frames = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::with_capacity(users);
+    for (i, client) in clients.iter_mut().enumerate() {
+        let (mut tx, mut rx) = synced(client)
+            .await
+            .with_context(|| format!("connection {i}"))?;
+        let frames = frames.clone();
+        let stop = stop.clone();
+        // Spread the heartbeats over the interval, as real devices are.
+        let offset = Duration::from_millis(interval_ms * i as u64 / users as u64);
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, Duration::from_millis(interval_ms));
+            while !stop.load(Ordering::Relaxed) {
+                tokio::select! {
+                    frame = rx.next() => match frame {
+                        Some(Ok(ServerFrame::Presence { .. })) => { frames.fetch_add(1, Ordering::Relaxed); }
+                        Some(Ok(_)) => {}
+                        _ => break,
+                    },
+                    _ = tick.tick() => {
+                        if tx.frame(&hearth_spec::client::ClientFrame::Heartbeat).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    // Let the announcements of everyone coming online settle.
+    tokio::time::sleep(Duration::from_millis(interval_ms + 3000)).await;
+    let at_connect = frames.load(Ordering::Relaxed);
+    let (cpu0, frames0, t0) = (
+        hearth.cpu_seconds()?,
+        frames.load(Ordering::Relaxed),
+        Instant::now(),
+    );
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let (cpu1, frames1, elapsed) = (
+        hearth.cpu_seconds()?,
+        frames.load(Ordering::Relaxed),
+        t0.elapsed().as_secs_f64(),
+    );
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.abort();
+    }
+    Ok(Report {
+        name: "presence at scale",
+        figures: vec![
+            ("users", users as f64, "", None),
+            (
+                "heartbeats",
+                users as f64 * 1000.0 / interval_ms as f64,
+                "/s",
+                None,
+            ),
+            (
+                "hearth CPU",
+                (cpu1 - cpu0) / elapsed * 100.0,
+                "% of one core",
+                None,
+            ),
+            (
+                "presence frames sent",
+                (frames1 - frames0) as f64 / elapsed,
+                "/s steady",
+                None,
+            ),
+            ("frames when all came online", at_connect as f64, "", None),
         ],
     })
 }

@@ -88,7 +88,7 @@ impl Accounts {
         config: AuthConfig,
     ) -> Result<Self, AccountError> {
         let live = store.all_devices()?.into_iter().collect();
-        let dummy_hash = hash_password("not a password")?;
+        let dummy_hash = hash_password(&config, "not a password")?;
         Ok(Self {
             verifying: key.verifying_key(),
             store,
@@ -123,7 +123,7 @@ impl Accounts {
             return Err(AccountError::PasswordTooLong);
         }
         let record = UserRecord {
-            password_hash: hash_password(password)?,
+            password_hash: hash_password(&self.config, password)?,
             created_ts: now_ms(),
             deactivated: false,
         };
@@ -324,14 +324,18 @@ fn check_device_name(name: &Option<String>) -> Result<(), AccountError> {
     }
 }
 
-fn hash_password(password: &str) -> Result<String, AccountError> {
+fn hash_password(config: &AuthConfig, password: &str) -> Result<String, AccountError> {
     let salt = SaltString::generate(&mut HashRng);
-    Argon2::default()
+    let params = argon2::Params::new(config.argon2_m_cost_kib, config.argon2_t_cost, 1, None)
+        .map_err(|e| AccountError::Hash(e.to_string()))?;
+    Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| AccountError::Hash(e.to_string()))
 }
 
+/// Verifies with the parameters stored in the hash, so changing the configured cost keeps old
+/// hashes working.
 fn verify_password(hash: &str, password: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|parsed| {
         Argon2::default()

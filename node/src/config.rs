@@ -158,6 +158,10 @@ pub struct AuthConfig {
     /// Whether anyone may register over the client API (admins can always create users).
     /// Default true.
     pub open_registration: bool,
+    /// Argon2id memory cost for new password hashes, KiB. Default 19456 (OWASP's minimum).
+    pub argon2_m_cost_kib: u32,
+    /// Argon2id passes for new password hashes. Default 2.
+    pub argon2_t_cost: u32,
 }
 
 /// Storage engine tuning.
@@ -219,6 +223,8 @@ impl Default for AuthConfig {
             access_token_ttl_secs: 900,
             min_password_len: 8,
             open_registration: true,
+            argon2_m_cost_kib: 19_456,
+            argon2_t_cost: 2,
         }
     }
 }
@@ -308,6 +314,11 @@ impl Config {
                 )));
             }
         }
+        if self.auth.argon2_m_cost_kib < 8 || self.auth.argon2_t_cost == 0 {
+            return fail(
+                "auth.argon2_m_cost_kib must be at least 8 and auth.argon2_t_cost at least 1",
+            );
+        }
         if self.auth.access_token_ttl_secs < 10 {
             return fail("auth.access_token_ttl_secs must be at least 10");
         }
@@ -380,6 +391,9 @@ access_token_ttl_secs = {ttl}
 min_password_len = {minpw}
 # Whether anyone may register over the client API (`hearth admin create-user` always works).
 open_registration = {open}
+# Argon2id cost of new password hashes: memory in KiB and passes.
+argon2_m_cost_kib = {m_cost}
+argon2_t_cost = {t_cost}
 
 [presence]
 # How often clients heartbeat, ms.
@@ -438,6 +452,8 @@ queue_depth = {queue}
             ttl = d.auth.access_token_ttl_secs,
             minpw = d.auth.min_password_len,
             open = d.auth.open_registration,
+            m_cost = d.auth.argon2_m_cost_kib,
+            t_cost = d.auth.argon2_t_cost,
             max_batch = d.storage.max_batch,
             queue = d.storage.queue_depth,
         )
