@@ -231,6 +231,22 @@ async fn people_chat_with_the_terminal_client_on_a_configured_hearth() {
             .stdout
             .contains("@alice:localhost\tread")
     );
+    // Bob has read everything: alice's history marks her messages read.
+    let out = chat(&a, &["history", "@bob:localhost"]).await;
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.contains("are you there?") && l.ends_with("✓✓ read")),
+        "{}",
+        out.stdout
+    );
+    let out = chat(&a, &["presence", "@bob:localhost"]).await;
+    assert!(
+        out.ok && out.stdout.starts_with("@bob:localhost is "),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
 
     let out = chat(&a, &["group", "book club", "@bob:localhost"]).await;
     assert!(out.ok, "{}", out.stderr);
