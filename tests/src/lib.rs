@@ -104,6 +104,17 @@ impl TestHearth {
     }
 }
 
+/// Opens a live connection and reads up to its `synced` frame.
+pub async fn connect_synced(client: &mut Client) -> (hearth_client::Sender, Receiver) {
+    let (tx, mut rx) = client.connect(None).await.expect("connect").split();
+    frames_until(&mut rx, Duration::from_secs(20), |f| {
+        matches!(f, ServerFrame::Synced { .. })
+    })
+    .await
+    .expect("synced");
+    (tx, rx)
+}
+
 /// The next frame, failing the test after `timeout`.
 pub async fn next_frame(rx: &mut Receiver, timeout: Duration) -> anyhow::Result<ServerFrame> {
     match tokio::time::timeout(timeout, rx.next()).await {

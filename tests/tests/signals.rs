@@ -13,7 +13,7 @@ use hearth_client::{Client, new_txn_id};
 use hearth_spec::api::{PusherKind, PusherRequest};
 use hearth_spec::client::{ClientFrame, PresenceState, ReceiptKind, ServerFrame};
 use hearth_spec::{ErrorCode, RoomKind};
-use hearth_tests::{TestHearth, frames_until, next_frame};
+use hearth_tests::{TestHearth, connect_synced, frames_until, next_frame};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -42,8 +42,7 @@ async fn delivered_and_read_receipts_reach_the_senders_devices_in_order() {
 
     let (mut alice_tx, mut alice_rx) = alice.connect(None).await.unwrap().split();
     frames_until(&mut alice_rx, WAIT, is_synced).await.unwrap();
-    let (_, mut phone_rx) = alice_phone.connect(None).await.unwrap().split();
-    frames_until(&mut phone_rx, WAIT, is_synced).await.unwrap();
+    let (_, mut phone_rx) = connect_synced(&mut alice_phone).await;
     let (mut bob_tx, mut bob_rx) = bob.connect(None).await.unwrap().split();
     frames_until(&mut bob_rx, WAIT, is_synced).await.unwrap();
     let (_, mut bob_phone_rx) = bob_phone.connect(None).await.unwrap().split();
@@ -145,10 +144,8 @@ async fn typing_goes_to_the_other_members_and_expires_by_itself() {
     let (mut alice, mut bob, room) = pair(&hearth).await;
     let mut carol = hearth.user("carol").await;
     let bob_id = bob.user_id().unwrap().clone();
-    let (_, mut alice_rx) = alice.connect(None).await.unwrap().split();
-    frames_until(&mut alice_rx, WAIT, is_synced).await.unwrap();
-    let (_, mut carol_rx) = carol.connect(None).await.unwrap().split();
-    frames_until(&mut carol_rx, WAIT, is_synced).await.unwrap();
+    let (_, mut alice_rx) = connect_synced(&mut alice).await;
+    let (_, mut carol_rx) = connect_synced(&mut carol).await;
     let (mut bob_tx, mut bob_rx) = bob.connect(None).await.unwrap().split();
     frames_until(&mut bob_rx, WAIT, is_synced).await.unwrap();
 
@@ -218,10 +215,8 @@ async fn presence_times_out_without_logout_returns_on_heartbeat_and_stays_among_
     let (mut alice, mut bob, _room) = pair(&hearth).await;
     let mut carol = hearth.user("carol").await;
     let bob_id = bob.user_id().unwrap().clone();
-    let (_, mut alice_rx) = alice.connect(None).await.unwrap().split();
-    frames_until(&mut alice_rx, WAIT, is_synced).await.unwrap();
-    let (_, mut carol_rx) = carol.connect(None).await.unwrap().split();
-    frames_until(&mut carol_rx, WAIT, is_synced).await.unwrap();
+    let (_, mut alice_rx) = connect_synced(&mut alice).await;
+    let (_, mut carol_rx) = connect_synced(&mut carol).await;
 
     // Bob connects (a heartbeat): online. Then his device goes quiet without logging out.
     let (mut bob_tx, mut bob_rx) = bob.connect(None).await.unwrap().split();
@@ -366,8 +361,7 @@ async fn offline_device_gets_one_coalesced_notification_and_an_online_one_none()
     assert_eq!(keys.len(), 5, "{keys:?}");
 
     // Bob is online: nothing is pushed.
-    let (_, mut bob_rx) = bob.connect(None).await.unwrap().split();
-    frames_until(&mut bob_rx, WAIT, is_synced).await.unwrap();
+    let (_, _bob_rx) = connect_synced(&mut bob).await;
     for _ in 0..3 {
         alice
             .send(&room, &new_txn_id(), b"while online")

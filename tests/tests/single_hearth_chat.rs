@@ -8,7 +8,7 @@ use std::time::Duration;
 use hearth_client::{Client, new_txn_id};
 use hearth_spec::client::ServerFrame;
 use hearth_spec::{Content, ErrorCode, EventId, RoomId, RoomKind, TxnId};
-use hearth_tests::{TestHearth, frames_until, next_frame};
+use hearth_tests::{TestHearth, connect_synced, frames_until, next_frame};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -43,10 +43,8 @@ async fn two_users_chat_directly_and_both_devices_of_the_sender_see_it() {
         .unwrap();
     assert_eq!(room.members.len(), 2);
 
-    let (_, mut bob_rx) = bob.connect(None).await.unwrap().split();
-    frames_until(&mut bob_rx, WAIT, is_synced).await.unwrap();
-    let (_, mut phone_rx) = alice_phone.connect(None).await.unwrap().split();
-    frames_until(&mut phone_rx, WAIT, is_synced).await.unwrap();
+    let (_, mut bob_rx) = connect_synced(&mut bob).await;
+    let (_, mut phone_rx) = connect_synced(&mut alice_phone).await;
 
     let (mut alice_tx, mut alice_rx) = alice.connect(None).await.unwrap().split();
     frames_until(&mut alice_rx, WAIT, is_synced).await.unwrap();
@@ -124,8 +122,7 @@ async fn group_of_100_members_all_receive_every_message_in_one_order() {
     let mut senders = Vec::new();
     let mut receivers = Vec::new();
     for client in clients.iter_mut() {
-        let (tx, mut rx) = client.connect(None).await.unwrap().split();
-        frames_until(&mut rx, WAIT, is_synced).await.unwrap();
+        let (tx, rx) = connect_synced(client).await;
         senders.push(tx);
         receivers.push(rx);
     }
@@ -446,8 +443,7 @@ async fn logout_and_device_removal_revoke_access_and_live_sessions() {
     let mut phone = hearth.device("alice").await;
     assert_eq!(laptop.devices().await.unwrap().len(), 2);
 
-    let (_, mut phone_rx) = phone.connect(None).await.unwrap().split();
-    frames_until(&mut phone_rx, WAIT, is_synced).await.unwrap();
+    let (_, mut phone_rx) = connect_synced(&mut phone).await;
     let phone_device = phone.session().unwrap().device_id.clone();
     laptop.delete_device(&phone_device).await.unwrap();
     // The live socket is told and closed within the session check interval.
