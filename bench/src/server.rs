@@ -45,10 +45,9 @@ impl Hearth {
             url: format!("http://127.0.0.1:{port}"),
             dir,
         };
-        let http = reqwest_free_health(&hearth.url);
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if http.await_ready().await {
+            if is_healthy(&format!("127.0.0.1:{port}")).await {
                 return Ok(hearth);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -93,30 +92,20 @@ impl Hearth {
     }
 }
 
-/// Readiness probe through a plain TCP connect + HTTP GET, without another HTTP client.
-struct Probe(String);
-
-fn reqwest_free_health(url: &str) -> Probe {
-    Probe(url.trim_start_matches("http://").to_owned())
-}
-
-impl Probe {
-    async fn await_ready(&self) -> bool {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let Ok(mut s) = tokio::net::TcpStream::connect(&self.0).await else {
-            return false;
-        };
-        let req = format!(
-            "GET /v1/health HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.0
-        );
-        if s.write_all(req.as_bytes()).await.is_err() {
-            return false;
-        }
-        let mut buf = Vec::new();
-        let _ = s.read_to_end(&mut buf).await;
-        buf.starts_with(b"HTTP/1.1 200")
+/// Whether `GET /v1/health` at `addr` answers 200 (a plain TCP request; the bench has no other
+/// HTTP client).
+async fn is_healthy(addr: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    let request = format!("GET /v1/health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return false;
     }
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    answer.starts_with(b"HTTP/1.1 200")
 }
 
 /// Many connections need many file descriptors: raise the soft limit to the hard limit.

@@ -5,6 +5,8 @@ use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use hearth_spec::{ErrorBody, ErrorCode};
+
 /// One token bucket.
 #[derive(Debug, Clone)]
 pub struct Bucket {
@@ -58,6 +60,15 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
             burst,
             buckets: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Takes a token for `key` now, or answers `rate_limited` with how long to wait.
+    pub fn admit(&self, key: &K) -> Result<(), ErrorBody> {
+        self.check(key, Instant::now()).map_err(|wait| ErrorBody {
+            code: ErrorCode::RateLimited,
+            message: "too many requests; slow down".into(),
+            retry_after_ms: Some((wait.as_millis() as u64).max(1)),
+        })
     }
 
     /// Takes a token for `key`, or says how long to wait.

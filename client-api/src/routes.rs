@@ -2,7 +2,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, State};
 use axum::http::StatusCode;
@@ -30,28 +29,6 @@ pub(crate) struct Api<B> {
     pub request_limits: KeyedLimiter<AuthedDevice>,
     pub auth_limits: KeyedLimiter<IpAddr>,
     pub heartbeat_limits: KeyedLimiter<AuthedDevice>,
-}
-
-impl<B: Backend> Api<B> {
-    pub(crate) fn check_heartbeat_rate(&self, device: &AuthedDevice) -> Result<(), ErrorBody> {
-        self.heartbeat_limits
-            .check(device, Instant::now())
-            .map_err(|wait| rate_limited(wait.as_millis() as u64))
-    }
-
-    pub(crate) fn check_send_rate(&self, device: &AuthedDevice) -> Result<(), ErrorBody> {
-        self.send_limits
-            .check(device, Instant::now())
-            .map_err(|wait| rate_limited(wait.as_millis() as u64))
-    }
-}
-
-pub(crate) fn rate_limited(retry_after_ms: u64) -> ErrorBody {
-    ErrorBody {
-        code: ErrorCode::RateLimited,
-        message: "too many requests; slow down".into(),
-        retry_after_ms: Some(retry_after_ms.max(1)),
-    }
 }
 
 /// Builds the router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`.
@@ -151,17 +128,13 @@ impl<B: Backend> FromRequestParts<Arc<Api<B>>> for Authed {
             )
         })?;
         let device = api.backend.authenticate(token)?;
-        api.request_limits
-            .check(&device, Instant::now())
-            .map_err(|wait| rate_limited(wait.as_millis() as u64))?;
+        api.request_limits.admit(&device)?;
         Ok(Self(device))
     }
 }
 
 fn check_auth_rate<B: Backend>(api: &Api<B>, addr: SocketAddr) -> Result<(), ApiError> {
-    api.auth_limits
-        .check(&addr.ip(), Instant::now())
-        .map_err(|wait| ApiError(rate_limited(wait.as_millis() as u64)))
+    Ok(api.auth_limits.admit(&addr.ip())?)
 }
 
 async fn register<B: Backend>(
@@ -292,7 +265,7 @@ async fn send<B: Backend>(
     if req.payload.len() > api.config.max_event_bytes {
         return Err(too_large(api.config.max_event_bytes).into());
     }
-    api.check_send_rate(&device)?;
+    api.send_limits.admit(&device)?;
     Ok(Json(
         api.backend
             .send(&device, room, req.txn_id, req.payload)

@@ -24,7 +24,7 @@ use serde::Deserialize;
 
 use crate::backend::{AuthedDevice, Backend};
 use crate::rejection::{ApiError, ApiQuery};
-use crate::routes::{Api, rate_limited as rate_limited_body, too_large};
+use crate::routes::{Api, too_large};
 
 /// Initial read buffer of a WebSocket.
 const READ_BUFFER: usize = 4 * 1024;
@@ -87,6 +87,23 @@ enum Done {
     Sent(TxnId, Result<Sequenced, ErrorBody>),
     /// An ack, typing or read: only a failure is answered.
     Other(Result<(), ErrorBody>),
+}
+
+impl Done {
+    /// The frame that answers it, if any (a successful ack, typing or read needs none).
+    fn into_frame(self) -> Option<ServerFrame> {
+        match self {
+            Done::Sent(txn_id, Ok(s)) => Some(ServerFrame::Accepted {
+                txn_id,
+                room_id: s.room_id,
+                event_id: s.event_id,
+                seq: s.seq,
+            }),
+            Done::Sent(txn_id, Err(e)) => Some(error_frame(e, Some(txn_id))),
+            Done::Other(Ok(())) => None,
+            Done::Other(Err(e)) => Some(error_frame(e, None)),
+        }
+    }
 }
 
 type InFlight = Pin<Box<dyn Future<Output = Done> + Send>>;
@@ -155,15 +172,7 @@ impl<B: Backend> Session<B> {
             tokio::select! {
                 biased;
                 Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                    let frame = match done {
-                        Done::Sent(txn_id, Ok(s)) => Some(ServerFrame::Accepted {
-                            txn_id, room_id: s.room_id, event_id: s.event_id, seq: s.seq,
-                        }),
-                        Done::Sent(txn_id, Err(e)) => Some(error_frame(e, Some(txn_id))),
-                        Done::Other(Ok(())) => None,
-                        Done::Other(Err(e)) => Some(error_frame(e, None)),
-                    };
-                    if let Some(frame) = frame
+                    if let Some(frame) = done.into_frame()
                         && send(&mut sink, &frame).await.is_err()
                     {
                         break End::Transport;
@@ -217,19 +226,11 @@ impl<B: Backend> Session<B> {
         };
         // Let sends already handed to the hearth finish; their acks may still reach the client.
         while let Some(done) = in_flight.next().await {
-            if let Done::Sent(txn_id, result) = done {
-                let frame = match result {
-                    Ok(s) => ServerFrame::Accepted {
-                        txn_id,
-                        room_id: s.room_id,
-                        event_id: s.event_id,
-                        seq: s.seq,
-                    },
-                    Err(e) => error_frame(e, Some(txn_id)),
-                };
-                if send(&mut sink, &frame).await.is_err() {
-                    break;
-                }
+            if let Done::Sent(..) = done
+                && let Some(frame) = done.into_frame()
+                && send(&mut sink, &frame).await.is_err()
+            {
+                break;
             }
         }
         let _ = sink.send(Message::Close(None)).await;
@@ -307,7 +308,7 @@ impl<B: Backend> Session<B> {
                         Some(txn_id),
                     ));
                 }
-                if let Err(e) = self.api.check_send_rate(&self.device) {
+                if let Err(e) = self.api.send_limits.admit(&self.device) {
                     return Some(error_frame(e, Some(txn_id)));
                 }
                 let api = self.api.clone();
@@ -338,11 +339,8 @@ impl<B: Backend> Session<B> {
                 None
             }
             ClientFrame::Typing { room_id, typing } => {
-                if let Err(wait) = self.api.request_limits.check(&self.device, Instant::now()) {
-                    return Some(error_frame(
-                        rate_limited_body(wait.as_millis() as u64),
-                        None,
-                    ));
+                if let Err(e) = self.api.request_limits.admit(&self.device) {
+                    return Some(error_frame(e, None));
                 }
                 let api = self.api.clone();
                 let device = self.device.clone();
@@ -351,7 +349,7 @@ impl<B: Backend> Session<B> {
                 }));
                 None
             }
-            ClientFrame::Heartbeat => match self.api.check_heartbeat_rate(&self.device) {
+            ClientFrame::Heartbeat => match self.api.heartbeat_limits.admit(&self.device) {
                 Ok(()) => {
                     self.api.backend.heartbeat(&self.device);
                     None

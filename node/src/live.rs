@@ -64,16 +64,8 @@ impl Live {
     }
 
     /// A member starts or stops typing in a room.
-    pub fn typing(&self, user: &UserId, room: &RoomId, typing: bool) -> Result<(), ErrorBody> {
-        if !self.store.is_member(room, user)? {
-            return Err(match self.store.room(room)? {
-                None => ErrorBody::new(ErrorCode::NotFound, format!("room {room} does not exist")),
-                Some(_) => ErrorBody::new(
-                    ErrorCode::Forbidden,
-                    format!("you are not a member of {room}"),
-                ),
-            });
-        }
+    /// The caller has checked that `user` is a member of `room`.
+    pub fn typing(&self, user: &UserId, room: &RoomId, typing: bool) {
         let change = self.typing.lock().expect("typing lock").handle(
             room.clone(),
             user.clone(),
@@ -83,7 +75,6 @@ impl Live {
         if let Some(change) = change {
             self.announce_typing(&change);
         }
-        Ok(())
     }
 
     fn announce_typing(&self, change: &TypingChange) {
@@ -189,15 +180,26 @@ impl Live {
                 return Vec::new();
             }
         };
-        let tracker = self.presence.lock().expect("presence lock");
-        contacts
+        // Take what is needed from the tracker, then read the store without holding its lock
+        // (heartbeats wait on it).
+        let online: Vec<(UserId, Option<u64>)> = {
+            let tracker = self.presence.lock().expect("presence lock");
+            contacts
+                .into_iter()
+                .filter(|c| tracker.state(c) == PresenceState::Online)
+                .map(|c| {
+                    let seen = tracker.last_seen_ms(&c);
+                    (c, seen)
+                })
+                .collect()
+        };
+        online
             .into_iter()
-            .filter(|c| tracker.state(c) == PresenceState::Online)
-            .filter(|c| self.store.presence(c).map(|r| !r.hidden).unwrap_or(false))
-            .map(|c| ServerFrame::Presence {
-                last_seen_ts: tracker.last_seen_ms(&c),
-                user_id: c,
+            .filter(|(c, _)| self.store.presence(c).map(|r| !r.hidden).unwrap_or(false))
+            .map(|(user_id, last_seen_ts)| ServerFrame::Presence {
+                user_id,
                 state: PresenceState::Online,
+                last_seen_ts,
             })
             .collect()
     }

@@ -407,7 +407,9 @@ impl Backend for Hearth {
         room: RoomId,
         typing: bool,
     ) -> Result<(), ErrorBody> {
-        self.live.typing(&device.user_id, &room, typing)
+        self.require_member(&room, &device.user_id)?;
+        self.live.typing(&device.user_id, &room, typing);
+        Ok(())
     }
 
     fn heartbeat(&self, device: &AuthedDevice) {

@@ -13,7 +13,7 @@ pub mod tables;
 use std::path::Path;
 
 use hearth_spec::{DeviceId, EventId, RoomId, UserId};
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use tables::*;
 
@@ -150,6 +150,17 @@ impl Store {
         Ok(Self { db })
     }
 
+    /// Reads and decodes one postcard record.
+    fn read_record<K: redb::Key + 'static, T: serde::de::DeserializeOwned>(
+        &self,
+        definition: TableDefinition<K, &'static [u8]>,
+        key: K::SelfType<'_>,
+    ) -> Result<Option<T>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(definition)?;
+        table.get(key)?.map(|v| decode(v.value())).transpose()
+    }
+
     // ---- accounts ----
 
     /// Inserts a user unless one with that id exists; returns whether it was inserted.
@@ -179,12 +190,7 @@ impl Store {
 
     /// A user's record.
     pub fn user(&self, user: &UserId) -> Result<Option<UserRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let users = txn.open_table(USERS)?;
-        users
-            .get(user.as_str())?
-            .map(|v| decode(v.value()))
-            .transpose()
+        self.read_record(USERS, user.as_str())
     }
 
     /// Every local user, in id order.
@@ -248,12 +254,7 @@ impl Store {
         user: &UserId,
         device: &DeviceId,
     ) -> Result<Option<DeviceRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let devices = txn.open_table(DEVICES)?;
-        devices
-            .get((user.as_str(), device.as_str()))?
-            .map(|v| decode(v.value()))
-            .transpose()
+        self.read_record(DEVICES, (user.as_str(), device.as_str()))
     }
 
     /// Removes devices (and their cursors); returns how many existed.
@@ -312,12 +313,7 @@ impl Store {
 
     /// A room's record.
     pub fn room(&self, room: &RoomId) -> Result<Option<RoomRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let rooms = txn.open_table(ROOMS)?;
-        rooms
-            .get(room.as_str())?
-            .map(|v| decode(v.value()))
-            .transpose()
+        self.read_record(ROOMS, room.as_str())
     }
 
     /// Whether `user` is a current member of `room`.
@@ -521,13 +517,9 @@ impl Store {
 
     /// Presence settings and last-seen time of a user.
     pub fn presence(&self, user: &UserId) -> Result<PresenceRecord, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(PRESENCE)?;
-        table
-            .get(user.as_str())?
-            .map(|v| decode(v.value()))
-            .transpose()
-            .map(Option::unwrap_or_default)
+        Ok(self
+            .read_record(PRESENCE, user.as_str())?
+            .unwrap_or_default())
     }
 
     /// Updates a user's presence record.
@@ -557,12 +549,7 @@ impl Store {
         user: &UserId,
         device: &DeviceId,
     ) -> Result<Option<PusherRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(PUSHERS)?;
-        table
-            .get((user.as_str(), device.as_str()))?
-            .map(|v| decode(v.value()))
-            .transpose()
+        self.read_record(PUSHERS, (user.as_str(), device.as_str()))
     }
 
     /// Sets (or with `None`, removes) a device's push endpoint.
