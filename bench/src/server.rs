@@ -24,6 +24,7 @@ impl Hearth {
             .arg("serve")
             .env("HEARTH_DATA_DIR", &dir)
             .env("HEARTH_CLIENT_API__LISTEN", format!("127.0.0.1:{port}"))
+            .env("HEARTH_FEDERATION__LISTEN", "127.0.0.1:0")
             .env("HEARTH_LIMITS__SENDS_PER_SECOND", "1000000")
             .env("HEARTH_LIMITS__SEND_BURST", "1000000")
             .env("HEARTH_LIMITS__REQUESTS_PER_SECOND", "1000000")

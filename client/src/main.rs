@@ -316,7 +316,11 @@ async fn logged_in(client: &mut Client, command: Command) -> anyhow::Result<()> 
             let done = client
                 .send(&room.room_id, &new_txn_id(), text.as_bytes())
                 .await?;
-            println!("sent (#{})", done.seq);
+            match done.seq {
+                Some(seq) => println!("sent (#{seq})"),
+                // The room lives on another hearth: durable on ours, sequenced when it arrives.
+                None => println!("sent (accepted; on its way to {})", room.room_id.home()),
+            }
         }
         Command::History {
             room,

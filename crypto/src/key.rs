@@ -56,6 +56,11 @@ impl ServerKey {
         self.signing.verifying_key()
     }
 
+    /// The 32 public key bytes.
+    pub fn public_bytes(&self) -> [u8; 32] {
+        self.signing.verifying_key().to_bytes()
+    }
+
     /// Signs `message` exactly as given.
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.signing.sign(message).to_bytes()

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 
 use hearth_spec::api::Sequenced;
 use hearth_spec::client::{ReceiptKind, ServerFrame};
-use hearth_spec::{DeviceId, EventId, RoomId, UserId};
+use hearth_spec::{DeviceId, EventId, RoomId, ServerName, UserId};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::push::{Push, PushJob};
@@ -37,6 +37,18 @@ struct Job {
     reply: ReplySender,
 }
 
+/// Called after a commit with the destinations whose outbound queues grew.
+pub type OutboxWake = Arc<dyn Fn(&[ServerName]) + Send + Sync>;
+
+/// The committer's fixed settings.
+#[derive(Debug, Clone)]
+pub struct CommitterConfig {
+    pub local: ServerName,
+    pub max_members: usize,
+    pub max_batch: usize,
+    pub queue_depth: usize,
+}
+
 /// Handle to the committer thread.
 #[derive(Debug, Clone)]
 pub struct Committer {
@@ -55,15 +67,18 @@ impl Committer {
         store: Arc<Store>,
         hub: Arc<Hub>,
         push: Push,
-        max_members: usize,
-        max_batch: usize,
-        queue_depth: usize,
+        wake: OutboxWake,
+        config: CommitterConfig,
     ) -> Result<(Self, JoinHandle<()>), StoreError> {
-        let sequencer = Sequencer::new(store.sequencer_state()?, max_members);
-        let (queue, rx) = mpsc::channel(queue_depth);
+        let sequencer = Sequencer::new(
+            store.sequencer_state()?,
+            config.local.clone(),
+            config.max_members,
+        );
+        let (queue, rx) = mpsc::channel(config.queue_depth);
         let thread = std::thread::Builder::new()
             .name("hearth-committer".into())
-            .spawn(move || run(rx, store, hub, push, sequencer, max_members, max_batch))
+            .spawn(move || run(rx, store, hub, push, wake, sequencer, config))
             .expect("spawn committer thread");
         Ok((Self { queue }, thread))
     }
@@ -84,14 +99,14 @@ fn run(
     store: Arc<Store>,
     hub: Arc<Hub>,
     push: Push,
+    wake: OutboxWake,
     mut sequencer: Sequencer,
-    max_members: usize,
-    max_batch: usize,
+    config: CommitterConfig,
 ) {
-    let mut jobs = Vec::with_capacity(max_batch);
+    let mut jobs = Vec::with_capacity(config.max_batch);
     while let Some(first) = rx.blocking_recv() {
         jobs.push(first);
-        while jobs.len() < max_batch {
+        while jobs.len() < config.max_batch {
             match rx.try_recv() {
                 Ok(job) => jobs.push(job),
                 Err(_) => break,
@@ -125,7 +140,9 @@ fn run(
                 }
                 // Memory ran ahead of the disk: start again from what is stored.
                 match store.sequencer_state() {
-                    Ok(state) => sequencer = Sequencer::new(state, max_members),
+                    Ok(state) => {
+                        sequencer = Sequencer::new(state, config.local.clone(), config.max_members)
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "cannot reload the sequencer; stopping the committer");
                         answer(replies, results);
@@ -142,6 +159,13 @@ fn run(
                     hub.signal(users, frame);
                 }
                 queue_pushes(&push, &batch);
+                if !batch.outbox.is_empty() {
+                    let mut destinations: Vec<ServerName> =
+                        batch.outbox.iter().map(|(d, _)| d.clone()).collect();
+                    destinations.sort();
+                    destinations.dedup();
+                    wake(&destinations);
+                }
             }
         }
         answer(replies, results);
@@ -230,6 +254,28 @@ fn process(
                     event_id,
                     seq,
                 }));
+            }
+            Ok(sequencer.apply(request, now, batch)?)
+        }
+        // A member hearth retrying an event the home already sequenced.
+        Request::Submitted {
+            ref envelope,
+            ref bytes,
+        } => {
+            if store
+                .event_place(&EventId::of_bytes(bytes))
+                .map_err(storage)?
+                .is_some()
+                || store
+                    .txn_event(
+                        &envelope.sender,
+                        &envelope.sender_device,
+                        envelope.txn_id.as_str(),
+                    )
+                    .map_err(storage)?
+                    .is_some()
+            {
+                return Ok(Reply::Duplicate);
             }
             Ok(sequencer.apply(request, now, batch)?)
         }

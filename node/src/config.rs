@@ -47,6 +47,82 @@ pub struct Config {
     pub storage: StorageConfig,
     pub presence: PresenceConfig,
     pub push: PushConfig,
+    pub federation: FederationConfig,
+}
+
+/// Hearth-to-hearth federation over QUIC.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationConfig {
+    /// UDP address peers reach this hearth on. Default `127.0.0.1:8448`.
+    pub listen: SocketAddr,
+    /// The hearths this one federates with.
+    pub peers: Vec<PeerEntry>,
+    /// Keys (base64url) that never verify, whoever presents them.
+    pub revoked_keys: Vec<String>,
+    /// Oldest signing time accepted, ms before now. Default 600000.
+    pub max_age_ms: u64,
+    /// Furthest signing time accepted ahead of now (clock skew), ms. Default 60000.
+    pub max_skew_ms: u64,
+    /// First retry delay towards an unreachable peer, ms; doubles up to `retry_max_ms`.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    /// Envelopes per second one peer may send, and the burst above it.
+    pub envelopes_per_second: f64,
+    pub envelope_burst: f64,
+    /// Batch streams one peer may have open at once.
+    pub max_streams_per_peer: u32,
+}
+
+/// One peer hearth.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerEntry {
+    pub name: ServerName,
+    /// Its federation address (UDP).
+    pub address: SocketAddr,
+    /// Its ed25519 server key, base64url (what `hearth server-key` prints on that hearth).
+    pub key: String,
+    /// Keys it rotated away from, still valid until the given time.
+    #[serde(default)]
+    pub previous_keys: Vec<PreviousKey>,
+}
+
+/// A rotated-away key and the end of its grace period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviousKey {
+    pub key: String,
+    pub valid_until_ms: u64,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8448)),
+            peers: Vec::new(),
+            revoked_keys: Vec::new(),
+            max_age_ms: 600_000,
+            max_skew_ms: 60_000,
+            retry_initial_ms: 100,
+            retry_max_ms: 10_000,
+            envelopes_per_second: 50_000.0,
+            envelope_burst: 100_000.0,
+            max_streams_per_peer: 8,
+        }
+    }
+}
+
+/// Decodes a base64url ed25519 public key.
+pub fn parse_public_key(text: &str) -> Result<[u8; 32], ConfigError> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text.trim_end_matches('='))
+        .ok()
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .ok_or_else(|| {
+            ConfigError::Invalid(format!("{text:?} is not a base64url ed25519 public key"))
+        })
 }
 
 /// Presence and typing.
@@ -185,6 +261,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             presence: PresenceConfig::default(),
             push: PushConfig::default(),
+            federation: FederationConfig::default(),
         }
     }
 }
@@ -340,6 +417,28 @@ impl Config {
         if self.client_api.max_in_flight_per_connection == 0 {
             return fail("client_api.max_in_flight_per_connection must be positive");
         }
+        let f = &self.federation;
+        for peer in &f.peers {
+            parse_public_key(&peer.key)?;
+            for old in &peer.previous_keys {
+                parse_public_key(&old.key)?;
+            }
+            if peer.name == self.server_name {
+                return fail("federation.peers must not name this hearth");
+            }
+        }
+        for key in &f.revoked_keys {
+            parse_public_key(key)?;
+        }
+        if f.retry_initial_ms == 0 || f.retry_max_ms < f.retry_initial_ms {
+            return fail(
+                "federation.retry_max_ms must be at least federation.retry_initial_ms > 0",
+            );
+        }
+        if !(f.envelopes_per_second > 0.0 && f.envelope_burst >= 1.0) || f.max_streams_per_peer == 0
+        {
+            return fail("federation rates, burst and streams must be positive");
+        }
         Ok(())
     }
 
@@ -423,6 +522,27 @@ vapid_subject = "{vsub}"
 max_batch = {max_batch}
 # Bound of the queue in front of the committer.
 queue_depth = {queue}
+
+[federation]
+# UDP address other hearths reach this one on (QUIC). Use a public address to federate.
+listen = "{fed_listen}"
+# Oldest and furthest-ahead signing time accepted on an envelope, ms.
+max_age_ms = {fed_age}
+max_skew_ms = {fed_skew}
+# Retry delays towards an unreachable peer: first, and the cap (doubling, with jitter), ms.
+retry_initial_ms = {fed_ri}
+retry_max_ms = {fed_rm}
+# What one peer may send: envelopes per second, burst, concurrent batch streams.
+envelopes_per_second = {fed_eps:?}
+envelope_burst = {fed_eb:?}
+max_streams_per_peer = {fed_streams}
+# Keys that never verify (base64url).
+revoked_keys = []
+# Each peer: its name, UDP address and key (`hearth server-key` on that hearth prints it).
+# [[federation.peers]]
+# name = "b.example.org"
+# address = "203.0.113.7:8448"
+# key = "base64url-ed25519-public-key"
 "#,
             data_dir = toml::Value::String(data_dir.display().to_string()),
             listen = d.client_api.listen,
@@ -456,6 +576,14 @@ queue_depth = {queue}
             t_cost = d.auth.argon2_t_cost,
             max_batch = d.storage.max_batch,
             queue = d.storage.queue_depth,
+            fed_listen = d.federation.listen,
+            fed_age = d.federation.max_age_ms,
+            fed_skew = d.federation.max_skew_ms,
+            fed_ri = d.federation.retry_initial_ms,
+            fed_rm = d.federation.retry_max_ms,
+            fed_eps = d.federation.envelopes_per_second,
+            fed_eb = d.federation.envelope_burst,
+            fed_streams = d.federation.max_streams_per_peer,
         )
     }
 }

@@ -53,7 +53,10 @@ impl From<CommitError> for ErrorBody {
                 | SequenceError::NameTooLong
                 | SequenceError::SeqOutOfRange { .. }
                 | SequenceError::CursorOutOfRange { .. } => ErrorCode::InvalidParam,
-                SequenceError::RoomExists(_) => return internal(&e),
+                SequenceError::NotHome(_) | SequenceError::BadEvent(_) => ErrorCode::InvalidParam,
+                SequenceError::RoomExists(_) | SequenceError::OutOfOrder { .. } => {
+                    return internal(&e);
+                }
             },
             CommitError::Storage(_) => return internal(&e),
             CommitError::Closed => ErrorCode::Unavailable,

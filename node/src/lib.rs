@@ -11,6 +11,7 @@ pub mod clock;
 pub mod committer;
 pub mod config;
 pub mod errors;
+pub mod federation;
 pub mod hub;
 pub mod keys;
 pub mod live;

@@ -42,6 +42,9 @@ enum Command {
     },
     /// Run the hearth.
     Serve,
+    /// Print this hearth's public server key (base64url), generating the key if there is none.
+    /// Peers put it in their `[[federation.peers]]` entry for this hearth.
+    ServerKey,
     /// Manage users, on a running or a stopped hearth.
     Admin {
         #[command(subcommand)]
@@ -87,6 +90,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         None | Some(Command::Serve) => {
             let config = Config::load(cli.config.as_deref(), std::env::vars())?;
             runtime()?.block_on(serve_until_signal(config))
+        }
+        Some(Command::ServerKey) => {
+            use base64::Engine;
+            let config = Config::load(cli.config.as_deref(), std::env::vars())?;
+            std::fs::create_dir_all(&config.data_dir)
+                .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+            let key = hearth_node::keys::load_or_generate(&serve::key_path(&config.data_dir))?;
+            println!(
+                "{}",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.public_bytes())
+            );
+            Ok(())
         }
         Some(Command::Admin { action }) => {
             let config = Config::load(cli.config.as_deref(), std::env::vars())?;

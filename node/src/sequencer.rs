@@ -1,20 +1,24 @@
-//! The sequencer: the room-ordering state machine of the rooms this hearth is home to.
+//! The sequencer: the room-ordering state machine.
 //!
-//! It holds each room's members and last sequence number and each user's inbox head, checks a
-//! request against them, and turns it into writes on a [`Batch`]. It does no I/O and reads no
+//! For rooms this hearth is home to, it assigns each event the room's next sequence number and
+//! queues it for every other member hearth. For rooms homed elsewhere it keeps a replica: local
+//! users' events are queued for the home (accepted, not sequenced), and the home's sequenced
+//! events are applied in order. Either way it holds each room's members and last sequence number
+//! and each local user's inbox head, checks a request against them, and turns it into writes on
+//! a [`Batch`]. It does no I/O and reads no
 //! clock: the committer passes the time and random nonces in, and writes and fsyncs the batch.
 //! If a commit fails the committer rebuilds the sequencer from the store, so memory never runs
 //! ahead of disk.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use hearth_spec::api::Sequenced;
 use hearth_spec::envelope::ENVELOPE_VERSION;
 use hearth_spec::{
-    Content, DeviceId, Envelope, EventId, Membership, RoomId, RoomKind, TxnId, UserId,
+    Content, DeviceId, Envelope, EventId, Membership, RoomId, RoomKind, ServerName, TxnId, UserId,
 };
 
-use crate::store::tables::RoomRecord;
+use crate::store::tables::{OutItem, RoomRecord};
 use crate::store::{Batch, SequencerState};
 
 /// Longest room name in bytes.
@@ -43,6 +47,12 @@ pub enum SequenceError {
     SeqOutOfRange { seq: u64, last: u64 },
     #[error("cursor {cursor} is past the end of the inbox ({head})")]
     CursorOutOfRange { cursor: u64, head: u64 },
+    #[error("this hearth is not the home of {0}")]
+    NotHome(RoomId),
+    #[error("event {seq} arrived before {expected}")]
+    OutOfOrder { seq: u64, expected: u64 },
+    #[error("the event is not acceptable here: {0}")]
+    BadEvent(&'static str),
 }
 
 /// A request to the sequencer.
@@ -88,14 +98,25 @@ pub enum Request {
         device: DeviceId,
         cursor: u64,
     },
+    /// From a member hearth (already checked to serve the sender): an event for this hearth,
+    /// the room's home, to sequence.
+    Submitted { envelope: Envelope, bytes: Vec<u8> },
+    /// From the room's home (already checked to be the origin): an event at its place.
+    Replicate {
+        seq: u64,
+        envelope: Envelope,
+        bytes: Vec<u8>,
+    },
 }
 
 /// A successful answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
-    /// The request's (last) event and its place.
+    /// The request's (last) event and its place (no place yet when the home is elsewhere).
     Sequenced(Sequenced),
     Done,
+    /// Already stored; nothing written.
+    Duplicate,
 }
 
 /// Recent senders remembered per room, to address live receipts.
@@ -108,14 +129,29 @@ struct RoomState {
     last_seq: u64,
     /// (seq, sender) of the latest events, oldest first.
     recent: std::collections::VecDeque<(u64, UserId)>,
+    /// Other hearths with members in the room, and how many members each has.
+    servers: BTreeMap<ServerName, usize>,
+}
+
+impl RoomState {
+    fn new(kind: RoomKind) -> Self {
+        Self {
+            kind,
+            members: BTreeSet::new(),
+            last_seq: 0,
+            recent: Default::default(),
+            servers: BTreeMap::new(),
+        }
+    }
 }
 
 /// Sends already sequenced in the batch being built, by (user, device, txn).
 type BatchTxns = HashMap<(UserId, DeviceId, TxnId), Sequenced>;
 
 /// The state machine.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Sequencer {
+    local: ServerName,
     max_members: usize,
     rooms: HashMap<RoomId, RoomState>,
     inbox_heads: HashMap<UserId, u64>,
@@ -124,23 +160,25 @@ pub struct Sequencer {
 
 impl Sequencer {
     /// Rebuilds the sequencer from what the store holds.
-    pub fn new(state: SequencerState, max_members: usize) -> Self {
+    pub fn new(state: SequencerState, local: ServerName, max_members: usize) -> Self {
         let rooms = state
             .rooms
             .into_iter()
             .map(|(room, record, last_seq, members)| {
-                (
-                    room,
-                    RoomState {
-                        kind: record.kind,
-                        members: members.into_iter().collect(),
-                        last_seq,
-                        recent: Default::default(),
-                    },
-                )
+                let mut state = RoomState::new(record.kind);
+                state.last_seq = last_seq;
+                for member in members {
+                    let server = member.server_name();
+                    if server != local {
+                        *state.servers.entry(server).or_insert(0) += 1;
+                    }
+                    state.members.insert(member);
+                }
+                (room, state)
             })
             .collect();
         Self {
+            local,
             max_members,
             rooms,
             inbox_heads: state.inbox_heads.into_iter().collect(),
@@ -188,14 +226,27 @@ impl Sequencer {
                     now_ms,
                     Content::Message { payload },
                 );
-                let sequenced = self.append(&room, envelope, now_ms, batch);
-                // What one sends oneself is read.
-                batch
-                    .read_marks
-                    .push((user.clone(), room.clone(), sequenced.seq));
-                batch
-                    .txns
-                    .push((user, device, txn_id.to_string(), sequenced.event_id));
+                let sequenced = if self.is_home(&room) {
+                    let sequenced = self.append(&room, envelope, now_ms, batch);
+                    // What one sends oneself is read.
+                    batch
+                        .read_marks
+                        .push((user.clone(), room.clone(), seq_of(&sequenced)));
+                    batch
+                        .txns
+                        .push((user, device, txn_id.to_string(), sequenced.event_id));
+                    sequenced
+                } else {
+                    let sequenced = submit(envelope, batch);
+                    batch.submitted.push((
+                        user,
+                        device,
+                        txn_id.to_string(),
+                        room,
+                        sequenced.event_id,
+                    ));
+                    sequenced
+                };
                 self.batch_txns.insert(key, sequenced.clone());
                 Ok(Reply::Sequenced(sequenced))
             }
@@ -211,6 +262,9 @@ impl Sequencer {
                 if self.rooms.contains_key(&room) {
                     return Err(SequenceError::RoomExists(room));
                 }
+                if !self.is_home(&room) {
+                    return Err(SequenceError::NotHome(room));
+                }
                 if name.as_ref().is_some_and(|n| n.len() > MAX_ROOM_NAME) {
                     return Err(SequenceError::NameTooLong);
                 }
@@ -221,15 +275,7 @@ impl Sequencer {
                 if others.len() + 1 > self.max_members {
                     return Err(SequenceError::RoomFull(self.max_members));
                 }
-                self.rooms.insert(
-                    room.clone(),
-                    RoomState {
-                        kind,
-                        members: BTreeSet::new(),
-                        last_seq: 0,
-                        recent: Default::default(),
-                    },
-                );
+                self.rooms.insert(room.clone(), RoomState::new(kind));
                 batch.rooms.push((
                     room.clone(),
                     RoomRecord {
@@ -265,7 +311,7 @@ impl Sequencer {
                     let event = envelope(&room, &user, &device, next_txn(), now_ms, content);
                     last = self.append(&room, event, now_ms, batch);
                 }
-                batch.read_marks.push((user, room, last.seq));
+                batch.read_marks.push((user, room, seq_of(&last)));
                 Ok(Reply::Sequenced(last))
             }
             Request::Invite {
@@ -285,12 +331,15 @@ impl Sequencer {
                 if state.members.len() + 1 > self.max_members {
                     return Err(SequenceError::RoomFull(self.max_members));
                 }
-                self.join(&room, &target, batch);
                 let content = Content::Member {
-                    target,
+                    target: target.clone(),
                     membership: Membership::Join,
                 };
                 let event = envelope(&room, &user, &device, server_txn(nonce, 1), now_ms, content);
+                if !self.is_home(&room) {
+                    return Ok(Reply::Sequenced(submit(event, batch)));
+                }
+                self.join(&room, &target, batch);
                 Ok(Reply::Sequenced(self.append(&room, event, now_ms, batch)))
             }
             Request::Leave {
@@ -305,12 +354,12 @@ impl Sequencer {
                     membership: Membership::Leave,
                 };
                 let event = envelope(&room, &user, &device, server_txn(nonce, 1), now_ms, content);
+                if !self.is_home(&room) {
+                    return Ok(Reply::Sequenced(submit(event, batch)));
+                }
                 // The leaver's devices see their own leave; nothing after it.
                 let sequenced = self.append(&room, event, now_ms, batch);
-                if let Some(state) = self.rooms.get_mut(&room) {
-                    state.members.remove(&user);
-                }
-                batch.leaves.push((room, user));
+                self.leave(&room, &user, batch);
                 Ok(Reply::Sequenced(sequenced))
             }
             Request::MarkRead { user, room, seq } => {
@@ -330,7 +379,156 @@ impl Sequencer {
                 batch.cursors.push((user, device, cursor));
                 Ok(Reply::Done)
             }
+            Request::Submitted { envelope, bytes } => {
+                self.sequence_submitted(envelope, bytes, now_ms, batch)
+            }
+            Request::Replicate {
+                seq,
+                envelope,
+                bytes,
+            } => self.replicate(seq, envelope, bytes, now_ms, batch),
         }
+    }
+
+    /// The home sequences a member hearth's event after the same checks as a local request.
+    fn sequence_submitted(
+        &mut self,
+        envelope: Envelope,
+        bytes: Vec<u8>,
+        now_ms: u64,
+        batch: &mut Batch,
+    ) -> Result<Reply, SequenceError> {
+        let room = envelope.room_id.clone();
+        if !self.is_home(&room) {
+            return Err(SequenceError::NotHome(room));
+        }
+        let key = (
+            envelope.sender.clone(),
+            envelope.sender_device.clone(),
+            envelope.txn_id.clone(),
+        );
+        if self.batch_txns.contains_key(&key) {
+            return Ok(Reply::Duplicate);
+        }
+        let sender = envelope.sender.clone();
+        let state = self.member_room(&room, &sender)?;
+        let mut leaving = false;
+        match &envelope.content {
+            Content::Message { .. } => {}
+            Content::Member {
+                target,
+                membership: Membership::Join,
+            } if *target != sender => {
+                if state.kind == RoomKind::Direct {
+                    return Err(SequenceError::DirectRoomInvite);
+                }
+                if state.members.contains(target) {
+                    return Err(SequenceError::AlreadyMember(target.clone()));
+                }
+                if state.members.len() + 1 > self.max_members {
+                    return Err(SequenceError::RoomFull(self.max_members));
+                }
+                let target = target.clone();
+                self.join(&room, &target, batch);
+            }
+            Content::Member {
+                target,
+                membership: Membership::Leave,
+            } if *target == sender => leaving = true,
+            Content::Member { .. } => {
+                return Err(SequenceError::BadEvent(
+                    "members invite others and leave themselves",
+                ));
+            }
+            Content::Create { .. } => {
+                return Err(SequenceError::BadEvent("rooms are created by their home"));
+            }
+        }
+        let sequenced = self.append_encoded(&room, sender.clone(), bytes, now_ms, batch);
+        if leaving {
+            self.leave(&room, &sender, batch);
+        }
+        batch.txns.push((
+            key.0.clone(),
+            key.1.clone(),
+            key.2.to_string(),
+            sequenced.event_id,
+        ));
+        self.batch_txns.insert(key, sequenced.clone());
+        Ok(Reply::Sequenced(sequenced))
+    }
+
+    /// A member hearth applies its room home's event at `seq`, which must be the next one.
+    fn replicate(
+        &mut self,
+        seq: u64,
+        envelope: Envelope,
+        bytes: Vec<u8>,
+        now_ms: u64,
+        batch: &mut Batch,
+    ) -> Result<Reply, SequenceError> {
+        let room = envelope.room_id.clone();
+        if self.is_home(&room) {
+            return Err(SequenceError::NotHome(room));
+        }
+        match self.rooms.get(&room) {
+            None => {
+                if seq != 1 {
+                    return Err(SequenceError::OutOfOrder { seq, expected: 1 });
+                }
+                let Content::Create { kind, name } = &envelope.content else {
+                    return Err(SequenceError::BadEvent(
+                        "a room starts with its create event",
+                    ));
+                };
+                self.rooms.insert(room.clone(), RoomState::new(*kind));
+                batch.rooms.push((
+                    room.clone(),
+                    RoomRecord {
+                        kind: *kind,
+                        name: name.clone(),
+                        created_ts: envelope.origin_ts,
+                    },
+                ));
+            }
+            Some(state) => {
+                if seq <= state.last_seq {
+                    return Ok(Reply::Duplicate);
+                }
+                if seq != state.last_seq + 1 {
+                    return Err(SequenceError::OutOfOrder {
+                        seq,
+                        expected: state.last_seq + 1,
+                    });
+                }
+                if matches!(envelope.content, Content::Create { .. }) {
+                    return Err(SequenceError::BadEvent("a room has one create event"));
+                }
+            }
+        }
+        let mut leaver = None;
+        if let Content::Member { target, membership } = &envelope.content {
+            match membership {
+                Membership::Join => self.join(&room, target, batch),
+                Membership::Leave => leaver = Some(target.clone()),
+            }
+        }
+        let sender = envelope.sender.clone();
+        let sequenced = self.append_encoded(&room, sender.clone(), bytes, now_ms, batch);
+        if let Some(leaver) = leaver {
+            self.leave(&room, &leaver, batch);
+        }
+        if sender.server_name() == self.local && matches!(envelope.content, Content::Message { .. })
+        {
+            // What one sends oneself is read.
+            batch.read_marks.push((sender, room, seq));
+        }
+        Ok(Reply::Sequenced(sequenced))
+    }
+
+    /// Whether this hearth orders `room`.
+    pub fn is_home(&self, room: &RoomId) -> bool {
+        room.home() == self.local
     }
 
     /// Checks that `user` may mark `room` read up to `seq`.
@@ -373,13 +571,47 @@ impl Sequencer {
     }
 
     fn join(&mut self, room: &RoomId, user: &UserId, batch: &mut Batch) {
-        if let Some(state) = self.rooms.get_mut(room) {
-            state.members.insert(user.clone());
+        let home = self.is_home(room);
+        let server = user.server_name();
+        let remote = server != self.local;
+        if let Some(state) = self.rooms.get_mut(room)
+            && state.members.insert(user.clone())
+            && remote
+        {
+            let count = state.servers.entry(server.clone()).or_insert(0);
+            *count += 1;
+            if *count == 1 && home {
+                // A hearth new to the room gets its history first, in order.
+                for seq in 1..=state.last_seq {
+                    batch.outbox.push((
+                        server.clone(),
+                        OutItem::Sequenced {
+                            room: room.clone(),
+                            seq,
+                        },
+                    ));
+                }
+            }
         }
         batch.joins.push((room.clone(), user.clone()));
     }
 
-    /// Gives the envelope the room's next seq and appends it to every member's inbox.
+    fn leave(&mut self, room: &RoomId, user: &UserId, batch: &mut Batch) {
+        if let Some(state) = self.rooms.get_mut(room)
+            && state.members.remove(user)
+        {
+            let server = user.server_name();
+            if let Some(count) = state.servers.get_mut(&server) {
+                *count -= 1;
+                if *count == 0 {
+                    state.servers.remove(&server);
+                }
+            }
+        }
+        batch.leaves.push((room.clone(), user.clone()));
+    }
+
+    /// Gives the envelope the room's next seq (see [`Self::append_encoded`]).
     fn append(
         &mut self,
         room: &RoomId,
@@ -387,30 +619,78 @@ impl Sequencer {
         now_ms: u64,
         batch: &mut Batch,
     ) -> Sequenced {
+        let sender = envelope.sender.clone();
+        self.append_encoded(room, sender, envelope.encode(), now_ms, batch)
+    }
+
+    /// Places an encoded envelope at the room's next seq, appends it to every local member's
+    /// inbox and, in a room homed here, queues it for every other member hearth.
+    fn append_encoded(
+        &mut self,
+        room: &RoomId,
+        sender: UserId,
+        bytes: Vec<u8>,
+        now_ms: u64,
+        batch: &mut Batch,
+    ) -> Sequenced {
+        let home = self.is_home(room);
         let state = self.rooms.get_mut(room).expect("caller checked the room");
         state.last_seq += 1;
         let seq = state.last_seq;
         if state.recent.len() == RECENT_SENDERS {
             state.recent.pop_front();
         }
-        state.recent.push_back((seq, envelope.sender.clone()));
-        let bytes = envelope.encode();
+        state.recent.push_back((seq, sender.clone()));
         let event_id = EventId::of_bytes(&bytes);
         batch
             .events
-            .push((room.clone(), seq, event_id, bytes, envelope.sender.clone()));
+            .push((room.clone(), seq, event_id, bytes, sender));
         for member in &state.members {
+            if member.server_name() != self.local {
+                continue;
+            }
             let head = self.inbox_heads.entry(member.clone()).or_insert(0);
             // Monotonic and time-sortable: the cursor never falls below the clock in ms << 10.
             *head = (*head + 1).max(now_ms << 10);
             batch.inbox.push((member.clone(), *head, room.clone(), seq));
         }
+        if home {
+            for server in state.servers.keys() {
+                batch.outbox.push((
+                    server.clone(),
+                    OutItem::Sequenced {
+                        room: room.clone(),
+                        seq,
+                    },
+                ));
+            }
+        }
         Sequenced {
             room_id: room.clone(),
             event_id,
-            seq,
+            seq: Some(seq),
         }
     }
+}
+
+/// Queues a local user's event for the room's home; it is accepted, not yet sequenced.
+fn submit(envelope: Envelope, batch: &mut Batch) -> Sequenced {
+    let bytes = envelope.encode();
+    let event_id = EventId::of_bytes(&bytes);
+    let room_id = envelope.room_id;
+    batch
+        .outbox
+        .push((room_id.home(), OutItem::Submit { event: bytes }));
+    Sequenced {
+        room_id,
+        event_id,
+        seq: None,
+    }
+}
+
+/// The place of an event this hearth sequenced itself.
+fn seq_of(sequenced: &Sequenced) -> u64 {
+    sequenced.seq.expect("sequenced here")
 }
 
 fn server_txn(nonce: u64, step: u32) -> TxnId {
@@ -444,6 +724,9 @@ mod tests {
     fn user(name: &str) -> UserId {
         UserId::parse(&format!("@{name}:localhost")).unwrap()
     }
+    fn local() -> ServerName {
+        ServerName::parse("localhost").unwrap()
+    }
     fn dev() -> DeviceId {
         DeviceId::parse("D").unwrap()
     }
@@ -452,7 +735,7 @@ mod tests {
     }
 
     fn seq_with_group(members: &[&str]) -> (Sequencer, Batch) {
-        let mut s = Sequencer::new(SequencerState::default(), 1000);
+        let mut s = Sequencer::new(SequencerState::default(), local(), 1000);
         let mut batch = Batch::default();
         s.apply(
             Request::CreateRoom {
@@ -549,7 +832,7 @@ mod tests {
 
     #[test]
     fn direct_rooms_take_exactly_two_and_no_invites() {
-        let mut s = Sequencer::new(SequencerState::default(), 1000);
+        let mut s = Sequencer::new(SequencerState::default(), local(), 1000);
         let mut batch = Batch::default();
         let create = |members: Vec<UserId>| Request::CreateRoom {
             user: user("a"),
@@ -584,7 +867,7 @@ mod tests {
 
     #[test]
     fn member_limit_is_enforced() {
-        let mut s = Sequencer::new(SequencerState::default(), 3);
+        let mut s = Sequencer::new(SequencerState::default(), local(), 3);
         let mut batch = Batch::default();
         let members = vec![user("b"), user("c"), user("d")];
         let req = Request::CreateRoom {

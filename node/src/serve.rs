@@ -12,8 +12,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::accounts::{AccountError, Accounts};
-use crate::committer::Committer;
+use crate::committer::{Committer, CommitterConfig};
 use crate::config::Config;
+use crate::federation::{Federation, FederationParts, Wakers};
 use crate::hub::Hub;
 use crate::keys::{self, KeyFileError};
 use crate::live::Live;
@@ -42,6 +43,10 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("invalid configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot start federation: {0}")]
+    Federation(#[from] hearth_federation::StartError),
     #[error("cannot open the admin socket {path}: {source}")]
     AdminSocket {
         path: PathBuf,
@@ -67,6 +72,9 @@ pub struct Running {
     /// Where the client API listens (the real port when the config asked for port 0).
     pub client_addr: SocketAddr,
     pub hearth: Arc<Hearth>,
+    /// Where peers reach this hearth (UDP).
+    pub federation_addr: SocketAddr,
+    federation: Option<Federation>,
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<()>,
     admin: JoinHandle<()>,
@@ -87,21 +95,42 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let store = Arc::new(Store::open(&db_path(dir))?);
     let accounts = Arc::new(Accounts::new(
         store.clone(),
-        key,
+        key.clone(),
         config.server_name.clone(),
         config.auth.clone(),
     )?);
     let hub = Arc::new(Hub::default());
     let vapid = Arc::new(keys::load_or_generate_vapid(&dir.join("vapid.key"))?);
     let push = Push::start(store.clone(), hub.clone(), config.push.clone(), vapid)?;
+    let directory = Arc::new(std::sync::RwLock::new(crate::federation::directory(
+        &config,
+    )?));
+    let wakers = Arc::new(Wakers::new(
+        &directory.read().expect("directory lock").peers(),
+    ));
     let (committer, committer_thread) = Committer::start(
         store.clone(),
         hub.clone(),
         push.clone(),
-        config.limits.max_room_members,
-        config.storage.max_batch,
-        config.storage.queue_depth,
+        wakers.callback(),
+        CommitterConfig {
+            local: config.server_name.clone(),
+            max_members: config.limits.max_room_members,
+            max_batch: config.storage.max_batch,
+            queue_depth: config.storage.queue_depth,
+        },
     )?;
+    let federation = Federation::start(
+        &config,
+        FederationParts {
+            key: key.clone(),
+            store: store.clone(),
+            committer: committer.clone(),
+            directory: directory.clone(),
+            wakers,
+        },
+    )?;
+    let federation_addr = federation.transport.local_addr();
     let live = Arc::new(Live::new(store.clone(), hub.clone(), &config.presence));
     let ticker = tokio::spawn(live.clone().run());
     let hearth = Arc::new(Hearth::new(Parts {
@@ -112,6 +141,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         hub: hub.clone(),
         live,
         push,
+        directory,
     }));
     let admin_path = admin_socket_path(dir);
     let admin = crate::admin::serve_socket(&admin_path, accounts)
@@ -153,6 +183,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     Ok(Running {
         client_addr,
         hearth,
+        federation_addr,
+        federation: Some(federation),
         shutdown: Some(shutdown),
         server,
         admin,
@@ -202,6 +234,9 @@ impl Running {
         let _ = (&mut self.admin).await;
         self.ticker.abort();
         let _ = (&mut self.ticker).await;
+        if let Some(federation) = self.federation.take() {
+            federation.stop().await;
+        }
         let thread = self.committer_thread.take();
         // The committer stops when the last handle (inside the hearth) is dropped.
         drop(self.hearth);

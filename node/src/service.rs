@@ -34,6 +34,7 @@ pub struct Parts {
     pub hub: Arc<Hub>,
     pub live: Arc<Live>,
     pub push: Push,
+    pub directory: Arc<std::sync::RwLock<hearth_federation::Directory>>,
 }
 
 /// The running hearth.
@@ -49,6 +50,7 @@ pub struct Hearth {
     hub: Arc<Hub>,
     live: Arc<Live>,
     push: Push,
+    directory: Arc<std::sync::RwLock<hearth_federation::Directory>>,
 }
 
 impl Hearth {
@@ -65,6 +67,7 @@ impl Hearth {
             hub: parts.hub,
             live: parts.live,
             push: parts.push,
+            directory: parts.directory,
         }
     }
 
@@ -92,7 +95,9 @@ impl Hearth {
     async fn sequence(&self, request: Request) -> Result<Sequenced, ErrorBody> {
         match self.committer.submit(request).await? {
             Reply::Sequenced(s) => Ok(s),
-            Reply::Done => Err(ErrorBody::new(ErrorCode::Internal, "unexpected reply")),
+            Reply::Done | Reply::Duplicate => {
+                Err(ErrorBody::new(ErrorCode::Internal, "unexpected reply"))
+            }
         }
     }
 
@@ -130,10 +135,20 @@ impl Hearth {
 
     async fn require_users_exist(&self, users: &[UserId]) -> Result<(), ErrorBody> {
         for user in users {
-            if user.server_name() != self.server_name {
+            let server = user.server_name();
+            if server != self.server_name {
+                // Another hearth's users cannot be looked up from here; its hearth must be a peer.
+                if self
+                    .directory
+                    .read()
+                    .expect("directory lock")
+                    .knows(&server)
+                {
+                    continue;
+                }
                 return Err(ErrorBody::new(
-                    ErrorCode::InvalidParam,
-                    format!("{user} is on another hearth; federation is not enabled here yet"),
+                    ErrorCode::NotFound,
+                    format!("{user} is on {server}, which is not a hearth this one federates with"),
                 ));
             }
             if !self.accounts.is_active_user(user)? {

@@ -105,12 +105,16 @@ pub struct SendRequest {
     pub payload: Vec<u8>,
 }
 
-/// A durable, sequenced event: the answer to sends, invites and leaves.
+/// A durable event: the answer to sends, invites and leaves. `seq` is its place in the room,
+/// present when the room's home has sequenced it; absent when the room lives on another hearth
+/// and the event is only accepted (durable here, on its way to the home). The event then arrives
+/// as an `event` frame with its `seq` like any other.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sequenced {
     pub room_id: RoomId,
     pub event_id: EventId,
-    pub seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 /// `GET /v1/rooms/{room}/events?before=SEQ&limit=N`: events in ascending order.

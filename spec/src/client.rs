@@ -59,12 +59,15 @@ pub enum ServerFrame {
     Event { cursor: u64, event: EventView },
     /// Everything in the inbox up to `cursor` has been sent; live events follow.
     Synced { cursor: u64 },
-    /// A send is durable on this hearth (it can no longer be lost) and sequenced at `seq`.
+    /// A send is durable on this hearth (it can no longer be lost). `seq` is its place in the
+    /// room when this hearth is the room's home; for a room homed elsewhere it is absent and the
+    /// event follows as an `event` frame once the home has sequenced it.
     Accepted {
         txn_id: TxnId,
         room_id: RoomId,
         event_id: EventId,
-        seq: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
     },
     /// A frame was refused. `txn_id` names the send it answers, if any.
     Error {

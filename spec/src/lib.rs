@@ -13,6 +13,7 @@ pub mod b64;
 pub mod client;
 pub mod envelope;
 pub mod error;
+pub mod federation;
 pub mod id;
 mod vectors;
 

@@ -20,6 +20,7 @@ pub fn test_config(data_dir: &Path) -> Config {
         ..Config::default()
     };
     config.client_api.listen = "127.0.0.1:0".parse().expect("valid address");
+    config.federation.listen = "127.0.0.1:0".parse().expect("valid address");
     config.limits.sends_per_second = 100_000.0;
     config.limits.send_burst = 100_000.0;
     config.limits.requests_per_second = 100_000.0;
@@ -213,6 +214,7 @@ impl HearthProcess {
             .arg("serve")
             .env("HEARTH_DATA_DIR", &data_dir)
             .env("HEARTH_CLIENT_API__LISTEN", format!("127.0.0.1:{port}"))
+            .env("HEARTH_FEDERATION__LISTEN", "127.0.0.1:0")
             .env("HEARTH_LIMITS__SENDS_PER_SECOND", "100000")
             .env("HEARTH_LIMITS__SEND_BURST", "100000")
             .env("HEARTH_LIMITS__REQUESTS_PER_SECOND", "100000")

@@ -61,7 +61,10 @@ async fn burst(
                 event_id,
                 seq,
             }))) => {
-                acks.insert(txn_id, (room_id, event_id, seq));
+                acks.insert(
+                    txn_id,
+                    (room_id, event_id, seq.expect("sequenced by its home")),
+                );
                 acked.fetch_add(1, Ordering::Relaxed);
             }
             Ok(Some(Ok(ServerFrame::Error { code, message, .. }))) => {

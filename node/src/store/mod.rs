@@ -12,7 +12,7 @@ pub mod tables;
 
 use std::path::Path;
 
-use hearth_spec::{DeviceId, EventId, RoomId, UserId};
+use hearth_spec::{DeviceId, EventId, RoomId, ServerName, UserId};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use tables::*;
@@ -73,6 +73,10 @@ pub struct Batch {
     pub read_marks: Vec<(UserId, RoomId, u64)>,
     pub delivered: Vec<(UserId, RoomId, u64)>,
     pub cursors: Vec<(UserId, DeviceId, u64)>,
+    /// Sends to rooms homed elsewhere, accepted here: (user, device, txn, room, event id).
+    pub submitted: Vec<(UserId, DeviceId, String, RoomId, EventId)>,
+    /// Entries for the outbound queues, in order per destination.
+    pub outbox: Vec<(ServerName, OutItem)>,
 }
 
 impl Batch {
@@ -87,6 +91,8 @@ impl Batch {
             && self.read_marks.is_empty()
             && self.delivered.is_empty()
             && self.cursors.is_empty()
+            && self.submitted.is_empty()
+            && self.outbox.is_empty()
     }
 }
 
@@ -145,6 +151,8 @@ impl Store {
             txn.open_table(DELIVERED).map_err(StoreError::from)?;
             txn.open_table(PRESENCE).map_err(StoreError::from)?;
             txn.open_table(PUSHERS).map_err(StoreError::from)?;
+            txn.open_table(SUBMITTED).map_err(StoreError::from)?;
+            txn.open_table(OUTBOX).map_err(StoreError::from)?;
         }
         txn.commit().map_err(StoreError::from)?;
         Ok(Self { db })
@@ -406,22 +414,27 @@ impl Store {
         user: &UserId,
         device: &DeviceId,
         txn_id: &str,
-    ) -> Result<Option<(RoomId, u64, EventId)>, StoreError> {
+    ) -> Result<Option<(RoomId, Option<u64>, EventId)>, StoreError> {
         let txn = self.db.begin_read()?;
         let txns = txn.open_table(TXNS)?;
-        let Some(id) = txns.get((user.as_str(), device.as_str(), txn_id))? else {
+        let key = (user.as_str(), device.as_str(), txn_id);
+        let ids = txn.open_table(EVENT_IDS)?;
+        if let Some(id) = txns.get(key)? {
+            let id = event_id_from(id.value())?;
+            let place = ids
+                .get(id.0.as_slice())?
+                .ok_or_else(|| StoreError::Corrupt("txn names a missing event".into()))?;
+            let (room, seq) = place.value();
+            return Ok(Some((parse_id(room)?, Some(seq), id)));
+        }
+        // Accepted for a room homed elsewhere: sequenced once the home's copy is back.
+        let submitted = txn.open_table(SUBMITTED)?;
+        let Some(row) = submitted.get(key)? else {
             return Ok(None);
         };
-        let id = EventId(
-            id.value()
-                .try_into()
-                .map_err(|_| StoreError::Corrupt("txn event id length".into()))?,
-        );
-        let ids = txn.open_table(EVENT_IDS)?;
-        let place = ids
-            .get(id.0.as_slice())?
-            .ok_or_else(|| StoreError::Corrupt("txn names a missing event".into()))?;
-        let (room, seq) = place.value();
+        let (room, id) = row.value();
+        let id = event_id_from(id)?;
+        let seq = ids.get(id.0.as_slice())?.map(|place| place.value().1);
         Ok(Some((parse_id(room)?, seq, id)))
     }
 
@@ -617,6 +630,61 @@ impl Store {
             .unwrap_or(0))
     }
 
+    /// The event at a room's place.
+    pub fn event_at(&self, room: &RoomId, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let events = txn.open_table(EVENTS)?;
+        Ok(events
+            .get((room.as_str(), seq))?
+            .map(|v| v.value().to_vec()))
+    }
+
+    /// Up to `limit` of the oldest outbound entries for `destination`.
+    pub fn outbox_pending(
+        &self,
+        destination: &ServerName,
+        limit: usize,
+    ) -> Result<Vec<(u64, OutItem)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let outbox = txn.open_table(OUTBOX)?;
+        let dest = destination.as_str();
+        let mut out = Vec::new();
+        for row in outbox.range((dest, 0)..=(dest, u64::MAX))?.take(limit) {
+            let (k, v) = row?;
+            out.push((k.value().1, decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Removes delivered outbound entries.
+    pub fn outbox_remove(&self, destination: &ServerName, ids: &[u64]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut outbox = txn.open_table(OUTBOX)?;
+            for id in ids {
+                outbox.remove((destination.as_str(), *id))?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// How many entries wait for each destination.
+    pub fn outbox_depths(&self) -> Result<Vec<(ServerName, u64)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let outbox = txn.open_table(OUTBOX)?;
+        let mut out: Vec<(ServerName, u64)> = Vec::new();
+        for row in outbox.iter()? {
+            let (k, _) = row?;
+            let dest = k.value().0;
+            match out.last_mut() {
+                Some((name, count)) if name.as_str() == dest => *count += 1,
+                _ => out.push((parse_id(dest)?, 1)),
+            }
+        }
+        Ok(out)
+    }
+
     /// Counts stored events of a room (for checks and admin).
     pub fn event_count(&self) -> Result<u64, StoreError> {
         let txn = self.db.begin_read()?;
@@ -706,10 +774,40 @@ impl Store {
             for (user, device, cursor) in &batch.cursors {
                 cursors.insert((user.as_str(), device.as_str()), *cursor)?;
             }
+            let mut submitted = txn.open_table(SUBMITTED)?;
+            for (user, device, txn_id, room, id) in &batch.submitted {
+                submitted.insert(
+                    (user.as_str(), device.as_str(), txn_id.as_str()),
+                    (room.as_str(), id.0.as_slice()),
+                )?;
+            }
+            let mut outbox = txn.open_table(OUTBOX)?;
+            let mut next_ids: std::collections::HashMap<&str, u64> =
+                std::collections::HashMap::new();
+            for (destination, item) in &batch.outbox {
+                let dest = destination.as_str();
+                let next = match next_ids.get(dest) {
+                    Some(n) => *n,
+                    None => outbox
+                        .range((dest, 0)..=(dest, u64::MAX))?
+                        .next_back()
+                        .transpose()?
+                        .map(|(k, _)| k.value().1 + 1)
+                        .unwrap_or(1),
+                };
+                outbox.insert((dest, next), encode(item).as_slice())?;
+                next_ids.insert(dest, next + 1);
+            }
         }
         txn.commit()?;
         Ok(())
     }
+}
+
+fn event_id_from(bytes: &[u8]) -> Result<EventId, StoreError> {
+    Ok(EventId(bytes.try_into().map_err(|_| {
+        StoreError::Corrupt("stored event id has the wrong length".into())
+    })?))
 }
 
 fn raise(

@@ -33,8 +33,24 @@ pub const DELIVERED: TableDefinition<(&str, &str), u64> = TableDefinition::new("
 pub const PRESENCE: TableDefinition<&str, &[u8]> = TableDefinition::new("presence");
 /// (user id, device id) → [`PusherRecord`].
 pub const PUSHERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("pushers");
+/// (user id, device id, txn id) → (room id, event id bytes) of a send to a room homed on another
+/// hearth that is accepted (durable here) but may not be back from the home sequenced yet.
+pub const SUBMITTED: TableDefinition<(&str, &str, &str), (&str, &[u8])> =
+    TableDefinition::new("submitted");
+/// (destination server, entry id) → [`OutItem`]: the durable outbound queue per peer.
+pub const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox");
 /// (user id, device id) → the inbox cursor the device has acknowledged.
 pub const CURSORS: TableDefinition<(&str, &str), u64> = TableDefinition::new("cursors");
+
+/// An entry of the outbound queue: what to send, not yet signed (it is signed when sent, so
+/// every transmission is fresh).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutItem {
+    /// A local user's event for the room's home to sequence (canonical envelope bytes).
+    Submit { event: Vec<u8> },
+    /// An event of a room homed here, for a member hearth; read from the room at send time.
+    Sequenced { room: hearth_spec::RoomId, seq: u64 },
+}
 
 /// A local account.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,0 +1,99 @@
+//! Signing and verifying federation envelopes, and the key encodings TLS needs.
+
+use hearth_spec::federation::{FedEnvelope, SIGNATURE_LEN, SignedEnvelope, signing_message};
+
+use crate::key::{ServerKey, VerifyError, VerifyingKey, verify};
+
+/// Encodes `envelope`, signs the exact bytes (after the signing context) and returns the wire
+/// form `signature || encoded`. The envelope must name this key as its signer.
+pub fn sign_envelope(key: &ServerKey, envelope: &FedEnvelope) -> Vec<u8> {
+    debug_assert_eq!(
+        envelope.signer,
+        key.public_bytes(),
+        "signer must be this key"
+    );
+    let encoded = envelope.encode();
+    let signature = key.sign(&signing_message(&encoded));
+    SignedEnvelope::join(&signature, &encoded)
+}
+
+/// Verifies a signed envelope's signature over the bytes as received.
+pub fn verify_envelope(key: &VerifyingKey, signed: &SignedEnvelope<'_>) -> Result<(), VerifyError> {
+    verify(
+        key,
+        &signing_message(signed.encoded),
+        &signed.signature[..SIGNATURE_LEN],
+    )
+}
+
+/// The DER prefix of an ed25519 private key in PKCS#8 v1 (RFC 8410, section 7); the 32-byte
+/// seed follows.
+const PKCS8_ED25519_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// The DER prefix of an ed25519 SubjectPublicKeyInfo (RFC 8410, section 4); the 32-byte key
+/// follows.
+const SPKI_ED25519_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+impl ServerKey {
+    /// The private key as PKCS#8 DER, for TLS certificates.
+    pub fn pkcs8_der(&self) -> zeroize::Zeroizing<Vec<u8>> {
+        let mut der = zeroize::Zeroizing::new(Vec::with_capacity(48));
+        der.extend_from_slice(&PKCS8_ED25519_PREFIX);
+        der.extend_from_slice(&self.to_bytes()[..]);
+        der
+    }
+}
+
+/// The raw ed25519 key inside a SubjectPublicKeyInfo, if it is exactly an ed25519 key.
+pub fn ed25519_from_spki(spki: &[u8]) -> Option<[u8; 32]> {
+    let key = spki.strip_prefix(&SPKI_ED25519_PREFIX[..])?;
+    key.try_into().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hearth_spec::ServerName;
+    use hearth_spec::federation::{FED_VERSION, FedBody};
+
+    fn envelope(key: &ServerKey) -> FedEnvelope {
+        FedEnvelope {
+            version: FED_VERSION,
+            origin: ServerName::parse("a.example").unwrap(),
+            destination: ServerName::parse("b.example").unwrap(),
+            signer: key.public_bytes(),
+            origin_ts: 1,
+            nonce: 2,
+            body: FedBody::Submit { event: vec![1] },
+        }
+    }
+
+    #[test]
+    fn signed_envelope_verifies_and_any_flipped_bit_fails() {
+        let key = ServerKey::generate();
+        let wire = sign_envelope(&key, &envelope(&key));
+        let signed = SignedEnvelope::split(&wire).unwrap();
+        assert_eq!(verify_envelope(&key.verifying_key(), &signed), Ok(()));
+        for at in [0, 63, 64, wire.len() - 1] {
+            let mut bad = wire.clone();
+            bad[at] ^= 1;
+            let signed = SignedEnvelope::split(&bad).unwrap();
+            assert!(verify_envelope(&key.verifying_key(), &signed).is_err());
+        }
+    }
+
+    #[test]
+    fn spki_prefix_round_trip() {
+        let key = ServerKey::generate();
+        let mut spki = SPKI_ED25519_PREFIX.to_vec();
+        spki.extend_from_slice(&key.public_bytes());
+        assert_eq!(ed25519_from_spki(&spki), Some(key.public_bytes()));
+        assert_eq!(ed25519_from_spki(&spki[1..]), None);
+        spki.push(0);
+        assert_eq!(ed25519_from_spki(&spki), None);
+    }
+}

@@ -1,0 +1,206 @@
+//! The checks every incoming envelope passes before anything looks at its body: framing,
+//! encoding, origin key, signature, sender, destination, freshness and replay. No I/O.
+
+use std::collections::{HashSet, VecDeque};
+
+use hearth_spec::ServerName;
+use hearth_spec::federation::{FedDecodeError, FedEnvelope, RejectCode, SignedEnvelope};
+
+use crate::directory::Directory;
+
+/// How old or how far ahead an envelope's signing time may be.
+#[derive(Debug, Clone, Copy)]
+pub struct Freshness {
+    pub max_age_ms: u64,
+    pub max_skew_ms: u64,
+}
+
+impl Default for Freshness {
+    fn default() -> Self {
+        Self {
+            max_age_ms: 10 * 60 * 1000,
+            max_skew_ms: 60 * 1000,
+        }
+    }
+}
+
+/// The signatures of recently accepted envelopes, so an exact replay inside the freshness
+/// window is refused. Bounded: past `capacity` the oldest are forgotten, and a replay of one of
+/// those still stores nothing, because every body is idempotent (event id / room place).
+#[derive(Debug)]
+pub struct ReplayCache {
+    capacity: usize,
+    order: VecDeque<(u64, [u8; 16])>,
+    seen: HashSet<[u8; 16]>,
+}
+
+impl ReplayCache {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            order: VecDeque::new(),
+            seen: HashSet::new(),
+        }
+    }
+
+    /// Records `id` seen at `ts_ms`; false if it was already there.
+    fn insert(&mut self, id: [u8; 16], ts_ms: u64, oldest_ms: u64) -> bool {
+        if self.seen.contains(&id) {
+            return false;
+        }
+        while let Some((ts, old)) = self.order.front().copied() {
+            if ts >= oldest_ms && self.order.len() < self.capacity {
+                break;
+            }
+            self.order.pop_front();
+            self.seen.remove(&old);
+        }
+        self.seen.insert(id);
+        self.order.push_back((ts_ms, id));
+        true
+    }
+}
+
+/// Checks one signed envelope that `peer` (authenticated by TLS) sent to `own`.
+pub fn check_envelope(
+    directory: &Directory,
+    replay: &mut ReplayCache,
+    freshness: Freshness,
+    own: &ServerName,
+    peer: &ServerName,
+    wire: &[u8],
+    now_ms: u64,
+) -> Result<FedEnvelope, RejectCode> {
+    let signed = SignedEnvelope::split(wire).map_err(decode_reject)?;
+    let envelope = FedEnvelope::decode(signed.encoded).map_err(decode_reject)?;
+    let key = directory.check_signer(&envelope.origin, &envelope.signer, now_ms)?;
+    hearth_crypto::verify_envelope(&key, &signed).map_err(|_| RejectCode::BadSignature)?;
+    if envelope.origin != *peer {
+        return Err(RejectCode::OriginMismatch);
+    }
+    if envelope.destination != *own {
+        return Err(RejectCode::WrongDestination);
+    }
+    if envelope.origin_ts.saturating_add(freshness.max_age_ms) < now_ms {
+        return Err(RejectCode::Stale);
+    }
+    if envelope.origin_ts > now_ms.saturating_add(freshness.max_skew_ms) {
+        return Err(RejectCode::FromTheFuture);
+    }
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&signed.signature[..16]);
+    let oldest = now_ms.saturating_sub(freshness.max_age_ms + freshness.max_skew_ms);
+    if !replay.insert(id, envelope.origin_ts.max(oldest), oldest) {
+        return Err(RejectCode::Replayed);
+    }
+    Ok(envelope)
+}
+
+fn decode_reject(e: FedDecodeError) -> RejectCode {
+    match e {
+        FedDecodeError::UnsupportedVersion(_) => RejectCode::UnsupportedVersion,
+        FedDecodeError::TooLarge(_) => RejectCode::TooLarge,
+        _ => RejectCode::Malformed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::directory::PeerConfig;
+    use hearth_crypto::{ServerKey, sign_envelope};
+    use hearth_spec::federation::{FED_VERSION, FedBody};
+
+    struct Fixture {
+        key: ServerKey,
+        directory: Directory,
+        own: ServerName,
+        peer: ServerName,
+    }
+
+    fn fixture() -> Fixture {
+        let key = ServerKey::generate();
+        let peer = ServerName::parse("b.example").unwrap();
+        let directory = Directory::new(
+            vec![PeerConfig {
+                name: peer.clone(),
+                address: "127.0.0.1:9".parse().unwrap(),
+                key: key.public_bytes(),
+                previous_keys: vec![],
+            }],
+            vec![],
+        );
+        Fixture {
+            key,
+            directory,
+            own: ServerName::parse("a.example").unwrap(),
+            peer,
+        }
+    }
+
+    fn envelope(f: &Fixture, ts: u64) -> FedEnvelope {
+        FedEnvelope {
+            version: FED_VERSION,
+            origin: f.peer.clone(),
+            destination: f.own.clone(),
+            signer: f.key.public_bytes(),
+            origin_ts: ts,
+            nonce: rand::random(),
+            body: FedBody::Submit { event: vec![] },
+        }
+    }
+
+    fn check(
+        f: &Fixture,
+        cache: &mut ReplayCache,
+        wire: &[u8],
+        now: u64,
+    ) -> Result<(), RejectCode> {
+        check_envelope(
+            &f.directory,
+            cache,
+            Freshness::default(),
+            &f.own,
+            &f.peer,
+            wire,
+            now,
+        )
+        .map(|_| ())
+    }
+
+    #[test]
+    fn fresh_signed_envelope_passes_once() {
+        let f = fixture();
+        let mut cache = ReplayCache::new(100);
+        let wire = sign_envelope(&f.key, &envelope(&f, 1_000_000));
+        assert_eq!(check(&f, &mut cache, &wire, 1_000_000), Ok(()));
+        assert_eq!(
+            check(&f, &mut cache, &wire, 1_000_001),
+            Err(RejectCode::Replayed)
+        );
+    }
+
+    #[test]
+    fn stale_and_future_envelopes_are_refused() {
+        let f = fixture();
+        let mut cache = ReplayCache::new(100);
+        let now = 100_000_000;
+        let old = sign_envelope(&f.key, &envelope(&f, now - 11 * 60 * 1000));
+        assert_eq!(check(&f, &mut cache, &old, now), Err(RejectCode::Stale));
+        let ahead = sign_envelope(&f.key, &envelope(&f, now + 2 * 60 * 1000));
+        assert_eq!(
+            check(&f, &mut cache, &ahead, now),
+            Err(RejectCode::FromTheFuture)
+        );
+    }
+
+    #[test]
+    fn replay_cache_forgets_the_oldest_past_capacity() {
+        let mut cache = ReplayCache::new(2);
+        assert!(cache.insert([1; 16], 10, 0));
+        assert!(cache.insert([2; 16], 11, 0));
+        assert!(cache.insert([3; 16], 12, 0));
+        assert!(cache.insert([1; 16], 13, 0));
+        assert!(!cache.insert([3; 16], 14, 0));
+    }
+}

@@ -1,0 +1,22 @@
+//! Hearth-to-hearth federation: the QUIC transport with mutual TLS bound to hearth keys, the
+//! checks every incoming envelope passes, per-peer budgets, and the driver that drains each
+//! destination's durable outbound queue with backoff.
+//!
+//! The wire format is in `hearth-spec` ([`hearth_spec::federation`]); what a hearth does with
+//! an envelope that passed the checks is the node's business, through the [`Inbound`] trait, and
+//! the queue's storage is the node's store, through [`OutboxStore`].
+
+pub mod backoff;
+pub mod budget;
+pub mod check;
+mod clock;
+pub mod directory;
+pub mod outbox;
+pub mod tls;
+pub mod transport;
+
+pub use backoff::{Backoff, BackoffPolicy};
+pub use check::Freshness;
+pub use directory::{Directory, PeerConfig, RotationError};
+pub use outbox::{OutboxStore, drive};
+pub use transport::{Inbound, SendError, StartError, Transport, TransportConfig};

@@ -1,0 +1,107 @@
+//! Draining a destination's durable outbound queue.
+//!
+//! The queue lives in the hearth's store (so it commits with the events it carries); this task
+//! only moves it: take the oldest entries, send them as one batch, remove what the peer stored,
+//! duplicated or permanently refused, and back off (with jitter) when the peer is away or asks
+//! to retry. Entries leave the queue in order, and a retry stops the batch at that entry, so a
+//! destination sees its envelopes in queue order.
+
+use std::sync::Arc;
+
+use hearth_spec::ServerName;
+use hearth_spec::federation::Outcome;
+use tokio::sync::Notify;
+
+use crate::backoff::{Backoff, BackoffPolicy};
+use crate::transport::Transport;
+
+/// The durable queue as the driver sees it.
+pub trait OutboxStore: Send + Sync + 'static {
+    /// Up to `limit` of the oldest entries for `destination`: (entry id, signed envelope built
+    /// and signed now).
+    fn pending(
+        &self,
+        destination: &ServerName,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, String>;
+    /// Removes delivered entries.
+    fn remove(&self, destination: &ServerName, ids: &[u64]) -> Result<(), String>;
+}
+
+/// Envelopes per batch stream.
+pub const BATCH: usize = 512;
+
+/// Drains `destination`'s queue until `stop` is notified; `wake` says new entries were added.
+pub async fn drive<S: OutboxStore>(
+    transport: Transport,
+    destination: ServerName,
+    store: Arc<S>,
+    wake: Arc<Notify>,
+    policy: BackoffPolicy,
+) {
+    let mut backoff = Backoff::new(policy);
+    loop {
+        let pending = {
+            let store = store.clone();
+            let destination = destination.clone();
+            tokio::task::spawn_blocking(move || store.pending(&destination, BATCH)).await
+        };
+        let pending = match pending {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                tracing::error!(%destination, error = %e, "cannot read the outbound queue");
+                tokio::time::sleep(backoff.next_delay(rand::random())).await;
+                continue;
+            }
+            Err(_) => return,
+        };
+        if pending.is_empty() {
+            wake.notified().await;
+            continue;
+        }
+        let (ids, frames): (Vec<u64>, Vec<Vec<u8>>) = pending.into_iter().unzip();
+        match transport.send(&destination, &frames).await {
+            Ok(outcomes) => {
+                let mut done = Vec::with_capacity(ids.len());
+                let mut retry = false;
+                for (id, outcome) in ids.iter().zip(&outcomes) {
+                    match outcome {
+                        Outcome::Stored | Outcome::Duplicate => done.push(*id),
+                        Outcome::Rejected(code) => {
+                            tracing::warn!(%destination, ?code, entry = id, "peer refused an envelope for good; dropping it");
+                            done.push(*id);
+                        }
+                        Outcome::Retry(code) => {
+                            tracing::debug!(%destination, ?code, "peer asked to retry");
+                            retry = true;
+                            break;
+                        }
+                    }
+                }
+                if !done.is_empty() {
+                    let store = store.clone();
+                    let destination = destination.clone();
+                    let removed =
+                        tokio::task::spawn_blocking(move || store.remove(&destination, &done))
+                            .await;
+                    if !matches!(removed, Ok(Ok(()))) {
+                        tracing::error!(
+                            "cannot remove delivered entries; they will be resent and de-duplicated"
+                        );
+                    }
+                }
+                if retry {
+                    tokio::time::sleep(backoff.next_delay(rand::random())).await;
+                } else {
+                    backoff.reset();
+                }
+            }
+            Err(e) => {
+                let delay = backoff.next_delay(rand::random());
+                tracing::debug!(%destination, error = %e, ?delay, failures = backoff.failures(), "peer unreachable");
+                // New entries do not cut the wait short: the peer is the problem.
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}

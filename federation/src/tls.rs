@@ -1,0 +1,234 @@
+//! Mutual TLS 1.3 bound to hearth keys.
+//!
+//! Each hearth presents a self-signed certificate whose subject key is its ed25519 server key.
+//! There is no certificate authority: a side accepts the other only if the certificate's key is
+//! the key its directory holds for that hearth, and TLS itself proves the peer holds the private
+//! half (the handshake signature is checked against that key). The dialler knows which hearth it
+//! called; the listener learns who called from the key.
+
+use std::sync::{Arc, RwLock};
+
+use hearth_crypto::{ServerKey, ed25519_from_spki};
+use hearth_spec::ServerName;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+
+use crate::clock::now_ms;
+use crate::directory::Directory;
+
+/// ALPN protocol id of Hearth federation.
+pub const ALPN: &[u8] = b"hearth-fed/1";
+
+/// The name every certificate carries and every dialler asks for; identity is the key.
+pub const TLS_NAME: &str = "hearth.invalid";
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("certificate generation failed: {0}")]
+    Certificate(#[from] rcgen::Error),
+    #[error("TLS configuration failed: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// The provider for federation TLS: aws-lc-rs.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// A self-signed certificate for `key`.
+pub fn certificate(
+    key: &ServerKey,
+) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), TlsError> {
+    let pkcs8 = key.pkcs8_der();
+    let der = PrivatePkcs8KeyDer::from(pkcs8.to_vec());
+    let pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_ED25519)?;
+    let params = rcgen::CertificateParams::new(vec![TLS_NAME.to_owned()])?;
+    let cert = params.self_signed(&pair)?;
+    Ok((cert.der().clone(), PrivateKeyDer::Pkcs8(der)))
+}
+
+/// The ed25519 key a certificate carries.
+pub fn certificate_key(cert: &CertificateDer<'_>) -> Option<[u8; 32]> {
+    let parsed = webpki::EndEntityCert::try_from(cert).ok()?;
+    ed25519_from_spki(parsed.subject_public_key_info().as_ref())
+}
+
+fn bad_cert(reason: &'static str) -> rustls::Error {
+    rustls::Error::General(reason.to_owned())
+}
+
+fn verify_tls13(
+    algorithms: &WebPkiSupportedAlgorithms,
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    if dss.scheme != SignatureScheme::ED25519 {
+        return Err(bad_cert(
+            "hearth federation signs handshakes with ed25519 only",
+        ));
+    }
+    rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+}
+
+/// The dialler's check: the listener must hold the key the directory has for `expected`.
+#[derive(Debug)]
+pub struct PeerVerifier {
+    expected: ServerName,
+    directory: Arc<RwLock<Directory>>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl PeerVerifier {
+    pub fn new(expected: ServerName, directory: Arc<RwLock<Directory>>) -> Self {
+        Self {
+            expected,
+            directory,
+            algorithms: provider().signature_verification_algorithms,
+        }
+    }
+}
+
+impl ServerCertVerifier for PeerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let key = certificate_key(end_entity).ok_or_else(|| bad_cert("not an ed25519 key"))?;
+        let directory = self.directory.read().expect("directory lock");
+        directory
+            .check_signer(&self.expected, &key, now_ms())
+            .map_err(|_| bad_cert("the peer's key is not the key we hold for it"))?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(bad_cert("hearth federation is TLS 1.3 only"))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13(&self.algorithms, message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+}
+
+/// The listener's check: the caller must present a current key of some known hearth.
+#[derive(Debug)]
+pub struct CallerVerifier {
+    directory: Arc<RwLock<Directory>>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl CallerVerifier {
+    pub fn new(directory: Arc<RwLock<Directory>>) -> Self {
+        Self {
+            directory,
+            algorithms: provider().signature_verification_algorithms,
+        }
+    }
+}
+
+impl ClientCertVerifier for CallerVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let key = certificate_key(end_entity).ok_or_else(|| bad_cert("not an ed25519 key"))?;
+        let directory = self.directory.read().expect("directory lock");
+        directory
+            .owner(&key, now_ms())
+            .map_err(|_| bad_cert("the caller's key belongs to no known hearth"))?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(bad_cert("hearth federation is TLS 1.3 only"))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13(&self.algorithms, message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+}
+
+/// The listener's TLS configuration.
+pub fn server_config(
+    key: &ServerKey,
+    directory: Arc<RwLock<Directory>>,
+) -> Result<rustls::ServerConfig, TlsError> {
+    let (cert, private) = certificate(key)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(Arc::new(CallerVerifier::new(directory)))
+        .with_single_cert(vec![cert], private)?;
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(config)
+}
+
+/// The dialler's TLS configuration for calling `peer`.
+pub fn client_config(
+    key: &ServerKey,
+    peer: ServerName,
+    directory: Arc<RwLock<Directory>>,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let (cert, private) = certificate(key)?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PeerVerifier::new(peer, directory)))
+        .with_client_auth_cert(vec![cert], private)?;
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_carries_the_server_key() {
+        let key = ServerKey::generate();
+        let (cert, _) = certificate(&key).unwrap();
+        assert_eq!(certificate_key(&cert), Some(key.public_bytes()));
+    }
+}

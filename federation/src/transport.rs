@@ -1,0 +1,439 @@
+//! The QUIC transport: one endpoint that listens for peers and dials them, one long-lived
+//! connection per peer, one bidirectional stream per batch.
+//!
+//! A batch stream carries length-prefixed signed envelopes and ends; the receiver reads it whole
+//! (bounded), checks each envelope, hands the good ones to the [`Inbound`] handler, and answers
+//! with one [`Outcome`] per envelope (or refuses the whole stream if its framing is broken).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use hearth_crypto::ServerKey;
+use hearth_spec::ServerName;
+use hearth_spec::federation::{
+    FedEnvelope, MAX_FRAMES_PER_STREAM, MAX_SIGNED_ENVELOPE, Outcome, RetryCode, StreamError,
+    StreamReply, push_frame, split_frames,
+};
+use quinn::VarInt;
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+
+use crate::budget::Bucket;
+use crate::check::{Freshness, ReplayCache, check_envelope};
+use crate::clock::now_ms;
+use crate::directory::Directory;
+use crate::tls::{self, TLS_NAME, TlsError};
+
+/// Transport limits and timings.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    pub own: ServerName,
+    pub listen: SocketAddr,
+    pub freshness: Freshness,
+    /// Concurrent batch streams a peer may open.
+    pub max_streams_per_peer: u32,
+    /// Bytes one batch stream may carry.
+    pub max_stream_bytes: u32,
+    /// Bytes in flight on one connection (QUIC's connection receive window).
+    pub connection_window: u32,
+    /// Envelopes per second a peer may send, and its burst.
+    pub envelopes_per_second: f64,
+    pub envelope_burst: f64,
+    /// How long a stream may take to arrive or be answered.
+    pub stream_timeout: Duration,
+    /// How many recent envelope signatures are remembered against replay.
+    pub replay_capacity: usize,
+}
+
+impl TransportConfig {
+    /// Defaults for `own` listening on `listen`.
+    pub fn new(own: ServerName, listen: SocketAddr) -> Self {
+        Self {
+            own,
+            listen,
+            freshness: Freshness::default(),
+            max_streams_per_peer: 8,
+            max_stream_bytes: 8 * 1024 * 1024,
+            connection_window: 16 * 1024 * 1024,
+            envelopes_per_second: 50_000.0,
+            envelope_burst: 100_000.0,
+            stream_timeout: Duration::from_secs(30),
+            replay_capacity: 1 << 20,
+        }
+    }
+}
+
+/// What a hearth does with checked envelopes from a peer. The answer has one outcome per
+/// envelope, in order.
+pub trait Inbound: Send + Sync + 'static {
+    fn receive(
+        &self,
+        peer: ServerName,
+        envelopes: Vec<FedEnvelope>,
+    ) -> impl Future<Output = Vec<Outcome>> + Send;
+}
+
+/// Why the transport could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("QUIC configuration: {0}")]
+    Quic(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Why a batch could not be handed over. The caller keeps the batch and retries later.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("{0} is not a known peer")]
+    UnknownPeer(ServerName),
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("the connection failed: {0}")]
+    Connection(String),
+    #[error("the peer refused the stream: {0}")]
+    Refused(StreamError),
+    #[error("the peer's answer is malformed")]
+    BadReply,
+    #[error("the peer did not answer in time")]
+    Timeout,
+}
+
+struct Shared {
+    config: TransportConfig,
+    key: Arc<ServerKey>,
+    directory: Arc<RwLock<Directory>>,
+    endpoint: quinn::Endpoint,
+    links: Mutex<HashMap<ServerName, Arc<tokio::sync::Mutex<Option<quinn::Connection>>>>>,
+    budgets: Mutex<HashMap<ServerName, Bucket>>,
+    replay: Mutex<ReplayCache>,
+    transport: Arc<quinn::TransportConfig>,
+}
+
+/// The running transport. Cheap to clone.
+#[derive(Clone)]
+pub struct Transport {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("own", &self.shared.config.own)
+            .finish_non_exhaustive()
+    }
+}
+
+fn quic_transport(config: &TransportConfig) -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(VarInt::from_u32(config.max_streams_per_peer))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        // quinn leaves the connection window unbounded by default; a peer could make us buffer
+        // without limit.
+        .receive_window(VarInt::from_u32(config.connection_window))
+        .stream_receive_window(VarInt::from_u32(config.max_stream_bytes))
+        .send_window(u64::from(config.connection_window))
+        .keep_alive_interval(Some(Duration::from_secs(5)))
+        .max_idle_timeout(Some(
+            quinn::IdleTimeout::try_from(Duration::from_secs(30)).expect("30 s fits"),
+        ));
+    t
+}
+
+impl Transport {
+    /// Binds the endpoint and starts accepting peers.
+    pub fn start<I: Inbound>(
+        config: TransportConfig,
+        key: Arc<ServerKey>,
+        directory: Arc<RwLock<Directory>>,
+        inbound: Arc<I>,
+    ) -> Result<Self, StartError> {
+        let transport = Arc::new(quic_transport(&config));
+        let tls = tls::server_config(&key, directory.clone())?;
+        let crypto =
+            QuicServerConfig::try_from(tls).map_err(|e| StartError::Quic(e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server.transport_config(transport.clone());
+        let endpoint = quinn::Endpoint::server(server, config.listen).map_err(|source| {
+            StartError::Listen {
+                addr: config.listen,
+                source,
+            }
+        })?;
+        let shared = Arc::new(Shared {
+            replay: Mutex::new(ReplayCache::new(config.replay_capacity)),
+            config,
+            key,
+            directory,
+            endpoint,
+            links: Mutex::new(HashMap::new()),
+            budgets: Mutex::new(HashMap::new()),
+            transport,
+        });
+        tokio::spawn(accept_loop(shared.clone(), inbound));
+        Ok(Self { shared })
+    }
+
+    /// Where the endpoint listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared
+            .endpoint
+            .local_addr()
+            .unwrap_or(self.shared.config.listen)
+    }
+
+    /// Closes every connection and the endpoint.
+    pub fn close(&self) {
+        self.shared
+            .endpoint
+            .close(VarInt::from_u32(0), b"shutting down");
+    }
+
+    /// Sends one batch of signed envelopes to `peer` and returns its outcomes.
+    pub async fn send(
+        &self,
+        peer: &ServerName,
+        frames: &[Vec<u8>],
+    ) -> Result<Vec<Outcome>, SendError> {
+        let connection = self.connection(peer).await?;
+        let result = self.send_on(&connection, frames).await;
+        if matches!(result, Err(SendError::Connection(_) | SendError::Timeout)) {
+            connection.close(VarInt::from_u32(1), b"stream failed");
+        }
+        result
+    }
+
+    async fn send_on(
+        &self,
+        connection: &quinn::Connection,
+        frames: &[Vec<u8>],
+    ) -> Result<Vec<Outcome>, SendError> {
+        let lost = |e: &dyn std::fmt::Display| SendError::Connection(e.to_string());
+        let exchange = async {
+            let (mut send, mut recv) = connection.open_bi().await.map_err(|e| lost(&e))?;
+            let mut bytes = Vec::with_capacity(frames.iter().map(|f| f.len() + 4).sum());
+            for frame in frames {
+                push_frame(&mut bytes, frame);
+            }
+            send.write_all(&bytes).await.map_err(|e| lost(&e))?;
+            send.finish().map_err(|e| lost(&e))?;
+            recv.read_to_end(1 << 20).await.map_err(|e| lost(&e))
+        };
+        let answer = tokio::time::timeout(self.shared.config.stream_timeout, exchange)
+            .await
+            .map_err(|_| SendError::Timeout)??;
+        match StreamReply::decode(&answer).map_err(|_| SendError::BadReply)? {
+            StreamReply::Outcomes(outcomes) if outcomes.len() == frames.len() => Ok(outcomes),
+            StreamReply::Outcomes(_) => Err(SendError::BadReply),
+            StreamReply::Refused(e) => Err(SendError::Refused(e)),
+        }
+    }
+
+    /// The live connection to `peer`, dialling if there is none.
+    pub async fn connection(&self, peer: &ServerName) -> Result<quinn::Connection, SendError> {
+        let slot = self
+            .shared
+            .links
+            .lock()
+            .expect("links lock")
+            .entry(peer.clone())
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().await;
+        if let Some(connection) = slot.as_ref()
+            && connection.close_reason().is_none()
+        {
+            return Ok(connection.clone());
+        }
+        let address = self
+            .shared
+            .directory
+            .read()
+            .expect("directory lock")
+            .address(peer)
+            .ok_or_else(|| SendError::UnknownPeer(peer.clone()))?;
+        let tls = tls::client_config(
+            &self.shared.key,
+            peer.clone(),
+            self.shared.directory.clone(),
+        )
+        .map_err(|e| SendError::Connect(e.to_string()))?;
+        let crypto =
+            QuicClientConfig::try_from(tls).map_err(|e| SendError::Connect(e.to_string()))?;
+        let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+        client.transport_config(self.shared.transport.clone());
+        let connecting = self
+            .shared
+            .endpoint
+            .connect_with(client, address, TLS_NAME)
+            .map_err(|e| SendError::Connect(e.to_string()))?;
+        let connection = tokio::time::timeout(Duration::from_secs(10), connecting)
+            .await
+            .map_err(|_| SendError::Connect("handshake timed out".into()))?
+            .map_err(|e| SendError::Connect(e.to_string()))?;
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+}
+
+async fn accept_loop<I: Inbound>(shared: Arc<Shared>, inbound: Arc<I>) {
+    while let Some(incoming) = shared.endpoint.accept().await {
+        tokio::spawn(serve_connection(incoming, shared.clone(), inbound.clone()));
+    }
+}
+
+/// The hearth a TLS-authenticated connection comes from.
+fn identify(connection: &quinn::Connection, directory: &Directory) -> Option<ServerName> {
+    let identity = connection.peer_identity()?;
+    let certs = identity
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    let key = tls::certificate_key(certs.first()?)?;
+    directory.owner(&key, now_ms()).ok().cloned()
+}
+
+async fn serve_connection<I: Inbound>(
+    incoming: quinn::Incoming,
+    shared: Arc<Shared>,
+    inbound: Arc<I>,
+) {
+    let connection = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = %e, "federation handshake failed");
+            return;
+        }
+    };
+    let peer = identify(
+        &connection,
+        &shared.directory.read().expect("directory lock"),
+    );
+    let Some(peer) = peer else {
+        connection.close(VarInt::from_u32(2), b"unknown peer");
+        return;
+    };
+    tracing::debug!(%peer, "peer connected");
+    while let Ok((send, recv)) = connection.accept_bi().await {
+        tokio::spawn(serve_stream(
+            peer.clone(),
+            send,
+            recv,
+            shared.clone(),
+            inbound.clone(),
+        ));
+    }
+}
+
+async fn serve_stream<I: Inbound>(
+    peer: ServerName,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    shared: Arc<Shared>,
+    inbound: Arc<I>,
+) {
+    let limit = shared.config.max_stream_bytes as usize;
+    let read = tokio::time::timeout(shared.config.stream_timeout, recv.read_to_end(limit)).await;
+    let reply = match read {
+        Err(_) => StreamReply::Refused(StreamError::Timeout),
+        Ok(Err(quinn::ReadToEndError::TooLong)) => StreamReply::Refused(StreamError::TooLarge),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "batch stream failed");
+            return;
+        }
+        Ok(Ok(bytes)) => handle_batch(&shared, &peer, &bytes, inbound.as_ref()).await,
+    };
+    if let StreamReply::Refused(e) = &reply {
+        tracing::warn!(%peer, error = %e, "refused a federation stream");
+    }
+    let _ = send.write_all(&reply.encode()).await;
+    let _ = send.finish();
+    // Let the answer reach the peer before the stream is dropped.
+    let _ = tokio::time::timeout(Duration::from_secs(5), send.stopped()).await;
+}
+
+/// Checks a batch and hands what passes to `inbound`.
+async fn handle_batch<I: Inbound>(
+    shared: &Shared,
+    peer: &ServerName,
+    bytes: &[u8],
+    inbound: &I,
+) -> StreamReply {
+    let frames = match split_frames(bytes) {
+        Ok(frames) => frames,
+        Err(e) => return StreamReply::Refused(e),
+    };
+    debug_assert!(frames.len() <= MAX_FRAMES_PER_STREAM);
+    let granted = shared
+        .budgets
+        .lock()
+        .expect("budget lock")
+        .entry(peer.clone())
+        .or_insert_with(|| {
+            Bucket::new(
+                shared.config.envelopes_per_second,
+                shared.config.envelope_burst,
+                Instant::now(),
+            )
+        })
+        .take(frames.len(), Instant::now());
+    let now = now_ms();
+    let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(frames.len());
+    let mut passed = Vec::new();
+    {
+        let directory = shared.directory.read().expect("directory lock");
+        let mut replay = shared.replay.lock().expect("replay lock");
+        for (i, frame) in frames.iter().enumerate() {
+            if i >= granted {
+                outcomes.push(Some(Outcome::Retry(RetryCode::RateLimited)));
+                continue;
+            }
+            debug_assert!(frame.len() <= MAX_SIGNED_ENVELOPE);
+            match check_envelope(
+                &directory,
+                &mut replay,
+                shared.config.freshness,
+                &shared.config.own,
+                peer,
+                frame,
+                now,
+            ) {
+                Ok(envelope) => {
+                    outcomes.push(None);
+                    passed.push(envelope);
+                }
+                Err(code) => {
+                    tracing::debug!(%peer, ?code, "rejected an envelope");
+                    outcomes.push(Some(Outcome::Rejected(code)));
+                }
+            }
+        }
+    }
+    let mut answers = if passed.is_empty() {
+        Vec::new()
+    } else {
+        let count = passed.len();
+        let answers = inbound.receive(peer.clone(), passed).await;
+        if answers.len() != count {
+            tracing::error!("inbound handler answered {} of {count}", answers.len());
+            return StreamReply::Outcomes(vec![
+                Outcome::Retry(RetryCode::Unavailable);
+                frames.len()
+            ]);
+        }
+        answers
+    }
+    .into_iter();
+    StreamReply::Outcomes(
+        outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| answers.next().expect("counted")))
+            .collect(),
+    )
+}

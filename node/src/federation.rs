@@ -1,0 +1,344 @@
+//! The hearth's side of federation: what a checked envelope from a peer becomes (a request to
+//! the committer), how the durable outbound queue is read and signed for sending, and starting
+//! the transport with one queue driver per peer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use hearth_crypto::{ServerKey, sign_envelope};
+use hearth_federation::{
+    BackoffPolicy, Directory, Freshness, PeerConfig, Transport, TransportConfig,
+};
+use hearth_spec::federation::{FED_VERSION, FedBody, FedEnvelope, Outcome, RejectCode, RetryCode};
+use hearth_spec::{Content, Envelope, ServerName};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::clock::now_ms;
+use crate::committer::{CommitError, Committer, OutboxWake};
+use crate::config::{Config, ConfigError, parse_public_key};
+use crate::sequencer::{Reply, Request, SequenceError};
+use crate::store::tables::OutItem;
+use crate::store::{Store, StoreError};
+
+/// Builds the peer directory from the configuration.
+pub fn directory(config: &Config) -> Result<Directory, ConfigError> {
+    let f = &config.federation;
+    let peers = f
+        .peers
+        .iter()
+        .map(|p| {
+            Ok(PeerConfig {
+                name: p.name.clone(),
+                address: p.address,
+                key: parse_public_key(&p.key)?,
+                previous_keys: p
+                    .previous_keys
+                    .iter()
+                    .map(|old| Ok((parse_public_key(&old.key)?, old.valid_until_ms)))
+                    .collect::<Result<_, ConfigError>>()?,
+            })
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    let revoked = f
+        .revoked_keys
+        .iter()
+        .map(|k| parse_public_key(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Directory::new(peers, revoked))
+}
+
+/// One wake-up signal per peer's outbound queue.
+#[derive(Debug, Default)]
+pub struct Wakers(HashMap<ServerName, Arc<Notify>>);
+
+impl Wakers {
+    pub fn new(peers: &[ServerName]) -> Self {
+        Self(
+            peers
+                .iter()
+                .map(|p| (p.clone(), Arc::new(Notify::new())))
+                .collect(),
+        )
+    }
+
+    /// The committer's callback: wake the drivers of these destinations.
+    pub fn callback(self: &Arc<Self>) -> OutboxWake {
+        let wakers = self.clone();
+        Arc::new(move |destinations: &[ServerName]| {
+            for d in destinations {
+                if let Some(notify) = wakers.0.get(d) {
+                    notify.notify_one();
+                }
+            }
+        })
+    }
+}
+
+/// Turns peers' envelopes into committer requests and reads the outbound queue.
+pub struct FedNode {
+    own: ServerName,
+    key: Arc<ServerKey>,
+    store: Arc<Store>,
+    directory: Arc<RwLock<Directory>>,
+    max_event_bytes: usize,
+    /// Taken at shutdown so the committer can stop.
+    committer: Mutex<Option<Committer>>,
+}
+
+impl FedNode {
+    fn committer(&self) -> Option<Committer> {
+        self.committer.lock().expect("committer slot").clone()
+    }
+
+    /// Builds the request for one envelope, or the outcome if it is refused before that.
+    fn request(&self, peer: &ServerName, envelope: FedEnvelope) -> Result<Request, Outcome> {
+        let reject = |code| Err(Outcome::Rejected(code));
+        match envelope.body {
+            FedBody::Submit { event } => {
+                let Ok(inner) = Envelope::decode(&event) else {
+                    return reject(RejectCode::BadEvent);
+                };
+                if inner.sender.server_name() != *peer {
+                    return reject(RejectCode::ForeignSender);
+                }
+                if inner.room_id.home() != self.own {
+                    return reject(RejectCode::NotHome);
+                }
+                if let Content::Message { payload } = &inner.content
+                    && payload.len() > self.max_event_bytes
+                {
+                    return reject(RejectCode::TooLarge);
+                }
+                Ok(Request::Submitted {
+                    envelope: inner,
+                    bytes: event,
+                })
+            }
+            FedBody::Sequenced { seq, event } => {
+                let Ok(inner) = Envelope::decode(&event) else {
+                    return reject(RejectCode::BadEvent);
+                };
+                if inner.room_id.home() != *peer {
+                    return reject(RejectCode::NotHome);
+                }
+                if seq == 0 {
+                    return reject(RejectCode::BadEvent);
+                }
+                Ok(Request::Replicate {
+                    seq,
+                    envelope: inner,
+                    bytes: event,
+                })
+            }
+            FedBody::KeyRotation {
+                new_key,
+                old_valid_until_ms,
+            } => {
+                let rotated = self.directory.write().expect("directory lock").rotate(
+                    peer,
+                    &envelope.signer,
+                    new_key,
+                    old_valid_until_ms,
+                );
+                match rotated {
+                    Ok(()) => {
+                        tracing::info!(%peer, "peer rotated its key");
+                        Err(Outcome::Stored)
+                    }
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "refused a key rotation");
+                        reject(RejectCode::Forbidden)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Signs one queued entry for `destination`.
+    fn sign(&self, destination: &ServerName, item: OutItem) -> Result<Vec<u8>, StoreError> {
+        let body = match item {
+            OutItem::Submit { event } => FedBody::Submit { event },
+            OutItem::Sequenced { room, seq } => {
+                let event = self.store.event_at(&room, seq)?.ok_or_else(|| {
+                    StoreError::Corrupt(format!("queued event {room}#{seq} is missing"))
+                })?;
+                FedBody::Sequenced { seq, event }
+            }
+        };
+        let envelope = FedEnvelope {
+            version: FED_VERSION,
+            origin: self.own.clone(),
+            destination: destination.clone(),
+            signer: self.key.public_bytes(),
+            origin_ts: now_ms(),
+            nonce: rand::random(),
+            body,
+        };
+        Ok(sign_envelope(&self.key, &envelope))
+    }
+}
+
+fn outcome(result: Result<Reply, CommitError>) -> Outcome {
+    match result {
+        Ok(Reply::Duplicate) => Outcome::Duplicate,
+        Ok(_) => Outcome::Stored,
+        Err(CommitError::Refused(refused)) => match refused {
+            SequenceError::RoomNotFound(_) => Outcome::Rejected(RejectCode::UnknownRoom),
+            SequenceError::NotMember(_) => Outcome::Rejected(RejectCode::NotMember),
+            SequenceError::NotHome(_) => Outcome::Rejected(RejectCode::NotHome),
+            SequenceError::BadEvent(_) => Outcome::Rejected(RejectCode::BadEvent),
+            SequenceError::OutOfOrder { .. } => Outcome::Retry(RetryCode::OutOfOrder),
+            _ => Outcome::Rejected(RejectCode::Forbidden),
+        },
+        Err(CommitError::Storage(_) | CommitError::Closed) => {
+            Outcome::Retry(RetryCode::Unavailable)
+        }
+    }
+}
+
+impl hearth_federation::Inbound for FedNode {
+    async fn receive(&self, peer: ServerName, envelopes: Vec<FedEnvelope>) -> Vec<Outcome> {
+        let Some(committer) = self.committer() else {
+            return vec![Outcome::Retry(RetryCode::Unavailable); envelopes.len()];
+        };
+        // All requests are queued before any is awaited, in order, so they share group commits
+        // and a room's events reach the sequencer in the order they came.
+        let pending: Vec<Result<_, Outcome>> = envelopes
+            .into_iter()
+            .map(|envelope| {
+                self.request(&peer, envelope).map(|request| {
+                    let committer = committer.clone();
+                    async move { committer.submit(request).await }
+                })
+            })
+            .collect();
+        let mut outcomes = Vec::with_capacity(pending.len());
+        let mut in_flight = Vec::new();
+        for (i, p) in pending.into_iter().enumerate() {
+            match p {
+                Ok(future) => {
+                    outcomes.push(Outcome::Retry(RetryCode::Unavailable));
+                    in_flight.push((i, future));
+                }
+                Err(o) => outcomes.push(o),
+            }
+        }
+        let (places, futures): (Vec<usize>, Vec<_>) = in_flight.into_iter().unzip();
+        for (i, result) in places
+            .into_iter()
+            .zip(futures_util::future::join_all(futures).await)
+        {
+            outcomes[i] = outcome(result);
+        }
+        outcomes
+    }
+}
+
+impl hearth_federation::OutboxStore for FedNode {
+    fn pending(
+        &self,
+        destination: &ServerName,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, String> {
+        let items = self
+            .store
+            .outbox_pending(destination, limit)
+            .map_err(|e| e.to_string())?;
+        items
+            .into_iter()
+            .map(|(id, item)| Ok((id, self.sign(destination, item)?)))
+            .collect::<Result<_, StoreError>>()
+            .map_err(|e| e.to_string())
+    }
+
+    fn remove(&self, destination: &ServerName, ids: &[u64]) -> Result<(), String> {
+        self.store
+            .outbox_remove(destination, ids)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Federation of a running hearth.
+pub struct Federation {
+    pub transport: Transport,
+    node: Arc<FedNode>,
+    drivers: Vec<JoinHandle<()>>,
+}
+
+/// What starting federation needs.
+pub struct FederationParts {
+    pub key: Arc<ServerKey>,
+    pub store: Arc<Store>,
+    pub committer: Committer,
+    pub directory: Arc<RwLock<Directory>>,
+    pub wakers: Arc<Wakers>,
+}
+
+impl Federation {
+    /// Listens for peers and starts draining every peer's outbound queue.
+    pub fn start(
+        config: &Config,
+        parts: FederationParts,
+    ) -> Result<Self, hearth_federation::StartError> {
+        let f = &config.federation;
+        let node = Arc::new(FedNode {
+            own: config.server_name.clone(),
+            key: parts.key.clone(),
+            store: parts.store,
+            directory: parts.directory.clone(),
+            max_event_bytes: config.limits.max_event_bytes,
+            committer: Mutex::new(Some(parts.committer)),
+        });
+        let mut transport_config = TransportConfig::new(config.server_name.clone(), f.listen);
+        transport_config.freshness = Freshness {
+            max_age_ms: f.max_age_ms,
+            max_skew_ms: f.max_skew_ms,
+        };
+        transport_config.envelopes_per_second = f.envelopes_per_second;
+        transport_config.envelope_burst = f.envelope_burst;
+        transport_config.max_streams_per_peer = f.max_streams_per_peer;
+        let transport = Transport::start(
+            transport_config,
+            parts.key,
+            parts.directory.clone(),
+            node.clone(),
+        )?;
+        let policy = BackoffPolicy {
+            initial: std::time::Duration::from_millis(f.retry_initial_ms),
+            max: std::time::Duration::from_millis(f.retry_max_ms),
+        };
+        let drivers = parts
+            .wakers
+            .0
+            .iter()
+            .map(|(peer, wake)| {
+                tokio::spawn(hearth_federation::drive(
+                    transport.clone(),
+                    peer.clone(),
+                    node.clone(),
+                    wake.clone(),
+                    policy,
+                ))
+            })
+            .collect();
+        tracing::info!(listen = %transport.local_addr(), peers = parts.wakers.0.len(), "federation started");
+        Ok(Self {
+            transport,
+            node,
+            drivers,
+        })
+    }
+
+    /// Stops sending and receiving and lets go of the committer.
+    pub async fn stop(self) {
+        for driver in &self.drivers {
+            driver.abort();
+        }
+        for driver in self.drivers {
+            let _ = driver.await;
+        }
+        self.transport.close();
+        self.node.committer.lock().expect("committer slot").take();
+    }
+}

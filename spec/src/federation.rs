@@ -1,0 +1,387 @@
+//! Hearth-to-hearth wire format: signed federation envelopes, the stream framing that carries
+//! them over QUIC, and the per-envelope outcomes a receiver answers with. See
+//! `spec/federation.md`.
+//!
+//! A [`FedEnvelope`] is encoded with postcard, canonically (like [`crate::Envelope`]): decoding
+//! rejects trailing bytes and anything that does not re-encode to the same bytes. The origin signs
+//! `SIGNING_CONTEXT || encoded bytes` and sends `signature (64 bytes) || encoded bytes`. Receivers
+//! verify the signature over the bytes they received, never over a re-serialisation.
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::ServerName;
+
+/// The federation envelope version this crate writes and accepts.
+pub const FED_VERSION: u8 = 1;
+
+/// Prefixed to the encoded envelope before signing, so a federation signature can never be
+/// mistaken for a signature over anything else the key signs (tokens, certificates).
+pub const SIGNING_CONTEXT: &[u8] = b"hearth/federation/v1\0";
+
+/// Length of an ed25519 signature.
+pub const SIGNATURE_LEN: usize = 64;
+
+/// Largest signed envelope a hearth accepts (signature included).
+pub const MAX_SIGNED_ENVELOPE: usize = 256 * 1024;
+
+/// Most envelopes in one stream (one batch).
+pub const MAX_FRAMES_PER_STREAM: usize = 1024;
+
+/// One hop of hearth-to-hearth traffic, signed by its origin for one destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FedEnvelope {
+    pub version: u8,
+    /// The hearth that built and signed this envelope.
+    pub origin: ServerName,
+    /// The only hearth that may accept it.
+    pub destination: ServerName,
+    /// The origin's ed25519 public key that made the signature.
+    pub signer: [u8; 32],
+    /// Milliseconds since the Unix epoch on the origin's clock when it signed.
+    pub origin_ts: u64,
+    /// Random; makes every transmission (including retries) a distinct envelope.
+    pub nonce: u64,
+    pub body: FedBody,
+}
+
+/// What a federation envelope carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FedBody {
+    /// A member hearth hands its user's event to the room's home to be sequenced. `event` is the
+    /// canonical [`crate::Envelope`] encoding; its SHA-256 is the event id everywhere.
+    Submit { event: Vec<u8> },
+    /// The room's home hands a member hearth an event at its place in the room.
+    Sequenced { seq: u64, event: Vec<u8> },
+    /// The origin announces a new key, signed by its current key. Receivers that know the signer
+    /// for the origin add `new_key`; the signer keeps verifying until `old_valid_until_ms`.
+    KeyRotation {
+        new_key: [u8; 32],
+        old_valid_until_ms: u64,
+    },
+}
+
+/// Why bytes are not a valid federation envelope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FedDecodeError {
+    #[error("signed envelope is shorter than a signature")]
+    Truncated,
+    #[error("signed envelope is {0} bytes, over the limit")]
+    TooLarge(usize),
+    #[error("envelope is not valid postcard: {0}")]
+    Malformed(String),
+    #[error("envelope has {0} trailing bytes")]
+    TrailingBytes(usize),
+    #[error("envelope encoding is not canonical")]
+    NotCanonical,
+    #[error("federation envelope version {0} is not supported")]
+    UnsupportedVersion(u8),
+}
+
+impl FedEnvelope {
+    /// The canonical encoding (what is signed, after [`SIGNING_CONTEXT`]).
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("federation envelope encodes")
+    }
+
+    /// Decodes and checks canonical form and version.
+    pub fn decode(bytes: &[u8]) -> Result<Self, FedDecodeError> {
+        let (envelope, rest): (Self, _) = postcard::take_from_bytes(bytes)
+            .map_err(|e| FedDecodeError::Malformed(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(FedDecodeError::TrailingBytes(rest.len()));
+        }
+        if envelope.version != FED_VERSION {
+            return Err(FedDecodeError::UnsupportedVersion(envelope.version));
+        }
+        if envelope.encode() != bytes {
+            return Err(FedDecodeError::NotCanonical);
+        }
+        Ok(envelope)
+    }
+}
+
+/// The message a signature covers: the context, then the exact encoded envelope.
+pub fn signing_message(encoded: &[u8]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(SIGNING_CONTEXT.len() + encoded.len());
+    message.extend_from_slice(SIGNING_CONTEXT);
+    message.extend_from_slice(encoded);
+    message
+}
+
+/// A signed envelope as it travels: `signature || encoded envelope`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedEnvelope<'a> {
+    pub signature: &'a [u8; SIGNATURE_LEN],
+    pub encoded: &'a [u8],
+}
+
+impl<'a> SignedEnvelope<'a> {
+    /// Splits wire bytes; checks only the size (the signature is checked by the receiver).
+    pub fn split(bytes: &'a [u8]) -> Result<Self, FedDecodeError> {
+        if bytes.len() > MAX_SIGNED_ENVELOPE {
+            return Err(FedDecodeError::TooLarge(bytes.len()));
+        }
+        let (signature, encoded) = bytes
+            .split_first_chunk::<SIGNATURE_LEN>()
+            .ok_or(FedDecodeError::Truncated)?;
+        Ok(Self { signature, encoded })
+    }
+
+    /// Joins a signature and an encoded envelope into wire bytes.
+    pub fn join(signature: &[u8; SIGNATURE_LEN], encoded: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(SIGNATURE_LEN + encoded.len());
+        out.extend_from_slice(signature);
+        out.extend_from_slice(encoded);
+        out
+    }
+}
+
+/// What a receiver did with one envelope. `Rejected` is permanent: the sender drops the
+/// envelope. `Retry` is transient: the sender keeps it and tries again later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Durable on the receiver.
+    Stored,
+    /// The receiver already had it (same event id or same place); nothing was written.
+    Duplicate,
+    Rejected(RejectCode),
+    Retry(RetryCode),
+}
+
+/// Permanent refusals. Nothing from a refused envelope is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RejectCode {
+    /// Not a valid signed envelope (bad postcard, trailing bytes, not canonical, short).
+    Malformed,
+    UnsupportedVersion,
+    /// The origin is not a hearth this receiver knows.
+    UnknownOrigin,
+    /// The signer is not a key of the origin.
+    UnknownKey,
+    /// The signer was revoked or its grace period is over.
+    RevokedKey,
+    /// The signature does not verify.
+    BadSignature,
+    /// The envelope is for another hearth.
+    WrongDestination,
+    /// The envelope's origin is not the authenticated peer that sent it.
+    OriginMismatch,
+    /// Signed too long ago (outside the freshness window).
+    Stale,
+    /// Signed too far in the future.
+    FromTheFuture,
+    /// The exact envelope was seen before.
+    Replayed,
+    /// The inner event is not a valid event envelope.
+    BadEvent,
+    /// The origin does not serve the event's sender.
+    ForeignSender,
+    /// A submit to a hearth that is not the room's home, or a sequenced event not from its home.
+    NotHome,
+    /// The room does not exist.
+    UnknownRoom,
+    /// The sender is not a member of the room.
+    NotMember,
+    /// The room's rules refuse it (direct-room invite, already a member, room full, bad create).
+    Forbidden,
+    /// Larger than the receiver's limit.
+    TooLarge,
+}
+
+/// Transient refusals: try again later, in the same order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RetryCode {
+    /// The peer sent faster than its budget.
+    RateLimited,
+    /// A sequenced event arrived before the ones before it.
+    OutOfOrder,
+    /// The receiver could not store it now (storage, shutdown).
+    Unavailable,
+}
+
+/// The receiver's answer to one stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamReply {
+    /// One outcome per envelope, in order.
+    Outcomes(Vec<Outcome>),
+    /// The stream itself was malformed; nothing in it was looked at or stored.
+    Refused(StreamError),
+}
+
+/// Why a whole stream was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum StreamError {
+    #[error("a frame length is over the limit")]
+    FrameTooLarge,
+    #[error("the stream ended inside a frame")]
+    Truncated,
+    #[error("more frames than a stream may carry")]
+    TooManyFrames,
+    #[error("the stream carried no frame")]
+    Empty,
+    #[error("the stream took too long")]
+    Timeout,
+    #[error("the stream is larger than the receiver's limit")]
+    TooLarge,
+}
+
+/// Splits a stream's bytes (`u32` big-endian length, then that many bytes, repeated) into frames.
+pub fn split_frames(mut bytes: &[u8]) -> Result<Vec<&[u8]>, StreamError> {
+    let mut frames = Vec::new();
+    while !bytes.is_empty() {
+        let (len, rest) = bytes
+            .split_first_chunk::<4>()
+            .ok_or(StreamError::Truncated)?;
+        let len = u32::from_be_bytes(*len) as usize;
+        if len > MAX_SIGNED_ENVELOPE {
+            return Err(StreamError::FrameTooLarge);
+        }
+        if rest.len() < len {
+            return Err(StreamError::Truncated);
+        }
+        if frames.len() == MAX_FRAMES_PER_STREAM {
+            return Err(StreamError::TooManyFrames);
+        }
+        let (frame, rest) = rest.split_at(len);
+        frames.push(frame);
+        bytes = rest;
+    }
+    if frames.is_empty() {
+        return Err(StreamError::Empty);
+    }
+    Ok(frames)
+}
+
+/// Appends one length-prefixed frame.
+pub fn push_frame(out: &mut Vec<u8>, frame: &[u8]) {
+    let len = u32::try_from(frame.len()).expect("frames are far below 4 GiB");
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(frame);
+}
+
+impl StreamReply {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("stream reply encodes")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, FedDecodeError> {
+        let (reply, rest): (Self, _) = postcard::take_from_bytes(bytes)
+            .map_err(|e| FedDecodeError::Malformed(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(FedDecodeError::TrailingBytes(rest.len()));
+        }
+        Ok(reply)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> FedEnvelope {
+        FedEnvelope {
+            version: FED_VERSION,
+            origin: ServerName::parse("a.example").unwrap(),
+            destination: ServerName::parse("b.example").unwrap(),
+            signer: [7; 32],
+            origin_ts: 1_795_000_000_000,
+            nonce: 42,
+            body: FedBody::Sequenced {
+                seq: 3,
+                event: vec![1, 2, 3],
+            },
+        }
+    }
+
+    #[test]
+    fn envelope_round_trips_and_rejects_trailing_and_versions() {
+        let bytes = sample().encode();
+        assert_eq!(FedEnvelope::decode(&bytes).unwrap(), sample());
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(
+            FedEnvelope::decode(&longer),
+            Err(FedDecodeError::TrailingBytes(1))
+        );
+        let mut v2 = sample();
+        v2.version = 2;
+        assert_eq!(
+            FedEnvelope::decode(&v2.encode()),
+            Err(FedDecodeError::UnsupportedVersion(2))
+        );
+        assert!(FedEnvelope::decode(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn non_canonical_varint_is_rejected() {
+        // origin_ts re-encoded with a redundant continuation byte.
+        let env = sample();
+        let bytes = env.encode();
+        let ts = postcard::to_stdvec(&env.origin_ts).unwrap();
+        let at = bytes
+            .windows(ts.len())
+            .position(|w| w == ts.as_slice())
+            .unwrap();
+        let mut padded = bytes[..at].to_vec();
+        let mut long_ts = ts.clone();
+        *long_ts.last_mut().unwrap() |= 0x80;
+        long_ts.push(0);
+        padded.extend_from_slice(&long_ts);
+        padded.extend_from_slice(&bytes[at + ts.len()..]);
+        assert!(FedEnvelope::decode(&padded).is_err());
+    }
+
+    #[test]
+    fn frames_split_and_bad_streams_are_typed() {
+        let mut stream = Vec::new();
+        push_frame(&mut stream, b"abc");
+        push_frame(&mut stream, b"");
+        push_frame(&mut stream, b"de");
+        assert_eq!(
+            split_frames(&stream).unwrap(),
+            vec![&b"abc"[..], &b""[..], &b"de"[..]]
+        );
+        assert_eq!(split_frames(&[]), Err(StreamError::Empty));
+        assert_eq!(
+            split_frames(&stream[..stream.len() - 1]),
+            Err(StreamError::Truncated)
+        );
+        let mut garbage = stream.clone();
+        garbage.extend_from_slice(&[0xff, 0xff]);
+        assert_eq!(split_frames(&garbage), Err(StreamError::Truncated));
+        let huge = (MAX_SIGNED_ENVELOPE as u32 + 1).to_be_bytes();
+        assert_eq!(split_frames(&huge), Err(StreamError::FrameTooLarge));
+        let mut many = Vec::new();
+        for _ in 0..=MAX_FRAMES_PER_STREAM {
+            push_frame(&mut many, b"x");
+        }
+        assert_eq!(split_frames(&many), Err(StreamError::TooManyFrames));
+    }
+
+    #[test]
+    fn signed_envelope_split_checks_size() {
+        assert_eq!(
+            SignedEnvelope::split(&[0; 63]),
+            Err(FedDecodeError::Truncated)
+        );
+        let joined = SignedEnvelope::join(&[9; 64], b"body");
+        let split = SignedEnvelope::split(&joined).unwrap();
+        assert_eq!(split.signature, &[9; 64]);
+        assert_eq!(split.encoded, b"body");
+        assert!(matches!(
+            SignedEnvelope::split(&vec![0; MAX_SIGNED_ENVELOPE + 1]),
+            Err(FedDecodeError::TooLarge(_))
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = FedEnvelope::decode(&bytes);
+            let _ = StreamReply::decode(&bytes);
+            let _ = split_frames(&bytes);
+            let _ = SignedEnvelope::split(&bytes);
+        }
+    }
+}
