@@ -267,6 +267,15 @@ impl HearthProcess {
         Self::spawn(data_dir, self.port, env).await
     }
 
+    /// Starts the same hearth again after [`Self::kill9`] (same data directory, port, env).
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        let env = std::mem::take(&mut self.env);
+        let fresh = Self::spawn(self.data_dir.clone(), self.port, env).await?;
+        let old = std::mem::replace(self, fresh);
+        drop(old);
+        Ok(())
+    }
+
     /// Sends SIGTERM and waits for a clean exit.
     pub fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         #[allow(unsafe_code)]
@@ -283,4 +292,91 @@ impl Drop for HearthProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A free UDP port on loopback (bound and released).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free udp port")
+}
+
+/// One member of a federated test network: its name, key and federation address.
+#[derive(Debug, Clone)]
+pub struct PeerSpec {
+    pub name: String,
+    pub key: String,
+    pub udp_port: u16,
+    pub data_dir: PathBuf,
+}
+
+/// Generates (or reads) the server key of a hearth that will run on `data_dir`.
+pub fn server_key(data_dir: &Path, name: &str) -> anyhow::Result<String> {
+    let out = Command::new(hearth_binary())
+        .arg("server-key")
+        .env("HEARTH_DATA_DIR", data_dir)
+        .env("HEARTH_SERVER_NAME", name)
+        .env("HEARTH_LOG", "warn")
+        .output()
+        .context("run hearth server-key")?;
+    if !out.status.success() {
+        bail!("hearth server-key: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+}
+
+/// Plans a network of hearths named `names` under `root`: keys generated, ports chosen.
+pub fn plan_network(root: &Path, names: &[&str]) -> anyhow::Result<Vec<PeerSpec>> {
+    names
+        .iter()
+        .map(|name| {
+            let data_dir = root.join(name);
+            std::fs::create_dir_all(&data_dir)?;
+            Ok(PeerSpec {
+                name: name.to_string(),
+                key: server_key(&data_dir, name)?,
+                udp_port: free_udp_port(),
+                data_dir,
+            })
+        })
+        .collect()
+}
+
+/// The environment that runs `me` federated with every other member of `network`.
+pub fn federation_env(me: &PeerSpec, network: &[PeerSpec]) -> Vec<(String, String)> {
+    let peers: Vec<String> = network
+        .iter()
+        .filter(|p| p.name != me.name)
+        .map(|p| {
+            format!(
+                r#"{{ name = "{}", address = "127.0.0.1:{}", key = "{}" }}"#,
+                p.name, p.udp_port, p.key
+            )
+        })
+        .collect();
+    vec![
+        ("HEARTH_SERVER_NAME".into(), me.name.clone()),
+        (
+            "HEARTH_FEDERATION__LISTEN".into(),
+            format!("127.0.0.1:{}", me.udp_port),
+        ),
+        (
+            "HEARTH_FEDERATION__PEERS".into(),
+            format!("[{}]", peers.join(", ")),
+        ),
+        // Catch up quickly after a peer returns.
+        ("HEARTH_FEDERATION__RETRY_MAX_MS".into(), "500".into()),
+    ]
+}
+
+/// Starts every member of `network` as a real process.
+pub async fn start_network(network: &[PeerSpec]) -> anyhow::Result<Vec<HearthProcess>> {
+    let mut processes = Vec::new();
+    for me in network {
+        let env = federation_env(me, network);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        processes.push(HearthProcess::start(&me.data_dir, &env).await?);
+    }
+    Ok(processes)
 }

@@ -1,0 +1,366 @@
+//! Rooms across hearths, with three real `hearth` processes on loopback federating over QUIC:
+//! a cross-hearth DM and a group spread over all three keep one order everywhere; a member
+//! hearth killed with SIGKILL in the middle of a 10,000-message burst loses and duplicates
+//! nothing; a room whose home is down still accepts sends, which are sequenced when it returns.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use hearth_client::{Client, Receiver, new_txn_id};
+use hearth_spec::client::ServerFrame;
+use hearth_spec::{Content, EventId, RoomId, RoomKind, TxnId, UserId};
+use hearth_tests::{HearthProcess, connect_synced, frames_until, plan_network, start_network};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn register(hearth: &HearthProcess, name: &str) -> Client {
+    let mut client = Client::new(&hearth.url);
+    client
+        .register(name, "correct horse battery", Some("test"))
+        .await
+        .expect("register");
+    client
+}
+
+fn uid(name: &str, server: &str) -> UserId {
+    UserId::parse(&format!("@{name}:{server}")).unwrap()
+}
+
+/// The whole history of a room as one hearth holds it: (seq, event id), in order.
+async fn history(client: &mut Client, room: &RoomId) -> Vec<(u64, EventId, Content)> {
+    let mut out = Vec::new();
+    let mut before = None;
+    loop {
+        let page = client.history(room, before, 500).await.unwrap();
+        let mut events: Vec<_> = page
+            .events
+            .into_iter()
+            .map(|e| (e.seq, e.event_id, e.content))
+            .collect();
+        events.append(&mut out);
+        out = events;
+        match page.prev_before {
+            Some(b) => before = Some(b),
+            None => return out,
+        }
+    }
+}
+
+/// Waits until a hearth's copy of `room` reaches `seq` (it arrives by federation).
+async fn wait_for_seq(client: &mut Client, room: &RoomId, seq: u64) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(summary) = client.room(room).await
+            && summary.last_seq >= seq
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{room} did not reach seq {seq} on {}",
+            client.base_url()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads live events until one with `event_id` arrives; returns every event frame's id.
+async fn events_until(rx: &mut Receiver, event_id: EventId) -> Vec<(u64, EventId)> {
+    let frames = frames_until(rx, WAIT, |f| {
+        matches!(f, ServerFrame::Event { event, .. } if event.event_id == event_id)
+    })
+    .await
+    .unwrap();
+    frames
+        .into_iter()
+        .filter_map(|f| match f {
+            ServerFrame::Event { event, .. } => Some((event.seq, event.event_id)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cross_hearth_dm_and_three_hearth_group_share_one_order() {
+    let root = tempfile::tempdir().unwrap();
+    let network = plan_network(root.path(), &["a.test", "b.test", "c.test"]).unwrap();
+    let hearths = start_network(&network).await.unwrap();
+    let mut alice = register(&hearths[0], "alice").await;
+    let mut bob = register(&hearths[1], "bob").await;
+    let mut carol = register(&hearths[2], "carol").await;
+
+    // A DM from a.test to b.test: bob sees the room arrive and answers from his own hearth.
+    let (_bob_tx, mut bob_rx) = connect_synced(&mut bob).await;
+    let dm = alice
+        .create_room(RoomKind::Direct, None, &[uid("bob", "b.test")])
+        .await
+        .unwrap();
+    let hello = alice
+        .send(&dm.room_id, &new_txn_id(), b"hello bob")
+        .await
+        .unwrap();
+    assert_eq!(hello.seq, Some(4), "create, two joins, then the message");
+    let seen = events_until(&mut bob_rx, hello.event_id).await;
+    // As on one hearth, a new member's inbox starts at their own join.
+    assert_eq!(seen.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [3, 4]);
+
+    let (_alice_tx, mut alice_rx) = connect_synced(&mut alice).await;
+    let reply = bob
+        .send(&dm.room_id, &new_txn_id(), b"hi alice")
+        .await
+        .unwrap();
+    assert_eq!(reply.seq, None, "bob's hearth accepts; a.test sequences");
+    let seen = events_until(&mut alice_rx, reply.event_id).await;
+    assert_eq!(seen.last().unwrap().0, 5);
+    wait_for_seq(&mut bob, &dm.room_id, 5).await;
+    assert_eq!(
+        history(&mut alice, &dm.room_id).await,
+        history(&mut bob, &dm.room_id).await
+    );
+    // Bob's own device receives his message with its place, like every other event.
+    let seen = events_until(&mut bob_rx, reply.event_id).await;
+    assert_eq!(seen.last().unwrap().0, 5);
+
+    // A group homed on c.test with members on all three hearths; everyone sends at once.
+    let group = carol
+        .create_room(
+            RoomKind::Group,
+            Some("three hearths"),
+            &[uid("alice", "a.test"), uid("bob", "b.test")],
+        )
+        .await
+        .unwrap();
+    let mut senders = Vec::new();
+    for client in [&alice, &bob, &carol] {
+        let mut client = Client::with_session(client.base_url(), client.session().unwrap().clone());
+        let room = group.room_id.clone();
+        senders.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..20 {
+                // The group may not have reached this hearth yet: retry until it has.
+                let txn = new_txn_id();
+                let deadline = Instant::now() + WAIT;
+                loop {
+                    match client.send(&room, &txn, format!("m{i}").as_bytes()).await {
+                        Ok(s) => {
+                            ids.push(s.event_id);
+                            break;
+                        }
+                        Err(e) if Instant::now() < deadline => {
+                            tracing_free_sleep(&e).await;
+                        }
+                        Err(e) => panic!("send failed: {e}"),
+                    }
+                }
+            }
+            ids
+        }));
+    }
+    let mut sent: Vec<EventId> = Vec::new();
+    for s in senders {
+        sent.extend(s.await.unwrap());
+    }
+    // 1 create + 3 joins + 60 messages.
+    for client in [&mut alice, &mut bob, &mut carol] {
+        wait_for_seq(client, &group.room_id, 64).await;
+    }
+    let a = history(&mut alice, &group.room_id).await;
+    let b = history(&mut bob, &group.room_id).await;
+    let c = history(&mut carol, &group.room_id).await;
+    assert_eq!(a.len(), 64);
+    assert_eq!(a, b, "a.test and b.test hold the same room in the same order");
+    assert_eq!(a, c, "a.test and c.test hold the same room in the same order");
+    let ids: HashSet<EventId> = a.iter().map(|(_, id, _)| *id).collect();
+    assert!(sent.iter().all(|id| ids.contains(id)), "every accepted send is in the room");
+    assert_eq!(
+        a.iter().map(|(s, _, _)| *s).collect::<Vec<_>>(),
+        (1..=64).collect::<Vec<u64>>()
+    );
+}
+
+async fn tracing_free_sleep(_e: &hearth_client::ClientError) {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// Sends `txns` over one WebSocket, pipelined; returns the acks received before it ended.
+async fn burst(client: &mut Client, room: &RoomId, txns: &[TxnId]) -> HashMap<TxnId, EventId> {
+    let (mut tx, mut rx) = connect_synced(client).await;
+    let room_for_sender = room.clone();
+    let to_send = txns.to_vec();
+    let sender = tokio::spawn(async move {
+        for t in to_send {
+            if tx
+                .send(&room_for_sender, &t, t.as_str().as_bytes())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        tx
+    });
+    let mut acks = HashMap::new();
+    while acks.len() < txns.len() {
+        match tokio::time::timeout(WAIT, rx.next()).await {
+            Ok(Some(Ok(ServerFrame::Accepted {
+                txn_id, event_id, ..
+            }))) => {
+                acks.insert(txn_id, event_id);
+            }
+            Ok(Some(Ok(_))) => {}
+            _ => break,
+        }
+    }
+    sender.abort();
+    acks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn member_hearth_killed_mid_burst_loses_and_duplicates_nothing() {
+    const MESSAGES: usize = 10_000;
+    let root = tempfile::tempdir().unwrap();
+    let network = plan_network(root.path(), &["a.test", "b.test", "c.test"]).unwrap();
+    let mut hearths = start_network(&network).await.unwrap();
+    let mut alice = register(&hearths[0], "alice").await;
+    let mut bob = register(&hearths[1], "bob").await;
+    let mut carol = register(&hearths[2], "carol").await;
+    let room = alice
+        .create_room(
+            RoomKind::Group,
+            Some("burst"),
+            &[uid("bob", "b.test"), uid("carol", "c.test")],
+        )
+        .await
+        .unwrap()
+        .room_id;
+    wait_for_seq(&mut bob, &room, 4).await;
+
+    // Carol's device on c.test watches every event live for the whole test.
+    let (_carol_tx, mut carol_rx) = connect_synced(&mut carol).await;
+    let watcher = tokio::spawn(async move {
+        let mut seen: Vec<(u64, EventId)> = Vec::new();
+        while let Ok(Some(Ok(frame))) = tokio::time::timeout(Duration::from_secs(10), carol_rx.next()).await
+        {
+            if let ServerFrame::Event { event, .. } = frame {
+                seen.push((event.seq, event.event_id));
+            }
+        }
+        seen
+    });
+
+    // Bob (on b.test) bursts into the room homed on a.test; b.test is killed part-way.
+    let txns: Vec<TxnId> = (0..MESSAGES)
+        .map(|i| TxnId::parse(&format!("b-{i}")).unwrap())
+        .collect();
+    let killer = {
+        let url = hearths[0].url.clone();
+        let mut alice = Client::with_session(&url, alice.session().unwrap().clone());
+        let room = room.clone();
+        // Kill once a.test has sequenced a good part of the burst.
+        async move {
+            loop {
+                if alice.room(&room).await.map(|r| r.last_seq).unwrap_or(0) >= 2_000 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    let burst_room = room.clone();
+    let burst_txns = txns.clone();
+    let mut bob_burst = Client::with_session(&hearths[1].url, bob.session().unwrap().clone());
+    let bursting = tokio::spawn(async move { burst(&mut bob_burst, &burst_room, &burst_txns).await });
+    killer.await;
+    hearths[1].kill9();
+    let first_acks = bursting.await.unwrap();
+    assert!(
+        !first_acks.is_empty() && first_acks.len() < MESSAGES,
+        "the kill lands mid-burst ({} acked)",
+        first_acks.len()
+    );
+
+    // b.test comes back; bob resends every transaction, acknowledged or not.
+    hearths[1].start_again().await.unwrap();
+    let second_acks = burst(&mut bob, &room, &txns).await;
+    assert_eq!(second_acks.len(), MESSAGES, "every send is accepted after the restart");
+    for (txn, id) in &first_acks {
+        assert_eq!(
+            second_acks.get(txn),
+            Some(id),
+            "a resent acknowledged transaction names the same event"
+        );
+    }
+
+    let setup = 4;
+    let total = setup + MESSAGES as u64;
+    wait_for_seq(&mut alice, &room, total).await;
+    wait_for_seq(&mut bob, &room, total).await;
+    wait_for_seq(&mut carol, &room, total).await;
+    let a = history(&mut alice, &room).await;
+    let b = history(&mut bob, &room).await;
+    let c = history(&mut carol, &room).await;
+    assert_eq!(a.len() as u64, total, "exactly one event per transaction");
+    assert_eq!(a, b, "b.test's copy matches the home's");
+    assert_eq!(a, c, "c.test's copy matches the home's");
+    let ids: HashSet<EventId> = a.iter().map(|(_, id, _)| *id).collect();
+    for id in first_acks.values() {
+        assert!(ids.contains(id), "an acknowledged message was lost");
+    }
+    let messages = a
+        .iter()
+        .filter(|(_, _, c)| matches!(c, Content::Message { .. }))
+        .count();
+    assert_eq!(messages, MESSAGES);
+
+    // Carol's device saw every event once, in room order.
+    let seen = watcher.await.unwrap();
+    let seen_ids: HashSet<EventId> = seen.iter().map(|(_, id)| *id).collect();
+    assert_eq!(seen_ids.len(), seen.len(), "no event reached carol twice");
+    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "carol saw room order");
+    assert_eq!(seen.len(), MESSAGES, "carol saw every message live");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sends_while_the_home_is_down_are_accepted_and_sequenced_when_it_returns() {
+    let root = tempfile::tempdir().unwrap();
+    let network = plan_network(root.path(), &["a.test", "b.test", "c.test"]).unwrap();
+    let mut hearths = start_network(&network).await.unwrap();
+    let mut alice = register(&hearths[0], "alice").await;
+    let mut bob = register(&hearths[1], "bob").await;
+    let mut carol = register(&hearths[2], "carol").await;
+    let room = alice
+        .create_room(
+            RoomKind::Group,
+            Some("home away"),
+            &[uid("bob", "b.test"), uid("carol", "c.test")],
+        )
+        .await
+        .unwrap()
+        .room_id;
+    wait_for_seq(&mut bob, &room, 4).await;
+    wait_for_seq(&mut carol, &room, 4).await;
+    let (_carol_tx, mut carol_rx) = connect_synced(&mut carol).await;
+
+    hearths[0].kill9();
+    let mut accepted = Vec::new();
+    for i in 0..50 {
+        let done = bob
+            .send(&room, &new_txn_id(), format!("while away {i}").as_bytes())
+            .await
+            .expect("accepted while the home is down");
+        assert_eq!(done.seq, None);
+        accepted.push(done.event_id);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(bob.room(&room).await.unwrap().last_seq, 4, "nothing is sequenced without the home");
+
+    hearths[0].start_again().await.unwrap();
+    let seen = events_until(&mut carol_rx, *accepted.last().unwrap()).await;
+    let seen_ids: Vec<EventId> = seen.iter().map(|(_, id)| *id).collect();
+    assert_eq!(seen_ids, accepted, "carol gets bob's messages in the order he sent them");
+    wait_for_seq(&mut bob, &room, 54).await;
+    wait_for_seq(&mut alice, &room, 54).await;
+    let a = history(&mut alice, &room).await;
+    assert_eq!(a, history(&mut bob, &room).await);
+    assert_eq!(a, history(&mut carol, &room).await);
+}
