@@ -321,7 +321,10 @@ pub fn server_key(data_dir: &Path, name: &str) -> anyhow::Result<String> {
         .output()
         .context("run hearth server-key")?;
     if !out.status.success() {
-        bail!("hearth server-key: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "hearth server-key: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8(out.stdout)?.trim().to_owned())
 }

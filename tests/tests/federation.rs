@@ -66,9 +66,11 @@ async fn wait_for_seq(client: &mut Client, room: &RoomId, seq: u64) {
 
 /// Reads live events until one with `event_id` arrives; returns every event frame's id.
 async fn events_until(rx: &mut Receiver, event_id: EventId) -> Vec<(u64, EventId)> {
-    let frames = frames_until(rx, WAIT, |f| {
-        matches!(f, ServerFrame::Event { event, .. } if event.event_id == event_id)
-    })
+    let frames = frames_until(
+        rx,
+        WAIT,
+        |f| matches!(f, ServerFrame::Event { event, .. } if event.event_id == event_id),
+    )
     .await
     .unwrap();
     frames
@@ -168,10 +170,19 @@ async fn cross_hearth_dm_and_three_hearth_group_share_one_order() {
     let b = history(&mut bob, &group.room_id).await;
     let c = history(&mut carol, &group.room_id).await;
     assert_eq!(a.len(), 64);
-    assert_eq!(a, b, "a.test and b.test hold the same room in the same order");
-    assert_eq!(a, c, "a.test and c.test hold the same room in the same order");
+    assert_eq!(
+        a, b,
+        "a.test and b.test hold the same room in the same order"
+    );
+    assert_eq!(
+        a, c,
+        "a.test and c.test hold the same room in the same order"
+    );
     let ids: HashSet<EventId> = a.iter().map(|(_, id, _)| *id).collect();
-    assert!(sent.iter().all(|id| ids.contains(id)), "every accepted send is in the room");
+    assert!(
+        sent.iter().all(|id| ids.contains(id)),
+        "every accepted send is in the room"
+    );
     assert_eq!(
         a.iter().map(|(s, _, _)| *s).collect::<Vec<_>>(),
         (1..=64).collect::<Vec<u64>>()
@@ -239,7 +250,8 @@ async fn member_hearth_killed_mid_burst_loses_and_duplicates_nothing() {
     let (_carol_tx, mut carol_rx) = connect_synced(&mut carol).await;
     let watcher = tokio::spawn(async move {
         let mut seen: Vec<(u64, EventId)> = Vec::new();
-        while let Ok(Some(Ok(frame))) = tokio::time::timeout(Duration::from_secs(10), carol_rx.next()).await
+        while let Ok(Some(Ok(frame))) =
+            tokio::time::timeout(Duration::from_secs(10), carol_rx.next()).await
         {
             if let ServerFrame::Event { event, .. } = frame {
                 seen.push((event.seq, event.event_id));
@@ -269,7 +281,8 @@ async fn member_hearth_killed_mid_burst_loses_and_duplicates_nothing() {
     let burst_room = room.clone();
     let burst_txns = txns.clone();
     let mut bob_burst = Client::with_session(&hearths[1].url, bob.session().unwrap().clone());
-    let bursting = tokio::spawn(async move { burst(&mut bob_burst, &burst_room, &burst_txns).await });
+    let bursting =
+        tokio::spawn(async move { burst(&mut bob_burst, &burst_room, &burst_txns).await });
     killer.await;
     hearths[1].kill9();
     let first_acks = bursting.await.unwrap();
@@ -282,7 +295,11 @@ async fn member_hearth_killed_mid_burst_loses_and_duplicates_nothing() {
     // b.test comes back; bob resends every transaction, acknowledged or not.
     hearths[1].start_again().await.unwrap();
     let second_acks = burst(&mut bob, &room, &txns).await;
-    assert_eq!(second_acks.len(), MESSAGES, "every send is accepted after the restart");
+    assert_eq!(
+        second_acks.len(),
+        MESSAGES,
+        "every send is accepted after the restart"
+    );
     for (txn, id) in &first_acks {
         assert_eq!(
             second_acks.get(txn),
@@ -316,7 +333,10 @@ async fn member_hearth_killed_mid_burst_loses_and_duplicates_nothing() {
     let seen = watcher.await.unwrap();
     let seen_ids: HashSet<EventId> = seen.iter().map(|(_, id)| *id).collect();
     assert_eq!(seen_ids.len(), seen.len(), "no event reached carol twice");
-    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "carol saw room order");
+    assert!(
+        seen.windows(2).all(|w| w[0].0 < w[1].0),
+        "carol saw room order"
+    );
     assert_eq!(seen.len(), MESSAGES, "carol saw every message live");
 }
 
@@ -352,12 +372,19 @@ async fn sends_while_the_home_is_down_are_accepted_and_sequenced_when_it_returns
         accepted.push(done.event_id);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(bob.room(&room).await.unwrap().last_seq, 4, "nothing is sequenced without the home");
+    assert_eq!(
+        bob.room(&room).await.unwrap().last_seq,
+        4,
+        "nothing is sequenced without the home"
+    );
 
     hearths[0].start_again().await.unwrap();
     let seen = events_until(&mut carol_rx, *accepted.last().unwrap()).await;
     let seen_ids: Vec<EventId> = seen.iter().map(|(_, id)| *id).collect();
-    assert_eq!(seen_ids, accepted, "carol gets bob's messages in the order he sent them");
+    assert_eq!(
+        seen_ids, accepted,
+        "carol gets bob's messages in the order he sent them"
+    );
     wait_for_seq(&mut bob, &room, 54).await;
     wait_for_seq(&mut alice, &room, 54).await;
     let a = history(&mut alice, &room).await;

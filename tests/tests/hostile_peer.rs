@@ -1,0 +1,645 @@
+//! A hostile peer against a real hearth's federation endpoint (QUIC, mutual TLS).
+//!
+//! The peer `evil.test` is configured on the hearth `home.test` and speaks the real protocol
+//! through `hearth-federation`'s transport, but builds what it sends by hand: forged, replayed,
+//! stale, misaddressed, oversized, truncated and malformed envelopes and streams. Each one gets
+//! its typed refusal, and afterwards the room holds exactly the events that were legitimately
+//! sent: nothing from a refused envelope is stored.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use base64::Engine;
+use hearth_crypto::{ServerKey, sign_envelope};
+use hearth_federation::{Directory, Inbound, PeerConfig, Transport, TransportConfig};
+use hearth_node::config::PeerEntry;
+use hearth_spec::envelope::ENVELOPE_VERSION;
+use hearth_spec::federation::{
+    FED_VERSION, FedBody, FedEnvelope, MAX_FRAMES_PER_STREAM, MAX_SIGNED_ENVELOPE, Outcome,
+    RejectCode, SignedEnvelope, StreamError, StreamReply, push_frame,
+};
+use hearth_spec::{
+    Content, DeviceId, Envelope, Membership, RoomId, RoomKind, ServerName, TxnId, UserId,
+};
+use hearth_tests::TestHearth;
+
+const MARKER: &[u8] = b"EVIL-MARKER";
+
+struct Sink;
+
+impl Inbound for Sink {
+    async fn receive(&self, _peer: ServerName, envelopes: Vec<FedEnvelope>) -> Vec<Outcome> {
+        vec![Outcome::Stored; envelopes.len()]
+    }
+}
+
+fn b64(key: &ServerKey) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.public_bytes())
+}
+
+fn name(s: &str) -> ServerName {
+    ServerName::parse(s).unwrap()
+}
+
+/// LEB128, as postcard writes a u64.
+fn postcard_varint(mut v: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+struct World {
+    hearth: TestHearth,
+    home: ServerName,
+    evil: Transport,
+    evil_key: ServerKey,
+    other_key: ServerKey,
+    revoked_key: ServerKey,
+    expired_key: ServerKey,
+    alice: hearth_client::Client,
+    room: RoomId,
+    closed_room: RoomId,
+    dm: RoomId,
+}
+
+impl World {
+    async fn new() -> Self {
+        let evil_key = ServerKey::generate();
+        let other_key = ServerKey::generate();
+        let revoked_key = ServerKey::generate();
+        let expired_key = ServerKey::generate();
+        let evil_directory = Arc::new(RwLock::new(Directory::default()));
+        let evil = Transport::start(
+            TransportConfig::new(name("evil.test"), "127.0.0.1:0".parse().unwrap()),
+            Arc::new(ServerKey::from_bytes(&evil_key.to_bytes()[..]).unwrap()),
+            evil_directory.clone(),
+            Arc::new(Sink),
+        )
+        .unwrap();
+        let evil_addr = evil.local_addr();
+        let mut home_key = None;
+        let hearth = TestHearth::start_with(|c| {
+            c.server_name = name("home.test");
+            c.limits.max_event_bytes = 1024;
+            home_key = Some(
+                hearth_node::keys::load_or_generate(&hearth_node::serve::key_path(&c.data_dir))
+                    .unwrap(),
+            );
+            c.federation.peers = vec![
+                PeerEntry {
+                    name: name("evil.test"),
+                    address: evil_addr,
+                    key: b64(&evil_key),
+                    previous_keys: vec![
+                        hearth_node::config::PreviousKey {
+                            key: b64(&revoked_key),
+                            valid_until_ms: u64::MAX,
+                        },
+                        hearth_node::config::PreviousKey {
+                            key: b64(&expired_key),
+                            valid_until_ms: 1,
+                        },
+                    ],
+                },
+                PeerEntry {
+                    name: name("other.test"),
+                    address: "127.0.0.1:9".parse().unwrap(),
+                    key: b64(&other_key),
+                    previous_keys: vec![],
+                },
+            ];
+            c.federation.revoked_keys = vec![b64(&revoked_key)];
+        })
+        .await;
+        let home_key = home_key.unwrap();
+        *evil_directory.write().unwrap() = Directory::new(
+            vec![PeerConfig {
+                name: name("home.test"),
+                address: hearth.running.federation_addr,
+                key: home_key.public_bytes(),
+                previous_keys: vec![],
+            }],
+            vec![],
+        );
+        let mut alice = hearth.user("alice").await;
+        let mallory = UserId::parse("@mallory:evil.test").unwrap();
+        let olga = UserId::parse("@olga:other.test").unwrap();
+        let room = alice
+            .create_room(RoomKind::Group, Some("r"), &[mallory.clone(), olga])
+            .await
+            .unwrap()
+            .room_id;
+        let closed_room = alice
+            .create_room(RoomKind::Group, Some("closed"), &[])
+            .await
+            .unwrap()
+            .room_id;
+        let dm = alice
+            .create_room(RoomKind::Direct, None, &[mallory])
+            .await
+            .unwrap()
+            .room_id;
+        Self {
+            hearth,
+            home: name("home.test"),
+            evil,
+            evil_key,
+            other_key,
+            revoked_key,
+            expired_key,
+            alice,
+            room,
+            closed_room,
+            dm,
+        }
+    }
+
+    fn event(&self, room: &RoomId, sender: &str, content: Content) -> Vec<u8> {
+        Envelope {
+            version: ENVELOPE_VERSION,
+            room_id: room.clone(),
+            sender: UserId::parse(sender).unwrap(),
+            sender_device: DeviceId::parse("EVILDEV").unwrap(),
+            txn_id: TxnId::parse(&format!("t{}", rand::random::<u64>())).unwrap(),
+            origin_ts: now_ms(),
+            content,
+        }
+        .encode()
+    }
+
+    fn message(&self, room: &RoomId, sender: &str) -> Vec<u8> {
+        let mut payload = MARKER.to_vec();
+        payload.extend_from_slice(&rand::random::<u64>().to_be_bytes());
+        self.event(room, sender, Content::Message { payload })
+    }
+
+    fn envelope(&self, body: FedBody) -> FedEnvelope {
+        FedEnvelope {
+            version: FED_VERSION,
+            origin: name("evil.test"),
+            destination: self.home.clone(),
+            signer: self.evil_key.public_bytes(),
+            origin_ts: now_ms(),
+            nonce: rand::random(),
+            body,
+        }
+    }
+
+    fn signed(&self, envelope: &FedEnvelope, key: &ServerKey) -> Vec<u8> {
+        let mut envelope = envelope.clone();
+        envelope.signer = key.public_bytes();
+        sign_envelope(key, &envelope)
+    }
+
+    fn submit(&self, event: Vec<u8>) -> Vec<u8> {
+        self.signed(&self.envelope(FedBody::Submit { event }), &self.evil_key)
+    }
+
+    async fn send(&self, frame: Vec<u8>) -> Outcome {
+        let outcomes = self.evil.send(&self.home, &[frame]).await.unwrap();
+        assert_eq!(outcomes.len(), 1);
+        outcomes[0]
+    }
+
+    async fn expect(&self, case: &str, frame: Vec<u8>, code: RejectCode) {
+        let before = self.last_seq().await;
+        assert_eq!(self.send(frame).await, Outcome::Rejected(code), "{case}");
+        assert_eq!(self.last_seq().await, before, "{case}: nothing stored");
+    }
+
+    /// Sends raw bytes as one stream and returns the hearth's answer.
+    async fn raw_stream(&self, bytes: &[u8]) -> StreamReply {
+        let connection = self.evil.connection(&self.home).await.unwrap();
+        let (mut send, mut recv) = connection.open_bi().await.unwrap();
+        send.write_all(bytes).await.unwrap();
+        send.finish().unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(30), recv.read_to_end(1 << 20))
+            .await
+            .unwrap()
+            .unwrap();
+        StreamReply::decode(&answer).unwrap()
+    }
+
+    async fn last_seq(&self) -> u64 {
+        let mut alice = hearth_client::Client::with_session(
+            &self.hearth.url,
+            self.alice.session().unwrap().clone(),
+        );
+        alice.room(&self.room).await.unwrap().last_seq
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_envelopes_are_refused_with_typed_codes_and_nothing_is_stored() {
+    let w = World::new().await;
+    let room = w.room.clone();
+    let mallory = "@mallory:evil.test";
+
+    // The baseline: a well-formed message from a member on evil.test is sequenced.
+    let start = w.last_seq().await;
+    let good_event = w.message(&room, mallory);
+    let good = w.submit(good_event.clone());
+    assert_eq!(w.send(good.clone()).await, Outcome::Stored);
+    assert_eq!(w.last_seq().await, start + 1);
+
+    // 1. A flipped bit in the signature.
+    let mut bad = w.submit(w.message(&room, mallory));
+    bad[3] ^= 0x40;
+    w.expect("bad signature", bad, RejectCode::BadSignature)
+        .await;
+    // 2. A flipped bit in the signed bytes.
+    let mut bad = w.submit(w.message(&room, mallory));
+    let last = bad.len() - 1;
+    bad[last] ^= 0x01;
+    w.expect("tampered body", bad, RejectCode::BadSignature)
+        .await;
+    // 3. Signed by a key nobody knows.
+    let stranger = ServerKey::generate();
+    let env = w.envelope(FedBody::Submit {
+        event: w.message(&room, mallory),
+    });
+    w.expect(
+        "unknown key",
+        w.signed(&env, &stranger),
+        RejectCode::UnknownKey,
+    )
+    .await;
+    // 4. Signed by another hearth's key in evil's name.
+    w.expect(
+        "another hearth's key",
+        w.signed(&env, &w.other_key),
+        RejectCode::UnknownKey,
+    )
+    .await;
+    // 5. Signed by a revoked key.
+    w.expect(
+        "revoked key",
+        w.signed(&env, &w.revoked_key),
+        RejectCode::RevokedKey,
+    )
+    .await;
+    // 6. Signed by a rotated-away key after its grace period.
+    w.expect(
+        "expired previous key",
+        w.signed(&env, &w.expired_key),
+        RejectCode::RevokedKey,
+    )
+    .await;
+    // 7. An origin the hearth has never heard of.
+    let mut unknown = env.clone();
+    unknown.origin = name("nobody.test");
+    w.expect(
+        "unknown origin",
+        w.signed(&unknown, &w.evil_key),
+        RejectCode::UnknownOrigin,
+    )
+    .await;
+    // 8. A valid envelope of other.test, relayed over evil's authenticated connection.
+    let mut other = env.clone();
+    other.origin = name("other.test");
+    other.body = FedBody::Submit {
+        event: w.message(&room, "@olga:other.test"),
+    };
+    w.expect(
+        "origin is not the connected peer",
+        w.signed(&other, &w.other_key),
+        RejectCode::OriginMismatch,
+    )
+    .await;
+    // 9. evil.test speaking for a user of other.test.
+    w.expect(
+        "origin claims another hearth's user",
+        w.submit(w.message(&room, "@olga:other.test")),
+        RejectCode::ForeignSender,
+    )
+    .await;
+    // 10. A sender who is not in the room.
+    w.expect(
+        "sender not in the room",
+        w.submit(w.message(&w.closed_room, mallory)),
+        RejectCode::NotMember,
+    )
+    .await;
+    // 11. Addressed to another hearth.
+    let mut elsewhere = w.envelope(FedBody::Submit {
+        event: w.message(&room, mallory),
+    });
+    elsewhere.destination = name("elsewhere.test");
+    w.expect(
+        "wrong destination",
+        w.signed(&elsewhere, &w.evil_key),
+        RejectCode::WrongDestination,
+    )
+    .await;
+    // 12. Signed eleven minutes ago.
+    let mut stale = w.envelope(FedBody::Submit {
+        event: w.message(&room, mallory),
+    });
+    stale.origin_ts = now_ms() - 11 * 60 * 1000;
+    w.expect("stale", w.signed(&stale, &w.evil_key), RejectCode::Stale)
+        .await;
+    // 13. Signed five minutes in the future.
+    let mut ahead = stale.clone();
+    ahead.origin_ts = now_ms() + 5 * 60 * 1000;
+    w.expect(
+        "from the future",
+        w.signed(&ahead, &w.evil_key),
+        RejectCode::FromTheFuture,
+    )
+    .await;
+    // 14. The baseline envelope again, byte for byte.
+    w.expect("replay", good.clone(), RejectCode::Replayed).await;
+    // 15. The baseline event in an old envelope: past the replay window it is simply stale.
+    let mut old = w.envelope(FedBody::Submit {
+        event: good_event.clone(),
+    });
+    old.origin_ts = now_ms() - 60 * 60 * 1000;
+    w.expect(
+        "replay after the de-duplication window",
+        w.signed(&old, &w.evil_key),
+        RejectCode::Stale,
+    )
+    .await;
+    // 16. The baseline event in a fresh envelope: a duplicate, stored once.
+    let before = w.last_seq().await;
+    assert_eq!(
+        w.send(w.submit(good_event.clone())).await,
+        Outcome::Duplicate
+    );
+    assert_eq!(w.last_seq().await, before);
+    // 17. A version this hearth does not speak.
+    let mut v2 = w.envelope(FedBody::Submit {
+        event: w.message(&room, mallory),
+    });
+    v2.version = 2;
+    w.expect(
+        "unsupported version",
+        w.signed(&v2, &w.evil_key),
+        RejectCode::UnsupportedVersion,
+    )
+    .await;
+    // 18. Random bytes.
+    let garbage: Vec<u8> = (0..200).map(|_| rand::random::<u8>()).collect();
+    w.expect("garbage", garbage, RejectCode::Malformed).await;
+    // 19. Shorter than a signature.
+    w.expect("truncated envelope", vec![7; 40], RejectCode::Malformed)
+        .await;
+    // 20. Bytes after a valid envelope inside the frame.
+    let mut trailing = w.submit(w.message(&room, mallory));
+    trailing.extend_from_slice(b"tail");
+    w.expect(
+        "trailing bytes in the frame",
+        trailing,
+        RejectCode::Malformed,
+    )
+    .await;
+    // 21. A non-canonical encoding (a varint padded with a redundant byte), signed as sent.
+    let env = w.envelope(FedBody::Submit {
+        event: w.message(&room, mallory),
+    });
+    let encoded = env.encode();
+    let ts = postcard_varint(env.origin_ts);
+    let at = encoded
+        .windows(ts.len())
+        .position(|w| w == ts.as_slice())
+        .unwrap();
+    let mut long_ts = ts.clone();
+    *long_ts.last_mut().unwrap() |= 0x80;
+    long_ts.push(0);
+    let mut padded = encoded[..at].to_vec();
+    padded.extend_from_slice(&long_ts);
+    padded.extend_from_slice(&encoded[at + ts.len()..]);
+    let sig = w
+        .evil_key
+        .sign(&hearth_spec::federation::signing_message(&padded));
+    w.expect(
+        "non-canonical encoding",
+        SignedEnvelope::join(&sig, &padded),
+        RejectCode::Malformed,
+    )
+    .await;
+    // 22. A submit whose event is not an event.
+    w.expect(
+        "inner event garbage",
+        w.submit(b"not an envelope".to_vec()),
+        RejectCode::BadEvent,
+    )
+    .await;
+    // 23. A submit for a room homed on evil.test itself.
+    let foreign_room = RoomId::parse("!theirs:evil.test").unwrap();
+    w.expect(
+        "submit to a hearth that is not the room's home",
+        w.submit(w.message(&foreign_room, mallory)),
+        RejectCode::NotHome,
+    )
+    .await;
+    // 24. evil.test posing as the home of a room homed here.
+    let forged_seq = w.signed(
+        &w.envelope(FedBody::Sequenced {
+            seq: 99,
+            event: w.message(&room, mallory),
+        }),
+        &w.evil_key,
+    );
+    w.expect(
+        "sequenced event from a hearth that is not the home",
+        forged_seq,
+        RejectCode::NotHome,
+    )
+    .await;
+    // 25. A member hearth trying to create a room event.
+    w.expect(
+        "create from a member",
+        w.submit(w.event(
+            &room,
+            mallory,
+            Content::Create {
+                kind: RoomKind::Group,
+                name: None,
+            },
+        )),
+        RejectCode::BadEvent,
+    )
+    .await;
+    // 26. Removing somebody else.
+    w.expect(
+        "kick",
+        w.submit(w.event(
+            &room,
+            mallory,
+            Content::Member {
+                target: UserId::parse("@alice:home.test").unwrap(),
+                membership: Membership::Leave,
+            },
+        )),
+        RejectCode::BadEvent,
+    )
+    .await;
+    // 27. Inviting into a direct chat.
+    let before_dm = w.last_seq().await;
+    assert_eq!(
+        w.send(w.submit(w.event(
+            &w.dm,
+            mallory,
+            Content::Member {
+                target: UserId::parse("@eve:evil.test").unwrap(),
+                membership: Membership::Join,
+            },
+        )))
+        .await,
+        Outcome::Rejected(RejectCode::Forbidden),
+        "invite into a direct chat"
+    );
+    assert_eq!(w.last_seq().await, before_dm);
+    // 28. A room that does not exist.
+    w.expect(
+        "unknown room",
+        w.submit(w.message(&RoomId::parse("!nope:home.test").unwrap(), mallory)),
+        RejectCode::UnknownRoom,
+    )
+    .await;
+    // 29. A payload over the hearth's event limit (1 KiB here).
+    w.expect(
+        "oversized payload",
+        w.submit(w.event(
+            &room,
+            mallory,
+            Content::Message {
+                payload: vec![b'x'; 2048],
+            },
+        )),
+        RejectCode::TooLarge,
+    )
+    .await;
+    // 30. A batch mixing good and bad: each gets its own outcome; only the good one is stored.
+    let before = w.last_seq().await;
+    let mixed = vec![
+        w.submit(w.message(&room, mallory)),
+        w.submit(w.message(&room, "@olga:other.test")),
+        w.submit(w.message(&room, mallory)),
+    ];
+    assert_eq!(
+        w.evil.send(&w.home, &mixed).await.unwrap(),
+        [
+            Outcome::Stored,
+            Outcome::Rejected(RejectCode::ForeignSender),
+            Outcome::Stored
+        ]
+    );
+    assert_eq!(w.last_seq().await, before + 2);
+
+    // Streams whose framing is broken are refused whole, before any envelope is looked at.
+    let before = w.last_seq().await;
+    let mut oversized = Vec::new();
+    push_frame(&mut oversized, &vec![0u8; MAX_SIGNED_ENVELOPE + 1]);
+    assert_eq!(
+        w.raw_stream(&oversized).await,
+        StreamReply::Refused(StreamError::FrameTooLarge),
+        "31. oversized frame"
+    );
+    let mut truncated = Vec::new();
+    push_frame(&mut truncated, &w.submit(w.message(&room, mallory)));
+    truncated.truncate(truncated.len() - 10);
+    assert_eq!(
+        w.raw_stream(&truncated).await,
+        StreamReply::Refused(StreamError::Truncated),
+        "32. truncated frame"
+    );
+    let mut tail = Vec::new();
+    push_frame(&mut tail, &w.submit(w.message(&room, mallory)));
+    tail.extend_from_slice(&[0xde, 0xad]);
+    assert_eq!(
+        w.raw_stream(&tail).await,
+        StreamReply::Refused(StreamError::Truncated),
+        "33. garbage after a valid frame"
+    );
+    let mut many = Vec::new();
+    for _ in 0..=MAX_FRAMES_PER_STREAM {
+        push_frame(&mut many, b"x");
+    }
+    assert_eq!(
+        w.raw_stream(&many).await,
+        StreamReply::Refused(StreamError::TooManyFrames),
+        "34. too many frames"
+    );
+    assert_eq!(
+        w.raw_stream(&[]).await,
+        StreamReply::Refused(StreamError::Empty),
+        "35. empty stream"
+    );
+    assert_eq!(
+        w.last_seq().await,
+        before,
+        "no refused stream stored anything"
+    );
+
+    // 36. Too many streams: the hearth grants 8 at a time; the 9th cannot open until one ends.
+    let connection = w.evil.connection(&w.home).await.unwrap();
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let (mut send, recv) = connection.open_bi().await.unwrap();
+        // A stream is announced to the peer by its first bytes.
+        send.write_all(&[0, 0]).await.unwrap();
+        held.push((send, recv));
+    }
+    let ninth = tokio::time::timeout(Duration::from_millis(1500), connection.open_bi()).await;
+    assert!(ninth.is_err(), "36. a ninth concurrent stream must wait");
+    for (mut send, _) in held.drain(..1) {
+        send.finish().unwrap();
+    }
+    drop(held);
+
+    // 37. A stranger whose key no directory holds cannot even finish the TLS handshake.
+    let stranger_dir = Arc::new(RwLock::new(Directory::new(
+        vec![PeerConfig {
+            name: w.home.clone(),
+            address: w.hearth.running.federation_addr,
+            key: hearth_node::keys::load_or_generate(&hearth_node::serve::key_path(
+                &w.hearth.config.data_dir,
+            ))
+            .unwrap()
+            .public_bytes(),
+            previous_keys: vec![],
+        }],
+        vec![],
+    )));
+    let stranger_transport = Transport::start(
+        TransportConfig::new(name("evil.test"), "127.0.0.1:0".parse().unwrap()),
+        Arc::new(ServerKey::generate()),
+        stranger_dir,
+        Arc::new(Sink),
+    )
+    .unwrap();
+    let refused = stranger_transport
+        .send(&w.home, &[w.submit(w.message(&room, mallory))])
+        .await;
+    assert!(refused.is_err(), "37. unknown TLS key: {refused:?}");
+
+    // Finally: the room holds the baseline and the two good batch messages, and no refused
+    // envelope's marker is anywhere in it.
+    let mut alice =
+        hearth_client::Client::with_session(&w.hearth.url, w.alice.session().unwrap().clone());
+    let page = alice.history(&room, None, 500).await.unwrap();
+    let evil_messages = page
+        .events
+        .iter()
+        .filter(
+            |e| matches!(&e.content, Content::Message { payload } if payload.starts_with(MARKER)),
+        )
+        .count();
+    assert_eq!(evil_messages, 3);
+}
