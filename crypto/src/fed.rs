@@ -97,3 +97,82 @@ mod tests {
         assert_eq!(ed25519_from_spki(&spki), None);
     }
 }
+
+/// Checks `spec/vectors/federation.json` byte for byte: encoding, signature, wire form.
+/// Regenerate (only when the format changes on purpose) with
+/// `HEARTH_REGEN_VECTORS=1 cargo test -p hearth-crypto`.
+#[cfg(test)]
+mod vectors {
+    use super::*;
+    use hearth_spec::ServerName;
+    use hearth_spec::federation::{FED_VERSION, FedBody};
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn samples(key: &ServerKey) -> Vec<(&'static str, FedEnvelope)> {
+        let base = |body| FedEnvelope {
+            version: FED_VERSION,
+            origin: ServerName::parse("eu.example.org").unwrap(),
+            destination: ServerName::parse("us.example.org").unwrap(),
+            signer: key.public_bytes(),
+            origin_ts: 1_795_000_000_000,
+            nonce: 0x0102_0304_0506_0708,
+            body,
+        };
+        vec![
+            (
+                "submit an event to its room's home",
+                base(FedBody::Submit {
+                    event: vec![1, 2, 3],
+                }),
+            ),
+            (
+                "a sequenced event for a member hearth",
+                base(FedBody::Sequenced {
+                    seq: 300,
+                    event: vec![4, 5],
+                }),
+            ),
+            (
+                "a key rotation",
+                base(FedBody::KeyRotation {
+                    new_key: [9; 32],
+                    old_valid_until_ms: 1_796_000_000_000,
+                }),
+            ),
+        ]
+    }
+
+    #[test]
+    fn federation_vectors_match_byte_for_byte() {
+        let key = ServerKey::from_bytes(&[0x11; 32]).unwrap();
+        let mut lines = vec![format!(
+            "{{\n  \"signing_key_seed_hex\": \"{}\",\n  \"public_key_hex\": \"{}\",\n  \"vectors\": [",
+            hex(&[0x11; 32]),
+            hex(&key.public_bytes())
+        )];
+        let samples = samples(&key);
+        for (i, (description, envelope)) in samples.iter().enumerate() {
+            let wire = sign_envelope(&key, envelope);
+            let comma = if i + 1 < samples.len() { "," } else { "" };
+            lines.push(format!(
+                "    {{\n      \"description\": \"{description}\",\n      \"encoded_hex\": \"{}\",\n      \"wire_hex\": \"{}\"\n    }}{comma}",
+                hex(&envelope.encode()),
+                hex(&wire)
+            ));
+            let split = SignedEnvelope::split(&wire).unwrap();
+            assert_eq!(FedEnvelope::decode(split.encoded).unwrap(), *envelope);
+            assert!(verify_envelope(&key.verifying_key(), &split).is_ok());
+        }
+        lines.push("  ]\n}\n".into());
+        let computed = lines.join("\n");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/vectors/federation.json");
+        if std::env::var_os("HEARTH_REGEN_VECTORS").is_some() {
+            std::fs::write(path, &computed).unwrap();
+        }
+        let committed = std::fs::read_to_string(path).unwrap();
+        assert_eq!(committed, computed);
+    }
+}
