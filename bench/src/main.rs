@@ -1,6 +1,7 @@
 //! `hearth-bench`: starts a real `hearth` process on loopback, drives it with real clients and
 //! reports latency, throughput, fan-out and memory per connection, as medians over several runs.
 
+mod federation;
 mod server;
 mod stats;
 
@@ -76,6 +77,22 @@ enum Scenario {
         #[arg(long, default_value_t = 30)]
         seconds: u64,
     },
+    /// Cross-hearth delivery latency (two federated hearths) next to same-hearth latency.
+    FederationLatency {
+        #[arg(long, default_value_t = 500)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 10)]
+        pairs: usize,
+    },
+    /// Signed envelopes per second over one peer link, verification on.
+    Link {
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 200)]
+        event_bytes: usize,
+    },
     /// All of the above with their defaults.
     All,
 }
@@ -113,12 +130,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 interval_ms: 5000,
                 seconds: 30,
             },
+            Scenario::FederationLatency {
+                rate: 500,
+                seconds: 10,
+                pairs: 10,
+            },
+            Scenario::Link {
+                seconds: 5,
+                event_bytes: 200,
+            },
         ],
         one => vec![one],
     };
     for scenario in scenarios {
         let mut reports = Vec::new();
         for run in 1..=cli.runs {
+            let report = match &scenario {
+                Scenario::FederationLatency {
+                    rate,
+                    seconds,
+                    pairs,
+                } => Some(federation::latency(&cli.hearth, *rate, *seconds, *pairs).await?),
+                Scenario::Link {
+                    seconds,
+                    event_bytes,
+                } => Some(federation::link(*seconds, *event_bytes).await?),
+                _ => None,
+            };
+            if let Some(report) = report {
+                println!("  run {run}: {}", report.line());
+                reports.push(report);
+                continue;
+            }
             let hearth = Hearth::start(&cli.hearth).await?;
             let report = match &scenario {
                 Scenario::Latency {
@@ -141,7 +184,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     interval_ms,
                     seconds,
                 } => presence(&hearth, *users, *room_size, *interval_ms, *seconds).await?,
-                Scenario::All => unreachable!(),
+                Scenario::All | Scenario::FederationLatency { .. } | Scenario::Link { .. } => {
+                    unreachable!()
+                }
             };
             println!("  run {run}: {}", report.line());
             reports.push(report);

@@ -15,12 +15,20 @@ pub struct Hearth {
 impl Hearth {
     /// Starts `binary serve` with limits opened up for load and waits until it answers.
     pub async fn start(binary: &str) -> anyhow::Result<Self> {
+        Self::start_env(binary, fresh_dir()?, &[]).await
+    }
+
+    /// Like [`Self::start`], on `dir`, with extra environment (which wins over the defaults).
+    pub async fn start_env(
+        binary: &str,
+        dir: std::path::PathBuf,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let dir = std::env::temp_dir().join(format!("hearth-bench-{}-{port}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .arg("serve")
             .env("HEARTH_DATA_DIR", &dir)
             .env("HEARTH_CLIENT_API__LISTEN", format!("127.0.0.1:{port}"))
@@ -36,11 +44,13 @@ impl Hearth {
             .env("HEARTH_AUTH__ARGON2_M_COST_KIB", "64")
             .env("HEARTH_AUTH__ARGON2_T_COST", "1")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| {
-                format!("cannot start {binary}; build it with `cargo build --release`")
-            })?;
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command.spawn().with_context(|| {
+            format!("cannot start {binary}; build it with `cargo build --release`")
+        })?;
         let hearth = Self {
             child,
             url: format!("http://127.0.0.1:{port}"),
@@ -91,6 +101,70 @@ impl Hearth {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A new empty data directory under the system's temporary directory.
+pub fn fresh_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "hearth-bench-{}-{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// The public server key of a hearth that will run on `dir` (generated now).
+pub fn server_key(binary: &str, dir: &std::path::Path) -> anyhow::Result<String> {
+    let out = Command::new(binary)
+        .arg("server-key")
+        .env("HEARTH_DATA_DIR", dir)
+        .env("HEARTH_LOG", "warn")
+        .output()
+        .context("run hearth server-key")?;
+    if !out.status.success() {
+        bail!(
+            "hearth server-key failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+}
+
+/// Two hearths, `a.bench` and `b.bench`, federated with each other.
+pub async fn federated_pair(binary: &str) -> anyhow::Result<(Hearth, Hearth)> {
+    let names = ["a.bench", "b.bench"];
+    let mut plans = Vec::new();
+    for name in names {
+        let dir = fresh_dir()?;
+        let key = server_key(binary, &dir)?;
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        plans.push((name, dir, key, udp));
+    }
+    let mut hearths = Vec::new();
+    for (i, (name, dir, _, udp)) in plans.iter().enumerate() {
+        let (peer, _, key, peer_udp) = &plans[1 - i];
+        let env = vec![
+            ("HEARTH_SERVER_NAME".to_owned(), name.to_string()),
+            (
+                "HEARTH_FEDERATION__LISTEN".to_owned(),
+                format!("127.0.0.1:{udp}"),
+            ),
+            (
+                "HEARTH_FEDERATION__PEERS".to_owned(),
+                format!(
+                    r#"[{{ name = "{peer}", address = "127.0.0.1:{peer_udp}", key = "{key}" }}]"#
+                ),
+            ),
+        ];
+        hearths.push(Hearth::start_env(binary, dir.clone(), &env).await?);
+    }
+    let b = hearths.pop().expect("two");
+    let a = hearths.pop().expect("two");
+    Ok((a, b))
 }
 
 /// Whether `GET /v1/health` at `addr` answers 200 (a plain TCP request; the bench has no other

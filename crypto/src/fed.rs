@@ -26,6 +26,29 @@ pub fn verify_envelope(key: &VerifyingKey, signed: &SignedEnvelope<'_>) -> Resul
     )
 }
 
+/// Verifies many signed envelopes at once (ed25519 batch verification, about twice as fast per
+/// signature); if the batch fails, each is verified alone to find the bad ones. Returns one
+/// verdict per item, in order.
+pub fn verify_envelopes(items: &[(VerifyingKey, SignedEnvelope<'_>)]) -> Vec<bool> {
+    let messages: Vec<Vec<u8>> = items
+        .iter()
+        .map(|(_, signed)| signing_message(signed.encoded))
+        .collect();
+    let message_refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+    let signatures: Vec<ed25519_dalek::Signature> = items
+        .iter()
+        .map(|(_, signed)| ed25519_dalek::Signature::from_bytes(signed.signature))
+        .collect();
+    let keys: Vec<VerifyingKey> = items.iter().map(|(key, _)| *key).collect();
+    if !items.is_empty() && ed25519_dalek::verify_batch(&message_refs, &signatures, &keys).is_ok() {
+        return vec![true; items.len()];
+    }
+    items
+        .iter()
+        .map(|(key, signed)| verify_envelope(key, signed).is_ok())
+        .collect()
+}
+
 /// The DER prefix of an ed25519 private key in PKCS#8 v1 (RFC 8410, section 7); the 32-byte
 /// seed follows.
 const PKCS8_ED25519_PREFIX: [u8; 16] = [
@@ -84,6 +107,22 @@ mod tests {
             let signed = SignedEnvelope::split(&bad).unwrap();
             assert!(verify_envelope(&key.verifying_key(), &signed).is_err());
         }
+    }
+
+    #[test]
+    fn batch_verification_finds_the_one_bad_signature() {
+        let key = ServerKey::generate();
+        let wires: Vec<Vec<u8>> = (0..5)
+            .map(|_| sign_envelope(&key, &envelope(&key)))
+            .collect();
+        let mut wires = wires;
+        wires[3][10] ^= 1;
+        let items: Vec<_> = wires
+            .iter()
+            .map(|w| (key.verifying_key(), SignedEnvelope::split(w).unwrap()))
+            .collect();
+        assert_eq!(verify_envelopes(&items), [true, true, true, false, true]);
+        assert!(verify_envelopes(&[]).is_empty());
     }
 
     #[test]
@@ -168,7 +207,10 @@ mod vectors {
         }
         lines.push("  ]\n}\n".into());
         let computed = lines.join("\n");
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/vectors/federation.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../spec/vectors/federation.json"
+        );
         if std::env::var_os("HEARTH_REGEN_VECTORS").is_some() {
             std::fs::write(path, &computed).unwrap();
         }

@@ -7,6 +7,6 @@ mod fed;
 mod key;
 mod secret;
 
-pub use fed::{ed25519_from_spki, sign_envelope, verify_envelope};
+pub use fed::{ed25519_from_spki, sign_envelope, verify_envelope, verify_envelopes};
 pub use key::{KeyError, ServerKey, VerifyError, VerifyingKey, verify};
 pub use secret::{Secret, random_token};

@@ -17,11 +17,12 @@ use crate::transport::Transport;
 
 /// The durable queue as the driver sees it.
 pub trait OutboxStore: Send + Sync + 'static {
-    /// Up to `limit` of the oldest entries for `destination`: (entry id, signed envelope built
-    /// and signed now).
+    /// Up to `limit` of the oldest entries for `destination` with ids above `after`: (entry id,
+    /// signed envelope built and signed now).
     fn pending(
         &self,
         destination: &ServerName,
+        after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, String>;
     /// Removes delivered entries.
@@ -31,7 +32,21 @@ pub trait OutboxStore: Send + Sync + 'static {
 /// Envelopes per batch stream.
 pub const BATCH: usize = 512;
 
-/// Drains `destination`'s queue until `stop` is notified; `wake` says new entries were added.
+type Prepared = tokio::task::JoinHandle<Result<Vec<(u64, Vec<u8>)>, String>>;
+
+/// Reads and signs the next batch on a blocking thread.
+fn prepare<S: OutboxStore>(
+    store: &Arc<S>,
+    destination: &ServerName,
+    after: Option<u64>,
+) -> Prepared {
+    let store = store.clone();
+    let destination = destination.clone();
+    tokio::task::spawn_blocking(move || store.pending(&destination, after, BATCH))
+}
+
+/// Drains `destination`'s queue; `wake` says new entries were added. While one batch is on the
+/// wire the next one is read and signed, so signing and the peer's verification overlap.
 pub async fn drive<S: OutboxStore>(
     transport: Transport,
     destination: ServerName,
@@ -40,26 +55,27 @@ pub async fn drive<S: OutboxStore>(
     policy: BackoffPolicy,
 ) {
     let mut backoff = Backoff::new(policy);
+    let mut next = prepare(&store, &destination, None);
     loop {
-        let pending = {
-            let store = store.clone();
-            let destination = destination.clone();
-            tokio::task::spawn_blocking(move || store.pending(&destination, BATCH)).await
-        };
-        let pending = match pending {
+        let pending = match next.await {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => {
                 tracing::error!(%destination, error = %e, "cannot read the outbound queue");
                 tokio::time::sleep(backoff.next_delay(rand::random())).await;
+                next = prepare(&store, &destination, None);
                 continue;
             }
             Err(_) => return,
         };
         if pending.is_empty() {
             wake.notified().await;
+            next = prepare(&store, &destination, None);
             continue;
         }
+        let last_id = pending.last().map(|(id, _)| *id);
+        let prefetch = prepare(&store, &destination, last_id);
         let (ids, frames): (Vec<u64>, Vec<Vec<u8>>) = pending.into_iter().unzip();
+        let mut all_done = false;
         match transport.send(&destination, &frames).await {
             Ok(outcomes) => {
                 let mut done = Vec::with_capacity(ids.len());
@@ -79,21 +95,22 @@ pub async fn drive<S: OutboxStore>(
                     }
                 }
                 if !done.is_empty() {
+                    // Not awaited: the next batch (already prefetched past these ids) need not
+                    // wait for the removal; an entry whose removal is lost is resent and
+                    // de-duplicated by the peer.
                     let store = store.clone();
                     let destination = destination.clone();
-                    let removed =
-                        tokio::task::spawn_blocking(move || store.remove(&destination, &done))
-                            .await;
-                    if !matches!(removed, Ok(Ok(()))) {
-                        tracing::error!(
-                            "cannot remove delivered entries; they will be resent and de-duplicated"
-                        );
-                    }
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(e) = store.remove(&destination, &done) {
+                            tracing::error!(error = %e, "cannot remove delivered entries; they will be resent and de-duplicated");
+                        }
+                    });
                 }
                 if retry {
                     tokio::time::sleep(backoff.next_delay(rand::random())).await;
                 } else {
                     backoff.reset();
+                    all_done = true;
                 }
             }
             Err(e) => {
@@ -103,5 +120,12 @@ pub async fn drive<S: OutboxStore>(
                 tokio::time::sleep(delay).await;
             }
         }
+        next = if all_done {
+            prefetch
+        } else {
+            // Start again from the oldest entry still queued.
+            let _ = prefetch.await;
+            prepare(&store, &destination, None)
+        };
     }
 }

@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 use hearth_crypto::ServerKey;
 use hearth_spec::ServerName;
 use hearth_spec::federation::{
-    FedEnvelope, MAX_FRAMES_PER_STREAM, MAX_SIGNED_ENVELOPE, Outcome, RetryCode, StreamError,
-    StreamReply, push_frame, split_frames,
+    FedEnvelope, MAX_FRAMES_PER_STREAM, Outcome, RetryCode, StreamError, StreamReply, push_frame,
+    split_frames,
 };
 use quinn::VarInt;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 
 use crate::budget::Bucket;
-use crate::check::{Freshness, ReplayCache, check_envelope};
+use crate::check::{Freshness, ReplayCache, check_batch};
 use crate::clock::now_ms;
 use crate::directory::Directory;
 use crate::tls::{self, TLS_NAME, TlsError};
@@ -113,7 +113,7 @@ struct Shared {
     endpoint: quinn::Endpoint,
     links: Mutex<HashMap<ServerName, Arc<tokio::sync::Mutex<Option<quinn::Connection>>>>>,
     budgets: Mutex<HashMap<ServerName, Bucket>>,
-    replay: Mutex<ReplayCache>,
+    replay: Arc<Mutex<ReplayCache>>,
     transport: Arc<quinn::TransportConfig>,
 }
 
@@ -168,7 +168,7 @@ impl Transport {
             }
         })?;
         let shared = Arc::new(Shared {
-            replay: Mutex::new(ReplayCache::new(config.replay_capacity)),
+            replay: Arc::new(Mutex::new(ReplayCache::new(config.replay_capacity))),
             config,
             key,
             directory,
@@ -384,37 +384,40 @@ async fn handle_batch<I: Inbound>(
         })
         .take(frames.len(), Instant::now());
     let now = now_ms();
+    let admitted = granted.min(frames.len());
+    // Signature checks are CPU work: keep them off the async workers.
+    let verdicts = {
+        let directory = shared.directory.read().expect("directory lock").clone();
+        let frames: Vec<Vec<u8>> = frames[..admitted].iter().map(|f| f.to_vec()).collect();
+        let own = shared.config.own.clone();
+        let peer = peer.clone();
+        let freshness = shared.config.freshness;
+        let replay = shared.replay.clone();
+        tokio::task::spawn_blocking(move || {
+            let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+            let mut replay = replay.lock().expect("replay lock");
+            check_batch(&directory, &mut replay, freshness, &own, &peer, &refs, now)
+        })
+        .await
+    };
+    let Ok(verdicts) = verdicts else {
+        return StreamReply::Outcomes(vec![Outcome::Retry(RetryCode::Unavailable); frames.len()]);
+    };
     let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(frames.len());
     let mut passed = Vec::new();
-    {
-        let directory = shared.directory.read().expect("directory lock");
-        let mut replay = shared.replay.lock().expect("replay lock");
-        for (i, frame) in frames.iter().enumerate() {
-            if i >= granted {
-                outcomes.push(Some(Outcome::Retry(RetryCode::RateLimited)));
-                continue;
+    for verdict in verdicts {
+        match verdict {
+            Ok(envelope) => {
+                outcomes.push(None);
+                passed.push(envelope);
             }
-            debug_assert!(frame.len() <= MAX_SIGNED_ENVELOPE);
-            match check_envelope(
-                &directory,
-                &mut replay,
-                shared.config.freshness,
-                &shared.config.own,
-                peer,
-                frame,
-                now,
-            ) {
-                Ok(envelope) => {
-                    outcomes.push(None);
-                    passed.push(envelope);
-                }
-                Err(code) => {
-                    tracing::debug!(%peer, ?code, "rejected an envelope");
-                    outcomes.push(Some(Outcome::Rejected(code)));
-                }
+            Err(code) => {
+                tracing::debug!(%peer, ?code, "rejected an envelope");
+                outcomes.push(Some(Outcome::Rejected(code)));
             }
         }
     }
+    outcomes.resize(frames.len(), Some(Outcome::Retry(RetryCode::RateLimited)));
     let mut answers = if passed.is_empty() {
         Vec::new()
     } else {

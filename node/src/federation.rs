@@ -239,11 +239,12 @@ impl hearth_federation::OutboxStore for FedNode {
     fn pending(
         &self,
         destination: &ServerName,
+        after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, String> {
         let items = self
             .store
-            .outbox_pending(destination, limit)
+            .outbox_pending(destination, after, limit)
             .map_err(|e| e.to_string())?;
         items
             .into_iter()

@@ -639,26 +639,31 @@ impl Store {
             .map(|v| v.value().to_vec()))
     }
 
-    /// Up to `limit` of the oldest outbound entries for `destination`.
+    /// Up to `limit` of the oldest outbound entries for `destination` with ids above `after`.
     pub fn outbox_pending(
         &self,
         destination: &ServerName,
+        after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<(u64, OutItem)>, StoreError> {
         let txn = self.db.begin_read()?;
         let outbox = txn.open_table(OUTBOX)?;
         let dest = destination.as_str();
+        let first = after.map_or(0, |a| a.saturating_add(1));
         let mut out = Vec::new();
-        for row in outbox.range((dest, 0)..=(dest, u64::MAX))?.take(limit) {
+        for row in outbox.range((dest, first)..=(dest, u64::MAX))?.take(limit) {
             let (k, v) = row?;
             out.push((k.value().1, decode(v.value())?));
         }
         Ok(out)
     }
 
-    /// Removes delivered outbound entries.
+    /// Removes delivered outbound entries. Not fsynced: a removal lost in a crash only means
+    /// the entries are sent again, and the peer de-duplicates them.
     pub fn outbox_remove(&self, destination: &ServerName, ids: &[u64]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         {
             let mut outbox = txn.open_table(OUTBOX)?;
             for id in ids {
