@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use hearth_client::new_txn_id;
 use hearth_crypto::{ServerKey, sign_envelope};
 use hearth_federation::{Directory, Inbound, PeerConfig, Transport, TransportConfig};
 use hearth_spec::federation::{FED_VERSION, FedBody, FedEnvelope, Outcome};
@@ -14,7 +13,7 @@ use hearth_spec::{RoomKind, ServerName};
 
 use crate::server::federated_pair;
 use crate::stats::Samples;
-use crate::{Report, Target, drain, on_stamped_messages, stamp, synced};
+use crate::{Report, Target, drain, on_stamped_messages, send_paced, synced, wait_until};
 
 /// `pairs` groups of three: a sender and a reader on a.bench (the room's home), a reader on
 /// b.bench. Every message is timed to both readers.
@@ -60,20 +59,12 @@ pub async fn latency(
         }
         senders.push((tx, room));
     }
-    let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let total = rate * seconds;
-    for n in 0..total {
-        tick.tick().await;
-        let (tx, room) = &mut senders[n as usize % pairs];
-        tx.send(room, &new_txn_id(), &stamp().to_be_bytes()).await?;
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while ((local.len() as u64) < total || (remote.len() as u64) < total)
-        && Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    send_paced(&mut senders, rate, total).await?;
+    wait_until(Duration::from_secs(20), || {
+        local.len() as u64 >= total && remote.len() as u64 >= total
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     for r in readers {
         let _ = r.await;

@@ -331,18 +331,9 @@ async fn latency(hearth: &Hearth, rate: u64, seconds: u64, pairs: usize) -> anyh
         }));
         senders.push((tx, room.clone()));
     }
-    let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let total = rate * seconds;
-    for n in 0..total {
-        tick.tick().await;
-        let (tx, room) = &mut senders[n as usize % pairs];
-        tx.send(room, &new_txn_id(), &stamp().to_be_bytes()).await?;
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while (samples.len() as u64) < total && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    send_paced(&mut senders, rate, total).await?;
+    wait_until(Duration::from_secs(10), || samples.len() as u64 >= total).await;
     stop.store(true, Ordering::Relaxed);
     for r in readers {
         let _ = r.await;
@@ -359,6 +350,26 @@ async fn latency(hearth: &Hearth, rate: u64, seconds: u64, pairs: usize) -> anyh
             ("p99", p99, "ms", Some(Target::AtMost(5.0))),
         ],
     })
+}
+
+/// Sends `total` stamped messages at `rate` per second, round-robin over `senders`.
+async fn send_paced(senders: &mut [(Sender, RoomId)], rate: u64, total: u64) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    for n in 0..total {
+        tick.tick().await;
+        let (tx, room) = &mut senders[(n % senders.len() as u64) as usize];
+        tx.send(room, &new_txn_id(), &stamp().to_be_bytes()).await?;
+    }
+    Ok(())
+}
+
+/// Polls `done` until it holds or `timeout` passes.
+async fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn drain(mut rx: Receiver, stop: Arc<AtomicBool>) {
@@ -464,26 +475,13 @@ async fn fanout(
             entry.1 = entry.1.max(now);
         }));
     }
-    let mut tx = sender.context("no sender")?;
-    let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
-    for _ in 0..messages {
-        tick.tick().await;
-        tx.send(&room, &new_txn_id(), &stamp().to_be_bytes())
-            .await?;
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let complete = arrivals
-            .lock()
-            .expect("lock")
-            .values()
-            .filter(|(n, _)| *n == members)
-            .count();
-        if complete == messages || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let tx = sender.context("no sender")?;
+    send_paced(&mut [(tx, room.clone())], rate, messages as u64).await?;
+    wait_until(Duration::from_secs(10), || {
+        let map = arrivals.lock().expect("lock");
+        map.values().filter(|(n, _)| *n == members).count() == messages
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;

@@ -61,21 +61,6 @@ impl ReplayCache {
     }
 }
 
-/// Checks one signed envelope that `peer` (authenticated by TLS) sent to `own`.
-pub fn check_envelope(
-    directory: &Directory,
-    replay: &mut ReplayCache,
-    freshness: Freshness,
-    own: &ServerName,
-    peer: &ServerName,
-    wire: &[u8],
-    now_ms: u64,
-) -> Result<FedEnvelope, RejectCode> {
-    check_batch(directory, replay, freshness, own, peer, &[wire], now_ms)
-        .pop()
-        .expect("one frame, one verdict")
-}
-
 /// Checks a batch of signed envelopes, in the order the spec gives: encoding, origin key,
 /// signature (verified as one ed25519 batch), sender, destination, freshness, replay.
 pub fn check_batch(
@@ -222,15 +207,17 @@ mod tests {
         wire: &[u8],
         now: u64,
     ) -> Result<(), RejectCode> {
-        check_envelope(
+        check_batch(
             &f.directory,
             cache,
             Freshness::default(),
             &f.own,
             &f.peer,
-            wire,
+            &[wire],
             now,
         )
+        .pop()
+        .expect("one frame, one verdict")
         .map(|_| ())
     }
 

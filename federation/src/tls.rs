@@ -61,39 +61,65 @@ fn bad_cert(reason: &'static str) -> rustls::Error {
     rustls::Error::General(reason.to_owned())
 }
 
-fn verify_tls13(
-    algorithms: &WebPkiSupportedAlgorithms,
-    message: &[u8],
-    cert: &CertificateDer<'_>,
-    dss: &DigitallySignedStruct,
-) -> Result<HandshakeSignatureValid, rustls::Error> {
-    if dss.scheme != SignatureScheme::ED25519 {
-        return Err(bad_cert(
-            "hearth federation signs handshakes with ed25519 only",
-        ));
-    }
-    rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
-}
-
-/// The dialler's check: the listener must hold the key the directory has for `expected`.
+/// Accepts a certificate whose key the directory holds: for `expected` when dialling it, or for
+/// any configured peer when a caller connects. One type serves both TLS roles.
 #[derive(Debug)]
-pub struct PeerVerifier {
-    expected: ServerName,
+pub struct KeyVerifier {
+    /// The hearth dialled; `None` on the listening side.
+    expected: Option<ServerName>,
     directory: Arc<RwLock<Directory>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl PeerVerifier {
-    pub fn new(expected: ServerName, directory: Arc<RwLock<Directory>>) -> Self {
+impl KeyVerifier {
+    /// The dialler's check: the listener must hold the key the directory has for `expected`.
+    pub fn dialling(expected: ServerName, directory: Arc<RwLock<Directory>>) -> Self {
+        Self::new(Some(expected), directory)
+    }
+
+    /// The listener's check: the caller must present a current key of some known hearth.
+    pub fn listening(directory: Arc<RwLock<Directory>>) -> Self {
+        Self::new(None, directory)
+    }
+
+    fn new(expected: Option<ServerName>, directory: Arc<RwLock<Directory>>) -> Self {
         Self {
             expected,
             directory,
             algorithms: provider().signature_verification_algorithms,
         }
     }
+
+    fn check_key(&self, cert: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+        let key = certificate_key(cert).ok_or_else(|| bad_cert("not an ed25519 key"))?;
+        let directory = self.directory.read().expect("directory lock");
+        let known = match &self.expected {
+            Some(expected) => directory.check_signer(expected, &key, now_ms()).is_ok(),
+            None => directory.owner(&key, now_ms()).is_ok(),
+        };
+        if known {
+            Ok(())
+        } else {
+            Err(bad_cert("the peer's key is not a key we hold for it"))
+        }
+    }
+
+    fn verify_tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        if dss.scheme != SignatureScheme::ED25519 {
+            return Err(bad_cert(
+                "hearth federation signs handshakes with ed25519 only",
+            ));
+        }
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
 }
 
-impl ServerCertVerifier for PeerVerifier {
+impl ServerCertVerifier for KeyVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -102,11 +128,7 @@ impl ServerCertVerifier for PeerVerifier {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let key = certificate_key(end_entity).ok_or_else(|| bad_cert("not an ed25519 key"))?;
-        let directory = self.directory.read().expect("directory lock");
-        directory
-            .check_signer(&self.expected, &key, now_ms())
-            .map_err(|_| bad_cert("the peer's key is not the key we hold for it"))?;
+        self.check_key(end_entity)?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -125,7 +147,7 @@ impl ServerCertVerifier for PeerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13(&self.algorithms, message, cert, dss)
+        self.verify_tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -133,23 +155,7 @@ impl ServerCertVerifier for PeerVerifier {
     }
 }
 
-/// The listener's check: the caller must present a current key of some known hearth.
-#[derive(Debug)]
-pub struct CallerVerifier {
-    directory: Arc<RwLock<Directory>>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl CallerVerifier {
-    pub fn new(directory: Arc<RwLock<Directory>>) -> Self {
-        Self {
-            directory,
-            algorithms: provider().signature_verification_algorithms,
-        }
-    }
-}
-
-impl ClientCertVerifier for CallerVerifier {
+impl ClientCertVerifier for KeyVerifier {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         &[]
     }
@@ -160,11 +166,7 @@ impl ClientCertVerifier for CallerVerifier {
         _intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let key = certificate_key(end_entity).ok_or_else(|| bad_cert("not an ed25519 key"))?;
-        let directory = self.directory.read().expect("directory lock");
-        directory
-            .owner(&key, now_ms())
-            .map_err(|_| bad_cert("the caller's key belongs to no known hearth"))?;
+        self.check_key(end_entity)?;
         Ok(ClientCertVerified::assertion())
     }
 
@@ -183,7 +185,7 @@ impl ClientCertVerifier for CallerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13(&self.algorithms, message, cert, dss)
+        self.verify_tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -199,7 +201,7 @@ pub fn server_config(
     let (cert, private) = certificate(key)?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(Arc::new(CallerVerifier::new(directory)))
+        .with_client_cert_verifier(Arc::new(KeyVerifier::listening(directory)))
         .with_single_cert(vec![cert], private)?;
     config.alpn_protocols = vec![ALPN.to_vec()];
     Ok(config)
@@ -215,7 +217,7 @@ pub fn client_config(
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PeerVerifier::new(peer, directory)))
+        .with_custom_certificate_verifier(Arc::new(KeyVerifier::dialling(peer, directory)))
         .with_client_auth_cert(vec![cert], private)?;
     config.alpn_protocols = vec![ALPN.to_vec()];
     Ok(config)

@@ -113,7 +113,7 @@ struct Shared {
     endpoint: quinn::Endpoint,
     links: Mutex<HashMap<ServerName, Arc<tokio::sync::Mutex<Option<quinn::Connection>>>>>,
     budgets: Mutex<HashMap<ServerName, Bucket>>,
-    replay: Arc<Mutex<ReplayCache>>,
+    replay: Mutex<ReplayCache>,
     transport: Arc<quinn::TransportConfig>,
 }
 
@@ -168,7 +168,7 @@ impl Transport {
             }
         })?;
         let shared = Arc::new(Shared {
-            replay: Arc::new(Mutex::new(ReplayCache::new(config.replay_capacity))),
+            replay: Mutex::new(ReplayCache::new(config.replay_capacity)),
             config,
             key,
             directory,
@@ -347,7 +347,10 @@ async fn serve_stream<I: Inbound>(
             tracing::debug!(%peer, error = %e, "batch stream failed");
             return;
         }
-        Ok(Ok(bytes)) => handle_batch(&shared, &peer, &bytes, inbound.as_ref()).await,
+        Ok(Ok(bytes)) => match handle_batch(shared, &peer, bytes, inbound.as_ref()).await {
+            Some(reply) => reply,
+            None => return,
+        },
     };
     if let StreamReply::Refused(e) = &reply {
         tracing::warn!(%peer, error = %e, "refused a federation stream");
@@ -358,17 +361,70 @@ async fn serve_stream<I: Inbound>(
     let _ = tokio::time::timeout(Duration::from_secs(5), send.stopped()).await;
 }
 
-/// Checks a batch and hands what passes to `inbound`.
+/// Checks a batch and hands what passes to `inbound`. `None` when the check could not run (the
+/// hearth is stopping): the stream goes unanswered and the sender retries the whole batch.
 async fn handle_batch<I: Inbound>(
+    shared: Arc<Shared>,
+    peer: &ServerName,
+    bytes: Vec<u8>,
+    inbound: &I,
+) -> Option<StreamReply> {
+    // Framing and signature checks are CPU work: keep them off the async workers.
+    let checked = {
+        let peer = peer.clone();
+        tokio::task::spawn_blocking(move || check_stream(&shared, &peer, &bytes)).await
+    };
+    let verdicts = match checked.ok()? {
+        Ok(verdicts) => verdicts,
+        Err(e) => return Some(StreamReply::Refused(e)),
+    };
+    let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(verdicts.len());
+    let mut passed = Vec::new();
+    for verdict in verdicts {
+        match verdict {
+            Ok(envelope) => {
+                outcomes.push(None);
+                passed.push(envelope);
+            }
+            Err(outcome) => {
+                tracing::debug!(%peer, ?outcome, "refused an envelope");
+                outcomes.push(Some(outcome));
+            }
+        }
+    }
+    let mut answers = if passed.is_empty() {
+        Vec::new()
+    } else {
+        let count = passed.len();
+        let answers = inbound.receive(peer.clone(), passed).await;
+        if answers.len() != count {
+            tracing::error!("inbound handler answered {} of {count}", answers.len());
+            return Some(StreamReply::Outcomes(vec![
+                Outcome::Retry(
+                    RetryCode::Unavailable
+                );
+                outcomes.len()
+            ]));
+        }
+        answers
+    }
+    .into_iter();
+    Some(StreamReply::Outcomes(
+        outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| answers.next().expect("counted")))
+            .collect(),
+    ))
+}
+
+/// Splits a stream into frames, takes the peer's budget for them and checks those admitted; one
+/// verdict per frame (over-budget frames are answered `Retry(RateLimited)`).
+fn check_stream(
     shared: &Shared,
     peer: &ServerName,
     bytes: &[u8],
-    inbound: &I,
-) -> StreamReply {
-    let frames = match split_frames(bytes) {
-        Ok(frames) => frames,
-        Err(e) => return StreamReply::Refused(e),
-    };
+) -> Result<Vec<Result<FedEnvelope, Outcome>>, StreamError> {
+    let frames = split_frames(bytes)?;
     debug_assert!(frames.len() <= MAX_FRAMES_PER_STREAM);
     let granted = shared
         .budgets
@@ -383,60 +439,21 @@ async fn handle_batch<I: Inbound>(
             )
         })
         .take(frames.len(), Instant::now());
-    let now = now_ms();
     let admitted = granted.min(frames.len());
-    // Signature checks are CPU work: keep them off the async workers.
-    let verdicts = {
-        let directory = shared.directory.read().expect("directory lock").clone();
-        let frames: Vec<Vec<u8>> = frames[..admitted].iter().map(|f| f.to_vec()).collect();
-        let own = shared.config.own.clone();
-        let peer = peer.clone();
-        let freshness = shared.config.freshness;
-        let replay = shared.replay.clone();
-        tokio::task::spawn_blocking(move || {
-            let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
-            let mut replay = replay.lock().expect("replay lock");
-            check_batch(&directory, &mut replay, freshness, &own, &peer, &refs, now)
-        })
-        .await
-    };
-    let Ok(verdicts) = verdicts else {
-        return StreamReply::Outcomes(vec![Outcome::Retry(RetryCode::Unavailable); frames.len()]);
-    };
-    let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(frames.len());
-    let mut passed = Vec::new();
-    for verdict in verdicts {
-        match verdict {
-            Ok(envelope) => {
-                outcomes.push(None);
-                passed.push(envelope);
-            }
-            Err(code) => {
-                tracing::debug!(%peer, ?code, "rejected an envelope");
-                outcomes.push(Some(Outcome::Rejected(code)));
-            }
-        }
-    }
-    outcomes.resize(frames.len(), Some(Outcome::Retry(RetryCode::RateLimited)));
-    let mut answers = if passed.is_empty() {
-        Vec::new()
-    } else {
-        let count = passed.len();
-        let answers = inbound.receive(peer.clone(), passed).await;
-        if answers.len() != count {
-            tracing::error!("inbound handler answered {} of {count}", answers.len());
-            return StreamReply::Outcomes(vec![
-                Outcome::Retry(RetryCode::Unavailable);
-                frames.len()
-            ]);
-        }
-        answers
-    }
-    .into_iter();
-    StreamReply::Outcomes(
-        outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| answers.next().expect("counted")))
-            .collect(),
+    let directory = shared.directory.read().expect("directory lock");
+    let mut replay = shared.replay.lock().expect("replay lock");
+    let mut verdicts: Vec<Result<FedEnvelope, Outcome>> = check_batch(
+        &directory,
+        &mut replay,
+        shared.config.freshness,
+        &shared.config.own,
+        peer,
+        &frames[..admitted],
+        now_ms(),
     )
+    .into_iter()
+    .map(|verdict| verdict.map_err(Outcome::Rejected))
+    .collect();
+    verdicts.resize_with(frames.len(), || Err(Outcome::Retry(RetryCode::RateLimited)));
+    Ok(verdicts)
 }

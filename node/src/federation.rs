@@ -91,7 +91,8 @@ impl FedNode {
         self.committer.lock().expect("committer slot").clone()
     }
 
-    /// Builds the request for one envelope, or the outcome if it is refused before that.
+    /// Builds the committer request for one envelope, or its outcome when it needs none (refused
+    /// before that, or a key rotation applied here).
     fn request(&self, peer: &ServerName, envelope: FedEnvelope) -> Result<Request, Outcome> {
         let reject = |code| Err(Outcome::Rejected(code));
         match envelope.body {
@@ -204,32 +205,24 @@ impl hearth_federation::Inbound for FedNode {
         };
         // All requests are queued before any is awaited, in order, so they share group commits
         // and a room's events reach the sequencer in the order they came.
-        let pending: Vec<Result<_, Outcome>> = envelopes
-            .into_iter()
-            .map(|envelope| {
-                self.request(&peer, envelope).map(|request| {
-                    let committer = committer.clone();
-                    async move { committer.submit(request).await }
-                })
-            })
-            .collect();
-        let mut outcomes = Vec::with_capacity(pending.len());
-        let mut in_flight = Vec::new();
-        for (i, p) in pending.into_iter().enumerate() {
-            match p {
-                Ok(future) => {
+        let mut outcomes = Vec::with_capacity(envelopes.len());
+        let mut places = Vec::new();
+        let mut submits = Vec::new();
+        for envelope in envelopes {
+            match self.request(&peer, envelope) {
+                Ok(request) => {
+                    places.push(outcomes.len());
                     outcomes.push(Outcome::Retry(RetryCode::Unavailable));
-                    in_flight.push((i, future));
+                    submits.push(committer.submit(request));
                 }
-                Err(o) => outcomes.push(o),
+                Err(answer) => outcomes.push(answer),
             }
         }
-        let (places, futures): (Vec<usize>, Vec<_>) = in_flight.into_iter().unzip();
-        for (i, result) in places
+        for (place, result) in places
             .into_iter()
-            .zip(futures_util::future::join_all(futures).await)
+            .zip(futures_util::future::join_all(submits).await)
         {
-            outcomes[i] = outcome(result);
+            outcomes[place] = outcome(result);
         }
         outcomes
     }

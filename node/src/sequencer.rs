@@ -321,16 +321,7 @@ impl Sequencer {
                 target,
                 nonce,
             } => {
-                let state = self.member_room(&room, &user)?;
-                if state.kind == RoomKind::Direct {
-                    return Err(SequenceError::DirectRoomInvite);
-                }
-                if state.members.contains(&target) {
-                    return Err(SequenceError::AlreadyMember(target));
-                }
-                if state.members.len() + 1 > self.max_members {
-                    return Err(SequenceError::RoomFull(self.max_members));
-                }
+                self.check_invite(&room, &user, &target)?;
                 let content = Content::Member {
                     target: target.clone(),
                     membership: Membership::Join,
@@ -411,7 +402,7 @@ impl Sequencer {
             return Ok(Reply::Duplicate);
         }
         let sender = envelope.sender.clone();
-        let state = self.member_room(&room, &sender)?;
+        self.member_room(&room, &sender)?;
         let mut leaving = false;
         match &envelope.content {
             Content::Message { .. } => {}
@@ -419,15 +410,7 @@ impl Sequencer {
                 target,
                 membership: Membership::Join,
             } if *target != sender => {
-                if state.kind == RoomKind::Direct {
-                    return Err(SequenceError::DirectRoomInvite);
-                }
-                if state.members.contains(target) {
-                    return Err(SequenceError::AlreadyMember(target.clone()));
-                }
-                if state.members.len() + 1 > self.max_members {
-                    return Err(SequenceError::RoomFull(self.max_members));
-                }
+                self.check_invite(&room, &sender, target)?;
                 let target = target.clone();
                 self.join(&room, &target, batch);
             }
@@ -557,6 +540,27 @@ impl Sequencer {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Whether `inviter` may bring `target` into `room`: a member inviting a newcomer to a group
+    /// that has room for one more.
+    fn check_invite(
+        &self,
+        room: &RoomId,
+        inviter: &UserId,
+        target: &UserId,
+    ) -> Result<(), SequenceError> {
+        let state = self.member_room(room, inviter)?;
+        if state.kind == RoomKind::Direct {
+            return Err(SequenceError::DirectRoomInvite);
+        }
+        if state.members.contains(target) {
+            return Err(SequenceError::AlreadyMember(target.clone()));
+        }
+        if state.members.len() + 1 > self.max_members {
+            return Err(SequenceError::RoomFull(self.max_members));
+        }
+        Ok(())
     }
 
     fn member_room(&self, room: &RoomId, user: &UserId) -> Result<&RoomState, SequenceError> {

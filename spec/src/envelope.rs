@@ -92,18 +92,7 @@ impl Envelope {
 
     /// Decodes and checks canonical form and version.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let (envelope, rest): (Self, _) =
-            postcard::take_from_bytes(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-        if !rest.is_empty() {
-            return Err(DecodeError::TrailingBytes(rest.len()));
-        }
-        if envelope.version != ENVELOPE_VERSION {
-            return Err(DecodeError::UnsupportedVersion(envelope.version));
-        }
-        if envelope.encode() != bytes {
-            return Err(DecodeError::NotCanonical);
-        }
-        Ok(envelope)
+        crate::codec::decode_canonical(bytes, ENVELOPE_VERSION, |e: &Self| e.version)
     }
 
     /// The id of this envelope: the SHA-256 of its encoding.

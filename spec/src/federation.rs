@@ -77,6 +77,18 @@ pub enum FedDecodeError {
     UnsupportedVersion(u8),
 }
 
+impl From<crate::envelope::DecodeError> for FedDecodeError {
+    fn from(e: crate::envelope::DecodeError) -> Self {
+        use crate::envelope::DecodeError as E;
+        match e {
+            E::Malformed(m) => Self::Malformed(m),
+            E::TrailingBytes(n) => Self::TrailingBytes(n),
+            E::NotCanonical => Self::NotCanonical,
+            E::UnsupportedVersion(v) => Self::UnsupportedVersion(v),
+        }
+    }
+}
+
 impl FedEnvelope {
     /// The canonical encoding (what is signed, after [`SIGNING_CONTEXT`]).
     pub fn encode(&self) -> Vec<u8> {
@@ -85,18 +97,11 @@ impl FedEnvelope {
 
     /// Decodes and checks canonical form and version.
     pub fn decode(bytes: &[u8]) -> Result<Self, FedDecodeError> {
-        let (envelope, rest): (Self, _) = postcard::take_from_bytes(bytes)
-            .map_err(|e| FedDecodeError::Malformed(e.to_string()))?;
-        if !rest.is_empty() {
-            return Err(FedDecodeError::TrailingBytes(rest.len()));
-        }
-        if envelope.version != FED_VERSION {
-            return Err(FedDecodeError::UnsupportedVersion(envelope.version));
-        }
-        if envelope.encode() != bytes {
-            return Err(FedDecodeError::NotCanonical);
-        }
-        Ok(envelope)
+        Ok(crate::codec::decode_canonical(
+            bytes,
+            FED_VERSION,
+            |e: &Self| e.version,
+        )?)
     }
 }
 
@@ -265,12 +270,7 @@ impl StreamReply {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, FedDecodeError> {
-        let (reply, rest): (Self, _) = postcard::take_from_bytes(bytes)
-            .map_err(|e| FedDecodeError::Malformed(e.to_string()))?;
-        if !rest.is_empty() {
-            return Err(FedDecodeError::TrailingBytes(rest.len()));
-        }
-        Ok(reply)
+        Ok(crate::codec::decode_exact(bytes)?)
     }
 }
 

@@ -82,14 +82,58 @@ async fn events_until(rx: &mut Receiver, event_id: EventId) -> Vec<(u64, EventId
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn cross_hearth_dm_and_three_hearth_group_share_one_order() {
+/// a.test, b.test and c.test federated, with alice, bob and carol registered on them in turn.
+struct Trio {
+    _root: tempfile::TempDir,
+    hearths: Vec<HearthProcess>,
+    alice: Client,
+    bob: Client,
+    carol: Client,
+}
+
+async fn three_hearths() -> Trio {
     let root = tempfile::tempdir().unwrap();
     let network = plan_network(root.path(), &["a.test", "b.test", "c.test"]).unwrap();
     let hearths = start_network(&network).await.unwrap();
-    let mut alice = register(&hearths[0], "alice").await;
-    let mut bob = register(&hearths[1], "bob").await;
-    let mut carol = register(&hearths[2], "carol").await;
+    let alice = register(&hearths[0], "alice").await;
+    let bob = register(&hearths[1], "bob").await;
+    let carol = register(&hearths[2], "carol").await;
+    Trio {
+        _root: root,
+        hearths,
+        alice,
+        bob,
+        carol,
+    }
+}
+
+/// [`three_hearths`] plus a group `name` homed on a.test with all three, arrived everywhere.
+async fn three_hearths_with_group(name: &str) -> (Trio, RoomId) {
+    let mut trio = three_hearths().await;
+    let room = trio
+        .alice
+        .create_room(
+            RoomKind::Group,
+            Some(name),
+            &[uid("bob", "b.test"), uid("carol", "c.test")],
+        )
+        .await
+        .unwrap()
+        .room_id;
+    wait_for_seq(&mut trio.bob, &room, 4).await;
+    wait_for_seq(&mut trio.carol, &room, 4).await;
+    (trio, room)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cross_hearth_dm_and_three_hearth_group_share_one_order() {
+    let Trio {
+        _root,
+        hearths: _hearths,
+        mut alice,
+        mut bob,
+        mut carol,
+    } = three_hearths().await;
 
     // A DM from a.test to b.test: bob sees the room arrive and answers from his own hearth.
     let (_bob_tx, mut bob_rx) = connect_synced(&mut bob).await;
@@ -148,8 +192,8 @@ async fn cross_hearth_dm_and_three_hearth_group_share_one_order() {
                             ids.push(s.event_id);
                             break;
                         }
-                        Err(e) if Instant::now() < deadline => {
-                            tracing_free_sleep(&e).await;
+                        Err(_) if Instant::now() < deadline => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
                         }
                         Err(e) => panic!("send failed: {e}"),
                     }
@@ -189,10 +233,6 @@ async fn cross_hearth_dm_and_three_hearth_group_share_one_order() {
     );
 }
 
-async fn tracing_free_sleep(_e: &hearth_client::ClientError) {
-    tokio::time::sleep(Duration::from_millis(50)).await;
-}
-
 /// Sends `txns` over one WebSocket, pipelined; returns the acks received before it ended.
 async fn burst(client: &mut Client, room: &RoomId, txns: &[TxnId]) -> HashMap<TxnId, EventId> {
     let (mut tx, mut rx) = connect_synced(client).await;
@@ -229,22 +269,16 @@ async fn burst(client: &mut Client, room: &RoomId, txns: &[TxnId]) -> HashMap<Tx
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn member_hearth_killed_mid_burst_loses_and_duplicates_nothing() {
     const MESSAGES: usize = 10_000;
-    let root = tempfile::tempdir().unwrap();
-    let network = plan_network(root.path(), &["a.test", "b.test", "c.test"]).unwrap();
-    let mut hearths = start_network(&network).await.unwrap();
-    let mut alice = register(&hearths[0], "alice").await;
-    let mut bob = register(&hearths[1], "bob").await;
-    let mut carol = register(&hearths[2], "carol").await;
-    let room = alice
-        .create_room(
-            RoomKind::Group,
-            Some("burst"),
-            &[uid("bob", "b.test"), uid("carol", "c.test")],
-        )
-        .await
-        .unwrap()
-        .room_id;
-    wait_for_seq(&mut bob, &room, 4).await;
+    let (
+        Trio {
+            _root,
+            mut hearths,
+            mut alice,
+            mut bob,
+            mut carol,
+        },
+        room,
+    ) = three_hearths_with_group("burst").await;
 
     // Carol's device on c.test watches every event live for the whole test.
     let (_carol_tx, mut carol_rx) = connect_synced(&mut carol).await;
@@ -342,23 +376,16 @@ async fn member_hearth_killed_mid_burst_loses_and_duplicates_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sends_while_the_home_is_down_are_accepted_and_sequenced_when_it_returns() {
-    let root = tempfile::tempdir().unwrap();
-    let network = plan_network(root.path(), &["a.test", "b.test", "c.test"]).unwrap();
-    let mut hearths = start_network(&network).await.unwrap();
-    let mut alice = register(&hearths[0], "alice").await;
-    let mut bob = register(&hearths[1], "bob").await;
-    let mut carol = register(&hearths[2], "carol").await;
-    let room = alice
-        .create_room(
-            RoomKind::Group,
-            Some("home away"),
-            &[uid("bob", "b.test"), uid("carol", "c.test")],
-        )
-        .await
-        .unwrap()
-        .room_id;
-    wait_for_seq(&mut bob, &room, 4).await;
-    wait_for_seq(&mut carol, &room, 4).await;
+    let (
+        Trio {
+            _root,
+            mut hearths,
+            mut alice,
+            mut bob,
+            mut carol,
+        },
+        room,
+    ) = three_hearths_with_group("home away").await;
     let (_carol_tx, mut carol_rx) = connect_synced(&mut carol).await;
 
     hearths[0].kill9();

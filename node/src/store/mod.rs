@@ -290,17 +290,9 @@ impl Store {
     pub fn devices(&self, user: &UserId) -> Result<Vec<(DeviceId, DeviceRecord)>, StoreError> {
         let txn = self.db.begin_read()?;
         let devices = txn.open_table(DEVICES)?;
-        let rows = devices.range((user.as_str(), "")..)?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (k, v) = row?;
-            let (owner, device) = k.value();
-            if owner != user.as_str() {
-                break;
-            }
-            out.push((parse_id(device)?, decode(v.value())?));
-        }
-        Ok(out)
+        rows_under(&devices, user.as_str(), |device, record| {
+            Ok((parse_id(device)?, decode(record)?))
+        })
     }
 
     /// Every (user, device) pair, to build the set of live sessions at start.
@@ -335,32 +327,14 @@ impl Store {
     pub fn members(&self, room: &RoomId) -> Result<Vec<UserId>, StoreError> {
         let txn = self.db.begin_read()?;
         let members = txn.open_table(MEMBERS)?;
-        let mut out = Vec::new();
-        for row in members.range((room.as_str(), "")..)? {
-            let (k, _) = row?;
-            let (r, user) = k.value();
-            if r != room.as_str() {
-                break;
-            }
-            out.push(parse_id(user)?);
-        }
-        Ok(out)
+        rows_under(&members, room.as_str(), |user, ()| parse_id(user))
     }
 
     /// The rooms a user is in now.
     pub fn user_rooms(&self, user: &UserId) -> Result<Vec<RoomId>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(USER_ROOMS)?;
-        let mut out = Vec::new();
-        for row in table.range((user.as_str(), "")..)? {
-            let (k, _) = row?;
-            let (u, room) = k.value();
-            if u != user.as_str() {
-                break;
-            }
-            out.push(parse_id(room)?);
-        }
-        Ok(out)
+        rows_under(&table, user.as_str(), |room, ()| parse_id(room))
     }
 
     /// The latest sequence number of a room (0 if it has no events).
@@ -608,16 +582,9 @@ impl Store {
     pub fn pushers_of(&self, user: &UserId) -> Result<Vec<(DeviceId, PusherRecord)>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(PUSHERS)?;
-        let mut out = Vec::new();
-        for row in table.range((user.as_str(), "")..)? {
-            let (k, v) = row?;
-            let (owner, device) = k.value();
-            if owner != user.as_str() {
-                break;
-            }
-            out.push((parse_id(device)?, decode(v.value())?));
-        }
-        Ok(out)
+        rows_under(&table, user.as_str(), |device, record| {
+            Ok((parse_id(device)?, decode(record)?))
+        })
     }
 
     /// The inbox cursor a device last acknowledged.
@@ -711,15 +678,7 @@ impl Store {
             let room: RoomId = parse_id(k.value())?;
             let record: RoomRecord = decode(v.value())?;
             let last = last_seq_in(&events, &room)?;
-            let mut list = Vec::new();
-            for m in members.range((room.as_str(), "")..)? {
-                let (mk, _) = m?;
-                let (r, user) = mk.value();
-                if r != room.as_str() {
-                    break;
-                }
-                list.push(parse_id(user)?);
-            }
+            let list = rows_under(&members, room.as_str(), |user, ()| parse_id(user))?;
             state.rooms.push((room, record, last, list));
         }
         for row in heads.iter()? {
@@ -807,6 +766,25 @@ impl Store {
         txn.commit()?;
         Ok(())
     }
+}
+
+/// The rows of a table keyed by (first, second) whose first part is `first`, in key order, each
+/// turned into a `T` by `row(second, value)`.
+fn rows_under<V: redb::Value + 'static, T>(
+    table: &impl ReadableTable<(&'static str, &'static str), V>,
+    first: &str,
+    mut row: impl FnMut(&str, V::SelfType<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    for entry in table.range((first, "")..)? {
+        let (k, v) = entry?;
+        let (head, second) = k.value();
+        if head != first {
+            break;
+        }
+        out.push(row(second, v.value())?);
+    }
+    Ok(out)
 }
 
 fn event_id_from(bytes: &[u8]) -> Result<EventId, StoreError> {
