@@ -143,8 +143,9 @@ mod tests {
 #[cfg(test)]
 mod vectors {
     use super::*;
-    use hearth_spec::ServerName;
-    use hearth_spec::federation::{FED_VERSION, FedBody};
+    use hearth_spec::client::{PresenceState, ReceiptKind};
+    use hearth_spec::federation::{FED_VERSION, FedBody, Signal};
+    use hearth_spec::{RoomId, ServerName, UserId};
 
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -160,6 +161,8 @@ mod vectors {
             nonce: 0x0102_0304_0506_0708,
             body,
         };
+        let room = RoomId::parse("!r1:us.example.org").unwrap();
+        let user = UserId::parse("@alice:eu.example.org").unwrap();
         vec![
             (
                 "submit an event to its room's home",
@@ -179,6 +182,34 @@ mod vectors {
                 base(FedBody::KeyRotation {
                     new_key: [9; 32],
                     old_valid_until_ms: 1_796_000_000_000,
+                }),
+            ),
+            (
+                "ephemeral signals: typing, a read receipt, presence (shown, then hidden)",
+                base(FedBody::Ephemeral {
+                    signals: vec![
+                        Signal::Typing {
+                            room: room.clone(),
+                            user: user.clone(),
+                            typing: true,
+                        },
+                        Signal::Receipt {
+                            room,
+                            user: user.clone(),
+                            kind: ReceiptKind::Read,
+                            seq: 42,
+                        },
+                        Signal::Presence {
+                            user: user.clone(),
+                            state: PresenceState::Online,
+                            last_seen_ms: Some(1_795_000_000_000),
+                        },
+                        Signal::Presence {
+                            user,
+                            state: PresenceState::Offline,
+                            last_seen_ms: None,
+                        },
+                    ],
                 }),
             ),
         ]

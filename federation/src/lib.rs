@@ -12,6 +12,7 @@ pub mod check;
 mod clock;
 pub mod directory;
 pub mod outbox;
+pub mod signals;
 pub mod tls;
 pub mod transport;
 
@@ -19,4 +20,5 @@ pub use backoff::{Backoff, BackoffPolicy};
 pub use check::Freshness;
 pub use directory::{Directory, PeerConfig, RotationError};
 pub use outbox::{OutboxStore, drive};
+pub use signals::drive_signals;
 pub use transport::{Inbound, SendError, StartError, Transport, TransportConfig};

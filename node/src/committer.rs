@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 
 use hearth_spec::api::Sequenced;
 use hearth_spec::client::{ReceiptKind, ServerFrame};
+use hearth_spec::federation::Signal;
 use hearth_spec::{DeviceId, EventId, RoomId, ServerName, UserId};
 use tokio::sync::{mpsc, oneshot};
 
@@ -19,6 +20,7 @@ use crate::push::{Push, PushJob};
 use crate::clock::now_ms;
 use crate::hub::Hub;
 use crate::sequencer::{Reply, Request, SequenceError, Sequencer};
+use crate::store::tables::OutItem;
 use crate::store::{Batch, Store, StoreError};
 
 /// Why a request did not complete.
@@ -291,6 +293,7 @@ fn process(
             }
             let (user, room) = key.clone();
             pending.read.insert(key, seq);
+            announce_to_peers(sequencer, batch, &room, &user, ReceiptKind::Read, seq);
             // The senders of what was just read, and the reader's other devices.
             let mut to = sequencer.senders_between(&room, old, seq);
             to.insert(user.clone());
@@ -344,6 +347,7 @@ fn process(
                     let room = mark_key.1.clone();
                     pending.delivered.insert(mark_key, seq);
                     batch.delivered.push((user.clone(), room.clone(), seq));
+                    announce_to_peers(sequencer, batch, &room, &user, ReceiptKind::Delivered, seq);
                     let mut to = sequencer.senders_between(&room, mark, seq);
                     to.remove(&user);
                     if !to.is_empty() {
@@ -361,6 +365,68 @@ fn process(
             }
             Ok(reply)
         }
+        // A user of a member hearth has got further: raise the mark here and tell this hearth's
+        // users who sent what it covers.
+        Request::PeerReceipt {
+            ref user,
+            ref room,
+            kind,
+            seq,
+        } => {
+            let key = (user.clone(), room.clone());
+            let marks = match kind {
+                ReceiptKind::Read => &mut pending.read,
+                ReceiptKind::Delivered => &mut pending.delivered,
+            };
+            let old = match marks.get(&key) {
+                Some(mark) => *mark,
+                None => match kind {
+                    ReceiptKind::Read => store.read_mark(&key.0, &key.1),
+                    ReceiptKind::Delivered => store.delivered_mark(&key.0, &key.1),
+                }
+                .map_err(storage)?,
+            };
+            let reply = sequencer.apply(request, now, batch)?;
+            if seq > old {
+                marks.insert(key.clone(), seq);
+                let (user, room) = key;
+                let to = sequencer.senders_between(&room, old, seq);
+                if !to.is_empty() {
+                    pending.signals.push((
+                        to.into_iter().collect(),
+                        ServerFrame::Receipt {
+                            room_id: room,
+                            user_id: user,
+                            kind,
+                            seq,
+                        },
+                    ));
+                }
+            }
+            Ok(reply)
+        }
         other => Ok(sequencer.apply(other, now, batch)?),
+    }
+}
+
+/// Queues a local user's new receipt for every other hearth with members in the room.
+fn announce_to_peers(
+    sequencer: &Sequencer,
+    batch: &mut Batch,
+    room: &RoomId,
+    user: &UserId,
+    kind: ReceiptKind,
+    seq: u64,
+) {
+    for server in sequencer.other_servers(room) {
+        batch.outbox.push((
+            server,
+            OutItem::Receipt(Signal::Receipt {
+                room: room.clone(),
+                user: user.clone(),
+                kind,
+                seq,
+            }),
+        ));
     }
 }

@@ -9,7 +9,10 @@ use hearth_crypto::{ServerKey, sign_envelope};
 use hearth_federation::{
     BackoffPolicy, Directory, Freshness, PeerConfig, Transport, TransportConfig,
 };
-use hearth_spec::federation::{FED_VERSION, FedBody, FedEnvelope, Outcome, RejectCode, RetryCode};
+use hearth_spec::federation::{
+    FED_VERSION, FedBody, FedEnvelope, MAX_SIGNALS_PER_ENVELOPE, Outcome, RejectCode, RetryCode,
+    Signal,
+};
 use hearth_spec::{Content, Envelope, ServerName};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -17,6 +20,8 @@ use tokio::task::JoinHandle;
 use crate::clock::now_ms;
 use crate::committer::{CommitError, Committer, OutboxWake};
 use crate::config::{Config, ConfigError, parse_public_key};
+use crate::live::Live;
+use crate::peer_signals::SignalQueues;
 use crate::sequencer::{Reply, Request, SequenceError};
 use crate::store::tables::OutItem;
 use crate::store::{Store, StoreError};
@@ -81,6 +86,7 @@ pub struct FedNode {
     key: Arc<ServerKey>,
     store: Arc<Store>,
     directory: Arc<RwLock<Directory>>,
+    live: Arc<Live>,
     max_event_bytes: usize,
     /// Taken at shutdown so the committer can stop.
     committer: Mutex<Option<Committer>>,
@@ -91,11 +97,91 @@ impl FedNode {
         self.committer.lock().expect("committer slot").clone()
     }
 
-    /// Builds the committer request for one envelope, or its outcome when it needs none (refused
-    /// before that, or a key rotation applied here).
-    fn request(&self, peer: &ServerName, envelope: FedEnvelope) -> Result<Request, Outcome> {
-        let reject = |code| Err(Outcome::Rejected(code));
+    /// Builds the committer requests for one envelope, or its outcome when it needs none
+    /// (refused before that, or applied here: a key rotation, typing, presence).
+    fn requests(&self, peer: &ServerName, envelope: FedEnvelope) -> Result<Vec<Request>, Outcome> {
         match envelope.body {
+            FedBody::Ephemeral { signals } => self.signals(peer, signals),
+            body => self
+                .request(peer, envelope.signer, body)
+                .map(|request| vec![request]),
+        }
+    }
+
+    /// Checks every signal, then applies typing and presence and returns the receipts as
+    /// committer requests. One bad signal refuses the envelope, and then none is applied.
+    fn signals(&self, peer: &ServerName, signals: Vec<Signal>) -> Result<Vec<Request>, Outcome> {
+        if signals.len() > MAX_SIGNALS_PER_ENVELOPE {
+            return Err(Outcome::Rejected(RejectCode::TooLarge));
+        }
+        for signal in &signals {
+            self.check_signal(peer, signal).map_err(Outcome::Rejected)?;
+        }
+        let mut receipts = Vec::new();
+        for signal in signals {
+            match signal {
+                Signal::Typing { room, user, typing } => self.live.typing(&user, &room, typing),
+                Signal::Presence {
+                    user,
+                    state,
+                    last_seen_ms,
+                } => self
+                    .live
+                    .peer_presence(&user, state, last_seen_ms)
+                    .map_err(|_| Outcome::Retry(RetryCode::Unavailable))?,
+                Signal::Receipt {
+                    room,
+                    user,
+                    kind,
+                    seq,
+                } => receipts.push(Request::PeerReceipt {
+                    user,
+                    room,
+                    kind,
+                    seq,
+                }),
+            }
+        }
+        Ok(receipts)
+    }
+
+    /// A signal must be about a user `peer` serves, in a room (or sharing a room with a user)
+    /// this hearth knows.
+    fn check_signal(&self, peer: &ServerName, signal: &Signal) -> Result<(), RejectCode> {
+        let user = signal.user();
+        if user.server_name() != *peer {
+            return Err(RejectCode::ForeignSender);
+        }
+        let unavailable = |_| RejectCode::UnknownRoom;
+        match signal {
+            Signal::Typing { room, .. } | Signal::Receipt { room, .. } => {
+                if self.store.is_member(room, user).map_err(unavailable)? {
+                    Ok(())
+                } else if self.store.room(room).map_err(unavailable)?.is_none() {
+                    Err(RejectCode::UnknownRoom)
+                } else {
+                    Err(RejectCode::NotMember)
+                }
+            }
+            Signal::Presence { .. } => {
+                if self.live.has_local_contact(user).map_err(unavailable)? {
+                    Ok(())
+                } else {
+                    Err(RejectCode::NotMember)
+                }
+            }
+        }
+    }
+
+    /// The committer request for one envelope that is not `Ephemeral`.
+    fn request(
+        &self,
+        peer: &ServerName,
+        signer: [u8; 32],
+        body: FedBody,
+    ) -> Result<Request, Outcome> {
+        let reject = |code| Err(Outcome::Rejected(code));
+        match body {
             FedBody::Submit { event } => {
                 let Ok(inner) = Envelope::decode(&event) else {
                     return reject(RejectCode::BadEvent);
@@ -138,7 +224,7 @@ impl FedNode {
             } => {
                 let rotated = self.directory.write().expect("directory lock").rotate(
                     peer,
-                    &envelope.signer,
+                    &signer,
                     new_key,
                     old_valid_until_ms,
                 );
@@ -153,6 +239,7 @@ impl FedNode {
                     }
                 }
             }
+            FedBody::Ephemeral { .. } => reject(RejectCode::BadEvent),
         }
     }
 
@@ -166,7 +253,15 @@ impl FedNode {
                 })?;
                 FedBody::Sequenced { seq, event }
             }
+            OutItem::Receipt(signal) => FedBody::Ephemeral {
+                signals: vec![signal],
+            },
         };
+        Ok(self.sign_body(destination, body))
+    }
+
+    /// Builds and signs an envelope for `destination`, now.
+    fn sign_body(&self, destination: &ServerName, body: FedBody) -> Vec<u8> {
         let envelope = FedEnvelope {
             version: FED_VERSION,
             origin: self.own.clone(),
@@ -176,7 +271,7 @@ impl FedNode {
             nonce: rand::random(),
             body,
         };
-        Ok(sign_envelope(&self.key, &envelope))
+        sign_envelope(&self.key, &envelope)
     }
 }
 
@@ -198,6 +293,26 @@ fn outcome(result: Result<Reply, CommitError>) -> Outcome {
     }
 }
 
+/// One envelope's outcome from those of its requests: the first refusal, else `Duplicate` if
+/// every one was, else `Stored` (also when it made none).
+fn combined(outcomes: impl Iterator<Item = Outcome>) -> Outcome {
+    let mut all_duplicate = None;
+    for outcome in outcomes {
+        match outcome {
+            Outcome::Duplicate => {
+                all_duplicate.get_or_insert(true);
+            }
+            Outcome::Stored => all_duplicate = Some(false),
+            refusal => return refusal,
+        }
+    }
+    if all_duplicate == Some(true) {
+        Outcome::Duplicate
+    } else {
+        Outcome::Stored
+    }
+}
+
 impl hearth_federation::Inbound for FedNode {
     async fn receive(&self, peer: ServerName, envelopes: Vec<FedEnvelope>) -> Vec<Outcome> {
         let Some(committer) = self.committer() else {
@@ -206,23 +321,25 @@ impl hearth_federation::Inbound for FedNode {
         // All requests are queued before any is awaited, in order, so they share group commits
         // and a room's events reach the sequencer in the order they came.
         let mut outcomes = Vec::with_capacity(envelopes.len());
+        // (outcome index, how many requests the envelope made)
         let mut places = Vec::new();
         let mut submits = Vec::new();
         for envelope in envelopes {
-            match self.request(&peer, envelope) {
-                Ok(request) => {
-                    places.push(outcomes.len());
-                    outcomes.push(Outcome::Retry(RetryCode::Unavailable));
-                    submits.push(committer.submit(request));
+            match self.requests(&peer, envelope) {
+                Ok(requests) => {
+                    places.push((outcomes.len(), requests.len()));
+                    outcomes.push(Outcome::Stored);
+                    submits.extend(requests.into_iter().map(|r| committer.submit(r)));
                 }
                 Err(answer) => outcomes.push(answer),
             }
         }
-        for (place, result) in places
+        let mut results = futures_util::future::join_all(submits)
+            .await
             .into_iter()
-            .zip(futures_util::future::join_all(submits).await)
-        {
-            outcomes[place] = outcome(result);
+            .map(outcome);
+        for (place, count) in places {
+            outcomes[place] = combined(results.by_ref().take(count));
         }
         outcomes
     }
@@ -267,6 +384,8 @@ pub struct FederationParts {
     pub committer: Committer,
     pub directory: Arc<RwLock<Directory>>,
     pub wakers: Arc<Wakers>,
+    pub live: Arc<Live>,
+    pub signals: SignalQueues,
 }
 
 impl Federation {
@@ -281,6 +400,7 @@ impl Federation {
             key: parts.key.clone(),
             store: parts.store,
             directory: parts.directory.clone(),
+            live: parts.live,
             max_event_bytes: config.limits.max_event_bytes,
             committer: Mutex::new(Some(parts.committer)),
         });
@@ -302,7 +422,7 @@ impl Federation {
             initial: std::time::Duration::from_millis(f.retry_initial_ms),
             max: std::time::Duration::from_millis(f.retry_max_ms),
         };
-        let drivers = parts
+        let mut drivers: Vec<JoinHandle<()>> = parts
             .wakers
             .0
             .iter()
@@ -316,6 +436,16 @@ impl Federation {
                 ))
             })
             .collect();
+        for (peer, queue) in parts.signals {
+            let signer = node.clone();
+            let destination = peer.clone();
+            drivers.push(tokio::spawn(hearth_federation::drive_signals(
+                transport.clone(),
+                peer,
+                queue,
+                move |signals| signer.sign_body(&destination, FedBody::Ephemeral { signals }),
+            )));
+        }
         tracing::info!(listen = %transport.local_addr(), peers = parts.wakers.0.len(), "federation started");
         Ok(Self {
             transport,

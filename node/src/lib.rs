@@ -15,6 +15,7 @@ pub mod federation;
 pub mod hub;
 pub mod keys;
 pub mod live;
+pub mod peer_signals;
 pub mod presence;
 pub mod push;
 pub mod sequencer;

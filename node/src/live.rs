@@ -1,7 +1,9 @@
 //! Ephemeral signals: typing and presence. Drives the [`TypingTracker`] and [`PresenceTracker`]
 //! state machines with the clock, looks up who may see each change (room members; users who
-//! share a room) and hands the frames to the [`Hub`]. Only last-seen and the hide setting are
-//! stored.
+//! share a room) and hands the frames to the [`Hub`], and the changes of this hearth's users to
+//! the peer hearths where those watchers live. Users of other hearths go through the same
+//! trackers, fed by their hearths' signals, so they expire here on this hearth's clock if their
+//! hearth goes quiet. Only last-seen and the hide setting are stored.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -9,29 +11,62 @@ use std::time::{Duration, Instant};
 
 use hearth_spec::api::PresenceView;
 use hearth_spec::client::{PresenceState, ServerFrame};
-use hearth_spec::{DeviceId, ErrorBody, ErrorCode, RoomId, UserId};
+use hearth_spec::federation::Signal;
+use hearth_spec::{DeviceId, ErrorBody, ErrorCode, RoomId, ServerName, UserId};
 
 use crate::clock::now_ms;
 use crate::config::PresenceConfig;
 use crate::hub::Hub;
+use crate::peer_signals::PeerSignals;
 use crate::presence::{PresenceChange, PresenceTracker};
 use crate::store::{Store, StoreError};
 use crate::typing::{TypingChange, TypingTracker};
 
-/// Typing and presence of this hearth's users.
+/// Typing and presence of the users this hearth's users can see.
 pub struct Live {
+    own: ServerName,
     store: Arc<Store>,
     hub: Arc<Hub>,
+    peers: Arc<PeerSignals>,
     typing: Mutex<TypingTracker>,
     presence: Mutex<PresenceTracker>,
+    /// How often peers are reminded who of this hearth's users is online.
+    refresh: Duration,
+}
+
+/// The device a user of another hearth is online with, as far as this hearth knows.
+fn peer_device() -> DeviceId {
+    DeviceId::parse("federation").expect("a valid device id")
+}
+
+/// The servers of `users` other than `own`.
+fn servers_of<'a>(
+    own: &ServerName,
+    users: impl IntoIterator<Item = &'a UserId>,
+) -> BTreeSet<ServerName> {
+    users
+        .into_iter()
+        .map(UserId::server_name)
+        .filter(|s| s != own)
+        .collect()
 }
 
 impl Live {
     /// Trackers with the configured timeouts.
-    pub fn new(store: Arc<Store>, hub: Arc<Hub>, config: &PresenceConfig) -> Self {
+    pub fn new(
+        own: ServerName,
+        store: Arc<Store>,
+        hub: Arc<Hub>,
+        peers: Arc<PeerSignals>,
+        config: &PresenceConfig,
+    ) -> Self {
         Self {
+            own,
             store,
             hub,
+            peers,
+            // Three reminders per offline timeout, so one lost reminder does not flap a user.
+            refresh: Duration::from_millis((config.offline_after_ms / 3).max(1)),
             typing: Mutex::new(TypingTracker::new(Duration::from_millis(
                 config.typing_timeout_ms,
             ))),
@@ -45,10 +80,20 @@ impl Live {
     /// Expires typing and presence on a short tick until the hearth stops.
     pub async fn run(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut last_refresh = Instant::now();
         loop {
             tick.tick().await;
-            self.tick(Instant::now());
+            let now = Instant::now();
+            self.tick(now);
+            if now.duration_since(last_refresh) >= self.refresh {
+                last_refresh = now;
+                self.remind_peers();
+            }
         }
+    }
+
+    fn is_local(&self, user: &UserId) -> bool {
+        user.server_name() == self.own
     }
 
     /// One step of the clock.
@@ -63,8 +108,8 @@ impl Live {
         }
     }
 
-    /// A member starts or stops typing in a room.
-    /// The caller has checked that `user` is a member of `room`.
+    /// A member starts or stops typing in a room (a user of this hearth, or of the peer that
+    /// said so). The caller has checked that `user` is a member of `room`.
     pub fn typing(&self, user: &UserId, room: &RoomId, typing: bool) {
         let change = self.typing.lock().expect("typing lock").handle(
             room.clone(),
@@ -91,6 +136,16 @@ impl Live {
                 typing: change.typing,
             },
         );
+        if self.is_local(&change.user) {
+            self.peers.send(
+                &servers_of(&self.own, &members),
+                &Signal::Typing {
+                    room: change.room.clone(),
+                    user: change.user.clone(),
+                    typing: change.typing,
+                },
+            );
+        }
     }
 
     /// A device of `user` is in use.
@@ -104,6 +159,51 @@ impl Live {
         if let Some(change) = change {
             self.announce_presence(&change);
         }
+    }
+
+    /// A peer says its user came online or went offline. The caller has checked that the peer
+    /// serves `user`.
+    pub fn peer_presence(
+        &self,
+        user: &UserId,
+        state: PresenceState,
+        last_seen_ms: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let now = Instant::now();
+        let hidden = last_seen_ms.is_none();
+        let was_hidden = self.store.presence(user)?.hidden;
+        if hidden != was_hidden {
+            self.store.update_presence(user, |r| r.hidden = hidden)?;
+        }
+        if hidden {
+            self.presence
+                .lock()
+                .expect("presence lock")
+                .gone(user, &peer_device(), now, 0);
+            if !was_hidden {
+                self.hub.signal(
+                    &self.contacts(user)?,
+                    &ServerFrame::Presence {
+                        user_id: user.clone(),
+                        state: PresenceState::Offline,
+                        last_seen_ts: None,
+                    },
+                );
+            }
+            return Ok(());
+        }
+        let last_seen_ms = last_seen_ms.unwrap_or_default();
+        let change = {
+            let mut tracker = self.presence.lock().expect("presence lock");
+            match state {
+                PresenceState::Online => tracker.heartbeat(user, &peer_device(), now, last_seen_ms),
+                PresenceState::Offline => tracker.gone(user, &peer_device(), now, last_seen_ms),
+            }
+        };
+        if let Some(change) = change {
+            self.announce_presence(&change);
+        }
+        Ok(())
     }
 
     fn announce_presence(&self, change: &PresenceChange) {
@@ -125,11 +225,69 @@ impl Live {
                     last_seen_ts: Some(change.last_seen_ms),
                 },
             );
+            if self.is_local(&change.user) {
+                self.tell_peers(
+                    &change.user,
+                    change.state,
+                    Some(change.last_seen_ms),
+                    &watchers,
+                );
+            }
             Ok(())
         })();
         if let Err(e) = result {
             tracing::error!(error = %e, user = %change.user, "cannot announce presence");
         }
+    }
+
+    fn tell_peers(
+        &self,
+        user: &UserId,
+        state: PresenceState,
+        last_seen_ms: Option<u64>,
+        watchers: &BTreeSet<UserId>,
+    ) {
+        self.peers.send(
+            &servers_of(&self.own, watchers),
+            &Signal::Presence {
+                user: user.clone(),
+                state,
+                last_seen_ms,
+            },
+        );
+    }
+
+    /// Reminds peers which of this hearth's users are online, so they keep them online (and
+    /// time them out if the reminders stop).
+    pub fn remind_peers(&self) {
+        if !self.peers.has_peers() {
+            return;
+        }
+        let online: Vec<(UserId, u64)> = {
+            let tracker = self.presence.lock().expect("presence lock");
+            tracker
+                .online()
+                .filter(|u| self.is_local(u))
+                .map(|u| (u.clone(), tracker.last_seen_ms(u).unwrap_or_else(now_ms)))
+                .collect()
+        };
+        for (user, last_seen_ms) in online {
+            let result = (|| -> Result<(), StoreError> {
+                if !self.store.presence(&user)?.hidden {
+                    let watchers = self.contacts(&user)?;
+                    self.tell_peers(&user, PresenceState::Online, Some(last_seen_ms), &watchers);
+                }
+                Ok(())
+            })();
+            if let Err(e) = result {
+                tracing::error!(error = %e, %user, "cannot remind peers of presence");
+            }
+        }
+    }
+
+    /// Whether `user` shares a room with a user of this hearth.
+    pub fn has_local_contact(&self, user: &UserId) -> Result<bool, StoreError> {
+        Ok(self.contacts(user)?.iter().any(|c| self.is_local(c)))
     }
 
     /// Users who share at least one room with `user`, not counting `user`.
@@ -206,24 +364,28 @@ impl Live {
 
     /// Hides or shows a user's presence. Hiding announces the user offline to contacts.
     pub fn set_hidden(&self, user: &UserId, hidden: bool) -> Result<(), StoreError> {
-        self.store.update_presence(user, |r| r.hidden = hidden)?;
+        let record = self.store.update_presence(user, |r| r.hidden = hidden)?;
         let state = self.presence.lock().expect("presence lock").state(user);
+        let (shown, seen) = match (hidden, state) {
+            (true, _) => (PresenceState::Offline, None),
+            (false, PresenceState::Online) => (state, Some(now_ms())),
+            (false, PresenceState::Offline) => (state, record.last_seen_ms),
+        };
+        let watchers = self.contacts(user)?;
         if state == PresenceState::Online {
-            let watchers = self.contacts(user)?;
-            let frame = if hidden {
-                ServerFrame::Presence {
+            self.hub.signal(
+                &watchers,
+                &ServerFrame::Presence {
                     user_id: user.clone(),
-                    state: PresenceState::Offline,
-                    last_seen_ts: None,
-                }
-            } else {
-                ServerFrame::Presence {
-                    user_id: user.clone(),
-                    state,
-                    last_seen_ts: Some(now_ms()),
-                }
-            };
-            self.hub.signal(&watchers, &frame);
+                    state: shown,
+                    last_seen_ts: seen,
+                },
+            );
+        }
+        // Peers mirror the setting, so they too show a hidden user offline with no last seen (a
+        // user never seen has nothing to show again).
+        if hidden || seen.is_some() {
+            self.tell_peers(user, shown, seen, &watchers);
         }
         Ok(())
     }

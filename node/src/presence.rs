@@ -71,6 +71,25 @@ impl PresenceTracker {
         Self::announce_if_due(self.coalesce, user, entry, now)
     }
 
+    /// A device is known to be gone (not merely quiet): the user goes offline now if it was the
+    /// last one. Used for users of other hearths, whose hearth says when they leave.
+    pub fn gone(
+        &mut self,
+        user: &UserId,
+        device: &DeviceId,
+        now: Instant,
+        last_seen_ms: u64,
+    ) -> Option<PresenceChange> {
+        let entry = self.users.get_mut(user)?;
+        entry.devices.remove(device);
+        if !entry.devices.is_empty() {
+            return None;
+        }
+        entry.state = PresenceState::Offline;
+        entry.last_seen_ms = last_seen_ms;
+        Self::announce_if_due(self.coalesce, user, entry, now)
+    }
+
     /// Times devices out and releases coalesced announcements due at `now`.
     pub fn poll(&mut self, now: Instant) -> Vec<PresenceChange> {
         let mut changes = Vec::new();
@@ -190,6 +209,22 @@ mod tests {
             announced += p.heartbeat(&user(), &dev(1), t + S / 2, 0).iter().count();
         }
         assert_eq!(announced, 1);
+    }
+
+    #[test]
+    fn a_gone_device_takes_its_user_offline_at_once() {
+        let t0 = Instant::now();
+        let mut p = PresenceTracker::new(30 * S, 2 * S);
+        p.heartbeat(&user(), &dev(1), t0, 1000).unwrap();
+        p.heartbeat(&user(), &dev(2), t0, 1000);
+        assert_eq!(p.gone(&user(), &dev(1), t0 + 3 * S, 2000), None);
+        assert_eq!(p.state(&user()), PresenceState::Online);
+        let off = p.gone(&user(), &dev(2), t0 + 3 * S, 3000).unwrap();
+        assert_eq!(
+            (off.state, off.last_seen_ms),
+            (PresenceState::Offline, 3000)
+        );
+        assert_eq!(p.gone(&user(), &dev(2), t0 + 4 * S, 4000), None);
     }
 
     proptest! {

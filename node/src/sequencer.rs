@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use hearth_spec::api::Sequenced;
+use hearth_spec::client::ReceiptKind;
 use hearth_spec::envelope::ENVELOPE_VERSION;
 use hearth_spec::{
     Content, DeviceId, Envelope, EventId, Membership, RoomId, RoomKind, ServerName, TxnId, UserId,
@@ -106,6 +107,15 @@ pub enum Request {
         seq: u64,
         envelope: Envelope,
         bytes: Vec<u8>,
+    },
+    /// From a member hearth (already checked to serve `user`): how far its user has got. The
+    /// mark may run ahead of this replica's last seq (the home's events may still be on their
+    /// way); marks only rise.
+    PeerReceipt {
+        user: UserId,
+        room: RoomId,
+        kind: ReceiptKind,
+        seq: u64,
     },
 }
 
@@ -373,6 +383,19 @@ impl Sequencer {
             Request::Submitted { envelope, bytes } => {
                 self.sequence_submitted(envelope, bytes, now_ms, batch)
             }
+            Request::PeerReceipt {
+                user,
+                room,
+                kind,
+                seq,
+            } => {
+                self.member_room(&room, &user)?;
+                match kind {
+                    ReceiptKind::Read => batch.read_marks.push((user, room, seq)),
+                    ReceiptKind::Delivered => batch.delivered.push((user, room, seq)),
+                }
+                Ok(Reply::Done)
+            }
             Request::Replicate {
                 seq,
                 envelope,
@@ -539,6 +562,14 @@ impl Sequencer {
                     .map(|(_, sender)| sender.clone())
                     .collect()
             })
+            .unwrap_or_default()
+    }
+
+    /// The other hearths with members in `room`.
+    pub fn other_servers(&self, room: &RoomId) -> Vec<ServerName> {
+        self.rooms
+            .get(room)
+            .map(|state| state.servers.keys().cloned().collect())
             .unwrap_or_default()
     }
 

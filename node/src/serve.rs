@@ -18,6 +18,7 @@ use crate::federation::{Federation, FederationParts, Wakers};
 use crate::hub::Hub;
 use crate::keys::{self, KeyFileError};
 use crate::live::Live;
+use crate::peer_signals::PeerSignals;
 use crate::push::Push;
 use crate::service::{Hearth, Parts};
 use crate::store::{OpenError, Store, StoreError};
@@ -105,8 +106,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let directory = Arc::new(std::sync::RwLock::new(crate::federation::directory(
         &config,
     )?));
-    let wakers = Arc::new(Wakers::new(
-        &directory.read().expect("directory lock").peers(),
+    let peers = directory.read().expect("directory lock").peers();
+    let wakers = Arc::new(Wakers::new(&peers));
+    let (peer_signals, signal_queues) = PeerSignals::new(&peers);
+    let live = Arc::new(Live::new(
+        config.server_name.clone(),
+        store.clone(),
+        hub.clone(),
+        peer_signals,
+        &config.presence,
     ));
     let (committer, committer_thread) = Committer::start(
         store.clone(),
@@ -128,10 +136,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             committer: committer.clone(),
             directory: directory.clone(),
             wakers,
+            live: live.clone(),
+            signals: signal_queues,
         },
     )?;
     let federation_addr = federation.transport.local_addr();
-    let live = Arc::new(Live::new(store.clone(), hub.clone(), &config.presence));
     let ticker = tokio::spawn(live.clone().run());
     let hearth = Arc::new(Hearth::new(Parts {
         config: config.clone(),

@@ -9,7 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::id::ServerName;
+use crate::client::{PresenceState, ReceiptKind};
+use crate::id::{RoomId, ServerName, UserId};
 
 /// The federation envelope version this crate writes and accepts.
 pub const FED_VERSION: u8 = 1;
@@ -26,6 +27,9 @@ pub const MAX_SIGNED_ENVELOPE: usize = 256 * 1024;
 
 /// Most envelopes in one stream (one batch).
 pub const MAX_FRAMES_PER_STREAM: usize = 1024;
+
+/// Most signals in one [`FedBody::Ephemeral`] envelope.
+pub const MAX_SIGNALS_PER_ENVELOPE: usize = 512;
 
 /// One hop of hearth-to-hearth traffic, signed by its origin for one destination.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +62,49 @@ pub enum FedBody {
         new_key: [u8; 32],
         old_valid_until_ms: u64,
     },
+    /// Receipts, typing and presence of the origin's users, batched. Never queued durably: what
+    /// cannot be delivered now is dropped (typing and presence are stale soon; a later receipt
+    /// carries a higher mark). The receiver checks every signal and refuses the whole envelope
+    /// if one fails.
+    Ephemeral { signals: Vec<Signal> },
+}
+
+/// One ephemeral signal about a user of the origin hearth.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Signal {
+    /// `user` started or stopped typing in `room`. The receiver expires it on its own clock.
+    Typing {
+        room: RoomId,
+        user: UserId,
+        typing: bool,
+    },
+    /// `user` has received or read `room` up to `seq` (a high-water mark; it only rises).
+    Receipt {
+        room: RoomId,
+        user: UserId,
+        kind: ReceiptKind,
+        seq: u64,
+    },
+    /// `user` is online or went offline. The origin repeats `Online` while the user stays
+    /// online (see `spec/federation.md`), so a receiver that stops hearing it times the user out.
+    /// `last_seen_ms` is absent when the user hides their presence (receivers then show them
+    /// offline with no last-seen time, as the origin does).
+    Presence {
+        user: UserId,
+        state: PresenceState,
+        last_seen_ms: Option<u64>,
+    },
+}
+
+impl Signal {
+    /// The user the signal is about (the origin must serve them).
+    pub fn user(&self) -> &UserId {
+        match self {
+            Self::Typing { user, .. }
+            | Self::Receipt { user, .. }
+            | Self::Presence { user, .. } => user,
+        }
+    }
 }
 
 /// Why bytes are not a valid federation envelope.

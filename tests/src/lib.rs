@@ -86,12 +86,7 @@ impl TestHearth {
 
     /// Registers `name` and returns its logged-in client.
     pub async fn user(&self, name: &str) -> Client {
-        let mut client = Client::new(&self.url);
-        client
-            .register(name, "correct horse battery", Some("test"))
-            .await
-            .expect("register");
-        client
+        register_at(&self.url, name).await
     }
 
     /// Logs `name` in on another device.
@@ -103,6 +98,21 @@ impl TestHearth {
             .expect("login");
         client
     }
+}
+
+/// Registers `name` on the hearth at `url` and returns its logged-in client.
+pub async fn register_at(url: &str, name: &str) -> Client {
+    let mut client = Client::new(url);
+    client
+        .register(name, "correct horse battery", Some("test"))
+        .await
+        .expect("register");
+    client
+}
+
+/// `@name:server`.
+pub fn user_id(name: &str, server: &str) -> hearth_spec::UserId {
+    hearth_spec::UserId::parse(&format!("@{name}:{server}")).expect("a valid user id")
 }
 
 /// Opens a live connection and reads up to its `synced` frame.
@@ -373,11 +383,15 @@ pub fn federation_env(me: &PeerSpec, network: &[PeerSpec]) -> Vec<(String, Strin
     ]
 }
 
-/// Starts every member of `network` as a real process.
-pub async fn start_network(network: &[PeerSpec]) -> anyhow::Result<Vec<HearthProcess>> {
+/// Starts every member of `network` as a real process, each with `extra` in its environment.
+pub async fn start_network(
+    network: &[PeerSpec],
+    extra: &[(&str, &str)],
+) -> anyhow::Result<Vec<HearthProcess>> {
     let mut processes = Vec::new();
     for me in network {
-        let env = federation_env(me, network);
+        let mut env = federation_env(me, network);
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         processes.push(HearthProcess::start(&me.data_dir, &env).await?);
     }

@@ -8,22 +8,15 @@ use std::time::{Duration, Instant};
 
 use hearth_client::{Client, Receiver, new_txn_id};
 use hearth_spec::client::ServerFrame;
-use hearth_spec::{Content, EventId, RoomId, RoomKind, TxnId, UserId};
-use hearth_tests::{HearthProcess, connect_synced, frames_until, plan_network, start_network};
+use hearth_spec::{Content, EventId, RoomId, RoomKind, TxnId};
+use hearth_tests::{
+    HearthProcess, connect_synced, frames_until, plan_network, register_at, start_network, user_id,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 async fn register(hearth: &HearthProcess, name: &str) -> Client {
-    let mut client = Client::new(&hearth.url);
-    client
-        .register(name, "correct horse battery", Some("test"))
-        .await
-        .expect("register");
-    client
-}
-
-fn uid(name: &str, server: &str) -> UserId {
-    UserId::parse(&format!("@{name}:{server}")).unwrap()
+    register_at(&hearth.url, name).await
 }
 
 /// The whole history of a room as one hearth holds it: (seq, event id), in order.
@@ -94,7 +87,7 @@ struct Trio {
 async fn three_hearths() -> Trio {
     let root = tempfile::tempdir().unwrap();
     let network = plan_network(root.path(), &["a.test", "b.test", "c.test"]).unwrap();
-    let hearths = start_network(&network).await.unwrap();
+    let hearths = start_network(&network, &[]).await.unwrap();
     let alice = register(&hearths[0], "alice").await;
     let bob = register(&hearths[1], "bob").await;
     let carol = register(&hearths[2], "carol").await;
@@ -115,7 +108,7 @@ async fn three_hearths_with_group(name: &str) -> (Trio, RoomId) {
         .create_room(
             RoomKind::Group,
             Some(name),
-            &[uid("bob", "b.test"), uid("carol", "c.test")],
+            &[user_id("bob", "b.test"), user_id("carol", "c.test")],
         )
         .await
         .unwrap()
@@ -138,7 +131,7 @@ async fn cross_hearth_dm_and_three_hearth_group_share_one_order() {
     // A DM from a.test to b.test: bob sees the room arrive and answers from his own hearth.
     let (_bob_tx, mut bob_rx) = connect_synced(&mut bob).await;
     let dm = alice
-        .create_room(RoomKind::Direct, None, &[uid("bob", "b.test")])
+        .create_room(RoomKind::Direct, None, &[user_id("bob", "b.test")])
         .await
         .unwrap();
     let hello = alice
@@ -172,7 +165,7 @@ async fn cross_hearth_dm_and_three_hearth_group_share_one_order() {
         .create_room(
             RoomKind::Group,
             Some("three hearths"),
-            &[uid("alice", "a.test"), uid("bob", "b.test")],
+            &[user_id("alice", "a.test"), user_id("bob", "b.test")],
         )
         .await
         .unwrap();

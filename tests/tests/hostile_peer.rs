@@ -13,10 +13,11 @@ use base64::Engine;
 use hearth_crypto::{ServerKey, sign_envelope};
 use hearth_federation::{Directory, Inbound, PeerConfig, Transport, TransportConfig};
 use hearth_node::config::PeerEntry;
+use hearth_spec::client::{PresenceState, ReceiptKind, ServerFrame};
 use hearth_spec::envelope::ENVELOPE_VERSION;
 use hearth_spec::federation::{
     FED_VERSION, FedBody, FedEnvelope, MAX_FRAMES_PER_STREAM, MAX_SIGNED_ENVELOPE, Outcome,
-    RejectCode, SignedEnvelope, StreamError, StreamReply, push_frame,
+    RejectCode, Signal, SignedEnvelope, StreamError, StreamReply, push_frame,
 };
 use hearth_spec::{
     Content, DeviceId, Envelope, Membership, RoomId, RoomKind, ServerName, TxnId, UserId,
@@ -642,4 +643,129 @@ async fn hostile_envelopes_are_refused_with_typed_codes_and_nothing_is_stored() 
         )
         .count();
     assert_eq!(evil_messages, 3);
+}
+
+/// Receipts, typing and presence from a peer: only about its own users, in rooms (or sharing
+/// rooms) with them, at most 512 per envelope; one bad signal refuses the envelope and nothing in
+/// it takes effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_signals_are_refused_and_none_takes_effect() {
+    let w = World::new().await;
+    let room = w.room.clone();
+    let mallory = UserId::parse("@mallory:evil.test").unwrap();
+    let olga = UserId::parse("@olga:other.test").unwrap();
+    let eve = UserId::parse("@eve:evil.test").unwrap();
+    let mut alice =
+        hearth_client::Client::with_session(&w.hearth.url, w.alice.session().unwrap().clone());
+    let alice_id = alice.user_id().unwrap().clone();
+    let (_alice_tx, mut alice_rx) = hearth_tests::connect_synced(&mut alice).await;
+    let signals =
+        |signals: Vec<Signal>| w.signed(&w.envelope(FedBody::Ephemeral { signals }), &w.evil_key);
+    let typing = |user: &UserId, room: &RoomId, typing: bool| Signal::Typing {
+        room: room.clone(),
+        user: user.clone(),
+        typing,
+    };
+    let read = |user: &UserId, room: &RoomId, seq: u64| Signal::Receipt {
+        room: room.clone(),
+        user: user.clone(),
+        kind: ReceiptKind::Read,
+        seq,
+    };
+
+    // The baseline: mallory types and reads up to seq 1; alice sees both.
+    let good = signals(vec![
+        typing(&mallory, &room, true),
+        read(&mallory, &room, 1),
+    ]);
+    assert_eq!(w.send(good.clone()).await, Outcome::Stored);
+    let frames = hearth_tests::frames_until(&mut alice_rx, Duration::from_secs(10), |f| {
+        matches!(f, ServerFrame::Receipt { user_id, seq: 1, kind: ReceiptKind::Read, .. } if *user_id == mallory)
+    })
+    .await
+    .unwrap();
+    assert!(frames.iter().any(
+        |f| matches!(f, ServerFrame::Typing { user_id, typing: true, .. } if *user_id == mallory)
+    ));
+    assert_eq!(read_mark(&mut alice, &room, &mallory).await, 1);
+
+    let cases: Vec<(&str, Vec<u8>, RejectCode)> = vec![
+        (
+            "s1. typing of another hearth's user",
+            signals(vec![typing(&olga, &room, true)]),
+            RejectCode::ForeignSender,
+        ),
+        (
+            "s2. a receipt for a local user",
+            signals(vec![read(&alice_id, &room, 2)]),
+            RejectCode::ForeignSender,
+        ),
+        (
+            "s3. typing of a user who is not in the room",
+            signals(vec![typing(&eve, &room, true)]),
+            RejectCode::NotMember,
+        ),
+        (
+            "s4. a receipt in a room the user is not in",
+            signals(vec![read(&mallory, &w.closed_room, 1)]),
+            RejectCode::NotMember,
+        ),
+        (
+            "s5. a receipt in a room that does not exist",
+            signals(vec![read(
+                &mallory,
+                &RoomId::parse("!nope:home.test").unwrap(),
+                1,
+            )]),
+            RejectCode::UnknownRoom,
+        ),
+        (
+            "s6. presence of a user who shares no room here",
+            signals(vec![Signal::Presence {
+                user: eve.clone(),
+                state: PresenceState::Online,
+                last_seen_ms: Some(now_ms()),
+            }]),
+            RejectCode::NotMember,
+        ),
+        (
+            "s7. more signals than an envelope may carry",
+            signals(vec![typing(&mallory, &room, false); 513]),
+            RejectCode::TooLarge,
+        ),
+        (
+            "s8. a good receipt and a forged one together",
+            signals(vec![read(&mallory, &room, 2), typing(&olga, &room, true)]),
+            RejectCode::ForeignSender,
+        ),
+        ("s9. the good envelope replayed", good, RejectCode::Replayed),
+    ];
+    for (case, frame, code) in cases {
+        assert_eq!(w.send(frame).await, Outcome::Rejected(code), "{case}");
+    }
+    assert_eq!(
+        read_mark(&mut alice, &room, &mallory).await,
+        1,
+        "s8: nothing in a refused envelope takes effect"
+    );
+    // Nothing refused reached alice: the next frame she gets is mallory's real stop.
+    assert_eq!(
+        w.send(signals(vec![typing(&mallory, &room, false)])).await,
+        Outcome::Stored
+    );
+    let frames = hearth_tests::frames_until(
+        &mut alice_rx,
+        Duration::from_secs(10),
+        |f| matches!(f, ServerFrame::Typing { user_id, typing: false, .. } if *user_id == mallory),
+    )
+    .await
+    .unwrap();
+    assert_eq!(frames.len(), 1, "refused signals reached alice: {frames:?}");
+    let view = alice.presence(&eve).await;
+    assert!(view.is_err(), "eve shares no room with alice: {view:?}");
+}
+
+async fn read_mark(client: &mut hearth_client::Client, room: &RoomId, user: &UserId) -> u64 {
+    let marks = client.receipts(room).await.unwrap();
+    marks.iter().find(|m| m.user_id == *user).unwrap().read
 }

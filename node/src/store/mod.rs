@@ -509,14 +509,14 @@ impl Store {
             .unwrap_or_default())
     }
 
-    /// Updates a user's presence record.
+    /// Updates a user's presence record and returns it as written.
     pub fn update_presence(
         &self,
         user: &UserId,
         update: impl FnOnce(&mut PresenceRecord),
-    ) -> Result<(), StoreError> {
+    ) -> Result<PresenceRecord, StoreError> {
         let txn = self.db.begin_write()?;
-        {
+        let record = {
             let mut table = txn.open_table(PRESENCE)?;
             let mut record: PresenceRecord = table
                 .get(user.as_str())?
@@ -525,9 +525,10 @@ impl Store {
                 .unwrap_or_default();
             update(&mut record);
             table.insert(user.as_str(), encode(&record).as_slice())?;
-        }
+            record
+        };
         txn.commit()?;
-        Ok(())
+        Ok(record)
     }
 
     /// A device's push endpoint.

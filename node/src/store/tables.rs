@@ -50,6 +50,9 @@ pub enum OutItem {
     Submit { event: Vec<u8> },
     /// An event of a room homed here, for a member hearth; read from the room at send time.
     Sequenced { room: hearth_spec::RoomId, seq: u64 },
+    /// A local user's receipt for a member hearth of the room. Queued durably (it commits with
+    /// the mark it announces, at no extra cost) so a peer that was away still learns it.
+    Receipt(hearth_spec::federation::Signal),
 }
 
 /// A local account.

@@ -1,0 +1,53 @@
+//! Outgoing ephemeral signals (typing, presence) for peer hearths: one bounded queue per peer,
+//! drained by [`hearth_federation::drive_signals`]. Full queues drop: typing and presence are
+//! worthless late, and a peer that cannot keep up must not make this hearth buffer without end.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use hearth_spec::ServerName;
+use hearth_spec::federation::Signal;
+use tokio::sync::mpsc;
+
+/// Signals queued per peer before new ones are dropped.
+pub const QUEUE_DEPTH: usize = 4096;
+
+/// The sending ends, one per configured peer.
+#[derive(Debug, Default)]
+pub struct PeerSignals {
+    queues: HashMap<ServerName, mpsc::Sender<Signal>>,
+}
+
+/// The receiving ends, handed to federation when it starts.
+pub type SignalQueues = HashMap<ServerName, mpsc::Receiver<Signal>>;
+
+impl PeerSignals {
+    /// A queue for each peer.
+    pub fn new(peers: &[ServerName]) -> (Arc<Self>, SignalQueues) {
+        let mut queues = HashMap::new();
+        let mut receivers = HashMap::new();
+        for peer in peers {
+            let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+            queues.insert(peer.clone(), tx);
+            receivers.insert(peer.clone(), rx);
+        }
+        (Arc::new(Self { queues }), receivers)
+    }
+
+    /// Whether there is any peer to tell anything.
+    pub fn has_peers(&self) -> bool {
+        !self.queues.is_empty()
+    }
+
+    /// Queues `signal` for each of `peers` that is configured.
+    pub fn send<'a>(&self, peers: impl IntoIterator<Item = &'a ServerName>, signal: &Signal) {
+        for peer in peers {
+            let Some(queue) = self.queues.get(peer) else {
+                continue;
+            };
+            if queue.try_send(signal.clone()).is_err() {
+                tracing::debug!(%peer, "signal queue full or closed; dropping a signal");
+            }
+        }
+    }
+}
