@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use hearth_crypto::{ServerKey, sign_envelope};
-use hearth_federation::{Directory, Inbound, PeerConfig, Transport, TransportConfig};
+use hearth_federation::{Directory, Inbound, KeyRing, PeerConfig, Transport, TransportConfig};
 use hearth_spec::federation::{FED_VERSION, FedBody, FedEnvelope, Outcome};
 use hearth_spec::{RoomKind, ServerName};
 
@@ -124,7 +124,9 @@ fn transport(
     config.envelope_burst = 1e9;
     let t = Transport::start(
         config,
-        Arc::new(ServerKey::from_bytes(&key.to_bytes()[..])?),
+        Arc::new(KeyRing::single(Arc::new(ServerKey::from_bytes(
+            &key.to_bytes()[..],
+        )?))),
         directory.clone(),
         inbound,
     )?;

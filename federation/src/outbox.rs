@@ -3,13 +3,13 @@
 //! The queue lives in the hearth's store (so it commits with the events it carries); this task
 //! only moves it: take the oldest entries, send them as one batch, remove what the peer stored,
 //! duplicated or permanently refused, and back off (with jitter) when the peer is away or asks
-//! to retry. Entries leave the queue in order, and a retry stops the batch at that entry, so a
+//! to retry (or refuses this hearth's key). Entries leave the queue in order, and a retry stops the batch at that entry, so a
 //! destination sees its envelopes in queue order.
 
 use std::sync::Arc;
 
 use hearth_spec::ServerName;
-use hearth_spec::federation::Outcome;
+use hearth_spec::federation::{Outcome, RejectCode};
 use tokio::sync::Notify;
 
 use crate::backoff::{Backoff, BackoffPolicy};
@@ -27,6 +27,16 @@ pub trait OutboxStore: Send + Sync + 'static {
     ) -> Result<Vec<(u64, Vec<u8>)>, String>;
     /// Removes delivered entries.
     fn remove(&self, destination: &ServerName, ids: &[u64]) -> Result<(), String>;
+}
+
+/// Refusals about who sent an envelope, not what it carries: the peer does not (yet, or any
+/// more) know this hearth's key. Dropping the queue would lose every message for that peer over
+/// a configuration mistake, so these are kept and retried like `Retry`.
+fn refuses_the_sender(code: RejectCode) -> bool {
+    matches!(
+        code,
+        RejectCode::UnknownOrigin | RejectCode::UnknownKey | RejectCode::RevokedKey
+    )
 }
 
 /// Envelopes per batch stream.
@@ -83,6 +93,11 @@ pub async fn drive<S: OutboxStore>(
                 for (id, outcome) in ids.iter().zip(&outcomes) {
                     match outcome {
                         Outcome::Stored | Outcome::Duplicate => done.push(*id),
+                        Outcome::Rejected(code) if refuses_the_sender(*code) => {
+                            tracing::error!(%destination, ?code, "peer does not accept this hearth's key; keeping the queue until it does");
+                            retry = true;
+                            break;
+                        }
                         Outcome::Rejected(code) => {
                             tracing::warn!(%destination, ?code, entry = id, "peer refused an envelope for good; dropping it");
                             done.push(*id);

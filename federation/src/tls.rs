@@ -18,6 +18,7 @@ use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use crate::clock::now_ms;
 use crate::directory::Directory;
+use crate::keyring::KeyRing;
 
 /// ALPN protocol id of Hearth federation.
 pub const ALPN: &[u8] = b"hearth-fed/1";
@@ -193,32 +194,30 @@ impl ClientCertVerifier for KeyVerifier {
     }
 }
 
-/// The listener's TLS configuration.
+/// The listener's TLS configuration; the certificate comes from `keys` at each handshake.
 pub fn server_config(
-    key: &ServerKey,
+    keys: Arc<KeyRing>,
     directory: Arc<RwLock<Directory>>,
 ) -> Result<rustls::ServerConfig, TlsError> {
-    let (cert, private) = certificate(key)?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(Arc::new(KeyVerifier::listening(directory)))
-        .with_single_cert(vec![cert], private)?;
+        .with_cert_resolver(keys);
     config.alpn_protocols = vec![ALPN.to_vec()];
     Ok(config)
 }
 
 /// The dialler's TLS configuration for calling `peer`.
 pub fn client_config(
-    key: &ServerKey,
+    keys: Arc<KeyRing>,
     peer: ServerName,
     directory: Arc<RwLock<Directory>>,
 ) -> Result<rustls::ClientConfig, TlsError> {
-    let (cert, private) = certificate(key)?;
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(KeyVerifier::dialling(peer, directory)))
-        .with_client_auth_cert(vec![cert], private)?;
+        .with_client_cert_resolver(keys);
     config.alpn_protocols = vec![ALPN.to_vec()];
     Ok(config)
 }

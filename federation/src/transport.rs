@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use hearth_crypto::ServerKey;
+use crate::keyring::KeyRing;
 use hearth_spec::ServerName;
 use hearth_spec::federation::{
     FedEnvelope, MAX_FRAMES_PER_STREAM, Outcome, RetryCode, StreamError, StreamReply, push_frame,
@@ -45,6 +45,10 @@ pub struct TransportConfig {
     pub stream_timeout: Duration,
     /// How many recent envelope signatures are remembered against replay.
     pub replay_capacity: usize,
+    /// Keys QUIC stateless resets. Keep it across restarts (the node stores it): a peer still
+    /// holding a connection from before the restart then gets a reset for its first packet and
+    /// dials again at once, instead of waiting out the idle timeout.
+    pub reset_secret: [u8; 32],
 }
 
 impl TransportConfig {
@@ -61,6 +65,7 @@ impl TransportConfig {
             envelope_burst: 100_000.0,
             stream_timeout: Duration::from_secs(30),
             replay_capacity: 1 << 20,
+            reset_secret: rand::random(),
         }
     }
 }
@@ -108,7 +113,7 @@ pub enum SendError {
 
 struct Shared {
     config: TransportConfig,
-    key: Arc<ServerKey>,
+    keys: Arc<KeyRing>,
     directory: Arc<RwLock<Directory>>,
     endpoint: quinn::Endpoint,
     links: Mutex<HashMap<ServerName, Arc<tokio::sync::Mutex<Option<quinn::Connection>>>>>,
@@ -151,26 +156,43 @@ impl Transport {
     /// Binds the endpoint and starts accepting peers.
     pub fn start<I: Inbound>(
         config: TransportConfig,
-        key: Arc<ServerKey>,
+        keys: Arc<KeyRing>,
         directory: Arc<RwLock<Directory>>,
         inbound: Arc<I>,
     ) -> Result<Self, StartError> {
         let transport = Arc::new(quic_transport(&config));
-        let tls = tls::server_config(&key, directory.clone())?;
+        let tls = tls::server_config(keys.clone(), directory.clone())?;
         let crypto =
             QuicServerConfig::try_from(tls).map_err(|e| StartError::Quic(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server.transport_config(transport.clone());
-        let endpoint = quinn::Endpoint::server(server, config.listen).map_err(|source| {
-            StartError::Listen {
-                addr: config.listen,
-                source,
-            }
-        })?;
+        let listen = |source| StartError::Listen {
+            addr: config.listen,
+            source,
+        };
+        let reset_key =
+            aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &config.reset_secret);
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| StartError::Quic("no async runtime for QUIC".into()))?;
+        let socket = std::net::UdpSocket::bind(config.listen).map_err(listen)?;
+        let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+        // The restarted endpoint must also recognise its old connection ids as its own, or it
+        // drops the packet instead of answering it with a reset.
+        let cid_key = u64::from_le_bytes(
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &config.reset_secret).as_ref()
+                [..8]
+                .try_into()
+                .expect("8 bytes"),
+        );
+        endpoint_config.cid_generator(move || {
+            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+        });
+        let endpoint =
+            quinn::Endpoint::new(endpoint_config, Some(server), socket, runtime).map_err(listen)?;
         let shared = Arc::new(Shared {
             replay: Mutex::new(ReplayCache::new(config.replay_capacity)),
             config,
-            key,
+            keys,
             directory,
             endpoint,
             links: Mutex::new(HashMap::new()),
@@ -260,7 +282,7 @@ impl Transport {
             .address(peer)
             .ok_or_else(|| SendError::UnknownPeer(peer.clone()))?;
         let tls = tls::client_config(
-            &self.shared.key,
+            self.shared.keys.clone(),
             peer.clone(),
             self.shared.directory.clone(),
         )

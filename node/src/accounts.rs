@@ -10,7 +10,8 @@ use argon2::password_hash::rand_core::OsRng as HashRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hearth_crypto::{Secret, ServerKey, VerifyingKey, random_token};
+use hearth_crypto::{Secret, random_token};
+use hearth_federation::KeyRing;
 use hearth_spec::api::{DeviceInfo, Session};
 use hearth_spec::{DeviceId, IdError, ServerName, UserId};
 use rand::Rng;
@@ -65,8 +66,9 @@ pub enum AccountError {
 /// Accounts of this hearth.
 pub struct Accounts {
     store: Arc<Store>,
-    key: Arc<ServerKey>,
-    verifying: VerifyingKey,
+    /// Tokens are signed with the current key and accepted from retired ones in their grace
+    /// period, so a key rotation logs nobody out.
+    keys: Arc<KeyRing>,
     server_name: ServerName,
     config: AuthConfig,
     /// Devices that are logged in; tokens of any other device are refused at once.
@@ -83,16 +85,15 @@ impl Accounts {
     /// Loads the live device set from the store.
     pub fn new(
         store: Arc<Store>,
-        key: Arc<ServerKey>,
+        keys: Arc<KeyRing>,
         server_name: ServerName,
         config: AuthConfig,
     ) -> Result<Self, AccountError> {
         let live = store.all_devices()?.into_iter().collect();
         let dummy_hash = hash_password(&config, "not a password")?;
         Ok(Self {
-            verifying: key.verifying_key(),
             store,
-            key,
+            keys,
             server_name,
             config,
             live: RwLock::new(live),
@@ -199,7 +200,7 @@ impl Accounts {
             expires_ms: now_ms() + ttl * 1000,
         };
         Session {
-            access_token: token::issue(&self.key, &claims),
+            access_token: token::issue(&self.keys.current(), &claims),
             user_id: user,
             device_id: device,
             expires_in: ttl,
@@ -233,7 +234,19 @@ impl Accounts {
 
     /// Verifies an access token and that its device is still logged in.
     pub fn authenticate(&self, access_token: &str) -> Result<(UserId, DeviceId), AccountError> {
-        let claims = token::verify(&self.verifying, access_token, now_ms())?;
+        let now = now_ms();
+        let mut claims = token::verify(&self.keys.current().verifying_key(), access_token, now);
+        if claims == Err(token::TokenError::BadSignature) {
+            for (retired, until) in self.keys.retired() {
+                if until > now {
+                    claims = token::verify(&retired.verifying_key(), access_token, now);
+                    if claims != Err(token::TokenError::BadSignature) {
+                        break;
+                    }
+                }
+            }
+        }
+        let claims = claims?;
         let key = (claims.user, claims.device);
         if !self.live.read().expect("live lock").contains(&key) {
             return Err(AccountError::Revoked);
@@ -384,7 +397,9 @@ mod tests {
         let store = Arc::new(Store::open(&dir.path().join("db")).unwrap());
         let accounts = Accounts::new(
             store,
-            Arc::new(ServerKey::generate()),
+            Arc::new(KeyRing::single(Arc::new(
+                hearth_crypto::ServerKey::generate(),
+            ))),
             ServerName::parse("localhost").unwrap(),
             AuthConfig::default(),
         )

@@ -1,4 +1,5 @@
-//! Administration: create, list and deactivate users, on a running or a stopped hearth.
+//! Administration: create, list and deactivate users and rotate the server key, on a running
+//! or a stopped hearth.
 //!
 //! A running hearth holds the database lock, so it answers admin requests on a Unix socket in its
 //! data directory (`admin.sock`, reachable only by the data directory's owner): one JSON request
@@ -14,6 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::accounts::Accounts;
+use crate::rotation::KeyRotator;
 
 /// Longest admin request line, in bytes.
 const MAX_LINE: usize = 64 * 1024;
@@ -22,9 +24,18 @@ const MAX_LINE: usize = 64 * 1024;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AdminRequest {
-    CreateUser { username: String, password: String },
+    CreateUser {
+        username: String,
+        password: String,
+    },
     ListUsers,
-    DeactivateUser { user_id: String },
+    DeactivateUser {
+        user_id: String,
+    },
+    /// Make a new server key current; the current one keeps verifying for `grace_ms`.
+    RotateKey {
+        grace_ms: u64,
+    },
 }
 
 /// A user as admins see it.
@@ -39,15 +50,47 @@ pub struct UserEntry {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum AdminResponse {
-    Created { user_id: UserId },
-    Users { users: Vec<UserEntry> },
-    Deactivated { user_id: UserId },
-    Error { message: String },
+    Created {
+        user_id: UserId,
+    },
+    Users {
+        users: Vec<UserEntry>,
+    },
+    Deactivated {
+        user_id: UserId,
+    },
+    KeyRotated {
+        new_key: String,
+        old_valid_until_ms: u64,
+        peers_told: usize,
+    },
+    Error {
+        message: String,
+    },
 }
 
-/// Runs one admin request against the accounts.
-pub fn execute(accounts: &Accounts, request: AdminRequest) -> AdminResponse {
+/// What admin requests act on.
+pub struct Admin {
+    pub accounts: Arc<Accounts>,
+    pub rotator: KeyRotator,
+}
+
+/// Runs one admin request.
+pub fn execute(admin: &Admin, request: AdminRequest) -> AdminResponse {
+    let accounts = &admin.accounts;
     let result = match request {
+        AdminRequest::RotateKey { grace_ms } => {
+            return match admin.rotator.rotate(grace_ms) {
+                Ok(rotated) => AdminResponse::KeyRotated {
+                    new_key: crate::config::encode_public_key(&rotated.new_key),
+                    old_valid_until_ms: rotated.old_valid_until_ms,
+                    peers_told: rotated.announcements.len(),
+                },
+                Err(e) => AdminResponse::Error {
+                    message: e.to_string(),
+                },
+            };
+        }
         AdminRequest::CreateUser { username, password } => accounts
             .create_user(&username, &password)
             .map(|user_id| AdminResponse::Created { user_id }),
@@ -75,7 +118,7 @@ pub fn execute(accounts: &Accounts, request: AdminRequest) -> AdminResponse {
 /// Serves admin requests on `path` until the task is dropped.
 pub async fn serve_socket(
     path: &Path,
-    accounts: Arc<Accounts>,
+    admin: Arc<Admin>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     // A socket file left by a hearth that was killed would block the bind.
     let _ = std::fs::remove_file(path);
@@ -90,9 +133,9 @@ pub async fn serve_socket(
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let accounts = accounts.clone();
+            let admin = admin.clone();
             tokio::spawn(async move {
-                if let Err(e) = answer(stream, accounts).await {
+                if let Err(e) = answer(stream, admin).await {
                     tracing::warn!(error = %e, "admin connection failed");
                 }
             });
@@ -100,13 +143,13 @@ pub async fn serve_socket(
     }))
 }
 
-async fn answer(stream: UnixStream, accounts: Arc<Accounts>) -> std::io::Result<()> {
+async fn answer(stream: UnixStream, admin: Arc<Admin>) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read).take(MAX_LINE as u64);
     reader.read_line(&mut line).await?;
     let response = match serde_json::from_str::<AdminRequest>(&line) {
-        Ok(request) => tokio::task::spawn_blocking(move || execute(&accounts, request))
+        Ok(request) => tokio::task::spawn_blocking(move || execute(&admin, request))
             .await
             .unwrap_or_else(|e| AdminResponse::Error {
                 message: e.to_string(),

@@ -125,6 +125,12 @@ pub fn parse_public_key(text: &str) -> Result<[u8; 32], ConfigError> {
         })
 }
 
+/// The base64url form of a public key (as `hearth server-key` prints it).
+pub fn encode_public_key(key: &[u8; 32]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+}
+
 /// Presence and typing.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

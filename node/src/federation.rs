@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use hearth_crypto::{ServerKey, sign_envelope};
 use hearth_federation::{
-    BackoffPolicy, Directory, Freshness, PeerConfig, Transport, TransportConfig,
+    BackoffPolicy, Directory, Freshness, KeyRing, PeerConfig, Transport, TransportConfig,
 };
 use hearth_spec::federation::{
     FED_VERSION, FedBody, FedEnvelope, MAX_SIGNALS_PER_ENVELOPE, Outcome, RejectCode, RetryCode,
@@ -22,12 +22,39 @@ use crate::committer::{CommitError, Committer, OutboxWake};
 use crate::config::{Config, ConfigError, parse_public_key};
 use crate::live::Live;
 use crate::peer_signals::SignalQueues;
+use crate::rotation::{AnnouncementHook, Rotated};
 use crate::sequencer::{Reply, Request, SequenceError};
-use crate::store::tables::OutItem;
+use crate::store::tables::{OutItem, PeerRotation};
 use crate::store::{Store, StoreError};
 
-/// Builds the peer directory from the configuration.
-pub fn directory(config: &Config) -> Result<Directory, ConfigError> {
+/// Builds the peer directory from the configuration, then applies the key rotations peers
+/// announced since (recorded in `store`).
+pub fn directory(config: &Config, store: &Store) -> Result<Directory, DirectoryError> {
+    let mut directory = configured_directory(config)?;
+    for (peer, rotation) in store.peer_rotations()? {
+        // A rotation the configuration has overtaken (say, the new key is configured as current
+        // now) changes nothing that matters; one that no longer applies is skipped.
+        let _ = directory.rotate(
+            &peer,
+            &rotation.signer,
+            rotation.new_key,
+            rotation.old_valid_until_ms,
+        );
+    }
+    Ok(directory)
+}
+
+/// Why the peer directory could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot read recorded key rotations: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// The peer directory as the configuration alone describes it.
+pub fn configured_directory(config: &Config) -> Result<Directory, ConfigError> {
     let f = &config.federation;
     let peers = f
         .peers
@@ -80,10 +107,17 @@ impl Wakers {
     }
 }
 
+/// Per peer: the queue entries announcing a new key, and the key each retires, oldest first.
+type Unannounced = HashMap<ServerName, Vec<(u64, [u8; 32])>>;
+
 /// Turns peers' envelopes into committer requests and reads the outbound queue.
 pub struct FedNode {
     own: ServerName,
-    key: Arc<ServerKey>,
+    keys: Arc<KeyRing>,
+    /// Peers that have not yet taken an announcement of this hearth's new key: the queue entries
+    /// carrying it and the old key it retires, oldest first. Envelopes for them are signed with
+    /// the oldest such key.
+    unannounced: Mutex<Unannounced>,
     store: Arc<Store>,
     directory: Arc<RwLock<Directory>>,
     live: Arc<Live>,
@@ -231,7 +265,18 @@ impl FedNode {
                 match rotated {
                     Ok(()) => {
                         tracing::info!(%peer, "peer rotated its key");
-                        Err(Outcome::Stored)
+                        let record = PeerRotation {
+                            signer,
+                            new_key,
+                            old_valid_until_ms,
+                        };
+                        match self.store.save_peer_rotation(peer, &record) {
+                            Ok(()) => Err(Outcome::Stored),
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot record a peer's key rotation");
+                                Err(Outcome::Retry(RetryCode::Unavailable))
+                            }
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(%peer, error = %e, "refused a key rotation");
@@ -256,22 +301,65 @@ impl FedNode {
             OutItem::Receipt(signal) => FedBody::Ephemeral {
                 signals: vec![signal],
             },
+            OutItem::KeyRotation {
+                old_key,
+                new_key,
+                old_valid_until_ms,
+            } => {
+                // Signed by the key it retires, which the peer knows.
+                let key = self
+                    .keys
+                    .usable(&old_key, now_ms())
+                    .unwrap_or_else(|| self.keys.current());
+                let body = FedBody::KeyRotation {
+                    new_key,
+                    old_valid_until_ms,
+                };
+                return Ok(self.sign_with(&key, destination, body));
+            }
         };
         Ok(self.sign_body(destination, body))
     }
 
+    /// The key for envelopes to `destination`: the current one, unless the peer has yet to take
+    /// the announcement of it.
+    fn signing_key(&self, destination: &ServerName) -> Arc<ServerKey> {
+        let unannounced = self.unannounced.lock().expect("unannounced lock");
+        unannounced
+            .get(destination)
+            .and_then(|pending| pending.first())
+            .and_then(|(_, old)| self.keys.usable(old, now_ms()))
+            .unwrap_or_else(|| self.keys.current())
+    }
+
     /// Builds and signs an envelope for `destination`, now.
     fn sign_body(&self, destination: &ServerName, body: FedBody) -> Vec<u8> {
+        let key = self.signing_key(destination);
+        self.sign_with(&key, destination, body)
+    }
+
+    fn sign_with(&self, key: &ServerKey, destination: &ServerName, body: FedBody) -> Vec<u8> {
         let envelope = FedEnvelope {
             version: FED_VERSION,
             origin: self.own.clone(),
             destination: destination.clone(),
-            signer: self.key.public_bytes(),
+            signer: key.public_bytes(),
             origin_ts: now_ms(),
             nonce: rand::random(),
             body,
         };
-        sign_envelope(&self.key, &envelope)
+        sign_envelope(key, &envelope)
+    }
+
+    /// Remembers queued announcements of a new key.
+    fn announcements_queued(&self, rotated: &Rotated) {
+        let mut unannounced = self.unannounced.lock().expect("unannounced lock");
+        for (peer, id) in &rotated.announcements {
+            unannounced
+                .entry(peer.clone())
+                .or_default()
+                .push((*id, rotated.old_key));
+        }
     }
 }
 
@@ -366,7 +454,16 @@ impl hearth_federation::OutboxStore for FedNode {
     fn remove(&self, destination: &ServerName, ids: &[u64]) -> Result<(), String> {
         self.store
             .outbox_remove(destination, ids)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        // The peer has taken these announcements: sign for it with the newer key from now on.
+        let mut unannounced = self.unannounced.lock().expect("unannounced lock");
+        if let Some(pending) = unannounced.get_mut(destination) {
+            pending.retain(|(id, _)| !ids.contains(id));
+            if pending.is_empty() {
+                unannounced.remove(destination);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -375,11 +472,12 @@ pub struct Federation {
     pub transport: Transport,
     node: Arc<FedNode>,
     drivers: Vec<JoinHandle<()>>,
+    wakers: Arc<Wakers>,
 }
 
 /// What starting federation needs.
 pub struct FederationParts {
-    pub key: Arc<ServerKey>,
+    pub keys: Arc<KeyRing>,
     pub store: Arc<Store>,
     pub committer: Committer,
     pub directory: Arc<RwLock<Directory>>,
@@ -395,9 +493,16 @@ impl Federation {
         parts: FederationParts,
     ) -> Result<Self, hearth_federation::StartError> {
         let f = &config.federation;
+        let mut unannounced = Unannounced::new();
+        for (peer, id, old_key) in parts.store.queued_key_rotations().map_err(|e| {
+            hearth_federation::StartError::Quic(format!("cannot read the outbound queue: {e}"))
+        })? {
+            unannounced.entry(peer).or_default().push((id, old_key));
+        }
         let node = Arc::new(FedNode {
             own: config.server_name.clone(),
-            key: parts.key.clone(),
+            keys: parts.keys.clone(),
+            unannounced: Mutex::new(unannounced),
             store: parts.store,
             directory: parts.directory.clone(),
             live: parts.live,
@@ -412,9 +517,12 @@ impl Federation {
         transport_config.envelopes_per_second = f.envelopes_per_second;
         transport_config.envelope_burst = f.envelope_burst;
         transport_config.max_streams_per_peer = f.max_streams_per_peer;
+        transport_config.reset_secret =
+            crate::keys::load_or_generate_secret(&config.data_dir.join("quic-reset.key"))
+                .map_err(|e| hearth_federation::StartError::Quic(e.to_string()))?;
         let transport = Transport::start(
             transport_config,
-            parts.key,
+            parts.keys,
             parts.directory.clone(),
             node.clone(),
         )?;
@@ -451,6 +559,22 @@ impl Federation {
             transport,
             node,
             drivers,
+            wakers: parts.wakers,
+        })
+    }
+
+    /// What a key rotation on this running hearth calls once its announcements are queued.
+    pub fn announcement_hook(&self) -> AnnouncementHook {
+        let node = self.node.clone();
+        let wake = self.wakers.callback();
+        Arc::new(move |rotated: &Rotated| {
+            node.announcements_queued(rotated);
+            let peers: Vec<ServerName> = rotated
+                .announcements
+                .iter()
+                .map(|(p, _)| p.clone())
+                .collect();
+            wake(&peers);
         })
     }
 

@@ -38,6 +38,16 @@ pub fn load_or_generate_vapid(path: &Path) -> Result<ES256KeyPair, KeyFileError>
     )
 }
 
+/// A 32-byte secret kept in `path` (generated on first use), such as the QUIC reset key.
+pub fn load_or_generate_secret(path: &Path) -> Result<[u8; 32], KeyFileError> {
+    load_or_create(
+        path,
+        rand::random::<[u8; 32]>,
+        |k| k.to_vec(),
+        |bytes| <[u8; 32]>::try_from(bytes).map_err(|_| "expected 32 bytes".to_owned()),
+    )
+}
+
 /// Reads a key, or generates one and writes it with mode 0600, fsynced.
 fn load_or_create<K>(
     path: &Path,
@@ -71,5 +81,100 @@ fn load_or_create<K>(
             Ok(key)
         }
         Err(e) => Err(io(e)),
+    }
+}
+
+/// Retired server keys: one line per key, `<end of grace, ms since the epoch> <base64url secret>`.
+pub fn retired_keys_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("retired-keys")
+}
+
+/// The key a rotation is about to make current (present only while one is under way).
+pub fn next_key_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("server.key.next")
+}
+
+/// Reads the retired keys (none if the file does not exist).
+pub fn load_retired(path: &Path) -> Result<Vec<(ServerKey, u64)>, KeyFileError> {
+    use base64::Engine;
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => zeroize::Zeroizing::new(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(KeyFileError::Io {
+                path: path.display().to_string(),
+                source,
+            });
+        }
+    };
+    let invalid = |reason: &str| KeyFileError::Invalid {
+        path: path.display().to_string(),
+        reason: reason.to_owned(),
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let (until, secret) = line
+                .split_once(' ')
+                .ok_or_else(|| invalid("a line is not `<until> <key>`"))?;
+            let until = until.parse().map_err(|_| invalid("bad grace end"))?;
+            let bytes = zeroize::Zeroizing::new(
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(secret.trim())
+                    .map_err(|_| invalid("bad key encoding"))?,
+            );
+            let key = ServerKey::from_bytes(&bytes).map_err(|e| invalid(&e.to_string()))?;
+            Ok((key, until))
+        })
+        .collect()
+}
+
+/// Replaces the retired keys file (mode 0600) atomically: written aside, fsynced, renamed.
+pub fn write_retired(path: &Path, keys: &[(&ServerKey, u64)]) -> Result<(), KeyFileError> {
+    use base64::Engine;
+    let mut text = zeroize::Zeroizing::new(String::new());
+    for (key, until) in keys {
+        text.push_str(&format!(
+            "{until} {}\n",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.to_bytes().as_slice())
+        ));
+    }
+    replace_file(path, text.as_bytes())
+}
+
+/// Moves `from` over `to` and makes the rename durable.
+pub fn promote(from: &Path, to: &Path) -> Result<(), KeyFileError> {
+    let io = |source| KeyFileError::Io {
+        path: to.display().to_string(),
+        source,
+    };
+    std::fs::rename(from, to).map_err(io)?;
+    sync_parent(to).map_err(io)
+}
+
+fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), KeyFileError> {
+    let io = |source| KeyFileError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let aside = path.with_extension("writing");
+    let _ = std::fs::remove_file(&aside);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&aside).map_err(io)?;
+    file.write_all(bytes).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    promote(&aside, path)
+}
+
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::File::open(dir)?.sync_all(),
+        _ => Ok(()),
     }
 }

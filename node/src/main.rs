@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use hearth_node::accounts::Accounts;
 use hearth_node::admin::{self, AdminRequest, AdminResponse};
 use hearth_node::config::Config;
+use hearth_node::rotation;
 use hearth_node::serve;
 use hearth_node::store::{OpenError, Store};
 use hearth_spec::ServerName;
@@ -60,6 +61,13 @@ enum AdminAction {
     ListUsers,
     /// Deactivate a user: no more logins, every device logged out.
     DeactivateUser { user_id: String },
+    /// Make a new server key current and announce it to every peer, signed by the current key,
+    /// which keeps verifying for the grace period. Prints the new public key.
+    RotateKey {
+        /// How long the current key keeps verifying, in seconds (at least 600).
+        #[arg(long, default_value_t = 7 * 24 * 60 * 60)]
+        grace_secs: u64,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -174,6 +182,9 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
         },
         AdminAction::ListUsers => AdminRequest::ListUsers,
         AdminAction::DeactivateUser { user_id } => AdminRequest::DeactivateUser { user_id },
+        AdminAction::RotateKey { grace_secs } => AdminRequest::RotateKey {
+            grace_ms: grace_secs.saturating_mul(1000),
+        },
     };
     // An admin may create the first users before the hearth has ever run.
     std::fs::create_dir_all(&config.data_dir)
@@ -181,14 +192,30 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
     let response = match Store::open(&serve::db_path(&config.data_dir)) {
         Ok(store) => {
             // The hearth is stopped: work on the database directly.
-            let key = hearth_node::keys::load_or_generate(&serve::key_path(&config.data_dir))?;
+            let store = std::sync::Arc::new(store);
+            let keys = std::sync::Arc::new(rotation::load_key_ring(&config.data_dir)?);
             let accounts = Accounts::new(
-                store.into(),
-                key.into(),
+                store.clone(),
+                keys.clone(),
                 config.server_name.clone(),
                 config.auth.clone(),
             )?;
-            admin::execute(&accounts, request)
+            let peers = hearth_node::federation::directory(&config, &store)?.peers();
+            let rotator = rotation::KeyRotator {
+                data_dir: config.data_dir.clone(),
+                store,
+                keys,
+                peers,
+                // Nothing is running to tell; the hearth finds the queued announcements at start.
+                hook: None,
+            };
+            admin::execute(
+                &admin::Admin {
+                    accounts: accounts.into(),
+                    rotator,
+                },
+                request,
+            )
         }
         Err(OpenError::InUse) => {
             let socket = serve::admin_socket_path(&config.data_dir);
@@ -216,6 +243,16 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
             }
         }
         AdminResponse::Deactivated { user_id } => println!("deactivated {user_id}"),
+        AdminResponse::KeyRotated {
+            new_key,
+            old_valid_until_ms,
+            peers_told,
+        } => {
+            println!("{new_key}");
+            eprintln!(
+                "the new key is current; {peers_told} peer(s) are being told, and the old key keeps verifying until {old_valid_until_ms} ms since the epoch. Peers learn the new key from this hearth; update their [[federation.peers]] entries at leisure."
+            );
+        }
         AdminResponse::Error { message } => bail!("{message}"),
     }
     Ok(())

@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::accounts::{AccountError, Accounts};
+use crate::admin::Admin;
 use crate::committer::{Committer, CommitterConfig};
 use crate::config::Config;
 use crate::federation::{Federation, FederationParts, Wakers};
@@ -20,6 +21,7 @@ use crate::keys::{self, KeyFileError};
 use crate::live::Live;
 use crate::peer_signals::PeerSignals;
 use crate::push::Push;
+use crate::rotation::KeyRotator;
 use crate::service::{Hearth, Parts};
 use crate::store::{OpenError, Store, StoreError};
 
@@ -48,6 +50,10 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigError),
     #[error("cannot start federation: {0}")]
     Federation(#[from] hearth_federation::StartError),
+    #[error("cannot build the peer directory: {0}")]
+    Directory(#[from] crate::federation::DirectoryError),
+    #[error("cannot finish an interrupted key rotation: {0}")]
+    Rotation(#[from] crate::rotation::RotateError),
     #[error("cannot open the admin socket {path}: {source}")]
     AdminSocket {
         path: PathBuf,
@@ -92,11 +98,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         path: dir.clone(),
         source,
     })?;
-    let key = Arc::new(keys::load_or_generate(&key_path(dir))?);
+    let keys = Arc::new(crate::rotation::load_key_ring(dir)?);
     let store = Arc::new(Store::open(&db_path(dir))?);
     let accounts = Arc::new(Accounts::new(
         store.clone(),
-        key.clone(),
+        keys.clone(),
         config.server_name.clone(),
         config.auth.clone(),
     )?);
@@ -104,7 +110,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let vapid = Arc::new(keys::load_or_generate_vapid(&dir.join("vapid.key"))?);
     let push = Push::start(store.clone(), hub.clone(), config.push.clone(), vapid)?;
     let directory = Arc::new(std::sync::RwLock::new(crate::federation::directory(
-        &config,
+        &config, &store,
     )?));
     let peers = directory.read().expect("directory lock").peers();
     let wakers = Arc::new(Wakers::new(&peers));
@@ -131,7 +137,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let federation = Federation::start(
         &config,
         FederationParts {
-            key: key.clone(),
+            keys: keys.clone(),
             store: store.clone(),
             committer: committer.clone(),
             directory: directory.clone(),
@@ -152,8 +158,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         push,
         directory,
     }));
+    let rotator = KeyRotator {
+        data_dir: dir.clone(),
+        store: store.clone(),
+        keys,
+        peers,
+        hook: Some(federation.announcement_hook()),
+    };
+    if rotator.interrupted() {
+        tracing::warn!("finishing a key rotation that was interrupted");
+        rotator.rotate(crate::rotation::DEFAULT_GRACE_MS)?;
+    }
     let admin_path = admin_socket_path(dir);
-    let admin = crate::admin::serve_socket(&admin_path, accounts)
+    let admin = crate::admin::serve_socket(&admin_path, Arc::new(Admin { accounts, rotator }))
         .await
         .map_err(|source| StartError::AdminSocket {
             path: admin_path,

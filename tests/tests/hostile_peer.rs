@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use base64::Engine;
 use hearth_crypto::{ServerKey, sign_envelope};
-use hearth_federation::{Directory, Inbound, PeerConfig, Transport, TransportConfig};
+use hearth_federation::{Directory, Inbound, KeyRing, PeerConfig, Transport, TransportConfig};
 use hearth_node::config::PeerEntry;
 use hearth_spec::client::{PresenceState, ReceiptKind, ServerFrame};
 use hearth_spec::envelope::ENVELOPE_VERSION;
 use hearth_spec::federation::{
     FED_VERSION, FedBody, FedEnvelope, MAX_FRAMES_PER_STREAM, MAX_SIGNED_ENVELOPE, Outcome,
-    RejectCode, Signal, SignedEnvelope, StreamError, StreamReply, push_frame,
+    RejectCode, RetryCode, Signal, SignedEnvelope, StreamError, StreamReply, push_frame,
 };
 use hearth_spec::{
     Content, DeviceId, Envelope, Membership, RoomId, RoomKind, ServerName, TxnId, UserId,
@@ -79,6 +79,11 @@ struct World {
 
 impl World {
     async fn new() -> Self {
+        Self::with(|_| {}).await
+    }
+
+    /// A world whose hearth's configuration `tweak` adjusts.
+    async fn with(tweak: impl FnOnce(&mut hearth_node::config::Config)) -> Self {
         let evil_key = ServerKey::generate();
         let other_key = ServerKey::generate();
         let revoked_key = ServerKey::generate();
@@ -86,7 +91,9 @@ impl World {
         let evil_directory = Arc::new(RwLock::new(Directory::default()));
         let evil = Transport::start(
             TransportConfig::new(name("evil.test"), "127.0.0.1:0".parse().unwrap()),
-            Arc::new(ServerKey::from_bytes(&evil_key.to_bytes()[..]).unwrap()),
+            Arc::new(KeyRing::single(Arc::new(
+                ServerKey::from_bytes(&evil_key.to_bytes()[..]).unwrap(),
+            ))),
             evil_directory.clone(),
             Arc::new(Sink),
         )
@@ -124,6 +131,7 @@ impl World {
                 },
             ];
             c.federation.revoked_keys = vec![b64(&revoked_key)];
+            tweak(c);
         })
         .await;
         let home_key = home_key.unwrap();
@@ -620,7 +628,7 @@ async fn hostile_envelopes_are_refused_with_typed_codes_and_nothing_is_stored() 
     )));
     let stranger_transport = Transport::start(
         TransportConfig::new(name("evil.test"), "127.0.0.1:0".parse().unwrap()),
-        Arc::new(ServerKey::generate()),
+        Arc::new(KeyRing::single(Arc::new(ServerKey::generate()))),
         stranger_dir,
         Arc::new(Sink),
     )
@@ -768,4 +776,42 @@ async fn hostile_signals_are_refused_and_none_takes_effect() {
 async fn read_mark(client: &mut hearth_client::Client, room: &RoomId, user: &UserId) -> u64 {
     let marks = client.receipts(room).await.unwrap();
     marks.iter().find(|m| m.user_id == *user).unwrap().read
+}
+
+/// A peer that sends faster than its budget gets `Retry(RateLimited)` for what is over it, and
+/// nothing over it is stored; once the budget refills it is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_over_its_budget_is_told_to_retry_and_nothing_over_it_is_stored() {
+    let w = World::with(|c| {
+        c.federation.envelopes_per_second = 5.0;
+        c.federation.envelope_burst = 10.0;
+    })
+    .await;
+    let room = w.room.clone();
+    let before = w.last_seq().await;
+    let frames: Vec<Vec<u8>> = (0..30)
+        .map(|_| w.submit(w.message(&room, "@mallory:evil.test")))
+        .collect();
+    let outcomes = w.evil.send(&w.home, &frames).await.unwrap();
+    let stored = outcomes.iter().filter(|o| **o == Outcome::Stored).count();
+    let limited = outcomes
+        .iter()
+        .filter(|o| **o == Outcome::Retry(RetryCode::RateLimited))
+        .count();
+    assert!(
+        (10..=11).contains(&stored) && stored + limited == 30,
+        "a burst of 10 (plus what refilled meanwhile): {outcomes:?}"
+    );
+    assert!(
+        outcomes[..stored].iter().all(|o| *o == Outcome::Stored),
+        "the budget admits the first frames, in order: {outcomes:?}"
+    );
+    assert_eq!(w.last_seq().await, before + stored as u64);
+    // Five a second: after a second and a half, five more are admitted.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let frames: Vec<Vec<u8>> = (0..5)
+        .map(|_| w.submit(w.message(&room, "@mallory:evil.test")))
+        .collect();
+    let outcomes = w.evil.send(&w.home, &frames).await.unwrap();
+    assert_eq!(outcomes, vec![Outcome::Stored; 5]);
 }

@@ -153,6 +153,7 @@ impl Store {
             txn.open_table(PUSHERS).map_err(StoreError::from)?;
             txn.open_table(SUBMITTED).map_err(StoreError::from)?;
             txn.open_table(OUTBOX).map_err(StoreError::from)?;
+            txn.open_table(PEER_ROTATIONS).map_err(StoreError::from)?;
         }
         txn.commit().map_err(StoreError::from)?;
         Ok(Self { db })
@@ -746,27 +747,95 @@ impl Store {
                     (room.as_str(), id.0.as_slice()),
                 )?;
             }
-            let mut outbox = txn.open_table(OUTBOX)?;
-            let mut next_ids: std::collections::HashMap<&str, u64> =
-                std::collections::HashMap::new();
-            for (destination, item) in &batch.outbox {
-                let dest = destination.as_str();
-                let next = match next_ids.get(dest) {
-                    Some(n) => *n,
-                    None => outbox
-                        .range((dest, 0)..=(dest, u64::MAX))?
-                        .next_back()
-                        .transpose()?
-                        .map(|(k, _)| k.value().1 + 1)
-                        .unwrap_or(1),
-                };
-                outbox.insert((dest, next), encode(item).as_slice())?;
-                next_ids.insert(dest, next + 1);
-            }
+            append_outbox(&mut txn.open_table(OUTBOX)?, &batch.outbox)?;
         }
         txn.commit()?;
         Ok(())
     }
+
+    /// Queues entries outside a group commit (a key rotation), durably. Returns each entry's
+    /// destination and id.
+    pub fn queue_outbox(
+        &self,
+        items: &[(ServerName, OutItem)],
+    ) -> Result<Vec<(ServerName, u64)>, StoreError> {
+        let txn = self.db.begin_write()?;
+        let ids = append_outbox(&mut txn.open_table(OUTBOX)?, items)?;
+        txn.commit()?;
+        Ok(ids)
+    }
+
+    /// Queued announcements of this hearth's key rotations: (destination, entry id, old key).
+    pub fn queued_key_rotations(&self) -> Result<Vec<(ServerName, u64, [u8; 32])>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let outbox = txn.open_table(OUTBOX)?;
+        let mut out = Vec::new();
+        for row in outbox.iter()? {
+            let (k, v) = row?;
+            if let OutItem::KeyRotation { old_key, .. } = decode(v.value())? {
+                let (dest, id) = k.value();
+                out.push((parse_id(dest)?, id, old_key));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records a rotation a peer announced, after the ones recorded before.
+    pub fn save_peer_rotation(
+        &self,
+        peer: &ServerName,
+        rotation: &PeerRotation,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(PEER_ROTATIONS)?;
+            let next = table
+                .range((peer.as_str(), 0)..=(peer.as_str(), u64::MAX))?
+                .next_back()
+                .transpose()?
+                .map_or(0, |(k, _)| k.value().1 + 1);
+            table.insert((peer.as_str(), next), encode(rotation).as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Every recorded peer rotation, per peer in the order applied.
+    pub fn peer_rotations(&self) -> Result<Vec<(ServerName, PeerRotation)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(PEER_ROTATIONS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            out.push((parse_id(k.value().0)?, decode(v.value())?));
+        }
+        Ok(out)
+    }
+}
+
+/// Appends entries to their destinations' queues, after what each holds; returns their ids.
+fn append_outbox(
+    outbox: &mut redb::Table<(&str, u64), &[u8]>,
+    items: &[(ServerName, OutItem)],
+) -> Result<Vec<(ServerName, u64)>, StoreError> {
+    let mut next_ids: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    let mut ids = Vec::with_capacity(items.len());
+    for (destination, item) in items {
+        let dest = destination.as_str();
+        let next = match next_ids.get(dest) {
+            Some(n) => *n,
+            None => outbox
+                .range((dest, 0)..=(dest, u64::MAX))?
+                .next_back()
+                .transpose()?
+                .map(|(k, _)| k.value().1 + 1)
+                .unwrap_or(1),
+        };
+        outbox.insert((dest, next), encode(item).as_slice())?;
+        next_ids.insert(dest, next + 1);
+        ids.push((destination.clone(), next));
+    }
+    Ok(ids)
 }
 
 /// The rows of a table keyed by (first, second) whose first part is `first`, in key order, each

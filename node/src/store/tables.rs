@@ -39,6 +39,9 @@ pub const SUBMITTED: TableDefinition<(&str, &str, &str), (&str, &[u8])> =
     TableDefinition::new("submitted");
 /// (destination server, entry id) → [`OutItem`]: the durable outbound queue per peer.
 pub const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox");
+/// (peer server, n) → [`PeerRotation`]: key rotations peers announced, in the order applied.
+pub const PEER_ROTATIONS: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("peer_rotations");
 /// (user id, device id) → the inbox cursor the device has acknowledged.
 pub const CURSORS: TableDefinition<(&str, &str), u64> = TableDefinition::new("cursors");
 
@@ -53,6 +56,20 @@ pub enum OutItem {
     /// A local user's receipt for a member hearth of the room. Queued durably (it commits with
     /// the mark it announces, at no extra cost) so a peer that was away still learns it.
     Receipt(hearth_spec::federation::Signal),
+    /// This hearth's new key, announced to a peer; signed with `old_key` when sent.
+    KeyRotation {
+        old_key: [u8; 32],
+        new_key: [u8; 32],
+        old_valid_until_ms: u64,
+    },
+}
+
+/// A key rotation a peer announced and this hearth applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerRotation {
+    pub signer: [u8; 32],
+    pub new_key: [u8; 32],
+    pub old_valid_until_ms: u64,
 }
 
 /// A local account.
