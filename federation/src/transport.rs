@@ -385,6 +385,11 @@ async fn serve_stream<I: Inbound>(
 
 /// Checks a batch and hands what passes to `inbound`. `None` when the check could not run (the
 /// hearth is stopping): the stream goes unanswered and the sender retries the whole batch.
+/// Streams up to this size (a few envelopes: one or two signature checks, tens of
+/// microseconds) are checked on the async worker; the hop to a blocking thread would cost more
+/// than the work. Bigger batches go to a blocking thread.
+const INLINE_CHECK_BYTES: usize = 8 * 1024;
+
 async fn handle_batch<I: Inbound>(
     shared: Arc<Shared>,
     peer: &ServerName,
@@ -392,7 +397,9 @@ async fn handle_batch<I: Inbound>(
     inbound: &I,
 ) -> Option<StreamReply> {
     // Framing and signature checks are CPU work: keep them off the async workers.
-    let checked = {
+    let checked = if bytes.len() <= INLINE_CHECK_BYTES {
+        Ok(check_stream(&shared, peer, &bytes))
+    } else {
         let peer = peer.clone();
         tokio::task::spawn_blocking(move || check_stream(&shared, &peer, &bytes)).await
     };
