@@ -163,6 +163,15 @@ mod vectors {
         };
         let room = RoomId::parse("!r1:us.example.org").unwrap();
         let user = UserId::parse("@alice:eu.example.org").unwrap();
+        // The destination's key, and an ephemeral secret fixed for the vector (never in use).
+        let destination_key = ServerKey::from_bytes(&[0x22; 32]).unwrap().public_bytes();
+        let sealed = crate::seal_with(
+            x25519_dalek::StaticSecret::from([0x33; 32]),
+            &destination_key,
+            &ServerName::parse("us.example.org").unwrap(),
+            b"a signed envelope for us.example.org",
+        )
+        .unwrap();
         vec![
             (
                 "submit an event to its room's home",
@@ -210,6 +219,20 @@ mod vectors {
                             last_seen_ms: None,
                         },
                     ],
+                }),
+            ),
+            (
+                "custody: hold a sealed envelope for us.example.org (sealed to the key of seed 0x22.., ephemeral secret 0x33..)",
+                base(FedBody::Custody {
+                    destination: ServerName::parse("us.example.org").unwrap(),
+                    sealed: sealed.clone(),
+                }),
+            ),
+            (
+                "relayed: the same sealed envelope handed over for its origin",
+                base(FedBody::Relayed {
+                    origin: ServerName::parse("eu.example.org").unwrap(),
+                    sealed,
                 }),
             ),
         ]

@@ -51,6 +51,11 @@ impl ServerKey {
         zeroize::Zeroizing::new(self.signing.to_bytes())
     }
 
+    /// The X25519 secret scalar of this key (its Montgomery form), for opening seals.
+    pub fn x25519_scalar(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        zeroize::Zeroizing::new(self.signing.to_scalar_bytes())
+    }
+
     /// The public half.
     pub fn verifying_key(&self) -> VerifyingKey {
         self.signing.verifying_key()

@@ -1,12 +1,15 @@
 //! Hearth's cryptography that is not end-to-end: the hearth's ed25519 identity key, signatures
-//! over exact byte strings (federation envelopes among them), and secret hashing for refresh tokens.
+//! over exact byte strings (federation envelopes among them), sealing envelopes to a destination
+//! for relays, and secret hashing for refresh tokens.
 //!
 //! This crate does no I/O: callers load and store key bytes. Entry type: [`ServerKey`].
 
 mod fed;
 mod key;
+mod seal;
 mod secret;
 
 pub use fed::{ed25519_from_spki, sign_envelope, verify_envelope, verify_envelopes};
 pub use key::{KeyError, ServerKey, VerifyError, VerifyingKey, verify};
+pub use seal::{SEAL_CONTEXT, SealError, open, seal, seal_with, x25519_public};
 pub use secret::{Secret, random_token};

@@ -99,6 +99,16 @@ impl Directory {
         self.peers.get(name).map(|p| p.address)
     }
 
+    /// A peer's current key (the one a rotation made current last).
+    pub fn current_key(&self, name: &ServerName) -> Option<[u8; 32]> {
+        let peer = self.peers.get(name)?;
+        peer.keys
+            .iter()
+            .rev()
+            .find(|e| e.valid_until_ms.is_none() && !self.revoked.contains(&e.key))
+            .map(|e| e.key)
+    }
+
     /// The hearth a key belongs to, if the key verifies at `now_ms`.
     pub fn owner(&self, key: &[u8; 32], now_ms: u64) -> Result<&ServerName, RejectCode> {
         let owner = self.owners.get(key).ok_or(RejectCode::UnknownKey)?;

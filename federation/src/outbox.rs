@@ -131,8 +131,13 @@ pub async fn drive<S: OutboxStore>(
             Err(e) => {
                 let delay = backoff.next_delay(rand::random());
                 tracing::debug!(%destination, error = %e, ?delay, failures = backoff.failures(), "peer unreachable");
-                // New entries do not cut the wait short: the peer is the problem.
-                tokio::time::sleep(delay).await;
+                // New entries do not cut the wait short (the peer is the problem), but the peer
+                // connecting to us does: it is back.
+                let arrived = transport.arrivals(&destination);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = arrived.notified() => {}
+                }
             }
         }
         next = if all_done {

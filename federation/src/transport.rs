@@ -120,6 +120,10 @@ struct Shared {
     budgets: Mutex<HashMap<ServerName, Bucket>>,
     replay: Mutex<ReplayCache>,
     transport: Arc<quinn::TransportConfig>,
+    /// Since when each peer has not answered (absent: it answered the last attempt).
+    failing: Mutex<HashMap<ServerName, Instant>>,
+    /// Woken when a peer connects to us: it is back, so queues for it need not wait.
+    arrivals: Mutex<HashMap<ServerName, Arc<tokio::sync::Notify>>>,
 }
 
 /// The running transport. Cheap to clone.
@@ -198,6 +202,8 @@ impl Transport {
             links: Mutex::new(HashMap::new()),
             budgets: Mutex::new(HashMap::new()),
             transport,
+            failing: Mutex::new(HashMap::new()),
+            arrivals: Mutex::new(HashMap::new()),
         });
         tokio::spawn(accept_loop(shared.clone(), inbound));
         Ok(Self { shared })
@@ -224,12 +230,51 @@ impl Transport {
         peer: &ServerName,
         frames: &[Vec<u8>],
     ) -> Result<Vec<Outcome>, SendError> {
-        let connection = self.connection(peer).await?;
-        let result = self.send_on(&connection, frames).await;
-        if matches!(result, Err(SendError::Connection(_) | SendError::Timeout)) {
-            connection.close(VarInt::from_u32(1), b"stream failed");
+        // Counted from the start of an attempt, so a peer that swallows packets without
+        // answering is seen as unreachable before the attempt times out.
+        self.shared
+            .failing
+            .lock()
+            .expect("failing lock")
+            .entry(peer.clone())
+            .or_insert_with(Instant::now);
+        let result = match self.connection(peer).await {
+            Ok(connection) => {
+                let result = self.send_on(&connection, frames).await;
+                if matches!(result, Err(SendError::Connection(_) | SendError::Timeout)) {
+                    connection.close(VarInt::from_u32(1), b"stream failed");
+                }
+                result
+            }
+            Err(e) => Err(e),
+        };
+        if matches!(
+            result,
+            Ok(_) | Err(SendError::Refused(_) | SendError::BadReply)
+        ) {
+            self.shared
+                .failing
+                .lock()
+                .expect("failing lock")
+                .remove(peer);
         }
         result
+    }
+
+    /// How long `peer` has gone without answering: since the start of the first attempt after
+    /// its last answer (none if it answered the last attempt and none is under way).
+    pub fn failing_for(&self, peer: &ServerName) -> Option<Duration> {
+        self.shared
+            .failing
+            .lock()
+            .expect("failing lock")
+            .get(peer)
+            .map(Instant::elapsed)
+    }
+
+    /// Notified whenever `peer` connects to this hearth.
+    pub fn arrivals(&self, peer: &ServerName) -> Arc<tokio::sync::Notify> {
+        arrivals(&self.shared, peer)
     }
 
     async fn send_on(
@@ -305,6 +350,16 @@ impl Transport {
     }
 }
 
+fn arrivals(shared: &Shared, peer: &ServerName) -> Arc<tokio::sync::Notify> {
+    shared
+        .arrivals
+        .lock()
+        .expect("arrivals lock")
+        .entry(peer.clone())
+        .or_default()
+        .clone()
+}
+
 async fn accept_loop<I: Inbound>(shared: Arc<Shared>, inbound: Arc<I>) {
     while let Some(incoming) = shared.endpoint.accept().await {
         tokio::spawn(serve_connection(incoming, shared.clone(), inbound.clone()));
@@ -342,6 +397,7 @@ async fn serve_connection<I: Inbound>(
         return;
     };
     tracing::debug!(%peer, "peer connected");
+    arrivals(&shared, &peer).notify_waiters();
     while let Ok((send, recv)) = connection.accept_bi().await {
         tokio::spawn(serve_stream(
             peer.clone(),

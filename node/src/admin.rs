@@ -9,12 +9,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use hearth_spec::UserId;
+use hearth_spec::{ServerName, UserId};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::accounts::Accounts;
+use crate::relay::Custody;
 use crate::rotation::KeyRotator;
 
 /// Longest admin request line, in bytes.
@@ -36,6 +37,8 @@ pub enum AdminRequest {
     RotateKey {
         grace_ms: u64,
     },
+    /// Outbound queue depths per peer and what this hearth holds for others as a relay.
+    FederationStatus,
 }
 
 /// A user as admins see it.
@@ -64,6 +67,12 @@ pub enum AdminResponse {
         old_valid_until_ms: u64,
         peers_told: usize,
     },
+    FederationStatus {
+        /// (peer, queued entries), entries held for others included.
+        queues: Vec<(ServerName, u64)>,
+        /// (origin, envelopes held, bytes held).
+        held: Vec<(ServerName, u64, u64)>,
+    },
     Error {
         message: String,
     },
@@ -73,12 +82,29 @@ pub enum AdminResponse {
 pub struct Admin {
     pub accounts: Arc<Accounts>,
     pub rotator: KeyRotator,
+    pub custody: Arc<Custody>,
 }
 
 /// Runs one admin request.
 pub fn execute(admin: &Admin, request: AdminRequest) -> AdminResponse {
     let accounts = &admin.accounts;
     let result = match request {
+        AdminRequest::FederationStatus => {
+            return match admin.rotator.store.outbox_depths() {
+                Ok(queues) => AdminResponse::FederationStatus {
+                    queues,
+                    held: admin
+                        .custody
+                        .holdings()
+                        .into_iter()
+                        .map(|(origin, h)| (origin, h.envelopes, h.bytes))
+                        .collect(),
+                },
+                Err(e) => AdminResponse::Error {
+                    message: e.to_string(),
+                },
+            };
+        }
         AdminRequest::RotateKey { grace_ms } => {
             return match admin.rotator.rotate(grace_ms) {
                 Ok(rotated) => AdminResponse::KeyRotated {

@@ -96,6 +96,27 @@ impl Committer {
     }
 }
 
+impl Committer {
+    /// Submits requests strictly in order (each is queued before the next), then waits for all.
+    /// Submitting many with `join_all` over [`Self::submit`] would not keep their order: the
+    /// futures only queue when polled, and a full queue wakes waiting senders in any order.
+    pub async fn submit_in_order(&self, requests: Vec<Request>) -> Vec<Result<Reply, CommitError>> {
+        let mut answers = Vec::with_capacity(requests.len());
+        for request in requests {
+            let (reply, answer) = oneshot::channel();
+            let queued = self.queue.send(Job { request, reply }).await.is_ok();
+            answers.push(queued.then_some(answer));
+        }
+        futures_util::future::join_all(answers.into_iter().map(|answer| async move {
+            match answer {
+                Some(answer) => answer.await.map_err(|_| CommitError::Closed)?,
+                None => Err(CommitError::Closed),
+            }
+        }))
+        .await
+    }
+}
+
 fn run(
     mut rx: mpsc::Receiver<Job>,
     store: Arc<Store>,

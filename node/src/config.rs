@@ -72,6 +72,52 @@ pub struct FederationConfig {
     pub envelope_burst: f64,
     /// Batch streams one peer may have open at once.
     pub max_streams_per_peer: u32,
+    /// Sealed store-and-forward through relay hearths.
+    pub relay: RelayConfig,
+}
+
+/// Peer-assisted delivery: sealing pending envelopes for an unreachable destination and handing
+/// them to relays, and holding envelopes for other hearths.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// Whether this hearth hands envelopes for unreachable peers to relays. Default false:
+    /// experimental (issue 5 is open; the end-to-end custody test still stalls at times).
+    pub enabled: bool,
+    /// A destination unreachable this long has its pending envelopes handed to relays, ms.
+    /// Default 30000.
+    pub after_ms: u64,
+    /// Relays each envelope is handed to. Default 3.
+    pub relays: usize,
+    /// Whether this hearth holds envelopes for other hearths. Default true.
+    pub serve: bool,
+    /// If not empty, the only origins this hearth holds envelopes for.
+    pub allow: Vec<ServerName>,
+    /// Origins this hearth never holds envelopes for, and never hands envelopes to.
+    pub block: Vec<ServerName>,
+    /// Envelopes held for one origin at most. Default 100000.
+    pub max_envelopes_per_origin: u64,
+    /// Bytes held for one origin at most. Default 256 MiB.
+    pub max_bytes_per_origin: u64,
+    /// How long a relay holds an envelope, and the oldest signing time a destination accepts
+    /// on a relayed envelope, ms. Default 7 days.
+    pub hold_ms: u64,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            after_ms: 30_000,
+            relays: 3,
+            serve: true,
+            allow: Vec::new(),
+            block: Vec::new(),
+            max_envelopes_per_origin: 100_000,
+            max_bytes_per_origin: 256 * 1024 * 1024,
+            hold_ms: 7 * 24 * 60 * 60 * 1000,
+        }
+    }
 }
 
 /// One peer hearth.
@@ -109,6 +155,7 @@ impl Default for FederationConfig {
             envelopes_per_second: 50_000.0,
             envelope_burst: 100_000.0,
             max_streams_per_peer: 8,
+            relay: RelayConfig::default(),
         }
     }
 }
@@ -549,6 +596,22 @@ revoked_keys = []
 # name = "b.example.org"
 # address = "203.0.113.7:8448"
 # key = "base64url-ed25519-public-key"
+
+[federation.relay]
+# Hand envelopes for unreachable peers to relays (experimental).
+enabled = {relay_enabled}
+# A peer unreachable this long has its pending envelopes sealed and handed to relays, ms.
+after_ms = {relay_after}
+# How many relays (peers closest to the destination) each envelope is handed to.
+relays = {relay_n}
+# Whether this hearth holds sealed envelopes for other hearths, and for whom.
+serve = {relay_serve}
+allow = []
+block = []
+# What one origin may have held here at most, and for how long (ms).
+max_envelopes_per_origin = {relay_max_n}
+max_bytes_per_origin = {relay_max_b}
+hold_ms = {relay_hold}
 "#,
             data_dir = toml::Value::String(data_dir.display().to_string()),
             listen = d.client_api.listen,
@@ -590,6 +653,13 @@ revoked_keys = []
             fed_eps = d.federation.envelopes_per_second,
             fed_eb = d.federation.envelope_burst,
             fed_streams = d.federation.max_streams_per_peer,
+            relay_enabled = d.federation.relay.enabled,
+            relay_after = d.federation.relay.after_ms,
+            relay_n = d.federation.relay.relays,
+            relay_serve = d.federation.relay.serve,
+            relay_max_n = d.federation.relay.max_envelopes_per_origin,
+            relay_max_b = d.federation.relay.max_bytes_per_origin,
+            relay_hold = d.federation.relay.hold_ms,
         )
     }
 }

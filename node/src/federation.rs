@@ -11,7 +11,7 @@ use hearth_federation::{
 };
 use hearth_spec::federation::{
     FED_VERSION, FedBody, FedEnvelope, MAX_SIGNALS_PER_ENVELOPE, Outcome, RejectCode, RetryCode,
-    Signal,
+    SealedEnvelope, Signal,
 };
 use hearth_spec::{Content, Envelope, ServerName};
 use tokio::sync::Notify;
@@ -19,9 +19,10 @@ use tokio::task::JoinHandle;
 
 use crate::clock::now_ms;
 use crate::committer::{CommitError, Committer, OutboxWake};
-use crate::config::{Config, ConfigError, parse_public_key};
+use crate::config::{Config, ConfigError, RelayConfig, parse_public_key};
 use crate::live::Live;
 use crate::peer_signals::SignalQueues;
+use crate::relay::{Custody, choose_relays};
 use crate::rotation::{AnnouncementHook, Rotated};
 use crate::sequencer::{Reply, Request, SequenceError};
 use crate::store::tables::{OutItem, PeerRotation};
@@ -107,6 +108,67 @@ impl Wakers {
     }
 }
 
+/// Opens what relays hand over: CPU work (X25519, ChaCha20-Poly1305, ed25519), done on a
+/// blocking thread, so it owns what it needs.
+#[derive(Clone)]
+struct Unsealer {
+    own: ServerName,
+    keys: Arc<KeyRing>,
+    directory: Arc<RwLock<Directory>>,
+    /// As old as a relay may hold an envelope.
+    freshness: Freshness,
+}
+
+impl Unsealer {
+    /// The envelope inside a relayed seal, checked as if `origin` had sent it directly (with the
+    /// freshness window stretched to how long a relay may hold it).
+    fn unseal(&self, origin: &ServerName, sealed: &SealedEnvelope) -> Result<FedEnvelope, Outcome> {
+        let bad_seal = Outcome::Rejected(RejectCode::BadSeal);
+        let now = now_ms();
+        let inner = std::iter::once(self.keys.current())
+            .chain(
+                self.keys
+                    .retired()
+                    .into_iter()
+                    .filter(|(_, until)| *until > now)
+                    .map(|(key, _)| key),
+            )
+            .find_map(|key| hearth_crypto::open(&key, &self.own, sealed).ok())
+            .ok_or(bad_seal)?;
+        let verdict = {
+            let directory = self.directory.read().expect("directory lock");
+            // Relayed envelopes come in several copies (one per relay) and late; every body is
+            // idempotent, so copies are told apart by the store, not by a replay memory.
+            let mut replay = hearth_federation::check::ReplayCache::new(1);
+            hearth_federation::check::check_batch(
+                &directory,
+                &mut replay,
+                self.freshness,
+                &self.own,
+                origin,
+                &[inner.as_slice()],
+                now,
+            )
+            .pop()
+        };
+        let envelope = verdict.ok_or(bad_seal)?.map_err(Outcome::Rejected)?;
+        if matches!(
+            envelope.body,
+            FedBody::Custody { .. } | FedBody::Relayed { .. }
+        ) {
+            return Err(Outcome::Rejected(RejectCode::BadEvent));
+        }
+        Ok(envelope)
+    }
+}
+
+/// An incoming envelope, relayed ones opened.
+enum Arrived {
+    Direct(FedEnvelope),
+    Relayed(ServerName, FedEnvelope),
+    Refused(Outcome),
+}
+
 /// Per peer: the queue entries announcing a new key, and the key each retires, oldest first.
 type Unannounced = HashMap<ServerName, Vec<(u64, [u8; 32])>>;
 
@@ -122,6 +184,12 @@ pub struct FedNode {
     directory: Arc<RwLock<Directory>>,
     live: Arc<Live>,
     max_event_bytes: usize,
+    /// Envelopes held for other hearths.
+    custody: Arc<Custody>,
+    relay: RelayConfig,
+    unsealer: Unsealer,
+    /// Wakes the queue drivers of destinations whose queues grew outside a group commit.
+    wake: OutboxWake,
     /// Taken at shutdown so the committer can stop.
     committer: Mutex<Option<Committer>>,
 }
@@ -136,9 +204,61 @@ impl FedNode {
     fn requests(&self, peer: &ServerName, envelope: FedEnvelope) -> Result<Vec<Request>, Outcome> {
         match envelope.body {
             FedBody::Ephemeral { signals } => self.signals(peer, signals),
+            // Opened before (see `receive`); one that reaches here was not.
+            FedBody::Relayed { .. } => Err(Outcome::Rejected(RejectCode::BadSeal)),
             body => self
                 .request(peer, envelope.signer, body)
                 .map(|request| vec![request]),
+        }
+    }
+
+    /// Seals `destination`'s pending entries with ids above `after` for `relays` and queues
+    /// them there, durably. Returns the last id handed over, if any.
+    fn hand_to_relays(
+        &self,
+        destination: &ServerName,
+        after: Option<u64>,
+        relays: &[ServerName],
+    ) -> Result<Option<u64>, StoreError> {
+        let Some(key) = self
+            .directory
+            .read()
+            .expect("directory lock")
+            .current_key(destination)
+        else {
+            return Ok(after);
+        };
+        let mut last = after;
+        loop {
+            let pending =
+                self.store
+                    .outbox_pending(destination, last, hearth_federation::outbox::BATCH)?;
+            let Some((last_id, _)) = pending.last() else {
+                return Ok(last);
+            };
+            last = Some(*last_id);
+            let mut custody = Vec::with_capacity(pending.len() * relays.len());
+            for (_, item) in pending {
+                // What this hearth holds for others is not handed on again.
+                if matches!(item, OutItem::Relayed { .. } | OutItem::Custody { .. }) {
+                    continue;
+                }
+                let signed = self.sign(destination, item)?;
+                let Ok(sealed) = hearth_crypto::seal(&key, destination, &signed) else {
+                    return Ok(last);
+                };
+                for relay in relays {
+                    custody.push((
+                        relay.clone(),
+                        OutItem::Custody {
+                            destination: destination.clone(),
+                            sealed: sealed.clone(),
+                        },
+                    ));
+                }
+            }
+            self.store.queue_outbox(&custody)?;
+            (self.wake)(relays);
         }
     }
 
@@ -284,7 +404,9 @@ impl FedNode {
                     }
                 }
             }
-            FedBody::Ephemeral { .. } => reject(RejectCode::BadEvent),
+            FedBody::Ephemeral { .. } | FedBody::Custody { .. } | FedBody::Relayed { .. } => {
+                reject(RejectCode::BadEvent)
+            }
         }
     }
 
@@ -317,6 +439,14 @@ impl FedNode {
                 };
                 return Ok(self.sign_with(&key, destination, body));
             }
+            OutItem::Custody {
+                destination: held_for,
+                sealed,
+            } => FedBody::Custody {
+                destination: held_for,
+                sealed,
+            },
+            OutItem::Relayed { origin, sealed, .. } => FedBody::Relayed { origin, sealed },
         };
         Ok(self.sign_body(destination, body))
     }
@@ -381,6 +511,69 @@ fn outcome(result: Result<Reply, CommitError>) -> Outcome {
     }
 }
 
+impl FedNode {
+    /// Opens the relayed envelopes of a batch on a blocking thread; the others pass as they are.
+    async fn unseal_relayed(&self, envelopes: Vec<FedEnvelope>) -> Vec<Arrived> {
+        if !envelopes
+            .iter()
+            .any(|e| matches!(e.body, FedBody::Relayed { .. }))
+        {
+            return envelopes.into_iter().map(Arrived::Direct).collect();
+        }
+        let unsealer = self.unsealer.clone();
+        let count = envelopes.len();
+        tokio::task::spawn_blocking(move || {
+            envelopes
+                .into_iter()
+                .map(|envelope| match envelope.body {
+                    FedBody::Relayed { origin, sealed } => {
+                        match unsealer.unseal(&origin, &sealed) {
+                            Ok(inner) => Arrived::Relayed(origin, inner),
+                            Err(outcome) => Arrived::Refused(outcome),
+                        }
+                    }
+                    _ => Arrived::Direct(envelope),
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_else(|_| {
+            (0..count)
+                .map(|_| Arrived::Refused(Outcome::Retry(RetryCode::Unavailable)))
+                .collect()
+        })
+    }
+
+    /// Holds sealed envelopes from `origin` for their destinations, in one durable write.
+    async fn take_custody(
+        &self,
+        origin: &ServerName,
+        items: Vec<(ServerName, SealedEnvelope)>,
+    ) -> Vec<Outcome> {
+        let count = items.len();
+        let custody = self.custody.clone();
+        let directory = self.directory.clone();
+        let origin = origin.clone();
+        let taken = tokio::task::spawn_blocking(move || {
+            custody.take(&origin, items, |d| {
+                directory.read().expect("directory lock").knows(d)
+            })
+        })
+        .await;
+        match taken {
+            Ok(Ok((outcomes, grew))) => {
+                (self.wake)(&grew);
+                outcomes
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot store envelopes held for a peer");
+                vec![Outcome::Retry(RetryCode::Unavailable); count]
+            }
+            Err(_) => vec![Outcome::Retry(RetryCode::Unavailable); count],
+        }
+    }
+}
+
 /// One envelope's outcome from those of its requests: the first refusal, else `Duplicate` if
 /// every one was, else `Stored` (also when it made none).
 fn combined(outcomes: impl Iterator<Item = Outcome>) -> Outcome {
@@ -412,22 +605,54 @@ impl hearth_federation::Inbound for FedNode {
         // (outcome index, how many requests the envelope made)
         let mut places = Vec::new();
         let mut submits = Vec::new();
-        for envelope in envelopes {
-            match self.requests(&peer, envelope) {
+        let mut custody = Vec::new();
+        let mut custody_places = Vec::new();
+        for arrived in self.unseal_relayed(envelopes).await {
+            let (from, envelope) = match arrived {
+                Arrived::Direct(envelope) => (peer.clone(), envelope),
+                Arrived::Relayed(origin, envelope) => {
+                    tracing::debug!(relay = %peer, %origin, "took an envelope a relay held");
+                    (origin, envelope)
+                }
+                Arrived::Refused(outcome) => {
+                    outcomes.push(outcome);
+                    continue;
+                }
+            };
+            if let FedBody::Custody {
+                destination,
+                sealed,
+            } = envelope.body
+            {
+                custody_places.push(outcomes.len());
+                outcomes.push(Outcome::Retry(RetryCode::Unavailable));
+                custody.push((destination, sealed));
+                continue;
+            }
+            match self.requests(&from, envelope) {
                 Ok(requests) => {
                     places.push((outcomes.len(), requests.len()));
                     outcomes.push(Outcome::Stored);
-                    submits.extend(requests.into_iter().map(|r| committer.submit(r)));
+                    submits.extend(requests);
                 }
                 Err(answer) => outcomes.push(answer),
             }
         }
-        let mut results = futures_util::future::join_all(submits)
+        let mut results = committer
+            .submit_in_order(submits)
             .await
             .into_iter()
             .map(outcome);
         for (place, count) in places {
             outcomes[place] = combined(results.by_ref().take(count));
+        }
+        if !custody.is_empty() {
+            for (place, outcome) in custody_places
+                .into_iter()
+                .zip(self.take_custody(&peer, custody).await)
+            {
+                outcomes[place] = outcome;
+            }
         }
         outcomes
     }
@@ -444,17 +669,31 @@ impl hearth_federation::OutboxStore for FedNode {
             .store
             .outbox_pending(destination, after, limit)
             .map_err(|e| e.to_string())?;
-        items
+        let mut expired = Vec::new();
+        let signed = items
             .into_iter()
+            .filter(|(id, item)| match item {
+                OutItem::Relayed { held_since_ms, .. } if self.custody.expired(*held_since_ms) => {
+                    expired.push(*id);
+                    false
+                }
+                _ => true,
+            })
             .map(|(id, item)| Ok((id, self.sign(destination, item)?)))
             .collect::<Result<_, StoreError>>()
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        if !expired.is_empty() {
+            tracing::warn!(%destination, count = expired.len(), "held envelopes expired undelivered; dropping them");
+            self.remove(destination, &expired)?;
+        }
+        Ok(signed)
     }
 
     fn remove(&self, destination: &ServerName, ids: &[u64]) -> Result<(), String> {
         self.store
             .outbox_remove(destination, ids)
             .map_err(|e| e.to_string())?;
+        self.custody.released(destination, ids);
         // The peer has taken these announcements: sign for it with the newer key from now on.
         let mut unannounced = self.unannounced.lock().expect("unannounced lock");
         if let Some(pending) = unannounced.get_mut(destination) {
@@ -464,6 +703,47 @@ impl hearth_federation::OutboxStore for FedNode {
             }
         }
         Ok(())
+    }
+}
+
+/// Hands the pending envelopes of destinations unreachable for `federation.relay.after_ms` to
+/// relays, and keeps handing what is queued for them afterwards, until they are reachable again.
+async fn hand_off(node: Arc<FedNode>, transport: Transport, peers: Vec<ServerName>) {
+    let after = std::time::Duration::from_millis(node.relay.after_ms);
+    // Per destination: the last queue entry handed over (in memory: after a restart entries are
+    // handed again, and the destination de-duplicates).
+    let mut handed: HashMap<ServerName, Option<u64>> = HashMap::new();
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        for destination in &peers {
+            if transport.failing_for(destination).is_none_or(|d| d < after) {
+                // Reachable again: its queue drains directly (and its ids may start over).
+                handed.remove(destination);
+                continue;
+            }
+            let relays = choose_relays(&node.own, destination, &peers, &node.relay);
+            if relays.is_empty() {
+                continue;
+            }
+            let from = handed.get(destination).copied().flatten();
+            let (worker, dest) = (node.clone(), destination.clone());
+            let result =
+                tokio::task::spawn_blocking(move || worker.hand_to_relays(&dest, from, &relays))
+                    .await;
+            match result {
+                Ok(Ok(last)) => {
+                    if last != from {
+                        tracing::info!(%destination, "handed pending envelopes to relays");
+                    }
+                    handed.insert(destination.clone(), last);
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(%destination, error = %e, "cannot hand envelopes to relays")
+                }
+                Err(_) => return,
+            }
+        }
     }
 }
 
@@ -499,6 +779,14 @@ impl Federation {
         })? {
             unannounced.entry(peer).or_default().push((id, old_key));
         }
+        let custody = Custody::load(
+            config.server_name.clone(),
+            f.relay.clone(),
+            parts.store.clone(),
+        )
+        .map_err(|e| {
+            hearth_federation::StartError::Quic(format!("cannot read the outbound queue: {e}"))
+        })?;
         let node = Arc::new(FedNode {
             own: config.server_name.clone(),
             keys: parts.keys.clone(),
@@ -507,6 +795,18 @@ impl Federation {
             directory: parts.directory.clone(),
             live: parts.live,
             max_event_bytes: config.limits.max_event_bytes,
+            custody: Arc::new(custody),
+            relay: f.relay.clone(),
+            unsealer: Unsealer {
+                own: config.server_name.clone(),
+                keys: parts.keys.clone(),
+                directory: parts.directory.clone(),
+                freshness: Freshness {
+                    max_age_ms: f.max_age_ms.saturating_add(f.relay.hold_ms),
+                    max_skew_ms: f.max_skew_ms,
+                },
+            },
+            wake: parts.wakers.callback(),
             committer: Mutex::new(Some(parts.committer)),
         });
         let mut transport_config = TransportConfig::new(config.server_name.clone(), f.listen);
@@ -554,6 +854,14 @@ impl Federation {
                 move |signals| signer.sign_body(&destination, FedBody::Ephemeral { signals }),
             )));
         }
+        if f.relay.enabled {
+            let peers: Vec<ServerName> = parts.wakers.0.keys().cloned().collect();
+            drivers.push(tokio::spawn(hand_off(
+                node.clone(),
+                transport.clone(),
+                peers,
+            )));
+        }
         tracing::info!(listen = %transport.local_addr(), peers = parts.wakers.0.len(), "federation started");
         Ok(Self {
             transport,
@@ -561,6 +869,11 @@ impl Federation {
             drivers,
             wakers: parts.wakers,
         })
+    }
+
+    /// What this hearth holds for others.
+    pub fn custody(&self) -> Arc<Custody> {
+        self.node.custody.clone()
     }
 
     /// What a key rotation on this running hearth calls once its announcements are queued.

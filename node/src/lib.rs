@@ -18,6 +18,7 @@ pub mod live;
 pub mod peer_signals;
 pub mod presence;
 pub mod push;
+pub mod relay;
 pub mod rotation;
 pub mod sequencer;
 pub mod serve;

@@ -68,6 +68,8 @@ enum AdminAction {
         #[arg(long, default_value_t = 7 * 24 * 60 * 60)]
         grace_secs: u64,
     },
+    /// Show each peer's outbound queue and what this hearth holds for others as a relay.
+    FederationStatus,
 }
 
 fn main() -> std::process::ExitCode {
@@ -182,6 +184,7 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
         },
         AdminAction::ListUsers => AdminRequest::ListUsers,
         AdminAction::DeactivateUser { user_id } => AdminRequest::DeactivateUser { user_id },
+        AdminAction::FederationStatus => AdminRequest::FederationStatus,
         AdminAction::RotateKey { grace_secs } => AdminRequest::RotateKey {
             grace_ms: grace_secs.saturating_mul(1000),
         },
@@ -201,6 +204,11 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
                 config.auth.clone(),
             )?;
             let peers = hearth_node::federation::directory(&config, &store)?.peers();
+            let custody = std::sync::Arc::new(hearth_node::relay::Custody::load(
+                config.server_name.clone(),
+                config.federation.relay.clone(),
+                store.clone(),
+            )?);
             let rotator = rotation::KeyRotator {
                 data_dir: config.data_dir.clone(),
                 store,
@@ -213,6 +221,7 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
                 &admin::Admin {
                     accounts: accounts.into(),
                     rotator,
+                    custody,
                 },
                 request,
             )
@@ -252,6 +261,14 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
             eprintln!(
                 "the new key is current; {peers_told} peer(s) are being told, and the old key keeps verifying until {old_valid_until_ms} ms since the epoch. Peers learn the new key from this hearth; update their [[federation.peers]] entries at leisure."
             );
+        }
+        AdminResponse::FederationStatus { queues, held } => {
+            for (peer, depth) in queues {
+                println!("queue\t{peer}\t{depth}");
+            }
+            for (origin, envelopes, bytes) in held {
+                println!("held\t{origin}\t{envelopes}\t{bytes}");
+            }
         }
         AdminResponse::Error { message } => bail!("{message}"),
     }

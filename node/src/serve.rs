@@ -170,12 +170,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         rotator.rotate(crate::rotation::DEFAULT_GRACE_MS)?;
     }
     let admin_path = admin_socket_path(dir);
-    let admin = crate::admin::serve_socket(&admin_path, Arc::new(Admin { accounts, rotator }))
-        .await
-        .map_err(|source| StartError::AdminSocket {
-            path: admin_path,
-            source,
-        })?;
+    let admin = crate::admin::serve_socket(
+        &admin_path,
+        Arc::new(Admin {
+            accounts,
+            rotator,
+            custody: federation.custody(),
+        }),
+    )
+    .await
+    .map_err(|source| StartError::AdminSocket {
+        path: admin_path,
+        source,
+    })?;
 
     let api_config = api_config(&config);
     let app = hearth_client_api::router(hearth.clone(), api_config);

@@ -67,6 +67,28 @@ pub enum FedBody {
     /// carries a higher mark). The receiver checks every signal and refuses the whole envelope
     /// if one fails.
     Ephemeral { signals: Vec<Signal> },
+    /// Origin → relay: hold `sealed` for `destination`, which has been unreachable, and hand it
+    /// over when it returns. The relay learns only the destination and the size.
+    Custody {
+        destination: ServerName,
+        sealed: SealedEnvelope,
+    },
+    /// Relay → destination: an envelope the relay held for `origin`. Inside the seal is
+    /// `origin`'s signed envelope for the destination, checked as if `origin` had sent it.
+    Relayed {
+        origin: ServerName,
+        sealed: SealedEnvelope,
+    },
+}
+
+/// A signed envelope sealed to its destination's key (see `spec/federation.md`, "Sealed
+/// relays"): X25519 with a fresh ephemeral key, HKDF-SHA256, ChaCha20-Poly1305.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedEnvelope {
+    /// The sender's ephemeral X25519 public key.
+    pub ephemeral: [u8; 32],
+    /// The signed envelope (`signature || encoded`), encrypted, with its 16-byte tag.
+    pub ciphertext: Vec<u8>,
 }
 
 /// One ephemeral signal about a user of the origin hearth.
@@ -238,6 +260,11 @@ pub enum RejectCode {
     Forbidden,
     /// Larger than the receiver's limit.
     TooLarge,
+    /// This hearth does not hold envelopes for that destination (it is not a relay, does not
+    /// relay for the origin, or the destination is unknown or itself).
+    CustodyRefused,
+    /// A relayed seal does not open for this hearth (altered, or not sealed to it).
+    BadSeal,
 }
 
 /// Transient refusals: try again later, in the same order.
@@ -249,6 +276,8 @@ pub enum RetryCode {
     OutOfOrder,
     /// The receiver could not store it now (storage, shutdown).
     Unavailable,
+    /// A relay's custody quota for the origin is full; try again when it has handed some over.
+    CustodyFull,
 }
 
 /// The receiver's answer to one stream.

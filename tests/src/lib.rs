@@ -115,6 +115,44 @@ pub fn user_id(name: &str, server: &str) -> hearth_spec::UserId {
     hearth_spec::UserId::parse(&format!("@{name}:{server}")).expect("a valid user id")
 }
 
+/// Sends `txns` to `room` over one WebSocket, pipelined (each txn id is also the payload);
+/// returns the `accepted` acks received before the connection ended or went quiet for a minute.
+pub async fn send_burst(
+    client: &mut Client,
+    room: &hearth_spec::RoomId,
+    txns: &[hearth_spec::TxnId],
+) -> std::collections::HashMap<hearth_spec::TxnId, hearth_spec::EventId> {
+    let (mut tx, mut rx) = connect_synced(client).await;
+    let room_for_sender = room.clone();
+    let to_send = txns.to_vec();
+    let sender = tokio::spawn(async move {
+        for t in to_send {
+            if tx
+                .send(&room_for_sender, &t, t.as_str().as_bytes())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        tx
+    });
+    let mut acks = std::collections::HashMap::new();
+    while acks.len() < txns.len() {
+        match tokio::time::timeout(Duration::from_secs(60), rx.next()).await {
+            Ok(Some(Ok(ServerFrame::Accepted {
+                txn_id, event_id, ..
+            }))) => {
+                acks.insert(txn_id, event_id);
+            }
+            Ok(Some(Ok(_))) => {}
+            _ => break,
+        }
+    }
+    sender.abort();
+    acks
+}
+
 /// Opens a live connection and reads up to its `synced` frame.
 pub async fn connect_synced(client: &mut Client) -> (hearth_client::Sender, Receiver) {
     let (tx, mut rx) = client.connect(None).await.expect("connect").split();

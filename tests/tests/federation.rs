@@ -3,14 +3,15 @@
 //! hearth killed with SIGKILL in the middle of a 10,000-message burst loses and duplicates
 //! nothing; a room whose home is down still accepts sends, which are sequenced when it returns.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use hearth_client::{Client, Receiver, new_txn_id};
 use hearth_spec::client::ServerFrame;
 use hearth_spec::{Content, EventId, RoomId, RoomKind, TxnId};
 use hearth_tests::{
-    HearthProcess, connect_synced, frames_until, plan_network, register_at, start_network, user_id,
+    HearthProcess, connect_synced, frames_until, plan_network, register_at, send_burst,
+    start_network, user_id,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -226,39 +227,6 @@ async fn cross_hearth_dm_and_three_hearth_group_share_one_order() {
     );
 }
 
-/// Sends `txns` over one WebSocket, pipelined; returns the acks received before it ended.
-async fn burst(client: &mut Client, room: &RoomId, txns: &[TxnId]) -> HashMap<TxnId, EventId> {
-    let (mut tx, mut rx) = connect_synced(client).await;
-    let room_for_sender = room.clone();
-    let to_send = txns.to_vec();
-    let sender = tokio::spawn(async move {
-        for t in to_send {
-            if tx
-                .send(&room_for_sender, &t, t.as_str().as_bytes())
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
-        tx
-    });
-    let mut acks = HashMap::new();
-    while acks.len() < txns.len() {
-        match tokio::time::timeout(WAIT, rx.next()).await {
-            Ok(Some(Ok(ServerFrame::Accepted {
-                txn_id, event_id, ..
-            }))) => {
-                acks.insert(txn_id, event_id);
-            }
-            Ok(Some(Ok(_))) => {}
-            _ => break,
-        }
-    }
-    sender.abort();
-    acks
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn member_hearth_killed_mid_burst_loses_and_duplicates_nothing() {
     const MESSAGES: usize = 10_000;
@@ -309,7 +277,7 @@ async fn member_hearth_killed_mid_burst_loses_and_duplicates_nothing() {
     let burst_txns = txns.clone();
     let mut bob_burst = Client::with_session(&hearths[1].url, bob.session().unwrap().clone());
     let bursting =
-        tokio::spawn(async move { burst(&mut bob_burst, &burst_room, &burst_txns).await });
+        tokio::spawn(async move { send_burst(&mut bob_burst, &burst_room, &burst_txns).await });
     killer.await;
     hearths[1].kill9();
     let first_acks = bursting.await.unwrap();
@@ -321,7 +289,7 @@ async fn member_hearth_killed_mid_burst_loses_and_duplicates_nothing() {
 
     // b.test comes back; bob resends every transaction, acknowledged or not.
     hearths[1].start_again().await.unwrap();
-    let second_acks = burst(&mut bob, &room, &txns).await;
+    let second_acks = send_burst(&mut bob, &room, &txns).await;
     assert_eq!(
         second_acks.len(),
         MESSAGES,

@@ -17,7 +17,8 @@ use hearth_spec::client::{PresenceState, ReceiptKind, ServerFrame};
 use hearth_spec::envelope::ENVELOPE_VERSION;
 use hearth_spec::federation::{
     FED_VERSION, FedBody, FedEnvelope, MAX_FRAMES_PER_STREAM, MAX_SIGNED_ENVELOPE, Outcome,
-    RejectCode, RetryCode, Signal, SignedEnvelope, StreamError, StreamReply, push_frame,
+    RejectCode, RetryCode, SealedEnvelope, Signal, SignedEnvelope, StreamError, StreamReply,
+    push_frame,
 };
 use hearth_spec::{
     Content, DeviceId, Envelope, Membership, RoomId, RoomKind, ServerName, TxnId, UserId,
@@ -814,4 +815,155 @@ async fn a_peer_over_its_budget_is_told_to_retry_and_nothing_over_it_is_stored()
         .collect();
     let outcomes = w.evil.send(&w.home, &frames).await.unwrap();
     assert_eq!(outcomes, vec![Outcome::Stored; 5]);
+}
+
+/// A peer acting as a relay: what it hands over opens only if sealed to this hearth and
+/// unaltered, is checked as if its origin had sent it, is taken once however often it comes, and
+/// what this hearth holds for others is stored sealed (no plaintext on disk).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayed_envelopes_open_only_unaltered_and_held_ones_stay_sealed() {
+    let w = World::new().await;
+    let room = w.room.clone();
+    let home_key = hearth_node::keys::load_or_generate(&hearth_node::serve::key_path(
+        &w.hearth.config.data_dir,
+    ))
+    .unwrap()
+    .public_bytes();
+    // other.test's envelope for home.test, as other.test would sign it.
+    let inner_for = |body: FedBody, key: &ServerKey| {
+        let envelope = FedEnvelope {
+            version: FED_VERSION,
+            origin: name("other.test"),
+            destination: w.home.clone(),
+            signer: key.public_bytes(),
+            origin_ts: now_ms(),
+            nonce: rand::random(),
+            body,
+        };
+        sign_envelope(key, &envelope)
+    };
+    let olga_message = || FedBody::Submit {
+        event: w.message(&room, "@olga:other.test"),
+    };
+    let relayed = |sealed: SealedEnvelope| {
+        w.signed(
+            &w.envelope(FedBody::Relayed {
+                origin: name("other.test"),
+                sealed,
+            }),
+            &w.evil_key,
+        )
+    };
+    let seal_for_home = |signed: &[u8]| hearth_crypto::seal(&home_key, &w.home, signed).unwrap();
+
+    let before = w.last_seq().await;
+    let sealed = seal_for_home(&inner_for(olga_message(), &w.other_key));
+    assert_eq!(w.send(relayed(sealed.clone())).await, Outcome::Stored);
+    assert_eq!(
+        w.last_seq().await,
+        before + 1,
+        "the relayed message is sequenced"
+    );
+    assert_eq!(
+        w.send(relayed(sealed.clone())).await,
+        Outcome::Duplicate,
+        "r1. the same seal handed over again (by another relay) is taken once"
+    );
+    let mut tampered = sealed.clone();
+    tampered.ciphertext[10] ^= 0x01;
+    w.expect(
+        "r2. altered ciphertext",
+        relayed(tampered),
+        RejectCode::BadSeal,
+    )
+    .await;
+    let mut swapped = sealed.clone();
+    swapped.ephemeral = seal_for_home(b"x").ephemeral;
+    w.expect(
+        "r3. another ephemeral key",
+        relayed(swapped),
+        RejectCode::BadSeal,
+    )
+    .await;
+    let for_evil = hearth_crypto::seal(
+        &w.evil_key.public_bytes(),
+        &w.home,
+        &inner_for(olga_message(), &w.other_key),
+    )
+    .unwrap();
+    w.expect(
+        "r4. sealed to another hearth's key",
+        relayed(for_evil),
+        RejectCode::BadSeal,
+    )
+    .await;
+    w.expect(
+        "r5. the relay forging the origin's signature",
+        relayed(seal_for_home(&inner_for(olga_message(), &w.evil_key))),
+        RejectCode::UnknownKey,
+    )
+    .await;
+    let nested = FedBody::Relayed {
+        origin: name("other.test"),
+        sealed: sealed.clone(),
+    };
+    w.expect(
+        "r6. a relayed envelope inside a relayed envelope",
+        relayed(seal_for_home(&inner_for(nested, &w.other_key))),
+        RejectCode::BadEvent,
+    )
+    .await;
+    w.expect(
+        "r7. garbage inside a valid seal",
+        relayed(seal_for_home(
+            b"not an envelope at all, but sealed properly",
+        )),
+        RejectCode::Malformed,
+    )
+    .await;
+
+    // Custody: home.test holds a sealed envelope from evil.test for other.test (unreachable),
+    // and refuses to hold one for itself or for a hearth it does not know.
+    let mut secret = MARKER.to_vec();
+    secret.extend_from_slice(b" held for other.test");
+    let held =
+        hearth_crypto::seal(&w.other_key.public_bytes(), &name("other.test"), &secret).unwrap();
+    let custody = |destination: &str| {
+        w.signed(
+            &w.envelope(FedBody::Custody {
+                destination: name(destination),
+                sealed: held.clone(),
+            }),
+            &w.evil_key,
+        )
+    };
+    assert_eq!(w.send(custody("other.test")).await, Outcome::Stored);
+    assert_eq!(
+        w.send(custody("home.test")).await,
+        Outcome::Rejected(RejectCode::CustodyRefused),
+        "r8. custody for the relay itself"
+    );
+    assert_eq!(
+        w.send(custody("nobody.test")).await,
+        Outcome::Rejected(RejectCode::CustodyRefused),
+        "r9. custody for an unknown hearth"
+    );
+    assert_eq!(w.last_seq().await, before + 1, "nothing refused was stored");
+    // What is held is on disk only sealed: the plaintext marker is nowhere in the data directory.
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&w.hearth.config.data_dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file()
+            && std::fs::read(&path)
+                .unwrap()
+                .windows(secret.len())
+                .any(|window| window == secret.as_slice())
+        {
+            found.push(path);
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "plaintext of a held envelope in {found:?}"
+    );
 }

@@ -54,6 +54,7 @@ impl Inbound for RecordingPeer {
                 FedBody::Sequenced { .. } => "sequenced",
                 FedBody::Submit { .. } => "submit",
                 FedBody::Ephemeral { .. } => "ephemeral",
+                FedBody::Custody { .. } | FedBody::Relayed { .. } => "relay",
             };
             seen.push((envelope.signer, kind));
         }

@@ -765,19 +765,36 @@ impl Store {
         Ok(ids)
     }
 
-    /// Queued announcements of this hearth's key rotations: (destination, entry id, old key).
-    pub fn queued_key_rotations(&self) -> Result<Vec<(ServerName, u64, [u8; 32])>, StoreError> {
+    /// Every queued entry that `keep` selects: (destination, entry id, entry). Reads the whole
+    /// queue; for start-up bookkeeping.
+    pub fn outbox_items(
+        &self,
+        keep: impl Fn(&OutItem) -> bool,
+    ) -> Result<Vec<(ServerName, u64, OutItem)>, StoreError> {
         let txn = self.db.begin_read()?;
         let outbox = txn.open_table(OUTBOX)?;
         let mut out = Vec::new();
         for row in outbox.iter()? {
             let (k, v) = row?;
-            if let OutItem::KeyRotation { old_key, .. } = decode(v.value())? {
+            let item: OutItem = decode(v.value())?;
+            if keep(&item) {
                 let (dest, id) = k.value();
-                out.push((parse_id(dest)?, id, old_key));
+                out.push((parse_id(dest)?, id, item));
             }
         }
         Ok(out)
+    }
+
+    /// Queued announcements of this hearth's key rotations: (destination, entry id, old key).
+    pub fn queued_key_rotations(&self) -> Result<Vec<(ServerName, u64, [u8; 32])>, StoreError> {
+        Ok(self
+            .outbox_items(|item| matches!(item, OutItem::KeyRotation { .. }))?
+            .into_iter()
+            .filter_map(|(dest, id, item)| match item {
+                OutItem::KeyRotation { old_key, .. } => Some((dest, id, old_key)),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Records a rotation a peer announced, after the ones recorded before.

@@ -62,6 +62,18 @@ pub enum OutItem {
         new_key: [u8; 32],
         old_valid_until_ms: u64,
     },
+    /// An envelope for an unreachable destination, sealed to it, for a relay to hold.
+    Custody {
+        destination: hearth_spec::ServerName,
+        sealed: hearth_spec::federation::SealedEnvelope,
+    },
+    /// An envelope this hearth holds as a relay for `origin`, to hand to the queue's
+    /// destination.
+    Relayed {
+        origin: hearth_spec::ServerName,
+        sealed: hearth_spec::federation::SealedEnvelope,
+        held_since_ms: u64,
+    },
 }
 
 /// A key rotation a peer announced and this hearth applied.

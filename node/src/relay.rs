@@ -1,0 +1,296 @@
+//! Peer-assisted delivery (see `spec/federation.md`, "Sealed relays").
+//!
+//! As an origin: a destination that has been unreachable for `federation.relay.after_ms` has its
+//! pending envelopes signed, sealed to its key and handed to the relays closest to it. As a
+//! relay: sealed envelopes are held durably in the destination's outbound queue, under a quota
+//! per origin and a time limit, and handed over by the ordinary queue driver when the
+//! destination is back. The relay sees only the destination and the size.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use hearth_spec::ServerName;
+use hearth_spec::federation::{Outcome, RejectCode, RetryCode, SealedEnvelope};
+use sha2::{Digest, Sha256};
+
+use crate::clock::now_ms;
+use crate::config::RelayConfig;
+use crate::store::tables::OutItem;
+use crate::store::{Store, StoreError};
+
+/// The `n` peers closest to `destination` (XOR distance of SHA-256 of the names, as in a
+/// Kademlia DHT), leaving out the destination, this hearth and blocked peers.
+pub fn choose_relays(
+    own: &ServerName,
+    destination: &ServerName,
+    peers: &[ServerName],
+    config: &RelayConfig,
+) -> Vec<ServerName> {
+    let target = Sha256::digest(destination.as_str().as_bytes());
+    let mut candidates: Vec<(Vec<u8>, ServerName)> = peers
+        .iter()
+        .filter(|p| *p != destination && *p != own && !config.block.contains(p))
+        .map(|p| {
+            let distance = Sha256::digest(p.as_str().as_bytes())
+                .iter()
+                .zip(target.iter())
+                .map(|(a, b)| a ^ b)
+                .collect();
+            (distance, p.clone())
+        })
+        .collect();
+    candidates.sort();
+    candidates
+        .into_iter()
+        .take(config.relays)
+        .map(|(_, p)| p)
+        .collect()
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Holding {
+    pub envelopes: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    /// (destination, queue entry id) → (origin, bytes).
+    entries: HashMap<(ServerName, u64), (ServerName, u64)>,
+    per_origin: HashMap<ServerName, Holding>,
+}
+
+/// What this hearth holds for others, and the rules for taking more.
+#[derive(Debug)]
+pub struct Custody {
+    own: ServerName,
+    config: RelayConfig,
+    store: Arc<Store>,
+    held: Mutex<Held>,
+}
+
+impl Custody {
+    /// Counts what the store already holds.
+    pub fn load(
+        own: ServerName,
+        config: RelayConfig,
+        store: Arc<Store>,
+    ) -> Result<Self, StoreError> {
+        let mut held = Held::default();
+        for (destination, id, item) in
+            store.outbox_items(|item| matches!(item, OutItem::Relayed { .. }))?
+        {
+            if let OutItem::Relayed { origin, sealed, .. } = item {
+                held.add(destination, id, origin, sealed.ciphertext.len() as u64);
+            }
+        }
+        Ok(Self {
+            own,
+            config,
+            store,
+            held: Mutex::new(held),
+        })
+    }
+
+    /// What is held, per origin.
+    pub fn holdings(&self) -> Vec<(ServerName, Holding)> {
+        let held = self.held.lock().expect("custody lock");
+        let mut out: Vec<_> = held
+            .per_origin
+            .iter()
+            .map(|(o, h)| (o.clone(), *h))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    fn refuses(&self, origin: &ServerName, destination: &ServerName, known: bool) -> bool {
+        !self.config.serve
+            || !known
+            || *destination == self.own
+            || destination == origin
+            || self.config.block.contains(origin)
+            || (!self.config.allow.is_empty() && !self.config.allow.contains(origin))
+    }
+
+    /// Takes sealed envelopes from `origin` into custody, in one durable write. `known` says
+    /// whether a destination is a peer. Returns an outcome per item and the destinations whose
+    /// queues grew.
+    pub fn take(
+        &self,
+        origin: &ServerName,
+        items: Vec<(ServerName, SealedEnvelope)>,
+        known: impl Fn(&ServerName) -> bool,
+    ) -> Result<(Vec<Outcome>, Vec<ServerName>), StoreError> {
+        let mut outcomes = Vec::with_capacity(items.len());
+        let mut queued = Vec::new();
+        let mut sizes = Vec::new();
+        {
+            let held = self.held.lock().expect("custody lock");
+            let mut holding = held.per_origin.get(origin).copied().unwrap_or_default();
+            for (destination, sealed) in items {
+                let bytes = sealed.ciphertext.len() as u64;
+                if self.refuses(origin, &destination, known(&destination)) {
+                    outcomes.push(Outcome::Rejected(RejectCode::CustodyRefused));
+                    continue;
+                }
+                if holding.envelopes + 1 > self.config.max_envelopes_per_origin
+                    || holding.bytes + bytes > self.config.max_bytes_per_origin
+                {
+                    outcomes.push(Outcome::Retry(RetryCode::CustodyFull));
+                    continue;
+                }
+                holding.envelopes += 1;
+                holding.bytes += bytes;
+                outcomes.push(Outcome::Stored);
+                sizes.push(bytes);
+                queued.push((
+                    destination,
+                    OutItem::Relayed {
+                        origin: origin.clone(),
+                        sealed,
+                        held_since_ms: now_ms(),
+                    },
+                ));
+            }
+        }
+        let ids = self.store.queue_outbox(&queued)?;
+        let mut held = self.held.lock().expect("custody lock");
+        let mut grew = Vec::new();
+        for ((destination, id), bytes) in ids.into_iter().zip(sizes) {
+            held.add(destination.clone(), id, origin.clone(), bytes);
+            if !grew.contains(&destination) {
+                grew.push(destination);
+            }
+        }
+        Ok((outcomes, grew))
+    }
+
+    /// Queue entries for `destination` left the queue (handed over, refused, or expired).
+    pub fn released(&self, destination: &ServerName, ids: &[u64]) {
+        let mut held = self.held.lock().expect("custody lock");
+        if held.entries.is_empty() {
+            return;
+        }
+        for id in ids {
+            if let Some((origin, bytes)) = held.entries.remove(&(destination.clone(), *id))
+                && let Some(h) = held.per_origin.get_mut(&origin)
+            {
+                h.envelopes -= 1;
+                h.bytes -= bytes;
+                if h.envelopes == 0 {
+                    held.per_origin.remove(&origin);
+                }
+            }
+        }
+    }
+
+    /// Whether an envelope held since `held_since_ms` is past its time.
+    pub fn expired(&self, held_since_ms: u64) -> bool {
+        held_since_ms.saturating_add(self.config.hold_ms) < now_ms()
+    }
+}
+
+impl Held {
+    fn add(&mut self, destination: ServerName, id: u64, origin: ServerName, bytes: u64) {
+        let h = self.per_origin.entry(origin.clone()).or_default();
+        h.envelopes += 1;
+        h.bytes += bytes;
+        self.entries.insert((destination, id), (origin, bytes));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> ServerName {
+        ServerName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn relays_are_the_closest_other_peers() {
+        let peers: Vec<ServerName> = ["a.t", "b.t", "c.t", "d.t", "e.t"].map(n).to_vec();
+        let config = RelayConfig {
+            relays: 2,
+            block: vec![n("e.t")],
+            ..RelayConfig::default()
+        };
+        let chosen = choose_relays(&n("a.t"), &n("c.t"), &peers, &config);
+        assert_eq!(chosen.len(), 2);
+        assert!(!chosen.contains(&n("a.t")) && !chosen.contains(&n("c.t")));
+        assert!(
+            !chosen.contains(&n("e.t")),
+            "blocked peers are never relays"
+        );
+        assert_eq!(chosen, choose_relays(&n("a.t"), &n("c.t"), &peers, &config));
+    }
+
+    #[test]
+    fn custody_respects_the_quota_and_the_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("db")).unwrap());
+        let config = RelayConfig {
+            max_envelopes_per_origin: 2,
+            block: vec![n("bad.t")],
+            ..RelayConfig::default()
+        };
+        let custody = Custody::load(n("r.t"), config.clone(), store.clone()).unwrap();
+        let sealed = SealedEnvelope {
+            ephemeral: [1; 32],
+            ciphertext: vec![0; 100],
+        };
+        let item = |d: &str| (n(d), sealed.clone());
+        let known = |d: &ServerName| d.as_str() != "unknown.t";
+        let (outcomes, grew) = custody
+            .take(
+                &n("a.t"),
+                vec![
+                    item("c.t"),
+                    item("r.t"),
+                    item("unknown.t"),
+                    item("a.t"),
+                    item("c.t"),
+                    item("c.t"),
+                ],
+                known,
+            )
+            .unwrap();
+        use Outcome::*;
+        assert_eq!(
+            outcomes,
+            vec![
+                Stored,
+                Rejected(RejectCode::CustodyRefused),
+                Rejected(RejectCode::CustodyRefused),
+                Rejected(RejectCode::CustodyRefused),
+                Stored,
+                Retry(RetryCode::CustodyFull),
+            ]
+        );
+        assert_eq!(grew, vec![n("c.t")]);
+        let (outcomes, _) = custody.take(&n("bad.t"), vec![item("c.t")], known).unwrap();
+        assert_eq!(outcomes, vec![Rejected(RejectCode::CustodyRefused)]);
+        assert_eq!(
+            custody.holdings(),
+            vec![(
+                n("a.t"),
+                Holding {
+                    envelopes: 2,
+                    bytes: 200
+                }
+            )]
+        );
+        // Counted again from the store after a restart; released entries free the quota.
+        let custody = Custody::load(n("r.t"), config, store.clone()).unwrap();
+        assert_eq!(custody.holdings()[0].1.envelopes, 2);
+        let ids: Vec<u64> = store
+            .outbox_pending(&n("c.t"), None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        custody.released(&n("c.t"), &ids[..1]);
+        assert_eq!(custody.holdings()[0].1.envelopes, 1);
+    }
+}
