@@ -81,8 +81,7 @@ pub struct FederationConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RelayConfig {
-    /// Whether this hearth hands envelopes for unreachable peers to relays. Default false:
-    /// experimental (issue 5 is open; the end-to-end custody test still stalls at times).
+    /// Whether this hearth hands envelopes for unreachable peers to relays. Default true.
     pub enabled: bool,
     /// A destination unreachable this long has its pending envelopes handed to relays, ms.
     /// Default 30000.
@@ -107,7 +106,7 @@ pub struct RelayConfig {
 impl Default for RelayConfig {
     fn default() -> Self {
         Self {
-            enabled: false,
+            enabled: true,
             after_ms: 30_000,
             relays: 3,
             serve: true,
@@ -598,7 +597,7 @@ revoked_keys = []
 # key = "base64url-ed25519-public-key"
 
 [federation.relay]
-# Hand envelopes for unreachable peers to relays (experimental).
+# Hand envelopes for unreachable peers to relays.
 enabled = {relay_enabled}
 # A peer unreachable this long has its pending envelopes sealed and handed to relays, ms.
 after_ms = {relay_after}

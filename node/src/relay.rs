@@ -55,9 +55,12 @@ pub struct Holding {
 
 #[derive(Debug, Default)]
 struct Held {
-    /// (destination, queue entry id) → (origin, bytes).
-    entries: HashMap<(ServerName, u64), (ServerName, u64)>,
+    /// (destination, queue entry id) → (origin, bytes, the seal's ephemeral key).
+    entries: HashMap<(ServerName, u64), (ServerName, u64, [u8; 32])>,
     per_origin: HashMap<ServerName, Holding>,
+    /// The ephemeral keys of the seals held: every seal has its own, so a seal handed over
+    /// twice (an origin resending a batch) is held once.
+    seals: std::collections::HashSet<[u8; 32]>,
 }
 
 /// What this hearth holds for others, and the rules for taking more.
@@ -81,7 +84,7 @@ impl Custody {
             store.outbox_items(|item| matches!(item, OutItem::Relayed { .. }))?
         {
             if let OutItem::Relayed { origin, sealed, .. } = item {
-                held.add(destination, id, origin, sealed.ciphertext.len() as u64);
+                held.add(destination, id, origin, &sealed);
             }
         }
         Ok(Self {
@@ -124,14 +127,18 @@ impl Custody {
     ) -> Result<(Vec<Outcome>, Vec<ServerName>), StoreError> {
         let mut outcomes = Vec::with_capacity(items.len());
         let mut queued = Vec::new();
-        let mut sizes = Vec::new();
         {
             let held = self.held.lock().expect("custody lock");
             let mut holding = held.per_origin.get(origin).copied().unwrap_or_default();
+            let mut batch_seals = std::collections::HashSet::new();
             for (destination, sealed) in items {
                 let bytes = sealed.ciphertext.len() as u64;
                 if self.refuses(origin, &destination, known(&destination)) {
                     outcomes.push(Outcome::Rejected(RejectCode::CustodyRefused));
+                    continue;
+                }
+                if held.seals.contains(&sealed.ephemeral) || !batch_seals.insert(sealed.ephemeral) {
+                    outcomes.push(Outcome::Duplicate);
                     continue;
                 }
                 if holding.envelopes + 1 > self.config.max_envelopes_per_origin
@@ -143,7 +150,6 @@ impl Custody {
                 holding.envelopes += 1;
                 holding.bytes += bytes;
                 outcomes.push(Outcome::Stored);
-                sizes.push(bytes);
                 queued.push((
                     destination,
                     OutItem::Relayed {
@@ -157,8 +163,10 @@ impl Custody {
         let ids = self.store.queue_outbox(&queued)?;
         let mut held = self.held.lock().expect("custody lock");
         let mut grew = Vec::new();
-        for ((destination, id), bytes) in ids.into_iter().zip(sizes) {
-            held.add(destination.clone(), id, origin.clone(), bytes);
+        for ((destination, id), (_, item)) in ids.into_iter().zip(&queued) {
+            if let OutItem::Relayed { sealed, .. } = item {
+                held.add(destination.clone(), id, origin.clone(), sealed);
+            }
             if !grew.contains(&destination) {
                 grew.push(destination);
             }
@@ -173,9 +181,12 @@ impl Custody {
             return;
         }
         for id in ids {
-            if let Some((origin, bytes)) = held.entries.remove(&(destination.clone(), *id))
-                && let Some(h) = held.per_origin.get_mut(&origin)
-            {
+            let Some((origin, bytes, seal)) = held.entries.remove(&(destination.clone(), *id))
+            else {
+                continue;
+            };
+            held.seals.remove(&seal);
+            if let Some(h) = held.per_origin.get_mut(&origin) {
                 h.envelopes -= 1;
                 h.bytes -= bytes;
                 if h.envelopes == 0 {
@@ -192,11 +203,20 @@ impl Custody {
 }
 
 impl Held {
-    fn add(&mut self, destination: ServerName, id: u64, origin: ServerName, bytes: u64) {
+    fn add(
+        &mut self,
+        destination: ServerName,
+        id: u64,
+        origin: ServerName,
+        sealed: &SealedEnvelope,
+    ) {
+        let bytes = sealed.ciphertext.len() as u64;
         let h = self.per_origin.entry(origin.clone()).or_default();
         h.envelopes += 1;
         h.bytes += bytes;
-        self.entries.insert((destination, id), (origin, bytes));
+        self.seals.insert(sealed.ephemeral);
+        self.entries
+            .insert((destination, id), (origin, bytes, sealed.ephemeral));
     }
 }
 
@@ -236,11 +256,15 @@ mod tests {
             ..RelayConfig::default()
         };
         let custody = Custody::load(n("r.t"), config.clone(), store.clone()).unwrap();
-        let sealed = SealedEnvelope {
-            ephemeral: [1; 32],
+        let seal = |e: u8| SealedEnvelope {
+            ephemeral: [e; 32],
             ciphertext: vec![0; 100],
         };
-        let item = |d: &str| (n(d), sealed.clone());
+        let counter = std::cell::Cell::new(0u8);
+        let item = |d: &str| {
+            counter.set(counter.get() + 1);
+            (n(d), seal(counter.get()))
+        };
         let known = |d: &ServerName| d.as_str() != "unknown.t";
         let (outcomes, grew) = custody
             .take(
@@ -269,6 +293,11 @@ mod tests {
             ]
         );
         assert_eq!(grew, vec![n("c.t")]);
+        // The same seal again (an origin resending a batch) is held once.
+        let (outcomes, _) = custody
+            .take(&n("a.t"), vec![(n("c.t"), seal(1))], known)
+            .unwrap();
+        assert_eq!(outcomes, vec![Duplicate]);
         let (outcomes, _) = custody.take(&n("bad.t"), vec![item("c.t")], known).unwrap();
         assert_eq!(outcomes, vec![Rejected(RejectCode::CustodyRefused)]);
         assert_eq!(

@@ -1,0 +1,156 @@
+//! Peer-assisted delivery with four real `hearth` processes on loopback: a.test sends 5,000
+//! messages into a room homed on c.test while c.test is down; a.test hands them, sealed, to the
+//! relays b.test and d.test and is then stopped too; when c.test comes back the relays deliver
+//! everything, in order, once. Once more with a relay killed with SIGKILL during custody.
+
+use std::time::Duration;
+
+use hearth_client::Client;
+use hearth_spec::{Content, RoomId, RoomKind, TxnId};
+use hearth_tests::{
+    HearthProcess, PeerSpec, federation_env, plan_network, register_at, send_burst, start_network,
+    user_id,
+};
+
+const MESSAGES: usize = 5_000;
+const WAIT: Duration = Duration::from_secs(120);
+
+/// `hearth admin federation-status` of a hearth: the lines of `kind` ("queue" or "held") for
+/// `name`, summed.
+fn status(
+    process: &HearthProcess,
+    me: &PeerSpec,
+    network: &[PeerSpec],
+    kind: &str,
+    name: &str,
+) -> u64 {
+    let out = std::process::Command::new(hearth_tests::hearth_binary())
+        .args(["admin", "federation-status"])
+        .env("HEARTH_DATA_DIR", &process.data_dir)
+        .envs(federation_env(me, network))
+        .env("HEARTH_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f.len() >= 3 && f[0] == kind && f[1] == name).then(|| f[2].parse::<u64>().unwrap())
+        })
+        .sum()
+}
+
+async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !done().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The messages of `room` on `client`'s hearth, in room order.
+async fn messages(client: &mut Client, room: &RoomId) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut before = None;
+    loop {
+        let page = client.history(room, before, 500).await.unwrap();
+        let mut texts: Vec<String> = page
+            .events
+            .iter()
+            .filter_map(|e| match &e.content {
+                Content::Message { payload } => Some(String::from_utf8(payload.clone()).unwrap()),
+                _ => None,
+            })
+            .collect();
+        texts.append(&mut out);
+        out = texts;
+        match page.prev_before {
+            Some(b) => before = Some(b),
+            None => return out,
+        }
+    }
+}
+
+async fn custody(kill_a_relay: bool) {
+    let root = tempfile::tempdir().unwrap();
+    let network = plan_network(root.path(), &["a.test", "b.test", "c.test", "d.test"]).unwrap();
+    let mut hearths = start_network(
+        &network,
+        &[
+            ("HEARTH_FEDERATION__RELAY__ENABLED", "true"),
+            ("HEARTH_FEDERATION__RELAY__AFTER_MS", "1000"),
+        ],
+    )
+    .await
+    .unwrap();
+    let mut alice = register_at(&hearths[0].url, "alice").await;
+    let mut carol = register_at(&hearths[2].url, "carol").await;
+    let room = carol
+        .create_room(RoomKind::Group, Some("held"), &[user_id("alice", "a.test")])
+        .await
+        .unwrap()
+        .room_id;
+    wait_until("the room reaches a.test", async || {
+        alice.room(&room).await.is_ok_and(|r| r.last_seq >= 3)
+    })
+    .await;
+
+    // c.test goes down; alice's messages are accepted on a.test and wait for it.
+    hearths[2].kill9();
+    let txns: Vec<TxnId> = (0..MESSAGES)
+        .map(|i| TxnId::parse(&format!("m{i:05}")).unwrap())
+        .collect();
+    let acks = send_burst(&mut alice, &room, &txns).await;
+    assert_eq!(acks.len(), MESSAGES, "every send is accepted on a.test");
+
+    // a.test hands everything it has queued for c.test (the messages, and alice's receipts),
+    // sealed, to both relays.
+    let queued = status(&hearths[0], &network[0], &network, "queue", "c.test");
+    assert!(
+        queued >= MESSAGES as u64,
+        "a.test queued {queued} for c.test"
+    );
+    for (i, relay) in [(1, "b.test"), (3, "d.test")] {
+        wait_until(&format!("{relay} holds everything"), async || {
+            status(&hearths[i], &network[i], &network, "held", "a.test") >= queued
+        })
+        .await;
+    }
+    if kill_a_relay {
+        hearths[1].kill9();
+    }
+    hearths[0].kill9();
+
+    // c.test returns to find a.test gone: the relays hand over what they hold.
+    hearths[2].start_again().await.unwrap();
+    let mut carol = Client::with_session(&hearths[2].url, carol.session().unwrap().clone());
+    wait_until("c.test sequences every message", async || {
+        carol
+            .room(&room)
+            .await
+            .is_ok_and(|r| r.last_seq >= 3 + MESSAGES as u64)
+    })
+    .await;
+    let texts = messages(&mut carol, &room).await;
+    let expected: Vec<String> = txns.iter().map(|t| t.as_str().to_owned()).collect();
+    assert_eq!(texts.len(), MESSAGES, "each message once");
+    assert_eq!(texts, expected, "in alice's order");
+    let last = carol.room(&room).await.unwrap().last_seq;
+    assert_eq!(last, 3 + MESSAGES as u64, "nothing more");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn relays_deliver_everything_once_in_order_when_the_origin_is_gone() {
+    custody(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_relay_killed_during_custody_the_other_delivers() {
+    custody(true).await;
+}
