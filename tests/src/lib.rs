@@ -421,6 +421,26 @@ pub fn federation_env(me: &PeerSpec, network: &[PeerSpec]) -> Vec<(String, Strin
     ]
 }
 
+/// Runs `hearth admin <args>` for `me` of `network` (its data directory and federation
+/// configuration), whether it is running or stopped; returns standard output, failing the test
+/// if the command fails.
+pub fn hearth_admin(data_dir: &Path, me: &PeerSpec, network: &[PeerSpec], args: &[&str]) -> String {
+    let out = Command::new(hearth_binary())
+        .arg("admin")
+        .args(args)
+        .env("HEARTH_DATA_DIR", data_dir)
+        .envs(federation_env(me, network))
+        .env("HEARTH_LOG", "warn")
+        .output()
+        .expect("run hearth admin");
+    assert!(
+        out.status.success(),
+        "hearth admin {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
 /// Starts every member of `network` as a real process, each with `extra` in its environment.
 pub async fn start_network(
     network: &[PeerSpec],

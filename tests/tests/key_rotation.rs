@@ -14,8 +14,8 @@ use hearth_spec::client::ServerFrame;
 use hearth_spec::federation::{FedBody, FedEnvelope, Outcome};
 use hearth_spec::{RoomKind, ServerName};
 use hearth_tests::{
-    HearthProcess, PeerSpec, TestHearth, connect_synced, federation_env, frames_until,
-    plan_network, register_at, start_network, user_id,
+    HearthProcess, PeerSpec, TestHearth, connect_synced, frames_until, plan_network, register_at,
+    start_network, user_id,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -223,19 +223,14 @@ async fn a_rotation_is_announced_with_the_old_key_then_the_new_key_signs() {
 /// `hearth admin rotate-key` against a real hearth (running or stopped), with the hearth's own
 /// configuration (its peers are who it announces to); returns the printed key.
 fn rotate_key_cli(process: &HearthProcess, me: &PeerSpec, network: &[PeerSpec]) -> String {
-    let out = std::process::Command::new(hearth_tests::hearth_binary())
-        .args(["admin", "rotate-key", "--grace-secs", "3600"])
-        .env("HEARTH_DATA_DIR", &process.data_dir)
-        .envs(federation_env(me, network))
-        .env("HEARTH_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "rotate-key: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    hearth_tests::hearth_admin(
+        &process.data_dir,
+        me,
+        network,
+        &["rotate-key", "--grace-secs", "3600"],
+    )
+    .trim()
+    .to_owned()
 }
 
 async fn exchange(

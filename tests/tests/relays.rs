@@ -8,8 +8,7 @@ use std::time::Duration;
 use hearth_client::Client;
 use hearth_spec::{Content, RoomId, RoomKind, TxnId};
 use hearth_tests::{
-    HearthProcess, PeerSpec, federation_env, plan_network, register_at, send_burst, start_network,
-    user_id,
+    HearthProcess, PeerSpec, plan_network, register_at, send_burst, start_network, user_id,
 };
 
 const MESSAGES: usize = 5_000;
@@ -24,20 +23,7 @@ fn status(
     kind: &str,
     name: &str,
 ) -> u64 {
-    let out = std::process::Command::new(hearth_tests::hearth_binary())
-        .args(["admin", "federation-status"])
-        .env("HEARTH_DATA_DIR", &process.data_dir)
-        .envs(federation_env(me, network))
-        .env("HEARTH_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
+    hearth_tests::hearth_admin(&process.data_dir, me, network, &["federation-status"])
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split('\t').collect();
