@@ -91,6 +91,20 @@ impl KeyRing {
             .unwrap_or_else(|| ring.current.clone())
     }
 
+    /// The keys that still verify and open at `now_ms`: the current one first, then the retired
+    /// ones whose grace period has not ended (for checking, not for signing: see [`Self::usable`]).
+    pub fn valid(&self, now_ms: u64) -> Vec<Arc<ServerKey>> {
+        let ring = self.ring.read().expect("key ring lock");
+        std::iter::once(ring.current.clone())
+            .chain(
+                ring.retired
+                    .iter()
+                    .filter(|(_, until)| *until > now_ms)
+                    .map(|(key, _)| key.clone()),
+            )
+            .collect()
+    }
+
     /// Retired keys with the ends of their grace periods.
     pub fn retired(&self) -> Vec<(Arc<ServerKey>, u64)> {
         self.ring.read().expect("key ring lock").retired.clone()
@@ -170,5 +184,9 @@ mod tests {
         assert!(ring.usable(&old.public_bytes(), late - 1).is_some());
         assert!(ring.usable(&old.public_bytes(), late).is_none());
         assert!(ring.usable(&new.public_bytes(), u64::MAX).is_some());
+        let valid =
+            |now| -> Vec<[u8; 32]> { ring.valid(now).iter().map(|k| k.public_bytes()).collect() };
+        assert_eq!(valid(late), vec![new.public_bytes(), old.public_bytes()]);
+        assert_eq!(valid(until), vec![new.public_bytes()]);
     }
 }

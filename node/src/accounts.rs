@@ -235,15 +235,11 @@ impl Accounts {
     /// Verifies an access token and that its device is still logged in.
     pub fn authenticate(&self, access_token: &str) -> Result<(UserId, DeviceId), AccountError> {
         let now = now_ms();
-        let mut claims = token::verify(&self.keys.current().verifying_key(), access_token, now);
-        if claims == Err(token::TokenError::BadSignature) {
-            for (retired, until) in self.keys.retired() {
-                if until > now {
-                    claims = token::verify(&retired.verifying_key(), access_token, now);
-                    if claims != Err(token::TokenError::BadSignature) {
-                        break;
-                    }
-                }
+        let mut claims = Err(token::TokenError::BadSignature);
+        for key in self.keys.valid(now) {
+            claims = token::verify(&key.verifying_key(), access_token, now);
+            if claims != Err(token::TokenError::BadSignature) {
+                break;
             }
         }
         let claims = claims?;

@@ -125,15 +125,11 @@ impl Unsealer {
     fn unseal(&self, origin: &ServerName, sealed: &SealedEnvelope) -> Result<FedEnvelope, Outcome> {
         let bad_seal = Outcome::Rejected(RejectCode::BadSeal);
         let now = now_ms();
-        let inner = std::iter::once(self.keys.current())
-            .chain(
-                self.keys
-                    .retired()
-                    .into_iter()
-                    .filter(|(_, until)| *until > now)
-                    .map(|(key, _)| key),
-            )
-            .find_map(|key| hearth_crypto::open(&key, &self.own, sealed).ok())
+        let inner = self
+            .keys
+            .valid(now)
+            .iter()
+            .find_map(|key| hearth_crypto::open(key, &self.own, sealed).ok())
             .ok_or(bad_seal)?;
         let verdict = {
             let directory = self.directory.read().expect("directory lock");
@@ -773,20 +769,36 @@ impl Federation {
         parts: FederationParts,
     ) -> Result<Self, hearth_federation::StartError> {
         let f = &config.federation;
+        // One pass over the queues finds both the key announcements still to be taken and the
+        // envelopes held for others.
+        let queued = parts
+            .store
+            .outbox_items(|item| {
+                matches!(item, OutItem::KeyRotation { .. } | OutItem::Relayed { .. })
+            })
+            .map_err(|e| {
+                hearth_federation::StartError::Quic(format!("cannot read the outbound queue: {e}"))
+            })?;
         let mut unannounced = Unannounced::new();
-        for (peer, id, old_key) in parts.store.queued_key_rotations().map_err(|e| {
-            hearth_federation::StartError::Quic(format!("cannot read the outbound queue: {e}"))
-        })? {
-            unannounced.entry(peer).or_default().push((id, old_key));
+        let mut held = Vec::new();
+        for (destination, id, item) in queued {
+            match item {
+                OutItem::KeyRotation { old_key, .. } => unannounced
+                    .entry(destination)
+                    .or_default()
+                    .push((id, old_key)),
+                OutItem::Relayed { origin, sealed, .. } => {
+                    held.push((destination, id, origin, sealed));
+                }
+                _ => {}
+            }
         }
-        let custody = Custody::load(
+        let custody = Custody::new(
             config.server_name.clone(),
             f.relay.clone(),
             parts.store.clone(),
-        )
-        .map_err(|e| {
-            hearth_federation::StartError::Quic(format!("cannot read the outbound queue: {e}"))
-        })?;
+            held,
+        );
         let node = Arc::new(FedNode {
             own: config.server_name.clone(),
             keys: parts.keys.clone(),

@@ -79,20 +79,35 @@ impl Custody {
         config: RelayConfig,
         store: Arc<Store>,
     ) -> Result<Self, StoreError> {
-        let mut held = Held::default();
-        for (destination, id, item) in
-            store.outbox_items(|item| matches!(item, OutItem::Relayed { .. }))?
-        {
-            if let OutItem::Relayed { origin, sealed, .. } = item {
-                held.add(destination, id, origin, &sealed);
-            }
+        let held = store
+            .outbox_items(|item| matches!(item, OutItem::Relayed { .. }))?
+            .into_iter()
+            .filter_map(|(destination, id, item)| match item {
+                OutItem::Relayed { origin, sealed, .. } => Some((destination, id, origin, sealed)),
+                _ => None,
+            })
+            .collect();
+        Ok(Self::new(own, config, store, held))
+    }
+
+    /// Custody of `held`: (destination, queue entry id, origin, seal) of each envelope the
+    /// store holds for others.
+    pub fn new(
+        own: ServerName,
+        config: RelayConfig,
+        store: Arc<Store>,
+        held: Vec<(ServerName, u64, ServerName, SealedEnvelope)>,
+    ) -> Self {
+        let mut counted = Held::default();
+        for (destination, id, origin, sealed) in held {
+            counted.add(destination, id, origin, &sealed);
         }
-        Ok(Self {
+        Self {
             own,
             config,
             store,
-            held: Mutex::new(held),
-        })
+            held: Mutex::new(counted),
+        }
     }
 
     /// What is held, per origin.

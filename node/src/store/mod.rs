@@ -785,18 +785,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Queued announcements of this hearth's key rotations: (destination, entry id, old key).
-    pub fn queued_key_rotations(&self) -> Result<Vec<(ServerName, u64, [u8; 32])>, StoreError> {
-        Ok(self
-            .outbox_items(|item| matches!(item, OutItem::KeyRotation { .. }))?
-            .into_iter()
-            .filter_map(|(dest, id, item)| match item {
-                OutItem::KeyRotation { old_key, .. } => Some((dest, id, old_key)),
-                _ => None,
-            })
-            .collect())
-    }
-
     /// Records a rotation a peer announced, after the ones recorded before.
     pub fn save_peer_rotation(
         &self,
