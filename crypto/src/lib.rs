@@ -6,10 +6,12 @@
 
 mod fed;
 mod key;
+mod record;
 mod seal;
 mod secret;
 
 pub use fed::{ed25519_from_spki, sign_envelope, verify_envelope, verify_envelopes};
+pub use record::{RecordError, open_record, sign_record};
 pub use key::{KeyError, ServerKey, VerifyError, VerifyingKey, verify};
 pub use seal::{SEAL_CONTEXT, SealError, open, seal, seal_with, x25519_public};
 pub use secret::{Secret, random_token};

@@ -1,8 +1,10 @@
 //! Who the peers are: each known hearth's address and keys, and the keys revoked everywhere.
 //!
-//! Peers are configured by name, address and key for now (discovery is a later layer). A key
-//! rotation announced by a peer adds its new key; the old one keeps verifying until the end of
-//! its grace period. A revoked key never verifies again.
+//! Peers are configured (name, address, key) or discovered: learnt from a self-signed DHT record
+//! (`learn`), first come first pinned. A configured peer is never changed by a record, and a
+//! discovered name never changes key except by a rotation signed with a key it already has. A
+//! key rotation announced by a peer adds its new key; the old one keeps verifying until the end
+//! of its grace period. A revoked key never verifies again.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -33,6 +35,32 @@ struct KeyEntry {
 struct Peer {
     address: SocketAddr,
     keys: Vec<KeyEntry>,
+    /// `None` for a configured peer; else when the record it was learnt from was issued.
+    discovered_ms: Option<u64>,
+}
+
+/// What learning a record changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learned {
+    /// A hearth this directory did not know.
+    New,
+    /// A newer record of a known hearth: its address may have moved.
+    Updated,
+    /// Nothing new.
+    Unchanged,
+}
+
+/// Why a hearth record was not learnt.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LearnError {
+    #[error("the key is revoked")]
+    Revoked,
+    #[error("the key already belongs to {0}")]
+    Taken(ServerName),
+    #[error("{0} is known with another key (only a rotation signed by its key changes it)")]
+    Pinned(ServerName),
+    #[error("the key no longer verifies for {0}")]
+    Expired(ServerName),
 }
 
 /// Why a key announcement was not applied.
@@ -76,20 +104,84 @@ impl Directory {
                 Peer {
                     address: peer.address,
                     keys,
+                    discovered_ms: None,
                 },
             );
         }
         directory
     }
 
-    /// Every configured peer.
+    /// Learns a hearth from its record (whose signature by `key` the caller has checked) at
+    /// `now_ms`. A configured peer keeps its configuration; a discovered one moves to a newer
+    /// record's address if the record is signed by one of its valid keys.
+    pub fn learn(
+        &mut self,
+        name: &ServerName,
+        key: [u8; 32],
+        address: SocketAddr,
+        issued_ms: u64,
+        now_ms: u64,
+    ) -> Result<Learned, LearnError> {
+        if self.revoked.contains(&key) {
+            return Err(LearnError::Revoked);
+        }
+        if let Some(owner) = self.owners.get(&key)
+            && owner != name
+        {
+            return Err(LearnError::Taken(owner.clone()));
+        }
+        let Some(peer) = self.peers.get(name) else {
+            self.owners.insert(key, name.clone());
+            self.peers.insert(
+                name.clone(),
+                Peer {
+                    address,
+                    keys: vec![KeyEntry {
+                        key,
+                        valid_until_ms: None,
+                    }],
+                    discovered_ms: Some(issued_ms),
+                },
+            );
+            return Ok(Learned::New);
+        };
+        let Some(entry) = peer.keys.iter().find(|e| e.key == key) else {
+            return Err(LearnError::Pinned(name.clone()));
+        };
+        if entry.valid_until_ms.is_some_and(|until| now_ms > until) {
+            return Err(LearnError::Expired(name.clone()));
+        }
+        let peer = self.peers.get_mut(name).expect("looked up above");
+        match peer.discovered_ms {
+            Some(seen) if issued_ms > seen => {
+                let moved = peer.address != address;
+                peer.address = address;
+                peer.discovered_ms = Some(issued_ms);
+                Ok(if moved {
+                    Learned::Updated
+                } else {
+                    Learned::Unchanged
+                })
+            }
+            _ => Ok(Learned::Unchanged),
+        }
+    }
+
+    /// Whether `name` was learnt from the DHT rather than configured.
+    pub fn is_discovered(&self, name: &ServerName) -> bool {
+        self.peers
+            .get(name)
+            .is_some_and(|p| p.discovered_ms.is_some())
+    }
+
+    /// Every known peer, configured or discovered.
     pub fn peers(&self) -> Vec<ServerName> {
         let mut names: Vec<ServerName> = self.peers.keys().cloned().collect();
         names.sort();
         names
     }
 
-    /// Whether `name` is a configured peer.
+    /// Whether `name` is a known peer.
     pub fn knows(&self, name: &ServerName) -> bool {
         self.peers.contains_key(name)
     }
@@ -111,6 +203,9 @@ impl Directory {
 
     /// The hearth a key belongs to, if the key verifies at `now_ms`.
     pub fn owner(&self, key: &[u8; 32], now_ms: u64) -> Result<&ServerName, RejectCode> {
+        if self.revoked.contains(key) {
+            return Err(RejectCode::RevokedKey);
+        }
         let owner = self.owners.get(key).ok_or(RejectCode::UnknownKey)?;
         self.check_signer(owner, key, now_ms)?;
         Ok(owner)
@@ -222,6 +317,36 @@ mod tests {
             Some(RejectCode::UnknownKey)
         );
         assert_eq!(d.owner(&key(1), 0), Ok(&b));
+    }
+
+    #[test]
+    fn records_are_pinned_first_come_and_never_override_configuration() {
+        let mut d = dir();
+        let b = ServerName::parse("b.example").unwrap();
+        let e = ServerName::parse("e.example").unwrap();
+        let here: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let moved: SocketAddr = "127.0.0.1:10".parse().unwrap();
+        // A configured peer keeps its address; another key for its name is refused.
+        assert_eq!(d.learn(&b, key(1), moved, 5, 0), Ok(Learned::Unchanged));
+        assert_eq!(d.address(&b), Some("127.0.0.1:1".parse().unwrap()));
+        assert_eq!(d.learn(&b, key(6), moved, 5, 0), Err(LearnError::Pinned(b.clone())));
+        // A key belongs to one name; revoked keys are never learnt.
+        assert_eq!(d.learn(&e, key(1), here, 5, 0), Err(LearnError::Taken(b.clone())));
+        assert_eq!(d.learn(&e, key(3), here, 5, 0), Err(LearnError::Revoked));
+        // A new hearth is learnt, then pinned to its key.
+        assert_eq!(d.learn(&e, key(7), here, 5, 0), Ok(Learned::New));
+        assert!(d.is_discovered(&e) && !d.is_discovered(&b));
+        assert!(d.check_signer(&e, &key(7), 0).is_ok());
+        assert_eq!(d.learn(&e, key(8), moved, 6, 0), Err(LearnError::Pinned(e.clone())));
+        // Only a newer record moves it.
+        assert_eq!(d.learn(&e, key(7), moved, 4, 0), Ok(Learned::Unchanged));
+        assert_eq!(d.address(&e), Some(here));
+        assert_eq!(d.learn(&e, key(7), moved, 6, 0), Ok(Learned::Updated));
+        assert_eq!(d.address(&e), Some(moved));
+        // After a rotation, a record signed by the new key is learnt; the old key expires.
+        d.rotate(&e, &key(7), key(8), 100).unwrap();
+        assert_eq!(d.learn(&e, key(8), here, 7, 50), Ok(Learned::Updated));
+        assert_eq!(d.learn(&e, key(7), moved, 8, 101), Err(LearnError::Expired(e.clone())));
     }
 
     #[test]

@@ -80,6 +80,16 @@ impl KeyRing {
             .map(|(key, _)| key.clone())
     }
 
+    /// The key with this public half if this ring holds it at all, in use or not (only to sign
+    /// the announcement that retires or revokes it).
+    pub fn holding(&self, public: &[u8; 32]) -> Option<Arc<ServerKey>> {
+        let ring = self.ring.read().expect("key ring lock");
+        std::iter::once(&ring.current)
+            .chain(ring.retired.iter().map(|(key, _)| key))
+            .find(|key| key.public_bytes() == *public)
+            .cloned()
+    }
+
     /// The key every peer accepts at `now_ms`: the oldest retired key still in use, else the
     /// current one.
     pub fn oldest_usable(&self, now_ms: u64) -> Arc<ServerKey> {

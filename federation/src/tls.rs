@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use hearth_crypto::{ServerKey, ed25519_from_spki};
 use hearth_spec::ServerName;
+use hearth_spec::federation::RejectCode;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
@@ -68,6 +69,9 @@ fn bad_cert(reason: &'static str) -> rustls::Error {
 pub struct KeyVerifier {
     /// The hearth dialled; `None` on the listening side.
     expected: Option<ServerName>,
+    /// Listening side only: also take callers whose key the directory does not hold yet (the
+    /// transport then looks the key up in the DHT before serving the connection).
+    strangers: bool,
     directory: Arc<RwLock<Directory>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
@@ -75,17 +79,23 @@ pub struct KeyVerifier {
 impl KeyVerifier {
     /// The dialler's check: the listener must hold the key the directory has for `expected`.
     pub fn dialling(expected: ServerName, directory: Arc<RwLock<Directory>>) -> Self {
-        Self::new(Some(expected), directory)
+        Self::new(Some(expected), false, directory)
     }
 
-    /// The listener's check: the caller must present a current key of some known hearth.
-    pub fn listening(directory: Arc<RwLock<Directory>>) -> Self {
-        Self::new(None, directory)
+    /// The listener's check: the caller must present a current key of some known hearth, or,
+    /// with `strangers`, any ed25519 key it proves it holds (revoked keys never).
+    pub fn listening(strangers: bool, directory: Arc<RwLock<Directory>>) -> Self {
+        Self::new(None, strangers, directory)
     }
 
-    fn new(expected: Option<ServerName>, directory: Arc<RwLock<Directory>>) -> Self {
+    fn new(
+        expected: Option<ServerName>,
+        strangers: bool,
+        directory: Arc<RwLock<Directory>>,
+    ) -> Self {
         Self {
             expected,
+            strangers,
             directory,
             algorithms: provider().signature_verification_algorithms,
         }
@@ -96,7 +106,11 @@ impl KeyVerifier {
         let directory = self.directory.read().expect("directory lock");
         let known = match &self.expected {
             Some(expected) => directory.check_signer(expected, &key, now_ms()).is_ok(),
-            None => directory.owner(&key, now_ms()).is_ok(),
+            None => match directory.owner(&key, now_ms()) {
+                Ok(_) => true,
+                Err(RejectCode::UnknownKey) => self.strangers,
+                Err(_) => false,
+            },
         };
         if known {
             Ok(())
@@ -197,11 +211,12 @@ impl ClientCertVerifier for KeyVerifier {
 /// The listener's TLS configuration; the certificate comes from `keys` at each handshake.
 pub fn server_config(
     keys: Arc<KeyRing>,
+    strangers: bool,
     directory: Arc<RwLock<Directory>>,
 ) -> Result<rustls::ServerConfig, TlsError> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(Arc::new(KeyVerifier::listening(directory)))
+        .with_client_cert_verifier(Arc::new(KeyVerifier::listening(strangers, directory)))
         .with_cert_resolver(keys);
     config.alpn_protocols = vec![ALPN.to_vec()];
     Ok(config)

@@ -49,6 +49,9 @@ pub struct TransportConfig {
     /// holding a connection from before the restart then gets a reset for its first packet and
     /// dials again at once, instead of waiting out the idle timeout.
     pub reset_secret: [u8; 32],
+    /// Finds hearths that are not in the directory (dialled by name, or calling with a key the
+    /// directory does not hold). `None`: only known hearths are reached and admitted.
+    pub discovery: Option<crate::discovery::Discovery>,
 }
 
 impl TransportConfig {
@@ -66,6 +69,7 @@ impl TransportConfig {
             stream_timeout: Duration::from_secs(30),
             replay_capacity: 1 << 20,
             reset_secret: rand::random(),
+            discovery: None,
         }
     }
 }
@@ -165,7 +169,11 @@ impl Transport {
         inbound: Arc<I>,
     ) -> Result<Self, StartError> {
         let transport = Arc::new(quic_transport(&config));
-        let tls = tls::server_config(keys.clone(), directory.clone())?;
+        let tls = tls::server_config(
+            keys.clone(),
+            config.discovery.is_some(),
+            directory.clone(),
+        )?;
         let crypto =
             QuicServerConfig::try_from(tls).map_err(|e| StartError::Quic(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -174,8 +182,10 @@ impl Transport {
             addr: config.listen,
             source,
         };
-        let reset_key =
-            aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &config.reset_secret);
+        let reset_key = ResetKey(aws_lc_rs::hmac::Key::new(
+            aws_lc_rs::hmac::HMAC_SHA256,
+            &config.reset_secret,
+        ));
         let runtime = quinn::default_runtime()
             .ok_or_else(|| StartError::Quic("no async runtime for QUIC".into()))?;
         let socket = std::net::UdpSocket::bind(config.listen).map_err(listen)?;
@@ -319,13 +329,28 @@ impl Transport {
         {
             return Ok(connection.clone());
         }
-        let address = self
+        let known = self
             .shared
             .directory
             .read()
             .expect("directory lock")
-            .address(peer)
-            .ok_or_else(|| SendError::UnknownPeer(peer.clone()))?;
+            .address(peer);
+        let address = match (known, &self.shared.config.discovery) {
+            (Some(address), _) => address,
+            (None, Some(discovery)) => {
+                discovery.resolve_name(peer).await.map_err(|e| {
+                    tracing::debug!(%peer, error = %e, "cannot find a peer");
+                    SendError::UnknownPeer(peer.clone())
+                })?;
+                self.shared
+                    .directory
+                    .read()
+                    .expect("directory lock")
+                    .address(peer)
+                    .ok_or_else(|| SendError::UnknownPeer(peer.clone()))?
+            }
+            (None, None) => return Err(SendError::UnknownPeer(peer.clone())),
+        };
         let tls = tls::client_config(
             self.shared.keys.clone(),
             peer.clone(),
@@ -350,6 +375,25 @@ impl Transport {
     }
 }
 
+/// The stateless-reset key. quinn implements its key trait for whichever of ring and aws-lc-rs
+/// it was built with (libp2p's QUIC brings ring); this wrapper works with either.
+struct ResetKey(aws_lc_rs::hmac::Key);
+
+impl quinn::crypto::HmacKey for ResetKey {
+    fn sign(&self, data: &[u8], signature_out: &mut [u8]) {
+        signature_out.copy_from_slice(aws_lc_rs::hmac::sign(&self.0, data).as_ref());
+    }
+
+    fn signature_len(&self) -> usize {
+        32
+    }
+
+    fn verify(&self, data: &[u8], signature: &[u8]) -> Result<(), quinn::crypto::CryptoError> {
+        aws_lc_rs::hmac::verify(&self.0, data, signature)
+            .map_err(|_| quinn::crypto::CryptoError)
+    }
+}
+
 fn arrivals(shared: &Shared, peer: &ServerName) -> Arc<tokio::sync::Notify> {
     shared
         .arrivals
@@ -366,14 +410,37 @@ async fn accept_loop<I: Inbound>(shared: Arc<Shared>, inbound: Arc<I>) {
     }
 }
 
-/// The hearth a TLS-authenticated connection comes from.
-fn identify(connection: &quinn::Connection, directory: &Directory) -> Option<ServerName> {
+/// The key a TLS-authenticated connection was made with.
+fn peer_key(connection: &quinn::Connection) -> Option<[u8; 32]> {
     let identity = connection.peer_identity()?;
     let certs = identity
         .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
         .ok()?;
-    let key = tls::certificate_key(certs.first()?)?;
-    directory.owner(&key, now_ms()).ok().cloned()
+    tls::certificate_key(certs.first()?)
+}
+
+/// The hearth a TLS-authenticated connection comes from: known to the directory, or found in
+/// the DHT by its key.
+async fn identify(connection: &quinn::Connection, shared: &Shared) -> Option<ServerName> {
+    let key = peer_key(connection)?;
+    let known = shared
+        .directory
+        .read()
+        .expect("directory lock")
+        .owner(&key, now_ms())
+        .ok()
+        .cloned();
+    match (known, &shared.config.discovery) {
+        (Some(name), _) => Some(name),
+        (None, Some(discovery)) => match discovery.resolve_key(&key).await {
+            Ok(name) => Some(name),
+            Err(e) => {
+                tracing::debug!(error = %e, "a stranger called");
+                None
+            }
+        },
+        (None, None) => None,
+    }
 }
 
 async fn serve_connection<I: Inbound>(
@@ -388,10 +455,7 @@ async fn serve_connection<I: Inbound>(
             return;
         }
     };
-    let peer = identify(
-        &connection,
-        &shared.directory.read().expect("directory lock"),
-    );
+    let peer = identify(&connection, &shared).await;
     let Some(peer) = peer else {
         connection.close(VarInt::from_u32(2), b"unknown peer");
         return;

@@ -33,9 +33,12 @@ pub enum AdminRequest {
     DeactivateUser {
         user_id: String,
     },
-    /// Make a new server key current; the current one keeps verifying for `grace_ms`.
+    /// Make a new server key current; the current one keeps verifying for `grace_ms`, or, with
+    /// `revoke`, stops verifying as soon as peers hear of it.
     RotateKey {
         grace_ms: u64,
+        #[serde(default)]
+        revoke: bool,
     },
     /// Outbound queue depths per peer and what this hearth holds for others as a relay.
     FederationStatus,
@@ -105,8 +108,13 @@ pub fn execute(admin: &Admin, request: AdminRequest) -> AdminResponse {
                 },
             };
         }
-        AdminRequest::RotateKey { grace_ms } => {
-            return match admin.rotator.rotate(grace_ms) {
+        AdminRequest::RotateKey { grace_ms, revoke } => {
+            let rotated = if revoke {
+                admin.rotator.revoke()
+            } else {
+                admin.rotator.rotate(grace_ms)
+            };
+            return match rotated {
                 Ok(rotated) => AdminResponse::KeyRotated {
                     new_key: crate::config::encode_public_key(&rotated.new_key),
                     old_valid_until_ms: rotated.old_valid_until_ms,

@@ -74,6 +74,60 @@ pub struct FederationConfig {
     pub max_streams_per_peer: u32,
     /// Sealed store-and-forward through relay hearths.
     pub relay: RelayConfig,
+    /// Finding other hearths and gossiping key announcements over libp2p.
+    pub discovery: DiscoveryConfig,
+}
+
+/// The libp2p swarm: a DHT of signed hearth records, and gossip of key announcements.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoveryConfig {
+    /// Whether this hearth runs the swarm. Default true.
+    pub enabled: bool,
+    /// UDP address of the swarm (QUIC). Default: the federation address with the next port
+    /// (port 0 stays 0).
+    pub listen: Option<SocketAddr>,
+    /// The federation address published in this hearth's record. Default `federation.listen`.
+    pub advertise: Option<SocketAddr>,
+    /// Multiaddrs to join the network through, e.g. `/ip4/192.0.2.1/udp/8449/quic-v1`
+    /// (optionally ending in `/p2p/<PeerId>`). One is enough.
+    pub bootstrap: Vec<String>,
+    /// If not empty, the only hearths learnt from the DHT.
+    pub allow: Vec<ServerName>,
+    /// Hearths never learnt from the DHT.
+    pub block: Vec<ServerName>,
+    /// How long a DHT lookup may take, ms. Default 5000.
+    pub lookup_timeout_ms: u64,
+    /// How often this hearth's record is put into the DHT again, s. Default 600.
+    pub republish_secs: u64,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: None,
+            advertise: None,
+            bootstrap: Vec::new(),
+            allow: Vec::new(),
+            block: Vec::new(),
+            lookup_timeout_ms: 5_000,
+            republish_secs: 600,
+        }
+    }
+}
+
+impl DiscoveryConfig {
+    /// The swarm's listening address, given the federation one.
+    pub fn listen_addr(&self, federation: SocketAddr) -> SocketAddr {
+        self.listen.unwrap_or_else(|| {
+            let port = match federation.port() {
+                0 => 0,
+                p => p.wrapping_add(1),
+            };
+            SocketAddr::new(federation.ip(), port)
+        })
+    }
 }
 
 /// Peer-assisted delivery: sealing pending envelopes for an unreachable destination and handing
@@ -155,6 +209,7 @@ impl Default for FederationConfig {
             envelope_burst: 100_000.0,
             max_streams_per_peer: 8,
             relay: RelayConfig::default(),
+            discovery: DiscoveryConfig::default(),
         }
     }
 }
@@ -470,6 +525,18 @@ impl Config {
             return fail("client_api.max_in_flight_per_connection must be positive");
         }
         let f = &self.federation;
+        for address in &f.discovery.bootstrap {
+            if address.parse::<hearth_federation::p2p::Multiaddr>().is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "federation.discovery.bootstrap: {address:?} is not a multiaddr"
+                )));
+            }
+        }
+        if f.discovery.lookup_timeout_ms == 0 || f.discovery.republish_secs == 0 {
+            return fail(
+                "federation.discovery.lookup_timeout_ms and republish_secs must be positive",
+            );
+        }
         for peer in &f.peers {
             parse_public_key(&peer.key)?;
             for old in &peer.previous_keys {
@@ -611,6 +678,23 @@ block = []
 max_envelopes_per_origin = {relay_max_n}
 max_bytes_per_origin = {relay_max_b}
 hold_ms = {relay_hold}
+
+[federation.discovery]
+# A libp2p swarm (QUIC): hearths find each other through a DHT of signed records and gossip
+# key announcements. Joining the network takes one bootstrap peer.
+enabled = {disc_enabled}
+# The swarm's UDP address; unset: the federation port + 1.
+# listen = "127.0.0.1:8449"
+# The federation address published in this hearth's record; unset: federation.listen.
+# advertise = "203.0.113.7:8448"
+# e.g. ["/ip4/203.0.113.9/udp/8449/quic-v1"] (`hearth admin federation-status` prints a
+# hearth's swarm addresses).
+bootstrap = []
+# Hearths learnt from the DHT: if allow is not empty, only those; never those in block.
+allow = []
+block = []
+lookup_timeout_ms = {disc_timeout}
+republish_secs = {disc_republish}
 "#,
             data_dir = toml::Value::String(data_dir.display().to_string()),
             listen = d.client_api.listen,
@@ -659,6 +743,9 @@ hold_ms = {relay_hold}
             relay_max_n = d.federation.relay.max_envelopes_per_origin,
             relay_max_b = d.federation.relay.max_bytes_per_origin,
             relay_hold = d.federation.relay.hold_ms,
+            disc_enabled = d.federation.discovery.enabled,
+            disc_timeout = d.federation.discovery.lookup_timeout_ms,
+            disc_republish = d.federation.discovery.republish_secs,
         )
     }
 }

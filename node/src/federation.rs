@@ -81,18 +81,85 @@ pub fn configured_directory(config: &Config) -> Result<Directory, ConfigError> {
     Ok(Directory::new(peers, revoked))
 }
 
-/// One wake-up signal per peer's outbound queue.
-#[derive(Debug, Default)]
-pub struct Wakers(HashMap<ServerName, Arc<Notify>>);
+/// One wake-up signal per peer's outbound queue. Peers learnt after start get theirs (and their
+/// queue drivers) through [`Wakers::add`]; a destination with none is handed to `unknown`, which
+/// looks it up.
+#[derive(Default)]
+pub struct Wakers {
+    wakers: RwLock<HashMap<ServerName, Arc<Notify>>>,
+    /// Starts the drivers of a peer added after start.
+    starter: std::sync::OnceLock<PeerStarter>,
+    /// Called for a destination that has no driver (yet).
+    unknown: std::sync::OnceLock<Box<dyn Fn(&ServerName) + Send + Sync>>,
+}
+
+/// Starts the queue drivers of a peer learnt after start.
+type PeerStarter = Box<dyn Fn(&ServerName, Arc<Notify>) + Send + Sync>;
+
+impl std::fmt::Debug for Wakers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wakers")
+            .field("peers", &self.peers().len())
+            .finish()
+    }
+}
 
 impl Wakers {
     pub fn new(peers: &[ServerName]) -> Self {
-        Self(
-            peers
-                .iter()
-                .map(|p| (p.clone(), Arc::new(Notify::new())))
-                .collect(),
-        )
+        Self {
+            wakers: RwLock::new(
+                peers
+                    .iter()
+                    .map(|p| (p.clone(), Arc::new(Notify::new())))
+                    .collect(),
+            ),
+            ..Self::default()
+        }
+    }
+
+    /// Every peer with a queue driver.
+    pub fn peers(&self) -> Vec<ServerName> {
+        let mut peers: Vec<ServerName> = self
+            .wakers
+            .read()
+            .expect("wakers lock")
+            .keys()
+            .cloned()
+            .collect();
+        peers.sort();
+        peers
+    }
+
+    fn all(&self) -> Vec<(ServerName, Arc<Notify>)> {
+        self.wakers
+            .read()
+            .expect("wakers lock")
+            .iter()
+            .map(|(p, n)| (p.clone(), n.clone()))
+            .collect()
+    }
+
+    /// What to do with a destination that has no driver (look it up).
+    pub fn on_unknown(&self, unknown: Box<dyn Fn(&ServerName) + Send + Sync>) {
+        let _ = self.unknown.set(unknown);
+    }
+
+    /// Gives a peer learnt since start its queue drivers; false if it has them.
+    pub fn add(&self, peer: &ServerName) -> bool {
+        let notify = {
+            let mut wakers = self.wakers.write().expect("wakers lock");
+            if wakers.contains_key(peer) {
+                return false;
+            }
+            let notify = Arc::new(Notify::new());
+            wakers.insert(peer.clone(), notify.clone());
+            notify
+        };
+        if let Some(start) = self.starter.get() {
+            start(peer, notify.clone());
+        }
+        notify.notify_one();
+        true
     }
 
     /// The committer's callback: wake the drivers of these destinations.
@@ -100,8 +167,14 @@ impl Wakers {
         let wakers = self.clone();
         Arc::new(move |destinations: &[ServerName]| {
             for d in destinations {
-                if let Some(notify) = wakers.0.get(d) {
-                    notify.notify_one();
+                let notify = wakers.wakers.read().expect("wakers lock").get(d).cloned();
+                match notify {
+                    Some(notify) => notify.notify_one(),
+                    None => {
+                        if let Some(unknown) = wakers.unknown.get() {
+                            unknown(d);
+                        }
+                    }
                 }
             }
         })
@@ -424,10 +497,11 @@ impl FedNode {
                 new_key,
                 old_valid_until_ms,
             } => {
-                // Signed by the key it retires, which the peer knows.
+                // Signed by the key it retires, which the peer knows (even a revoked one: the
+                // announcement is what tells the peer to stop accepting it).
                 let key = self
                     .keys
-                    .usable(&old_key, now_ms())
+                    .holding(&old_key)
                     .unwrap_or_else(|| self.keys.current());
                 let body = FedBody::KeyRotation {
                     new_key,
@@ -458,8 +532,61 @@ impl FedNode {
             .unwrap_or_else(|| self.keys.current())
     }
 
+    /// A key announcement broadcast on gossip: `KeyRotation` addressed to its own origin,
+    /// signed by the key it retires. Applied like a direct one if its origin is a known peer
+    /// and it is fresh; anything else is dropped (gossip has no one to answer).
+    pub fn gossiped(&self, data: &[u8], freshness: Freshness) -> Option<ServerName> {
+        let signed = hearth_spec::federation::SignedEnvelope::split(data).ok()?;
+        let envelope = FedEnvelope::decode(signed.encoded).ok()?;
+        if envelope.origin == self.own || envelope.destination != envelope.origin {
+            return None;
+        }
+        let FedBody::KeyRotation {
+            new_key,
+            old_valid_until_ms,
+        } = envelope.body
+        else {
+            return None;
+        };
+        let now = now_ms();
+        if envelope.origin_ts.saturating_add(freshness.max_age_ms) < now
+            || envelope.origin_ts > now.saturating_add(freshness.max_skew_ms)
+        {
+            return None;
+        }
+        let key = self
+            .directory
+            .read()
+            .expect("directory lock")
+            .check_signer(&envelope.origin, &envelope.signer, now)
+            .ok()?;
+        hearth_crypto::verify_envelope(&key, &signed).ok()?;
+        let outcome = self.request(
+            &envelope.origin,
+            envelope.signer,
+            FedBody::KeyRotation {
+                new_key,
+                old_valid_until_ms,
+            },
+        );
+        matches!(outcome, Err(Outcome::Stored)).then_some(envelope.origin)
+    }
+
+    /// This hearth's announcement of `rotated` for gossip (addressed to itself: to everyone).
+    pub fn broadcast_announcement(&self, rotated: &Rotated) -> Option<Vec<u8>> {
+        let key = self.keys.holding(&rotated.old_key)?;
+        Some(self.sign_with(
+            &key,
+            &self.own,
+            FedBody::KeyRotation {
+                new_key: rotated.new_key,
+                old_valid_until_ms: rotated.old_valid_until_ms,
+            },
+        ))
+    }
+
     /// Builds and signs an envelope for `destination`, now.
-    fn sign_body(&self, destination: &ServerName, body: FedBody) -> Vec<u8> {
+    pub(crate) fn sign_body(&self, destination: &ServerName, body: FedBody) -> Vec<u8> {
         let key = self.signing_key(destination);
         self.sign_with(&key, destination, body)
     }
@@ -477,8 +604,12 @@ impl FedNode {
         sign_envelope(key, &envelope)
     }
 
-    /// Remembers queued announcements of a new key.
+    /// Remembers queued announcements of a new key. A revocation (no grace) is not waited for:
+    /// the revoked key signs nothing but the announcements.
     fn announcements_queued(&self, rotated: &Rotated) {
+        if rotated.old_valid_until_ms <= now_ms() {
+            return;
+        }
         let mut unannounced = self.unannounced.lock().expect("unannounced lock");
         for (peer, id) in &rotated.announcements {
             unannounced
@@ -704,7 +835,7 @@ impl hearth_federation::OutboxStore for FedNode {
 
 /// Hands the pending envelopes of destinations unreachable for `federation.relay.after_ms` to
 /// relays, and keeps handing what is queued for them afterwards, until they are reachable again.
-async fn hand_off(node: Arc<FedNode>, transport: Transport, peers: Vec<ServerName>) {
+async fn hand_off(node: Arc<FedNode>, transport: Transport, wakers: Arc<Wakers>) {
     let after = std::time::Duration::from_millis(node.relay.after_ms);
     // Per destination: the last queue entry handed over (in memory: after a restart entries are
     // handed again, and the destination de-duplicates).
@@ -712,6 +843,7 @@ async fn hand_off(node: Arc<FedNode>, transport: Transport, peers: Vec<ServerNam
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
     loop {
         tick.tick().await;
+        let peers = wakers.peers();
         for destination in &peers {
             if transport.failing_for(destination).is_none_or(|d| d < after) {
                 // Reachable again: its queue drains directly (and its ids may start over).
@@ -747,8 +879,9 @@ async fn hand_off(node: Arc<FedNode>, transport: Transport, peers: Vec<ServerNam
 pub struct Federation {
     pub transport: Transport,
     node: Arc<FedNode>,
-    drivers: Vec<JoinHandle<()>>,
+    drivers: Arc<Mutex<Vec<JoinHandle<()>>>>,
     wakers: Arc<Wakers>,
+    discovery: Option<hearth_federation::Discovery>,
 }
 
 /// What starting federation needs.
@@ -760,6 +893,8 @@ pub struct FederationParts {
     pub wakers: Arc<Wakers>,
     pub live: Arc<Live>,
     pub signals: SignalQueues,
+    /// Where signal queues of peers learnt after start are made.
+    pub peer_signals: Arc<crate::peer_signals::PeerSignals>,
 }
 
 impl Federation {
@@ -769,6 +904,20 @@ impl Federation {
         parts: FederationParts,
     ) -> Result<Self, hearth_federation::StartError> {
         let f = &config.federation;
+        let discovery = if f.discovery.enabled {
+            Some(
+                crate::discovery::start(
+                    config,
+                    parts.keys.clone(),
+                    parts.directory.clone(),
+                    parts.store.clone(),
+                    parts.wakers.clone(),
+                )
+                .map_err(|e| hearth_federation::StartError::Quic(e.to_string()))?,
+            )
+        } else {
+            None
+        };
         // One pass over the queues finds both the key announcements still to be taken and the
         // envelopes held for others.
         let queued = parts
@@ -832,6 +981,7 @@ impl Federation {
         transport_config.reset_secret =
             crate::keys::load_or_generate_secret(&config.data_dir.join("quic-reset.key"))
                 .map_err(|e| hearth_federation::StartError::Quic(e.to_string()))?;
+        transport_config.discovery = discovery.as_ref().map(|d| d.discovery.clone());
         let transport = Transport::start(
             transport_config,
             parts.keys,
@@ -842,45 +992,78 @@ impl Federation {
             initial: std::time::Duration::from_millis(f.retry_initial_ms),
             max: std::time::Duration::from_millis(f.retry_max_ms),
         };
-        let mut drivers: Vec<JoinHandle<()>> = parts
-            .wakers
-            .0
-            .iter()
-            .map(|(peer, wake)| {
-                tokio::spawn(hearth_federation::drive(
+        let drivers: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let mut signal_queues = parts.signals;
+        let start_peer = {
+            let (transport, node, drivers) = (transport.clone(), node.clone(), drivers.clone());
+            let peer_signals = parts.peer_signals.clone();
+            move |peer: &ServerName, wake: Arc<Notify>| {
+                let queue = signal_queues
+                    .remove(peer)
+                    .or_else(|| peer_signals.add(peer));
+                let mut drivers = drivers.lock().expect("drivers lock");
+                drivers.push(tokio::spawn(hearth_federation::drive(
                     transport.clone(),
                     peer.clone(),
                     node.clone(),
-                    wake.clone(),
+                    wake,
                     policy,
-                ))
-            })
-            .collect();
-        for (peer, queue) in parts.signals {
-            let signer = node.clone();
-            let destination = peer.clone();
-            drivers.push(tokio::spawn(hearth_federation::drive_signals(
-                transport.clone(),
-                peer,
-                queue,
-                move |signals| signer.sign_body(&destination, FedBody::Ephemeral { signals }),
-            )));
+                )));
+                if let Some(queue) = queue {
+                    let signer = node.clone();
+                    let destination = peer.clone();
+                    drivers.push(tokio::spawn(hearth_federation::drive_signals(
+                        transport.clone(),
+                        peer.clone(),
+                        queue,
+                        move |signals| {
+                            signer.sign_body(&destination, FedBody::Ephemeral { signals })
+                        },
+                    )));
+                }
+            }
+        };
+        let start_peer = Mutex::new(start_peer);
+        for (peer, wake) in parts.wakers.all() {
+            (start_peer.lock().expect("starter lock"))(&peer, wake);
         }
+        let _ = parts.wakers.starter.set(Box::new(move |peer, wake| {
+            (start_peer.lock().expect("starter lock"))(peer, wake)
+        }));
         if f.relay.enabled {
-            let peers: Vec<ServerName> = parts.wakers.0.keys().cloned().collect();
-            drivers.push(tokio::spawn(hand_off(
+            drivers.lock().expect("drivers lock").push(tokio::spawn(hand_off(
                 node.clone(),
                 transport.clone(),
-                peers,
+                parts.wakers.clone(),
             )));
         }
-        tracing::info!(listen = %transport.local_addr(), peers = parts.wakers.0.len(), "federation started");
+        let discovery = discovery.map(|parts_d| {
+            let _ = parts_d.bound.set(transport.local_addr());
+            let (discovery, tasks) = parts_d.run(
+                parts.wakers.clone(),
+                node.clone(),
+                transport.clone(),
+                Freshness {
+                    max_age_ms: f.max_age_ms,
+                    max_skew_ms: f.max_skew_ms,
+                },
+            );
+            drivers.lock().expect("drivers lock").extend(tasks);
+            discovery
+        });
+        tracing::info!(listen = %transport.local_addr(), peers = parts.wakers.peers().len(), "federation started");
         Ok(Self {
             transport,
             node,
             drivers,
             wakers: parts.wakers,
+            discovery,
         })
+    }
+
+    /// The libp2p side, if it runs.
+    pub fn discovery(&self) -> Option<hearth_federation::Discovery> {
+        self.discovery.clone()
     }
 
     /// What this hearth holds for others.
@@ -892,8 +1075,15 @@ impl Federation {
     pub fn announcement_hook(&self) -> AnnouncementHook {
         let node = self.node.clone();
         let wake = self.wakers.callback();
+        let swarm = self.discovery.as_ref().map(|d| d.swarm().clone());
         Arc::new(move |rotated: &Rotated| {
             node.announcements_queued(rotated);
+            if let Some(swarm) = &swarm {
+                let (node, rotated) = (node.clone(), rotated.clone());
+                crate::discovery::gossip_announcement(swarm.clone(), move || {
+                    node.broadcast_announcement(&rotated)
+                });
+            }
             let peers: Vec<ServerName> = rotated
                 .announcements
                 .iter()
@@ -905,10 +1095,11 @@ impl Federation {
 
     /// Stops sending and receiving and lets go of the committer.
     pub async fn stop(self) {
-        for driver in &self.drivers {
+        let drivers = std::mem::take(&mut *self.drivers.lock().expect("drivers lock"));
+        for driver in &drivers {
             driver.abort();
         }
-        for driver in self.drivers {
+        for driver in drivers {
             let _ = driver.await;
         }
         self.transport.close();

@@ -67,6 +67,10 @@ enum AdminAction {
         /// How long the current key keeps verifying, in seconds (at least 600).
         #[arg(long, default_value_t = 7 * 24 * 60 * 60)]
         grace_secs: u64,
+        /// The current key is compromised: it stops verifying as soon as each peer hears of the
+        /// new one (directly, or through gossip), with no grace period.
+        #[arg(long)]
+        revoke: bool,
     },
     /// Show each peer's outbound queue and what this hearth holds for others as a relay.
     FederationStatus,
@@ -185,8 +189,9 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
         AdminAction::ListUsers => AdminRequest::ListUsers,
         AdminAction::DeactivateUser { user_id } => AdminRequest::DeactivateUser { user_id },
         AdminAction::FederationStatus => AdminRequest::FederationStatus,
-        AdminAction::RotateKey { grace_secs } => AdminRequest::RotateKey {
+        AdminAction::RotateKey { grace_secs, revoke } => AdminRequest::RotateKey {
             grace_ms: grace_secs.saturating_mul(1000),
+            revoke,
         },
     };
     // An admin may create the first users before the hearth has ever run.
@@ -203,7 +208,9 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
                 config.server_name.clone(),
                 config.auth.clone(),
             )?;
-            let peers = hearth_node::federation::directory(&config, &store)?.peers();
+            let mut directory = hearth_node::federation::directory(&config, &store)?;
+            hearth_node::discovery::learn_kept(&mut directory, &store, &config);
+            let peers = directory.peers();
             let custody = std::sync::Arc::new(hearth_node::relay::Custody::load(
                 config.server_name.clone(),
                 config.federation.relay.clone(),
@@ -213,7 +220,7 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
                 data_dir: config.data_dir.clone(),
                 store,
                 keys,
-                peers,
+                peers: std::sync::Arc::new(move || peers.clone()),
                 // Nothing is running to tell; the hearth finds the queued announcements at start.
                 hook: None,
             };

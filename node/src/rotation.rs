@@ -47,12 +47,19 @@ pub struct Rotated {
 /// those peers until they have taken the announcement, and wake their queues.
 pub type AnnouncementHook = Arc<dyn Fn(&Rotated) + Send + Sync>;
 
+/// The peers to announce a new key to (read when the rotation happens: discovered peers count).
+pub type PeerList = Arc<dyn Fn() -> Vec<ServerName> + Send + Sync>;
+
+/// How long a retired or revoked key is kept after its grace ends: it signs nothing but the
+/// announcements that retire it, which may wait that long in a queue for a peer that is down.
+pub const ANNOUNCE_WINDOW_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+
 /// Rotates the key of the hearth whose data directory is `data_dir`.
 pub struct KeyRotator {
     pub data_dir: PathBuf,
     pub store: Arc<Store>,
     pub keys: Arc<KeyRing>,
-    pub peers: Vec<ServerName>,
+    pub peers: PeerList,
     pub hook: Option<AnnouncementHook>,
 }
 
@@ -64,16 +71,25 @@ impl KeyRotator {
         if grace_ms < 2 * hearth_federation::keyring::SWITCH_MARGIN_MS {
             return Err(RotateError::GraceTooShort(grace_ms));
         }
+        self.replace_key(now_ms().saturating_add(grace_ms))
+    }
+
+    /// Replaces a compromised key: a new key is current at once and the old one stops verifying
+    /// as soon as a peer hears of it (directly or through gossip).
+    pub fn revoke(&self) -> Result<Rotated, RotateError> {
+        self.replace_key(now_ms())
+    }
+
+    fn replace_key(&self, until: u64) -> Result<Rotated, RotateError> {
         let next = keys::load_or_generate(&keys::next_key_path(&self.data_dir))?;
         let old = self.keys.current();
-        let until = now_ms().saturating_add(grace_ms);
         let announcement = OutItem::KeyRotation {
             old_key: old.public_bytes(),
             new_key: next.public_bytes(),
             old_valid_until_ms: until,
         };
-        let items: Vec<(ServerName, OutItem)> = self
-            .peers
+        let peers = (self.peers)();
+        let items: Vec<(ServerName, OutItem)> = peers
             .iter()
             .map(|peer| (peer.clone(), announcement.clone()))
             .collect();
@@ -83,7 +99,7 @@ impl KeyRotator {
         let now = now_ms();
         let keep: Vec<(&ServerKey, u64)> = retired
             .iter()
-            .filter(|(_, until)| *until > now)
+            .filter(|(_, until)| until.saturating_add(ANNOUNCE_WINDOW_MS) > now)
             .map(|(key, until)| (key.as_ref(), *until))
             .collect();
         keys::write_retired(&keys::retired_keys_path(&self.data_dir), &keep)?;
@@ -101,7 +117,7 @@ impl KeyRotator {
         };
         tracing::info!(
             new_key = %crate::config::encode_public_key(&new_key),
-            peers = self.peers.len(),
+            peers = peers.len(),
             "rotated the server key"
         );
         if let Some(hook) = &self.hook {
@@ -122,7 +138,7 @@ pub fn load_key_ring(data_dir: &std::path::Path) -> Result<KeyRing, KeyFileError
     let now = now_ms();
     let retired = keys::load_retired(&keys::retired_keys_path(data_dir))?
         .into_iter()
-        .filter(|(_, until)| *until > now)
+        .filter(|(_, until)| until.saturating_add(ANNOUNCE_WINDOW_MS) > now)
         .map(|(key, until)| (Arc::new(key), until))
         .collect();
     Ok(KeyRing::new(Arc::new(current), retired))

@@ -109,9 +109,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let hub = Arc::new(Hub::default());
     let vapid = Arc::new(keys::load_or_generate_vapid(&dir.join("vapid.key"))?);
     let push = Push::start(store.clone(), hub.clone(), config.push.clone(), vapid)?;
-    let directory = Arc::new(std::sync::RwLock::new(crate::federation::directory(
-        &config, &store,
-    )?));
+    let mut directory = crate::federation::directory(&config, &store)?;
+    if config.federation.discovery.enabled {
+        crate::discovery::learn_kept(&mut directory, &store, &config);
+    }
+    let directory = Arc::new(std::sync::RwLock::new(directory));
     let peers = directory.read().expect("directory lock").peers();
     let wakers = Arc::new(Wakers::new(&peers));
     let (peer_signals, signal_queues) = PeerSignals::new(&peers);
@@ -119,7 +121,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config.server_name.clone(),
         store.clone(),
         hub.clone(),
-        peer_signals,
+        peer_signals.clone(),
         &config.presence,
     ));
     let (committer, committer_thread) = Committer::start(
@@ -144,6 +146,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             wakers,
             live: live.clone(),
             signals: signal_queues,
+            peer_signals,
         },
     )?;
     let federation_addr = federation.transport.local_addr();
@@ -156,13 +159,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         hub: hub.clone(),
         live,
         push,
-        directory,
+        directory: directory.clone(),
+        discovery: federation.discovery(),
     }));
     let rotator = KeyRotator {
         data_dir: dir.clone(),
         store: store.clone(),
         keys,
-        peers,
+        peers: Arc::new(move || directory.read().expect("directory lock").peers()),
         hook: Some(federation.announcement_hook()),
     };
     if rotator.interrupted() {

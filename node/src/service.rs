@@ -35,6 +35,8 @@ pub struct Parts {
     pub live: Arc<Live>,
     pub push: Push,
     pub directory: Arc<std::sync::RwLock<hearth_federation::Directory>>,
+    /// Finds hearths nobody configured (when discovery runs).
+    pub discovery: Option<hearth_federation::Discovery>,
 }
 
 /// The running hearth.
@@ -51,6 +53,7 @@ pub struct Hearth {
     live: Arc<Live>,
     push: Push,
     directory: Arc<std::sync::RwLock<hearth_federation::Directory>>,
+    discovery: Option<hearth_federation::Discovery>,
 }
 
 impl Hearth {
@@ -68,6 +71,7 @@ impl Hearth {
             live: parts.live,
             push: parts.push,
             directory: parts.directory,
+            discovery: parts.discovery,
         }
     }
 
@@ -137,7 +141,8 @@ impl Hearth {
         for user in users {
             let server = user.server_name();
             if server != self.server_name {
-                // Another hearth's users cannot be looked up from here; its hearth must be a peer.
+                // Another hearth's users cannot be looked up from here; its hearth must be a peer,
+                // configured or found in the DHT.
                 if self
                     .directory
                     .read()
@@ -146,9 +151,18 @@ impl Hearth {
                 {
                     continue;
                 }
+                let found = match &self.discovery {
+                    Some(discovery) => discovery.resolve_name(&server).await.is_ok(),
+                    None => false,
+                };
+                if found {
+                    continue;
+                }
                 return Err(ErrorBody::new(
                     ErrorCode::NotFound,
-                    format!("{user} is on {server}, which is not a hearth this one federates with"),
+                    format!(
+                        "{user} is on {server}, which is neither a configured peer nor found in the hearth network"
+                    ),
                 ));
             }
             if !self.accounts.is_active_user(user)? {

@@ -11,6 +11,7 @@
 pub mod api;
 pub mod b64;
 pub mod client;
+pub mod discovery;
 mod codec;
 pub mod envelope;
 pub mod error;

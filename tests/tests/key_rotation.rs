@@ -143,6 +143,7 @@ async fn a_rotation_is_announced_with_the_old_key_then_the_new_key_signs() {
         &socket,
         &AdminRequest::RotateKey {
             grace_ms: 3_600_000,
+            revoke: false,
         },
     )
     .await

@@ -154,6 +154,7 @@ impl Store {
             txn.open_table(SUBMITTED).map_err(StoreError::from)?;
             txn.open_table(OUTBOX).map_err(StoreError::from)?;
             txn.open_table(PEER_ROTATIONS).map_err(StoreError::from)?;
+            txn.open_table(DISCOVERED).map_err(StoreError::from)?;
         }
         txn.commit().map_err(StoreError::from)?;
         Ok(Self { db })
@@ -803,6 +804,25 @@ impl Store {
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// Keeps the signed record a hearth was learnt from (replacing an older one).
+    pub fn save_discovered(&self, peer: &ServerName, signed: &[u8]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(DISCOVERED)?.insert(peer.as_str(), signed)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The signed records of every hearth learnt from the DHT.
+    pub fn discovered(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(DISCOVERED)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            out.push(row?.1.value().to_vec());
+        }
+        Ok(out)
     }
 
     /// Every recorded peer rotation, per peer in the order applied.

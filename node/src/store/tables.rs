@@ -42,6 +42,9 @@ pub const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("ou
 /// (peer server, n) → [`PeerRotation`]: key rotations peers announced, in the order applied.
 pub const PEER_ROTATIONS: TableDefinition<(&str, u64), &[u8]> =
     TableDefinition::new("peer_rotations");
+/// peer server → its signed DHT record (`hearth_spec::discovery`): hearths learnt from the DHT,
+/// learnt again at every start.
+pub const DISCOVERED: TableDefinition<&str, &[u8]> = TableDefinition::new("discovered");
 /// (user id, device id) → the inbox cursor the device has acknowledged.
 pub const CURSORS: TableDefinition<(&str, &str), u64> = TableDefinition::new("cursors");
 

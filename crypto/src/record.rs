@@ -1,0 +1,112 @@
+//! Signing and opening the self-signed hearth records published in the DHT.
+
+use hearth_spec::discovery::{HearthRecord, record_signing_message, split_record};
+use hearth_spec::federation::{FedDecodeError, SignedEnvelope};
+
+use crate::key::{ServerKey, VerifyingKey, verify};
+
+/// Why a signed record was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RecordError {
+    #[error("malformed record: {0}")]
+    Malformed(#[from] FedDecodeError),
+    #[error("the record's key is not a valid ed25519 key")]
+    BadKey,
+    #[error("the record's signature does not verify with its key")]
+    BadSignature,
+}
+
+/// Signs `record` with `key` (which must be the record's key): `signature || encoded`.
+pub fn sign_record(key: &ServerKey, record: &HearthRecord) -> Vec<u8> {
+    debug_assert_eq!(record.key, key.public_bytes(), "a record is signed by its own key");
+    let encoded = record.encode();
+    let signature = key.sign(&record_signing_message(&encoded));
+    SignedEnvelope::join(&signature, &encoded)
+}
+
+/// Decodes a signed record and checks it is signed by the key it names. Says nothing about
+/// whether that key really belongs to the name: that is the directory's call.
+pub fn open_record(bytes: &[u8]) -> Result<HearthRecord, RecordError> {
+    let (signature, encoded) = split_record(bytes)?;
+    let record = HearthRecord::decode(encoded)?;
+    let key = VerifyingKey::from_bytes(&record.key).map_err(|_| RecordError::BadKey)?;
+    verify(&key, &record_signing_message(encoded), signature)
+        .map_err(|_| RecordError::BadSignature)?;
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hearth_spec::ServerName;
+    use hearth_spec::discovery::{RECORD_VERSION, key_key, name_key};
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn sample(key: &ServerKey) -> HearthRecord {
+        HearthRecord {
+            version: RECORD_VERSION,
+            name: ServerName::parse("eu.example.org").unwrap(),
+            key: key.public_bytes(),
+            address: "192.0.2.7:7443".parse().unwrap(),
+            issued_ms: 1_795_000_000_000,
+        }
+    }
+
+    #[test]
+    fn a_record_opens_and_every_tampering_is_refused() {
+        let key = ServerKey::from_bytes(&[0x11; 32]).unwrap();
+        let record = sample(&key);
+        let signed = sign_record(&key, &record);
+        assert_eq!(open_record(&signed), Ok(record.clone()));
+        for i in 0..signed.len() {
+            let mut bad = signed.clone();
+            bad[i] ^= 0x01;
+            assert!(open_record(&bad).is_err(), "flipped byte {i} accepted");
+        }
+        // Signed by another key than the one it names.
+        let other = ServerKey::from_bytes(&[0x12; 32]).unwrap();
+        let encoded = record.encode();
+        let forged = SignedEnvelope::join(&other.sign(&record_signing_message(&encoded)), &encoded);
+        assert_eq!(open_record(&forged), Err(RecordError::BadSignature));
+        // A federation-envelope signature over the same bytes is not a record signature.
+        let cross = SignedEnvelope::join(
+            &key.sign(&hearth_spec::federation::signing_message(&encoded)),
+            &encoded,
+        );
+        assert_eq!(open_record(&cross), Err(RecordError::BadSignature));
+        assert!(matches!(
+            open_record(&vec![0; 2000]),
+            Err(RecordError::Malformed(FedDecodeError::TooLarge(2000)))
+        ));
+        assert!(matches!(
+            open_record(&[0; 10]),
+            Err(RecordError::Malformed(FedDecodeError::Truncated))
+        ));
+    }
+
+    /// Checks `spec/vectors/discovery.json` byte for byte. Regenerate (only when the format
+    /// changes on purpose) with `HEARTH_REGEN_VECTORS=1 cargo test -p hearth-crypto`.
+    #[test]
+    fn discovery_vectors_match_byte_for_byte() {
+        let key = ServerKey::from_bytes(&[0x11; 32]).unwrap();
+        let record = sample(&key);
+        let computed = format!(
+            "{{\n  \"signing_key_seed_hex\": \"{}\",\n  \"public_key_hex\": \"{}\",\n  \"record\": {{\n    \"description\": \"eu.example.org at 192.0.2.7:7443, issued 1795000000000\",\n    \"encoded_hex\": \"{}\",\n    \"signed_hex\": \"{}\",\n    \"name_key_hex\": \"{}\",\n    \"key_key_hex\": \"{}\"\n  }}\n}}\n",
+            hex(&[0x11; 32]),
+            hex(&key.public_bytes()),
+            hex(&record.encode()),
+            hex(&sign_record(&key, &record)),
+            hex(&name_key(&record.name)),
+            hex(&key_key(&record.key)),
+        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/vectors/discovery.json");
+        if std::env::var_os("HEARTH_REGEN_VECTORS").is_some() {
+            std::fs::write(path, &computed).unwrap();
+        }
+        let committed = std::fs::read_to_string(path).unwrap();
+        assert_eq!(committed, computed);
+    }
+}

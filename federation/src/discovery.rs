@@ -1,0 +1,205 @@
+//! Finding hearths nobody configured: look a name (or, for a connection from a stranger, a key)
+//! up in the DHT, open the signed record, and learn it into the directory if policy allows and
+//! the directory's pinning rules accept it.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use hearth_spec::ServerName;
+use hearth_spec::discovery::{HearthRecord, RECORD_VERSION, key_key, name_key};
+
+use crate::clock::now_ms;
+use crate::directory::{Directory, Learned};
+use crate::keyring::KeyRing;
+use crate::p2p::{Identity, P2pStatus, Swarm};
+
+/// Who may be learnt from the DHT.
+#[derive(Debug, Clone, Default)]
+pub struct DiscoveryPolicy {
+    /// If not empty, only these hearths are learnt.
+    pub allow: Vec<ServerName>,
+    /// Never learnt (configured peers are not affected: remove them from the configuration).
+    pub block: Vec<ServerName>,
+    /// How long a lookup may take.
+    pub timeout: Duration,
+}
+
+impl DiscoveryPolicy {
+    pub fn admits(&self, name: &ServerName) -> bool {
+        !self.block.contains(name) && (self.allow.is_empty() || self.allow.contains(name))
+    }
+}
+
+/// Why a hearth could not be found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    #[error("{0} is not allowed by this hearth's discovery policy")]
+    NotAllowed(ServerName),
+    #[error("no acceptable record of {0} was found in the DHT")]
+    NotFound(String),
+}
+
+/// Told of every hearth learnt from the DHT, with its signed record, so it can be kept.
+pub type LearnHook = Arc<dyn Fn(&ServerName, &[u8], Learned) + Send + Sync>;
+
+/// Resolves hearths through the DHT into the directory.
+#[derive(Clone)]
+pub struct Discovery {
+    swarm: Swarm,
+    directory: Arc<RwLock<Directory>>,
+    own: ServerName,
+    policy: Arc<DiscoveryPolicy>,
+    learned: LearnHook,
+}
+
+impl std::fmt::Debug for Discovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Discovery").field("own", &self.own).finish()
+    }
+}
+
+impl Discovery {
+    pub fn new(
+        swarm: Swarm,
+        directory: Arc<RwLock<Directory>>,
+        own: ServerName,
+        policy: DiscoveryPolicy,
+        learned: LearnHook,
+    ) -> Self {
+        Self {
+            swarm,
+            directory,
+            own,
+            policy: Arc::new(policy),
+            learned,
+        }
+    }
+
+    /// The swarm (for gossip and status).
+    pub fn swarm(&self) -> &Swarm {
+        &self.swarm
+    }
+
+    pub async fn status(&self) -> P2pStatus {
+        self.swarm.status().await
+    }
+
+    /// Makes sure the directory knows `name`, looking it up if it does not.
+    pub async fn resolve_name(&self, name: &ServerName) -> Result<(), ResolveError> {
+        if self.directory.read().expect("directory lock").knows(name) {
+            return Ok(());
+        }
+        if !self.policy.admits(name) || *name == self.own {
+            return Err(ResolveError::NotAllowed(name.clone()));
+        }
+        self.lookup(name_key(name), |record| record.name == *name)
+            .await
+            .map(|_| ())
+            .ok_or_else(|| ResolveError::NotFound(name.to_string()))
+    }
+
+    /// The hearth that holds `key`, looked up if the directory does not know it.
+    pub async fn resolve_key(&self, key: &[u8; 32]) -> Result<ServerName, ResolveError> {
+        if let Ok(owner) = self
+            .directory
+            .read()
+            .expect("directory lock")
+            .owner(key, now_ms())
+        {
+            return Ok(owner.clone());
+        }
+        self.lookup(key_key(key), |record| record.key == *key)
+            .await
+            .ok_or_else(|| ResolveError::NotFound(hex(key)))
+    }
+
+    /// Learns a record found some other way (kept from an earlier run). Returns the name.
+    pub fn learn_signed(&self, signed: &[u8]) -> Option<ServerName> {
+        let record = hearth_crypto::open_record(signed).ok()?;
+        self.learn(&record, signed).then_some(record.name)
+    }
+
+    /// Runs a DHT lookup and learns the first record that opens, fits `wanted` and is accepted.
+    async fn lookup(
+        &self,
+        dht_key: Vec<u8>,
+        wanted: impl Fn(&HearthRecord) -> bool,
+    ) -> Option<ServerName> {
+        let mut found = self.swarm.get(dht_key);
+        let deadline = tokio::time::Instant::now() + self.policy.timeout;
+        loop {
+            let value = tokio::time::timeout_at(deadline, found.recv())
+                .await
+                .ok()
+                .flatten()?;
+            let Ok(record) = hearth_crypto::open_record(&value) else {
+                continue;
+            };
+            if wanted(&record) && self.learn(&record, &value) {
+                return Some(record.name);
+            }
+        }
+    }
+
+    fn learn(&self, record: &HearthRecord, signed: &[u8]) -> bool {
+        if record.name == self.own || !self.policy.admits(&record.name) {
+            return false;
+        }
+        let learned = self.directory.write().expect("directory lock").learn(
+            &record.name,
+            record.key,
+            record.address,
+            record.issued_ms,
+            now_ms(),
+        );
+        match learned {
+            Ok(how) => {
+                if how != Learned::Unchanged {
+                    tracing::info!(hearth = %record.name, address = %record.address, "learnt a hearth from the DHT");
+                }
+                (self.learned)(&record.name, signed, how);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(hearth = %record.name, error = %e, "refused a DHT record");
+                false
+            }
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The swarm's view of this hearth: the key every peer accepts now (the one TLS presents) is its
+/// libp2p identity and signs its record.
+pub struct HearthIdentity {
+    pub name: ServerName,
+    pub keys: Arc<KeyRing>,
+    /// The federation address peers should dial.
+    pub address: SocketAddr,
+}
+
+impl Identity for HearthIdentity {
+    fn secret(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        self.keys.oldest_usable(now_ms()).to_bytes()
+    }
+
+    fn record(&self) -> (Vec<u8>, [u8; 32], ServerName) {
+        let key = self.keys.oldest_usable(now_ms());
+        let record = HearthRecord {
+            version: RECORD_VERSION,
+            name: self.name.clone(),
+            key: key.public_bytes(),
+            address: self.address,
+            issued_ms: now_ms(),
+        };
+        (
+            hearth_crypto::sign_record(&key, &record),
+            record.key,
+            self.name.clone(),
+        )
+    }
+}

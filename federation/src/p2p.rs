@@ -1,0 +1,436 @@
+//! The libp2p swarm every hearth runs beside its envelope transport: identify, a Kademlia DHT of
+//! signed hearth records, and gossipsub for key announcements. Its identity is the hearth's
+//! ed25519 key (the one its TLS certificate carries), so one key is one PeerId.
+//!
+//! The swarm runs in one task that owns it; [`Swarm`] sends it commands. It knows nothing of
+//! directories: it stores only records that open (signed by the key they name, under a DHT key
+//! that matches), hands found records and gossip up, and the caller decides what to trust.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use hearth_spec::discovery::{
+    IDENTIFY_PROTOCOL, KAD_PROTOCOL, KEYS_TOPIC, MAX_SIGNED_RECORD, key_key, name_key,
+};
+use libp2p::kad::store::{MemoryStore, MemoryStoreConfig, RecordStore};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+pub use libp2p::Multiaddr;
+use libp2p::{PeerId, StreamProtocol, gossipsub, identify, kad};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+/// How the swarm runs.
+#[derive(Debug, Clone)]
+pub struct P2pConfig {
+    /// The UDP address the swarm listens on (QUIC).
+    pub listen: SocketAddr,
+    /// Peers to join the network through: multiaddrs, with or without `/p2p/<PeerId>`.
+    pub bootstrap: Vec<Multiaddr>,
+    /// How often this hearth's records are put into the DHT again.
+    pub republish: Duration,
+    /// Most peers the swarm dials on its own (from the DHT routing table) to gossip with.
+    pub max_dialled: usize,
+}
+
+/// What the swarm hands up.
+#[derive(Debug)]
+pub enum P2pEvent {
+    /// A message on the key announcement topic.
+    Gossip { data: Vec<u8> },
+}
+
+/// The swarm's state, for status output.
+#[derive(Debug, Clone, Default)]
+pub struct P2pStatus {
+    pub peer_id: String,
+    pub listen: Vec<String>,
+    pub connected: usize,
+    pub routing_table: usize,
+    pub stored_records: usize,
+}
+
+/// Why the swarm did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum P2pError {
+    #[error("the hearth key is not a valid ed25519 key for libp2p")]
+    Identity,
+    #[error("cannot build the swarm: {0}")]
+    Build(String),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, String),
+}
+
+/// This hearth's signed records and libp2p identity, read fresh whenever the swarm needs them
+/// (they change when the key rotates).
+pub trait Identity: Send + Sync + 'static {
+    /// The 32 secret bytes of the key the swarm runs as.
+    fn secret(&self) -> zeroize::Zeroizing<[u8; 32]>;
+    /// This hearth's signed record (see `hearth_spec::discovery`), and the key it names.
+    fn record(&self) -> (Vec<u8>, [u8; 32], hearth_spec::ServerName);
+}
+
+enum Command {
+    Get {
+        key: Vec<u8>,
+        found: mpsc::UnboundedSender<Vec<u8>>,
+    },
+    Publish {
+        data: Vec<u8>,
+    },
+    Status {
+        reply: oneshot::Sender<P2pStatus>,
+    },
+}
+
+/// A handle on the running swarm.
+#[derive(Clone)]
+pub struct Swarm {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl std::fmt::Debug for Swarm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Swarm")
+    }
+}
+
+impl Swarm {
+    /// Builds the swarm, listens, dials the bootstrap peers and runs until the handle and all
+    /// its clones are dropped. Events go to `events`.
+    pub fn start(
+        config: P2pConfig,
+        identity: Arc<dyn Identity>,
+        events: mpsc::UnboundedSender<P2pEvent>,
+    ) -> Result<Self, P2pError> {
+        let secret = identity.secret();
+        let swarm = build(&config, &secret)?;
+        let (commands, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(run(swarm, config, identity, secret, receiver, events));
+        Ok(Self { commands })
+    }
+
+    /// Looks `key` up in the DHT; every value found (the local copy first) is sent on the
+    /// returned channel, which closes when the lookup ends.
+    pub fn get(&self, key: Vec<u8>) -> mpsc::UnboundedReceiver<Vec<u8>> {
+        let (found, receiver) = mpsc::unbounded_channel();
+        let _ = self.commands.send(Command::Get { key, found });
+        receiver
+    }
+
+    /// Publishes `data` on the key announcement topic.
+    pub fn publish(&self, data: Vec<u8>) {
+        let _ = self.commands.send(Command::Publish { data });
+    }
+
+    /// The swarm's state.
+    pub async fn status(&self) -> P2pStatus {
+        let (reply, receiver) = oneshot::channel();
+        let _ = self.commands.send(Command::Status { reply });
+        receiver.await.unwrap_or_default()
+    }
+}
+
+/// The PeerId of a hearth key.
+pub fn peer_id(key: &[u8; 32]) -> Option<PeerId> {
+    let public = libp2p::identity::ed25519::PublicKey::try_from_bytes(key).ok()?;
+    Some(libp2p::identity::PublicKey::from(public).to_peer_id())
+}
+
+/// The multiaddr of a QUIC socket address.
+pub fn quic_multiaddr(address: SocketAddr) -> Multiaddr {
+    let ip = match address.ip() {
+        std::net::IpAddr::V4(ip) => Protocol::Ip4(ip),
+        std::net::IpAddr::V6(ip) => Protocol::Ip6(ip),
+    };
+    Multiaddr::empty()
+        .with(ip)
+        .with(Protocol::Udp(address.port()))
+        .with(Protocol::QuicV1)
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    identify: identify::Behaviour,
+    kad: kad::Behaviour<MemoryStore>,
+    gossipsub: gossipsub::Behaviour,
+}
+
+type Inner = libp2p::Swarm<Behaviour>;
+
+fn build(config: &P2pConfig, secret: &[u8; 32]) -> Result<Inner, P2pError> {
+    let mut bytes = *secret;
+    let keypair =
+        libp2p::identity::Keypair::ed25519_from_bytes(&mut bytes).map_err(|_| P2pError::Identity)?;
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_quic()
+        .with_behaviour(|key| {
+            let id = key.public().to_peer_id();
+            let identify = identify::Behaviour::new(identify::Config::new(
+                IDENTIFY_PROTOCOL.into(),
+                key.public(),
+            ));
+            let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
+            // Records are checked before they are stored (see `store_checked`).
+            kad_config.set_record_filtering(kad::StoreInserts::FilterBoth);
+            kad_config.set_query_timeout(Duration::from_secs(10));
+            let store = MemoryStore::with_config(
+                id,
+                MemoryStoreConfig {
+                    max_value_bytes: MAX_SIGNED_RECORD,
+                    ..MemoryStoreConfig::default()
+                },
+            );
+            let mut kad = kad::Behaviour::with_config(id, store, kad_config);
+            // Hearths are servers: answer DHT queries from the start, even on loopback where
+            // no external address is ever confirmed.
+            kad.set_mode(Some(kad::Mode::Server));
+            let gossip_config = gossipsub::ConfigBuilder::default()
+                .heartbeat_interval(Duration::from_millis(500))
+                .max_transmit_size(64 * 1024)
+                // The same announcement published by several hearths is one message.
+                .message_id_fn(|message: &gossipsub::Message| {
+                    gossipsub::MessageId::from(Sha256::digest(&message.data).to_vec())
+                })
+                .build()
+                .map_err(|e| e.to_string())?;
+            let gossipsub = gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gossip_config,
+            )?;
+            Ok(Behaviour {
+                identify,
+                kad,
+                gossipsub,
+            })
+        })
+        .map_err(|e| P2pError::Build(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        .build();
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&gossipsub::IdentTopic::new(KEYS_TOPIC))
+        .map_err(|e| P2pError::Build(e.to_string()))?;
+    swarm
+        .listen_on(quic_multiaddr(config.listen))
+        .map_err(|e| P2pError::Listen(config.listen, e.to_string()))?;
+    for address in &config.bootstrap {
+        let peer = address.iter().find_map(|p| match p {
+            Protocol::P2p(peer) => Some(peer),
+            _ => None,
+        });
+        if let Some(peer) = peer {
+            let mut bare = address.clone();
+            bare.pop();
+            swarm.behaviour_mut().kad.add_address(&peer, bare);
+        }
+        if let Err(e) = swarm.dial(address.clone()) {
+            tracing::warn!(%address, error = %e, "cannot dial a bootstrap peer");
+        }
+    }
+    Ok(swarm)
+}
+
+/// Whether a record may be stored under `key`: it opens, and `key` is its name or key entry.
+/// Returns when it was issued.
+fn checked_issue_time(key: &[u8], value: &[u8]) -> Option<u64> {
+    let record = hearth_crypto::open_record(value).ok()?;
+    (key == name_key(&record.name).as_slice() || key == key_key(&record.key).as_slice())
+        .then_some(record.issued_ms)
+}
+
+/// Stores a record a peer put, if it opens and is newer than the one held.
+fn store_checked(swarm: &mut Inner, record: kad::Record) {
+    let Some(issued) = checked_issue_time(record.key.as_ref(), &record.value) else {
+        tracing::debug!("refused a DHT record that does not open");
+        return;
+    };
+    let store = swarm.behaviour_mut().kad.store_mut();
+    if let Some(held) = store.get(&record.key)
+        && checked_issue_time(held.key.as_ref(), &held.value).is_some_and(|h| h >= issued)
+    {
+        return;
+    }
+    if let Err(e) = store.put(record) {
+        tracing::debug!(error = %e, "DHT record store full");
+    }
+}
+
+async fn run(
+    mut swarm: Inner,
+    config: P2pConfig,
+    identity: Arc<dyn Identity>,
+    mut secret: zeroize::Zeroizing<[u8; 32]>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::UnboundedSender<P2pEvent>,
+) {
+    let topic = gossipsub::IdentTopic::new(KEYS_TOPIC);
+    let mut lookups: HashMap<kad::QueryId, mpsc::UnboundedSender<Vec<u8>>> = HashMap::new();
+    let mut listen: Vec<Multiaddr> = Vec::new();
+    let mut dialled: HashSet<PeerId> = HashSet::new();
+    // Put the records as soon as a peer is there to hold them, then every `republish`.
+    let mut publish_due = true;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut last_publish = tokio::time::Instant::now();
+    let mut last_bootstrap = None;
+    loop {
+        tokio::select! {
+            command = commands.recv() => {
+                let Some(command) = command else { return };
+                match command {
+                    Command::Get { key, found } => {
+                        let id = swarm.behaviour_mut().kad.get_record(kad::RecordKey::new(&key));
+                        lookups.insert(id, found);
+                    }
+                    Command::Publish { data } => {
+                        if let Err(e) = swarm.behaviour_mut().gossipsub.publish(topic.clone(), data) {
+                            tracing::debug!(error = %e, "gossip publish");
+                        }
+                    }
+                    Command::Status { reply } => {
+                        let behaviour = swarm.behaviour_mut();
+                        let routing_table = behaviour.kad.kbuckets().map(|b| b.num_entries()).sum();
+                        let stored_records = behaviour.kad.store_mut().records().count();
+                        let _ = reply.send(P2pStatus {
+                            peer_id: swarm.local_peer_id().to_string(),
+                            listen: listen.iter().map(|a| a.to_string()).collect(),
+                            connected: swarm.connected_peers().count(),
+                            routing_table,
+                            stored_records,
+                        });
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                let now_secret = identity.secret();
+                if *now_secret != *secret {
+                    // The key rotated: the swarm takes the new identity (a new PeerId).
+                    match build(&config, &now_secret) {
+                        Ok(rebuilt) => {
+                            tracing::info!(peer_id = %rebuilt.local_peer_id(), "libp2p identity follows the rotated key");
+                            swarm = rebuilt;
+                            secret = now_secret;
+                            lookups.clear();
+                            listen.clear();
+                            dialled.clear();
+                            publish_due = true;
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot rebuild the swarm for a new key"),
+                    }
+                }
+                if last_publish.elapsed() >= config.republish {
+                    publish_due = true;
+                }
+                if publish_due && swarm.connected_peers().next().is_some() {
+                    publish_due = false;
+                    last_publish = tokio::time::Instant::now();
+                    let (signed, key, name) = identity.record();
+                    for dht_key in [name_key(&name), key_key(&key)] {
+                        let record = kad::Record::new(dht_key, signed.clone());
+                        if let Err(e) = swarm.behaviour_mut().kad.put_record(record, kad::Quorum::One) {
+                            tracing::debug!(error = %e, "cannot store own record");
+                        }
+                    }
+                }
+            }
+            event = swarm.select_next_some() => match event {
+                SwarmEvent::NewListenAddr { address, .. } => {
+                    tracing::info!(%address, peer_id = %swarm.local_peer_id(), "libp2p listening");
+                    listen.push(address);
+                }
+                SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+                    if endpoint.is_dialer() {
+                        // A bootstrap peer dialled without its PeerId: now it is known.
+                        let mut address = endpoint.get_remote_address().clone();
+                        if matches!(address.iter().last(), Some(Protocol::P2p(_))) {
+                            address.pop();
+                        }
+                        swarm.behaviour_mut().kad.add_address(&peer_id, address);
+                    }
+                }
+                SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                    dialled.remove(&peer_id);
+                }
+                SwarmEvent::Behaviour(event) => handle(
+                    &mut swarm,
+                    event,
+                    &config,
+                    &mut lookups,
+                    &mut dialled,
+                    &mut publish_due,
+                    &mut last_bootstrap,
+                    &events,
+                ),
+                _ => {}
+            },
+        }
+    }
+}
+
+fn handle(
+    swarm: &mut Inner,
+    event: BehaviourEvent,
+    config: &P2pConfig,
+    lookups: &mut HashMap<kad::QueryId, mpsc::UnboundedSender<Vec<u8>>>,
+    dialled: &mut HashSet<PeerId>,
+    publish_due: &mut bool,
+    last_bootstrap: &mut Option<tokio::time::Instant>,
+    events: &mpsc::UnboundedSender<P2pEvent>,
+) {
+    match event {
+        BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+            if info.protocol_version != IDENTIFY_PROTOCOL {
+                return;
+            }
+            for address in info.listen_addrs {
+                swarm.behaviour_mut().kad.add_address(&peer_id, address);
+            }
+            // Learn the neighbourhood through the new peer (at most every few seconds).
+            if last_bootstrap.is_none_or(|at| at.elapsed() > Duration::from_secs(5)) {
+                *last_bootstrap = Some(tokio::time::Instant::now());
+                let _ = swarm.behaviour_mut().kad.bootstrap();
+            }
+            // A new neighbour may be one of the closest to this hearth's records.
+            *publish_due = true;
+        }
+        BehaviourEvent::Kad(kad::Event::RoutingUpdated {
+            peer, is_new_peer, ..
+        }) => {
+            if is_new_peer
+                && dialled.len() < config.max_dialled
+                && !swarm.is_connected(&peer)
+                && dialled.insert(peer)
+            {
+                let _ = swarm.dial(peer);
+            }
+        }
+        BehaviourEvent::Kad(kad::Event::InboundRequest {
+            request:
+                kad::InboundRequest::PutRecord {
+                    record: Some(record),
+                    ..
+                },
+        }) => store_checked(swarm, record),
+        BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+            id, result, step, ..
+        }) => {
+            if let kad::QueryResult::GetRecord(Ok(kad::GetRecordOk::FoundRecord(found))) = result
+                && let Some(sender) = lookups.get(&id)
+            {
+                let _ = sender.send(found.record.value);
+            }
+            if step.last {
+                lookups.remove(&id);
+            }
+        }
+        BehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. }) => {
+            let _ = events.send(P2pEvent::Gossip { data: message.data });
+        }
+        _ => {}
+    }
+}
