@@ -11,7 +11,7 @@ mod seal;
 mod secret;
 
 pub use fed::{ed25519_from_spki, sign_envelope, verify_envelope, verify_envelopes};
-pub use record::{RecordError, open_record, sign_record};
 pub use key::{KeyError, ServerKey, VerifyError, VerifyingKey, verify};
+pub use record::{RecordError, open_record, sign_record};
 pub use seal::{SEAL_CONTEXT, SealError, open, seal, seal_with, x25519_public};
 pub use secret::{Secret, random_token};

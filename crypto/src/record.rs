@@ -18,7 +18,11 @@ pub enum RecordError {
 
 /// Signs `record` with `key` (which must be the record's key): `signature || encoded`.
 pub fn sign_record(key: &ServerKey, record: &HearthRecord) -> Vec<u8> {
-    debug_assert_eq!(record.key, key.public_bytes(), "a record is signed by its own key");
+    debug_assert_eq!(
+        record.key,
+        key.public_bytes(),
+        "a record is signed by its own key"
+    );
     let encoded = record.encode();
     let signature = key.sign(&record_signing_message(&encoded));
     SignedEnvelope::join(&signature, &encoded)
@@ -102,7 +106,10 @@ mod tests {
             hex(&name_key(&record.name)),
             hex(&key_key(&record.key)),
         );
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/vectors/discovery.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../spec/vectors/discovery.json"
+        );
         if std::env::var_os("HEARTH_REGEN_VECTORS").is_some() {
             std::fs::write(path, &computed).unwrap();
         }

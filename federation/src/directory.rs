@@ -329,15 +329,24 @@ mod tests {
         // A configured peer keeps its address; another key for its name is refused.
         assert_eq!(d.learn(&b, key(1), moved, 5, 0), Ok(Learned::Unchanged));
         assert_eq!(d.address(&b), Some("127.0.0.1:1".parse().unwrap()));
-        assert_eq!(d.learn(&b, key(6), moved, 5, 0), Err(LearnError::Pinned(b.clone())));
+        assert_eq!(
+            d.learn(&b, key(6), moved, 5, 0),
+            Err(LearnError::Pinned(b.clone()))
+        );
         // A key belongs to one name; revoked keys are never learnt.
-        assert_eq!(d.learn(&e, key(1), here, 5, 0), Err(LearnError::Taken(b.clone())));
+        assert_eq!(
+            d.learn(&e, key(1), here, 5, 0),
+            Err(LearnError::Taken(b.clone()))
+        );
         assert_eq!(d.learn(&e, key(3), here, 5, 0), Err(LearnError::Revoked));
         // A new hearth is learnt, then pinned to its key.
         assert_eq!(d.learn(&e, key(7), here, 5, 0), Ok(Learned::New));
         assert!(d.is_discovered(&e) && !d.is_discovered(&b));
         assert!(d.check_signer(&e, &key(7), 0).is_ok());
-        assert_eq!(d.learn(&e, key(8), moved, 6, 0), Err(LearnError::Pinned(e.clone())));
+        assert_eq!(
+            d.learn(&e, key(8), moved, 6, 0),
+            Err(LearnError::Pinned(e.clone()))
+        );
         // Only a newer record moves it.
         assert_eq!(d.learn(&e, key(7), moved, 4, 0), Ok(Learned::Unchanged));
         assert_eq!(d.address(&e), Some(here));
@@ -346,7 +355,10 @@ mod tests {
         // After a rotation, a record signed by the new key is learnt; the old key expires.
         d.rotate(&e, &key(7), key(8), 100).unwrap();
         assert_eq!(d.learn(&e, key(8), here, 7, 50), Ok(Learned::Updated));
-        assert_eq!(d.learn(&e, key(7), moved, 8, 101), Err(LearnError::Expired(e.clone())));
+        assert_eq!(
+            d.learn(&e, key(7), moved, 8, 101),
+            Err(LearnError::Expired(e.clone()))
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use hearth_spec::ServerName;
-use hearth_spec::federation::{Outcome, RejectCode};
+use hearth_spec::federation::{FedBody, FedEnvelope, Outcome, RejectCode, SignedEnvelope};
 use tokio::sync::Notify;
 
 use crate::backoff::{Backoff, BackoffPolicy};
@@ -37,6 +37,17 @@ fn refuses_the_sender(code: RejectCode) -> bool {
         code,
         RejectCode::UnknownOrigin | RejectCode::UnknownKey | RejectCode::RevokedKey
     )
+}
+
+/// An announcement of a new key refused because the key that signed it is revoked or past its
+/// grace: it can never be accepted (typically the peer already took the same announcement
+/// through gossip), so it leaves the queue instead of blocking it.
+fn is_unacceptable_announcement(frame: &[u8], code: RejectCode) -> bool {
+    code == RejectCode::RevokedKey
+        && SignedEnvelope::split(frame)
+            .ok()
+            .and_then(|signed| FedEnvelope::decode(signed.encoded).ok())
+            .is_some_and(|e| matches!(e.body, FedBody::KeyRotation { .. }))
 }
 
 /// Envelopes per batch stream.
@@ -90,9 +101,13 @@ pub async fn drive<S: OutboxStore>(
             Ok(outcomes) => {
                 let mut done = Vec::with_capacity(ids.len());
                 let mut retry = false;
-                for (id, outcome) in ids.iter().zip(&outcomes) {
+                for ((id, outcome), frame) in ids.iter().zip(&outcomes).zip(&frames) {
                     match outcome {
                         Outcome::Stored | Outcome::Duplicate => done.push(*id),
+                        Outcome::Rejected(code) if is_unacceptable_announcement(frame, *code) => {
+                            tracing::info!(%destination, "peer no longer accepts the key a queued announcement is signed with; dropping the announcement");
+                            done.push(*id);
+                        }
                         Outcome::Rejected(code) if refuses_the_sender(*code) => {
                             tracing::error!(%destination, ?code, "peer does not accept this hearth's key; keeping the queue until it does");
                             retry = true;

@@ -15,10 +15,10 @@ use futures_util::StreamExt;
 use hearth_spec::discovery::{
     IDENTIFY_PROTOCOL, KAD_PROTOCOL, KEYS_TOPIC, MAX_SIGNED_RECORD, key_key, name_key,
 };
+pub use libp2p::Multiaddr;
 use libp2p::kad::store::{MemoryStore, MemoryStoreConfig, RecordStore};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-pub use libp2p::Multiaddr;
 use libp2p::{PeerId, StreamProtocol, gossipsub, identify, kad};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
@@ -90,6 +90,7 @@ enum Command {
 #[derive(Clone)]
 pub struct Swarm {
     commands: mpsc::UnboundedSender<Command>,
+    snapshot: Arc<std::sync::Mutex<P2pStatus>>,
 }
 
 impl std::fmt::Debug for Swarm {
@@ -109,8 +110,22 @@ impl Swarm {
         let secret = identity.secret();
         let swarm = build(&config, &secret)?;
         let (commands, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(run(swarm, config, identity, secret, receiver, events));
-        Ok(Self { commands })
+        let snapshot = Arc::default();
+        tokio::spawn(run(
+            swarm,
+            config,
+            identity,
+            secret,
+            receiver,
+            events,
+            Arc::clone(&snapshot),
+        ));
+        Ok(Self { commands, snapshot })
+    }
+
+    /// The swarm's state as of its last tick (a quarter of a second ago at most).
+    pub fn snapshot(&self) -> P2pStatus {
+        self.snapshot.lock().expect("snapshot lock").clone()
     }
 
     /// Looks `key` up in the DHT; every value found (the local copy first) is sent on the
@@ -163,8 +178,8 @@ type Inner = libp2p::Swarm<Behaviour>;
 
 fn build(config: &P2pConfig, secret: &[u8; 32]) -> Result<Inner, P2pError> {
     let mut bytes = *secret;
-    let keypair =
-        libp2p::identity::Keypair::ed25519_from_bytes(&mut bytes).map_err(|_| P2pError::Identity)?;
+    let keypair = libp2p::identity::Keypair::ed25519_from_bytes(&mut bytes)
+        .map_err(|_| P2pError::Identity)?;
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_quic()
@@ -268,6 +283,7 @@ async fn run(
     mut secret: zeroize::Zeroizing<[u8; 32]>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<P2pEvent>,
+    snapshot: Arc<std::sync::Mutex<P2pStatus>>,
 ) {
     let topic = gossipsub::IdentTopic::new(KEYS_TOPIC);
     let mut lookups: HashMap<kad::QueryId, mpsc::UnboundedSender<Vec<u8>>> = HashMap::new();
@@ -293,20 +309,12 @@ async fn run(
                         }
                     }
                     Command::Status { reply } => {
-                        let behaviour = swarm.behaviour_mut();
-                        let routing_table = behaviour.kad.kbuckets().map(|b| b.num_entries()).sum();
-                        let stored_records = behaviour.kad.store_mut().records().count();
-                        let _ = reply.send(P2pStatus {
-                            peer_id: swarm.local_peer_id().to_string(),
-                            listen: listen.iter().map(|a| a.to_string()).collect(),
-                            connected: swarm.connected_peers().count(),
-                            routing_table,
-                            stored_records,
-                        });
+                        let _ = reply.send(status(&mut swarm, &listen));
                     }
                 }
             }
             _ = tick.tick() => {
+                *snapshot.lock().expect("snapshot lock") = status(&mut swarm, &listen);
                 let now_secret = identity.secret();
                 if *now_secret != *secret {
                     // The key rotated: the swarm takes the new identity (a new PeerId).
@@ -369,6 +377,22 @@ async fn run(
                 _ => {}
             },
         }
+    }
+}
+
+fn status(swarm: &mut Inner, listen: &[Multiaddr]) -> P2pStatus {
+    let peer_id = *swarm.local_peer_id();
+    let connected = swarm.connected_peers().count();
+    let kad = &mut swarm.behaviour_mut().kad;
+    P2pStatus {
+        peer_id: peer_id.to_string(),
+        listen: listen
+            .iter()
+            .map(|a| a.clone().with(Protocol::P2p(peer_id)).to_string())
+            .collect(),
+        connected,
+        routing_table: kad.kbuckets().map(|b| b.num_entries()).sum(),
+        stored_records: kad.store_mut().records().count(),
     }
 }
 

@@ -169,11 +169,7 @@ impl Transport {
         inbound: Arc<I>,
     ) -> Result<Self, StartError> {
         let transport = Arc::new(quic_transport(&config));
-        let tls = tls::server_config(
-            keys.clone(),
-            config.discovery.is_some(),
-            directory.clone(),
-        )?;
+        let tls = tls::server_config(keys.clone(), config.discovery.is_some(), directory.clone())?;
         let crypto =
             QuicServerConfig::try_from(tls).map_err(|e| StartError::Quic(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -389,8 +385,7 @@ impl quinn::crypto::HmacKey for ResetKey {
     }
 
     fn verify(&self, data: &[u8], signature: &[u8]) -> Result<(), quinn::crypto::CryptoError> {
-        aws_lc_rs::hmac::verify(&self.0, data, signature)
-            .map_err(|_| quinn::crypto::CryptoError)
+        aws_lc_rs::hmac::verify(&self.0, data, signature).map_err(|_| quinn::crypto::CryptoError)
     }
 }
 

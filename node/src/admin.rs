@@ -66,11 +66,19 @@ pub enum AdminResponse {
         user_id: UserId,
     },
     KeyRotated {
+        #[serde(default)]
+        revoked: bool,
         new_key: String,
         old_valid_until_ms: u64,
         peers_told: usize,
     },
     FederationStatus {
+        /// (peer, "configured" or "discovered", its current key in base64url).
+        #[serde(default)]
+        peers: Vec<(ServerName, String, String)>,
+        /// This hearth's swarm addresses (multiaddrs ending in its PeerId), if it runs.
+        #[serde(default)]
+        swarm: Vec<String>,
         /// (peer, queued entries), entries held for others included.
         queues: Vec<(ServerName, u64)>,
         /// (origin, envelopes held, bytes held).
@@ -86,6 +94,9 @@ pub struct Admin {
     pub accounts: Arc<Accounts>,
     pub rotator: KeyRotator,
     pub custody: Arc<Custody>,
+    pub directory: Arc<std::sync::RwLock<hearth_federation::Directory>>,
+    /// The swarm of a running hearth.
+    pub swarm: Option<hearth_federation::Swarm>,
 }
 
 /// Runs one admin request.
@@ -95,6 +106,30 @@ pub fn execute(admin: &Admin, request: AdminRequest) -> AdminResponse {
         AdminRequest::FederationStatus => {
             return match admin.rotator.store.outbox_depths() {
                 Ok(queues) => AdminResponse::FederationStatus {
+                    peers: {
+                        let directory = admin.directory.read().expect("directory lock");
+                        directory
+                            .peers()
+                            .into_iter()
+                            .map(|peer| {
+                                let how = if directory.is_discovered(&peer) {
+                                    "discovered"
+                                } else {
+                                    "configured"
+                                };
+                                let key = directory
+                                    .current_key(&peer)
+                                    .map(|k| crate::config::encode_public_key(&k))
+                                    .unwrap_or_default();
+                                (peer, how.to_owned(), key)
+                            })
+                            .collect()
+                    },
+                    swarm: admin
+                        .swarm
+                        .as_ref()
+                        .map(|s| s.snapshot().listen)
+                        .unwrap_or_default(),
                     queues,
                     held: admin
                         .custody
@@ -116,6 +151,7 @@ pub fn execute(admin: &Admin, request: AdminRequest) -> AdminResponse {
             };
             return match rotated {
                 Ok(rotated) => AdminResponse::KeyRotated {
+                    revoked: revoke,
                     new_key: crate::config::encode_public_key(&rotated.new_key),
                     old_valid_until_ms: rotated.old_valid_until_ms,
                     peers_told: rotated.announcements.len(),

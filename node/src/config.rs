@@ -526,7 +526,10 @@ impl Config {
         }
         let f = &self.federation;
         for address in &f.discovery.bootstrap {
-            if address.parse::<hearth_federation::p2p::Multiaddr>().is_err() {
+            if address
+                .parse::<hearth_federation::p2p::Multiaddr>()
+                .is_err()
+            {
                 return Err(ConfigError::Invalid(format!(
                     "federation.discovery.bootstrap: {address:?} is not a multiaddr"
                 )));

@@ -123,13 +123,19 @@ pub fn start(
         Arc::new(identity),
         events_tx,
     )?;
+    // Weak: the wakers hold the lookup hook, which holds this; and a stopped hearth must let
+    // go of its store.
+    let (store, wakers) = (Arc::downgrade(&store), Arc::downgrade(&wakers));
     let learned: LearnHook = Arc::new(move |name: &ServerName, signed: &[u8], how: Learned| {
         if how != Learned::Unchanged
+            && let Some(store) = store.upgrade()
             && let Err(e) = store.save_discovered(name, signed)
         {
             tracing::error!(error = %e, "cannot keep a learnt hearth");
         }
-        wakers.add(name);
+        if let Some(wakers) = wakers.upgrade() {
+            wakers.add(name);
+        }
     });
     let discovery = Discovery::new(
         swarm,
@@ -164,11 +170,15 @@ impl DiscoveryParts {
         let discovery = self.discovery.clone();
         let lookups: Arc<Mutex<HashMap<ServerName, Instant>>> = Arc::default();
         let finder = discovery.clone();
-        let finder_wakers = wakers.clone();
+        // Weak: this hook lives in the wakers.
+        let finder_wakers = Arc::downgrade(&wakers);
         wakers.on_unknown(Box::new(move |name: &ServerName| {
             {
                 let mut lookups = lookups.lock().expect("lookups lock");
-                if lookups.get(name).is_some_and(|at| at.elapsed() < LOOKUP_AGAIN) {
+                if lookups
+                    .get(name)
+                    .is_some_and(|at| at.elapsed() < LOOKUP_AGAIN)
+                {
                     return;
                 }
                 lookups.insert(name.clone(), Instant::now());
@@ -177,9 +187,13 @@ impl DiscoveryParts {
             tokio::spawn(async move {
                 match finder.resolve_name(&name).await {
                     Ok(()) => {
-                        wakers.add(&name);
+                        if let Some(wakers) = wakers.upgrade() {
+                            wakers.add(&name);
+                        }
                     }
-                    Err(e) => tracing::info!(hearth = %name, error = %e, "cannot find a destination"),
+                    Err(e) => {
+                        tracing::info!(hearth = %name, error = %e, "cannot find a destination")
+                    }
                 }
             });
         }));

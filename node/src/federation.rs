@@ -87,11 +87,15 @@ pub fn configured_directory(config: &Config) -> Result<Directory, ConfigError> {
 #[derive(Default)]
 pub struct Wakers {
     wakers: RwLock<HashMap<ServerName, Arc<Notify>>>,
-    /// Starts the drivers of a peer added after start.
-    starter: std::sync::OnceLock<PeerStarter>,
-    /// Called for a destination that has no driver (yet).
-    unknown: std::sync::OnceLock<Box<dyn Fn(&ServerName) + Send + Sync>>,
+    /// Starts the drivers of a peer added after start. Cleared at stop (it holds the node,
+    /// whose wake callback holds these wakers).
+    starter: Mutex<Option<PeerStarter>>,
+    /// Called for a destination that has no driver (yet). Cleared at stop.
+    unknown: Mutex<Option<UnknownHook>>,
 }
+
+/// Looks up a destination that has no driver.
+type UnknownHook = Box<dyn Fn(&ServerName) + Send + Sync>;
 
 /// Starts the queue drivers of a peer learnt after start.
 type PeerStarter = Box<dyn Fn(&ServerName, Arc<Notify>) + Send + Sync>;
@@ -140,8 +144,14 @@ impl Wakers {
     }
 
     /// What to do with a destination that has no driver (look it up).
-    pub fn on_unknown(&self, unknown: Box<dyn Fn(&ServerName) + Send + Sync>) {
-        let _ = self.unknown.set(unknown);
+    pub fn on_unknown(&self, unknown: UnknownHook) {
+        *self.unknown.lock().expect("unknown hook lock") = Some(unknown);
+    }
+
+    /// Drops the hooks (and with them the running federation they hold).
+    fn clear_hooks(&self) {
+        self.starter.lock().expect("starter lock").take();
+        self.unknown.lock().expect("unknown hook lock").take();
     }
 
     /// Gives a peer learnt since start its queue drivers; false if it has them.
@@ -155,7 +165,7 @@ impl Wakers {
             wakers.insert(peer.clone(), notify.clone());
             notify
         };
-        if let Some(start) = self.starter.get() {
+        if let Some(start) = self.starter.lock().expect("starter lock").as_ref() {
             start(peer, notify.clone());
         }
         notify.notify_one();
@@ -171,7 +181,9 @@ impl Wakers {
                 match notify {
                     Some(notify) => notify.notify_one(),
                     None => {
-                        if let Some(unknown) = wakers.unknown.get() {
+                        if let Some(unknown) =
+                            wakers.unknown.lock().expect("unknown hook lock").as_ref()
+                        {
                             unknown(d);
                         }
                     }
@@ -1027,15 +1039,18 @@ impl Federation {
         for (peer, wake) in parts.wakers.all() {
             (start_peer.lock().expect("starter lock"))(&peer, wake);
         }
-        let _ = parts.wakers.starter.set(Box::new(move |peer, wake| {
+        *parts.wakers.starter.lock().expect("starter lock") = Some(Box::new(move |peer, wake| {
             (start_peer.lock().expect("starter lock"))(peer, wake)
         }));
         if f.relay.enabled {
-            drivers.lock().expect("drivers lock").push(tokio::spawn(hand_off(
-                node.clone(),
-                transport.clone(),
-                parts.wakers.clone(),
-            )));
+            drivers
+                .lock()
+                .expect("drivers lock")
+                .push(tokio::spawn(hand_off(
+                    node.clone(),
+                    transport.clone(),
+                    parts.wakers.clone(),
+                )));
         }
         let discovery = discovery.map(|parts_d| {
             let _ = parts_d.bound.set(transport.local_addr());
@@ -1095,6 +1110,7 @@ impl Federation {
 
     /// Stops sending and receiving and lets go of the committer.
     pub async fn stop(self) {
+        self.wakers.clear_hooks();
         let drivers = std::mem::take(&mut *self.drivers.lock().expect("drivers lock"));
         for driver in &drivers {
             driver.abort();

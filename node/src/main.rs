@@ -216,6 +216,7 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
                 config.federation.relay.clone(),
                 store.clone(),
             )?);
+            let directory = std::sync::Arc::new(std::sync::RwLock::new(directory));
             let rotator = rotation::KeyRotator {
                 data_dir: config.data_dir.clone(),
                 store,
@@ -229,6 +230,8 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
                     accounts: accounts.into(),
                     rotator,
                     custody,
+                    directory,
+                    swarm: None,
                 },
                 request,
             )
@@ -260,6 +263,18 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
         }
         AdminResponse::Deactivated { user_id } => println!("deactivated {user_id}"),
         AdminResponse::KeyRotated {
+            revoked: true,
+            new_key,
+            peers_told,
+            ..
+        } => {
+            println!("{new_key}");
+            eprintln!(
+                "the new key is current and the old key is revoked: each peer stops accepting it as soon as it hears (directly: {peers_told} peer(s) queued; and by gossip to every hearth in the network)."
+            );
+        }
+        AdminResponse::KeyRotated {
+            revoked: false,
             new_key,
             old_valid_until_ms,
             peers_told,
@@ -269,7 +284,18 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
                 "the new key is current; {peers_told} peer(s) are being told, and the old key keeps verifying until {old_valid_until_ms} ms since the epoch. Peers learn the new key from this hearth; update their [[federation.peers]] entries at leisure."
             );
         }
-        AdminResponse::FederationStatus { queues, held } => {
+        AdminResponse::FederationStatus {
+            peers,
+            swarm,
+            queues,
+            held,
+        } => {
+            for address in swarm {
+                println!("swarm\t{address}");
+            }
+            for (peer, how, key) in peers {
+                println!("peer\t{peer}\t{how}\t{key}");
+            }
             for (peer, depth) in queues {
                 println!("queue\t{peer}\t{depth}");
             }

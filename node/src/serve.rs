@@ -162,6 +162,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         directory: directory.clone(),
         discovery: federation.discovery(),
     }));
+    let directory_for_admin = directory.clone();
     let rotator = KeyRotator {
         data_dir: dir.clone(),
         store: store.clone(),
@@ -180,6 +181,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             accounts,
             rotator,
             custody: federation.custody(),
+            directory: directory_for_admin,
+            swarm: federation.discovery().map(|d| d.swarm().clone()),
         }),
     )
     .await

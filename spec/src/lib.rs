@@ -11,8 +11,8 @@
 pub mod api;
 pub mod b64;
 pub mod client;
-pub mod discovery;
 mod codec;
+pub mod discovery;
 pub mod envelope;
 pub mod error;
 pub mod federation;

@@ -356,7 +356,16 @@ pub struct PeerSpec {
     pub name: String,
     pub key: String,
     pub udp_port: u16,
+    /// The libp2p swarm's UDP port.
+    pub p2p_port: u16,
     pub data_dir: PathBuf,
+}
+
+impl PeerSpec {
+    /// The swarm's multiaddr, for other hearths' `federation.discovery.bootstrap`.
+    pub fn p2p_addr(&self) -> String {
+        format!("/ip4/127.0.0.1/udp/{}/quic-v1", self.p2p_port)
+    }
 }
 
 /// Generates (or reads) the server key of a hearth that will run on `data_dir`.
@@ -388,6 +397,7 @@ pub fn plan_network(root: &Path, names: &[&str]) -> anyhow::Result<Vec<PeerSpec>
                 name: name.to_string(),
                 key: server_key(&data_dir, name)?,
                 udp_port: free_udp_port(),
+                p2p_port: free_udp_port(),
                 data_dir,
             })
         })
@@ -415,6 +425,10 @@ pub fn federation_env(me: &PeerSpec, network: &[PeerSpec]) -> Vec<(String, Strin
         (
             "HEARTH_FEDERATION__PEERS".into(),
             format!("[{}]", peers.join(", ")),
+        ),
+        (
+            "HEARTH_FEDERATION__DISCOVERY__LISTEN".into(),
+            format!("127.0.0.1:{}", me.p2p_port),
         ),
         // Catch up quickly after a peer returns.
         ("HEARTH_FEDERATION__RETRY_MAX_MS".into(), "500".into()),
