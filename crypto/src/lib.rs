@@ -12,6 +12,6 @@ mod secret;
 
 pub use fed::{ed25519_from_spki, sign_envelope, verify_envelope, verify_envelopes};
 pub use key::{KeyError, ServerKey, VerifyError, VerifyingKey, verify};
-pub use record::{RecordError, open_record, sign_record};
+pub use record::{RecordError, open_record, sign_key_proof, sign_record, verify_key_proof};
 pub use seal::{SEAL_CONTEXT, SealError, open, seal, seal_with, x25519_public};
 pub use secret::{Secret, random_token};

@@ -1,6 +1,9 @@
 //! Signing and opening the self-signed hearth records published in the DHT.
 
-use hearth_spec::discovery::{HearthRecord, record_signing_message, split_record};
+use hearth_spec::ServerName;
+use hearth_spec::discovery::{
+    HearthRecord, KeyProof, key_proof_message, record_signing_message, split_record,
+};
 use hearth_spec::federation::{FedDecodeError, SignedEnvelope};
 
 use crate::key::{ServerKey, VerifyingKey, verify};
@@ -39,6 +42,41 @@ pub fn open_record(bytes: &[u8]) -> Result<HearthRecord, RecordError> {
     Ok(record)
 }
 
+/// `old` signs over `name` to `new_key`.
+pub fn sign_key_proof(
+    old: &ServerKey,
+    name: &ServerName,
+    new_key: &[u8; 32],
+    old_valid_until_ms: u64,
+) -> KeyProof {
+    let old_key = old.public_bytes();
+    KeyProof {
+        old_key,
+        old_valid_until_ms,
+        signature: old
+            .sign(&key_proof_message(
+                name,
+                &old_key,
+                new_key,
+                old_valid_until_ms,
+            ))
+            .to_vec(),
+    }
+}
+
+/// Whether `proof` is `proof.old_key`'s signature handing `name` over to `new_key`.
+pub fn verify_key_proof(name: &ServerName, new_key: &[u8; 32], proof: &KeyProof) -> bool {
+    let Ok(old) = VerifyingKey::from_bytes(&proof.old_key) else {
+        return false;
+    };
+    verify(
+        &old,
+        &key_proof_message(name, &proof.old_key, new_key, proof.old_valid_until_ms),
+        &proof.signature,
+    )
+    .is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,7 +94,37 @@ mod tests {
             key: key.public_bytes(),
             address: "192.0.2.7:7443".parse().unwrap(),
             issued_ms: 1_795_000_000_000,
+            previous: None,
         }
+    }
+
+    /// The record after a rotation from the key of seed 0x10.. to the key of seed 0x11...
+    fn rotated_sample(key: &ServerKey) -> HearthRecord {
+        let old = ServerKey::from_bytes(&[0x10; 32]).unwrap();
+        let mut record = sample(key);
+        record.previous = Some(sign_key_proof(
+            &old,
+            &record.name,
+            &key.public_bytes(),
+            1_795_600_000_000,
+        ));
+        record
+    }
+
+    #[test]
+    fn a_key_proof_binds_name_old_key_and_new_key() {
+        let key = ServerKey::from_bytes(&[0x11; 32]).unwrap();
+        let record = rotated_sample(&key);
+        let proof = record.previous.clone().unwrap();
+        assert!(verify_key_proof(&record.name, &key.public_bytes(), &proof));
+        let other = ServerName::parse("us.example.org").unwrap();
+        assert!(!verify_key_proof(&other, &key.public_bytes(), &proof));
+        assert!(!verify_key_proof(&record.name, &[7; 32], &proof));
+        let mut later = proof.clone();
+        later.old_valid_until_ms += 1;
+        assert!(!verify_key_proof(&record.name, &key.public_bytes(), &later));
+        let signed = sign_record(&key, &record);
+        assert_eq!(open_record(&signed), Ok(record));
     }
 
     #[test]
@@ -97,14 +165,23 @@ mod tests {
     fn discovery_vectors_match_byte_for_byte() {
         let key = ServerKey::from_bytes(&[0x11; 32]).unwrap();
         let record = sample(&key);
+        let rotated = rotated_sample(&key);
         let computed = format!(
-            "{{\n  \"signing_key_seed_hex\": \"{}\",\n  \"public_key_hex\": \"{}\",\n  \"record\": {{\n    \"description\": \"eu.example.org at 192.0.2.7:7443, issued 1795000000000\",\n    \"encoded_hex\": \"{}\",\n    \"signed_hex\": \"{}\",\n    \"name_key_hex\": \"{}\",\n    \"key_key_hex\": \"{}\"\n  }}\n}}\n",
+            "{{\n  \"signing_key_seed_hex\": \"{}\",\n  \"public_key_hex\": \"{}\",\n  \"record\": {{\n    \"description\": \"eu.example.org at 192.0.2.7:7443, issued 1795000000000\",\n    \"encoded_hex\": \"{}\",\n    \"signed_hex\": \"{}\",\n    \"name_key_hex\": \"{}\",\n    \"key_key_hex\": \"{}\"\n  }},\n  \"rotated_record\": {{\n    \"description\": \"the same after a rotation from the key of seed 0x10.. (valid until 1795600000000)\",\n    \"old_public_key_hex\": \"{}\",\n    \"key_proof_message_hex\": \"{}\",\n    \"signed_hex\": \"{}\"\n  }}\n}}\n",
             hex(&[0x11; 32]),
             hex(&key.public_bytes()),
             hex(&record.encode()),
             hex(&sign_record(&key, &record)),
             hex(&name_key(&record.name)),
             hex(&key_key(&record.key)),
+            hex(&ServerKey::from_bytes(&[0x10; 32]).unwrap().public_bytes()),
+            hex(&key_proof_message(
+                &rotated.name,
+                &ServerKey::from_bytes(&[0x10; 32]).unwrap().public_bytes(),
+                &rotated.key,
+                1_795_600_000_000
+            )),
+            hex(&sign_record(&key, &rotated)),
         );
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),

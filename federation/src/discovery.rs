@@ -10,7 +10,7 @@ use hearth_spec::ServerName;
 use hearth_spec::discovery::{HearthRecord, RECORD_VERSION, key_key, name_key};
 
 use crate::clock::now_ms;
-use crate::directory::{Directory, Learned};
+use crate::directory::{Directory, LearnError, Learned};
 use crate::keyring::KeyRing;
 use crate::p2p::{Identity, P2pStatus, Swarm};
 
@@ -38,7 +38,19 @@ pub enum ResolveError {
     NotAllowed(ServerName),
     #[error("no acceptable record of {0} was found in the DHT")]
     NotFound(String),
+    #[error("too many lookups of unknown callers at once")]
+    Busy,
 }
+
+/// Lookups of unknown callers' keys running at once, at most: a stranger can make this hearth
+/// look keys up by calling with fresh keys, so that work is bounded.
+const STRANGER_LOOKUPS: usize = 8;
+
+/// How long a key that was not found is not looked up again.
+const MISS_MEMORY: Duration = Duration::from_secs(5);
+
+/// Most keys remembered as not found (forgotten all at once beyond).
+const MISSES_KEPT: usize = 4096;
 
 /// Told of every hearth learnt from the DHT, with its signed record, so it can be kept.
 pub type LearnHook = Arc<dyn Fn(&ServerName, &[u8], Learned) + Send + Sync>;
@@ -51,6 +63,8 @@ pub struct Discovery {
     own: ServerName,
     policy: Arc<DiscoveryPolicy>,
     learned: LearnHook,
+    stranger_slots: Arc<tokio::sync::Semaphore>,
+    misses: Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], std::time::Instant>>>,
 }
 
 impl std::fmt::Debug for Discovery {
@@ -73,6 +87,8 @@ impl Discovery {
             own,
             policy: Arc::new(policy),
             learned,
+            stranger_slots: Arc::new(tokio::sync::Semaphore::new(STRANGER_LOOKUPS)),
+            misses: Arc::default(),
         }
     }
 
@@ -109,9 +125,27 @@ impl Discovery {
         {
             return Ok(owner.clone());
         }
-        self.lookup(key_key(key), |record| record.key == *key)
-            .await
-            .ok_or_else(|| ResolveError::NotFound(hex(key)))
+        if self
+            .misses
+            .lock()
+            .expect("misses lock")
+            .get(key)
+            .is_some_and(|at| at.elapsed() < MISS_MEMORY)
+        {
+            return Err(ResolveError::NotFound(hex(key)));
+        }
+        let Ok(_slot) = self.stranger_slots.try_acquire() else {
+            return Err(ResolveError::Busy);
+        };
+        let found = self.lookup(key_key(key), |record| record.key == *key).await;
+        found.ok_or_else(|| {
+            let mut misses = self.misses.lock().expect("misses lock");
+            if misses.len() >= MISSES_KEPT {
+                misses.clear();
+            }
+            misses.insert(*key, std::time::Instant::now());
+            ResolveError::NotFound(hex(key))
+        })
     }
 
     /// Learns a record found some other way (kept from an earlier run). Returns the name.
@@ -146,11 +180,9 @@ impl Discovery {
         if record.name == self.own || !self.policy.admits(&record.name) {
             return false;
         }
-        let learned = self.directory.write().expect("directory lock").learn(
-            &record.name,
-            record.key,
-            record.address,
-            record.issued_ms,
+        let learned = learn_record(
+            &mut self.directory.write().expect("directory lock"),
+            record,
             now_ms(),
         );
         match learned {
@@ -167,6 +199,56 @@ impl Discovery {
             }
         }
     }
+}
+
+/// Learns `record` (already opened) into `directory`. A hearth known with another key is
+/// followed to the record's key if the record carries that key's signed hand-over (a rotation
+/// this hearth missed).
+pub fn learn_record(
+    directory: &mut Directory,
+    record: &HearthRecord,
+    now_ms: u64,
+) -> Result<Learned, LearnError> {
+    let learned = directory.learn(
+        &record.name,
+        record.key,
+        record.address,
+        record.issued_ms,
+        now_ms,
+    );
+    let Err(LearnError::Pinned(_)) = learned else {
+        return learned;
+    };
+    let Some(proof) = &record.previous else {
+        return learned;
+    };
+    let known = directory
+        .check_signer(&record.name, &proof.old_key, now_ms)
+        .is_ok();
+    if !known || !hearth_crypto::verify_key_proof(&record.name, &record.key, proof) {
+        return learned;
+    }
+    if directory
+        .rotate(
+            &record.name,
+            &proof.old_key,
+            record.key,
+            proof.old_valid_until_ms,
+        )
+        .is_err()
+    {
+        return learned;
+    }
+    tracing::info!(hearth = %record.name, "followed a key rotation found in the DHT");
+    directory
+        .learn(
+            &record.name,
+            record.key,
+            record.address,
+            record.issued_ms,
+            now_ms,
+        )
+        .map(|_| Learned::Updated)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -188,13 +270,25 @@ impl Identity for HearthIdentity {
     }
 
     fn record(&self) -> (Vec<u8>, [u8; 32], ServerName) {
-        let key = self.keys.oldest_usable(now_ms());
+        let now = now_ms();
+        let key = self.keys.oldest_usable(now);
+        // The most recent key this one took over from, if the ring still holds it.
+        let previous = self
+            .keys
+            .retired()
+            .into_iter()
+            .filter(|(old, _)| old.public_bytes() != key.public_bytes())
+            .max_by_key(|(_, until)| *until)
+            .map(|(old, until)| {
+                hearth_crypto::sign_key_proof(&old, &self.name, &key.public_bytes(), until)
+            });
         let record = HearthRecord {
             version: RECORD_VERSION,
             name: self.name.clone(),
             key: key.public_bytes(),
             address: self.address,
-            issued_ms: now_ms(),
+            issued_ms: now,
+            previous,
         };
         (
             hearth_crypto::sign_record(&key, &record),

@@ -73,10 +73,20 @@ pub trait Identity: Send + Sync + 'static {
     fn record(&self) -> (Vec<u8>, [u8; 32], hearth_spec::ServerName);
 }
 
+/// Commands waiting for the swarm task, at most; beyond, a command is dropped (a lookup then
+/// finds nothing, a gossip copy is not sent).
+const COMMAND_QUEUE: usize = 1024;
+
+/// Values one lookup may have waiting.
+const FOUND_QUEUE: usize = 64;
+
+/// Events waiting for the hearth, at most (gossip beyond is dropped, as gossip may be).
+pub const EVENT_QUEUE: usize = 1024;
+
 enum Command {
     Get {
         key: Vec<u8>,
-        found: mpsc::UnboundedSender<Vec<u8>>,
+        found: mpsc::Sender<Vec<u8>>,
     },
     Publish {
         data: Vec<u8>,
@@ -89,7 +99,7 @@ enum Command {
 /// A handle on the running swarm.
 #[derive(Clone)]
 pub struct Swarm {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::Sender<Command>,
     snapshot: Arc<std::sync::Mutex<P2pStatus>>,
 }
 
@@ -105,11 +115,11 @@ impl Swarm {
     pub fn start(
         config: P2pConfig,
         identity: Arc<dyn Identity>,
-        events: mpsc::UnboundedSender<P2pEvent>,
+        events: mpsc::Sender<P2pEvent>,
     ) -> Result<Self, P2pError> {
         let secret = identity.secret();
         let swarm = build(&config, &secret)?;
-        let (commands, receiver) = mpsc::unbounded_channel();
+        let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
         let snapshot = Arc::default();
         tokio::spawn(run(
             swarm,
@@ -130,22 +140,28 @@ impl Swarm {
 
     /// Looks `key` up in the DHT; every value found (the local copy first) is sent on the
     /// returned channel, which closes when the lookup ends.
-    pub fn get(&self, key: Vec<u8>) -> mpsc::UnboundedReceiver<Vec<u8>> {
-        let (found, receiver) = mpsc::unbounded_channel();
-        let _ = self.commands.send(Command::Get { key, found });
+    pub fn get(&self, key: Vec<u8>) -> mpsc::Receiver<Vec<u8>> {
+        let (found, receiver) = mpsc::channel(FOUND_QUEUE);
+        self.command(Command::Get { key, found });
         receiver
     }
 
     /// Publishes `data` on the key announcement topic.
     pub fn publish(&self, data: Vec<u8>) {
-        let _ = self.commands.send(Command::Publish { data });
+        self.command(Command::Publish { data });
     }
 
     /// The swarm's state.
     pub async fn status(&self) -> P2pStatus {
         let (reply, receiver) = oneshot::channel();
-        let _ = self.commands.send(Command::Status { reply });
+        self.command(Command::Status { reply });
         receiver.await.unwrap_or_default()
+    }
+
+    fn command(&self, command: Command) {
+        if self.commands.try_send(command).is_err() {
+            tracing::warn!("the libp2p swarm is not keeping up; dropped a command");
+        }
     }
 }
 
@@ -153,6 +169,12 @@ impl Swarm {
 pub fn peer_id(key: &[u8; 32]) -> Option<PeerId> {
     let public = libp2p::identity::ed25519::PublicKey::try_from_bytes(key).ok()?;
     Some(libp2p::identity::PublicKey::from(public).to_peer_id())
+}
+
+/// Where a hearth key sits in the DHT's key space: Kademlia places a peer at SHA-256 of its
+/// PeerId, and XOR of two positions is their distance.
+pub fn dht_position(key: &[u8; 32]) -> Option<[u8; 32]> {
+    Some(Sha256::digest(peer_id(key)?.to_bytes()).into())
 }
 
 /// The multiaddr of a QUIC socket address.
@@ -251,24 +273,42 @@ fn build(config: &P2pConfig, secret: &[u8; 32]) -> Result<Inner, P2pError> {
     Ok(swarm)
 }
 
-/// Whether a record may be stored under `key`: it opens, and `key` is its name or key entry.
-/// Returns when it was issued.
-fn checked_issue_time(key: &[u8], value: &[u8]) -> Option<u64> {
+/// A record that opens and belongs under `key` (its name entry or its key entry).
+fn checked(key: &[u8], value: &[u8]) -> Option<hearth_spec::discovery::HearthRecord> {
     let record = hearth_crypto::open_record(value).ok()?;
     (key == name_key(&record.name).as_slice() || key == key_key(&record.key).as_slice())
-        .then_some(record.issued_ms)
+        .then_some(record)
 }
 
-/// Stores a record a peer put, if it opens and is newer than the one held.
+/// Whether `new` may replace `held` under the same DHT key: it is newer, and signed by the same
+/// key or by a key the held record's key handed the name over to. So the first hearth to claim
+/// a name keeps it in the DHT, and only its own key (or its successor) can update it.
+pub fn replaces(
+    held: &hearth_spec::discovery::HearthRecord,
+    new: &hearth_spec::discovery::HearthRecord,
+) -> bool {
+    if new.issued_ms <= held.issued_ms || new.name != held.name {
+        return false;
+    }
+    new.key == held.key
+        || new.previous.as_ref().is_some_and(|proof| {
+            proof.old_key == held.key && hearth_crypto::verify_key_proof(&new.name, &new.key, proof)
+        })
+}
+
+/// Stores a record a peer put, if it opens, belongs under its key, and may replace what is
+/// held there.
 fn store_checked(swarm: &mut Inner, record: kad::Record) {
-    let Some(issued) = checked_issue_time(record.key.as_ref(), &record.value) else {
+    let Some(new) = checked(record.key.as_ref(), &record.value) else {
         tracing::debug!("refused a DHT record that does not open");
         return;
     };
     let store = swarm.behaviour_mut().kad.store_mut();
     if let Some(held) = store.get(&record.key)
-        && checked_issue_time(held.key.as_ref(), &held.value).is_some_and(|h| h >= issued)
+        && let Some(held) = checked(held.key.as_ref(), &held.value)
+        && !replaces(&held, &new)
     {
+        tracing::debug!(hearth = %new.name, "kept the DHT record held over a newcomer");
         return;
     }
     if let Err(e) = store.put(record) {
@@ -281,19 +321,21 @@ async fn run(
     config: P2pConfig,
     identity: Arc<dyn Identity>,
     mut secret: zeroize::Zeroizing<[u8; 32]>,
-    mut commands: mpsc::UnboundedReceiver<Command>,
-    events: mpsc::UnboundedSender<P2pEvent>,
+    mut commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<P2pEvent>,
     snapshot: Arc<std::sync::Mutex<P2pStatus>>,
 ) {
     let topic = gossipsub::IdentTopic::new(KEYS_TOPIC);
-    let mut lookups: HashMap<kad::QueryId, mpsc::UnboundedSender<Vec<u8>>> = HashMap::new();
+    let mut state = State {
+        lookups: HashMap::new(),
+        dialled: HashSet::new(),
+        // Put the records as soon as a peer is there to hold them, then every `republish`.
+        publish_due: true,
+        last_bootstrap: None,
+    };
     let mut listen: Vec<Multiaddr> = Vec::new();
-    let mut dialled: HashSet<PeerId> = HashSet::new();
-    // Put the records as soon as a peer is there to hold them, then every `republish`.
-    let mut publish_due = true;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut last_publish = tokio::time::Instant::now();
-    let mut last_bootstrap = None;
     loop {
         tokio::select! {
             command = commands.recv() => {
@@ -301,7 +343,7 @@ async fn run(
                 match command {
                     Command::Get { key, found } => {
                         let id = swarm.behaviour_mut().kad.get_record(kad::RecordKey::new(&key));
-                        lookups.insert(id, found);
+                        state.lookups.insert(id, found);
                     }
                     Command::Publish { data } => {
                         if let Err(e) = swarm.behaviour_mut().gossipsub.publish(topic.clone(), data) {
@@ -323,19 +365,19 @@ async fn run(
                             tracing::info!(peer_id = %rebuilt.local_peer_id(), "libp2p identity follows the rotated key");
                             swarm = rebuilt;
                             secret = now_secret;
-                            lookups.clear();
+                            state.lookups.clear();
+                            state.dialled.clear();
+                            state.publish_due = true;
                             listen.clear();
-                            dialled.clear();
-                            publish_due = true;
                         }
                         Err(e) => tracing::error!(error = %e, "cannot rebuild the swarm for a new key"),
                     }
                 }
                 if last_publish.elapsed() >= config.republish {
-                    publish_due = true;
+                    state.publish_due = true;
                 }
-                if publish_due && swarm.connected_peers().next().is_some() {
-                    publish_due = false;
+                if state.publish_due && swarm.connected_peers().next().is_some() {
+                    state.publish_due = false;
                     last_publish = tokio::time::Instant::now();
                     let (signed, key, name) = identity.record();
                     for dht_key in [name_key(&name), key_key(&key)] {
@@ -351,29 +393,18 @@ async fn run(
                     tracing::info!(%address, peer_id = %swarm.local_peer_id(), "libp2p listening");
                     listen.push(address);
                 }
-                SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
-                    if endpoint.is_dialer() {
-                        // A bootstrap peer dialled without its PeerId: now it is known.
-                        let mut address = endpoint.get_remote_address().clone();
-                        if matches!(address.iter().last(), Some(Protocol::P2p(_))) {
-                            address.pop();
-                        }
-                        swarm.behaviour_mut().kad.add_address(&peer_id, address);
+                SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } if endpoint.is_dialer() => {
+                    // A bootstrap peer dialled without its PeerId: now it is known.
+                    let mut address = endpoint.get_remote_address().clone();
+                    if matches!(address.iter().last(), Some(Protocol::P2p(_))) {
+                        address.pop();
                     }
+                    swarm.behaviour_mut().kad.add_address(&peer_id, address);
                 }
                 SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
-                    dialled.remove(&peer_id);
+                    state.dialled.remove(&peer_id);
                 }
-                SwarmEvent::Behaviour(event) => handle(
-                    &mut swarm,
-                    event,
-                    &config,
-                    &mut lookups,
-                    &mut dialled,
-                    &mut publish_due,
-                    &mut last_bootstrap,
-                    &events,
-                ),
+                SwarmEvent::Behaviour(event) => state.handle(&mut swarm, event, &config, &events),
                 _ => {}
             },
         }
@@ -396,65 +427,84 @@ fn status(swarm: &mut Inner, listen: &[Multiaddr]) -> P2pStatus {
     }
 }
 
-fn handle(
-    swarm: &mut Inner,
-    event: BehaviourEvent,
-    config: &P2pConfig,
-    lookups: &mut HashMap<kad::QueryId, mpsc::UnboundedSender<Vec<u8>>>,
-    dialled: &mut HashSet<PeerId>,
-    publish_due: &mut bool,
-    last_bootstrap: &mut Option<tokio::time::Instant>,
-    events: &mpsc::UnboundedSender<P2pEvent>,
-) {
-    match event {
-        BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
-            if info.protocol_version != IDENTIFY_PROTOCOL {
-                return;
+/// What the swarm task remembers between events.
+struct State {
+    /// Running lookups and where their values go.
+    lookups: HashMap<kad::QueryId, mpsc::Sender<Vec<u8>>>,
+    /// Peers dialled from the routing table (to gossip with).
+    dialled: HashSet<PeerId>,
+    /// This hearth's records should be put (again) at the next tick.
+    publish_due: bool,
+    last_bootstrap: Option<tokio::time::Instant>,
+}
+
+impl State {
+    fn handle(
+        &mut self,
+        swarm: &mut Inner,
+        event: BehaviourEvent,
+        config: &P2pConfig,
+        events: &mpsc::Sender<P2pEvent>,
+    ) {
+        match event {
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                if info.protocol_version != IDENTIFY_PROTOCOL {
+                    return;
+                }
+                for address in info.listen_addrs {
+                    swarm.behaviour_mut().kad.add_address(&peer_id, address);
+                }
+                // Learn the neighbourhood through the new peer (at most every few seconds).
+                if self
+                    .last_bootstrap
+                    .is_none_or(|at| at.elapsed() > Duration::from_secs(5))
+                {
+                    self.last_bootstrap = Some(tokio::time::Instant::now());
+                    let _ = swarm.behaviour_mut().kad.bootstrap();
+                }
+                // A new neighbour may be one of the closest to this hearth's records.
+                self.publish_due = true;
             }
-            for address in info.listen_addrs {
-                swarm.behaviour_mut().kad.add_address(&peer_id, address);
-            }
-            // Learn the neighbourhood through the new peer (at most every few seconds).
-            if last_bootstrap.is_none_or(|at| at.elapsed() > Duration::from_secs(5)) {
-                *last_bootstrap = Some(tokio::time::Instant::now());
-                let _ = swarm.behaviour_mut().kad.bootstrap();
-            }
-            // A new neighbour may be one of the closest to this hearth's records.
-            *publish_due = true;
-        }
-        BehaviourEvent::Kad(kad::Event::RoutingUpdated {
-            peer, is_new_peer, ..
-        }) => {
-            if is_new_peer
-                && dialled.len() < config.max_dialled
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated {
+                peer,
+                is_new_peer: true,
+                ..
+            }) if self.dialled.len() < config.max_dialled
                 && !swarm.is_connected(&peer)
-                && dialled.insert(peer)
+                && !self.dialled.contains(&peer) =>
             {
+                self.dialled.insert(peer);
                 let _ = swarm.dial(peer);
             }
-        }
-        BehaviourEvent::Kad(kad::Event::InboundRequest {
-            request:
-                kad::InboundRequest::PutRecord {
-                    record: Some(record),
-                    ..
-                },
-        }) => store_checked(swarm, record),
-        BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
-            id, result, step, ..
-        }) => {
-            if let kad::QueryResult::GetRecord(Ok(kad::GetRecordOk::FoundRecord(found))) = result
-                && let Some(sender) = lookups.get(&id)
-            {
-                let _ = sender.send(found.record.value);
+            BehaviourEvent::Kad(kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::PutRecord {
+                        record: Some(record),
+                        ..
+                    },
+            }) => store_checked(swarm, record),
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id, result, step, ..
+            }) => {
+                if let kad::QueryResult::GetRecord(Ok(kad::GetRecordOk::FoundRecord(found))) =
+                    result
+                    && let Some(sender) = self.lookups.get(&id)
+                {
+                    let _ = sender.try_send(found.record.value);
+                }
+                if step.last {
+                    self.lookups.remove(&id);
+                }
             }
-            if step.last {
-                lookups.remove(&id);
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. }) => {
+                let full = events
+                    .try_send(P2pEvent::Gossip { data: message.data })
+                    .is_err();
+                if full {
+                    tracing::debug!("gossip arrives faster than it is handled; dropped one");
+                }
             }
+            _ => {}
         }
-        BehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. }) => {
-            let _ = events.send(P2pEvent::Gossip { data: message.data });
-        }
-        _ => {}
     }
 }

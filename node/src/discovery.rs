@@ -72,13 +72,7 @@ pub fn learn_kept(directory: &mut Directory, store: &Store, config: &Config) {
         if record.name == config.server_name || !policy.admits(&record.name) {
             continue;
         }
-        if let Err(e) = directory.learn(
-            &record.name,
-            record.key,
-            record.address,
-            record.issued_ms,
-            now,
-        ) {
+        if let Err(e) = hearth_federation::discovery::learn_record(directory, &record, now) {
             tracing::warn!(hearth = %record.name, error = %e, "a kept record no longer applies");
         }
     }
@@ -89,7 +83,7 @@ pub struct DiscoveryParts {
     pub discovery: Discovery,
     /// Set to the federation address once the transport is bound.
     pub bound: Arc<OnceLock<SocketAddr>>,
-    events: tokio::sync::mpsc::UnboundedReceiver<P2pEvent>,
+    events: tokio::sync::mpsc::Receiver<P2pEvent>,
 }
 
 /// Starts the swarm. Learnt hearths are kept in `store` and handed to `wakers`.
@@ -112,7 +106,7 @@ pub fn start(
         },
         bound: bound.clone(),
     };
-    let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
+    let (events_tx, events) = tokio::sync::mpsc::channel(hearth_federation::p2p::EVENT_QUEUE);
     let swarm = Swarm::start(
         P2pConfig {
             listen: d.listen_addr(f.listen),

@@ -862,7 +862,14 @@ async fn hand_off(node: Arc<FedNode>, transport: Transport, wakers: Arc<Wakers>)
                 handed.remove(destination);
                 continue;
             }
-            let relays = choose_relays(&node.own, destination, &peers, &node.relay);
+            let relays = {
+                let directory = node.directory.read().expect("directory lock");
+                choose_relays(&node.own, destination, &peers, &node.relay, |p| {
+                    directory
+                        .current_key(p)
+                        .and_then(|k| hearth_federation::p2p::dht_position(&k))
+                })
+            };
             if relays.is_empty() {
                 continue;
             }
@@ -1094,9 +1101,10 @@ impl Federation {
         Arc::new(move |rotated: &Rotated| {
             node.announcements_queued(rotated);
             if let Some(swarm) = &swarm {
-                let (node, rotated) = (node.clone(), rotated.clone());
+                // Weak: a stopped hearth must let go of its store even while copies are due.
+                let (node, rotated) = (Arc::downgrade(&node), rotated.clone());
                 crate::discovery::gossip_announcement(swarm.clone(), move || {
-                    node.broadcast_announcement(&rotated)
+                    node.upgrade()?.broadcast_announcement(&rotated)
                 });
             }
             let peers: Vec<ServerName> = rotated

@@ -11,32 +11,35 @@ use std::sync::{Arc, Mutex};
 
 use hearth_spec::ServerName;
 use hearth_spec::federation::{Outcome, RejectCode, RetryCode, SealedEnvelope};
-use sha2::{Digest, Sha256};
 
 use crate::clock::now_ms;
 use crate::config::RelayConfig;
 use crate::store::tables::OutItem;
 use crate::store::{Store, StoreError};
 
-/// The `n` peers closest to `destination` (XOR distance of SHA-256 of the names, as in a
-/// Kademlia DHT), leaving out the destination, this hearth and blocked peers.
+/// The `n` peers closest to `destination` in the DHT (Kademlia's XOR distance between the
+/// positions `position` gives: see `hearth_federation::p2p::dht_position`), leaving out the
+/// destination, this hearth, blocked peers and peers with no position.
 pub fn choose_relays(
     own: &ServerName,
     destination: &ServerName,
     peers: &[ServerName],
     config: &RelayConfig,
+    position: impl Fn(&ServerName) -> Option<[u8; 32]>,
 ) -> Vec<ServerName> {
-    let target = Sha256::digest(destination.as_str().as_bytes());
-    let mut candidates: Vec<(Vec<u8>, ServerName)> = peers
+    let Some(target) = position(destination) else {
+        return Vec::new();
+    };
+    let mut candidates: Vec<([u8; 32], ServerName)> = peers
         .iter()
         .filter(|p| *p != destination && *p != own && !config.block.contains(p))
-        .map(|p| {
-            let distance = Sha256::digest(p.as_str().as_bytes())
-                .iter()
-                .zip(target.iter())
-                .map(|(a, b)| a ^ b)
-                .collect();
-            (distance, p.clone())
+        .filter_map(|p| {
+            let at = position(p)?;
+            let mut distance = [0u8; 32];
+            for (d, (a, b)) in distance.iter_mut().zip(at.iter().zip(target.iter())) {
+                *d = a ^ b;
+            }
+            Some((distance, p.clone()))
         })
         .collect();
     candidates.sort();
@@ -251,14 +254,48 @@ mod tests {
             block: vec![n("e.t")],
             ..RelayConfig::default()
         };
-        let chosen = choose_relays(&n("a.t"), &n("c.t"), &peers, &config);
-        assert_eq!(chosen.len(), 2);
-        assert!(!chosen.contains(&n("a.t")) && !chosen.contains(&n("c.t")));
-        assert!(
-            !chosen.contains(&n("e.t")),
-            "blocked peers are never relays"
+        // Positions chosen by hand: c.t at 0, then b.t (1), e.t (2, blocked), d.t (4), a.t (8).
+        let position = |p: &ServerName| {
+            let at = match p.as_str() {
+                "c.t" => 0,
+                "b.t" => 1,
+                "e.t" => 2,
+                "d.t" => 4,
+                "a.t" => 8,
+                _ => return None,
+            };
+            let mut out = [0u8; 32];
+            out[31] = at;
+            Some(out)
+        };
+        let chosen = choose_relays(&n("a.t"), &n("c.t"), &peers, &config, position);
+        assert_eq!(
+            chosen,
+            [n("b.t"), n("d.t")],
+            "closest first; e.t is blocked"
         );
-        assert_eq!(chosen, choose_relays(&n("a.t"), &n("c.t"), &peers, &config));
+        let more = RelayConfig {
+            relays: 5,
+            ..config.clone()
+        };
+        let all = choose_relays(&n("a.t"), &n("c.t"), &peers, &more, position);
+        assert_eq!(all, [n("b.t"), n("d.t")], "never itself or the destination");
+        // With real keys: deterministic, and by PeerId position.
+        let key = |i: u8| {
+            hearth_crypto::ServerKey::from_bytes(&[i; 32])
+                .unwrap()
+                .public_bytes()
+        };
+        let real = |p: &ServerName| {
+            let i = peers.iter().position(|q| q == p)? as u8;
+            hearth_federation::p2p::dht_position(&key(i + 1))
+        };
+        let first = choose_relays(&n("a.t"), &n("c.t"), &peers, &config, real);
+        assert_eq!(first.len(), 2);
+        assert_eq!(
+            first,
+            choose_relays(&n("a.t"), &n("c.t"), &peers, &config, real)
+        );
     }
 
     #[test]

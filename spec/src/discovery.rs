@@ -32,6 +32,9 @@ pub const KAD_PROTOCOL: &str = "/hearth/kad/1.0.0";
 /// The identify protocol version hearths announce.
 pub const IDENTIFY_PROTOCOL: &str = "/hearth/id/1.0.0";
 
+/// Prefixed to a key proof's message before the old key signs it.
+pub const KEY_PROOF_CONTEXT: &[u8] = b"hearth/key-proof/v1\0";
+
 /// A hearth's self-description in the DHT.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HearthRecord {
@@ -43,6 +46,34 @@ pub struct HearthRecord {
     pub address: SocketAddr,
     /// When the hearth signed it (ms since the epoch); a newer record replaces an older one.
     pub issued_ms: u64,
+    /// After a key rotation: the previous key's word that `key` succeeds it. Lets a holder of
+    /// the old record (a DHT node, or a hearth that missed the announcement) accept the new one.
+    pub previous: Option<KeyProof>,
+}
+
+/// "`old_key` hands `name` over to `new_key`; `old_key` verifies until `old_valid_until_ms`",
+/// signed by `old_key` over [`key_proof_message`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyProof {
+    pub old_key: [u8; 32],
+    pub old_valid_until_ms: u64,
+    pub signature: Vec<u8>,
+}
+
+/// What the old key signs in a [`KeyProof`]: the context, then the postcard encoding of
+/// `(name, old_key, new_key, old_valid_until_ms)`.
+pub fn key_proof_message(
+    name: &ServerName,
+    old_key: &[u8; 32],
+    new_key: &[u8; 32],
+    old_valid_until_ms: u64,
+) -> Vec<u8> {
+    let mut message = KEY_PROOF_CONTEXT.to_vec();
+    message.extend(
+        postcard::to_stdvec(&(name, old_key, new_key, old_valid_until_ms))
+            .expect("key proof encodes"),
+    );
+    message
 }
 
 impl HearthRecord {
