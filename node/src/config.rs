@@ -48,6 +48,15 @@ pub struct Config {
     pub presence: PresenceConfig,
     pub push: PushConfig,
     pub federation: FederationConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// Prometheus metrics.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where `GET /metrics` is served (plain HTTP; keep it private). Unset: not served.
+    pub listen: Option<SocketAddr>,
 }
 
 /// Hearth-to-hearth federation over QUIC.
@@ -369,6 +378,7 @@ impl Default for Config {
             presence: PresenceConfig::default(),
             push: PushConfig::default(),
             federation: FederationConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -638,6 +648,10 @@ disable_after_failures = {dis}
 allow_private_endpoints = {priv}
 # VAPID subject for Web Push.
 vapid_subject = "{vsub}"
+
+[metrics]
+# Serve Prometheus gauges (relay custody, queues, peers, the swarm) at http://<listen>/metrics.
+# listen = "127.0.0.1:9464"
 
 [storage]
 # Most commands one group commit (one fsync) writes.

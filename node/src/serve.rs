@@ -81,6 +81,9 @@ pub struct Running {
     pub hearth: Arc<Hearth>,
     /// Where peers reach this hearth (UDP).
     pub federation_addr: SocketAddr,
+    /// Where `/metrics` is served, if it is.
+    pub metrics_addr: Option<SocketAddr>,
+    metrics: Option<JoinHandle<()>>,
     federation: Option<Federation>,
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<()>,
@@ -163,6 +166,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         discovery: federation.discovery(),
     }));
     let directory_for_admin = directory.clone();
+    let directory_for_metrics = directory.clone();
     let rotator = KeyRotator {
         data_dir: dir.clone(),
         store: store.clone(),
@@ -191,6 +195,25 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         source,
     })?;
 
+    let metrics = match config.metrics.listen {
+        Some(listen) => {
+            let source = Arc::new(crate::metrics::Source {
+                store: store.clone(),
+                custody: federation.custody(),
+                directory: directory_for_metrics,
+                swarm: federation.discovery().map(|d| d.swarm().clone()),
+            });
+            let (bound, task) = crate::metrics::serve(listen, source)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: listen,
+                    source,
+                })?;
+            Some((bound, task))
+        }
+        None => None,
+    };
+    let (metrics_addr, metrics) = metrics.unzip();
     let api_config = api_config(&config);
     let app = hearth_client_api::router(hearth.clone(), api_config);
     let addr = config.client_api.listen;
@@ -224,6 +247,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         client_addr,
         hearth,
         federation_addr,
+        metrics_addr,
+        metrics,
         federation: Some(federation),
         shutdown: Some(shutdown),
         server,
@@ -272,6 +297,10 @@ impl Running {
         }
         self.admin.abort();
         let _ = (&mut self.admin).await;
+        if let Some(metrics) = self.metrics.take() {
+            metrics.abort();
+            let _ = metrics.await;
+        }
         self.ticker.abort();
         let _ = (&mut self.ticker).await;
         if let Some(federation) = self.federation.take() {

@@ -358,6 +358,8 @@ pub struct PeerSpec {
     pub udp_port: u16,
     /// The libp2p swarm's UDP port.
     pub p2p_port: u16,
+    /// Where `/metrics` is served (TCP).
+    pub metrics_port: u16,
     pub data_dir: PathBuf,
 }
 
@@ -398,6 +400,7 @@ pub fn plan_network(root: &Path, names: &[&str]) -> anyhow::Result<Vec<PeerSpec>
                 key: server_key(&data_dir, name)?,
                 udp_port: free_udp_port(),
                 p2p_port: free_udp_port(),
+                metrics_port: free_port(),
                 data_dir,
             })
         })
@@ -430,9 +433,28 @@ pub fn federation_env(me: &PeerSpec, network: &[PeerSpec]) -> Vec<(String, Strin
             "HEARTH_FEDERATION__DISCOVERY__LISTEN".into(),
             format!("127.0.0.1:{}", me.p2p_port),
         ),
+        (
+            "HEARTH_METRICS__LISTEN".into(),
+            format!("127.0.0.1:{}", me.metrics_port),
+        ),
         // Catch up quickly after a peer returns.
         ("HEARTH_FEDERATION__RETRY_MAX_MS".into(), "500".into()),
     ]
+}
+
+/// The value of the gauge `name` (with its labels, as exposed, e.g.
+/// `hearth_relay_held_envelopes{origin="a.test"}`) on `me`'s `/metrics`; `None` if absent.
+pub async fn metric(me: &PeerSpec, name: &str) -> Option<u64> {
+    let body = reqwest::get(format!("http://127.0.0.1:{}/metrics", me.metrics_port))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    body.lines().find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        (series == name).then(|| value.parse().ok()).flatten()
+    })
 }
 
 /// Runs `hearth admin <args>` for `me` of `network` (its data directory and federation

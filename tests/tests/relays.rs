@@ -108,6 +108,20 @@ async fn custody(kill_a_relay: bool) {
         })
         .await;
     }
+    // Custody shows in the relays' metrics: envelopes and bytes held for a.test.
+    for relay in [&network[1], &network[3]] {
+        let held =
+            hearth_tests::metric(relay, "hearth_relay_held_envelopes{origin=\"a.test\"}").await;
+        assert!(
+            held.is_some_and(|h| h >= queued),
+            "{} metrics say {held:?} held, {queued} handed over",
+            relay.name
+        );
+        let bytes = hearth_tests::metric(relay, "hearth_relay_held_bytes{origin=\"a.test\"}")
+            .await
+            .unwrap();
+        assert!(bytes > queued * 16, "{} holds {bytes} bytes", relay.name);
+    }
     if kill_a_relay {
         hearths[1].kill9();
     }
