@@ -49,6 +49,10 @@ const STRANGER_LOOKUPS: usize = 8;
 /// How long a key that was not found is not looked up again.
 const MISS_MEMORY: Duration = Duration::from_secs(5);
 
+/// How long a lookup keeps gathering answers after the first fitting one (other DHT nodes may
+/// answer with another claim).
+const SETTLE: Duration = Duration::from_millis(300);
+
 /// Most keys remembered as not found (forgotten all at once beyond).
 const MISSES_KEPT: usize = 4096;
 
@@ -109,13 +113,18 @@ impl Discovery {
         if !self.policy.admits(name) || *name == self.own {
             return Err(ResolveError::NotAllowed(name.clone()));
         }
-        self.lookup(name_key(name), |record| record.name == *name)
-            .await
-            .map(|_| ())
-            .ok_or_else(|| ResolveError::NotFound(name.to_string()))
+        let not_found = || ResolveError::NotFound(name.to_string());
+        let (record, signed) = self.claim_of(name).await.ok_or_else(not_found)?;
+        if self.learn(&record, &signed) {
+            Ok(())
+        } else {
+            Err(not_found())
+        }
     }
 
-    /// The hearth that holds `key`, looked up if the directory does not know it.
+    /// The hearth that holds `key`, looked up if the directory does not know it. The record
+    /// found under the key must also be the winning claim to its name (see [`Self::claim_of`]):
+    /// a caller cannot take a name by publishing a record under its own key only.
     pub async fn resolve_key(&self, key: &[u8; 32]) -> Result<ServerName, ResolveError> {
         if let Ok(owner) = self
             .directory
@@ -137,7 +146,16 @@ impl Discovery {
         let Ok(_slot) = self.stranger_slots.try_acquire() else {
             return Err(ResolveError::Busy);
         };
-        let found = self.lookup(key_key(key), |record| record.key == *key).await;
+        let found = async {
+            let claimed = self.collect(key_key(key), |r| r.key == *key).await;
+            let (record, _) = claimed.into_iter().next()?;
+            if record.name == self.own || !self.policy.admits(&record.name) {
+                return None;
+            }
+            let (winner, signed) = self.claim_of(&record.name).await?;
+            (winner.key == *key && self.learn(&winner, &signed)).then_some(winner.name)
+        }
+        .await;
         found.ok_or_else(|| {
             let mut misses = self.misses.lock().expect("misses lock");
             if misses.len() >= MISSES_KEPT {
@@ -154,26 +172,55 @@ impl Discovery {
         self.learn(&record, signed).then_some(record.name)
     }
 
-    /// Runs a DHT lookup and learns the first record that opens, fits `wanted` and is accepted.
-    async fn lookup(
+    /// The claim to `name` most DHT nodes answer with (the newest record of that key). DHT
+    /// nodes keep the first claim to a name, so a squatter is left answering with its own copy
+    /// alone; a tie goes to the claim heard first.
+    async fn claim_of(&self, name: &ServerName) -> Option<(HearthRecord, Vec<u8>)> {
+        self.collect(name_key(name), |r| r.name == *name)
+            .await
+            .into_iter()
+            .next()
+    }
+
+    /// Runs a DHT lookup and gathers the records that open and fit `wanted`, one per key (the
+    /// newest), most answered first. Gathers until the lookup ends, the timeout, or
+    /// [`SETTLE`] after the first fitting answer.
+    async fn collect(
         &self,
         dht_key: Vec<u8>,
         wanted: impl Fn(&HearthRecord) -> bool,
-    ) -> Option<ServerName> {
+    ) -> Vec<(HearthRecord, Vec<u8>)> {
         let mut found = self.swarm.get(dht_key);
-        let deadline = tokio::time::Instant::now() + self.policy.timeout;
-        loop {
-            let value = tokio::time::timeout_at(deadline, found.recv())
-                .await
-                .ok()
-                .flatten()?;
+        let mut deadline = tokio::time::Instant::now() + self.policy.timeout;
+        // key → (answers, order first heard, newest record, its bytes)
+        let mut claims: std::collections::HashMap<[u8; 32], (usize, usize, HearthRecord, Vec<u8>)> =
+            std::collections::HashMap::new();
+        while let Ok(Some(value)) = tokio::time::timeout_at(deadline, found.recv()).await {
             let Ok(record) = hearth_crypto::open_record(&value) else {
                 continue;
             };
-            if wanted(&record) && self.learn(&record, &value) {
-                return Some(record.name);
+            if !wanted(&record) {
+                continue;
+            }
+            if claims.is_empty() {
+                deadline = deadline.min(tokio::time::Instant::now() + SETTLE);
+            }
+            let order = claims.len();
+            let claim = claims
+                .entry(record.key)
+                .or_insert_with(|| (0, order, record.clone(), value.clone()));
+            claim.0 += 1;
+            if record.issued_ms > claim.2.issued_ms {
+                claim.2 = record;
+                claim.3 = value;
             }
         }
+        let mut claims: Vec<_> = claims.into_values().collect();
+        claims.sort_by_key(|(answers, order, _, _)| (std::cmp::Reverse(*answers), *order));
+        claims
+            .into_iter()
+            .map(|(_, _, record, signed)| (record, signed))
+            .collect()
     }
 
     fn learn(&self, record: &HearthRecord, signed: &[u8]) -> bool {

@@ -508,3 +508,82 @@ impl State {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hearth_crypto::ServerKey;
+    use hearth_spec::ServerName;
+    use hearth_spec::discovery::{HearthRecord, RECORD_VERSION};
+
+    fn record(key: &ServerKey, issued_ms: u64) -> HearthRecord {
+        HearthRecord {
+            version: RECORD_VERSION,
+            name: ServerName::parse("h.test").unwrap(),
+            key: key.public_bytes(),
+            address: "127.0.0.1:1".parse().unwrap(),
+            issued_ms,
+            previous: None,
+        }
+    }
+
+    #[test]
+    fn a_held_claim_is_replaced_only_by_its_key_or_a_successor() {
+        let (old, new, other) = (
+            ServerKey::from_bytes(&[1; 32]).unwrap(),
+            ServerKey::from_bytes(&[2; 32]).unwrap(),
+            ServerKey::from_bytes(&[3; 32]).unwrap(),
+        );
+        let held = record(&old, 10);
+        assert!(replaces(&held, &record(&old, 11)), "newer, same key");
+        assert!(!replaces(&held, &record(&old, 10)), "not newer");
+        assert!(!replaces(&held, &record(&other, 11)), "another key");
+        let name = held.name.clone();
+        let mut rotated = record(&new, 11);
+        rotated.previous = Some(hearth_crypto::sign_key_proof(
+            &old,
+            &name,
+            &new.public_bytes(),
+            50,
+        ));
+        assert!(replaces(&held, &rotated), "the held key handed over");
+        let mut stolen = record(&other, 11);
+        stolen.previous = Some(hearth_crypto::sign_key_proof(
+            &old,
+            &name,
+            &new.public_bytes(),
+            50,
+        ));
+        assert!(!replaces(&held, &stolen), "a proof for another key");
+        let mut self_made = record(&new, 11);
+        self_made.previous = Some(hearth_crypto::sign_key_proof(
+            &new,
+            &name,
+            &new.public_bytes(),
+            50,
+        ));
+        assert!(
+            !replaces(&held, &self_made),
+            "a proof not from the held key"
+        );
+        let mut renamed = record(&old, 11);
+        renamed.name = ServerName::parse("x.test").unwrap();
+        assert!(!replaces(&held, &renamed), "another name");
+    }
+
+    #[test]
+    fn only_records_that_open_under_their_own_entries_are_stored() {
+        let key = ServerKey::from_bytes(&[1; 32]).unwrap();
+        let r = record(&key, 10);
+        let signed = hearth_crypto::sign_record(&key, &r);
+        assert!(checked(&name_key(&r.name), &signed).is_some());
+        assert!(checked(&key_key(&r.key), &signed).is_some());
+        let elsewhere = ServerName::parse("x.test").unwrap();
+        assert!(checked(&name_key(&elsewhere), &signed).is_none());
+        assert!(checked(&key_key(&[9; 32]), &signed).is_none());
+        let mut bad = signed.clone();
+        bad[0] ^= 1;
+        assert!(checked(&name_key(&r.name), &bad).is_none());
+        assert!(checked(&name_key(&r.name), &[0; 3000]).is_none());
+    }
+}
