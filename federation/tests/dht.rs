@@ -194,13 +194,14 @@ async fn squatters_forgers_and_junk_do_not_take_a_hearths_name() {
                 }
             }
         }
-        let directory = directory.read().unwrap();
-        assert_eq!(directory.current_key(&name("h.test")), Some(honest_key));
-        assert_eq!(
-            directory.address(&name("h.test")),
-            Some("127.0.0.1:7002".parse().unwrap())
-        );
-        drop(directory);
+        {
+            let directory = directory.read().unwrap();
+            assert_eq!(directory.current_key(&name("h.test")), Some(honest_key));
+            assert_eq!(
+                directory.address(&name("h.test")),
+                Some("127.0.0.1:7002".parse().unwrap())
+            );
+        }
         // The squatter calling with its own key is not taken for h.test.
         assert!(matches!(
             fresh.resolve_key(&squatter.public_bytes()).await,
