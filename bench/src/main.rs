@@ -2,6 +2,7 @@
 //! reports latency, throughput, fan-out and memory per connection, as medians over several runs.
 
 mod federation;
+mod network;
 mod server;
 mod stats;
 
@@ -93,6 +94,17 @@ enum Scenario {
         #[arg(long, default_value_t = 200)]
         event_bytes: usize,
     },
+    /// How fast a revoked key stops being accepted by hearths that hear of it only through
+    /// gossip (the first hearth revokes; the others are probed every 2 ms).
+    Gossip {
+        #[arg(long, default_value_t = 5)]
+        hearths: usize,
+    },
+    /// A returning hearth's catch-up on envelopes relays held for it, and what relays store.
+    Catchup {
+        #[arg(long, default_value_t = 5000)]
+        messages: usize,
+    },
     /// All of the above with their defaults.
     All,
 }
@@ -139,6 +151,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 seconds: 5,
                 event_bytes: 200,
             },
+            Scenario::Gossip { hearths: 5 },
+            Scenario::Catchup { messages: 5000 },
         ],
         one => vec![one],
     };
@@ -155,6 +169,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     seconds,
                     event_bytes,
                 } => Some(federation::link(*seconds, *event_bytes).await?),
+                Scenario::Gossip { hearths } => Some(network::gossip(&cli.hearth, *hearths).await?),
+                Scenario::Catchup { messages } => {
+                    Some(network::catchup(&cli.hearth, *messages).await?)
+                }
                 _ => None,
             };
             if let Some(report) = report {
@@ -184,7 +202,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     interval_ms,
                     seconds,
                 } => presence(&hearth, *users, *room_size, *interval_ms, *seconds).await?,
-                Scenario::All | Scenario::FederationLatency { .. } | Scenario::Link { .. } => {
+                Scenario::All
+                | Scenario::FederationLatency { .. }
+                | Scenario::Link { .. }
+                | Scenario::Gossip { .. }
+                | Scenario::Catchup { .. } => {
                     unreachable!()
                 }
             };

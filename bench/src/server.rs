@@ -10,6 +10,9 @@ pub struct Hearth {
     child: Child,
     pub url: String,
     dir: std::path::PathBuf,
+    binary: String,
+    env: Vec<(String, String)>,
+    port: u16,
 }
 
 impl Hearth {
@@ -27,43 +30,42 @@ impl Hearth {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let mut command = Command::new(binary);
-        command
-            .arg("serve")
-            .env("HEARTH_DATA_DIR", &dir)
-            .env("HEARTH_CLIENT_API__LISTEN", format!("127.0.0.1:{port}"))
-            .env("HEARTH_FEDERATION__LISTEN", "127.0.0.1:0")
-            .env("HEARTH_LIMITS__SENDS_PER_SECOND", "1000000")
-            .env("HEARTH_LIMITS__SEND_BURST", "1000000")
-            .env("HEARTH_LIMITS__REQUESTS_PER_SECOND", "1000000")
-            .env("HEARTH_LIMITS__REQUEST_BURST", "1000000")
-            .env("HEARTH_LIMITS__AUTH_PER_SECOND", "1000000")
-            .env("HEARTH_LIMITS__AUTH_BURST", "1000000")
-            .env("HEARTH_LOG", "warn")
-            // Registration speed is not what is measured: a cheap password hash.
-            .env("HEARTH_AUTH__ARGON2_M_COST_KIB", "64")
-            .env("HEARTH_AUTH__ARGON2_T_COST", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let child = command.spawn().with_context(|| {
-            format!("cannot start {binary}; build it with `cargo build --release`")
-        })?;
+        let child = spawn(binary, &dir, port, env)?;
         let hearth = Self {
             child,
             url: format!("http://127.0.0.1:{port}"),
             dir,
+            binary: binary.to_owned(),
+            env: env.to_vec(),
+            port,
         };
+        hearth.wait_healthy().await?;
+        Ok(hearth)
+    }
+
+    async fn wait_healthy(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if is_healthy(&format!("127.0.0.1:{port}")).await {
-                return Ok(hearth);
+            if is_healthy(&format!("127.0.0.1:{}", self.port)).await {
+                return Ok(());
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         bail!("hearth did not start")
+    }
+
+    /// Kills the process (SIGKILL), keeping its data directory.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the process again on the same data directory, port and environment, and waits
+    /// until it answers.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.child = spawn(&self.binary, &self.dir, self.port, &self.env)?;
+        self.wait_healthy().await
     }
 
     /// Registers a user.
@@ -101,6 +103,56 @@ impl Hearth {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Spawns `binary serve` on `dir`, its client API on `port`, limits opened up for load.
+fn spawn(
+    binary: &str,
+    dir: &std::path::Path,
+    port: u16,
+    env: &[(String, String)],
+) -> anyhow::Result<Child> {
+    let mut command = Command::new(binary);
+    command
+        .arg("serve")
+        .env("HEARTH_DATA_DIR", dir)
+        .env("HEARTH_CLIENT_API__LISTEN", format!("127.0.0.1:{port}"))
+        .env("HEARTH_FEDERATION__LISTEN", "127.0.0.1:0")
+        .env("HEARTH_FEDERATION__DISCOVERY__LISTEN", "127.0.0.1:0")
+        .env("HEARTH_LIMITS__SENDS_PER_SECOND", "1000000")
+        .env("HEARTH_LIMITS__SEND_BURST", "1000000")
+        .env("HEARTH_LIMITS__REQUESTS_PER_SECOND", "1000000")
+        .env("HEARTH_LIMITS__REQUEST_BURST", "1000000")
+        .env("HEARTH_LIMITS__AUTH_PER_SECOND", "1000000")
+        .env("HEARTH_LIMITS__AUTH_BURST", "1000000")
+        .env("HEARTH_LOG", "warn")
+        // Registration speed is not what is measured: a cheap password hash.
+        .env("HEARTH_AUTH__ARGON2_M_COST_KIB", "64")
+        .env("HEARTH_AUTH__ARGON2_T_COST", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command
+        .spawn()
+        .with_context(|| format!("cannot start {binary}; build it with `cargo build --release`"))
+}
+
+/// `GET path` at `addr` (plain HTTP/1.1); the body, if the answer is 200.
+pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await?;
+    let answer = String::from_utf8(answer)?;
+    let (head, body) = answer.split_once("\r\n\r\n").context("no HTTP header")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("{addr}{path}: {}", head.lines().next().unwrap_or(""));
+    }
+    Ok(body.to_owned())
 }
 
 /// A new empty data directory under the system's temporary directory.
