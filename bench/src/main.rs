@@ -105,6 +105,14 @@ enum Scenario {
         #[arg(long, default_value_t = 5000)]
         messages: usize,
     },
+    /// Bytes on loopback per presence update: gossip to a whole swarm against direct frames to
+    /// the peers that need it. Run inside `unshare -rn sh -c 'ip link set lo up; …'`.
+    PresenceTransport {
+        #[arg(long, default_value_t = 5)]
+        hearths: usize,
+        #[arg(long, default_value_t = 500)]
+        updates: usize,
+    },
     /// All of the above with their defaults.
     All,
 }
@@ -173,6 +181,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Scenario::Catchup { messages } => {
                     Some(network::catchup(&cli.hearth, *messages).await?)
                 }
+                Scenario::PresenceTransport { hearths, updates } => {
+                    Some(network::presence_transport(*hearths, *updates).await?)
+                }
                 _ => None,
             };
             if let Some(report) = report {
@@ -206,7 +217,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 | Scenario::FederationLatency { .. }
                 | Scenario::Link { .. }
                 | Scenario::Gossip { .. }
-                | Scenario::Catchup { .. } => {
+                | Scenario::Catchup { .. }
+                | Scenario::PresenceTransport { .. } => {
                     unreachable!()
                 }
             };

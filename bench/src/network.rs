@@ -419,3 +419,228 @@ pub async fn catchup(binary: &str, messages: usize) -> anyhow::Result<Report> {
         ],
     })
 }
+
+/// Bytes sent on the loopback interface so far, in this process's network namespace (run the
+/// bench in one of its own, `unshare -rn`, for a clean count).
+fn loopback_tx_bytes() -> anyhow::Result<u64> {
+    let dev = std::fs::read_to_string("/proc/self/net/dev")?;
+    let line = dev
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("lo:"))
+        .context("no loopback interface")?;
+    // Receive: bytes packets errs drop fifo frame compressed multicast; then transmit bytes.
+    line.split_whitespace()
+        .nth(8)
+        .context("short /proc/net/dev line")?
+        .parse()
+        .context("tx bytes")
+}
+
+/// A swarm identity for the presence comparison.
+struct Plain {
+    key: ServerKey,
+    name: ServerName,
+}
+
+impl hearth_federation::p2p::Identity for Plain {
+    fn secret(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        self.key.to_bytes()
+    }
+    fn record(&self) -> (Vec<u8>, [u8; 32], ServerName) {
+        let record = hearth_spec::discovery::HearthRecord {
+            version: hearth_spec::discovery::RECORD_VERSION,
+            name: self.name.clone(),
+            key: self.key.public_bytes(),
+            address: "127.0.0.1:1".parse().expect("address"),
+            issued_ms: now_ms(),
+            previous: None,
+        };
+        (
+            hearth_crypto::sign_record(&self.key, &record),
+            record.key,
+            self.name.clone(),
+        )
+    }
+}
+
+/// One presence update as a hearth signs it for `destination`.
+fn presence_update(key: &ServerKey, origin: &ServerName, destination: &ServerName) -> Vec<u8> {
+    let envelope = FedEnvelope {
+        version: FED_VERSION,
+        origin: origin.clone(),
+        destination: destination.clone(),
+        signer: key.public_bytes(),
+        origin_ts: now_ms(),
+        nonce: rand::random(),
+        body: FedBody::Ephemeral {
+            signals: vec![hearth_spec::federation::Signal::Presence {
+                user: hearth_spec::UserId::parse(&format!("@alice:{origin}")).expect("user"),
+                state: hearth_spec::client::PresenceState::Online,
+                last_seen_ms: Some(now_ms()),
+            }],
+        },
+    };
+    hearth_crypto::sign_envelope(key, &envelope)
+}
+
+/// Loopback bytes per presence update: over gossip to a swarm of `hearths`, and as direct
+/// frames to 1 and to `hearths - 1` peers. `updates` updates at 50/s each way.
+pub async fn presence_transport(hearths: usize, updates: usize) -> anyhow::Result<Report> {
+    let idle = {
+        let before = loopback_tx_bytes()?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        loopback_tx_bytes()? - before
+    };
+    if idle > 0 {
+        eprintln!(
+            "warning: {idle} bytes crossed loopback in 2 s of idling: run in a network namespace of its own (unshare -rn) for clean figures"
+        );
+    }
+    let pace = Duration::from_millis(20);
+    let names: Vec<ServerName> = (0..hearths)
+        .map(|i| ServerName::parse(&format!("p{i}.bench")))
+        .collect::<Result<_, _>>()?;
+    let keys: Vec<ServerKey> = (0..hearths).map(|_| ServerKey::generate()).collect();
+
+    // Gossip: every hearth in one swarm, through the first.
+    let mut swarms = Vec::new();
+    let mut first = None;
+    let mut sinks = Vec::new();
+    for (name, key) in names.iter().zip(&keys) {
+        let listen: std::net::SocketAddr = format!("127.0.0.1:{}", free_udp()?).parse()?;
+        let (events, sink) = tokio::sync::mpsc::channel(hearth_federation::p2p::EVENT_QUEUE);
+        sinks.push(tokio::spawn(async move {
+            let mut sink = sink;
+            let mut n = 0u64;
+            while sink.recv().await.is_some() {
+                n += 1;
+            }
+            n
+        }));
+        let swarm = hearth_federation::Swarm::start(
+            hearth_federation::P2pConfig {
+                listen,
+                bootstrap: first
+                    .iter()
+                    .map(|a| hearth_federation::p2p::quic_multiaddr(*a))
+                    .collect(),
+                republish: Duration::from_secs(600),
+                max_dialled: 32,
+            },
+            Arc::new(Plain {
+                key: ServerKey::from_bytes(&key.to_bytes()[..])?,
+                name: name.clone(),
+            }),
+            events,
+        )?;
+        first.get_or_insert(listen);
+        swarms.push(swarm);
+    }
+    // Let the mesh form, then measure the swarm idling (heartbeats) and carrying updates.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let window = pace * updates as u32 + Duration::from_secs(2);
+    let before = loopback_tx_bytes()?;
+    tokio::time::sleep(window).await;
+    let gossip_idle = loopback_tx_bytes()? - before;
+    let before = loopback_tx_bytes()?;
+    for _ in 0..updates {
+        swarms[0].publish(presence_update(&keys[0], &names[0], &names[0]));
+        tokio::time::sleep(pace).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let gossip_busy = loopback_tx_bytes()? - before;
+    drop(swarms);
+    let mut delivered = 0;
+    for sink in sinks {
+        delivered += sink.await.unwrap_or(0);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Direct frames: hearth 0 sends each update to `fanout` peers over the envelope transport,
+    // one envelope per update (the worst case: nothing else queued to batch it with).
+    let ports: Vec<u16> = (0..hearths)
+        .map(|_| free_udp())
+        .collect::<anyhow::Result<_>>()?;
+    let peers: Vec<PeerConfig> = names
+        .iter()
+        .zip(&keys)
+        .zip(&ports)
+        .map(|((name, key), port)| PeerConfig {
+            name: name.clone(),
+            address: std::net::SocketAddr::from(([127, 0, 0, 1], *port)),
+            key: key.public_bytes(),
+            previous_keys: vec![],
+        })
+        .collect();
+    let mut transports = Vec::new();
+    for ((name, key), port) in names.iter().zip(&keys).zip(&ports) {
+        transports.push(Transport::start(
+            TransportConfig::new(
+                name.clone(),
+                std::net::SocketAddr::from(([127, 0, 0, 1], *port)),
+            ),
+            Arc::new(KeyRing::single(Arc::new(ServerKey::from_bytes(
+                &key.to_bytes()[..],
+            )?))),
+            Arc::new(RwLock::new(Directory::new(peers.clone(), vec![]))),
+            Arc::new(Sink),
+        )?);
+    }
+    let mut direct = Vec::new();
+    for fanout in [1, hearths - 1] {
+        // Connections up first (a handshake is not per update).
+        for peer in &names[1..=fanout] {
+            transports[0].connection(peer).await?;
+        }
+        let before = loopback_tx_bytes()?;
+        for _ in 0..updates {
+            let sends = names[1..=fanout].iter().map(|peer| {
+                let frame = presence_update(&keys[0], &names[0], peer);
+                let transport = transports[0].clone();
+                async move { transport.send(peer, &[frame]).await }
+            });
+            for result in futures_util::future::join_all(sends).await {
+                result?;
+            }
+            tokio::time::sleep(pace).await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        direct.push((loopback_tx_bytes()? - before) as f64 / updates as f64);
+    }
+    for t in &transports {
+        t.close();
+    }
+    let per_update = |bytes: u64| bytes as f64 / updates as f64;
+    Ok(Report {
+        name: "presence transport",
+        figures: vec![
+            ("hearths", hearths as f64, "", None),
+            (
+                "update envelope",
+                presence_update(&keys[0], &names[0], &names[1]).len() as f64,
+                "B",
+                None,
+            ),
+            (
+                "gossip deliveries per update",
+                delivered as f64 / updates as f64,
+                "",
+                None,
+            ),
+            (
+                "gossip bytes per update (busy - idle)",
+                per_update(gossip_busy.saturating_sub(gossip_idle)),
+                "B",
+                None,
+            ),
+            (
+                "gossip bytes per update (all)",
+                per_update(gossip_busy),
+                "B",
+                None,
+            ),
+            ("direct bytes per update, 1 peer", direct[0], "B", None),
+            ("direct bytes per update, all peers", direct[1], "B", None),
+        ],
+    })
+}

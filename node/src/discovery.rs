@@ -164,6 +164,8 @@ impl DiscoveryParts {
         let discovery = self.discovery.clone();
         let lookups: Arc<Mutex<HashMap<ServerName, Instant>>> = Arc::default();
         let finder = discovery.clone();
+        // The committer calls this from its own thread, outside the runtime.
+        let runtime = tokio::runtime::Handle::current();
         // Weak: this hook lives in the wakers.
         let finder_wakers = Arc::downgrade(&wakers);
         wakers.on_unknown(Box::new(move |name: &ServerName| {
@@ -178,7 +180,7 @@ impl DiscoveryParts {
                 lookups.insert(name.clone(), Instant::now());
             }
             let (finder, wakers, name) = (finder.clone(), finder_wakers.clone(), name.clone());
-            tokio::spawn(async move {
+            runtime.spawn(async move {
                 match finder.resolve_name(&name).await {
                     Ok(()) => {
                         if let Some(wakers) = wakers.upgrade() {

@@ -66,44 +66,65 @@ async fn a_hearth_bootstrapped_from_one_peer_is_found_and_reached_by_the_others(
     let mut dave = register_at(&d_hearth.url, "dave").await;
     let (_dave_tx, mut dave_rx) = connect_synced(&mut dave).await;
 
-    // bob (b.test) opens a DM with dave: b.test looks d.test up in the DHT. d.test's record
-    // may still be on its way into the DHT, so the first attempts may find nothing.
+    // carol (c.test) makes a group with bob and dave: c.test finds d.test in the DHT (by name),
+    // and d.test learns c.test when c.test calls (by key).
     let started = Instant::now();
-    let dm = loop {
-        match bob
-            .create_room(RoomKind::Direct, None, &[user_id("dave", "d.test")])
+    let group = loop {
+        match carol
+            .create_room(
+                RoomKind::Group,
+                Some("found"),
+                &[user_id("bob", "b.test"), user_id("dave", "d.test")],
+            )
             .await
         {
             Ok(room) => break room,
+            // d.test's record may still be on its way into the DHT.
             Err(e) => {
-                assert!(started.elapsed() < WAIT, "b.test never found d.test: {e}");
+                assert!(started.elapsed() < WAIT, "c.test never found d.test: {e}");
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         }
     };
+    let hello = carol
+        .send(&group.room_id, &new_txn_id(), b"hello dave, from c")
+        .await
+        .unwrap();
+    receive(&mut dave_rx, b"hello dave, from c").await;
+    eprintln!("c.test found and reached d.test in {:?}", started.elapsed());
+
+    // dave reads it. d.test owes the read receipt to every member hearth, b.test among them,
+    // which it has never heard of: it finds b.test in the DHT and delivers.
+    let seq = hello.seq.unwrap();
+    dave.mark_read(&group.room_id, seq).await.unwrap();
+    let dave_id = user_id("dave", "d.test");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let marks = bob.receipts(&group.room_id).await.unwrap_or_default();
+        if marks.iter().any(|m| m.user_id == dave_id && m.read >= seq) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dave's read receipt never reached b.test: {marks:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // bob (b.test) opens a DM with dave, and they talk both ways.
+    let dm = bob
+        .create_room(RoomKind::Direct, None, &[user_id("dave", "d.test")])
+        .await
+        .unwrap();
     bob.send(&dm.room_id, &new_txn_id(), b"hello dave, from b")
         .await
         .unwrap();
     receive(&mut dave_rx, b"hello dave, from b").await;
-    eprintln!("b.test found and reached d.test in {:?}", started.elapsed());
-
-    // dave answers: d.test learnt b.test from the DHT when b.test called (by its key).
     let (_bob_tx, mut bob_rx) = connect_synced(&mut bob).await;
     dave.send(&dm.room_id, &new_txn_id(), b"hi bob, from d")
         .await
         .unwrap();
     receive(&mut bob_rx, b"hi bob, from d").await;
-
-    // carol (c.test), a group with dave homed on c.test.
-    let group = carol
-        .create_room(RoomKind::Group, Some("found"), &[user_id("dave", "d.test")])
-        .await
-        .unwrap();
-    carol
-        .send(&group.room_id, &new_txn_id(), b"hello dave, from c")
-        .await
-        .unwrap();
-    receive(&mut dave_rx, b"hello dave, from c").await;
 
     // Every hearth saw the others as discovered, not configured: their configs name none.
     let status = hearth_admin(
@@ -121,7 +142,30 @@ async fn a_hearth_bootstrapped_from_one_peer_is_found_and_reached_by_the_others(
     let status = hearth_admin(&abc[1].data_dir, &abc[1], abc, &["federation-status"]);
     assert!(status.contains("peer\td.test\tdiscovered"), "{status}");
     assert!(status.contains("peer\ta.test\tconfigured"), "{status}");
-    drop((b, c));
+
+    // What was learnt is kept: with the bootstrap hearth gone (no DHT to ask), b.test and
+    // d.test restart and still reach each other.
+    drop(_a);
+    let mut b = b;
+    let mut d_hearth = d_hearth;
+    b.kill9();
+    d_hearth.kill9();
+    b.start_again().await.unwrap();
+    d_hearth.start_again().await.unwrap();
+    let mut bob = hearth_client::Client::with_session(&b.url, bob.session().unwrap().clone());
+    let mut dave =
+        hearth_client::Client::with_session(&d_hearth.url, dave.session().unwrap().clone());
+    let (_bob_tx, mut bob_rx) = connect_synced(&mut bob).await;
+    let (_dave_tx, mut dave_rx) = connect_synced(&mut dave).await;
+    dave.send(&dm.room_id, &new_txn_id(), b"after restarts, from d")
+        .await
+        .unwrap();
+    receive(&mut bob_rx, b"after restarts, from d").await;
+    bob.send(&dm.room_id, &new_txn_id(), b"after restarts, from b")
+        .await
+        .unwrap();
+    receive(&mut dave_rx, b"after restarts, from b").await;
+    drop(c);
 }
 
 struct Sink;
