@@ -830,6 +830,39 @@ mod tests {
     }
 
     #[test]
+    fn discovery_settings_are_checked_and_defaulted() {
+        let config = Config::load(
+            None,
+            env(&[(
+                "HEARTH_FEDERATION__DISCOVERY__BOOTSTRAP",
+                r#"["/ip4/127.0.0.1/udp/8449/quic-v1"]"#,
+            )]),
+        )
+        .unwrap();
+        let d = &config.federation.discovery;
+        assert!(d.enabled && d.bootstrap.len() == 1);
+        // The swarm sits next to the federation port unless told otherwise.
+        assert_eq!(
+            d.listen_addr("127.0.0.1:8448".parse().unwrap()),
+            "127.0.0.1:8449".parse().unwrap()
+        );
+        assert_eq!(d.listen_addr("127.0.0.1:0".parse().unwrap()).port(), 0);
+        for (var, value) in [
+            (
+                "HEARTH_FEDERATION__DISCOVERY__BOOTSTRAP",
+                r#"["not a multiaddr"]"#,
+            ),
+            ("HEARTH_FEDERATION__DISCOVERY__LOOKUP_TIMEOUT_MS", "0"),
+            ("HEARTH_FEDERATION__DISCOVERY__NO_SUCH_KEY", "1"),
+        ] {
+            assert!(
+                Config::load(None, env(&[(var, value)])).is_err(),
+                "{var}={value}"
+            );
+        }
+    }
+
+    #[test]
     fn env_overrides_file_and_nests() {
         let config = Config::load(
             None,

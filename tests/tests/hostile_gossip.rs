@@ -1,0 +1,208 @@
+//! A hostile member of the gossip network against a real hearth (in this process): a libp2p swarm
+//! joins the hearth's swarm and publishes on the key announcement topic. Junk, forged, stale and
+//! misaddressed announcements about a configured peer change nothing; a genuine one (signed by
+//! the peer's key) is applied, which shows the rest had every chance to be.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use hearth_crypto::{ServerKey, sign_envelope};
+use hearth_federation::p2p::{Identity, Multiaddr, P2pConfig, Swarm};
+use hearth_node::admin::{AdminRequest, AdminResponse};
+use hearth_node::config::PeerEntry;
+use hearth_spec::ServerName;
+use hearth_spec::federation::{FED_VERSION, FedBody, FedEnvelope};
+use hearth_tests::TestHearth;
+
+fn name(s: &str) -> ServerName {
+    ServerName::parse(s).unwrap()
+}
+
+fn b64(key: &[u8; 32]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// The rogue's swarm identity (its record is never looked at here).
+struct Rogue(ServerKey);
+
+impl Identity for Rogue {
+    fn secret(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        self.0.to_bytes()
+    }
+    fn record(&self) -> (Vec<u8>, [u8; 32], ServerName) {
+        (vec![0; 8], self.0.public_bytes(), name("rogue.test"))
+    }
+}
+
+/// A broadcast key announcement as `origin` would publish it, signed by `signer`.
+fn announcement(
+    signer: &ServerKey,
+    origin: &str,
+    destination: &str,
+    origin_ts: u64,
+    new_key: [u8; 32],
+) -> Vec<u8> {
+    sign_envelope(
+        signer,
+        &FedEnvelope {
+            version: FED_VERSION,
+            origin: name(origin),
+            destination: name(destination),
+            signer: signer.public_bytes(),
+            origin_ts,
+            nonce: rand::random(),
+            body: FedBody::KeyRotation {
+                new_key,
+                old_valid_until_ms: now_ms() + 3_600_000,
+            },
+        },
+    )
+}
+
+async fn status(hearth: &TestHearth) -> (Vec<String>, Vec<(ServerName, String, String)>) {
+    let socket = hearth_node::serve::admin_socket_path(hearth.data_dir());
+    match hearth_node::admin::request_socket(&socket, &AdminRequest::FederationStatus)
+        .await
+        .unwrap()
+    {
+        AdminResponse::FederationStatus { swarm, peers, .. } => (swarm, peers),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The key `home` holds as current for `peer`.
+async fn current_key(hearth: &TestHearth, peer: &str) -> String {
+    let (_, peers) = status(hearth).await;
+    peers
+        .into_iter()
+        .find(|(p, _, _)| p.as_str() == peer)
+        .map(|(_, _, key)| key)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_forged_stale_and_misaddressed_announcements_change_nothing() {
+    let peer_key = ServerKey::generate();
+    let hearth = TestHearth::start_with(|c| {
+        c.server_name = name("home.test");
+        c.federation.discovery.listen = Some("127.0.0.1:0".parse().unwrap());
+        c.federation.peers = vec![PeerEntry {
+            name: name("peer.test"),
+            address: "127.0.0.1:9".parse().unwrap(),
+            key: b64(&peer_key.public_bytes()),
+            previous_keys: vec![],
+        }];
+    })
+    .await;
+    let original = b64(&peer_key.public_bytes());
+    assert_eq!(current_key(&hearth, "peer.test").await, original);
+
+    // The rogue joins the hearth's swarm.
+    let started = Instant::now();
+    let home_swarm: Multiaddr = loop {
+        let (swarm, _) = status(&hearth).await;
+        if let Some(address) = swarm.first() {
+            break address.parse().unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no swarm address"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let listen = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (events, _events) = tokio::sync::mpsc::channel(64);
+    let rogue = Swarm::start(
+        P2pConfig {
+            listen,
+            bootstrap: vec![home_swarm],
+            republish: Duration::from_secs(600),
+            max_dialled: 8,
+        },
+        Arc::new(Rogue(ServerKey::generate())),
+        events,
+    )
+    .unwrap();
+    // Gossip needs the subscriptions exchanged first.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let stranger = ServerKey::generate();
+    let now = now_ms();
+    let bad = [
+        // Junk.
+        vec![0xFF; 300],
+        Vec::new(),
+        // Signed by a key peer.test does not have.
+        announcement(
+            &stranger,
+            "peer.test",
+            "peer.test",
+            now,
+            stranger.public_bytes(),
+        ),
+        // Naming peer.test's key as signer, signed by another (a bad signature).
+        {
+            let mut forged = announcement(&peer_key, "peer.test", "peer.test", now, [7; 32]);
+            forged[..64].copy_from_slice(&stranger.sign(b"something else"));
+            forged
+        },
+        // Genuine signature, but an hour old.
+        announcement(
+            &peer_key,
+            "peer.test",
+            "peer.test",
+            now - 3_600_000,
+            [8; 32],
+        ),
+        // Genuine, but addressed to one hearth (a direct announcement is not for gossip).
+        announcement(&peer_key, "peer.test", "home.test", now, [9; 32]),
+        // About an origin the hearth does not know.
+        announcement(&stranger, "nobody.test", "nobody.test", now, [10; 32]),
+    ];
+    for data in bad {
+        rogue.publish(data);
+    }
+    // Gossip crosses loopback in milliseconds (the genuine announcement below shows it).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        current_key(&hearth, "peer.test").await,
+        original,
+        "a bad announcement was applied"
+    );
+    // The genuine announcement: applied, so the ones before had their chance.
+    let genuine = ServerKey::generate();
+    let started = Instant::now();
+    loop {
+        rogue.publish(announcement(
+            &peer_key,
+            "peer.test",
+            "peer.test",
+            now_ms(),
+            genuine.public_bytes(),
+        ));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let current = current_key(&hearth, "peer.test").await;
+        if current == b64(&genuine.public_bytes()) {
+            break;
+        }
+        assert_eq!(current, original, "a bad announcement was applied");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the genuine announcement never arrived"
+        );
+    }
+    // The hearth still answers normally and knows nobody new.
+    let (_, peers) = status(&hearth).await;
+    assert_eq!(peers.len(), 1, "{peers:?}");
+}
