@@ -14,8 +14,8 @@ use hearth_federation::{Directory, Inbound, KeyRing, PeerConfig, Transport, Tran
 use hearth_spec::federation::{FED_VERSION, FedBody, FedEnvelope, Outcome};
 use hearth_spec::{RoomKind, ServerName};
 
-use crate::server::{Hearth, fresh_dir, server_key};
 use crate::Report;
+use crate::server::{Hearth, fresh_dir, server_key};
 
 fn free_udp() -> anyhow::Result<u16> {
     Ok(std::net::UdpSocket::bind("127.0.0.1:0")?

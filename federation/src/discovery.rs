@@ -344,3 +344,105 @@ impl Identity for HearthIdentity {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hearth_crypto::ServerKey;
+
+    fn key(n: u8) -> ServerKey {
+        ServerKey::from_bytes(&[n; 32]).unwrap()
+    }
+
+    fn record(name: &ServerName, key: &ServerKey, issued_ms: u64) -> HearthRecord {
+        HearthRecord {
+            version: RECORD_VERSION,
+            name: name.clone(),
+            key: key.public_bytes(),
+            address: "127.0.0.1:7".parse().unwrap(),
+            issued_ms,
+            previous: None,
+        }
+    }
+
+    #[test]
+    fn a_missed_rotation_is_followed_only_with_the_known_keys_word() {
+        let h = ServerName::parse("h.test").unwrap();
+        let mut directory = Directory::default();
+        assert_eq!(
+            learn_record(&mut directory, &record(&h, &key(1), 1), 10),
+            Ok(Learned::New)
+        );
+        // A record under a new key, without a proof: pinned.
+        assert_eq!(
+            learn_record(&mut directory, &record(&h, &key(2), 2), 10),
+            Err(LearnError::Pinned(h.clone()))
+        );
+        // With a proof from a key the directory does not hold for h: still pinned.
+        let mut stranger = record(&h, &key(2), 2);
+        stranger.previous = Some(hearth_crypto::sign_key_proof(
+            &key(3),
+            &h,
+            &key(2).public_bytes(),
+            100,
+        ));
+        assert_eq!(
+            learn_record(&mut directory, &stranger, 10),
+            Err(LearnError::Pinned(h.clone()))
+        );
+        // With key 1's word: followed; key 1 verifies until the proof says.
+        let mut rotated = record(&h, &key(2), 2);
+        rotated.previous = Some(hearth_crypto::sign_key_proof(
+            &key(1),
+            &h,
+            &key(2).public_bytes(),
+            100,
+        ));
+        assert_eq!(
+            learn_record(&mut directory, &rotated, 10),
+            Ok(Learned::Updated)
+        );
+        assert_eq!(directory.current_key(&h), Some(key(2).public_bytes()));
+        assert!(
+            directory
+                .check_signer(&h, &key(1).public_bytes(), 100)
+                .is_ok()
+        );
+        assert!(
+            directory
+                .check_signer(&h, &key(1).public_bytes(), 101)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn the_published_record_carries_the_hand_over_once_the_new_key_is_presented() {
+        let name = ServerName::parse("h.test").unwrap();
+        let ring = Arc::new(KeyRing::single(Arc::new(key(1))));
+        let identity = HearthIdentity {
+            name: name.clone(),
+            keys: ring.clone(),
+            address: "127.0.0.1:7".parse().unwrap(),
+        };
+        let open =
+            |identity: &HearthIdentity| hearth_crypto::open_record(&identity.record().0).unwrap();
+        assert_eq!(open(&identity).previous, None);
+        // During the grace period TLS still presents key 1: so does the record.
+        ring.rotate(Arc::new(key(2)), now_ms() + 3_600_000);
+        let during = open(&identity);
+        assert_eq!((during.key, during.previous), (key(1).public_bytes(), None));
+        // A revocation (no grace): key 2 at once, with key 1's word for it.
+        let revoked = Arc::new(KeyRing::single(Arc::new(key(1))));
+        revoked.rotate(Arc::new(key(2)), now_ms());
+        let identity = HearthIdentity {
+            name: name.clone(),
+            keys: revoked,
+            address: "127.0.0.1:7".parse().unwrap(),
+        };
+        let after = open(&identity);
+        assert_eq!(after.key, key(2).public_bytes());
+        let proof = after.previous.unwrap();
+        assert_eq!(proof.old_key, key(1).public_bytes());
+        assert!(hearth_crypto::verify_key_proof(&name, &after.key, &proof));
+    }
+}
