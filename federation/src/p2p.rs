@@ -73,6 +73,9 @@ pub trait Identity: Send + Sync + 'static {
     fn record(&self) -> (Vec<u8>, [u8; 32], hearth_spec::ServerName);
 }
 
+/// How often the routing table is refreshed (a Kademlia bootstrap) while the swarm has peers.
+const REFRESH: Duration = Duration::from_secs(300);
+
 /// Commands waiting for the swarm task, at most; beyond, a command is dropped (a lookup then
 /// finds nothing, a gossip copy is not sent).
 const COMMAND_QUEUE: usize = 1024;
@@ -215,6 +218,9 @@ fn build(config: &P2pConfig, secret: &[u8; 32]) -> Result<Inner, P2pError> {
             // Records are checked before they are stored (see `store_checked`).
             kad_config.set_record_filtering(kad::StoreInserts::FilterBoth);
             kad_config.set_query_timeout(Duration::from_secs(10));
+            // libp2p's own periodic bootstrap warns every time on a hearth that is alone; the
+            // swarm task refreshes the routing table itself when it has peers (`REFRESH`).
+            kad_config.set_periodic_bootstrap_interval(None);
             let store = MemoryStore::with_config(
                 id,
                 MemoryStoreConfig {
@@ -336,6 +342,7 @@ async fn run(
     let mut listen: Vec<Multiaddr> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut last_publish = tokio::time::Instant::now();
+    let mut last_refresh = tokio::time::Instant::now();
     loop {
         tokio::select! {
             command = commands.recv() => {
@@ -372,6 +379,10 @@ async fn run(
                         }
                         Err(e) => tracing::error!(error = %e, "cannot rebuild the swarm for a new key"),
                     }
+                }
+                if last_refresh.elapsed() >= REFRESH && swarm.connected_peers().next().is_some() {
+                    last_refresh = tokio::time::Instant::now();
+                    let _ = swarm.behaviour_mut().kad.bootstrap();
                 }
                 if last_publish.elapsed() >= config.republish {
                     state.publish_due = true;
