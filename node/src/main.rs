@@ -81,7 +81,9 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                // libp2p's Kademlia warns when a hearth that is alone cannot bootstrap (at every
+                // start of a single-node hearth); that is not a problem worth a warning.
+                .unwrap_or_else(|_| "info,libp2p_kad=error".into()),
         )
         .with_writer(std::io::stderr)
         .init();
