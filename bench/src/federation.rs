@@ -222,7 +222,8 @@ pub async fn link(seconds: u64, event_bytes: usize) -> anyhow::Result<Report> {
     })
 }
 
-fn now_ms() -> u64 {
+/// Wall-clock milliseconds since the Unix epoch (envelope timestamps).
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

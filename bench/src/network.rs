@@ -15,13 +15,8 @@ use hearth_spec::federation::{FED_VERSION, FedBody, FedEnvelope, Outcome};
 use hearth_spec::{RoomKind, ServerName};
 
 use crate::Report;
-use crate::server::{Hearth, fresh_dir, server_key};
-
-fn free_udp() -> anyhow::Result<u16> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
+use crate::federation::now_ms;
+use crate::server::{Hearth, free_udp_port, fresh_dir, server_key};
 
 fn free_tcp() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
@@ -48,8 +43,8 @@ fn plan(binary: &str, names: &[&str]) -> anyhow::Result<Vec<Member>> {
                 name: name.to_string(),
                 key: server_key(binary, &dir)?,
                 dir,
-                udp: free_udp()?,
-                p2p: free_udp()?,
+                udp: free_udp_port()?,
+                p2p: free_udp_port()?,
                 metrics: free_tcp()?,
             })
         })
@@ -112,13 +107,6 @@ impl Inbound for Sink {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Speaks federation as `origin` with a key read from its data directory (what a thief of that
 /// key could do), to probe whether other hearths still accept the key.
 struct Prober {
@@ -178,34 +166,13 @@ impl Prober {
     }
 }
 
+/// A base64url public key, as `hearth server-key` prints it.
 fn decode_key(text: &str) -> anyhow::Result<[u8; 32]> {
-    let bytes = base64_url(text).context("bad key")?;
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text.trim_end_matches('='))
+        .context("bad key")?;
     <[u8; 32]>::try_from(bytes).map_err(|_| anyhow::anyhow!("key is not 32 bytes"))
-}
-
-/// base64url without padding, decoded (the bench has no base64 dependency).
-fn base64_url(text: &str) -> Option<Vec<u8>> {
-    let value = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in text.trim_end_matches('=').bytes() {
-        acc = (acc << 6) | value(c)?;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
 }
 
 fn admin(binary: &str, me: &Member, args: &[&str]) -> anyhow::Result<String> {
@@ -502,7 +469,7 @@ pub async fn presence_transport(hearths: usize, updates: usize) -> anyhow::Resul
     let mut first = None;
     let mut sinks = Vec::new();
     for (name, key) in names.iter().zip(&keys) {
-        let listen: std::net::SocketAddr = format!("127.0.0.1:{}", free_udp()?).parse()?;
+        let listen: std::net::SocketAddr = format!("127.0.0.1:{}", free_udp_port()?).parse()?;
         let (events, sink) = tokio::sync::mpsc::channel(hearth_federation::p2p::EVENT_QUEUE);
         sinks.push(tokio::spawn(async move {
             let mut sink = sink;
@@ -554,7 +521,7 @@ pub async fn presence_transport(hearths: usize, updates: usize) -> anyhow::Resul
     // Direct frames: hearth 0 sends each update to `fanout` peers over the envelope transport,
     // one envelope per update (the worst case: nothing else queued to batch it with).
     let ports: Vec<u16> = (0..hearths)
-        .map(|_| free_udp())
+        .map(|_| free_udp_port())
         .collect::<anyhow::Result<_>>()?;
     let peers: Vec<PeerConfig> = names
         .iter()

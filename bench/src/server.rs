@@ -155,6 +155,13 @@ pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
     Ok(body.to_owned())
 }
 
+/// A free UDP port on loopback (bound and released).
+pub fn free_udp_port() -> anyhow::Result<u16> {
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 /// A new empty data directory under the system's temporary directory.
 pub fn fresh_dir() -> anyhow::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!(
@@ -191,9 +198,7 @@ pub async fn federated_pair(binary: &str) -> anyhow::Result<(Hearth, Hearth)> {
     for name in names {
         let dir = fresh_dir()?;
         let key = server_key(binary, &dir)?;
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let udp = free_udp_port()?;
         plans.push((name, dir, key, udp));
     }
     let mut hearths = Vec::new();

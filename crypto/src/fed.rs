@@ -143,13 +143,10 @@ mod tests {
 #[cfg(test)]
 mod vectors {
     use super::*;
+    use crate::vectors::hex;
     use hearth_spec::client::{PresenceState, ReceiptKind};
     use hearth_spec::federation::{FED_VERSION, FedBody, Signal};
     use hearth_spec::{RoomId, ServerName, UserId};
-
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
 
     fn samples(key: &ServerKey) -> Vec<(&'static str, FedEnvelope)> {
         let base = |body| FedEnvelope {
@@ -261,14 +258,6 @@ mod vectors {
         }
         lines.push("  ]\n}\n".into());
         let computed = lines.join("\n");
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../spec/vectors/federation.json"
-        );
-        if std::env::var_os("HEARTH_REGEN_VECTORS").is_some() {
-            std::fs::write(path, &computed).unwrap();
-        }
-        let committed = std::fs::read_to_string(path).unwrap();
-        assert_eq!(committed, computed);
+        crate::vectors::check_file("federation.json", &computed);
     }
 }

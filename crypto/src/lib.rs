@@ -9,6 +9,8 @@ mod key;
 mod record;
 mod seal;
 mod secret;
+#[cfg(test)]
+mod vectors;
 
 pub use fed::{ed25519_from_spki, sign_envelope, verify_envelope, verify_envelopes};
 pub use key::{KeyError, ServerKey, VerifyError, VerifyingKey, verify};

@@ -80,12 +80,9 @@ pub fn verify_key_proof(name: &ServerName, new_key: &[u8; 32], proof: &KeyProof)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vectors::hex;
     use hearth_spec::ServerName;
     use hearth_spec::discovery::{RECORD_VERSION, key_key, name_key};
-
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
 
     fn sample(key: &ServerKey) -> HearthRecord {
         HearthRecord {
@@ -183,14 +180,6 @@ mod tests {
             )),
             hex(&sign_record(&key, &rotated)),
         );
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../spec/vectors/discovery.json"
-        );
-        if std::env::var_os("HEARTH_REGEN_VECTORS").is_some() {
-            std::fs::write(path, &computed).unwrap();
-        }
-        let committed = std::fs::read_to_string(path).unwrap();
-        assert_eq!(committed, computed);
+        crate::vectors::check_file("discovery.json", &computed);
     }
 }

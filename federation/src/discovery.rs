@@ -12,7 +12,7 @@ use hearth_spec::discovery::{HearthRecord, RECORD_VERSION, key_key, name_key};
 use crate::clock::now_ms;
 use crate::directory::{Directory, LearnError, Learned};
 use crate::keyring::KeyRing;
-use crate::p2p::{Identity, P2pStatus, Swarm};
+use crate::p2p::{Identity, Swarm};
 
 /// Who may be learnt from the DHT.
 #[derive(Debug, Clone, Default)]
@@ -101,10 +101,6 @@ impl Discovery {
         &self.swarm
     }
 
-    pub async fn status(&self) -> P2pStatus {
-        self.swarm.status().await
-    }
-
     /// Makes sure the directory knows `name`, looking it up if it does not.
     pub async fn resolve_name(&self, name: &ServerName) -> Result<(), ResolveError> {
         if self.directory.read().expect("directory lock").knows(name) {
@@ -164,12 +160,6 @@ impl Discovery {
             misses.insert(*key, std::time::Instant::now());
             ResolveError::NotFound(hex(key))
         })
-    }
-
-    /// Learns a record found some other way (kept from an earlier run). Returns the name.
-    pub fn learn_signed(&self, signed: &[u8]) -> Option<ServerName> {
-        let record = hearth_crypto::open_record(signed).ok()?;
-        self.learn(&record, signed).then_some(record.name)
     }
 
     /// The claim to `name` most DHT nodes answer with (the newest record of that key). DHT
@@ -256,13 +246,16 @@ pub fn learn_record(
     record: &HearthRecord,
     now_ms: u64,
 ) -> Result<Learned, LearnError> {
-    let learned = directory.learn(
-        &record.name,
-        record.key,
-        record.address,
-        record.issued_ms,
-        now_ms,
-    );
+    let learn = |directory: &mut Directory| {
+        directory.learn(
+            &record.name,
+            record.key,
+            record.address,
+            record.issued_ms,
+            now_ms,
+        )
+    };
+    let learned = learn(directory);
     let Err(LearnError::Pinned(_)) = learned else {
         return learned;
     };
@@ -287,15 +280,7 @@ pub fn learn_record(
         return learned;
     }
     tracing::info!(hearth = %record.name, "followed a key rotation found in the DHT");
-    directory
-        .learn(
-            &record.name,
-            record.key,
-            record.address,
-            record.issued_ms,
-            now_ms,
-        )
-        .map(|_| Learned::Updated)
+    learn(directory).map(|_| Learned::Updated)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -307,8 +292,11 @@ fn hex(bytes: &[u8]) -> String {
 pub struct HearthIdentity {
     pub name: ServerName,
     pub keys: Arc<KeyRing>,
-    /// The federation address peers should dial.
+    /// The federation address peers should dial, as configured.
     pub address: SocketAddr,
+    /// The address the transport really bound, once known: published instead of `address`
+    /// (which may ask for port 0). Left unset when an address to advertise is configured.
+    pub bound: Arc<std::sync::OnceLock<SocketAddr>>,
 }
 
 impl Identity for HearthIdentity {
@@ -333,7 +321,7 @@ impl Identity for HearthIdentity {
             version: RECORD_VERSION,
             name: self.name.clone(),
             key: key.public_bytes(),
-            address: self.address,
+            address: self.bound.get().copied().unwrap_or(self.address),
             issued_ms: now,
             previous,
         };
@@ -423,6 +411,7 @@ mod tests {
             name: name.clone(),
             keys: ring.clone(),
             address: "127.0.0.1:7".parse().unwrap(),
+            bound: Arc::default(),
         };
         let open =
             |identity: &HearthIdentity| hearth_crypto::open_record(&identity.record().0).unwrap();
@@ -438,6 +427,7 @@ mod tests {
             name: name.clone(),
             keys: revoked,
             address: "127.0.0.1:7".parse().unwrap(),
+            bound: Arc::default(),
         };
         let after = open(&identity);
         assert_eq!(after.key, key(2).public_bytes());

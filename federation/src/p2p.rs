@@ -21,7 +21,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{PeerId, StreamProtocol, gossipsub, identify, kad};
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 /// How the swarm runs.
 #[derive(Debug, Clone)]
@@ -94,9 +94,6 @@ enum Command {
     Publish {
         data: Vec<u8>,
     },
-    Status {
-        reply: oneshot::Sender<P2pStatus>,
-    },
 }
 
 /// A handle on the running swarm.
@@ -152,13 +149,6 @@ impl Swarm {
     /// Publishes `data` on the key announcement topic.
     pub fn publish(&self, data: Vec<u8>) {
         self.command(Command::Publish { data });
-    }
-
-    /// The swarm's state.
-    pub async fn status(&self) -> P2pStatus {
-        let (reply, receiver) = oneshot::channel();
-        self.command(Command::Status { reply });
-        receiver.await.unwrap_or_default()
     }
 
     fn command(&self, command: Command) {
@@ -356,9 +346,6 @@ async fn run(
                         if let Err(e) = swarm.behaviour_mut().gossipsub.publish(topic.clone(), data) {
                             tracing::debug!(error = %e, "gossip publish");
                         }
-                    }
-                    Command::Status { reply } => {
-                        let _ = reply.send(status(&mut swarm, &listen));
                     }
                 }
             }

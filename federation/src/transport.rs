@@ -325,28 +325,20 @@ impl Transport {
         {
             return Ok(connection.clone());
         }
-        let known = self
+        // Looks the peer up in the DHT if the directory does not know it (a no-op if it does).
+        if let Some(discovery) = &self.shared.config.discovery
+            && let Err(e) = discovery.resolve_name(peer).await
+        {
+            tracing::debug!(%peer, error = %e, "cannot find a peer");
+            return Err(SendError::UnknownPeer(peer.clone()));
+        }
+        let address = self
             .shared
             .directory
             .read()
             .expect("directory lock")
-            .address(peer);
-        let address = match (known, &self.shared.config.discovery) {
-            (Some(address), _) => address,
-            (None, Some(discovery)) => {
-                discovery.resolve_name(peer).await.map_err(|e| {
-                    tracing::debug!(%peer, error = %e, "cannot find a peer");
-                    SendError::UnknownPeer(peer.clone())
-                })?;
-                self.shared
-                    .directory
-                    .read()
-                    .expect("directory lock")
-                    .address(peer)
-                    .ok_or_else(|| SendError::UnknownPeer(peer.clone()))?
-            }
-            (None, None) => return Err(SendError::UnknownPeer(peer.clone())),
-        };
+            .address(peer)
+            .ok_or_else(|| SendError::UnknownPeer(peer.clone()))?;
         let tls = tls::client_config(
             self.shared.keys.clone(),
             peer.clone(),
@@ -418,23 +410,20 @@ fn peer_key(connection: &quinn::Connection) -> Option<[u8; 32]> {
 /// the DHT by its key.
 async fn identify(connection: &quinn::Connection, shared: &Shared) -> Option<ServerName> {
     let key = peer_key(connection)?;
-    let known = shared
-        .directory
-        .read()
-        .expect("directory lock")
-        .owner(&key, now_ms())
-        .ok()
-        .cloned();
-    match (known, &shared.config.discovery) {
-        (Some(name), _) => Some(name),
-        (None, Some(discovery)) => match discovery.resolve_key(&key).await {
-            Ok(name) => Some(name),
-            Err(e) => {
-                tracing::debug!(error = %e, "a stranger called");
-                None
-            }
-        },
-        (None, None) => None,
+    match &shared.config.discovery {
+        // Answers from the directory when it knows the key.
+        Some(discovery) => discovery
+            .resolve_key(&key)
+            .await
+            .inspect_err(|e| tracing::debug!(error = %e, "a stranger called"))
+            .ok(),
+        None => shared
+            .directory
+            .read()
+            .expect("directory lock")
+            .owner(&key, now_ms())
+            .ok()
+            .cloned(),
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use hearth_federation::discovery::{HearthIdentity, LearnHook};
-use hearth_federation::p2p::{Identity, Multiaddr, P2pConfig, P2pEvent};
+use hearth_federation::p2p::{Multiaddr, P2pConfig, P2pEvent};
 use hearth_federation::{
     Directory, Discovery, DiscoveryPolicy, Freshness, KeyRing, Learned, Swarm, Transport,
 };
@@ -22,28 +22,6 @@ use crate::store::Store;
 /// How soon the same unknown destination is looked up again.
 const LOOKUP_AGAIN: Duration = Duration::from_secs(5);
 
-/// The swarm's record of this hearth names the federation address it really listens on, known
-/// only once the transport is bound (when the configuration asks for port 0).
-struct BoundIdentity {
-    inner: HearthIdentity,
-    bound: Arc<OnceLock<SocketAddr>>,
-}
-
-impl Identity for BoundIdentity {
-    fn secret(&self) -> zeroize::Zeroizing<[u8; 32]> {
-        self.inner.secret()
-    }
-
-    fn record(&self) -> (Vec<u8>, [u8; 32], ServerName) {
-        let identity = HearthIdentity {
-            name: self.inner.name.clone(),
-            keys: self.inner.keys.clone(),
-            address: self.bound.get().copied().unwrap_or(self.inner.address),
-        };
-        identity.record()
-    }
-}
-
 fn policy(config: &Config) -> DiscoveryPolicy {
     let d = &config.federation.discovery;
     DiscoveryPolicy {
@@ -54,8 +32,12 @@ fn policy(config: &Config) -> DiscoveryPolicy {
 }
 
 /// Learns the hearths kept from earlier runs into `directory` (their records are checked again
-/// and the policy applied again: a hearth blocked since is not learnt).
+/// and the policy applied again: a hearth blocked since is not learnt). Nothing, with
+/// discovery off.
 pub fn learn_kept(directory: &mut Directory, store: &Store, config: &Config) {
+    if !config.federation.discovery.enabled {
+        return;
+    }
     let policy = policy(config);
     let kept = match store.discovered() {
         Ok(kept) => kept,
@@ -81,8 +63,9 @@ pub fn learn_kept(directory: &mut Directory, store: &Store, config: &Config) {
 /// The running swarm and what it is wired to.
 pub struct DiscoveryParts {
     pub discovery: Discovery,
-    /// Set to the federation address once the transport is bound.
-    pub bound: Arc<OnceLock<SocketAddr>>,
+    /// Where the record's address goes once the transport is bound; `None` when an address to
+    /// advertise is configured (that one is what peers must dial).
+    bound: Option<Arc<OnceLock<SocketAddr>>>,
     events: tokio::sync::mpsc::Receiver<P2pEvent>,
 }
 
@@ -98,12 +81,10 @@ pub fn start(
     let f = &config.federation;
     let bootstrap: Vec<Multiaddr> = d.bootstrap.iter().filter_map(|a| a.parse().ok()).collect();
     let bound = Arc::new(OnceLock::new());
-    let identity = BoundIdentity {
-        inner: HearthIdentity {
-            name: config.server_name.clone(),
-            keys,
-            address: d.advertise.unwrap_or(f.listen),
-        },
+    let identity = HearthIdentity {
+        name: config.server_name.clone(),
+        keys,
+        address: d.advertise.unwrap_or(f.listen),
         bound: bound.clone(),
     };
     let (events_tx, events) = tokio::sync::mpsc::channel(hearth_federation::p2p::EVENT_QUEUE);
@@ -140,12 +121,7 @@ pub fn start(
     );
     Ok(DiscoveryParts {
         discovery,
-        bound: if d.advertise.is_some() {
-            // The configured address is what peers must dial; the bound one is not published.
-            Arc::new(OnceLock::new())
-        } else {
-            bound
-        },
+        bound: d.advertise.is_none().then_some(bound),
         events,
     })
 }
@@ -161,6 +137,9 @@ impl DiscoveryParts {
         transport: Transport,
         freshness: Freshness,
     ) -> (Discovery, Vec<tokio::task::JoinHandle<()>>) {
+        if let Some(bound) = &self.bound {
+            let _ = bound.set(transport.local_addr());
+        }
         let discovery = self.discovery.clone();
         let lookups: Arc<Mutex<HashMap<ServerName, Instant>>> = Arc::default();
         let finder = discovery.clone();

@@ -98,7 +98,7 @@ pub struct Wakers {
 type UnknownHook = Box<dyn Fn(&ServerName) + Send + Sync>;
 
 /// Starts the queue drivers of a peer learnt after start.
-type PeerStarter = Box<dyn Fn(&ServerName, Arc<Notify>) + Send + Sync>;
+type PeerStarter = Box<dyn FnMut(&ServerName, Arc<Notify>) + Send>;
 
 impl std::fmt::Debug for Wakers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -165,7 +165,7 @@ impl Wakers {
             wakers.insert(peer.clone(), notify.clone());
             notify
         };
-        if let Some(start) = self.starter.lock().expect("starter lock").as_ref() {
+        if let Some(start) = self.starter.lock().expect("starter lock").as_mut() {
             start(peer, notify.clone());
         }
         notify.notify_one();
@@ -549,39 +549,32 @@ impl FedNode {
     /// and it is fresh; anything else is dropped (gossip has no one to answer).
     pub fn gossiped(&self, data: &[u8], freshness: Freshness) -> Option<ServerName> {
         let signed = hearth_spec::federation::SignedEnvelope::split(data).ok()?;
-        let envelope = FedEnvelope::decode(signed.encoded).ok()?;
-        if envelope.origin == self.own || envelope.destination != envelope.origin {
+        let origin = FedEnvelope::decode(signed.encoded).ok()?.origin;
+        if origin == self.own {
             return None;
         }
-        let FedBody::KeyRotation {
-            new_key,
-            old_valid_until_ms,
-        } = envelope.body
-        else {
-            return None;
+        // The usual checks, as if this hearth were the origin it is addressed to. Copies are
+        // idempotent, so there is no replay memory across them.
+        let envelope = {
+            let directory = self.directory.read().expect("directory lock");
+            let mut replay = hearth_federation::check::ReplayCache::new(1);
+            hearth_federation::check::check_batch(
+                &directory,
+                &mut replay,
+                freshness,
+                &origin,
+                &origin,
+                &[data],
+                now_ms(),
+            )
+            .pop()?
+            .ok()?
         };
-        let now = now_ms();
-        if envelope.origin_ts.saturating_add(freshness.max_age_ms) < now
-            || envelope.origin_ts > now.saturating_add(freshness.max_skew_ms)
-        {
+        if !matches!(envelope.body, FedBody::KeyRotation { .. }) {
             return None;
         }
-        let key = self
-            .directory
-            .read()
-            .expect("directory lock")
-            .check_signer(&envelope.origin, &envelope.signer, now)
-            .ok()?;
-        hearth_crypto::verify_envelope(&key, &signed).ok()?;
-        let outcome = self.request(
-            &envelope.origin,
-            envelope.signer,
-            FedBody::KeyRotation {
-                new_key,
-                old_valid_until_ms,
-            },
-        );
-        matches!(outcome, Err(Outcome::Stored)).then_some(envelope.origin)
+        let outcome = self.request(&origin, envelope.signer, envelope.body);
+        matches!(outcome, Err(Outcome::Stored)).then_some(origin)
     }
 
     /// This hearth's announcement of `rotated` for gossip (addressed to itself: to everyone).
@@ -990,10 +983,11 @@ impl Federation {
             committer: Mutex::new(Some(parts.committer)),
         });
         let mut transport_config = TransportConfig::new(config.server_name.clone(), f.listen);
-        transport_config.freshness = Freshness {
+        let freshness = Freshness {
             max_age_ms: f.max_age_ms,
             max_skew_ms: f.max_skew_ms,
         };
+        transport_config.freshness = freshness;
         transport_config.envelopes_per_second = f.envelopes_per_second;
         transport_config.envelope_burst = f.envelope_burst;
         transport_config.max_streams_per_peer = f.max_streams_per_peer;
@@ -1013,7 +1007,7 @@ impl Federation {
         };
         let drivers: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let mut signal_queues = parts.signals;
-        let start_peer = {
+        let mut start_peer = {
             let (transport, node, drivers) = (transport.clone(), node.clone(), drivers.clone());
             let peer_signals = parts.peer_signals.clone();
             move |peer: &ServerName, wake: Arc<Notify>| {
@@ -1042,13 +1036,10 @@ impl Federation {
                 }
             }
         };
-        let start_peer = Mutex::new(start_peer);
         for (peer, wake) in parts.wakers.all() {
-            (start_peer.lock().expect("starter lock"))(&peer, wake);
+            start_peer(&peer, wake);
         }
-        *parts.wakers.starter.lock().expect("starter lock") = Some(Box::new(move |peer, wake| {
-            (start_peer.lock().expect("starter lock"))(peer, wake)
-        }));
+        *parts.wakers.starter.lock().expect("starter lock") = Some(Box::new(start_peer));
         if f.relay.enabled {
             drivers
                 .lock()
@@ -1059,16 +1050,12 @@ impl Federation {
                     parts.wakers.clone(),
                 )));
         }
-        let discovery = discovery.map(|parts_d| {
-            let _ = parts_d.bound.set(transport.local_addr());
-            let (discovery, tasks) = parts_d.run(
+        let discovery = discovery.map(|wiring| {
+            let (discovery, tasks) = wiring.run(
                 parts.wakers.clone(),
                 node.clone(),
                 transport.clone(),
-                Freshness {
-                    max_age_ms: f.max_age_ms,
-                    max_skew_ms: f.max_skew_ms,
-                },
+                freshness,
             );
             drivers.lock().expect("drivers lock").extend(tasks);
             discovery

@@ -113,9 +113,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let vapid = Arc::new(keys::load_or_generate_vapid(&dir.join("vapid.key"))?);
     let push = Push::start(store.clone(), hub.clone(), config.push.clone(), vapid)?;
     let mut directory = crate::federation::directory(&config, &store)?;
-    if config.federation.discovery.enabled {
-        crate::discovery::learn_kept(&mut directory, &store, &config);
-    }
+    crate::discovery::learn_kept(&mut directory, &store, &config);
     let directory = Arc::new(std::sync::RwLock::new(directory));
     let peers = directory.read().expect("directory lock").peers();
     let wakers = Arc::new(Wakers::new(&peers));

@@ -32,3 +32,12 @@ pub(crate) fn decode_canonical<T: DeserializeOwned + Serialize>(
     }
     Ok(value)
 }
+
+/// `context || bytes`: what a signature covers, so that a signature made for one purpose (an
+/// envelope, a record, a key proof) never passes for another.
+pub(crate) fn with_context(context: &[u8], bytes: &[u8]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(context.len() + bytes.len());
+    message.extend_from_slice(context);
+    message.extend_from_slice(bytes);
+    message
+}

@@ -68,12 +68,9 @@ pub fn key_proof_message(
     new_key: &[u8; 32],
     old_valid_until_ms: u64,
 ) -> Vec<u8> {
-    let mut message = KEY_PROOF_CONTEXT.to_vec();
-    message.extend(
-        postcard::to_stdvec(&(name, old_key, new_key, old_valid_until_ms))
-            .expect("key proof encodes"),
-    );
-    message
+    let encoded = postcard::to_stdvec(&(name, old_key, new_key, old_valid_until_ms))
+        .expect("key proof encodes");
+    crate::codec::with_context(KEY_PROOF_CONTEXT, &encoded)
 }
 
 impl HearthRecord {
@@ -94,10 +91,7 @@ impl HearthRecord {
 
 /// The message a record signature covers.
 pub fn record_signing_message(encoded: &[u8]) -> Vec<u8> {
-    let mut message = Vec::with_capacity(RECORD_CONTEXT.len() + encoded.len());
-    message.extend_from_slice(RECORD_CONTEXT);
-    message.extend_from_slice(encoded);
-    message
+    crate::codec::with_context(RECORD_CONTEXT, encoded)
 }
 
 /// Splits a signed record into its signature and encoded bytes; checks only the size.

@@ -176,10 +176,7 @@ impl FedEnvelope {
 
 /// The message a signature covers: the context, then the exact encoded envelope.
 pub fn signing_message(encoded: &[u8]) -> Vec<u8> {
-    let mut message = Vec::with_capacity(SIGNING_CONTEXT.len() + encoded.len());
-    message.extend_from_slice(SIGNING_CONTEXT);
-    message.extend_from_slice(encoded);
-    message
+    crate::codec::with_context(SIGNING_CONTEXT, encoded)
 }
 
 /// A signed envelope as it travels: `signature || encoded envelope`.

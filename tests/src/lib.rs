@@ -342,6 +342,14 @@ impl Drop for HearthProcess {
     }
 }
 
+/// Milliseconds since the Unix epoch (for envelopes built by hand).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
 /// A free UDP port on loopback (bound and released).
 pub fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")

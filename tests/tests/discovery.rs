@@ -17,7 +17,7 @@ use hearth_spec::client::ServerFrame;
 use hearth_spec::federation::{FED_VERSION, FedBody, FedEnvelope, Outcome};
 use hearth_spec::{RoomKind, ServerName};
 use hearth_tests::{
-    HearthProcess, PeerSpec, connect_synced, federation_env, frames_until, hearth_admin,
+    HearthProcess, PeerSpec, connect_synced, federation_env, frames_until, hearth_admin, now_ms,
     plan_network, register_at, user_id,
 };
 
@@ -174,13 +174,6 @@ impl Inbound for Sink {
     async fn receive(&self, _peer: ServerName, envelopes: Vec<FedEnvelope>) -> Vec<Outcome> {
         vec![Outcome::Stored; envelopes.len()]
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 /// Someone holding d.test's key (after it leaked): speaks federation as d.test, from its own

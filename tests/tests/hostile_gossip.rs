@@ -13,7 +13,7 @@ use hearth_node::admin::{AdminRequest, AdminResponse};
 use hearth_node::config::PeerEntry;
 use hearth_spec::ServerName;
 use hearth_spec::federation::{FED_VERSION, FedBody, FedEnvelope};
-use hearth_tests::TestHearth;
+use hearth_tests::{TestHearth, now_ms};
 
 fn name(s: &str) -> ServerName {
     ServerName::parse(s).unwrap()
@@ -21,13 +21,6 @@ fn name(s: &str) -> ServerName {
 
 fn b64(key: &[u8; 32]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 /// The rogue's swarm identity (its record is never looked at here).

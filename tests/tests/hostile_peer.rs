@@ -23,7 +23,7 @@ use hearth_spec::federation::{
 use hearth_spec::{
     Content, DeviceId, Envelope, Membership, RoomId, RoomKind, ServerName, TxnId, UserId,
 };
-use hearth_tests::TestHearth;
+use hearth_tests::{TestHearth, now_ms};
 
 const MARKER: &[u8] = b"EVIL-MARKER";
 
@@ -55,13 +55,6 @@ fn postcard_varint(mut v: u64) -> Vec<u8> {
         }
         out.push(byte | 0x80);
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 struct World {
