@@ -150,6 +150,22 @@ async fn squatters_forgers_and_junk_do_not_take_a_hearths_name() {
         Some(honest_key)
     );
 
+    // A forger: a record naming the honest key, signed by another.
+    let forger = ServerKey::from_bytes(&[4; 32]).unwrap();
+    let encoded = record(&forger, "h.test", honest_key, "127.0.0.1:6667").encode();
+    let forged = SignedEnvelope::join(
+        &forger.sign(&hearth_spec::discovery::record_signing_message(&encoded)),
+        &encoded,
+    );
+    let (_f, _) = swarm([4; 32], forged, honest_key, "h.test", Some(a_at));
+    // Junk, over the size limit, under the same name.
+    let (_j, _) = swarm([5; 32], vec![0xAB; 2000], [5; 32], "h.test", Some(a_at));
+    // The DHT settles: every node holds the honest claim (h.test puts again whenever it meets a
+    // new neighbour). What is guaranteed is that a claim already held survives a later squatter;
+    // a node that hears a squatter and the owner at the same moment keeps whichever came first
+    // (see spec/discovery.md, "Trust").
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
     // A squatter: a valid record for h.test under its own key, pointing elsewhere.
     let squatter = ServerKey::from_bytes(&[3; 32]).unwrap();
     let squat = hearth_crypto::sign_record(
@@ -168,16 +184,6 @@ async fn squatters_forgers_and_junk_do_not_take_a_hearths_name() {
         "h.test",
         Some(a_at),
     );
-    // A forger: a record naming the honest key, signed by another.
-    let forger = ServerKey::from_bytes(&[4; 32]).unwrap();
-    let encoded = record(&forger, "h.test", honest_key, "127.0.0.1:6667").encode();
-    let forged = SignedEnvelope::join(
-        &forger.sign(&hearth_spec::discovery::record_signing_message(&encoded)),
-        &encoded,
-    );
-    let (_f, _) = swarm([4; 32], forged, honest_key, "h.test", Some(a_at));
-    // Junk, over the size limit, under the same name.
-    let (_j, _) = swarm([5; 32], vec![0xAB; 2000], [5; 32], "h.test", Some(a_at));
     // Let their puts land.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
