@@ -3,6 +3,10 @@
 use std::future::Future;
 
 use hearth_spec::api::{
+    ClaimKeyPackages, ClaimedKeyPackages, CommitRequest, KeyDevices, KeyPackageCount,
+    MediaUploaded, UploadKeyPackages,
+};
+use hearth_spec::api::{
     CreateRoomRequest, DeviceInfo, HistoryPage, LoginRequest, PresenceSettings, PresenceView,
     PusherInfo, PusherRequest, ReceiptMarks, RefreshRequest, RegisterRequest, RoomSummary,
     Sequenced, Session, SyncPage,
@@ -170,6 +174,49 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         device: &AuthedDevice,
     ) -> impl Future<Output = Result<(), ErrorBody>> + Send;
+    /// Stores MLS key packages of the calling device.
+    fn upload_key_packages(
+        &self,
+        device: &AuthedDevice,
+        req: UploadKeyPackages,
+    ) -> impl Future<Output = Result<KeyPackageCount, ErrorBody>> + Send;
+    /// What the calling device has left to hand out.
+    fn key_package_count(
+        &self,
+        device: &AuthedDevice,
+    ) -> impl Future<Output = Result<KeyPackageCount, ErrorBody>> + Send;
+    /// Hands out one key package per device of a user (each one-time package once).
+    fn claim_key_packages(
+        &self,
+        device: &AuthedDevice,
+        req: ClaimKeyPackages,
+    ) -> impl Future<Output = Result<ClaimedKeyPackages, ErrorBody>> + Send;
+    /// A user's devices that have key packages.
+    fn key_devices(
+        &self,
+        device: &AuthedDevice,
+        user: UserId,
+    ) -> impl Future<Output = Result<KeyDevices, ErrorBody>> + Send;
+    /// An MLS commit for the room's home to order (one per epoch).
+    fn commit(
+        &self,
+        device: &AuthedDevice,
+        room: RoomId,
+        req: CommitRequest,
+    ) -> impl Future<Output = Result<Sequenced, ErrorBody>> + Send;
+    /// Stores an opaque blob streamed from the client, at most `limit` bytes.
+    fn put_media(
+        &self,
+        device: &AuthedDevice,
+        body: axum::body::Body,
+        limit: u64,
+    ) -> impl Future<Output = Result<MediaUploaded, ErrorBody>> + Send;
+    /// A stored blob: its length and a body streaming it.
+    fn media(
+        &self,
+        device: &AuthedDevice,
+        media_id: String,
+    ) -> impl Future<Output = Result<(u64, axum::body::Body), ErrorBody>> + Send;
     /// Live updates for one connection of the device; the device counts as connected until the
     /// subscription is dropped.
     fn subscribe(&self, device: &AuthedDevice) -> Subscription;

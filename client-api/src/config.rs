@@ -25,6 +25,11 @@ pub struct ApiConfig {
     /// Per-device heartbeats: sustained per second and burst (more is a flood).
     pub heartbeats_per_second: f64,
     pub heartbeat_burst: f64,
+    /// Per-device key-package claims: sustained per second and burst.
+    pub claims_per_second: f64,
+    pub claim_burst: f64,
+    /// Largest attachment blob.
+    pub max_media_bytes: u64,
     /// How often a WebSocket re-checks that its device is still logged in.
     pub session_check_interval: Duration,
     /// A WebSocket that sends nothing for this long is closed.
@@ -46,6 +51,9 @@ impl Default for ApiConfig {
             auth_burst: 30.0,
             heartbeats_per_second: 1.0,
             heartbeat_burst: 10.0,
+            claims_per_second: 5.0,
+            claim_burst: 100.0,
+            max_media_bytes: 32 * 1024 * 1024,
             session_check_interval: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(300),
         }

@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod config;
+mod e2ee;
 pub mod ratelimit;
 pub mod rejection;
 mod routes;

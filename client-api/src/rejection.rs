@@ -18,7 +18,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         }
         ErrorCode::Forbidden => StatusCode::FORBIDDEN,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
-        ErrorCode::UserExists => StatusCode::CONFLICT,
+        ErrorCode::UserExists | ErrorCode::StaleEpoch => StatusCode::CONFLICT,
         ErrorCode::LimitExceeded => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,

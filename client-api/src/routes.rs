@@ -29,6 +29,7 @@ pub(crate) struct Api<B> {
     pub request_limits: KeyedLimiter<AuthedDevice>,
     pub auth_limits: KeyedLimiter<IpAddr>,
     pub heartbeat_limits: KeyedLimiter<AuthedDevice>,
+    pub claim_limits: KeyedLimiter<AuthedDevice>,
 }
 
 /// Builds the router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`.
@@ -39,6 +40,7 @@ pub fn router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> Router {
         request_limits: KeyedLimiter::new(config.requests_per_second, config.request_burst),
         auth_limits: KeyedLimiter::new(config.auth_per_second, config.auth_burst),
         heartbeat_limits: KeyedLimiter::new(config.heartbeats_per_second, config.heartbeat_burst),
+        claim_limits: KeyedLimiter::new(config.claims_per_second, config.claim_burst),
         config: config.clone(),
     });
     Router::new()
@@ -61,6 +63,12 @@ pub fn router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> Router {
         .route("/v1/rooms/{room_id}/events", get(history::<B>))
         .route("/v1/rooms/{room_id}/receipts", get(receipts::<B>))
         .route("/v1/rooms/{room_id}/typing", post(typing::<B>))
+        .route("/v1/rooms/{room_id}/commit", post(crate::e2ee::commit::<B>))
+        .route("/v1/keys/upload", post(crate::e2ee::upload::<B>))
+        .route("/v1/keys/count", get(crate::e2ee::count::<B>))
+        .route("/v1/keys/claim", post(crate::e2ee::claim::<B>))
+        .route("/v1/keys/devices/{user_id}", get(crate::e2ee::devices::<B>))
+        .route("/v1/media/{media_id}", get(crate::e2ee::download::<B>))
         .route("/v1/presence/settings", put(presence_settings::<B>))
         .route("/v1/presence/{user_id}", get(presence::<B>))
         .route(
@@ -79,6 +87,11 @@ pub fn router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> Router {
             config.max_body_bytes,
             refuse_oversized,
         ))
+        // Blobs stream past the body limit; the upload handler enforces its own.
+        .route(
+            "/v1/media",
+            post(crate::e2ee::upload_media::<B>).layer(DefaultBodyLimit::disable()),
+        )
         .with_state(api)
 }
 
@@ -190,11 +203,11 @@ async fn delete_device<B: Backend>(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn invalid(e: impl std::fmt::Display) -> ApiError {
+pub(crate) fn invalid(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorCode::InvalidParam, e.to_string())
 }
 
-fn room_id(text: &str) -> Result<RoomId, ApiError> {
+pub(crate) fn room_id(text: &str) -> Result<RoomId, ApiError> {
     RoomId::parse(text).map_err(invalid)
 }
 

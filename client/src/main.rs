@@ -476,6 +476,13 @@ fn format_event(event: &EventView) -> String {
             event.sender,
             name.as_deref().unwrap_or("")
         ),
+        Content::Commit { epoch, .. } => {
+            format!(
+                "* {} changed the room's keys (epoch {})",
+                event.sender,
+                epoch + 1
+            )
+        }
     };
     format!("#{:<5} {h:02}:{m:02}:{s:02} {body}", event.seq)
 }

@@ -337,6 +337,14 @@ pub struct LimitsConfig {
     pub heartbeats_per_second: f64,
     /// Burst of heartbeats per device. Default 10.
     pub heartbeat_burst: f64,
+    /// Sustained MLS key-package claims per second per device. Default 5.
+    pub key_claims_per_second: f64,
+    /// Burst of key-package claims per device. Default 100.
+    pub key_claim_burst: f64,
+    /// Most one-time key packages a device may hold on the hearth. Default 200.
+    pub max_key_packages: u64,
+    /// Largest attachment blob in bytes. Default 33554432 (32 MiB).
+    pub max_media_bytes: u64,
 }
 
 /// Sessions and passwords.
@@ -407,6 +415,10 @@ impl Default for LimitsConfig {
             auth_burst: 30.0,
             heartbeats_per_second: 1.0,
             heartbeat_burst: 10.0,
+            key_claims_per_second: 5.0,
+            key_claim_burst: 100.0,
+            max_key_packages: 200,
+            max_media_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -614,6 +626,13 @@ auth_burst = {ab:?}
 # Heartbeats per second per device, and the burst (more is refused as a flood).
 heartbeats_per_second = {hps:?}
 heartbeat_burst = {hb:?}
+# MLS key-package claims per second per device, and the burst.
+key_claims_per_second = {kcps:?}
+key_claim_burst = {kcb:?}
+# Most one-time key packages a device may keep on the hearth.
+max_key_packages = {maxkp}
+# Largest attachment (an encrypted blob), bytes.
+max_media_bytes = {maxmedia}
 
 [auth]
 # Lifetime of an access token, seconds. Clients refresh with their single-use refresh token.
@@ -728,6 +747,10 @@ republish_secs = {disc_republish}
             ab = d.limits.auth_burst,
             hps = d.limits.heartbeats_per_second,
             hb = d.limits.heartbeat_burst,
+            kcps = d.limits.key_claims_per_second,
+            kcb = d.limits.key_claim_burst,
+            maxkp = d.limits.max_key_packages,
+            maxmedia = d.limits.max_media_bytes,
             hbi = d.presence.heartbeat_interval_ms,
             off = d.presence.offline_after_ms,
             pco = d.presence.coalesce_ms,

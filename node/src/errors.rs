@@ -54,6 +54,7 @@ impl From<CommitError> for ErrorBody {
                 | SequenceError::SeqOutOfRange { .. }
                 | SequenceError::CursorOutOfRange { .. } => ErrorCode::InvalidParam,
                 SequenceError::NotHome(_) | SequenceError::BadEvent(_) => ErrorCode::InvalidParam,
+                SequenceError::StaleEpoch { .. } => ErrorCode::StaleEpoch,
                 SequenceError::RoomExists(_) | SequenceError::OutOfOrder { .. } => {
                     return internal(&e);
                 }

@@ -634,6 +634,7 @@ fn outcome(result: Result<Reply, CommitError>) -> Outcome {
             SequenceError::NotMember(_) => Outcome::Rejected(RejectCode::NotMember),
             SequenceError::NotHome(_) => Outcome::Rejected(RejectCode::NotHome),
             SequenceError::BadEvent(_) => Outcome::Rejected(RejectCode::BadEvent),
+            SequenceError::StaleEpoch { .. } => Outcome::Rejected(RejectCode::StaleEpoch),
             SequenceError::OutOfOrder { .. } => Outcome::Retry(RetryCode::OutOfOrder),
             _ => Outcome::Rejected(RejectCode::Forbidden),
         },

@@ -16,6 +16,7 @@ pub mod federation;
 pub mod hub;
 pub mod keys;
 pub mod live;
+pub mod media;
 pub mod metrics;
 pub mod peer_signals;
 pub mod presence;

@@ -54,6 +54,10 @@ pub enum SequenceError {
     OutOfOrder { seq: u64, expected: u64 },
     #[error("the event is not acceptable here: {0}")]
     BadEvent(&'static str),
+    #[error(
+        "the commit was made in epoch {got}; the room is at epoch {current}: catch up and retry"
+    )]
+    StaleEpoch { got: u64, current: u64 },
 }
 
 /// A request to the sequencer.
@@ -88,6 +92,16 @@ pub enum Request {
         device: DeviceId,
         room: RoomId,
         nonce: u64,
+    },
+    /// An MLS commit made in `epoch`, with the Welcome for the devices it adds.
+    Commit {
+        user: UserId,
+        device: DeviceId,
+        room: RoomId,
+        txn_id: TxnId,
+        epoch: u64,
+        commit: Vec<u8>,
+        welcome: Option<Vec<u8>>,
     },
     MarkRead {
         user: UserId,
@@ -141,6 +155,8 @@ struct RoomState {
     recent: std::collections::VecDeque<(u64, UserId)>,
     /// Other hearths with members in the room, and how many members each has.
     servers: BTreeMap<ServerName, usize>,
+    /// The MLS epoch the next commit must be made in (the number of commits so far).
+    epoch: u64,
 }
 
 impl RoomState {
@@ -151,6 +167,7 @@ impl RoomState {
             last_seq: 0,
             recent: Default::default(),
             servers: BTreeMap::new(),
+            epoch: 0,
         }
     }
 }
@@ -174,9 +191,10 @@ impl Sequencer {
         let rooms = state
             .rooms
             .into_iter()
-            .map(|(room, record, last_seq, members)| {
+            .map(|(room, record, last_seq, members, epoch)| {
                 let mut state = RoomState::new(record.kind);
                 state.last_seq = last_seq;
+                state.epoch = epoch;
                 for member in members {
                     let server = member.server_name();
                     if server != local {
@@ -222,43 +240,30 @@ impl Sequencer {
                 room,
                 txn_id,
                 payload,
+            } => self.send(
+                user,
+                device,
+                room,
+                txn_id,
+                Content::Message { payload },
+                now_ms,
+                batch,
+            ),
+            Request::Commit {
+                user,
+                device,
+                room,
+                txn_id,
+                epoch,
+                commit,
+                welcome,
             } => {
-                let key = (user.clone(), device.clone(), txn_id.clone());
-                if let Some(done) = self.batch_txns.get(&key) {
-                    return Ok(Reply::Sequenced(done.clone()));
-                }
-                self.member_room(&room, &user)?;
-                let envelope = envelope(
-                    &room,
-                    &user,
-                    &device,
-                    txn_id.clone(),
-                    now_ms,
-                    Content::Message { payload },
-                );
-                let sequenced = if self.is_home(&room) {
-                    let sequenced = self.append(&room, envelope, now_ms, batch);
-                    // What one sends oneself is read.
-                    batch
-                        .read_marks
-                        .push((user.clone(), room.clone(), seq_of(&sequenced)));
-                    batch
-                        .txns
-                        .push((user, device, txn_id.to_string(), sequenced.event_id));
-                    sequenced
-                } else {
-                    let sequenced = submit(envelope, batch);
-                    batch.submitted.push((
-                        user,
-                        device,
-                        txn_id.to_string(),
-                        room,
-                        sequenced.event_id,
-                    ));
-                    sequenced
+                let content = Content::Commit {
+                    epoch,
+                    commit,
+                    welcome,
                 };
-                self.batch_txns.insert(key, sequenced.clone());
-                Ok(Reply::Sequenced(sequenced))
+                self.send(user, device, room, txn_id, content, now_ms, batch)
             }
             Request::CreateRoom {
                 user,
@@ -404,6 +409,81 @@ impl Sequencer {
         }
     }
 
+    /// A local device's message or commit: sequenced here when this hearth is the room's home,
+    /// queued for the home otherwise (which checks a commit's epoch itself).
+    #[allow(clippy::too_many_arguments)]
+    fn send(
+        &mut self,
+        user: UserId,
+        device: DeviceId,
+        room: RoomId,
+        txn_id: TxnId,
+        content: Content,
+        now_ms: u64,
+        batch: &mut Batch,
+    ) -> Result<Reply, SequenceError> {
+        let key = (user.clone(), device.clone(), txn_id.clone());
+        if let Some(done) = self.batch_txns.get(&key) {
+            return Ok(Reply::Sequenced(done.clone()));
+        }
+        self.member_room(&room, &user)?;
+        let is_message = matches!(content, Content::Message { .. });
+        let envelope = envelope(&room, &user, &device, txn_id.clone(), now_ms, content);
+        let sequenced = if self.is_home(&room) {
+            self.check_commit(&room, &envelope.content, batch)?;
+            let sequenced = self.append(&room, envelope, now_ms, batch);
+            if is_message {
+                // What one sends oneself is read.
+                batch
+                    .read_marks
+                    .push((user.clone(), room.clone(), seq_of(&sequenced)));
+            }
+            batch
+                .txns
+                .push((user, device, txn_id.to_string(), sequenced.event_id));
+            sequenced
+        } else {
+            let sequenced = submit(envelope, batch);
+            batch
+                .submitted
+                .push((user, device, txn_id.to_string(), room, sequenced.event_id));
+            sequenced
+        };
+        self.batch_txns.insert(key, sequenced.clone());
+        Ok(Reply::Sequenced(sequenced))
+    }
+
+    /// The delivery-service rule: a commit must be made in the room's current epoch, and then
+    /// moves the room to the next one. Anything else passes unchanged.
+    fn check_commit(
+        &mut self,
+        room: &RoomId,
+        content: &Content,
+        batch: &mut Batch,
+    ) -> Result<(), SequenceError> {
+        let Content::Commit { epoch, .. } = content else {
+            return Ok(());
+        };
+        let state = self
+            .rooms
+            .get_mut(room)
+            .ok_or_else(|| SequenceError::RoomNotFound(room.clone()))?;
+        if *epoch != state.epoch {
+            return Err(SequenceError::StaleEpoch {
+                got: *epoch,
+                current: state.epoch,
+            });
+        }
+        state.epoch += 1;
+        batch.epochs.push((room.clone(), state.epoch));
+        Ok(())
+    }
+
+    /// The MLS epoch the room's next commit must be made in.
+    pub fn epoch(&self, room: &RoomId) -> Option<u64> {
+        self.rooms.get(room).map(|r| r.epoch)
+    }
+
     /// The home sequences a member hearth's event after the same checks as a local request.
     fn sequence_submitted(
         &mut self,
@@ -429,6 +509,7 @@ impl Sequencer {
         let mut leaving = false;
         match &envelope.content {
             Content::Message { .. } => {}
+            Content::Commit { .. } => self.check_commit(&room, &envelope.content, batch)?,
             Content::Member {
                 target,
                 membership: Membership::Join,
@@ -511,6 +592,12 @@ impl Sequencer {
                     return Err(SequenceError::BadEvent("a room has one create event"));
                 }
             }
+        }
+        if let Content::Commit { epoch, .. } = &envelope.content {
+            // The home decided; a replica follows its count.
+            let state = self.rooms.get_mut(&room).expect("room exists");
+            state.epoch = epoch + 1;
+            batch.epochs.push((room.clone(), state.epoch));
         }
         let mut leaver = None;
         if let Content::Member { target, membership } = &envelope.content {
@@ -806,6 +893,57 @@ mod tests {
             2_000,
             batch,
         )
+    }
+
+    fn commit(
+        s: &mut Sequencer,
+        who: &str,
+        txn: &str,
+        epoch: u64,
+        batch: &mut Batch,
+    ) -> Result<Reply, SequenceError> {
+        s.apply(
+            Request::Commit {
+                user: user(who),
+                device: dev(),
+                room: room(),
+                txn_id: TxnId::parse(txn).unwrap(),
+                epoch,
+                commit: vec![1, 2, 3],
+                welcome: Some(txn.as_bytes().to_vec()),
+            },
+            2_000,
+            batch,
+        )
+    }
+
+    #[test]
+    fn the_home_takes_one_commit_per_epoch_and_refuses_stale_ones() {
+        let (mut s, _) = seq_with_group(&["a", "b"]);
+        let mut batch = Batch::default();
+        assert!(commit(&mut s, "a", "c1", 0, &mut batch).is_ok());
+        assert_eq!(batch.epochs, vec![(room(), 1)]);
+        // b made its commit in epoch 0 too: it lost the race and nothing of it is written.
+        let before = batch.events.len();
+        assert_eq!(
+            commit(&mut s, "b", "c2", 0, &mut batch),
+            Err(SequenceError::StaleEpoch { got: 0, current: 1 })
+        );
+        assert_eq!(batch.events.len(), before);
+        // A commit from the future is as wrong as a stale one.
+        assert!(matches!(
+            commit(&mut s, "b", "c3", 5, &mut batch),
+            Err(SequenceError::StaleEpoch { got: 5, current: 1 })
+        ));
+        assert!(commit(&mut s, "b", "c4", 1, &mut batch).is_ok());
+        assert_eq!(s.epoch(&room()), Some(2));
+        // A repeated txn is the same event, not a second commit.
+        assert!(commit(&mut s, "b", "c4", 1, &mut batch).is_ok());
+        assert_eq!(s.epoch(&room()), Some(2));
+        assert!(matches!(
+            commit(&mut s, "x", "c5", 2, &mut batch),
+            Err(SequenceError::NotMember(_))
+        ));
     }
 
     #[test]

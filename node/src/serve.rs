@@ -162,6 +162,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         push,
         directory: directory.clone(),
         discovery: federation.discovery(),
+        media: crate::media::MediaStore::open(&dir).map_err(|source| StartError::DataDir {
+            path: dir.join("media"),
+            source,
+        })?,
     }));
     let directory_for_admin = directory.clone();
     let directory_for_metrics = directory.clone();
@@ -273,6 +277,9 @@ fn api_config(config: &Config) -> ApiConfig {
         auth_burst: l.auth_burst,
         heartbeats_per_second: l.heartbeats_per_second,
         heartbeat_burst: l.heartbeat_burst,
+        claims_per_second: l.key_claims_per_second,
+        claim_burst: l.key_claim_burst,
+        max_media_bytes: l.max_media_bytes,
         ..ApiConfig::default()
     }
 }

@@ -5,6 +5,10 @@ use std::sync::Arc;
 
 use hearth_client_api::{AuthedDevice, Backend, Subscription};
 use hearth_spec::api::{
+    ClaimKeyPackages, ClaimedKeyPackage, ClaimedKeyPackages, CommitRequest, KeyDevices,
+    KeyPackageCount, MediaUploaded, UploadKeyPackages,
+};
+use hearth_spec::api::{
     CreateRoomRequest, DeviceInfo, HistoryPage, InboxItem, LoginRequest, RefreshRequest,
     RegisterRequest, RoomSummary, Sequenced, Session, SyncPage,
 };
@@ -20,6 +24,7 @@ use crate::committer::Committer;
 use crate::config::{Config, PushConfig};
 use crate::hub::Hub;
 use crate::live::Live;
+use crate::media::{MediaError, MediaStore};
 use crate::push::{Push, validate_pusher};
 use crate::sequencer::{Reply, Request};
 use crate::store::tables::PusherRecord;
@@ -37,6 +42,8 @@ pub struct Parts {
     pub directory: Arc<std::sync::RwLock<hearth_federation::Directory>>,
     /// Finds hearths nobody configured (when discovery runs).
     pub discovery: Option<hearth_federation::Discovery>,
+    /// Attachment blobs.
+    pub media: MediaStore,
 }
 
 /// The running hearth.
@@ -54,6 +61,8 @@ pub struct Hearth {
     push: Push,
     directory: Arc<std::sync::RwLock<hearth_federation::Directory>>,
     discovery: Option<hearth_federation::Discovery>,
+    media: MediaStore,
+    max_key_packages: u64,
 }
 
 impl Hearth {
@@ -72,6 +81,8 @@ impl Hearth {
             push: parts.push,
             directory: parts.directory,
             discovery: parts.discovery,
+            media: parts.media,
+            max_key_packages: parts.config.limits.max_key_packages,
         }
     }
 
@@ -134,7 +145,28 @@ impl Hearth {
             members: self.store.members(room)?,
             last_seq,
             unread: last_seq.saturating_sub(read),
+            epoch: self.store.epoch(room)?,
         })
+    }
+
+    /// Key packages are served for this hearth's users only: a device of another hearth's user
+    /// uploads them to its own hearth.
+    fn require_local_user(&self, user: &UserId) -> Result<(), ErrorBody> {
+        if user.server_name() != self.server_name {
+            return Err(ErrorBody::new(
+                ErrorCode::InvalidParam,
+                format!(
+                    "{user} is on another hearth; claiming key packages across hearths is not supported yet"
+                ),
+            ));
+        }
+        if !self.accounts.is_active_user(user)? {
+            return Err(ErrorBody::new(
+                ErrorCode::NotFound,
+                format!("user {user} does not exist"),
+            ));
+        }
+        Ok(())
     }
 
     async fn require_users_exist(&self, users: &[UserId]) -> Result<(), ErrorBody> {
@@ -424,6 +456,182 @@ impl Backend for Hearth {
             })
             .await?;
         Ok(())
+    }
+
+    async fn upload_key_packages(
+        &self,
+        device: &AuthedDevice,
+        req: UploadKeyPackages,
+    ) -> Result<KeyPackageCount, ErrorBody> {
+        let stored = self.store.upload_key_packages(
+            &device.user_id,
+            &device.device_id,
+            &req.key_packages,
+            req.last_resort.as_deref(),
+            self.max_key_packages,
+        )?;
+        let count = stored.ok_or_else(|| {
+            ErrorBody::new(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "a device may keep at most {} key packages here",
+                    self.max_key_packages
+                ),
+            )
+        })?;
+        Ok(KeyPackageCount {
+            available: count.available,
+            last_resort: count.last_resort,
+        })
+    }
+
+    async fn key_package_count(&self, device: &AuthedDevice) -> Result<KeyPackageCount, ErrorBody> {
+        let count = self
+            .store
+            .key_package_count(&device.user_id, &device.device_id)?;
+        Ok(KeyPackageCount {
+            available: count.available,
+            last_resort: count.last_resort,
+        })
+    }
+
+    async fn claim_key_packages(
+        &self,
+        _device: &AuthedDevice,
+        req: ClaimKeyPackages,
+    ) -> Result<ClaimedKeyPackages, ErrorBody> {
+        self.require_local_user(&req.user_id)?;
+        let active: Vec<DeviceId> = self
+            .store
+            .devices(&req.user_id)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let devices = match req.devices {
+            Some(wanted) => active.into_iter().filter(|d| wanted.contains(d)).collect(),
+            None => active,
+        };
+        let store = self.store.clone();
+        let user = req.user_id.clone();
+        let claimed =
+            tokio::task::spawn_blocking(move || store.claim_key_packages(&user, &devices))
+                .await
+                .map_err(|_| {
+                    ErrorBody::new(ErrorCode::Internal, "the hearth failed to do that")
+                })??;
+        Ok(ClaimedKeyPackages {
+            user_id: req.user_id,
+            key_packages: claimed
+                .into_iter()
+                .map(|(device_id, key_package, last_resort)| ClaimedKeyPackage {
+                    device_id,
+                    key_package,
+                    last_resort,
+                })
+                .collect(),
+        })
+    }
+
+    async fn key_devices(
+        &self,
+        _device: &AuthedDevice,
+        user: UserId,
+    ) -> Result<KeyDevices, ErrorBody> {
+        self.require_local_user(&user)?;
+        let active: Vec<DeviceId> = self
+            .store
+            .devices(&user)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let devices = self
+            .store
+            .devices_with_key_packages(&user)?
+            .into_iter()
+            .filter(|d| active.contains(d))
+            .collect();
+        Ok(KeyDevices {
+            user_id: user,
+            devices,
+        })
+    }
+
+    async fn commit(
+        &self,
+        device: &AuthedDevice,
+        room: RoomId,
+        req: CommitRequest,
+    ) -> Result<Sequenced, ErrorBody> {
+        let size = req.commit.len() + req.welcome.as_ref().map_or(0, Vec::len);
+        if size > self.max_event_bytes {
+            return Err(ErrorBody::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "the commit and welcome are larger than the limit of {} bytes",
+                    self.max_event_bytes
+                ),
+            ));
+        }
+        self.sequence(Request::Commit {
+            user: device.user_id.clone(),
+            device: device.device_id.clone(),
+            room,
+            txn_id: req.txn_id,
+            epoch: req.epoch,
+            commit: req.commit,
+            welcome: req.welcome,
+        })
+        .await
+    }
+
+    async fn put_media(
+        &self,
+        _device: &AuthedDevice,
+        body: axum::body::Body,
+        limit: u64,
+    ) -> Result<MediaUploaded, ErrorBody> {
+        match self.media.put(body, limit).await {
+            Ok((media_id, size)) => Ok(MediaUploaded { media_id, size }),
+            Err(MediaError::TooLarge(limit)) => Err(ErrorBody::new(
+                ErrorCode::TooLarge,
+                format!("attachments are limited to {limit} bytes"),
+            )),
+            Err(MediaError::Body(e)) => Err(ErrorBody::new(
+                ErrorCode::InvalidParam,
+                format!("the upload broke off: {e}"),
+            )),
+            Err(e @ MediaError::Io(_)) => {
+                tracing::error!(error = %e, "storing an attachment failed");
+                Err(ErrorBody::new(
+                    ErrorCode::Internal,
+                    "the hearth failed to store the attachment",
+                ))
+            }
+        }
+    }
+
+    async fn media(
+        &self,
+        _device: &AuthedDevice,
+        media_id: String,
+    ) -> Result<(u64, axum::body::Body), ErrorBody> {
+        match self.media.get(&media_id).await {
+            Ok(Some((len, file))) => Ok((
+                len,
+                axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+            )),
+            Ok(None) => Err(ErrorBody::new(
+                ErrorCode::NotFound,
+                format!("no attachment {media_id} here"),
+            )),
+            Err(e) => {
+                tracing::error!(error = %e, "reading an attachment failed");
+                Err(ErrorBody::new(
+                    ErrorCode::Internal,
+                    "the hearth failed to read the attachment",
+                ))
+            }
+        }
     }
 
     fn subscribe(&self, device: &AuthedDevice) -> Subscription {

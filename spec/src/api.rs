@@ -80,6 +80,9 @@ pub struct RoomSummary {
     pub last_seq: u64,
     /// Events after the user's read marker.
     pub unread: u64,
+    /// The MLS epoch the room's next commit must be made in, as far as this hearth knows.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// `POST /v1/rooms/{room}/invite`.
@@ -217,4 +220,78 @@ pub struct PushNotification {
     pub unread: u64,
     /// How many events this notification stands for (a burst is coalesced into one).
     pub count: u64,
+}
+
+/// `POST /v1/keys/upload`: MLS key packages of the calling device (TLS-encoded `KeyPackage`s,
+/// as `MlsMessageOut` bytes). Each is handed out once; the last-resort one is handed out when
+/// the others have run out, and replaces any earlier last-resort package.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadKeyPackages {
+    #[serde(default, with = "crate::b64::list")]
+    pub key_packages: Vec<Vec<u8>>,
+    #[serde(default, with = "crate::b64::option")]
+    pub last_resort: Option<Vec<u8>>,
+}
+
+/// `GET /v1/keys/count` (and the answer to an upload): what the device has left to hand out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyPackageCount {
+    /// One-time packages not yet claimed.
+    pub available: u64,
+    /// Whether a last-resort package is stored.
+    pub last_resort: bool,
+}
+
+/// `POST /v1/keys/claim`: one key package for each of a user's devices (or of the listed ones).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimKeyPackages {
+    pub user_id: UserId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<Vec<DeviceId>>,
+}
+
+/// One claimed package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimedKeyPackage {
+    pub device_id: DeviceId,
+    #[serde(with = "crate::b64")]
+    pub key_package: Vec<u8>,
+    /// The device's last-resort package (it may be handed out again).
+    pub last_resort: bool,
+}
+
+/// The answer to a claim. Devices with nothing to hand out are left out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimedKeyPackages {
+    pub user_id: UserId,
+    pub key_packages: Vec<ClaimedKeyPackage>,
+}
+
+/// `GET /v1/keys/devices/{user}`: the user's devices that have key packages (for room-mates).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyDevices {
+    pub user_id: UserId,
+    pub devices: Vec<DeviceId>,
+}
+
+/// `POST /v1/rooms/{room}/commit`: an MLS commit made in `epoch`, and its Welcome if it adds
+/// devices. Answered with `Sequenced`, or `stale_epoch` (409) when the room has moved on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommitRequest {
+    pub txn_id: TxnId,
+    pub epoch: u64,
+    #[serde(with = "crate::b64")]
+    pub commit: Vec<u8>,
+    #[serde(default, with = "crate::b64::option")]
+    pub welcome: Option<Vec<u8>>,
+}
+
+/// The answer to `POST /v1/media`: the blob's id, the hex SHA-256 of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaUploaded {
+    pub media_id: String,
+    pub size: u64,
 }

@@ -51,3 +51,61 @@ impl<'de> serde::de::Visitor<'de> for BytesVisitor {
         Ok(v)
     }
 }
+
+/// Bytes that serialise like a `#[serde(with = "hearth_spec::b64")]` field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Bytes(Vec<u8>);
+
+impl serde::Serialize for Bytes {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serialize(&self.0, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserialize(deserializer).map(Bytes)
+    }
+}
+
+/// `#[serde(with = "hearth_spec::b64::option")]` for `Option<Vec<u8>>` fields.
+pub mod option {
+    use super::Bytes;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        bytes: &Option<Vec<u8>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        bytes.clone().map(Bytes).serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Vec<u8>>, D::Error> {
+        Ok(Option::<Bytes>::deserialize(deserializer)?.map(|b| b.0))
+    }
+}
+
+/// `#[serde(with = "hearth_spec::b64::list")]` for `Vec<Vec<u8>>` fields.
+pub mod list {
+    use super::Bytes;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(list: &[Vec<u8>], serializer: S) -> Result<S::Ok, S::Error> {
+        list.iter()
+            .cloned()
+            .map(Bytes)
+            .collect::<Vec<_>>()
+            .serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<Vec<u8>>, D::Error> {
+        Ok(Vec::<Bytes>::deserialize(deserializer)?
+            .into_iter()
+            .map(|b| b.0)
+            .collect())
+    }
+}

@@ -45,10 +45,20 @@ pub enum Content {
         target: UserId,
         membership: Membership,
     },
-    /// A message: opaque bytes to the hearth (ciphertext once end-to-end encryption is on).
+    /// A message: an MLS `PrivateMessage` (`spec/e2ee.md`), opaque bytes to the hearth.
     Message {
         #[serde(with = "crate::b64")]
         payload: Vec<u8>,
+    },
+    /// An MLS commit made in `epoch`, and the Welcome for the devices it adds. The room's home
+    /// takes exactly one commit per epoch, in room order; the Welcome travels inside the commit's
+    /// event, so it reaches nobody unless its commit won the epoch.
+    Commit {
+        epoch: u64,
+        #[serde(with = "crate::b64")]
+        commit: Vec<u8>,
+        #[serde(default, with = "crate::b64::option")]
+        welcome: Option<Vec<u8>>,
     },
 }
 

@@ -30,6 +30,8 @@ pub enum ErrorCode {
     LimitExceeded,
     /// Too many requests; retry after `retry_after_ms`.
     RateLimited,
+    /// An MLS commit was made for an epoch the room has already left: catch up and retry.
+    StaleEpoch,
     /// The server failed; nothing was changed.
     Internal,
     /// The server is shutting down or overloaded; retry later.
@@ -51,6 +53,7 @@ impl ErrorCode {
             Self::UserExists => "user_exists",
             Self::LimitExceeded => "limit_exceeded",
             Self::RateLimited => "rate_limited",
+            Self::StaleEpoch => "stale_epoch",
             Self::Internal => "internal",
             Self::Unavailable => "unavailable",
         }

@@ -262,6 +262,8 @@ pub enum RejectCode {
     CustodyRefused,
     /// A relayed seal does not open for this hearth (altered, or not sealed to it).
     BadSeal,
+    /// An MLS commit made in an epoch the room has left (another commit won that epoch).
+    StaleEpoch,
 }
 
 /// Transient refusals: try again later, in the same order.

@@ -8,7 +8,10 @@
 //! Writes of the hot path (events, inboxes, memberships) come only from the committer as one
 //! [`Batch`] per group commit; accounts write their own small transactions.
 
+mod key_packages;
 pub mod tables;
+
+pub use key_packages::{Claimed, PackageCount};
 
 use std::path::Path;
 
@@ -77,6 +80,8 @@ pub struct Batch {
     pub submitted: Vec<(UserId, DeviceId, String, RoomId, EventId)>,
     /// Entries for the outbound queues, in order per destination.
     pub outbox: Vec<(ServerName, OutItem)>,
+    /// Rooms whose MLS epoch moved: (room, the epoch the next commit must be made in).
+    pub epochs: Vec<(RoomId, u64)>,
 }
 
 impl Batch {
@@ -93,6 +98,7 @@ impl Batch {
             && self.cursors.is_empty()
             && self.submitted.is_empty()
             && self.outbox.is_empty()
+            && self.epochs.is_empty()
     }
 }
 
@@ -106,7 +112,8 @@ pub struct StoredEvent {
 /// What the sequencer needs to resume after a restart.
 #[derive(Debug, Default)]
 pub struct SequencerState {
-    pub rooms: Vec<(RoomId, RoomRecord, u64, Vec<UserId>)>,
+    /// (room, record, last seq, members, MLS epoch).
+    pub rooms: Vec<(RoomId, RoomRecord, u64, Vec<UserId>, u64)>,
     pub inbox_heads: Vec<(UserId, u64)>,
 }
 
@@ -155,6 +162,9 @@ impl Store {
             txn.open_table(OUTBOX).map_err(StoreError::from)?;
             txn.open_table(PEER_ROTATIONS).map_err(StoreError::from)?;
             txn.open_table(DISCOVERED).map_err(StoreError::from)?;
+            txn.open_table(EPOCHS).map_err(StoreError::from)?;
+            txn.open_table(KEY_PACKAGES).map_err(StoreError::from)?;
+            txn.open_table(LAST_RESORT).map_err(StoreError::from)?;
         }
         txn.commit().map_err(StoreError::from)?;
         Ok(Self { db })
@@ -283,6 +293,9 @@ impl Store {
                 cursors.remove(key)?;
                 pushers.remove(key)?;
             }
+        }
+        for device in ids {
+            Self::drop_key_packages(&txn, user, device)?;
         }
         txn.commit()?;
         Ok(removed)
@@ -675,6 +688,7 @@ impl Store {
         let members = txn.open_table(MEMBERS)?;
         let events = txn.open_table(EVENTS)?;
         let heads = txn.open_table(INBOX_HEADS)?;
+        let epochs = txn.open_table(EPOCHS)?;
         let mut state = SequencerState::default();
         for row in rooms.iter()? {
             let (k, v) = row?;
@@ -682,7 +696,8 @@ impl Store {
             let record: RoomRecord = decode(v.value())?;
             let last = last_seq_in(&events, &room)?;
             let list = rows_under(&members, room.as_str(), |user, ()| parse_id(user))?;
-            state.rooms.push((room, record, last, list));
+            let epoch = epochs.get(room.as_str())?.map_or(0, |v| v.value());
+            state.rooms.push((room, record, last, list, epoch));
         }
         for row in heads.iter()? {
             let (k, v) = row?;
@@ -749,9 +764,22 @@ impl Store {
                 )?;
             }
             append_outbox(&mut txn.open_table(OUTBOX)?, &batch.outbox)?;
+            let mut epochs = txn.open_table(EPOCHS)?;
+            for (room, epoch) in &batch.epochs {
+                epochs.insert(room.as_str(), *epoch)?;
+            }
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// The MLS epoch a room's next commit must be made in.
+    pub fn epoch(&self, room: &RoomId) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn
+            .open_table(EPOCHS)?
+            .get(room.as_str())?
+            .map_or(0, |v| v.value()))
     }
 
     /// Queues entries outside a group commit (a key rotation), durably. Returns each entry's

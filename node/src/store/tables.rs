@@ -45,6 +45,13 @@ pub const PEER_ROTATIONS: TableDefinition<(&str, u64), &[u8]> =
 /// peer server → its signed DHT record (`hearth_spec::discovery`): hearths learnt from the DHT,
 /// learnt again at every start.
 pub const DISCOVERED: TableDefinition<&str, &[u8]> = TableDefinition::new("discovered");
+/// room id → the MLS epoch the room's next commit must be made in.
+pub const EPOCHS: TableDefinition<&str, u64> = TableDefinition::new("epochs");
+/// (user id, device id, n) → a one-time MLS key package of the device, handed out once.
+pub const KEY_PACKAGES: TableDefinition<(&str, &str, u64), &[u8]> =
+    TableDefinition::new("key_packages");
+/// (user id, device id) → the device's last-resort key package.
+pub const LAST_RESORT: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("last_resort");
 /// (user id, device id) → the inbox cursor the device has acknowledged.
 pub const CURSORS: TableDefinition<(&str, &str), u64> = TableDefinition::new("cursors");
 

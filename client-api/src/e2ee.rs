@@ -1,0 +1,137 @@
+//! Routes of the MLS delivery service: key packages, commits and attachment blobs. The hearth
+//! stores and orders what devices give it; it never sees a key or a plaintext.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use hearth_spec::api::{ClaimKeyPackages, CommitRequest, UploadKeyPackages};
+use hearth_spec::{ErrorCode, UserId};
+
+use crate::backend::Backend;
+use crate::rejection::{ApiError, ApiJson, ApiPath};
+use crate::routes::{Api, Authed, invalid, room_id, too_large};
+
+/// Most key packages one upload may carry.
+pub const MAX_UPLOAD_PACKAGES: usize = 100;
+/// Largest key package accepted.
+pub const MAX_KEY_PACKAGE_BYTES: usize = 16 * 1024;
+
+pub(crate) async fn upload<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiJson(req): ApiJson<UploadKeyPackages>,
+) -> Result<impl IntoResponse, ApiError> {
+    if req.key_packages.len() > MAX_UPLOAD_PACKAGES {
+        return Err(ApiError::new(
+            ErrorCode::TooLarge,
+            format!("at most {MAX_UPLOAD_PACKAGES} key packages per upload"),
+        ));
+    }
+    let all = req.key_packages.iter().chain(req.last_resort.iter());
+    for package in all {
+        if package.is_empty() || package.len() > MAX_KEY_PACKAGE_BYTES {
+            return Err(ApiError::new(
+                ErrorCode::InvalidParam,
+                format!("a key package must be 1 to {MAX_KEY_PACKAGE_BYTES} bytes"),
+            ));
+        }
+    }
+    Ok(Json(api.backend.upload_key_packages(&device, req).await?))
+}
+
+pub(crate) async fn count<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(api.backend.key_package_count(&device).await?))
+}
+
+pub(crate) async fn claim<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiJson(req): ApiJson<ClaimKeyPackages>,
+) -> Result<impl IntoResponse, ApiError> {
+    api.claim_limits.admit(&device)?;
+    Ok(Json(api.backend.claim_key_packages(&device, req).await?))
+}
+
+pub(crate) async fn devices<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiPath(user): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let user = UserId::parse(&user).map_err(invalid)?;
+    Ok(Json(api.backend.key_devices(&device, user).await?))
+}
+
+pub(crate) async fn commit<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiPath(room): ApiPath<String>,
+    ApiJson(req): ApiJson<CommitRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let room = room_id(&room)?;
+    let size = req.commit.len() + req.welcome.as_ref().map_or(0, Vec::len);
+    if size > api.config.max_event_bytes {
+        return Err(too_large(api.config.max_event_bytes).into());
+    }
+    if req.commit.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidParam,
+            "the commit is empty",
+        ));
+    }
+    api.send_limits.admit(&device)?;
+    Ok(Json(api.backend.commit(&device, room, req).await?))
+}
+
+pub(crate) async fn upload_media<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    request: axum::extract::Request,
+) -> Result<impl IntoResponse, ApiError> {
+    let limit = api.config.max_media_bytes;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(ApiError::new(
+            ErrorCode::TooLarge,
+            format!("attachments are limited to {limit} bytes"),
+        ));
+    }
+    let uploaded = api
+        .backend
+        .put_media(&device, request.into_body(), limit)
+        .await?;
+    Ok((StatusCode::CREATED, Json(uploaded)))
+}
+
+pub(crate) async fn download<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiPath(media_id): ApiPath<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    if media_id.len() != 64 || !media_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidParam,
+            "a media id is 64 hex digits",
+        ));
+    }
+    let (len, body) = api
+        .backend
+        .media(&device, media_id.to_ascii_lowercase())
+        .await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (header::CONTENT_LENGTH, len.to_string()),
+        ],
+        body,
+    ))
+}
