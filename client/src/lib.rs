@@ -6,6 +6,7 @@
 //! bytes here; end-to-end encryption is layered on top. It is not a UI: `hearth-chat` is.
 
 mod connection;
+pub mod e2ee;
 
 use hearth_spec::api::{
     CreateRoomRequest, DeviceInfo, HistoryPage, InviteRequest, LoginRequest, PresenceSettings,

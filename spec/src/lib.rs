@@ -13,6 +13,7 @@ pub mod b64;
 pub mod client;
 mod codec;
 pub mod discovery;
+pub mod e2ee;
 pub mod envelope;
 pub mod error;
 pub mod federation;

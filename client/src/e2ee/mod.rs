@@ -1,0 +1,789 @@
+//! End-to-end encryption with MLS (RFC 9420, openmls), ciphersuite
+//! `MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519`. Every room is an MLS group whose id is
+//! the room id; every device is a member whose basic credential names its user and device.
+//!
+//! [`Mls`] is the device's state machine and does no network I/O: it makes key packages,
+//! commits and ciphertexts, and takes a room's events in room order. It saves itself to disk
+//! after every change. [`crate::SecureClient`] drives it against a hearth.
+
+mod provider;
+mod store;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use hearth_spec::e2ee::{
+    ChatBody, MESSAGE_ID_LEN, credential_identity, message_aad, parse_credential_identity,
+    parse_message_aad,
+};
+use hearth_spec::{Content, DeviceId, EventView, Membership, RoomId, UserId};
+use openmls::prelude::tls_codec::{Deserialize as _, Serialize as _};
+use openmls::prelude::*;
+use openmls_basic_credential::SignatureKeyPair;
+use openmls_traits::OpenMlsProvider;
+use sha2::{Digest, Sha256};
+
+pub use provider::DeviceProvider;
+use store::{RoomMeta, SEEN_PER_ROOM, Saved, SentMessage, StateFile};
+
+/// The one ciphersuite Hearth uses.
+pub const CIPHERSUITE: Ciphersuite =
+    Ciphersuite::MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519;
+
+/// Past epochs whose keys a device keeps, for messages sent just before a commit that the
+/// room ordered after it.
+const MAX_PAST_EPOCHS: usize = 8;
+
+/// Why an end-to-end operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum E2eeError {
+    #[error("MLS: {0}")]
+    Mls(String),
+    #[error("the device state on disk cannot be used: {0}")]
+    Corrupt(String),
+    #[error("saving the device state failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("this device is not in the encrypted group of {0}")]
+    NoGroup(RoomId),
+    #[error("a key package does not belong to {0}")]
+    ForeignKeyPackage(String),
+    #[error("room {room} skipped from event {processed} to {got}")]
+    Gap {
+        room: RoomId,
+        processed: u64,
+        got: u64,
+    },
+    #[error("the state file belongs to {0}, not to this session")]
+    OtherDevice(String),
+}
+
+fn mls(e: impl std::fmt::Display) -> E2eeError {
+    E2eeError::Mls(e.to_string())
+}
+
+/// A commit ready to send: made in `epoch`, with the Welcome for the devices it adds.
+#[derive(Debug, Clone)]
+pub struct PreparedCommit {
+    pub epoch: u64,
+    pub commit: Vec<u8>,
+    pub welcome: Option<Vec<u8>>,
+}
+
+/// What an event meant to this device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// A message, decrypted (or this device's own, from its sent store).
+    Message {
+        room: RoomId,
+        seq: u64,
+        sender: UserId,
+        device: DeviceId,
+        body: ChatBody,
+        own: bool,
+    },
+    /// This device joined the room's group from a Welcome.
+    Joined { room: RoomId, epoch: u64 },
+    /// The group moved to a new epoch.
+    Committed {
+        room: RoomId,
+        epoch: u64,
+        by: UserId,
+    },
+    /// This device was removed from the group: it can read nothing sent after.
+    Removed { room: RoomId },
+    /// A membership event of the room (who the hearth routes the room to).
+    Membership {
+        room: RoomId,
+        target: UserId,
+        membership: Membership,
+    },
+    /// The room's create event.
+    Created { room: RoomId, by: UserId },
+    /// An event this device cannot read (sent before it joined, tampered, or not for it).
+    Unreadable {
+        room: RoomId,
+        seq: u64,
+        reason: String,
+    },
+    /// A message id seen before: dropped.
+    Replayed { room: RoomId, seq: u64 },
+    /// Already processed.
+    Duplicate,
+}
+
+/// A device's MLS state.
+pub struct Mls {
+    provider: DeviceProvider,
+    signer: SignatureKeyPair,
+    credential: CredentialWithKey,
+    groups: BTreeMap<RoomId, MlsGroup>,
+    saved: Saved,
+    file: StateFile,
+}
+
+impl std::fmt::Debug for Mls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Mls({}|{})", self.saved.user, self.saved.device)
+    }
+}
+
+fn create_config() -> MlsGroupCreateConfig {
+    MlsGroupCreateConfig::builder()
+        .ciphersuite(CIPHERSUITE)
+        .use_ratchet_tree_extension(true)
+        .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
+        .max_past_epochs(MAX_PAST_EPOCHS)
+        .build()
+}
+
+fn join_config() -> MlsGroupJoinConfig {
+    MlsGroupJoinConfig::builder()
+        .use_ratchet_tree_extension(true)
+        .wire_format_policy(PURE_CIPHERTEXT_WIRE_FORMAT_POLICY)
+        .max_past_epochs(MAX_PAST_EPOCHS)
+        .build()
+}
+
+/// The (user, device) a member's credential names.
+fn member_of(credential: &Credential) -> Option<(UserId, DeviceId)> {
+    parse_credential_identity(credential.serialized_content())
+}
+
+impl Mls {
+    /// Opens the state in `dir`, or creates a new device identity there.
+    pub fn open(dir: &Path, user: &UserId, device: &DeviceId) -> Result<Self, E2eeError> {
+        let file = StateFile::in_dir(dir);
+        let (provider, signer, saved) = match file.load()? {
+            Some(saved) => {
+                if saved.user != *user || saved.device != *device {
+                    return Err(E2eeError::OtherDevice(format!(
+                        "{}|{}",
+                        saved.user, saved.device
+                    )));
+                }
+                let provider = DeviceProvider::with_entries(saved.storage.clone());
+                let signer = SignatureKeyPair::read(
+                    provider.storage(),
+                    &saved.signer_public,
+                    CIPHERSUITE.signature_algorithm(),
+                )
+                .ok_or_else(|| E2eeError::Corrupt("the signing key is missing".into()))?;
+                (provider, signer, saved)
+            }
+            None => {
+                let provider = DeviceProvider::default();
+                let signer =
+                    SignatureKeyPair::new(CIPHERSUITE.signature_algorithm()).map_err(mls)?;
+                signer.store(provider.storage()).map_err(mls)?;
+                let saved = Saved::new(user.clone(), device.clone(), signer.to_public_vec());
+                (provider, signer, saved)
+            }
+        };
+        let credential = CredentialWithKey {
+            credential: BasicCredential::new(credential_identity(user, device)).into(),
+            signature_key: signer.to_public_vec().into(),
+        };
+        let mut groups = BTreeMap::new();
+        for room in saved.rooms.keys() {
+            let id = GroupId::from_slice(room.as_str().as_bytes());
+            if let Some(group) = MlsGroup::load(provider.storage(), &id).map_err(mls)? {
+                groups.insert(room.clone(), group);
+            }
+        }
+        let mut this = Self {
+            provider,
+            signer,
+            credential,
+            groups,
+            saved,
+            file,
+        };
+        this.save()?;
+        Ok(this)
+    }
+
+    fn save(&mut self) -> Result<(), E2eeError> {
+        self.saved.storage = self.provider.entries();
+        self.file.save(&self.saved)
+    }
+
+    /// The device's safety fingerprint: SHA-256 of its signature key, in groups of four hex
+    /// digits. Compare it out of band to know the device is who it says.
+    pub fn fingerprint(&self) -> String {
+        fingerprint_of(self.signer.public())
+    }
+
+    /// The fingerprints of a room's member devices.
+    pub fn member_fingerprints(&self, room: &RoomId) -> Vec<(UserId, DeviceId, String)> {
+        let Some(group) = self.groups.get(room) else {
+            return Vec::new();
+        };
+        group
+            .members()
+            .filter_map(|m| {
+                let (user, device) = member_of(&m.credential)?;
+                Some((user, device, fingerprint_of(&m.signature_key)))
+            })
+            .collect()
+    }
+
+    /// The inbox cursor processed so far.
+    pub fn cursor(&self) -> u64 {
+        self.saved.cursor
+    }
+
+    /// Records that the inbox has been processed up to `cursor`.
+    pub fn set_cursor(&mut self, cursor: u64) -> Result<(), E2eeError> {
+        if cursor > self.saved.cursor {
+            self.saved.cursor = cursor;
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    /// New one-time key packages (TLS-encoded), or one last-resort package.
+    pub fn key_packages(
+        &mut self,
+        count: usize,
+        last_resort: bool,
+    ) -> Result<Vec<Vec<u8>>, E2eeError> {
+        let mut out = Vec::with_capacity(count);
+        for _ in 0..count {
+            let mut builder = KeyPackage::builder();
+            if last_resort {
+                builder = builder.mark_as_last_resort();
+            }
+            let bundle = builder
+                .build(
+                    CIPHERSUITE,
+                    &self.provider,
+                    &self.signer,
+                    self.credential.clone(),
+                )
+                .map_err(mls)?;
+            out.push(bundle.key_package().tls_serialize_detached().map_err(mls)?);
+        }
+        self.save()?;
+        Ok(out)
+    }
+
+    /// Whether this device is in the room's group.
+    pub fn in_group(&self, room: &RoomId) -> bool {
+        self.groups.get(room).is_some_and(|g| g.is_active())
+    }
+
+    /// The group's epoch, if this device is in it.
+    pub fn epoch(&self, room: &RoomId) -> Option<u64> {
+        self.groups.get(room).map(|g| g.epoch().as_u64())
+    }
+
+    /// The epoch authenticator: equal on two devices exactly when they are in the same epoch
+    /// of the same group (no fork).
+    pub fn epoch_authenticator(&self, room: &RoomId) -> Option<Vec<u8>> {
+        self.groups
+            .get(room)
+            .map(|g| g.epoch_authenticator().as_slice().to_vec())
+    }
+
+    /// The devices in the room's group.
+    pub fn members(&self, room: &RoomId) -> Vec<(UserId, DeviceId)> {
+        self.groups
+            .get(room)
+            .map(|g| {
+                g.members()
+                    .filter_map(|m| member_of(&m.credential))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Users the hearth routes the room to who are not in the group, and users in the group the
+    /// hearth does not route it to. Both empty when the hearth's membership matches MLS.
+    pub fn membership_mismatch(
+        &self,
+        room: &RoomId,
+        routed: &[UserId],
+    ) -> (Vec<UserId>, Vec<UserId>) {
+        let in_group: std::collections::BTreeSet<UserId> =
+            self.members(room).into_iter().map(|(u, _)| u).collect();
+        let routed: std::collections::BTreeSet<UserId> = routed.iter().cloned().collect();
+        (
+            routed.difference(&in_group).cloned().collect(),
+            in_group.difference(&routed).cloned().collect(),
+        )
+    }
+
+    /// Users who left the room but are still in its group (their devices must be removed
+    /// before anything else is sent).
+    pub fn departed(&self, room: &RoomId) -> Vec<UserId> {
+        let in_group: std::collections::BTreeSet<UserId> =
+            self.members(room).into_iter().map(|(u, _)| u).collect();
+        self.saved
+            .rooms
+            .get(room)
+            .map(|m| m.departed.intersection(&in_group).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Starts the room's group with this device alone in it (epoch 0).
+    pub fn create_group(&mut self, room: &RoomId) -> Result<(), E2eeError> {
+        let group = MlsGroup::new_with_group_id(
+            &self.provider,
+            &self.signer,
+            &create_config(),
+            GroupId::from_slice(room.as_str().as_bytes()),
+            self.credential.clone(),
+        )
+        .map_err(mls)?;
+        self.groups.insert(room.clone(), group);
+        self.saved.rooms.entry(room.clone()).or_default().removed = false;
+        self.save()
+    }
+
+    /// Checks claimed key packages: valid signatures, our ciphersuite, and each really of the
+    /// device it was claimed for.
+    pub fn check_key_packages(
+        &self,
+        claimed: &[(UserId, DeviceId, Vec<u8>)],
+    ) -> Result<Vec<KeyPackage>, E2eeError> {
+        claimed
+            .iter()
+            .map(|(user, device, bytes)| {
+                let package = KeyPackageIn::tls_deserialize_exact(bytes.as_slice())
+                    .map_err(mls)?
+                    .validate(self.provider.crypto(), ProtocolVersion::Mls10)
+                    .map_err(mls)?;
+                let owner = member_of(package.leaf_node().credential());
+                if owner.as_ref() != Some(&(user.clone(), device.clone()))
+                    || package.ciphersuite() != CIPHERSUITE
+                {
+                    return Err(E2eeError::ForeignKeyPackage(format!("{user}|{device}")));
+                }
+                Ok(package)
+            })
+            .collect()
+    }
+
+    /// A commit adding devices (their checked key packages), pending until the home accepts it.
+    pub fn prepare_add(
+        &mut self,
+        room: &RoomId,
+        packages: &[KeyPackage],
+    ) -> Result<PreparedCommit, E2eeError> {
+        let provider = &self.provider;
+        let signer = &self.signer;
+        let group = self
+            .groups
+            .get_mut(room)
+            .filter(|g| g.is_active())
+            .ok_or_else(|| E2eeError::NoGroup(room.clone()))?;
+        group
+            .clear_pending_commit(provider.storage())
+            .map_err(mls)?;
+        let epoch = group.epoch().as_u64();
+        let (commit, welcome, _) = group.add_members(provider, signer, packages).map_err(mls)?;
+        let prepared = PreparedCommit {
+            epoch,
+            commit: commit.to_bytes().map_err(mls)?,
+            welcome: Some(welcome.to_bytes().map_err(mls)?),
+        };
+        self.save()?;
+        Ok(prepared)
+    }
+
+    /// A commit removing every device of `users` and the listed `devices`.
+    pub fn prepare_remove(
+        &mut self,
+        room: &RoomId,
+        users: &[UserId],
+        devices: &[(UserId, DeviceId)],
+    ) -> Result<Option<PreparedCommit>, E2eeError> {
+        let provider = &self.provider;
+        let signer = &self.signer;
+        let group = self
+            .groups
+            .get_mut(room)
+            .filter(|g| g.is_active())
+            .ok_or_else(|| E2eeError::NoGroup(room.clone()))?;
+        let own = group.own_leaf_index();
+        let leaves: Vec<LeafNodeIndex> = group
+            .members()
+            .filter(|m| m.index != own)
+            .filter(|m| {
+                member_of(&m.credential).is_some_and(|(u, d)| {
+                    users.contains(&u) || devices.contains(&(u.clone(), d.clone()))
+                })
+            })
+            .map(|m| m.index)
+            .collect();
+        if leaves.is_empty() {
+            return Ok(None);
+        }
+        group
+            .clear_pending_commit(provider.storage())
+            .map_err(mls)?;
+        let epoch = group.epoch().as_u64();
+        let (commit, welcome, _) = group
+            .remove_members(provider, signer, &leaves)
+            .map_err(mls)?;
+        let prepared = PreparedCommit {
+            epoch,
+            commit: commit.to_bytes().map_err(mls)?,
+            welcome: welcome.map(|w| w.to_bytes()).transpose().map_err(mls)?,
+        };
+        self.save()?;
+        Ok(Some(prepared))
+    }
+
+    /// A commit that only refreshes this device's own keys.
+    pub fn prepare_update(&mut self, room: &RoomId) -> Result<PreparedCommit, E2eeError> {
+        let provider = &self.provider;
+        let signer = &self.signer;
+        let group = self
+            .groups
+            .get_mut(room)
+            .filter(|g| g.is_active())
+            .ok_or_else(|| E2eeError::NoGroup(room.clone()))?;
+        group
+            .clear_pending_commit(provider.storage())
+            .map_err(mls)?;
+        let epoch = group.epoch().as_u64();
+        let bundle = group
+            .self_update(provider, signer, LeafNodeParameters::default())
+            .map_err(mls)?;
+        let (commit, _, _) = bundle.into_contents();
+        let prepared = PreparedCommit {
+            epoch,
+            commit: commit.to_bytes().map_err(mls)?,
+            welcome: None,
+        };
+        self.save()?;
+        Ok(prepared)
+    }
+
+    /// The home accepted this device's pending commit: move to the new epoch.
+    pub fn commit_accepted(&mut self, room: &RoomId) -> Result<(), E2eeError> {
+        let provider = &self.provider;
+        let group = self
+            .groups
+            .get_mut(room)
+            .ok_or_else(|| E2eeError::NoGroup(room.clone()))?;
+        if group.pending_commit().is_some() {
+            group.merge_pending_commit(provider).map_err(mls)?;
+        }
+        if let Some(meta) = self.saved.rooms.get_mut(room) {
+            let left: Vec<UserId> = meta.departed.iter().cloned().collect();
+            let members: Vec<UserId> = group
+                .members()
+                .filter_map(|m| member_of(&m.credential).map(|(u, _)| u))
+                .collect();
+            meta.departed = left.into_iter().filter(|u| members.contains(u)).collect();
+        }
+        self.save()
+    }
+
+    /// The home refused this device's pending commit (another won the epoch): drop it.
+    pub fn commit_refused(&mut self, room: &RoomId) -> Result<(), E2eeError> {
+        if let Some(group) = self.groups.get_mut(room) {
+            group
+                .clear_pending_commit(self.provider.storage())
+                .map_err(mls)?;
+        }
+        self.save()
+    }
+
+    /// Encrypts a message for the room, its unique id in the authenticated data. The ratchet
+    /// step is saved before the ciphertext is returned. `txn_id` files the plaintext so this
+    /// device can show its own message when it comes back.
+    pub fn encrypt(
+        &mut self,
+        room: &RoomId,
+        txn_id: &str,
+        body: &ChatBody,
+    ) -> Result<Vec<u8>, E2eeError> {
+        let plaintext = serde_json::to_vec(body).map_err(mls)?;
+        let id: [u8; MESSAGE_ID_LEN] = rand::random();
+        let provider = &self.provider;
+        let signer = &self.signer;
+        let group = self
+            .groups
+            .get_mut(room)
+            .filter(|g| g.is_active())
+            .ok_or_else(|| E2eeError::NoGroup(room.clone()))?;
+        group.set_aad(message_aad(&id));
+        let message = group
+            .create_message(provider, signer, &plaintext)
+            .map_err(mls)?;
+        let bytes = message.to_bytes().map_err(mls)?;
+        let meta = self.saved.rooms.entry(room.clone()).or_default();
+        remember(meta, id);
+        self.saved.sent.insert(
+            txn_id.to_owned(),
+            SentMessage {
+                room: room.clone(),
+                txn_id: txn_id.to_owned(),
+                body: plaintext,
+            },
+        );
+        self.save()?;
+        Ok(bytes)
+    }
+
+    /// The last event of the room this device has processed.
+    pub fn processed_seq(&self, room: &RoomId) -> u64 {
+        self.saved.rooms.get(room).map_or(0, |m| m.processed_seq)
+    }
+
+    /// Takes one event of a room, which must come in room order. A device that is in the
+    /// room's group must see every event after the last one it processed (else [`E2eeError::Gap`]:
+    /// fetch the missing ones first).
+    pub fn receive(&mut self, event: &EventView) -> Result<Received, E2eeError> {
+        let room = event.room_id.clone();
+        let processed = self.processed_seq(&room);
+        if event.seq <= processed {
+            return Ok(Received::Duplicate);
+        }
+        if self.groups.contains_key(&room) && event.seq != processed + 1 {
+            return Err(E2eeError::Gap {
+                room,
+                processed,
+                got: event.seq,
+            });
+        }
+        let received = self.interpret(event);
+        let meta = self.saved.rooms.entry(room).or_default();
+        meta.processed_seq = event.seq;
+        if let Received::Membership {
+            target,
+            membership: Membership::Leave,
+            ..
+        } = &received
+        {
+            meta.departed.insert(target.clone());
+        }
+        if let Received::Removed { .. } = &received {
+            meta.removed = true;
+        }
+        self.save()?;
+        Ok(received)
+    }
+
+    fn interpret(&mut self, event: &EventView) -> Received {
+        let room = event.room_id.clone();
+        let unreadable = |reason: String| Received::Unreadable {
+            room: room.clone(),
+            seq: event.seq,
+            reason,
+        };
+        match &event.content {
+            Content::Create { .. } => Received::Created {
+                room: room.clone(),
+                by: event.sender.clone(),
+            },
+            Content::Member { target, membership } => Received::Membership {
+                room: room.clone(),
+                target: target.clone(),
+                membership: *membership,
+            },
+            Content::Commit {
+                epoch,
+                commit,
+                welcome,
+            } => match self.take_commit(event, *epoch, commit, welcome.as_deref()) {
+                Ok(received) => received,
+                Err(e) => unreadable(e.to_string()),
+            },
+            Content::Message { payload } => match self.decrypt(event, payload) {
+                Ok(received) => received,
+                Err(e) => unreadable(e.to_string()),
+            },
+        }
+    }
+
+    fn is_own(&self, event: &EventView) -> bool {
+        event.sender == self.saved.user && event.sender_device == self.saved.device
+    }
+
+    fn take_commit(
+        &mut self,
+        event: &EventView,
+        epoch: u64,
+        commit: &[u8],
+        welcome: Option<&[u8]>,
+    ) -> Result<Received, E2eeError> {
+        let room = event.room_id.clone();
+        let own = self.is_own(event);
+        let provider = &self.provider;
+        let Some(group) = self.groups.get_mut(&room).filter(|g| g.is_active()) else {
+            return match welcome {
+                Some(welcome) => self.join(event, epoch, welcome),
+                None => Err(E2eeError::NoGroup(room)),
+            };
+        };
+        let current = group.epoch().as_u64();
+        if epoch < current {
+            // Already applied: this device's own commit, merged when the home accepted it.
+            return Ok(Received::Committed {
+                room,
+                epoch: current,
+                by: event.sender.clone(),
+            });
+        }
+        if epoch > current {
+            return Err(E2eeError::Mls(format!(
+                "commit for epoch {epoch} while the group is at {current}"
+            )));
+        }
+        if own && group.pending_commit().is_some() {
+            // The home took our commit but its answer was lost on the way.
+            group.merge_pending_commit(provider).map_err(mls)?;
+        } else {
+            group
+                .clear_pending_commit(provider.storage())
+                .map_err(mls)?;
+            let message = MlsMessageIn::tls_deserialize_exact(commit)
+                .map_err(mls)?
+                .try_into_protocol_message()
+                .map_err(mls)?;
+            let processed = group.process_message(provider, message).map_err(mls)?;
+            if member_of(processed.credential())
+                != Some((event.sender.clone(), event.sender_device.clone()))
+            {
+                return Err(E2eeError::Mls(
+                    "the commit's MLS sender is not the event's sender".into(),
+                ));
+            }
+            match processed.into_content() {
+                ProcessedMessageContent::StagedCommitMessage(staged) => {
+                    group.merge_staged_commit(provider, *staged).map_err(mls)?;
+                }
+                _ => return Err(E2eeError::Mls("the commit event holds no commit".into())),
+            }
+        }
+        if !group.is_active() {
+            return Ok(Received::Removed { room });
+        }
+        let epoch = group.epoch().as_u64();
+        Ok(Received::Committed {
+            room,
+            epoch,
+            by: event.sender.clone(),
+        })
+    }
+
+    fn join(
+        &mut self,
+        event: &EventView,
+        epoch: u64,
+        welcome: &[u8],
+    ) -> Result<Received, E2eeError> {
+        let room = event.room_id.clone();
+        let welcome = MlsMessageIn::tls_deserialize_exact(welcome).map_err(mls)?;
+        let MlsMessageBodyIn::Welcome(welcome) = welcome.extract() else {
+            return Err(E2eeError::Mls("the welcome is not a Welcome".into()));
+        };
+        let staged = StagedWelcome::new_from_welcome(&self.provider, &join_config(), welcome, None)
+            .map_err(|e| E2eeError::Mls(format!("the welcome is not for this device ({e})")))?;
+        let sender = staged.welcome_sender().map_err(mls)?;
+        if member_of(sender.credential())
+            != Some((event.sender.clone(), event.sender_device.clone()))
+        {
+            return Err(E2eeError::Mls(
+                "the welcome's sender is not the event's sender".into(),
+            ));
+        }
+        let group = staged.into_group(&self.provider).map_err(mls)?;
+        if group.group_id().as_slice() != room.as_str().as_bytes() {
+            return Err(E2eeError::Mls(
+                "the welcome is for another room's group".into(),
+            ));
+        }
+        if group.epoch().as_u64() != epoch + 1 {
+            return Err(E2eeError::Mls("the welcome is for another epoch".into()));
+        }
+        let epoch = group.epoch().as_u64();
+        self.groups.insert(room.clone(), group);
+        self.saved.rooms.entry(room.clone()).or_default().removed = false;
+        Ok(Received::Joined { room, epoch })
+    }
+
+    fn decrypt(&mut self, event: &EventView, payload: &[u8]) -> Result<Received, E2eeError> {
+        let room = event.room_id.clone();
+        if self.is_own(event) {
+            if let Some(sent) = self.saved.sent.remove(event.txn_id.as_str()) {
+                let body = serde_json::from_slice(&sent.body).map_err(mls)?;
+                return Ok(Received::Message {
+                    room,
+                    seq: event.seq,
+                    sender: event.sender.clone(),
+                    device: event.sender_device.clone(),
+                    body,
+                    own: true,
+                });
+            }
+            return Err(E2eeError::Mls(
+                "this device's own message, no longer in its sent store".into(),
+            ));
+        }
+        let provider = &self.provider;
+        let group = self
+            .groups
+            .get_mut(&room)
+            .ok_or_else(|| E2eeError::NoGroup(room.clone()))?;
+        let message = MlsMessageIn::tls_deserialize_exact(payload)
+            .map_err(mls)?
+            .try_into_protocol_message()
+            .map_err(mls)?;
+        let processed = group.process_message(provider, message).map_err(mls)?;
+        if member_of(processed.credential())
+            != Some((event.sender.clone(), event.sender_device.clone()))
+        {
+            return Err(E2eeError::Mls(
+                "the message's MLS sender is not the event's sender".into(),
+            ));
+        }
+        let id = parse_message_aad(processed.aad())
+            .ok_or_else(|| E2eeError::Mls("the message carries no message id".into()))?;
+        let ProcessedMessageContent::ApplicationMessage(message) = processed.into_content() else {
+            return Err(E2eeError::Mls(
+                "a message event holds no application message".into(),
+            ));
+        };
+        let meta = self.saved.rooms.entry(room.clone()).or_default();
+        if meta.seen.contains(&id) {
+            return Ok(Received::Replayed {
+                room,
+                seq: event.seq,
+            });
+        }
+        remember(meta, id);
+        let body: ChatBody = serde_json::from_slice(&message.into_bytes()).map_err(mls)?;
+        Ok(Received::Message {
+            room,
+            seq: event.seq,
+            sender: event.sender.clone(),
+            device: event.sender_device.clone(),
+            body,
+            own: false,
+        })
+    }
+}
+
+fn remember(meta: &mut RoomMeta, id: [u8; MESSAGE_ID_LEN]) {
+    meta.seen.push_back(id);
+    while meta.seen.len() > SEEN_PER_ROOM {
+        meta.seen.pop_front();
+    }
+}
+
+/// SHA-256 of a signature key as `abcd 1234 …` (16 groups).
+pub fn fingerprint_of(public_key: &[u8]) -> String {
+    let digest = Sha256::digest(public_key);
+    digest
+        .chunks(2)
+        .map(|pair| format!("{:02x}{:02x}", pair[0], pair[1]))
+        .collect::<Vec<_>>()
+        .join(" ")
+}

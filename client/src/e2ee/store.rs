@@ -1,0 +1,118 @@
+//! The device's state on disk: one file written whole and atomically (temporary file, fsync,
+//! rename, directory fsync) after every change, so a crash leaves either the old state or the
+//! new one, never a mix. A ratchet step that was used to encrypt is saved before the message
+//! leaves the device, so a restart never reuses a key.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use hearth_spec::{DeviceId, RoomId, UserId};
+use serde::{Deserialize, Serialize};
+
+use super::E2eeError;
+
+/// Format version of the state file.
+const STATE_VERSION: u8 = 1;
+/// Message ids remembered per room to drop replays.
+pub const SEEN_PER_ROOM: usize = 4096;
+
+/// What a device keeps about a room.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RoomMeta {
+    /// Every event up to here has been processed.
+    pub processed_seq: u64,
+    /// Ids of the latest messages read, oldest first.
+    pub seen: VecDeque<[u8; 16]>,
+    /// Users who left the room but may still hold a leaf in the group.
+    pub departed: BTreeSet<UserId>,
+    /// This device was removed from the group (or never admitted).
+    pub removed: bool,
+}
+
+/// A message this device sent, kept so its own echo can be shown (a device cannot decrypt
+/// its own MLS messages).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SentMessage {
+    pub room: RoomId,
+    pub txn_id: String,
+    pub body: Vec<u8>,
+}
+
+/// Everything saved.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Saved {
+    pub version: u8,
+    pub user: UserId,
+    pub device: DeviceId,
+    pub signer_public: Vec<u8>,
+    pub storage: Vec<(Vec<u8>, Vec<u8>)>,
+    pub rooms: BTreeMap<RoomId, RoomMeta>,
+    /// Sent messages not yet seen echoed back, by txn id.
+    pub sent: BTreeMap<String, SentMessage>,
+    /// The inbox cursor processed up to.
+    pub cursor: u64,
+}
+
+impl Saved {
+    pub fn new(user: UserId, device: DeviceId, signer_public: Vec<u8>) -> Self {
+        Self {
+            version: STATE_VERSION,
+            user,
+            device,
+            signer_public,
+            storage: Vec::new(),
+            rooms: BTreeMap::new(),
+            sent: BTreeMap::new(),
+            cursor: 0,
+        }
+    }
+}
+
+/// The state file of one device.
+#[derive(Debug, Clone)]
+pub struct StateFile {
+    path: PathBuf,
+}
+
+impl StateFile {
+    /// `<dir>/mls-state.bin`.
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            path: dir.join("mls-state.bin"),
+        }
+    }
+
+    pub fn load(&self) -> Result<Option<Saved>, E2eeError> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(E2eeError::Io(e)),
+        };
+        let saved: Saved = postcard::from_bytes(&bytes)
+            .map_err(|e| E2eeError::Corrupt(format!("{}: {e}", self.path.display())))?;
+        if saved.version != STATE_VERSION {
+            return Err(E2eeError::Corrupt(format!(
+                "{}: unknown state version {}",
+                self.path.display(),
+                saved.version
+            )));
+        }
+        Ok(Some(saved))
+    }
+
+    pub fn save(&self, saved: &Saved) -> Result<(), E2eeError> {
+        let bytes = postcard::to_stdvec(saved).map_err(|e| E2eeError::Corrupt(e.to_string()))?;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let tmp = self.path.with_extension("tmp");
+        {
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(())
+    }
+}

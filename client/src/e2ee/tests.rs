@@ -1,0 +1,281 @@
+//! The state machine alone: events are built here as the home would sequence them.
+
+use super::*;
+use hearth_spec::TxnId;
+
+struct Room {
+    id: RoomId,
+    seq: u64,
+}
+
+impl Room {
+    fn new() -> Self {
+        Self {
+            id: RoomId::parse("!r:localhost").unwrap(),
+            seq: 0,
+        }
+    }
+
+    fn event(&mut self, who: &Mls, txn: &str, content: Content) -> EventView {
+        self.seq += 1;
+        EventView {
+            room_id: self.id.clone(),
+            seq: self.seq,
+            event_id: hearth_spec::EventId::of_bytes(txn.as_bytes()),
+            sender: who.saved.user.clone(),
+            sender_device: who.saved.device.clone(),
+            txn_id: TxnId::parse(txn).unwrap(),
+            origin_ts: 0,
+            content,
+        }
+    }
+
+    fn commit(&mut self, who: &Mls, txn: &str, prepared: &PreparedCommit) -> EventView {
+        self.event(
+            who,
+            txn,
+            Content::Commit {
+                epoch: prepared.epoch,
+                commit: prepared.commit.clone(),
+                welcome: prepared.welcome.clone(),
+            },
+        )
+    }
+}
+
+fn device(dir: &Path, user: &str, device: &str) -> Mls {
+    Mls::open(
+        dir,
+        &UserId::parse(&format!("@{user}:localhost")).unwrap(),
+        &DeviceId::parse(device).unwrap(),
+    )
+    .unwrap()
+}
+
+fn package_of(m: &mut Mls, claimer: &Mls) -> KeyPackage {
+    let bytes = m.key_packages(1, false).unwrap().remove(0);
+    let claimed = [(m.saved.user.clone(), m.saved.device.clone(), bytes)];
+    claimer.check_key_packages(&claimed).unwrap().remove(0)
+}
+
+fn text(body: &str) -> ChatBody {
+    ChatBody {
+        text: body.into(),
+        attachment: None,
+    }
+}
+
+fn body_of(received: Received) -> String {
+    match received {
+        Received::Message { body, .. } => body.text,
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+#[test]
+fn two_devices_talk_and_a_removed_one_reads_nothing_after() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut alice = device(dirs[0].path(), "alice", "A1");
+    let mut bob = device(dirs[1].path(), "bob", "B1");
+    let mut bob2 = device(dirs[2].path(), "bob", "B2");
+    let mut room = Room::new();
+    alice.create_group(&room.id).unwrap();
+    let packages = [package_of(&mut bob, &alice), package_of(&mut bob2, &alice)];
+    let add = alice.prepare_add(&room.id, &packages).unwrap();
+    assert_eq!(add.epoch, 0);
+    alice.commit_accepted(&room.id).unwrap();
+    let event = room.commit(&alice, "c1", &add);
+    assert!(matches!(
+        bob.receive(&event).unwrap(),
+        Received::Joined { epoch: 1, .. }
+    ));
+    assert!(matches!(
+        bob2.receive(&event).unwrap(),
+        Received::Joined { epoch: 1, .. }
+    ));
+    assert!(matches!(
+        alice.receive(&event).unwrap(),
+        Received::Committed { epoch: 1, .. }
+    ));
+
+    let ciphertext = alice.encrypt(&room.id, "m1", &text("hello bob")).unwrap();
+    let message = room.event(
+        &alice,
+        "m1",
+        Content::Message {
+            payload: ciphertext.clone(),
+        },
+    );
+    assert_eq!(body_of(bob.receive(&message).unwrap()), "hello bob");
+    assert_eq!(body_of(bob2.receive(&message).unwrap()), "hello bob");
+    // The sender shows its own message from its sent store.
+    assert!(matches!(
+        alice.receive(&message).unwrap(),
+        Received::Message { own: true, .. }
+    ));
+
+    // The same ciphertext again, as a new event: dropped, never shown twice.
+    let replay = room.event(
+        &alice,
+        "m1b",
+        Content::Message {
+            payload: ciphertext,
+        },
+    );
+    assert!(!matches!(
+        bob.receive(&replay).unwrap(),
+        Received::Message { .. }
+    ));
+
+    // Tampered ciphertext is refused.
+    let mut tampered = alice.encrypt(&room.id, "m2", &text("secret")).unwrap();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    let bad = room.event(&alice, "m2", Content::Message { payload: tampered });
+    assert!(matches!(
+        bob.receive(&bad).unwrap(),
+        Received::Unreadable { .. }
+    ));
+
+    // A message whose MLS sender is alice but which the hearth attributes to bob2 is refused.
+    let forged = alice.encrypt(&room.id, "m3", &text("who am I")).unwrap();
+    let misattributed = room.event(&bob2, "m3", Content::Message { payload: forged });
+    assert!(matches!(
+        bob.receive(&misattributed).unwrap(),
+        Received::Unreadable { .. }
+    ));
+
+    // Remove bob's second device; it reads nothing after.
+    let remove = alice
+        .prepare_remove(
+            &room.id,
+            &[],
+            &[(bob2.saved.user.clone(), bob2.saved.device.clone())],
+        )
+        .unwrap()
+        .unwrap();
+    alice.commit_accepted(&room.id).unwrap();
+    assert!(!matches!(
+        bob2.receive(&replay).unwrap(),
+        Received::Message { .. }
+    ));
+    for m in [&mut bob, &mut bob2] {
+        m.receive(&bad).unwrap();
+        m.receive(&misattributed).unwrap();
+    }
+    alice.receive(&replay).unwrap();
+    alice.receive(&bad).unwrap();
+    alice.receive(&misattributed).unwrap();
+    let removal = room.commit(&alice, "c2", &remove);
+    assert!(matches!(
+        bob.receive(&removal).unwrap(),
+        Received::Committed { epoch: 2, .. }
+    ));
+    assert!(matches!(
+        bob2.receive(&removal).unwrap(),
+        Received::Removed { .. }
+    ));
+    assert_eq!(alice.members(&room.id).len(), 2);
+    let after = alice
+        .encrypt(&room.id, "m4", &text("after removal"))
+        .unwrap();
+    let after = room.event(&alice, "m4", Content::Message { payload: after });
+    assert_eq!(body_of(bob.receive(&after).unwrap()), "after removal");
+    assert!(matches!(
+        bob2.receive(&after).unwrap(),
+        Received::Unreadable { .. }
+    ));
+    assert_eq!(
+        alice.epoch_authenticator(&room.id),
+        bob.epoch_authenticator(&room.id)
+    );
+}
+
+#[test]
+fn state_survives_a_restart_and_forged_commits_are_refused() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut alice = device(dirs[0].path(), "alice", "A1");
+    let mut bob = device(dirs[1].path(), "bob", "B1");
+    let mut room = Room::new();
+    alice.create_group(&room.id).unwrap();
+    let add = alice
+        .prepare_add(&room.id, &[package_of(&mut bob, &alice)])
+        .unwrap();
+    alice.commit_accepted(&room.id).unwrap();
+    let event = room.commit(&alice, "c1", &add);
+    bob.receive(&event).unwrap();
+    alice.receive(&event).unwrap();
+    let fingerprint = bob.fingerprint();
+    drop(bob);
+    let mut bob = device(dirs[1].path(), "bob", "B1");
+    assert_eq!(bob.fingerprint(), fingerprint);
+    assert_eq!(bob.epoch(&room.id), Some(1));
+    let ciphertext = alice
+        .encrypt(&room.id, "m1", &text("after restart"))
+        .unwrap();
+    let message = room.event(
+        &alice,
+        "m1",
+        Content::Message {
+            payload: ciphertext,
+        },
+    );
+    assert_eq!(body_of(bob.receive(&message).unwrap()), "after restart");
+    alice.receive(&message).unwrap();
+
+    // An outsider's commit (a device not in the group) for the current epoch is refused and
+    // changes nothing.
+    let mut mallory = device(dirs[2].path(), "mallory", "M1");
+    let fake_room = room.id.clone();
+    mallory.create_group(&fake_room).unwrap();
+    let forged = mallory.prepare_update(&fake_room).unwrap();
+    let mut forged = forged.clone();
+    forged.epoch = 1;
+    let event = room.commit(&mallory, "c2", &forged);
+    assert!(matches!(
+        bob.receive(&event).unwrap(),
+        Received::Unreadable { .. }
+    ));
+    assert_eq!(bob.epoch(&room.id), Some(1));
+    // Bytes that are no commit at all.
+    let junk = room.commit(
+        &alice,
+        "c3",
+        &PreparedCommit {
+            epoch: 1,
+            commit: vec![0; 40],
+            welcome: None,
+        },
+    );
+    assert!(matches!(
+        bob.receive(&junk).unwrap(),
+        Received::Unreadable { .. }
+    ));
+    assert_eq!(bob.epoch(&room.id), Some(1));
+    // A state file of another device is not opened as this one.
+    assert!(matches!(
+        Mls::open(
+            dirs[1].path(),
+            &UserId::parse("@eve:localhost").unwrap(),
+            &DeviceId::parse("B1").unwrap()
+        ),
+        Err(E2eeError::OtherDevice(_))
+    ));
+}
+
+#[test]
+fn a_key_package_of_another_device_is_refused() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let alice = device(dirs[0].path(), "alice", "A1");
+    let mut bob = device(dirs[1].path(), "bob", "B1");
+    let bytes = bob.key_packages(1, false).unwrap().remove(0);
+    let claimed = [(
+        UserId::parse("@carol:localhost").unwrap(),
+        DeviceId::parse("C1").unwrap(),
+        bytes,
+    )];
+    assert!(matches!(
+        alice.check_key_packages(&claimed),
+        Err(E2eeError::ForeignKeyPackage(_))
+    ));
+}
