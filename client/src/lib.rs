@@ -7,7 +7,12 @@
 
 mod connection;
 pub mod e2ee;
+mod secure;
 
+use hearth_spec::api::{
+    ClaimKeyPackages, ClaimedKeyPackages, CommitRequest, KeyDevices, KeyPackageCount,
+    MediaUploaded, UploadKeyPackages,
+};
 use hearth_spec::api::{
     CreateRoomRequest, DeviceInfo, HistoryPage, InviteRequest, LoginRequest, PresenceSettings,
     PresenceView, PusherInfo, PusherRequest, ReadRequest, ReceiptMarks, RefreshRequest,
@@ -18,6 +23,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use connection::{Connection, Receiver, Sender};
+pub use secure::{MembershipCheck, SecureClient, SecureError};
 pub use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 /// Why a client call failed.
@@ -349,6 +355,75 @@ impl Client {
             .await
     }
 
+    /// Uploads this device's MLS key packages.
+    pub async fn upload_key_packages(
+        &mut self,
+        req: &UploadKeyPackages,
+    ) -> Result<KeyPackageCount, ClientError> {
+        self.call(reqwest::Method::POST, "/v1/keys/upload", Some(req), true)
+            .await
+    }
+
+    /// What this device has left on its hearth to hand out.
+    pub async fn key_package_count(&mut self) -> Result<KeyPackageCount, ClientError> {
+        self.call(reqwest::Method::GET, "/v1/keys/count", None::<&()>, true)
+            .await
+    }
+
+    /// Claims one key package per device of `user` (or of the listed devices).
+    pub async fn claim_key_packages(
+        &mut self,
+        user: &UserId,
+        devices: Option<Vec<DeviceId>>,
+    ) -> Result<ClaimedKeyPackages, ClientError> {
+        let req = ClaimKeyPackages {
+            user_id: user.clone(),
+            devices,
+        };
+        self.call(reqwest::Method::POST, "/v1/keys/claim", Some(&req), true)
+            .await
+    }
+
+    /// The devices of `user` that have key packages.
+    pub async fn key_devices(&mut self, user: &UserId) -> Result<KeyDevices, ClientError> {
+        let path = format!("/v1/keys/devices/{}", encode_path(user.as_str()));
+        self.call(reqwest::Method::GET, &path, None::<&()>, true)
+            .await
+    }
+
+    /// Sends an MLS commit for the room's home to order.
+    pub async fn commit(
+        &mut self,
+        room: &RoomId,
+        req: &CommitRequest,
+    ) -> Result<Sequenced, ClientError> {
+        self.call(
+            reqwest::Method::POST,
+            &room_path(room, "/commit"),
+            Some(req),
+            true,
+        )
+        .await
+    }
+
+    /// Uploads an opaque blob (an encrypted attachment).
+    pub async fn upload_media(&mut self, blob: Vec<u8>) -> Result<MediaUploaded, ClientError> {
+        let response = self
+            .request_raw(reqwest::Method::POST, "/v1/media", Some(blob))
+            .await?;
+        response
+            .json()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Downloads a blob from this device's hearth.
+    pub async fn download_media(&mut self, media_id: &str) -> Result<Vec<u8>, ClientError> {
+        let path = format!("/v1/media/{}", encode_path(media_id));
+        let response = self.request_raw(reqwest::Method::GET, &path, None).await?;
+        Ok(response.bytes().await?.to_vec())
+    }
+
     /// Inbox entries after `since` (the device's acknowledged cursor when `None`).
     pub async fn sync(
         &mut self,
@@ -426,6 +501,35 @@ impl Client {
         }
     }
 
+    /// A request with a raw body; refreshes the token once if it expired.
+    async fn request_raw(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<reqwest::Response, ClientError> {
+        for attempt in 0..2 {
+            let mut request = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.base))
+                .bearer_auth(self.token()?);
+            if let Some(body) = &body {
+                request = request
+                    .header("content-type", "application/octet-stream")
+                    .body(body.clone());
+            }
+            match check(request.send().await?).await {
+                Err(ClientError::Api { body: ref e, .. })
+                    if attempt == 0 && e.code == ErrorCode::TokenExpired =>
+                {
+                    self.refresh().await?;
+                }
+                other => return other,
+            }
+        }
+        Err(ClientError::Protocol("the token expired twice".into()))
+    }
+
     async fn request_once<B: Serialize>(
         &self,
         method: reqwest::Method,
@@ -440,23 +544,27 @@ impl Client {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await?;
-        if response.status().is_success() {
-            return Ok(response);
-        }
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        let body = serde_json::from_str::<ErrorBody>(&text).unwrap_or_else(|_| {
-            ErrorBody::new(
-                ErrorCode::Internal,
-                format!(
-                    "HTTP {status}: {}",
-                    text.chars().take(200).collect::<String>()
-                ),
-            )
-        });
-        Err(ClientError::Api { status, body })
+        check(request.send().await?).await
     }
+}
+
+/// The response if it is a success, else the hearth's error body.
+async fn check(response: reqwest::Response) -> Result<reqwest::Response, ClientError> {
+    if response.status().is_success() {
+        return Ok(response);
+    }
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    let body = serde_json::from_str::<ErrorBody>(&text).unwrap_or_else(|_| {
+        ErrorBody::new(
+            ErrorCode::Internal,
+            format!(
+                "HTTP {status}: {}",
+                text.chars().take(200).collect::<String>()
+            ),
+        )
+    });
+    Err(ClientError::Api { status, body })
 }
 
 /// `/v1/rooms/{room}{suffix}` with the room id percent-encoded.

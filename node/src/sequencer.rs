@@ -430,6 +430,7 @@ impl Sequencer {
         let is_message = matches!(content, Content::Message { .. });
         let envelope = envelope(&room, &user, &device, txn_id.clone(), now_ms, content);
         let sequenced = if self.is_home(&room) {
+            self.check_message_epoch(&room, &envelope.content)?;
             self.check_commit(&room, &envelope.content, batch)?;
             let sequenced = self.append(&room, envelope, now_ms, batch);
             if is_message {
@@ -479,6 +480,26 @@ impl Sequencer {
         Ok(())
     }
 
+    /// An MLS message must be made in the room's current epoch: one made before the latest
+    /// commit could not be read by the devices that commit added. Payloads that are not MLS
+    /// private messages of this room's group pass (they are opaque, and no member can read them).
+    fn check_message_epoch(&self, room: &RoomId, content: &Content) -> Result<(), SequenceError> {
+        let Content::Message { payload } = content else {
+            return Ok(());
+        };
+        let Some((group, epoch)) = hearth_spec::e2ee::private_message_epoch(payload) else {
+            return Ok(());
+        };
+        let current = self.rooms.get(room).map_or(0, |r| r.epoch);
+        if group == room.as_str().as_bytes() && epoch != current {
+            return Err(SequenceError::StaleEpoch {
+                got: epoch,
+                current,
+            });
+        }
+        Ok(())
+    }
+
     /// The MLS epoch the room's next commit must be made in.
     pub fn epoch(&self, room: &RoomId) -> Option<u64> {
         self.rooms.get(room).map(|r| r.epoch)
@@ -508,7 +529,7 @@ impl Sequencer {
         self.member_room(&room, &sender)?;
         let mut leaving = false;
         match &envelope.content {
-            Content::Message { .. } => {}
+            Content::Message { .. } => self.check_message_epoch(&room, &envelope.content)?,
             Content::Commit { .. } => self.check_commit(&room, &envelope.content, batch)?,
             Content::Member {
                 target,

@@ -36,6 +36,36 @@ pub fn parse_credential_identity(bytes: &[u8]) -> Option<(UserId, DeviceId)> {
     Some((UserId::parse(user).ok()?, DeviceId::parse(device).ok()?))
 }
 
+/// The group id and epoch in the clear header of an MLS `PrivateMessage` (RFC 9420 §6:
+/// `version = mls10`, `wire_format = mls_private_message`, then `group_id<V>` and `epoch`), or
+/// `None` if the bytes do not start like one. The hearth uses this to refuse a message made in
+/// an epoch the room has left, which members who joined since could not read.
+pub fn private_message_epoch(bytes: &[u8]) -> Option<(&[u8], u64)> {
+    let rest = bytes.strip_prefix(&[0x00, 0x01, 0x00, 0x02])?;
+    let (len, rest) = read_varint(rest)?;
+    let len = usize::try_from(len).ok()?;
+    if rest.len() < len + 8 {
+        return None;
+    }
+    let (group_id, rest) = rest.split_at(len);
+    let epoch = u64::from_be_bytes(rest[..8].try_into().ok()?);
+    Some((group_id, epoch))
+}
+
+/// A QUIC-style variable-length integer (RFC 9000 §16), as MLS uses for vector lengths.
+fn read_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let first = *bytes.first()?;
+    let len = 1usize << (first >> 6);
+    if len > 4 || bytes.len() < len {
+        return None;
+    }
+    let mut value = u64::from(first & 0x3f);
+    for b in &bytes[1..len] {
+        value = (value << 8) | u64::from(*b);
+    }
+    Some((value, &bytes[len..]))
+}
+
 /// The plaintext of an application message (JSON inside MLS).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,6 +97,19 @@ pub struct AttachmentRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn private_message_header_is_read_and_anything_else_is_not() {
+        let mut bytes = vec![0, 1, 0, 2, 0x40, 3, b'a', b'b', b'c'];
+        bytes.extend_from_slice(&9u64.to_be_bytes());
+        bytes.push(1);
+        assert_eq!(private_message_epoch(&bytes), Some((&b"abc"[..], 9)));
+        assert_eq!(private_message_epoch(&bytes[..10]), None);
+        assert_eq!(private_message_epoch(b"hello"), None);
+        // A public message (wire format 1) is not a private one.
+        bytes[3] = 1;
+        assert_eq!(private_message_epoch(&bytes), None);
+    }
 
     #[test]
     fn aad_and_identity_round_trip_and_refuse_other_forms() {

@@ -531,6 +531,19 @@ impl Mls {
         Ok(bytes)
     }
 
+    /// Forgets a sent message the home refused (it will not come back).
+    pub fn forget_sent(&mut self, txn_id: &str) -> Result<(), E2eeError> {
+        if self.saved.sent.remove(txn_id).is_some() {
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    /// The rooms this device knows of.
+    pub fn rooms(&self) -> Vec<RoomId> {
+        self.saved.rooms.keys().cloned().collect()
+    }
+
     /// The last event of the room this device has processed.
     pub fn processed_seq(&self, room: &RoomId) -> u64 {
         self.saved.rooms.get(room).map_or(0, |m| m.processed_seq)

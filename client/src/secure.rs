@@ -1,0 +1,460 @@
+//! [`SecureClient`]: the SDK with end-to-end encryption on. It drives the device's [`Mls`]
+//! state against its hearth: uploads and tops up key packages, makes rooms MLS groups, adds
+//! and removes devices with commits (catching up and retrying when another commit wins the
+//! epoch), encrypts what it sends, decrypts what it receives in room order, and encrypts
+//! attachments with a fresh key carried inside the MLS message.
+
+use std::path::Path;
+
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use hearth_spec::api::{CommitRequest, RoomSummary, Sequenced, UploadKeyPackages};
+use hearth_spec::e2ee::{AttachmentRef, ChatBody};
+use hearth_spec::{DeviceId, ErrorCode, EventView, RoomId, RoomKind, UserId};
+use sha2::{Digest, Sha256};
+
+use crate::e2ee::{E2eeError, Mls, PreparedCommit, Received};
+use crate::{Client, ClientError, new_txn_id};
+
+/// Key packages a device keeps on its hearth; it tops up below [`LOW_KEY_PACKAGES`].
+pub const KEY_PACKAGE_TARGET: u64 = 50;
+/// Below this many one-time packages a device uploads more.
+pub const LOW_KEY_PACKAGES: u64 = 20;
+/// Attempts at a commit before giving up (each lost race catches up first).
+const COMMIT_ATTEMPTS: usize = 50;
+
+/// Why a secure call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SecureError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    E2ee(#[from] E2eeError),
+    #[error("{0}")]
+    Attachment(String),
+    #[error("the commit kept losing to others' commits; try again")]
+    Contended,
+}
+
+/// Whether the hearth's membership of a room matches its MLS group.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MembershipCheck {
+    /// Users the hearth routes the room to whom no member added to the group: they cannot
+    /// read it, and this device refuses to count them as members.
+    pub not_in_group: Vec<UserId>,
+    /// Users in the group the hearth no longer routes the room to (left, removal pending).
+    pub not_routed: Vec<UserId>,
+}
+
+impl MembershipCheck {
+    pub fn matches(&self) -> bool {
+        self.not_in_group.is_empty() && self.not_routed.is_empty()
+    }
+}
+
+/// A client with end-to-end encryption.
+#[derive(Debug)]
+pub struct SecureClient {
+    client: Client,
+    mls: Mls,
+}
+
+impl SecureClient {
+    /// Wraps a logged-in client; the device's MLS state lives in `state_dir` (one directory
+    /// per device). Uploads key packages if the hearth holds too few.
+    pub async fn open(client: Client, state_dir: &Path) -> Result<Self, SecureError> {
+        let session = client.session().ok_or(ClientError::NotLoggedIn)?;
+        let mls = Mls::open(state_dir, &session.user_id, &session.device_id)?;
+        let mut this = Self { client, mls };
+        this.top_up().await?;
+        Ok(this)
+    }
+
+    /// The plain client (for calls that need no encryption).
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    /// The device's MLS state.
+    pub fn mls(&self) -> &Mls {
+        &self.mls
+    }
+
+    fn me(&self) -> Result<(UserId, DeviceId), ClientError> {
+        let session = self.client.session().ok_or(ClientError::NotLoggedIn)?;
+        Ok((session.user_id.clone(), session.device_id.clone()))
+    }
+
+    /// Uploads key packages until the hearth holds [`KEY_PACKAGE_TARGET`], and a last-resort
+    /// package if it has none.
+    pub async fn top_up(&mut self) -> Result<(), SecureError> {
+        let count = self.client.key_package_count().await?;
+        let mut req = UploadKeyPackages::default();
+        if count.available < LOW_KEY_PACKAGES {
+            let missing = (KEY_PACKAGE_TARGET - count.available) as usize;
+            req.key_packages = self.mls.key_packages(missing, false)?;
+        }
+        if !count.last_resort {
+            req.last_resort = self.mls.key_packages(1, true)?.pop();
+        }
+        if !req.key_packages.is_empty() || req.last_resort.is_some() {
+            self.client.upload_key_packages(&req).await?;
+        }
+        Ok(())
+    }
+
+    /// Creates a room and its group, and adds every device of every member (and this user's
+    /// other devices).
+    pub async fn create_room(
+        &mut self,
+        kind: RoomKind,
+        name: Option<&str>,
+        members: &[UserId],
+    ) -> Result<RoomSummary, SecureError> {
+        let summary = self.client.create_room(kind, name, members).await?;
+        self.mls.create_group(&summary.room_id)?;
+        let (me, _) = self.me()?;
+        let mut everyone = vec![me];
+        everyone.extend(members.iter().cloned());
+        self.add_users(&summary.room_id, &everyone).await?;
+        Ok(summary)
+    }
+
+    /// Adds a user to a group: routed by the hearth, admitted by this device's commit.
+    pub async fn invite(&mut self, room: &RoomId, user: &UserId) -> Result<(), SecureError> {
+        self.client.invite(room, user).await?;
+        self.add_users(room, std::slice::from_ref(user)).await
+    }
+
+    /// Adds every device of `users` that is not in the room's group yet.
+    pub async fn add_users(&mut self, room: &RoomId, users: &[UserId]) -> Result<(), SecureError> {
+        let in_group = self.mls.members(room);
+        let mut claimed = Vec::new();
+        for user in users {
+            let devices: Vec<DeviceId> = self
+                .client
+                .key_devices(user)
+                .await?
+                .devices
+                .into_iter()
+                .filter(|d| !in_group.contains(&(user.clone(), d.clone())))
+                .collect();
+            if devices.is_empty() {
+                continue;
+            }
+            let answer = self.client.claim_key_packages(user, Some(devices)).await?;
+            claimed.extend(
+                answer
+                    .key_packages
+                    .into_iter()
+                    .map(|p| (user.clone(), p.device_id, p.key_package)),
+            );
+        }
+        if claimed.is_empty() {
+            return Ok(());
+        }
+        let packages = self.mls.check_key_packages(&claimed)?;
+        let room_id = room.clone();
+        self.commit_with_retry(room, move |mls| {
+            // After catching up, someone else may already have added some of them.
+            let present = mls.members(&room_id);
+            let wanted: Vec<_> = packages
+                .iter()
+                .filter(|p| {
+                    let identity = p.leaf_node().credential().serialized_content();
+                    !present
+                        .iter()
+                        .any(|(u, d)| hearth_spec::e2ee::credential_identity(u, d) == identity)
+                })
+                .cloned()
+                .collect();
+            if wanted.is_empty() {
+                return Ok(None);
+            }
+            mls.prepare_add(&room_id, &wanted).map(Some)
+        })
+        .await
+    }
+
+    /// Adds this user's devices that joined since, to every room this device is in, and
+    /// removes this user's devices that were logged out.
+    pub async fn sync_own_devices(&mut self) -> Result<(), SecureError> {
+        self.sync().await?;
+        let (me, my_device) = self.me()?;
+        let listed: Vec<DeviceId> = self
+            .client
+            .devices()
+            .await?
+            .into_iter()
+            .map(|d| d.device_id)
+            .collect();
+        for room in self.rooms_in_group() {
+            let gone: Vec<(UserId, DeviceId)> = self
+                .mls
+                .members(&room)
+                .into_iter()
+                .filter(|(u, d)| *u == me && *d != my_device && !listed.contains(d))
+                .collect();
+            if !gone.is_empty() {
+                self.remove_devices(&room, &gone).await?;
+            }
+            self.add_users(&room, std::slice::from_ref(&me)).await?;
+        }
+        Ok(())
+    }
+
+    /// Logs one of this user's other devices out and removes it from every group.
+    pub async fn remove_device(&mut self, device: &DeviceId) -> Result<(), SecureError> {
+        self.client.delete_device(device).await?;
+        let (me, _) = self.me()?;
+        for room in self.rooms_in_group() {
+            self.remove_devices(&room, &[(me.clone(), device.clone())])
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn remove_devices(
+        &mut self,
+        room: &RoomId,
+        devices: &[(UserId, DeviceId)],
+    ) -> Result<(), SecureError> {
+        let room_id = room.clone();
+        let devices = devices.to_vec();
+        self.commit_with_retry(room, move |mls| mls.prepare_remove(&room_id, &[], &devices))
+            .await
+    }
+
+    /// Removes users who left the room from its group, so nothing sent after reaches them.
+    async fn remove_departed(&mut self, room: &RoomId) -> Result<(), SecureError> {
+        if self.mls.departed(room).is_empty() {
+            return Ok(());
+        }
+        let room_id = room.clone();
+        self.commit_with_retry(room, move |mls| {
+            let departed = mls.departed(&room_id);
+            mls.prepare_remove(&room_id, &departed, &[])
+        })
+        .await
+    }
+
+    /// Rotates this device's keys in a room (a commit with only its own update).
+    pub async fn update_keys(&mut self, room: &RoomId) -> Result<(), SecureError> {
+        let room_id = room.clone();
+        self.commit_with_retry(room, move |mls| mls.prepare_update(&room_id).map(Some))
+            .await
+    }
+
+    /// One attempt at a commit for the room's current epoch, without catching up or retrying.
+    /// `Ok(false)` when another commit won the epoch (the pending one is dropped).
+    pub async fn try_commit(
+        &mut self,
+        room: &RoomId,
+        prepared: PreparedCommit,
+    ) -> Result<bool, SecureError> {
+        let req = CommitRequest {
+            txn_id: new_txn_id(),
+            epoch: prepared.epoch,
+            commit: prepared.commit,
+            welcome: prepared.welcome,
+        };
+        match self.client.commit(room, &req).await {
+            Ok(_) => {
+                self.mls.commit_accepted(room)?;
+                Ok(true)
+            }
+            Err(e) if e.code() == Some(ErrorCode::StaleEpoch) => {
+                self.mls.commit_refused(room)?;
+                Ok(false)
+            }
+            // Whether the home took it is unknown: the pending commit stays, and is merged if
+            // it comes back as the room's commit for this epoch.
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The device's state machine, for building a commit by hand.
+    pub fn mls_mut(&mut self) -> &mut Mls {
+        &mut self.mls
+    }
+
+    /// Catches up, builds a commit with `build`, and sends it; when another commit won the
+    /// epoch, catches up and builds again.
+    async fn commit_with_retry(
+        &mut self,
+        room: &RoomId,
+        mut build: impl FnMut(&mut Mls) -> Result<Option<PreparedCommit>, E2eeError>,
+    ) -> Result<(), SecureError> {
+        for _ in 0..COMMIT_ATTEMPTS {
+            self.catch_up(room).await?;
+            let Some(prepared) = build(&mut self.mls)? else {
+                return Ok(());
+            };
+            if self.try_commit(room, prepared).await? {
+                return Ok(());
+            }
+        }
+        Err(SecureError::Contended)
+    }
+
+    fn rooms_in_group(&self) -> Vec<RoomId> {
+        self.mls
+            .rooms()
+            .into_iter()
+            .filter(|r| self.mls.in_group(r))
+            .collect()
+    }
+
+    /// Encrypts and sends a text message.
+    pub async fn send_text(&mut self, room: &RoomId, text: &str) -> Result<Sequenced, SecureError> {
+        self.send_body(
+            room,
+            ChatBody {
+                text: text.to_owned(),
+                attachment: None,
+            },
+        )
+        .await
+    }
+
+    /// Encrypts and sends a message body. When the room has moved to a new epoch the device
+    /// has not seen (the home refuses the message as `stale_epoch`), catches up and encrypts
+    /// again, so every member of the group the message lands in can read it.
+    pub async fn send_body(
+        &mut self,
+        room: &RoomId,
+        body: ChatBody,
+    ) -> Result<Sequenced, SecureError> {
+        for _ in 0..COMMIT_ATTEMPTS {
+            self.remove_departed(room).await?;
+            let txn_id = new_txn_id();
+            let ciphertext = self.mls.encrypt(room, txn_id.as_str(), &body)?;
+            match self.client.send(room, &txn_id, &ciphertext).await {
+                Err(e) if e.code() == Some(ErrorCode::StaleEpoch) => {
+                    self.mls.forget_sent(txn_id.as_str())?;
+                    self.catch_up(room).await?;
+                }
+                other => return Ok(other?),
+            }
+        }
+        Err(SecureError::Contended)
+    }
+
+    /// Encrypts a file with a fresh key, uploads the blob, and sends the key inside an MLS
+    /// message.
+    pub async fn send_file(
+        &mut self,
+        room: &RoomId,
+        name: &str,
+        contents: &[u8],
+        caption: &str,
+    ) -> Result<Sequenced, SecureError> {
+        let key: [u8; 32] = rand::random();
+        let nonce: [u8; 12] = rand::random();
+        let blob = ChaCha20Poly1305::new(Key::from_slice(&key))
+            .encrypt(Nonce::from_slice(&nonce), contents)
+            .map_err(|_| SecureError::Attachment("encrypting the file failed".into()))?;
+        let uploaded = self.client.upload_media(blob).await?;
+        let server = self.me()?.0.server_name();
+        let body = ChatBody {
+            text: caption.to_owned(),
+            attachment: Some(AttachmentRef {
+                media_id: uploaded.media_id,
+                server,
+                key: key.to_vec(),
+                nonce: nonce.to_vec(),
+                size: contents.len() as u64,
+                name: name.to_owned(),
+            }),
+        };
+        self.send_body(room, body).await
+    }
+
+    /// Fetches an attachment through this device's hearth, checks its hash and decrypts it.
+    pub async fn fetch_file(&mut self, attachment: &AttachmentRef) -> Result<Vec<u8>, SecureError> {
+        let blob = self.client.download_media(&attachment.media_id).await?;
+        let digest: String = Sha256::digest(&blob)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if digest != attachment.media_id {
+            return Err(SecureError::Attachment(
+                "the blob does not match its id".into(),
+            ));
+        }
+        if attachment.key.len() != 32 || attachment.nonce.len() != 12 {
+            return Err(SecureError::Attachment("malformed attachment key".into()));
+        }
+        ChaCha20Poly1305::new(Key::from_slice(&attachment.key))
+            .decrypt(Nonce::from_slice(&attachment.nonce), blob.as_slice())
+            .map_err(|_| SecureError::Attachment("the attachment does not decrypt".into()))
+    }
+
+    /// Pulls the inbox after this device's cursor and processes it; returns what happened.
+    pub async fn sync(&mut self) -> Result<Vec<Received>, SecureError> {
+        let mut out = Vec::new();
+        loop {
+            let page = self.client.sync(Some(self.mls.cursor()), 500).await?;
+            for item in &page.items {
+                out.push(self.take(&item.event).await?);
+            }
+            self.mls.set_cursor(page.next_cursor)?;
+            if !page.more {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Processes one event (from sync or the live WebSocket), fetching any events of its room
+    /// this device missed first.
+    pub async fn take(&mut self, event: &EventView) -> Result<Received, SecureError> {
+        match self.mls.receive(event) {
+            Err(E2eeError::Gap { room, .. }) => {
+                self.fill(&room, event.seq).await?;
+                Ok(self.mls.receive(event)?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Processes the room's events from the last one processed up to (not including) `upto`.
+    async fn fill(&mut self, room: &RoomId, upto: u64) -> Result<(), SecureError> {
+        while self.mls.processed_seq(room) + 1 < upto {
+            let from = self.mls.processed_seq(room);
+            let limit = (upto - from - 1).min(500) as usize;
+            let page = self
+                .client
+                .history(room, Some(from + limit as u64 + 1), limit)
+                .await?;
+            if page.events.is_empty() {
+                break;
+            }
+            for event in page.events.iter().filter(|e| e.seq > from) {
+                self.mls.receive(event)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Processes every event of `room` up to its newest.
+    pub async fn catch_up(&mut self, room: &RoomId) -> Result<(), SecureError> {
+        let last = self.client.room(room).await?.last_seq;
+        if self.mls.in_group(room) {
+            self.fill(room, last + 1).await?;
+        }
+        Ok(())
+    }
+
+    /// Compares the hearth's membership of a room with its MLS group.
+    pub async fn check_membership(
+        &mut self,
+        room: &RoomId,
+    ) -> Result<MembershipCheck, SecureError> {
+        let summary = self.client.room(room).await?;
+        let (not_in_group, not_routed) = self.mls.membership_mismatch(room, &summary.members);
+        Ok(MembershipCheck {
+            not_in_group,
+            not_routed,
+        })
+    }
+}

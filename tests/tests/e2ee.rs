@@ -1,0 +1,619 @@
+//! End-to-end encryption against a real hearth: the SDK's MLS devices talk through it, and the
+//! hearth only ever holds ciphertext; removed devices read nothing after; new devices join;
+//! racing commits never fork a group; key packages are handed out once.
+
+use std::path::Path;
+
+use hearth_client::e2ee::Received;
+use hearth_client::{Client, SecureClient};
+use hearth_spec::api::{CommitRequest, UploadKeyPackages};
+use hearth_spec::{Content, ErrorCode, RoomId, RoomKind, UserId};
+use hearth_tests::TestHearth;
+
+const MARKER: &str = "PLAINTEXT-MARKER-e2ee-7f3a91";
+
+async fn secure(client: Client, dir: &Path) -> SecureClient {
+    SecureClient::open(client, dir)
+        .await
+        .expect("secure client")
+}
+
+/// Texts of the messages (not one's own) a sync produced.
+fn texts(received: &[Received]) -> Vec<String> {
+    received
+        .iter()
+        .filter_map(|r| match r {
+            Received::Message {
+                body, own: false, ..
+            } => Some(body.text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn joined(received: &[Received], room: &RoomId) -> bool {
+    received
+        .iter()
+        .any(|r| matches!(r, Received::Joined { room: r, .. } if r == room))
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                stack.push(entry.unwrap().path());
+            }
+        } else if let Ok(bytes) = std::fs::read(&path)
+            && bytes.windows(needle.len()).any(|w| w == needle)
+        {
+            found.push(path.display().to_string());
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_conversation_leaves_no_plaintext_on_the_hearth_and_survives_a_client_restart() {
+    let hearth = TestHearth::start().await;
+    let states = tempfile::tempdir().unwrap();
+    let dir = |name: &str| states.path().join(name);
+    let mut alice = secure(hearth.user("alice").await, &dir("alice")).await;
+    let mut bob = secure(hearth.user("bob").await, &dir("bob")).await;
+    let bob_phone_client = hearth.device("bob").await;
+    let mut bob_phone = secure(bob_phone_client, &dir("bob-phone")).await;
+    let mut carol = secure(hearth.user("carol").await, &dir("carol")).await;
+    let ids: Vec<UserId> = [&mut bob, &mut carol]
+        .iter_mut()
+        .map(|c| c.client().user_id().unwrap().clone())
+        .collect();
+
+    let room = alice
+        .create_room(RoomKind::Group, Some("secret plans"), &ids)
+        .await
+        .unwrap()
+        .room_id;
+    // Every device of every member is in the group.
+    assert_eq!(alice.mls().members(&room).len(), 4);
+    assert!(alice.check_membership(&room).await.unwrap().matches());
+
+    alice
+        .send_text(&room, &format!("{MARKER} from alice"))
+        .await
+        .unwrap();
+    let file = format!("attachment bytes with {MARKER} inside").repeat(2000);
+    alice
+        .send_file(&room, "plans.txt", file.as_bytes(), "the file")
+        .await
+        .unwrap();
+    let mut attachment = None;
+    for device in [&mut bob, &mut bob_phone, &mut carol] {
+        let got = device.sync().await.unwrap();
+        assert!(joined(&got, &room), "{got:?}");
+        assert_eq!(
+            texts(&got),
+            vec![format!("{MARKER} from alice"), "the file".to_owned()]
+        );
+        attachment = got.into_iter().find_map(|r| match r {
+            Received::Message { body, .. } => body.attachment,
+            _ => None,
+        });
+    }
+    let attachment = attachment.expect("the file message carries its attachment");
+    assert_eq!(attachment.size, file.len() as u64);
+    carol
+        .send_text(&room, &format!("{MARKER} from carol"))
+        .await
+        .unwrap();
+
+    // The attachment comes back through the hearth and decrypts.
+    let got = bob.sync().await.unwrap();
+    assert_eq!(texts(&got), vec![format!("{MARKER} from carol")]);
+    let history = bob.client().history(&room, None, 50).await.unwrap();
+    assert!(history.events.iter().all(|e| match &e.content {
+        Content::Message { payload } => !String::from_utf8_lossy(payload).contains(MARKER),
+        _ => true,
+    }));
+
+    // A client restart keeps its groups: bob opens his state again and reads new messages.
+    let session = bob.client().session().unwrap().clone();
+    drop(bob);
+    let mut bob = secure(Client::with_session(&hearth.url, session), &dir("bob")).await;
+    alice.send_text(&room, "after bob's restart").await.unwrap();
+    let got = bob.sync().await.unwrap();
+    assert_eq!(texts(&got), vec!["after bob's restart".to_owned()]);
+    let fetched = bob_phone.fetch_file(&attachment).await.unwrap();
+    assert_eq!(fetched, file.as_bytes());
+    // A wrong key does not open the blob.
+    let mut wrong_key = attachment.clone();
+    wrong_key.key[0] ^= 1;
+    assert!(bob_phone.fetch_file(&wrong_key).await.is_err());
+
+    // Nothing the hearth wrote holds the plaintext: not the database, not the blobs.
+    let data_dir = hearth.data_dir().to_owned();
+    hearth.running.stop().await;
+    let leaks = files_containing(&data_dir, MARKER.as_bytes());
+    assert!(leaks.is_empty(), "plaintext found in {leaks:?}");
+    assert!(data_dir.join("media").is_dir());
+    // The marker is in the clients' own state (their sent stores), so the search finds it
+    // where it is: the check above is not blind.
+    assert!(!files_containing(states.path(), MARKER.as_bytes()).is_empty());
+}
+
+#[tokio::test]
+async fn removed_devices_and_departed_members_cannot_read_what_is_sent_after() {
+    let hearth = TestHearth::start().await;
+    let states = tempfile::tempdir().unwrap();
+    let dir = |name: &str| states.path().join(name);
+    let mut alice = secure(hearth.user("alice").await, &dir("alice")).await;
+    let mut alice_old = secure(hearth.device("alice").await, &dir("alice-old")).await;
+    let mut bob = secure(hearth.user("bob").await, &dir("bob")).await;
+    let mut carol = secure(hearth.user("carol").await, &dir("carol")).await;
+    let others: Vec<UserId> = [&mut bob, &mut carol]
+        .iter_mut()
+        .map(|c| c.client().user_id().unwrap().clone())
+        .collect();
+    let room = alice
+        .create_room(RoomKind::Group, Some("g"), &others)
+        .await
+        .unwrap()
+        .room_id;
+    alice.send_text(&room, "everyone").await.unwrap();
+    for device in [&mut alice_old, &mut bob, &mut carol] {
+        assert_eq!(
+            texts(&device.sync().await.unwrap()),
+            vec!["everyone".to_owned()]
+        );
+    }
+
+    // Alice removes her old device: it is logged out and leaves every group.
+    let old_device = alice_old.client().session().unwrap().device_id.clone();
+    alice.remove_device(&old_device).await.unwrap();
+    assert_eq!(alice.mls().members(&room).len(), 3);
+    bob.send_text(&room, "after the removal").await.unwrap();
+    assert_eq!(
+        texts(&carol.sync().await.unwrap()),
+        vec!["after the removal".to_owned()]
+    );
+    // The old device is logged out; even with the room's events handed to it (as a thief of
+    // its token or the hearth could), it reads nothing sent after its removal.
+    let events = carol
+        .client()
+        .history(&room, None, 100)
+        .await
+        .unwrap()
+        .events;
+    let mut old_saw = Vec::new();
+    for event in &events {
+        if let Ok(r) = alice_old.mls_mut().receive(event) {
+            old_saw.push(r);
+        }
+    }
+    assert!(
+        old_saw
+            .iter()
+            .any(|r| matches!(r, Received::Removed { .. })),
+        "{old_saw:?}"
+    );
+    assert_eq!(texts(&old_saw), Vec::<String>::new());
+
+    // Carol leaves; the next message first removes her devices, and she cannot read it.
+    carol.client().leave(&room).await.unwrap();
+    bob.sync().await.unwrap();
+    bob.send_text(&room, "carol is gone").await.unwrap();
+    assert_eq!(bob.mls().members(&room).len(), 2);
+    assert_eq!(
+        texts(&alice.sync().await.unwrap()),
+        vec!["after the removal".to_owned(), "carol is gone".to_owned()]
+    );
+    let events = bob.client().history(&room, None, 100).await.unwrap().events;
+    let mut carol_saw = Vec::new();
+    for event in &events {
+        if let Ok(r) = carol.mls_mut().receive(event) {
+            carol_saw.push(r);
+        }
+    }
+    assert!(
+        carol_saw
+            .iter()
+            .any(|r| matches!(r, Received::Removed { .. }))
+    );
+    assert_eq!(texts(&carol_saw), Vec::<String>::new());
+    assert!(alice.check_membership(&room).await.unwrap().matches());
+}
+
+#[tokio::test]
+async fn a_user_the_hearth_adds_without_a_commit_reads_nothing_and_is_flagged() {
+    let hearth = TestHearth::start().await;
+    let states = tempfile::tempdir().unwrap();
+    let dir = |name: &str| states.path().join(name);
+    let mut alice = secure(hearth.user("alice").await, &dir("alice")).await;
+    let mut bob = secure(hearth.user("bob").await, &dir("bob")).await;
+    let mut mallory = secure(hearth.user("mallory").await, &dir("mallory")).await;
+    let bob_id = bob.client().user_id().unwrap().clone();
+    let mallory_id = mallory.client().user_id().unwrap().clone();
+    let room = alice
+        .create_room(RoomKind::Group, Some("g"), std::slice::from_ref(&bob_id))
+        .await
+        .unwrap()
+        .room_id;
+    // Routing without a member's commit (what a hearth can do on its own).
+    bob.client().invite(&room, &mallory_id).await.unwrap();
+    alice
+        .send_text(&room, "for alice and bob only")
+        .await
+        .unwrap();
+    assert_eq!(
+        texts(&bob.sync().await.unwrap()),
+        vec!["for alice and bob only".to_owned()]
+    );
+    let got = mallory.sync().await.unwrap();
+    assert_eq!(texts(&got), Vec::<String>::new());
+    assert!(!mallory.mls().in_group(&room));
+    let check = alice.check_membership(&room).await.unwrap();
+    assert_eq!(check.not_in_group, vec![mallory_id]);
+    assert!(!check.matches());
+}
+
+#[tokio::test]
+async fn a_new_device_joins_its_users_rooms_and_reads_new_messages() {
+    let hearth = TestHearth::start().await;
+    let states = tempfile::tempdir().unwrap();
+    let dir = |name: &str| states.path().join(name);
+    let mut alice = secure(hearth.user("alice").await, &dir("alice")).await;
+    let mut bob = secure(hearth.user("bob").await, &dir("bob")).await;
+    let bob_id = bob.client().user_id().unwrap().clone();
+    let dm = alice
+        .create_room(RoomKind::Direct, None, std::slice::from_ref(&bob_id))
+        .await
+        .unwrap()
+        .room_id;
+    alice.send_text(&dm, "before the new phone").await.unwrap();
+    bob.sync().await.unwrap();
+
+    // Alice logs in on a phone; her laptop adds it to her rooms.
+    let mut phone = secure(hearth.device("alice").await, &dir("alice-phone")).await;
+    alice.sync_own_devices().await.unwrap();
+    assert_eq!(alice.mls().members(&dm).len(), 3);
+    bob.send_text(&dm, "hello alice's phone").await.unwrap();
+    let got = phone.sync().await.unwrap();
+    assert!(joined(&got, &dm), "{got:?}");
+    // What was sent before it joined stays unreadable to it; what comes after is read.
+    assert_eq!(texts(&got), vec!["hello alice's phone".to_owned()]);
+    assert_eq!(
+        phone.mls().epoch_authenticator(&dm),
+        bob.mls().epoch_authenticator(&dm)
+    );
+    // The phone's own messages reach both other devices.
+    phone.send_text(&dm, "sent from the phone").await.unwrap();
+    assert_eq!(
+        texts(&bob.sync().await.unwrap()),
+        vec!["sent from the phone".to_owned()]
+    );
+    let laptop = alice.sync().await.unwrap();
+    assert!(texts(&laptop).contains(&"sent from the phone".to_owned()));
+    // Each device shows a safety fingerprint; bob sees the phone's in the group.
+    let fingerprint = phone.mls().fingerprint();
+    assert_eq!(fingerprint.len(), 16 * 4 + 15);
+    assert!(
+        bob.mls()
+            .member_fingerprints(&dm)
+            .iter()
+            .any(|(_, _, f)| *f == fingerprint)
+    );
+}
+
+#[tokio::test]
+async fn a_thousand_commit_races_never_fork_the_group() {
+    let hearth = TestHearth::start().await;
+    let states = tempfile::tempdir().unwrap();
+    let dir = |name: &str| states.path().join(name);
+    let mut devices = Vec::new();
+    for name in ["alice", "bob", "carol"] {
+        devices.push(secure(hearth.user(name).await, &dir(name)).await);
+    }
+    let others: Vec<UserId> = devices[1..]
+        .iter_mut()
+        .map(|c| c.client().user_id().unwrap().clone())
+        .collect();
+    let room = devices[0]
+        .create_room(RoomKind::Group, Some("race"), &others)
+        .await
+        .unwrap()
+        .room_id;
+    for device in devices.iter_mut() {
+        device.sync().await.unwrap();
+    }
+    let start_epoch = devices[0].mls().epoch(&room).unwrap();
+    const RACES: u64 = 1000;
+    for race in 0..RACES {
+        // Every device makes a commit for the epoch it is in, and all send at once.
+        let mut prepared = Vec::new();
+        for device in devices.iter_mut() {
+            prepared.push(device.mls_mut().prepare_update(&room).unwrap());
+        }
+        let won = race_commits(&mut devices, &room, prepared).await;
+        assert_eq!(
+            won.iter().filter(|w| **w).count(),
+            1,
+            "race {race}: {won:?}"
+        );
+        for device in devices.iter_mut() {
+            device.catch_up(&room).await.unwrap();
+        }
+        let auths: Vec<_> = devices
+            .iter()
+            .map(|d| (d.mls().epoch(&room), d.mls().epoch_authenticator(&room)))
+            .collect();
+        assert!(auths.iter().all(|a| *a == auths[0]), "race {race}: fork");
+    }
+    let end_epoch = devices[0].mls().epoch(&room).unwrap();
+    assert_eq!(end_epoch - start_epoch, RACES);
+
+    // The room holds exactly one commit per epoch, in order: no loser's commit got in.
+    let summary = devices[0].client().room(&room).await.unwrap();
+    assert_eq!(summary.epoch, end_epoch);
+    let mut commits = Vec::new();
+    let mut before = None;
+    loop {
+        let page = devices[0]
+            .client()
+            .history(&room, before, 500)
+            .await
+            .unwrap();
+        for event in page.events.iter().rev() {
+            if let Content::Commit { epoch, .. } = event.content {
+                commits.push(epoch);
+            }
+        }
+        match page.prev_before {
+            Some(b) => before = Some(b),
+            None => break,
+        }
+    }
+    commits.reverse();
+    assert_eq!(commits, (0..end_epoch).collect::<Vec<_>>());
+
+    // Racing adds: each device adds a different new device of its own user. Only the winner's
+    // Welcome reaches anyone; the losers' new devices join no group.
+    let mut newcomers = Vec::new();
+    for name in ["alice", "bob", "carol"] {
+        let client = hearth.device(name).await;
+        newcomers.push(secure(client, &dir(&format!("{name}-new"))).await);
+    }
+    let mut prepared = Vec::new();
+    for (device, newcomer) in devices.iter_mut().zip(newcomers.iter_mut()) {
+        let session = newcomer.client().session().unwrap().clone();
+        let claimed = device
+            .client()
+            .claim_key_packages(&session.user_id, Some(vec![session.device_id.clone()]))
+            .await
+            .unwrap();
+        let bytes = claimed.key_packages[0].key_package.clone();
+        let packages = device
+            .mls()
+            .check_key_packages(&[(session.user_id, session.device_id, bytes)])
+            .unwrap();
+        prepared.push(device.mls_mut().prepare_add(&room, &packages).unwrap());
+    }
+    let won = race_commits(&mut devices, &room, prepared).await;
+    assert_eq!(won.iter().filter(|w| **w).count(), 1);
+    for (newcomer, won) in newcomers.iter_mut().zip(won) {
+        let got = newcomer.sync().await.unwrap();
+        assert_eq!(joined(&got, &room), won, "{got:?}");
+    }
+}
+
+/// Sends three devices' commits at once; which of them the home took.
+async fn race_commits(
+    devices: &mut [SecureClient],
+    room: &RoomId,
+    prepared: Vec<hearth_client::e2ee::PreparedCommit>,
+) -> [bool; 3] {
+    let [a, b, c] = devices else {
+        panic!("three devices")
+    };
+    let [pa, pb, pc]: [_; 3] = prepared.try_into().unwrap();
+    let (ra, rb, rc) = tokio::join!(
+        a.try_commit(room, pa),
+        b.try_commit(room, pb),
+        c.try_commit(room, pc)
+    );
+    [ra.unwrap(), rb.unwrap(), rc.unwrap()]
+}
+
+#[tokio::test]
+async fn key_packages_are_handed_out_once_even_under_concurrent_claims() {
+    let hearth = TestHearth::start_with(|c| {
+        c.limits.key_claims_per_second = 1000.0;
+        c.limits.key_claim_burst = 1000.0;
+    })
+    .await;
+    let states = tempfile::tempdir().unwrap();
+    let mut bob = secure(hearth.user("bob").await, &states.path().join("bob")).await;
+    let bob_id = bob.client().user_id().unwrap().clone();
+    let available = bob.client().key_package_count().await.unwrap();
+    assert_eq!(available.available, 50);
+    assert!(available.last_resort);
+
+    let mut claimers = Vec::new();
+    for i in 0..10 {
+        claimers.push(hearth.user(&format!("claimer{i}")).await);
+    }
+    let claims: Vec<_> = claimers
+        .into_iter()
+        .map(|mut c| {
+            let bob_id = bob_id.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                for _ in 0..7 {
+                    let answer = c.claim_key_packages(&bob_id, None).await.unwrap();
+                    got.extend(answer.key_packages);
+                }
+                got
+            })
+        })
+        .collect();
+    let mut one_time = Vec::new();
+    let mut last_resort = 0;
+    for claim in claims {
+        for package in claim.await.unwrap() {
+            if package.last_resort {
+                last_resort += 1;
+            } else {
+                one_time.push(package.key_package);
+            }
+        }
+    }
+    // 70 claims: the 50 one-time packages, each once, then the last-resort one.
+    assert_eq!(one_time.len(), 50);
+    let distinct: std::collections::HashSet<_> = one_time.iter().collect();
+    assert_eq!(distinct.len(), 50, "a key package was handed out twice");
+    assert_eq!(last_resort, 20);
+    // The device tops up when it runs low.
+    bob.top_up().await.unwrap();
+    assert_eq!(
+        bob.client().key_package_count().await.unwrap().available,
+        50
+    );
+}
+
+#[tokio::test]
+async fn bad_mls_input_gets_typed_errors_and_changes_nothing() {
+    let hearth = TestHearth::start_with(|c| {
+        c.limits.key_claims_per_second = 0.001;
+        c.limits.key_claim_burst = 3.0;
+        c.limits.max_media_bytes = 1024;
+        c.limits.max_key_packages = 10;
+    })
+    .await;
+    let mut alice = hearth.user("alice").await;
+    let mut bob = hearth.user("bob").await;
+    let mut mallory = hearth.user("mallory").await;
+    let bob_id = bob.user_id().unwrap().clone();
+    let room = alice
+        .create_room(RoomKind::Direct, None, std::slice::from_ref(&bob_id))
+        .await
+        .unwrap()
+        .room_id;
+    let commit = |epoch: u64| CommitRequest {
+        txn_id: hearth_client::new_txn_id(),
+        epoch,
+        commit: vec![1; 32],
+        welcome: Some(vec![2; 32]),
+    };
+    alice.commit(&room, &commit(0)).await.unwrap();
+    // Stale and future epochs: 409 stale_epoch, nothing stored.
+    for epoch in [0, 7] {
+        let err = bob.commit(&room, &commit(epoch)).await.unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::StaleEpoch));
+        assert!(matches!(
+            err,
+            hearth_client::ClientError::Api { status: 409, .. }
+        ));
+    }
+    // A non-member's commit is forbidden; an oversized one is too large; an empty one invalid.
+    let err = mallory.commit(&room, &commit(1)).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Forbidden));
+    let mut huge = commit(1);
+    huge.commit = vec![0; 300 * 1024];
+    let err = bob.commit(&room, &huge).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::TooLarge));
+    let mut empty = commit(1);
+    empty.commit.clear();
+    assert_eq!(
+        bob.commit(&room, &empty).await.unwrap_err().code(),
+        Some(ErrorCode::InvalidParam)
+    );
+    assert_eq!(alice.room(&room).await.unwrap().epoch, 1);
+
+    // Key packages: too big, too many held, malformed base64.
+    let too_big = UploadKeyPackages {
+        key_packages: vec![vec![0; 17 * 1024]],
+        last_resort: None,
+    };
+    assert_eq!(
+        bob.upload_key_packages(&too_big).await.unwrap_err().code(),
+        Some(ErrorCode::InvalidParam)
+    );
+    let many = UploadKeyPackages {
+        key_packages: vec![vec![1; 100]; 11],
+        last_resort: None,
+    };
+    assert_eq!(
+        bob.upload_key_packages(&many).await.unwrap_err().code(),
+        Some(ErrorCode::LimitExceeded)
+    );
+    assert_eq!(bob.key_package_count().await.unwrap().available, 0);
+    let raw = reqwest::Client::new()
+        .post(format!("{}/v1/keys/upload", hearth.url))
+        .bearer_auth(&bob.session().unwrap().access_token)
+        .header("content-type", "application/json")
+        .body(r#"{"key_packages":["***"]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), 400);
+    // Claims for users on other hearths or who do not exist are refused; claims are limited.
+    let err = alice
+        .claim_key_packages(&UserId::parse("@bob:elsewhere.example").unwrap(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidParam));
+    let err = alice
+        .claim_key_packages(&UserId::parse("@nobody:localhost").unwrap(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotFound));
+    let mut limited = None;
+    for _ in 0..5 {
+        if let Err(e) = alice.claim_key_packages(&bob_id, None).await {
+            limited = e.code();
+            break;
+        }
+    }
+    assert_eq!(limited, Some(ErrorCode::RateLimited));
+
+    // Blobs: over the limit (declared or streamed), bad ids, unknown ids, no token.
+    let err = alice.upload_media(vec![0; 2048]).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::TooLarge));
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..4).map(|_| Ok(vec![7u8; 512])).collect();
+    let streamed = reqwest::Client::new()
+        .post(format!("{}/v1/media", hearth.url))
+        .bearer_auth(&alice.session().unwrap().access_token)
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(streamed.status(), 413);
+    let media = hearth.data_dir().join("media");
+    let stored: Vec<_> = std::fs::read_dir(&media)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_file())
+        .collect();
+    assert!(stored.is_empty(), "a refused blob was kept: {stored:?}");
+    assert!(
+        std::fs::read_dir(media.join("partial"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    let ok = alice.upload_media(b"opaque".to_vec()).await.unwrap();
+    assert_eq!(ok.size, 6);
+    assert_eq!(bob.download_media(&ok.media_id).await.unwrap(), b"opaque");
+    for (id, code) in [
+        ("nothex", ErrorCode::InvalidParam),
+        (&"0".repeat(64)[..], ErrorCode::NotFound),
+    ] {
+        assert_eq!(bob.download_media(id).await.unwrap_err().code(), Some(code));
+    }
+    let anonymous = reqwest::get(format!("{}/v1/media/{}", hearth.url, ok.media_id))
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+}
