@@ -1,6 +1,7 @@
 //! `hearth-bench`: starts a real `hearth` process on loopback, drives it with real clients and
 //! reports latency, throughput, fan-out and memory per connection, as medians over several runs.
 
+mod e2ee;
 mod federation;
 mod network;
 mod server;
@@ -113,6 +114,27 @@ enum Scenario {
         #[arg(long, default_value_t = 500)]
         updates: usize,
     },
+    /// MLS messages encrypted and decrypted per second on one core.
+    E2eeCrypto {
+        #[arg(long, default_value_t = 20_000)]
+        messages: usize,
+    },
+    /// Time and bytes of a commit adding one device to a group of MEMBERS users × DEVICES.
+    E2eeCommit {
+        #[arg(long, default_value_t = 100)]
+        members: usize,
+        #[arg(long, default_value_t = 2)]
+        devices: usize,
+    },
+    /// Delivery latency with end-to-end encryption on, next to the same run without it.
+    E2eeLatency {
+        #[arg(long, default_value_t = 100)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 10)]
+        pairs: usize,
+    },
     /// All of the above with their defaults.
     All,
 }
@@ -161,6 +183,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             },
             Scenario::Gossip { hearths: 5 },
             Scenario::Catchup { messages: 5000 },
+            Scenario::E2eeCrypto { messages: 20_000 },
+            Scenario::E2eeCommit {
+                members: 100,
+                devices: 2,
+            },
+            Scenario::E2eeLatency {
+                rate: 100,
+                seconds: 10,
+                pairs: 10,
+            },
         ],
         one => vec![one],
     };
@@ -183,6 +215,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 Scenario::PresenceTransport { hearths, updates } => {
                     Some(network::presence_transport(*hearths, *updates).await?)
+                }
+                Scenario::E2eeCrypto { messages } => {
+                    let messages = *messages;
+                    Some(tokio::task::spawn_blocking(move || e2ee::crypto(messages)).await??)
+                }
+                Scenario::E2eeCommit { members, devices } => {
+                    let (members, devices) = (*members, *devices);
+                    Some(
+                        tokio::task::spawn_blocking(move || e2ee::commit_cost(members, devices))
+                            .await??,
+                    )
                 }
                 _ => None,
             };
@@ -213,7 +256,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     interval_ms,
                     seconds,
                 } => presence(&hearth, *users, *room_size, *interval_ms, *seconds).await?,
+                Scenario::E2eeLatency {
+                    rate,
+                    seconds,
+                    pairs,
+                } => e2ee::latency(&hearth, *rate, *seconds, *pairs).await?,
                 Scenario::All
+                | Scenario::E2eeCrypto { .. }
+                | Scenario::E2eeCommit { .. }
                 | Scenario::FederationLatency { .. }
                 | Scenario::Link { .. }
                 | Scenario::Gossip { .. }
@@ -233,13 +283,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Named figures of one run.
 #[derive(Clone)]
-struct Report {
+pub(crate) struct Report {
     name: &'static str,
     figures: Vec<(&'static str, f64, &'static str, Option<Target>)>,
 }
 
 #[derive(Clone, Copy)]
-enum Target {
+pub(crate) enum Target {
     AtMost(f64),
     AtLeast(f64),
 }
@@ -292,12 +342,12 @@ impl Report {
 }
 
 /// Nanoseconds since a process-wide origin, carried in payloads to time delivery.
-fn stamp() -> u64 {
+pub(crate) fn stamp() -> u64 {
     static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     ORIGIN.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
-async fn synced(client: &mut Client) -> anyhow::Result<(Sender, Receiver)> {
+pub(crate) async fn synced(client: &mut Client) -> anyhow::Result<(Sender, Receiver)> {
     let (tx, mut rx) = client.connect(None).await?.split();
     loop {
         match rx.next().await.context("closed before synced")?? {
@@ -406,7 +456,7 @@ async fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-async fn drain(mut rx: Receiver, stop: Arc<AtomicBool>) {
+pub(crate) async fn drain(mut rx: Receiver, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
         if let Ok(None) = tokio::time::timeout(Duration::from_millis(200), rx.next()).await {
             return;

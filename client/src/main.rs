@@ -6,10 +6,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use hearth_client::{Client, ClientError, new_txn_id};
+mod local;
+
+use hearth_client::{Client, ClientError, SecureClient};
 use hearth_spec::api::{RoomSummary, Session};
 use hearth_spec::client::{ClientFrame, PresenceState, ReceiptKind, ServerFrame};
 use hearth_spec::{Content, EventView, Membership, RoomId, RoomKind, UserId};
+use local::{LocalMessages, message_text};
 use serde::{Deserialize, Serialize};
 
 #[derive(Parser)]
@@ -63,8 +66,27 @@ enum Command {
     Leave { room: String },
     /// List your rooms with unread counts.
     Rooms,
-    /// Send a text message.
+    /// Send a text message (end-to-end encrypted).
     Send { room: String, text: Vec<String> },
+    /// Send a file, encrypted with a fresh key that travels inside the encrypted message.
+    SendFile {
+        room: String,
+        path: PathBuf,
+        /// A caption shown with the file.
+        #[arg(long, default_value = "")]
+        caption: String,
+    },
+    /// Save the file of message SEQ in ROOM to PATH (fetched through your hearth, decrypted).
+    SaveFile {
+        room: String,
+        seq: u64,
+        path: PathBuf,
+    },
+    /// Show this device's safety fingerprint, or (with ROOM) every member device's, to compare
+    /// with the other people in person or on a call.
+    Fingerprint { room: Option<String> },
+    /// Add your devices that logged in since to your rooms (every command does it too).
+    AddDevices,
     /// Show a room's history, newest last; page back with --before.
     History {
         room: String,
@@ -195,7 +217,27 @@ async fn enter(
         )
     };
     println!("{verb} {} (device {})", session.user_id, session.device_id);
-    save(dir, &client)
+    save(dir, &client)?;
+    let secure = open_secure(dir, client).await?;
+    println!(
+        "this device's safety fingerprint: {}",
+        secure.mls().fingerprint()
+    );
+    Ok(())
+}
+
+/// The device's end-to-end state lives beside the session, in `<profile>/mls`.
+async fn open_secure(dir: &Path, client: Client) -> anyhow::Result<SecureClient> {
+    SecureClient::open(client, &dir.join("mls"))
+        .await
+        .map_err(|e| match e {
+            hearth_client::SecureError::E2ee(hearth_client::e2ee::E2eeError::InUse(_)) => {
+                anyhow::anyhow!(
+                    "another hearth-chat is using this profile (one process per device at a time)"
+                )
+            }
+            e => e.into(),
+        })
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -211,23 +253,177 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             server,
             device_name,
         } => enter(&dir, &server, &username, device_name, false).await,
-        command => {
+        Command::Logout => {
             let mut client = load(&dir)?;
-            let result = logged_in(&mut client, command).await;
-            // Save even after an error: a refresh may have rotated the tokens.
+            client.logout().await?;
             save(&dir, &client)?;
+            // The device is gone: its keys are of no more use. What it read stays.
+            let _ = std::fs::remove_dir_all(dir.join("mls"));
+            println!("logged out");
+            Ok(())
+        }
+        command => {
+            let client = load(&dir)?;
+            let mut secure = open_secure(&dir, client).await?;
+            let mut local = LocalMessages::open(&dir)?;
+            let result = logged_in(&mut secure, &mut local, command).await;
+            // Save even after an error: a refresh may have rotated the tokens.
+            save(&dir, secure.client())?;
             result
         }
     }
 }
 
-async fn logged_in(client: &mut Client, command: Command) -> anyhow::Result<()> {
+/// Processes the inbox: decrypts what arrived and keeps it.
+async fn catch_up(secure: &mut SecureClient, local: &mut LocalMessages) -> anyhow::Result<()> {
+    for received in secure.sync().await? {
+        local.record(&received)?;
+    }
+    Ok(())
+}
+
+async fn logged_in(
+    secure: &mut SecureClient,
+    local: &mut LocalMessages,
+    command: Command,
+) -> anyhow::Result<()> {
+    // `follow` and `chat` show what arrived since the last command: their stream starts there.
+    let since = secure.mls().cursor();
+    catch_up(secure, local).await?;
     match command {
-        Command::Register { .. } | Command::Login { .. } => unreachable!("handled before"),
-        Command::Logout => {
-            client.logout().await?;
-            println!("logged out");
+        Command::Register { .. } | Command::Login { .. } | Command::Logout => {
+            unreachable!("handled before")
         }
+        Command::Send { room, text } => {
+            let room = resolve_room(secure.client(), &room).await?;
+            let text = text.join(" ");
+            if text.is_empty() {
+                bail!("nothing to send");
+            }
+            let done = secure.send_text(&room.room_id, &text).await?;
+            print_sent(&done, &room);
+        }
+        Command::SendFile {
+            room,
+            path,
+            caption,
+        } => {
+            let room = resolve_room(secure.client(), &room).await?;
+            let contents =
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "file".into());
+            let done = secure
+                .send_file(&room.room_id, &name, &contents, &caption)
+                .await?;
+            print_sent(&done, &room);
+        }
+        Command::SaveFile { room, seq, path } => {
+            let room = resolve_room(secure.client(), &room).await?;
+            let attachment = local
+                .get(&room.room_id, seq)
+                .and_then(|m| m.attachment.clone())
+                .with_context(|| format!("message #{seq} has no file this device can open"))?;
+            let contents = secure.fetch_file(&attachment).await?;
+            std::fs::write(&path, &contents)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            println!(
+                "saved {} ({} bytes) to {}",
+                attachment.name,
+                contents.len(),
+                path.display()
+            );
+        }
+        Command::Fingerprint { room: None } => {
+            println!("{}", secure.mls().fingerprint());
+        }
+        Command::Fingerprint { room: Some(room) } => {
+            let room = resolve_room(secure.client(), &room).await?;
+            for (user, device, fingerprint) in secure.mls().member_fingerprints(&room.room_id) {
+                println!("{user}\t{device}\t{fingerprint}");
+            }
+            let check = secure.check_membership(&room.room_id).await?;
+            for user in &check.not_in_group {
+                println!(
+                    "warning: {user} is routed this room by the hearth but no member added them to the encrypted group; they cannot read it"
+                );
+            }
+        }
+        Command::AddDevices => {
+            secure.sync_own_devices().await?;
+            catch_up(secure, local).await?;
+            println!("your devices are in all your encrypted rooms");
+        }
+        Command::Dm { user } => {
+            let user: UserId = user.parse().context("a user id looks like @name:server")?;
+            let rooms = secure.client().rooms().await?;
+            if let Some(room) = rooms
+                .iter()
+                .find(|r| r.kind == RoomKind::Direct && r.members.contains(&user))
+            {
+                println!("{}\t(existing chat with {user})", room.room_id);
+            } else {
+                let room = secure
+                    .create_room(RoomKind::Direct, None, std::slice::from_ref(&user))
+                    .await?;
+                println!("{}\t(new chat with {user})", room.room_id);
+            }
+        }
+        Command::Group { name, members } => {
+            let members = members
+                .iter()
+                .map(|m| {
+                    m.parse()
+                        .with_context(|| format!("{m} is not a user id (@name:server)"))
+                })
+                .collect::<anyhow::Result<Vec<UserId>>>()?;
+            let room = secure
+                .create_room(RoomKind::Group, Some(&name), &members)
+                .await?;
+            println!(
+                "{}\t{} ({} members)",
+                room.room_id,
+                name,
+                room.members.len()
+            );
+        }
+        Command::Invite { room, user } => {
+            let room = resolve_room(secure.client(), &room).await?;
+            let user: UserId = user.parse().context("a user id looks like @name:server")?;
+            secure.invite(&room.room_id, &user).await?;
+            println!(
+                "added {user} to {}",
+                display_name(&room, secure.client().user_id()?)
+            );
+        }
+        Command::RemoveDevice { device_id } => {
+            let device = device_id.parse().context("invalid device id")?;
+            secure.remove_device(&device).await?;
+            println!("logged out device {device_id} and removed it from your encrypted rooms");
+        }
+        Command::Follow => follow(secure, local, since, None).await?,
+        Command::Chat { room } => {
+            let room = resolve_room(secure.client(), &room).await?;
+            follow(secure, local, since, Some(room)).await?;
+        }
+        command => plain(secure.client(), local, command).await?,
+    }
+    Ok(())
+}
+
+fn print_sent(done: &hearth_spec::api::Sequenced, room: &RoomSummary) {
+    match done.seq {
+        Some(seq) => println!("sent (#{seq}, encrypted)"),
+        // The room lives on another hearth: durable on ours, sequenced when it arrives.
+        None => println!("sent (accepted; on its way to {})", room.room_id.home()),
+    }
+}
+
+/// Commands that need no keys.
+async fn plain(client: &mut Client, local: &LocalMessages, command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Whoami => {
             let session = client.session().expect("loaded");
             println!(
@@ -242,50 +438,6 @@ async fn logged_in(client: &mut Client, command: Command) -> anyhow::Result<()> 
                 let mark = if d.current { " (this device)" } else { "" };
                 println!("{}\t{}{}", d.device_id, d.name, mark);
             }
-        }
-        Command::RemoveDevice { device_id } => {
-            let device = device_id.parse().context("invalid device id")?;
-            client.delete_device(&device).await?;
-            println!("logged out device {device_id}");
-        }
-        Command::Dm { user } => {
-            let user: UserId = user.parse().context("a user id looks like @name:server")?;
-            let rooms = client.rooms().await?;
-            if let Some(room) = rooms
-                .iter()
-                .find(|r| r.kind == RoomKind::Direct && r.members.contains(&user))
-            {
-                println!("{}\t(existing chat with {user})", room.room_id);
-            } else {
-                let room = client
-                    .create_room(RoomKind::Direct, None, std::slice::from_ref(&user))
-                    .await?;
-                println!("{}\t(new chat with {user})", room.room_id);
-            }
-        }
-        Command::Group { name, members } => {
-            let members = members
-                .iter()
-                .map(|m| {
-                    m.parse()
-                        .with_context(|| format!("{m} is not a user id (@name:server)"))
-                })
-                .collect::<anyhow::Result<Vec<UserId>>>()?;
-            let room = client
-                .create_room(RoomKind::Group, Some(&name), &members)
-                .await?;
-            println!(
-                "{}\t{} ({} members)",
-                room.room_id,
-                name,
-                room.members.len()
-            );
-        }
-        Command::Invite { room, user } => {
-            let room = resolve_room(client, &room).await?;
-            let user: UserId = user.parse().context("a user id looks like @name:server")?;
-            client.invite(&room.room_id, &user).await?;
-            println!("added {user} to {}", display_name(&room, client.user_id()?));
         }
         Command::Leave { room } => {
             let room = resolve_room(client, &room).await?;
@@ -307,21 +459,6 @@ async fn logged_in(client: &mut Client, command: Command) -> anyhow::Result<()> 
                 println!("{}\t{}\t{}", display_name(&room, &me), unread, room.room_id);
             }
         }
-        Command::Send { room, text } => {
-            let room = resolve_room(client, &room).await?;
-            let text = text.join(" ");
-            if text.is_empty() {
-                bail!("nothing to send");
-            }
-            let done = client
-                .send(&room.room_id, &new_txn_id(), text.as_bytes())
-                .await?;
-            match done.seq {
-                Some(seq) => println!("sent (#{seq})"),
-                // The room lives on another hearth: durable on ours, sequenced when it arrives.
-                None => println!("sent (accepted; on its way to {})", room.room_id.home()),
-            }
-        }
         Command::History {
             room,
             limit,
@@ -335,7 +472,7 @@ async fn logged_in(client: &mut Client, command: Command) -> anyhow::Result<()> 
             for event in &page.events {
                 let mine = event.sender == me && matches!(event.content, Content::Message { .. });
                 if !mine || others.is_empty() {
-                    println!("{}", format_event(event));
+                    println!("{}", format_event(event, local));
                     continue;
                 }
                 // Like the phones do it: delivered/read once every other member is there.
@@ -346,7 +483,7 @@ async fn logged_in(client: &mut Client, command: Command) -> anyhow::Result<()> 
                 } else {
                     "✓ sent"
                 };
-                println!("{}  {mark}", format_event(event));
+                println!("{}  {mark}", format_event(event, local));
             }
             if let Some(before) = page.prev_before {
                 println!(
@@ -381,11 +518,7 @@ async fn logged_in(client: &mut Client, command: Command) -> anyhow::Result<()> 
             client.set_presence_hidden(hidden).await?;
             println!("presence {}", if hidden { "hidden" } else { "shown" });
         }
-        Command::Follow => follow(client, None).await?,
-        Command::Chat { room } => {
-            let room = resolve_room(client, &room).await?;
-            follow(client, Some(room)).await?;
-        }
+        _ => unreachable!("handled with keys"),
     }
     Ok(())
 }
@@ -448,13 +581,17 @@ fn human_duration(secs: u64) -> String {
     }
 }
 
-fn format_event(event: &EventView) -> String {
+fn format_event(event: &EventView, local: &LocalMessages) -> String {
     let secs = event.origin_ts / 1000;
     let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
     let body = match &event.content {
-        Content::Message { payload } => {
-            format!("{}: {}", event.sender, String::from_utf8_lossy(payload))
-        }
+        Content::Message { .. } => match local.get(&event.room_id, event.seq) {
+            Some(shown) => format!("{}: {}", event.sender, message_text(shown)),
+            None => format!(
+                "{}: [encrypted; this device cannot read it (sent before it joined)]",
+                event.sender
+            ),
+        },
         Content::Member {
             target,
             membership: Membership::Join,
@@ -488,15 +625,24 @@ fn format_event(event: &EventView) -> String {
 }
 
 /// Streams events live; with `room`, only that room, and lines from stdin are sent to it.
-async fn follow(client: &mut Client, room: Option<RoomSummary>) -> anyhow::Result<()> {
-    let me = client.user_id()?.clone();
-    let mut names: HashMap<RoomId, String> = client
+async fn follow(
+    secure: &mut SecureClient,
+    local: &mut LocalMessages,
+    since: u64,
+    room: Option<RoomSummary>,
+) -> anyhow::Result<()> {
+    // Devices of this user that logged in since join the rooms first.
+    secure.sync_own_devices().await?;
+    catch_up(secure, local).await?;
+    let me = secure.client().user_id()?.clone();
+    let mut names: HashMap<RoomId, String> = secure
+        .client()
         .rooms()
         .await?
         .iter()
         .map(|r| (r.room_id.clone(), display_name(r, &me)))
         .collect();
-    let conn = client.connect(None).await?;
+    let conn = secure.client().connect(Some(since)).await?;
     let (mut tx, mut rx) = conn.split();
     let (line_tx, mut lines) = tokio::sync::mpsc::channel::<String>(16);
     if room.is_some() {
@@ -520,15 +666,19 @@ async fn follow(client: &mut Client, room: Option<RoomSummary>) -> anyhow::Resul
                 let Some(frame) = frame else { bail!("the hearth closed the connection") };
                 match frame? {
                     ServerFrame::Event { cursor, event } => {
+                        // Already processed (before the stream started) is shown from the store.
+                        let received = secure.take(&event).await?;
+                        local.record(&received)?;
+                        secure.mls_mut().set_cursor(cursor)?;
                         if room.as_ref().is_none_or(|r| r.room_id == event.room_id) {
                             match &room {
-                                Some(_) => println!("{}", format_event(&event)),
+                                Some(_) => println!("{}", format_event(&event, local)),
                                 None => {
                                     if !names.contains_key(&event.room_id) {
-                                        names = client.rooms().await?.iter().map(|r| (r.room_id.clone(), display_name(r, &me))).collect();
+                                        names = secure.client().rooms().await?.iter().map(|r| (r.room_id.clone(), display_name(r, &me))).collect();
                                     }
                                     let name = names.get(&event.room_id).cloned().unwrap_or_else(|| event.room_id.to_string());
-                                    println!("[{name}] {}", format_event(&event));
+                                    println!("[{name}] {}", format_event(&event, local));
                                 }
                             }
                         }
@@ -567,7 +717,9 @@ async fn follow(client: &mut Client, room: Option<RoomSummary>) -> anyhow::Resul
             line = lines.recv(), if typing_open => {
                 match (line, &room) {
                     (Some(text), Some(room)) if !text.trim().is_empty() => {
-                        tx.send(&room.room_id, &new_txn_id(), text.as_bytes()).await?;
+                        if let Err(e) = secure.send_text(&room.room_id, &text).await {
+                            eprintln!("error: {e}");
+                        }
                     }
                     (Some(_), _) => {}
                     (None, _) => typing_open = false,

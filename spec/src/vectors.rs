@@ -69,6 +69,22 @@ mod tests {
                     payload: Vec::new(),
                 }),
             ),
+            (
+                "an MLS commit with its welcome",
+                envelope(Content::Commit {
+                    epoch: 3,
+                    commit: b"commit".to_vec(),
+                    welcome: Some(b"welcome".to_vec()),
+                }),
+            ),
+            (
+                "an MLS commit without a welcome",
+                envelope(Content::Commit {
+                    epoch: 300,
+                    commit: vec![0, 1, 2],
+                    welcome: None,
+                }),
+            ),
         ]
     }
 

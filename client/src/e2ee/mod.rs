@@ -55,6 +55,8 @@ pub enum E2eeError {
         processed: u64,
         got: u64,
     },
+    #[error("another process is using the device state in {0}")]
+    InUse(String),
     #[error("the state file belongs to {0}, not to this session")]
     OtherDevice(String),
 }
@@ -120,7 +122,8 @@ pub struct Mls {
     credential: CredentialWithKey,
     groups: BTreeMap<RoomId, MlsGroup>,
     saved: Saved,
-    file: StateFile,
+    /// Where the state is saved; `None` for a device that lives in memory only.
+    file: Option<StateFile>,
 }
 
 impl std::fmt::Debug for Mls {
@@ -154,8 +157,21 @@ fn member_of(credential: &Credential) -> Option<(UserId, DeviceId)> {
 impl Mls {
     /// Opens the state in `dir`, or creates a new device identity there.
     pub fn open(dir: &Path, user: &UserId, device: &DeviceId) -> Result<Self, E2eeError> {
-        let file = StateFile::in_dir(dir);
-        let (provider, signer, saved) = match file.load()? {
+        Self::start(Some(StateFile::in_dir(dir)?), user, device)
+    }
+
+    /// A device whose state lives only in memory and is lost when it is dropped (benchmarks,
+    /// throwaway bots). Never use it for a device that sends after a restart.
+    pub fn in_memory(user: &UserId, device: &DeviceId) -> Result<Self, E2eeError> {
+        Self::start(None, user, device)
+    }
+
+    fn start(file: Option<StateFile>, user: &UserId, device: &DeviceId) -> Result<Self, E2eeError> {
+        let loaded = match &file {
+            Some(file) => file.load()?,
+            None => None,
+        };
+        let (provider, signer, saved) = match loaded {
             Some(saved) => {
                 if saved.user != *user || saved.device != *device {
                     return Err(E2eeError::OtherDevice(format!(
@@ -205,8 +221,16 @@ impl Mls {
     }
 
     fn save(&mut self) -> Result<(), E2eeError> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
         self.saved.storage = self.provider.entries();
-        self.file.save(&self.saved)
+        file.save(&self.saved)
+    }
+
+    /// The device's user and device id.
+    pub fn identity(&self) -> (&UserId, &DeviceId) {
+        (&self.saved.user, &self.saved.device)
     }
 
     /// The device's safety fingerprint: SHA-256 of its signature key, in groups of four hex

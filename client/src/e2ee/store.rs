@@ -69,18 +69,30 @@ impl Saved {
     }
 }
 
-/// The state file of one device.
-#[derive(Debug, Clone)]
+/// The state file of one device, locked for as long as it is open: two processes working on
+/// one device's state would overwrite each other's ratchets and could reuse a key.
+#[derive(Debug)]
 pub struct StateFile {
     path: PathBuf,
+    _lock: std::fs::File,
 }
 
 impl StateFile {
-    /// `<dir>/mls-state.bin`.
-    pub fn in_dir(dir: &Path) -> Self {
-        Self {
-            path: dir.join("mls-state.bin"),
+    /// `<dir>/mls-state.bin`, locked through `<dir>/mls-state.lock`.
+    pub fn in_dir(dir: &Path) -> Result<Self, E2eeError> {
+        std::fs::create_dir_all(dir)?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("mls-state.lock"))?;
+        if lock.try_lock().is_err() {
+            return Err(E2eeError::InUse(dir.display().to_string()));
         }
+        Ok(Self {
+            path: dir.join("mls-state.bin"),
+            _lock: lock,
+        })
     }
 
     pub fn load(&self) -> Result<Option<Saved>, E2eeError> {

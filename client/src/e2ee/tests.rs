@@ -252,6 +252,16 @@ fn state_survives_a_restart_and_forged_commits_are_refused() {
         Received::Unreadable { .. }
     ));
     assert_eq!(bob.epoch(&room.id), Some(1));
+    // A second opener of the same state is refused while the first holds it.
+    assert!(matches!(
+        Mls::open(
+            dirs[1].path(),
+            &UserId::parse("@bob:localhost").unwrap(),
+            &DeviceId::parse("B1").unwrap()
+        ),
+        Err(E2eeError::InUse(_))
+    ));
+    drop(bob);
     // A state file of another device is not opened as this one.
     assert!(matches!(
         Mls::open(

@@ -1,0 +1,349 @@
+//! End-to-end encryption costs: MLS messages per second on one core, the commit that adds one
+//! device to a group of 100 members with 2 devices each, and delivery latency through a real
+//! hearth with encryption on next to the same run without it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hearth_client::e2ee::{Mls, PreparedCommit, Received};
+use hearth_client::{Client, SecureClient, new_txn_id};
+use hearth_spec::client::ServerFrame;
+use hearth_spec::e2ee::ChatBody;
+use hearth_spec::{Content, DeviceId, EventId, EventView, RoomId, RoomKind, TxnId, UserId};
+
+use crate::server::Hearth;
+use crate::stats::Samples;
+use crate::{Report, Target, stamp, synced};
+
+fn user(name: &str) -> UserId {
+    UserId::parse(&format!("@{name}:bench.local")).expect("valid user id")
+}
+
+fn device(name: &str) -> DeviceId {
+    DeviceId::parse(name).expect("valid device id")
+}
+
+fn room() -> RoomId {
+    RoomId::parse("!bench:bench.local").expect("valid room id")
+}
+
+/// An event as the home would sequence it.
+fn event(seq: u64, from: &Mls, content: Content) -> EventView {
+    let (sender, sender_device) = from.identity();
+    EventView {
+        room_id: room(),
+        seq,
+        event_id: EventId::of_bytes(&seq.to_be_bytes()),
+        sender: sender.clone(),
+        sender_device: sender_device.clone(),
+        txn_id: TxnId::parse(&format!("t{seq}")).expect("valid txn"),
+        origin_ts: 0,
+        content,
+    }
+}
+
+fn commit_event(seq: u64, from: &Mls, prepared: &PreparedCommit) -> EventView {
+    event(
+        seq,
+        from,
+        Content::Commit {
+            epoch: prepared.epoch,
+            commit: prepared.commit.clone(),
+            welcome: prepared.welcome.clone(),
+        },
+    )
+}
+
+/// A key package of `joiner`, checked by `adder`.
+fn package(joiner: &mut Mls, adder: &Mls) -> anyhow::Result<openmls::prelude::KeyPackage> {
+    let bytes = joiner.key_packages(1, false)?.remove(0);
+    let (u, d) = joiner.identity();
+    Ok(adder
+        .check_key_packages(&[(u.clone(), d.clone(), bytes)])?
+        .remove(0))
+}
+
+/// Two devices in one group: one encrypts `messages` messages, the other decrypts them, on this
+/// thread. Once with state in memory (the MLS work alone), once saved to disk after every
+/// operation as the SDK does.
+pub fn crypto(messages: usize) -> anyhow::Result<Report> {
+    let in_memory = crypto_once(messages, None)?;
+    let dir = tempfile::tempdir()?;
+    let on_disk = crypto_once(messages / 10, Some(dir.path()))?;
+    Ok(Report {
+        name: "MLS messages (encrypt + decrypt, one core)",
+        figures: vec![
+            ("in memory", in_memory, "msg/s", None),
+            ("state saved each step", on_disk, "msg/s", None),
+        ],
+    })
+}
+
+fn crypto_once(messages: usize, dir: Option<&std::path::Path>) -> anyhow::Result<f64> {
+    let (mut alice, mut bob) = match dir {
+        Some(dir) => (
+            Mls::open(&dir.join("a"), &user("alice"), &device("A"))?,
+            Mls::open(&dir.join("b"), &user("bob"), &device("B"))?,
+        ),
+        None => (
+            Mls::in_memory(&user("alice"), &device("A"))?,
+            Mls::in_memory(&user("bob"), &device("B"))?,
+        ),
+    };
+    alice.create_group(&room())?;
+    let add = alice.prepare_add(&room(), &[package(&mut bob, &alice)?])?;
+    alice.commit_accepted(&room())?;
+    bob.receive(&commit_event(1, &alice, &add))?;
+    let body = ChatBody {
+        text: "x".repeat(100),
+        attachment: None,
+    };
+    let cpu = cpu_seconds();
+    for i in 0..messages {
+        let seq = 2 + i as u64;
+        let ciphertext = alice.encrypt(&room(), &format!("t{seq}"), &body)?;
+        let got = bob.receive(&event(
+            seq,
+            &alice,
+            Content::Message {
+                payload: ciphertext,
+            },
+        ))?;
+        if !matches!(got, Received::Message { .. }) {
+            bail!("message {i} did not decrypt: {got:?}");
+        }
+    }
+    Ok(messages as f64 / (cpu_seconds() - cpu))
+}
+
+/// CPU seconds this thread has used (so the figure is per core, not per wall-clock second).
+fn cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts);
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// A group of `members` users with `devices` devices each; then one more device is added. The
+/// time to make that commit, its size and its Welcome's, and the time for a member to process
+/// it and for the new device to join.
+pub fn commit_cost(members: usize, devices: usize) -> anyhow::Result<Report> {
+    let mut creator = Mls::in_memory(&user("u0"), &device("D0"))?;
+    creator.create_group(&room())?;
+    let mut others = Vec::new();
+    for u in 0..members {
+        for d in 0..devices {
+            if u == 0 && d == 0 {
+                continue;
+            }
+            others.push(Mls::in_memory(
+                &user(&format!("u{u}")),
+                &device(&format!("D{d}")),
+            )?);
+        }
+    }
+    let mut packages = Vec::new();
+    for other in others.iter_mut() {
+        packages.push(package(other, &creator)?);
+    }
+    let everyone = creator.prepare_add(&room(), &packages)?;
+    creator.commit_accepted(&room())?;
+    let mut member = others.swap_remove(0);
+    if !matches!(
+        member.receive(&commit_event(1, &creator, &everyone))?,
+        Received::Joined { .. }
+    ) {
+        bail!("a member did not join");
+    }
+    let in_group = creator.members(&room()).len();
+    let mut newcomer = Mls::in_memory(&user("u0"), &device("NEW"))?;
+    let new_package = package(&mut newcomer, &creator)?;
+
+    let started = Instant::now();
+    let add = creator.prepare_add(&room(), &[new_package])?;
+    let make_ms = started.elapsed().as_secs_f64() * 1e3;
+    creator.commit_accepted(&room())?;
+    let event = commit_event(2, &creator, &add);
+    let started = Instant::now();
+    member.receive(&event)?;
+    let process_ms = started.elapsed().as_secs_f64() * 1e3;
+    let started = Instant::now();
+    if !matches!(newcomer.receive(&event)?, Received::Joined { .. }) {
+        bail!("the new device did not join");
+    }
+    let join_ms = started.elapsed().as_secs_f64() * 1e3;
+    if member.epoch_authenticator(&room()) != newcomer.epoch_authenticator(&room()) {
+        bail!("the new device is in another epoch");
+    }
+    Ok(Report {
+        name: "commit adding one device",
+        figures: vec![
+            ("group devices", in_group as f64, "", None),
+            ("make", make_ms, "ms", None),
+            ("commit", add.commit.len() as f64, "B", None),
+            (
+                "welcome",
+                add.welcome.as_ref().map_or(0, Vec::len) as f64,
+                "B",
+                None,
+            ),
+            ("member applies", process_ms, "ms", None),
+            ("new device joins", join_ms, "ms", None),
+        ],
+    })
+}
+
+/// Delivery latency through a real hearth: `pairs` direct chats, `rate` messages per second
+/// over WebSockets, from the sender's send to the recipient having the plaintext. Plain and
+/// encrypted phases run back to back on the same hearth and users.
+pub async fn latency(
+    hearth: &Hearth,
+    rate: u64,
+    seconds: u64,
+    pairs: usize,
+) -> anyhow::Result<Report> {
+    let states = tempfile::tempdir()?;
+    let mut chats = Vec::new();
+    for i in 0..pairs {
+        let a = hearth.user(&format!("ea{i}")).await?;
+        let b = hearth.user(&format!("eb{i}")).await?;
+        let bob_id = b.user_id()?.clone();
+        let mut a = SecureClient::open(a, &states.path().join(format!("a{i}"))).await?;
+        let mut b = SecureClient::open(b, &states.path().join(format!("b{i}"))).await?;
+        let room = a
+            .create_room(RoomKind::Direct, None, std::slice::from_ref(&bob_id))
+            .await?
+            .room_id;
+        b.sync().await?;
+        if !b.mls().in_group(&room) {
+            bail!("the recipient did not join the group");
+        }
+        chats.push((a, b, room));
+    }
+    let plain = phase(&mut chats, rate, seconds, false).await?;
+    let encrypted = phase(&mut chats, rate, seconds, true).await?;
+    Ok(Report {
+        name: "1:1 delivery latency, plain vs end-to-end encrypted",
+        figures: vec![
+            ("rate", rate as f64, "msg/s", None),
+            ("plain p50", plain.0, "ms", None),
+            ("plain p99", plain.1, "ms", None),
+            ("encrypted p50", encrypted.0, "ms", None),
+            (
+                "encrypted p99",
+                encrypted.1,
+                "ms",
+                Some(Target::AtMost(1000.0)),
+            ),
+        ],
+    })
+}
+
+/// One phase: (p50, p99) in ms.
+async fn phase(
+    chats: &mut Vec<(SecureClient, SecureClient, RoomId)>,
+    rate: u64,
+    seconds: u64,
+    encrypted: bool,
+) -> anyhow::Result<(f64, f64)> {
+    let samples = Arc::new(Samples::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let per_pair = (rate * seconds) as usize / chats.len();
+    let interval = Duration::from_nanos(1_000_000_000 * chats.len() as u64 / rate);
+    let mut tasks = Vec::new();
+    for (a, b, room) in std::mem::take(chats) {
+        let samples = samples.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(pair(
+            a, b, room, per_pair, interval, encrypted, samples, stop,
+        )));
+    }
+    for task in tasks {
+        chats.push(task.await.context("pair task")??);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let expected = per_pair * chats.len();
+    if samples.len() < expected {
+        bail!("only {} of {expected} messages arrived", samples.len());
+    }
+    Ok(samples.percentiles_ms())
+}
+
+/// One chat: the sender sends `count` stamped messages at `interval`; the recipient reads
+/// (and decrypts) them and records the delay. Returns the clients for the next phase.
+#[allow(clippy::too_many_arguments)]
+async fn pair(
+    mut a: SecureClient,
+    mut b: SecureClient,
+    room: RoomId,
+    count: usize,
+    interval: Duration,
+    encrypted: bool,
+    samples: Arc<Samples>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<(SecureClient, SecureClient, RoomId)> {
+    b.sync().await?;
+    let since = b.mls().cursor();
+    let (_b_tx, mut b_rx) = b.client().connect(Some(since)).await?.split();
+    let (mut a_tx, a_rx) = synced(a.client()).await?;
+    let drain = tokio::spawn(crate::drain(a_rx, stop.clone()));
+    let reader = tokio::spawn(async move {
+        let mut got = 0;
+        while got < count {
+            let frame = tokio::time::timeout(Duration::from_secs(30), b_rx.next())
+                .await
+                .context("no message for 30 s")?
+                .context("closed")??;
+            let ServerFrame::Event { cursor, event } = frame else {
+                continue;
+            };
+            let sent = if encrypted {
+                match b.take(&event).await? {
+                    Received::Message { body, .. } => body.text.parse::<u64>().ok(),
+                    _ => None,
+                }
+            } else {
+                b.mls_mut().set_cursor(cursor)?;
+                match &event.content {
+                    Content::Message { payload } if payload.len() == 8 => Some(u64::from_be_bytes(
+                        payload[..8].try_into().expect("8 bytes"),
+                    )),
+                    _ => None,
+                }
+            };
+            if let Some(sent) = sent {
+                samples.push(stamp().saturating_sub(sent));
+                got += 1;
+            }
+        }
+        anyhow::Ok(b)
+    });
+    let mut tick = tokio::time::interval(interval);
+    for _ in 0..count {
+        tick.tick().await;
+        let txn = new_txn_id();
+        let now = stamp();
+        let payload = if encrypted {
+            let body = ChatBody {
+                text: now.to_string(),
+                attachment: None,
+            };
+            a.mls_mut().encrypt(&room, txn.as_str(), &body)?
+        } else {
+            now.to_be_bytes().to_vec()
+        };
+        a_tx.send(&room, &txn, &payload).await?;
+    }
+    let b = reader.await.context("reader")??;
+    drain.abort();
+    a.sync().await?;
+    Ok((a, b, room))
+}
