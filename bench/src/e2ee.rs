@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hearth_client::e2ee::{Mls, PreparedCommit, Received};
-use hearth_client::{Client, SecureClient, new_txn_id};
+use hearth_client::{SecureClient, new_txn_id};
 use hearth_spec::client::ServerFrame;
 use hearth_spec::e2ee::ChatBody;
 use hearth_spec::{Content, DeviceId, EventId, EventView, RoomId, RoomKind, TxnId, UserId};

@@ -20,6 +20,8 @@ use crate::{Client, ClientError, new_txn_id};
 pub const KEY_PACKAGE_TARGET: u64 = 50;
 /// Below this many one-time packages a device uploads more.
 pub const LOW_KEY_PACKAGES: u64 = 20;
+/// How long a commit to a room homed on another hearth is followed before giving up.
+pub const REMOTE_COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Attempts at a commit before giving up (each lost race catches up first).
 const COMMIT_ATTEMPTS: usize = 50;
 
@@ -129,24 +131,34 @@ impl SecureClient {
     /// Adds every device of `users` that is not in the room's group yet.
     pub async fn add_users(&mut self, room: &RoomId, users: &[UserId]) -> Result<(), SecureError> {
         let in_group = self.mls.members(room);
+        let home = self.me()?.0.server_name();
         let mut claimed = Vec::new();
         for user in users {
-            let devices: Vec<DeviceId> = self
-                .client
-                .key_devices(user)
-                .await?
-                .devices
-                .into_iter()
-                .filter(|d| !in_group.contains(&(user.clone(), d.clone())))
-                .collect();
-            if devices.is_empty() {
-                continue;
-            }
-            let answer = self.client.claim_key_packages(user, Some(devices)).await?;
+            // A user of this hearth: list the devices and claim for those not in the group. A
+            // user of another hearth: its devices are listed there, so claim for all of them
+            // (the claim goes to their hearth) and keep those not in the group.
+            let devices = if user.server_name() == home {
+                let devices: Vec<DeviceId> = self
+                    .client
+                    .key_devices(user)
+                    .await?
+                    .devices
+                    .into_iter()
+                    .filter(|d| !in_group.contains(&(user.clone(), d.clone())))
+                    .collect();
+                if devices.is_empty() {
+                    continue;
+                }
+                Some(devices)
+            } else {
+                None
+            };
+            let answer = self.client.claim_key_packages(user, devices).await?;
             claimed.extend(
                 answer
                     .key_packages
                     .into_iter()
+                    .filter(|p| !in_group.contains(&(user.clone(), p.device_id.clone())))
                     .map(|p| (user.clone(), p.device_id, p.key_package)),
             );
         }
@@ -246,23 +258,28 @@ impl SecureClient {
     }
 
     /// One attempt at a commit for the room's current epoch, without catching up or retrying.
-    /// `Ok(false)` when another commit won the epoch (the pending one is dropped).
+    /// `Ok(false)` when another commit won the epoch (the pending one is dropped). For a room
+    /// homed on another hearth, the answer only says the commit is on its way: this waits
+    /// (up to [`REMOTE_COMMIT_WAIT`]) until the room's commit for that epoch arrives and tells
+    /// whether it was this one.
     pub async fn try_commit(
         &mut self,
         room: &RoomId,
         prepared: PreparedCommit,
     ) -> Result<bool, SecureError> {
+        let epoch = prepared.epoch;
         let req = CommitRequest {
             txn_id: new_txn_id(),
-            epoch: prepared.epoch,
+            epoch,
             commit: prepared.commit,
             welcome: prepared.welcome,
         };
         match self.client.commit(room, &req).await {
-            Ok(_) => {
+            Ok(sequenced) if sequenced.seq.is_some() => {
                 self.mls.commit_accepted(room)?;
                 Ok(true)
             }
+            Ok(_) => self.await_remote_commit(room, epoch).await,
             Err(e) if e.code() == Some(ErrorCode::StaleEpoch) => {
                 self.mls.commit_refused(room)?;
                 Ok(false)
@@ -270,6 +287,27 @@ impl SecureClient {
             // Whether the home took it is unknown: the pending commit stays, and is merged if
             // it comes back as the room's commit for this epoch.
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Follows the room until its commit for `epoch` has arrived; whether it was ours.
+    async fn await_remote_commit(
+        &mut self,
+        room: &RoomId,
+        epoch: u64,
+    ) -> Result<bool, SecureError> {
+        let deadline = tokio::time::Instant::now() + REMOTE_COMMIT_WAIT;
+        loop {
+            self.catch_up(room).await?;
+            if self.mls.epoch(room).is_some_and(|e| e > epoch) {
+                return Ok(self.mls.own_commit_landed(room, epoch));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(SecureError::Client(ClientError::Protocol(format!(
+                    "the room's home has not ordered the commit for epoch {epoch} yet"
+                ))));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
 

@@ -12,11 +12,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::keyring::KeyRing;
-use hearth_spec::ServerName;
+use hearth_spec::api::ClaimedKeyPackage;
 use hearth_spec::federation::{
-    FedEnvelope, MAX_FRAMES_PER_STREAM, Outcome, RetryCode, StreamError, StreamReply, push_frame,
-    split_frames,
+    FedBody, FedEnvelope, MAX_FRAMES_PER_STREAM, Outcome, RejectCode, RetryCode, StreamError,
+    StreamReply, push_frame, split_frames,
 };
+use hearth_spec::{DeviceId, ServerName, UserId};
 use quinn::VarInt;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 
@@ -82,6 +83,17 @@ pub trait Inbound: Send + Sync + 'static {
         peer: ServerName,
         envelopes: Vec<FedEnvelope>,
     ) -> impl Future<Output = Vec<Outcome>> + Send;
+    /// Hands out key packages of a local user to a checked `ClaimKeyPackages` from `peer`. A
+    /// receiver that keeps none refuses.
+    fn claim(
+        &self,
+        peer: ServerName,
+        user: UserId,
+        devices: Option<Vec<DeviceId>>,
+    ) -> impl Future<Output = Result<Vec<ClaimedKeyPackage>, Outcome>> + Send {
+        let _ = (peer, user, devices);
+        async { Err(Outcome::Rejected(RejectCode::Forbidden)) }
+    }
 }
 
 /// Why the transport could not start.
@@ -96,6 +108,17 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+}
+
+/// Why a key-package claim failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    #[error(transparent)]
+    Send(SendError),
+    #[error("the peer refused the claim: {0:?}")]
+    Rejected(RejectCode),
+    #[error("the peer asked to retry the claim later: {0:?}")]
+    Retry(RetryCode),
 }
 
 /// Why a batch could not be handed over. The caller keeps the batch and retries later.
@@ -267,6 +290,34 @@ impl Transport {
         result
     }
 
+    /// Sends one signed `ClaimKeyPackages` envelope to `peer` and returns the packages it
+    /// handed out.
+    pub async fn claim(
+        &self,
+        peer: &ServerName,
+        frame: Vec<u8>,
+    ) -> Result<Vec<ClaimedKeyPackage>, ClaimError> {
+        let connection = self.connection(peer).await.map_err(ClaimError::Send)?;
+        match self
+            .exchange(&connection, std::slice::from_ref(&frame))
+            .await
+        {
+            Ok(StreamReply::KeyPackages(packages)) => Ok(packages),
+            Ok(StreamReply::Outcomes(outcomes)) => match outcomes.as_slice() {
+                [Outcome::Rejected(code)] => Err(ClaimError::Rejected(*code)),
+                [Outcome::Retry(code)] => Err(ClaimError::Retry(*code)),
+                _ => Err(ClaimError::Send(SendError::BadReply)),
+            },
+            Ok(StreamReply::Refused(e)) => Err(ClaimError::Send(SendError::Refused(e))),
+            Err(e) => {
+                if matches!(e, SendError::Connection(_) | SendError::Timeout) {
+                    connection.close(VarInt::from_u32(1), b"stream failed");
+                }
+                Err(ClaimError::Send(e))
+            }
+        }
+    }
+
     /// How long `peer` has gone without answering: since the start of the first attempt after
     /// its last answer (none if it answered the last attempt and none is under way).
     pub fn failing_for(&self, peer: &ServerName) -> Option<Duration> {
@@ -288,6 +339,19 @@ impl Transport {
         connection: &quinn::Connection,
         frames: &[Vec<u8>],
     ) -> Result<Vec<Outcome>, SendError> {
+        match self.exchange(connection, frames).await? {
+            StreamReply::Outcomes(outcomes) if outcomes.len() == frames.len() => Ok(outcomes),
+            StreamReply::Outcomes(_) | StreamReply::KeyPackages(_) => Err(SendError::BadReply),
+            StreamReply::Refused(e) => Err(SendError::Refused(e)),
+        }
+    }
+
+    /// Writes one stream of frames and reads the receiver's answer.
+    async fn exchange(
+        &self,
+        connection: &quinn::Connection,
+        frames: &[Vec<u8>],
+    ) -> Result<StreamReply, SendError> {
         let lost = |e: &dyn std::fmt::Display| SendError::Connection(e.to_string());
         let exchange = async {
             let (mut send, mut recv) = connection.open_bi().await.map_err(|e| lost(&e))?;
@@ -302,11 +366,7 @@ impl Transport {
         let answer = tokio::time::timeout(self.shared.config.stream_timeout, exchange)
             .await
             .map_err(|_| SendError::Timeout)??;
-        match StreamReply::decode(&answer).map_err(|_| SendError::BadReply)? {
-            StreamReply::Outcomes(outcomes) if outcomes.len() == frames.len() => Ok(outcomes),
-            StreamReply::Outcomes(_) => Err(SendError::BadReply),
-            StreamReply::Refused(e) => Err(SendError::Refused(e)),
-        }
+        StreamReply::decode(&answer).map_err(|_| SendError::BadReply)
     }
 
     /// The live connection to `peer`, dialling if there is none.
@@ -511,10 +571,27 @@ async fn handle_batch<I: Inbound>(
         Ok(verdicts) => verdicts,
         Err(e) => return Some(StreamReply::Refused(e)),
     };
+    // A claim travels alone and is answered with what it claimed.
+    if let [Ok(envelope)] = verdicts.as_slice()
+        && let FedBody::ClaimKeyPackages { user, devices } = &envelope.body
+    {
+        return Some(
+            match inbound
+                .claim(peer.clone(), user.clone(), devices.clone())
+                .await
+            {
+                Ok(packages) => StreamReply::KeyPackages(packages),
+                Err(outcome) => StreamReply::Outcomes(vec![outcome]),
+            },
+        );
+    }
     let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(verdicts.len());
     let mut passed = Vec::new();
     for verdict in verdicts {
         match verdict {
+            Ok(envelope) if matches!(envelope.body, FedBody::ClaimKeyPackages { .. }) => {
+                outcomes.push(Some(Outcome::Rejected(RejectCode::BadEvent)));
+            }
             Ok(envelope) => {
                 outcomes.push(None);
                 passed.push(envelope);

@@ -9,11 +9,12 @@ use hearth_crypto::{ServerKey, sign_envelope};
 use hearth_federation::{
     BackoffPolicy, Directory, Freshness, KeyRing, PeerConfig, Transport, TransportConfig,
 };
+use hearth_spec::api::ClaimedKeyPackage;
 use hearth_spec::federation::{
     FED_VERSION, FedBody, FedEnvelope, MAX_SIGNALS_PER_ENVELOPE, Outcome, RejectCode, RetryCode,
     SealedEnvelope, Signal,
 };
-use hearth_spec::{Content, Envelope, ServerName};
+use hearth_spec::{Content, DeviceId, Envelope, ServerName, UserId};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -485,9 +486,10 @@ impl FedNode {
                     }
                 }
             }
-            FedBody::Ephemeral { .. } | FedBody::Custody { .. } | FedBody::Relayed { .. } => {
-                reject(RejectCode::BadEvent)
-            }
+            FedBody::Ephemeral { .. }
+            | FedBody::Custody { .. }
+            | FedBody::Relayed { .. }
+            | FedBody::ClaimKeyPackages { .. } => reject(RejectCode::BadEvent),
         }
     }
 
@@ -728,6 +730,54 @@ fn combined(outcomes: impl Iterator<Item = Outcome>) -> Outcome {
 }
 
 impl hearth_federation::Inbound for FedNode {
+    async fn claim(
+        &self,
+        peer: ServerName,
+        user: UserId,
+        devices: Option<Vec<DeviceId>>,
+    ) -> Result<Vec<ClaimedKeyPackage>, Outcome> {
+        if user.server_name() != self.own {
+            return Err(Outcome::Rejected(RejectCode::WrongDestination));
+        }
+        let store = self.store.clone();
+        let claimed = tokio::task::spawn_blocking(move || {
+            if store.user(&user)?.is_none_or(|u| u.deactivated) {
+                return Ok(None);
+            }
+            let active: Vec<DeviceId> = store
+                .devices(&user)?
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+            let devices: Vec<DeviceId> = match devices {
+                Some(wanted) => active.into_iter().filter(|d| wanted.contains(d)).collect(),
+                None => active,
+            };
+            store.claim_key_packages(&user, &devices).map(Some)
+        })
+        .await;
+        match claimed {
+            // No such user here (or deactivated).
+            Ok(Ok(None)) => Err(Outcome::Rejected(RejectCode::WrongDestination)),
+            Ok(Ok(Some(claimed))) => {
+                tracing::debug!(%peer, count = claimed.len(), "handed out key packages");
+                Ok(claimed
+                    .into_iter()
+                    .map(|(device_id, key_package, last_resort)| ClaimedKeyPackage {
+                        device_id,
+                        key_package,
+                        last_resort,
+                    })
+                    .collect())
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot hand out key packages");
+                Err(Outcome::Retry(RetryCode::Unavailable))
+            }
+            Err(_) => Err(Outcome::Retry(RetryCode::Unavailable)),
+        }
+    }
+
     async fn receive(&self, peer: ServerName, envelopes: Vec<FedEnvelope>) -> Vec<Outcome> {
         let Some(committer) = self.committer() else {
             return vec![Outcome::Retry(RetryCode::Unavailable); envelopes.len()];
@@ -1076,6 +1126,14 @@ impl Federation {
         self.discovery.clone()
     }
 
+    /// Claims key packages of users on other hearths for this hearth's devices.
+    pub fn key_claimer(&self) -> KeyClaimer {
+        KeyClaimer {
+            node: self.node.clone(),
+            transport: self.transport.clone(),
+        }
+    }
+
     /// What this hearth holds for others.
     pub fn custody(&self) -> Arc<Custody> {
         self.node.custody.clone()
@@ -1116,5 +1174,31 @@ impl Federation {
         }
         self.transport.close();
         self.node.committer.lock().expect("committer slot").take();
+    }
+}
+
+/// Claims MLS key packages of another hearth's users, over a stream of its own.
+#[derive(Clone)]
+pub struct KeyClaimer {
+    node: Arc<FedNode>,
+    transport: Transport,
+}
+
+impl KeyClaimer {
+    /// One package per (listed) device of `user`, from `user`'s hearth.
+    pub async fn claim(
+        &self,
+        user: &UserId,
+        devices: Option<Vec<DeviceId>>,
+    ) -> Result<Vec<ClaimedKeyPackage>, hearth_federation::ClaimError> {
+        let destination = user.server_name();
+        let frame = self.node.sign_body(
+            &destination,
+            FedBody::ClaimKeyPackages {
+                user: user.clone(),
+                devices,
+            },
+        );
+        self.transport.claim(&destination, frame).await
     }
 }

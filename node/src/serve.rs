@@ -162,6 +162,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         push,
         directory: directory.clone(),
         discovery: federation.discovery(),
+        key_claimer: federation.key_claimer(),
         media: crate::media::MediaStore::open(&dir).map_err(|source| StartError::DataDir {
             path: dir.join("media"),
             source,

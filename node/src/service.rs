@@ -44,6 +44,8 @@ pub struct Parts {
     pub discovery: Option<hearth_federation::Discovery>,
     /// Attachment blobs.
     pub media: MediaStore,
+    /// Claims key packages of other hearths' users.
+    pub key_claimer: crate::federation::KeyClaimer,
 }
 
 /// The running hearth.
@@ -63,6 +65,7 @@ pub struct Hearth {
     discovery: Option<hearth_federation::Discovery>,
     media: MediaStore,
     max_key_packages: u64,
+    key_claimer: crate::federation::KeyClaimer,
 }
 
 impl Hearth {
@@ -82,6 +85,7 @@ impl Hearth {
             directory: parts.directory,
             discovery: parts.discovery,
             media: parts.media,
+            key_claimer: parts.key_claimer,
             max_key_packages: parts.config.limits.max_key_packages,
         }
     }
@@ -149,15 +153,43 @@ impl Hearth {
         })
     }
 
-    /// Key packages are served for this hearth's users only: a device of another hearth's user
-    /// uploads them to its own hearth.
+    /// Claims key packages of another hearth's user from that hearth.
+    async fn claim_remote(&self, req: ClaimKeyPackages) -> Result<ClaimedKeyPackages, ErrorBody> {
+        use hearth_federation::ClaimError;
+        use hearth_spec::federation::RejectCode;
+        self.require_users_exist(std::slice::from_ref(&req.user_id))
+            .await?;
+        match self.key_claimer.claim(&req.user_id, req.devices).await {
+            Ok(key_packages) => Ok(ClaimedKeyPackages {
+                user_id: req.user_id,
+                key_packages,
+            }),
+            Err(ClaimError::Rejected(RejectCode::WrongDestination)) => Err(ErrorBody::new(
+                ErrorCode::NotFound,
+                format!(
+                    "{} does not serve {}",
+                    req.user_id.server_name(),
+                    req.user_id
+                ),
+            )),
+            Err(e @ ClaimError::Rejected(_)) => Err(ErrorBody::new(
+                ErrorCode::Forbidden,
+                format!("{} refused: {e}", req.user_id.server_name()),
+            )),
+            Err(e) => Err(ErrorBody::new(
+                ErrorCode::Unavailable,
+                format!("cannot reach {}: {e}", req.user_id.server_name()),
+            )),
+        }
+    }
+
+    /// Key packages and device lists are served for this hearth's users; another hearth's
+    /// devices upload theirs to their own hearth.
     fn require_local_user(&self, user: &UserId) -> Result<(), ErrorBody> {
         if user.server_name() != self.server_name {
             return Err(ErrorBody::new(
                 ErrorCode::InvalidParam,
-                format!(
-                    "{user} is on another hearth; claiming key packages across hearths is not supported yet"
-                ),
+                format!("{user} is on another hearth; its devices are listed there"),
             ));
         }
         if !self.accounts.is_active_user(user)? {
@@ -500,6 +532,9 @@ impl Backend for Hearth {
         _device: &AuthedDevice,
         req: ClaimKeyPackages,
     ) -> Result<ClaimedKeyPackages, ErrorBody> {
+        if req.user_id.server_name() != self.server_name {
+            return self.claim_remote(req).await;
+        }
         self.require_local_user(&req.user_id)?;
         let active: Vec<DeviceId> = self
             .store

@@ -9,8 +9,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::ClaimedKeyPackage;
 use crate::client::{PresenceState, ReceiptKind};
-use crate::id::{RoomId, ServerName, UserId};
+use crate::id::{DeviceId, RoomId, ServerName, UserId};
 
 /// The federation envelope version this crate writes and accepts.
 pub const FED_VERSION: u8 = 1;
@@ -78,6 +79,13 @@ pub enum FedBody {
     Relayed {
         origin: ServerName,
         sealed: SealedEnvelope,
+    },
+    /// A device of the origin claims MLS key packages of `user`, a user of the destination: one
+    /// per (listed) device, each one-time package handed out once (`spec/e2ee.md`). Travels
+    /// alone in its stream, never queued; answered with [`StreamReply::KeyPackages`].
+    ClaimKeyPackages {
+        user: UserId,
+        devices: Option<Vec<DeviceId>>,
     },
 }
 
@@ -286,6 +294,8 @@ pub enum StreamReply {
     Outcomes(Vec<Outcome>),
     /// The stream itself was malformed; nothing in it was looked at or stored.
     Refused(StreamError),
+    /// The answer to a stream carrying one `ClaimKeyPackages` envelope that passed its checks.
+    KeyPackages(Vec<ClaimedKeyPackage>),
 }
 
 /// Why a whole stream was refused.

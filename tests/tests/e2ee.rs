@@ -556,9 +556,15 @@ async fn bad_mls_input_gets_typed_errors_and_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(raw.status(), 400);
-    // Claims for users on other hearths or who do not exist are refused; claims are limited.
+    // Claims for users of a hearth nobody knows, or who do not exist, are refused; another
+    // hearth's device list is not served here; claims are limited.
     let err = alice
         .claim_key_packages(&UserId::parse("@bob:elsewhere.example").unwrap(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotFound));
+    let err = alice
+        .key_devices(&UserId::parse("@bob:elsewhere.example").unwrap())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::InvalidParam));
@@ -616,4 +622,73 @@ async fn bad_mls_input_gets_typed_errors_and_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(anonymous.status(), 401);
+}
+
+/// Syncs `device` until `done` holds for what arrived, for up to a minute (events cross hearths).
+async fn sync_until(
+    device: &mut SecureClient,
+    mut done: impl FnMut(&[Received]) -> bool,
+) -> Vec<Received> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut all = Vec::new();
+    loop {
+        all.extend(device.sync().await.unwrap());
+        if done(&all) {
+            return all;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting: {all:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_chat_across_two_hearths() {
+    let root = tempfile::tempdir().unwrap();
+    let network = hearth_tests::plan_network(root.path(), &["a.test", "b.test"]).unwrap();
+    let hearths = hearth_tests::start_network(&network, &[]).await.unwrap();
+    let states = tempfile::tempdir().unwrap();
+    let dir = |name: &str| states.path().join(name);
+    let alice_client = hearth_tests::register_at(&hearths[0].url, "alice").await;
+    let mut alice = secure(alice_client, &dir("alice")).await;
+    let bob_client = hearth_tests::register_at(&hearths[1].url, "bob").await;
+    let mut bob = secure(bob_client, &dir("bob")).await;
+    let bob_id = hearth_tests::user_id("bob", "b.test");
+
+    // alice's hearth claims bob's key package from b.test over federation: one of his 50.
+    let room = alice
+        .create_room(RoomKind::Direct, None, std::slice::from_ref(&bob_id))
+        .await
+        .unwrap()
+        .room_id;
+    assert_eq!(alice.mls().members(&room).len(), 2);
+    assert_eq!(
+        bob.client().key_package_count().await.unwrap().available,
+        49
+    );
+    alice.send_text(&room, "hello from a.test").await.unwrap();
+    let got = sync_until(&mut bob, |r| texts(r).len() == 1).await;
+    assert!(joined(&got, &room));
+    assert_eq!(texts(&got), vec!["hello from a.test".to_owned()]);
+
+    // bob's commit goes to the room's home on a.test; he learns it won when it comes back.
+    bob.update_keys(&room).await.unwrap();
+    bob.send_text(&room, "hello from b.test").await.unwrap();
+    let got = sync_until(&mut alice, |r| !texts(r).is_empty()).await;
+    assert_eq!(texts(&got), vec!["hello from b.test".to_owned()]);
+    assert_eq!(alice.mls().epoch(&room), bob.mls().epoch(&room));
+    assert_eq!(
+        alice.mls().epoch_authenticator(&room),
+        bob.mls().epoch_authenticator(&room)
+    );
+
+    // A claim for a user b.test does not have is refused by b.test.
+    let err = alice
+        .client()
+        .claim_key_packages(&hearth_tests::user_id("nobody", "b.test"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotFound), "{err}");
 }

@@ -960,3 +960,76 @@ async fn relayed_envelopes_open_only_unaltered_and_held_ones_stay_sealed() {
         "plaintext of a held envelope in {found:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_package_claims_from_a_peer_are_checked_and_hand_out_each_package_once() {
+    let mut w = World::new().await;
+    let alice = w.alice.user_id().unwrap().clone();
+    let packages: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 40]).collect();
+    w.alice
+        .upload_key_packages(&hearth_spec::api::UploadKeyPackages {
+            key_packages: packages.clone(),
+            last_resort: Some(vec![9; 40]),
+        })
+        .await
+        .unwrap();
+    let claim = |user: &UserId| FedBody::ClaimKeyPackages {
+        user: user.clone(),
+        devices: None,
+    };
+    // A claim travels alone and is answered with the packages: three once each, then the
+    // last-resort one.
+    let mut handed = Vec::new();
+    for _ in 0..5 {
+        let frame = w.signed(&w.envelope(claim(&alice)), &w.evil_key);
+        let got = w.evil.claim(&w.home, frame).await.unwrap();
+        assert_eq!(got.len(), 1);
+        handed.push((got[0].key_package.clone(), got[0].last_resort));
+    }
+    let one_time: Vec<_> = handed
+        .iter()
+        .filter(|(_, lr)| !lr)
+        .map(|(p, _)| p.clone())
+        .collect();
+    assert_eq!(one_time, packages);
+    assert_eq!(handed[3], (vec![9; 40], true));
+    // Forged: signed by a key that is not evil.test's.
+    let forged = w.signed(&w.envelope(claim(&alice)), &w.other_key);
+    assert!(matches!(
+        w.evil.claim(&w.home, forged).await,
+        Err(hearth_federation::ClaimError::Rejected(
+            RejectCode::UnknownKey | RejectCode::BadSignature
+        ))
+    ));
+    // Replayed: the exact envelope again.
+    let once = w.signed(&w.envelope(claim(&alice)), &w.evil_key);
+    w.evil.claim(&w.home, once.clone()).await.unwrap();
+    assert!(matches!(
+        w.evil.claim(&w.home, once).await,
+        Err(hearth_federation::ClaimError::Rejected(
+            RejectCode::Replayed
+        ))
+    ));
+    // A user this hearth does not serve, or does not have.
+    for user in ["@bob:evil.test", "@nobody:localhost"] {
+        let frame = w.signed(
+            &w.envelope(claim(&UserId::parse(user).unwrap())),
+            &w.evil_key,
+        );
+        assert!(matches!(
+            w.evil.claim(&w.home, frame).await,
+            Err(hearth_federation::ClaimError::Rejected(
+                RejectCode::WrongDestination
+            ))
+        ));
+    }
+    // Inside a batch with other envelopes it is refused and claims nothing.
+    let before = w.alice.key_package_count().await.unwrap();
+    let batch = [
+        w.signed(&w.envelope(claim(&alice)), &w.evil_key),
+        w.signed(&w.envelope(claim(&alice)), &w.evil_key),
+    ];
+    let outcomes = w.evil.send(&w.home, &batch).await.unwrap();
+    assert_eq!(outcomes, vec![Outcome::Rejected(RejectCode::BadEvent); 2]);
+    assert_eq!(w.alice.key_package_count().await.unwrap(), before);
+}

@@ -55,6 +55,7 @@ impl Inbound for RecordingPeer {
                 FedBody::Submit { .. } => "submit",
                 FedBody::Ephemeral { .. } => "ephemeral",
                 FedBody::Custody { .. } | FedBody::Relayed { .. } => "relay",
+                FedBody::ClaimKeyPackages { .. } => "claim",
             };
             seen.push((envelope.signer, kind));
         }

@@ -495,7 +495,13 @@ impl Mls {
             .get_mut(room)
             .ok_or_else(|| E2eeError::NoGroup(room.clone()))?;
         if group.pending_commit().is_some() {
+            let epoch = group.epoch().as_u64();
             group.merge_pending_commit(provider).map_err(mls)?;
+            self.saved
+                .rooms
+                .entry(room.clone())
+                .or_default()
+                .own_commit_epoch = Some(epoch);
         }
         if let Some(meta) = self.saved.rooms.get_mut(room) {
             let left: Vec<UserId> = meta.departed.iter().cloned().collect();
@@ -506,6 +512,11 @@ impl Mls {
             meta.departed = left.into_iter().filter(|u| members.contains(u)).collect();
         }
         self.save()
+    }
+
+    /// Whether the room's commit for `epoch` was this device's.
+    pub fn own_commit_landed(&self, room: &RoomId, epoch: u64) -> bool {
+        self.saved.rooms.get(room).and_then(|m| m.own_commit_epoch) == Some(epoch)
     }
 
     /// The home refused this device's pending commit (another won the epoch): drop it.
@@ -674,8 +685,13 @@ impl Mls {
             )));
         }
         if own && group.pending_commit().is_some() {
-            // The home took our commit but its answer was lost on the way.
+            // The home took our commit (its answer was lost, or it lives on another hearth).
             group.merge_pending_commit(provider).map_err(mls)?;
+            self.saved
+                .rooms
+                .entry(room.clone())
+                .or_default()
+                .own_commit_epoch = Some(epoch);
         } else {
             group
                 .clear_pending_commit(provider.storage())

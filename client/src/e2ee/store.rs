@@ -28,6 +28,9 @@ pub struct RoomMeta {
     pub departed: BTreeSet<UserId>,
     /// This device was removed from the group (or never admitted).
     pub removed: bool,
+    /// The epoch of the latest commit of this device's that the room took.
+    #[serde(default)]
+    pub own_commit_epoch: Option<u64>,
 }
 
 /// A message this device sent, kept so its own echo can be shown (a device cannot decrypt
