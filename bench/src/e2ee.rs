@@ -297,6 +297,7 @@ async fn pair(
     let drain = tokio::spawn(crate::drain(a_rx, stop.clone()));
     let reader = tokio::spawn(async move {
         let mut got = 0;
+        let mut last_cursor = 0;
         while got < count {
             let frame = tokio::time::timeout(Duration::from_secs(30), b_rx.next())
                 .await
@@ -311,7 +312,8 @@ async fn pair(
                     _ => None,
                 }
             } else {
-                b.mls_mut().set_cursor(cursor)?;
+                // The plain phase saves nothing per message; the cursor is saved at the end.
+                last_cursor = cursor;
                 match &event.content {
                     Content::Message { payload } if payload.len() == 8 => Some(u64::from_be_bytes(
                         payload[..8].try_into().expect("8 bytes"),
@@ -323,6 +325,9 @@ async fn pair(
                 samples.push(stamp().saturating_sub(sent));
                 got += 1;
             }
+        }
+        if last_cursor > 0 {
+            b.mls_mut().set_cursor(last_cursor)?;
         }
         anyhow::Ok(b)
     });

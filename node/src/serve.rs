@@ -163,7 +163,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         directory: directory.clone(),
         discovery: federation.discovery(),
         key_claimer: federation.key_claimer(),
-        media: crate::media::MediaStore::open(&dir).map_err(|source| StartError::DataDir {
+        media: crate::media::MediaStore::open(dir).map_err(|source| StartError::DataDir {
             path: dir.join("media"),
             source,
         })?,

@@ -53,14 +53,13 @@ impl Store {
             if held + packages.len() as u64 > max_held {
                 return Ok(None);
             }
-            let mut next = table
+            let next = table
                 .range((u, d, 0)..=(u, d, u64::MAX))?
                 .next_back()
                 .transpose()?
                 .map_or(1, |(k, _)| k.value().2 + 1);
-            for package in packages {
-                table.insert((u, d, next), package.as_slice())?;
-                next += 1;
+            for (n, package) in (next..).zip(packages) {
+                table.insert((u, d, n), package.as_slice())?;
             }
             if let Some(package) = last_resort {
                 resort.insert((u, d), package)?;
