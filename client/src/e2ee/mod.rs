@@ -396,41 +396,22 @@ impl Mls {
         room: &RoomId,
         packages: &[KeyPackage],
     ) -> Result<PreparedCommit, E2eeError> {
-        let provider = &self.provider;
-        let signer = &self.signer;
-        let group = self
-            .groups
-            .get_mut(room)
-            .filter(|g| g.is_active())
-            .ok_or_else(|| E2eeError::NoGroup(room.clone()))?;
-        group
-            .clear_pending_commit(provider.storage())
-            .map_err(mls)?;
-        let epoch = group.epoch().as_u64();
-        let (commit, welcome, _) = group.add_members(provider, signer, packages).map_err(mls)?;
-        let prepared = PreparedCommit {
-            epoch,
-            commit: commit.to_bytes().map_err(mls)?,
-            welcome: Some(welcome.to_bytes().map_err(mls)?),
-        };
-        self.save()?;
-        Ok(prepared)
+        self.prepare(room, |group, provider, signer| {
+            let (commit, welcome, _) =
+                group.add_members(provider, signer, packages).map_err(mls)?;
+            Ok((commit, Some(welcome)))
+        })
     }
 
-    /// A commit removing every device of `users` and the listed `devices`.
+    /// A commit removing every device of `users` and the listed `devices` (none if no such
+    /// device other than this one is in the group).
     pub fn prepare_remove(
         &mut self,
         room: &RoomId,
         users: &[UserId],
         devices: &[(UserId, DeviceId)],
     ) -> Result<Option<PreparedCommit>, E2eeError> {
-        let provider = &self.provider;
-        let signer = &self.signer;
-        let group = self
-            .groups
-            .get_mut(room)
-            .filter(|g| g.is_active())
-            .ok_or_else(|| E2eeError::NoGroup(room.clone()))?;
+        let group = active_group(&mut self.groups, room)?;
         let own = group.own_leaf_index();
         let leaves: Vec<LeafNodeIndex> = group
             .members()
@@ -445,43 +426,47 @@ impl Mls {
         if leaves.is_empty() {
             return Ok(None);
         }
-        group
-            .clear_pending_commit(provider.storage())
-            .map_err(mls)?;
-        let epoch = group.epoch().as_u64();
-        let (commit, welcome, _) = group
-            .remove_members(provider, signer, &leaves)
-            .map_err(mls)?;
-        let prepared = PreparedCommit {
-            epoch,
-            commit: commit.to_bytes().map_err(mls)?,
-            welcome: welcome.map(|w| w.to_bytes()).transpose().map_err(mls)?,
-        };
-        self.save()?;
-        Ok(Some(prepared))
+        self.prepare(room, |group, provider, signer| {
+            let (commit, welcome, _) = group
+                .remove_members(provider, signer, &leaves)
+                .map_err(mls)?;
+            Ok((commit, welcome))
+        })
+        .map(Some)
     }
 
     /// A commit that only refreshes this device's own keys.
     pub fn prepare_update(&mut self, room: &RoomId) -> Result<PreparedCommit, E2eeError> {
-        let provider = &self.provider;
-        let signer = &self.signer;
-        let group = self
-            .groups
-            .get_mut(room)
-            .filter(|g| g.is_active())
-            .ok_or_else(|| E2eeError::NoGroup(room.clone()))?;
+        self.prepare(room, |group, provider, signer| {
+            let (commit, _, _) = group
+                .self_update(provider, signer, LeafNodeParameters::default())
+                .map_err(mls)?
+                .into_contents();
+            Ok((commit, None))
+        })
+    }
+
+    /// Makes a commit in the group's current epoch with `make` (dropping any earlier pending
+    /// one), leaves it pending, and saves.
+    fn prepare(
+        &mut self,
+        room: &RoomId,
+        make: impl FnOnce(
+            &mut MlsGroup,
+            &DeviceProvider,
+            &SignatureKeyPair,
+        ) -> Result<(MlsMessageOut, Option<MlsMessageOut>), E2eeError>,
+    ) -> Result<PreparedCommit, E2eeError> {
+        let group = active_group(&mut self.groups, room)?;
         group
-            .clear_pending_commit(provider.storage())
+            .clear_pending_commit(self.provider.storage())
             .map_err(mls)?;
         let epoch = group.epoch().as_u64();
-        let bundle = group
-            .self_update(provider, signer, LeafNodeParameters::default())
-            .map_err(mls)?;
-        let (commit, _, _) = bundle.into_contents();
+        let (commit, welcome) = make(group, &self.provider, &self.signer)?;
         let prepared = PreparedCommit {
             epoch,
             commit: commit.to_bytes().map_err(mls)?,
-            welcome: None,
+            welcome: welcome.map(|w| w.to_bytes()).transpose().map_err(mls)?,
         };
         self.save()?;
         Ok(prepared)
@@ -504,12 +489,11 @@ impl Mls {
                 .own_commit_epoch = Some(epoch);
         }
         if let Some(meta) = self.saved.rooms.get_mut(room) {
-            let left: Vec<UserId> = meta.departed.iter().cloned().collect();
             let members: Vec<UserId> = group
                 .members()
                 .filter_map(|m| member_of(&m.credential).map(|(u, _)| u))
                 .collect();
-            meta.departed = left.into_iter().filter(|u| members.contains(u)).collect();
+            meta.departed.retain(|u| members.contains(u));
         }
         self.save()
     }
@@ -540,16 +524,10 @@ impl Mls {
     ) -> Result<Vec<u8>, E2eeError> {
         let plaintext = serde_json::to_vec(body).map_err(mls)?;
         let id: [u8; MESSAGE_ID_LEN] = rand::random();
-        let provider = &self.provider;
-        let signer = &self.signer;
-        let group = self
-            .groups
-            .get_mut(room)
-            .filter(|g| g.is_active())
-            .ok_or_else(|| E2eeError::NoGroup(room.clone()))?;
+        let group = active_group(&mut self.groups, room)?;
         group.set_aad(message_aad(&id));
         let message = group
-            .create_message(provider, signer, &plaintext)
+            .create_message(&self.provider, &self.signer, &plaintext)
             .map_err(mls)?;
         let bytes = message.to_bytes().map_err(mls)?;
         let meta = self.saved.rooms.entry(room.clone()).or_default();
@@ -829,6 +807,17 @@ fn remember(meta: &mut RoomMeta, id: [u8; MESSAGE_ID_LEN]) {
     while meta.seen.len() > SEEN_PER_ROOM {
         meta.seen.pop_front();
     }
+}
+
+/// The room's group, if this device is an active member of it.
+fn active_group<'a>(
+    groups: &'a mut BTreeMap<RoomId, MlsGroup>,
+    room: &RoomId,
+) -> Result<&'a mut MlsGroup, E2eeError> {
+    groups
+        .get_mut(room)
+        .filter(|g| g.is_active())
+        .ok_or_else(|| E2eeError::NoGroup(room.clone()))
 }
 
 /// SHA-256 of a signature key as `abcd 1234 …` (16 groups).
