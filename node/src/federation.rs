@@ -744,16 +744,9 @@ impl hearth_federation::Inbound for FedNode {
             if store.user(&user)?.is_none_or(|u| u.deactivated) {
                 return Ok(None);
             }
-            let active: Vec<DeviceId> = store
-                .devices(&user)?
-                .into_iter()
-                .map(|(id, _)| id)
-                .collect();
-            let devices: Vec<DeviceId> = match devices {
-                Some(wanted) => active.into_iter().filter(|d| wanted.contains(d)).collect(),
-                None => active,
-            };
-            store.claim_key_packages(&user, &devices).map(Some)
+            store
+                .claim_key_packages(&user, devices.as_deref())
+                .map(Some)
         })
         .await;
         match claimed {
@@ -761,14 +754,7 @@ impl hearth_federation::Inbound for FedNode {
             Ok(Ok(None)) => Err(Outcome::Rejected(RejectCode::WrongDestination)),
             Ok(Ok(Some(claimed))) => {
                 tracing::debug!(%peer, count = claimed.len(), "handed out key packages");
-                Ok(claimed
-                    .into_iter()
-                    .map(|(device_id, key_package, last_resort)| ClaimedKeyPackage {
-                        device_id,
-                        key_package,
-                        last_resort,
-                    })
-                    .collect())
+                Ok(claimed)
             }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "cannot hand out key packages");

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use hearth_client_api::{AuthedDevice, Backend, Subscription};
 use hearth_spec::api::{
-    ClaimKeyPackages, ClaimedKeyPackage, ClaimedKeyPackages, CommitRequest, KeyDevices,
-    KeyPackageCount, MediaUploaded, UploadKeyPackages,
+    ClaimKeyPackages, ClaimedKeyPackages, CommitRequest, KeyDevices, KeyPackageCount,
+    MediaUploaded, UploadKeyPackages,
 };
 use hearth_spec::api::{
     CreateRoomRequest, DeviceInfo, HistoryPage, InboxItem, LoginRequest, RefreshRequest,
@@ -536,34 +536,16 @@ impl Backend for Hearth {
             return self.claim_remote(req).await;
         }
         self.require_local_user(&req.user_id)?;
-        let active: Vec<DeviceId> = self
-            .store
-            .devices(&req.user_id)?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
-        let devices = match req.devices {
-            Some(wanted) => active.into_iter().filter(|d| wanted.contains(d)).collect(),
-            None => active,
-        };
         let store = self.store.clone();
         let user = req.user_id.clone();
-        let claimed =
-            tokio::task::spawn_blocking(move || store.claim_key_packages(&user, &devices))
-                .await
-                .map_err(|_| {
-                    ErrorBody::new(ErrorCode::Internal, "the hearth failed to do that")
-                })??;
+        let key_packages = tokio::task::spawn_blocking(move || {
+            store.claim_key_packages(&user, req.devices.as_deref())
+        })
+        .await
+        .map_err(|_| ErrorBody::new(ErrorCode::Internal, "the hearth failed to do that"))??;
         Ok(ClaimedKeyPackages {
             user_id: req.user_id,
-            key_packages: claimed
-                .into_iter()
-                .map(|(device_id, key_package, last_resort)| ClaimedKeyPackage {
-                    device_id,
-                    key_package,
-                    last_resort,
-                })
-                .collect(),
+            key_packages,
         })
     }
 

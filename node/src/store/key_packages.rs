@@ -5,8 +5,10 @@
 use hearth_spec::{DeviceId, UserId};
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::tables::{KEY_PACKAGES, LAST_RESORT};
-use super::{Store, StoreError, parse_id};
+use hearth_spec::api::ClaimedKeyPackage;
+
+use super::tables::{DEVICES, KEY_PACKAGES, LAST_RESORT};
+use super::{Store, StoreError, parse_id, rows_under};
 
 /// What a device has left to hand out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,9 +16,6 @@ pub struct PackageCount {
     pub available: u64,
     pub last_resort: bool,
 }
-
-/// A package handed out: (device, package bytes, whether it is the last-resort one).
-pub type Claimed = (DeviceId, Vec<u8>, bool);
 
 fn count_in(
     packages: &impl ReadableTable<(&'static str, &'static str, u64), &'static [u8]>,
@@ -85,31 +84,45 @@ impl Store {
         )
     }
 
-    /// Hands out one package for each of `devices`: its oldest one-time package, which is
-    /// removed, or else its last-resort package. Devices with neither are left out.
+    /// Hands out one package for each logged-in device of `user` (of those in `wanted`, if
+    /// given): its oldest one-time package, which is removed in the same transaction, or else
+    /// its last-resort package. Devices with neither are left out.
     pub fn claim_key_packages(
         &self,
         user: &UserId,
-        devices: &[DeviceId],
-    ) -> Result<Vec<Claimed>, StoreError> {
+        wanted: Option<&[DeviceId]>,
+    ) -> Result<Vec<ClaimedKeyPackage>, StoreError> {
         let txn = self.db.begin_write()?;
         let mut claimed = Vec::new();
         {
+            let logged_in = rows_under(&txn.open_table(DEVICES)?, user.as_str(), |d, _| {
+                parse_id::<DeviceId>(d)
+            })?;
             let mut table = txn.open_table(KEY_PACKAGES)?;
             let resort = txn.open_table(LAST_RESORT)?;
-            for device in devices {
+            for device in logged_in
+                .into_iter()
+                .filter(|d| wanted.is_none_or(|w| w.contains(d)))
+            {
                 let (u, d) = (user.as_str(), device.as_str());
                 let first = table
                     .range((u, d, 0)..=(u, d, u64::MAX))?
                     .next()
                     .transpose()?
                     .map(|(k, v)| (k.value().2, v.value().to_vec()));
-                if let Some((n, package)) = first {
+                let (key_package, last_resort) = if let Some((n, package)) = first {
                     table.remove((u, d, n))?;
-                    claimed.push((device.clone(), package, false));
+                    (package, false)
                 } else if let Some(package) = resort.get((u, d))? {
-                    claimed.push((device.clone(), package.value().to_vec(), true));
-                }
+                    (package.value().to_vec(), true)
+                } else {
+                    continue;
+                };
+                claimed.push(ClaimedKeyPackage {
+                    device_id: device,
+                    key_package,
+                    last_resort,
+                });
             }
         }
         txn.commit()?;
@@ -167,11 +180,27 @@ mod tests {
         )
     }
 
+    fn claimed(device: &DeviceId, package: &[u8], last_resort: bool) -> ClaimedKeyPackage {
+        ClaimedKeyPackage {
+            device_id: device.clone(),
+            key_package: package.to_vec(),
+            last_resort,
+        }
+    }
+
     #[test]
     fn each_package_is_handed_out_once_then_the_last_resort_one() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
         let (user, d1, d2) = ids();
+        let record = crate::store::tables::DeviceRecord {
+            name: "d".into(),
+            created_ts: 0,
+            refresh_hash: [0; 32],
+        };
+        for device in [&d1, &d2] {
+            store.put_device(&user, device, &record).unwrap();
+        }
         let count = store
             .upload_key_packages(
                 &user,
@@ -189,19 +218,31 @@ mod tests {
                 last_resort: true
             }
         );
-        let both = [d1.clone(), d2.clone()];
-        let first = store.claim_key_packages(&user, &both).unwrap();
-        assert_eq!(first, vec![(d1.clone(), b"p1".to_vec(), false)]);
-        let second = store.claim_key_packages(&user, &both).unwrap();
-        assert_eq!(second, vec![(d1.clone(), b"p2".to_vec(), false)]);
+        let first = store.claim_key_packages(&user, None).unwrap();
+        assert_eq!(first, vec![claimed(&d1, b"p1", false)]);
+        let second = store
+            .claim_key_packages(&user, Some(std::slice::from_ref(&d1)))
+            .unwrap();
+        assert_eq!(second, vec![claimed(&d1, b"p2", false)]);
         for _ in 0..3 {
-            let again = store.claim_key_packages(&user, &both).unwrap();
-            assert_eq!(again, vec![(d1.clone(), b"lr".to_vec(), true)]);
+            let again = store.claim_key_packages(&user, None).unwrap();
+            assert_eq!(again, vec![claimed(&d1, b"lr", true)]);
         }
         assert_eq!(
             store.devices_with_key_packages(&user).unwrap(),
             vec![d1.clone()]
         );
+        // Only the wanted devices, and only logged-in ones.
+        assert!(
+            store
+                .claim_key_packages(&user, Some(std::slice::from_ref(&d2)))
+                .unwrap()
+                .is_empty()
+        );
+        store
+            .delete_devices(&user, std::slice::from_ref(&d1))
+            .unwrap();
+        assert!(store.claim_key_packages(&user, None).unwrap().is_empty());
     }
 
     #[test]

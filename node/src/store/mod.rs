@@ -11,7 +11,7 @@
 mod key_packages;
 pub mod tables;
 
-pub use key_packages::{Claimed, PackageCount};
+pub use key_packages::PackageCount;
 
 use std::path::Path;
 
