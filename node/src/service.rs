@@ -153,6 +153,20 @@ impl Hearth {
         })
     }
 
+    /// What one event may carry (a message's payload, a commit with its welcome).
+    fn check_event_size(&self, size: usize, what: &str) -> Result<(), ErrorBody> {
+        if size > self.max_event_bytes {
+            return Err(ErrorBody::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "{what} is larger than the limit of {} bytes",
+                    self.max_event_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Claims key packages of another hearth's user from that hearth.
     async fn claim_remote(&self, req: ClaimKeyPackages) -> Result<ClaimedKeyPackages, ErrorBody> {
         use hearth_federation::ClaimError;
@@ -418,15 +432,7 @@ impl Backend for Hearth {
         txn_id: TxnId,
         payload: Vec<u8>,
     ) -> Result<Sequenced, ErrorBody> {
-        if payload.len() > self.max_event_bytes {
-            return Err(ErrorBody::new(
-                ErrorCode::TooLarge,
-                format!(
-                    "the message is larger than the limit of {} bytes",
-                    self.max_event_bytes
-                ),
-            ));
-        }
+        self.check_event_size(payload.len(), "the message")?;
         self.sequence(Request::Send {
             user: device.user_id.clone(),
             device: device.device_id.clone(),
@@ -580,15 +586,7 @@ impl Backend for Hearth {
         req: CommitRequest,
     ) -> Result<Sequenced, ErrorBody> {
         let size = req.commit.len() + req.welcome.as_ref().map_or(0, Vec::len);
-        if size > self.max_event_bytes {
-            return Err(ErrorBody::new(
-                ErrorCode::TooLarge,
-                format!(
-                    "the commit and welcome are larger than the limit of {} bytes",
-                    self.max_event_bytes
-                ),
-            ));
-        }
+        self.check_event_size(size, "the commit with its welcome")?;
         self.sequence(Request::Commit {
             user: device.user_id.clone(),
             device: device.device_id.clone(),
