@@ -267,6 +267,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut secure = open_secure(&dir, client).await?;
             let mut local = LocalMessages::open(&dir)?;
             let result = logged_in(&mut secure, &mut local, command).await;
+            // What the device read while catching up for a commit or a send is kept too.
+            for received in secure.take_unreported() {
+                local.record(&received)?;
+            }
             // Save even after an error: a refresh may have rotated the tokens.
             save(&dir, secure.client())?;
             result
@@ -668,6 +672,9 @@ async fn follow(
                     ServerFrame::Event { cursor, event } => {
                         // Already processed (before the stream started) is shown from the store.
                         let received = secure.take(&event).await?;
+                        for filled in secure.take_unreported() {
+                            local.record(&filled)?;
+                        }
                         local.record(&received)?;
                         secure.mls_mut().set_cursor(cursor)?;
                         if room.as_ref().is_none_or(|r| r.room_id == event.room_id) {

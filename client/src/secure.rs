@@ -59,6 +59,10 @@ impl MembershipCheck {
 pub struct SecureClient {
     client: Client,
     mls: Mls,
+    /// What this device processed on its own (catching up before a commit or a send, filling a
+    /// gap) and has not yet handed to the caller. MLS keys are single use: a message processed
+    /// here and never reported could not be read again.
+    unreported: Vec<Received>,
 }
 
 impl SecureClient {
@@ -67,7 +71,11 @@ impl SecureClient {
     pub async fn open(client: Client, state_dir: &Path) -> Result<Self, SecureError> {
         let session = client.session().ok_or(ClientError::NotLoggedIn)?;
         let mls = Mls::open(state_dir, &session.user_id, &session.device_id)?;
-        let mut this = Self { client, mls };
+        let mut this = Self {
+            client,
+            mls,
+            unreported: Vec::new(),
+        };
         this.top_up().await?;
         Ok(this)
     }
@@ -191,7 +199,8 @@ impl SecureClient {
     /// Adds this user's devices that joined since, to every room this device is in, and
     /// removes this user's devices that were logged out.
     pub async fn sync_own_devices(&mut self) -> Result<(), SecureError> {
-        self.sync().await?;
+        let got = self.sync().await?;
+        self.unreported.extend(got);
         let (me, my_device) = self.me()?;
         let listed: Vec<DeviceId> = self
             .client
@@ -428,13 +437,17 @@ impl SecureClient {
             .map_err(|_| SecureError::Attachment("the attachment does not decrypt".into()))
     }
 
-    /// Pulls the inbox after this device's cursor and processes it; returns what happened.
+    /// Pulls the inbox after this device's cursor and processes it; returns what happened,
+    /// including what the device processed on its own since the last call (in the order it was
+    /// processed).
     pub async fn sync(&mut self) -> Result<Vec<Received>, SecureError> {
-        let mut out = Vec::new();
+        let mut out = self.take_unreported();
         loop {
             let page = self.client.sync(Some(self.mls.cursor()), 500).await?;
             for item in &page.items {
-                out.push(self.take(&item.event).await?);
+                let received = self.take(&item.event).await?;
+                out.append(&mut self.unreported);
+                out.push(received);
             }
             self.mls.set_cursor(page.next_cursor)?;
             if !page.more {
@@ -443,8 +456,16 @@ impl SecureClient {
         }
     }
 
+    /// What the device processed on its own since the last call (or the last [`Self::sync`]):
+    /// events of a room taken while catching up before a commit or a send, or to fill a gap
+    /// before an event given to [`Self::take`]. Callers that keep what was read (a chat client)
+    /// take these too.
+    pub fn take_unreported(&mut self) -> Vec<Received> {
+        std::mem::take(&mut self.unreported)
+    }
+
     /// Processes one event (from sync or the live WebSocket), fetching any events of its room
-    /// this device missed first.
+    /// this device missed first (those are kept for [`Self::take_unreported`]).
     pub async fn take(&mut self, event: &EventView) -> Result<Received, SecureError> {
         match self.mls.receive(event) {
             Err(E2eeError::Gap { room, .. }) => {
@@ -468,7 +489,10 @@ impl SecureClient {
                 break;
             }
             for event in page.events.iter().filter(|e| e.seq > from) {
-                self.mls.receive(event)?;
+                let received = self.mls.receive(event)?;
+                if received != Received::Duplicate {
+                    self.unreported.push(received);
+                }
             }
         }
         Ok(())

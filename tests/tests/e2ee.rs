@@ -692,3 +692,29 @@ async fn an_encrypted_chat_across_two_hearths() {
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::NotFound), "{err}");
 }
+
+#[tokio::test]
+async fn messages_read_while_catching_up_for_a_commit_are_still_reported() {
+    let hearth = TestHearth::start().await;
+    let states = tempfile::tempdir().unwrap();
+    let mut alice = secure(hearth.user("alice").await, &states.path().join("a")).await;
+    let mut bob = secure(hearth.user("bob").await, &states.path().join("b")).await;
+    let bob_id = bob.client().user_id().unwrap().clone();
+    let dm = alice
+        .create_room(RoomKind::Direct, None, std::slice::from_ref(&bob_id))
+        .await
+        .unwrap()
+        .room_id;
+    bob.sync().await.unwrap();
+    alice.sync().await.unwrap();
+    bob.send_text(&dm, "read during the catch-up")
+        .await
+        .unwrap();
+    // alice's commit first catches up on the room, which decrypts bob's message (once: its key
+    // is gone after); the next sync still hands it over.
+    alice.update_keys(&dm).await.unwrap();
+    assert_eq!(
+        texts(&alice.sync().await.unwrap()),
+        vec!["read during the catch-up".to_owned()]
+    );
+}
