@@ -205,32 +205,40 @@ pub fn free_port() -> u16 {
 /// Path of the `hearth` binary of this build, built once if needed.
 pub fn hearth_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| build_binary("hearth-node", "hearth"))
+    BINARY.get_or_init(|| workspace_binaries().join("hearth"))
 }
 
 /// Path of the `hearth-chat` binary of this build, built once if needed.
 pub fn chat_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| build_binary("hearth-client", "hearth-chat"))
+    BINARY.get_or_init(|| workspace_binaries().join("hearth-chat"))
 }
 
-/// Builds a workspace binary in this test's profile (a no-op when it is fresh) and returns its path.
-fn build_binary(package: &str, name: &str) -> PathBuf {
-    // target/<profile>/deps/<test-binary>
-    let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target profile dir");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(cargo);
-    build.args(["build", "--quiet", "-p", package, "--bin", name]);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        build.arg("--release");
-    }
-    let status = build.status().expect("run cargo build");
-    assert!(status.success(), "building {name} failed");
-    profile_dir.join(name)
+/// Builds the workspace's binaries in this test's profile (a no-op when they are fresh) and
+/// returns the directory they are in.
+fn workspace_binaries() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        // target/<profile>/deps/<test-binary>
+        let exe = std::env::current_exe().expect("current exe");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target profile dir");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        // `--workspace --examples` makes cargo resolve features exactly as `cargo test
+        // --workspace` does (every package, dev-dependencies included), so the binaries link the
+        // libraries that run already built. `-p hearth-node` alone resolves them differently and
+        // compiles a second copy of every dependency: gigabytes of target/ that CI ran out of.
+        build.args(["build", "--quiet", "--workspace", "--bins", "--examples"]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build");
+        assert!(status.success(), "building the workspace binaries failed");
+        profile_dir.to_owned()
+    })
 }
 
 /// A real `hearth` process.
