@@ -12,7 +12,7 @@ use hearth_spec::api::{
     Sequenced, Session, SyncPage,
 };
 use hearth_spec::client::ServerFrame;
-use hearth_spec::{DeviceId, ErrorBody, RoomId, TxnId, UserId};
+use hearth_spec::{DeviceId, ErrorBody, RoomId, ServerName, TxnId, UserId};
 use std::sync::Arc;
 
 use tokio::sync::{broadcast, watch};
@@ -211,11 +211,13 @@ pub trait Backend: Send + Sync + 'static {
         body: axum::body::Body,
         limit: u64,
     ) -> impl Future<Output = Result<MediaUploaded, ErrorBody>> + Send;
-    /// A stored blob: its length and a body streaming it.
+    /// A stored blob: its length and a body streaming it. With `server` (another hearth), a
+    /// blob not held here is fetched from there first.
     fn media(
         &self,
         device: &AuthedDevice,
         media_id: String,
+        server: Option<ServerName>,
     ) -> impl Future<Output = Result<(u64, axum::body::Body), ErrorBody>> + Send;
     /// Live updates for one connection of the device; the device counts as connected until the
     /// subscription is dropped.

@@ -8,10 +8,10 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use hearth_spec::api::{ClaimKeyPackages, CommitRequest, UploadKeyPackages};
-use hearth_spec::{ErrorCode, UserId};
+use hearth_spec::{ErrorCode, ServerName, UserId};
 
 use crate::backend::Backend;
-use crate::rejection::{ApiError, ApiJson, ApiPath};
+use crate::rejection::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::routes::{Api, Authed, invalid, room_id, too_large};
 
 /// Most key packages one upload may carry.
@@ -112,10 +112,18 @@ pub(crate) async fn upload_media<B: Backend>(
     Ok((StatusCode::CREATED, Json(uploaded)))
 }
 
+/// `GET /v1/media/{id}?server=NAME`: `server` is the hearth the uploader's message named.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MediaQuery {
+    server: Option<String>,
+}
+
 pub(crate) async fn download<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
     ApiPath(media_id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<MediaQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     if media_id.len() != 64 || !media_id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ApiError::new(
@@ -123,9 +131,14 @@ pub(crate) async fn download<B: Backend>(
             "a media id is 64 hex digits",
         ));
     }
+    let server = query
+        .server
+        .map(|s| ServerName::parse(&s))
+        .transpose()
+        .map_err(invalid)?;
     let (len, body) = api
         .backend
-        .media(&device, media_id.to_ascii_lowercase())
+        .media(&device, media_id.to_ascii_lowercase(), server)
         .await?;
     Ok((
         [

@@ -18,7 +18,7 @@ use hearth_spec::api::{
     PresenceView, PusherInfo, PusherRequest, ReadRequest, ReceiptMarks, RefreshRequest,
     RegisterRequest, RoomSummary, SendRequest, Sequenced, Session, SyncPage,
 };
-use hearth_spec::{DeviceId, ErrorBody, ErrorCode, RoomId, RoomKind, TxnId, UserId};
+use hearth_spec::{DeviceId, ErrorBody, ErrorCode, RoomId, RoomKind, ServerName, TxnId, UserId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -417,9 +417,17 @@ impl Client {
             .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
-    /// Downloads a blob from this device's hearth.
-    pub async fn download_media(&mut self, media_id: &str) -> Result<Vec<u8>, ClientError> {
-        let path = format!("/v1/media/{}", encode_path(media_id));
+    /// Downloads a blob through this device's hearth; with `server` (the hearth the sender's
+    /// message named), the hearth fetches it from there if it does not hold it.
+    pub async fn download_media(
+        &mut self,
+        media_id: &str,
+        server: Option<&ServerName>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let mut path = format!("/v1/media/{}", encode_path(media_id));
+        if let Some(server) = server {
+            path.push_str(&format!("?server={}", encode_path(server.as_str())));
+        }
         let response = self.request_raw(reqwest::Method::GET, &path, None).await?;
         Ok(response.bytes().await?.to_vec())
     }

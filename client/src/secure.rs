@@ -25,6 +25,14 @@ pub const REMOTE_COMMIT_WAIT: std::time::Duration = std::time::Duration::from_se
 /// Attempts at a commit before giving up (each lost race catches up first).
 const COMMIT_ATTEMPTS: usize = 50;
 
+/// What [`SecureClient::send_outgoing`] encrypts.
+enum Outgoing<'a> {
+    /// A new message from the caller.
+    New(&'a ChatBody),
+    /// A refused message, by the txn id it was last sent under.
+    Refused(String),
+}
+
 /// Why a secure call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SecureError {
@@ -372,19 +380,56 @@ impl SecureClient {
         room: &RoomId,
         body: ChatBody,
     ) -> Result<Sequenced, SecureError> {
+        self.send_outgoing(room, Outgoing::New(&body)).await
+    }
+
+    async fn send_outgoing(
+        &mut self,
+        room: &RoomId,
+        mut next: Outgoing<'_>,
+    ) -> Result<Sequenced, SecureError> {
         for _ in 0..COMMIT_ATTEMPTS {
             self.remove_departed(room).await?;
             let txn_id = new_txn_id();
-            let ciphertext = self.mls.encrypt(room, txn_id.as_str(), &body)?;
+            let ciphertext = match &next {
+                Outgoing::New(body) => self.mls.encrypt(room, txn_id.as_str(), body)?,
+                Outgoing::Refused(first) => self.mls.encrypt_refused(first, txn_id.as_str())?,
+            };
             match self.client.send(room, &txn_id, &ciphertext).await {
                 Err(e) if e.code() == Some(ErrorCode::StaleEpoch) => {
-                    self.mls.forget_sent(txn_id.as_str())?;
+                    match next {
+                        // The caller still holds it, and learns if it never goes through.
+                        Outgoing::New(_) => self.mls.forget_sent(txn_id.as_str())?,
+                        // Nobody else holds it: it stays on disk until it goes through.
+                        Outgoing::Refused(_) => {
+                            self.mls.refuse_sent(txn_id.as_str())?;
+                            next = Outgoing::Refused(txn_id.as_str().to_owned());
+                        }
+                    }
                     self.catch_up(room).await?;
                 }
                 other => return Ok(other?),
             }
         }
         Err(SecureError::Contended)
+    }
+
+    /// Sends again, oldest first, this device's messages that the room's home cannot have
+    /// taken: sent to a room homed on another hearth, they were on their way when another
+    /// member's commit moved the room to a new epoch, and the home refused them. The device
+    /// learns this without being told: the commit arrived and they did not come back before
+    /// it. Messages of rooms this device can no longer write to are dropped.
+    async fn resend_refused(&mut self) -> Result<(), SecureError> {
+        // Bounded: a message refused again waits for the next call.
+        let waiting = self.mls.refused();
+        for (txn, room) in waiting {
+            if !self.mls.in_group(&room) {
+                self.mls.drop_refused(&txn)?;
+                continue;
+            }
+            self.send_outgoing(&room, Outgoing::Refused(txn)).await?;
+        }
+        Ok(())
     }
 
     /// Encrypts a file with a fresh key, uploads the blob, and sends the key inside an MLS
@@ -419,7 +464,10 @@ impl SecureClient {
 
     /// Fetches an attachment through this device's hearth, checks its hash and decrypts it.
     pub async fn fetch_file(&mut self, attachment: &AttachmentRef) -> Result<Vec<u8>, SecureError> {
-        let blob = self.client.download_media(&attachment.media_id).await?;
+        let blob = self
+            .client
+            .download_media(&attachment.media_id, Some(&attachment.server))
+            .await?;
         let digest: String = Sha256::digest(&blob)
             .iter()
             .map(|b| format!("{b:02x}"))
@@ -451,6 +499,7 @@ impl SecureClient {
             }
             self.mls.set_cursor(page.next_cursor)?;
             if !page.more {
+                self.resend_refused().await?;
                 return Ok(out);
             }
         }
@@ -467,13 +516,15 @@ impl SecureClient {
     /// Processes one event (from sync or the live WebSocket), fetching any events of its room
     /// this device missed first (those are kept for [`Self::take_unreported`]).
     pub async fn take(&mut self, event: &EventView) -> Result<Received, SecureError> {
-        match self.mls.receive(event) {
+        let received = match self.mls.receive(event) {
             Err(E2eeError::Gap { room, .. }) => {
                 self.fill(&room, event.seq).await?;
-                Ok(self.mls.receive(event)?)
+                self.mls.receive(event)?
             }
-            other => Ok(other?),
-        }
+            other => other?,
+        };
+        self.resend_refused().await?;
+        Ok(received)
     }
 
     /// Processes the room's events from the last one processed up to (not including) `upto`.

@@ -232,6 +232,24 @@ mod vectors {
                     sealed,
                 }),
             ),
+            (
+                "claim key packages of two devices of a user of the destination",
+                base(FedBody::ClaimKeyPackages {
+                    user: UserId::parse("@bob:us.example.org").unwrap(),
+                    devices: Some(vec![
+                        hearth_spec::DeviceId::parse("DEVICEONE").unwrap(),
+                        hearth_spec::DeviceId::parse("DEVICETWO").unwrap(),
+                    ]),
+                }),
+            ),
+            (
+                "fetch the second 512 KiB of an attachment blob",
+                base(FedBody::FetchMedia {
+                    media_id: [0xab; 32],
+                    offset: 524_288,
+                    len: 524_288,
+                }),
+            ),
         ]
     }
 

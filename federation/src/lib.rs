@@ -27,4 +27,4 @@ pub use keyring::KeyRing;
 pub use outbox::{OutboxStore, drive};
 pub use p2p::{P2pConfig, P2pEvent, P2pStatus, Swarm};
 pub use signals::drive_signals;
-pub use transport::{ClaimError, Inbound, SendError, StartError, Transport, TransportConfig};
+pub use transport::{Inbound, RequestError, SendError, StartError, Transport, TransportConfig};

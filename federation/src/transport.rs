@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use crate::keyring::KeyRing;
 use hearth_spec::api::ClaimedKeyPackage;
 use hearth_spec::federation::{
-    FedBody, FedEnvelope, MAX_FRAMES_PER_STREAM, Outcome, RejectCode, RetryCode, StreamError,
-    StreamReply, push_frame, split_frames,
+    FedBody, FedEnvelope, MAX_FRAMES_PER_STREAM, MAX_MEDIA_CHUNK, Outcome, RejectCode, RetryCode,
+    StreamError, StreamReply, push_frame, split_frames,
 };
 use hearth_spec::{DeviceId, ServerName, UserId};
 use quinn::VarInt;
@@ -94,6 +94,18 @@ pub trait Inbound: Send + Sync + 'static {
         let _ = (peer, user, devices);
         async { Err(Outcome::Rejected(RejectCode::Forbidden)) }
     }
+    /// Reads up to `len` bytes from `offset` of a stored blob for a checked `FetchMedia` from
+    /// `peer`: the blob's length and the bytes. A receiver that keeps none refuses.
+    fn fetch_media(
+        &self,
+        peer: ServerName,
+        media_id: [u8; 32],
+        offset: u64,
+        len: u32,
+    ) -> impl Future<Output = Result<(u64, Vec<u8>), Outcome>> + Send {
+        let _ = (peer, media_id, offset, len);
+        async { Err(Outcome::Rejected(RejectCode::Forbidden)) }
+    }
 }
 
 /// Why the transport could not start.
@@ -110,14 +122,17 @@ pub enum StartError {
     },
 }
 
-/// Why a key-package claim failed.
+/// How long a request waits for a connection to its peer.
+const REQUEST_CONNECT_WAIT: Duration = Duration::from_secs(10);
+
+/// Why a request answered on its own stream (a key-package claim, a blob fetch) failed.
 #[derive(Debug, thiserror::Error)]
-pub enum ClaimError {
+pub enum RequestError {
     #[error(transparent)]
     Send(SendError),
-    #[error("the peer refused the claim: {0:?}")]
+    #[error("the peer refused the request: {0:?}")]
     Rejected(RejectCode),
-    #[error("the peer asked to retry the claim later: {0:?}")]
+    #[error("the peer asked to retry the request later: {0:?}")]
     Retry(RetryCode),
 }
 
@@ -296,24 +311,55 @@ impl Transport {
         &self,
         peer: &ServerName,
         frame: Vec<u8>,
-    ) -> Result<Vec<ClaimedKeyPackage>, ClaimError> {
-        let connection = self.connection(peer).await.map_err(ClaimError::Send)?;
+    ) -> Result<Vec<ClaimedKeyPackage>, RequestError> {
+        match self.request(peer, frame).await? {
+            StreamReply::KeyPackages(packages) => Ok(packages),
+            _ => Err(RequestError::Send(SendError::BadReply)),
+        }
+    }
+
+    /// Sends one signed `FetchMedia` envelope to `peer` and returns the blob's length and the
+    /// part asked for.
+    pub async fn fetch_media(
+        &self,
+        peer: &ServerName,
+        frame: Vec<u8>,
+    ) -> Result<(u64, Vec<u8>), RequestError> {
+        match self.request(peer, frame).await? {
+            StreamReply::MediaChunk { total, bytes } => Ok((total, bytes)),
+            _ => Err(RequestError::Send(SendError::BadReply)),
+        }
+    }
+
+    /// Sends one request envelope alone in a stream and returns the peer's answer; a refusal
+    /// of it becomes the error.
+    async fn request(
+        &self,
+        peer: &ServerName,
+        frame: Vec<u8>,
+    ) -> Result<StreamReply, RequestError> {
+        // A device waits on this. Dialling waits behind a queue driver's attempt to the same
+        // peer, so without a bound an unreachable peer costs two handshake timeouts or more.
+        let connection = tokio::time::timeout(REQUEST_CONNECT_WAIT, self.connection(peer))
+            .await
+            .map_err(|_| RequestError::Send(SendError::Timeout))?
+            .map_err(RequestError::Send)?;
         match self
             .exchange(&connection, std::slice::from_ref(&frame))
             .await
         {
-            Ok(StreamReply::KeyPackages(packages)) => Ok(packages),
             Ok(StreamReply::Outcomes(outcomes)) => match outcomes.as_slice() {
-                [Outcome::Rejected(code)] => Err(ClaimError::Rejected(*code)),
-                [Outcome::Retry(code)] => Err(ClaimError::Retry(*code)),
-                _ => Err(ClaimError::Send(SendError::BadReply)),
+                [Outcome::Rejected(code)] => Err(RequestError::Rejected(*code)),
+                [Outcome::Retry(code)] => Err(RequestError::Retry(*code)),
+                _ => Err(RequestError::Send(SendError::BadReply)),
             },
-            Ok(StreamReply::Refused(e)) => Err(ClaimError::Send(SendError::Refused(e))),
+            Ok(StreamReply::Refused(e)) => Err(RequestError::Send(SendError::Refused(e))),
+            Ok(reply) => Ok(reply),
             Err(e) => {
                 if matches!(e, SendError::Connection(_) | SendError::Timeout) {
                     connection.close(VarInt::from_u32(1), b"stream failed");
                 }
-                Err(ClaimError::Send(e))
+                Err(RequestError::Send(e))
             }
         }
     }
@@ -341,7 +387,9 @@ impl Transport {
     ) -> Result<Vec<Outcome>, SendError> {
         match self.exchange(connection, frames).await? {
             StreamReply::Outcomes(outcomes) if outcomes.len() == frames.len() => Ok(outcomes),
-            StreamReply::Outcomes(_) | StreamReply::KeyPackages(_) => Err(SendError::BadReply),
+            StreamReply::Outcomes(_)
+            | StreamReply::KeyPackages(_)
+            | StreamReply::MediaChunk { .. } => Err(SendError::BadReply),
             StreamReply::Refused(e) => Err(SendError::Refused(e)),
         }
     }
@@ -571,25 +619,17 @@ async fn handle_batch<I: Inbound>(
         Ok(verdicts) => verdicts,
         Err(e) => return Some(StreamReply::Refused(e)),
     };
-    // A claim travels alone and is answered with what it claimed.
+    // A request travels alone and is answered with what it asked for.
     if let [Ok(envelope)] = verdicts.as_slice()
-        && let FedBody::ClaimKeyPackages { user, devices } = &envelope.body
+        && is_request(&envelope.body)
     {
-        return Some(
-            match inbound
-                .claim(peer.clone(), user.clone(), devices.clone())
-                .await
-            {
-                Ok(packages) => StreamReply::KeyPackages(packages),
-                Err(outcome) => StreamReply::Outcomes(vec![outcome]),
-            },
-        );
+        return Some(answer_request(inbound, peer, &envelope.body).await);
     }
     let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(verdicts.len());
     let mut passed = Vec::new();
     for verdict in verdicts {
         match verdict {
-            Ok(envelope) if matches!(envelope.body, FedBody::ClaimKeyPackages { .. }) => {
+            Ok(envelope) if is_request(&envelope.body) => {
                 outcomes.push(Some(Outcome::Rejected(RejectCode::BadEvent)));
             }
             Ok(envelope) => {
@@ -625,6 +665,42 @@ async fn handle_batch<I: Inbound>(
             .map(|o| o.unwrap_or_else(|| answers.next().expect("counted")))
             .collect(),
     ))
+}
+
+/// Bodies answered on their own stream with what they ask for, never queued or batched.
+fn is_request(body: &FedBody) -> bool {
+    matches!(
+        body,
+        FedBody::ClaimKeyPackages { .. } | FedBody::FetchMedia { .. }
+    )
+}
+
+async fn answer_request<I: Inbound>(inbound: &I, peer: &ServerName, body: &FedBody) -> StreamReply {
+    let refused = |outcome| StreamReply::Outcomes(vec![outcome]);
+    match body {
+        FedBody::ClaimKeyPackages { user, devices } => match inbound
+            .claim(peer.clone(), user.clone(), devices.clone())
+            .await
+        {
+            Ok(packages) => StreamReply::KeyPackages(packages),
+            Err(outcome) => refused(outcome),
+        },
+        FedBody::FetchMedia { len, .. } if *len > MAX_MEDIA_CHUNK => {
+            refused(Outcome::Rejected(RejectCode::TooLarge))
+        }
+        FedBody::FetchMedia {
+            media_id,
+            offset,
+            len,
+        } => match inbound
+            .fetch_media(peer.clone(), *media_id, *offset, *len)
+            .await
+        {
+            Ok((total, bytes)) => StreamReply::MediaChunk { total, bytes },
+            Err(outcome) => refused(outcome),
+        },
+        _ => refused(Outcome::Rejected(RejectCode::BadEvent)),
+    }
 }
 
 /// Splits a stream into frames, takes the peer's budget for them and checks those admitted; one

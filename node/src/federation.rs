@@ -22,6 +22,7 @@ use crate::clock::now_ms;
 use crate::committer::{CommitError, Committer, OutboxWake};
 use crate::config::{Config, ConfigError, RelayConfig, parse_public_key};
 use crate::live::Live;
+use crate::media::MediaStore;
 use crate::peer_signals::SignalQueues;
 use crate::relay::{Custody, choose_relays};
 use crate::rotation::{AnnouncementHook, Rotated};
@@ -274,6 +275,8 @@ pub struct FedNode {
     wake: OutboxWake,
     /// Taken at shutdown so the committer can stop.
     committer: Mutex<Option<Committer>>,
+    /// Attachment blobs, served to peers by id.
+    media: MediaStore,
 }
 
 impl FedNode {
@@ -489,7 +492,8 @@ impl FedNode {
             FedBody::Ephemeral { .. }
             | FedBody::Custody { .. }
             | FedBody::Relayed { .. }
-            | FedBody::ClaimKeyPackages { .. } => reject(RejectCode::BadEvent),
+            | FedBody::ClaimKeyPackages { .. }
+            | FedBody::FetchMedia { .. } => reject(RejectCode::BadEvent),
         }
     }
 
@@ -730,6 +734,27 @@ fn combined(outcomes: impl Iterator<Item = Outcome>) -> Outcome {
 }
 
 impl hearth_federation::Inbound for FedNode {
+    async fn fetch_media(
+        &self,
+        peer: ServerName,
+        media_id: [u8; 32],
+        offset: u64,
+        len: u32,
+    ) -> Result<(u64, Vec<u8>), Outcome> {
+        let id = crate::media::hex(&media_id);
+        match self.media.read_part(&id, offset, len as usize).await {
+            Ok(Some(part)) => Ok(part),
+            Ok(None) => {
+                tracing::debug!(%peer, media = %id, "a peer asked for a blob not held here");
+                Err(Outcome::Rejected(RejectCode::UnknownMedia))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, media = %id, "cannot read a blob for a peer");
+                Err(Outcome::Retry(RetryCode::Unavailable))
+            }
+        }
+    }
+
     async fn claim(
         &self,
         peer: ServerName,
@@ -944,6 +969,7 @@ pub struct FederationParts {
     pub signals: SignalQueues,
     /// Where signal queues of peers learnt after start are made.
     pub peer_signals: Arc<crate::peer_signals::PeerSignals>,
+    pub media: MediaStore,
 }
 
 impl Federation {
@@ -1018,6 +1044,7 @@ impl Federation {
             },
             wake: parts.wakers.callback(),
             committer: Mutex::new(Some(parts.committer)),
+            media: parts.media,
         });
         let mut transport_config = TransportConfig::new(config.server_name.clone(), f.listen);
         let freshness = Freshness {
@@ -1112,9 +1139,9 @@ impl Federation {
         self.discovery.clone()
     }
 
-    /// Claims key packages of users on other hearths for this hearth's devices.
-    pub fn key_claimer(&self) -> KeyClaimer {
-        KeyClaimer {
+    /// Asks other hearths for what this hearth's devices need from them: key packages, blobs.
+    pub fn peer_requests(&self) -> PeerRequests {
+        PeerRequests {
             node: self.node.clone(),
             transport: self.transport.clone(),
         }
@@ -1163,20 +1190,21 @@ impl Federation {
     }
 }
 
-/// Claims MLS key packages of another hearth's users, over a stream of its own.
+/// Requests to other hearths answered on a stream of their own: MLS key packages of their
+/// users, parts of the blobs they store.
 #[derive(Clone)]
-pub struct KeyClaimer {
+pub struct PeerRequests {
     node: Arc<FedNode>,
     transport: Transport,
 }
 
-impl KeyClaimer {
+impl PeerRequests {
     /// One package per (listed) device of `user`, from `user`'s hearth.
     pub async fn claim(
         &self,
         user: &UserId,
         devices: Option<Vec<DeviceId>>,
-    ) -> Result<Vec<ClaimedKeyPackage>, hearth_federation::ClaimError> {
+    ) -> Result<Vec<ClaimedKeyPackage>, hearth_federation::RequestError> {
         let destination = user.server_name();
         let frame = self.node.sign_body(
             &destination,
@@ -1186,5 +1214,25 @@ impl KeyClaimer {
             },
         );
         self.transport.claim(&destination, frame).await
+    }
+
+    /// Up to `len` bytes from `offset` of the blob `media_id` stored on `server`, and the
+    /// blob's length.
+    pub async fn fetch_media(
+        &self,
+        server: &ServerName,
+        media_id: [u8; 32],
+        offset: u64,
+        len: u32,
+    ) -> Result<(u64, Vec<u8>), hearth_federation::RequestError> {
+        let frame = self.node.sign_body(
+            server,
+            FedBody::FetchMedia {
+                media_id,
+                offset,
+                len,
+            },
+        );
+        self.transport.fetch_media(server, frame).await
     }
 }

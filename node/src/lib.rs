@@ -17,6 +17,7 @@ pub mod hub;
 pub mod keys;
 pub mod live;
 pub mod media;
+pub mod media_fetch;
 pub mod metrics;
 pub mod peer_signals;
 pub mod presence;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 /// Why a blob was not stored.
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +14,10 @@ pub enum MediaError {
     TooLarge(u64),
     #[error("the upload broke off: {0}")]
     Body(String),
+    #[error("the blob's bytes do not hash to its id")]
+    HashMismatch,
+    #[error("the blob was abandoned")]
+    Abandoned,
     #[error("storage failed: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -45,42 +49,42 @@ impl MediaStore {
         body: axum::body::Body,
         limit: u64,
     ) -> Result<(String, u64), MediaError> {
+        let mut writer = self.writer(limit).await?;
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(chunk) => writer.write(&chunk).await?,
+                Err(e) => {
+                    writer.abandon().await;
+                    return Err(MediaError::Body(e.to_string()));
+                }
+            }
+        }
+        writer.finish(None).await
+    }
+
+    /// A new blob written piece by piece into `partial/`; it gets its name only when finished.
+    pub async fn writer(&self, limit: u64) -> Result<BlobWriter, MediaError> {
         let partial = self
             .dir
             .join("partial")
             .join(format!("{:016x}", rand::random::<u64>()));
-        let result = self.write(body, limit, &partial).await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&partial).await;
-        }
-        result
+        let file = tokio::fs::File::create(&partial).await?;
+        Ok(BlobWriter {
+            store: self.clone(),
+            partial,
+            file: Some(file),
+            hasher: Sha256::new(),
+            size: 0,
+            limit,
+        })
     }
 
-    async fn write(
-        &self,
-        body: axum::body::Body,
-        limit: u64,
-        partial: &std::path::Path,
-    ) -> Result<(String, u64), MediaError> {
-        let mut file = tokio::fs::File::create(partial).await?;
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        let mut stream = body.into_data_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| MediaError::Body(e.to_string()))?;
-            size += chunk.len() as u64;
-            if size > limit {
-                return Err(MediaError::TooLarge(limit));
-            }
-            hasher.update(&chunk);
-            file.write_all(&chunk).await?;
-        }
-        file.sync_all().await?;
-        drop(file);
-        let id = hex(&hasher.finalize());
-        tokio::fs::rename(partial, self.path_of(&id)).await?;
-        tokio::fs::File::open(&self.dir).await?.sync_all().await?;
-        Ok((id, size))
+    /// Whether the blob is stored here.
+    pub async fn contains(&self, id: &str) -> bool {
+        tokio::fs::try_exists(self.path_of(id))
+            .await
+            .unwrap_or(false)
     }
 
     /// Opens a blob for reading: its length and the file.
@@ -91,8 +95,97 @@ impl MediaStore {
             Err(e) => Err(e),
         }
     }
+
+    /// Up to `len` bytes of a blob from `offset` (none at or past its end), and its length.
+    pub async fn read_part(
+        &self,
+        id: &str,
+        offset: u64,
+        len: usize,
+    ) -> std::io::Result<Option<(u64, Vec<u8>)>> {
+        let Some((total, mut file)) = self.get(id).await? else {
+            return Ok(None);
+        };
+        let want = total.saturating_sub(offset).min(len as u64) as usize;
+        let mut bytes = vec![0; want];
+        if want > 0 {
+            file.seek(std::io::SeekFrom::Start(offset)).await?;
+            file.read_exact(&mut bytes).await?;
+        }
+        Ok(Some((total, bytes)))
+    }
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// A blob being written: hashed as it goes, at most `limit` bytes, removed unless finished.
+#[derive(Debug)]
+pub struct BlobWriter {
+    store: MediaStore,
+    partial: PathBuf,
+    file: Option<tokio::fs::File>,
+    hasher: Sha256,
+    size: u64,
+    limit: u64,
+}
+
+impl BlobWriter {
+    /// Appends bytes; over the limit the blob is abandoned.
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), MediaError> {
+        self.size += bytes.len() as u64;
+        if self.size > self.limit {
+            self.abandon().await;
+            return Err(MediaError::TooLarge(self.limit));
+        }
+        self.hasher.update(bytes);
+        let file = self.file.as_mut().ok_or(MediaError::Abandoned)?;
+        if let Err(e) = file.write_all(bytes).await {
+            self.abandon().await;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Makes the blob durable under its hash and returns (id, size). With `expected`, a blob
+    /// whose hash differs is abandoned instead.
+    pub async fn finish(mut self, expected: Option<&str>) -> Result<(String, u64), MediaError> {
+        let result = self.try_finish(expected).await;
+        if result.is_err() {
+            self.abandon().await;
+        }
+        result
+    }
+
+    async fn try_finish(&mut self, expected: Option<&str>) -> Result<(String, u64), MediaError> {
+        let file = self.file.take().ok_or(MediaError::Abandoned)?;
+        file.sync_all().await?;
+        drop(file);
+        let id = hex(&std::mem::take(&mut self.hasher).finalize());
+        if expected.is_some_and(|e| e != id) {
+            return Err(MediaError::HashMismatch);
+        }
+        tokio::fs::rename(&self.partial, self.store.path_of(&id)).await?;
+        tokio::fs::File::open(&self.store.dir)
+            .await?
+            .sync_all()
+            .await?;
+        Ok((id, self.size))
+    }
+
+    /// Deletes what was written.
+    pub async fn abandon(&mut self) {
+        self.file = None;
+        let _ = tokio::fs::remove_file(&self.partial).await;
+    }
+}
+
+impl Drop for BlobWriter {
+    /// A writer dropped unfinished (its task cancelled) leaves nothing behind; after `finish`
+    /// the partial name no longer exists and this does nothing.
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.partial);
+    }
+}
+
+/// The hex form of a blob's id.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

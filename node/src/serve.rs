@@ -137,6 +137,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             queue_depth: config.storage.queue_depth,
         },
     )?;
+    let media = crate::media::MediaStore::open(dir).map_err(|source| StartError::DataDir {
+        path: dir.join("media"),
+        source,
+    })?;
     let federation = Federation::start(
         &config,
         FederationParts {
@@ -148,6 +152,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             live: live.clone(),
             signals: signal_queues,
             peer_signals,
+            media: media.clone(),
         },
     )?;
     let federation_addr = federation.transport.local_addr();
@@ -162,11 +167,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         push,
         directory: directory.clone(),
         discovery: federation.discovery(),
-        key_claimer: federation.key_claimer(),
-        media: crate::media::MediaStore::open(dir).map_err(|source| StartError::DataDir {
-            path: dir.join("media"),
-            source,
-        })?,
+        peer_requests: federation.peer_requests(),
+        media,
     }));
     let directory_for_admin = directory.clone();
     let directory_for_metrics = directory.clone();

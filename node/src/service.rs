@@ -45,7 +45,7 @@ pub struct Parts {
     /// Attachment blobs.
     pub media: MediaStore,
     /// Claims key packages of other hearths' users.
-    pub key_claimer: crate::federation::KeyClaimer,
+    pub peer_requests: crate::federation::PeerRequests,
 }
 
 /// The running hearth.
@@ -64,8 +64,9 @@ pub struct Hearth {
     directory: Arc<std::sync::RwLock<hearth_federation::Directory>>,
     discovery: Option<hearth_federation::Discovery>,
     media: MediaStore,
+    remote_media: crate::media_fetch::RemoteMedia,
     max_key_packages: u64,
-    key_claimer: crate::federation::KeyClaimer,
+    peer_requests: crate::federation::PeerRequests,
 }
 
 impl Hearth {
@@ -84,8 +85,13 @@ impl Hearth {
             push: parts.push,
             directory: parts.directory,
             discovery: parts.discovery,
+            remote_media: crate::media_fetch::RemoteMedia::new(
+                parts.media.clone(),
+                parts.peer_requests.clone(),
+                parts.config.limits.max_media_bytes,
+            ),
             media: parts.media,
-            key_claimer: parts.key_claimer,
+            peer_requests: parts.peer_requests,
             max_key_packages: parts.config.limits.max_key_packages,
         }
     }
@@ -167,18 +173,47 @@ impl Hearth {
         Ok(())
     }
 
+    /// Brings a blob another hearth stores into this hearth's store (a no-op when it is here).
+    async fn fetch_remote_media(
+        &self,
+        server: &hearth_spec::ServerName,
+        media_id: &str,
+    ) -> Result<(), ErrorBody> {
+        use crate::media_fetch::FetchError;
+        match self.remote_media.ensure(server, media_id).await {
+            Ok(()) => Ok(()),
+            Err(e @ FetchError::Unknown(_)) => {
+                Err(ErrorBody::new(ErrorCode::NotFound, e.to_string()))
+            }
+            Err(e @ FetchError::TooLarge(_)) => {
+                Err(ErrorBody::new(ErrorCode::TooLarge, e.to_string()))
+            }
+            Err(e @ (FetchError::Corrupt { .. } | FetchError::Unreachable { .. })) => {
+                tracing::warn!(error = %e, "fetching a remote attachment failed");
+                Err(ErrorBody::new(ErrorCode::Unavailable, e.to_string()))
+            }
+            Err(e @ FetchError::Store(_)) => {
+                tracing::error!(error = %e, "storing a remote attachment failed");
+                Err(ErrorBody::new(
+                    ErrorCode::Internal,
+                    "the hearth failed to store the attachment",
+                ))
+            }
+        }
+    }
+
     /// Claims key packages of another hearth's user from that hearth.
     async fn claim_remote(&self, req: ClaimKeyPackages) -> Result<ClaimedKeyPackages, ErrorBody> {
-        use hearth_federation::ClaimError;
+        use hearth_federation::RequestError;
         use hearth_spec::federation::RejectCode;
         self.require_users_exist(std::slice::from_ref(&req.user_id))
             .await?;
-        match self.key_claimer.claim(&req.user_id, req.devices).await {
+        match self.peer_requests.claim(&req.user_id, req.devices).await {
             Ok(key_packages) => Ok(ClaimedKeyPackages {
                 user_id: req.user_id,
                 key_packages,
             }),
-            Err(ClaimError::Rejected(RejectCode::WrongDestination)) => Err(ErrorBody::new(
+            Err(RequestError::Rejected(RejectCode::WrongDestination)) => Err(ErrorBody::new(
                 ErrorCode::NotFound,
                 format!(
                     "{} does not serve {}",
@@ -186,7 +221,7 @@ impl Hearth {
                     req.user_id
                 ),
             )),
-            Err(e @ ClaimError::Rejected(_)) => Err(ErrorBody::new(
+            Err(e @ RequestError::Rejected(_)) => Err(ErrorBody::new(
                 ErrorCode::Forbidden,
                 format!("{} refused: {e}", req.user_id.server_name()),
             )),
@@ -615,7 +650,7 @@ impl Backend for Hearth {
                 ErrorCode::InvalidParam,
                 format!("the upload broke off: {e}"),
             )),
-            Err(e @ MediaError::Io(_)) => {
+            Err(e @ (MediaError::Io(_) | MediaError::HashMismatch | MediaError::Abandoned)) => {
                 tracing::error!(error = %e, "storing an attachment failed");
                 Err(ErrorBody::new(
                     ErrorCode::Internal,
@@ -629,7 +664,11 @@ impl Backend for Hearth {
         &self,
         _device: &AuthedDevice,
         media_id: String,
+        server: Option<hearth_spec::ServerName>,
     ) -> Result<(u64, axum::body::Body), ErrorBody> {
+        if let Some(server) = server.filter(|s| *s != self.server_name) {
+            self.fetch_remote_media(&server, &media_id).await?;
+        }
         match self.media.get(&media_id).await {
             Ok(Some((len, file))) => Ok((
                 len,

@@ -87,7 +87,19 @@ pub enum FedBody {
         user: UserId,
         devices: Option<Vec<DeviceId>>,
     },
+    /// A device of the origin fetches part of an attachment blob the destination stores: at most
+    /// [`MAX_MEDIA_CHUNK`] bytes from `offset` of the blob whose SHA-256 is `media_id`. Travels
+    /// alone in its stream, never queued; answered with [`StreamReply::MediaChunk`].
+    FetchMedia {
+        media_id: [u8; 32],
+        offset: u64,
+        len: u32,
+    },
 }
+
+/// Most bytes of a blob one [`FedBody::FetchMedia`] asks for, so the answer stays well inside
+/// the 1 MiB a sender reads of a reply.
+pub const MAX_MEDIA_CHUNK: u32 = 512 * 1024;
 
 /// A signed envelope sealed to its destination's key (see `spec/federation.md`, "Sealed
 /// relays"): X25519 with a fresh ephemeral key, HKDF-SHA256, ChaCha20-Poly1305.
@@ -272,6 +284,8 @@ pub enum RejectCode {
     BadSeal,
     /// An MLS commit made in an epoch the room has left (another commit won that epoch).
     StaleEpoch,
+    /// The receiver stores no blob by that id.
+    UnknownMedia,
 }
 
 /// Transient refusals: try again later, in the same order.
@@ -296,6 +310,9 @@ pub enum StreamReply {
     Refused(StreamError),
     /// The answer to a stream carrying one `ClaimKeyPackages` envelope that passed its checks.
     KeyPackages(Vec<ClaimedKeyPackage>),
+    /// The answer to a stream carrying one `FetchMedia` envelope that passed its checks: the
+    /// blob's whole length and the bytes asked for (fewer at its end).
+    MediaChunk { total: u64, bytes: Vec<u8> },
 }
 
 /// Why a whole stream was refused.

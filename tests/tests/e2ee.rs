@@ -31,6 +31,19 @@ fn texts(received: &[Received]) -> Vec<String> {
         .collect()
 }
 
+/// Attachments of the messages (not one's own) a sync produced.
+fn attachments(received: &[Received]) -> Vec<hearth_spec::e2ee::AttachmentRef> {
+    received
+        .iter()
+        .filter_map(|r| match r {
+            Received::Message {
+                body, own: false, ..
+            } => body.attachment.clone(),
+            _ => None,
+        })
+        .collect()
+}
+
 fn joined(received: &[Received], room: &RoomId) -> bool {
     received
         .iter()
@@ -611,12 +624,18 @@ async fn bad_mls_input_gets_typed_errors_and_changes_nothing() {
     );
     let ok = alice.upload_media(b"opaque".to_vec()).await.unwrap();
     assert_eq!(ok.size, 6);
-    assert_eq!(bob.download_media(&ok.media_id).await.unwrap(), b"opaque");
+    assert_eq!(
+        bob.download_media(&ok.media_id, None).await.unwrap(),
+        b"opaque"
+    );
     for (id, code) in [
         ("nothex", ErrorCode::InvalidParam),
         (&"0".repeat(64)[..], ErrorCode::NotFound),
     ] {
-        assert_eq!(bob.download_media(id).await.unwrap_err().code(), Some(code));
+        assert_eq!(
+            bob.download_media(id, None).await.unwrap_err().code(),
+            Some(code)
+        );
     }
     let anonymous = reqwest::get(format!("{}/v1/media/{}", hearth.url, ok.media_id))
         .await
@@ -644,17 +663,44 @@ async fn sync_until(
     }
 }
 
+/// a.test and b.test as real processes, alice on a.test and bob on b.test.
+struct TwoHearths {
+    _dirs: [tempfile::TempDir; 2],
+    network: Vec<hearth_tests::PeerSpec>,
+    hearths: Vec<hearth_tests::HearthProcess>,
+    alice: SecureClient,
+    bob: SecureClient,
+}
+
+impl TwoHearths {
+    async fn start() -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let network = hearth_tests::plan_network(root.path(), &["a.test", "b.test"]).unwrap();
+        let hearths = hearth_tests::start_network(&network, &[]).await.unwrap();
+        let states = tempfile::tempdir().unwrap();
+        let alice_client = hearth_tests::register_at(&hearths[0].url, "alice").await;
+        let alice = secure(alice_client, &states.path().join("alice")).await;
+        let bob_client = hearth_tests::register_at(&hearths[1].url, "bob").await;
+        let bob = secure(bob_client, &states.path().join("bob")).await;
+        Self {
+            _dirs: [root, states],
+            network,
+            hearths,
+            alice,
+            bob,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_encrypted_chat_across_two_hearths() {
-    let root = tempfile::tempdir().unwrap();
-    let network = hearth_tests::plan_network(root.path(), &["a.test", "b.test"]).unwrap();
-    let hearths = hearth_tests::start_network(&network, &[]).await.unwrap();
-    let states = tempfile::tempdir().unwrap();
-    let dir = |name: &str| states.path().join(name);
-    let alice_client = hearth_tests::register_at(&hearths[0].url, "alice").await;
-    let mut alice = secure(alice_client, &dir("alice")).await;
-    let bob_client = hearth_tests::register_at(&hearths[1].url, "bob").await;
-    let mut bob = secure(bob_client, &dir("bob")).await;
+    let TwoHearths {
+        _dirs,
+        network,
+        mut hearths,
+        mut alice,
+        mut bob,
+    } = TwoHearths::start().await;
     let bob_id = hearth_tests::user_id("bob", "b.test");
 
     // alice's hearth claims bob's key package from b.test over federation: one of his 50.
@@ -683,6 +729,24 @@ async fn an_encrypted_chat_across_two_hearths() {
         alice.mls().epoch_authenticator(&room),
         bob.mls().epoch_authenticator(&room)
     );
+
+    // An attachment uploaded to a.test is fetched by bob through b.test, which takes it from
+    // a.test in parts (the file spans three), checks its hash and keeps it.
+    let file: Vec<u8> = (0..1_200_000u32).map(|i| (i % 253) as u8).collect();
+    alice
+        .send_file(&room, "scan.bin", &file, "the scan")
+        .await
+        .unwrap();
+    let got = sync_until(&mut bob, |r| attachments(r).len() == 1).await;
+    let attachment = attachments(&got).remove(0);
+    assert_eq!(attachment.server.as_str(), "a.test");
+    assert_eq!(bob.fetch_file(&attachment).await.unwrap(), file);
+    let kept = network[1].data_dir.join("media").join(&attachment.media_id);
+    assert!(kept.exists(), "b.test did not keep the blob it fetched");
+    // Kept: with a.test gone, b.test still serves it.
+    hearths[0].kill9();
+    assert_eq!(bob.fetch_file(&attachment).await.unwrap(), file);
+    hearths[0].start_again().await.unwrap();
 
     // A claim for a user b.test does not have is refused by b.test.
     let err = alice
@@ -717,4 +781,95 @@ async fn messages_read_while_catching_up_for_a_commit_are_still_reported() {
         texts(&alice.sync().await.unwrap()),
         vec!["read during the catch-up".to_owned()]
     );
+}
+
+/// bob (b.test) sends to a room homed on a.test while a.test is down; before his message gets
+/// there, alice's commit moves the room to a new epoch, so a.test refuses the message and b.test
+/// drops it. Nobody tells bob: his SDK sees the commit arrive without his message before it,
+/// knows the message was never ordered, and sends it again in the new epoch. alice reads it
+/// once, after the commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_refused_by_a_remote_home_for_its_epoch_is_sent_again() {
+    let TwoHearths {
+        _dirs,
+        network: _,
+        mut hearths,
+        mut alice,
+        mut bob,
+    } = TwoHearths::start().await;
+    let bob_id = hearth_tests::user_id("bob", "b.test");
+    let room = alice
+        .create_room(RoomKind::Direct, None, std::slice::from_ref(&bob_id))
+        .await
+        .unwrap()
+        .room_id;
+    alice.send_text(&room, "hi bob").await.unwrap();
+    sync_until(&mut bob, |r| texts(r).len() == 1).await;
+
+    // a.test goes down; bob's message is accepted by b.test and waits in its queue, and b.test
+    // stops too, so the message cannot reach a.test before alice's commit does.
+    hearths[0].kill9();
+    let accepted = bob
+        .send_text(&room, "sent while a.test was away")
+        .await
+        .unwrap();
+    assert_eq!(accepted.seq, None, "accepted by b.test, not ordered");
+    hearths[1].terminate().unwrap();
+    hearths[0].start_again().await.unwrap();
+    alice.update_keys(&room).await.unwrap();
+    let commit_seq = alice.client().room(&room).await.unwrap().last_seq;
+    hearths[1].start_again().await.unwrap();
+
+    // bob's SDK resends on its next syncs; alice reads the message once, ordered after her
+    // commit, in the new epoch.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut alice_got = Vec::new();
+    let mut bob_got = Vec::new();
+    loop {
+        bob_got.extend(bob.sync().await.unwrap());
+        alice_got.extend(alice.sync().await.unwrap());
+        if !texts(&alice_got).is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bob's message never arrived: alice {alice_got:?}, bob {bob_got:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // One more round, so a duplicate would show.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    bob_got.extend(bob.sync().await.unwrap());
+    alice_got.extend(alice.sync().await.unwrap());
+    assert_eq!(
+        texts(&alice_got),
+        vec!["sent while a.test was away".to_owned()]
+    );
+    let seq = alice_got
+        .iter()
+        .find_map(|r| match r {
+            Received::Message {
+                seq, own: false, ..
+            } => Some(*seq),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        seq > commit_seq,
+        "ordered at {seq}, before the commit at {commit_seq}"
+    );
+    assert!(
+        bob_got
+            .iter()
+            .any(|r| matches!(r, Received::Message { own: true, body, .. } if body.text == "sent while a.test was away")),
+        "bob's own message never came back to him: {bob_got:?}"
+    );
+    assert!(bob.mls().refused().is_empty());
+    assert!(
+        !alice_got
+            .iter()
+            .any(|r| matches!(r, Received::Unreadable { .. })),
+        "{alice_got:?}"
+    );
+    assert_eq!(alice.mls().epoch(&room), bob.mls().epoch(&room));
 }

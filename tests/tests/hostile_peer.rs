@@ -33,6 +33,21 @@ impl Inbound for Sink {
     async fn receive(&self, _peer: ServerName, envelopes: Vec<FedEnvelope>) -> Vec<Outcome> {
         vec![Outcome::Stored; envelopes.len()]
     }
+
+    /// Serves lies: a blob id of all 0xff claims to be 1 TB; any other id gets 10 bytes that
+    /// do not hash to it.
+    async fn fetch_media(
+        &self,
+        _peer: ServerName,
+        media_id: [u8; 32],
+        _offset: u64,
+        _len: u32,
+    ) -> Result<(u64, Vec<u8>), Outcome> {
+        if media_id == [0xff; 32] {
+            return Ok((1 << 40, vec![0; 1024]));
+        }
+        Ok((10, b"not-it-at!".to_vec()))
+    }
 }
 
 fn b64(key: &ServerKey) -> String {
@@ -997,7 +1012,7 @@ async fn key_package_claims_from_a_peer_are_checked_and_hand_out_each_package_on
     let forged = w.signed(&w.envelope(claim(&alice)), &w.other_key);
     assert!(matches!(
         w.evil.claim(&w.home, forged).await,
-        Err(hearth_federation::ClaimError::Rejected(
+        Err(hearth_federation::RequestError::Rejected(
             RejectCode::UnknownKey | RejectCode::BadSignature
         ))
     ));
@@ -1006,7 +1021,7 @@ async fn key_package_claims_from_a_peer_are_checked_and_hand_out_each_package_on
     w.evil.claim(&w.home, once.clone()).await.unwrap();
     assert!(matches!(
         w.evil.claim(&w.home, once).await,
-        Err(hearth_federation::ClaimError::Rejected(
+        Err(hearth_federation::RequestError::Rejected(
             RejectCode::Replayed
         ))
     ));
@@ -1018,7 +1033,7 @@ async fn key_package_claims_from_a_peer_are_checked_and_hand_out_each_package_on
         );
         assert!(matches!(
             w.evil.claim(&w.home, frame).await,
-            Err(hearth_federation::ClaimError::Rejected(
+            Err(hearth_federation::RequestError::Rejected(
                 RejectCode::WrongDestination
             ))
         ));
@@ -1032,4 +1047,124 @@ async fn key_package_claims_from_a_peer_are_checked_and_hand_out_each_package_on
     let outcomes = w.evil.send(&w.home, &batch).await.unwrap();
     assert_eq!(outcomes, vec![Outcome::Rejected(RejectCode::BadEvent); 2]);
     assert_eq!(w.alice.key_package_count().await.unwrap(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attachment_fetches_from_a_peer_are_checked_both_ways() {
+    use hearth_spec::federation::MAX_MEDIA_CHUNK;
+    let mut w = World::new().await;
+    let chunk = MAX_MEDIA_CHUNK as usize;
+    let blob: Vec<u8> = (0..chunk + 1000).map(|i| (i % 251) as u8).collect();
+    let uploaded = w.alice.upload_media(blob.clone()).await.unwrap();
+    let id: [u8; 32] = (0..32)
+        .map(|i| u8::from_str_radix(&uploaded.media_id[2 * i..2 * i + 2], 16).unwrap())
+        .collect::<Vec<u8>>()
+        .try_into()
+        .unwrap();
+    let fetch = |media_id, offset, len| FedBody::FetchMedia {
+        media_id,
+        offset,
+        len,
+    };
+    // The blob in parts: its length with each, the last part short, nothing past the end.
+    let mut parts = Vec::new();
+    for offset in [0, chunk as u64, blob.len() as u64, u64::MAX] {
+        let frame = w.signed(&w.envelope(fetch(id, offset, MAX_MEDIA_CHUNK)), &w.evil_key);
+        parts.push(w.evil.fetch_media(&w.home, frame).await.unwrap());
+    }
+    assert!(parts.iter().all(|(total, _)| *total == blob.len() as u64));
+    assert_eq!(parts[0].1, blob[..chunk]);
+    assert_eq!(parts[1].1, blob[chunk..]);
+    assert!(parts[2].1.is_empty() && parts[3].1.is_empty());
+    let refused = |result: Result<(u64, Vec<u8>), hearth_federation::RequestError>| match result {
+        Err(hearth_federation::RequestError::Rejected(code)) => code,
+        other => panic!(
+            "expected a refusal, got {:?}",
+            other.map(|(t, b)| (t, b.len()))
+        ),
+    };
+    // More than one part's worth at once.
+    let frame = w.signed(&w.envelope(fetch(id, 0, MAX_MEDIA_CHUNK + 1)), &w.evil_key);
+    assert_eq!(
+        refused(w.evil.fetch_media(&w.home, frame).await),
+        RejectCode::TooLarge
+    );
+    // A blob the hearth does not hold.
+    let frame = w.signed(&w.envelope(fetch([7; 32], 0, 16)), &w.evil_key);
+    assert_eq!(
+        refused(w.evil.fetch_media(&w.home, frame).await),
+        RejectCode::UnknownMedia
+    );
+    // Forged, then replayed.
+    let forged = w.signed(&w.envelope(fetch(id, 0, 16)), &w.other_key);
+    assert!(matches!(
+        refused(w.evil.fetch_media(&w.home, forged).await),
+        RejectCode::UnknownKey | RejectCode::BadSignature
+    ));
+    let once = w.signed(&w.envelope(fetch(id, 0, 16)), &w.evil_key);
+    w.evil.fetch_media(&w.home, once.clone()).await.unwrap();
+    assert_eq!(
+        refused(w.evil.fetch_media(&w.home, once).await),
+        RejectCode::Replayed
+    );
+    // Inside a batch it is refused.
+    let batch = [
+        w.signed(&w.envelope(fetch(id, 0, 16)), &w.evil_key),
+        w.signed(&w.envelope(fetch(id, 0, 16)), &w.evil_key),
+    ];
+    let outcomes = w.evil.send(&w.home, &batch).await.unwrap();
+    assert_eq!(outcomes, vec![Outcome::Rejected(RejectCode::BadEvent); 2]);
+
+    // The other way: alice's hearth fetches from evil.test, which lies. Bytes that do not hash
+    // to the id and a blob over the limit are refused, and nothing is kept.
+    let media_dir = w.hearth.config.data_dir.join("media");
+    let stored_before = std::fs::read_dir(&media_dir).unwrap().count();
+    let evil = name("evil.test");
+    let mut refusal = async |id: &str, server: &ServerName| {
+        let err = w.alice.download_media(id, Some(server)).await.unwrap_err();
+        err.code().unwrap_or_else(|| panic!("untyped: {err}"))
+    };
+    use hearth_spec::ErrorCode;
+    assert_eq!(
+        refusal(&"ab".repeat(32), &evil).await,
+        ErrorCode::Unavailable
+    );
+    assert_eq!(refusal(&"ff".repeat(32), &evil).await, ErrorCode::TooLarge);
+    // A hearth this one cannot reach.
+    assert_eq!(
+        refusal(&"ab".repeat(32), &name("nobody.test")).await,
+        ErrorCode::Unavailable
+    );
+    assert_eq!(
+        std::fs::read_dir(&media_dir).unwrap().count(),
+        stored_before,
+        "a refused blob was kept"
+    );
+    assert_eq!(
+        std::fs::read_dir(media_dir.join("partial"))
+            .unwrap()
+            .count(),
+        0,
+        "a refused blob left a partial file"
+    );
+    // A server name that is not one.
+    let response = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/media/{}?server=not%20a%20name",
+            w.hearth.url, uploaded.media_id
+        ))
+        .bearer_auth(&w.alice.session().unwrap().access_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    // Its own blob, named with its own server, is served from its store.
+    let home = name("home.test");
+    assert_eq!(
+        w.alice
+            .download_media(&uploaded.media_id, Some(&home))
+            .await
+            .unwrap(),
+        blob
+    );
 }

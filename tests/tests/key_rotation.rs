@@ -56,6 +56,7 @@ impl Inbound for RecordingPeer {
                 FedBody::Ephemeral { .. } => "ephemeral",
                 FedBody::Custody { .. } | FedBody::Relayed { .. } => "relay",
                 FedBody::ClaimKeyPackages { .. } => "claim",
+                FedBody::FetchMedia { .. } => "fetch",
             };
             seen.push((envelope.signer, kind));
         }

@@ -523,8 +523,37 @@ impl Mls {
         body: &ChatBody,
     ) -> Result<Vec<u8>, E2eeError> {
         let plaintext = serde_json::to_vec(body).map_err(mls)?;
+        self.encrypt_bytes(room, txn_id, plaintext, None)
+    }
+
+    /// Encrypts again, under `txn_id`, the refused message first sent as `refused_txn` (see
+    /// [`Self::refused`]); it leaves the refused list in the same save that files it as sent.
+    pub fn encrypt_refused(
+        &mut self,
+        refused_txn: &str,
+        txn_id: &str,
+    ) -> Result<Vec<u8>, E2eeError> {
+        let index = self
+            .saved
+            .refused
+            .iter()
+            .position(|m| m.txn_id == refused_txn)
+            .ok_or_else(|| E2eeError::Mls(format!("no refused message {refused_txn}")))?;
+        let message = &self.saved.refused[index];
+        let (room, body) = (message.room.clone(), message.body.clone());
+        self.encrypt_bytes(&room, txn_id, body, Some(index))
+    }
+
+    fn encrypt_bytes(
+        &mut self,
+        room: &RoomId,
+        txn_id: &str,
+        plaintext: Vec<u8>,
+        replaces_refused: Option<usize>,
+    ) -> Result<Vec<u8>, E2eeError> {
         let id: [u8; MESSAGE_ID_LEN] = rand::random();
         let group = active_group(&mut self.groups, room)?;
+        let epoch = group.epoch().as_u64();
         group.set_aad(message_aad(&id));
         let message = group
             .create_message(&self.provider, &self.signer, &plaintext)
@@ -532,16 +561,72 @@ impl Mls {
         let bytes = message.to_bytes().map_err(mls)?;
         let meta = self.saved.rooms.entry(room.clone()).or_default();
         remember(meta, id);
+        let order = match replaces_refused {
+            Some(index) => self.saved.refused.remove(index).order,
+            None => {
+                self.saved.next_order += 1;
+                self.saved.next_order
+            }
+        };
         self.saved.sent.insert(
             txn_id.to_owned(),
             SentMessage {
                 room: room.clone(),
                 txn_id: txn_id.to_owned(),
                 body: plaintext,
+                epoch,
+                order,
             },
         );
         self.save()?;
         Ok(bytes)
+    }
+
+    /// Messages waiting to be sent again, oldest first: (the txn id they were last sent
+    /// under, their room).
+    pub fn refused(&self) -> Vec<(String, RoomId)> {
+        self.saved
+            .refused
+            .iter()
+            .map(|m| (m.txn_id.clone(), m.room.clone()))
+            .collect()
+    }
+
+    /// Drops a refused message (its room can no longer be written to).
+    pub fn drop_refused(&mut self, refused_txn: &str) -> Result<(), E2eeError> {
+        self.saved.refused.retain(|m| m.txn_id != refused_txn);
+        self.save()
+    }
+
+    /// The home refused the sent message `txn_id`: it waits in the refused list (on disk) to
+    /// be encrypted again.
+    pub fn refuse_sent(&mut self, txn_id: &str) -> Result<(), E2eeError> {
+        if let Some(message) = self.saved.sent.remove(txn_id) {
+            self.saved.refused.push(message);
+            self.saved.refused.sort_by_key(|m| m.order);
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    /// The room left epoch `ended` (a commit made in it was taken): a message of this device
+    /// encrypted in that epoch or before and not yet back was never ordered, and never will be
+    /// (the home orders a message only in its own epoch, and in room order it would have come
+    /// before the commit). It moves to the refused list to be sent again.
+    fn refuse_unordered(&mut self, room: &RoomId, ended: u64) {
+        let doomed: Vec<String> = self
+            .saved
+            .sent
+            .values()
+            .filter(|m| m.room == *room && m.epoch <= ended)
+            .map(|m| m.txn_id.clone())
+            .collect();
+        for txn in doomed {
+            if let Some(message) = self.saved.sent.remove(&txn) {
+                self.saved.refused.push(message);
+            }
+        }
+        self.saved.refused.sort_by_key(|m| m.order);
     }
 
     /// Forgets a sent message the home refused (it will not come back).
@@ -591,6 +676,17 @@ impl Mls {
         }
         if let Received::Removed { .. } = &received {
             meta.removed = true;
+        }
+        match (&received, &event.content) {
+            (Received::Committed { .. }, Content::Commit { epoch, .. }) => {
+                self.refuse_unordered(&event.room_id, *epoch);
+            }
+            // A removed device cannot send to the room again.
+            (Received::Removed { room }, _) => {
+                self.saved.sent.retain(|_, m| m.room != *room);
+                self.saved.refused.retain(|m| m.room != *room);
+            }
+            _ => {}
         }
         self.save()?;
         Ok(received)

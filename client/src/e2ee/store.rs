@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use super::E2eeError;
 
-/// Format version of the state file.
-const STATE_VERSION: u8 = 1;
+/// Format version of the state file (2: sent messages carry their epoch and order, and messages
+/// the room's home cannot have taken wait to be sent again).
+const STATE_VERSION: u8 = 2;
 /// Message ids remembered per room to drop replays.
 pub const SEEN_PER_ROOM: usize = 4096;
 
@@ -40,6 +41,10 @@ pub struct SentMessage {
     pub room: RoomId,
     pub txn_id: String,
     pub body: Vec<u8>,
+    /// The epoch it was encrypted in: the home takes it only in that epoch.
+    pub epoch: u64,
+    /// When it was sent, counted per device: refused messages are sent again in this order.
+    pub order: u64,
 }
 
 /// Everything saved.
@@ -53,6 +58,11 @@ pub struct Saved {
     pub rooms: BTreeMap<RoomId, RoomMeta>,
     /// Sent messages not yet seen echoed back, by txn id.
     pub sent: BTreeMap<String, SentMessage>,
+    /// Sent messages the room's home cannot have taken (the room moved to a new epoch before
+    /// they were ordered), oldest first, to be encrypted and sent again.
+    pub refused: Vec<SentMessage>,
+    /// The `order` of the next sent message.
+    pub next_order: u64,
     /// The inbox cursor processed up to.
     pub cursor: u64,
 }
@@ -67,6 +77,8 @@ impl Saved {
             storage: Vec::new(),
             rooms: BTreeMap::new(),
             sent: BTreeMap::new(),
+            refused: Vec::new(),
+            next_order: 0,
             cursor: 0,
         }
     }

@@ -58,6 +58,22 @@ fn package_of(m: &mut Mls, claimer: &Mls) -> KeyPackage {
     claimer.check_key_packages(&claimed).unwrap().remove(0)
 }
 
+/// alice (in `dirs[0]`) and bob (in `dirs[1]`) in a room's group, at epoch 1.
+fn alice_and_bob(dirs: &[tempfile::TempDir]) -> (Mls, Mls, Room) {
+    let mut alice = device(dirs[0].path(), "alice", "A1");
+    let mut bob = device(dirs[1].path(), "bob", "B1");
+    let mut room = Room::new();
+    alice.create_group(&room.id).unwrap();
+    let add = alice
+        .prepare_add(&room.id, &[package_of(&mut bob, &alice)])
+        .unwrap();
+    alice.commit_accepted(&room.id).unwrap();
+    let event = room.commit(&alice, "c1", &add);
+    bob.receive(&event).unwrap();
+    alice.receive(&event).unwrap();
+    (alice, bob, room)
+}
+
 fn text(body: &str) -> ChatBody {
     ChatBody {
         text: body.into(),
@@ -194,17 +210,7 @@ fn two_devices_talk_and_a_removed_one_reads_nothing_after() {
 #[test]
 fn state_survives_a_restart_and_forged_commits_are_refused() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut alice = device(dirs[0].path(), "alice", "A1");
-    let mut bob = device(dirs[1].path(), "bob", "B1");
-    let mut room = Room::new();
-    alice.create_group(&room.id).unwrap();
-    let add = alice
-        .prepare_add(&room.id, &[package_of(&mut bob, &alice)])
-        .unwrap();
-    alice.commit_accepted(&room.id).unwrap();
-    let event = room.commit(&alice, "c1", &add);
-    bob.receive(&event).unwrap();
-    alice.receive(&event).unwrap();
+    let (mut alice, bob, mut room) = alice_and_bob(&dirs);
     let fingerprint = bob.fingerprint();
     drop(bob);
     let mut bob = device(dirs[1].path(), "bob", "B1");
@@ -288,4 +294,51 @@ fn a_key_package_of_another_device_is_refused() {
         alice.check_key_packages(&claimed),
         Err(E2eeError::ForeignKeyPackage(_))
     ));
+}
+
+#[test]
+fn a_message_the_commit_overtook_is_refused_once_and_reads_in_the_new_epoch() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (mut alice, mut bob, mut room) = alice_and_bob(&dirs);
+
+    // bob sends two messages in epoch 1: the first is ordered, the second is still on its way
+    // when alice's commit is ordered.
+    let first = bob.encrypt(&room.id, "b1", &text("ordered")).unwrap();
+    bob.encrypt(&room.id, "b2", &text("overtaken")).unwrap();
+    let ordered = room.event(&bob, "b1", Content::Message { payload: first });
+    assert_eq!(body_of(alice.receive(&ordered).unwrap()), "ordered");
+    assert!(matches!(
+        bob.receive(&ordered).unwrap(),
+        Received::Message { own: true, .. }
+    ));
+    assert!(
+        bob.refused().is_empty(),
+        "nothing is refused before a commit"
+    );
+    let update = alice.prepare_update(&room.id).unwrap();
+    alice.commit_accepted(&room.id).unwrap();
+    let commit = room.commit(&alice, "c2", &update);
+    alice.receive(&commit).unwrap();
+    bob.receive(&commit).unwrap();
+    // Only the overtaken one; it survives a restart of bob's device.
+    drop(bob);
+    let mut bob = device(dirs[1].path(), "bob", "B1");
+    let refused = bob.refused();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].0, "b2");
+    let again = bob.encrypt_refused("b2", "b3").unwrap();
+    assert!(bob.refused().is_empty());
+    assert!(bob.encrypt_refused("b2", "b4").is_err(), "sent again once");
+    let resent = room.event(&bob, "b3", Content::Message { payload: again });
+    assert_eq!(body_of(alice.receive(&resent).unwrap()), "overtaken");
+    assert!(matches!(
+        bob.receive(&resent).unwrap(),
+        Received::Message { own: true, .. }
+    ));
+    // Another commit: nothing left to refuse.
+    let update = alice.prepare_update(&room.id).unwrap();
+    alice.commit_accepted(&room.id).unwrap();
+    let commit = room.commit(&alice, "c3", &update);
+    bob.receive(&commit).unwrap();
+    assert!(bob.refused().is_empty());
 }
