@@ -26,7 +26,7 @@ use openmls_traits::OpenMlsProvider;
 use sha2::{Digest, Sha256};
 
 pub use provider::DeviceProvider;
-use store::{RoomMeta, SEEN_PER_ROOM, Saved, SentMessage, StateFile};
+use store::{Entries, RoomMeta, SEEN_PER_ROOM, Saved, SentMessage, StateFile, is_key_package};
 
 /// The one ciphersuite Hearth uses.
 pub const CIPHERSUITE: Ciphersuite =
@@ -122,6 +122,8 @@ pub struct Mls {
     credential: CredentialWithKey,
     groups: BTreeMap<RoomId, MlsGroup>,
     saved: Saved,
+    /// The key package bundles as last saved (they are saved only when they change).
+    saved_keys: Entries,
     /// Where the state is saved; `None` for a device that lives in memory only.
     file: Option<StateFile>,
 }
@@ -171,22 +173,24 @@ impl Mls {
             Some(file) => file.load()?,
             None => None,
         };
-        let (provider, signer, saved) = match loaded {
-            Some(saved) => {
+        let (provider, signer, saved, saved_keys) = match loaded {
+            Some((saved, keys)) => {
                 if saved.user != *user || saved.device != *device {
                     return Err(E2eeError::OtherDevice(format!(
                         "{}|{}",
                         saved.user, saved.device
                     )));
                 }
-                let provider = DeviceProvider::with_entries(saved.storage.clone());
+                let provider = DeviceProvider::with_entries(
+                    saved.storage.iter().chain(&keys).cloned().collect(),
+                );
                 let signer = SignatureKeyPair::read(
                     provider.storage(),
                     &saved.signer_public,
                     CIPHERSUITE.signature_algorithm(),
                 )
                 .ok_or_else(|| E2eeError::Corrupt("the signing key is missing".into()))?;
-                (provider, signer, saved)
+                (provider, signer, saved, keys)
             }
             None => {
                 let provider = DeviceProvider::default();
@@ -194,7 +198,7 @@ impl Mls {
                     SignatureKeyPair::new(CIPHERSUITE.signature_algorithm()).map_err(mls)?;
                 signer.store(provider.storage()).map_err(mls)?;
                 let saved = Saved::new(user.clone(), device.clone(), signer.to_public_vec());
-                (provider, signer, saved)
+                (provider, signer, saved, Vec::new())
             }
         };
         let credential = CredentialWithKey {
@@ -214,6 +218,7 @@ impl Mls {
             credential,
             groups,
             saved,
+            saved_keys,
             file,
         };
         this.save()?;
@@ -224,8 +229,18 @@ impl Mls {
         let Some(file) = &self.file else {
             return Ok(());
         };
-        self.saved.storage = self.provider.entries();
-        file.save(&self.saved)
+        let (keys, state): (Entries, Entries) = self
+            .provider
+            .entries()
+            .into_iter()
+            .partition(|(key, _)| is_key_package(key));
+        self.saved.storage = state;
+        file.save(&self.saved)?;
+        if keys != self.saved_keys {
+            file.save_keys(&keys)?;
+            self.saved_keys = keys;
+        }
+        Ok(())
     }
 
     /// The device's user and device id.

@@ -84,16 +84,34 @@ impl Saved {
     }
 }
 
-/// The state file of one device, locked for as long as it is open: two processes working on
+/// openmls storage entries (key, value), in key order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Whether an openmls storage entry is a key package bundle (a key package with its private
+/// keys). Those are nine tenths of a device's state and change only when packages are made or
+/// used, so they are saved apart from the groups, which change with every message.
+pub fn is_key_package(key: &[u8]) -> bool {
+    key.starts_with(b"KeyPackage")
+}
+
+/// The key package file's contents.
+#[derive(Debug, Serialize, Deserialize)]
+struct KeyFile {
+    version: u8,
+    entries: Entries,
+}
+
+/// The state files of one device, locked for as long as they are open: two processes working on
 /// one device's state would overwrite each other's ratchets and could reuse a key.
 #[derive(Debug)]
 pub struct StateFile {
     path: PathBuf,
+    keys_path: PathBuf,
     _lock: std::fs::File,
 }
 
 impl StateFile {
-    /// `<dir>/mls-state.bin`, locked through `<dir>/mls-state.lock`.
+    /// `<dir>/mls-state.bin` and `<dir>/mls-keys.bin`, locked through `<dir>/mls-state.lock`.
     pub fn in_dir(dir: &Path) -> Result<Self, E2eeError> {
         std::fs::create_dir_all(dir)?;
         let lock = std::fs::OpenOptions::new()
@@ -106,40 +124,81 @@ impl StateFile {
         }
         Ok(Self {
             path: dir.join("mls-state.bin"),
+            keys_path: dir.join("mls-keys.bin"),
             _lock: lock,
         })
     }
 
-    pub fn load(&self) -> Result<Option<Saved>, E2eeError> {
-        let bytes = match std::fs::read(&self.path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(E2eeError::Io(e)),
+    /// The saved state and key packages; `None` for a device that never saved.
+    pub fn load(&self) -> Result<Option<(Saved, Entries)>, E2eeError> {
+        let Some(bytes) = read_if_exists(&self.path)? else {
+            return Ok(None);
         };
-        let saved: Saved = postcard::from_bytes(&bytes)
-            .map_err(|e| E2eeError::Corrupt(format!("{}: {e}", self.path.display())))?;
+        let corrupt = |path: &Path, e: &dyn std::fmt::Display| {
+            E2eeError::Corrupt(format!("{}: {e}", path.display()))
+        };
+        let saved: Saved = postcard::from_bytes(&bytes).map_err(|e| corrupt(&self.path, &e))?;
         if saved.version != STATE_VERSION {
-            return Err(E2eeError::Corrupt(format!(
-                "{}: unknown state version {}",
-                self.path.display(),
-                saved.version
-            )));
+            return Err(corrupt(
+                &self.path,
+                &format!("unknown state version {}", saved.version),
+            ));
         }
-        Ok(Some(saved))
+        let keys = match read_if_exists(&self.keys_path)? {
+            None => Vec::new(),
+            Some(bytes) => {
+                let file: KeyFile =
+                    postcard::from_bytes(&bytes).map_err(|e| corrupt(&self.keys_path, &e))?;
+                if file.version != STATE_VERSION {
+                    return Err(corrupt(
+                        &self.keys_path,
+                        &format!("unknown state version {}", file.version),
+                    ));
+                }
+                file.entries
+            }
+        };
+        Ok(Some((saved, keys)))
     }
 
+    /// Saves the state (everything but key packages).
     pub fn save(&self, saved: &Saved) -> Result<(), E2eeError> {
         let bytes = postcard::to_stdvec(saved).map_err(|e| E2eeError::Corrupt(e.to_string()))?;
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
-        let tmp = self.path.with_extension("tmp");
-        {
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)?;
-        std::fs::File::open(dir)?.sync_all()?;
-        Ok(())
+        write_atomically(&self.path, &bytes)
     }
+
+    /// Saves the key packages. Called after [`Self::save`] of the same change: a crash between
+    /// the two then leaves a used package on disk (harmless: the hearth handed it out once),
+    /// never a joined group without its state.
+    pub fn save_keys(&self, entries: &Entries) -> Result<(), E2eeError> {
+        let file = KeyFile {
+            version: STATE_VERSION,
+            entries: entries.clone(),
+        };
+        let bytes = postcard::to_stdvec(&file).map_err(|e| E2eeError::Corrupt(e.to_string()))?;
+        write_atomically(&self.keys_path, &bytes)
+    }
+}
+
+fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, E2eeError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(E2eeError::Io(e)),
+    }
+}
+
+/// Temporary file, fsync, rename, directory fsync: a crash leaves the old file or the new one.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), E2eeError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
 }

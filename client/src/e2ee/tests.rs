@@ -342,3 +342,68 @@ fn a_message_the_commit_overtook_is_refused_once_and_reads_in_the_new_epoch() {
     bob.receive(&commit).unwrap();
     assert!(bob.refused().is_empty());
 }
+
+#[test]
+fn key_packages_are_saved_apart_and_survive_a_restart() {
+    use std::os::unix::fs::MetadataExt;
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut alice = device(dirs[0].path(), "alice", "A1");
+    let mut bob = device(dirs[1].path(), "bob", "B1");
+    let packages = bob.key_packages(5, false).unwrap();
+    let keys_file = dirs[1].path().join("mls-keys.bin");
+    let inode = || std::fs::metadata(&keys_file).unwrap().ino();
+    let written = inode();
+    // bob restarts before anyone claims a package; the package still opens its Welcome.
+    drop(bob);
+    let mut bob = device(dirs[1].path(), "bob", "B1");
+    let claimed = [(
+        bob.saved.user.clone(),
+        bob.saved.device.clone(),
+        packages[2].clone(),
+    )];
+    let package = alice.check_key_packages(&claimed).unwrap().remove(0);
+    let mut room = Room::new();
+    alice.create_group(&room.id).unwrap();
+    let add = alice.prepare_add(&room.id, &[package]).unwrap();
+    alice.commit_accepted(&room.id).unwrap();
+    let event = room.commit(&alice, "c1", &add);
+    assert!(matches!(
+        bob.receive(&event).unwrap(),
+        Received::Joined { .. }
+    ));
+    // Joining used the package: the key file was rewritten without it.
+    let after_join = inode();
+    assert_ne!(after_join, written);
+    assert_eq!(
+        bob.provider
+            .entries()
+            .iter()
+            .filter(|(k, _)| store::is_key_package(k))
+            .count(),
+        4
+    );
+    // Messages change the group state only: the key file is left alone.
+    alice.receive(&event).unwrap();
+    let ciphertext = alice.encrypt(&room.id, "m1", &text("hi")).unwrap();
+    let message = room.event(
+        &alice,
+        "m1",
+        Content::Message {
+            payload: ciphertext,
+        },
+    );
+    assert_eq!(body_of(bob.receive(&message).unwrap()), "hi");
+    bob.encrypt(&room.id, "m2", &text("hello")).unwrap();
+    assert_eq!(inode(), after_join);
+    drop(bob);
+    let bob = device(dirs[1].path(), "bob", "B1");
+    assert_eq!(
+        bob.provider
+            .entries()
+            .iter()
+            .filter(|(k, _)| store::is_key_package(k))
+            .count(),
+        4
+    );
+    assert_eq!(bob.epoch(&room.id), alice.epoch(&room.id));
+}
