@@ -194,12 +194,9 @@ pub async fn frames_until(
     }
 }
 
-/// A free TCP port on loopback (bound and released; good enough for tests).
+/// A free TCP port on loopback for a listener a test starts (see [`free_udp_port`]).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    reserve_port()
 }
 
 /// Path of the `hearth` binary of this build, built once if needed.
@@ -213,6 +210,19 @@ pub fn chat_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| workspace_binaries().join("hearth-chat"))
 }
+
+/// Variables cargo sets for the package under test (plus the `CARGO_PKG_`, `CARGO_BIN_` and
+/// `CARGO_CFG_` families).
+const PACKAGE_VARIABLES: &[&str] = &[
+    "CARGO_MANIFEST_DIR",
+    "CARGO_MANIFEST_PATH",
+    "CARGO_MANIFEST_LINKS",
+    "CARGO_CRATE_NAME",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+    "OUT_DIR",
+];
 
 /// Builds the workspace's binaries in this test's profile (a no-op when they are fresh) and
 /// returns the directory they are in.
@@ -232,6 +242,20 @@ fn workspace_binaries() -> &'static Path {
         // libraries that run already built. `-p hearth-node` alone resolves them differently and
         // compiles a second copy of every dependency: gigabytes of target/ that CI ran out of.
         build.args(["build", "--quiet", "--workspace", "--bins", "--examples"]);
+        // Cargo gives this test process its package's variables (CARGO_MANIFEST_DIR,
+        // CARGO_PKG_NAME, …). Build scripts such as ring's rerun when those change, so passing
+        // them on would rebuild ring and everything above it here, and again in the next outer
+        // `cargo test`.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if PACKAGE_VARIABLES.contains(&key.as_ref())
+                || key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_BIN_")
+                || key.starts_with("CARGO_CFG_")
+            {
+                build.env_remove(key.as_ref());
+            }
+        }
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }
@@ -358,12 +382,51 @@ pub fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-/// A free UDP port on loopback (bound and released).
+/// A free UDP port on loopback for a listener a test starts.
+///
+/// Ports come from outside the kernel's ephemeral range, handed out once per test process. A
+/// port found free by binding to port 0 lies inside that range, and any outgoing connection or
+/// `:0` socket of a parallel test could take it before the hearth binds it, or while a killed
+/// hearth is down before it starts again on the same port ("Address already in use").
 pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("free udp port")
+    reserve_port()
+}
+
+/// The next port outside the ephemeral range that is free for both TCP and UDP on loopback.
+fn reserve_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut parts = s.split_whitespace().map(|p| p.parse::<u32>().ok());
+            Some((parts.next()??, parts.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    // Below the range if there is room, else above it.
+    let (start, end) = if low > 11_000 {
+        (10_000, low)
+    } else {
+        (high + 1, 65_536)
+    };
+    let span = end - start;
+    // A random start, so test processes run one after another rarely meet a port a previous
+    // one left in TIME_WAIT.
+    let next = NEXT.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        AtomicU32::new(std::process::id().wrapping_mul(7919).wrapping_add(nanos) % span)
+    });
+    for _ in 0..span {
+        let port = (start + next.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        let free = TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            return port;
+        }
+    }
+    panic!("no free port in {start}..{end}");
 }
 
 /// One member of a federated test network: its name, key and federation address.
