@@ -419,17 +419,30 @@ impl SecureClient {
     /// member's commit moved the room to a new epoch, and the home refused them. The device
     /// learns this without being told: the commit arrived and they did not come back before
     /// it. Messages of rooms this device can no longer write to are dropped.
-    async fn resend_refused(&mut self) -> Result<(), SecureError> {
+    ///
+    /// A failure here does not fail the sync or take that called it (what they processed must
+    /// reach the caller, as MLS keys are single use): the messages stay on disk and the next
+    /// call tries again.
+    async fn resend_refused(&mut self) {
         // Bounded: a message refused again waits for the next call.
-        let waiting = self.mls.refused();
-        for (txn, room) in waiting {
-            if !self.mls.in_group(&room) {
-                self.mls.drop_refused(&txn)?;
-                continue;
+        for (txn, room) in self.mls.refused() {
+            let sent = if self.mls.in_group(&room) {
+                self.send_outgoing(&room, Outgoing::Refused(txn))
+                    .await
+                    .map(drop)
+            } else {
+                self.mls.drop_refused(&txn).map_err(SecureError::from)
+            };
+            if let Err(e) = sent {
+                tracing::warn!(%room, error = %e, "cannot send a refused message again yet");
+                return;
             }
-            self.send_outgoing(&room, Outgoing::Refused(txn)).await?;
         }
-        Ok(())
+    }
+
+    /// How many of this device's messages wait to be sent again (see [`Self::sync`]).
+    pub fn waiting_to_resend(&self) -> usize {
+        self.mls.refused().len()
     }
 
     /// Encrypts a file with a fresh key, uploads the blob, and sends the key inside an MLS
@@ -487,7 +500,8 @@ impl SecureClient {
 
     /// Pulls the inbox after this device's cursor and processes it; returns what happened,
     /// including what the device processed on its own since the last call (in the order it was
-    /// processed).
+    /// processed). Then sends again this device's messages the room's home refused (see
+    /// `resend_refused`); [`Self::take`] does the same.
     pub async fn sync(&mut self) -> Result<Vec<Received>, SecureError> {
         let mut out = self.take_unreported();
         loop {
@@ -499,7 +513,7 @@ impl SecureClient {
             }
             self.mls.set_cursor(page.next_cursor)?;
             if !page.more {
-                self.resend_refused().await?;
+                self.resend_refused().await;
                 return Ok(out);
             }
         }
@@ -523,7 +537,7 @@ impl SecureClient {
             }
             other => other?,
         };
-        self.resend_refused().await?;
+        self.resend_refused().await;
         Ok(received)
     }
 
