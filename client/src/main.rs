@@ -271,6 +271,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             for received in secure.take_unreported() {
                 local.record(&received)?;
             }
+            let waiting = secure.waiting_to_resend();
+            if waiting > 0 {
+                eprintln!(
+                    "{waiting} message(s) overtaken by a key change wait to be sent again (on the next command)"
+                );
+            }
             // Save even after an error: a refresh may have rotated the tokens.
             save(&dir, secure.client())?;
             result
