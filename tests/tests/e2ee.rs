@@ -663,13 +663,15 @@ async fn sync_until(
     }
 }
 
-/// a.test and b.test as real processes, alice on a.test and bob on b.test.
+/// a.test and b.test as real processes, alice on a.test and bob on b.test, and the encrypted
+/// direct chat alice opened with bob (homed on a.test; bob has not synced it yet).
 struct TwoHearths {
     _dirs: [tempfile::TempDir; 2],
     network: Vec<hearth_tests::PeerSpec>,
     hearths: Vec<hearth_tests::HearthProcess>,
     alice: SecureClient,
     bob: SecureClient,
+    room: RoomId,
 }
 
 impl TwoHearths {
@@ -679,36 +681,37 @@ impl TwoHearths {
         let hearths = hearth_tests::start_network(&network, &[]).await.unwrap();
         let states = tempfile::tempdir().unwrap();
         let alice_client = hearth_tests::register_at(&hearths[0].url, "alice").await;
-        let alice = secure(alice_client, &states.path().join("alice")).await;
+        let mut alice = secure(alice_client, &states.path().join("alice")).await;
         let bob_client = hearth_tests::register_at(&hearths[1].url, "bob").await;
         let bob = secure(bob_client, &states.path().join("bob")).await;
+        let bob_id = hearth_tests::user_id("bob", "b.test");
+        let room = alice
+            .create_room(RoomKind::Direct, None, std::slice::from_ref(&bob_id))
+            .await
+            .unwrap()
+            .room_id;
         Self {
             _dirs: [root, states],
             network,
             hearths,
             alice,
             bob,
+            room,
         }
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_encrypted_chat_across_two_hearths() {
+    // alice's hearth claimed bob's key package from b.test over federation: one of his 50.
     let TwoHearths {
         _dirs,
         network,
         mut hearths,
         mut alice,
         mut bob,
+        room,
     } = TwoHearths::start().await;
-    let bob_id = hearth_tests::user_id("bob", "b.test");
-
-    // alice's hearth claims bob's key package from b.test over federation: one of his 50.
-    let room = alice
-        .create_room(RoomKind::Direct, None, std::slice::from_ref(&bob_id))
-        .await
-        .unwrap()
-        .room_id;
     assert_eq!(alice.mls().members(&room).len(), 2);
     assert_eq!(
         bob.client().key_package_count().await.unwrap().available,
@@ -796,13 +799,8 @@ async fn a_message_refused_by_a_remote_home_for_its_epoch_is_sent_again() {
         mut hearths,
         mut alice,
         mut bob,
+        room,
     } = TwoHearths::start().await;
-    let bob_id = hearth_tests::user_id("bob", "b.test");
-    let room = alice
-        .create_room(RoomKind::Direct, None, std::slice::from_ref(&bob_id))
-        .await
-        .unwrap()
-        .room_id;
     alice.send_text(&room, "hi bob").await.unwrap();
     sync_until(&mut bob, |r| texts(r).len() == 1).await;
 

@@ -30,6 +30,12 @@ impl Room {
         }
     }
 
+    /// `who` encrypts `body` and the home orders it.
+    fn message(&mut self, who: &mut Mls, txn: &str, body: &str) -> EventView {
+        let payload = who.encrypt(&self.id, txn, &text(body)).unwrap();
+        self.event(who, txn, Content::Message { payload })
+    }
+
     fn commit(&mut self, who: &Mls, txn: &str, prepared: &PreparedCommit) -> EventView {
         self.event(
             who,
@@ -72,6 +78,16 @@ fn alice_and_bob(dirs: &[tempfile::TempDir]) -> (Mls, Mls, Room) {
     bob.receive(&event).unwrap();
     alice.receive(&event).unwrap();
     (alice, bob, room)
+}
+
+/// Key package bundles the device holds.
+fn key_package_count(device: &Mls) -> usize {
+    device
+        .provider
+        .entries()
+        .iter()
+        .filter(|(k, _)| store::is_key_package(k))
+        .count()
 }
 
 fn text(body: &str) -> ChatBody {
@@ -216,16 +232,7 @@ fn state_survives_a_restart_and_forged_commits_are_refused() {
     let mut bob = device(dirs[1].path(), "bob", "B1");
     assert_eq!(bob.fingerprint(), fingerprint);
     assert_eq!(bob.epoch(&room.id), Some(1));
-    let ciphertext = alice
-        .encrypt(&room.id, "m1", &text("after restart"))
-        .unwrap();
-    let message = room.event(
-        &alice,
-        "m1",
-        Content::Message {
-            payload: ciphertext,
-        },
-    );
+    let message = room.message(&mut alice, "m1", "after restart");
     assert_eq!(body_of(bob.receive(&message).unwrap()), "after restart");
     alice.receive(&message).unwrap();
 
@@ -374,36 +381,15 @@ fn key_packages_are_saved_apart_and_survive_a_restart() {
     // Joining used the package: the key file was rewritten without it.
     let after_join = inode();
     assert_ne!(after_join, written);
-    assert_eq!(
-        bob.provider
-            .entries()
-            .iter()
-            .filter(|(k, _)| store::is_key_package(k))
-            .count(),
-        4
-    );
+    assert_eq!(key_package_count(&bob), 4);
     // Messages change the group state only: the key file is left alone.
     alice.receive(&event).unwrap();
-    let ciphertext = alice.encrypt(&room.id, "m1", &text("hi")).unwrap();
-    let message = room.event(
-        &alice,
-        "m1",
-        Content::Message {
-            payload: ciphertext,
-        },
-    );
+    let message = room.message(&mut alice, "m1", "hi");
     assert_eq!(body_of(bob.receive(&message).unwrap()), "hi");
     bob.encrypt(&room.id, "m2", &text("hello")).unwrap();
     assert_eq!(inode(), after_join);
     drop(bob);
     let bob = device(dirs[1].path(), "bob", "B1");
-    assert_eq!(
-        bob.provider
-            .entries()
-            .iter()
-            .filter(|(k, _)| store::is_key_package(k))
-            .count(),
-        4
-    );
+    assert_eq!(key_package_count(&bob), 4);
     assert_eq!(bob.epoch(&room.id), alice.epoch(&room.id));
 }
