@@ -235,16 +235,9 @@ impl Mls {
             .into_iter()
             .partition(|(key, _)| is_key_package(key));
         self.saved.storage = state;
-        let keys_changed = keys != self.saved_keys;
-        let saved = &self.saved;
-        off_the_runtime(|| {
-            file.save(saved)?;
-            if keys_changed {
-                file.save_keys(&keys)?;
-            }
-            Ok::<_, E2eeError>(())
-        })?;
-        if keys_changed {
+        file.save(&self.saved)?;
+        if keys != self.saved_keys {
+            file.save_keys(&keys)?;
             self.saved_keys = keys;
         }
         Ok(())
@@ -917,20 +910,6 @@ impl Mls {
             body,
             own: false,
         })
-    }
-}
-
-/// Runs blocking file work. On a multi-threaded tokio runtime the worker thread hands its other
-/// tasks to another thread first, so a device waiting on fsync does not stall every other task
-/// on that worker (many devices in one process: bots, bridges, the benchmarks); elsewhere it
-/// just runs.
-fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(work)
-        }
-        _ => work(),
     }
 }
 
