@@ -181,7 +181,7 @@ fn admin(binary: &str, me: &Member, args: &[&str]) -> anyhow::Result<String> {
         .args(args)
         .env("HEARTH_DATA_DIR", &me.dir)
         .env("HEARTH_SERVER_NAME", &me.name)
-        .env("HEARTH_LOG", "warn")
+        .env("HEARTH_LOG", "warn,libp2p_kad=error")
         .output()?;
     if !out.status.success() {
         bail!(

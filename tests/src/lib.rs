@@ -300,7 +300,7 @@ impl HearthProcess {
             .env("HEARTH_LIMITS__REQUESTS_PER_SECOND", "100000")
             .env("HEARTH_LIMITS__REQUEST_BURST", "100000")
             .env("HEARTH_LIMITS__AUTH_BURST", "10000")
-            .env("HEARTH_LOG", "warn")
+            .env("HEARTH_LOG", "warn,libp2p_kad=error")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
