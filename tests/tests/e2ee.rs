@@ -18,6 +18,14 @@ async fn secure(client: Client, dir: &Path) -> SecureClient {
         .expect("secure client")
 }
 
+/// The encrypted direct chat `from` opens with `to`.
+async fn encrypted_dm(from: &mut SecureClient, to: &UserId) -> RoomId {
+    from.create_room(RoomKind::Direct, None, std::slice::from_ref(to))
+        .await
+        .unwrap()
+        .room_id
+}
+
 /// Texts of the messages (not one's own) a sync produced.
 fn texts(received: &[Received]) -> Vec<String> {
     received
@@ -278,11 +286,7 @@ async fn a_new_device_joins_its_users_rooms_and_reads_new_messages() {
     let mut alice = secure(hearth.user("alice").await, &dir("alice")).await;
     let mut bob = secure(hearth.user("bob").await, &dir("bob")).await;
     let bob_id = bob.client().user_id().unwrap().clone();
-    let dm = alice
-        .create_room(RoomKind::Direct, None, std::slice::from_ref(&bob_id))
-        .await
-        .unwrap()
-        .room_id;
+    let dm = encrypted_dm(&mut alice, &bob_id).await;
     alice.send_text(&dm, "before the new phone").await.unwrap();
     bob.sync().await.unwrap();
 
@@ -685,11 +689,7 @@ impl TwoHearths {
         let bob_client = hearth_tests::register_at(&hearths[1].url, "bob").await;
         let bob = secure(bob_client, &states.path().join("bob")).await;
         let bob_id = hearth_tests::user_id("bob", "b.test");
-        let room = alice
-            .create_room(RoomKind::Direct, None, std::slice::from_ref(&bob_id))
-            .await
-            .unwrap()
-            .room_id;
+        let room = encrypted_dm(&mut alice, &bob_id).await;
         Self {
             _dirs: [root, states],
             network,
@@ -767,11 +767,7 @@ async fn messages_read_while_catching_up_for_a_commit_are_still_reported() {
     let mut alice = secure(hearth.user("alice").await, &states.path().join("a")).await;
     let mut bob = secure(hearth.user("bob").await, &states.path().join("b")).await;
     let bob_id = bob.client().user_id().unwrap().clone();
-    let dm = alice
-        .create_room(RoomKind::Direct, None, std::slice::from_ref(&bob_id))
-        .await
-        .unwrap()
-        .room_id;
+    let dm = encrypted_dm(&mut alice, &bob_id).await;
     bob.sync().await.unwrap();
     alice.sync().await.unwrap();
     bob.send_text(&dm, "read during the catch-up")
