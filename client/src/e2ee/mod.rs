@@ -616,9 +616,7 @@ impl Mls {
     /// The home refused the sent message `txn_id`: it waits in the refused list (on disk) to
     /// be encrypted again.
     pub fn refuse_sent(&mut self, txn_id: &str) -> Result<(), E2eeError> {
-        if let Some(message) = self.saved.sent.remove(txn_id) {
-            self.saved.refused.push(message);
-            self.saved.refused.sort_by_key(|m| m.order);
+        if self.refuse_where(|m| m.txn_id == txn_id) > 0 {
             self.save()?;
         }
         Ok(())
@@ -629,19 +627,20 @@ impl Mls {
     /// (the home orders a message only in its own epoch, and in room order it would have come
     /// before the commit). It moves to the refused list to be sent again.
     fn refuse_unordered(&mut self, room: &RoomId, ended: u64) {
-        let doomed: Vec<String> = self
-            .saved
-            .sent
-            .values()
-            .filter(|m| m.room == *room && m.epoch <= ended)
-            .map(|m| m.txn_id.clone())
-            .collect();
-        for txn in doomed {
-            if let Some(message) = self.saved.sent.remove(&txn) {
-                self.saved.refused.push(message);
-            }
-        }
+        self.refuse_where(|m| m.room == *room && m.epoch <= ended);
+    }
+
+    /// Moves the sent messages `refused` picks to the refused list (kept oldest first); returns
+    /// how many moved.
+    fn refuse_where(&mut self, refused: impl Fn(&SentMessage) -> bool) -> usize {
+        let (moved, kept): (BTreeMap<_, _>, _) = std::mem::take(&mut self.saved.sent)
+            .into_iter()
+            .partition(|(_, m)| refused(m));
+        self.saved.sent = kept;
+        let count = moved.len();
+        self.saved.refused.extend(moved.into_values());
         self.saved.refused.sort_by_key(|m| m.order);
+        count
     }
 
     /// Forgets a sent message the home refused (it will not come back).
