@@ -16,8 +16,6 @@ pub enum MediaError {
     Body(String),
     #[error("the blob's bytes do not hash to its id")]
     HashMismatch,
-    #[error("the blob was abandoned")]
-    Abandoned,
     #[error("storage failed: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -52,13 +50,8 @@ impl MediaStore {
         let mut writer = self.writer(limit).await?;
         let mut stream = body.into_data_stream();
         while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(chunk) => writer.write(&chunk).await?,
-                Err(e) => {
-                    writer.abandon().await;
-                    return Err(MediaError::Body(e.to_string()));
-                }
-            }
+            let chunk = chunk.map_err(|e| MediaError::Body(e.to_string()))?;
+            writer.write(&chunk).await?;
         }
         writer.finish(None).await
     }
@@ -73,7 +66,7 @@ impl MediaStore {
         Ok(BlobWriter {
             store: self.clone(),
             partial,
-            file: Some(file),
+            file,
             hasher: Sha256::new(),
             size: 0,
             limit,
@@ -116,48 +109,34 @@ impl MediaStore {
     }
 }
 
-/// A blob being written: hashed as it goes, at most `limit` bytes, removed unless finished.
+/// A blob being written: hashed as it goes, at most `limit` bytes. Dropped unfinished (an
+/// error, a cancelled task), it leaves nothing behind.
 #[derive(Debug)]
 pub struct BlobWriter {
     store: MediaStore,
     partial: PathBuf,
-    file: Option<tokio::fs::File>,
+    file: tokio::fs::File,
     hasher: Sha256,
     size: u64,
     limit: u64,
 }
 
 impl BlobWriter {
-    /// Appends bytes; over the limit the blob is abandoned.
+    /// Appends bytes, refusing to pass the limit.
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), MediaError> {
         self.size += bytes.len() as u64;
         if self.size > self.limit {
-            self.abandon().await;
             return Err(MediaError::TooLarge(self.limit));
         }
         self.hasher.update(bytes);
-        let file = self.file.as_mut().ok_or(MediaError::Abandoned)?;
-        if let Err(e) = file.write_all(bytes).await {
-            self.abandon().await;
-            return Err(e.into());
-        }
+        self.file.write_all(bytes).await?;
         Ok(())
     }
 
     /// Makes the blob durable under its hash and returns (id, size). With `expected`, a blob
-    /// whose hash differs is abandoned instead.
+    /// whose hash differs is refused (and dropped with the writer).
     pub async fn finish(mut self, expected: Option<&str>) -> Result<(String, u64), MediaError> {
-        let result = self.try_finish(expected).await;
-        if result.is_err() {
-            self.abandon().await;
-        }
-        result
-    }
-
-    async fn try_finish(&mut self, expected: Option<&str>) -> Result<(String, u64), MediaError> {
-        let file = self.file.take().ok_or(MediaError::Abandoned)?;
-        file.sync_all().await?;
-        drop(file);
+        self.file.sync_all().await?;
         let id = hex(&std::mem::take(&mut self.hasher).finalize());
         if expected.is_some_and(|e| e != id) {
             return Err(MediaError::HashMismatch);
@@ -169,16 +148,10 @@ impl BlobWriter {
             .await?;
         Ok((id, self.size))
     }
-
-    /// Deletes what was written.
-    pub async fn abandon(&mut self) {
-        self.file = None;
-        let _ = tokio::fs::remove_file(&self.partial).await;
-    }
 }
 
 impl Drop for BlobWriter {
-    /// A writer dropped unfinished (its task cancelled) leaves nothing behind; after `finish`
+    /// A writer dropped unfinished (an error, its task cancelled) leaves nothing behind; after `finish`
     /// the partial name no longer exists and this does nothing.
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.partial);

@@ -650,7 +650,7 @@ impl Backend for Hearth {
                 ErrorCode::InvalidParam,
                 format!("the upload broke off: {e}"),
             )),
-            Err(e @ (MediaError::Io(_) | MediaError::HashMismatch | MediaError::Abandoned)) => {
+            Err(e @ (MediaError::Io(_) | MediaError::HashMismatch)) => {
                 tracing::error!(error = %e, "storing an attachment failed");
                 Err(ErrorBody::new(
                     ErrorCode::Internal,
