@@ -3,7 +3,7 @@
 use std::future::Future;
 
 use hearth_spec::api::{
-    ClaimKeyPackages, ClaimedKeyPackages, CommitRequest, KeyDevices, KeyPackageCount,
+    ClaimKeyPackages, ClaimMany, ClaimedKeyPackages, ClaimedMany, QueriedDevices, QueryDevices, CommitRequest, KeyDevices, KeyPackageCount,
     MediaUploaded, UploadKeyPackages,
 };
 use hearth_spec::api::{
@@ -191,6 +191,18 @@ pub trait Backend: Send + Sync + 'static {
         device: &AuthedDevice,
         req: ClaimKeyPackages,
     ) -> impl Future<Output = Result<ClaimedKeyPackages, ErrorBody>> + Send;
+    /// Key packages of many users, of this hearth and others, in one request.
+    fn claim_many(
+        &self,
+        device: &AuthedDevice,
+        req: ClaimMany,
+    ) -> impl Future<Output = Result<ClaimedMany, ErrorBody>> + Send;
+    /// The end-to-end devices of many users, each asked of the user's own hearth.
+    fn query_devices(
+        &self,
+        device: &AuthedDevice,
+        req: QueryDevices,
+    ) -> impl Future<Output = Result<QueriedDevices, ErrorBody>> + Send;
     /// A user's devices that have key packages.
     fn key_devices(
         &self,

@@ -39,9 +39,9 @@ pub struct ApiConfig {
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
-            max_body_bytes: 512 * 1024,
-            max_ws_message_bytes: 512 * 1024,
-            max_event_bytes: 256 * 1024,
+            max_body_bytes: 1024 * 1024,
+            max_ws_message_bytes: 1024 * 1024,
+            max_event_bytes: 512 * 1024,
             max_in_flight: 256,
             sends_per_second: 50.0,
             send_burst: 500.0,

@@ -7,7 +7,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use hearth_spec::api::{ClaimKeyPackages, CommitRequest, UploadKeyPackages};
+use hearth_spec::api::{
+    ClaimKeyPackages, ClaimMany, CommitRequest, MAX_USERS_PER_KEY_REQUEST, QueryDevices,
+    UploadKeyPackages,
+};
 use hearth_spec::{ErrorCode, ServerName, UserId};
 
 use crate::backend::Backend;
@@ -56,6 +59,36 @@ pub(crate) async fn claim<B: Backend>(
 ) -> Result<impl IntoResponse, ApiError> {
     api.claim_limits.admit(&device)?;
     Ok(Json(api.backend.claim_key_packages(&device, req).await?))
+}
+
+fn check_user_count(count: usize) -> Result<(), ApiError> {
+    if count > MAX_USERS_PER_KEY_REQUEST {
+        return Err(ApiError::new(
+            ErrorCode::TooLarge,
+            format!("at most {MAX_USERS_PER_KEY_REQUEST} users per request"),
+        ));
+    }
+    Ok(())
+}
+
+/// One claim token for the whole batch: a group's creator claims for every member at once.
+pub(crate) async fn claim_many<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiJson(req): ApiJson<ClaimMany>,
+) -> Result<impl IntoResponse, ApiError> {
+    check_user_count(req.claims.len())?;
+    api.claim_limits.admit(&device)?;
+    Ok(Json(api.backend.claim_many(&device, req).await?))
+}
+
+pub(crate) async fn query<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiJson(req): ApiJson<QueryDevices>,
+) -> Result<impl IntoResponse, ApiError> {
+    check_user_count(req.users.len())?;
+    Ok(Json(api.backend.query_devices(&device, req).await?))
 }
 
 pub(crate) async fn devices<B: Backend>(

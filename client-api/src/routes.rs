@@ -67,6 +67,8 @@ pub fn router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> Router {
         .route("/v1/keys/upload", post(crate::e2ee::upload::<B>))
         .route("/v1/keys/count", get(crate::e2ee::count::<B>))
         .route("/v1/keys/claim", post(crate::e2ee::claim::<B>))
+        .route("/v1/keys/claim_many", post(crate::e2ee::claim_many::<B>))
+        .route("/v1/keys/query", post(crate::e2ee::query::<B>))
         .route("/v1/keys/devices/{user_id}", get(crate::e2ee::devices::<B>))
         .route("/v1/media/{media_id}", get(crate::e2ee::download::<B>))
         .route("/v1/presence/settings", put(presence_settings::<B>))

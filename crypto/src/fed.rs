@@ -250,6 +250,15 @@ mod vectors {
                     len: 524_288,
                 }),
             ),
+            (
+                "query the end-to-end devices of two users of the destination",
+                base(FedBody::QueryDevices {
+                    users: vec![
+                        UserId::parse("@bob:us.example.org").unwrap(),
+                        UserId::parse("@carol:us.example.org").unwrap(),
+                    ],
+                }),
+            ),
         ]
     }
 

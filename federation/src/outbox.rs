@@ -9,7 +9,9 @@
 use std::sync::Arc;
 
 use hearth_spec::ServerName;
-use hearth_spec::federation::{FedBody, FedEnvelope, Outcome, RejectCode, SignedEnvelope};
+use hearth_spec::federation::{
+    FedBody, FedEnvelope, MAX_BATCH_BYTES, Outcome, RejectCode, SignedEnvelope,
+};
 use tokio::sync::Notify;
 
 use crate::backoff::{Backoff, BackoffPolicy};
@@ -55,6 +57,22 @@ pub const BATCH: usize = 512;
 
 type Prepared = tokio::task::JoinHandle<Result<Vec<(u64, Vec<u8>)>, String>>;
 
+/// The oldest entries whose frames fit in one stream's [`MAX_BATCH_BYTES`] (at least one): a
+/// burst of large events must not make a batch the peer refuses whole, again and again.
+fn within_batch_bytes(mut pending: Vec<(u64, Vec<u8>)>) -> Vec<(u64, Vec<u8>)> {
+    let mut total = 0;
+    let keep = pending
+        .iter()
+        .position(|(_, frame)| {
+            total += frame.len() + 4;
+            total > MAX_BATCH_BYTES
+        })
+        .unwrap_or(pending.len())
+        .max(1);
+    pending.truncate(keep);
+    pending
+}
+
 /// Reads and signs the next batch on a blocking thread.
 fn prepare<S: OutboxStore>(
     store: &Arc<S>,
@@ -93,6 +111,7 @@ pub async fn drive<S: OutboxStore>(
             next = prepare(&store, &destination, None);
             continue;
         }
+        let pending = within_batch_bytes(pending);
         let last_id = pending.last().map(|(id, _)| *id);
         let prefetch = prepare(&store, &destination, last_id);
         let (ids, frames): (Vec<u64>, Vec<Vec<u8>>) = pending.into_iter().unzip();
@@ -162,5 +181,37 @@ pub async fn drive<S: OutboxStore>(
             let _ = prefetch.await;
             prepare(&store, &destination, None)
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(sizes: &[usize]) -> Vec<(u64, Vec<u8>)> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, size)| (i as u64, vec![0; *size]))
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_of_large_frames_stops_below_the_stream_limit() {
+        let big = 600 * 1024;
+        let kept = within_batch_bytes(entries(&[big; 20]));
+        let bytes: usize = kept.iter().map(|(_, f)| f.len() + 4).sum();
+        assert_eq!(kept.len(), MAX_BATCH_BYTES / (big + 4));
+        assert!(bytes <= MAX_BATCH_BYTES);
+        assert_eq!(kept.last().map(|(id, _)| *id), Some(kept.len() as u64 - 1));
+    }
+
+    #[test]
+    fn small_frames_are_all_kept_and_one_huge_frame_still_goes() {
+        assert_eq!(within_batch_bytes(entries(&[100; 512])).len(), 512);
+        assert_eq!(
+            within_batch_bytes(entries(&[MAX_BATCH_BYTES + 1, 10])).len(),
+            1
+        );
     }
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::keyring::KeyRing;
-use hearth_spec::api::ClaimedKeyPackage;
+use hearth_spec::api::{ClaimedKeyPackage, KeyDevices, MAX_USERS_PER_KEY_REQUEST};
 use hearth_spec::federation::{
     FedBody, FedEnvelope, MAX_FRAMES_PER_STREAM, MAX_MEDIA_CHUNK, Outcome, RejectCode, RetryCode,
     StreamError, StreamReply, push_frame, split_frames,
@@ -104,6 +104,16 @@ pub trait Inbound: Send + Sync + 'static {
         len: u32,
     ) -> impl Future<Output = Result<(u64, Vec<u8>), Outcome>> + Send {
         let _ = (peer, media_id, offset, len);
+        async { Err(Outcome::Rejected(RejectCode::Forbidden)) }
+    }
+    /// Lists the end-to-end devices of local users for a checked `QueryDevices` from `peer`. A
+    /// receiver that keeps none refuses.
+    fn query_devices(
+        &self,
+        peer: ServerName,
+        users: Vec<UserId>,
+    ) -> impl Future<Output = Result<Vec<KeyDevices>, Outcome>> + Send {
+        let _ = (peer, users);
         async { Err(Outcome::Rejected(RejectCode::Forbidden)) }
     }
 }
@@ -318,6 +328,18 @@ impl Transport {
         }
     }
 
+    /// Sends one signed `QueryDevices` envelope to `peer` and returns the devices it listed.
+    pub async fn query_devices(
+        &self,
+        peer: &ServerName,
+        frame: Vec<u8>,
+    ) -> Result<Vec<KeyDevices>, RequestError> {
+        match self.request(peer, frame).await? {
+            StreamReply::Devices(devices) => Ok(devices),
+            _ => Err(RequestError::Send(SendError::BadReply)),
+        }
+    }
+
     /// Sends one signed `FetchMedia` envelope to `peer` and returns the blob's length and the
     /// part asked for.
     pub async fn fetch_media(
@@ -389,7 +411,8 @@ impl Transport {
             StreamReply::Outcomes(outcomes) if outcomes.len() == frames.len() => Ok(outcomes),
             StreamReply::Outcomes(_)
             | StreamReply::KeyPackages(_)
-            | StreamReply::MediaChunk { .. } => Err(SendError::BadReply),
+            | StreamReply::MediaChunk { .. }
+            | StreamReply::Devices(_) => Err(SendError::BadReply),
             StreamReply::Refused(e) => Err(SendError::Refused(e)),
         }
     }
@@ -671,7 +694,9 @@ async fn handle_batch<I: Inbound>(
 fn is_request(body: &FedBody) -> bool {
     matches!(
         body,
-        FedBody::ClaimKeyPackages { .. } | FedBody::FetchMedia { .. }
+        FedBody::ClaimKeyPackages { .. }
+            | FedBody::FetchMedia { .. }
+            | FedBody::QueryDevices { .. }
     )
 }
 
@@ -699,6 +724,15 @@ async fn answer_request<I: Inbound>(inbound: &I, peer: &ServerName, body: &FedBo
             Ok((total, bytes)) => StreamReply::MediaChunk { total, bytes },
             Err(outcome) => refused(outcome),
         },
+        FedBody::QueryDevices { users } if users.len() > MAX_USERS_PER_KEY_REQUEST => {
+            refused(Outcome::Rejected(RejectCode::TooLarge))
+        }
+        FedBody::QueryDevices { users } => {
+            match inbound.query_devices(peer.clone(), users.clone()).await {
+                Ok(devices) => StreamReply::Devices(devices),
+                Err(outcome) => refused(outcome),
+            }
+        }
         _ => refused(Outcome::Rejected(RejectCode::BadEvent)),
     }
 }

@@ -304,9 +304,9 @@ impl Default for PushConfig {
 pub struct ClientApiConfig {
     /// Listen address. Default `127.0.0.1:8008`.
     pub listen: SocketAddr,
-    /// Largest HTTP request body in bytes. Default 512 KiB (a 256 KiB payload in base64 fits).
+    /// Largest HTTP request body in bytes. Default 1 MiB (a 512 KiB payload in base64 fits).
     pub max_body_bytes: usize,
-    /// Largest WebSocket message in bytes. Default 512 KiB.
+    /// Largest WebSocket message in bytes. Default 1 MiB.
     pub max_ws_message_bytes: usize,
     /// Sends one WebSocket connection may have in flight before the hearth stops reading it.
     /// Default 256.
@@ -317,7 +317,9 @@ pub struct ClientApiConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Largest message payload in bytes. Default 262144 (256 KiB).
+    /// Largest message payload (and MLS commit with its Welcome) in bytes. Default 524288
+    /// (512 KiB: a 100,000-character message in any script, 3 bytes a character, with room for
+    /// MLS; a commit adding 100 devices to a group of 1,000).
     pub max_event_bytes: usize,
     /// Most members a group may have. Default 1000.
     pub max_room_members: usize,
@@ -395,8 +397,8 @@ impl Default for ClientApiConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8008)),
-            max_body_bytes: 512 * 1024,
-            max_ws_message_bytes: 512 * 1024,
+            max_body_bytes: 1024 * 1024,
+            max_ws_message_bytes: 1024 * 1024,
             max_in_flight_per_connection: 256,
         }
     }
@@ -405,7 +407,7 @@ impl Default for ClientApiConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
-            max_event_bytes: 256 * 1024,
+            max_event_bytes: 512 * 1024,
             max_room_members: 1000,
             sends_per_second: 50.0,
             send_burst: 500.0,
@@ -830,7 +832,7 @@ mod tests {
     fn defaults_are_valid() {
         let config = Config::load(None, env(&[])).unwrap();
         assert_eq!(config.server_name.as_str(), "localhost");
-        assert_eq!(config.limits.max_event_bytes, 262_144);
+        assert_eq!(config.limits.max_event_bytes, 524_288);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use hearth_crypto::{ServerKey, sign_envelope};
 use hearth_federation::{
     BackoffPolicy, Directory, Freshness, KeyRing, PeerConfig, Transport, TransportConfig,
 };
-use hearth_spec::api::ClaimedKeyPackage;
+use hearth_spec::api::{ClaimedKeyPackage, KeyDevices};
 use hearth_spec::federation::{
     FED_VERSION, FedBody, FedEnvelope, MAX_SIGNALS_PER_ENVELOPE, Outcome, RejectCode, RetryCode,
     SealedEnvelope, Signal,
@@ -493,7 +493,8 @@ impl FedNode {
             | FedBody::Custody { .. }
             | FedBody::Relayed { .. }
             | FedBody::ClaimKeyPackages { .. }
-            | FedBody::FetchMedia { .. } => reject(RejectCode::BadEvent),
+            | FedBody::FetchMedia { .. }
+            | FedBody::QueryDevices { .. } => reject(RejectCode::BadEvent),
         }
     }
 
@@ -752,6 +753,41 @@ impl hearth_federation::Inbound for FedNode {
                 tracing::error!(error = %e, media = %id, "cannot read a blob for a peer");
                 Err(Outcome::Retry(RetryCode::Unavailable))
             }
+        }
+    }
+
+    async fn query_devices(
+        &self,
+        peer: ServerName,
+        users: Vec<UserId>,
+    ) -> Result<Vec<KeyDevices>, Outcome> {
+        if users.iter().any(|u| u.server_name() != self.own) {
+            return Err(Outcome::Rejected(RejectCode::WrongDestination));
+        }
+        let store = self.store.clone();
+        let listed = tokio::task::spawn_blocking(move || {
+            users
+                .into_iter()
+                .map(|user| {
+                    let devices = store.e2ee_devices(&user)?;
+                    Ok(KeyDevices {
+                        user_id: user,
+                        devices,
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()
+        })
+        .await;
+        match listed {
+            Ok(Ok(listed)) => {
+                tracing::debug!(%peer, users = listed.len(), "listed devices for a peer");
+                Ok(listed)
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot list devices for a peer");
+                Err(Outcome::Retry(RetryCode::Unavailable))
+            }
+            Err(_) => Err(Outcome::Retry(RetryCode::Unavailable)),
         }
     }
 
@@ -1214,6 +1250,21 @@ impl PeerRequests {
             },
         );
         self.transport.claim(&destination, frame).await
+    }
+
+    /// The end-to-end devices of `users`, all of `server`, from `server`.
+    pub async fn query_devices(
+        &self,
+        server: &ServerName,
+        users: Vec<UserId>,
+    ) -> Result<Vec<KeyDevices>, hearth_federation::RequestError> {
+        let frame = self.node.sign_body(server, FedBody::QueryDevices { users });
+        self.transport.query_devices(server, frame).await
+    }
+
+    /// How long `server` has gone without answering this hearth (none while it answers).
+    pub fn failing_for(&self, server: &ServerName) -> Option<std::time::Duration> {
+        self.transport.failing_for(server)
     }
 
     /// Up to `len` bytes from `offset` of the blob `media_id` stored on `server`, and the

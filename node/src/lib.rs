@@ -14,6 +14,7 @@ pub mod discovery;
 pub mod errors;
 pub mod federation;
 pub mod hub;
+pub mod key_requests;
 pub mod keys;
 pub mod live;
 pub mod media;

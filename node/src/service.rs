@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use hearth_client_api::{AuthedDevice, Backend, Subscription};
 use hearth_spec::api::{
-    ClaimKeyPackages, ClaimedKeyPackages, CommitRequest, KeyDevices, KeyPackageCount,
+    ClaimKeyPackages, ClaimMany, ClaimedKeyPackages, ClaimedMany, CommitRequest, QueriedDevices,
+    QueryDevices, KeyDevices, KeyPackageCount,
     MediaUploaded, UploadKeyPackages,
 };
 use hearth_spec::api::{
@@ -66,7 +67,7 @@ pub struct Hearth {
     media: MediaStore,
     remote_media: crate::media_fetch::RemoteMedia,
     max_key_packages: u64,
-    peer_requests: crate::federation::PeerRequests,
+    key_requests: crate::key_requests::KeyRequests,
 }
 
 impl Hearth {
@@ -77,7 +78,7 @@ impl Hearth {
             max_event_bytes: parts.config.limits.max_event_bytes,
             push_config: parts.config.push.clone(),
             listen: std::sync::OnceLock::new(),
-            store: parts.store,
+            store: parts.store.clone(),
             accounts: parts.accounts,
             committer: parts.committer,
             hub: parts.hub,
@@ -91,7 +92,11 @@ impl Hearth {
                 parts.config.limits.max_media_bytes,
             ),
             media: parts.media,
-            peer_requests: parts.peer_requests,
+            key_requests: crate::key_requests::KeyRequests::new(
+                parts.config.server_name.clone(),
+                parts.store.clone(),
+                parts.peer_requests,
+            ),
             max_key_packages: parts.config.limits.max_key_packages,
         }
     }
@@ -204,31 +209,16 @@ impl Hearth {
 
     /// Claims key packages of another hearth's user from that hearth.
     async fn claim_remote(&self, req: ClaimKeyPackages) -> Result<ClaimedKeyPackages, ErrorBody> {
-        use hearth_federation::RequestError;
-        use hearth_spec::federation::RejectCode;
         self.require_users_exist(std::slice::from_ref(&req.user_id))
             .await?;
-        match self.peer_requests.claim(&req.user_id, req.devices).await {
-            Ok(key_packages) => Ok(ClaimedKeyPackages {
-                user_id: req.user_id,
-                key_packages,
-            }),
-            Err(RequestError::Rejected(RejectCode::WrongDestination)) => Err(ErrorBody::new(
-                ErrorCode::NotFound,
-                format!(
-                    "{} does not serve {}",
-                    req.user_id.server_name(),
-                    req.user_id
-                ),
-            )),
-            Err(e @ RequestError::Rejected(_)) => Err(ErrorBody::new(
-                ErrorCode::Forbidden,
-                format!("{} refused: {e}", req.user_id.server_name()),
-            )),
-            Err(e) => Err(ErrorBody::new(
-                ErrorCode::Unavailable,
-                format!("cannot reach {}: {e}", req.user_id.server_name()),
-            )),
+        let mut answer = self
+            .key_requests
+            .claim_many(ClaimMany { claims: vec![req] })
+            .await?;
+        match (answer.claimed.pop(), answer.failed.pop()) {
+            (Some(claimed), _) => Ok(claimed),
+            (None, Some(failed)) => Err(ErrorBody::new(failed.code, failed.message)),
+            (None, None) => Err(ErrorBody::new(ErrorCode::Internal, "the claim got no answer")),
         }
     }
 
@@ -588,6 +578,22 @@ impl Backend for Hearth {
             user_id: req.user_id,
             key_packages,
         })
+    }
+
+    async fn claim_many(
+        &self,
+        _device: &AuthedDevice,
+        req: ClaimMany,
+    ) -> Result<ClaimedMany, ErrorBody> {
+        self.key_requests.claim_many(req).await
+    }
+
+    async fn query_devices(
+        &self,
+        _device: &AuthedDevice,
+        req: QueryDevices,
+    ) -> Result<QueriedDevices, ErrorBody> {
+        self.key_requests.query_devices(req).await
     }
 
     async fn key_devices(

@@ -276,6 +276,52 @@ pub struct KeyDevices {
     pub devices: Vec<DeviceId>,
 }
 
+/// Most users one batched claim or device query may name (the largest group).
+pub const MAX_USERS_PER_KEY_REQUEST: usize = 1000;
+
+/// `POST /v1/keys/claim_many`: key packages of many users in one request (local users and users
+/// of other hearths alike). Counts as one claim against the claiming device's rate limit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimMany {
+    pub claims: Vec<ClaimKeyPackages>,
+}
+
+/// The answer to a batched claim: what each user's hearth handed out, and the users whose
+/// claim failed (their hearth unreachable, unknown, or refusing), with the error that a
+/// single claim would have got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimedMany {
+    pub claimed: Vec<ClaimedKeyPackages>,
+    pub failed: Vec<UserFailure>,
+}
+
+/// A user a batched request could not answer for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserFailure {
+    pub user_id: UserId,
+    pub code: crate::ErrorCode,
+    pub message: String,
+}
+
+/// `POST /v1/keys/query`: the end-to-end devices (logged in, with key packages) of each user,
+/// asked of the user's own hearth. A room's member devices, as the hearths know them, are what
+/// its MLS group must converge to (`spec/e2ee.md`, "Membership converges").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryDevices {
+    pub users: Vec<UserId>,
+}
+
+/// The answer to a device query. Every user asked for is in `users` (an empty list for a user
+/// with no such device, or who does not exist or was deactivated) or in `failed` (the user's
+/// hearth could not be asked: `unavailable`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueriedDevices {
+    pub users: Vec<KeyDevices>,
+    pub failed: Vec<UserFailure>,
+}
+
 /// `POST /v1/rooms/{room}/commit`: an MLS commit made in `epoch`, and its Welcome if it adds
 /// devices. Answered with `Sequenced`, or `stale_epoch` (409) when the room has moved on.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::ClaimedKeyPackage;
+use crate::api::{ClaimedKeyPackage, KeyDevices};
 use crate::client::{PresenceState, ReceiptKind};
 use crate::id::{DeviceId, RoomId, ServerName, UserId};
 
@@ -23,8 +23,14 @@ pub const SIGNING_CONTEXT: &[u8] = b"hearth/federation/v1\0";
 /// Length of an ed25519 signature.
 pub const SIGNATURE_LEN: usize = 64;
 
-/// Largest signed envelope a hearth accepts (signature included).
-pub const MAX_SIGNED_ENVELOPE: usize = 256 * 1024;
+/// Largest signed envelope a hearth accepts (signature included): an event with the largest
+/// payload a hearth allows by default (`limits.max_event_bytes`, 512 KiB) and room for its
+/// headers.
+pub const MAX_SIGNED_ENVELOPE: usize = 640 * 1024;
+
+/// Most bytes of frames a sender writes in one batch stream (a single frame may be larger than
+/// what is left, never larger than [`MAX_SIGNED_ENVELOPE`]). Receivers read at least 8 MiB.
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// Most envelopes in one stream (one batch).
 pub const MAX_FRAMES_PER_STREAM: usize = 1024;
@@ -95,6 +101,11 @@ pub enum FedBody {
         offset: u64,
         len: u32,
     },
+    /// A device of the origin asks which end-to-end devices (logged in, with key packages) the
+    /// destination's `users` have, to make a room's MLS group match its members' devices. At
+    /// most [`crate::api::MAX_USERS_PER_KEY_REQUEST`] users. Travels alone in its stream, never
+    /// queued; answered with [`StreamReply::Devices`].
+    QueryDevices { users: Vec<UserId> },
 }
 
 /// Most bytes of a blob one [`FedBody::FetchMedia`] asks for, so the answer stays well inside
@@ -313,6 +324,9 @@ pub enum StreamReply {
     /// The answer to a stream carrying one `FetchMedia` envelope that passed its checks: the
     /// blob's whole length and the bytes asked for (fewer at its end).
     MediaChunk { total: u64, bytes: Vec<u8> },
+    /// The answer to a stream carrying one `QueryDevices` envelope that passed its checks: each
+    /// user asked for, with its devices (none for a user the destination does not have).
+    Devices(Vec<KeyDevices>),
 }
 
 /// Why a whole stream was refused.

@@ -162,7 +162,7 @@ async fn malformed_and_unknown_json_is_rejected_and_nothing_changes() {
 async fn oversized_bodies_are_refused_before_authentication() {
     let mut s = setup().await;
     let before = last_seq(&mut s).await;
-    let huge = vec![b'a'; 600 * 1024];
+    let huge = vec![b'a'; 1100 * 1024];
     // No token at all: the size limit answers first.
     let (status, err) = raw(
         &s.hearth,
@@ -183,7 +183,7 @@ async fn oversized_bodies_are_refused_before_authentication() {
     .await;
     assert_eq!((status, err.code), (413, ErrorCode::TooLarge));
     // A payload over the event limit that fits the body limit: too large, nothing stored.
-    let payload = vec![7u8; 256 * 1024 + 1];
+    let payload = vec![7u8; 512 * 1024 + 1];
     let err = s
         .alice
         .send(&s.room, &new_txn_id(), &payload)
@@ -358,7 +358,7 @@ async fn websocket_garbage_gets_error_frames_and_the_session_survives() {
     }
     // An oversized payload inside a frame that fits: too_large, with the txn id.
     let txn = new_txn_id();
-    tx.send(&s.room, &txn, &vec![0u8; 256 * 1024 + 10])
+    tx.send(&s.room, &txn, &vec![0u8; 512 * 1024 + 10])
         .await
         .unwrap();
     match next_frame(&mut rx, WAIT).await.unwrap() {

@@ -92,7 +92,7 @@ async fn people_chat_with_the_terminal_client_on_a_configured_hearth() {
     assert!(out.ok, "{}", out.stderr);
     let text = std::fs::read_to_string(&config).unwrap();
     assert!(
-        text.contains("max_event_bytes = 262144") && text.contains("# Largest message payload")
+        text.contains("max_event_bytes = 524288") && text.contains("# Largest message payload")
     );
     let again = run(hearth_binary(), &["init", "--out", config_s], &[], None).await;
     assert!(!again.ok && again.stderr.contains("not overwriting"));

@@ -57,6 +57,7 @@ impl Inbound for RecordingPeer {
                 FedBody::Custody { .. } | FedBody::Relayed { .. } => "relay",
                 FedBody::ClaimKeyPackages { .. } => "claim",
                 FedBody::FetchMedia { .. } => "fetch",
+                FedBody::QueryDevices { .. } => "query",
             };
             seen.push((envelope.signer, kind));
         }

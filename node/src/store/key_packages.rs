@@ -154,6 +154,21 @@ impl Store {
         devices.iter().map(|d| parse_id(d)).collect()
     }
 
+    /// The user's end-to-end devices: logged in and holding a package of either kind, in id
+    /// order. None for a user this store does not have or that was deactivated. These are the
+    /// devices a room's MLS group must hold for the user (`spec/e2ee.md`).
+    pub fn e2ee_devices(&self, user: &UserId) -> Result<Vec<DeviceId>, StoreError> {
+        if self.user(user)?.is_none_or(|u| u.deactivated) {
+            return Ok(Vec::new());
+        }
+        let logged_in: Vec<DeviceId> = self.devices(user)?.into_iter().map(|(d, _)| d).collect();
+        Ok(self
+            .devices_with_key_packages(user)?
+            .into_iter()
+            .filter(|d| logged_in.contains(d))
+            .collect())
+    }
+
     /// Removes every package of a device (it was logged out or removed).
     pub(super) fn drop_key_packages(
         txn: &redb::WriteTransaction,
