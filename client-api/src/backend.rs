@@ -3,8 +3,8 @@
 use std::future::Future;
 
 use hearth_spec::api::{
-    ClaimKeyPackages, ClaimMany, ClaimedKeyPackages, ClaimedMany, QueriedDevices, QueryDevices, CommitRequest, KeyDevices, KeyPackageCount,
-    MediaUploaded, UploadKeyPackages,
+    ClaimKeyPackages, ClaimMany, ClaimedKeyPackages, ClaimedMany, CommitRequest, KeyDevices,
+    KeyPackageCount, MediaUploaded, QueriedDevices, QueryDevices, UploadKeyPackages,
 };
 use hearth_spec::api::{
     CreateRoomRequest, DeviceInfo, HistoryPage, LoginRequest, PresenceSettings, PresenceView,

@@ -10,8 +10,8 @@ pub mod e2ee;
 mod secure;
 
 use hearth_spec::api::{
-    ClaimKeyPackages, ClaimedKeyPackages, CommitRequest, KeyDevices, KeyPackageCount,
-    MediaUploaded, UploadKeyPackages,
+    ClaimKeyPackages, ClaimMany, ClaimedKeyPackages, ClaimedMany, CommitRequest, KeyDevices,
+    KeyPackageCount, MediaUploaded, QueriedDevices, QueryDevices, UploadKeyPackages,
 };
 use hearth_spec::api::{
     CreateRoomRequest, DeviceInfo, HistoryPage, InviteRequest, LoginRequest, PresenceSettings,
@@ -58,6 +58,9 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     session: Option<Session>,
+    /// How long a call may keep waiting out `rate_limited` answers (as `retry_after_ms` says)
+    /// before it reports one; `None` reports the first.
+    rate_limit_patience: Option<std::time::Duration>,
 }
 
 impl Client {
@@ -67,6 +70,7 @@ impl Client {
             http: reqwest::Client::new(),
             base: base_url.trim_end_matches('/').to_owned(),
             session: None,
+            rate_limit_patience: None,
         }
     }
 
@@ -384,6 +388,26 @@ impl Client {
             .await
     }
 
+    /// Claims key packages of many users (of any hearth) in one request.
+    pub async fn claim_many(&mut self, req: &ClaimMany) -> Result<ClaimedMany, ClientError> {
+        self.call(
+            reqwest::Method::POST,
+            "/v1/keys/claim_many",
+            Some(req),
+            true,
+        )
+        .await
+    }
+
+    /// The end-to-end devices of `users`, each asked of the user's own hearth.
+    pub async fn query_devices(&mut self, users: &[UserId]) -> Result<QueriedDevices, ClientError> {
+        let req = QueryDevices {
+            users: users.to_vec(),
+        };
+        self.call(reqwest::Method::POST, "/v1/keys/query", Some(&req), true)
+            .await
+    }
+
     /// The devices of `user` that have key packages.
     pub async fn key_devices(&mut self, user: &UserId) -> Result<KeyDevices, ClientError> {
         let path = format!("/v1/keys/devices/{}", encode_path(user.as_str()));
@@ -489,8 +513,47 @@ impl Client {
         self.request(method, path, body, true).await.map(drop)
     }
 
-    /// Sends a request; on `token_expired`, refreshes once and retries.
+    /// Makes calls wait out `rate_limited` answers for up to `patience` in all (each wait as
+    /// long as the hearth's `retry_after_ms`) instead of failing at the first.
+    pub fn set_rate_limit_patience(&mut self, patience: Option<std::time::Duration>) {
+        self.rate_limit_patience = patience;
+    }
+
+    /// Sends a request; on `token_expired`, refreshes once and retries; on `rate_limited`,
+    /// waits and retries within the rate-limit patience.
     async fn request<B: Serialize>(
+        &mut self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+        auth: bool,
+    ) -> Result<reqwest::Response, ClientError> {
+        let deadline = self
+            .rate_limit_patience
+            .map(|p| tokio::time::Instant::now() + p);
+        loop {
+            let result = self
+                .request_refreshing(method.clone(), path, body, auth)
+                .await;
+            let wait = match (&result, deadline) {
+                (Err(ClientError::Api { body: e, .. }), Some(deadline))
+                    if e.code == ErrorCode::RateLimited =>
+                {
+                    let wait = std::time::Duration::from_millis(
+                        e.retry_after_ms.unwrap_or(1000).clamp(10, 10_000),
+                    );
+                    (tokio::time::Instant::now() + wait <= deadline).then_some(wait)
+                }
+                _ => None,
+            };
+            match wait {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => return result,
+            }
+        }
+    }
+
+    async fn request_refreshing<B: Serialize>(
         &mut self,
         method: reqwest::Method,
         path: &str,

@@ -20,6 +20,10 @@ pub struct Shown {
     pub text: String,
     #[serde(default)]
     pub attachment: Option<AttachmentRef>,
+    /// A message this device had already read, sent again for members who could not read it
+    /// then.
+    #[serde(default)]
+    pub copy: bool,
 }
 
 /// Every message this profile has read.
@@ -47,18 +51,26 @@ impl LocalMessages {
 
     /// Keeps a decrypted message.
     pub fn record(&mut self, received: &Received) -> anyhow::Result<()> {
-        let Received::Message {
-            room, seq, body, ..
-        } = received
-        else {
-            return Ok(());
+        let shown = match received {
+            Received::Message {
+                room, seq, body, ..
+            } => Shown {
+                room: room.clone(),
+                seq: *seq,
+                text: body.text.clone(),
+                attachment: body.attachment.clone(),
+                copy: false,
+            },
+            Received::Replayed { room, seq } => Shown {
+                room: room.clone(),
+                seq: *seq,
+                text: String::new(),
+                attachment: None,
+                copy: true,
+            },
+            _ => return Ok(()),
         };
-        let shown = Shown {
-            room: room.clone(),
-            seq: *seq,
-            text: body.text.clone(),
-            attachment: body.attachment.clone(),
-        };
+        let (room, seq) = (shown.room.clone(), shown.seq);
         let mut options = std::fs::OpenOptions::new();
         options.create(true).append(true);
         #[cfg(unix)]
@@ -70,7 +82,7 @@ impl LocalMessages {
         let mut line = serde_json::to_vec(&shown)?;
         line.push(b'\n');
         file.write_all(&line)?;
-        self.map.insert((room.clone(), *seq), shown);
+        self.map.insert((room, seq), shown);
         Ok(())
     }
 
@@ -81,6 +93,9 @@ impl LocalMessages {
 
 /// How a read message is printed after `sender: `.
 pub fn message_text(shown: &Shown) -> String {
+    if shown.copy {
+        return "↻ (an earlier message, sent again for members who could not read it then)".into();
+    }
     match &shown.attachment {
         Some(a) => format!(
             "{} [file {} ({} bytes): hearth-chat save-file {} {} PATH]",

@@ -312,6 +312,7 @@ async fn logged_in(
             }
             let done = secure.send_text(&room.room_id, &text).await?;
             print_sent(&done, &room);
+            print_waiting(secure, &room.room_id);
         }
         Command::SendFile {
             room,
@@ -369,17 +370,22 @@ async fn logged_in(
         Command::Dm { user } => {
             let user: UserId = user.parse().context("a user id looks like @name:server")?;
             let rooms = secure.client().rooms().await?;
-            if let Some(room) = rooms
+            let room_id = if let Some(room) = rooms
                 .iter()
                 .find(|r| r.kind == RoomKind::Direct && r.members.contains(&user))
             {
                 println!("{}\t(existing chat with {user})", room.room_id);
+                // An earlier attempt may have left them out (their hearth was down).
+                secure.converge(&room.room_id).await?;
+                room.room_id.clone()
             } else {
                 let room = secure
                     .create_room(RoomKind::Direct, None, std::slice::from_ref(&user))
                     .await?;
                 println!("{}\t(new chat with {user})", room.room_id);
-            }
+                room.room_id
+            };
+            print_waiting(secure, &room_id);
         }
         Command::Group { name, members } => {
             let members = members
@@ -398,6 +404,7 @@ async fn logged_in(
                 name,
                 room.members.len()
             );
+            print_waiting(secure, &room.room_id);
         }
         Command::Invite { room, user } => {
             let room = resolve_room(secure.client(), &room).await?;
@@ -407,6 +414,7 @@ async fn logged_in(
                 "added {user} to {}",
                 display_name(&room, secure.client().user_id()?)
             );
+            print_waiting(secure, &room.room_id);
         }
         Command::RemoveDevice { device_id } => {
             let device = device_id.parse().context("invalid device id")?;
@@ -418,9 +426,32 @@ async fn logged_in(
             let room = resolve_room(secure.client(), &room).await?;
             follow(secure, local, since, Some(room)).await?;
         }
-        command => plain(secure.client(), local, command).await?,
+        Command::History {
+            room,
+            limit,
+            before,
+        } => {
+            let joined = resolve_room(secure.client(), &room).await.map(|r| {
+                let joined = secure.mls().joined_seq(&r.room_id);
+                (r, joined)
+            })?;
+            history(secure.client(), local, joined, limit, before).await?;
+        }
+        command => plain(secure.client(), command).await?,
     }
     Ok(())
+}
+
+/// Says who cannot read the room yet: their devices join the encrypted group as soon as their
+/// hearth answers, by whichever member's device acts first, and what was sent meanwhile is sent
+/// to them again.
+fn print_waiting(secure: &SecureClient, room: &RoomId) {
+    for (user, why) in secure.waiting(room) {
+        println!(
+            "waiting for {} to add {user} ({why}); messages sent meanwhile reach them when it does",
+            user.server_name()
+        );
+    }
 }
 
 fn print_sent(done: &hearth_spec::api::Sequenced, room: &RoomSummary) {
@@ -432,7 +463,7 @@ fn print_sent(done: &hearth_spec::api::Sequenced, room: &RoomSummary) {
 }
 
 /// Commands that need no keys.
-async fn plain(client: &mut Client, local: &LocalMessages, command: Command) -> anyhow::Result<()> {
+async fn plain(client: &mut Client, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Whoami => {
             let session = client.session().expect("loaded");
@@ -469,44 +500,6 @@ async fn plain(client: &mut Client, local: &LocalMessages, command: Command) -> 
                 println!("{}\t{}\t{}", display_name(&room, &me), unread, room.room_id);
             }
         }
-        Command::History {
-            room,
-            limit,
-            before,
-        } => {
-            let room = resolve_room(client, &room).await?;
-            let page = client.history(&room.room_id, before, limit).await?;
-            let me = client.user_id()?.clone();
-            let marks = client.receipts(&room.room_id).await?;
-            let others: Vec<_> = marks.iter().filter(|m| m.user_id != me).collect();
-            for event in &page.events {
-                let mine = event.sender == me && matches!(event.content, Content::Message { .. });
-                if !mine || others.is_empty() {
-                    println!("{}", format_event(event, local));
-                    continue;
-                }
-                // Like the phones do it: delivered/read once every other member is there.
-                let mark = if others.iter().all(|m| m.read >= event.seq) {
-                    "✓✓ read"
-                } else if others.iter().all(|m| m.delivered >= event.seq) {
-                    "✓✓ delivered"
-                } else {
-                    "✓ sent"
-                };
-                println!("{}  {mark}", format_event(event, local));
-            }
-            if let Some(before) = page.prev_before {
-                println!(
-                    "(older: hearth-chat history {} --before {before})",
-                    room.room_id
-                );
-            }
-            if let Some(last) = page.events.last()
-                && before.is_none()
-            {
-                client.mark_read(&room.room_id, last.seq).await?;
-            }
-        }
         Command::Presence { user } => {
             let user: UserId = user.parse().context("a user id looks like @name:server")?;
             let view = client.presence(&user).await?;
@@ -531,6 +524,72 @@ async fn plain(client: &mut Client, local: &LocalMessages, command: Command) -> 
         _ => unreachable!("handled with keys"),
     }
     Ok(())
+}
+
+/// Shows a page of a room's history with receipt marks, and marks it read up to where this
+/// device could read: a message sent after it joined that it cannot decrypt stops the read mark
+/// (a device that cannot read a message never says it was read).
+async fn history(
+    client: &mut Client,
+    local: &LocalMessages,
+    (room, joined): (RoomSummary, Option<u64>),
+    limit: usize,
+    before: Option<u64>,
+) -> anyhow::Result<()> {
+    let page = client.history(&room.room_id, before, limit).await?;
+    let me = client.user_id()?.clone();
+    let marks = client.receipts(&room.room_id).await?;
+    let others: Vec<_> = marks.iter().filter(|m| m.user_id != me).collect();
+    for event in &page.events {
+        let mine = event.sender == me && matches!(event.content, Content::Message { .. });
+        if !mine || others.is_empty() {
+            println!("{}", format_event(event, local));
+            continue;
+        }
+        // Like the phones do it: delivered/read once every other member is there.
+        let mark = if others.iter().all(|m| m.read >= event.seq) {
+            "✓✓ read"
+        } else if others.iter().all(|m| m.delivered >= event.seq) {
+            "✓✓ delivered"
+        } else {
+            "✓ sent"
+        };
+        println!("{}  {mark}", format_event(event, local));
+    }
+    if let Some(before) = page.prev_before {
+        println!(
+            "(older: hearth-chat history {} --before {before})",
+            room.room_id
+        );
+    }
+    if before.is_none()
+        && let Some(seq) = readable_upto(&page.events, local, &me, joined)
+    {
+        client.mark_read(&room.room_id, seq).await?;
+    }
+    Ok(())
+}
+
+/// The last event of `events` up to which this device has read every message meant for it.
+fn readable_upto(
+    events: &[EventView],
+    local: &LocalMessages,
+    me: &UserId,
+    joined: Option<u64>,
+) -> Option<u64> {
+    let mut upto = None;
+    for event in events {
+        let meant_for_this_device = joined.is_none_or(|j| event.seq > j);
+        let unread = matches!(event.content, Content::Message { .. })
+            && event.sender != *me
+            && meant_for_this_device
+            && local.get(&event.room_id, event.seq).is_none();
+        if unread {
+            break;
+        }
+        upto = Some(event.seq);
+    }
+    upto
 }
 
 async fn resolve_room(client: &mut Client, arg: &str) -> anyhow::Result<RoomSummary> {

@@ -4,16 +4,19 @@
 //! epoch), encrypts what it sends, decrypts what it receives in room order, and encrypts
 //! attachments with a fresh key carried inside the MLS message.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
-use hearth_spec::api::{CommitRequest, RoomSummary, Sequenced, UploadKeyPackages};
+use hearth_spec::api::{
+    ClaimKeyPackages, ClaimMany, CommitRequest, RoomSummary, Sequenced, UploadKeyPackages,
+};
 use hearth_spec::e2ee::{AttachmentRef, ChatBody};
 use hearth_spec::{DeviceId, ErrorCode, EventView, RoomId, RoomKind, UserId};
 use sha2::{Digest, Sha256};
 
-use crate::e2ee::{E2eeError, Mls, PreparedCommit, Received};
+use crate::e2ee::{E2eeError, Mls, PreparedCommit, Received, Waiting};
 use crate::{Client, ClientError, new_txn_id};
 
 /// Key packages a device keeps on its hearth; it tops up below [`LOW_KEY_PACKAGES`].
@@ -24,6 +27,41 @@ pub const LOW_KEY_PACKAGES: u64 = 20;
 pub const REMOTE_COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Attempts at a commit before giving up (each lost race catches up first).
 const COMMIT_ATTEMPTS: usize = 50;
+/// Most devices one commit adds: a commit adding 100 devices to a group of 1,000, with its
+/// Welcome (which carries the ratchet tree), stays inside the hearth's 512 KiB event limit.
+pub const ADD_CHUNK: usize = 100;
+/// How often a long-lived client looks again at a room's member devices before sending (a
+/// change of membership seen in the room makes it look at once).
+pub const ROSTER_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long calls wait out `rate_limited` answers before reporting them.
+const RATE_LIMIT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// What [`SecureClient::converge`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Convergence {
+    /// Devices added to the group.
+    pub added: usize,
+    /// Devices removed from it.
+    pub removed: usize,
+    /// Members who still cannot read the room, and why.
+    pub waiting: Vec<(UserId, String)>,
+}
+
+/// A room's members and their devices as this device last saw them.
+#[derive(Debug)]
+struct Roster {
+    checked: tokio::time::Instant,
+    members: Vec<UserId>,
+    listed: BTreeMap<UserId, Vec<DeviceId>>,
+    waiting: Vec<(UserId, String)>,
+}
+
+/// What [`SecureClient::add_devices`] managed.
+#[derive(Debug, Default)]
+struct Added {
+    added: usize,
+    failed: Vec<(UserId, String)>,
+}
 
 /// What [`SecureClient::send_outgoing`] encrypts.
 enum Outgoing<'a> {
@@ -31,6 +69,8 @@ enum Outgoing<'a> {
     New(&'a ChatBody),
     /// A refused message, by the txn id it was last sent under.
     Refused(String),
+    /// An owed message, by its message id, for readers who got in since.
+    Copy([u8; 16]),
 }
 
 /// Why a secure call failed.
@@ -71,6 +111,8 @@ pub struct SecureClient {
     /// gap) and has not yet handed to the caller. MLS keys are single use: a message processed
     /// here and never reported could not be read again.
     unreported: Vec<Received>,
+    /// Rooms whose member devices this device looked at lately.
+    rosters: HashMap<RoomId, Roster>,
 }
 
 impl SecureClient {
@@ -79,10 +121,13 @@ impl SecureClient {
     pub async fn open(client: Client, state_dir: &Path) -> Result<Self, SecureError> {
         let session = client.session().ok_or(ClientError::NotLoggedIn)?;
         let mls = Mls::open(state_dir, &session.user_id, &session.device_id)?;
+        let mut client = client;
+        client.set_rate_limit_patience(Some(RATE_LIMIT_PATIENCE));
         let mut this = Self {
             client,
             mls,
             unreported: Vec::new(),
+            rosters: HashMap::new(),
         };
         this.top_up().await?;
         Ok(this)
@@ -122,7 +167,8 @@ impl SecureClient {
     }
 
     /// Creates a room and its group, and adds every device of every member (and this user's
-    /// other devices).
+    /// other devices). Members whose hearth cannot be reached yet are added later, by whichever
+    /// member device acts first once it answers (see [`Self::waiting`]).
     pub async fn create_room(
         &mut self,
         kind: RoomKind,
@@ -131,105 +177,257 @@ impl SecureClient {
     ) -> Result<RoomSummary, SecureError> {
         let summary = self.client.create_room(kind, name, members).await?;
         self.mls.create_group(&summary.room_id)?;
-        let (me, _) = self.me()?;
-        let mut everyone = vec![me];
-        everyone.extend(members.iter().cloned());
-        self.add_users(&summary.room_id, &everyone).await?;
+        self.converge(&summary.room_id).await?;
         Ok(summary)
     }
 
     /// Adds a user to a group: routed by the hearth, admitted by this device's commit.
     pub async fn invite(&mut self, room: &RoomId, user: &UserId) -> Result<(), SecureError> {
         self.client.invite(room, user).await?;
-        self.add_users(room, std::slice::from_ref(user)).await
+        self.converge(room).await?;
+        self.send_due_copies().await;
+        Ok(())
     }
 
     /// Adds every device of `users` that is not in the room's group yet.
     pub async fn add_users(&mut self, room: &RoomId, users: &[UserId]) -> Result<(), SecureError> {
-        let in_group = self.mls.members(room);
-        let home = self.me()?.0.server_name();
-        let mut claimed = Vec::new();
-        for user in users {
-            // A user of this hearth: list the devices and claim for those not in the group. A
-            // user of another hearth: its devices are listed there, so claim for all of them
-            // (the claim goes to their hearth) and keep those not in the group.
-            let devices = if user.server_name() == home {
-                let devices: Vec<DeviceId> = self
-                    .client
-                    .key_devices(user)
-                    .await?
-                    .devices
-                    .into_iter()
-                    .filter(|d| !in_group.contains(&(user.clone(), d.clone())))
-                    .collect();
-                if devices.is_empty() {
-                    continue;
-                }
-                Some(devices)
-            } else {
-                None
-            };
-            let answer = self.client.claim_key_packages(user, devices).await?;
-            claimed.extend(
-                answer
-                    .key_packages
-                    .into_iter()
-                    .filter(|p| !in_group.contains(&(user.clone(), p.device_id.clone())))
-                    .map(|p| (user.clone(), p.device_id, p.key_package)),
-            );
-        }
-        if claimed.is_empty() {
-            return Ok(());
-        }
-        let packages = self.mls.check_key_packages(&claimed)?;
-        let room_id = room.clone();
-        self.commit_with_retry(room, move |mls| {
-            // After catching up, someone else may already have added some of them.
-            let present = mls.members(&room_id);
-            let wanted: Vec<_> = packages
-                .iter()
-                .filter(|p| {
-                    let identity = p.leaf_node().credential().serialized_content();
-                    !present
-                        .iter()
-                        .any(|(u, d)| hearth_spec::e2ee::credential_identity(u, d) == identity)
-                })
-                .cloned()
-                .collect();
-            if wanted.is_empty() {
-                return Ok(None);
-            }
-            mls.prepare_add(&room_id, &wanted).map(Some)
-        })
-        .await
+        let queried = self.client.query_devices(users).await?;
+        let present = self.mls.members(room);
+        let wanted: Vec<(UserId, DeviceId)> = queried
+            .users
+            .into_iter()
+            .flat_map(|u| {
+                let user = u.user_id;
+                u.devices.into_iter().map(move |d| (user.clone(), d))
+            })
+            .filter(|d| !present.contains(d))
+            .collect();
+        self.add_devices(room, wanted).await.map(drop)
     }
 
-    /// Adds this user's devices that joined since, to every room this device is in, and
-    /// removes this user's devices that were logged out.
+    /// Makes the room's MLS group hold exactly the devices of its members: the hearth's member
+    /// list says who, each member's hearth says which devices (logged in, with key packages).
+    /// Devices missing from the group are added (their key packages claimed in one request,
+    /// in commits of at most [`ADD_CHUNK`] devices); devices of members who left, and devices
+    /// their hearth no longer lists, are removed. Members whose hearth does not answer are
+    /// left as they are. Races with other devices doing the same are settled by the home's one
+    /// commit per epoch. What this device owes to readers who got in is sent again by the next
+    /// send, sync or take.
+    pub async fn converge(&mut self, room: &RoomId) -> Result<Convergence, SecureError> {
+        let summary = self.catch_up(room).await?;
+        let mut outcome = Convergence::default();
+        if !self.mls.in_group(room) {
+            self.rosters.remove(room);
+            return Ok(outcome);
+        }
+        let (me, my_device) = self.me()?;
+        let queried = self.client.query_devices(&summary.members).await?;
+        let mut listed: BTreeMap<UserId, Vec<DeviceId>> = queried
+            .users
+            .into_iter()
+            .map(|u| (u.user_id, u.devices))
+            .collect();
+        // This device is in the group whatever its hearth lists (it may have no package left).
+        listed
+            .entry(me.clone())
+            .or_default()
+            .push(my_device.clone());
+        let unanswered: BTreeMap<UserId, String> = queried
+            .failed
+            .into_iter()
+            .map(|f| (f.user_id, f.message))
+            .collect();
+        let stale: Vec<(UserId, DeviceId)> = self
+            .mls
+            .members(room)
+            .into_iter()
+            .filter(|(u, d)| !(*u == me && *d == my_device))
+            .filter(|(u, d)| {
+                !summary.members.contains(u) || listed.get(u).is_some_and(|ds| !ds.contains(d))
+            })
+            .collect();
+        if !stale.is_empty() {
+            outcome.removed = stale.len();
+            self.remove_devices(room, &stale).await?;
+        }
+        let present = self.mls.members(room);
+        let missing: Vec<(UserId, DeviceId)> = listed
+            .iter()
+            .flat_map(|(u, ds)| ds.iter().map(move |d| (u.clone(), d.clone())))
+            .filter(|d| !present.contains(d))
+            .collect();
+        let failed = self.add_devices(room, missing).await?;
+        outcome.added = failed.added;
+        outcome.waiting = unanswered
+            .into_iter()
+            .chain(failed.failed)
+            .collect::<Vec<_>>();
+        self.rosters.insert(
+            room.clone(),
+            Roster {
+                checked: tokio::time::Instant::now(),
+                members: summary.members,
+                listed,
+                waiting: outcome.waiting.clone(),
+            },
+        );
+        Ok(outcome)
+    }
+
+    /// [`Self::converge`] every room this device is in.
+    pub async fn converge_all(&mut self) -> Result<(), SecureError> {
+        for room in self.rooms_in_group() {
+            self.converge(&room).await?;
+        }
+        Ok(())
+    }
+
+    /// Catches up with the room and converges it if its roster was not checked within
+    /// [`ROSTER_CHECK_INTERVAL`] or its members changed since. A failure is logged, not
+    /// returned: the send goes on, and those who could not read it are owed it.
+    async fn converge_if_due(&mut self, room: &RoomId) {
+        let summary = match self.catch_up(room).await {
+            Ok(summary) => summary,
+            Err(e) => {
+                tracing::warn!(%room, error = %e, "cannot catch up with the room before sending");
+                return;
+            }
+        };
+        let due = self.rosters.get(room).is_none_or(|r| {
+            r.checked.elapsed() >= ROSTER_CHECK_INTERVAL || r.members != summary.members
+        });
+        if due && let Err(e) = self.converge(room).await {
+            tracing::warn!(%room, error = %e, "cannot bring the room's group up to its members yet");
+        }
+    }
+
+    /// Members of the room who cannot read it yet and why (their hearth did not answer, their
+    /// devices could not be added), as of this device's last look.
+    pub fn waiting(&self, room: &RoomId) -> Vec<(UserId, String)> {
+        self.rosters
+            .get(room)
+            .map(|r| r.waiting.clone())
+            .unwrap_or_default()
+    }
+
+    /// Who cannot read a message sent now: members with no device in the group, and devices
+    /// their hearths listed that are not in it.
+    fn cannot_read(&self, room: &RoomId) -> Vec<Waiting> {
+        let Some(roster) = self.rosters.get(room) else {
+            return Vec::new();
+        };
+        let present = self.mls.members(room);
+        let mut waiting = Vec::new();
+        for user in &roster.members {
+            if !present.iter().any(|(u, _)| u == user) {
+                waiting.push(Waiting::User(user.clone()));
+                continue;
+            }
+            for device in roster.listed.get(user).into_iter().flatten() {
+                if !present.contains(&(user.clone(), device.clone())) {
+                    waiting.push(Waiting::Device(user.clone(), device.clone()));
+                }
+            }
+        }
+        waiting
+    }
+
+    /// Claims key packages for `wanted` in one request and adds the devices whose package
+    /// checks out, in commits of at most [`ADD_CHUNK`] (halved while a commit is too large).
+    async fn add_devices(
+        &mut self,
+        room: &RoomId,
+        wanted: Vec<(UserId, DeviceId)>,
+    ) -> Result<Added, SecureError> {
+        let mut result = Added::default();
+        if wanted.is_empty() {
+            return Ok(result);
+        }
+        let mut per_user: BTreeMap<UserId, Vec<DeviceId>> = BTreeMap::new();
+        for (user, device) in wanted {
+            per_user.entry(user).or_default().push(device);
+        }
+        let req = ClaimMany {
+            claims: per_user
+                .into_iter()
+                .map(|(user_id, devices)| ClaimKeyPackages {
+                    user_id,
+                    devices: Some(devices),
+                })
+                .collect(),
+        };
+        let answer = self.client.claim_many(&req).await?;
+        result
+            .failed
+            .extend(answer.failed.into_iter().map(|f| (f.user_id, f.message)));
+        let claimed: Vec<(UserId, DeviceId, Vec<u8>)> = answer
+            .claimed
+            .into_iter()
+            .flat_map(|c| {
+                let user = c.user_id;
+                c.key_packages
+                    .into_iter()
+                    .map(move |p| (user.clone(), p.device_id, p.key_package))
+            })
+            .collect();
+        let (packages, bad) = self.mls.sort_key_packages(&claimed);
+        for (user, device, e) in bad {
+            tracing::warn!(%user, %device, error = %e, "refused a claimed key package");
+            result
+                .failed
+                .push((user, format!("device {device} offered a bad key package")));
+        }
+        let mut chunk = ADD_CHUNK;
+        let mut rest = packages.as_slice();
+        while !rest.is_empty() {
+            let (now, later) = rest.split_at(chunk.min(rest.len()));
+            let room_id = room.clone();
+            let now_owned = now.to_vec();
+            let added = self
+                .commit_with_retry(room, move |mls| {
+                    // After catching up, someone else may already have added some of them.
+                    let present = mls.members(&room_id);
+                    let fresh: Vec<_> = now_owned
+                        .iter()
+                        .filter(|p| {
+                            let identity = p.leaf_node().credential().serialized_content();
+                            !present.iter().any(|(u, d)| {
+                                hearth_spec::e2ee::credential_identity(u, d) == identity
+                            })
+                        })
+                        .cloned()
+                        .collect();
+                    if fresh.is_empty() {
+                        return Ok(None);
+                    }
+                    mls.prepare_add(&room_id, &fresh).map(Some)
+                })
+                .await;
+            match added {
+                Err(SecureError::Client(e))
+                    if e.code() == Some(ErrorCode::TooLarge) && chunk > 1 =>
+                {
+                    self.mls.commit_refused(room)?;
+                    chunk /= 2;
+                    continue;
+                }
+                Err(e) => return Err(e),
+                Ok(()) => {
+                    result.added += now.len();
+                    rest = later;
+                }
+            }
+        }
+        Ok(result)
+    }
+
+    /// Adds this user's devices that joined since, and removes this user's devices that were
+    /// logged out, in every room this device is in (with every other member's too: see
+    /// [`Self::converge`]).
     pub async fn sync_own_devices(&mut self) -> Result<(), SecureError> {
         let got = self.sync().await?;
         self.unreported.extend(got);
-        let (me, my_device) = self.me()?;
-        let listed: Vec<DeviceId> = self
-            .client
-            .devices()
-            .await?
-            .into_iter()
-            .map(|d| d.device_id)
-            .collect();
-        for room in self.rooms_in_group() {
-            let gone: Vec<(UserId, DeviceId)> = self
-                .mls
-                .members(&room)
-                .into_iter()
-                .filter(|(u, d)| *u == me && *d != my_device && !listed.contains(d))
-                .collect();
-            if !gone.is_empty() {
-                self.remove_devices(&room, &gone).await?;
-            }
-            self.add_users(&room, std::slice::from_ref(&me)).await?;
-        }
-        Ok(())
+        self.converge_all().await
     }
 
     /// Logs one of this user's other devices out and removes it from every group.
@@ -380,6 +578,8 @@ impl SecureClient {
         room: &RoomId,
         body: ChatBody,
     ) -> Result<Sequenced, SecureError> {
+        self.converge_if_due(room).await;
+        self.send_due_copies().await;
         self.send_outgoing(room, Outgoing::New(&body)).await
     }
 
@@ -394,6 +594,7 @@ impl SecureClient {
             let ciphertext = match &next {
                 Outgoing::New(body) => self.mls.encrypt(room, txn_id.as_str(), body)?,
                 Outgoing::Refused(first) => self.mls.encrypt_refused(first, txn_id.as_str())?,
+                Outgoing::Copy(id) => self.mls.encrypt_copy(room, *id, txn_id.as_str())?,
             };
             match self.client.send(room, &txn_id, &ciphertext).await {
                 Err(e) if e.code() == Some(ErrorCode::StaleEpoch) => {
@@ -401,17 +602,35 @@ impl SecureClient {
                         // The caller still holds it, and learns if it never goes through.
                         Outgoing::New(_) => self.mls.forget_sent(txn_id.as_str())?,
                         // Nobody else holds it: it stays on disk until it goes through.
-                        Outgoing::Refused(_) => {
+                        Outgoing::Refused(_) | Outgoing::Copy(_) => {
                             self.mls.refuse_sent(txn_id.as_str())?;
                             next = Outgoing::Refused(txn_id.as_str().to_owned());
                         }
                     }
                     self.catch_up(room).await?;
                 }
-                other => return Ok(other?),
+                other => {
+                    let sent = other?;
+                    if matches!(next, Outgoing::New(_)) {
+                        let waiting = self.cannot_read(room);
+                        self.mls.owe(txn_id.as_str(), waiting)?;
+                    }
+                    return Ok(sent);
+                }
             }
         }
         Err(SecureError::Contended)
+    }
+
+    /// Sends again, under their first message id, the messages this device owes to readers
+    /// who have got into the group since (see [`Mls::owe`]). Failures wait for the next call.
+    async fn send_due_copies(&mut self) {
+        for (room, id) in self.mls.due_copies() {
+            if let Err(e) = self.send_outgoing(&room, Outgoing::Copy(id)).await {
+                tracing::warn!(%room, error = %e, "cannot send an owed message again yet");
+                return;
+            }
+        }
     }
 
     /// Sends again, oldest first, this device's messages that the room's home cannot have
@@ -437,6 +656,14 @@ impl SecureClient {
                 tracing::warn!(%room, error = %e, "cannot send a refused message again yet");
                 return;
             }
+        }
+        self.send_due_copies().await;
+    }
+
+    /// A change of the room's membership makes its roster worth looking at again.
+    fn note(&mut self, received: &Received) {
+        if let Received::Membership { room, .. } | Received::Joined { room, .. } = received {
+            self.rosters.remove(room);
         }
     }
 
@@ -537,6 +764,7 @@ impl SecureClient {
             }
             other => other?,
         };
+        self.note(&received);
         self.resend_refused().await;
         Ok(received)
     }
@@ -555,6 +783,7 @@ impl SecureClient {
             }
             for event in page.events.iter().filter(|e| e.seq > from) {
                 let received = self.mls.receive(event)?;
+                self.note(&received);
                 if received != Received::Duplicate {
                     self.unreported.push(received);
                 }
@@ -563,13 +792,13 @@ impl SecureClient {
         Ok(())
     }
 
-    /// Processes every event of `room` up to its newest.
-    pub async fn catch_up(&mut self, room: &RoomId) -> Result<(), SecureError> {
-        let last = self.client.room(room).await?.last_seq;
+    /// Processes every event of `room` up to its newest; the room as the hearth sees it.
+    pub async fn catch_up(&mut self, room: &RoomId) -> Result<RoomSummary, SecureError> {
+        let summary = self.client.room(room).await?;
         if self.mls.in_group(room) {
-            self.fill(room, last + 1).await?;
+            self.fill(room, summary.last_seq + 1).await?;
         }
-        Ok(())
+        Ok(summary)
     }
 
     /// Compares the hearth's membership of a room with its MLS group.

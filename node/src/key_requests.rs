@@ -169,7 +169,11 @@ impl KeyRequests {
     /// The answer for `server` without asking it, if it failed lately and has not answered
     /// anything since.
     fn skip(&self, server: &ServerName) -> Option<Failure> {
-        let failed_at = *self.unreachable.lock().expect("unreachable lock").get(server)?;
+        let failed_at = *self
+            .unreachable
+            .lock()
+            .expect("unreachable lock")
+            .get(server)?;
         let still_failing = self.peers.failing_for(server).is_some();
         (still_failing && failed_at.elapsed() < UNREACHABLE_FOR).then(|| Failure {
             code: ErrorCode::Unavailable,
@@ -233,7 +237,10 @@ fn failure_of(server: &ServerName, e: RequestError) -> Failure {
 
 fn dedup(users: Vec<UserId>) -> Vec<UserId> {
     let mut seen = std::collections::HashSet::new();
-    users.into_iter().filter(|u| seen.insert(u.clone())).collect()
+    users
+        .into_iter()
+        .filter(|u| seen.insert(u.clone()))
+        .collect()
 }
 
 async fn blocking<T: Send + 'static>(

@@ -5,9 +5,8 @@ use std::sync::Arc;
 
 use hearth_client_api::{AuthedDevice, Backend, Subscription};
 use hearth_spec::api::{
-    ClaimKeyPackages, ClaimMany, ClaimedKeyPackages, ClaimedMany, CommitRequest, QueriedDevices,
-    QueryDevices, KeyDevices, KeyPackageCount,
-    MediaUploaded, UploadKeyPackages,
+    ClaimKeyPackages, ClaimMany, ClaimedKeyPackages, ClaimedMany, CommitRequest, KeyDevices,
+    KeyPackageCount, MediaUploaded, QueriedDevices, QueryDevices, UploadKeyPackages,
 };
 use hearth_spec::api::{
     CreateRoomRequest, DeviceInfo, HistoryPage, InboxItem, LoginRequest, RefreshRequest,
@@ -218,7 +217,10 @@ impl Hearth {
         match (answer.claimed.pop(), answer.failed.pop()) {
             (Some(claimed), _) => Ok(claimed),
             (None, Some(failed)) => Err(ErrorBody::new(failed.code, failed.message)),
-            (None, None) => Err(ErrorBody::new(ErrorCode::Internal, "the claim got no answer")),
+            (None, None) => Err(ErrorBody::new(
+                ErrorCode::Internal,
+                "the claim got no answer",
+            )),
         }
     }
 

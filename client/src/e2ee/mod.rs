@@ -8,6 +8,7 @@
 
 mod provider;
 mod store;
+mod store_v2;
 #[cfg(test)]
 mod tests;
 
@@ -26,7 +27,10 @@ use openmls_traits::OpenMlsProvider;
 use sha2::{Digest, Sha256};
 
 pub use provider::DeviceProvider;
-use store::{Entries, RoomMeta, SEEN_PER_ROOM, Saved, SentMessage, StateFile, is_key_package};
+pub use store::Waiting;
+use store::{
+    Entries, OwedMessage, RoomMeta, SEEN_PER_ROOM, Saved, SentMessage, StateFile, is_key_package,
+};
 
 /// The one ciphersuite Hearth uses.
 pub const CIPHERSUITE: Ciphersuite =
@@ -35,6 +39,8 @@ pub const CIPHERSUITE: Ciphersuite =
 /// Past epochs whose keys a device keeps, for messages sent just before a commit that the
 /// room ordered after it.
 const MAX_PAST_EPOCHS: usize = 8;
+/// Messages kept per room for members who could not read them yet (the oldest are dropped).
+const MAX_OWED_PER_ROOM: usize = 1000;
 
 /// Why an end-to-end operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -377,7 +383,9 @@ impl Mls {
         )
         .map_err(mls)?;
         self.groups.insert(room.clone(), group);
-        self.saved.rooms.entry(room.clone()).or_default().removed = false;
+        let meta = self.saved.rooms.entry(room.clone()).or_default();
+        meta.removed = false;
+        meta.joined_seq = Some(meta.processed_seq);
         self.save()
     }
 
@@ -403,6 +411,23 @@ impl Mls {
                 Ok(package)
             })
             .collect()
+    }
+
+    /// Checks claimed key packages one by one: the good ones, and the devices whose package
+    /// failed (with why), so one bad package does not keep the others out.
+    pub fn sort_key_packages(
+        &self,
+        claimed: &[(UserId, DeviceId, Vec<u8>)],
+    ) -> (Vec<KeyPackage>, Vec<(UserId, DeviceId, E2eeError)>) {
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        for one in claimed {
+            match self.check_key_packages(std::slice::from_ref(one)) {
+                Ok(mut package) => good.append(&mut package),
+                Err(e) => bad.push((one.0.clone(), one.1.clone(), e)),
+            }
+        }
+        (good, bad)
     }
 
     /// A commit adding devices (their checked key packages), pending until the home accepts it.
@@ -538,7 +563,7 @@ impl Mls {
         body: &ChatBody,
     ) -> Result<Vec<u8>, E2eeError> {
         let plaintext = serde_json::to_vec(body).map_err(mls)?;
-        self.encrypt_bytes(room, txn_id, plaintext, None)
+        self.encrypt_bytes(room, txn_id, plaintext, rand::random(), false, None)
     }
 
     /// Encrypts again, under `txn_id`, the refused message first sent as `refused_txn` (see
@@ -555,8 +580,93 @@ impl Mls {
             .position(|m| m.txn_id == refused_txn)
             .ok_or_else(|| E2eeError::Mls(format!("no refused message {refused_txn}")))?;
         let message = &self.saved.refused[index];
-        let (room, body) = (message.room.clone(), message.body.clone());
-        self.encrypt_bytes(&room, txn_id, body, Some(index))
+        let (room, body, id, copy) = (
+            message.room.clone(),
+            message.body.clone(),
+            message.id,
+            message.copy,
+        );
+        self.encrypt_bytes(&room, txn_id, body, id, copy, Some(index))
+    }
+
+    /// Records that the message just sent as `txn_id` could not be read by `waiting` (members
+    /// with no device in the group, devices their hearths listed that are not in it): it is
+    /// sent again, under the same message id, when they get in ([`Self::due_copies`]).
+    pub fn owe(&mut self, txn_id: &str, waiting: Vec<Waiting>) -> Result<(), E2eeError> {
+        let Some(sent) = self.saved.sent.get(txn_id) else {
+            return Ok(());
+        };
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let room = sent.room.clone();
+        self.saved.owed.push(OwedMessage {
+            room: room.clone(),
+            id: sent.id,
+            body: sent.body.clone(),
+            waiting,
+        });
+        let in_room = self.saved.owed.iter().filter(|m| m.room == room).count();
+        if in_room > MAX_OWED_PER_ROOM
+            && let Some(oldest) = self.saved.owed.iter().position(|m| m.room == room)
+        {
+            self.saved.owed.remove(oldest);
+        }
+        self.save()
+    }
+
+    /// Owed messages some of whose readers are now in the group, oldest first: (room, message
+    /// id), for [`Self::encrypt_copy`].
+    pub fn due_copies(&self) -> Vec<(RoomId, [u8; MESSAGE_ID_LEN])> {
+        self.saved
+            .owed
+            .iter()
+            .filter(|m| self.in_group(&m.room))
+            .filter(|m| {
+                let present = self.members(&m.room);
+                m.waiting.iter().any(|w| arrived(w, &present))
+            })
+            .map(|m| (m.room.clone(), m.id))
+            .collect()
+    }
+
+    /// Messages owed to readers who are not in the group yet, per room.
+    pub fn owed_count(&self, room: &RoomId) -> usize {
+        self.saved.owed.iter().filter(|m| m.room == *room).count()
+    }
+
+    /// Encrypts again, as `txn_id`, the owed message `id` of `room` for the readers who have
+    /// got in since; they stop waiting for it in the same save that files the copy as sent.
+    pub fn encrypt_copy(
+        &mut self,
+        room: &RoomId,
+        id: [u8; MESSAGE_ID_LEN],
+        txn_id: &str,
+    ) -> Result<Vec<u8>, E2eeError> {
+        let present = self.members(room);
+        let index = self
+            .saved
+            .owed
+            .iter()
+            .position(|m| m.room == *room && m.id == id)
+            .ok_or_else(|| E2eeError::Mls("no such owed message".into()))?;
+        let owed = &mut self.saved.owed[index];
+        owed.waiting.retain(|w| !arrived(w, &present));
+        let body = owed.body.clone();
+        if owed.waiting.is_empty() {
+            self.saved.owed.remove(index);
+        }
+        self.encrypt_bytes(room, txn_id, body, id, true, None)
+    }
+
+    /// Forgets what is owed to users who left the room.
+    fn forget_owed_to(&mut self, room: &RoomId, user: &UserId) {
+        for owed in self.saved.owed.iter_mut().filter(|m| m.room == *room) {
+            owed.waiting.retain(|w| match w {
+                Waiting::User(u) | Waiting::Device(u, _) => u != user,
+            });
+        }
+        self.saved.owed.retain(|m| !m.waiting.is_empty());
     }
 
     fn encrypt_bytes(
@@ -564,9 +674,10 @@ impl Mls {
         room: &RoomId,
         txn_id: &str,
         plaintext: Vec<u8>,
+        id: [u8; MESSAGE_ID_LEN],
+        copy: bool,
         replaces_refused: Option<usize>,
     ) -> Result<Vec<u8>, E2eeError> {
-        let id: [u8; MESSAGE_ID_LEN] = rand::random();
         let group = active_group(&mut self.groups, room)?;
         let epoch = group.epoch().as_u64();
         group.set_aad(message_aad(&id));
@@ -591,6 +702,8 @@ impl Mls {
                 body: plaintext,
                 epoch,
                 order,
+                id,
+                copy,
             },
         );
         self.save()?;
@@ -656,6 +769,12 @@ impl Mls {
         self.saved.rooms.keys().cloned().collect()
     }
 
+    /// The event at which this device entered the room's group, if it did: messages before it
+    /// were not meant for this device.
+    pub fn joined_seq(&self, room: &RoomId) -> Option<u64> {
+        self.saved.rooms.get(room).and_then(|m| m.joined_seq)
+    }
+
     /// The last event of the room this device has processed.
     pub fn processed_seq(&self, room: &RoomId) -> u64 {
         self.saved.rooms.get(room).map_or(0, |m| m.processed_seq)
@@ -678,8 +797,11 @@ impl Mls {
             });
         }
         let received = self.interpret(event);
-        let meta = self.saved.rooms.entry(room).or_default();
+        let meta = self.saved.rooms.entry(room.clone()).or_default();
         meta.processed_seq = event.seq;
+        if let Received::Joined { .. } = &received {
+            meta.joined_seq = Some(event.seq);
+        }
         if let Received::Membership {
             target,
             membership: Membership::Leave,
@@ -692,6 +814,14 @@ impl Mls {
             meta.removed = true;
         }
         match (&received, &event.content) {
+            (
+                Received::Membership {
+                    target,
+                    membership: Membership::Leave,
+                    ..
+                },
+                _,
+            ) => self.forget_owed_to(&room, target),
             (Received::Committed { .. }, Content::Commit { epoch, .. }) => {
                 self.refuse_unordered(&event.room_id, *epoch);
             }
@@ -854,6 +984,12 @@ impl Mls {
         let room = event.room_id.clone();
         if self.is_own(event) {
             if let Some(sent) = self.saved.sent.remove(event.txn_id.as_str()) {
+                if sent.copy {
+                    return Ok(Received::Replayed {
+                        room,
+                        seq: event.seq,
+                    });
+                }
                 let body = serde_json::from_slice(&sent.body).map_err(mls)?;
                 return Ok(Received::Message {
                     room,
@@ -916,6 +1052,14 @@ fn remember(meta: &mut RoomMeta, id: [u8; MESSAGE_ID_LEN]) {
     meta.seen.push_back(id);
     while meta.seen.len() > SEEN_PER_ROOM {
         meta.seen.pop_front();
+    }
+}
+
+/// Whether an owed message's reader is among the group's `present` devices.
+fn arrived(waiting: &Waiting, present: &[(UserId, DeviceId)]) -> bool {
+    match waiting {
+        Waiting::User(user) => present.iter().any(|(u, _)| u == user),
+        Waiting::Device(user, device) => present.iter().any(|(u, d)| u == user && d == device),
     }
 }
 

@@ -13,8 +13,12 @@ use serde::{Deserialize, Serialize};
 use super::E2eeError;
 
 /// Format version of the state file (2: sent messages carry their epoch and order, and messages
-/// the room's home cannot have taken wait to be sent again).
-const STATE_VERSION: u8 = 2;
+/// the room's home cannot have taken wait to be sent again; 3: message ids of sent messages,
+/// messages owed to members who could not read them yet, and where this device joined each
+/// room). Version 2 files are read and written back as version 3.
+const STATE_VERSION: u8 = 3;
+/// Format version of the key package file (unchanged since 2).
+const KEYS_VERSION: u8 = 2;
 /// Message ids remembered per room to drop replays.
 pub const SEEN_PER_ROOM: usize = 4096;
 
@@ -32,6 +36,9 @@ pub struct RoomMeta {
     /// The epoch of the latest commit of this device's that the room took.
     #[serde(default)]
     pub own_commit_epoch: Option<u64>,
+    /// The event at which this device entered the room's group (its Welcome's commit, or the
+    /// create it made the group for): messages before it were never meant for this device.
+    pub joined_seq: Option<u64>,
 }
 
 /// A message this device sent, kept so its own echo can be shown (a device cannot decrypt
@@ -45,6 +52,32 @@ pub struct SentMessage {
     pub epoch: u64,
     /// When it was sent, counted per device: refused messages are sent again in this order.
     pub order: u64,
+    /// Its message id (in the MLS authenticated data), kept when it is encrypted again.
+    pub id: [u8; 16],
+    /// A copy sent again for members who could not read the first (see [`OwedMessage`]); its
+    /// echo is not a new message.
+    pub copy: bool,
+}
+
+/// A message sent while some members of the room could not read it (their devices were not in
+/// the group yet: their hearth was down, or they were not added yet). When they get in, it is
+/// sent again under the same message id: they read it, the others drop it as seen.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OwedMessage {
+    pub room: RoomId,
+    pub id: [u8; 16],
+    pub body: Vec<u8>,
+    /// Who could not read it, and has not been sent it again yet.
+    pub waiting: Vec<Waiting>,
+}
+
+/// A reader a message is owed to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Waiting {
+    /// A member with no device in the group: any of its devices that gets in.
+    User(UserId),
+    /// A device its hearth listed that was not in the group.
+    Device(UserId, DeviceId),
 }
 
 /// Everything saved.
@@ -65,6 +98,8 @@ pub struct Saved {
     pub next_order: u64,
     /// The inbox cursor processed up to.
     pub cursor: u64,
+    /// Messages owed to members who could not read them when they were sent, oldest first.
+    pub owed: Vec<OwedMessage>,
 }
 
 impl Saved {
@@ -80,6 +115,7 @@ impl Saved {
             refused: Vec::new(),
             next_order: 0,
             cursor: 0,
+            owed: Vec::new(),
         }
     }
 }
@@ -137,7 +173,12 @@ impl StateFile {
         let corrupt = |path: &Path, e: &dyn std::fmt::Display| {
             E2eeError::Corrupt(format!("{}: {e}", path.display()))
         };
-        let saved: Saved = postcard::from_bytes(&bytes).map_err(|e| corrupt(&self.path, &e))?;
+        let saved: Saved = match bytes.first() {
+            Some(2) => postcard::from_bytes::<super::store_v2::SavedV2>(&bytes)
+                .map_err(|e| corrupt(&self.path, &e))?
+                .into(),
+            _ => postcard::from_bytes(&bytes).map_err(|e| corrupt(&self.path, &e))?,
+        };
         if saved.version != STATE_VERSION {
             return Err(corrupt(
                 &self.path,
@@ -149,7 +190,7 @@ impl StateFile {
             Some(bytes) => {
                 let file: KeyFile =
                     postcard::from_bytes(&bytes).map_err(|e| corrupt(&self.keys_path, &e))?;
-                if file.version != STATE_VERSION {
+                if file.version != KEYS_VERSION {
                     return Err(corrupt(
                         &self.keys_path,
                         &format!("unknown state version {}", file.version),
@@ -172,7 +213,7 @@ impl StateFile {
     /// never a joined group without its state.
     pub fn save_keys(&self, entries: &Entries) -> Result<(), E2eeError> {
         let file = KeyFile {
-            version: STATE_VERSION,
+            version: KEYS_VERSION,
             entries: entries.clone(),
         };
         let bytes = postcard::to_stdvec(&file).map_err(|e| E2eeError::Corrupt(e.to_string()))?;
