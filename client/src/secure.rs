@@ -30,9 +30,6 @@ const COMMIT_ATTEMPTS: usize = 50;
 /// Most devices one commit adds: a commit adding 100 devices to a group of 1,000, with its
 /// Welcome (which carries the ratchet tree), stays inside the hearth's 512 KiB event limit.
 pub const ADD_CHUNK: usize = 100;
-/// How often a long-lived client looks again at a room's member devices before sending (a
-/// change of membership seen in the room makes it look at once).
-pub const ROSTER_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long calls wait out `rate_limited` answers before reporting them.
 const RATE_LIMIT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
 
@@ -50,7 +47,6 @@ pub struct Convergence {
 /// A room's members and their devices as this device last saw them.
 #[derive(Debug)]
 struct Roster {
-    checked: tokio::time::Instant,
     members: Vec<UserId>,
     listed: BTreeMap<UserId, Vec<DeviceId>>,
     waiting: Vec<(UserId, String)>,
@@ -265,7 +261,6 @@ impl SecureClient {
         self.rosters.insert(
             room.clone(),
             Roster {
-                checked: tokio::time::Instant::now(),
                 members: summary.members,
                 listed,
                 waiting: outcome.waiting.clone(),
@@ -282,21 +277,10 @@ impl SecureClient {
         Ok(())
     }
 
-    /// Catches up with the room and converges it if its roster was not checked within
-    /// [`ROSTER_CHECK_INTERVAL`] or its members changed since. A failure is logged, not
-    /// returned: the send goes on, and those who could not read it are owed it.
-    async fn converge_if_due(&mut self, room: &RoomId) {
-        let summary = match self.catch_up(room).await {
-            Ok(summary) => summary,
-            Err(e) => {
-                tracing::warn!(%room, error = %e, "cannot catch up with the room before sending");
-                return;
-            }
-        };
-        let due = self.rosters.get(room).is_none_or(|r| {
-            r.checked.elapsed() >= ROSTER_CHECK_INTERVAL || r.members != summary.members
-        });
-        if due && let Err(e) = self.converge(room).await {
+    /// Converges the room before a send. A failure is logged, not returned: the send goes on,
+    /// and those who could not read it are owed it.
+    async fn converge_before_send(&mut self, room: &RoomId) {
+        if let Err(e) = self.converge(room).await {
             tracing::warn!(%room, error = %e, "cannot bring the room's group up to its members yet");
         }
     }
@@ -578,7 +562,7 @@ impl SecureClient {
         room: &RoomId,
         body: ChatBody,
     ) -> Result<Sequenced, SecureError> {
-        self.converge_if_due(room).await;
+        self.converge_before_send(room).await;
         self.send_due_copies().await;
         self.send_outgoing(room, Outgoing::New(&body)).await
     }
@@ -658,13 +642,6 @@ impl SecureClient {
             }
         }
         self.send_due_copies().await;
-    }
-
-    /// A change of the room's membership makes its roster worth looking at again.
-    fn note(&mut self, received: &Received) {
-        if let Received::Membership { room, .. } | Received::Joined { room, .. } = received {
-            self.rosters.remove(room);
-        }
     }
 
     /// How many of this device's messages wait to be sent again (see [`Self::sync`]).
@@ -764,7 +741,6 @@ impl SecureClient {
             }
             other => other?,
         };
-        self.note(&received);
         self.resend_refused().await;
         Ok(received)
     }
@@ -783,7 +759,6 @@ impl SecureClient {
             }
             for event in page.events.iter().filter(|e| e.seq > from) {
                 let received = self.mls.receive(event)?;
-                self.note(&received);
                 if received != Received::Duplicate {
                     self.unreported.push(received);
                 }

@@ -1,0 +1,366 @@
+//! Encrypted rooms never strand a reader: a room's MLS group converges to the devices of its
+//! members, whoever notices first. Big groups are made with the hearth's default request and
+//! claim limits, a user who logs in again on a new device reads the next message, a device
+//! removed while offline is taken out by the next member to send, races between devices fixing
+//! the same thing end in one commit, a member whose hearth is down reads everything once it is
+//! back, and a 100,000-character message in a 3-byte script goes through.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use hearth_client::e2ee::Received;
+use hearth_client::{Client, SecureClient};
+use hearth_spec::api::Session;
+use hearth_spec::{Content, RoomKind, UserId};
+use hearth_tests::TestHearth;
+
+async fn secure(client: Client, dir: &Path) -> SecureClient {
+    SecureClient::open(client, dir)
+        .await
+        .expect("secure client")
+}
+
+fn texts(received: &[Received]) -> Vec<String> {
+    received
+        .iter()
+        .filter_map(|r| match r {
+            Received::Message {
+                body, own: false, ..
+            } => Some(body.text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A hearth with the default per-device request and claim limits (registration is opened
+/// wide: it is not what these tests measure).
+async fn default_limits_hearth() -> TestHearth {
+    TestHearth::start_with(|c| {
+        let defaults = hearth_node::config::LimitsConfig::default();
+        c.limits.requests_per_second = defaults.requests_per_second;
+        c.limits.request_burst = defaults.request_burst;
+        c.limits.key_claims_per_second = defaults.key_claims_per_second;
+        c.limits.key_claim_burst = defaults.key_claim_burst;
+        c.limits.sends_per_second = defaults.sends_per_second;
+        c.limits.send_burst = defaults.send_burst;
+    })
+    .await
+}
+
+/// Registers `names` (a few at a time) and opens each as an end-to-end device whose state is
+/// kept in `root/<name>`, then closes it (its key packages wait on the hearth); their sessions.
+async fn register_devices(
+    hearth: &TestHearth,
+    root: &Path,
+    names: &[String],
+) -> HashMap<String, Session> {
+    let mut sessions = HashMap::new();
+    for chunk in names.chunks(8) {
+        let opened = futures_util::future::join_all(chunk.iter().map(|name| async move {
+            let client = hearth.user(name).await;
+            let session = client.session().unwrap().clone();
+            drop(secure(client, &root.join(name)).await);
+            (name.clone(), session)
+        }))
+        .await;
+        sessions.extend(opened);
+    }
+    sessions
+}
+
+/// The device kept in `root/<name>`, opened again (as after a restart of its process).
+async fn secure_again(
+    hearth: &TestHearth,
+    root: &Path,
+    name: &str,
+    session: &Session,
+) -> SecureClient {
+    secure(
+        Client::with_session(&hearth.url, session.clone()),
+        &root.join(name),
+    )
+    .await
+}
+
+fn uid(name: &str) -> UserId {
+    hearth_tests::user_id(name, "localhost")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_of_100_500_and_1000_members_are_usable_with_default_limits() {
+    let hearth = default_limits_hearth().await;
+    let root = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..1000).map(|i| format!("m{i:04}")).collect();
+    let sessions = register_devices(&hearth, root.path(), &names).await;
+    let mut owner = secure(hearth.user("owner").await, &root.path().join("owner")).await;
+
+    for size in [100usize, 500, 1000] {
+        let members: Vec<UserId> = names[..size - 1].iter().map(|n| uid(n)).collect();
+        let room = owner
+            .create_room(RoomKind::Group, Some(&format!("big{size}")), &members)
+            .await
+            .unwrap()
+            .room_id;
+        assert!(
+            owner.waiting(&room).is_empty(),
+            "{:?}",
+            owner.waiting(&room)
+        );
+        assert_eq!(owner.mls().members(&room).len(), size);
+        owner
+            .send_text(&room, &format!("hello {size}"))
+            .await
+            .unwrap();
+        let last = &names[size - 2];
+        let mut reader = secure_again(&hearth, root.path(), last, &sessions[last]).await;
+        let got = reader.sync().await.unwrap();
+        assert_eq!(texts(&got), vec![format!("hello {size}")], "{size}");
+        assert_eq!(
+            reader.mls().epoch_authenticator(&room),
+            owner.mls().epoch_authenticator(&room)
+        );
+    }
+}
+
+/// A client that dies part-way through adding a group's members (here: it made the room and
+/// added only some) leaves a room that converges at the next ordinary send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_made_group_is_completed_by_the_next_send() {
+    let hearth = default_limits_hearth().await;
+    let root = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..60).map(|i| format!("h{i:02}")).collect();
+    let sessions = register_devices(&hearth, root.path(), &names).await;
+    let members: Vec<UserId> = names.iter().map(|n| uid(n)).collect();
+    let owner_dir = root.path().join("owner");
+    let owner_client = hearth.user("owner").await;
+    let owner_session = owner_client.session().unwrap().clone();
+    let room = {
+        let mut owner = secure(owner_client, &owner_dir).await;
+        let room = owner
+            .client()
+            .create_room(RoomKind::Group, Some("half"), &members)
+            .await
+            .unwrap()
+            .room_id;
+        owner.mls_mut().create_group(&room).unwrap();
+        owner.add_users(&room, &members[..10]).await.unwrap();
+        assert_eq!(owner.mls().members(&room).len(), 11);
+        room
+        // Dropped here, as a killed process would be: only what is on disk remains.
+    };
+    let mut owner = secure_again(&hearth, root.path(), "owner", &owner_session).await;
+    owner.send_text(&room, "everyone now").await.unwrap();
+    assert_eq!(owner.mls().members(&room).len(), 61);
+    let mut last = secure_again(&hearth, root.path(), "h59", &sessions["h59"]).await;
+    assert_eq!(texts(&last.sync().await.unwrap()), vec!["everyone now"]);
+}
+
+#[tokio::test]
+async fn a_single_device_user_who_logs_in_again_reads_the_next_message() {
+    let hearth = TestHearth::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let mut alice = secure(hearth.user("alice").await, &root.path().join("alice")).await;
+    let mut bob = secure(hearth.user("bob").await, &root.path().join("bob")).await;
+    let room = alice
+        .create_room(RoomKind::Direct, None, &[uid("bob")])
+        .await
+        .unwrap()
+        .room_id;
+    alice.send_text(&room, "first").await.unwrap();
+    assert_eq!(texts(&bob.sync().await.unwrap()), vec!["first"]);
+    // Bob logs out of his only device and starts over on a new one.
+    bob.client().logout().await.unwrap();
+    drop(bob);
+    let mut new_bob = secure(hearth.device("bob").await, &root.path().join("bob2")).await;
+    // Alice only sends, as she always does.
+    alice.send_text(&room, "after you came back").await.unwrap();
+    let got = new_bob.sync().await.unwrap();
+    assert_eq!(texts(&got), vec!["after you came back"]);
+    // The old device left the group; the new one is in it.
+    let bobs: Vec<_> = alice
+        .mls()
+        .members(&room)
+        .into_iter()
+        .filter(|(u, _)| *u == uid("bob"))
+        .collect();
+    assert_eq!(bobs.len(), 1);
+    assert_eq!(&bobs[0].1, new_bob.mls().identity().1);
+}
+
+#[tokio::test]
+async fn a_device_removed_while_offline_is_removed_by_the_next_member_to_send() {
+    let hearth = TestHearth::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let mut alice = secure(hearth.user("alice").await, &root.path().join("alice")).await;
+    let mut laptop = secure(hearth.user("bob").await, &root.path().join("laptop")).await;
+    let mut phone = secure(hearth.device("bob").await, &root.path().join("phone")).await;
+    let room = alice
+        .create_room(RoomKind::Group, Some("g"), &[uid("bob")])
+        .await
+        .unwrap()
+        .room_id;
+    assert_eq!(alice.mls().members(&room).len(), 3);
+    phone.sync().await.unwrap();
+    let phone_id = phone.mls().identity().1.clone();
+    // The phone is removed (no commit: its owner used a plain client) while it is offline.
+    laptop.client().delete_device(&phone_id).await.unwrap();
+    alice
+        .send_text(&room, "not for the lost phone")
+        .await
+        .unwrap();
+    assert!(
+        !alice
+            .mls()
+            .members(&room)
+            .iter()
+            .any(|(_, d)| *d == phone_id)
+    );
+    assert_eq!(
+        texts(&laptop.sync().await.unwrap()),
+        vec!["not for the lost phone"]
+    );
+    // What the phone still holds cannot open it.
+    let history = alice.client().history(&room, None, 50).await.unwrap();
+    let last = history.events.last().unwrap().clone();
+    let got = phone.mls_mut().receive(&last);
+    assert!(
+        !matches!(got, Ok(Received::Message { .. })),
+        "the removed phone read a message: {got:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_devices_noticing_the_same_missing_device_make_one_commit() {
+    let hearth = TestHearth::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..20).map(|i| format!("r{i:02}")).collect();
+    let mut devices = Vec::new();
+    for name in &names {
+        devices.push(secure(hearth.user(name).await, &root.path().join(name)).await);
+    }
+    let others: Vec<UserId> = names[1..].iter().map(|n| uid(n)).collect();
+    let room = devices[0]
+        .create_room(RoomKind::Group, Some("race"), &others)
+        .await
+        .unwrap()
+        .room_id;
+    for device in devices.iter_mut() {
+        device.sync().await.unwrap();
+    }
+    let before = devices[0].client().room(&room).await.unwrap().last_seq;
+    // r05 logs in on a second device; all twenty notice at once.
+    let _second = secure(hearth.device("r05").await, &root.path().join("r05-b")).await;
+    let results =
+        futures_util::future::join_all(devices.iter_mut().map(|d| d.converge(&room))).await;
+    for result in results {
+        result.unwrap();
+    }
+    let page = devices[0].client().history(&room, None, 100).await.unwrap();
+    let commits = page
+        .events
+        .iter()
+        .filter(|e| e.seq > before && matches!(e.content, Content::Commit { .. }))
+        .count();
+    assert_eq!(commits, 1);
+    let authenticator = devices[0].mls().epoch_authenticator(&room);
+    for device in devices.iter_mut() {
+        device.sync().await.unwrap();
+        assert_eq!(device.mls().epoch_authenticator(&room), authenticator);
+        assert_eq!(device.mls().members(&room).len(), 21);
+    }
+}
+
+#[tokio::test]
+async fn a_100000_character_cjk_message_round_trips() {
+    let hearth = TestHearth::start_with(|c| {
+        let defaults = hearth_node::config::Config::default();
+        c.limits.max_event_bytes = defaults.limits.max_event_bytes;
+        c.client_api.max_body_bytes = defaults.client_api.max_body_bytes;
+        c.client_api.max_ws_message_bytes = defaults.client_api.max_ws_message_bytes;
+    })
+    .await;
+    let root = tempfile::tempdir().unwrap();
+    let mut alice = secure(hearth.user("alice").await, &root.path().join("alice")).await;
+    let mut bob = secure(hearth.user("bob").await, &root.path().join("bob")).await;
+    let room = alice
+        .create_room(RoomKind::Direct, None, &[uid("bob")])
+        .await
+        .unwrap()
+        .room_id;
+    let text: String = "漢字かな交じり文".chars().cycle().take(100_000).collect();
+    assert_eq!(text.len(), 300_000);
+    alice.send_text(&room, &text).await.unwrap();
+    assert_eq!(texts(&bob.sync().await.unwrap()), vec![text]);
+}
+
+/// A member's hearth down while the chat is made: the room is made, the sender is told who
+/// cannot read yet, and when the hearth is back the next ordinary send adds them and sends
+/// again what they missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chats_made_while_a_members_hearth_is_down_reach_them_when_it_returns() {
+    let root = tempfile::tempdir().unwrap();
+    let network = hearth_tests::plan_network(root.path(), &["a.test", "b.test"]).unwrap();
+    let mut hearths = hearth_tests::start_network(&network, &[]).await.unwrap();
+    let states = tempfile::tempdir().unwrap();
+    let alice_client = hearth_tests::register_at(&hearths[0].url, "alice").await;
+    let mut alice = secure(alice_client, &states.path().join("alice")).await;
+    let bob_client = hearth_tests::register_at(&hearths[1].url, "bob").await;
+    let bob_session = bob_client.session().unwrap().clone();
+    drop(secure(bob_client, &states.path().join("bob")).await);
+    let bob_id = hearth_tests::user_id("bob", "b.test");
+
+    hearths[1].kill9();
+    let dm = alice
+        .create_room(RoomKind::Direct, None, std::slice::from_ref(&bob_id))
+        .await
+        .unwrap()
+        .room_id;
+    let waiting = alice.waiting(&dm);
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert_eq!(waiting[0].0, bob_id);
+    alice
+        .send_text(&dm, "sent while b.test was down")
+        .await
+        .unwrap();
+    assert_eq!(alice.mls().owed_count(&dm), 1);
+
+    hearths[1].start_again().await.unwrap();
+    // Alice's next ordinary send finds b.test back, adds bob, and sends him what he missed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut sent_after = 0;
+    while alice.mls().owed_count(&dm) > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bob was never added"
+        );
+        sent_after += 1;
+        alice
+            .send_text(&dm, &format!("after {sent_after}"))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut bob = secure(
+        Client::with_session(&hearths[1].url, bob_session),
+        &states.path().join("bob"),
+    )
+    .await;
+    let mut read = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        read.extend(texts(&bob.sync().await.unwrap()));
+        if read.iter().any(|t| t == "sent while b.test was down")
+            && read.contains(&format!("after {sent_after}"))
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "bob read {read:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Each message once, however it reached him.
+    let mut unique = read.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), read.len(), "{read:?}");
+}
