@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hearth_client::e2ee::{Mls, PreparedCommit, Received};
-use hearth_client::{SecureClient, new_txn_id};
+use hearth_client::{Client, SecureClient, new_txn_id};
 use hearth_spec::client::ServerFrame;
 use hearth_spec::e2ee::ChatBody;
 use hearth_spec::{Content, DeviceId, EventId, EventView, RoomId, RoomKind, TxnId, UserId};
@@ -351,4 +351,95 @@ async fn pair(
     drain.abort();
     a.sync().await?;
     Ok((a, b, room))
+}
+
+/// Big encrypted groups and new devices through a real hearth: the time from creating a group
+/// of `members` (each with one device and its key packages waiting) to its last member reading
+/// the first message, and the time from a new device's login to it reading its first message in
+/// each of `rooms` existing rooms (whose other member sends, converging first, as every send
+/// does).
+pub async fn membership(hearth: &Hearth, members: usize, rooms: usize) -> anyhow::Result<Report> {
+    let states = tempfile::tempdir()?;
+    let mut sessions = Vec::new();
+    for chunk in (0..members - 1).collect::<Vec<_>>().chunks(16) {
+        let opened = futures_util::future::try_join_all(chunk.iter().map(|i| {
+            let dir = states.path().join(format!("g{i}"));
+            async move {
+                let client = hearth.user(&format!("g{i}")).await?;
+                let session = client.session().context("session")?.clone();
+                drop(SecureClient::open(client, &dir).await?);
+                anyhow::Ok((dir, session))
+            }
+        }))
+        .await?;
+        sessions.extend(opened);
+    }
+    let owner = hearth.user("gowner").await?;
+    let mut owner = SecureClient::open(owner, &states.path().join("gowner")).await?;
+    let ids: Vec<UserId> = sessions.iter().map(|(_, s)| s.user_id.clone()).collect();
+    let started = Instant::now();
+    let room = owner
+        .create_room(RoomKind::Group, Some("big"), &ids)
+        .await?
+        .room_id;
+    owner.send_text(&room, "first").await?;
+    let (dir, session) = sessions.last().context("members")?.clone();
+    let mut last = SecureClient::open(Client::with_session(&hearth.url, session), &dir).await?;
+    let got = last.sync().await?;
+    let read = got
+        .iter()
+        .any(|r| matches!(r, Received::Message { body, .. } if body.text == "first"));
+    if !read {
+        bail!("the last member did not read the first message");
+    }
+    let group_ms = started.elapsed().as_secs_f64() * 1000.0;
+
+    // A user in `rooms` chats logs in on a new device; each chat's other member sends.
+    let user = hearth.user("gnew").await?;
+    let mut first = SecureClient::open(user, &states.path().join("gnew")).await?;
+    let new_id = first.client().user_id()?.clone();
+    let mut partners = Vec::new();
+    for i in 0..rooms {
+        let partner = hearth.user(&format!("gp{i}")).await?;
+        let mut partner =
+            SecureClient::open(partner, &states.path().join(format!("gp{i}"))).await?;
+        let room = partner
+            .create_room(RoomKind::Direct, None, std::slice::from_ref(&new_id))
+            .await?
+            .room_id;
+        partners.push((partner, room));
+    }
+    first.sync().await?;
+    let started = Instant::now();
+    let mut phone = Client::new(&hearth.url);
+    phone
+        .login(new_id.as_str(), crate::server::PASSWORD, Some("phone"))
+        .await?;
+    let mut phone = SecureClient::open(phone, &states.path().join("gnew-phone")).await?;
+    for (partner, room) in partners.iter_mut() {
+        partner.send_text(room, "for the new phone").await?;
+    }
+    let got = phone.sync().await?;
+    let read = got
+        .iter()
+        .filter(|r| matches!(r, Received::Message { body, .. } if body.text == "for the new phone"))
+        .count();
+    if read != rooms {
+        bail!("the new device read {read} of {rooms} rooms");
+    }
+    let device_ms = started.elapsed().as_secs_f64() * 1000.0;
+    Ok(Report {
+        name: "encrypted membership: a big group, a new device",
+        figures: vec![
+            ("members", members as f64, "", None),
+            ("create group to last member reading", group_ms, "ms", None),
+            ("rooms of the new device", rooms as f64, "", None),
+            (
+                "new device login to reading in every room",
+                device_ms,
+                "ms",
+                None,
+            ),
+        ],
+    })
 }

@@ -135,6 +135,14 @@ enum Scenario {
         #[arg(long, default_value_t = 10)]
         pairs: usize,
     },
+    /// Time from creating an encrypted group of MEMBERS to its last member reading the first
+    /// message, and from a new device's login to its reading a message in each of ROOMS chats.
+    E2eeMembership {
+        #[arg(long, default_value_t = 1000)]
+        members: usize,
+        #[arg(long, default_value_t = 10)]
+        rooms: usize,
+    },
     /// All of the above with their defaults.
     All,
 }
@@ -261,6 +269,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     seconds,
                     pairs,
                 } => e2ee::latency(&hearth, *rate, *seconds, *pairs).await?,
+                Scenario::E2eeMembership { members, rooms } => {
+                    e2ee::membership(&hearth, *members, *rooms).await?
+                }
                 Scenario::All
                 | Scenario::E2eeCrypto { .. }
                 | Scenario::E2eeCommit { .. }

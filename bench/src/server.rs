@@ -3,6 +3,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The password of every user the benchmarks register.
+pub const PASSWORD: &str = "benchmark password";
+
 use anyhow::{Context, bail};
 use hearth_client::Client;
 
@@ -68,10 +71,10 @@ impl Hearth {
         self.wait_healthy().await
     }
 
-    /// Registers a user.
+    /// Registers a user (password [`PASSWORD`]).
     pub async fn user(&self, name: &str) -> anyhow::Result<Client> {
         let mut client = Client::new(&self.url);
-        client.register(name, "benchmark password", None).await?;
+        client.register(name, PASSWORD, None).await?;
         Ok(client)
     }
 
