@@ -393,3 +393,52 @@ fn key_packages_are_saved_apart_and_survive_a_restart() {
     assert_eq!(key_package_count(&bob), 4);
     assert_eq!(bob.epoch(&room.id), alice.epoch(&room.id));
 }
+
+#[test]
+fn a_version_2_state_file_is_read_and_carried_forward() {
+    use std::collections::{BTreeMap, BTreeSet, VecDeque};
+    let dir = tempfile::tempdir().unwrap();
+    let user = UserId::parse("@alice:localhost").unwrap();
+    let device = DeviceId::parse("LAPTOP").unwrap();
+    let room = RoomId::parse("!r:localhost").unwrap();
+    // Version 2's layout, field by field (postcard encodes a struct as the tuple of its fields).
+    type MetaV2 = (u64, VecDeque<[u8; 16]>, BTreeSet<UserId>, bool, Option<u64>);
+    type SentV2 = (RoomId, String, Vec<u8>, u64, u64);
+    let rooms: BTreeMap<RoomId, MetaV2> =
+        [(room.clone(), (7, VecDeque::new(), BTreeSet::new(), false, Some(2)))].into();
+    let sent: BTreeMap<String, SentV2> = [(
+        "t1".to_owned(),
+        (room.clone(), "t1".to_owned(), b"{}".to_vec(), 2, 1),
+    )]
+    .into();
+    let v2 = (
+        2u8,
+        user.clone(),
+        device.clone(),
+        vec![1u8; 32],
+        Vec::<(Vec<u8>, Vec<u8>)>::new(),
+        rooms,
+        sent,
+        Vec::<SentV2>::new(),
+        1u64,
+        42u64,
+    );
+    std::fs::write(
+        dir.path().join("mls-state.bin"),
+        postcard::to_stdvec(&v2).unwrap(),
+    )
+    .unwrap();
+    let (saved, keys) = super::store::StateFile::in_dir(dir.path())
+        .unwrap()
+        .load()
+        .unwrap()
+        .unwrap();
+    assert!(keys.is_empty());
+    assert_eq!((saved.user, saved.device, saved.cursor), (user, device, 42));
+    let meta = &saved.rooms[&room];
+    assert_eq!((meta.processed_seq, meta.joined_seq), (7, Some(7)));
+    assert_eq!(meta.own_commit_epoch, Some(2));
+    let message = &saved.sent["t1"];
+    assert_eq!((message.epoch, message.order, message.copy), (2, 1, false));
+    assert!(saved.owed.is_empty());
+}
