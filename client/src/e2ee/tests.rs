@@ -404,8 +404,11 @@ fn a_version_2_state_file_is_read_and_carried_forward() {
     // Version 2's layout, field by field (postcard encodes a struct as the tuple of its fields).
     type MetaV2 = (u64, VecDeque<[u8; 16]>, BTreeSet<UserId>, bool, Option<u64>);
     type SentV2 = (RoomId, String, Vec<u8>, u64, u64);
-    let rooms: BTreeMap<RoomId, MetaV2> =
-        [(room.clone(), (7, VecDeque::new(), BTreeSet::new(), false, Some(2)))].into();
+    let rooms: BTreeMap<RoomId, MetaV2> = [(
+        room.clone(),
+        (7, VecDeque::new(), BTreeSet::new(), false, Some(2)),
+    )]
+    .into();
     let sent: BTreeMap<String, SentV2> = [(
         "t1".to_owned(),
         (room.clone(), "t1".to_owned(), b"{}".to_vec(), 2, 1),
