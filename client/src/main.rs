@@ -431,11 +431,9 @@ async fn logged_in(
             limit,
             before,
         } => {
-            let joined = resolve_room(secure.client(), &room).await.map(|r| {
-                let joined = secure.mls().joined_seq(&r.room_id);
-                (r, joined)
-            })?;
-            history(secure.client(), local, joined, limit, before).await?;
+            let room = resolve_room(secure.client(), &room).await?;
+            let joined = secure.mls().joined_seq(&room.room_id);
+            history(secure.client(), local, (room, joined), limit, before).await?;
         }
         command => plain(secure.client(), command).await?,
     }

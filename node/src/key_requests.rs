@@ -49,7 +49,7 @@ impl KeyRequests {
     /// The end-to-end devices of every user asked for.
     pub async fn query_devices(&self, req: QueryDevices) -> Result<QueriedDevices, ErrorBody> {
         let mut by_server: BTreeMap<ServerName, Vec<UserId>> = BTreeMap::new();
-        for user in dedup(req.users) {
+        for user in first_per_user(req.users, |u| u) {
             by_server.entry(user.server_name()).or_default().push(user);
         }
         let mut answer = QueriedDevices {
@@ -99,12 +99,7 @@ impl KeyRequests {
 
     /// One package per (listed) device of every user claimed for.
     pub async fn claim_many(&self, req: ClaimMany) -> Result<ClaimedMany, ErrorBody> {
-        let mut seen = std::collections::HashSet::new();
-        let claims: Vec<ClaimKeyPackages> = req
-            .claims
-            .into_iter()
-            .filter(|c| seen.insert(c.user_id.clone()))
-            .collect();
+        let claims = first_per_user(req.claims, |c: &ClaimKeyPackages| &c.user_id);
         let (local, remote): (Vec<_>, Vec<_>) = claims
             .into_iter()
             .partition(|c| c.user_id.server_name() == self.own);
@@ -235,11 +230,12 @@ fn failure_of(server: &ServerName, e: RequestError) -> Failure {
     Failure { code, message }
 }
 
-fn dedup(users: Vec<UserId>) -> Vec<UserId> {
+/// The items in order, each user's first only (a batch naming a user twice is answered once).
+fn first_per_user<T>(items: Vec<T>, user: impl Fn(&T) -> &UserId) -> Vec<T> {
     let mut seen = std::collections::HashSet::new();
-    users
+    items
         .into_iter()
-        .filter(|u| seen.insert(u.clone()))
+        .filter(|item| seen.insert(user(item).clone()))
         .collect()
 }
 

@@ -570,3 +570,38 @@ pub async fn start_network(
     }
     Ok(processes)
 }
+
+/// Opens `client` as an end-to-end device whose state lives in `dir`.
+pub async fn secure(client: Client, dir: &Path) -> hearth_client::SecureClient {
+    hearth_client::SecureClient::open(client, dir)
+        .await
+        .expect("secure client")
+}
+
+/// The encrypted direct chat `from` opens with `to`.
+pub async fn encrypted_dm(
+    from: &mut hearth_client::SecureClient,
+    to: &hearth_spec::UserId,
+) -> hearth_spec::RoomId {
+    from.create_room(
+        hearth_spec::RoomKind::Direct,
+        None,
+        std::slice::from_ref(to),
+    )
+    .await
+    .unwrap()
+    .room_id
+}
+
+/// Texts of the messages (not one's own) a sync produced.
+pub fn texts(received: &[hearth_client::e2ee::Received]) -> Vec<String> {
+    received
+        .iter()
+        .filter_map(|r| match r {
+            hearth_client::e2ee::Received::Message {
+                body, own: false, ..
+            } => Some(body.text.clone()),
+            _ => None,
+        })
+        .collect()
+}

@@ -8,36 +8,9 @@ use hearth_client::e2ee::Received;
 use hearth_client::{Client, SecureClient};
 use hearth_spec::api::{CommitRequest, UploadKeyPackages};
 use hearth_spec::{Content, ErrorCode, RoomId, RoomKind, UserId};
-use hearth_tests::TestHearth;
+use hearth_tests::{TestHearth, encrypted_dm, secure, texts};
 
 const MARKER: &str = "PLAINTEXT-MARKER-e2ee-7f3a91";
-
-async fn secure(client: Client, dir: &Path) -> SecureClient {
-    SecureClient::open(client, dir)
-        .await
-        .expect("secure client")
-}
-
-/// The encrypted direct chat `from` opens with `to`.
-async fn encrypted_dm(from: &mut SecureClient, to: &UserId) -> RoomId {
-    from.create_room(RoomKind::Direct, None, std::slice::from_ref(to))
-        .await
-        .unwrap()
-        .room_id
-}
-
-/// Texts of the messages (not one's own) a sync produced.
-fn texts(received: &[Received]) -> Vec<String> {
-    received
-        .iter()
-        .filter_map(|r| match r {
-            Received::Message {
-                body, own: false, ..
-            } => Some(body.text.clone()),
-            _ => None,
-        })
-        .collect()
-}
 
 /// Attachments of the messages (not one's own) a sync produced.
 fn attachments(received: &[Received]) -> Vec<hearth_spec::e2ee::AttachmentRef> {

@@ -13,25 +13,7 @@ use hearth_client::e2ee::Received;
 use hearth_client::{Client, SecureClient};
 use hearth_spec::api::Session;
 use hearth_spec::{Content, RoomKind, UserId};
-use hearth_tests::TestHearth;
-
-async fn secure(client: Client, dir: &Path) -> SecureClient {
-    SecureClient::open(client, dir)
-        .await
-        .expect("secure client")
-}
-
-fn texts(received: &[Received]) -> Vec<String> {
-    received
-        .iter()
-        .filter_map(|r| match r {
-            Received::Message {
-                body, own: false, ..
-            } => Some(body.text.clone()),
-            _ => None,
-        })
-        .collect()
-}
+use hearth_tests::{TestHearth, encrypted_dm, secure, texts};
 
 /// A hearth with the default per-device request and claim limits (registration is opened
 /// wide: it is not what these tests measure).
@@ -162,11 +144,7 @@ async fn a_single_device_user_who_logs_in_again_reads_the_next_message() {
     let root = tempfile::tempdir().unwrap();
     let mut alice = secure(hearth.user("alice").await, &root.path().join("alice")).await;
     let mut bob = secure(hearth.user("bob").await, &root.path().join("bob")).await;
-    let room = alice
-        .create_room(RoomKind::Direct, None, &[uid("bob")])
-        .await
-        .unwrap()
-        .room_id;
+    let room = encrypted_dm(&mut alice, &uid("bob")).await;
     alice.send_text(&room, "first").await.unwrap();
     assert_eq!(texts(&bob.sync().await.unwrap()), vec!["first"]);
     // Bob logs out of his only device and starts over on a new one.
@@ -283,11 +261,7 @@ async fn a_100000_character_cjk_message_round_trips() {
     let root = tempfile::tempdir().unwrap();
     let mut alice = secure(hearth.user("alice").await, &root.path().join("alice")).await;
     let mut bob = secure(hearth.user("bob").await, &root.path().join("bob")).await;
-    let room = alice
-        .create_room(RoomKind::Direct, None, &[uid("bob")])
-        .await
-        .unwrap()
-        .room_id;
+    let room = encrypted_dm(&mut alice, &uid("bob")).await;
     let text: String = "漢字かな交じり文".chars().cycle().take(100_000).collect();
     assert_eq!(text.len(), 300_000);
     alice.send_text(&room, &text).await.unwrap();
@@ -311,11 +285,7 @@ async fn chats_made_while_a_members_hearth_is_down_reach_them_when_it_returns() 
     let bob_id = hearth_tests::user_id("bob", "b.test");
 
     hearths[1].kill9();
-    let dm = alice
-        .create_room(RoomKind::Direct, None, std::slice::from_ref(&bob_id))
-        .await
-        .unwrap()
-        .room_id;
+    let dm = encrypted_dm(&mut alice, &bob_id).await;
     let waiting = alice.waiting(&dm);
     assert_eq!(waiting.len(), 1, "{waiting:?}");
     assert_eq!(waiting[0].0, bob_id);
