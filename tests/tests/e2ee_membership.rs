@@ -12,7 +12,7 @@ use std::time::Duration;
 use hearth_client::e2ee::Received;
 use hearth_client::{Client, SecureClient};
 use hearth_spec::api::Session;
-use hearth_spec::{Content, RoomKind, UserId};
+use hearth_spec::{Content, RoomId, RoomKind, UserId};
 use hearth_tests::{TestHearth, encrypted_dm, secure, texts};
 
 /// A hearth with the default per-device request and claim limits (registration is opened
@@ -32,15 +32,11 @@ async fn default_limits_hearth() -> TestHearth {
 
 /// Registers `names` (a few at a time) and opens each as an end-to-end device whose state is
 /// kept in `root/<name>`, then closes it (its key packages wait on the hearth); their sessions.
-async fn register_devices(
-    hearth: &TestHearth,
-    root: &Path,
-    names: &[String],
-) -> HashMap<String, Session> {
+async fn register_devices(url: &str, root: &Path, names: &[String]) -> HashMap<String, Session> {
     let mut sessions = HashMap::new();
     for chunk in names.chunks(8) {
         let opened = futures_util::future::join_all(chunk.iter().map(|name| async move {
-            let client = hearth.user(name).await;
+            let client = hearth_tests::register_at(url, name).await;
             let session = client.session().unwrap().clone();
             drop(secure(client, &root.join(name)).await);
             (name.clone(), session)
@@ -52,17 +48,8 @@ async fn register_devices(
 }
 
 /// The device kept in `root/<name>`, opened again (as after a restart of its process).
-async fn secure_again(
-    hearth: &TestHearth,
-    root: &Path,
-    name: &str,
-    session: &Session,
-) -> SecureClient {
-    secure(
-        Client::with_session(&hearth.url, session.clone()),
-        &root.join(name),
-    )
-    .await
+async fn secure_again(url: &str, root: &Path, name: &str, session: &Session) -> SecureClient {
+    secure(Client::with_session(url, session.clone()), &root.join(name)).await
 }
 
 fn uid(name: &str) -> UserId {
@@ -74,7 +61,7 @@ async fn groups_of_100_500_and_1000_members_are_usable_with_default_limits() {
     let hearth = default_limits_hearth().await;
     let root = tempfile::tempdir().unwrap();
     let names: Vec<String> = (0..1000).map(|i| format!("m{i:04}")).collect();
-    let sessions = register_devices(&hearth, root.path(), &names).await;
+    let sessions = register_devices(&hearth.url, root.path(), &names).await;
     let mut owner = secure(hearth.user("owner").await, &root.path().join("owner")).await;
 
     for size in [100usize, 500, 1000] {
@@ -95,7 +82,7 @@ async fn groups_of_100_500_and_1000_members_are_usable_with_default_limits() {
             .await
             .unwrap();
         let last = &names[size - 2];
-        let mut reader = secure_again(&hearth, root.path(), last, &sessions[last]).await;
+        let mut reader = secure_again(&hearth.url, root.path(), last, &sessions[last]).await;
         let got = reader.sync().await.unwrap();
         assert_eq!(texts(&got), vec![format!("hello {size}")], "{size}");
         assert_eq!(
@@ -105,6 +92,94 @@ async fn groups_of_100_500_and_1000_members_are_usable_with_default_limits() {
     }
 }
 
+/// Environment that gives real `hearth` processes the default request, send and claim limits.
+fn default_limits_env() -> Vec<(String, String)> {
+    let d = hearth_node::config::LimitsConfig::default();
+    [
+        ("REQUESTS_PER_SECOND", d.requests_per_second),
+        ("REQUEST_BURST", d.request_burst),
+        ("SENDS_PER_SECOND", d.sends_per_second),
+        ("SEND_BURST", d.send_burst),
+        ("KEY_CLAIMS_PER_SECOND", d.key_claims_per_second),
+        ("KEY_CLAIM_BURST", d.key_claim_burst),
+    ]
+    .into_iter()
+    .map(|(k, v)| (format!("HEARTH_LIMITS__{k}"), v.to_string()))
+    .collect()
+}
+
+/// Half of a 1,000-member group on another hearth: their devices are found and claimed over
+/// federation, and the last member on each hearth reads the first message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_1000_member_group_split_across_two_hearths_is_readable_on_both() {
+    let root = tempfile::tempdir().unwrap();
+    let network = hearth_tests::plan_network(root.path(), &["a.test", "b.test"]).unwrap();
+    let env = default_limits_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let hearths = hearth_tests::start_network(&network, &env).await.unwrap();
+    let states = tempfile::tempdir().unwrap();
+    let near: Vec<String> = (0..499).map(|i| format!("a{i:03}")).collect();
+    let far: Vec<String> = (0..500).map(|i| format!("b{i:03}")).collect();
+    let near_sessions = register_devices(&hearths[0].url, states.path(), &near).await;
+    let far_sessions = register_devices(&hearths[1].url, states.path(), &far).await;
+    let owner_client = hearth_tests::register_at(&hearths[0].url, "owner").await;
+    let mut owner = secure(owner_client, &states.path().join("owner")).await;
+
+    let members: Vec<UserId> = near
+        .iter()
+        .map(|n| hearth_tests::user_id(n, "a.test"))
+        .chain(far.iter().map(|n| hearth_tests::user_id(n, "b.test")))
+        .collect();
+    let room = owner
+        .create_room(RoomKind::Group, Some("split"), &members)
+        .await
+        .unwrap()
+        .room_id;
+    assert!(
+        owner.waiting(&room).is_empty(),
+        "{:?}",
+        owner.waiting(&room)
+    );
+    assert_eq!(owner.mls().members(&room).len(), 1000);
+    owner.send_text(&room, "hello both").await.unwrap();
+
+    let last_near = &near[near.len() - 1];
+    let mut reader = secure_again(
+        &hearths[0].url,
+        states.path(),
+        last_near,
+        &near_sessions[last_near],
+    )
+    .await;
+    assert_eq!(texts(&reader.sync().await.unwrap()), vec!["hello both"]);
+    // b.test learns of the room and its events over federation: wait for them to arrive.
+    let last_far = &far[far.len() - 1];
+    let mut reader = secure_again(
+        &hearths[1].url,
+        states.path(),
+        last_far,
+        &far_sessions[last_far],
+    )
+    .await;
+    let mut read = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while read.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "b.test's last member never read the message"
+        );
+        read.extend(texts(&reader.sync().await.unwrap()));
+        if read.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert_eq!(read, vec!["hello both"]);
+    assert_eq!(
+        reader.mls().epoch_authenticator(&room),
+        owner.mls().epoch_authenticator(&room)
+    );
+}
+
 /// A client that dies part-way through adding a group's members (here: it made the room and
 /// added only some) leaves a room that converges at the next ordinary send.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,7 +187,7 @@ async fn a_half_made_group_is_completed_by_the_next_send() {
     let hearth = default_limits_hearth().await;
     let root = tempfile::tempdir().unwrap();
     let names: Vec<String> = (0..60).map(|i| format!("h{i:02}")).collect();
-    let sessions = register_devices(&hearth, root.path(), &names).await;
+    let sessions = register_devices(&hearth.url, root.path(), &names).await;
     let members: Vec<UserId> = names.iter().map(|n| uid(n)).collect();
     let owner_dir = root.path().join("owner");
     let owner_client = hearth.user("owner").await;
@@ -131,10 +206,10 @@ async fn a_half_made_group_is_completed_by_the_next_send() {
         room
         // Dropped here, as a killed process would be: only what is on disk remains.
     };
-    let mut owner = secure_again(&hearth, root.path(), "owner", &owner_session).await;
+    let mut owner = secure_again(&hearth.url, root.path(), "owner", &owner_session).await;
     owner.send_text(&room, "everyone now").await.unwrap();
     assert_eq!(owner.mls().members(&room).len(), 61);
-    let mut last = secure_again(&hearth, root.path(), "h59", &sessions["h59"]).await;
+    let mut last = secure_again(&hearth.url, root.path(), "h59", &sessions["h59"]).await;
     assert_eq!(texts(&last.sync().await.unwrap()), vec!["everyone now"]);
 }
 
@@ -268,9 +343,9 @@ async fn a_100000_character_cjk_message_round_trips() {
     assert_eq!(texts(&bob.sync().await.unwrap()), vec![text]);
 }
 
-/// A member's hearth down while the chat is made: the room is made, the sender is told who
-/// cannot read yet, and when the hearth is back the next ordinary send adds them and sends
-/// again what they missed.
+/// A member's hearth down while a DM and a group are made: both are made, the sender is told
+/// who cannot read yet, members on the hearths that are up read at once, and when the hearth is
+/// back the next ordinary send adds its members and sends again what they missed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chats_made_while_a_members_hearth_is_down_reach_them_when_it_returns() {
     let root = tempfile::tempdir().unwrap();
@@ -279,58 +354,101 @@ async fn chats_made_while_a_members_hearth_is_down_reach_them_when_it_returns() 
     let states = tempfile::tempdir().unwrap();
     let alice_client = hearth_tests::register_at(&hearths[0].url, "alice").await;
     let mut alice = secure(alice_client, &states.path().join("alice")).await;
+    let carol_client = hearth_tests::register_at(&hearths[0].url, "carol").await;
+    let mut carol = secure(carol_client, &states.path().join("carol")).await;
     let bob_client = hearth_tests::register_at(&hearths[1].url, "bob").await;
     let bob_session = bob_client.session().unwrap().clone();
     drop(secure(bob_client, &states.path().join("bob")).await);
     let bob_id = hearth_tests::user_id("bob", "b.test");
+    let carol_id = hearth_tests::user_id("carol", "a.test");
 
     hearths[1].kill9();
     let dm = encrypted_dm(&mut alice, &bob_id).await;
-    let waiting = alice.waiting(&dm);
-    assert_eq!(waiting.len(), 1, "{waiting:?}");
-    assert_eq!(waiting[0].0, bob_id);
-    alice
-        .send_text(&dm, "sent while b.test was down")
+    let group = alice
+        .create_room(
+            RoomKind::Group,
+            Some("while down"),
+            &[bob_id.clone(), carol_id],
+        )
         .await
-        .unwrap();
-    assert_eq!(alice.mls().owed_count(&dm), 1);
+        .unwrap()
+        .room_id;
+    for room in [&dm, &group] {
+        let waiting = alice.waiting(room);
+        assert_eq!(waiting.len(), 1, "{waiting:?}");
+        assert_eq!(waiting[0].0, bob_id);
+        alice
+            .send_text(room, "sent while b.test was down")
+            .await
+            .unwrap();
+        assert_eq!(alice.mls().owed_count(room), 1);
+    }
+    // Carol, whose hearth is up, reads the group at once.
+    assert_eq!(
+        texts(&carol.sync().await.unwrap()),
+        vec!["sent while b.test was down"]
+    );
 
     hearths[1].start_again().await.unwrap();
-    // Alice's next ordinary send finds b.test back, adds bob, and sends him what he missed.
+    // Alice's next ordinary sends find b.test back, add bob, and send him what he missed.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut sent_after = 0;
-    while alice.mls().owed_count(&dm) > 0 {
+    while alice.mls().owed_count(&dm) + alice.mls().owed_count(&group) > 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "bob was never added"
         );
         sent_after += 1;
-        alice
-            .send_text(&dm, &format!("after {sent_after}"))
-            .await
-            .unwrap();
+        for room in [&dm, &group] {
+            alice
+                .send_text(room, &format!("after {sent_after}"))
+                .await
+                .unwrap();
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let mut expected: Vec<String> = std::iter::once("sent while b.test was down".to_owned())
+        .chain((1..=sent_after).map(|n| format!("after {n}")))
+        .collect();
+    expected.sort();
+    // Carol read every group message once.
+    let mut carol_read = texts(&carol.sync().await.unwrap());
+    carol_read.push("sent while b.test was down".into());
+    carol_read.sort();
+    assert_eq!(carol_read, expected);
+
+    // Bob reads everything sent in both chats before and after, each message once.
     let mut bob = secure(
         Client::with_session(&hearths[1].url, bob_session),
         &states.path().join("bob"),
     )
     .await;
-    let mut read = Vec::new();
+    let mut read: HashMap<RoomId, Vec<String>> = HashMap::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        read.extend(texts(&bob.sync().await.unwrap()));
-        if read.iter().any(|t| t == "sent while b.test was down")
-            && read.contains(&format!("after {sent_after}"))
-        {
+        for got in bob.sync().await.unwrap() {
+            if let Received::Message {
+                room,
+                body,
+                own: false,
+                ..
+            } = got
+            {
+                read.entry(room).or_default().push(body.text);
+            }
+        }
+        let complete = [&dm, &group]
+            .iter()
+            .all(|room| read.get(*room).map_or(0, Vec::len) >= expected.len());
+        if complete {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "bob read {read:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Each message once, however it reached him.
-    let mut unique = read.clone();
-    unique.sort();
-    unique.dedup();
-    assert_eq!(unique.len(), read.len(), "{read:?}");
+    for room in [&dm, &group] {
+        let mut got = read[room].clone();
+        got.sort();
+        assert_eq!(got, expected, "{room}");
+    }
 }
