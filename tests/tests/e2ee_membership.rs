@@ -452,3 +452,115 @@ async fn chats_made_while_a_members_hearth_is_down_reach_them_when_it_returns() 
         assert_eq!(got, expected, "{room}");
     }
 }
+
+/// Runs `hearth-chat --profile PROFILE ARGS` with `stdin`, failing the test if it fails.
+async fn hearth_chat(profile: &Path, args: &[&str], stdin: &str) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(hearth_tests::chat_binary())
+        .arg("--profile")
+        .arg(profile)
+        .args(args)
+        .env("HEARTH_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).await.unwrap();
+    drop(input);
+    let out = child.wait_with_output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "hearth-chat {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// `hearth-chat group` killed with SIGKILL once the first of its commits (100 devices each) is
+/// on the hearth, while it still adds a 600-member group's devices: the next `send` from the
+/// same profile completes the group, and its last member reads the message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_killed_in_the_middle_of_a_large_add_converges_when_run_again() {
+    let data = tempfile::tempdir().unwrap();
+    let states = tempfile::tempdir().unwrap();
+    let env = default_limits_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let hearth = hearth_tests::HearthProcess::start(data.path(), &env)
+        .await
+        .unwrap();
+    let names: Vec<String> = (0..599).map(|i| format!("k{i:03}")).collect();
+    let sessions = register_devices(&hearth.url, states.path(), &names).await;
+    let profile = states.path().join("owner-profile");
+    let server = format!("--server={}", hearth.url);
+    hearth_chat(
+        &profile,
+        &["register", "owner", &server],
+        "owner password\n",
+    )
+    .await;
+
+    let members: Vec<String> = names.iter().map(|n| uid(n).to_string()).collect();
+    let mut args = vec!["--profile".to_owned(), profile.display().to_string()];
+    args.extend(["group".to_owned(), "big".to_owned()]);
+    args.extend(members);
+    let mut group = tokio::process::Command::new(hearth_tests::chat_binary())
+        .args(&args)
+        .env("HEARTH_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    // Watch as the first member: kill the client as soon as its first commit is on the hearth.
+    let mut watcher = Client::with_session(&hearth.url, sessions["k000"].clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let (room, commits_before_kill) = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the group never got its first commit"
+        );
+        let rooms = watcher.rooms().await.unwrap();
+        if let Some(room) = rooms.iter().find(|r| r.name.as_deref() == Some("big")) {
+            let page = watcher.history(&room.room_id, None, 100).await.unwrap();
+            let commits = page
+                .events
+                .iter()
+                .filter(|e| matches!(e.content, Content::Commit { .. }))
+                .count();
+            if commits > 0 {
+                group.start_kill().unwrap();
+                group.wait().await.unwrap();
+                break (room.room_id.clone(), commits);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let page = watcher.history(&room, None, 100).await.unwrap();
+    let commits_at_kill = page
+        .events
+        .iter()
+        .filter(|e| matches!(e.content, Content::Commit { .. }))
+        .count();
+    // For the record: 6 commits would mean the add had finished before the kill landed.
+    eprintln!("killed after {commits_before_kill} commit(s); {commits_at_kill} on the hearth");
+
+    hearth_chat(&profile, &["send", "big", "after", "the", "crash"], "").await;
+    let last = &names[names.len() - 1];
+    let mut reader = secure_again(&hearth.url, states.path(), last, &sessions[last]).await;
+    assert_eq!(
+        texts(&reader.sync().await.unwrap()),
+        vec!["after the crash"]
+    );
+    assert_eq!(reader.mls().members(&room).len(), 600);
+    let mut first = secure_again(&hearth.url, states.path(), "k000", &sessions["k000"]).await;
+    assert_eq!(texts(&first.sync().await.unwrap()), vec!["after the crash"]);
+    assert_eq!(
+        first.mls().epoch_authenticator(&room),
+        reader.mls().epoch_authenticator(&room)
+    );
+}
