@@ -353,6 +353,29 @@ async fn pair(
     Ok((a, b, room))
 }
 
+/// Medians over 21 rounds of what every send pays to check the room's devices (`converge` with
+/// nothing to change) and of a whole `send_text` including that check, in ms.
+async fn send_costs(client: &mut SecureClient, room: &RoomId) -> anyhow::Result<(f64, f64)> {
+    let (mut checks, mut sends) = (Vec::new(), Vec::new());
+    for i in 0..21 {
+        let started = Instant::now();
+        let outcome = client.converge(room).await?;
+        checks.push(started.elapsed().as_secs_f64() * 1000.0);
+        if outcome.added + outcome.removed > 0 {
+            bail!("the room changed while measuring: {outcome:?}");
+        }
+        let started = Instant::now();
+        client.send_text(room, &format!("cost {i}")).await?;
+        sends.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok((median(&mut checks), median(&mut sends)))
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
 /// Big encrypted groups and new devices through a real hearth: the time from creating a group
 /// of `members` (each with one device and its key packages waiting) to its last member reading
 /// the first message, and the time from a new device's login to it reading its first message in
@@ -393,6 +416,7 @@ pub async fn membership(hearth: &Hearth, members: usize, rooms: usize) -> anyhow
         bail!("the last member did not read the first message");
     }
     let group_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let (group_check_ms, group_send_ms) = send_costs(&mut owner, &room).await?;
 
     // A user in `rooms` chats logs in on a new device; each chat's other member sends.
     let user = hearth.user("gnew").await?;
@@ -428,6 +452,8 @@ pub async fn membership(hearth: &Hearth, members: usize, rooms: usize) -> anyhow
         bail!("the new device read {read} of {rooms} rooms");
     }
     let device_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let (partner, dm) = partners.first_mut().context("rooms")?;
+    let (dm_check_ms, dm_send_ms) = send_costs(partner, dm).await?;
     Ok(Report {
         name: "encrypted membership: a big group, a new device",
         figures: vec![
@@ -440,6 +466,10 @@ pub async fn membership(hearth: &Hearth, members: usize, rooms: usize) -> anyhow
                 "ms",
                 None,
             ),
+            ("big group: device check, median", group_check_ms, "ms", None),
+            ("big group: send incl. check, median", group_send_ms, "ms", None),
+            ("1:1: device check, median", dm_check_ms, "ms", None),
+            ("1:1: send incl. check, median", dm_send_ms, "ms", None),
         ],
     })
 }
