@@ -173,7 +173,12 @@ pub fn fresh_dir() -> anyhow::Result<std::path::PathBuf> {
         rand::random::<u64>()
     ));
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
+    // A hearth refuses a data directory other users can read.
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)?;
     Ok(dir)
 }
 

@@ -374,6 +374,9 @@ pub struct StorageConfig {
     pub max_batch: usize,
     /// Bound of the queue in front of the committer. Default 16384.
     pub queue_depth: usize,
+    /// Start even if the data directory or a file in it can be read by the group or others
+    /// (it holds password hashes and the server's keys). Default false.
+    pub allow_shared_data_dir: bool,
 }
 
 impl Default for Config {
@@ -442,6 +445,7 @@ impl Default for StorageConfig {
         Self {
             max_batch: 4096,
             queue_depth: 16384,
+            allow_shared_data_dir: false,
         }
     }
 }
@@ -679,6 +683,9 @@ vapid_subject = "{vsub}"
 max_batch = {max_batch}
 # Bound of the queue in front of the committer.
 queue_depth = {queue}
+# The data directory holds password hashes and the server's keys: the hearth creates it 0700,
+# its files 0600, and refuses to start if they are open to the group or others. true: start anyway.
+allow_shared_data_dir = false
 
 [federation]
 # UDP address other hearths reach this one on (QUIC). Use a public address to federate.

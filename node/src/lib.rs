@@ -10,6 +10,7 @@ pub mod admin;
 pub mod clock;
 pub mod committer;
 pub mod config;
+pub mod data_dir;
 pub mod discovery;
 pub mod errors;
 pub mod federation;

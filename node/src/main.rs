@@ -110,8 +110,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::ServerKey) => {
             use base64::Engine;
             let config = Config::load(cli.config.as_deref(), std::env::vars())?;
-            std::fs::create_dir_all(&config.data_dir)
-                .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+            hearth_node::data_dir::prepare(&config.data_dir, config.storage.allow_shared_data_dir)?;
             let key = hearth_node::keys::load_or_generate(&serve::key_path(&config.data_dir))?;
             println!(
                 "{}",
@@ -197,8 +196,7 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
         },
     };
     // An admin may create the first users before the hearth has ever run.
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    hearth_node::data_dir::prepare(&config.data_dir, config.storage.allow_shared_data_dir)?;
     let response = match Store::open(&serve::db_path(&config.data_dir)) {
         Ok(store) => {
             // The hearth is stopped: work on the database directly.

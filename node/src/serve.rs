@@ -28,8 +28,10 @@ use crate::store::{OpenError, Store, StoreError};
 /// Why a hearth could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot create data directory {path}: {source}")]
-    DataDir {
+    #[error(transparent)]
+    DataDir(#[from] crate::data_dir::DataDirError),
+    #[error("cannot open the media directory {path}: {source}")]
+    Media {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -97,10 +99,7 @@ pub struct Running {
 /// Opens storage, loads or creates keys, and starts serving clients.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let dir = &config.data_dir;
-    std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
-        path: dir.clone(),
-        source,
-    })?;
+    crate::data_dir::prepare(dir, config.storage.allow_shared_data_dir)?;
     let keys = Arc::new(crate::rotation::load_key_ring(dir)?);
     let store = Arc::new(Store::open(&db_path(dir))?);
     let accounts = Arc::new(Accounts::new(
@@ -137,7 +136,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             queue_depth: config.storage.queue_depth,
         },
     )?;
-    let media = crate::media::MediaStore::open(dir).map_err(|source| StartError::DataDir {
+    let media = crate::media::MediaStore::open(dir).map_err(|source| StartError::Media {
         path: dir.join("media"),
         source,
     })?;

@@ -298,3 +298,45 @@ async fn people_chat_with_the_terminal_client_on_a_configured_hearth() {
     let mut hearth = hearth;
     assert!(hearth.terminate().unwrap().success());
 }
+
+/// The data directory holds password hashes and keys: a hearth makes it private to its user
+/// whatever the umask, and refuses to start on one that others can read unless told to.
+#[tokio::test]
+async fn the_data_directory_is_private_and_a_shared_one_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let hearth = HearthProcess::start(&data, &[]).await.unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("hearth.redb")), 0o600);
+    assert_eq!(mode(&data.join("media")), 0o700);
+    drop(hearth);
+
+    std::fs::set_permissions(
+        data.join("hearth.redb"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let data_s = data.to_str().unwrap();
+    let port = format!("127.0.0.1:{}", hearth_tests::free_port());
+    let env = [
+        ("HEARTH_DATA_DIR", data_s),
+        ("HEARTH_CLIENT_API__LISTEN", port.as_str()),
+        ("HEARTH_FEDERATION__LISTEN", "127.0.0.1:0"),
+    ];
+    let out = run(hearth_binary(), &["serve"], &env, None).await;
+    assert!(!out.ok);
+    assert!(
+        out.stderr
+            .contains("hearth.redb can be read by other users (mode 644)")
+            && out.stderr.contains("chmod -R go-rwx"),
+        "{}",
+        out.stderr
+    );
+    // The operator who means it says so.
+    let hearth = HearthProcess::start(&data, &[("HEARTH_STORAGE__ALLOW_SHARED_DATA_DIR", "true")])
+        .await
+        .unwrap();
+    drop(hearth);
+}

@@ -1,0 +1,163 @@
+//! The data directory holds password hashes, the server's keys and room metadata: only the
+//! hearth's own user may read it. It is created 0700 (files 0600, through the process umask), and
+//! a hearth refuses to start on one that the group or others can read.
+
+use std::path::{Path, PathBuf};
+
+/// Why the data directory cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    #[error("cannot create data directory {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    Inspect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} can be read by other users (mode {mode:o}); it holds password hashes and keys. \
+         Run `chmod -R go-rwx {dir}`, or set storage.allow_shared_data_dir = true \
+         (HEARTH_STORAGE__ALLOW_SHARED_DATA_DIR=true) to start anyway"
+    )]
+    Shared {
+        path: PathBuf,
+        dir: PathBuf,
+        mode: u32,
+    },
+}
+
+/// Creates `dir` (mode 0700) if it is missing, makes files this process creates private to its
+/// user, and checks that `dir` and everything directly in it (and in `media/`) is private; with
+/// `allow_shared` a shared one is only logged.
+pub fn prepare(dir: &Path, allow_shared: bool) -> Result<(), DataDirError> {
+    private_files();
+    create_private(dir)?;
+    for path in entries(dir)? {
+        let mode = mode_of(&path)?;
+        if mode & 0o077 == 0 {
+            continue;
+        }
+        let error = DataDirError::Shared {
+            path: path.clone(),
+            dir: dir.to_owned(),
+            mode: mode & 0o7777,
+        };
+        if !allow_shared {
+            return Err(error);
+        }
+        tracing::warn!("{error}");
+    }
+    Ok(())
+}
+
+/// Creates `dir` and any missing parents with mode 0700.
+pub fn create_private(dir: &Path) -> Result<(), DataDirError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir).map_err(|source| DataDirError::Create {
+        path: dir.to_owned(),
+        source,
+    })
+}
+
+/// The directory itself, what is directly in it, and the media blobs.
+fn entries(dir: &Path) -> Result<Vec<PathBuf>, DataDirError> {
+    let mut paths = vec![dir.to_owned()];
+    let list = |dir: &Path| -> Result<Vec<PathBuf>, DataDirError> {
+        let read = std::fs::read_dir(dir).map_err(|source| DataDirError::Inspect {
+            path: dir.to_owned(),
+            source,
+        })?;
+        Ok(read.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+    };
+    let top = list(dir)?;
+    let media = dir.join("media");
+    if media.is_dir() {
+        paths.extend(list(&media)?);
+    }
+    paths.extend(top);
+    Ok(paths)
+}
+
+#[cfg(unix)]
+fn mode_of(path: &Path) -> Result<u32, DataDirError> {
+    use std::os::unix::fs::MetadataExt;
+    // Not following links: a socket or link's own mode is what matters for what we created.
+    std::fs::symlink_metadata(path)
+        .map(|m| m.mode())
+        .map_err(|source| DataDirError::Inspect {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+#[cfg(not(unix))]
+fn mode_of(_: &Path) -> Result<u32, DataDirError> {
+    Ok(0o600)
+}
+
+/// Files and directories this process creates from now on are its user's alone (the database
+/// engine and the media store create theirs with the default mode, which the umask narrows).
+fn private_files() {
+    #[cfg(unix)]
+    #[allow(unsafe_code)]
+    // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_new_data_directory_is_private() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a/b");
+        prepare(&dir, false).unwrap();
+        assert_eq!(mode_of(&dir).unwrap() & 0o777, 0o700);
+        std::fs::write(dir.join("f"), b"x").unwrap();
+        assert_eq!(mode_of(&dir.join("f")).unwrap() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_readable_file_or_directory_is_refused_unless_allowed() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("data");
+        prepare(&dir, false).unwrap();
+        let db = dir.join("hearth.redb");
+        std::fs::write(&db, b"x").unwrap();
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = prepare(&dir, false).unwrap_err();
+        assert!(
+            matches!(&err, DataDirError::Shared { path, mode: 0o644, .. } if *path == db),
+            "{err}"
+        );
+        assert!(err.to_string().contains("chmod -R go-rwx"));
+        prepare(&dir, true).unwrap();
+
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::create_dir_all(dir.join("media")).unwrap();
+        let blob = dir.join("media").join("blob");
+        std::fs::write(&blob, b"x").unwrap();
+        std::fs::set_permissions(&blob, std::fs::Permissions::from_mode(0o604)).unwrap();
+        assert!(
+            matches!(prepare(&dir, false), Err(DataDirError::Shared { path, .. }) if path == blob)
+        );
+        std::fs::set_permissions(&blob, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(
+            matches!(prepare(&dir, false), Err(DataDirError::Shared { path, .. }) if path == dir)
+        );
+    }
+}
