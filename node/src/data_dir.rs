@@ -29,12 +29,13 @@ pub enum DataDirError {
     },
 }
 
-/// Creates `dir` (mode 0700) if it is missing, makes files this process creates private to its
+/// Creates `dir` (mode 0700) if it is missing (an existing empty one is made 0700), makes files this process creates private to its
 /// user, and checks that `dir` and everything directly in it (and in `media/`) is private; with
 /// `allow_shared` a shared one is only logged.
 pub fn prepare(dir: &Path, allow_shared: bool) -> Result<(), DataDirError> {
     private_files();
     create_private(dir)?;
+    tighten_if_empty(dir)?;
     for path in entries(dir)? {
         let mode = mode_of(&path)?;
         if mode & 0o077 == 0 {
@@ -66,6 +67,24 @@ pub fn create_private(dir: &Path) -> Result<(), DataDirError> {
         path: dir.to_owned(),
         source,
     })
+}
+
+/// An empty directory (made by `mkdir` or a temp-dir helper for a new hearth) has exposed
+/// nothing yet: it is made private rather than refused.
+fn tighten_if_empty(dir: &Path) -> Result<(), DataDirError> {
+    let inspect = |source| DataDirError::Inspect {
+        path: dir.to_owned(),
+        source,
+    };
+    let empty = std::fs::read_dir(dir).map_err(inspect)?.next().is_none();
+    #[cfg(unix)]
+    if empty && mode_of(dir)? & 0o077 != 0 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(inspect)?;
+    }
+    #[cfg(not(unix))]
+    let _ = empty;
+    Ok(())
 }
 
 /// The directory itself, what is directly in it, and the media blobs.
@@ -128,6 +147,12 @@ mod tests {
         assert_eq!(mode_of(&dir).unwrap() & 0o777, 0o700);
         std::fs::write(dir.join("f"), b"x").unwrap();
         assert_eq!(mode_of(&dir.join("f")).unwrap() & 0o777, 0o600);
+        // An empty directory someone made with their umask is simply made private.
+        let made = root.path().join("made");
+        std::fs::create_dir(&made).unwrap();
+        std::fs::set_permissions(&made, std::fs::Permissions::from_mode(0o755)).unwrap();
+        prepare(&made, false).unwrap();
+        assert_eq!(mode_of(&made).unwrap() & 0o777, 0o700);
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod media_fetch;
 pub mod metrics;
 pub mod peer_signals;
 pub mod presence;
+pub mod public_address;
 pub mod push;
 pub mod relay;
 pub mod rotation;

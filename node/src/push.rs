@@ -21,6 +21,7 @@ use web_push_native::{Auth, WebPushBuilder, p256};
 
 use crate::config::PushConfig;
 use crate::hub::Hub;
+use crate::public_address::{PublicOnlyResolver, special_purpose};
 use crate::store::Store;
 use crate::store::tables::PusherRecord;
 
@@ -109,11 +110,16 @@ async fn run(
     config: PushConfig,
     vapid: Arc<ES256KeyPair>,
 ) {
-    let http = reqwest::Client::builder()
+    let mut http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("HTTP client");
+        // A proxy would resolve names where we cannot check them.
+        .no_proxy();
+    if !config.allow_private_endpoints {
+        http = http.dns_resolver(Arc::new(PublicOnlyResolver));
+    }
+    let http = http.build().expect("HTTP client");
+    let allow_private = config.allow_private_endpoints;
     let failures: Arc<std::sync::Mutex<HashMap<(UserId, DeviceId), u32>>> = Default::default();
     let slots = Arc::new(Semaphore::new(CONCURRENT));
     let mut pending: HashMap<(UserId, DeviceId), Coalesced> = HashMap::new();
@@ -151,7 +157,7 @@ async fn run(
                     let Ok(permit) = slots.clone().acquire_owned().await else { return };
                     let (store, hub, http, config, failures, vapid) = (store.clone(), hub.clone(), http.clone(), config.clone(), failures.clone(), vapid.clone());
                     tokio::spawn(async move {
-                        let sender = Sender { http: &http, vapid: &vapid, subject: &config.vapid_subject };
+                        let sender = Sender { http: &http, vapid: &vapid, subject: &config.vapid_subject, allow_private };
                         deliver(&store, &hub, &sender, &config, &failures, key, c).await;
                         drop(permit);
                     });
@@ -168,6 +174,7 @@ struct Sender<'a> {
     http: &'a reqwest::Client,
     vapid: &'a ES256KeyPair,
     subject: &'a str,
+    allow_private: bool,
 }
 
 async fn deliver(
@@ -252,6 +259,9 @@ async fn send(
     record: &PusherRecord,
     notification: &PushNotification,
 ) -> Result<(), String> {
+    if !sender.allow_private {
+        check_literal_host(&record.url)?;
+    }
     let body = serde_json::to_vec(notification).expect("notifications serialise");
     let request = match record.kind {
         PusherKind::Webhook => sender
@@ -279,7 +289,7 @@ async fn send(
         .http
         .execute(request)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| with_causes(&e))?;
     if response.status().is_success() {
         Ok(())
     } else {
@@ -287,6 +297,40 @@ async fn send(
             "endpoint answered HTTP {}",
             response.status().as_u16()
         ))
+    }
+}
+
+/// An error and what caused it, as one line (reqwest's own message leaves out why a request
+/// failed, e.g. that its name resolves to a loopback address).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let line = e.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        cause = e.source();
+    }
+    text
+}
+
+/// A URL whose host is an address (not a name, which the resolver checks) must be public;
+/// pushers stored before this check existed are held to it too.
+fn check_literal_host(url: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(url).map_err(|e| format!("bad endpoint: {e}"))?;
+    let host = url.host_str().unwrap_or_default();
+    let Ok(ip) = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    else {
+        return Ok(());
+    };
+    match special_purpose(ip) {
+        Some(range) => Err(format!("endpoint {ip} is a {range} address")),
+        None => Ok(()),
     }
 }
 
@@ -356,19 +400,17 @@ pub fn validate_pusher(
         return invalid("the push URL points at this hearth itself".into());
     }
     if !config.allow_private_endpoints {
-        let private = host == "localhost"
-            || host.parse::<IpAddr>().is_ok_and(|ip| match ip {
-                IpAddr::V4(v4) => {
-                    v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified()
-                }
-                IpAddr::V6(v6) => {
-                    v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xfe00) == 0xfc00
-                }
-            });
-        if private {
-            return invalid(
-                "push URLs on loopback or private networks are not allowed on this hearth".into(),
-            );
+        // Names are checked again, by what they resolve to, every time a push is sent.
+        let name = host.trim_end_matches('.');
+        let special = if name == "localhost" || name.ends_with(".localhost") {
+            Some("loopback")
+        } else {
+            host.parse::<IpAddr>().ok().and_then(special_purpose)
+        };
+        if let Some(range) = special {
+            return invalid(format!(
+                "push URLs must be on the public internet; {host} is a {range} address"
+            ));
         }
     }
     if req.kind == PusherKind::WebPush
@@ -408,6 +450,20 @@ mod tests {
             "http://10.0.0.5/hook",
             "http://[::1]:9000/hook",
             "http://192.168.1.1/",
+            "http://[::ffff:127.0.0.1]:9999/x",
+            "http://[::ffff:7f00:1]:9999/x",
+            "http://[0:0:0:0:0:ffff:127.0.0.1]:9999/x",
+            "http://[64:ff9b::7f00:1]/x",
+            "http://[2002:7f00:1::]/x",
+            "http://[fe80::1]/x",
+            "http://100.64.0.1/x",
+            "http://224.0.0.1/x",
+            "http://255.255.255.255/x",
+            "http://0x7f000001/x",
+            "http://2130706433/x",
+            "http://127.1/x",
+            "http://foo.localhost/x",
+            "http://localhost./x",
         ] {
             assert!(check(bad).is_err(), "{bad} accepted");
         }
@@ -417,5 +473,13 @@ mod tests {
         };
         assert!(validate_pusher(&req("http://127.0.0.1:9000/hook"), &open, listen, &name).is_ok());
         assert!(validate_pusher(&req("http://127.0.0.1:8008/hook"), &open, listen, &name).is_err());
+    }
+
+    #[test]
+    fn stored_pushers_on_special_addresses_are_not_called() {
+        assert!(check_literal_host("http://[::ffff:127.0.0.1]:9999/x").is_err());
+        assert!(check_literal_host("http://10.0.0.1/x").is_err());
+        assert!(check_literal_host("https://push.example.net/x").is_ok());
+        assert!(check_literal_host("https://8.8.8.8/x").is_ok());
     }
 }

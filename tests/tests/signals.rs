@@ -565,3 +565,73 @@ async fn web_push_notifications_are_encrypted_for_the_subscription_and_vapid_sig
         Some(ErrorCode::InvalidParam)
     );
 }
+
+/// Push URLs that lead to the hearth's own network are refused however they are spelled, and a
+/// name that resolves to one is checked when the push is sent: the endpoint is never called.
+#[tokio::test]
+async fn push_endpoints_on_special_addresses_are_never_called() {
+    let hearth = TestHearth::start_with(|c| {
+        c.push.coalesce_ms = 50;
+        c.push.attempts = 1;
+        c.push.disable_after_failures = 1;
+    })
+    .await;
+    let (mut alice, mut bob, room) = pair(&hearth).await;
+    let (url, got) = receiver(200).await;
+    let port = url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/push");
+    for host in [
+        "[::ffff:127.0.0.1]",
+        "[::ffff:7f00:1]",
+        "[0:0:0:0:0:ffff:127.0.0.1]",
+        "[64:ff9b::7f00:1]",
+        "[2002:7f00:1::]",
+        "[fe80::1]",
+        "100.64.0.1",
+        "224.0.0.1",
+        "255.255.255.255",
+        "127.1",
+        "2130706433",
+        "localhost.",
+    ] {
+        let bad = format!("http://{host}:{port}/push");
+        let err = bob.set_pusher(&webhook(&bad)).await.unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::InvalidParam), "{bad}");
+    }
+
+    // This machine's own name, which resolves to a loopback address on most Linux machines.
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let resolves_to_loopback = !name.is_empty()
+        && tokio::net::lookup_host((name.as_str(), 0))
+            .await
+            .is_ok_and(|mut addrs| addrs.any(|a| a.ip().is_loopback()));
+    if !resolves_to_loopback {
+        eprintln!("skipping the name check: this machine's name {name:?} is not a loopback name");
+        return;
+    }
+    let by_name = format!("http://{name}:{port}/push");
+    bob.set_pusher(&webhook(&by_name)).await.unwrap();
+    alice.send(&room, &new_txn_id(), b"ping").await.unwrap();
+    // The one attempt fails at name resolution, which disables the pusher.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let p = bob.pusher().await.unwrap();
+        if let Some(reason) = p.disabled {
+            assert!(reason.contains("loopback"), "{reason}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pusher was neither called nor disabled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        got.lock().unwrap().is_empty(),
+        "the hearth called {by_name}"
+    );
+}
