@@ -4,10 +4,8 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
-use argon2::Argon2;
-use argon2::password_hash::rand_core::OsRng as HashRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hearth_crypto::{Secret, random_token};
@@ -17,6 +15,7 @@ use hearth_spec::{DeviceId, IdError, ServerName, UserId};
 use rand::Rng;
 
 use crate::config::AuthConfig;
+use crate::password_pool::{PasswordPool, PoolConfig, PoolError};
 use crate::store::tables::{DeviceRecord, UserRecord};
 use crate::store::{RotateOutcome, Store, StoreError};
 use crate::token::{self, Claims, TokenError};
@@ -61,6 +60,17 @@ pub enum AccountError {
     Store(#[from] StoreError),
     #[error("password hashing failed: {0}")]
     Hash(String),
+    #[error("the hearth is busy checking passwords; retry in {retry_after_ms} ms")]
+    Busy { retry_after_ms: u64 },
+}
+
+impl From<PoolError> for AccountError {
+    fn from(e: PoolError) -> Self {
+        match e {
+            PoolError::Busy { retry_after_ms } => AccountError::Busy { retry_after_ms },
+            PoolError::Params(m) | PoolError::Hash(m) => AccountError::Hash(m),
+        }
+    }
 }
 
 /// Accounts of this hearth.
@@ -75,6 +85,8 @@ pub struct Accounts {
     live: RwLock<HashSet<(UserId, DeviceId)>>,
     /// Verified against when the user does not exist, so timing does not reveal which usernames exist.
     dummy_hash: String,
+    /// Where every password is hashed and checked, a bounded number at a time.
+    passwords: PasswordPool,
 }
 
 fn now_ms() -> u64 {
@@ -90,7 +102,14 @@ impl Accounts {
         config: AuthConfig,
     ) -> Result<Self, AccountError> {
         let live = store.all_devices()?.into_iter().collect();
-        let dummy_hash = hash_password(&config, "not a password")?;
+        let mut pool =
+            PoolConfig::for_this_machine(Duration::from_millis(config.password_queue_ms));
+        if config.password_workers > 0 {
+            pool.workers = config.password_workers;
+            pool.queue = config.password_workers * 64;
+        }
+        let passwords = PasswordPool::start(pool);
+        let dummy_hash = passwords.hash(argon2_params(&config)?, "not a password")?;
         Ok(Self {
             store,
             keys,
@@ -98,6 +117,7 @@ impl Accounts {
             config,
             live: RwLock::new(live),
             dummy_hash,
+            passwords,
         })
     }
 
@@ -124,7 +144,9 @@ impl Accounts {
             return Err(AccountError::PasswordTooLong);
         }
         let record = UserRecord {
-            password_hash: hash_password(&self.config, password)?,
+            password_hash: self
+                .passwords
+                .hash(argon2_params(&self.config)?, password)?,
             created_ts: now_ms(),
             deactivated: false,
         };
@@ -168,7 +190,7 @@ impl Accounts {
             .as_ref()
             .map(|r| r.password_hash.as_str())
             .unwrap_or(&self.dummy_hash);
-        let ok = verify_password(hash, password);
+        let ok = self.passwords.verify(hash, password)?;
         match record {
             Some(r) if ok && r.deactivated => Err(AccountError::Deactivated),
             Some(_) if ok => self.new_device(user, device_name),
@@ -333,24 +355,11 @@ fn check_device_name(name: &Option<String>) -> Result<(), AccountError> {
     }
 }
 
-fn hash_password(config: &AuthConfig, password: &str) -> Result<String, AccountError> {
-    let salt = SaltString::generate(&mut HashRng);
-    let params = argon2::Params::new(config.argon2_m_cost_kib, config.argon2_t_cost, 1, None)
-        .map_err(|e| AccountError::Hash(e.to_string()))?;
-    Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
+/// The configured cost for new hashes (old hashes are checked with the cost stored in them, so
+/// changing it keeps them working).
+fn argon2_params(config: &AuthConfig) -> Result<argon2::Params, AccountError> {
+    argon2::Params::new(config.argon2_m_cost_kib, config.argon2_t_cost, 1, None)
         .map_err(|e| AccountError::Hash(e.to_string()))
-}
-
-/// Verifies with the parameters stored in the hash, so changing the configured cost keeps old
-/// hashes working.
-fn verify_password(hash: &str, password: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|parsed| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
-    })
 }
 
 fn random_device_id() -> DeviceId {

@@ -364,6 +364,13 @@ pub struct AuthConfig {
     pub argon2_m_cost_kib: u32,
     /// Argon2id passes for new password hashes. Default 2.
     pub argon2_t_cost: u32,
+    /// Password hashes computed at once (each holds `argon2_m_cost_kib`). 0: one per core but
+    /// one, at least one.
+    /// Default 0.
+    pub password_workers: usize,
+    /// Longest a login or registration waits for a free hashing worker before it is answered
+    /// `rate_limited`, ms. Default 2000.
+    pub password_queue_ms: u64,
 }
 
 /// Storage engine tuning.
@@ -436,6 +443,8 @@ impl Default for AuthConfig {
             open_registration: true,
             argon2_m_cost_kib: 19_456,
             argon2_t_cost: 2,
+            password_workers: 0,
+            password_queue_ms: 2000,
         }
     }
 }
@@ -650,6 +659,11 @@ open_registration = {open}
 # Argon2id cost of new password hashes: memory in KiB and passes.
 argon2_m_cost_kib = {m_cost}
 argon2_t_cost = {t_cost}
+# Password hashes computed at once (0: one per core but one); past them, logins queue for at most
+# password_queue_ms and are then answered rate_limited. Memory for hashing stays at
+# workers × argon2_m_cost_kib however many log in.
+password_workers = 0
+password_queue_ms = 2000
 
 [presence]
 # How often clients heartbeat, ms.

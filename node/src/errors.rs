@@ -33,6 +33,11 @@ impl From<AccountError> for ErrorBody {
             AccountError::Token(TokenError::Expired) => ErrorCode::TokenExpired,
             AccountError::Token(_) => ErrorCode::Unauthorized,
             AccountError::DeviceNotFound | AccountError::UserNotFound => ErrorCode::NotFound,
+            AccountError::Busy { retry_after_ms } => {
+                let mut body = ErrorBody::new(ErrorCode::RateLimited, e.to_string());
+                body.retry_after_ms = Some(*retry_after_ms);
+                return body;
+            }
             AccountError::Store(_) | AccountError::Hash(_) => return internal(&e),
         };
         ErrorBody::new(code, e.to_string())

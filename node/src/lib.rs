@@ -21,6 +21,7 @@ pub mod live;
 pub mod media;
 pub mod media_fetch;
 pub mod metrics;
+pub mod password_pool;
 pub mod peer_signals;
 pub mod presence;
 pub mod public_address;
