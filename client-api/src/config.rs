@@ -34,6 +34,8 @@ pub struct ApiConfig {
     pub session_check_interval: Duration,
     /// A WebSocket that sends nothing for this long is closed.
     pub idle_timeout: Duration,
+    /// A request body that pauses this long is abandoned.
+    pub body_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -56,6 +58,7 @@ impl Default for ApiConfig {
             max_media_bytes: 32 * 1024 * 1024,
             session_check_interval: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(300),
+            body_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -11,6 +11,7 @@ mod e2ee;
 pub mod ratelimit;
 pub mod rejection;
 mod routes;
+pub mod server;
 mod ws;
 
 pub use backend::{AuthedDevice, Backend, Subscription};

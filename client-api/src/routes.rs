@@ -94,6 +94,10 @@ pub fn router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> Router {
             "/v1/media",
             post(crate::e2ee::upload_media::<B>).layer(DefaultBodyLimit::disable()),
         )
+        // A body that stops arriving (a slow-loris upload) does not hold its connection forever.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            config.body_timeout,
+        ))
         .with_state(api)
 }
 

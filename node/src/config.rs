@@ -311,6 +311,16 @@ pub struct ClientApiConfig {
     /// Sends one WebSocket connection may have in flight before the hearth stops reading it.
     /// Default 256.
     pub max_in_flight_per_connection: usize,
+    /// Open client connections (WebSockets included). 0: the process's open-file limit less a
+    /// reserve of 1,024 (at least half the limit) for the store, federation and admin. Default 0.
+    pub max_connections: usize,
+    /// Open client connections from one IPv4 address or IPv6 /64. Default 512.
+    pub max_connections_per_ip: usize,
+    /// Time a connection has to send a request's headers, from when it opens or its previous
+    /// request ends (so also the keep-alive idle time), ms. Default 10000.
+    pub header_timeout_ms: u64,
+    /// Longest pause while a request body is arriving, ms. Default 30000.
+    pub body_timeout_ms: u64,
 }
 
 /// Abuse and size limits.
@@ -410,6 +420,10 @@ impl Default for ClientApiConfig {
             max_body_bytes: 1024 * 1024,
             max_ws_message_bytes: 1024 * 1024,
             max_in_flight_per_connection: 256,
+            max_connections: 0,
+            max_connections_per_ip: 512,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
         }
     }
 }
@@ -558,6 +572,14 @@ impl Config {
         if self.push.attempts == 0 || self.push.disable_after_failures == 0 {
             return fail("push.attempts and push.disable_after_failures must be positive");
         }
+        if self.client_api.max_connections_per_ip == 0
+            || self.client_api.header_timeout_ms == 0
+            || self.client_api.body_timeout_ms == 0
+        {
+            return fail(
+                "client_api.max_connections_per_ip, header_timeout_ms and body_timeout_ms must be positive",
+            );
+        }
         if self.client_api.max_in_flight_per_connection == 0 {
             return fail("client_api.max_in_flight_per_connection must be positive");
         }
@@ -623,6 +645,16 @@ max_body_bytes = {max_body}
 max_ws_message_bytes = {max_ws}
 # Sends one WebSocket connection may have in flight before the hearth stops reading it.
 max_in_flight_per_connection = {in_flight}
+# Open client connections; past it new ones are closed at once. 0: the open-file limit less a
+# reserve of 1,024 for the store, federation and admin.
+max_connections = 0
+# Open client connections from one IPv4 address or IPv6 /64.
+max_connections_per_ip = 512
+# A connection that sends no complete request headers for this long is closed (a new one, one
+# idle between requests, half a request, half a WebSocket upgrade), ms.
+header_timeout_ms = 10000
+# A request body that pauses for this long is abandoned, ms.
+body_timeout_ms = 30000
 
 [limits]
 # Largest message payload, bytes.

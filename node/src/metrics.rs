@@ -16,6 +16,7 @@ pub struct Source {
     pub custody: Arc<Custody>,
     pub directory: Arc<RwLock<Directory>>,
     pub swarm: Option<Swarm>,
+    pub connections: hearth_client_api::server::Admissions,
 }
 
 /// A label value with `\` and `"` escaped, as the text format wants.
@@ -87,6 +88,24 @@ impl Source {
                 ("source=\"configured\"".into(), configured),
                 ("source=\"discovered\"".into(), discovered),
             ],
+        );
+        let connections = self.connections.counts();
+        gauge(
+            &mut out,
+            "hearth_client_connections",
+            "Client connections (HTTP and WebSocket) open now.",
+            &[(String::new(), connections.open as u64)],
+        );
+        let _ = writeln!(
+            out,
+            "# HELP hearth_client_connections_admitted_total Client connections accepted.\n\
+             # TYPE hearth_client_connections_admitted_total counter\n\
+             hearth_client_connections_admitted_total {}\n\
+             # HELP hearth_client_connections_refused_total Client connections closed at once because a cap was reached.\n\
+             # TYPE hearth_client_connections_refused_total counter\n\
+             hearth_client_connections_refused_total{{cap=\"total\"}} {}\n\
+             hearth_client_connections_refused_total{{cap=\"per_ip\"}} {}",
+            connections.admitted, connections.refused_full, connections.refused_address_full
         );
         if let Some(swarm) = &self.swarm {
             let status = swarm.snapshot();

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use hearth_client_api::ApiConfig;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -199,6 +198,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         source,
     })?;
 
+    let limits = server_limits(&config);
+    let admissions = hearth_client_api::server::Admissions::new(
+        limits.max_connections,
+        limits.max_connections_per_ip,
+    );
     let metrics = match config.metrics.listen {
         Some(listen) => {
             let source = Arc::new(crate::metrics::Source {
@@ -206,6 +210,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 custody: federation.custody(),
                 directory: directory_for_metrics,
                 swarm: federation.discovery().map(|d| d.swarm().clone()),
+                connections: admissions.clone(),
             });
             let (bound, task) = crate::metrics::serve(listen, source)
                 .await
@@ -221,31 +226,26 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let api_config = api_config(&config);
     let app = hearth_client_api::router(hearth.clone(), api_config);
     let addr = config.client_api.listen;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Listen { addr, source })?;
+    let listener = listen(addr).map_err(|source| StartError::Listen { addr, source })?;
     let client_addr = listener
         .local_addr()
         .map_err(|source| StartError::Listen { addr, source })?;
     hearth.set_listen_addr(client_addr);
-    // Small frames (an `accepted` then an `event`) must not wait for a delayed ACK.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
+    tracing::info!(
+        max_connections = limits.max_connections,
+        max_connections_per_ip = limits.max_connections_per_ip,
+        "client connection limits"
+    );
     let (shutdown, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        let service = app.into_make_service_with_connect_info::<SocketAddr>();
-        let result = axum::serve(listener, service)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "client API server failed");
-        }
-    });
+    let server = tokio::spawn(hearth_client_api::server::serve(
+        listener,
+        app,
+        limits,
+        admissions,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     tracing::info!(server_name = %config.server_name, %client_addr, data_dir = %dir.display(), "hearth started");
     Ok(Running {
         client_addr,
@@ -262,6 +262,52 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         store,
         committer_thread: Some(committer_thread),
     })
+}
+
+/// The client listener, with a backlog deep enough for a burst of connections to wait for accept
+/// rather than be dropped by the kernel.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
+/// The client connection caps: `max_connections` 0 means the open-file limit less a reserve.
+fn server_limits(config: &Config) -> hearth_client_api::server::ServerLimits {
+    let c = &config.client_api;
+    let max_connections = match c.max_connections {
+        0 => {
+            let files = open_file_limit();
+            files.saturating_sub(1024).max(files / 2).max(1)
+        }
+        n => n,
+    };
+    hearth_client_api::server::ServerLimits {
+        max_connections,
+        max_connections_per_ip: c.max_connections_per_ip,
+        header_timeout: Duration::from_millis(c.header_timeout_ms),
+    }
+}
+
+/// This process's limit on open files (the `hearth` binary raises it to the hard limit first).
+fn open_file_limit() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: getrlimit writes into a valid, initialised struct.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    if ok {
+        usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
+    } else {
+        1024
+    }
 }
 
 fn api_config(config: &Config) -> ApiConfig {
@@ -282,6 +328,7 @@ fn api_config(config: &Config) -> ApiConfig {
         claims_per_second: l.key_claims_per_second,
         claim_burst: l.key_claim_burst,
         max_media_bytes: l.max_media_bytes,
+        body_timeout: Duration::from_millis(config.client_api.body_timeout_ms),
         ..ApiConfig::default()
     }
 }
