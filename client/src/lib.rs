@@ -67,7 +67,12 @@ impl Client {
     /// A client of the hearth at `base_url` (`http://127.0.0.1:8008`).
     pub fn new(base_url: &str) -> Self {
         Self {
-            http: reqwest::Client::new(),
+            // A hearth closes a connection idle for 10 s (its header timeout); dropping ours
+            // first keeps a request from racing that close.
+            http: reqwest::Client::builder()
+                .pool_idle_timeout(std::time::Duration::from_secs(5))
+                .build()
+                .expect("HTTP client"),
             base: base_url.trim_end_matches('/').to_owned(),
             session: None,
             rate_limit_patience: None,

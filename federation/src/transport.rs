@@ -44,6 +44,10 @@ pub struct TransportConfig {
     pub envelope_burst: f64,
     /// How long a stream may take to arrive or be answered.
     pub stream_timeout: Duration,
+    /// How often an idle connection sends a PING so that it stays open.
+    pub keep_alive: Duration,
+    /// A connection that hears nothing for this long is closed (a peer that died unnoticed).
+    pub idle_timeout: Duration,
     /// How many recent envelope signatures are remembered against replay.
     pub replay_capacity: usize,
     /// Keys QUIC stateless resets. Keep it across restarts (the node stores it): a peer still
@@ -68,6 +72,8 @@ impl TransportConfig {
             envelopes_per_second: 50_000.0,
             envelope_burst: 100_000.0,
             stream_timeout: Duration::from_secs(30),
+            keep_alive: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
             replay_capacity: 1 << 20,
             reset_secret: rand::random(),
             discovery: None,
@@ -125,10 +131,12 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error("QUIC configuration: {0}")]
     Quic(String),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("peer discovery: {0}")]
+    Discovery(String),
+    #[error("cannot listen on {addr}: {reason}")]
     Listen {
         addr: SocketAddr,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
 }
 
@@ -201,9 +209,11 @@ fn quic_transport(config: &TransportConfig) -> quinn::TransportConfig {
         .receive_window(VarInt::from_u32(config.connection_window))
         .stream_receive_window(VarInt::from_u32(config.max_stream_bytes))
         .send_window(u64::from(config.connection_window))
-        .keep_alive_interval(Some(Duration::from_secs(5)))
+        .keep_alive_interval(Some(config.keep_alive))
         .max_idle_timeout(Some(
-            quinn::IdleTimeout::try_from(Duration::from_secs(30)).expect("30 s fits"),
+            // Over 2^62 ms only: clamp what could never matter.
+            quinn::IdleTimeout::try_from(config.idle_timeout)
+                .unwrap_or_else(|_| quinn::IdleTimeout::from(VarInt::MAX)),
         ));
     t
 }
@@ -224,7 +234,7 @@ impl Transport {
         server.transport_config(transport.clone());
         let listen = |source| StartError::Listen {
             addr: config.listen,
-            source,
+            reason: source,
         };
         let reset_key = ResetKey(aws_lc_rs::hmac::Key::new(
             aws_lc_rs::hmac::HMAC_SHA256,
@@ -438,6 +448,21 @@ impl Transport {
             .await
             .map_err(|_| SendError::Timeout)??;
         StreamReply::decode(&answer).map_err(|_| SendError::BadReply)
+    }
+
+    /// Peers this hearth holds an open outbound connection to now (a connection to a peer that
+    /// died closes after the idle timeout).
+    pub fn connected_peers(&self) -> Vec<ServerName> {
+        let links = self.shared.links.lock().expect("links lock");
+        links
+            .iter()
+            .filter(|(_, slot)| {
+                // A slot being dialled is not connected yet.
+                slot.try_lock()
+                    .is_ok_and(|c| c.as_ref().is_some_and(|c| c.close_reason().is_none()))
+            })
+            .map(|(peer, _)| peer.clone())
+            .collect()
     }
 
     /// The live connection to `peer`, dialling if there is none.

@@ -14,20 +14,20 @@ const NON_CONFIG_VARS: &[&str] = &["HEARTH_CONFIG", "HEARTH_LOG"];
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {reason}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
-    #[error("config file {path} is not valid: {source}")]
+    #[error("config file {path} is not valid: {reason}")]
     Parse {
         path: PathBuf,
-        source: Box<toml::de::Error>,
+        reason: Box<toml::de::Error>,
     },
-    #[error("environment variable {var} does not fit the config: {source}")]
+    #[error("environment variable {var} does not fit the config: {reason}")]
     Env {
         var: String,
-        source: Box<toml::de::Error>,
+        reason: Box<toml::de::Error>,
     },
     #[error("invalid config: {0}")]
     Invalid(String),
@@ -81,6 +81,11 @@ pub struct FederationConfig {
     pub envelope_burst: f64,
     /// Batch streams one peer may have open at once.
     pub max_streams_per_peer: u32,
+    /// How often an idle connection to a peer is kept alive (a QUIC PING), ms. Default 5000.
+    pub keep_alive_ms: u64,
+    /// A peer connection that hears nothing for this long is closed: how long a peer that died
+    /// without closing (kill -9, power, network) takes to be noticed, ms. Default 30000.
+    pub idle_timeout_ms: u64,
     /// Sealed store-and-forward through relay hearths.
     pub relay: RelayConfig,
     /// Finding other hearths and gossiping key announcements over libp2p.
@@ -217,6 +222,8 @@ impl Default for FederationConfig {
             envelopes_per_second: 50_000.0,
             envelope_burst: 100_000.0,
             max_streams_per_peer: 8,
+            keep_alive_ms: 5_000,
+            idle_timeout_ms: 30_000,
             relay: RelayConfig::default(),
             discovery: DiscoveryConfig::default(),
         }
@@ -483,11 +490,11 @@ impl Config {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.to_owned(),
-                    source,
+                    reason: source,
                 })?;
                 toml::from_str::<toml::Table>(&text).map_err(|source| ConfigError::Parse {
                     path: path.to_owned(),
-                    source: Box::new(source),
+                    reason: Box::new(source),
                 })?
             }
             None => toml::Table::new(),
@@ -505,11 +512,11 @@ impl Config {
                 // Name the environment when it contributed; the message names the field either way.
                 Some((var, _)) if file.is_none() => ConfigError::Env {
                     var: var.clone(),
-                    source: Box::new(source),
+                    reason: Box::new(source),
                 },
                 _ => ConfigError::Parse {
                     path: file.map(Path::to_owned).unwrap_or_default(),
-                    source: Box::new(source),
+                    reason: Box::new(source),
                 },
             }
         })?;
@@ -619,6 +626,9 @@ impl Config {
         if !(f.envelopes_per_second > 0.0 && f.envelope_burst >= 1.0) || f.max_streams_per_peer == 0
         {
             return fail("federation rates, burst and streams must be positive");
+        }
+        if f.keep_alive_ms == 0 || f.idle_timeout_ms <= f.keep_alive_ms {
+            return fail("federation.idle_timeout_ms must be longer than keep_alive_ms > 0");
         }
         Ok(())
     }
@@ -746,6 +756,11 @@ retry_max_ms = {fed_rm}
 envelopes_per_second = {fed_eps:?}
 envelope_burst = {fed_eb:?}
 max_streams_per_peer = {fed_streams}
+# A PING keeps an idle peer connection alive every keep_alive_ms; a connection that hears nothing
+# for idle_timeout_ms is closed, which is how long a peer that died without closing takes to be
+# noticed (one that restarts is noticed at once: its new process answers with a reset).
+keep_alive_ms = 5000
+idle_timeout_ms = 30000
 # Keys that never verify (base64url).
 revoked_keys = []
 # Each peer: its name, UDP address and key (`hearth server-key` on that hearth prints it).

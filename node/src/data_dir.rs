@@ -7,15 +7,15 @@ use std::path::{Path, PathBuf};
 /// Why the data directory cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum DataDirError {
-    #[error("cannot create data directory {path}: {source}")]
+    #[error("cannot create data directory {path}: {reason}")]
     Create {
         path: PathBuf,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {reason}")]
     Inspect {
         path: PathBuf,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     #[error(
         "{path} can be read by other users (mode {mode:o}); it holds password hashes and keys. \
@@ -65,7 +65,7 @@ pub fn create_private(dir: &Path) -> Result<(), DataDirError> {
     }
     builder.create(dir).map_err(|source| DataDirError::Create {
         path: dir.to_owned(),
-        source,
+        reason: source,
     })
 }
 
@@ -74,7 +74,7 @@ pub fn create_private(dir: &Path) -> Result<(), DataDirError> {
 fn tighten_if_empty(dir: &Path) -> Result<(), DataDirError> {
     let inspect = |source| DataDirError::Inspect {
         path: dir.to_owned(),
-        source,
+        reason: source,
     };
     let empty = std::fs::read_dir(dir).map_err(inspect)?.next().is_none();
     #[cfg(unix)]
@@ -93,7 +93,7 @@ fn entries(dir: &Path) -> Result<Vec<PathBuf>, DataDirError> {
     let list = |dir: &Path| -> Result<Vec<PathBuf>, DataDirError> {
         let read = std::fs::read_dir(dir).map_err(|source| DataDirError::Inspect {
             path: dir.to_owned(),
-            source,
+            reason: source,
         })?;
         Ok(read.filter_map(|e| e.ok()).map(|e| e.path()).collect())
     };
@@ -114,7 +114,7 @@ fn mode_of(path: &Path) -> Result<u32, DataDirError> {
         .map(|m| m.mode())
         .map_err(|source| DataDirError::Inspect {
             path: path.to_owned(),
-            source,
+            reason: source,
         })
 }
 

@@ -1024,7 +1024,7 @@ impl Federation {
                     parts.store.clone(),
                     parts.wakers.clone(),
                 )
-                .map_err(|e| hearth_federation::StartError::Quic(e.to_string()))?,
+                .map_err(|e| hearth_federation::StartError::Discovery(e.to_string()))?,
             )
         } else {
             None
@@ -1091,6 +1091,8 @@ impl Federation {
         transport_config.envelopes_per_second = f.envelopes_per_second;
         transport_config.envelope_burst = f.envelope_burst;
         transport_config.max_streams_per_peer = f.max_streams_per_peer;
+        transport_config.keep_alive = std::time::Duration::from_millis(f.keep_alive_ms);
+        transport_config.idle_timeout = std::time::Duration::from_millis(f.idle_timeout_ms);
         transport_config.reset_secret =
             crate::keys::load_or_generate_secret(&config.data_dir.join("quic-reset.key"))
                 .map_err(|e| hearth_federation::StartError::Quic(e.to_string()))?;
@@ -1181,6 +1183,11 @@ impl Federation {
             node: self.node.clone(),
             transport: self.transport.clone(),
         }
+    }
+
+    /// The QUIC transport (for its connection state in metrics).
+    pub fn transport(&self) -> Transport {
+        self.transport.clone()
     }
 
     /// What this hearth holds for others.

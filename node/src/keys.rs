@@ -9,10 +9,10 @@ use web_push_native::jwt_simple::algorithms::ES256KeyPair;
 /// Why a key could not be loaded or created.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
-    #[error("cannot read or write key file {path}: {source}")]
+    #[error("cannot read or write key file {path}: {reason}")]
     Io {
         path: String,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     #[error("key file {path} is invalid: {reason}")]
     Invalid { path: String, reason: String },
@@ -57,7 +57,7 @@ fn load_or_create<K>(
 ) -> Result<K, KeyFileError> {
     let io = |source| KeyFileError::Io {
         path: path.display().to_string(),
-        source,
+        reason: source,
     };
     match std::fs::read(path) {
         Ok(bytes) => from_bytes(&bytes).map_err(|reason| KeyFileError::Invalid {
@@ -103,7 +103,7 @@ pub fn load_retired(path: &Path) -> Result<Vec<(ServerKey, u64)>, KeyFileError> 
         Err(source) => {
             return Err(KeyFileError::Io {
                 path: path.display().to_string(),
-                source,
+                reason: source,
             });
         }
     };
@@ -146,7 +146,7 @@ pub fn write_retired(path: &Path, keys: &[(&ServerKey, u64)]) -> Result<(), KeyF
 pub fn promote(from: &Path, to: &Path) -> Result<(), KeyFileError> {
     let io = |source| KeyFileError::Io {
         path: to.display().to_string(),
-        source,
+        reason: source,
     };
     std::fs::rename(from, to).map_err(io)?;
     sync_parent(to).map_err(io)
@@ -155,7 +155,7 @@ pub fn promote(from: &Path, to: &Path) -> Result<(), KeyFileError> {
 fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), KeyFileError> {
     let io = |source| KeyFileError::Io {
         path: path.display().to_string(),
-        source,
+        reason: source,
     };
     let aside = path.with_extension("writing");
     let _ = std::fs::remove_file(&aside);

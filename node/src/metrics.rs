@@ -17,6 +17,7 @@ pub struct Source {
     pub directory: Arc<RwLock<Directory>>,
     pub swarm: Option<Swarm>,
     pub connections: hearth_client_api::server::Admissions,
+    pub transport: hearth_federation::Transport,
 }
 
 /// A label value with `\` and `"` escaped, as the text format wants.
@@ -106,6 +107,26 @@ impl Source {
              hearth_client_connections_refused_total{{cap=\"total\"}} {}\n\
              hearth_client_connections_refused_total{{cap=\"per_ip\"}} {}",
             connections.admitted, connections.refused_full, connections.refused_address_full
+        );
+        let connected = self.transport.connected_peers();
+        let links: Vec<(String, u64)> = {
+            let directory = self.directory.read().expect("directory lock");
+            directory
+                .peers()
+                .iter()
+                .map(|p| {
+                    (
+                        format!("peer=\"{}\"", label(p.as_str())),
+                        u64::from(connected.contains(p)),
+                    )
+                })
+                .collect()
+        };
+        gauge(
+            &mut out,
+            "hearth_federation_link_up",
+            "1 while this hearth holds an open QUIC connection to the peer (it drops to 0 within federation.idle_timeout_ms of the peer dying).",
+            &links,
         );
         if let Some(swarm) = &self.swarm {
             let status = swarm.snapshot();

@@ -110,10 +110,10 @@ pub enum Refused {
     },
     #[error("{host} resolves to no address")]
     Nothing { host: String },
-    #[error("cannot resolve {host}: {source}")]
+    #[error("cannot resolve {host}: {reason}")]
     Lookup {
         host: String,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
 }
 
@@ -123,7 +123,7 @@ pub async fn resolve_public(host: &str) -> Result<Vec<SocketAddr>, Refused> {
         .await
         .map_err(|source| Refused::Lookup {
             host: host.to_owned(),
-            source,
+            reason: source,
         })?
         .collect();
     if addrs.is_empty() {

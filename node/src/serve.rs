@@ -24,42 +24,64 @@ use crate::rotation::KeyRotator;
 use crate::service::{Hearth, Parts};
 use crate::store::{OpenError, Store, StoreError};
 
-/// Why a hearth could not start.
+/// Why a hearth could not start. Printed with its causes (`{:#}`), so a variant that wraps
+/// another error names what failed and lets the cause say why.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
     DataDir(#[from] crate::data_dir::DataDirError),
-    #[error("cannot open the media directory {path}: {source}")]
+    #[error("cannot open the media directory {path}: {reason}")]
     Media {
         path: PathBuf,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     #[error(transparent)]
     Key(#[from] KeyFileError),
-    #[error("cannot open the database: {0}")]
+    #[error("cannot open the database")]
     Open(#[from] OpenError),
-    #[error("cannot load the sequencer state: {0}")]
+    #[error("cannot load the sequencer state")]
     Store(#[from] StoreError),
-    #[error("cannot load accounts: {0}")]
+    #[error("cannot load accounts")]
     Accounts(#[from] AccountError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr} ({what}): {reason}")]
     Listen {
         addr: SocketAddr,
-        source: std::io::Error,
+        what: &'static str,
+        reason: std::io::Error,
     },
-    #[error("invalid configuration: {0}")]
+    #[error("invalid configuration")]
     Config(#[from] crate::config::ConfigError),
-    #[error("cannot start federation: {0}")]
+    #[error("cannot start federation")]
     Federation(#[from] hearth_federation::StartError),
-    #[error("cannot build the peer directory: {0}")]
+    #[error("cannot build the peer directory")]
     Directory(#[from] crate::federation::DirectoryError),
-    #[error("cannot finish an interrupted key rotation: {0}")]
+    #[error("cannot finish an interrupted key rotation")]
     Rotation(#[from] crate::rotation::RotateError),
-    #[error("cannot open the admin socket {path}: {source}")]
+    #[error("cannot open the admin socket {path}: {reason}")]
     AdminSocket {
         path: PathBuf,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
+}
+
+/// Binds, and lets go of, every address the hearth will listen on, so that a busy or forbidden
+/// port is reported (with the system's reason) before anything is written to the data directory.
+fn check_ports(config: &Config) -> Result<(), StartError> {
+    let busy = |addr: SocketAddr, what: &'static str| {
+        move |reason| StartError::Listen { addr, what, reason }
+    };
+    let api = config.client_api.listen;
+    drop(std::net::TcpListener::bind(api).map_err(busy(api, "TCP, client API"))?);
+    let federation = config.federation.listen;
+    drop(std::net::UdpSocket::bind(federation).map_err(busy(federation, "UDP, federation"))?);
+    if config.federation.discovery.enabled {
+        let p2p = config.federation.discovery.listen_addr(federation);
+        drop(std::net::UdpSocket::bind(p2p).map_err(busy(p2p, "UDP, peer discovery"))?);
+    }
+    if let Some(metrics) = config.metrics.listen {
+        drop(std::net::TcpListener::bind(metrics).map_err(busy(metrics, "TCP, metrics"))?);
+    }
+    Ok(())
 }
 
 /// File names inside the data directory.
@@ -98,6 +120,7 @@ pub struct Running {
 /// Opens storage, loads or creates keys, and starts serving clients.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let dir = &config.data_dir;
+    check_ports(&config)?;
     crate::data_dir::prepare(dir, config.storage.allow_shared_data_dir)?;
     let keys = Arc::new(crate::rotation::load_key_ring(dir)?);
     let store = Arc::new(Store::open(&db_path(dir))?);
@@ -135,9 +158,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             queue_depth: config.storage.queue_depth,
         },
     )?;
-    let media = crate::media::MediaStore::open(dir).map_err(|source| StartError::Media {
+    let media = crate::media::MediaStore::open(dir).map_err(|reason| StartError::Media {
         path: dir.join("media"),
-        source,
+        reason,
     })?;
     let federation = Federation::start(
         &config,
@@ -193,9 +216,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }),
     )
     .await
-    .map_err(|source| StartError::AdminSocket {
+    .map_err(|reason| StartError::AdminSocket {
         path: admin_path,
-        source,
+        reason,
     })?;
 
     let limits = server_limits(&config);
@@ -211,12 +234,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 directory: directory_for_metrics,
                 swarm: federation.discovery().map(|d| d.swarm().clone()),
                 connections: admissions.clone(),
+                transport: federation.transport(),
             });
             let (bound, task) = crate::metrics::serve(listen, source)
                 .await
-                .map_err(|source| StartError::Listen {
+                .map_err(|reason| StartError::Listen {
                     addr: listen,
-                    source,
+                    what: "TCP, metrics",
+                    reason,
                 })?;
             Some((bound, task))
         }
@@ -226,10 +251,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let api_config = api_config(&config);
     let app = hearth_client_api::router(hearth.clone(), api_config);
     let addr = config.client_api.listen;
-    let listener = listen(addr).map_err(|source| StartError::Listen { addr, source })?;
-    let client_addr = listener
-        .local_addr()
-        .map_err(|source| StartError::Listen { addr, source })?;
+    let api_error = |reason| StartError::Listen {
+        addr,
+        what: "TCP, client API",
+        reason,
+    };
+    let listener = listen(addr).map_err(api_error)?;
+    let client_addr = listener.local_addr().map_err(api_error)?;
     hearth.set_listen_addr(client_addr);
     tracing::info!(
         max_connections = limits.max_connections,

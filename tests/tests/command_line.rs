@@ -340,3 +340,33 @@ async fn the_data_directory_is_private_and_a_shared_one_is_refused() {
         .unwrap();
     drop(hearth);
 }
+
+/// A port already in use is reported in one sentence with the system's reason, before the hearth
+/// writes anything (no keys or database left behind by a start that could not happen).
+#[tokio::test]
+async fn a_busy_port_is_one_clear_sentence_and_leaves_nothing_behind() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().to_string();
+    let out = run(
+        hearth_binary(),
+        &["serve"],
+        &[
+            ("HEARTH_DATA_DIR", data.to_str().unwrap()),
+            ("HEARTH_CLIENT_API__LISTEN", "127.0.0.1:0"),
+            ("HEARTH_FEDERATION__LISTEN", "127.0.0.1:0"),
+            ("HEARTH_FEDERATION__DISCOVERY__LISTEN", busy.as_str()),
+        ],
+        None,
+    )
+    .await;
+    assert!(!out.ok);
+    assert_eq!(
+        out.stderr.trim(),
+        format!(
+            "hearth: cannot listen on {busy} (UDP, peer discovery): Address already in use (os error 98)"
+        )
+    );
+    assert!(!data.exists(), "a failed start wrote {}", data.display());
+}

@@ -1,7 +1,8 @@
 //! Rooms across hearths, with three real `hearth` processes on loopback federating over QUIC:
 //! a cross-hearth DM and a group spread over all three keep one order everywhere; a member
 //! hearth killed with SIGKILL in the middle of a 10,000-message burst loses and duplicates
-//! nothing; a room whose home is down still accepts sends, which are sequenced when it returns.
+//! nothing; a room whose home is down still accepts sends, which are sequenced when it returns;
+//! a peer killed without closing its connections is noticed within the configured idle timeout.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -378,4 +379,53 @@ async fn sends_while_the_home_is_down_are_accepted_and_sequenced_when_it_returns
     let a = history(&mut alice, &room).await;
     assert_eq!(a, history(&mut bob, &room).await);
     assert_eq!(a, history(&mut carol, &room).await);
+}
+
+/// A peer that dies without closing (SIGKILL) is noticed when its connection has heard nothing
+/// for `federation.idle_timeout_ms` (here 2 s; the default is 30 s); `/metrics` shows the link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_killed_without_closing_is_noticed_within_the_idle_timeout() {
+    let root = tempfile::tempdir().unwrap();
+    let network = plan_network(root.path(), &["a.test", "b.test"]).unwrap();
+    let mut hearths = start_network(
+        &network,
+        &[
+            ("HEARTH_FEDERATION__KEEP_ALIVE_MS", "500"),
+            ("HEARTH_FEDERATION__IDLE_TIMEOUT_MS", "2000"),
+        ],
+    )
+    .await
+    .unwrap();
+    let link = r#"hearth_federation_link_up{peer="b.test"}"#;
+    assert_eq!(hearth_tests::metric(&network[0], link).await, Some(0));
+    let mut alice = register(&hearths[0], "alice").await;
+    let mut bob = register(&hearths[1], "bob").await;
+    let room = alice
+        .create_room(RoomKind::Direct, None, &[user_id("bob", "b.test")])
+        .await
+        .unwrap()
+        .room_id;
+    wait_for_seq(&mut bob, &room, 1).await;
+    let deadline = Instant::now() + WAIT;
+    while hearth_tests::metric(&network[0], link).await != Some(1) {
+        assert!(
+            Instant::now() < deadline,
+            "the link to b.test never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    hearths[1].kill9();
+    let killed = Instant::now();
+    while hearth_tests::metric(&network[0], link).await != Some(0) {
+        // Far short of the 30 s default: only the configured timeout explains noticing in time.
+        assert!(
+            killed.elapsed() < Duration::from_secs(20),
+            "a.test still thinks b.test is up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "b.test killed; a.test noticed after {:.2} s (idle timeout 2 s)",
+        killed.elapsed().as_secs_f64()
+    );
 }
