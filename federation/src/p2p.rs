@@ -118,7 +118,8 @@ impl Swarm {
         events: mpsc::Sender<P2pEvent>,
     ) -> Result<Self, P2pError> {
         let secret = identity.secret();
-        let swarm = build(&config, &secret)?;
+        let mut swarm = build(&secret)?;
+        listen_and_join(&mut swarm, &config)?;
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
         let snapshot = Arc::default();
         tokio::spawn(run(
@@ -191,7 +192,7 @@ struct Behaviour {
 
 type Inner = libp2p::Swarm<Behaviour>;
 
-fn build(config: &P2pConfig, secret: &[u8; 32]) -> Result<Inner, P2pError> {
+fn build(secret: &[u8; 32]) -> Result<Inner, P2pError> {
     let mut bytes = *secret;
     let keypair = libp2p::identity::Keypair::ed25519_from_bytes(&mut bytes)
         .map_err(|_| P2pError::Identity)?;
@@ -249,6 +250,11 @@ fn build(config: &P2pConfig, secret: &[u8; 32]) -> Result<Inner, P2pError> {
         .gossipsub
         .subscribe(&gossipsub::IdentTopic::new(KEYS_TOPIC))
         .map_err(|e| P2pError::Build(e.to_string()))?;
+    Ok(swarm)
+}
+
+/// Listens on the configured address and dials the bootstrap peers.
+fn listen_and_join(swarm: &mut Inner, config: &P2pConfig) -> Result<(), P2pError> {
     swarm
         .listen_on(quic_multiaddr(config.listen))
         .map_err(|e| P2pError::Listen(config.listen, e.to_string()))?;
@@ -266,7 +272,7 @@ fn build(config: &P2pConfig, secret: &[u8; 32]) -> Result<Inner, P2pError> {
             tracing::warn!(%address, error = %e, "cannot dial a bootstrap peer");
         }
     }
-    Ok(swarm)
+    Ok(())
 }
 
 /// A record that opens and belongs under `key` (its name entry or its key entry).
@@ -312,6 +318,9 @@ fn store_checked(swarm: &mut Inner, record: kad::Record) {
     }
 }
 
+/// Ticks (a quarter of a second each) a rebuilt swarm keeps trying to listen.
+const RELISTEN_TRIES: u32 = 40;
+
 async fn run(
     mut swarm: Inner,
     config: P2pConfig,
@@ -330,6 +339,8 @@ async fn run(
         last_bootstrap: None,
     };
     let mut listen: Vec<Multiaddr> = Vec::new();
+    // Ticks spent trying to listen again after the swarm was rebuilt for a rotated key.
+    let mut relisten: Option<u32> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut last_publish = tokio::time::Instant::now();
     let mut last_refresh = tokio::time::Instant::now();
@@ -353,18 +364,34 @@ async fn run(
                 *snapshot.lock().expect("snapshot lock") = status(&mut swarm, &listen);
                 let now_secret = identity.secret();
                 if *now_secret != *secret {
-                    // The key rotated: the swarm takes the new identity (a new PeerId).
-                    match build(&config, &now_secret) {
+                    // The key rotated: the swarm takes the new identity (a new PeerId). The old
+                    // swarm goes first, so that its socket frees the port the new one listens on.
+                    match build(&now_secret) {
                         Ok(rebuilt) => {
                             tracing::info!(peer_id = %rebuilt.local_peer_id(), "libp2p identity follows the rotated key");
-                            swarm = rebuilt;
+                            drop(std::mem::replace(&mut swarm, rebuilt));
                             secret = now_secret;
                             state.lookups.clear();
                             state.dialled.clear();
                             state.publish_due = true;
                             listen.clear();
+                            relisten = Some(0);
                         }
-                        Err(e) => tracing::error!(error = %e, "cannot rebuild the swarm for a new key"),
+                        Err(e) => tracing::error!(error = %e, "cannot build a swarm for the rotated key"),
+                    }
+                }
+                // The old socket closes as its driver task ends: try again on the next ticks.
+                if let Some(tries) = relisten {
+                    match listen_and_join(&mut swarm, &config) {
+                        Ok(()) => relisten = None,
+                        Err(e) if tries >= RELISTEN_TRIES => {
+                            tracing::error!(error = %e, "the swarm cannot listen after the key rotation; restart the hearth");
+                            relisten = None;
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "listening again after the key rotation");
+                            relisten = Some(tries + 1);
+                        }
                     }
                 }
                 if last_refresh.elapsed() >= REFRESH && swarm.connected_peers().next().is_some() {

@@ -79,6 +79,9 @@ pub enum AdminResponse {
         /// This hearth's swarm addresses (multiaddrs ending in its PeerId), if it runs.
         #[serde(default)]
         swarm: Vec<String>,
+        /// The swarm's PeerId (it follows the server key), if it runs.
+        #[serde(default)]
+        peer_id: Option<String>,
         /// (peer, queued entries), entries held for others included.
         queues: Vec<(ServerName, u64)>,
         /// (origin, envelopes held, bytes held).
@@ -130,6 +133,7 @@ pub fn execute(admin: &Admin, request: AdminRequest) -> AdminResponse {
                         .as_ref()
                         .map(|s| s.snapshot().listen)
                         .unwrap_or_default(),
+                    peer_id: admin.swarm.as_ref().map(|s| s.snapshot().peer_id),
                     queues,
                     held: admin
                         .custody

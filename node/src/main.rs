@@ -287,9 +287,13 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
         AdminResponse::FederationStatus {
             peers,
             swarm,
+            peer_id,
             queues,
             held,
         } => {
+            if let Some(peer_id) = peer_id {
+                println!("peer-id\t{peer_id}");
+            }
             for address in swarm {
                 println!("swarm\t{address}");
             }

@@ -47,6 +47,12 @@ impl TestHearth {
     /// Starts a hearth on a fresh data directory with a tweaked config.
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        // A hearth refuses a data directory others can read; a tweak may write into it first.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+                .expect("private temp dir");
+        }
         let mut config = test_config(dir.path());
         tweak(&mut config);
         let mut hearth = Self::start_config(config).await;

@@ -303,3 +303,54 @@ async fn rotations_on_running_and_stopped_hearths_keep_messages_flowing_across_r
     exchange(&mut alice, &mut bob_rx, &room, "both rotated").await;
     exchange(&mut bob, &mut alice_rx, &room, "and back").await;
 }
+
+/// The libp2p swarm runs as the key peers accept now: when the old key stops being usable (here
+/// revoked; otherwise when the grace period ends) it takes the new identity (a new PeerId) and
+/// listens on its port again, as `hearth admin federation-status` shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_swarm_takes_the_rotated_key_and_listens_again() {
+    let root = tempfile::tempdir().unwrap();
+    let network = plan_network(root.path(), &["a.test"]).unwrap();
+    let hearths = start_network(&network, &[]).await.unwrap();
+    let me = &network[0];
+    let status = || hearth_tests::hearth_admin(&me.data_dir, me, &network, &["federation-status"]);
+    // (PeerId, whether a listen address with that PeerId on the swarm's port is reported)
+    let identity = |status: &str| {
+        let peer_id = status
+            .lines()
+            .find_map(|l| l.strip_prefix("peer-id\t"))
+            .map(str::to_owned);
+        let listening = peer_id.as_ref().is_some_and(|id| {
+            status.lines().any(|l| {
+                l.starts_with("swarm\t")
+                    && l.contains(&format!("/udp/{}/", me.p2p_port))
+                    && l.ends_with(&format!("/p2p/{id}"))
+            })
+        });
+        (peer_id, listening)
+    };
+    type Identity = (Option<String>, bool);
+    let wait = |want: &dyn Fn(&Identity) -> bool| {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let got = identity(&status());
+            if want(&got) {
+                return got;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "swarm stuck at {got:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let (before, _) = wait(&|(id, listening)| id.is_some() && *listening);
+    hearth_tests::hearth_admin(
+        &hearths[0].data_dir,
+        me,
+        &network,
+        &["rotate-key", "--revoke"],
+    );
+    let (after, _) = wait(&|(id, listening)| id.is_some() && *id != before && *listening);
+    eprintln!("PeerId {} → {}", before.unwrap(), after.unwrap());
+}
