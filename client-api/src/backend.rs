@@ -26,6 +26,10 @@ pub struct AuthedDevice {
 
 /// The hearth as the client API sees it. Every error is already a client-facing [`ErrorBody`].
 pub trait Backend: Send + Sync + 'static {
+    /// Whether the hearth can take writes now; if not, why (for `GET /v1/ready`).
+    fn readiness(&self) -> Result<(), String> {
+        Ok(())
+    }
     /// Creates an account and logs its first device in.
     fn register(
         &self,

@@ -48,6 +48,7 @@ pub fn router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> Router {
             "/v1/health",
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
         )
+        .route("/v1/ready", get(ready::<B>))
         .route("/v1/register", post(register::<B>))
         .route("/v1/login", post(login::<B>))
         .route("/v1/refresh", post(refresh::<B>))
@@ -99,6 +100,19 @@ pub fn router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> Router {
             config.body_timeout,
         ))
         .with_state(api)
+}
+
+/// Readiness, as a load balancer or orchestrator asks it: 200 when the hearth takes writes, 503
+/// with the reason when it cannot now (`/v1/health` only says the process answers).
+async fn ready<B: Backend>(State(api): State<Arc<Api<B>>>) -> axum::response::Response {
+    match api.backend.readiness() {
+        Ok(()) => Json(serde_json::json!({"status": "ready"})).into_response(),
+        Err(reason) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "unavailable", "reason": reason})),
+        )
+            .into_response(),
+    }
 }
 
 /// Refuses a request whose declared length is over the limit before any other work (routing,

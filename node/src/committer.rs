@@ -30,6 +30,9 @@ pub enum CommitError {
     Refused(#[from] SequenceError),
     #[error("storage failed; nothing was written: {0}")]
     Storage(String),
+    /// Storage refuses writes for now (disk space below the reserve, the database reopening).
+    #[error("{0}; nothing was written, try again later")]
+    Unavailable(String),
     #[error("the hearth is shutting down")]
     Closed,
 }
@@ -123,9 +126,10 @@ fn run(
     hub: Arc<Hub>,
     push: Push,
     wake: OutboxWake,
-    mut sequencer: Sequencer,
+    sequencer: Sequencer,
     config: CommitterConfig,
 ) {
+    let mut loaded = Some(sequencer);
     let mut jobs = Vec::with_capacity(config.max_batch);
     while let Some(first) = rx.blocking_recv() {
         jobs.push(first);
@@ -135,8 +139,30 @@ fn run(
                 Err(_) => break,
             }
         }
+        // After a failed write the sequencer is reloaded from what is stored; while storage is
+        // unavailable that fails, and requests are answered `unavailable` until it works.
+        let sequencer = match &mut loaded {
+            Some(sequencer) => sequencer,
+            None => match store.sequencer_state() {
+                Ok(state) => loaded.insert(Sequencer::new(
+                    state,
+                    config.local.clone(),
+                    config.max_members,
+                )),
+                Err(e) => {
+                    let failure = storage(e);
+                    let replies: Vec<_> = jobs.drain(..).map(|job| job.reply).collect();
+                    let results = vec![Err(failure); replies.len()];
+                    answer(replies, results);
+                    // Not a busy loop when requests keep coming: storage is checked twice a second.
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    continue;
+                }
+            },
+        };
         let now = now_ms();
         let mut batch = Batch::default();
+        let mut reload = false;
         sequencer.begin_batch();
         let mut results = Vec::with_capacity(jobs.len());
         let mut replies = Vec::with_capacity(jobs.len());
@@ -144,7 +170,7 @@ fn run(
         for job in jobs.drain(..) {
             results.push(process(
                 &store,
-                &mut sequencer,
+                sequencer,
                 job.request,
                 now,
                 &mut batch,
@@ -155,23 +181,14 @@ fn run(
         if !batch.is_empty() {
             if let Err(e) = store.commit(&batch) {
                 tracing::error!(error = %e, "group commit failed; answering every request in it with an error");
-                let failure = CommitError::Storage(e.to_string());
+                let failure = storage(e);
                 for r in results.iter_mut() {
                     if r.is_ok() {
                         *r = Err(failure.clone());
                     }
                 }
-                // Memory ran ahead of the disk: start again from what is stored.
-                match store.sequencer_state() {
-                    Ok(state) => {
-                        sequencer = Sequencer::new(state, config.local.clone(), config.max_members)
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot reload the sequencer; stopping the committer");
-                        answer(replies, results);
-                        return;
-                    }
-                }
+                // Memory ran ahead of the disk: start again from what is stored (next batch).
+                reload = true;
             } else {
                 let mut heads: HashMap<&UserId, u64> = HashMap::new();
                 for (user, cursor, _, _) in &batch.inbox {
@@ -192,6 +209,9 @@ fn run(
             }
         }
         answer(replies, results);
+        if reload {
+            loaded = None;
+        }
     }
 }
 
@@ -248,7 +268,10 @@ struct Pending {
 const ACK_SCAN: usize = 10_000;
 
 fn storage(e: StoreError) -> CommitError {
-    CommitError::Storage(e.to_string())
+    match e {
+        StoreError::Unavailable(why) => CommitError::Unavailable(why.to_owned()),
+        e => CommitError::Storage(e.to_string()),
+    }
 }
 
 fn process(

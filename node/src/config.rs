@@ -401,6 +401,9 @@ pub struct StorageConfig {
     /// Start even if the data directory or a file in it can be read by the group or others
     /// (it holds password hashes and the server's keys). Default false.
     pub allow_shared_data_dir: bool,
+    /// Free bytes the data directory's file system must keep: below it, writes are refused
+    /// (`unavailable`) before the disk fills. Default 134217728 (128 MiB).
+    pub min_free_bytes: u64,
 }
 
 impl Default for Config {
@@ -476,6 +479,7 @@ impl Default for StorageConfig {
             max_batch: 4096,
             queue_depth: 16384,
             allow_shared_data_dir: false,
+            min_free_bytes: 128 * 1024 * 1024,
         }
     }
 }
@@ -742,6 +746,9 @@ queue_depth = {queue}
 # The data directory holds password hashes and the server's keys: the hearth creates it 0700,
 # its files 0600, and refuses to start if they are open to the group or others. true: start anyway.
 allow_shared_data_dir = false
+# Free bytes the disk must keep: below it writes are refused (`unavailable`, /v1/ready says why)
+# until space is freed, so a full disk never reaches the database.
+min_free_bytes = 134217728
 
 [federation]
 # UDP address other hearths reach this one on (QUIC). Use a public address to federate.

@@ -38,6 +38,12 @@ impl From<AccountError> for ErrorBody {
                 body.retry_after_ms = Some(*retry_after_ms);
                 return body;
             }
+            AccountError::Store(StoreError::Unavailable(why)) => {
+                return ErrorBody::new(
+                    ErrorCode::Unavailable,
+                    format!("{why}; nothing was written, try again later"),
+                );
+            }
             AccountError::Store(_) | AccountError::Hash(_) => return internal(&e),
         };
         ErrorBody::new(code, e.to_string())
@@ -65,7 +71,7 @@ impl From<CommitError> for ErrorBody {
                 }
             },
             CommitError::Storage(_) => return internal(&e),
-            CommitError::Closed => ErrorCode::Unavailable,
+            CommitError::Closed | CommitError::Unavailable(_) => ErrorCode::Unavailable,
         };
         ErrorBody::new(code, e.to_string())
     }
@@ -73,6 +79,12 @@ impl From<CommitError> for ErrorBody {
 
 impl From<StoreError> for ErrorBody {
     fn from(e: StoreError) -> Self {
-        internal(&e)
+        match e {
+            StoreError::Unavailable(why) => ErrorBody::new(
+                ErrorCode::Unavailable,
+                format!("{why}; nothing was written, try again later"),
+            ),
+            e => internal(&e),
+        }
     }
 }

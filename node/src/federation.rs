@@ -645,7 +645,7 @@ fn outcome(result: Result<Reply, CommitError>) -> Outcome {
             SequenceError::OutOfOrder { .. } => Outcome::Retry(RetryCode::OutOfOrder),
             _ => Outcome::Rejected(RejectCode::Forbidden),
         },
-        Err(CommitError::Storage(_) | CommitError::Closed) => {
+        Err(CommitError::Storage(_) | CommitError::Closed | CommitError::Unavailable(_)) => {
             Outcome::Retry(RetryCode::Unavailable)
         }
     }

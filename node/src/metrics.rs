@@ -90,6 +90,19 @@ impl Source {
                 ("source=\"discovered\"".into(), discovered),
             ],
         );
+        let storage = self.store.condition();
+        gauge(
+            &mut out,
+            "hearth_storage_writable",
+            "1 while the store takes writes; 0 while free space is below storage.min_free_bytes or the database is being reopened after a failed write.",
+            &[(String::new(), u64::from(storage.unwritable.is_none()))],
+        );
+        gauge(
+            &mut out,
+            "hearth_storage_free_bytes",
+            "Free bytes on the data directory's file system (as of the last check, every 0.5 s).",
+            &[(String::new(), storage.free_bytes)],
+        );
         let connections = self.connections.counts();
         gauge(
             &mut out,

@@ -124,6 +124,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     crate::data_dir::prepare(dir, config.storage.allow_shared_data_dir)?;
     let keys = Arc::new(crate::rotation::load_key_ring(dir)?);
     let store = Arc::new(Store::open(&db_path(dir))?);
+    crate::store::watch(&store, config.storage.min_free_bytes);
     let accounts = Arc::new(Accounts::new(
         store.clone(),
         keys.clone(),

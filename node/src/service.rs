@@ -309,6 +309,13 @@ fn random_room_opaque() -> String {
 }
 
 impl Backend for Hearth {
+    fn readiness(&self) -> Result<(), String> {
+        match self.store.condition().unwritable {
+            None => Ok(()),
+            Some(why) => Err(why.to_owned()),
+        }
+    }
+
     async fn register(&self, req: RegisterRequest) -> Result<Session, ErrorBody> {
         self.blocking(move |a| a.register(&req.username, &req.password, req.device_name))
             .await

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hearth_client::new_txn_id;
-use hearth_spec::RoomKind;
 use hearth_spec::client::ServerFrame;
+use hearth_spec::{ErrorCode, RoomKind};
 use hearth_tests::{HearthProcess, connect_synced, frames_until, register_at, user_id};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -406,4 +406,144 @@ async fn a_login_flood_from_200_addresses_keeps_memory_bounded_and_messages_flow
         .login("alice", "correct horse battery", None)
         .await
         .unwrap();
+}
+
+/// A tmpfs this test mounts (and unmounts when dropped); `None` where mounting is not allowed.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then_some(Self { dir })
+    }
+
+    /// Fills the disk with a file until it is full; returns the file.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.dir.path().join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let chunk = vec![7u8; 64 * 1024];
+        while file.write_all(&chunk).is_ok() {}
+        let _ = file.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Whether `GET /v1/ready` answers 200.
+async fn ready(url: &str) -> bool {
+    reqwest::get(format!("{url}/v1/ready"))
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+async fn wait_ready(url: &str, want: bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ready(url).await != want {
+        assert!(Instant::now() < deadline, "/v1/ready never became {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The disk fills up under a hearth. With a free-space reserve, writes are refused as
+/// `unavailable` before the disk is full; with none, the database's failed write is survived by
+/// reopening it. Either way `/v1/ready` says so, sends work again once space is freed, without a
+/// restart, and every acknowledged message is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_survived_without_a_restart() {
+    let Some(disk) = SmallDisk::mount("48m") else {
+        eprintln!("skipping: cannot mount a tmpfs here (not root, or not allowed)");
+        return;
+    };
+    for reserve in ["8388608", "0"] {
+        let data = disk.dir.path().join(format!("data-{reserve}"));
+        let hearth = HearthProcess::start(&data, &[("HEARTH_STORAGE__MIN_FREE_BYTES", reserve)])
+            .await
+            .unwrap();
+        let mut alice = register_at(&hearth.url, "alice").await;
+        let _bob = register_at(&hearth.url, "bob").await;
+        let room = alice
+            .create_room(RoomKind::Direct, None, &[user_id("bob", "localhost")])
+            .await
+            .unwrap()
+            .room_id;
+        let mut acknowledged = Vec::new();
+        let send = async |alice: &mut hearth_client::Client, n: usize| {
+            let payload = format!("{n:06}").repeat(10_000);
+            alice.send(&room, &new_txn_id(), payload.as_bytes()).await
+        };
+        for n in 0..5 {
+            send(&mut alice, n).await.unwrap();
+            acknowledged.push(n);
+        }
+        let filler = disk.fill();
+        let mut n = 5;
+        let refusal = loop {
+            match send(&mut alice, n).await {
+                Ok(_) => acknowledged.push(n),
+                Err(e) => break e,
+            }
+            n += 1;
+            assert!(n < 2_000, "sends never failed on a full disk");
+        };
+        if reserve == "0" {
+            // The database's own write failed.
+            assert_eq!(refusal.code(), Some(ErrorCode::Internal), "{refusal}");
+        } else {
+            assert_eq!(refusal.code(), Some(ErrorCode::Unavailable), "{refusal}");
+        }
+        wait_ready(&hearth.url, false).await;
+        let err = send(&mut alice, n).await.unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::Unavailable), "{err}");
+
+        std::fs::remove_file(filler).unwrap();
+        wait_ready(&hearth.url, true).await;
+        for m in n + 1..n + 4 {
+            send(&mut alice, m).await.unwrap();
+            acknowledged.push(m);
+        }
+        let stored: Vec<usize> = alice
+            .history(&room, None, 500)
+            .await
+            .unwrap()
+            .events
+            .iter()
+            .filter_map(|e| match &e.content {
+                hearth_spec::Content::Message { payload } => {
+                    std::str::from_utf8(&payload[..6]).ok()?.parse().ok()
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(stored, acknowledged, "reserve {reserve}");
+        eprintln!(
+            "reserve {reserve}: {} acknowledged, refused with {:?} when full, all stored once",
+            acknowledged.len(),
+            refusal.code()
+        );
+        drop(hearth);
+        std::fs::remove_dir_all(&data).unwrap();
+    }
 }

@@ -3,7 +3,7 @@
 //! last-resort package stays and is handed out when a device has nothing else.
 
 use hearth_spec::{DeviceId, UserId};
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 
 use hearth_spec::api::ClaimedKeyPackage;
 
@@ -44,7 +44,7 @@ impl Store {
         max_held: u64,
     ) -> Result<Option<PackageCount>, StoreError> {
         let (u, d) = (user.as_str(), device.as_str());
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         let count = {
             let mut table = txn.open_table(KEY_PACKAGES)?;
             let mut resort = txn.open_table(LAST_RESORT)?;
@@ -75,7 +75,7 @@ impl Store {
         user: &UserId,
         device: &DeviceId,
     ) -> Result<PackageCount, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         count_in(
             &txn.open_table(KEY_PACKAGES)?,
             &txn.open_table(LAST_RESORT)?,
@@ -92,7 +92,7 @@ impl Store {
         user: &UserId,
         wanted: Option<&[DeviceId]>,
     ) -> Result<Vec<ClaimedKeyPackage>, StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         let mut claimed = Vec::new();
         {
             let logged_in = rows_under(&txn.open_table(DEVICES)?, user.as_str(), |d, _| {
@@ -131,7 +131,7 @@ impl Store {
 
     /// The user's devices that hold a package of either kind, in id order.
     pub fn devices_with_key_packages(&self, user: &UserId) -> Result<Vec<DeviceId>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let resort = txn.open_table(LAST_RESORT)?;
         let table = txn.open_table(KEY_PACKAGES)?;
         let mut devices = std::collections::BTreeSet::new();

@@ -8,12 +8,17 @@
 //! Writes of the hot path (events, inboxes, memberships) come only from the committer as one
 //! [`Batch`] per group commit; accounts write their own small transactions.
 
+mod health;
 mod key_packages;
 pub mod tables;
 
+pub use health::{StorageCondition, watch};
+
 pub use key_packages::PackageCount;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use hearth_spec::{DeviceId, EventId, RoomId, ServerName, UserId};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -27,6 +32,21 @@ pub enum StoreError {
     Db(#[from] redb::Error),
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
+    /// Nothing can be written now (free space below the reserve, or the database is being
+    /// reopened after a failed write); it may work again later.
+    #[error("storage is unavailable: {0}")]
+    Unavailable(&'static str),
+}
+
+impl StoreError {
+    /// Whether this is an I/O failure of the database file (a full disk among them), after which
+    /// the database must be reopened.
+    pub fn is_io(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Db(redb::Error::Io(_) | redb::Error::PreviousIo)
+        )
+    }
 }
 
 macro_rules! from_redb {
@@ -119,7 +139,16 @@ pub struct SequencerState {
 
 /// The typed store.
 pub struct Store {
-    db: Database,
+    path: PathBuf,
+    /// `None` while the database is being reopened after an I/O failure.
+    db: RwLock<Option<Arc<Database>>>,
+    /// A write failed with an I/O error: the watcher reopens the database.
+    failed: AtomicBool,
+    /// Free space is below the reserve: writes are refused before they could fail.
+    low_space: AtomicBool,
+    free_bytes: AtomicU64,
+    /// Free bytes to keep (`storage.min_free_bytes`); 0 until the watcher starts.
+    reserve: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -167,7 +196,57 @@ impl Store {
             txn.open_table(LAST_RESORT).map_err(StoreError::from)?;
         }
         txn.commit().map_err(StoreError::from)?;
-        Ok(Self { db })
+        Ok(Self {
+            path: path.to_owned(),
+            db: RwLock::new(Some(Arc::new(db))),
+            failed: AtomicBool::new(false),
+            low_space: AtomicBool::new(false),
+            free_bytes: AtomicU64::new(u64::MAX),
+            reserve: AtomicU64::new(0),
+        })
+    }
+
+    fn database(&self) -> Result<Arc<Database>, StoreError> {
+        // After a failed write redb refuses everything until reopened: say so plainly.
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(StoreError::Unavailable(
+                "a write failed (disk full or an I/O error); the database is being reopened",
+            ));
+        }
+        self.db
+            .read()
+            .expect("database lock")
+            .clone()
+            .ok_or(StoreError::Unavailable(
+                "the database is being reopened after a failed write",
+            ))
+    }
+
+    /// Remembers an I/O failure so that the watcher reopens the database.
+    fn noting(&self, e: StoreError) -> StoreError {
+        if e.is_io() {
+            self.failed.store(true, Ordering::Relaxed);
+        }
+        e
+    }
+
+    /// A write transaction, unless writes are refused for now. Free space is measured here too
+    /// (one `statvfs`), not only by the watcher: a disk can fill between two of its checks.
+    fn begin_write(&self) -> Result<redb::WriteTransaction, StoreError> {
+        if self.low_space.load(Ordering::Relaxed) || !self.space_left() {
+            return Err(StoreError::Unavailable(
+                "free disk space is below the configured reserve",
+            ));
+        }
+        self.database()?
+            .begin_write()
+            .map_err(|e| self.noting(e.into()))
+    }
+
+    fn begin_read(&self) -> Result<redb::ReadTransaction, StoreError> {
+        self.database()?
+            .begin_read()
+            .map_err(|e| self.noting(e.into()))
     }
 
     /// Reads and decodes one postcard record.
@@ -176,7 +255,7 @@ impl Store {
         definition: TableDefinition<K, &'static [u8]>,
         key: K::SelfType<'_>,
     ) -> Result<Option<T>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(definition)?;
         table.get(key)?.map(|v| decode(v.value())).transpose()
     }
@@ -185,7 +264,7 @@ impl Store {
 
     /// Inserts a user unless one with that id exists; returns whether it was inserted.
     pub fn insert_user(&self, user: &UserId, record: &UserRecord) -> Result<bool, StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         let inserted = {
             let mut users = txn.open_table(USERS)?;
             if users.get(user.as_str())?.is_some() {
@@ -201,7 +280,7 @@ impl Store {
 
     /// Replaces a user's record.
     pub fn put_user(&self, user: &UserId, record: &UserRecord) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         txn.open_table(USERS)?
             .insert(user.as_str(), encode(record).as_slice())?;
         txn.commit()?;
@@ -215,7 +294,7 @@ impl Store {
 
     /// Every local user, in id order.
     pub fn users(&self) -> Result<Vec<(UserId, UserRecord)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let users = txn.open_table(USERS)?;
         users
             .iter()?
@@ -233,7 +312,7 @@ impl Store {
         device: &DeviceId,
         record: &DeviceRecord,
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         txn.open_table(DEVICES)?
             .insert((user.as_str(), device.as_str()), encode(record).as_slice())?;
         txn.commit()?;
@@ -248,7 +327,7 @@ impl Store {
         expected: [u8; 32],
         next: [u8; 32],
     ) -> Result<RotateOutcome, StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         let outcome = {
             let mut devices = txn.open_table(DEVICES)?;
             let key = (user.as_str(), device.as_str());
@@ -279,7 +358,7 @@ impl Store {
 
     /// Removes devices (and their cursors); returns how many existed.
     pub fn delete_devices(&self, user: &UserId, ids: &[DeviceId]) -> Result<usize, StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         let mut removed = 0;
         {
             let mut devices = txn.open_table(DEVICES)?;
@@ -303,7 +382,7 @@ impl Store {
 
     /// A user's devices, in id order.
     pub fn devices(&self, user: &UserId) -> Result<Vec<(DeviceId, DeviceRecord)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let devices = txn.open_table(DEVICES)?;
         rows_under(&devices, user.as_str(), |device, record| {
             Ok((parse_id(device)?, decode(record)?))
@@ -312,7 +391,7 @@ impl Store {
 
     /// Every (user, device) pair, to build the set of live sessions at start.
     pub fn all_devices(&self) -> Result<Vec<(UserId, DeviceId)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let devices = txn.open_table(DEVICES)?;
         devices
             .iter()?
@@ -333,28 +412,28 @@ impl Store {
 
     /// Whether `user` is a current member of `room`.
     pub fn is_member(&self, room: &RoomId, user: &UserId) -> Result<bool, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let members = txn.open_table(MEMBERS)?;
         Ok(members.get((room.as_str(), user.as_str()))?.is_some())
     }
 
     /// A room's current members, in id order.
     pub fn members(&self, room: &RoomId) -> Result<Vec<UserId>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let members = txn.open_table(MEMBERS)?;
         rows_under(&members, room.as_str(), |user, ()| parse_id(user))
     }
 
     /// The rooms a user is in now.
     pub fn user_rooms(&self, user: &UserId) -> Result<Vec<RoomId>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(USER_ROOMS)?;
         rows_under(&table, user.as_str(), |room, ()| parse_id(room))
     }
 
     /// The latest sequence number of a room (0 if it has no events).
     pub fn last_seq(&self, room: &RoomId) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let events = txn.open_table(EVENTS)?;
         last_seq_in(&events, room)
     }
@@ -366,7 +445,7 @@ impl Store {
         before: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let events = txn.open_table(EVENTS)?;
         let mut out = Vec::with_capacity(limit.min(1024));
         for row in events
@@ -386,7 +465,7 @@ impl Store {
 
     /// The place of an event by id.
     pub fn event_place(&self, id: &EventId) -> Result<Option<(RoomId, u64)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let ids = txn.open_table(EVENT_IDS)?;
         match ids.get(id.0.as_slice())? {
             Some(v) => {
@@ -404,7 +483,7 @@ impl Store {
         device: &DeviceId,
         txn_id: &str,
     ) -> Result<Option<(RoomId, Option<u64>, EventId)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let txns = txn.open_table(TXNS)?;
         let key = (user.as_str(), device.as_str(), txn_id);
         let ids = txn.open_table(EVENT_IDS)?;
@@ -434,7 +513,7 @@ impl Store {
         since: u64,
         limit: usize,
     ) -> Result<Vec<(u64, StoredEvent)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let inbox = txn.open_table(INBOX)?;
         let events = txn.open_table(EVENTS)?;
         let mut out = Vec::new();
@@ -462,14 +541,14 @@ impl Store {
 
     /// The last inbox cursor handed out to a user (0 if none).
     pub fn inbox_head(&self, user: &UserId) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let heads = txn.open_table(INBOX_HEADS)?;
         Ok(heads.get(user.as_str())?.map(|v| v.value()).unwrap_or(0))
     }
 
     /// The seq a user has read a room up to.
     pub fn read_mark(&self, user: &UserId, room: &RoomId) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let marks = txn.open_table(READ_MARKS)?;
         Ok(marks
             .get((user.as_str(), room.as_str()))?
@@ -479,7 +558,7 @@ impl Store {
 
     /// The seq some device of the user has received a room up to.
     pub fn delivered_mark(&self, user: &UserId, room: &RoomId) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let marks = txn.open_table(DELIVERED)?;
         Ok(marks
             .get((user.as_str(), room.as_str()))?
@@ -496,7 +575,7 @@ impl Store {
         upto: u64,
         cap: usize,
     ) -> Result<Vec<(RoomId, u64)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let inbox = txn.open_table(INBOX)?;
         let mut best: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
         if upto <= after {
@@ -530,7 +609,7 @@ impl Store {
         user: &UserId,
         update: impl FnOnce(&mut PresenceRecord),
     ) -> Result<PresenceRecord, StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         let record = {
             let mut table = txn.open_table(PRESENCE)?;
             let mut record: PresenceRecord = table
@@ -562,7 +641,7 @@ impl Store {
         device: &DeviceId,
         record: Option<&PusherRecord>,
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         {
             let mut table = txn.open_table(PUSHERS)?;
             let key = (user.as_str(), device.as_str());
@@ -581,7 +660,7 @@ impl Store {
 
     /// Users with at least one push endpoint.
     pub fn users_with_pushers(&self) -> Result<Vec<UserId>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(PUSHERS)?;
         let mut out: Vec<UserId> = Vec::new();
         for row in table.iter()? {
@@ -596,7 +675,7 @@ impl Store {
 
     /// The devices of a user that have a push endpoint.
     pub fn pushers_of(&self, user: &UserId) -> Result<Vec<(DeviceId, PusherRecord)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(PUSHERS)?;
         rows_under(&table, user.as_str(), |device, record| {
             Ok((parse_id(device)?, decode(record)?))
@@ -605,7 +684,7 @@ impl Store {
 
     /// The inbox cursor a device last acknowledged.
     pub fn device_cursor(&self, user: &UserId, device: &DeviceId) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let cursors = txn.open_table(CURSORS)?;
         Ok(cursors
             .get((user.as_str(), device.as_str()))?
@@ -615,7 +694,7 @@ impl Store {
 
     /// The event at a room's place.
     pub fn event_at(&self, room: &RoomId, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let events = txn.open_table(EVENTS)?;
         Ok(events
             .get((room.as_str(), seq))?
@@ -629,7 +708,7 @@ impl Store {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<(u64, OutItem)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let outbox = txn.open_table(OUTBOX)?;
         let dest = destination.as_str();
         let first = after.map_or(0, |a| a.saturating_add(1));
@@ -644,7 +723,7 @@ impl Store {
     /// Removes delivered outbound entries. Not fsynced: a removal lost in a crash only means
     /// the entries are sent again, and the peer de-duplicates them.
     pub fn outbox_remove(&self, destination: &ServerName, ids: &[u64]) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.begin_write()?;
         txn.set_durability(redb::Durability::None)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         {
@@ -659,7 +738,7 @@ impl Store {
 
     /// How many entries wait for each destination.
     pub fn outbox_depths(&self) -> Result<Vec<(ServerName, u64)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let outbox = txn.open_table(OUTBOX)?;
         let mut out: Vec<(ServerName, u64)> = Vec::new();
         for row in outbox.iter()? {
@@ -675,7 +754,7 @@ impl Store {
 
     /// Counts stored events of a room (for checks and admin).
     pub fn event_count(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         Ok(txn.open_table(EVENTS)?.len()?)
     }
 
@@ -683,7 +762,7 @@ impl Store {
 
     /// Loads what the sequencer keeps in memory.
     pub fn sequencer_state(&self) -> Result<SequencerState, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let rooms = txn.open_table(ROOMS)?;
         let members = txn.open_table(MEMBERS)?;
         let events = txn.open_table(EVENTS)?;
@@ -708,7 +787,11 @@ impl Store {
 
     /// Writes a batch in one transaction and makes it durable (fsync) before returning.
     pub fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        self.write_batch(batch).map_err(|e| self.noting(e))
+    }
+
+    fn write_batch(&self, batch: &Batch) -> Result<(), StoreError> {
+        let txn = self.begin_write()?;
         {
             let mut rooms = txn.open_table(ROOMS)?;
             for (room, record) in &batch.rooms {
@@ -775,7 +858,7 @@ impl Store {
 
     /// The MLS epoch a room's next commit must be made in.
     pub fn epoch(&self, room: &RoomId) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         Ok(txn
             .open_table(EPOCHS)?
             .get(room.as_str())?
@@ -788,7 +871,7 @@ impl Store {
         &self,
         items: &[(ServerName, OutItem)],
     ) -> Result<Vec<(ServerName, u64)>, StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         let ids = append_outbox(&mut txn.open_table(OUTBOX)?, items)?;
         txn.commit()?;
         Ok(ids)
@@ -800,7 +883,7 @@ impl Store {
         &self,
         keep: impl Fn(&OutItem) -> bool,
     ) -> Result<Vec<(ServerName, u64, OutItem)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let outbox = txn.open_table(OUTBOX)?;
         let mut out = Vec::new();
         for row in outbox.iter()? {
@@ -820,7 +903,7 @@ impl Store {
         peer: &ServerName,
         rotation: &PeerRotation,
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         {
             let mut table = txn.open_table(PEER_ROTATIONS)?;
             let next = table
@@ -836,7 +919,7 @@ impl Store {
 
     /// Keeps the signed record a hearth was learnt from (replacing an older one).
     pub fn save_discovered(&self, peer: &ServerName, signed: &[u8]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         txn.open_table(DISCOVERED)?.insert(peer.as_str(), signed)?;
         txn.commit()?;
         Ok(())
@@ -844,7 +927,7 @@ impl Store {
 
     /// The signed records of every hearth learnt from the DHT.
     pub fn discovered(&self) -> Result<Vec<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(DISCOVERED)?;
         let mut out = Vec::new();
         for row in table.iter()? {
@@ -855,7 +938,7 @@ impl Store {
 
     /// Every recorded peer rotation, per peer in the order applied.
     pub fn peer_rotations(&self) -> Result<Vec<(ServerName, PeerRotation)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(PEER_ROTATIONS)?;
         let mut out = Vec::new();
         for row in table.iter()? {
