@@ -3,6 +3,7 @@
 
 mod e2ee;
 mod federation;
+mod hardening;
 mod network;
 mod server;
 mod stats;
@@ -143,6 +144,20 @@ enum Scenario {
         #[arg(long, default_value_t = 10)]
         rooms: usize,
     },
+    /// A login flood from many addresses with the real password cost: the hearth's peak memory
+    /// and another user's send latency meanwhile.
+    LoginFlood {
+        #[arg(long, default_value_t = 200)]
+        addresses: usize,
+        #[arg(long, default_value_t = 64)]
+        in_flight: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// The hearth's `auth.password_workers` (0: its default, one per core but one); 64
+        /// shows what unbounded hashing did.
+        #[arg(long, default_value_t = 0)]
+        password_workers: usize,
+    },
     /// All of the above with their defaults.
     All,
 }
@@ -224,6 +239,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Scenario::PresenceTransport { hearths, updates } => {
                     Some(network::presence_transport(*hearths, *updates).await?)
                 }
+                Scenario::LoginFlood {
+                    addresses,
+                    in_flight,
+                    seconds,
+                    password_workers,
+                } => Some(
+                    hardening::login_flood(
+                        &cli.hearth,
+                        *addresses,
+                        *in_flight,
+                        *seconds,
+                        *password_workers,
+                    )
+                    .await?,
+                ),
                 Scenario::E2eeCrypto { messages } => {
                     let messages = *messages;
                     Some(tokio::task::spawn_blocking(move || e2ee::crypto(messages)).await??)
@@ -279,7 +309,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 | Scenario::Link { .. }
                 | Scenario::Gossip { .. }
                 | Scenario::Catchup { .. }
-                | Scenario::PresenceTransport { .. } => {
+                | Scenario::PresenceTransport { .. }
+                | Scenario::LoginFlood { .. } => {
                     unreachable!()
                 }
             };

@@ -88,6 +88,16 @@ impl Hearth {
             .context("no VmRSS")
     }
 
+    /// The process's peak resident set size (VmHWM) in KiB.
+    pub fn peak_rss_kib(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmHWM")
+    }
+
     /// CPU time (user + system) the process has used, in seconds.
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
@@ -128,6 +138,8 @@ fn spawn(
         .env("HEARTH_LIMITS__REQUEST_BURST", "1000000")
         .env("HEARTH_LIMITS__AUTH_PER_SECOND", "1000000")
         .env("HEARTH_LIMITS__AUTH_BURST", "1000000")
+        // Every bench client connects from 127.0.0.1.
+        .env("HEARTH_CLIENT_API__MAX_CONNECTIONS_PER_IP", "1000000")
         .env("HEARTH_LOG", "warn")
         // Registration speed is not what is measured: a cheap password hash.
         .env("HEARTH_AUTH__ARGON2_M_COST_KIB", "64")
