@@ -277,7 +277,13 @@ pub struct FedNode {
     committer: Mutex<Option<Committer>>,
     /// Attachment blobs, served to peers by id.
     media: MediaStore,
+    /// Looks up hearths this one does not know in the DHT (`None` without discovery).
+    finder: Option<hearth_federation::Discovery>,
 }
+
+/// Destinations of one custody hand-over that are looked up in the DHT; the rest, if unknown,
+/// are refused (an origin cannot make a relay run many lookups with one batch).
+const CUSTODY_LOOKUPS: usize = 4;
 
 impl FedNode {
     fn committer(&self) -> Option<Committer> {
@@ -691,6 +697,26 @@ impl FedNode {
         items: Vec<(ServerName, SealedEnvelope)>,
     ) -> Vec<Outcome> {
         let count = items.len();
+        // A destination this relay has never heard of may still be a hearth: look it up (its
+        // signed record, checked as for any discovered hearth) before refusing to hold for it.
+        if let Some(finder) = &self.finder {
+            let mut unknown: Vec<ServerName> = {
+                let directory = self.directory.read().expect("directory lock");
+                items
+                    .iter()
+                    .map(|(d, _)| d)
+                    .filter(|d| !directory.knows(d))
+                    .cloned()
+                    .collect()
+            };
+            unknown.sort();
+            unknown.dedup();
+            for destination in unknown.into_iter().take(CUSTODY_LOOKUPS) {
+                if let Err(e) = finder.resolve_name(&destination).await {
+                    tracing::info!(%origin, %destination, error = %e, "cannot hold for a hearth the DHT does not know");
+                }
+            }
+        }
         let custody = self.custody.clone();
         let directory = self.directory.clone();
         let origin = origin.clone();
@@ -1081,6 +1107,7 @@ impl Federation {
             wake: parts.wakers.callback(),
             committer: Mutex::new(Some(parts.committer)),
             media: parts.media,
+            finder: discovery.as_ref().map(|d| d.discovery.clone()),
         });
         let mut transport_config = TransportConfig::new(config.server_name.clone(), f.listen);
         let freshness = Freshness {

@@ -154,3 +154,87 @@ async fn relays_deliver_everything_once_in_order_when_the_origin_is_gone() {
 async fn one_relay_killed_during_custody_the_other_delivers() {
     custody(true).await;
 }
+
+/// Starts `me` configured with no peers at all, relaying, and with `bootstrap`'s swarm as its
+/// only way into the network.
+async fn start_alone(me: &PeerSpec, bootstrap: Option<&PeerSpec>) -> HearthProcess {
+    let mut env = hearth_tests::federation_env(me, std::slice::from_ref(me));
+    env.push(("HEARTH_FEDERATION__RELAY__ENABLED".into(), "true".into()));
+    env.push(("HEARTH_FEDERATION__RELAY__AFTER_MS".into(), "1000".into()));
+    if let Some(b) = bootstrap {
+        env.push((
+            "HEARTH_FEDERATION__DISCOVERY__BOOTSTRAP".into(),
+            format!("[\"{}\"]", b.p2p_addr()),
+        ));
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    HearthProcess::start(&me.data_dir, &env).await.unwrap()
+}
+
+/// Retries `make` (a room creation that needs a hearth found in the DHT) until it works.
+async fn found<T>(
+    what: &str,
+    mut make: impl AsyncFnMut() -> Result<T, hearth_client::ClientError>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match make().await {
+            Ok(made) => return made,
+            Err(e) => {
+                assert!(tokio::time::Instant::now() < deadline, "{what}: {e}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+}
+
+/// Three hearths that know each other only through the DHT (each bootstrapped from a.test).
+/// b.test talks to a.test and to c.test; c.test goes down; b.test hands its message for c.test
+/// to a.test, which has never exchanged an envelope with c.test and looks it up in the DHT
+/// instead of refusing; b.test goes down too; c.test comes back and gets it from a.test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_relay_looks_an_unknown_destination_up_in_the_dht() {
+    let root = tempfile::tempdir().unwrap();
+    let network = plan_network(root.path(), &["a.test", "b.test", "c.test"]).unwrap();
+    let _a = start_alone(&network[0], None).await;
+    let mut b = start_alone(&network[1], Some(&network[0])).await;
+    let mut c = start_alone(&network[2], Some(&network[0])).await;
+    let _alice = register_at(&_a.url, "alice").await;
+    let mut bob = register_at(&b.url, "bob").await;
+    let mut carol = register_at(&c.url, "carol").await;
+
+    found("b.test never found a.test", async || {
+        bob.create_room(RoomKind::Direct, None, &[user_id("alice", "a.test")])
+            .await
+    })
+    .await;
+    let room = found("c.test never found b.test", async || {
+        carol
+            .create_room(RoomKind::Group, Some("far"), &[user_id("bob", "b.test")])
+            .await
+    })
+    .await
+    .room_id;
+    wait_until("the room reaches b.test", async || {
+        bob.room(&room).await.is_ok_and(|r| r.last_seq >= 3)
+    })
+    .await;
+
+    c.kill9();
+    let txn = TxnId::parse("for-carol").unwrap();
+    bob.send(&room, &txn, b"through a.test").await.unwrap();
+    wait_until("a.test never took custody for c.test", async || {
+        status(&_a, &network[0], &network, "held", "b.test") >= 1
+    })
+    .await;
+    b.kill9();
+
+    c.start_again().await.unwrap();
+    let mut carol = Client::with_session(&c.url, carol.session().unwrap().clone());
+    wait_until("c.test never got the message", async || {
+        messages(&mut carol, &room)
+            .await
+            .contains(&"through a.test".to_owned())
+    })
+    .await;
+}
