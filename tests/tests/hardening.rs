@@ -547,3 +547,97 @@ async fn a_full_disk_is_survived_without_a_restart() {
         std::fs::remove_dir_all(&data).unwrap();
     }
 }
+
+/// CPU seconds `pid` has used (user + system).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    #[allow(unsafe_code)]
+    // SAFETY: sysconf reads a constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks / per_second
+}
+
+/// A hearth whose connection cap is set above its open-file limit runs out of descriptors: it
+/// pauses accepting instead of spinning, and serves again as soon as connections close.
+#[tokio::test]
+async fn out_of_file_descriptors_the_hearth_waits_instead_of_spinning() {
+    use std::os::unix::process::CommandExt;
+    let data = tempfile::tempdir().unwrap();
+    let port = hearth_tests::free_port();
+    let mut command = std::process::Command::new(hearth_tests::hearth_binary());
+    command
+        .arg("serve")
+        .env("HEARTH_DATA_DIR", data.path())
+        .env("HEARTH_CLIENT_API__LISTEN", format!("127.0.0.1:{port}"))
+        .env("HEARTH_FEDERATION__LISTEN", "127.0.0.1:0")
+        .env("HEARTH_FEDERATION__DISCOVERY__ENABLED", "false")
+        .env("HEARTH_CLIENT_API__MAX_CONNECTIONS", "100000")
+        .env("HEARTH_LOG", "error")
+        .stdout(std::process::Stdio::null());
+    #[allow(unsafe_code)]
+    // SAFETY: only setrlimit, which is async-signal-safe, runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: 256,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let hearth = Killed(command.spawn().unwrap());
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !reqwest::get(format!("{url}/v1/health"))
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "the hearth did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let server: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        held.push(TcpStream::connect(server).await.unwrap());
+    }
+    // Give the accept loop time to hit the limit, then measure what it burns while stuck there.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = cpu_seconds(hearth.0.id());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let burnt = cpu_seconds(hearth.0.id()) - before;
+    assert!(
+        burnt < 0.5,
+        "the hearth burnt {burnt:.2} s of CPU in 2 s without descriptors"
+    );
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut stream = TcpStream::connect(server).await.unwrap();
+        if served(&mut stream).await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no service after connections closed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("out of descriptors: {burnt:.2} s of CPU in 2 s; served again once they closed");
+}
