@@ -8,6 +8,19 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 mod local;
 
+/// `println!` for what this program prints on standard output, except that a reader that went
+/// away (`hearth-chat history … | head -1`) ends the program quietly instead of a panic: its
+/// state is saved before anything is printed.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let mut out = std::io::stdout().lock();
+        if writeln!(out, $($arg)*).and_then(|()| out.flush()).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
+use hearth_client::e2ee::Received;
 use hearth_client::{Client, ClientError, SecureClient};
 use hearth_spec::api::{RoomSummary, Session};
 use hearth_spec::client::{ClientFrame, PresenceState, ReceiptKind, ServerFrame};
@@ -216,10 +229,10 @@ async fn enter(
             client.login(username, &password, device_name).await?,
         )
     };
-    println!("{verb} {} (device {})", session.user_id, session.device_id);
+    say!("{verb} {} (device {})", session.user_id, session.device_id);
     save(dir, &client)?;
     let secure = open_secure(dir, client).await?;
-    println!(
+    say!(
         "this device's safety fingerprint: {}",
         secure.mls().fingerprint()
     );
@@ -259,7 +272,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             save(&dir, &client)?;
             // The device is gone: its keys are of no more use. What it read stays.
             let _ = std::fs::remove_dir_all(dir.join("mls"));
-            println!("logged out");
+            say!("logged out");
             Ok(())
         }
         command => {
@@ -340,7 +353,7 @@ async fn logged_in(
             let contents = secure.fetch_file(&attachment).await?;
             std::fs::write(&path, &contents)
                 .with_context(|| format!("cannot write {}", path.display()))?;
-            println!(
+            say!(
                 "saved {} ({} bytes) to {}",
                 attachment.name,
                 contents.len(),
@@ -348,16 +361,16 @@ async fn logged_in(
             );
         }
         Command::Fingerprint { room: None } => {
-            println!("{}", secure.mls().fingerprint());
+            say!("{}", secure.mls().fingerprint());
         }
         Command::Fingerprint { room: Some(room) } => {
             let room = resolve_room(secure.client(), &room).await?;
             for (user, device, fingerprint) in secure.mls().member_fingerprints(&room.room_id) {
-                println!("{user}\t{device}\t{fingerprint}");
+                say!("{user}\t{device}\t{fingerprint}");
             }
             let check = secure.check_membership(&room.room_id).await?;
             for user in &check.not_in_group {
-                println!(
+                say!(
                     "warning: {user} is routed this room by the hearth but no member added them to the encrypted group; they cannot read it"
                 );
             }
@@ -365,7 +378,7 @@ async fn logged_in(
         Command::AddDevices => {
             secure.sync_own_devices().await?;
             catch_up(secure, local).await?;
-            println!("your devices are in all your encrypted rooms");
+            say!("your devices are in all your encrypted rooms");
         }
         Command::Dm { user } => {
             let user: UserId = user.parse().context("a user id looks like @name:server")?;
@@ -374,7 +387,7 @@ async fn logged_in(
                 .iter()
                 .find(|r| r.kind == RoomKind::Direct && r.members.contains(&user))
             {
-                println!("{}\t(existing chat with {user})", room.room_id);
+                say!("{}\t(existing chat with {user})", room.room_id);
                 // An earlier attempt may have left them out (their hearth was down).
                 secure.converge(&room.room_id).await?;
                 room.room_id.clone()
@@ -382,7 +395,7 @@ async fn logged_in(
                 let room = secure
                     .create_room(RoomKind::Direct, None, std::slice::from_ref(&user))
                     .await?;
-                println!("{}\t(new chat with {user})", room.room_id);
+                say!("{}\t(new chat with {user})", room.room_id);
                 room.room_id
             };
             print_waiting(secure, &room_id);
@@ -398,7 +411,7 @@ async fn logged_in(
             let room = secure
                 .create_room(RoomKind::Group, Some(&name), &members)
                 .await?;
-            println!(
+            say!(
                 "{}\t{} ({} members)",
                 room.room_id,
                 name,
@@ -410,7 +423,7 @@ async fn logged_in(
             let room = resolve_room(secure.client(), &room).await?;
             let user: UserId = user.parse().context("a user id looks like @name:server")?;
             secure.invite(&room.room_id, &user).await?;
-            println!(
+            say!(
                 "added {user} to {}",
                 display_name(&room, secure.client().user_id()?)
             );
@@ -419,7 +432,7 @@ async fn logged_in(
         Command::RemoveDevice { device_id } => {
             let device = device_id.parse().context("invalid device id")?;
             secure.remove_device(&device).await?;
-            println!("logged out device {device_id} and removed it from your encrypted rooms");
+            say!("logged out device {device_id} and removed it from your encrypted rooms");
         }
         Command::Follow => follow(secure, local, since, None).await?,
         Command::Chat { room } => {
@@ -445,7 +458,7 @@ async fn logged_in(
 /// to them again.
 fn print_waiting(secure: &SecureClient, room: &RoomId) {
     for (user, why) in secure.waiting(room) {
-        println!(
+        say!(
             "waiting for {} to add {user} ({why}); messages sent meanwhile reach them when it does",
             user.server_name()
         );
@@ -454,9 +467,9 @@ fn print_waiting(secure: &SecureClient, room: &RoomId) {
 
 fn print_sent(done: &hearth_spec::api::Sequenced, room: &RoomSummary) {
     match done.seq {
-        Some(seq) => println!("sent (#{seq}, encrypted)"),
+        Some(seq) => say!("sent (#{seq}, encrypted)"),
         // The room lives on another hearth: durable on ours, sequenced when it arrives.
-        None => println!("sent (accepted; on its way to {})", room.room_id.home()),
+        None => say!("sent (accepted; on its way to {})", room.room_id.home()),
     }
 }
 
@@ -465,7 +478,7 @@ async fn plain(client: &mut Client, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Whoami => {
             let session = client.session().expect("loaded");
-            println!(
+            say!(
                 "{} (device {}) on {}",
                 session.user_id,
                 session.device_id,
@@ -475,19 +488,19 @@ async fn plain(client: &mut Client, command: Command) -> anyhow::Result<()> {
         Command::Devices => {
             for d in client.devices().await? {
                 let mark = if d.current { " (this device)" } else { "" };
-                println!("{}\t{}{}", d.device_id, d.name, mark);
+                say!("{}\t{}{}", d.device_id, d.name, mark);
             }
         }
         Command::Leave { room } => {
             let room = resolve_room(client, &room).await?;
             client.leave(&room.room_id).await?;
-            println!("left {}", display_name(&room, client.user_id()?));
+            say!("left {}", display_name(&room, client.user_id()?));
         }
         Command::Rooms => {
             let me = client.user_id()?.clone();
             let rooms = client.rooms().await?;
             if rooms.is_empty() {
-                println!("no rooms yet; start one with `hearth-chat dm @someone:server`");
+                say!("no rooms yet; start one with `hearth-chat dm @someone:server`");
             }
             for room in rooms {
                 let unread = if room.unread > 0 {
@@ -495,19 +508,19 @@ async fn plain(client: &mut Client, command: Command) -> anyhow::Result<()> {
                 } else {
                     "read".into()
                 };
-                println!("{}\t{}\t{}", display_name(&room, &me), unread, room.room_id);
+                say!("{}\t{}\t{}", display_name(&room, &me), unread, room.room_id);
             }
         }
         Command::Presence { user } => {
             let user: UserId = user.parse().context("a user id looks like @name:server")?;
             let view = client.presence(&user).await?;
             match (view.state, view.last_seen_ts) {
-                (PresenceState::Online, _) => println!("{user} is online"),
+                (PresenceState::Online, _) => say!("{user} is online"),
                 (PresenceState::Offline, Some(ts)) => {
                     let ago = now_ms().saturating_sub(ts) / 1000;
-                    println!("{user} is offline, last seen {} ago", human_duration(ago));
+                    say!("{user} is offline, last seen {} ago", human_duration(ago));
                 }
-                (PresenceState::Offline, None) => println!("{user} is offline"),
+                (PresenceState::Offline, None) => say!("{user} is offline"),
             }
         }
         Command::HidePresence { on_or_off } => {
@@ -517,7 +530,7 @@ async fn plain(client: &mut Client, command: Command) -> anyhow::Result<()> {
                 other => bail!("say `on` or `off`, not {other:?}"),
             };
             client.set_presence_hidden(hidden).await?;
-            println!("presence {}", if hidden { "hidden" } else { "shown" });
+            say!("presence {}", if hidden { "hidden" } else { "shown" });
         }
         _ => unreachable!("handled with keys"),
     }
@@ -541,7 +554,7 @@ async fn history(
     for event in &page.events {
         let mine = event.sender == me && matches!(event.content, Content::Message { .. });
         if !mine || others.is_empty() {
-            println!("{}", format_event(event, local));
+            say!("{}", format_event(event, local));
             continue;
         }
         // Like the phones do it: delivered/read once every other member is there.
@@ -552,10 +565,10 @@ async fn history(
         } else {
             "✓ sent"
         };
-        println!("{}  {mark}", format_event(event, local));
+        say!("{}  {mark}", format_event(event, local));
     }
     if let Some(before) = page.prev_before {
-        println!(
+        say!(
             "(older: hearth-chat history {} --before {before})",
             room.room_id
         );
@@ -725,6 +738,8 @@ async fn follow(
         drop(line_tx);
     }
     let mut typing_open = room.is_some();
+    // Whether the stream has caught up with what was waiting, and whether input has ended.
+    let (mut synced, mut input_ended) = (false, false);
     // Keeps this user online for their contacts while following.
     let mut heartbeat = tokio::time::interval(std::time::Duration::from_secs(5));
     loop {
@@ -742,19 +757,33 @@ async fn follow(
                         secure.mls_mut().set_cursor(cursor)?;
                         if room.as_ref().is_none_or(|r| r.room_id == event.room_id) {
                             match &room {
-                                Some(_) => println!("{}", format_event(&event, local)),
+                                Some(_) => {
+                                    say!("{}", format_event(&event, local));
+                                    // Shown in the room being chatted in, and this device could
+                                    // read it: it has been read (never claimed for what it cannot
+                                    // decrypt).
+                                    if let Received::Message { room, seq, own: false, .. } = &received {
+                                        tx.frame(&ClientFrame::Read { room_id: room.clone(), seq: *seq }).await?;
+                                    }
+                                }
                                 None => {
                                     if !names.contains_key(&event.room_id) {
                                         names = secure.client().rooms().await?.iter().map(|r| (r.room_id.clone(), display_name(r, &me))).collect();
                                     }
                                     let name = names.get(&event.room_id).cloned().unwrap_or_else(|| event.room_id.to_string());
-                                    println!("[{name}] {}", format_event(&event, local));
+                                    say!("[{name}] {}", format_event(&event, local));
                                 }
                             }
                         }
                         tx.ack(cursor).await?;
                     }
-                    ServerFrame::Synced { .. } => eprintln!("— up to date; following live (Ctrl-C to stop) —"),
+                    ServerFrame::Synced { .. } => {
+                        if input_ended {
+                            break;
+                        }
+                        synced = true;
+                        eprintln!("— up to date; following live (Ctrl-C to stop) —");
+                    }
                     ServerFrame::Accepted { .. } => {}
                     ServerFrame::Error { message, .. } => eprintln!("error: {message}"),
                     ServerFrame::Pong { .. } => {}
@@ -792,7 +821,14 @@ async fn follow(
                         }
                     }
                     (Some(_), _) => {}
-                    (None, _) => typing_open = false,
+                    // End of input in a chat (`printf 'hi\n' | hearth-chat chat ROOM`): what was
+                    // typed has been sent; done once what had arrived is shown (and read).
+                    (None, Some(_)) if synced => break,
+                    (None, Some(_)) => {
+                        input_ended = true;
+                        typing_open = false;
+                    }
+                    (None, None) => typing_open = false,
                 }
             }
             _ = heartbeat.tick() => tx.frame(&ClientFrame::Heartbeat).await?,

@@ -370,3 +370,83 @@ async fn a_busy_port_is_one_clear_sentence_and_leaves_nothing_behind() {
     );
     assert!(!data.exists(), "a failed start wrote {}", data.display());
 }
+
+/// `hearth-chat` in scripts: `chat` sends what it reads and ends at the end of its input, having
+/// shown (and marked read) what had arrived; `history | head -1` ends quietly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_ends_with_its_input_and_marks_what_it_showed_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let hearth = HearthProcess::start(&dir.path().join("data"), &[])
+        .await
+        .unwrap();
+    let server = format!("--server={}", hearth.url);
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let chat = async |profile: &Path, args: &[&str], stdin: Option<&str>| {
+        let mut all = vec!["--profile", profile.to_str().unwrap()];
+        all.extend_from_slice(args);
+        run(chat_binary(), &all, &[], stdin).await
+    };
+    for (profile, name) in [(&a, "alice"), (&b, "bob")] {
+        let out = chat(
+            profile,
+            &["register", name, &server],
+            Some("a long password\n"),
+        )
+        .await;
+        assert!(out.ok, "{}", out.stderr);
+    }
+    assert!(chat(&a, &["dm", "@bob:localhost"], None).await.ok);
+    for i in 0..30 {
+        let text = format!("line {i}");
+        assert!(chat(&a, &["send", "@bob:localhost", &text], None).await.ok);
+    }
+
+    // Bob answers from a script: the command ends by itself.
+    let out = chat(&b, &["chat", "@alice:localhost"], Some("hi alice\n")).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("@alice:localhost: line 29"),
+        "{}",
+        out.stdout
+    );
+    let history = chat(&a, &["history", "@bob:localhost"], None).await.stdout;
+    assert!(history.contains("@bob:localhost: hi alice"), "{history}");
+    // Alice sees her messages read: bob's chat showed them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let history = chat(&a, &["history", "@bob:localhost"], None).await.stdout;
+        if history
+            .lines()
+            .any(|l| l.contains("line 29") && l.ends_with("✓✓ read"))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bob's chat never marked alice's messages read:\n{history}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A reader that stops early (`| head -1`), or reads nothing (`| true`): no panic, success.
+    for reader in ["head -1", "true"] {
+        let out = tokio::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "'{}' --profile '{}' history @bob:localhost --limit 30 | {reader}; \
+                 echo \"status ${{PIPESTATUS[0]}}\"",
+                chat_binary().display(),
+                a.display()
+            ))
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stdout.ends_with("status 0\n"), "{reader}: {stdout}{stderr}");
+        assert!(stderr.is_empty(), "{reader}: {stderr}");
+        if reader == "head -1" {
+            assert_eq!(stdout.lines().count(), 2, "{stdout}");
+        }
+    }
+}
