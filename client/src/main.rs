@@ -117,6 +117,30 @@ enum Command {
     Follow,
     /// Chat in one room: lines you type are sent, new messages are shown.
     Chat { room: String },
+    /// Push notifications for this device while it is offline (never with message content).
+    Push {
+        #[command(subcommand)]
+        action: PushAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum PushAction {
+    /// Notify URL: a UnifiedPush or webhook endpoint (e.g. an ntfy topic URL); with --p256dh
+    /// and --auth, a Web Push subscription. Replaces this device's endpoint.
+    Add {
+        url: String,
+        /// The subscription's public key (base64url), for Web Push.
+        #[arg(long, requires = "auth")]
+        p256dh: Option<String>,
+        /// The subscription's auth secret (base64url), for Web Push.
+        #[arg(long, requires = "p256dh")]
+        auth: Option<String>,
+    },
+    /// Show this device's endpoint, and whether the hearth disabled it.
+    List,
+    /// Stop push notifications for this device.
+    Remove,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -523,6 +547,7 @@ async fn plain(client: &mut Client, command: Command) -> anyhow::Result<()> {
                 (PresenceState::Offline, None) => say!("{user} is offline"),
             }
         }
+        Command::Push { action } => push(client, action).await?,
         Command::HidePresence { on_or_off } => {
             let hidden = match on_or_off.as_str() {
                 "on" => true,
@@ -533,6 +558,48 @@ async fn plain(client: &mut Client, command: Command) -> anyhow::Result<()> {
             say!("presence {}", if hidden { "hidden" } else { "shown" });
         }
         _ => unreachable!("handled with keys"),
+    }
+    Ok(())
+}
+
+async fn push(client: &mut Client, action: PushAction) -> anyhow::Result<()> {
+    use hearth_spec::api::{PusherKind, PusherRequest};
+    match action {
+        PushAction::Add { url, p256dh, auth } => {
+            let kind = match p256dh {
+                Some(_) => PusherKind::WebPush,
+                None => PusherKind::Webhook,
+            };
+            let info = client
+                .set_pusher(&PusherRequest {
+                    kind,
+                    url,
+                    p256dh,
+                    auth,
+                })
+                .await?;
+            say!("notifications for this device go to {}", info.url);
+        }
+        PushAction::List => match client.pusher().await {
+            Ok(info) => {
+                let kind = match info.kind {
+                    PusherKind::Webhook => "webhook",
+                    PusherKind::WebPush => "web push",
+                };
+                match info.disabled {
+                    None => say!("{kind}\t{}", info.url),
+                    Some(why) => say!("{kind}\t{}\tdisabled: {why}", info.url),
+                }
+            }
+            Err(e) if e.code() == Some(hearth_spec::ErrorCode::NotFound) => {
+                say!("no push endpoint for this device; add one with `hearth-chat push add URL`");
+            }
+            Err(e) => return Err(e.into()),
+        },
+        PushAction::Remove => {
+            client.delete_pusher().await?;
+            say!("no more push notifications for this device");
+        }
     }
     Ok(())
 }

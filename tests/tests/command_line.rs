@@ -450,3 +450,83 @@ async fn chat_ends_with_its_input_and_marks_what_it_showed_read() {
         }
     }
 }
+
+/// `hearth-chat push add|list|remove` registers this device's push endpoint with the hearth,
+/// which then notifies it while the device is offline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_endpoints_are_managed_from_the_terminal_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let hearth = HearthProcess::start(
+        &dir.path().join("data"),
+        &[
+            ("HEARTH_PUSH__ALLOW_PRIVATE_ENDPOINTS", "true"),
+            ("HEARTH_PUSH__COALESCE_MS", "50"),
+        ],
+    )
+    .await
+    .unwrap();
+    // A push receiver that counts what it is sent.
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = received.clone();
+    let app = axum::Router::new().route(
+        "/push",
+        axum::routing::post(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async { "ok" }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}/push", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let server = format!("--server={}", hearth.url);
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let chat = async |profile: &Path, args: &[&str], stdin: Option<&str>| {
+        let mut all = vec!["--profile", profile.to_str().unwrap()];
+        all.extend_from_slice(args);
+        run(chat_binary(), &all, &[], stdin).await
+    };
+    for (profile, name) in [(&a, "alice"), (&b, "bob")] {
+        let out = chat(
+            profile,
+            &["register", name, &server],
+            Some("a long password\n"),
+        )
+        .await;
+        assert!(out.ok, "{}", out.stderr);
+    }
+    let out = chat(&b, &["push", "list"], None).await;
+    assert!(
+        out.ok && out.stdout.starts_with("no push endpoint"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    let out = chat(&b, &["push", "add", "ftp://example.org/x"], None).await;
+    assert!(
+        !out.ok && out.stderr.contains("http or https"),
+        "{}",
+        out.stderr
+    );
+    let out = chat(&b, &["push", "add", &endpoint], None).await;
+    assert!(out.ok, "{}", out.stderr);
+    let out = chat(&b, &["push", "list"], None).await;
+    assert_eq!(out.stdout.trim(), format!("webhook\t{endpoint}"));
+
+    // Bob is offline: alice's message is pushed to his endpoint.
+    assert!(chat(&a, &["dm", "@bob:localhost"], None).await.ok);
+    assert!(chat(&a, &["send", "@bob:localhost", "ping"], None).await.ok);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while received.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no notification arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let out = chat(&b, &["push", "remove"], None).await;
+    assert!(out.ok, "{}", out.stderr);
+    let out = chat(&b, &["push", "list"], None).await;
+    assert!(out.stdout.starts_with("no push endpoint"), "{}", out.stdout);
+}
