@@ -81,6 +81,7 @@ pub fn router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> Router {
                 .delete(delete_pusher::<B>),
         )
         .route("/v1/pushers/vapid", get(vapid::<B>))
+        .route("/v1/limits", get(limits::<B>))
         .route("/v1/sync", get(sync::<B>))
         .route("/v1/ws", get(crate::ws::upgrade::<B>))
         .fallback(rejection::not_found)
@@ -441,6 +442,15 @@ async fn delete_pusher<B: Backend>(
 ) -> Result<StatusCode, ApiError> {
     api.backend.delete_pusher(&device).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn limits<B: Backend>(State(api): State<Arc<Api<B>>>) -> impl IntoResponse {
+    let c = &api.config;
+    Json(hearth_spec::api::Limits {
+        max_event_bytes: c.max_event_bytes as u64,
+        max_media_bytes: c.max_media_bytes,
+        max_body_bytes: c.max_body_bytes.min(c.max_ws_message_bytes) as u64,
+    })
 }
 
 async fn vapid<B: Backend>(State(api): State<Arc<Api<B>>>) -> impl IntoResponse {

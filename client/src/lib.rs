@@ -343,6 +343,12 @@ impl Client {
     }
 
     /// The hearth's VAPID public key, for a Web Push subscription's `applicationServerKey`.
+    /// What the hearth accepts (message, attachment and request sizes).
+    pub async fn limits(&mut self) -> Result<hearth_spec::api::Limits, ClientError> {
+        self.call(reqwest::Method::GET, "/v1/limits", None::<&()>, false)
+            .await
+    }
+
     pub async fn vapid_public_key(&mut self) -> Result<String, ClientError> {
         let value: serde_json::Value = self
             .call(

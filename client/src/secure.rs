@@ -80,6 +80,24 @@ pub enum SecureError {
     Attachment(String),
     #[error("the commit kept losing to others' commits; try again")]
     Contended,
+    /// Said before uploading: a hearth that refuses a body part-way leaves the client only a
+    /// broken connection to report.
+    #[error(
+        "{what} is {} encrypted; this hearth takes attachments of at most {} (its {setting})",
+        in_mib(*size),
+        in_mib(*limit)
+    )]
+    TooLarge {
+        what: String,
+        size: u64,
+        limit: u64,
+        setting: &'static str,
+    },
+}
+
+/// A size in MiB with two decimals ("40.00 MiB").
+fn in_mib(bytes: u64) -> String {
+    format!("{:.2} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// Whether the hearth's membership of a room matches its MLS group.
@@ -660,6 +678,17 @@ impl SecureClient {
     ) -> Result<Sequenced, SecureError> {
         let key: [u8; 32] = rand::random();
         let nonce: [u8; 12] = rand::random();
+        let limit = self.client.limits().await?.max_media_bytes;
+        // The blob is the file and a 16-byte tag.
+        let size = contents.len() as u64 + 16;
+        if size > limit {
+            return Err(SecureError::TooLarge {
+                what: name.to_owned(),
+                size,
+                limit,
+                setting: "limits.max_media_bytes",
+            });
+        }
         let blob = ChaCha20Poly1305::new(Key::from_slice(&key))
             .encrypt(Nonce::from_slice(&nonce), contents)
             .map_err(|_| SecureError::Attachment("encrypting the file failed".into()))?;

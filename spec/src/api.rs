@@ -335,6 +335,18 @@ pub struct CommitRequest {
     pub welcome: Option<Vec<u8>>,
 }
 
+/// `GET /v1/limits`: what this hearth accepts, so that a client can say what is too big before
+/// it sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Largest message payload or MLS commit, bytes (`limits.max_event_bytes`).
+    pub max_event_bytes: u64,
+    /// Largest attachment blob, bytes (`limits.max_media_bytes`).
+    pub max_media_bytes: u64,
+    /// Largest HTTP request body and WebSocket message, bytes.
+    pub max_body_bytes: u64,
+}
+
 /// The answer to `POST /v1/media`: the blob's id, the hex SHA-256 of its bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MediaUploaded {

@@ -530,3 +530,54 @@ async fn push_endpoints_are_managed_from_the_terminal_client() {
     let out = chat(&b, &["push", "list"], None).await;
     assert!(out.stdout.starts_with("no push endpoint"), "{}", out.stdout);
 }
+
+/// A file over the hearth's attachment limit is refused before it is sent, naming the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_file_over_the_limit_says_which_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let hearth = HearthProcess::start(
+        &dir.path().join("data"),
+        &[("HEARTH_LIMITS__MAX_MEDIA_BYTES", "1048576")],
+    )
+    .await
+    .unwrap();
+    let server = format!("--server={}", hearth.url);
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let chat = async |profile: &Path, args: &[&str], stdin: Option<&str>| {
+        let mut all = vec!["--profile", profile.to_str().unwrap()];
+        all.extend_from_slice(args);
+        run(chat_binary(), &all, &[], stdin).await
+    };
+    for (profile, name) in [(&a, "alice"), (&b, "bob")] {
+        let out = chat(
+            profile,
+            &["register", name, &server],
+            Some("a long password\n"),
+        )
+        .await;
+        assert!(out.ok, "{}", out.stderr);
+    }
+    assert!(chat(&a, &["dm", "@bob:localhost"], None).await.ok);
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, vec![1u8; 2 * 1024 * 1024]).unwrap();
+    let out = chat(
+        &a,
+        &["send-file", "@bob:localhost", big.to_str().unwrap()],
+        None,
+    )
+    .await;
+    assert!(!out.ok);
+    assert_eq!(
+        out.stderr.trim(),
+        "error: big.bin is 2.00 MiB encrypted; this hearth takes attachments of at most 1.00 MiB (its limits.max_media_bytes)"
+    );
+    let small = dir.path().join("small.bin");
+    std::fs::write(&small, vec![2u8; 100 * 1024]).unwrap();
+    let out = chat(
+        &a,
+        &["send-file", "@bob:localhost", small.to_str().unwrap()],
+        None,
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+}
