@@ -491,7 +491,8 @@ fn print_waiting(secure: &SecureClient, room: &RoomId) {
 
 fn print_sent(done: &hearth_spec::api::Sequenced, room: &RoomSummary) {
     match done.seq {
-        Some(seq) => say!("sent (#{seq}, encrypted)"),
+        // The room's sequence number counts key changes and joins too: not a number to show.
+        Some(_) => say!("sent (encrypted)"),
         // The room lives on another hearth: durable on ours, sequenced when it arrives.
         None => say!("sent (accepted; on its way to {})", room.room_id.home()),
     }

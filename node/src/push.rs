@@ -196,13 +196,10 @@ async fn deliver(
     if record.disabled.is_some() {
         return;
     }
-    let unread = match (
-        store.last_seq(&c.job.room),
-        store.read_mark(&user, &c.job.room),
-    ) {
-        (Ok(last), Ok(read)) => last.saturating_sub(read),
-        _ => 0,
-    };
+    let unread = store
+        .read_mark(&user, &c.job.room)
+        .and_then(|read| store.unread_messages(&c.job.room, &user, read))
+        .unwrap_or(0);
     let notification = PushNotification {
         room_id: c.job.room.clone(),
         event_id: c.job.event_id,

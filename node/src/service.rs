@@ -152,13 +152,14 @@ impl Hearth {
         })?;
         let last_seq = self.store.last_seq(room)?;
         let read = self.store.read_mark(user, room)?;
+        let unread = self.store.unread_messages(room, user, read)?;
         Ok(RoomSummary {
             room_id: room.clone(),
             kind: record.kind,
             name: record.name,
             members: self.store.members(room)?,
             last_seq,
-            unread: last_seq.saturating_sub(read),
+            unread,
             epoch: self.store.epoch(room)?,
         })
     }

@@ -206,7 +206,7 @@ async fn people_chat_with_the_terminal_client_on_a_configured_hearth() {
 
     let out = chat(&b, &["rooms"]).await;
     assert!(
-        out.stdout.contains("@alice:localhost\t6 unread"),
+        out.stdout.contains("@alice:localhost\t2 unread"),
         "{}",
         out.stdout
     );

@@ -94,9 +94,11 @@ async fn two_users_chat_directly_and_both_devices_of_the_sender_see_it() {
         assert_eq!(event.envelope().event_id(), event.event_id);
     }
 
-    // Bob's room list counts it as unread until he reads it.
+    // Bob's room list counts it as unread until he reads it: one message (the room's creation
+    // and the joins before it are not messages).
     let rooms = bob.rooms().await.unwrap();
-    assert_eq!(rooms[0].unread, rooms[0].last_seq);
+    assert!(rooms[0].last_seq > 1);
+    assert_eq!(rooms[0].unread, 1);
     bob.mark_read(&room.room_id, seq).await.unwrap();
     assert_eq!(bob.rooms().await.unwrap()[0].unread, 0);
     // Alice's own message does not count as unread for her.

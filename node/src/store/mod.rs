@@ -66,6 +66,9 @@ from_redb!(
     redb::CommitError
 );
 
+/// Events after a read mark that [`Store::unread_messages`] looks at.
+pub const UNREAD_SCAN: u64 = 1000;
+
 /// Why the database could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -436,6 +439,38 @@ impl Store {
         let txn = self.begin_read()?;
         let events = txn.open_table(EVENTS)?;
         last_seq_in(&events, room)
+    }
+
+    /// How many messages from others `room` holds after `seq`: what a user whose read mark is
+    /// `seq` has not read (membership, key changes and their own messages do not count). The
+    /// first [`UNREAD_SCAN`] events after the mark are looked at; any beyond count as messages.
+    pub fn unread_messages(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        seq: u64,
+    ) -> Result<u64, StoreError> {
+        let txn = self.begin_read()?;
+        let events = txn.open_table(EVENTS)?;
+        let last = last_seq_in(&events, room)?;
+        let mut unread = 0;
+        let mut looked = 0;
+        for row in events
+            .range((room.as_str(), seq.saturating_add(1))..=(room.as_str(), u64::MAX))?
+            .take(UNREAD_SCAN as usize)
+        {
+            let (_, value) = row?;
+            looked += 1;
+            let envelope = hearth_spec::Envelope::decode(value.value())
+                .map_err(|e| StoreError::Corrupt(format!("stored envelope: {e}")))?;
+            if matches!(envelope.content, hearth_spec::Content::Message { .. })
+                && envelope.sender != *user
+            {
+                unread += 1;
+            }
+        }
+        let beyond = last.saturating_sub(seq).saturating_sub(looked);
+        Ok(unread + beyond)
     }
 
     /// Up to `limit` events with seq < `before`, in ascending order (the newest page first).
