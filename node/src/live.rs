@@ -30,6 +30,10 @@ pub struct Live {
     peers: Arc<PeerSignals>,
     typing: Mutex<TypingTracker>,
     presence: Mutex<PresenceTracker>,
+    /// When each local user last made an authenticated request (ms since the epoch): a client
+    /// that only runs commands, without a live connection, was still seen then. In memory; after
+    /// a restart last-seen falls back to the stored heartbeat time.
+    active: Mutex<std::collections::HashMap<UserId, u64>>,
     /// How often peers are reminded who of this hearth's users is online.
     refresh: Duration,
 }
@@ -74,7 +78,16 @@ impl Live {
                 Duration::from_millis(config.offline_after_ms),
                 Duration::from_millis(config.coalesce_ms),
             )),
+            active: Mutex::default(),
         }
+    }
+
+    /// `user` made a request just now (last seen, not online: only a live device is online).
+    pub fn active(&self, user: &UserId) {
+        self.active
+            .lock()
+            .expect("activity lock")
+            .insert(user.clone(), crate::clock::now_ms());
     }
 
     /// Expires typing and presence on a short tick until the hearth stops.
@@ -320,7 +333,18 @@ impl Live {
         let state = tracker.state(user);
         let last_seen_ts = match state {
             PresenceState::Online => tracker.last_seen_ms(user),
-            PresenceState::Offline => tracker.last_seen_ms(user).or(record.last_seen_ms),
+            PresenceState::Offline => {
+                let active = self
+                    .active
+                    .lock()
+                    .expect("activity lock")
+                    .get(user)
+                    .copied();
+                [tracker.last_seen_ms(user), record.last_seen_ms, active]
+                    .into_iter()
+                    .flatten()
+                    .max()
+            }
         };
         Ok(PresenceView {
             user_id: user.clone(),

@@ -333,6 +333,7 @@ impl Backend for Hearth {
 
     fn authenticate(&self, access_token: &str) -> Result<AuthedDevice, ErrorBody> {
         let (user_id, device_id) = self.accounts.authenticate(access_token)?;
+        self.live.active(&user_id);
         Ok(AuthedDevice { user_id, device_id })
     }
 

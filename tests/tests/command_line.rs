@@ -529,6 +529,16 @@ async fn push_endpoints_are_managed_from_the_terminal_client() {
     assert!(out.ok, "{}", out.stderr);
     let out = chat(&b, &["push", "list"], None).await;
     assert!(out.stdout.starts_with("no push endpoint"), "{}", out.stdout);
+
+    // Bob never kept a live connection, but his commands were seen: alice sees when.
+    let out = chat(&a, &["presence", "@bob:localhost"], None).await;
+    assert!(
+        out.stdout
+            .starts_with("@bob:localhost is offline, last seen"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
 }
 
 /// A file over the hearth's attachment limit is refused before it is sent, naming the limit.
