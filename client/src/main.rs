@@ -13,12 +13,15 @@ mod local;
 /// state is saved before anything is printed.
 macro_rules! say {
     ($($arg:tt)*) => {{
+        use std::io::Write as _;
         let mut out = std::io::stdout().lock();
         if writeln!(out, $($arg)*).and_then(|()| out.flush()).is_err() {
             std::process::exit(0);
         }
     }};
 }
+
+mod chat_input;
 
 use hearth_client::e2ee::Received;
 use hearth_client::{Client, ClientError, SecureClient};
@@ -792,19 +795,10 @@ async fn follow(
         .collect();
     let conn = secure.client().connect(Some(since)).await?;
     let (mut tx, mut rx) = conn.split();
-    let (line_tx, mut lines) = tokio::sync::mpsc::channel::<String>(16);
-    if room.is_some() {
-        std::thread::spawn(move || {
-            for line in std::io::stdin().lock().lines() {
-                let Ok(line) = line else { break };
-                if line_tx.blocking_send(line).is_err() {
-                    break;
-                }
-            }
-        });
-    } else {
-        drop(line_tx);
-    }
+    let (mut lines, mut screen) = match &room {
+        Some(_) => chat_input::start(),
+        None => (tokio::sync::mpsc::channel(1).1, chat_input::Screen::plain()),
+    };
     let mut typing_open = room.is_some();
     // Whether the stream has caught up with what was waiting, and whether input has ended.
     let (mut synced, mut input_ended) = (false, false);
@@ -826,7 +820,7 @@ async fn follow(
                         if room.as_ref().is_none_or(|r| r.room_id == event.room_id) {
                             match &room {
                                 Some(_) => {
-                                    say!("{}", format_event(&event, local));
+                                    screen.out(format_event(&event, local));
                                     // Shown in the room being chatted in, and this device could
                                     // read it: it has been read (never claimed for what it cannot
                                     // decrypt).
@@ -839,7 +833,7 @@ async fn follow(
                                         names = secure.client().rooms().await?.iter().map(|r| (r.room_id.clone(), display_name(r, &me))).collect();
                                     }
                                     let name = names.get(&event.room_id).cloned().unwrap_or_else(|| event.room_id.to_string());
-                                    say!("[{name}] {}", format_event(&event, local));
+                                    screen.out(format!("[{name}] {}", format_event(&event, local)));
                                 }
                             }
                         }
@@ -850,43 +844,48 @@ async fn follow(
                             break;
                         }
                         synced = true;
-                        eprintln!("— up to date; following live (Ctrl-C to stop) —");
+                        let how = if room.is_some() { "type to send; Ctrl-D to end" } else { "Ctrl-C to stop" };
+                        screen.note(format!("— up to date; following live ({how}) —"));
                     }
                     ServerFrame::Accepted { .. } => {}
-                    ServerFrame::Error { message, .. } => eprintln!("error: {message}"),
+                    ServerFrame::Error { message, .. } => screen.note(format!("error: {message}")),
                     ServerFrame::Pong { .. } => {}
                     ServerFrame::Receipt { room_id, user_id, kind, seq } => {
                         if room.as_ref().is_none_or(|r| r.room_id == room_id) && user_id != me {
                             let what = match kind { ReceiptKind::Delivered => "has received", ReceiptKind::Read => "has read" };
                             let name = names.get(&room_id).cloned().unwrap_or_else(|| room_id.to_string());
-                            eprintln!("  ({user_id} {what} [{name}] up to #{seq})");
+                            screen.note(format!("  ({user_id} {what} [{name}] up to #{seq})"));
                         }
                     }
                     ServerFrame::Typing { room_id, user_id, typing } => {
                         if room.as_ref().is_none_or(|r| r.room_id == room_id) {
                             let name = names.get(&room_id).cloned().unwrap_or_else(|| room_id.to_string());
                             if typing {
-                                eprintln!("  [{name}] {user_id} is typing…");
+                                screen.note(format!("  [{name}] {user_id} is typing…"));
                             } else {
-                                eprintln!("  [{name}] {user_id} stopped typing");
+                                screen.note(format!("  [{name}] {user_id} stopped typing"));
                             }
                         }
                     }
                     ServerFrame::Presence { user_id, state, .. } => {
                         let state = match state { PresenceState::Online => "is online", PresenceState::Offline => "went offline" };
-                        eprintln!("  ({user_id} {state})");
+                        screen.note(format!("  ({user_id} {state})"));
                     }
                     ServerFrame::PushDisabled { reason, .. } => {
-                        eprintln!("warning: push notifications for this device were disabled: {reason}");
+                        screen.note(format!("warning: push notifications for this device were disabled: {reason}"));
                     }
                 }
             }
             line = lines.recv(), if typing_open => {
                 match (line, &room) {
-                    (Some(text), Some(room)) if !text.trim().is_empty() => {
+                    (Some(chat_input::Input::Typing(typing)), Some(room)) => {
+                        tx.frame(&ClientFrame::Typing { room_id: room.room_id.clone(), typing }).await?;
+                    }
+                    (Some(chat_input::Input::Line(text)), Some(room)) if !text.trim().is_empty() => {
                         if let Err(e) = secure.send_text(&room.room_id, &text).await {
-                            eprintln!("error: {e}");
+                            screen.note(format!("error: {e}"));
                         }
+                        tx.frame(&ClientFrame::Typing { room_id: room.room_id.clone(), typing: false }).await?;
                     }
                     (Some(_), _) => {}
                     // End of input in a chat (`printf 'hi\n' | hearth-chat chat ROOM`): what was

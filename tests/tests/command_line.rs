@@ -591,3 +591,103 @@ async fn send_file_over_the_limit_says_which_limit() {
     .await;
     assert!(out.ok, "{}", out.stderr);
 }
+
+/// `chat` on a terminal (a pseudo-terminal from `script`): what alice types shows as "typing…"
+/// to bob before she sends, stops when she sends, and Ctrl-D ends her chat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_in_chat_shows_as_typing_to_the_other_side() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipping: no `script` (util-linux) to give hearth-chat a terminal");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let hearth = HearthProcess::start(&dir.path().join("data"), &[])
+        .await
+        .unwrap();
+    let server = format!("--server={}", hearth.url);
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let chat = async |profile: &Path, args: &[&str], stdin: Option<&str>| {
+        let mut all = vec!["--profile", profile.to_str().unwrap()];
+        all.extend_from_slice(args);
+        run(chat_binary(), &all, &[], stdin).await
+    };
+    for (profile, name) in [(&a, "alice"), (&b, "bob")] {
+        let out = chat(
+            profile,
+            &["register", name, &server],
+            Some("a long password\n"),
+        )
+        .await;
+        assert!(out.ok, "{}", out.stderr);
+    }
+    assert!(chat(&a, &["dm", "@bob:localhost"], None).await.ok);
+
+    let mut follow = Command::new(chat_binary())
+        .args(["--profile", b.to_str().unwrap(), "follow"])
+        .env("HEARTH_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut bob_out = BufReader::new(follow.stdout.take().unwrap()).lines();
+    let mut bob_notes = BufReader::new(follow.stderr.take().unwrap()).lines();
+    line_containing_in(&mut bob_notes, "up to date").await;
+
+    let mut alice = Command::new("script")
+        .args(["-qfec"])
+        .arg(format!(
+            "'{}' --profile '{}' chat @bob:localhost",
+            chat_binary().display(),
+            a.display()
+        ))
+        .arg("/dev/null")
+        .env("HEARTH_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut keys = alice.stdin.take().unwrap();
+    // Keystrokes only: nothing is sent yet, but bob sees her typing.
+    keys.write_all(b"hel").await.unwrap();
+    keys.flush().await.unwrap();
+    let typing = line_containing_in(&mut bob_notes, "is typing").await;
+    assert!(typing.contains("@alice:localhost is typing…"), "{typing}");
+    keys.write_all(b"lo bob\r").await.unwrap();
+    keys.flush().await.unwrap();
+    let message = line_containing(&mut bob_out, "hello bob").await;
+    assert!(message.contains("@alice:localhost: hello bob"), "{message}");
+    line_containing_in(&mut bob_notes, "stopped typing").await;
+    // Ctrl-D ends the chat.
+    keys.write_all(b"\x04").await.unwrap();
+    keys.flush().await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), alice.wait())
+        .await
+        .expect("chat ended on Ctrl-D")
+        .unwrap();
+    assert!(status.success());
+}
+
+/// The first line of `lines` (a child's standard error) that contains `needle`, within 20 s.
+async fn line_containing_in(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
+    needle: &str,
+) -> String {
+    let wait = async {
+        loop {
+            let line = lines.next_line().await.unwrap().expect("still running");
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), wait)
+        .await
+        .unwrap_or_else(|_| panic!("no line containing {needle:?} within 20 s"))
+}
