@@ -40,6 +40,7 @@ fn event(seq: u64, from: &Mls, content: Content) -> EventView {
         sender_device: sender_device.clone(),
         txn_id: TxnId::parse(&format!("t{seq}")).expect("valid txn"),
         origin_ts: 0,
+        time_id: hearth_spec::TimeId::of(0, &EventId::of_bytes(&seq.to_be_bytes())),
         content,
     }
 }

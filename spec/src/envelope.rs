@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::id::{DeviceId, EventId, RoomId, TxnId, UserId};
+use crate::id::{DeviceId, EventId, RoomId, TimeId, TxnId, UserId};
 
 /// The envelope format version this crate writes and accepts.
 pub const ENVELOPE_VERSION: u8 = 1;
@@ -123,6 +123,8 @@ pub struct EventView {
     pub sender_device: DeviceId,
     pub txn_id: TxnId,
     pub origin_ts: u64,
+    /// Sorts events of all rooms by time ([`TimeId`]); derived from `origin_ts` and `event_id`.
+    pub time_id: TimeId,
     pub content: Content,
 }
 
@@ -132,11 +134,12 @@ impl EventView {
         Self {
             room_id: envelope.room_id,
             seq,
-            event_id,
             sender: envelope.sender,
             sender_device: envelope.sender_device,
             txn_id: envelope.txn_id,
             origin_ts: envelope.origin_ts,
+            time_id: TimeId::of(envelope.origin_ts, &event_id),
+            event_id,
             content: envelope.content,
         }
     }

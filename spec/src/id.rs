@@ -255,6 +255,35 @@ impl TxnId {
     }
 }
 
+/// A time-sortable id of an event: its `origin_ts` (ms, 20 digits, zero-padded), `-`, and the
+/// first 20 hex digits of its event id. Sorted as text, ids sort by time across rooms (ties
+/// within a millisecond by hash). Derived from the event, so any hearth or client computes the
+/// same one, and the content hash stays the event's identity. Within a room, `seq` is the order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TimeId(String);
+
+impl TimeId {
+    pub fn of(origin_ts: u64, event_id: &EventId) -> Self {
+        let hash: String = event_id.0[..10]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        // 20 digits hold any u64: every id has the same width, so text order is time order.
+        Self(format!("{origin_ts:020}-{hash}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TimeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// An event id: the SHA-256 of the event's encoded envelope. Wire form `$` + unpadded base64url.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EventId(pub [u8; 32]);
@@ -313,6 +342,29 @@ impl<'de> Deserialize<'de> for EventId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod time_id_tests {
+    use super::*;
+
+    #[test]
+    fn time_ids_sort_by_time_then_hash_and_are_fixed_width() {
+        let a = EventId([0xff; 32]);
+        let b = EventId([0x00; 32]);
+        let earlier = TimeId::of(1_764_562_800_123, &a);
+        let later = TimeId::of(1_764_562_800_124, &b);
+        assert!(earlier < later);
+        assert_eq!(
+            earlier.as_str(),
+            "00000001764562800123-ffffffffffffffffffff"
+        );
+        let same_ms = TimeId::of(1_764_562_800_123, &b);
+        assert!(same_ms < earlier && same_ms != earlier);
+        assert!(TimeId::of(9_999_999_999_999, &a) < TimeId::of(10_000_000_000_000, &b));
+        assert!(TimeId::of(u64::MAX, &b) > TimeId::of(0, &a));
+        assert_eq!(TimeId::of(u64::MAX, &b).as_str().len(), 41);
     }
 }
 

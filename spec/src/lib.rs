@@ -22,4 +22,4 @@ mod vectors;
 
 pub use envelope::{Content, Envelope, EventView, Membership, RoomKind};
 pub use error::{ErrorBody, ErrorCode};
-pub use id::{DeviceId, EventId, IdError, RoomId, ServerName, TxnId, UserId};
+pub use id::{DeviceId, EventId, IdError, RoomId, ServerName, TimeId, TxnId, UserId};

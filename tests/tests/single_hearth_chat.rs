@@ -542,3 +542,66 @@ async fn restart_keeps_accounts_rooms_history_and_cursors() {
     let mut bob = hearth.device("bob").await;
     assert_eq!(bob.rooms().await.unwrap().len(), 1);
 }
+
+/// Every event carries a time id: sorted as text, the events of all rooms come out in time
+/// order, each id is unique, and any client can derive it from the event.
+#[tokio::test]
+async fn time_ids_order_the_events_of_all_rooms_by_time() {
+    let hearth = TestHearth::start().await;
+    let mut alice = hearth.user("alice").await;
+    let bob = hearth.user("bob").await;
+    let carol = hearth.user("carol").await;
+    let mut rooms = Vec::new();
+    for other in [&bob, &carol] {
+        let room = alice
+            .create_room(RoomKind::Direct, None, &[other.user_id().unwrap().clone()])
+            .await
+            .unwrap()
+            .room_id;
+        rooms.push(room);
+    }
+    for i in 0..20 {
+        let room = &rooms[i % 2];
+        alice
+            .send(room, &new_txn_id(), format!("m{i}").as_bytes())
+            .await
+            .unwrap();
+    }
+    let mut events = Vec::new();
+    for room in &rooms {
+        events.extend(alice.history(room, None, 100).await.unwrap().events);
+    }
+    for event in &events {
+        assert_eq!(
+            event.time_id,
+            hearth_spec::TimeId::of(event.origin_ts, &event.event_id)
+        );
+    }
+    events.sort_by(|a, b| a.time_id.cmp(&b.time_id));
+    assert!(
+        events.windows(2).all(|w| w[0].origin_ts <= w[1].origin_ts),
+        "time ids out of time order"
+    );
+    let unique: HashSet<_> = events.iter().map(|e| e.time_id.clone()).collect();
+    assert_eq!(unique.len(), events.len());
+    // Messages sent one after another, in two rooms, come out in the order they were sent
+    // wherever their times differ.
+    let sent: Vec<(u64, String)> = events
+        .iter()
+        .filter_map(|e| match &e.content {
+            Content::Message { payload } => {
+                Some((e.origin_ts, String::from_utf8(payload.clone()).unwrap()))
+            }
+            _ => None,
+        })
+        .collect();
+    for pair in sent.windows(2) {
+        let (a, b): (usize, usize) = (
+            pair[0].1[1..].parse().unwrap(),
+            pair[1].1[1..].parse().unwrap(),
+        );
+        if pair[0].0 < pair[1].0 {
+            assert!(a < b, "{pair:?}");
+        }
+    }
+}

@@ -26,6 +26,7 @@ impl Room {
             sender_device: who.saved.device.clone(),
             txn_id: TxnId::parse(txn).unwrap(),
             origin_ts: 0,
+            time_id: hearth_spec::TimeId::of(0, &hearth_spec::EventId::of_bytes(txn.as_bytes())),
             content,
         }
     }
