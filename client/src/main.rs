@@ -14,14 +14,18 @@ mod local;
 macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let mut out = std::io::stdout().lock();
-        if writeln!(out, $($arg)*).and_then(|()| out.flush()).is_err() {
-            std::process::exit(0);
+        let line = format!($($arg)*);
+        if !$crate::profile_server::captured(1, &line) {
+            let mut out = std::io::stdout().lock();
+            if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                std::process::exit(0);
+            }
         }
     }};
 }
 
 mod chat_input;
+mod profile_server;
 
 use hearth_client::e2ee::Received;
 use hearth_client::{Client, ClientError, SecureClient};
@@ -266,18 +270,18 @@ async fn enter(
     Ok(())
 }
 
-/// The device's end-to-end state lives beside the session, in `<profile>/mls`.
+/// The device's end-to-end state lives beside the session, in `<profile>/mls`. If another
+/// `hearth-chat` holds it (`follow`, `chat`), the command is handed to that one: its answer is
+/// printed and this process ends with its exit code.
 async fn open_secure(dir: &Path, client: Client) -> anyhow::Result<SecureClient> {
-    SecureClient::open(client, &dir.join("mls"))
-        .await
-        .map_err(|e| match e {
-            hearth_client::SecureError::E2ee(hearth_client::e2ee::E2eeError::InUse(_)) => {
-                anyhow::anyhow!(
-                    "another hearth-chat is using this profile (one process per device at a time)"
-                )
-            }
-            e => e.into(),
-        })
+    match SecureClient::open(client, &dir.join("mls")).await {
+        Ok(secure) => Ok(secure),
+        Err(hearth_client::SecureError::E2ee(hearth_client::e2ee::E2eeError::InUse(_))) => {
+            let code = profile_server::forward(dir).await?;
+            std::process::exit(code);
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -306,7 +310,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let client = load(&dir)?;
             let mut secure = open_secure(&dir, client).await?;
             let mut local = LocalMessages::open(&dir)?;
-            let result = logged_in(&mut secure, &mut local, command).await;
+            let result = logged_in(&mut secure, &mut local, command, &dir).await;
             // What the device read while catching up for a commit or a send is kept too.
             for received in secure.take_unreported() {
                 local.record(&received)?;
@@ -336,6 +340,7 @@ async fn logged_in(
     secure: &mut SecureClient,
     local: &mut LocalMessages,
     command: Command,
+    profile: &Path,
 ) -> anyhow::Result<()> {
     // `follow` and `chat` show what arrived since the last command: their stream starts there.
     let since = secure.mls().cursor();
@@ -461,10 +466,10 @@ async fn logged_in(
             secure.remove_device(&device).await?;
             say!("logged out device {device_id} and removed it from your encrypted rooms");
         }
-        Command::Follow => follow(secure, local, since, None).await?,
+        Command::Follow => follow(secure, local, since, None, profile).await?,
         Command::Chat { room } => {
             let room = resolve_room(secure.client(), &room).await?;
-            follow(secure, local, since, Some(room)).await?;
+            follow(secure, local, since, Some(room), profile).await?;
         }
         Command::History {
             room,
@@ -781,7 +786,10 @@ async fn follow(
     local: &mut LocalMessages,
     since: u64,
     room: Option<RoomSummary>,
+    profile: &Path,
 ) -> anyhow::Result<()> {
+    // The profile's other commands come here while this runs.
+    let requests = profile_server::listen(profile);
     // Devices of this user that logged in since join the rooms first.
     secure.sync_own_devices().await?;
     catch_up(secure, local).await?;
@@ -899,9 +907,60 @@ async fn follow(
                 }
             }
             _ = heartbeat.tick() => tx.frame(&ClientFrame::Heartbeat).await?,
+            accepted = async { requests.as_ref().expect("guarded").accept().await }, if requests.is_some() => {
+                if let Ok((stream, _)) = accepted {
+                    serve_request(secure, local, stream, profile).await;
+                }
+            }
             _ = tokio::signal::ctrl_c() => break,
         }
     }
     tx.close().await;
+    if requests.is_some() {
+        let _ = std::fs::remove_file(profile_server::socket_path(profile));
+    }
     Ok(())
+}
+
+/// Runs a command another `hearth-chat` on this profile handed over, with this device's state.
+async fn serve_request(
+    secure: &mut SecureClient,
+    local: &mut LocalMessages,
+    stream: tokio::net::UnixStream,
+    profile: &Path,
+) {
+    let Ok(request) = profile_server::Request::read(stream).await else {
+        return;
+    };
+    let args = std::iter::once("hearth-chat".to_owned()).chain(request.args.iter().cloned());
+    let command = match Cli::try_parse_from(args) {
+        Ok(cli) => cli.command,
+        Err(e) => return request.answer(Some(e.to_string())).await,
+    };
+    if matches!(
+        command,
+        Command::Follow
+            | Command::Chat { .. }
+            | Command::Register { .. }
+            | Command::Login { .. }
+            | Command::Logout
+    ) {
+        let e = "error: this profile's device is busy with `follow` or `chat` in another terminal; that command needs it to itself";
+        return request.answer(Some(e.into())).await;
+    }
+    request.capture();
+    let result = Box::pin(logged_in(secure, local, command, profile)).await;
+    let error = result.err().map(|e| match e.downcast_ref::<ClientError>() {
+        Some(ClientError::Api { body, .. }) => format!("error: {}", body.message),
+        _ => format!("error: {e:#}"),
+    });
+    for received in secure.take_unreported() {
+        let _ = local.record(&received);
+    }
+    // The command may have refreshed the session: a spent refresh token left on disk would log
+    // the device out at its next use.
+    if let Err(e) = save(profile, secure.client()) {
+        tracing::warn!(error = %e, "cannot save the session");
+    }
+    request.answer(error).await;
 }

@@ -691,3 +691,97 @@ async fn line_containing_in(
         .await
         .unwrap_or_else(|_| panic!("no line containing {needle:?} within 20 s"))
 }
+
+/// While `follow` runs on a profile, the profile's other commands work from another terminal:
+/// the running process does them with the device's state and answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_commands_work_while_follow_runs_on_the_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let hearth = HearthProcess::start(&dir.path().join("data"), &[])
+        .await
+        .unwrap();
+    let server = format!("--server={}", hearth.url);
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let chat = async |profile: &Path, args: &[&str], stdin: Option<&str>| {
+        let mut all = vec!["--profile", profile.to_str().unwrap()];
+        all.extend_from_slice(args);
+        run(chat_binary(), &all, &[], stdin).await
+    };
+    for (profile, name) in [(&a, "alice"), (&b, "bob")] {
+        let out = chat(
+            profile,
+            &["register", name, &server],
+            Some("a long password\n"),
+        )
+        .await;
+        assert!(out.ok, "{}", out.stderr);
+    }
+    assert!(chat(&a, &["dm", "@bob:localhost"], None).await.ok);
+    assert!(
+        chat(&a, &["send", "@bob:localhost", "hello"], None)
+            .await
+            .ok
+    );
+
+    let mut follow = Command::new(chat_binary())
+        .args(["--profile", b.to_str().unwrap(), "follow"])
+        .env("HEARTH_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut notes = BufReader::new(follow.stderr.take().unwrap()).lines();
+    line_containing_in(&mut notes, "up to date").await;
+
+    let out = chat(
+        &b,
+        &[
+            "send",
+            "@alice:localhost",
+            "sent",
+            "from",
+            "another",
+            "terminal",
+        ],
+        None,
+    )
+    .await;
+    assert!(
+        out.ok && out.stdout.contains("sent"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    let out = chat(&b, &["history", "@alice:localhost"], None).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("@alice:localhost: hello"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("@bob:localhost: sent from another terminal"),
+        "{}",
+        out.stdout
+    );
+    let out = chat(&a, &["history", "@bob:localhost"], None).await;
+    assert!(
+        out.stdout
+            .contains("@bob:localhost: sent from another terminal"),
+        "{}",
+        out.stdout
+    );
+    // A second live view of the same device is refused, saying why.
+    let out = chat(&b, &["follow"], None).await;
+    assert!(
+        !out.ok && out.stderr.contains("busy with `follow` or `chat`"),
+        "{}",
+        out.stderr
+    );
+    follow.kill().await.unwrap();
+    // With follow gone, commands run by themselves again.
+    let out = chat(&b, &["rooms"], None).await;
+    assert!(out.ok, "{}", out.stderr);
+}
