@@ -138,6 +138,8 @@ fn spawn(
         .env("HEARTH_LIMITS__REQUEST_BURST", "1000000")
         .env("HEARTH_LIMITS__AUTH_PER_SECOND", "1000000")
         .env("HEARTH_LIMITS__AUTH_BURST", "1000000")
+        .env("HEARTH_LIMITS__LOGIN_PER_ACCOUNT_PER_SECOND", "1000000")
+        .env("HEARTH_LIMITS__LOGIN_PER_ACCOUNT_BURST", "1000000")
         // Every bench client connects from 127.0.0.1.
         .env("HEARTH_CLIENT_API__MAX_CONNECTIONS_PER_IP", "1000000")
         .env("HEARTH_LOG", "warn")

@@ -21,6 +21,10 @@ pub struct ApiConfig {
     pub request_burst: f64,
     /// Per-IP register/login/refresh: sustained per second and burst.
     pub auth_per_second: f64,
+    /// Per account: login attempts sustained per second and burst (counted whatever address
+    /// they come from, so guessing one account's password is slow from anywhere).
+    pub login_per_account_per_second: f64,
+    pub login_per_account_burst: f64,
     pub auth_burst: f64,
     /// Per-device heartbeats: sustained per second and burst (more is a flood).
     pub heartbeats_per_second: f64,
@@ -49,8 +53,10 @@ impl Default for ApiConfig {
             send_burst: 500.0,
             requests_per_second: 20.0,
             request_burst: 100.0,
-            auth_per_second: 2.0,
-            auth_burst: 30.0,
+            auth_per_second: 20.0,
+            auth_burst: 300.0,
+            login_per_account_per_second: 0.5,
+            login_per_account_burst: 10.0,
             heartbeats_per_second: 1.0,
             heartbeat_burst: 10.0,
             claims_per_second: 5.0,

@@ -28,6 +28,8 @@ pub(crate) struct Api<B> {
     pub send_limits: KeyedLimiter<AuthedDevice>,
     pub request_limits: KeyedLimiter<AuthedDevice>,
     pub auth_limits: KeyedLimiter<IpAddr>,
+    /// Login attempts per account (the username as given, lower-cased).
+    pub login_limits: KeyedLimiter<String>,
     pub heartbeat_limits: KeyedLimiter<AuthedDevice>,
     pub claim_limits: KeyedLimiter<AuthedDevice>,
 }
@@ -39,6 +41,10 @@ pub fn router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> Router {
         send_limits: KeyedLimiter::new(config.sends_per_second, config.send_burst),
         request_limits: KeyedLimiter::new(config.requests_per_second, config.request_burst),
         auth_limits: KeyedLimiter::new(config.auth_per_second, config.auth_burst),
+        login_limits: KeyedLimiter::new(
+            config.login_per_account_per_second,
+            config.login_per_account_burst,
+        ),
         heartbeat_limits: KeyedLimiter::new(config.heartbeats_per_second, config.heartbeat_burst),
         claim_limits: KeyedLimiter::new(config.claims_per_second, config.claim_burst),
         config: config.clone(),
@@ -187,6 +193,14 @@ async fn login<B: Backend>(
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     check_auth_rate(&api, addr)?;
+    // Bounded key: a username longer than any valid one is refused by the login itself.
+    let account: String = req.username.trim().chars().take(300).collect();
+    api.login_limits
+        .admit(&account.to_lowercase())
+        .map_err(|mut e| {
+            e.message = "too many login attempts for this account; wait and try again".into();
+            e
+        })?;
     Ok(Json(api.backend.login(req).await?))
 }
 

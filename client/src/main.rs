@@ -249,16 +249,36 @@ async fn enter(
     let mut client = Client::new(server);
     let password = read_password()?;
     let device_name = device_name.as_deref();
-    let (verb, session) = if register {
-        (
-            "registered",
-            client.register(username, &password, device_name).await?,
-        )
-    } else {
-        (
-            "logged in as",
-            client.login(username, &password, device_name).await?,
-        )
+    // Told to wait (many logins at once, or this account's attempts): wait as long as the
+    // hearth says, a few times, and say so.
+    let mut waits = 0;
+    let (verb, session) = loop {
+        let attempt = if register {
+            client
+                .register(username, &password, device_name)
+                .await
+                .map(|s| ("registered", s))
+        } else {
+            client
+                .login(username, &password, device_name)
+                .await
+                .map(|s| ("logged in as", s))
+        };
+        match attempt {
+            Err(ClientError::Api { body, .. })
+                if body.code == hearth_spec::ErrorCode::RateLimited && waits < 5 =>
+            {
+                waits += 1;
+                let wait = std::time::Duration::from_millis(body.retry_after_ms.unwrap_or(1000));
+                eprintln!(
+                    "{}; trying again in {:.1} s",
+                    body.message,
+                    wait.as_secs_f64()
+                );
+                tokio::time::sleep(wait).await;
+            }
+            attempt => break attempt?,
+        }
     };
     say!("{verb} {} (device {})", session.user_id, session.device_id);
     save(dir, &client)?;

@@ -348,10 +348,15 @@ pub struct LimitsConfig {
     pub requests_per_second: f64,
     /// Burst of other requests per device. Default 100.
     pub request_burst: f64,
-    /// Sustained register/login/refresh attempts per second per client IP. Default 2.
+    /// Sustained register/login/refresh attempts per second per client IP. Default 20 (an
+    /// organisation behind one NAT address logs in at nine).
     pub auth_per_second: f64,
-    /// Burst of register/login/refresh attempts per client IP. Default 30.
+    /// Burst of register/login/refresh attempts per client IP. Default 300.
     pub auth_burst: f64,
+    /// Sustained login attempts per second per account, from anywhere. Default 0.5.
+    pub login_per_account_per_second: f64,
+    /// Burst of login attempts per account. Default 10.
+    pub login_per_account_burst: f64,
     /// Sustained heartbeats per second per device (more is a flood). Default 1.
     pub heartbeats_per_second: f64,
     /// Burst of heartbeats per device. Default 10.
@@ -447,8 +452,10 @@ impl Default for LimitsConfig {
             send_burst: 500.0,
             requests_per_second: 20.0,
             request_burst: 100.0,
-            auth_per_second: 2.0,
-            auth_burst: 30.0,
+            auth_per_second: 20.0,
+            auth_burst: 300.0,
+            login_per_account_per_second: 0.5,
+            login_per_account_burst: 10.0,
             heartbeats_per_second: 1.0,
             heartbeat_burst: 10.0,
             key_claims_per_second: 5.0,
@@ -551,6 +558,11 @@ impl Config {
             ("request_burst", l.request_burst),
             ("auth_per_second", l.auth_per_second),
             ("auth_burst", l.auth_burst),
+            (
+                "login_per_account_per_second",
+                l.login_per_account_per_second,
+            ),
+            ("login_per_account_burst", l.login_per_account_burst),
             ("heartbeats_per_second", l.heartbeats_per_second),
             ("heartbeat_burst", l.heartbeat_burst),
         ] {
@@ -681,9 +693,13 @@ send_burst = {sb:?}
 # Other authenticated requests per second per device, and the burst.
 requests_per_second = {rps:?}
 request_burst = {rb:?}
-# Register/login/refresh attempts per second per client IP, and the burst.
+# Register/login/refresh attempts per second per client IP, and the burst (sized for an
+# organisation behind one address).
 auth_per_second = {aps:?}
 auth_burst = {ab:?}
+# Login attempts per second per account, from any address, and the burst.
+login_per_account_per_second = {lpa:?}
+login_per_account_burst = {lpb:?}
 # Heartbeats per second per device, and the burst (more is refused as a flood).
 heartbeats_per_second = {hps:?}
 heartbeat_burst = {hb:?}
@@ -822,6 +838,8 @@ republish_secs = {disc_republish}
             rb = d.limits.request_burst,
             aps = d.limits.auth_per_second,
             ab = d.limits.auth_burst,
+            lpa = d.limits.login_per_account_per_second,
+            lpb = d.limits.login_per_account_burst,
             hps = d.limits.heartbeats_per_second,
             hb = d.limits.heartbeat_burst,
             kcps = d.limits.key_claims_per_second,

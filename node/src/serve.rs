@@ -352,6 +352,8 @@ fn api_config(config: &Config) -> ApiConfig {
         request_burst: l.request_burst,
         auth_per_second: l.auth_per_second,
         auth_burst: l.auth_burst,
+        login_per_account_per_second: l.login_per_account_per_second,
+        login_per_account_burst: l.login_per_account_burst,
         heartbeats_per_second: l.heartbeats_per_second,
         heartbeat_burst: l.heartbeat_burst,
         claims_per_second: l.key_claims_per_second,

@@ -27,6 +27,8 @@ pub fn test_config(data_dir: &Path) -> Config {
     config.limits.request_burst = 100_000.0;
     config.limits.auth_per_second = 10_000.0;
     config.limits.auth_burst = 10_000.0;
+    config.limits.login_per_account_per_second = 10_000.0;
+    config.limits.login_per_account_burst = 10_000.0;
     // Tests are not about the disk this machine happens to have.
     config.storage.min_free_bytes = 1024 * 1024;
     config
@@ -308,6 +310,8 @@ impl HearthProcess {
             .env("HEARTH_LIMITS__REQUESTS_PER_SECOND", "100000")
             .env("HEARTH_LIMITS__REQUEST_BURST", "100000")
             .env("HEARTH_LIMITS__AUTH_BURST", "10000")
+            .env("HEARTH_LIMITS__LOGIN_PER_ACCOUNT_PER_SECOND", "10000")
+            .env("HEARTH_LIMITS__LOGIN_PER_ACCOUNT_BURST", "10000")
             .env("HEARTH_STORAGE__MIN_FREE_BYTES", "1048576")
             .env("HEARTH_LOG", "warn,libp2p_kad=error")
             .stdin(Stdio::null())

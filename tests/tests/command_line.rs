@@ -785,3 +785,97 @@ async fn other_commands_work_while_follow_runs_on_the_profile() {
     let out = chat(&b, &["rooms"], None).await;
     assert!(out.ok, "{}", out.stderr);
 }
+
+/// Login limits by account and by address: guessing one account's password is slowed wherever
+/// it comes from, a whole office behind one address still logs in, and `hearth-chat login`
+/// waits as long as the hearth says and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_are_limited_per_account_and_an_office_behind_one_address_gets_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let defaults = hearth_node::config::LimitsConfig::default();
+    let (aps, ab, lpa, lpb) = (
+        defaults.auth_per_second.to_string(),
+        defaults.auth_burst.to_string(),
+        defaults.login_per_account_per_second.to_string(),
+        defaults.login_per_account_burst.to_string(),
+    );
+    let hearth = HearthProcess::start(
+        &dir.path().join("data"),
+        &[
+            ("HEARTH_LIMITS__AUTH_PER_SECOND", aps.as_str()),
+            ("HEARTH_LIMITS__AUTH_BURST", ab.as_str()),
+            ("HEARTH_LIMITS__LOGIN_PER_ACCOUNT_PER_SECOND", lpa.as_str()),
+            ("HEARTH_LIMITS__LOGIN_PER_ACCOUNT_BURST", lpb.as_str()),
+        ],
+    )
+    .await
+    .unwrap();
+    // Forty colleagues register and log in from one address.
+    for i in 0..40 {
+        let name = format!("colleague{i}");
+        let mut client = hearth_client::Client::new(&hearth.url);
+        client
+            .register(&name, "a long password", None)
+            .await
+            .unwrap();
+        let mut again = hearth_client::Client::new(&hearth.url);
+        again.login(&name, "a long password", None).await.unwrap();
+    }
+    // Someone guesses colleague0's password: after the account's burst, it is refused unhashed.
+    let mut guesser = hearth_client::Client::new(&hearth.url);
+    let mut refused = None;
+    for i in 0..(defaults.login_per_account_burst as usize + 1) {
+        match guesser
+            .login("colleague0", &format!("guess {i}"), None)
+            .await
+        {
+            Err(e) if e.code() == Some(hearth_spec::ErrorCode::BadCredentials) => {}
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+            Ok(_) => panic!("a guess worked"),
+        }
+    }
+    let refused = refused.expect("the account limit never applied");
+    assert_eq!(
+        refused.code(),
+        Some(hearth_spec::ErrorCode::RateLimited),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("this account"), "{refused}");
+    // Another account from the same address is not affected.
+    let mut other = hearth_client::Client::new(&hearth.url);
+    other
+        .login("colleague1", "a long password", None)
+        .await
+        .unwrap();
+    // The owner logs in with hearth-chat: told to wait, it waits and gets in.
+    let profile = dir.path().join("c0");
+    let out = run(
+        chat_binary(),
+        &[
+            "--profile",
+            profile.to_str().unwrap(),
+            "login",
+            "colleague0",
+            &format!("--server={}", hearth.url),
+        ],
+        &[],
+        Some("a long password\n"),
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("too many login attempts for this account")
+            && out.stderr.contains("trying again in"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stdout.contains("logged in as @colleague0:localhost"),
+        "{}",
+        out.stdout
+    );
+}

@@ -290,7 +290,9 @@ const FLOOD_ATTEMPTS: usize = 600;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_flood_from_200_addresses_keeps_memory_bounded_and_messages_flowing() {
     let data = tempfile::tempdir().unwrap();
-    // The default per-address login limits: the flood is spread so that they do not stop it.
+    // Per-address login limits that the flood, spread over 200 addresses, does not reach; the
+    // per-account limit (which would refuse it before any hashing) stays open, from the harness,
+    // so that this exercises the hashing bound.
     let hearth = HearthProcess::start(
         data.path(),
         &[
