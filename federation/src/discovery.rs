@@ -118,6 +118,29 @@ impl Discovery {
         }
     }
 
+    /// Hearths the DHT places closest to the hearth key `key` (at most `n`), each found by its
+    /// key and checked as any discovered hearth is (and so learnt by the directory).
+    pub async fn closest_hearths(&self, key: &[u8; 32], n: usize) -> Vec<ServerName> {
+        let mut answer = self.swarm.closest(*key);
+        // The query ends by itself (at the latest when Kademlia's own timeout returns what it
+        // found, which takes a while when a peer near the key is dead); this only bounds it.
+        let bound = self.policy.timeout + Duration::from_secs(20);
+        let keys = tokio::time::timeout(bound, answer.recv())
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let mut names = Vec::new();
+        for key in keys.iter().take(n) {
+            if let Ok(name) = self.resolve_key(key).await
+                && name != self.own
+            {
+                names.push(name);
+            }
+        }
+        names
+    }
+
     /// The hearth that holds `key`, looked up if the directory does not know it. The record
     /// found under the key must also be the winning claim to its name (see [`Self::claim_of`]):
     /// a caller cannot take a name by publishing a record under its own key only.

@@ -94,6 +94,10 @@ enum Command {
     Publish {
         data: Vec<u8>,
     },
+    Closest {
+        key: [u8; 32],
+        found: mpsc::Sender<Vec<[u8; 32]>>,
+    },
 }
 
 /// A handle on the running swarm.
@@ -147,6 +151,14 @@ impl Swarm {
         receiver
     }
 
+    /// The hearth keys of the peers the DHT finds closest to the hearth key `key` (not counting
+    /// `key` itself), sent once on the returned channel when the query ends.
+    pub fn closest(&self, key: [u8; 32]) -> mpsc::Receiver<Vec<[u8; 32]>> {
+        let (found, receiver) = mpsc::channel(1);
+        self.command(Command::Closest { key, found });
+        receiver
+    }
+
     /// Publishes `data` on the key announcement topic.
     pub fn publish(&self, data: Vec<u8>) {
         self.command(Command::Publish { data });
@@ -163,6 +175,17 @@ impl Swarm {
 pub fn peer_id(key: &[u8; 32]) -> Option<PeerId> {
     let public = libp2p::identity::ed25519::PublicKey::try_from_bytes(key).ok()?;
     Some(libp2p::identity::PublicKey::from(public).to_peer_id())
+}
+
+/// The hearth key a PeerId is made of (an ed25519 key inlined in the PeerId).
+pub fn hearth_key(peer: &PeerId) -> Option<[u8; 32]> {
+    let multihash = peer.as_ref();
+    // Identity multihash (code 0): the digest is the protobuf-encoded public key.
+    if multihash.code() != 0 {
+        return None;
+    }
+    let public = libp2p::identity::PublicKey::try_decode_protobuf(multihash.digest()).ok()?;
+    Some(public.try_into_ed25519().ok()?.to_bytes())
 }
 
 /// Where a hearth key sits in the DHT's key space: Kademlia places a peer at SHA-256 of its
@@ -333,6 +356,7 @@ async fn run(
     let topic = gossipsub::IdentTopic::new(KEYS_TOPIC);
     let mut state = State {
         lookups: HashMap::new(),
+        closest: HashMap::new(),
         dialled: HashSet::new(),
         // Put the records as soon as a peer is there to hold them, then every `republish`.
         publish_due: true,
@@ -353,6 +377,13 @@ async fn run(
                         let id = swarm.behaviour_mut().kad.get_record(kad::RecordKey::new(&key));
                         state.lookups.insert(id, found);
                     }
+                    Command::Closest { key, found } => match peer_id(&key) {
+                        Some(target) => {
+                            let id = swarm.behaviour_mut().kad.get_closest_peers(target);
+                            state.closest.insert(id, (key, found));
+                        }
+                        None => drop(found),
+                    },
                     Command::Publish { data } => {
                         if let Err(e) = swarm.behaviour_mut().gossipsub.publish(topic.clone(), data) {
                             tracing::debug!(error = %e, "gossip publish");
@@ -452,10 +483,15 @@ fn status(swarm: &mut Inner, listen: &[Multiaddr]) -> P2pStatus {
     }
 }
 
+/// A closest-peers query: the hearth key it is about, and where the keys found go.
+type ClosestQuery = ([u8; 32], mpsc::Sender<Vec<[u8; 32]>>);
+
 /// What the swarm task remembers between events.
 struct State {
     /// Running lookups and where their values go.
     lookups: HashMap<kad::QueryId, mpsc::Sender<Vec<u8>>>,
+    /// Running closest-peer queries: the key they are about and where the answer goes.
+    closest: HashMap<kad::QueryId, ClosestQuery>,
     /// Peers dialled from the routing table (to gossip with).
     dialled: HashSet<PeerId>,
     /// This hearth's records should be put (again) at the next tick.
@@ -511,6 +547,20 @@ impl State {
             BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
                 id, result, step, ..
             }) => {
+                if let kad::QueryResult::GetClosestPeers(result) = &result
+                    && let Some((key, sender)) = self.closest.remove(&id)
+                {
+                    let peers = match result {
+                        Ok(ok) => &ok.peers,
+                        Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                    };
+                    let keys = peers
+                        .iter()
+                        .filter_map(|p| hearth_key(&p.peer_id))
+                        .filter(|k| *k != key)
+                        .collect();
+                    let _ = sender.try_send(keys);
+                }
                 if let kad::QueryResult::GetRecord(Ok(kad::GetRecordOk::FoundRecord(found))) =
                     result
                     && let Some(sender) = self.lookups.get(&id)
@@ -550,6 +600,12 @@ mod tests {
             issued_ms,
             previous: None,
         }
+    }
+
+    #[test]
+    fn a_peer_id_gives_back_its_hearth_key() {
+        let key = ServerKey::from_bytes(&[7; 32]).unwrap().public_bytes();
+        assert_eq!(hearth_key(&peer_id(&key).unwrap()), Some(key));
     }
 
     #[test]

@@ -962,6 +962,20 @@ impl hearth_federation::OutboxStore for FedNode {
     }
 }
 
+/// What the DHT said is near a destination (see `hand_off`).
+#[derive(Default)]
+struct Nearby {
+    asked: Option<tokio::time::Instant>,
+    found: Vec<ServerName>,
+    asking: bool,
+}
+
+/// How long the DHT's answer to "who is closest to this destination" is used before it is asked
+/// again.
+const NEARBY_AGAIN: std::time::Duration = std::time::Duration::from_secs(300);
+/// … and how soon when it found nobody.
+const NEARBY_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Hands the pending envelopes of destinations unreachable for `federation.relay.after_ms` to
 /// relays, and keeps handing what is queued for them afterwards, until they are reachable again.
 async fn hand_off(node: Arc<FedNode>, transport: Transport, wakers: Arc<Wakers>) {
@@ -969,6 +983,9 @@ async fn hand_off(node: Arc<FedNode>, transport: Transport, wakers: Arc<Wakers>)
     // Per destination: the last queue entry handed over (in memory: after a restart entries are
     // handed again, and the destination de-duplicates).
     let mut handed: HashMap<ServerName, Option<u64>> = HashMap::new();
+    // Per destination: hearths the DHT placed closest to it, when that was asked, and whether
+    // a question is out (asked off this loop: a query near a dead hearth takes seconds).
+    let nearby: Arc<Mutex<HashMap<ServerName, Nearby>>> = Arc::default();
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
     loop {
         tick.tick().await;
@@ -979,9 +996,52 @@ async fn hand_off(node: Arc<FedNode>, transport: Transport, wakers: Arc<Wakers>)
                 handed.remove(destination);
                 continue;
             }
+            // Relays come from the known peers and from the hearths the DHT places closest to
+            // the destination, which this one may never have talked to.
+            let mut candidates = peers.clone();
+            if let Some(finder) = &node.finder {
+                let key = node
+                    .directory
+                    .read()
+                    .expect("directory lock")
+                    .current_key(destination);
+                let mut known = nearby.lock().expect("nearby lock");
+                let entry = known.entry(destination.clone()).or_default();
+                // An empty answer (a thin or busy DHT) is asked again soon.
+                let stale = entry.asked.is_none_or(|at| {
+                    at.elapsed()
+                        >= if entry.found.is_empty() {
+                            NEARBY_RETRY
+                        } else {
+                            NEARBY_AGAIN
+                        }
+                });
+                if stale
+                    && !entry.asking
+                    && let Some(key) = key
+                {
+                    entry.asking = true;
+                    let (finder, nearby, destination) =
+                        (finder.clone(), nearby.clone(), destination.clone());
+                    let n = 2 * node.relay.relays;
+                    tokio::spawn(async move {
+                        let found = finder.closest_hearths(&key, n).await;
+                        tracing::debug!(%destination, ?found, "hearths the DHT places closest");
+                        nearby.lock().expect("nearby lock").insert(
+                            destination,
+                            Nearby {
+                                asked: Some(tokio::time::Instant::now()),
+                                found,
+                                asking: false,
+                            },
+                        );
+                    });
+                }
+                candidates.extend(entry.found.iter().filter(|f| !peers.contains(f)).cloned());
+            }
             let relays = {
                 let directory = node.directory.read().expect("directory lock");
-                choose_relays(&node.own, destination, &peers, &node.relay, |p| {
+                choose_relays(&node.own, destination, &candidates, &node.relay, |p| {
                     directory
                         .current_key(p)
                         .and_then(|k| hearth_federation::p2p::dht_position(&k))

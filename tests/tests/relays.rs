@@ -1,7 +1,9 @@
 //! Peer-assisted delivery with four real `hearth` processes on loopback: a.test sends 5,000
 //! messages into a room homed on c.test while c.test is down; a.test hands them, sealed, to the
 //! relays b.test and d.test and is then stopped too; when c.test comes back the relays deliver
-//! everything, in order, once. Once more with a relay killed with SIGKILL during custody.
+//! everything, in order, once. Once more with a relay killed with SIGKILL during custody. Then
+//! hearths that know each other only through the DHT: a relay holds for a destination it never
+//! heard of, and an origin finds its relays among the DHT's hearths closest to the destination.
 
 use std::time::Duration;
 
@@ -235,6 +237,53 @@ async fn a_relay_looks_an_unknown_destination_up_in_the_dht() {
         messages(&mut carol, &room)
             .await
             .contains(&"through a.test".to_owned())
+    })
+    .await;
+}
+
+/// Relays are found in the DHT: b.test has only ever talked to c.test, and when c.test goes
+/// down it asks the DHT which hearths are closest to c.test and hands its message to them
+/// (a.test and d.test, strangers to it); with b.test gone too, c.test comes back and gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn relays_are_found_in_the_dht_among_hearths_never_talked_to() {
+    let root = tempfile::tempdir().unwrap();
+    let network = plan_network(root.path(), &["a.test", "b.test", "c.test", "d.test"]).unwrap();
+    let a = start_alone(&network[0], None).await;
+    let mut b = start_alone(&network[1], Some(&network[0])).await;
+    let mut c = start_alone(&network[2], Some(&network[0])).await;
+    let d = start_alone(&network[3], Some(&network[0])).await;
+    let mut bob = register_at(&b.url, "bob").await;
+    let mut carol = register_at(&c.url, "carol").await;
+
+    let room = found("c.test never found b.test", async || {
+        carol
+            .create_room(RoomKind::Group, Some("pair"), &[user_id("bob", "b.test")])
+            .await
+    })
+    .await
+    .room_id;
+    wait_until("the room reaches b.test", async || {
+        bob.room(&room).await.is_ok_and(|r| r.last_seq >= 3)
+    })
+    .await;
+
+    c.kill9();
+    let txn = TxnId::parse("via-strangers").unwrap();
+    bob.send(&room, &txn, b"through the dht").await.unwrap();
+    wait_until("no hearth found in the DHT took custody", async || {
+        status(&a, &network[0], &network, "held", "b.test")
+            + status(&d, &network[3], &network, "held", "b.test")
+            >= 1
+    })
+    .await;
+    b.kill9();
+
+    c.start_again().await.unwrap();
+    let mut carol = Client::with_session(&c.url, carol.session().unwrap().clone());
+    wait_until("c.test never got the message", async || {
+        messages(&mut carol, &room)
+            .await
+            .contains(&"through the dht".to_owned())
     })
     .await;
 }
