@@ -49,18 +49,9 @@ impl PoolConfig {
     }
 }
 
-enum Work {
-    Hash {
-        params: Params,
-        password: Zeroizing<String>,
-        reply: mpsc::Sender<Result<String, PoolError>>,
-    },
-    Verify {
-        hash: String,
-        password: Zeroizing<String>,
-        reply: mpsc::Sender<Result<bool, PoolError>>,
-    },
-}
+/// A job for a worker: it runs with the worker's memory, or, when it waited too long, with the
+/// `Busy` error to answer instead.
+type Work = Box<dyn FnOnce(Result<&mut Vec<Block>, PoolError>) + Send>;
 
 struct Job {
     queued: Instant,
@@ -93,41 +84,43 @@ impl PasswordPool {
 
     /// A new argon2id hash of `password` (a PHC string). Blocks until a worker has done it.
     pub fn hash(&self, params: Params, password: &str) -> Result<String, PoolError> {
-        let (reply, answer) = mpsc::channel();
-        self.submit(Work::Hash {
-            params,
-            password: Zeroizing::new(password.to_owned()),
-            reply,
-        })?;
-        answer.recv().unwrap_or_else(|_| Err(self.busy()))
+        let password = Zeroizing::new(password.to_owned());
+        self.run(move |memory| hash_with(memory, params, &password))
     }
 
     /// Whether `password` matches `hash` (with the parameters stored in the hash). Blocks until a
     /// worker has checked it.
     pub fn verify(&self, hash: &str, password: &str) -> Result<bool, PoolError> {
+        let (hash, password) = (hash.to_owned(), Zeroizing::new(password.to_owned()));
+        self.run(move |memory| Ok(verify_with(memory, &hash, &password)))
+    }
+
+    /// Queues `f` for a worker and waits for its answer.
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Vec<Block>) -> Result<T, PoolError> + Send + 'static,
+    ) -> Result<T, PoolError> {
         let (reply, answer) = mpsc::channel();
-        self.submit(Work::Verify {
-            hash: hash.to_owned(),
-            password: Zeroizing::new(password.to_owned()),
-            reply,
+        let job = Job {
+            queued: Instant::now(),
+            work: Box::new(move |memory| {
+                let _ = reply.send(memory.and_then(f));
+            }),
+        };
+        self.queue.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) | TrySendError::Disconnected(_) => self.busy(),
         })?;
         answer.recv().unwrap_or_else(|_| Err(self.busy()))
     }
 
-    fn submit(&self, work: Work) -> Result<(), PoolError> {
-        let job = Job {
-            queued: Instant::now(),
-            work,
-        };
-        self.queue.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) | TrySendError::Disconnected(_) => self.busy(),
-        })
-    }
-
     fn busy(&self) -> PoolError {
-        PoolError::Busy {
-            retry_after_ms: self.max_wait.as_millis() as u64,
-        }
+        busy(self.max_wait)
+    }
+}
+
+fn busy(max_wait: Duration) -> PoolError {
+    PoolError::Busy {
+        retry_after_ms: max_wait.as_millis() as u64,
     }
 }
 
@@ -139,35 +132,10 @@ fn work(jobs: &Mutex<Receiver<Job>>, max_wait: Duration) {
             Err(_) => return,
         };
         let Ok(job) = job else { return };
-        let late = job.queued.elapsed() > max_wait;
-        let busy = PoolError::Busy {
-            retry_after_ms: max_wait.as_millis() as u64,
-        };
-        match job.work {
-            Work::Hash {
-                params,
-                password,
-                reply,
-            } => {
-                let result = if late {
-                    Err(busy)
-                } else {
-                    hash_with(&mut memory, params, &password)
-                };
-                let _ = reply.send(result);
-            }
-            Work::Verify {
-                hash,
-                password,
-                reply,
-            } => {
-                let result = if late {
-                    Err(busy)
-                } else {
-                    Ok(verify_with(&mut memory, &hash, &password))
-                };
-                let _ = reply.send(result);
-            }
+        if job.queued.elapsed() > max_wait {
+            (job.work)(Err(busy(max_wait)));
+        } else {
+            (job.work)(Ok(&mut memory));
         }
     }
 }
