@@ -18,6 +18,14 @@ fn internal(detail: &dyn std::fmt::Display) -> ErrorBody {
     )
 }
 
+/// Storage refuses writes for now (see `StoreError::Unavailable`).
+fn unavailable(why: &str) -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::Unavailable,
+        format!("{why}; nothing was written, try again later"),
+    )
+}
+
 impl From<AccountError> for ErrorBody {
     fn from(e: AccountError) -> Self {
         let code = match &e {
@@ -38,12 +46,7 @@ impl From<AccountError> for ErrorBody {
                 body.retry_after_ms = Some(*retry_after_ms);
                 return body;
             }
-            AccountError::Store(StoreError::Unavailable(why)) => {
-                return ErrorBody::new(
-                    ErrorCode::Unavailable,
-                    format!("{why}; nothing was written, try again later"),
-                );
-            }
+            AccountError::Store(StoreError::Unavailable(why)) => return unavailable(why),
             AccountError::Store(_) | AccountError::Hash(_) => return internal(&e),
         };
         ErrorBody::new(code, e.to_string())
@@ -80,10 +83,7 @@ impl From<CommitError> for ErrorBody {
 impl From<StoreError> for ErrorBody {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(why) => ErrorBody::new(
-                ErrorCode::Unavailable,
-                format!("{why}; nothing was written, try again later"),
-            ),
+            StoreError::Unavailable(why) => unavailable(why),
             e => internal(&e),
         }
     }

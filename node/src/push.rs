@@ -313,20 +313,25 @@ fn with_causes(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// A URL whose host is an address (not a name, which the resolver checks) must be public;
-/// pushers stored before this check existed are held to it too.
+/// The special-purpose range a URL host is in, judged from its text: an IP literal (bracketed or
+/// not) or a `localhost` name. Other names are judged by what they resolve to, when a push is
+/// sent (`PublicOnlyResolver`).
+fn special_host(host: &str) -> Option<&'static str> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let name = host.trim_end_matches('.').to_ascii_lowercase();
+    if name == "localhost" || name.ends_with(".localhost") {
+        return Some("loopback");
+    }
+    host.parse::<IpAddr>().ok().and_then(special_purpose)
+}
+
+/// A stored endpoint is held to the same rule when it is used (pushers stored before the rule
+/// existed too).
 fn check_literal_host(url: &str) -> Result<(), String> {
     let url = reqwest::Url::parse(url).map_err(|e| format!("bad endpoint: {e}"))?;
     let host = url.host_str().unwrap_or_default();
-    let Ok(ip) = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<IpAddr>()
-    else {
-        return Ok(());
-    };
-    match special_purpose(ip) {
-        Some(range) => Err(format!("endpoint {ip} is a {range} address")),
+    match special_host(host) {
+        Some(range) => Err(format!("endpoint {host} is a {range} address")),
         None => Ok(()),
     }
 }
@@ -398,13 +403,7 @@ pub fn validate_pusher(
     }
     if !config.allow_private_endpoints {
         // Names are checked again, by what they resolve to, every time a push is sent.
-        let name = host.trim_end_matches('.');
-        let special = if name == "localhost" || name.ends_with(".localhost") {
-            Some("loopback")
-        } else {
-            host.parse::<IpAddr>().ok().and_then(special_purpose)
-        };
-        if let Some(range) = special {
+        if let Some(range) = special_host(&host) {
             return invalid(format!(
                 "push URLs must be on the public internet; {host} is a {range} address"
             ));
