@@ -3,7 +3,7 @@
 //! `hearth-chat` (register/login, dm, send, rooms, history, follow, group, leave, logout), with
 //! errors printed as sentences.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -45,9 +45,9 @@ async fn run(program: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option<
     }
 }
 
-/// The first line of `lines` that contains `needle`, within 20 s.
-async fn line_containing(
-    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+/// The first line of `lines` (a child's output or errors) that contains `needle`, within 20 s.
+async fn line_containing<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
     needle: &str,
 ) -> String {
     let wait = async {
@@ -65,6 +65,41 @@ async fn line_containing(
     tokio::time::timeout(Duration::from_secs(20), wait)
         .await
         .unwrap_or_else(|_| panic!("no line containing {needle:?} within 20 s"))
+}
+
+/// `hearth-chat --profile PROFILE ARGS`, with `stdin`.
+async fn chat(profile: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut all = vec!["--profile", profile.to_str().unwrap()];
+    all.extend_from_slice(args);
+    run(chat_binary(), &all, &[], stdin).await
+}
+
+/// A hearth process started with `env` (its data in `dir`), and the hearth-chat profiles of
+/// alice (`a`) and bob (`b`), both registered.
+struct Pair {
+    dir: tempfile::TempDir,
+    hearth: HearthProcess,
+    a: PathBuf,
+    b: PathBuf,
+}
+
+async fn two_profiles(env: &[(&str, &str)]) -> Pair {
+    let dir = tempfile::tempdir().unwrap();
+    let hearth = HearthProcess::start(&dir.path().join("data"), env)
+        .await
+        .unwrap();
+    let server = format!("--server={}", hearth.url);
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for (profile, name) in [(&a, "alice"), (&b, "bob")] {
+        let out = chat(
+            profile,
+            &["register", name, &server],
+            Some("a long password\n"),
+        )
+        .await;
+        assert!(out.ok, "{}", out.stderr);
+    }
+    Pair { dir, hearth, a, b }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,26 +410,12 @@ async fn a_busy_port_is_one_clear_sentence_and_leaves_nothing_behind() {
 /// shown (and marked read) what had arrived; `history | head -1` ends quietly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_ends_with_its_input_and_marks_what_it_showed_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let hearth = HearthProcess::start(&dir.path().join("data"), &[])
-        .await
-        .unwrap();
-    let server = format!("--server={}", hearth.url);
-    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    let chat = async |profile: &Path, args: &[&str], stdin: Option<&str>| {
-        let mut all = vec!["--profile", profile.to_str().unwrap()];
-        all.extend_from_slice(args);
-        run(chat_binary(), &all, &[], stdin).await
-    };
-    for (profile, name) in [(&a, "alice"), (&b, "bob")] {
-        let out = chat(
-            profile,
-            &["register", name, &server],
-            Some("a long password\n"),
-        )
-        .await;
-        assert!(out.ok, "{}", out.stderr);
-    }
+    let Pair {
+        dir: _dir,
+        hearth: _hearth,
+        a,
+        b,
+    } = two_profiles(&[]).await;
     assert!(chat(&a, &["dm", "@bob:localhost"], None).await.ok);
     for i in 0..30 {
         let text = format!("line {i}");
@@ -455,16 +476,16 @@ async fn chat_ends_with_its_input_and_marks_what_it_showed_read() {
 /// which then notifies it while the device is offline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_endpoints_are_managed_from_the_terminal_client() {
-    let dir = tempfile::tempdir().unwrap();
-    let hearth = HearthProcess::start(
-        &dir.path().join("data"),
-        &[
-            ("HEARTH_PUSH__ALLOW_PRIVATE_ENDPOINTS", "true"),
-            ("HEARTH_PUSH__COALESCE_MS", "50"),
-        ],
-    )
-    .await
-    .unwrap();
+    let Pair {
+        dir: _dir,
+        hearth: _hearth,
+        a,
+        b,
+    } = two_profiles(&[
+        ("HEARTH_PUSH__ALLOW_PRIVATE_ENDPOINTS", "true"),
+        ("HEARTH_PUSH__COALESCE_MS", "50"),
+    ])
+    .await;
     // A push receiver that counts what it is sent.
     let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = received.clone();
@@ -479,22 +500,6 @@ async fn push_endpoints_are_managed_from_the_terminal_client() {
     let endpoint = format!("http://{}/push", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let server = format!("--server={}", hearth.url);
-    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    let chat = async |profile: &Path, args: &[&str], stdin: Option<&str>| {
-        let mut all = vec!["--profile", profile.to_str().unwrap()];
-        all.extend_from_slice(args);
-        run(chat_binary(), &all, &[], stdin).await
-    };
-    for (profile, name) in [(&a, "alice"), (&b, "bob")] {
-        let out = chat(
-            profile,
-            &["register", name, &server],
-            Some("a long password\n"),
-        )
-        .await;
-        assert!(out.ok, "{}", out.stderr);
-    }
     let out = chat(&b, &["push", "list"], None).await;
     assert!(
         out.ok && out.stdout.starts_with("no push endpoint"),
@@ -544,29 +549,12 @@ async fn push_endpoints_are_managed_from_the_terminal_client() {
 /// A file over the hearth's attachment limit is refused before it is sent, naming the limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_file_over_the_limit_says_which_limit() {
-    let dir = tempfile::tempdir().unwrap();
-    let hearth = HearthProcess::start(
-        &dir.path().join("data"),
-        &[("HEARTH_LIMITS__MAX_MEDIA_BYTES", "1048576")],
-    )
-    .await
-    .unwrap();
-    let server = format!("--server={}", hearth.url);
-    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    let chat = async |profile: &Path, args: &[&str], stdin: Option<&str>| {
-        let mut all = vec!["--profile", profile.to_str().unwrap()];
-        all.extend_from_slice(args);
-        run(chat_binary(), &all, &[], stdin).await
-    };
-    for (profile, name) in [(&a, "alice"), (&b, "bob")] {
-        let out = chat(
-            profile,
-            &["register", name, &server],
-            Some("a long password\n"),
-        )
-        .await;
-        assert!(out.ok, "{}", out.stderr);
-    }
+    let Pair {
+        dir,
+        hearth: _hearth,
+        a,
+        b: _,
+    } = two_profiles(&[("HEARTH_LIMITS__MAX_MEDIA_BYTES", "1048576")]).await;
     assert!(chat(&a, &["dm", "@bob:localhost"], None).await.ok);
     let big = dir.path().join("big.bin");
     std::fs::write(&big, vec![1u8; 2 * 1024 * 1024]).unwrap();
@@ -604,26 +592,12 @@ async fn typing_in_chat_shows_as_typing_to_the_other_side() {
         eprintln!("skipping: no `script` (util-linux) to give hearth-chat a terminal");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let hearth = HearthProcess::start(&dir.path().join("data"), &[])
-        .await
-        .unwrap();
-    let server = format!("--server={}", hearth.url);
-    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    let chat = async |profile: &Path, args: &[&str], stdin: Option<&str>| {
-        let mut all = vec!["--profile", profile.to_str().unwrap()];
-        all.extend_from_slice(args);
-        run(chat_binary(), &all, &[], stdin).await
-    };
-    for (profile, name) in [(&a, "alice"), (&b, "bob")] {
-        let out = chat(
-            profile,
-            &["register", name, &server],
-            Some("a long password\n"),
-        )
-        .await;
-        assert!(out.ok, "{}", out.stderr);
-    }
+    let Pair {
+        dir: _dir,
+        hearth: _hearth,
+        a,
+        b,
+    } = two_profiles(&[]).await;
     assert!(chat(&a, &["dm", "@bob:localhost"], None).await.ok);
 
     let mut follow = Command::new(chat_binary())
@@ -636,7 +610,7 @@ async fn typing_in_chat_shows_as_typing_to_the_other_side() {
         .unwrap();
     let mut bob_out = BufReader::new(follow.stdout.take().unwrap()).lines();
     let mut bob_notes = BufReader::new(follow.stderr.take().unwrap()).lines();
-    line_containing_in(&mut bob_notes, "up to date").await;
+    line_containing(&mut bob_notes, "up to date").await;
 
     let mut alice = Command::new("script")
         .args(["-qfec"])
@@ -657,13 +631,13 @@ async fn typing_in_chat_shows_as_typing_to_the_other_side() {
     // Keystrokes only: nothing is sent yet, but bob sees her typing.
     keys.write_all(b"hel").await.unwrap();
     keys.flush().await.unwrap();
-    let typing = line_containing_in(&mut bob_notes, "is typing").await;
+    let typing = line_containing(&mut bob_notes, "is typing").await;
     assert!(typing.contains("@alice:localhost is typing…"), "{typing}");
     keys.write_all(b"lo bob\r").await.unwrap();
     keys.flush().await.unwrap();
     let message = line_containing(&mut bob_out, "hello bob").await;
     assert!(message.contains("@alice:localhost: hello bob"), "{message}");
-    line_containing_in(&mut bob_notes, "stopped typing").await;
+    line_containing(&mut bob_notes, "stopped typing").await;
     // Ctrl-D ends the chat.
     keys.write_all(b"\x04").await.unwrap();
     keys.flush().await.unwrap();
@@ -674,48 +648,16 @@ async fn typing_in_chat_shows_as_typing_to_the_other_side() {
     assert!(status.success());
 }
 
-/// The first line of `lines` (a child's standard error) that contains `needle`, within 20 s.
-async fn line_containing_in(
-    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
-    needle: &str,
-) -> String {
-    let wait = async {
-        loop {
-            let line = lines.next_line().await.unwrap().expect("still running");
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), wait)
-        .await
-        .unwrap_or_else(|_| panic!("no line containing {needle:?} within 20 s"))
-}
-
 /// While `follow` runs on a profile, the profile's other commands work from another terminal:
 /// the running process does them with the device's state and answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_commands_work_while_follow_runs_on_the_profile() {
-    let dir = tempfile::tempdir().unwrap();
-    let hearth = HearthProcess::start(&dir.path().join("data"), &[])
-        .await
-        .unwrap();
-    let server = format!("--server={}", hearth.url);
-    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    let chat = async |profile: &Path, args: &[&str], stdin: Option<&str>| {
-        let mut all = vec!["--profile", profile.to_str().unwrap()];
-        all.extend_from_slice(args);
-        run(chat_binary(), &all, &[], stdin).await
-    };
-    for (profile, name) in [(&a, "alice"), (&b, "bob")] {
-        let out = chat(
-            profile,
-            &["register", name, &server],
-            Some("a long password\n"),
-        )
-        .await;
-        assert!(out.ok, "{}", out.stderr);
-    }
+    let Pair {
+        dir: _dir,
+        hearth: _hearth,
+        a,
+        b,
+    } = two_profiles(&[]).await;
     assert!(chat(&a, &["dm", "@bob:localhost"], None).await.ok);
     assert!(
         chat(&a, &["send", "@bob:localhost", "hello"], None)
@@ -732,7 +674,7 @@ async fn other_commands_work_while_follow_runs_on_the_profile() {
         .spawn()
         .unwrap();
     let mut notes = BufReader::new(follow.stderr.take().unwrap()).lines();
-    line_containing_in(&mut notes, "up to date").await;
+    line_containing(&mut notes, "up to date").await;
 
     let out = chat(
         &b,
