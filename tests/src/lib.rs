@@ -594,6 +594,26 @@ pub async fn start_network(
     Ok(processes)
 }
 
+/// Starts `me` federated with `configured` (itself alone: no configured peers), with `bootstrap`'s
+/// swarm, if any, as its way into the DHT, and `extra` in its environment.
+pub async fn start_federated(
+    me: &PeerSpec,
+    configured: &[PeerSpec],
+    bootstrap: Option<&PeerSpec>,
+    extra: &[(&str, &str)],
+) -> HearthProcess {
+    let mut env = federation_env(me, configured);
+    if let Some(b) = bootstrap {
+        env.push((
+            "HEARTH_FEDERATION__DISCOVERY__BOOTSTRAP".into(),
+            format!("[\"{}\"]", b.p2p_addr()),
+        ));
+    }
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    HearthProcess::start(&me.data_dir, &env).await.unwrap()
+}
+
 /// Opens `client` as an end-to-end device whose state lives in `dir`.
 pub async fn secure(client: Client, dir: &Path) -> hearth_client::SecureClient {
     hearth_client::SecureClient::open(client, dir)
@@ -614,6 +634,33 @@ pub async fn encrypted_dm(
     .await
     .unwrap()
     .room_id
+}
+
+/// `names` on `hearth`, each with one end-to-end device whose state lives in `root/<name>`; the
+/// first makes an encrypted group `group` of all of them, and every device syncs into it.
+pub async fn synced_group(
+    hearth: &TestHearth,
+    root: &Path,
+    names: &[&str],
+    group: &str,
+) -> (Vec<hearth_client::SecureClient>, hearth_spec::RoomId) {
+    let mut devices = Vec::new();
+    for name in names {
+        devices.push(secure(hearth.user(name).await, &root.join(name)).await);
+    }
+    let others: Vec<hearth_spec::UserId> = devices[1..]
+        .iter_mut()
+        .map(|d| d.client().user_id().unwrap().clone())
+        .collect();
+    let room = devices[0]
+        .create_room(hearth_spec::RoomKind::Group, Some(group), &others)
+        .await
+        .unwrap()
+        .room_id;
+    for device in devices.iter_mut() {
+        device.sync().await.unwrap();
+    }
+    (devices, room)
 }
 
 /// Texts of the messages (not one's own) a sync produced.

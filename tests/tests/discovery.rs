@@ -17,8 +17,8 @@ use hearth_spec::client::ServerFrame;
 use hearth_spec::federation::{FED_VERSION, FedBody, FedEnvelope, Outcome};
 use hearth_spec::{RoomKind, ServerName};
 use hearth_tests::{
-    HearthProcess, PeerSpec, connect_synced, federation_env, frames_until, hearth_admin, now_ms,
-    plan_network, register_at, user_id,
+    HearthProcess, PeerSpec, connect_synced, frames_until, hearth_admin, now_ms, plan_network,
+    register_at, user_id,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -28,15 +28,7 @@ async fn start(
     configured: &[PeerSpec],
     bootstrap: Option<&PeerSpec>,
 ) -> HearthProcess {
-    let mut env = federation_env(me, configured);
-    if let Some(b) = bootstrap {
-        env.push((
-            "HEARTH_FEDERATION__DISCOVERY__BOOTSTRAP".into(),
-            format!("[\"{}\"]", b.p2p_addr()),
-        ));
-    }
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    HearthProcess::start(&me.data_dir, &env).await.unwrap()
+    hearth_tests::start_federated(me, configured, bootstrap, &[]).await
 }
 
 /// Waits until `text` (a message body) arrives on `rx`.

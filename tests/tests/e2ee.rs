@@ -303,22 +303,9 @@ async fn a_thousand_commit_races_never_fork_the_group() {
     let hearth = TestHearth::start().await;
     let states = tempfile::tempdir().unwrap();
     let dir = |name: &str| states.path().join(name);
-    let mut devices = Vec::new();
-    for name in ["alice", "bob", "carol"] {
-        devices.push(secure(hearth.user(name).await, &dir(name)).await);
-    }
-    let others: Vec<UserId> = devices[1..]
-        .iter_mut()
-        .map(|c| c.client().user_id().unwrap().clone())
-        .collect();
-    let room = devices[0]
-        .create_room(RoomKind::Group, Some("race"), &others)
-        .await
-        .unwrap()
-        .room_id;
-    for device in devices.iter_mut() {
-        device.sync().await.unwrap();
-    }
+    let (mut devices, room) =
+        hearth_tests::synced_group(&hearth, states.path(), &["alice", "bob", "carol"], "race")
+            .await;
     let start_epoch = devices[0].mls().epoch(&room).unwrap();
     const RACES: u64 = 1000;
     for race in 0..RACES {

@@ -288,19 +288,9 @@ async fn twenty_devices_noticing_the_same_missing_device_make_one_commit() {
     let hearth = TestHearth::start().await;
     let root = tempfile::tempdir().unwrap();
     let names: Vec<String> = (0..20).map(|i| format!("r{i:02}")).collect();
-    let mut devices = Vec::new();
-    for name in &names {
-        devices.push(secure(hearth.user(name).await, &root.path().join(name)).await);
-    }
-    let others: Vec<UserId> = names[1..].iter().map(|n| uid(n)).collect();
-    let room = devices[0]
-        .create_room(RoomKind::Group, Some("race"), &others)
-        .await
-        .unwrap()
-        .room_id;
-    for device in devices.iter_mut() {
-        device.sync().await.unwrap();
-    }
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (mut devices, room) =
+        hearth_tests::synced_group(&hearth, root.path(), &names, "race").await;
     let before = devices[0].client().room(&room).await.unwrap().last_seq;
     // r05 logs in on a second device; all twenty notice at once.
     let _second = secure(hearth.device("r05").await, &root.path().join("r05-b")).await;

@@ -160,17 +160,50 @@ async fn one_relay_killed_during_custody_the_other_delivers() {
 /// Starts `me` configured with no peers at all, relaying, and with `bootstrap`'s swarm as its
 /// only way into the network.
 async fn start_alone(me: &PeerSpec, bootstrap: Option<&PeerSpec>) -> HearthProcess {
-    let mut env = hearth_tests::federation_env(me, std::slice::from_ref(me));
-    env.push(("HEARTH_FEDERATION__RELAY__ENABLED".into(), "true".into()));
-    env.push(("HEARTH_FEDERATION__RELAY__AFTER_MS".into(), "1000".into()));
-    if let Some(b) = bootstrap {
-        env.push((
-            "HEARTH_FEDERATION__DISCOVERY__BOOTSTRAP".into(),
-            format!("[\"{}\"]", b.p2p_addr()),
-        ));
-    }
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    HearthProcess::start(&me.data_dir, &env).await.unwrap()
+    let relaying = [
+        ("HEARTH_FEDERATION__RELAY__ENABLED", "true"),
+        ("HEARTH_FEDERATION__RELAY__AFTER_MS", "1000"),
+    ];
+    hearth_tests::start_federated(me, std::slice::from_ref(me), bootstrap, &relaying).await
+}
+
+/// carol (on `c`) makes a group with bob (on b.test), finding b.test in the DHT; its id, once
+/// b.test has the room.
+async fn group_found_in_the_dht(bob: &mut Client, carol: &mut Client) -> RoomId {
+    let room = found("c.test never found b.test", async || {
+        carol
+            .create_room(RoomKind::Group, Some("far"), &[user_id("bob", "b.test")])
+            .await
+    })
+    .await
+    .room_id;
+    wait_until("the room reaches b.test", async || {
+        bob.room(&room).await.is_ok_and(|r| r.last_seq >= 3)
+    })
+    .await;
+    room
+}
+
+/// c.test goes down and bob sends `text`; once `held` says a relay holds it, b.test goes down
+/// too and c.test comes back: carol finds `text` there.
+async fn delivered_by_relays(
+    (b, c): (&mut HearthProcess, &mut HearthProcess),
+    (bob, carol): (&mut Client, &Client),
+    room: &RoomId,
+    text: &str,
+    held: impl AsyncFnMut() -> bool,
+) {
+    c.kill9();
+    let txn = TxnId::parse("for-carol").unwrap();
+    bob.send(room, &txn, text.as_bytes()).await.unwrap();
+    wait_until("no relay took custody for c.test", held).await;
+    b.kill9();
+    c.start_again().await.unwrap();
+    let mut carol = Client::with_session(&c.url, carol.session().unwrap().clone());
+    wait_until("c.test never got the message", async || {
+        messages(&mut carol, room).await.iter().any(|m| m == text)
+    })
+    .await;
 }
 
 /// Retries `make` (a room creation that needs a hearth found in the DHT) until it works.
@@ -210,34 +243,14 @@ async fn a_relay_looks_an_unknown_destination_up_in_the_dht() {
             .await
     })
     .await;
-    let room = found("c.test never found b.test", async || {
-        carol
-            .create_room(RoomKind::Group, Some("far"), &[user_id("bob", "b.test")])
-            .await
-    })
-    .await
-    .room_id;
-    wait_until("the room reaches b.test", async || {
-        bob.room(&room).await.is_ok_and(|r| r.last_seq >= 3)
-    })
-    .await;
-
-    c.kill9();
-    let txn = TxnId::parse("for-carol").unwrap();
-    bob.send(&room, &txn, b"through a.test").await.unwrap();
-    wait_until("a.test never took custody for c.test", async || {
-        status(&_a, &network[0], &network, "held", "b.test") >= 1
-    })
-    .await;
-    b.kill9();
-
-    c.start_again().await.unwrap();
-    let mut carol = Client::with_session(&c.url, carol.session().unwrap().clone());
-    wait_until("c.test never got the message", async || {
-        messages(&mut carol, &room)
-            .await
-            .contains(&"through a.test".to_owned())
-    })
+    let room = group_found_in_the_dht(&mut bob, &mut carol).await;
+    delivered_by_relays(
+        (&mut b, &mut c),
+        (&mut bob, &carol),
+        &room,
+        "through a.test",
+        async || status(&_a, &network[0], &network, "held", "b.test") >= 1,
+    )
     .await;
 }
 
@@ -255,35 +268,17 @@ async fn relays_are_found_in_the_dht_among_hearths_never_talked_to() {
     let mut bob = register_at(&b.url, "bob").await;
     let mut carol = register_at(&c.url, "carol").await;
 
-    let room = found("c.test never found b.test", async || {
-        carol
-            .create_room(RoomKind::Group, Some("pair"), &[user_id("bob", "b.test")])
-            .await
-    })
-    .await
-    .room_id;
-    wait_until("the room reaches b.test", async || {
-        bob.room(&room).await.is_ok_and(|r| r.last_seq >= 3)
-    })
-    .await;
-
-    c.kill9();
-    let txn = TxnId::parse("via-strangers").unwrap();
-    bob.send(&room, &txn, b"through the dht").await.unwrap();
-    wait_until("no hearth found in the DHT took custody", async || {
-        status(&a, &network[0], &network, "held", "b.test")
-            + status(&d, &network[3], &network, "held", "b.test")
-            >= 1
-    })
-    .await;
-    b.kill9();
-
-    c.start_again().await.unwrap();
-    let mut carol = Client::with_session(&c.url, carol.session().unwrap().clone());
-    wait_until("c.test never got the message", async || {
-        messages(&mut carol, &room)
-            .await
-            .contains(&"through the dht".to_owned())
-    })
+    let room = group_found_in_the_dht(&mut bob, &mut carol).await;
+    delivered_by_relays(
+        (&mut b, &mut c),
+        (&mut bob, &carol),
+        &room,
+        "through the dht",
+        async || {
+            status(&a, &network[0], &network, "held", "b.test")
+                + status(&d, &network[3], &network, "held", "b.test")
+                >= 1
+        },
+    )
     .await;
 }
