@@ -17,6 +17,18 @@ use hearth_tests::{HearthProcess, connect_synced, frames_until, register_at, use
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
+/// alice, registered on the hearth at `url`, and her 1:1 chat with bob.
+async fn alice_with_a_chat(url: &str) -> (hearth_client::Client, hearth_spec::RoomId) {
+    let mut alice = register_at(url, "alice").await;
+    let _bob = register_at(url, "bob").await;
+    let room = alice
+        .create_room(RoomKind::Direct, None, &[user_id("bob", "localhost")])
+        .await
+        .unwrap()
+        .room_id;
+    (alice, room)
+}
+
 /// Raises this process's open-file limit (children inherit it) to at least `wanted` if it can;
 /// returns the soft limit in force.
 fn raise_open_files(wanted: u64) -> u64 {
@@ -125,13 +137,7 @@ async fn idle_and_half_open_connections_are_closed_in_time_and_lock_nobody_out()
     .await
     .unwrap();
     let server: SocketAddr = format!("127.0.0.1:{}", hearth.port).parse().unwrap();
-    let mut alice = register_at(&hearth.url, "alice").await;
-    let _bob = register_at(&hearth.url, "bob").await;
-    let room = alice
-        .create_room(RoomKind::Direct, None, &[user_id("bob", "localhost")])
-        .await
-        .unwrap()
-        .room_id;
+    let (mut alice, room) = alice_with_a_chat(&hearth.url).await;
     let (mut tx, mut rx) = connect_synced(&mut alice).await;
 
     // A third send nothing, a third half a request, a third half a WebSocket upgrade.
@@ -302,13 +308,7 @@ async fn a_login_flood_from_200_addresses_keeps_memory_bounded_and_messages_flow
     )
     .await
     .unwrap();
-    let mut alice = register_at(&hearth.url, "alice").await;
-    let _bob = register_at(&hearth.url, "bob").await;
-    let room = alice
-        .create_room(RoomKind::Direct, None, &[user_id("bob", "localhost")])
-        .await
-        .unwrap()
-        .room_id;
+    let (mut alice, room) = alice_with_a_chat(&hearth.url).await;
     let before_kib = hearth.peak_rss_kib().unwrap();
 
     let clients: Arc<Vec<reqwest::Client>> = Arc::new(
@@ -484,13 +484,7 @@ async fn a_full_disk_is_survived_without_a_restart() {
         let hearth = HearthProcess::start(&data, &[("HEARTH_STORAGE__MIN_FREE_BYTES", reserve)])
             .await
             .unwrap();
-        let mut alice = register_at(&hearth.url, "alice").await;
-        let _bob = register_at(&hearth.url, "bob").await;
-        let room = alice
-            .create_room(RoomKind::Direct, None, &[user_id("bob", "localhost")])
-            .await
-            .unwrap()
-            .room_id;
+        let (mut alice, room) = alice_with_a_chat(&hearth.url).await;
         let mut acknowledged = Vec::new();
         let send = async |alice: &mut hearth_client::Client, n: usize| {
             let payload = format!("{n:06}").repeat(10_000);
