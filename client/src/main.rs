@@ -171,12 +171,18 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            match e.downcast_ref::<ClientError>() {
-                Some(ClientError::Api { body, .. }) => eprintln!("error: {}", body.message),
-                _ => eprintln!("error: {e:#}"),
-            }
+            eprintln!("{}", error_line(&e));
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// How a failed command is told: the hearth's own sentence for a refused request, else the error
+/// with its causes.
+fn error_line(e: &anyhow::Error) -> String {
+    match e.downcast_ref::<ClientError>() {
+        Some(ClientError::Api { body, .. }) => format!("error: {}", body.message),
+        _ => format!("error: {e:#}"),
     }
 }
 
@@ -970,10 +976,7 @@ async fn serve_request(
     }
     request.capture();
     let result = Box::pin(logged_in(secure, local, command, profile)).await;
-    let error = result.err().map(|e| match e.downcast_ref::<ClientError>() {
-        Some(ClientError::Api { body, .. }) => format!("error: {}", body.message),
-        _ => format!("error: {e:#}"),
-    });
+    let error = result.err().map(|e| error_line(&e));
     for received in secure.take_unreported() {
         let _ = local.record(&received);
     }

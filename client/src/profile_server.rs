@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 /// Longest argument line accepted.
@@ -92,7 +92,7 @@ impl Request {
         let mut reader = BufReader::new(stream);
         let mut line = Vec::new();
         let mut limited = (&mut reader).take(MAX_REQUEST as u64);
-        tokio::io::AsyncBufReadExt::read_until(&mut limited, b'\n', &mut line).await?;
+        limited.read_until(b'\n', &mut line).await?;
         let args: Vec<String> = serde_json::from_slice(&line).context("a malformed request")?;
         Ok(Self {
             args,
@@ -125,5 +125,3 @@ impl Request {
         let _ = self.stream.write_all(out.as_bytes()).await;
     }
 }
-
-use tokio::io::AsyncReadExt as _;
