@@ -971,7 +971,7 @@ async fn serve_request(
             | Command::Login { .. }
             | Command::Logout
     ) {
-        let e = "error: this profile's device is busy with `follow` or `chat` in another terminal; that command needs it to itself";
+        let e = "error: this profile's device is busy with `follow` or `chat` in another terminal; that command needs it to itself (`hearth-chat send ROOM TEXT` works meanwhile)";
         return request.answer(Some(e.into())).await;
     }
     request.capture();
