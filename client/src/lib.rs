@@ -6,6 +6,7 @@
 //! bytes here; end-to-end encryption is layered on top. It is not a UI: `hearth-chat` is.
 
 mod connection;
+pub mod durable_file;
 pub mod e2ee;
 mod secure;
 

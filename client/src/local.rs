@@ -4,7 +4,6 @@
 //! its owner.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use hearth_client::e2ee::Received;
@@ -31,63 +30,84 @@ pub struct Shown {
 pub struct LocalMessages {
     path: PathBuf,
     map: HashMap<(RoomId, u64), Shown>,
+    /// The file ends in a line a crash cut short.
+    ends_mid_line: bool,
 }
 
 impl LocalMessages {
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
         let path = dir.join("messages.jsonl");
         let mut map = HashMap::new();
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            // A line cut short by a crash is skipped; the lines before it are whole.
-            for shown in text
-                .lines()
-                .filter_map(|l| serde_json::from_str::<Shown>(l).ok())
-            {
-                map.insert((shown.room.clone(), shown.seq), shown);
-            }
+        // Bytes, not a string: a crash may cut a line inside a character.
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        // A line cut short by a crash is skipped; the lines before it are whole.
+        for shown in bytes
+            .split(|b| *b == b'\n')
+            .filter_map(|l| serde_json::from_slice::<Shown>(l).ok())
+        {
+            map.insert((shown.room.clone(), shown.seq), shown);
         }
-        Ok(Self { path, map })
+        let ends_mid_line = bytes.last().is_some_and(|b| *b != b'\n');
+        Ok(Self {
+            path,
+            map,
+            ends_mid_line,
+        })
     }
 
-    /// Keeps a decrypted message.
-    pub fn record(&mut self, received: &Received) -> anyhow::Result<()> {
-        let shown = match received {
-            Received::Message {
-                room, seq, body, ..
-            } => Shown {
-                room: room.clone(),
-                seq: *seq,
-                text: body.text.clone(),
-                attachment: body.attachment.clone(),
-                copy: false,
-            },
-            Received::Replayed { room, seq } => Shown {
-                room: room.clone(),
-                seq: *seq,
-                text: String::new(),
-                attachment: None,
-                copy: true,
-            },
-            _ => return Ok(()),
-        };
-        let (room, seq) = (shown.room.clone(), shown.seq);
-        let mut options = std::fs::OpenOptions::new();
-        options.create(true).append(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
+    /// Keeps decrypted messages, on disk before this returns (they cannot be decrypted again),
+    /// with one flush for all of them.
+    pub fn record_all(&mut self, received: &[Received]) -> anyhow::Result<()> {
+        let shown: Vec<Shown> = received.iter().filter_map(shown_of).collect();
+        if shown.is_empty() {
+            return Ok(());
         }
-        let mut file = options.open(&self.path)?;
-        let mut line = serde_json::to_vec(&shown)?;
-        line.push(b'\n');
-        file.write_all(&line)?;
-        self.map.insert((room, seq), shown);
+        // After a line a crash cut short, start on a line of our own.
+        let mut lines = if self.ends_mid_line {
+            vec![b'\n']
+        } else {
+            Vec::new()
+        };
+        for s in &shown {
+            serde_json::to_writer(&mut lines, s)?;
+            lines.push(b'\n');
+        }
+        hearth_client::durable_file::append(&self.path, &lines)?;
+        self.ends_mid_line = false;
+        for s in shown {
+            self.map.insert((s.room.clone(), s.seq), s);
+        }
         Ok(())
     }
 
     pub fn get(&self, room: &RoomId, seq: u64) -> Option<&Shown> {
         self.map.get(&(room.clone(), seq))
+    }
+}
+
+fn shown_of(received: &Received) -> Option<Shown> {
+    match received {
+        Received::Message {
+            room, seq, body, ..
+        } => Some(Shown {
+            room: room.clone(),
+            seq: *seq,
+            text: body.text.clone(),
+            attachment: body.attachment.clone(),
+            copy: false,
+        }),
+        Received::Replayed { room, seq } => Some(Shown {
+            room: room.clone(),
+            seq: *seq,
+            text: String::new(),
+            attachment: None,
+            copy: true,
+        }),
+        _ => None,
     }
 }
 

@@ -206,7 +206,7 @@ fn load(dir: &Path) -> anyhow::Result<Client> {
 }
 
 fn save(dir: &Path, client: &Client) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)?;
+    hearth_client::durable_file::create_dir_all(dir)?;
     let path = dir.join("session.json");
     match client.session() {
         Some(session) => {
@@ -214,14 +214,7 @@ fn save(dir: &Path, client: &Client) -> anyhow::Result<()> {
                 server: client.base_url().to_owned(),
                 session: session.clone(),
             };
-            let tmp = dir.join("session.json.tmp");
-            std::fs::write(&tmp, serde_json::to_vec_pretty(&profile)?)?;
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-            }
-            std::fs::rename(tmp, path)?;
+            hearth_client::durable_file::replace(&path, &serde_json::to_vec_pretty(&profile)?)?;
         }
         None => {
             let _ = std::fs::remove_file(path);
@@ -338,9 +331,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut local = LocalMessages::open(&dir)?;
             let result = logged_in(&mut secure, &mut local, command, &dir).await;
             // What the device read while catching up for a commit or a send is kept too.
-            for received in secure.take_unreported() {
-                local.record(&received)?;
-            }
+            local.record_all(&secure.take_unreported())?;
             let waiting = secure.waiting_to_resend();
             if waiting > 0 {
                 eprintln!(
@@ -356,10 +347,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Processes the inbox: decrypts what arrived and keeps it.
 async fn catch_up(secure: &mut SecureClient, local: &mut LocalMessages) -> anyhow::Result<()> {
-    for received in secure.sync().await? {
-        local.record(&received)?;
-    }
-    Ok(())
+    local.record_all(&secure.sync().await?)
 }
 
 async fn logged_in(
@@ -846,10 +834,9 @@ async fn follow(
                     ServerFrame::Event { cursor, event } => {
                         // Already processed (before the stream started) is shown from the store.
                         let received = secure.take(&event).await?;
-                        for filled in secure.take_unreported() {
-                            local.record(&filled)?;
-                        }
-                        local.record(&received)?;
+                        let mut read = secure.take_unreported();
+                        read.push(received.clone());
+                        local.record_all(&read)?;
                         secure.mls_mut().set_cursor(cursor)?;
                         if room.as_ref().is_none_or(|r| r.room_id == event.room_id) {
                             match &room {
@@ -977,9 +964,7 @@ async fn serve_request(
     request.capture();
     let result = Box::pin(logged_in(secure, local, command, profile)).await;
     let error = result.err().map(|e| error_line(&e));
-    for received in secure.take_unreported() {
-        let _ = local.record(&received);
-    }
+    let _ = local.record_all(&secure.take_unreported());
     // The command may have refreshed the session: a spent refresh token left on disk would log
     // the device out at its next use.
     if let Err(e) = save(profile, secure.client()) {

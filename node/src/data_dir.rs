@@ -54,8 +54,13 @@ pub fn prepare(dir: &Path, allow_shared: bool) -> Result<(), DataDirError> {
     Ok(())
 }
 
-/// Creates `dir` and any missing parents with mode 0700.
+/// Creates `dir` and any missing parents with mode 0700, each new one's name flushed to disk.
 pub fn create_private(dir: &Path) -> Result<(), DataDirError> {
+    let create = |source| DataDirError::Create {
+        path: dir.to_owned(),
+        reason: source,
+    };
+    let missing: Vec<&Path> = dir.ancestors().take_while(|p| !p.exists()).collect();
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -63,10 +68,20 @@ pub fn create_private(dir: &Path) -> Result<(), DataDirError> {
         use std::os::unix::fs::DirBuilderExt;
         builder.mode(0o700);
     }
-    builder.create(dir).map_err(|source| DataDirError::Create {
-        path: dir.to_owned(),
-        reason: source,
-    })
+    builder.create(dir).map_err(create)?;
+    for made in missing.iter().rev() {
+        sync_parent(made).map_err(create)?;
+    }
+    Ok(())
+}
+
+/// Flushes the folder holding `path`, so that a name just created or renamed there survives a
+/// power cut.
+pub fn sync_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::File::open(dir)?.sync_all(),
+        _ => Ok(()),
+    }
 }
 
 /// An empty directory (made by `mkdir` or a temp-dir helper for a new hearth) has exposed

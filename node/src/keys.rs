@@ -6,6 +6,8 @@ use std::path::Path;
 use hearth_crypto::ServerKey;
 use web_push_native::jwt_simple::algorithms::ES256KeyPair;
 
+use crate::data_dir::sync_parent;
+
 /// Why a key could not be loaded or created.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
@@ -77,6 +79,7 @@ fn load_or_create<K>(
             let mut file = options.open(path).map_err(io)?;
             file.write_all(&bytes).map_err(io)?;
             file.sync_all().map_err(io)?;
+            sync_parent(path).map_err(io)?;
             tracing::info!(path = %path.display(), "generated a new key");
             Ok(key)
         }
@@ -170,11 +173,4 @@ fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), KeyFileError> {
     file.write_all(bytes).map_err(io)?;
     file.sync_all().map_err(io)?;
     promote(&aside, path)
-}
-
-fn sync_parent(path: &Path) -> std::io::Result<()> {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => std::fs::File::open(dir)?.sync_all(),
-        _ => Ok(()),
-    }
 }

@@ -1,6 +1,8 @@
 //! Harness for Hearth's integration tests: in-process hearths on ephemeral ports, real `hearth`
 //! processes that can be killed, and helpers for reading WebSocket frames with a deadline.
 
+pub mod flushcheck;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

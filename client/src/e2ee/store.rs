@@ -4,7 +4,6 @@
 //! leaves the device, so a restart never reuses a key.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use hearth_spec::{DeviceId, RoomId, UserId};
@@ -149,7 +148,7 @@ pub struct StateFile {
 impl StateFile {
     /// `<dir>/mls-state.bin` and `<dir>/mls-keys.bin`, locked through `<dir>/mls-state.lock`.
     pub fn in_dir(dir: &Path) -> Result<Self, E2eeError> {
-        std::fs::create_dir_all(dir)?;
+        crate::durable_file::create_dir_all(dir)?;
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -229,17 +228,6 @@ fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, E2eeError> {
     }
 }
 
-/// Temporary file, fsync, rename, directory fsync: a crash leaves the old file or the new one.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), E2eeError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(())
+    Ok(crate::durable_file::replace(path, bytes)?)
 }

@@ -446,3 +446,72 @@ fn a_version_2_state_file_is_read_and_carried_forward() {
     assert_eq!((message.epoch, message.order, message.copy), (2, 1, false));
     assert!(saved.owed.is_empty());
 }
+
+#[test]
+fn a_message_sent_again_under_a_new_ciphertext_is_shown_once() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (mut alice, mut bob, mut room) = alice_and_bob(&dirs);
+
+    // bob's message is ordered and alice reads it; then bob is told it was refused (a stale
+    // epoch answer for a send that was in fact ordered) and sends it again. MLS takes the
+    // second ciphertext (a later ratchet step); only the message id in it tells it is the same.
+    let first = bob.encrypt(&room.id, "b1", &text("once")).unwrap();
+    let ordered = room.event(&bob, "b1", Content::Message { payload: first });
+    assert_eq!(body_of(alice.receive(&ordered).unwrap()), "once");
+    bob.refuse_sent("b1").unwrap();
+    let again = bob.encrypt_refused("b1", "b2").unwrap();
+    let resent = room.event(&bob, "b2", Content::Message { payload: again });
+
+    // The ids alice has seen survive a restart of her device.
+    drop(alice);
+    let mut alice = device(dirs[0].path(), "alice", "A1");
+    assert_eq!(
+        alice.receive(&resent).unwrap(),
+        Received::Replayed {
+            room: room.id.clone(),
+            seq: resent.seq
+        }
+    );
+    // The room goes on: the next message reads.
+    let next = room.message(&mut bob, "b3", "after");
+    assert_eq!(body_of(alice.receive(&next).unwrap()), "after");
+}
+
+#[test]
+fn an_owed_copy_reaches_the_member_who_could_not_read_and_is_a_replay_for_the_others() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (mut alice, mut bob, mut room) = alice_and_bob(&dirs);
+    let mut carol = device(dirs[2].path(), "carol", "C1");
+    let carol_id = carol.saved.user.clone();
+
+    // carol is a member with no device in the group yet: alice's message is owed to her.
+    let hello = room.message(&mut alice, "a1", "hello");
+    alice
+        .owe("a1", vec![Waiting::User(carol_id.clone())])
+        .unwrap();
+    assert_eq!(body_of(bob.receive(&hello).unwrap()), "hello");
+    alice.receive(&hello).unwrap();
+
+    let add = alice
+        .prepare_add(&room.id, &[package_of(&mut carol, &alice)])
+        .unwrap();
+    alice.commit_accepted(&room.id).unwrap();
+    let commit = room.commit(&alice, "c2", &add);
+    for member in [&mut alice, &mut bob, &mut carol] {
+        member.receive(&commit).unwrap();
+    }
+    let due = alice.due_copies();
+    assert_eq!(due.len(), 1);
+    let copy = alice.encrypt_copy(&due[0].0, due[0].1, "a1-copy").unwrap();
+    let copy = room.event(&alice, "a1-copy", Content::Message { payload: copy });
+    assert_eq!(body_of(carol.receive(&copy).unwrap()), "hello");
+    assert_eq!(
+        bob.receive(&copy).unwrap(),
+        Received::Replayed {
+            room: room.id.clone(),
+            seq: copy.seq
+        },
+        "bob read it already"
+    );
+    assert!(alice.due_copies().is_empty());
+}

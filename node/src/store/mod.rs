@@ -76,6 +76,9 @@ pub enum OpenError {
     InUse,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A new database file's name could not be flushed to disk.
+    #[error("cannot flush the folder of the new database: {0}")]
+    Folder(#[source] std::io::Error),
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
@@ -168,6 +171,7 @@ fn parse_id<T: std::str::FromStr>(text: &str) -> Result<T, StoreError> {
 impl Store {
     /// Opens or creates the database file and its tables.
     pub fn open(path: &Path) -> Result<Self, OpenError> {
+        let new = !path.exists();
         let db = match Database::create(path) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(OpenError::InUse),
@@ -199,6 +203,9 @@ impl Store {
             txn.open_table(LAST_RESORT).map_err(StoreError::from)?;
         }
         txn.commit().map_err(StoreError::from)?;
+        if new {
+            crate::data_dir::sync_parent(path).map_err(OpenError::Folder)?;
+        }
         Ok(Self {
             path: path.to_owned(),
             db: RwLock::new(Some(Arc::new(db))),

@@ -1,0 +1,163 @@
+//! Acknowledged means flushed. A SIGKILL keeps the page cache, so `crash_durability` cannot see
+//! a missing `fsync`; here the processes run with the `flushcheck` preload (see
+//! `hearth_tests::flushcheck`), which logs every write and flush under their data folder in
+//! order and slows each flush, and the test marks in the same log the moment an
+//! acknowledgement reached it. A send acknowledged before the flush that covers it, a file left
+//! unflushed, or a new name whose folder was never flushed fails these tests.
+
+use std::path::Path;
+use std::time::Duration;
+
+use hearth_spec::RoomKind;
+use hearth_spec::client::ServerFrame;
+use hearth_tests::flushcheck::{FlushLog, mark_index, not_durable_at, probe_flushed_before};
+use hearth_tests::{HearthProcess, chat_binary, connect_synced, next_frame, register_at};
+
+/// Waits for the `accepted` of `txn`, skipping other frames.
+async fn accepted(rx: &mut hearth_client::Receiver, txn: &str) {
+    loop {
+        match next_frame(rx, Duration::from_secs(30)).await.unwrap() {
+            ServerFrame::Accepted { txn_id, .. } if txn_id.as_str() == txn => return,
+            ServerFrame::Error { code, message, .. } => panic!("send refused: {code:?} {message}"),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hearth_acknowledges_a_send_only_after_the_flush_that_covers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let flush = FlushLog::new(&data, &dir.path().join("flush.log"));
+    let env = flush.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let hearth = HearthProcess::start(&data, &env).await.unwrap();
+
+    let mut alice = register_at(&hearth.url, "alice").await;
+    let bob = register_at(&hearth.url, "bob").await;
+    let room = alice
+        .create_room(RoomKind::Direct, None, &[bob.user_id().unwrap().clone()])
+        .await
+        .unwrap()
+        .room_id;
+    let (mut tx, mut rx) = connect_synced(&mut alice).await;
+
+    // One at a time: each send is its own commit.
+    for n in 1..=10u64 {
+        let txn = format!("one-{n}");
+        tx.send(
+            &room,
+            &txn.parse().unwrap(),
+            format!("FLUSHPROBE{n};").as_bytes(),
+        )
+        .await
+        .unwrap();
+        accepted(&mut rx, &txn).await;
+        flush.mark(&format!("ack {n}"));
+    }
+    // Fifty at once: they share group commits, and each ack still follows its flush.
+    for n in 11..=60u64 {
+        let txn = format!("many-{n}");
+        tx.send(
+            &room,
+            &txn.parse().unwrap(),
+            format!("FLUSHPROBE{n};").as_bytes(),
+        )
+        .await
+        .unwrap();
+    }
+    let mut seen = 0;
+    while seen < 50 {
+        match next_frame(&mut rx, Duration::from_secs(30)).await.unwrap() {
+            ServerFrame::Accepted { txn_id, .. } => {
+                let n = txn_id.as_str().trim_start_matches("many-");
+                flush.mark(&format!("ack {n}"));
+                seen += 1;
+            }
+            ServerFrame::Error { code, message, .. } => panic!("send refused: {code:?} {message}"),
+            _ => {}
+        }
+    }
+
+    let events = flush.events();
+    for n in 1..=60u64 {
+        let ack = mark_index(&events, &format!("ack {n}")).expect("every ack marked");
+        probe_flushed_before(&events, n, ack).unwrap_or_else(|e| panic!("{e}"));
+    }
+    // Nothing the hearth wrote before the last ack (keys, the database file's name) is left
+    // where a power cut could take it.
+    let last = mark_index(&events, "ack 60").unwrap();
+    assert_eq!(not_durable_at(&events, last), Vec::<String>::new());
+}
+
+/// `hearth-chat --profile PROFILE ARGS` under the check; asserts it succeeded.
+async fn chat(profile: &Path, flush: &FlushLog, args: &[&str], stdin: &str) {
+    let mut command = tokio::process::Command::new(chat_binary());
+    command
+        .arg("--profile")
+        .arg(profile)
+        .args(args)
+        .env("HEARTH_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .envs(flush.env());
+    let mut child = command.spawn().unwrap();
+    use tokio::io::AsyncWriteExt;
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).await.unwrap();
+    drop(input);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("hearth-chat finished in time")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "hearth-chat {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_terminal_client_has_its_device_state_on_disk_when_a_command_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let hearth = HearthProcess::start(&dir.path().join("data"), &[])
+        .await
+        .unwrap();
+    let server = format!("--server={}", hearth.url);
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let alice = FlushLog::new(&a, &dir.path().join("alice.log"));
+    let bob = FlushLog::new(&b, &dir.path().join("bob.log"));
+    let password = "a long password\n";
+
+    chat(&a, &alice, &["register", "alice", &server], password).await;
+    alice.mark("registered");
+    chat(&b, &bob, &["register", "bob", &server], password).await;
+    bob.mark("registered");
+    chat(&a, &alice, &["dm", "@bob:localhost"], "").await;
+    chat(
+        &a,
+        &alice,
+        &["send", "@bob:localhost", "FLUSHPROBE1 hello"],
+        "",
+    )
+    .await;
+    alice.mark("sent");
+    chat(&b, &bob, &["history", "@alice:localhost"], "").await;
+    bob.mark("read");
+
+    let events = alice.events();
+    for mark in ["registered", "sent"] {
+        let at = mark_index(&events, mark).unwrap();
+        assert_eq!(not_durable_at(&events, at), Vec::<String>::new(), "{mark}");
+    }
+    // The sent message is kept (to show it when it comes back) and that was flushed.
+    probe_flushed_before(&events, 1, mark_index(&events, "sent").unwrap())
+        .unwrap_or_else(|e| panic!("alice: {e}"));
+
+    let events = bob.events();
+    let read = mark_index(&events, "read").unwrap();
+    assert_eq!(not_durable_at(&events, read), Vec::<String>::new());
+    // What bob read can never be decrypted again: it must be on disk once he was shown it.
+    probe_flushed_before(&events, 1, read).unwrap_or_else(|e| panic!("bob: {e}"));
+}
