@@ -69,6 +69,31 @@ pub struct Discovery {
     learned: LearnHook,
     stranger_slots: Arc<tokio::sync::Semaphore>,
     misses: Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], std::time::Instant>>>,
+    gossip: Arc<GossipTally>,
+}
+
+/// Key announcements that came in by gossip: applied, or not (bad, stale, or nothing new).
+#[derive(Debug, Default)]
+pub struct GossipTally {
+    applied: std::sync::atomic::AtomicU64,
+    not_applied: std::sync::atomic::AtomicU64,
+}
+
+impl GossipTally {
+    pub fn record(&self, applied: bool) {
+        let counter = if applied {
+            &self.applied
+        } else {
+            &self.not_applied
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// (applied, not applied) so far.
+    pub fn counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.applied.load(Relaxed), self.not_applied.load(Relaxed))
+    }
 }
 
 impl std::fmt::Debug for Discovery {
@@ -93,7 +118,13 @@ impl Discovery {
             learned,
             stranger_slots: Arc::new(tokio::sync::Semaphore::new(STRANGER_LOOKUPS)),
             misses: Arc::default(),
+            gossip: Arc::default(),
         }
+    }
+
+    /// What came of the key announcements gossip brought.
+    pub fn gossip_tally(&self) -> Arc<GossipTally> {
+        self.gossip.clone()
     }
 
     /// The swarm (for gossip and status).

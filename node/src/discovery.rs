@@ -173,9 +173,12 @@ impl DiscoveryParts {
             });
         }));
         let gossip_node = node.clone();
+        let tally = self.discovery.gossip_tally();
         let gossip = tokio::spawn(async move {
             while let Some(P2pEvent::Gossip { data }) = self.events.recv().await {
-                if let Some(origin) = gossip_node.gossiped(&data, freshness) {
+                let applied = gossip_node.gossiped(&data, freshness);
+                tally.record(applied.is_some());
+                if let Some(origin) = applied {
                     tracing::info!(%origin, "applied a key announcement from gossip");
                 }
             }

@@ -18,6 +18,8 @@ pub struct Source {
     pub swarm: Option<Swarm>,
     pub connections: hearth_client_api::server::Admissions,
     pub transport: hearth_federation::Transport,
+    /// Key announcements from gossip, when the swarm runs.
+    pub gossip: Option<Arc<hearth_federation::discovery::GossipTally>>,
 }
 
 /// A label value with `\` and `"` escaped, as the text format wants.
@@ -121,6 +123,16 @@ impl Source {
              hearth_client_connections_refused_total{{cap=\"per_ip\"}} {}",
             connections.admitted, connections.refused_full, connections.refused_address_full
         );
+        if let Some(gossip) = &self.gossip {
+            let (applied, not_applied) = gossip.counts();
+            let _ = writeln!(
+                out,
+                "# HELP hearth_gossip_announcements_total Key announcements received by gossip: applied, or not (bad signature, stale, unknown origin, nothing new).\n\
+                 # TYPE hearth_gossip_announcements_total counter\n\
+                 hearth_gossip_announcements_total{{outcome=\"applied\"}} {applied}\n\
+                 hearth_gossip_announcements_total{{outcome=\"not_applied\"}} {not_applied}"
+            );
+        }
         let connected = self.transport.connected_peers();
         let links: Vec<(String, u64)> = {
             let directory = self.directory.read().expect("directory lock");

@@ -275,10 +275,16 @@ async fn send(
                 .url
                 .parse()
                 .map_err(|e| format!("bad endpoint: {e}"))?;
-            let request = WebPushBuilder::new(endpoint, public, auth)
-                .with_vapid(sender.vapid, sender.subject)
+            let authorization = vapid_authorization(&endpoint, sender.vapid, sender.subject)?;
+            let mut request = WebPushBuilder::new(endpoint, public, auth)
                 .build(body)
                 .map_err(|e| format!("cannot build the Web Push request: {e}"))?;
+            request.headers_mut().insert(
+                axum::http::header::AUTHORIZATION,
+                authorization
+                    .parse()
+                    .map_err(|_| "a VAPID header that is not a header value".to_owned())?,
+            );
             reqwest::Request::try_from(request).map_err(|e| e.to_string())
         }
     }?;
@@ -356,6 +362,41 @@ fn subscription_keys(
     Ok((public, Auth::clone_from_slice(&auth)))
 }
 
+/// The RFC 8292 `Authorization` header for a push to `endpoint`: a JWT for the endpoint's
+/// origin, valid 12 hours. (web-push-native's own leaves a non-default port out of the
+/// audience, which a push service on such a port refuses.)
+fn vapid_authorization(
+    endpoint: &axum::http::Uri,
+    vapid: &ES256KeyPair,
+    subject: &str,
+) -> Result<String, String> {
+    use web_push_native::jwt_simple::prelude::*;
+    let origin = origin_of(endpoint).ok_or("the endpoint has no scheme or host")?;
+    let claims = Claims::create(Duration::from_hours(12))
+        .with_audience(origin)
+        .with_subject(subject);
+    let token = vapid
+        .sign(claims)
+        .map_err(|e| format!("cannot sign the VAPID token: {e}"))?;
+    Ok(format!("vapid t={token}, k={}", vapid_public_key(vapid)))
+}
+
+/// An URL's origin as RFC 6454 writes it: scheme, host, and the port unless it is the scheme's
+/// default.
+fn origin_of(url: &axum::http::Uri) -> Option<String> {
+    let scheme = url.scheme_str()?;
+    let host = url.host()?;
+    let default = match scheme {
+        "https" => Some(443),
+        "http" => Some(80),
+        _ => None,
+    };
+    Some(match url.port_u16() {
+        Some(port) if Some(port) != default => format!("{scheme}://{host}:{port}"),
+        _ => format!("{scheme}://{host}"),
+    })
+}
+
 /// The VAPID public key clients pass to `pushManager.subscribe` (uncompressed point, base64url).
 pub fn vapid_public_key(vapid: &ES256KeyPair) -> String {
     use base64::Engine;
@@ -420,6 +461,28 @@ pub fn validate_pusher(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_push_origin_keeps_a_port_that_is_not_the_default() {
+        let origin = |url: &str| origin_of(&url.parse().unwrap()).unwrap();
+        assert_eq!(
+            origin("https://push.example.net/x/y"),
+            "https://push.example.net"
+        );
+        assert_eq!(
+            origin("https://push.example.net:443/x"),
+            "https://push.example.net"
+        );
+        assert_eq!(
+            origin("https://push.example.net:8443/x"),
+            "https://push.example.net:8443"
+        );
+        assert_eq!(
+            origin("http://127.0.0.1:43939/wpush"),
+            "http://127.0.0.1:43939"
+        );
+        assert_eq!(origin("http://[::1]:80/p"), "http://[::1]");
+    }
 
     fn req(url: &str) -> PusherRequest {
         PusherRequest {

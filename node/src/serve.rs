@@ -236,6 +236,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 swarm: federation.discovery().map(|d| d.swarm().clone()),
                 connections: admissions.clone(),
                 transport: federation.transport(),
+                gossip: federation.discovery().map(|d| d.gossip_tally()),
             });
             let (bound, task) = crate::metrics::serve(listen, source)
                 .await

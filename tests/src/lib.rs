@@ -549,7 +549,16 @@ pub fn federation_env(me: &PeerSpec, network: &[PeerSpec]) -> Vec<(String, Strin
 /// The value of the gauge `name` (with its labels, as exposed, e.g.
 /// `hearth_relay_held_envelopes{origin="a.test"}`) on `me`'s `/metrics`; `None` if absent.
 pub async fn metric(me: &PeerSpec, name: &str) -> Option<u64> {
-    let body = reqwest::get(format!("http://127.0.0.1:{}/metrics", me.metrics_port))
+    metric_at(
+        std::net::SocketAddr::from(([127, 0, 0, 1], me.metrics_port)),
+        name,
+    )
+    .await
+}
+
+/// [`metric`] from the `/metrics` listener at `addr`.
+pub async fn metric_at(addr: std::net::SocketAddr, name: &str) -> Option<u64> {
+    let body = reqwest::get(format!("http://{addr}/metrics"))
         .await
         .ok()?
         .text()

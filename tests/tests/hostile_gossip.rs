@@ -1,7 +1,8 @@
 //! A hostile member of the gossip network against a real hearth (in this process): a libp2p swarm
 //! joins the hearth's swarm and publishes on the key announcement topic. Junk, forged, stale and
-//! misaddressed announcements about a configured peer change nothing; a genuine one (signed by
-//! the peer's key) is applied, which shows the rest had every chance to be.
+//! misaddressed announcements about a configured peer change nothing (the hearth's counter of
+//! announcements it did not apply shows each one arrived and was looked at); a genuine one
+//! (signed by the peer's key) is applied.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use hearth_node::admin::{AdminRequest, AdminResponse};
 use hearth_node::config::PeerEntry;
 use hearth_spec::ServerName;
 use hearth_spec::federation::{FED_VERSION, FedBody, FedEnvelope};
-use hearth_tests::{TestHearth, now_ms};
+use hearth_tests::{TestHearth, metric_at, now_ms};
 
 fn name(s: &str) -> ServerName {
     ServerName::parse(s).unwrap()
@@ -71,6 +72,16 @@ async fn status(hearth: &TestHearth) -> (Vec<String>, Vec<(ServerName, String, S
     }
 }
 
+/// (applied, not applied) key announcements the hearth received by gossip.
+async fn gossip_counts(hearth: &TestHearth) -> (u64, u64) {
+    let addr = hearth.running.metrics_addr.expect("metrics listen");
+    let count =
+        |outcome: &str| format!("hearth_gossip_announcements_total{{outcome=\"{outcome}\"}}");
+    let applied = metric_at(addr, &count("applied")).await.unwrap_or(0);
+    let not_applied = metric_at(addr, &count("not_applied")).await.unwrap_or(0);
+    (applied, not_applied)
+}
+
 /// The key `home` holds as current for `peer`.
 async fn current_key(hearth: &TestHearth, peer: &str) -> String {
     let (_, peers) = status(hearth).await;
@@ -87,6 +98,7 @@ async fn junk_forged_stale_and_misaddressed_announcements_change_nothing() {
     let hearth = TestHearth::start_with(|c| {
         c.server_name = name("home.test");
         c.federation.discovery.listen = Some("127.0.0.1:0".parse().unwrap());
+        c.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
         c.federation.peers = vec![PeerEntry {
             name: name("peer.test"),
             address: "127.0.0.1:9".parse().unwrap(),
@@ -127,8 +139,19 @@ async fn junk_forged_stale_and_misaddressed_announcements_change_nothing() {
         events,
     )
     .unwrap();
-    // Gossip needs the subscriptions exchanged first.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Gossip flows once subscriptions are exchanged: junk until the hearth has looked at one.
+    let started = Instant::now();
+    let mut junk = 0;
+    while gossip_counts(&hearth).await.1 == 0 {
+        junk += 1;
+        rogue.publish(vec![0xEE; junk]);
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "gossip never reached the hearth"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = gossip_counts(&hearth).await;
 
     let stranger = ServerKey::generate();
     let now = now_ms();
@@ -163,17 +186,12 @@ async fn junk_forged_stale_and_misaddressed_announcements_change_nothing() {
         // About an origin the hearth does not know.
         announcement(&stranger, "nobody.test", "nobody.test", now, [10; 32]),
     ];
+    let sent = bad.len() as u64;
     for data in bad {
         rogue.publish(data);
     }
-    // Gossip crosses loopback in milliseconds (the genuine announcement below shows it).
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        current_key(&hearth, "peer.test").await,
-        original,
-        "a bad announcement was applied"
-    );
-    // The genuine announcement: applied, so the ones before had their chance.
+    // Then a genuine announcement. Gossip from one peer arrives in order and the hearth takes it
+    // in order, so once this is applied the bad ones before it were all looked at.
     let genuine = ServerKey::generate();
     let started = Instant::now();
     loop {
@@ -195,6 +213,17 @@ async fn junk_forged_stale_and_misaddressed_announcements_change_nothing() {
             "the genuine announcement never arrived"
         );
     }
+    let (applied, not_applied) = gossip_counts(&hearth).await;
+    assert_eq!(
+        applied,
+        before.0 + 1,
+        "only the genuine announcement was applied"
+    );
+    assert!(
+        not_applied >= before.1 + sent,
+        "only {} of {sent} bad announcements were looked at",
+        not_applied - before.1
+    );
     // The hearth still answers normally and knows nobody new.
     let (_, peers) = status(&hearth).await;
     assert_eq!(peers.len(), 1, "{peers:?}");
