@@ -37,11 +37,49 @@ fn name(s: &str) -> ServerName {
     ServerName::parse(s).unwrap()
 }
 
-fn free_udp() -> SocketAddr {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+/// Where `swarm` listens, once it does (it was started on port 0: a port picked here and bound
+/// later could be taken in between).
+async fn listening_at(swarm: &Swarm) -> SocketAddr {
+    let started = Instant::now();
+    loop {
+        // "/ip4/127.0.0.1/udp/<port>/quic-v1"
+        let bound = swarm.snapshot().listen.iter().find_map(|a| {
+            let mut parts = a.split('/').skip_while(|p| *p != "udp");
+            let port: u16 = parts.nth(1)?.parse().ok()?;
+            Some(SocketAddr::from(([127, 0, 0, 1], port)))
+        });
+        if let Some(at) = bound {
+            return at;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the swarm never listened"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every value a DHT lookup of `key` from `swarm` finds.
+async fn lookup(swarm: &Swarm, key: Vec<u8>) -> Vec<Vec<u8>> {
+    let mut found = swarm.get(key);
+    let mut values = Vec::new();
+    while let Some(value) = found.recv().await {
+        values.push(value);
+    }
+    values
+}
+
+/// Waits until a lookup of h.test from `swarm` finds `value`.
+async fn until_found(swarm: &Swarm, value: &[u8], what: &str) {
+    let started = Instant::now();
+    let key = hearth_spec::discovery::name_key(&name("h.test"));
+    while !lookup(swarm, key.clone()).await.iter().any(|v| v == value) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{what} never found in the DHT"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn now_ms() -> u64 {
@@ -70,8 +108,8 @@ fn swarm(
     key: [u8; 32],
     claimed: &str,
     bootstrap: Option<SocketAddr>,
-) -> (Swarm, SocketAddr) {
-    let listen = free_udp();
+) -> Swarm {
+    let listen = SocketAddr::from(([127, 0, 0, 1], 0));
     let (events, _rx) = tokio::sync::mpsc::channel(16);
     let swarm = Swarm::start(
         P2pConfig {
@@ -90,7 +128,7 @@ fn swarm(
     )
     .unwrap();
     std::mem::forget(_rx);
-    (swarm, listen)
+    swarm
 }
 
 /// An honest swarm for `claimed`, publishing its own signed record.
@@ -99,17 +137,17 @@ fn honest(
     claimed: &str,
     address: &str,
     bootstrap: Option<SocketAddr>,
-) -> (Swarm, SocketAddr, [u8; 32]) {
+) -> (Swarm, [u8; 32]) {
     let key = ServerKey::from_bytes(&[seed; 32]).unwrap();
     let signed =
         hearth_crypto::sign_record(&key, &record(&key, claimed, key.public_bytes(), address));
-    let (swarm, at) = swarm([seed; 32], signed, key.public_bytes(), claimed, bootstrap);
-    (swarm, at, key.public_bytes())
+    let swarm = swarm([seed; 32], signed, key.public_bytes(), claimed, bootstrap);
+    (swarm, key.public_bytes())
 }
 
 /// A fresh resolver (its own swarm, an empty directory) joined through `bootstrap`.
 fn resolver(seed: u8, bootstrap: SocketAddr) -> (Discovery, Arc<RwLock<Directory>>, Swarm) {
-    let (swarm, _, _) = honest(
+    let (swarm, _) = honest(
         seed,
         &format!("v{seed}.test"),
         "127.0.0.1:1",
@@ -132,11 +170,12 @@ fn resolver(seed: u8, bootstrap: SocketAddr) -> (Discovery, Arc<RwLock<Directory
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn squatters_forgers_and_junk_do_not_take_a_hearths_name() {
-    let (_a, a_at, _) = honest(1, "a.test", "127.0.0.1:7001", None);
-    let (_h, _, honest_key) = honest(2, "h.test", "127.0.0.1:7002", Some(a_at));
+    let (a, _) = honest(1, "a.test", "127.0.0.1:7001", None);
+    let a_at = listening_at(&a).await;
+    let (_h, honest_key) = honest(2, "h.test", "127.0.0.1:7002", Some(a_at));
 
     // The honest record gets into the DHT.
-    let (first, first_directory, _first_swarm) = resolver(10, a_at);
+    let (first, first_directory, first_swarm) = resolver(10, a_at);
     let started = Instant::now();
     while first.resolve_name(&name("h.test")).await.is_err() {
         assert!(
@@ -157,14 +196,34 @@ async fn squatters_forgers_and_junk_do_not_take_a_hearths_name() {
         &forger.sign(&hearth_spec::discovery::record_signing_message(&encoded)),
         &encoded,
     );
-    let (_f, _) = swarm([4; 32], forged, honest_key, "h.test", Some(a_at));
+    let forger_swarm = swarm([4; 32], forged, honest_key, "h.test", Some(a_at));
     // Junk, over the size limit, under the same name.
-    let (_j, _) = swarm([5; 32], vec![0xAB; 2000], [5; 32], "h.test", Some(a_at));
+    let junk_swarm = swarm([5; 32], vec![0xAB; 2000], [5; 32], "h.test", Some(a_at));
     // The DHT settles: every node holds the honest claim (h.test puts again whenever it meets a
     // new neighbour). What is guaranteed is that a claim already held survives a later squatter;
     // a node that hears a squatter and the owner at the same moment keeps whichever came first
-    // (see spec/discovery.md, "Trust").
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // (see spec/discovery.md, "Trust"). So: the forger and the junk node are in the network and
+    // reach the honest claim before the squatter comes.
+    let honest_record = lookup(
+        &first_swarm,
+        hearth_spec::discovery::name_key(&name("h.test")),
+    )
+    .await
+    .into_iter()
+    .next()
+    .expect("the honest record, found above");
+    until_found(
+        &forger_swarm,
+        &honest_record,
+        "from the forger, the honest record",
+    )
+    .await;
+    until_found(
+        &junk_swarm,
+        &honest_record,
+        "from the junk node, the honest record",
+    )
+    .await;
 
     // A squatter: a valid record for h.test under its own key, pointing elsewhere.
     let squatter = ServerKey::from_bytes(&[3; 32]).unwrap();
@@ -177,15 +236,15 @@ async fn squatters_forgers_and_junk_do_not_take_a_hearths_name() {
             "127.0.0.1:6666",
         ),
     );
-    let (_s, _) = swarm(
+    let _squatter_swarm = swarm(
         [3; 32],
-        squat,
+        squat.clone(),
         squatter.public_bytes(),
         "h.test",
         Some(a_at),
     );
-    // Let their puts land.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The squatter's claim is out there: a lookup from elsewhere meets it.
+    until_found(&first_swarm, &squat, "the squatter's record").await;
 
     // Resolvers that never heard of h.test learn the honest key and address.
     for seed in [11, 12, 13] {

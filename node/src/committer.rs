@@ -474,3 +474,108 @@ fn announce_to_peers(
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hearth_spec::{RoomKind, TxnId};
+
+    fn user(name: &str) -> UserId {
+        UserId::parse(&format!("@{name}:localhost")).unwrap()
+    }
+
+    fn room() -> RoomId {
+        RoomId::parse("!r:localhost").unwrap()
+    }
+
+    fn send(txn: &str) -> Request {
+        Request::Send {
+            user: user("a"),
+            device: DeviceId::parse("D").unwrap(),
+            room: room(),
+            txn_id: TxnId::parse(txn).unwrap(),
+            payload: txn.as_bytes().to_vec(),
+        }
+    }
+
+    /// A store and a sequencer on it, with the room of a and b created.
+    fn with_room(dir: &std::path::Path) -> (Store, Sequencer) {
+        let store = Store::open(&dir.join("hearth.redb")).unwrap();
+        let state = store.sequencer_state().unwrap();
+        let mut sequencer = Sequencer::new(state, ServerName::parse("localhost").unwrap(), 100);
+        let created = one_commit(
+            &store,
+            &mut sequencer,
+            vec![Request::CreateRoom {
+                user: user("a"),
+                device: DeviceId::parse("D").unwrap(),
+                room: room(),
+                kind: RoomKind::Direct,
+                name: None,
+                members: vec![user("b")],
+                nonce: 1,
+            }],
+        );
+        assert!(created[0].is_ok());
+        (store, sequencer)
+    }
+
+    /// `requests` as the committer thread takes them in one group commit: processed into one
+    /// batch, written in one transaction.
+    fn one_commit(
+        store: &Store,
+        sequencer: &mut Sequencer,
+        requests: Vec<Request>,
+    ) -> Vec<Result<Reply, CommitError>> {
+        let (mut batch, mut pending) = (Batch::default(), Pending::default());
+        sequencer.begin_batch();
+        let results = requests
+            .into_iter()
+            .map(|r| process(store, sequencer, r, 1_000, &mut batch, &mut pending))
+            .collect();
+        store.commit(&batch).unwrap();
+        results
+    }
+
+    #[test]
+    fn a_transaction_twice_in_one_commit_and_again_in_a_later_one_is_one_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut sequencer) = with_room(dir.path());
+        let before = store.last_seq(&room()).unwrap();
+
+        let same = one_commit(&store, &mut sequencer, vec![send("t1"), send("t1")]);
+        let first = same[0].as_ref().unwrap();
+        assert_eq!(first, same[1].as_ref().unwrap());
+        assert_eq!(store.last_seq(&room()).unwrap(), before + 1);
+
+        // Later, from the store rather than the batch; a new transaction still goes through.
+        let later = one_commit(&store, &mut sequencer, vec![send("t1"), send("t2")]);
+        assert_eq!(later[0].as_ref().unwrap(), first);
+        assert_eq!(store.last_seq(&room()).unwrap(), before + 2);
+    }
+
+    #[test]
+    fn a_refused_request_in_a_commit_writes_nothing_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut sequencer) = with_room(dir.path());
+        let before = store.last_seq(&room()).unwrap();
+        let stranger = Request::Send {
+            user: user("z"),
+            device: DeviceId::parse("D").unwrap(),
+            room: room(),
+            txn_id: TxnId::parse("z1").unwrap(),
+            payload: b"no".to_vec(),
+        };
+        let results = one_commit(
+            &store,
+            &mut sequencer,
+            vec![send("t1"), stranger, send("t2")],
+        );
+        assert!(results[0].is_ok() && results[2].is_ok());
+        assert!(matches!(
+            results[1],
+            Err(CommitError::Refused(SequenceError::NotMember(_)))
+        ));
+        assert_eq!(store.last_seq(&room()).unwrap(), before + 2);
+    }
+}

@@ -318,11 +318,17 @@ async fn people_chat_with_the_terminal_client_on_a_configured_hearth() {
     assert!(out.ok, "{}", out.stderr);
     let out = chat(&b, &["rooms"]).await;
     assert!(
-        !out.ok && out.stderr.starts_with("error: "),
+        !out.ok && out.stderr.trim() == "error: the session has been revoked; log in again",
         "{}",
         out.stderr
     );
-    assert!(!login(&b, "bob", "bob password").await.ok);
+    // Logging in again is refused for what it is (forbidden), not as a wrong password.
+    let out = login(&b, "bob", "bob password").await;
+    assert!(
+        !out.ok && out.stderr.trim() == "error: this account has been deactivated",
+        "{}",
+        out.stderr
+    );
 
     let out = chat(&a, &["logout"]).await;
     assert!(out.ok);

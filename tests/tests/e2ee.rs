@@ -794,13 +794,27 @@ async fn a_message_refused_by_a_remote_home_for_its_epoch_is_sent_again() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    // One more round, so a duplicate would show.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    bob_got.extend(bob.sync().await.unwrap());
-    alice_got.extend(alice.sync().await.unwrap());
+    // Then a later message from bob: a duplicate of the first, sent before it, would be read
+    // before it.
+    bob.send_text(&room, "later").await.unwrap();
+    while !texts(&alice_got).contains(&"later".to_owned()) {
+        bob_got.extend(bob.sync().await.unwrap());
+        alice_got.extend(alice.sync().await.unwrap());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bob's later message never arrived: alice {alice_got:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     assert_eq!(
         texts(&alice_got),
-        vec!["sent while a.test was away".to_owned()]
+        vec!["sent while a.test was away".to_owned(), "later".to_owned()]
+    );
+    assert!(
+        !alice_got
+            .iter()
+            .any(|r| matches!(r, Received::Replayed { .. })),
+        "a copy of a message came twice: {alice_got:?}"
     );
     let seq = alice_got
         .iter()

@@ -200,9 +200,11 @@ async fn receipts_typing_and_presence_reach_users_on_other_hearths() {
         presence_of(f, &alice_id, PresenceState::Offline)
     })
     .await;
-    // Not before the timeout (1.5 s) minus one reminder interval (0.5 s).
+    // Not at once, as if the lost link meant offline: c.test waits out its timeout (1.5 s) from
+    // the last reminder it got (every 0.5 s), so at least 1 s after the kill; half of that is
+    // the bound, leaving room for a reminder a loaded machine sent late.
     assert!(
-        killed.elapsed() >= Duration::from_millis(900),
+        killed.elapsed() >= Duration::from_millis(500),
         "alice went offline after {:?}, before c.test's timeout",
         killed.elapsed()
     );

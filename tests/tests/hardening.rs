@@ -613,8 +613,17 @@ async fn out_of_file_descriptors_the_hearth_waits_instead_of_spinning() {
     for _ in 0..300 {
         held.push(TcpStream::connect(server).await.unwrap());
     }
-    // Give the accept loop time to hit the limit, then measure what it burns while stuck there.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once the hearth holds all the descriptors it may, measure what it burns while stuck there
+    // (2 s is the measuring window, not a wait).
+    let fds = format!("/proc/{}/fd", hearth.0.id());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(&fds).unwrap().count() < 250 {
+        assert!(
+            Instant::now() < deadline,
+            "the hearth never ran out of descriptors"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let before = cpu_seconds(hearth.0.id());
     tokio::time::sleep(Duration::from_secs(2)).await;
     let burnt = cpu_seconds(hearth.0.id()) - before;
