@@ -256,4 +256,73 @@ mod tests {
         assert!(cache.insert([1; 16], 13, 0));
         assert!(!cache.insert([3; 16], 14, 0));
     }
+
+    #[test]
+    fn freshness_bounds_are_inclusive() {
+        let f = fixture();
+        let mut cache = ReplayCache::new(100);
+        let now = 100_000_000;
+        let limits = Freshness::default();
+        let at = |ts| sign_envelope(&f.key, &envelope(&f, ts));
+        assert_eq!(
+            check(&f, &mut cache, &at(now - limits.max_age_ms), now),
+            Ok(())
+        );
+        assert_eq!(
+            check(&f, &mut cache, &at(now - limits.max_age_ms - 1), now),
+            Err(RejectCode::Stale)
+        );
+        assert_eq!(
+            check(&f, &mut cache, &at(now + limits.max_skew_ms), now),
+            Ok(())
+        );
+        assert_eq!(
+            check(&f, &mut cache, &at(now + limits.max_skew_ms + 1), now),
+            Err(RejectCode::FromTheFuture)
+        );
+    }
+
+    #[test]
+    fn a_replay_is_refused_for_as_long_as_the_envelope_is_fresh() {
+        let f = fixture();
+        let mut cache = ReplayCache::new(100);
+        let limits = Freshness::default();
+        let start = 100_000_000;
+        let first = sign_envelope(&f.key, &envelope(&f, start));
+        assert_eq!(check(&f, &mut cache, &first, start), Ok(()));
+        // At the last moment `first` is fresh, after other envelopes made the cache forget what
+        // is out of the window, it is still a replay.
+        let last = start + limits.max_age_ms;
+        let other = sign_envelope(&f.key, &envelope(&f, last));
+        assert_eq!(check(&f, &mut cache, &other, last), Ok(()));
+        assert_eq!(
+            check(&f, &mut cache, &first, last),
+            Err(RejectCode::Replayed)
+        );
+        // A moment later it is stale, whether or not the cache still has it.
+        assert_eq!(
+            check(&f, &mut cache, &first, last + 1),
+            Err(RejectCode::Stale)
+        );
+    }
+
+    #[test]
+    fn framing_errors_get_their_own_codes() {
+        let f = fixture();
+        let mut cache = ReplayCache::new(100);
+        let now = 100_000_000;
+        let mut newer = envelope(&f, now);
+        newer.version = FED_VERSION + 1;
+        let newer = sign_envelope(&f.key, &newer);
+        assert_eq!(
+            check(&f, &mut cache, &newer, now),
+            Err(RejectCode::UnsupportedVersion)
+        );
+        let huge = vec![0u8; hearth_spec::federation::MAX_SIGNED_ENVELOPE + 1];
+        assert_eq!(check(&f, &mut cache, &huge, now), Err(RejectCode::TooLarge));
+        assert_eq!(
+            check(&f, &mut cache, &[1, 2, 3], now),
+            Err(RejectCode::Malformed)
+        );
+    }
 }
