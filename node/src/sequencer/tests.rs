@@ -627,7 +627,7 @@ fn the_home_takes_a_member_hearths_events_by_the_same_rules() {
 fn a_replica_takes_its_homes_events_in_order_only() {
     let x = far_user("x");
     let mut s = with_replica(3);
-    let mut apply = |seq, content: Content, txn: &str, s: &mut Sequencer, batch: &mut Batch| {
+    let apply = |seq, content: Content, txn: &str, s: &mut Sequencer, batch: &mut Batch| {
         let (envelope, bytes) = made(&far_room(), &x, txn, content);
         s.apply(
             Request::Replicate {
