@@ -11,6 +11,10 @@
  *
  * Each flush is delayed FLUSHCHECK_DELAY_US (default 20000) before it runs, so that an
  * acknowledgement sent without waiting for the flush reaches the test before "E" is logged.
+ *
+ * Fault injection: with FLUSHCHECK_FAIL_TRIGGER set, when that file exists the next flush of a
+ * file whose path contains FLUSHCHECK_FAIL_MATCH fails with EIO without flushing (logged "X tid
+ * path"), and the trigger file is removed: one failure per trigger.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -29,6 +33,8 @@ static char watched[4096];
 static size_t watched_len;
 static int log_fd = -1;
 static useconds_t delay_us = 20000;
+static const char *fail_trigger;
+static const char *fail_match;
 
 static ssize_t (*real_write)(int, const void *, size_t);
 static ssize_t (*real_pwrite)(int, const void *, size_t, off_t);
@@ -66,6 +72,8 @@ __attribute__((constructor)) static void init(void) {
     const char *log = getenv("FLUSHCHECK_LOG");
     const char *delay = getenv("FLUSHCHECK_DELAY_US");
     if (delay) delay_us = (useconds_t)atol(delay);
+    fail_trigger = getenv("FLUSHCHECK_FAIL_TRIGGER");
+    fail_match = getenv("FLUSHCHECK_FAIL_MATCH");
     if (!dir || !log || strlen(dir) >= sizeof(watched) - 1) return;
     strcpy(watched, dir);
     watched_len = strlen(watched);
@@ -191,6 +199,12 @@ static int flush(int fd, int (*real)(int)) {
     char path[4096];
     if (!path_of(fd, path, sizeof(path))) return real(fd);
     long tid = syscall(SYS_gettid);
+    if (fail_trigger && fail_match && strstr(path, fail_match) &&
+        unlink(fail_trigger) == 0) {
+        say("X %ld %s", tid, path);
+        errno = EIO;
+        return -1;
+    }
     say("B %ld %s", tid, path);
     usleep(delay_us);
     int rc = real(fd);

@@ -25,6 +25,8 @@ pub enum Event {
     FlushEnded(u64, String),
     /// `sync_file_range`: not a flush of the drive, so it covers nothing.
     RangeSync(String),
+    /// A flush failed on purpose (see [`FlushLog::fail_next_flush`]).
+    FlushFailed(u64, String),
     /// A line the test wrote.
     Mark(String),
 }
@@ -57,6 +59,8 @@ pub fn library() -> &'static Path {
 pub struct FlushLog {
     dir: PathBuf,
     log: PathBuf,
+    /// Flushes of files whose path contains this can be made to fail.
+    fail_match: Option<String>,
 }
 
 impl FlushLog {
@@ -67,16 +71,48 @@ impl FlushLog {
         Self {
             dir,
             log: log.to_owned(),
+            fail_match: None,
         }
+    }
+
+    /// The same, and [`Self::fail_next_flush`] fails flushes of files whose path contains
+    /// `matching`.
+    pub fn failing(dir: &Path, log: &Path, matching: &str) -> Self {
+        Self {
+            fail_match: Some(matching.to_owned()),
+            ..Self::new(dir, log)
+        }
+    }
+
+    fn trigger(&self) -> PathBuf {
+        self.log.with_extension("fail")
+    }
+
+    /// The next flush of a matching file fails with EIO, once.
+    pub fn fail_next_flush(&self) {
+        std::fs::write(self.trigger(), b"").expect("write the failure trigger");
+    }
+
+    /// Whether the failure asked for has happened.
+    pub fn failure_happened(&self) -> bool {
+        !self.trigger().exists()
     }
 
     /// Environment for a process to run under the check.
     pub fn env(&self) -> Vec<(String, String)> {
-        vec![
+        let mut env = vec![
             ("LD_PRELOAD".into(), library().display().to_string()),
             ("FLUSHCHECK_DIR".into(), self.dir.display().to_string()),
             ("FLUSHCHECK_LOG".into(), self.log.display().to_string()),
-        ]
+        ];
+        if let Some(matching) = &self.fail_match {
+            env.push(("FLUSHCHECK_FAIL_MATCH".into(), matching.clone()));
+            env.push((
+                "FLUSHCHECK_FAIL_TRIGGER".into(),
+                self.trigger().display().to_string(),
+            ));
+        }
+        env
     }
 
     /// Appends a mark: whatever the log holds before it happened before this call.
@@ -111,6 +147,10 @@ fn parse(line: &str) -> Option<Event> {
         "R" => {
             let (from, to) = two()?;
             Event::Renamed(from.into(), to.into())
+        }
+        "X" => {
+            let (tid, path) = two()?;
+            Event::FlushFailed(tid.parse().ok()?, path.into())
         }
         "B" | "E" => {
             let (tid, path) = two()?;

@@ -509,3 +509,87 @@ async fn rate_limits_answer_429_with_retry_after_and_error_frames() {
             <= 3
     );
 }
+
+/// `POST path` with `body` from the loopback address `from`: the status and the error body.
+async fn post_from(
+    hearth: &TestHearth,
+    from: [u8; 4],
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, ErrorBody) {
+    let client = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(from))
+        .build()
+        .unwrap();
+    let resp = client
+        .post(format!("{}{path}", hearth.url))
+        .json(&body)
+        .send()
+        .await
+        .expect("hearth answers");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("error body is JSON"))
+}
+
+#[tokio::test]
+async fn logins_from_one_address_past_its_budget_are_refused_and_other_addresses_go_on() {
+    let hearth = TestHearth::start_with(|c| {
+        c.limits.auth_per_second = 0.001;
+        c.limits.auth_burst = 5.0;
+    })
+    .await;
+    let login = json!({"username": "nobody", "password": "not the password"});
+    for _ in 0..5 {
+        let (status, err) = post_from(&hearth, [127, 0, 0, 1], "/v1/login", login.clone()).await;
+        assert_eq!((status, err.code), (401, ErrorCode::BadCredentials));
+    }
+    let (status, err) = post_from(&hearth, [127, 0, 0, 1], "/v1/login", login.clone()).await;
+    assert_eq!((status, err.code), (429, ErrorCode::RateLimited));
+    assert!(err.retry_after_ms.is_some_and(|ms| ms > 0), "{err:?}");
+    // Registration counts against the same budget.
+    let register = json!({"username": "newcomer", "password": "long enough"});
+    let (status, err) = post_from(&hearth, [127, 0, 0, 1], "/v1/register", register.clone()).await;
+    assert_eq!((status, err.code), (429, ErrorCode::RateLimited));
+    // Another address has its own budget.
+    let (status, err) = post_from(&hearth, [127, 0, 0, 2], "/v1/login", login).await;
+    assert_eq!((status, err.code), (401, ErrorCode::BadCredentials));
+}
+
+#[tokio::test]
+async fn closed_registration_and_a_deactivated_account_are_forbidden() {
+    let hearth = TestHearth::start_with(|c| c.auth.open_registration = false).await;
+    let register = json!({"username": "newcomer", "password": "long enough"});
+    let (status, err) = post_from(&hearth, [127, 0, 0, 1], "/v1/register", register).await;
+    assert_eq!((status, err.code), (403, ErrorCode::Forbidden));
+
+    // An administrator made the account, then deactivated it.
+    let socket = hearth_node::serve::admin_socket_path(hearth.data_dir());
+    let admin = |request| {
+        let socket = socket.clone();
+        async move {
+            hearth_node::admin::request_socket(&socket, &request)
+                .await
+                .unwrap()
+        }
+    };
+    use hearth_node::admin::{AdminRequest, AdminResponse};
+    let made = admin(AdminRequest::CreateUser {
+        username: "dora".into(),
+        password: "long enough".into(),
+    })
+    .await;
+    assert!(matches!(made, AdminResponse::Created { .. }), "{made:?}");
+    let login = json!({"username": "dora", "password": "long enough"});
+    let mut dora = Client::new(&hearth.url);
+    dora.login("dora", "long enough", None).await.unwrap();
+    let gone = admin(AdminRequest::DeactivateUser {
+        user_id: "@dora:localhost".into(),
+    })
+    .await;
+    assert!(
+        matches!(gone, AdminResponse::Deactivated { .. }),
+        "{gone:?}"
+    );
+    let (status, err) = post_from(&hearth, [127, 0, 0, 1], "/v1/login", login).await;
+    assert_eq!((status, err.code), (403, ErrorCode::Forbidden));
+}

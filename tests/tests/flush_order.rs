@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hearth_spec::RoomKind;
 use hearth_spec::client::ServerFrame;
-use hearth_tests::flushcheck::{FlushLog, mark_index, not_durable_at, probe_flushed_before};
+use hearth_tests::flushcheck::{Event, FlushLog, mark_index, not_durable_at, probe_flushed_before};
 use hearth_tests::{HearthProcess, chat_binary, connect_synced, next_frame, register_at};
 
 /// Waits for the `accepted` of `txn`, skipping other frames.
@@ -160,4 +160,77 @@ async fn the_terminal_client_has_its_device_state_on_disk_when_a_command_returns
     assert_eq!(not_durable_at(&events, read), Vec::<String>::new());
     // What bob read can never be decrypted again: it must be on disk once he was shown it.
     probe_flushed_before(&events, 1, read).unwrap_or_else(|e| panic!("bob: {e}"));
+}
+
+/// A flush that fails (EIO, as a dying disk gives) is never acknowledged; the hearth goes on,
+/// and the client's retry of the same transaction makes exactly one event, whether or not the
+/// failed attempt reached the disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_flush_is_never_acknowledged_and_the_retry_makes_one_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let flush = FlushLog::failing(&data, &dir.path().join("flush.log"), "hearth.redb");
+    let env = flush.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let hearth = HearthProcess::start(&data, &env).await.unwrap();
+    let mut alice = register_at(&hearth.url, "alice").await;
+    let bob = register_at(&hearth.url, "bob").await;
+    let room = alice
+        .create_room(RoomKind::Direct, None, &[bob.user_id().unwrap().clone()])
+        .await
+        .unwrap()
+        .room_id;
+    let before = alice
+        .send(&room, &"t0".parse().unwrap(), b"first")
+        .await
+        .unwrap();
+
+    flush.fail_next_flush();
+    let txn = "t1".parse().unwrap();
+    let refused = alice.send(&room, &txn, b"FLUSHPROBE1;").await.unwrap_err();
+    assert!(flush.failure_happened());
+    assert_eq!(
+        refused.code(),
+        Some(hearth_spec::ErrorCode::Internal),
+        "{refused}"
+    );
+    let events = flush.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::FlushFailed(_, p) if p.ends_with("hearth.redb"))),
+        "the injected failure is in the log"
+    );
+
+    // The client tries again (the hearth may say unavailable while it reopens the database).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let sent = loop {
+        match alice.send(&room, &txn, b"FLUSHPROBE1;").await {
+            Ok(sent) => break sent,
+            Err(e) if e.code() == Some(hearth_spec::ErrorCode::Unavailable) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "still unavailable: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the retry failed: {e}"),
+        }
+    };
+    assert_eq!(
+        sent.seq,
+        before.seq.map(|s| s + 1),
+        "no gap, no second copy"
+    );
+    let after = alice
+        .send(&room, &"t2".parse().unwrap(), b"after")
+        .await
+        .unwrap();
+    assert_eq!(after.seq, before.seq.map(|s| s + 2));
+    let history = alice.history(&room, None, 100).await.unwrap().events;
+    let t1: Vec<_> = history
+        .iter()
+        .filter(|e| e.txn_id.as_str() == "t1")
+        .collect();
+    assert_eq!(t1.len(), 1, "exactly one event for the retried transaction");
 }

@@ -1194,3 +1194,105 @@ async fn attachment_fetches_from_a_peer_are_checked_both_ways() {
         blob
     );
 }
+
+/// Codes the other tests do not reach: a member hearth's commit made in an epoch the room has
+/// left, a room home's events out of order, and rotations to a key that is not the peer's to
+/// take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_commits_events_out_of_order_and_rotations_to_keys_not_ours_get_their_codes() {
+    let w = World::new().await;
+    let mallory = "@mallory:evil.test";
+
+    // A commit in the room's epoch is taken; another made in that same epoch lost the race.
+    let commit = |epoch| {
+        w.submit(w.event(
+            &w.room,
+            mallory,
+            Content::Commit {
+                epoch,
+                commit: vec![1, 2, 3],
+                welcome: None,
+            },
+        ))
+    };
+    assert_eq!(w.send(commit(0)).await, Outcome::Stored);
+    w.expect(
+        "a commit in an epoch the room has left",
+        commit(0),
+        RejectCode::StaleEpoch,
+    )
+    .await;
+
+    // A room homed on evil.test with alice in it: its events are taken in order only.
+    let far_room = RoomId::parse("!far:evil.test").unwrap();
+    let sequenced =
+        |seq, event| w.signed(&w.envelope(FedBody::Sequenced { seq, event }), &w.evil_key);
+    let create = w.event(
+        &far_room,
+        mallory,
+        Content::Create {
+            kind: RoomKind::Group,
+            name: Some("far".into()),
+        },
+    );
+    let join = w.event(
+        &far_room,
+        mallory,
+        Content::Member {
+            target: UserId::parse("@alice:home.test").unwrap(),
+            membership: Membership::Join,
+        },
+    );
+    let hello = w.message(&far_room, mallory);
+    assert_eq!(w.send(sequenced(1, create)).await, Outcome::Stored);
+    assert_eq!(
+        w.send(sequenced(3, hello.clone())).await,
+        Outcome::Retry(RetryCode::OutOfOrder),
+        "3 before 2"
+    );
+    assert_eq!(w.send(sequenced(2, join.clone())).await, Outcome::Stored);
+    assert_eq!(w.send(sequenced(3, hello)).await, Outcome::Stored);
+    assert_eq!(w.send(sequenced(2, join)).await, Outcome::Duplicate);
+    let mut alice =
+        hearth_client::Client::with_session(&w.hearth.url, w.alice.session().unwrap().clone());
+    assert_eq!(alice.room(&far_room).await.unwrap().last_seq, 3);
+
+    // Rotations to a revoked key, or to a key another hearth holds, are refused, and evil.test's
+    // own key goes on working.
+    let rotation = |new_key: [u8; 32]| {
+        w.signed(
+            &w.envelope(FedBody::KeyRotation {
+                new_key,
+                old_valid_until_ms: now_ms() + 60_000,
+            }),
+            &w.evil_key,
+        )
+    };
+    w.expect(
+        "rotation to a revoked key",
+        rotation(w.revoked_key.public_bytes()),
+        RejectCode::Forbidden,
+    )
+    .await;
+    w.expect(
+        "rotation to other.test's key",
+        rotation(w.other_key.public_bytes()),
+        RejectCode::Forbidden,
+    )
+    .await;
+    assert_eq!(
+        w.send(w.submit(w.message(&w.room, mallory))).await,
+        Outcome::Stored
+    );
+    assert_eq!(
+        w.send(w.signed(
+            &w.envelope(FedBody::Submit {
+                event: w.message(&w.room, mallory)
+            }),
+            &w.other_key
+        ))
+        .await,
+        Outcome::Rejected(RejectCode::UnknownKey),
+        "other.test's key did not become evil.test's"
+    );
+}
