@@ -88,3 +88,59 @@ impl From<StoreError> for ErrorBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hearth_spec::RoomId;
+
+    fn code(e: impl Into<ErrorBody>) -> ErrorCode {
+        e.into().code
+    }
+
+    /// Codes a client can only meet when something fails inside the hearth (a dead committer, a
+    /// storage error), so no end-to-end test reaches all of them.
+    #[test]
+    fn failures_inside_the_hearth_map_to_internal_or_unavailable() {
+        let room = RoomId::parse("!r:localhost").unwrap();
+        assert_eq!(code(CommitError::Closed), ErrorCode::Unavailable);
+        assert_eq!(
+            code(CommitError::Unavailable("disk".into())),
+            ErrorCode::Unavailable
+        );
+        assert_eq!(code(CommitError::Storage("eio".into())), ErrorCode::Internal);
+        assert_eq!(
+            code(CommitError::Refused(SequenceError::RoomExists(room.clone()))),
+            ErrorCode::Internal
+        );
+        assert_eq!(
+            code(CommitError::Refused(SequenceError::OutOfOrder {
+                seq: 2,
+                expected: 1
+            })),
+            ErrorCode::Internal
+        );
+        assert_eq!(
+            code(StoreError::Unavailable("reopening")),
+            ErrorCode::Unavailable
+        );
+        assert_eq!(code(StoreError::Corrupt("x".into())), ErrorCode::Internal);
+        assert_eq!(
+            code(AccountError::Store(StoreError::Unavailable("reopening"))),
+            ErrorCode::Unavailable
+        );
+        let body = ErrorBody::from(AccountError::Busy {
+            retry_after_ms: 250,
+        });
+        assert_eq!((body.code, body.retry_after_ms), (ErrorCode::RateLimited, Some(250)));
+        // Refusals a client provokes keep their own codes.
+        assert_eq!(
+            code(CommitError::Refused(SequenceError::NotMember(room))),
+            ErrorCode::Forbidden
+        );
+        assert_eq!(
+            code(CommitError::Refused(SequenceError::RoomFull(3))),
+            ErrorCode::LimitExceeded
+        );
+    }
+}
