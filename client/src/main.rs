@@ -329,9 +329,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let client = load(&dir)?;
             let mut secure = open_secure(&dir, client).await?;
             let mut local = LocalMessages::open(&dir)?;
+            // What an earlier run decrypted and could not keep (it crashed, or failed midway).
+            keep_decrypted(&mut secure, &mut local)?;
             let result = logged_in(&mut secure, &mut local, command, &dir).await;
-            // What the device read while catching up for a commit or a send is kept too.
-            local.record_all(&secure.take_unreported())?;
+            // What the device read while catching up for a commit or a send is kept too, and
+            // what a command that failed midway had decrypted.
+            secure.take_unreported();
+            keep_decrypted(&mut secure, &mut local)?;
             let waiting = secure.waiting_to_resend();
             if waiting > 0 {
                 eprintln!(
@@ -347,7 +351,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Processes the inbox: decrypts what arrived and keeps it.
 async fn catch_up(secure: &mut SecureClient, local: &mut LocalMessages) -> anyhow::Result<()> {
-    local.record_all(&secure.sync().await?)
+    secure.sync().await?;
+    keep_decrypted(secure, local)
+}
+
+/// Keeps on disk every message the device decrypted and has not confirmed keeping, then
+/// confirms them. Until then they are in the device state (saved with the ratchet step that
+/// used their key): an MLS device decrypts a message only once.
+fn keep_decrypted(secure: &mut SecureClient, local: &mut LocalMessages) -> anyhow::Result<()> {
+    let decrypted = secure.mls().unconfirmed();
+    local.record_all(&decrypted)?;
+    secure.mls_mut().kept(&decrypted)?;
+    Ok(())
 }
 
 async fn logged_in(
@@ -834,9 +849,8 @@ async fn follow(
                     ServerFrame::Event { cursor, event } => {
                         // Already processed (before the stream started) is shown from the store.
                         let received = secure.take(&event).await?;
-                        let mut read = secure.take_unreported();
-                        read.push(received.clone());
-                        local.record_all(&read)?;
+                        secure.take_unreported();
+                        keep_decrypted(secure, local)?;
                         secure.mls_mut().set_cursor(cursor)?;
                         if room.as_ref().is_none_or(|r| r.room_id == event.room_id) {
                             match &room {
@@ -964,7 +978,10 @@ async fn serve_request(
     request.capture();
     let result = Box::pin(logged_in(secure, local, command, profile)).await;
     let error = result.err().map(|e| error_line(&e));
-    let _ = local.record_all(&secure.take_unreported());
+    secure.take_unreported();
+    if let Err(e) = keep_decrypted(secure, local) {
+        tracing::warn!(error = %e, "cannot keep what was decrypted; kept in the device state until the next command");
+    }
     // The command may have refreshed the session: a spent refresh token left on disk would log
     // the device out at its next use.
     if let Err(e) = save(profile, secure.client()) {

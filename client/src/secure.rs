@@ -735,6 +735,10 @@ impl SecureClient {
     /// including what the device processed on its own since the last call (in the order it was
     /// processed). Then sends again this device's messages the room's home refused (see
     /// `resend_refused`); [`Self::take`] does the same.
+    ///
+    /// Messages decrypted here stay in the device state ([`Mls::unconfirmed`]) until the app
+    /// says it has stored them with [`Mls::kept`]: a crash or an error between the two loses
+    /// nothing.
     pub async fn sync(&mut self) -> Result<Vec<Received>, SecureError> {
         let mut out = self.take_unreported();
         loop {

@@ -108,9 +108,14 @@ mod tests {
             code(CommitError::Unavailable("disk".into())),
             ErrorCode::Unavailable
         );
-        assert_eq!(code(CommitError::Storage("eio".into())), ErrorCode::Internal);
         assert_eq!(
-            code(CommitError::Refused(SequenceError::RoomExists(room.clone()))),
+            code(CommitError::Storage("eio".into())),
+            ErrorCode::Internal
+        );
+        assert_eq!(
+            code(CommitError::Refused(SequenceError::RoomExists(
+                room.clone()
+            ))),
             ErrorCode::Internal
         );
         assert_eq!(
@@ -132,7 +137,10 @@ mod tests {
         let body = ErrorBody::from(AccountError::Busy {
             retry_after_ms: 250,
         });
-        assert_eq!((body.code, body.retry_after_ms), (ErrorCode::RateLimited, Some(250)));
+        assert_eq!(
+            (body.code, body.retry_after_ms),
+            (ErrorCode::RateLimited, Some(250))
+        );
         // Refusals a client provokes keep their own codes.
         assert_eq!(
             code(CommitError::Refused(SequenceError::NotMember(room))),

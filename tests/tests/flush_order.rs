@@ -158,8 +158,26 @@ async fn the_terminal_client_has_its_device_state_on_disk_when_a_command_returns
     let events = bob.events();
     let read = mark_index(&events, "read").unwrap();
     assert_eq!(not_durable_at(&events, read), Vec::<String>::new());
-    // What bob read can never be decrypted again: it must be on disk once he was shown it.
+    // What bob read can never be decrypted again: it reaches the disk in the same state save
+    // as the ratchet step that used its key (never after it), and is on disk once shown.
+    let first = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Probe(1, path) => Some(path.clone()),
+            _ => None,
+        })
+        .expect("bob wrote the message somewhere");
+    assert!(
+        first.ends_with("mls/mls-state.tmp"),
+        "first written to {first}"
+    );
     probe_flushed_before(&events, 1, read).unwrap_or_else(|e| panic!("bob: {e}"));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Probe(1, p) if p.ends_with("messages.jsonl"))),
+        "and kept in the messages log"
+    );
 }
 
 /// A flush that fails (EIO, as a dying disk gives) is never acknowledged; the hearth goes on,

@@ -9,6 +9,7 @@
 mod provider;
 mod store;
 mod store_v2;
+mod store_v3;
 #[cfg(test)]
 mod tests;
 
@@ -29,7 +30,8 @@ use sha2::{Digest, Sha256};
 pub use provider::DeviceProvider;
 pub use store::Waiting;
 use store::{
-    Entries, OwedMessage, RoomMeta, SEEN_PER_ROOM, Saved, SentMessage, StateFile, is_key_package,
+    Decrypted, DecryptedMessage, Entries, MAX_UNCONFIRMED, OwedMessage, RoomMeta, SEEN_PER_ROOM,
+    Saved, SentMessage, StateFile, is_key_package,
 };
 
 /// The one ciphersuite Hearth uses.
@@ -780,6 +782,37 @@ impl Mls {
         self.saved.rooms.get(room).map_or(0, |m| m.processed_seq)
     }
 
+    /// Messages decrypted (and copies of read ones dropped) that the app has not confirmed
+    /// keeping with [`Self::kept`], oldest first. They survive a crash: an app hands them to its
+    /// store when it starts, as well as what [`Self::receive`] returns.
+    pub fn unconfirmed(&self) -> Vec<Received> {
+        self.saved
+            .unconfirmed
+            .iter()
+            .filter_map(|d| received_of(d.clone()))
+            .collect()
+    }
+
+    /// The app keeps these (on disk): they are no longer handed over again. Other results are
+    /// ignored.
+    pub fn kept(&mut self, received: &[Received]) -> Result<(), E2eeError> {
+        let kept: Vec<(RoomId, u64)> = received
+            .iter()
+            .filter_map(decrypted_of)
+            .map(|d| (d.room, d.seq))
+            .collect();
+        let before = self.saved.unconfirmed.len();
+        self.saved.unconfirmed.retain(|d| {
+            !kept
+                .iter()
+                .any(|(room, seq)| *room == d.room && *seq == d.seq)
+        });
+        if self.saved.unconfirmed.len() != before {
+            self.save()?;
+        }
+        Ok(())
+    }
+
     /// Takes one event of a room, which must come in room order. A device that is in the
     /// room's group must see every event after the last one it processed (else [`E2eeError::Gap`]:
     /// fetch the missing ones first).
@@ -812,6 +845,13 @@ impl Mls {
         }
         if let Received::Removed { .. } = &received {
             meta.removed = true;
+        }
+        // The plaintext goes to disk in the same save as the ratchet step that used its key.
+        if let Some(decrypted) = decrypted_of(&received) {
+            self.saved.unconfirmed.push(decrypted);
+            if self.saved.unconfirmed.len() > MAX_UNCONFIRMED {
+                self.saved.unconfirmed.remove(0);
+            }
         }
         match (&received, &event.content) {
             (
@@ -1046,6 +1086,50 @@ impl Mls {
             own: false,
         })
     }
+}
+
+/// What of `received` is kept until the app confirms: messages and dropped copies.
+fn decrypted_of(received: &Received) -> Option<Decrypted> {
+    match received {
+        Received::Message {
+            room,
+            seq,
+            sender,
+            device,
+            body,
+            own,
+        } => Some(Decrypted {
+            room: room.clone(),
+            seq: *seq,
+            message: Some(DecryptedMessage {
+                sender: sender.clone(),
+                device: device.clone(),
+                body: serde_json::to_vec(body).expect("a chat body serialises"),
+                own: *own,
+            }),
+        }),
+        Received::Replayed { room, seq } => Some(Decrypted {
+            room: room.clone(),
+            seq: *seq,
+            message: None,
+        }),
+        _ => None,
+    }
+}
+
+fn received_of(decrypted: Decrypted) -> Option<Received> {
+    let (room, seq) = (decrypted.room, decrypted.seq);
+    Some(match decrypted.message {
+        Some(m) => Received::Message {
+            room,
+            seq,
+            sender: m.sender,
+            device: m.device,
+            body: serde_json::from_slice(&m.body).ok()?,
+            own: m.own,
+        },
+        None => Received::Replayed { room, seq },
+    })
 }
 
 fn remember(meta: &mut RoomMeta, id: [u8; MESSAGE_ID_LEN]) {

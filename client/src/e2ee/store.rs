@@ -14,12 +14,16 @@ use super::E2eeError;
 /// Format version of the state file (2: sent messages carry their epoch and order, and messages
 /// the room's home cannot have taken wait to be sent again; 3: message ids of sent messages,
 /// messages owed to members who could not read them yet, and where this device joined each
-/// room). Version 2 files are read and written back as version 3.
-const STATE_VERSION: u8 = 3;
+/// room; 4: decrypted messages the app has not confirmed keeping). Version 2 and 3 files are
+/// read and written back as version 4.
+pub(super) const STATE_VERSION: u8 = 4;
 /// Format version of the key package file (unchanged since 2).
 const KEYS_VERSION: u8 = 2;
 /// Message ids remembered per room to drop replays.
 pub const SEEN_PER_ROOM: usize = 4096;
+/// Decrypted messages kept for an app that has not confirmed them; past this the oldest go (an
+/// app that never confirms must not grow the state file without end).
+pub const MAX_UNCONFIRMED: usize = 10_000;
 
 /// What a device keeps about a room.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -79,6 +83,26 @@ pub enum Waiting {
     Device(UserId, DeviceId),
 }
 
+/// A message this device decrypted (or dropped as a copy of one it had read) that the app has
+/// not yet said it keeps. MLS decrypts a message once, so it is saved with the ratchet step that
+/// consumed its key, and handed over again until the app confirms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decrypted {
+    pub room: RoomId,
+    pub seq: u64,
+    /// `None` for a copy of a message read before.
+    pub message: Option<DecryptedMessage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecryptedMessage {
+    pub sender: UserId,
+    pub device: DeviceId,
+    /// The `ChatBody` as JSON.
+    pub body: Vec<u8>,
+    pub own: bool,
+}
+
 /// Everything saved.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Saved {
@@ -99,6 +123,8 @@ pub struct Saved {
     pub cursor: u64,
     /// Messages owed to members who could not read them when they were sent, oldest first.
     pub owed: Vec<OwedMessage>,
+    /// Decrypted messages the app has not confirmed keeping, oldest first.
+    pub unconfirmed: Vec<Decrypted>,
 }
 
 impl Saved {
@@ -115,6 +141,7 @@ impl Saved {
             next_order: 0,
             cursor: 0,
             owed: Vec::new(),
+            unconfirmed: Vec::new(),
         }
     }
 }
@@ -174,6 +201,9 @@ impl StateFile {
         };
         let saved: Saved = match bytes.first() {
             Some(2) => postcard::from_bytes::<super::store_v2::SavedV2>(&bytes)
+                .map_err(|e| corrupt(&self.path, &e))?
+                .into(),
+            Some(3) => postcard::from_bytes::<super::store_v3::SavedV3>(&bytes)
                 .map_err(|e| corrupt(&self.path, &e))?
                 .into(),
             _ => postcard::from_bytes(&bytes).map_err(|e| corrupt(&self.path, &e))?,

@@ -515,3 +515,62 @@ fn an_owed_copy_reaches_the_member_who_could_not_read_and_is_a_replay_for_the_ot
     );
     assert!(alice.due_copies().is_empty());
 }
+
+#[test]
+fn what_a_device_decrypted_survives_until_the_app_says_it_keeps_it() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (mut alice, mut bob, mut room) = alice_and_bob(&dirs);
+    let hello = room.message(&mut alice, "a1", "hello");
+    let got = bob.receive(&hello).unwrap();
+    assert_eq!(body_of(got.clone()), "hello");
+    assert_eq!(bob.unconfirmed(), vec![got.clone()]);
+
+    // The app crashed before keeping it: it is in the device state, and only there (the key
+    // that decrypted it is gone).
+    drop(bob);
+    let mut bob = device(dirs[1].path(), "bob", "B1");
+    assert_eq!(bob.receive(&hello).unwrap(), Received::Duplicate);
+    assert_eq!(bob.unconfirmed(), vec![got.clone()]);
+
+    // Kept: not handed over again, also after a restart. What was not named stays.
+    let second = room.message(&mut alice, "a2", "second");
+    let got_second = bob.receive(&second).unwrap();
+    bob.kept(std::slice::from_ref(&got)).unwrap();
+    assert_eq!(bob.unconfirmed(), vec![got_second.clone()]);
+    drop(bob);
+    let mut bob = device(dirs[1].path(), "bob", "B1");
+    assert_eq!(bob.unconfirmed(), vec![got_second.clone()]);
+    bob.kept(&[got_second, Received::Duplicate]).unwrap();
+    assert!(bob.unconfirmed().is_empty());
+}
+
+#[test]
+fn a_version_3_state_file_is_read_and_carried_forward() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = UserId::parse("@alice:localhost").unwrap();
+    let device_id = DeviceId::parse("LAPTOP").unwrap();
+    let room = RoomId::parse("!r:localhost").unwrap();
+    {
+        let mut alice = Mls::open(dir.path(), &user, &device_id).unwrap();
+        alice.create_group(&room).unwrap();
+        alice.set_cursor(42).unwrap();
+    }
+    // Version 4 appends one field, the unconfirmed messages (empty: one zero byte), to
+    // version 3's layout; take it off and say 3.
+    let path = dir.path().join("mls-state.bin");
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert_eq!((bytes[0], bytes.pop()), (4, Some(0)));
+    bytes[0] = 3;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let alice = Mls::open(dir.path(), &user, &device_id).unwrap();
+    assert_eq!(alice.cursor(), 42);
+    assert!(alice.in_group(&room));
+    assert!(alice.unconfirmed().is_empty());
+    drop(alice);
+    assert_eq!(
+        std::fs::read(&path).unwrap()[0],
+        4,
+        "written back as version 4"
+    );
+}
