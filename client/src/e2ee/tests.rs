@@ -574,3 +574,186 @@ fn a_version_3_state_file_is_read_and_carried_forward() {
         "written back as version 4"
     );
 }
+
+#[test]
+fn the_cursor_only_moves_forward_and_is_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = device(dir.path(), "alice", "A1");
+    alice.set_cursor(10).unwrap();
+    alice.set_cursor(5).unwrap();
+    assert_eq!(alice.cursor(), 10);
+    drop(alice);
+    let alice = device(dir.path(), "alice", "A1");
+    assert_eq!(alice.cursor(), 10);
+}
+
+#[test]
+fn another_device_of_the_same_user_reads_the_message_and_members_agree_on_the_group() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut alice = device(dirs[0].path(), "alice", "A1");
+    let mut phone = device(dirs[1].path(), "alice", "A2");
+    let mut bob = device(dirs[2].path(), "bob", "B1");
+    let mut room = Room::new();
+    alice.create_group(&room.id).unwrap();
+    let packages = [package_of(&mut phone, &alice), package_of(&mut bob, &alice)];
+    let add = alice.prepare_add(&room.id, &packages).unwrap();
+    alice.commit_accepted(&room.id).unwrap();
+    assert!(alice.own_commit_landed(&room.id, 0));
+    assert!(!alice.own_commit_landed(&room.id, 1));
+    let event = room.commit(&alice, "c1", &add);
+    for d in [&mut alice, &mut phone, &mut bob] {
+        d.receive(&event).unwrap();
+    }
+    assert_eq!(phone.joined_seq(&room.id), Some(event.seq));
+    assert_eq!(alice.epoch(&room.id), Some(1));
+    assert!(phone.in_group(&room.id) && !phone.in_group(&RoomId::parse("!x:localhost").unwrap()));
+    // Same user, another device: not this device's own message, so it decrypts.
+    let hello = room.message(&mut alice, "a1", "to my phone");
+    assert_eq!(body_of(phone.receive(&hello).unwrap()), "to my phone");
+    // Every member holds the same epoch secret and sees the same fingerprints.
+    let auth = alice.epoch_authenticator(&room.id).unwrap();
+    assert!(auth.len() >= 16);
+    assert_eq!(bob.epoch_authenticator(&room.id), Some(auth));
+    let fingerprint = alice.fingerprint();
+    assert_eq!(fingerprint.split(' ').count(), 16);
+    assert!(fingerprint.split(' ').all(|g| g.len() == 4));
+    assert_ne!(fingerprint, bob.fingerprint());
+    let seen_by_bob = bob.member_fingerprints(&room.id);
+    assert_eq!(seen_by_bob.len(), 3);
+    assert!(seen_by_bob.contains(&(
+        UserId::parse("@alice:localhost").unwrap(),
+        DeviceId::parse("A1").unwrap(),
+        fingerprint
+    )));
+    assert_eq!(
+        bob.membership_mismatch(&room.id, &[alice.saved.user.clone()]),
+        (vec![], vec![bob.saved.user.clone()])
+    );
+    assert_eq!(bob.rooms(), vec![room.id.clone()]);
+}
+
+#[test]
+fn owed_messages_wait_for_their_readers_and_are_forgotten_when_those_leave() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (mut alice, mut bob, mut room) = alice_and_bob(&dirs);
+    let carol = UserId::parse("@carol:localhost").unwrap();
+    let bob_id = bob.saved.user.clone();
+    // Owed to carol (no device in the group) and to bob's second device (not in it either).
+    let hello = room.message(&mut alice, "a1", "hello");
+    alice
+        .owe(
+            "a1",
+            vec![
+                Waiting::User(carol.clone()),
+                Waiting::Device(bob_id.clone(), DeviceId::parse("B2").unwrap()),
+            ],
+        )
+        .unwrap();
+    alice
+        .owe("unknown-txn", vec![Waiting::User(carol.clone())])
+        .unwrap();
+    assert_eq!(alice.owed_count(&room.id), 1);
+    assert_eq!(alice.owed_count(&RoomId::parse("!x:localhost").unwrap()), 0);
+    // bob's first device being in the group does not make the copy for his second one due.
+    assert!(alice.due_copies().is_empty());
+    bob.receive(&hello).unwrap();
+    alice.receive(&hello).unwrap();
+    // carol leaves: nothing is owed to her any more; bob's second device still waits.
+    let leave = room.event(
+        &bob,
+        "l1",
+        Content::Member {
+            target: carol.clone(),
+            membership: Membership::Leave,
+        },
+    );
+    alice.receive(&leave).unwrap();
+    assert_eq!(alice.owed_count(&room.id), 1);
+    assert!(
+        alice.saved.owed[0].waiting
+            == vec![Waiting::Device(
+                bob_id.clone(),
+                DeviceId::parse("B2").unwrap()
+            )]
+    );
+    // And when bob leaves, nothing is owed at all; he is departed until removed from the group.
+    let leave = room.event(
+        &bob,
+        "l2",
+        Content::Member {
+            target: bob_id.clone(),
+            membership: Membership::Leave,
+        },
+    );
+    alice.receive(&leave).unwrap();
+    assert_eq!(alice.owed_count(&room.id), 0);
+    assert_eq!(alice.departed(&room.id), vec![bob_id]);
+}
+
+#[test]
+fn a_removed_device_drops_what_it_had_waiting_to_send() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (mut alice, mut bob, mut room) = alice_and_bob(&dirs);
+    bob.encrypt(&room.id, "b1", &text("never ordered")).unwrap();
+    let bob_id = bob.saved.user.clone();
+    let remove = alice
+        .prepare_remove(&room.id, &[bob_id], &[])
+        .unwrap()
+        .unwrap();
+    alice.commit_accepted(&room.id).unwrap();
+    let commit = room.commit(&alice, "c2", &remove);
+    assert!(matches!(
+        bob.receive(&commit).unwrap(),
+        Received::Removed { .. }
+    ));
+    assert!(bob.saved.sent.is_empty() && bob.refused().is_empty());
+}
+
+#[test]
+fn refused_sends_are_named_dropped_or_forgotten_one_by_one() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (_alice, mut bob, room) = alice_and_bob(&dirs);
+    bob.encrypt(&room.id, "b1", &text("one")).unwrap();
+    bob.encrypt(&room.id, "b2", &text("two")).unwrap();
+    bob.encrypt(&room.id, "b3", &text("three")).unwrap();
+    bob.refuse_sent("nope").unwrap();
+    assert!(bob.refused().is_empty());
+    bob.refuse_sent("b1").unwrap();
+    bob.refuse_sent("b2").unwrap();
+    assert_eq!(
+        bob.refused(),
+        vec![
+            ("b1".to_owned(), room.id.clone()),
+            ("b2".to_owned(), room.id.clone())
+        ]
+    );
+    bob.drop_refused("b1").unwrap();
+    assert_eq!(bob.refused(), vec![("b2".to_owned(), room.id.clone())]);
+    bob.forget_sent("b3").unwrap();
+    assert!(!bob.saved.sent.contains_key("b3"));
+    drop(bob);
+    let bob = device(dirs[1].path(), "bob", "B1");
+    assert_eq!(bob.refused(), vec![("b2".to_owned(), room.id.clone())]);
+    assert!(bob.saved.sent.is_empty());
+}
+
+#[test]
+fn a_refused_commit_leaves_the_epoch_where_it_was() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (mut alice, mut bob, mut room) = alice_and_bob(&dirs);
+    alice.prepare_update(&room.id).unwrap();
+    alice.commit_refused(&room.id).unwrap();
+    alice.commit_accepted(&room.id).unwrap();
+    assert_eq!(alice.epoch(&room.id), Some(1), "nothing pending was merged");
+    // The one that won: bob's, which alice takes as anyone's.
+    let update = bob.prepare_update(&room.id).unwrap();
+    bob.commit_accepted(&room.id).unwrap();
+    let commit = room.commit(&bob, "c2", &update);
+    assert!(matches!(
+        alice.receive(&commit).unwrap(),
+        Received::Committed { epoch: 2, .. }
+    ));
+    bob.receive(&commit).unwrap();
+    let hello = room.message(&mut alice, "a1", "after");
+    assert_eq!(body_of(bob.receive(&hello).unwrap()), "after");
+}
