@@ -527,6 +527,15 @@ mod tests {
         sequencer: &mut Sequencer,
         requests: Vec<Request>,
     ) -> Vec<Result<Reply, CommitError>> {
+        one_commit_with(store, sequencer, requests).0
+    }
+
+    /// [`one_commit`], with the batch written and the signals to send after it.
+    fn one_commit_with(
+        store: &Store,
+        sequencer: &mut Sequencer,
+        requests: Vec<Request>,
+    ) -> (Vec<Result<Reply, CommitError>>, Batch, Pending) {
         let (mut batch, mut pending) = (Batch::default(), Pending::default());
         sequencer.begin_batch();
         let results = requests
@@ -534,7 +543,104 @@ mod tests {
             .map(|r| process(store, sequencer, r, 1_000, &mut batch, &mut pending))
             .collect();
         store.commit(&batch).unwrap();
-        results
+        (results, batch, pending)
+    }
+
+    /// (receipt kind, reader, seq, who is told), in order.
+    fn receipts(pending: &Pending) -> Vec<(ReceiptKind, UserId, u64, Vec<UserId>)> {
+        pending
+            .signals
+            .iter()
+            .filter_map(|(to, frame)| match frame {
+                ServerFrame::Receipt {
+                    kind, user_id, seq, ..
+                } => Some((*kind, user_id.clone(), *seq, to.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn read(who: &str, seq: u64) -> Request {
+        Request::MarkRead {
+            user: user(who),
+            room: room(),
+            seq,
+        }
+    }
+
+    #[test]
+    fn a_read_mark_tells_the_senders_once_and_only_rises() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut sequencer) = with_room(dir.path());
+        let first = store.last_seq(&room()).unwrap() + 1;
+        one_commit(&store, &mut sequencer, vec![send("t1"), send("t2")]);
+        let (results, _, pending) = one_commit_with(
+            &store,
+            &mut sequencer,
+            vec![read("b", first), read("b", first + 1), read("b", first)],
+        );
+        assert!(results.iter().all(Result::is_ok));
+        // a sent both; b's own devices hear of it too. Going back tells nobody.
+        assert_eq!(
+            receipts(&pending),
+            vec![
+                (
+                    ReceiptKind::Read,
+                    user("b"),
+                    first,
+                    vec![user("a"), user("b")]
+                ),
+                (
+                    ReceiptKind::Read,
+                    user("b"),
+                    first + 1,
+                    vec![user("a"), user("b")]
+                ),
+            ]
+        );
+        assert_eq!(store.read_mark(&user("b"), &room()).unwrap(), first + 1);
+        // In a later commit the stored mark is the one to rise above.
+        let (_, _, pending) = one_commit_with(&store, &mut sequencer, vec![read("b", first + 1)]);
+        assert!(receipts(&pending).is_empty());
+        assert!(matches!(
+            one_commit(&store, &mut sequencer, vec![read("b", first + 2)])[0],
+            Err(CommitError::Refused(SequenceError::SeqOutOfRange { .. }))
+        ));
+    }
+
+    #[test]
+    fn an_acknowledged_cursor_raises_delivered_marks_and_tells_the_sender() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut sequencer) = with_room(dir.path());
+        one_commit(&store, &mut sequencer, vec![send("t1")]);
+        let seq = store.last_seq(&room()).unwrap();
+        let head = store.inbox_head(&user("b")).unwrap();
+        let ack = |cursor| Request::Ack {
+            user: user("b"),
+            device: DeviceId::parse("D").unwrap(),
+            cursor,
+        };
+        let (results, batch, pending) = one_commit_with(&store, &mut sequencer, vec![ack(head)]);
+        assert!(results[0].is_ok());
+        assert_eq!(batch.delivered, vec![(user("b"), room(), seq)]);
+        assert_eq!(
+            receipts(&pending),
+            vec![(ReceiptKind::Delivered, user("b"), seq, vec![user("a")])]
+        );
+        assert_eq!(
+            store
+                .device_cursor(&user("b"), &DeviceId::parse("D").unwrap())
+                .unwrap(),
+            head
+        );
+        // The same cursor again, or an older one: nothing new delivered, nobody told.
+        let (_, batch, pending) =
+            one_commit_with(&store, &mut sequencer, vec![ack(head), ack(head - 1)]);
+        assert!(batch.delivered.is_empty() && receipts(&pending).is_empty());
+        assert!(matches!(
+            one_commit(&store, &mut sequencer, vec![ack(head + 1)])[0],
+            Err(CommitError::Refused(SequenceError::CursorOutOfRange { .. }))
+        ));
     }
 
     #[test]
