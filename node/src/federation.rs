@@ -649,7 +649,15 @@ fn outcome(result: Result<Reply, CommitError>) -> Outcome {
             SequenceError::BadEvent(_) => Outcome::Rejected(RejectCode::BadEvent),
             SequenceError::StaleEpoch { .. } => Outcome::Rejected(RejectCode::StaleEpoch),
             SequenceError::OutOfOrder { .. } => Outcome::Retry(RetryCode::OutOfOrder),
-            _ => Outcome::Rejected(RejectCode::Forbidden),
+            // Every rule of the room's (listed, so that a new one is placed here on purpose).
+            SequenceError::DirectRoomInvite
+            | SequenceError::InvalidDirect
+            | SequenceError::AlreadyMember(_)
+            | SequenceError::RoomFull(_)
+            | SequenceError::NameTooLong
+            | SequenceError::RoomExists(_)
+            | SequenceError::SeqOutOfRange { .. }
+            | SequenceError::CursorOutOfRange { .. } => Outcome::Rejected(RejectCode::Forbidden),
         },
         Err(CommitError::Storage(_) | CommitError::Closed | CommitError::Unavailable(_)) => {
             Outcome::Retry(RetryCode::Unavailable)
@@ -1379,5 +1387,48 @@ impl PeerRequests {
             },
         );
         self.transport.fetch_media(server, frame).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_results_map_to_federation_outcomes() {
+        let room = hearth_spec::RoomId::parse("!r:home.test").unwrap();
+        let refused = |e| outcome(Err(CommitError::Refused(e)));
+        assert_eq!(outcome(Ok(Reply::Duplicate)), Outcome::Duplicate);
+        assert_eq!(outcome(Ok(Reply::Done)), Outcome::Stored);
+        assert_eq!(
+            refused(SequenceError::RoomNotFound(room.clone())),
+            Outcome::Rejected(RejectCode::UnknownRoom)
+        );
+        assert_eq!(
+            refused(SequenceError::StaleEpoch { got: 0, current: 1 }),
+            Outcome::Rejected(RejectCode::StaleEpoch)
+        );
+        assert_eq!(
+            refused(SequenceError::OutOfOrder {
+                seq: 3,
+                expected: 2
+            }),
+            Outcome::Retry(RetryCode::OutOfOrder)
+        );
+        assert_eq!(
+            refused(SequenceError::RoomFull(3)),
+            Outcome::Rejected(RejectCode::Forbidden)
+        );
+        // Failures of this hearth's own are for the peer to try again, never a refusal.
+        for failure in [
+            CommitError::Storage("eio".into()),
+            CommitError::Closed,
+            CommitError::Unavailable("disk".into()),
+        ] {
+            assert_eq!(
+                outcome(Err(failure)),
+                Outcome::Retry(RetryCode::Unavailable)
+            );
+        }
     }
 }
