@@ -684,4 +684,120 @@ mod tests {
         ));
         assert_eq!(store.last_seq(&room()).unwrap(), before + 2);
     }
+
+    fn far(name: &str) -> UserId {
+        UserId::parse(&format!("@{name}:far.test")).unwrap()
+    }
+
+    fn group() -> RoomId {
+        RoomId::parse("!g:localhost").unwrap()
+    }
+
+    /// A group homed here: a (local) and x (on far.test).
+    fn with_group(dir: &std::path::Path) -> (Store, Sequencer) {
+        let (store, mut sequencer) = with_room(dir);
+        let made = one_commit(
+            &store,
+            &mut sequencer,
+            vec![Request::CreateRoom {
+                user: user("a"),
+                device: DeviceId::parse("D").unwrap(),
+                room: group(),
+                kind: RoomKind::Group,
+                name: None,
+                members: vec![far("x")],
+                nonce: 2,
+            }],
+        );
+        assert!(made[0].is_ok());
+        (store, sequencer)
+    }
+
+    /// x's message to the group, as far.test submits it (`ts` makes other bytes).
+    fn submitted(txn: &str, ts: u64) -> Request {
+        let envelope = hearth_spec::Envelope {
+            version: hearth_spec::envelope::ENVELOPE_VERSION,
+            room_id: group(),
+            sender: far("x"),
+            sender_device: DeviceId::parse("X").unwrap(),
+            txn_id: TxnId::parse(txn).unwrap(),
+            origin_ts: ts,
+            content: hearth_spec::Content::Message {
+                payload: b"hi".to_vec(),
+            },
+        };
+        let bytes = envelope.encode();
+        Request::Submitted { envelope, bytes }
+    }
+
+    #[test]
+    fn a_member_hearths_event_sent_again_is_a_duplicate_by_bytes_or_by_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut sequencer) = with_group(dir.path());
+        let before = store.last_seq(&group()).unwrap();
+        assert!(matches!(
+            one_commit(&store, &mut sequencer, vec![submitted("x1", 5)])[0],
+            Ok(Reply::Sequenced(_))
+        ));
+        // The very same bytes, and the same transaction signed again at another time.
+        for again in [submitted("x1", 5), submitted("x1", 6)] {
+            assert!(matches!(
+                one_commit(&store, &mut sequencer, vec![again])[0],
+                Ok(Reply::Duplicate)
+            ));
+        }
+        assert_eq!(store.last_seq(&group()).unwrap(), before + 1);
+    }
+
+    #[test]
+    fn receipts_travel_between_hearths_and_only_rise() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut sequencer) = with_group(dir.path());
+        let sent = |r: &Result<Reply, CommitError>| match r {
+            Ok(Reply::Sequenced(s)) => s.seq.unwrap(),
+            other => panic!("{other:?}"),
+        };
+        let mine = Request::Send {
+            user: user("a"),
+            device: DeviceId::parse("D").unwrap(),
+            room: group(),
+            txn_id: TxnId::parse("a1").unwrap(),
+            payload: b"hi".to_vec(),
+        };
+        let seq = sent(&one_commit(&store, &mut sequencer, vec![mine])[0]);
+
+        // x's hearth says x read it: a is told, once.
+        let peer_read = |seq| Request::PeerReceipt {
+            user: far("x"),
+            room: group(),
+            kind: ReceiptKind::Read,
+            seq,
+        };
+        let (_, _, pending) = one_commit_with(&store, &mut sequencer, vec![peer_read(seq)]);
+        assert_eq!(
+            receipts(&pending),
+            vec![(ReceiptKind::Read, far("x"), seq, vec![user("a")])]
+        );
+        let (_, _, pending) = one_commit_with(
+            &store,
+            &mut sequencer,
+            vec![peer_read(seq), peer_read(seq - 1)],
+        );
+        assert!(receipts(&pending).is_empty(), "marks only rise");
+
+        // x sends; a reads it here: far.test is told, so x sees it read.
+        let theirs = sent(&one_commit(&store, &mut sequencer, vec![submitted("x2", 7)])[0]);
+        let read = Request::MarkRead {
+            user: user("a"),
+            room: group(),
+            seq: theirs,
+        };
+        let (_, batch, _) = one_commit_with(&store, &mut sequencer, vec![read]);
+        let to_far: Vec<_> = batch
+            .outbox
+            .iter()
+            .filter(|(d, item)| d.as_str() == "far.test" && matches!(item, OutItem::Receipt(_)))
+            .collect();
+        assert_eq!(to_far.len(), 1, "{:?}", batch.outbox);
+    }
 }
