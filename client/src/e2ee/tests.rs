@@ -720,6 +720,9 @@ fn refused_sends_are_named_dropped_or_forgotten_one_by_one() {
     assert!(bob.refused().is_empty());
     bob.refuse_sent("b1").unwrap();
     bob.refuse_sent("b2").unwrap();
+    // The refused list is on disk as soon as a send is refused.
+    drop(bob);
+    let mut bob = device(dirs[1].path(), "bob", "B1");
     assert_eq!(
         bob.refused(),
         vec![
@@ -754,6 +757,10 @@ fn a_refused_commit_leaves_the_epoch_where_it_was() {
         Received::Committed { epoch: 2, .. }
     ));
     bob.receive(&commit).unwrap();
+    assert_eq!(
+        (alice.epoch(&room.id), bob.epoch(&room.id)),
+        (Some(2), Some(2))
+    );
     let hello = room.message(&mut alice, "a1", "after");
     assert_eq!(body_of(bob.receive(&hello).unwrap()), "after");
 }
