@@ -381,20 +381,11 @@ fn vapid_authorization(
     Ok(format!("vapid t={token}, k={}", vapid_public_key(vapid)))
 }
 
-/// An URL's origin as RFC 6454 writes it: scheme, host, and the port unless it is the scheme's
+/// A URL's origin as RFC 6454 writes it: scheme, host, and the port unless it is the scheme's
 /// default.
 fn origin_of(url: &axum::http::Uri) -> Option<String> {
-    let scheme = url.scheme_str()?;
-    let host = url.host()?;
-    let default = match scheme {
-        "https" => Some(443),
-        "http" => Some(80),
-        _ => None,
-    };
-    Some(match url.port_u16() {
-        Some(port) if Some(port) != default => format!("{scheme}://{host}:{port}"),
-        _ => format!("{scheme}://{host}"),
-    })
+    let origin = reqwest::Url::parse(&url.to_string()).ok()?.origin();
+    origin.is_tuple().then(|| origin.ascii_serialization())
 }
 
 /// The VAPID public key clients pass to `pushManager.subscribe` (uncompressed point, base64url).

@@ -217,6 +217,39 @@ pub fn hearth_binary() -> &'static Path {
     BINARY.get_or_init(|| workspace_binaries().join("hearth"))
 }
 
+/// Runs `hearth-chat --profile PROFILE ARGS` with `stdin` and `env`, failing the test if it
+/// fails; returns what it printed.
+pub async fn hearth_chat(
+    profile: &Path,
+    args: &[&str],
+    stdin: &str,
+    env: &[(String, String)],
+) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(chat_binary())
+        .arg("--profile")
+        .arg(profile)
+        .args(args)
+        .env("HEARTH_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn hearth-chat");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.as_bytes()).await.unwrap();
+    drop(input);
+    let out = child.wait_with_output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "hearth-chat {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// Path of the `hearth-chat` binary of this build, built once if needed.
 pub fn chat_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();

@@ -445,28 +445,7 @@ async fn chats_made_while_a_members_hearth_is_down_reach_them_when_it_returns() 
 
 /// Runs `hearth-chat --profile PROFILE ARGS` with `stdin`, failing the test if it fails.
 async fn hearth_chat(profile: &Path, args: &[&str], stdin: &str) -> String {
-    use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new(hearth_tests::chat_binary())
-        .arg("--profile")
-        .arg(profile)
-        .args(args)
-        .env("HEARTH_LOG", "warn")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin.as_bytes()).await.unwrap();
-    drop(input);
-    let out = child.wait_with_output().await.unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "hearth-chat {args:?}: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    hearth_tests::hearth_chat(profile, args, stdin, &[]).await
 }
 
 /// `hearth-chat group` killed with SIGKILL once the first of its commits (100 devices each) is

@@ -11,7 +11,7 @@ use std::time::Duration;
 use hearth_spec::RoomKind;
 use hearth_spec::client::ServerFrame;
 use hearth_tests::flushcheck::{Event, FlushLog, mark_index, not_durable_at, probe_flushed_before};
-use hearth_tests::{HearthProcess, chat_binary, connect_synced, next_frame, register_at};
+use hearth_tests::{HearthProcess, connect_synced, hearth_chat, next_frame, register_at};
 
 /// Waits for the `accepted` of `txn`, skipping other frames.
 async fn accepted(rx: &mut hearth_client::Receiver, txn: &str) {
@@ -24,15 +24,14 @@ async fn accepted(rx: &mut hearth_client::Receiver, txn: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_hearth_acknowledges_a_send_only_after_the_flush_that_covers_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let flush = FlushLog::new(&data, &dir.path().join("flush.log"));
+/// A `hearth` process on `data` under `flush`, and alice with a 1:1 chat with bob there.
+async fn watched_hearth(
+    data: &Path,
+    flush: &FlushLog,
+) -> (HearthProcess, hearth_client::Client, hearth_spec::RoomId) {
     let env = flush.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let hearth = HearthProcess::start(&data, &env).await.unwrap();
-
+    let hearth = HearthProcess::start(data, &env).await.unwrap();
     let mut alice = register_at(&hearth.url, "alice").await;
     let bob = register_at(&hearth.url, "bob").await;
     let room = alice
@@ -40,6 +39,15 @@ async fn the_hearth_acknowledges_a_send_only_after_the_flush_that_covers_it() {
         .await
         .unwrap()
         .room_id;
+    (hearth, alice, room)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hearth_acknowledges_a_send_only_after_the_flush_that_covers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let flush = FlushLog::new(&data, &dir.path().join("flush.log"));
+    let (_hearth, mut alice, room) = watched_hearth(&data, &flush).await;
     let (mut tx, mut rx) = connect_synced(&mut alice).await;
 
     // One at a time: each send is its own commit.
@@ -90,32 +98,13 @@ async fn the_hearth_acknowledges_a_send_only_after_the_flush_that_covers_it() {
     assert_eq!(not_durable_at(&events, last), Vec::<String>::new());
 }
 
-/// `hearth-chat --profile PROFILE ARGS` under the check; asserts it succeeded.
+/// `hearth-chat --profile PROFILE ARGS` under the check; asserts it succeeded within 60 s.
 async fn chat(profile: &Path, flush: &FlushLog, args: &[&str], stdin: &str) {
-    let mut command = tokio::process::Command::new(chat_binary());
-    command
-        .arg("--profile")
-        .arg(profile)
-        .args(args)
-        .env("HEARTH_LOG", "warn")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .envs(flush.env());
-    let mut child = command.spawn().unwrap();
-    use tokio::io::AsyncWriteExt;
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin.as_bytes()).await.unwrap();
-    drop(input);
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+    let env = flush.env();
+    let run = hearth_chat(profile, args, stdin, &env);
+    tokio::time::timeout(Duration::from_secs(60), run)
         .await
-        .expect("hearth-chat finished in time")
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "hearth-chat {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .expect("hearth-chat finished in time");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,16 +177,7 @@ async fn a_failed_flush_is_never_acknowledged_and_the_retry_makes_one_event() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let flush = FlushLog::failing(&data, &dir.path().join("flush.log"), "hearth.redb");
-    let env = flush.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let hearth = HearthProcess::start(&data, &env).await.unwrap();
-    let mut alice = register_at(&hearth.url, "alice").await;
-    let bob = register_at(&hearth.url, "bob").await;
-    let room = alice
-        .create_room(RoomKind::Direct, None, &[bob.user_id().unwrap().clone()])
-        .await
-        .unwrap()
-        .room_id;
+    let (_hearth, mut alice, room) = watched_hearth(&data, &flush).await;
     let before = alice
         .send(&room, &"t0".parse().unwrap(), b"first")
         .await

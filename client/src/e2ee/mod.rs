@@ -796,16 +796,12 @@ impl Mls {
     /// The app keeps these (on disk): they are no longer handed over again. Other results are
     /// ignored.
     pub fn kept(&mut self, received: &[Received]) -> Result<(), E2eeError> {
-        let kept: Vec<(RoomId, u64)> = received
-            .iter()
-            .filter_map(decrypted_of)
-            .map(|d| (d.room, d.seq))
-            .collect();
+        let kept: Vec<(&RoomId, u64)> = received.iter().filter_map(place_of).collect();
         let before = self.saved.unconfirmed.len();
         self.saved.unconfirmed.retain(|d| {
             !kept
                 .iter()
-                .any(|(room, seq)| *room == d.room && *seq == d.seq)
+                .any(|(room, seq)| **room == d.room && *seq == d.seq)
         });
         if self.saved.unconfirmed.len() != before {
             self.save()?;
@@ -1085,6 +1081,16 @@ impl Mls {
             body,
             own: false,
         })
+    }
+}
+
+/// Where a message or a dropped copy was in its room; `None` for anything else.
+fn place_of(received: &Received) -> Option<(&RoomId, u64)> {
+    match received {
+        Received::Message { room, seq, .. } | Received::Replayed { room, seq } => {
+            Some((room, *seq))
+        }
+        _ => None,
     }
 }
 

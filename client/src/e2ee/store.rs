@@ -234,7 +234,7 @@ impl StateFile {
     /// Saves the state (everything but key packages).
     pub fn save(&self, saved: &Saved) -> Result<(), E2eeError> {
         let bytes = postcard::to_stdvec(saved).map_err(|e| E2eeError::Corrupt(e.to_string()))?;
-        write_atomically(&self.path, &bytes)
+        Ok(crate::durable_file::replace(&self.path, &bytes)?)
     }
 
     /// Saves the key packages. Called after [`Self::save`] of the same change: a crash between
@@ -246,7 +246,7 @@ impl StateFile {
             entries: entries.clone(),
         };
         let bytes = postcard::to_stdvec(&file).map_err(|e| E2eeError::Corrupt(e.to_string()))?;
-        write_atomically(&self.keys_path, &bytes)
+        Ok(crate::durable_file::replace(&self.keys_path, &bytes)?)
     }
 }
 
@@ -256,8 +256,4 @@ fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, E2eeError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(E2eeError::Io(e)),
     }
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), E2eeError> {
-    Ok(crate::durable_file::replace(path, bytes)?)
 }
