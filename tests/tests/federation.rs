@@ -398,7 +398,9 @@ async fn a_peer_killed_without_closing_is_noticed_within_the_idle_timeout() {
     .await
     .unwrap();
     let link = r#"hearth_federation_link_up{peer="b.test"}"#;
-    assert_eq!(hearth_tests::metric(&network[0], link).await, Some(0));
+    // Shown from the start, up or not: a.test says hello to its peers when it starts, so the
+    // link may already be up here (asserting 0 raced that hello).
+    assert!(hearth_tests::metric(&network[0], link).await.is_some());
     let mut alice = register(&hearths[0], "alice").await;
     let mut bob = register(&hearths[1], "bob").await;
     let room = alice
