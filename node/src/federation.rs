@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use hearth_crypto::{ServerKey, sign_envelope};
+use hearth_federation::outbox::Queued;
 use hearth_federation::{
     BackoffPolicy, Directory, Freshness, KeyRing, PeerConfig, Transport, TransportConfig,
 };
@@ -923,16 +924,15 @@ impl hearth_federation::Inbound for FedNode {
 }
 
 impl hearth_federation::OutboxStore for FedNode {
+    type Error = StoreError;
+
     fn pending(
         &self,
         destination: &ServerName,
         after: Option<u64>,
         limit: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, String> {
-        let items = self
-            .store
-            .outbox_pending(destination, after, limit)
-            .map_err(|e| e.to_string())?;
+    ) -> Result<Vec<Queued>, StoreError> {
+        let items = self.store.outbox_pending(destination, after, limit)?;
         let mut expired = Vec::new();
         let signed = items
             .into_iter()
@@ -943,9 +943,13 @@ impl hearth_federation::OutboxStore for FedNode {
                 }
                 _ => true,
             })
-            .map(|(id, item)| Ok((id, self.sign(destination, item)?)))
-            .collect::<Result<_, StoreError>>()
-            .map_err(|e| e.to_string())?;
+            .map(|(id, item)| {
+                Ok(Queued {
+                    id,
+                    frame: self.sign(destination, item)?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
         if !expired.is_empty() {
             tracing::warn!(%destination, count = expired.len(), "held envelopes expired undelivered; dropping them");
             self.remove(destination, &expired)?;
@@ -953,10 +957,8 @@ impl hearth_federation::OutboxStore for FedNode {
         Ok(signed)
     }
 
-    fn remove(&self, destination: &ServerName, ids: &[u64]) -> Result<(), String> {
-        self.store
-            .outbox_remove(destination, ids)
-            .map_err(|e| e.to_string())?;
+    fn remove(&self, destination: &ServerName, ids: &[u64]) -> Result<(), StoreError> {
+        self.store.outbox_remove(destination, ids)?;
         self.custody.released(destination, ids);
         // The peer has taken these announcements: sign for it with the newer key from now on.
         let mut unannounced = self.unannounced.lock().expect("unannounced lock");
