@@ -6,6 +6,7 @@
 //! an envelope that passed the checks is the node's business, through the [`Inbound`] trait, and
 //! the queue's storage is the node's store, through [`OutboxStore`].
 
+pub mod announcements;
 pub mod backoff;
 pub mod budget;
 pub mod check;
@@ -15,6 +16,7 @@ pub mod discovery;
 pub mod keyring;
 pub mod outbox;
 pub mod p2p;
+pub mod relay;
 pub mod signals;
 pub mod tls;
 pub mod transport;

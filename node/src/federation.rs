@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use hearth_crypto::{ServerKey, sign_envelope};
+use hearth_federation::announcements::Announcements;
 use hearth_federation::outbox::Queued;
 use hearth_federation::{
     BackoffPolicy, Directory, Freshness, KeyRing, PeerConfig, Transport, TransportConfig,
@@ -25,11 +26,12 @@ use crate::config::{Config, ConfigError, RelayConfig, parse_public_key};
 use crate::live::Live;
 use crate::media::MediaStore;
 use crate::peer_signals::SignalQueues;
-use crate::relay::{Custody, choose_relays};
+use crate::relay::Custody;
 use crate::rotation::{AnnouncementHook, Rotated};
 use crate::sequencer::{Reply, Request, SequenceError};
 use crate::store::tables::{OutItem, PeerRotation};
 use crate::store::{Store, StoreError};
+use hearth_federation::relay::choose_relays;
 
 /// Builds the peer directory from the configuration, then applies the key rotations peers
 /// announced since (recorded in `store`).
@@ -208,41 +210,17 @@ struct Unsealer {
 }
 
 impl Unsealer {
-    /// The envelope inside a relayed seal, checked as if `origin` had sent it directly (with the
-    /// freshness window stretched to how long a relay may hold it).
     fn unseal(&self, origin: &ServerName, sealed: &SealedEnvelope) -> Result<FedEnvelope, Outcome> {
-        let bad_seal = Outcome::Rejected(RejectCode::BadSeal);
-        let now = now_ms();
-        let inner = self
-            .keys
-            .valid(now)
-            .iter()
-            .find_map(|key| hearth_crypto::open(key, &self.own, sealed).ok())
-            .ok_or(bad_seal)?;
-        let verdict = {
-            let directory = self.directory.read().expect("directory lock");
-            // Relayed envelopes come in several copies (one per relay) and late; every body is
-            // idempotent, so copies are told apart by the store, not by a replay memory.
-            let mut replay = hearth_federation::check::ReplayCache::new(1);
-            hearth_federation::check::check_batch(
-                &directory,
-                &mut replay,
-                self.freshness,
-                &self.own,
-                origin,
-                &[inner.as_slice()],
-                now,
-            )
-            .pop()
-        };
-        let envelope = verdict.ok_or(bad_seal)?.map_err(Outcome::Rejected)?;
-        if matches!(
-            envelope.body,
-            FedBody::Custody { .. } | FedBody::Relayed { .. }
-        ) {
-            return Err(Outcome::Rejected(RejectCode::BadEvent));
-        }
-        Ok(envelope)
+        let directory = self.directory.read().expect("directory lock");
+        hearth_federation::relay::unseal(
+            &self.own,
+            &self.keys,
+            &directory,
+            self.freshness,
+            origin,
+            sealed,
+            now_ms(),
+        )
     }
 }
 
@@ -253,9 +231,6 @@ enum Arrived {
     Refused(Outcome),
 }
 
-/// Per peer: the queue entries announcing a new key, and the key each retires, oldest first.
-type Unannounced = HashMap<ServerName, Vec<(u64, [u8; 32])>>;
-
 /// Turns peers' envelopes into committer requests and reads the outbound queue.
 pub struct FedNode {
     own: ServerName,
@@ -263,7 +238,7 @@ pub struct FedNode {
     /// Peers that have not yet taken an announcement of this hearth's new key: the queue entries
     /// carrying it and the old key it retires, oldest first. Envelopes for them are signed with
     /// the oldest such key.
-    unannounced: Mutex<Unannounced>,
+    announcements: Mutex<Announcements>,
     store: Arc<Store>,
     directory: Arc<RwLock<Directory>>,
     live: Arc<Live>,
@@ -550,12 +525,10 @@ impl FedNode {
     /// The key for envelopes to `destination`: the current one, unless the peer has yet to take
     /// the announcement of it.
     fn signing_key(&self, destination: &ServerName) -> Arc<ServerKey> {
-        let unannounced = self.unannounced.lock().expect("unannounced lock");
-        unannounced
-            .get(destination)
-            .and_then(|pending| pending.first())
-            .and_then(|(_, old)| self.keys.usable(old, now_ms()))
-            .unwrap_or_else(|| self.keys.current())
+        self.announcements
+            .lock()
+            .expect("announcements lock")
+            .signing_key(destination, &self.keys, now_ms())
     }
 
     /// A key announcement broadcast on gossip: `KeyRotation` addressed to its own origin,
@@ -629,12 +602,9 @@ impl FedNode {
         if rotated.old_valid_until_ms <= now_ms() {
             return;
         }
-        let mut unannounced = self.unannounced.lock().expect("unannounced lock");
+        let mut announcements = self.announcements.lock().expect("announcements lock");
         for (peer, id) in &rotated.announcements {
-            unannounced
-                .entry(peer.clone())
-                .or_default()
-                .push((*id, rotated.old_key));
+            announcements.queued(peer.clone(), *id, rotated.old_key);
         }
     }
 }
@@ -961,13 +931,10 @@ impl hearth_federation::OutboxStore for FedNode {
         self.store.outbox_remove(destination, ids)?;
         self.custody.released(destination, ids);
         // The peer has taken these announcements: sign for it with the newer key from now on.
-        let mut unannounced = self.unannounced.lock().expect("unannounced lock");
-        if let Some(pending) = unannounced.get_mut(destination) {
-            pending.retain(|(id, _)| !ids.contains(id));
-            if pending.is_empty() {
-                unannounced.remove(destination);
-            }
-        }
+        self.announcements
+            .lock()
+            .expect("announcements lock")
+            .delivered(destination, ids);
         Ok(())
     }
 }
@@ -1135,14 +1102,13 @@ impl Federation {
             .map_err(|e| {
                 hearth_federation::StartError::Quic(format!("cannot read the outbound queue: {e}"))
             })?;
-        let mut unannounced = Unannounced::new();
+        let mut announcements = Announcements::default();
         let mut held = Vec::new();
         for (destination, id, item) in queued {
             match item {
-                OutItem::KeyRotation { old_key, .. } => unannounced
-                    .entry(destination)
-                    .or_default()
-                    .push((id, old_key)),
+                OutItem::KeyRotation { old_key, .. } => {
+                    announcements.queued(destination, id, old_key)
+                }
                 OutItem::Relayed { origin, sealed, .. } => {
                     held.push((destination, id, origin, sealed));
                 }
@@ -1158,7 +1124,7 @@ impl Federation {
         let node = Arc::new(FedNode {
             own: config.server_name.clone(),
             keys: parts.keys.clone(),
-            unannounced: Mutex::new(unannounced),
+            announcements: Mutex::new(announcements),
             store: parts.store,
             directory: parts.directory.clone(),
             live: parts.live,

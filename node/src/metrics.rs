@@ -43,7 +43,7 @@ impl Source {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let holdings = self.custody.holdings();
-        let held = |f: fn(&crate::relay::Holding) -> u64| -> Vec<(String, u64)> {
+        let held = |f: fn(&hearth_federation::relay::Holding) -> u64| -> Vec<(String, u64)> {
             holdings
                 .iter()
                 .map(|(origin, h)| (format!("origin=\"{}\"", label(origin.as_str())), f(h)))
