@@ -13,9 +13,9 @@ use hearth_spec::api::{
 };
 use hearth_spec::{ErrorCode, ServerName, UserId};
 
+use crate::api::{Api, Authed, invalid, room_id, too_large};
 use crate::backend::Backend;
 use crate::rejection::{ApiError, ApiJson, ApiPath, ApiQuery};
-use crate::routes::{Api, Authed, invalid, room_id, too_large};
 
 /// Most key packages one upload may carry.
 pub const MAX_UPLOAD_PACKAGES: usize = 100;

@@ -1,11 +1,10 @@
 //! HTTP routes under `/v1`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::http::request::Parts;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
@@ -13,26 +12,14 @@ use hearth_spec::api::{
     CreateRoomRequest, InviteRequest, LoginRequest, PresenceSettings, PusherRequest, ReadRequest,
     RefreshRequest, RegisterRequest, SendRequest,
 };
-use hearth_spec::{DeviceId, ErrorBody, ErrorCode, RoomId, UserId};
+use hearth_spec::{DeviceId, ErrorCode, UserId};
 use serde::Deserialize;
 
-use crate::backend::{AuthedDevice, Backend};
+use crate::api::{Api, Authed, invalid, room_id, too_large};
+use crate::backend::Backend;
 use crate::config::ApiConfig;
 use crate::ratelimit::KeyedLimiter;
 use crate::rejection::{self, ApiError, ApiJson, ApiPath, ApiQuery};
-
-/// Shared state of the API: the backend, settings and rate-limit buckets.
-pub(crate) struct Api<B> {
-    pub backend: Arc<B>,
-    pub config: ApiConfig,
-    pub send_limits: KeyedLimiter<AuthedDevice>,
-    pub request_limits: KeyedLimiter<AuthedDevice>,
-    pub auth_limits: KeyedLimiter<IpAddr>,
-    /// Login attempts per account (the username as given, lower-cased).
-    pub login_limits: KeyedLimiter<String>,
-    pub heartbeat_limits: KeyedLimiter<AuthedDevice>,
-    pub claim_limits: KeyedLimiter<AuthedDevice>,
-}
 
 /// Builds the router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`.
 pub fn router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> Router {
@@ -144,35 +131,6 @@ async fn refuse_oversized(
     next.run(request).await
 }
 
-/// The caller, authenticated from `Authorization: Bearer`, with its request rate checked.
-pub(crate) struct Authed(pub AuthedDevice);
-
-/// Reads the bearer token of a request, if any.
-pub(crate) fn bearer(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-}
-
-impl<B: Backend> FromRequestParts<Arc<Api<B>>> for Authed {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, api: &Arc<Api<B>>) -> Result<Self, ApiError> {
-        let token = bearer(parts).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::Unauthorized,
-                "missing Authorization: Bearer token",
-            )
-        })?;
-        let device = api.backend.authenticate(token)?;
-        api.request_limits.admit(&device)?;
-        Ok(Self(device))
-    }
-}
-
 fn check_auth_rate<B: Backend>(api: &Api<B>, addr: SocketAddr) -> Result<(), ApiError> {
     Ok(api.auth_limits.admit(&addr.ip())?)
 }
@@ -236,14 +194,6 @@ async fn delete_device<B: Backend>(
     let target = DeviceId::parse(&target).map_err(invalid)?;
     api.backend.delete_device(&device, target).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-pub(crate) fn invalid(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(ErrorCode::InvalidParam, e.to_string())
-}
-
-pub(crate) fn room_id(text: &str) -> Result<RoomId, ApiError> {
-    RoomId::parse(text).map_err(invalid)
 }
 
 async fn rooms<B: Backend>(
@@ -319,13 +269,6 @@ async fn send<B: Backend>(
             .send(&device, room, req.txn_id, req.payload)
             .await?,
     ))
-}
-
-pub(crate) fn too_large(limit: usize) -> ErrorBody {
-    ErrorBody::new(
-        ErrorCode::TooLarge,
-        format!("the message is larger than the limit of {limit} bytes"),
-    )
 }
 
 /// Most events one page may hold.

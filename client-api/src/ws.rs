@@ -22,9 +22,9 @@ use hearth_spec::client::{ClientFrame, ServerFrame};
 use hearth_spec::{ErrorBody, ErrorCode, TxnId};
 use serde::Deserialize;
 
+use crate::api::{Api, too_large};
 use crate::backend::{AuthedDevice, Backend};
 use crate::rejection::{ApiError, ApiQuery};
-use crate::routes::{Api, too_large};
 
 /// Initial read buffer of a WebSocket.
 const READ_BUFFER: usize = 4 * 1024;

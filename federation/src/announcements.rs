@@ -62,7 +62,10 @@ mod tests {
             Arc::new(ServerKey::generate()),
         );
         // Two rotations: k1 → k2 → k3; both old keys valid until 10,000,000 (minus the switch margin for signing).
-        let keys = KeyRing::new(k3.clone(), vec![(k1.clone(), 10_000_000), (k2.clone(), 10_000_000)]);
+        let keys = KeyRing::new(
+            k3.clone(),
+            vec![(k1.clone(), 10_000_000), (k2.clone(), 10_000_000)],
+        );
         let mut a = Announcements::default();
         a.queued(n("b.t"), 10, k1.public_bytes());
         a.queued(n("b.t"), 20, k2.public_bytes());

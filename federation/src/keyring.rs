@@ -18,8 +18,8 @@ use rustls::client::ResolvesClientCert;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
+use crate::cert::{certificate, provider};
 use crate::clock::now_ms;
-use crate::tls::{certificate, provider};
 
 /// A retired key is no longer used this long before its grace period ends.
 pub const SWITCH_MARGIN_MS: u64 = 5 * 60 * 1000;

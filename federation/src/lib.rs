@@ -9,6 +9,7 @@
 pub mod announcements;
 pub mod backoff;
 pub mod budget;
+pub mod cert;
 pub mod check;
 mod clock;
 pub mod directory;

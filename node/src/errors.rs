@@ -5,10 +5,10 @@
 use hearth_spec::{ErrorBody, ErrorCode};
 
 use crate::accounts::AccountError;
-use crate::committer::CommitError;
-use crate::sequencer::SequenceError;
+use crate::accounts::token::TokenError;
+use crate::chat::committer::CommitError;
+use crate::chat::sequencer::SequenceError;
 use crate::store::StoreError;
-use crate::token::TokenError;
 
 fn internal(detail: &dyn std::fmt::Display) -> ErrorBody {
     tracing::error!(error = %detail, "internal error");

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use hearth_node::accounts::Accounts;
-use hearth_node::admin::{self, AdminRequest, AdminResponse};
 use hearth_node::config::Config;
-use hearth_node::rotation;
+use hearth_node::federation::rotation;
+use hearth_node::ops::admin::{self, AdminRequest, AdminResponse};
 use hearth_node::serve;
 use hearth_node::store::{OpenError, Store};
 use hearth_spec::ServerName;
@@ -110,8 +110,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::ServerKey) => {
             use base64::Engine;
             let config = Config::load(cli.config.as_deref(), std::env::vars())?;
-            hearth_node::data_dir::prepare(&config.data_dir, config.storage.allow_shared_data_dir)?;
-            let key = hearth_node::keys::load_or_generate(&serve::key_path(&config.data_dir))?;
+            hearth_node::ops::data_dir::prepare(
+                &config.data_dir,
+                config.storage.allow_shared_data_dir,
+            )?;
+            let key = hearth_node::ops::keys::load_or_generate(
+                &hearth_node::ops::data_dir::key_path(&config.data_dir),
+            )?;
             println!(
                 "{}",
                 base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.public_bytes())
@@ -196,8 +201,8 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
         },
     };
     // An admin may create the first users before the hearth has ever run.
-    hearth_node::data_dir::prepare(&config.data_dir, config.storage.allow_shared_data_dir)?;
-    let response = match Store::open(&serve::db_path(&config.data_dir)) {
+    hearth_node::ops::data_dir::prepare(&config.data_dir, config.storage.allow_shared_data_dir)?;
+    let response = match Store::open(&hearth_node::ops::data_dir::db_path(&config.data_dir)) {
         Ok(store) => {
             // The hearth is stopped: work on the database directly.
             let store = std::sync::Arc::new(store);
@@ -209,9 +214,9 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
                 config.auth.clone(),
             )?;
             let mut directory = hearth_node::federation::directory(&config, &store)?;
-            hearth_node::discovery::learn_kept(&mut directory, &store, &config);
+            hearth_node::federation::discovery::learn_kept(&mut directory, &store, &config);
             let peers = directory.peers();
-            let custody = std::sync::Arc::new(hearth_node::relay::Custody::load(
+            let custody = std::sync::Arc::new(hearth_node::federation::custody::Custody::load(
                 config.server_name.clone(),
                 config.federation.relay.clone(),
                 store.clone(),
@@ -237,7 +242,7 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
             )
         }
         Err(OpenError::InUse) => {
-            let socket = serve::admin_socket_path(&config.data_dir);
+            let socket = hearth_node::ops::data_dir::admin_socket_path(&config.data_dir);
             runtime()?
                 .block_on(admin::request_socket(&socket, &request))
                 .with_context(|| {

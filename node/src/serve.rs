@@ -1,7 +1,7 @@
 //! Starting and stopping a hearth.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,17 +11,18 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::accounts::{AccountError, Accounts};
-use crate::admin::Admin;
-use crate::committer::{Committer, CommitterConfig};
+use crate::chat::committer::{Committer, CommitterConfig};
+use crate::chat::hub::Hub;
+use crate::chat::live::Live;
 use crate::config::Config;
+use crate::federation::peer_signals::PeerSignals;
+use crate::federation::rotation::KeyRotator;
 use crate::federation::{Federation, FederationParts, Wakers};
-use crate::hub::Hub;
-use crate::keys::{self, KeyFileError};
-use crate::live::Live;
-use crate::peer_signals::PeerSignals;
-use crate::push::Push;
-use crate::rotation::KeyRotator;
+use crate::ops::admin::Admin;
+use crate::ops::data_dir::{admin_socket_path, db_path};
+use crate::ops::keys::{self, KeyFileError};
 use crate::service::{Hearth, Parts};
+use crate::signals::push::Push;
 use crate::store::{OpenError, Store, StoreError};
 
 /// Why a hearth could not start. Printed with its causes (`{:#}`), so a variant that wraps
@@ -29,7 +30,7 @@ use crate::store::{OpenError, Store, StoreError};
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    DataDir(#[from] crate::data_dir::DataDirError),
+    DataDir(#[from] crate::ops::data_dir::DataDirError),
     #[error("cannot open the media directory {path}: {reason}")]
     Media {
         path: PathBuf,
@@ -56,7 +57,7 @@ pub enum StartError {
     #[error("cannot build the peer directory")]
     Directory(#[from] crate::federation::DirectoryError),
     #[error("cannot finish an interrupted key rotation")]
-    Rotation(#[from] crate::rotation::RotateError),
+    Rotation(#[from] crate::federation::rotation::RotateError),
     #[error("cannot open the admin socket {path}: {reason}")]
     AdminSocket {
         path: PathBuf,
@@ -84,19 +85,6 @@ fn check_ports(config: &Config) -> Result<(), StartError> {
     Ok(())
 }
 
-/// File names inside the data directory.
-pub fn db_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("hearth.redb")
-}
-/// The server key file.
-pub fn key_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("server.key")
-}
-/// The admin socket.
-pub fn admin_socket_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("admin.sock")
-}
-
 /// A running hearth.
 pub struct Running {
     /// Where the client API listens (the real port when the config asked for port 0).
@@ -121,8 +109,8 @@ pub struct Running {
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let dir = &config.data_dir;
     check_ports(&config)?;
-    crate::data_dir::prepare(dir, config.storage.allow_shared_data_dir)?;
-    let keys = Arc::new(crate::rotation::load_key_ring(dir)?);
+    crate::ops::data_dir::prepare(dir, config.storage.allow_shared_data_dir)?;
+    let keys = Arc::new(crate::federation::rotation::load_key_ring(dir)?);
     let store = Arc::new(Store::open(&db_path(dir))?);
     crate::store::watch(&store, config.storage.min_free_bytes);
     let accounts = Arc::new(Accounts::new(
@@ -135,7 +123,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let vapid = Arc::new(keys::load_or_generate_vapid(&dir.join("vapid.key"))?);
     let push = Push::start(store.clone(), hub.clone(), config.push.clone(), vapid)?;
     let mut directory = crate::federation::directory(&config, &store)?;
-    crate::discovery::learn_kept(&mut directory, &store, &config);
+    crate::federation::discovery::learn_kept(&mut directory, &store, &config);
     let directory = Arc::new(std::sync::RwLock::new(directory));
     let peers = directory.read().expect("directory lock").peers();
     let wakers = Arc::new(Wakers::new(&peers));
@@ -159,7 +147,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             queue_depth: config.storage.queue_depth,
         },
     )?;
-    let media = crate::media::MediaStore::open(dir).map_err(|reason| StartError::Media {
+    let media = crate::chat::media::MediaStore::open(dir).map_err(|reason| StartError::Media {
         path: dir.join("media"),
         reason,
     })?;
@@ -203,10 +191,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     if rotator.interrupted() {
         tracing::warn!("finishing a key rotation that was interrupted");
-        rotator.rotate(crate::rotation::DEFAULT_GRACE_MS)?;
+        rotator.rotate(crate::federation::rotation::DEFAULT_GRACE_MS)?;
     }
     let admin_path = admin_socket_path(dir);
-    let admin = crate::admin::serve_socket(
+    let admin = crate::ops::admin::serve_socket(
         &admin_path,
         Arc::new(Admin {
             accounts,
@@ -229,7 +217,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     );
     let metrics = match config.metrics.listen {
         Some(listen) => {
-            let source = Arc::new(crate::metrics::Source {
+            let source = Arc::new(crate::ops::metrics::Source {
                 store: store.clone(),
                 custody: federation.custody(),
                 directory: directory_for_metrics,
@@ -238,13 +226,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 transport: federation.transport(),
                 gossip: federation.discovery().map(|d| d.gossip_tally()),
             });
-            let (bound, task) = crate::metrics::serve(listen, source)
-                .await
-                .map_err(|reason| StartError::Listen {
-                    addr: listen,
-                    what: "TCP, metrics",
-                    reason,
-                })?;
+            let (bound, task) =
+                crate::ops::metrics::serve(listen, source)
+                    .await
+                    .map_err(|reason| StartError::Listen {
+                        addr: listen,
+                        what: "TCP, metrics",
+                        reason,
+                    })?;
             Some((bound, task))
         }
         None => None,

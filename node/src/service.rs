@@ -20,13 +20,13 @@ use hearth_spec::{
 use rand::Rng;
 
 use crate::accounts::{AccountError, Accounts};
-use crate::committer::Committer;
+use crate::chat::committer::Committer;
+use crate::chat::hub::Hub;
+use crate::chat::live::Live;
+use crate::chat::media::{MediaError, MediaStore};
+use crate::chat::sequencer::{Reply, Request};
 use crate::config::{Config, PushConfig};
-use crate::hub::Hub;
-use crate::live::Live;
-use crate::media::{MediaError, MediaStore};
-use crate::push::{Push, validate_pusher};
-use crate::sequencer::{Reply, Request};
+use crate::signals::push::{Push, validate_pusher};
 use crate::store::tables::PusherRecord;
 use crate::store::{Store, StoreError, StoredEvent};
 
@@ -64,9 +64,9 @@ pub struct Hearth {
     directory: Arc<std::sync::RwLock<hearth_federation::Directory>>,
     discovery: Option<hearth_federation::Discovery>,
     media: MediaStore,
-    remote_media: crate::media_fetch::RemoteMedia,
+    remote_media: crate::federation::media_fetch::RemoteMedia,
     max_key_packages: u64,
-    key_requests: crate::key_requests::KeyRequests,
+    key_requests: crate::chat::key_requests::KeyRequests,
 }
 
 impl Hearth {
@@ -85,13 +85,13 @@ impl Hearth {
             push: parts.push,
             directory: parts.directory,
             discovery: parts.discovery,
-            remote_media: crate::media_fetch::RemoteMedia::new(
+            remote_media: crate::federation::media_fetch::RemoteMedia::new(
                 parts.media.clone(),
                 parts.peer_requests.clone(),
                 parts.config.limits.max_media_bytes,
             ),
             media: parts.media,
-            key_requests: crate::key_requests::KeyRequests::new(
+            key_requests: crate::chat::key_requests::KeyRequests::new(
                 parts.config.server_name.clone(),
                 parts.store.clone(),
                 parts.peer_requests,
@@ -184,7 +184,7 @@ impl Hearth {
         server: &hearth_spec::ServerName,
         media_id: &str,
     ) -> Result<(), ErrorBody> {
-        use crate::media_fetch::FetchError;
+        use crate::federation::media_fetch::FetchError;
         match self.remote_media.ensure(server, media_id).await {
             Ok(()) => Ok(()),
             Err(e @ FetchError::Unknown(_)) => {

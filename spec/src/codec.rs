@@ -4,12 +4,22 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::envelope::DecodeError;
+/// Why bytes are not a valid envelope (or other versioned binary value).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("envelope is not valid postcard: {0}")]
+    Malformed(#[source] postcard::Error),
+    #[error("envelope has {0} trailing bytes")]
+    TrailingBytes(usize),
+    #[error("envelope encoding is not canonical")]
+    NotCanonical,
+    #[error("envelope version {0} is not supported")]
+    UnsupportedVersion(u8),
+}
 
 /// Decodes exactly `bytes`: trailing bytes are an error.
 pub(crate) fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    let (value, rest): (T, _) =
-        postcard::take_from_bytes(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    let (value, rest): (T, _) = postcard::take_from_bytes(bytes).map_err(DecodeError::Malformed)?;
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes(rest.len()));
     }
@@ -27,7 +37,7 @@ pub(crate) fn decode_canonical<T: DeserializeOwned + Serialize>(
     if version(&value) != expected_version {
         return Err(DecodeError::UnsupportedVersion(version(&value)));
     }
-    if postcard::to_stdvec(&value).map_err(|e| DecodeError::Malformed(e.to_string()))? != bytes {
+    if postcard::to_stdvec(&value).map_err(DecodeError::Malformed)? != bytes {
         return Err(DecodeError::NotCanonical);
     }
     Ok(value)

@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::codec::DecodeError;
 use crate::id::{DeviceId, EventId, RoomId, TimeId, TxnId, UserId};
 
 /// The envelope format version this crate writes and accepts.
@@ -78,19 +79,6 @@ pub enum RoomKind {
 pub enum Membership {
     Join,
     Leave,
-}
-
-/// Why bytes are not a valid envelope.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
-    #[error("envelope is not valid postcard: {0}")]
-    Malformed(String),
-    #[error("envelope has {0} trailing bytes")]
-    TrailingBytes(usize),
-    #[error("envelope encoding is not canonical")]
-    NotCanonical,
-    #[error("envelope version {0} is not supported")]
-    UnsupportedVersion(u8),
 }
 
 impl Envelope {

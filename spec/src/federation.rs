@@ -168,7 +168,7 @@ pub enum FedDecodeError {
     #[error("signed envelope is {0} bytes, over the limit")]
     TooLarge(usize),
     #[error("envelope is not valid postcard: {0}")]
-    Malformed(String),
+    Malformed(#[source] postcard::Error),
     #[error("envelope has {0} trailing bytes")]
     TrailingBytes(usize),
     #[error("envelope encoding is not canonical")]

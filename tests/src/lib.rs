@@ -531,7 +531,7 @@ pub fn plan_network(root: &Path, names: &[&str]) -> anyhow::Result<Vec<PeerSpec>
         .iter()
         .map(|name| {
             let data_dir = root.join(name);
-            hearth_node::data_dir::create_private(&data_dir)?;
+            hearth_node::ops::data_dir::create_private(&data_dir)?;
             Ok(PeerSpec {
                 name: name.to_string(),
                 key: server_key(&data_dir, name)?,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use hearth_client::{Client, WsMessage, new_txn_id};
 use hearth_crypto::ServerKey;
-use hearth_node::token::{self, Claims};
+use hearth_node::accounts::token::{self, Claims};
 use hearth_spec::client::ServerFrame;
 use hearth_spec::{ErrorBody, ErrorCode, RoomKind};
 use hearth_tests::{TestHearth, frames_until, next_frame};
@@ -563,16 +563,16 @@ async fn closed_registration_and_a_deactivated_account_are_forbidden() {
     assert_eq!((status, err.code), (403, ErrorCode::Forbidden));
 
     // An administrator made the account, then deactivated it.
-    let socket = hearth_node::serve::admin_socket_path(hearth.data_dir());
+    let socket = hearth_node::ops::data_dir::admin_socket_path(hearth.data_dir());
     let admin = |request| {
         let socket = socket.clone();
         async move {
-            hearth_node::admin::request_socket(&socket, &request)
+            hearth_node::ops::admin::request_socket(&socket, &request)
                 .await
                 .unwrap()
         }
     };
-    use hearth_node::admin::{AdminRequest, AdminResponse};
+    use hearth_node::ops::admin::{AdminRequest, AdminResponse};
     let made = admin(AdminRequest::CreateUser {
         username: "dora".into(),
         password: "long enough".into(),

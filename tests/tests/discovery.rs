@@ -234,7 +234,7 @@ async fn a_revoked_key_is_refused_everywhere_after_gossip() {
     let _a = start(a, ab, None).await;
     let b = start(&ab[1], ab, Some(a)).await;
     let d_hearth = start(d, std::slice::from_ref(d), Some(a)).await;
-    let old_secret = std::fs::read(hearth_node::serve::key_path(&d.data_dir)).unwrap();
+    let old_secret = std::fs::read(hearth_node::ops::data_dir::key_path(&d.data_dir)).unwrap();
     let holder = Holder::new(&old_secret, ab);
 
     // a.test takes the key once it has found it in the DHT (a call from an unknown key is looked

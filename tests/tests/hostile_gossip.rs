@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use hearth_crypto::{ServerKey, sign_envelope};
 use hearth_federation::p2p::{Identity, Multiaddr, P2pConfig, Swarm};
-use hearth_node::admin::{AdminRequest, AdminResponse};
 use hearth_node::config::PeerEntry;
+use hearth_node::ops::admin::{AdminRequest, AdminResponse};
 use hearth_spec::ServerName;
 use hearth_spec::federation::{FED_VERSION, FedBody, FedEnvelope};
 use hearth_tests::{TestHearth, metric_at, now_ms};
@@ -62,8 +62,8 @@ fn announcement(
 }
 
 async fn status(hearth: &TestHearth) -> (Vec<String>, Vec<(ServerName, String, String)>) {
-    let socket = hearth_node::serve::admin_socket_path(hearth.data_dir());
-    match hearth_node::admin::request_socket(&socket, &AdminRequest::FederationStatus)
+    let socket = hearth_node::ops::data_dir::admin_socket_path(hearth.data_dir());
+    match hearth_node::ops::admin::request_socket(&socket, &AdminRequest::FederationStatus)
         .await
         .unwrap()
     {

@@ -113,8 +113,10 @@ impl World {
             c.server_name = name("home.test");
             c.limits.max_event_bytes = 1024;
             home_key = Some(
-                hearth_node::keys::load_or_generate(&hearth_node::serve::key_path(&c.data_dir))
-                    .unwrap(),
+                hearth_node::ops::keys::load_or_generate(&hearth_node::ops::data_dir::key_path(
+                    &c.data_dir,
+                ))
+                .unwrap(),
             );
             c.federation.peers = vec![
                 PeerEntry {
@@ -635,7 +637,7 @@ async fn hostile_envelopes_are_refused_with_typed_codes_and_nothing_is_stored() 
         vec![PeerConfig {
             name: w.home.clone(),
             address: w.hearth.running.federation_addr,
-            key: hearth_node::keys::load_or_generate(&hearth_node::serve::key_path(
+            key: hearth_node::ops::keys::load_or_generate(&hearth_node::ops::data_dir::key_path(
                 &w.hearth.config.data_dir,
             ))
             .unwrap()
@@ -845,7 +847,7 @@ async fn a_peer_over_its_budget_is_told_to_retry_and_nothing_over_it_is_stored()
 async fn relayed_envelopes_open_only_unaltered_and_held_ones_stay_sealed() {
     let w = World::new().await;
     let room = w.room.clone();
-    let home_key = hearth_node::keys::load_or_generate(&hearth_node::serve::key_path(
+    let home_key = hearth_node::ops::keys::load_or_generate(&hearth_node::ops::data_dir::key_path(
         &w.hearth.config.data_dir,
     ))
     .unwrap()

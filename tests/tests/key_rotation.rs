@@ -8,8 +8,8 @@ use std::time::Duration;
 use base64::Engine;
 use hearth_crypto::ServerKey;
 use hearth_federation::{Directory, Inbound, KeyRing, PeerConfig, Transport, TransportConfig};
-use hearth_node::admin::{AdminRequest, AdminResponse};
 use hearth_node::config::PeerEntry;
+use hearth_node::ops::admin::{AdminRequest, AdminResponse};
 use hearth_spec::client::ServerFrame;
 use hearth_spec::federation::{FedBody, FedEnvelope, Outcome};
 use hearth_spec::{RoomKind, ServerName};
@@ -81,9 +81,11 @@ impl RecordingPeer {
 }
 
 fn server_key(hearth: &TestHearth) -> [u8; 32] {
-    hearth_node::keys::load_or_generate(&hearth_node::serve::key_path(hearth.data_dir()))
-        .unwrap()
-        .public_bytes()
+    hearth_node::ops::keys::load_or_generate(&hearth_node::ops::data_dir::key_path(
+        hearth.data_dir(),
+    ))
+    .unwrap()
+    .public_bytes()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,8 +143,8 @@ async fn a_rotation_is_announced_with_the_old_key_then_the_new_key_signs() {
         "{seen:?}"
     );
 
-    let socket = hearth_node::serve::admin_socket_path(hearth.data_dir());
-    let response = hearth_node::admin::request_socket(
+    let socket = hearth_node::ops::data_dir::admin_socket_path(hearth.data_dir());
+    let response = hearth_node::ops::admin::request_socket(
         &socket,
         &AdminRequest::RotateKey {
             grace_ms: 3_600_000,

@@ -7,6 +7,7 @@
 //! after every change. [`crate::SecureClient`] drives it against a hearth.
 
 mod provider;
+mod saved;
 mod store;
 mod store_v2;
 mod store_v3;
@@ -28,11 +29,12 @@ use openmls_traits::OpenMlsProvider;
 use sha2::{Digest, Sha256};
 
 pub use provider::DeviceProvider;
-pub use store::Waiting;
-use store::{
+pub use saved::Waiting;
+use saved::{
     Decrypted, DecryptedMessage, Entries, MAX_UNCONFIRMED, OwedMessage, RoomMeta, SEEN_PER_ROOM,
-    Saved, SentMessage, StateFile, is_key_package,
+    Saved, SentMessage, is_key_package,
 };
+use store::StateFile;
 
 /// The one ciphersuite Hearth uses.
 pub const CIPHERSUITE: Ciphersuite =

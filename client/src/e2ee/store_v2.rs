@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use hearth_spec::{DeviceId, RoomId, UserId};
 use serde::Deserialize;
 
-use super::store::{RoomMeta, Saved, SentMessage};
+use super::saved::{RoomMeta, Saved, SentMessage};
 
 #[derive(Deserialize)]
 struct RoomMetaV2 {

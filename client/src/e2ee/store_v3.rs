@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use hearth_spec::{DeviceId, RoomId, UserId};
 use serde::Deserialize;
 
-use super::store::{OwedMessage, RoomMeta, STATE_VERSION, Saved, SentMessage};
+use super::saved::{OwedMessage, RoomMeta, STATE_VERSION, Saved, SentMessage};
 
 #[derive(Deserialize)]
 pub struct SavedV3 {

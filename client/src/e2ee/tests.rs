@@ -87,7 +87,7 @@ fn key_package_count(device: &Mls) -> usize {
         .provider
         .entries()
         .iter()
-        .filter(|(k, _)| store::is_key_package(k))
+        .filter(|(k, _)| saved::is_key_package(k))
         .count()
 }
 

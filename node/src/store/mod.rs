@@ -204,7 +204,7 @@ impl Store {
         }
         txn.commit().map_err(StoreError::from)?;
         if new {
-            crate::data_dir::sync_parent(path).map_err(OpenError::Folder)?;
+            crate::ops::data_dir::sync_parent(path).map_err(OpenError::Folder)?;
         }
         Ok(Self {
             path: path.to_owned(),

@@ -15,8 +15,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::accounts::Accounts;
-use crate::relay::Custody;
-use crate::rotation::KeyRotator;
+use crate::federation::custody::Custody;
+use crate::federation::rotation::KeyRotator;
 
 /// Longest admin request line, in bytes.
 const MAX_LINE: usize = 64 * 1024;

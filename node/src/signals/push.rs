@@ -19,9 +19,9 @@ use tokio::sync::{Semaphore, mpsc};
 use web_push_native::jwt_simple::algorithms::ES256KeyPair;
 use web_push_native::{Auth, WebPushBuilder, p256};
 
+use crate::chat::hub::Hub;
 use crate::config::PushConfig;
-use crate::hub::Hub;
-use crate::public_address::{PublicOnlyResolver, special_purpose};
+use crate::ops::public_address::{PublicOnlyResolver, special_purpose};
 use crate::store::Store;
 use crate::store::tables::PusherRecord;
 

@@ -10,8 +10,8 @@ use hearth_federation::RequestError;
 use hearth_spec::ServerName;
 use hearth_spec::federation::{MAX_MEDIA_CHUNK, RejectCode};
 
+use crate::chat::media::{MediaError, MediaStore};
 use crate::federation::PeerRequests;
-use crate::media::{MediaError, MediaStore};
 
 /// Parts asked for at once: enough to keep a long link busy, few enough for the peer's
 /// stream limit.
@@ -165,7 +165,7 @@ mod tests {
     #[test]
     fn ids_parse_back_to_their_bytes() {
         let bytes: [u8; 32] = std::array::from_fn(|i| (i * 7) as u8);
-        assert_eq!(parse_id(&crate::media::hex(&bytes)), Some(bytes));
+        assert_eq!(parse_id(&crate::chat::media::hex(&bytes)), Some(bytes));
         assert_eq!(parse_id("ab"), None);
         assert_eq!(parse_id(&"zz".repeat(32)), None);
         assert_eq!(parse_id(&"é".repeat(32)), None);

@@ -15,11 +15,11 @@ use hearth_spec::federation::Signal;
 use hearth_spec::{DeviceId, EventId, RoomId, ServerName, UserId};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::push::{Push, PushJob};
+use crate::signals::push::{Push, PushJob};
 
+use crate::chat::hub::Hub;
+use crate::chat::sequencer::{Reply, Request, SequenceError, Sequencer};
 use crate::clock::now_ms;
-use crate::hub::Hub;
-use crate::sequencer::{Reply, Request, SequenceError, Sequencer};
 use crate::store::tables::OutItem;
 use crate::store::{Batch, Store, StoreError};
 

@@ -32,7 +32,7 @@ impl MediaStore {
         let dir = data_dir.join("media");
         let partial = dir.join("partial");
         let _ = std::fs::remove_dir_all(&partial);
-        crate::data_dir::create_private(&partial).map_err(std::io::Error::other)?;
+        crate::ops::data_dir::create_private(&partial).map_err(std::io::Error::other)?;
         Ok(Self { dir })
     }
 

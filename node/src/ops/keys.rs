@@ -6,7 +6,7 @@ use std::path::Path;
 use hearth_crypto::ServerKey;
 use web_push_native::jwt_simple::algorithms::ES256KeyPair;
 
-use crate::data_dir::sync_parent;
+use crate::ops::data_dir::sync_parent;
 
 /// Why a key could not be loaded or created.
 #[derive(Debug, thiserror::Error)]

@@ -14,13 +14,13 @@ use hearth_spec::client::{PresenceState, ServerFrame};
 use hearth_spec::federation::Signal;
 use hearth_spec::{DeviceId, ErrorBody, ErrorCode, RoomId, ServerName, UserId};
 
+use crate::chat::hub::Hub;
 use crate::clock::now_ms;
 use crate::config::PresenceConfig;
-use crate::hub::Hub;
-use crate::peer_signals::PeerSignals;
-use crate::presence::{PresenceChange, PresenceTracker};
+use crate::federation::peer_signals::PeerSignals;
+use crate::signals::presence::{PresenceChange, PresenceTracker};
+use crate::signals::typing::{TypingChange, TypingTracker};
 use crate::store::{Store, StoreError};
-use crate::typing::{TypingChange, TypingTracker};
 
 /// Typing and presence of the users this hearth's users can see.
 pub struct Live {

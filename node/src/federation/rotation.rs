@@ -14,7 +14,7 @@ use hearth_federation::KeyRing;
 use hearth_spec::ServerName;
 
 use crate::clock::now_ms;
-use crate::keys::{self, KeyFileError};
+use crate::ops::keys::{self, KeyFileError};
 use crate::store::tables::OutItem;
 use crate::store::{Store, StoreError};
 
@@ -105,7 +105,7 @@ impl KeyRotator {
         keys::write_retired(&keys::retired_keys_path(&self.data_dir), &keep)?;
         keys::promote(
             &keys::next_key_path(&self.data_dir),
-            &crate::serve::key_path(&self.data_dir),
+            &crate::ops::data_dir::key_path(&self.data_dir),
         )?;
         let new_key = next.public_bytes();
         self.keys.rotate(Arc::new(next), until);
@@ -134,7 +134,7 @@ impl KeyRotator {
 
 /// Loads the current key (generating it on first start) and the retired ones still in grace.
 pub fn load_key_ring(data_dir: &std::path::Path) -> Result<KeyRing, KeyFileError> {
-    let current = keys::load_or_generate(&crate::serve::key_path(data_dir))?;
+    let current = keys::load_or_generate(&crate::ops::data_dir::key_path(data_dir))?;
     let now = now_ms();
     let retired = keys::load_retired(&keys::retired_keys_path(data_dir))?
         .into_iter()

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use hearth_federation::{Directory, Swarm};
 
-use crate::relay::Custody;
+use crate::federation::custody::Custody;
 use crate::store::Store;
 
 /// What the gauges are read from.

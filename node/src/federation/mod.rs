@@ -1,6 +1,16 @@
 //! The hearth's side of federation: what a checked envelope from a peer becomes (a request to
 //! the committer), how the durable outbound queue is read and signed for sending, and starting
-//! the transport with one queue driver per peer.
+//! the transport with one queue driver per peer. The rules themselves (checks, the sender,
+//! relay quotas, unsealing, announcements) are `hearth-federation`'s; the pieces here are glue:
+//! [`custody`] (envelopes held for others, beside the store), [`discovery`] (the DHT's answers
+//! kept in the store), [`rotation`] (rotating this hearth's key), [`media_fetch`] (blobs of
+//! other hearths) and [`peer_signals`] (typing and presence queues for peers).
+
+pub mod custody;
+pub mod discovery;
+pub mod media_fetch;
+pub mod peer_signals;
+pub mod rotation;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -20,15 +30,15 @@ use hearth_spec::{Content, DeviceId, Envelope, ServerName, UserId};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use crate::chat::committer::{CommitError, Committer, OutboxWake};
+use crate::chat::live::Live;
+use crate::chat::media::MediaStore;
+use crate::chat::sequencer::{Reply, Request, SequenceError};
 use crate::clock::now_ms;
-use crate::committer::{CommitError, Committer, OutboxWake};
 use crate::config::{Config, ConfigError, RelayConfig, parse_public_key};
-use crate::live::Live;
-use crate::media::MediaStore;
-use crate::peer_signals::SignalQueues;
-use crate::relay::Custody;
-use crate::rotation::{AnnouncementHook, Rotated};
-use crate::sequencer::{Reply, Request, SequenceError};
+use crate::federation::custody::Custody;
+use crate::federation::peer_signals::SignalQueues;
+use crate::federation::rotation::{AnnouncementHook, Rotated};
 use crate::store::tables::{OutItem, PeerRotation};
 use crate::store::{Store, StoreError};
 use hearth_federation::relay::choose_relays;
@@ -747,7 +757,7 @@ impl hearth_federation::Inbound for FedNode {
         offset: u64,
         len: u32,
     ) -> Result<(u64, Vec<u8>), Outcome> {
-        let id = crate::media::hex(&media_id);
+        let id = crate::chat::media::hex(&media_id);
         match self.media.read_part(&id, offset, len as usize).await {
             Ok(Some(part)) => Ok(part),
             Ok(None) => {
@@ -1067,7 +1077,7 @@ pub struct FederationParts {
     pub live: Arc<Live>,
     pub signals: SignalQueues,
     /// Where signal queues of peers learnt after start are made.
-    pub peer_signals: Arc<crate::peer_signals::PeerSignals>,
+    pub peer_signals: Arc<crate::federation::peer_signals::PeerSignals>,
     pub media: MediaStore,
 }
 
@@ -1080,7 +1090,7 @@ impl Federation {
         let f = &config.federation;
         let discovery = if f.discovery.enabled {
             Some(
-                crate::discovery::start(
+                crate::federation::discovery::start(
                     config,
                     parts.keys.clone(),
                     parts.directory.clone(),
@@ -1157,7 +1167,7 @@ impl Federation {
         transport_config.keep_alive = std::time::Duration::from_millis(f.keep_alive_ms);
         transport_config.idle_timeout = std::time::Duration::from_millis(f.idle_timeout_ms);
         transport_config.reset_secret =
-            crate::keys::load_or_generate_secret(&config.data_dir.join("quic-reset.key"))
+            crate::ops::keys::load_or_generate_secret(&config.data_dir.join("quic-reset.key"))
                 .map_err(|e| hearth_federation::StartError::Quic(e.to_string()))?;
         transport_config.discovery = discovery.as_ref().map(|d| d.discovery.clone());
         let transport = Transport::start(
@@ -1268,7 +1278,7 @@ impl Federation {
             if let Some(swarm) = &swarm {
                 // Weak: a stopped hearth must let go of its store even while copies are due.
                 let (node, rotated) = (Arc::downgrade(&node), rotated.clone());
-                crate::discovery::gossip_announcement(swarm.clone(), move || {
+                crate::federation::discovery::gossip_announcement(swarm.clone(), move || {
                     node.upgrade()?.broadcast_announcement(&rotated)
                 });
             }

@@ -2,6 +2,9 @@
 //!
 //! Every method here is blocking (argon2, storage); async callers run them on the blocking pool.
 
+pub mod password_pool;
+pub mod token;
+
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -14,11 +17,11 @@ use hearth_spec::api::{DeviceInfo, Session};
 use hearth_spec::{DeviceId, IdError, ServerName, UserId};
 use rand::Rng;
 
+use crate::accounts::password_pool::{PasswordPool, PoolConfig, PoolError};
 use crate::config::AuthConfig;
-use crate::password_pool::{PasswordPool, PoolConfig, PoolError};
 use crate::store::tables::{DeviceRecord, UserRecord};
 use crate::store::{RotateOutcome, Store, StoreError};
-use crate::token::{self, Claims, TokenError};
+use token::{Claims, TokenError};
 
 /// Longest password accepted, in bytes (argon2 input is bounded to keep hashing cost fixed).
 pub const MAX_PASSWORD: usize = 1024;

@@ -29,6 +29,19 @@ pub enum DataDirError {
     },
 }
 
+/// The database file.
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("hearth.redb")
+}
+/// The server key file.
+pub fn key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("server.key")
+}
+/// The admin socket.
+pub fn admin_socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin.sock")
+}
+
 /// Creates `dir` (mode 0700) if it is missing (an existing empty one is made 0700), makes files this process creates private to its
 /// user, and checks that `dir` and everything directly in it (and in `media/`) is private; with
 /// `allow_shared` a shared one is only logged.

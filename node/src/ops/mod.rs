@@ -1,0 +1,8 @@
+//! What an operator touches: the [`data_dir`] and the server [`keys`] in it, the [`admin`]
+//! commands, [`metrics`], and the [`public_address`] checks for push endpoints.
+
+pub mod admin;
+pub mod data_dir;
+pub mod keys;
+pub mod metrics;
+pub mod public_address;
