@@ -21,7 +21,7 @@ use crate::chat::hub::Hub;
 use crate::chat::sequencer::{Reply, Request, SequenceError, Sequencer};
 use crate::clock::now_ms;
 use crate::store::tables::OutItem;
-use crate::store::{Batch, Store, StoreError};
+use crate::store::{Batch, InboxEntry, Mark, Store, StoreError};
 
 /// Why a request did not complete.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -191,8 +191,8 @@ fn run(
                 reload = true;
             } else {
                 let mut heads: HashMap<&UserId, u64> = HashMap::new();
-                for (user, cursor, _, _) in &batch.inbox {
-                    heads.insert(user, *cursor);
+                for entry in &batch.inbox {
+                    heads.insert(&entry.user, entry.position);
                 }
                 hub.notify(heads);
                 for (users, frame) in &pending.signals {
@@ -230,7 +230,10 @@ type EventIndex<'a> = HashMap<(&'a RoomId, u64), (&'a EventId, &'a UserId)>;
 /// Hands the inbox appends of users with push endpoints (other than their own events) to push.
 fn queue_pushes(push: &Push, batch: &Batch) {
     let mut events: Option<EventIndex> = None;
-    for (user, _, room, seq) in &batch.inbox {
+    for InboxEntry {
+        user, room, seq, ..
+    } in &batch.inbox
+    {
         if !push.wants(user) {
             continue;
         }
@@ -238,7 +241,7 @@ fn queue_pushes(push: &Push, batch: &Batch) {
             batch
                 .events
                 .iter()
-                .map(|(r, s, id, _, sender)| ((r, *s), (id, sender)))
+                .map(|e| ((&e.room, e.seq), (&e.id, &e.sender)))
                 .collect()
         });
         if let Some((event_id, sender)) = events.get(&(room, *seq))
@@ -390,7 +393,11 @@ fn process(
                     }
                     let room = mark_key.1.clone();
                     pending.delivered.insert(mark_key, seq);
-                    batch.delivered.push((user.clone(), room.clone(), seq));
+                    batch.delivered.push(Mark {
+                        user: user.clone(),
+                        room: room.clone(),
+                        seq,
+                    });
                     announce_to_peers(sequencer, batch, &room, &user, ReceiptKind::Delivered, seq);
                     let mut to = sequencer.senders_between(&room, mark, seq);
                     to.remove(&user);
@@ -622,7 +629,14 @@ mod tests {
         };
         let (results, batch, pending) = one_commit_with(&store, &mut sequencer, vec![ack(head)]);
         assert!(results[0].is_ok());
-        assert_eq!(batch.delivered, vec![(user("b"), room(), seq)]);
+        assert_eq!(
+            batch.delivered,
+            vec![Mark {
+                user: user("b"),
+                room: room(),
+                seq
+            }]
+        );
         assert_eq!(
             receipts(&pending),
             vec![(ReceiptKind::Delivered, user("b"), seq, vec![user("a")])]

@@ -20,7 +20,7 @@ use hearth_spec::{
 };
 
 use crate::store::tables::{OutItem, RoomRecord};
-use crate::store::{Batch, SequencerState};
+use crate::store::{Batch, Cursor, InboxEntry, Mark, NewEvent, SequencerState, Submitted, Txn};
 
 /// Longest room name in bytes.
 pub const MAX_ROOM_NAME: usize = 256;
@@ -326,7 +326,11 @@ impl Sequencer {
                     let event = envelope(&room, &user, &device, next_txn(), now_ms, content);
                     last = self.append(&room, event, now_ms, batch);
                 }
-                batch.read_marks.push((user, room, seq_of(&last)));
+                batch.read_marks.push(Mark {
+                    user,
+                    room,
+                    seq: seq_of(&last),
+                });
                 Ok(Reply::Sequenced(last))
             }
             Request::Invite {
@@ -370,7 +374,7 @@ impl Sequencer {
             }
             Request::MarkRead { user, room, seq } => {
                 self.check_read(&room, &user, seq)?;
-                batch.read_marks.push((user, room, seq));
+                batch.read_marks.push(Mark { user, room, seq });
                 Ok(Reply::Done)
             }
             Request::Ack {
@@ -382,7 +386,11 @@ impl Sequencer {
                 if cursor > head {
                     return Err(SequenceError::CursorOutOfRange { cursor, head });
                 }
-                batch.cursors.push((user, device, cursor));
+                batch.cursors.push(Cursor {
+                    user,
+                    device,
+                    position: cursor,
+                });
                 Ok(Reply::Done)
             }
             Request::Submitted { envelope, bytes } => {
@@ -396,8 +404,8 @@ impl Sequencer {
             } => {
                 self.member_room(&room, &user)?;
                 match kind {
-                    ReceiptKind::Read => batch.read_marks.push((user, room, seq)),
-                    ReceiptKind::Delivered => batch.delivered.push((user, room, seq)),
+                    ReceiptKind::Read => batch.read_marks.push(Mark { user, room, seq }),
+                    ReceiptKind::Delivered => batch.delivered.push(Mark { user, room, seq }),
                 }
                 Ok(Reply::Done)
             }
@@ -435,19 +443,28 @@ impl Sequencer {
             let sequenced = self.append(&room, envelope, now_ms, batch);
             if is_message {
                 // What one sends oneself is read.
-                batch
-                    .read_marks
-                    .push((user.clone(), room.clone(), seq_of(&sequenced)));
+                batch.read_marks.push(Mark {
+                    user: user.clone(),
+                    room: room.clone(),
+                    seq: seq_of(&sequenced),
+                });
             }
-            batch
-                .txns
-                .push((user, device, txn_id.to_string(), sequenced.event_id));
+            batch.txns.push(Txn {
+                user,
+                device,
+                txn: txn_id.to_string(),
+                event: sequenced.event_id,
+            });
             sequenced
         } else {
             let sequenced = submit(envelope, batch);
-            batch
-                .submitted
-                .push((user, device, txn_id.to_string(), room, sequenced.event_id));
+            batch.submitted.push(Submitted {
+                user,
+                device,
+                txn: txn_id.to_string(),
+                room,
+                event: sequenced.event_id,
+            });
             sequenced
         };
         self.batch_txns.insert(key, sequenced.clone());
@@ -556,12 +573,12 @@ impl Sequencer {
         if leaving {
             self.leave(&room, &sender, batch);
         }
-        batch.txns.push((
-            key.0.clone(),
-            key.1.clone(),
-            key.2.to_string(),
-            sequenced.event_id,
-        ));
+        batch.txns.push(Txn {
+            user: key.0.clone(),
+            device: key.1.clone(),
+            txn: key.2.to_string(),
+            event: sequenced.event_id,
+        });
         self.batch_txns.insert(key, sequenced.clone());
         Ok(Reply::Sequenced(sequenced))
     }
@@ -635,7 +652,11 @@ impl Sequencer {
         if sender.server_name() == self.local && matches!(envelope.content, Content::Message { .. })
         {
             // What one sends oneself is read.
-            batch.read_marks.push((sender, room, seq));
+            batch.read_marks.push(Mark {
+                user: sender,
+                room,
+                seq,
+            });
         }
         Ok(Reply::Sequenced(sequenced))
     }
@@ -785,9 +806,13 @@ impl Sequencer {
         }
         state.recent.push_back((seq, sender.clone()));
         let event_id = EventId::of_bytes(&bytes);
-        batch
-            .events
-            .push((room.clone(), seq, event_id, bytes, sender));
+        batch.events.push(NewEvent {
+            room: room.clone(),
+            seq,
+            id: event_id,
+            bytes,
+            sender,
+        });
         for member in &state.members {
             if member.server_name() != self.local {
                 continue;
@@ -795,7 +820,12 @@ impl Sequencer {
             let head = self.inbox_heads.entry(member.clone()).or_insert(0);
             // Monotonic and time-sortable: the cursor never falls below the clock in ms << 10.
             *head = (*head + 1).max(now_ms << 10);
-            batch.inbox.push((member.clone(), *head, room.clone(), seq));
+            batch.inbox.push(InboxEntry {
+                user: member.clone(),
+                position: *head,
+                room: room.clone(),
+                seq,
+            });
         }
         if home {
             for server in state.servers.keys() {

@@ -1,0 +1,204 @@
+//! The group commit: one [`Batch`] of the committer's writes in one durable transaction.
+
+use hearth_spec::{DeviceId, EventId, RoomId, ServerName, UserId};
+
+use super::outbox::append_outbox;
+use super::tables::*;
+use super::{Store, StoreError, encode, raise};
+
+impl Store {
+    fn write_batch(&self, batch: &Batch) -> Result<(), StoreError> {
+        let txn = self.begin_write()?;
+        {
+            let mut rooms = txn.open_table(ROOMS)?;
+            for (room, record) in &batch.rooms {
+                rooms.insert(room.as_str(), encode(record).as_slice())?;
+            }
+            let mut events = txn.open_table(EVENTS)?;
+            let mut ids = txn.open_table(EVENT_IDS)?;
+            for NewEvent {
+                room,
+                seq,
+                id,
+                bytes,
+                ..
+            } in &batch.events
+            {
+                events.insert((room.as_str(), *seq), bytes.as_slice())?;
+                ids.insert(id.0.as_slice(), (room.as_str(), *seq))?;
+            }
+            let mut members = txn.open_table(MEMBERS)?;
+            let mut user_rooms = txn.open_table(USER_ROOMS)?;
+            for (room, user) in &batch.joins {
+                members.insert((room.as_str(), user.as_str()), ())?;
+                user_rooms.insert((user.as_str(), room.as_str()), ())?;
+            }
+            for (room, user) in &batch.leaves {
+                members.remove((room.as_str(), user.as_str()))?;
+                user_rooms.remove((user.as_str(), room.as_str()))?;
+            }
+            let mut txns = txn.open_table(TXNS)?;
+            for Txn {
+                user,
+                device,
+                txn: txn_id,
+                event: id,
+            } in &batch.txns
+            {
+                txns.insert(
+                    (user.as_str(), device.as_str(), txn_id.as_str()),
+                    id.0.as_slice(),
+                )?;
+            }
+            let mut inbox = txn.open_table(INBOX)?;
+            let mut heads = txn.open_table(INBOX_HEADS)?;
+            for InboxEntry {
+                user,
+                position: cursor,
+                room,
+                seq,
+            } in &batch.inbox
+            {
+                inbox.insert((user.as_str(), *cursor), (room.as_str(), *seq))?;
+                heads.insert(user.as_str(), *cursor)?;
+            }
+            // Marks only ever rise, whatever order a batch lists them in.
+            let mut marks = txn.open_table(READ_MARKS)?;
+            for Mark { user, room, seq } in &batch.read_marks {
+                raise(&mut marks, (user.as_str(), room.as_str()), *seq)?;
+            }
+            let mut delivered = txn.open_table(DELIVERED)?;
+            for Mark { user, room, seq } in &batch.delivered {
+                raise(&mut delivered, (user.as_str(), room.as_str()), *seq)?;
+            }
+            let mut cursors = txn.open_table(CURSORS)?;
+            for Cursor {
+                user,
+                device,
+                position: cursor,
+            } in &batch.cursors
+            {
+                cursors.insert((user.as_str(), device.as_str()), *cursor)?;
+            }
+            let mut submitted = txn.open_table(SUBMITTED)?;
+            for Submitted {
+                user,
+                device,
+                txn: txn_id,
+                room,
+                event: id,
+            } in &batch.submitted
+            {
+                submitted.insert(
+                    (user.as_str(), device.as_str(), txn_id.as_str()),
+                    (room.as_str(), id.0.as_slice()),
+                )?;
+            }
+            append_outbox(&mut txn.open_table(OUTBOX)?, &batch.outbox)?;
+            let mut epochs = txn.open_table(EPOCHS)?;
+            for (room, epoch) in &batch.epochs {
+                epochs.insert(room.as_str(), *epoch)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Writes a batch in one transaction and makes it durable (fsync) before returning.
+    pub fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        self.write_batch(batch).map_err(|e| self.noting(e))
+    }
+}
+
+/// Writes of one group commit, applied in one transaction.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub rooms: Vec<(RoomId, RoomRecord)>,
+    pub events: Vec<NewEvent>,
+    pub joins: Vec<(RoomId, UserId)>,
+    pub leaves: Vec<(RoomId, UserId)>,
+    pub txns: Vec<Txn>,
+    pub inbox: Vec<InboxEntry>,
+    pub read_marks: Vec<Mark>,
+    pub delivered: Vec<Mark>,
+    pub cursors: Vec<Cursor>,
+    /// Sends to rooms homed elsewhere, accepted here.
+    pub submitted: Vec<Submitted>,
+    /// Entries for the outbound queues, in order per destination.
+    pub outbox: Vec<(ServerName, OutItem)>,
+    /// Rooms whose MLS epoch moved: (room, the epoch the next commit must be made in).
+    pub epochs: Vec<(RoomId, u64)>,
+}
+
+impl Batch {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.rooms.is_empty()
+            && self.events.is_empty()
+            && self.joins.is_empty()
+            && self.leaves.is_empty()
+            && self.txns.is_empty()
+            && self.inbox.is_empty()
+            && self.read_marks.is_empty()
+            && self.delivered.is_empty()
+            && self.cursors.is_empty()
+            && self.submitted.is_empty()
+            && self.outbox.is_empty()
+            && self.epochs.is_empty()
+    }
+}
+
+/// A new event at its place in its room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub room: RoomId,
+    pub seq: u64,
+    pub id: EventId,
+    /// The canonical envelope encoding.
+    pub bytes: Vec<u8>,
+    pub sender: UserId,
+}
+
+/// The event a device's transaction id made (a resend of the id gets the same event).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Txn {
+    pub user: UserId,
+    pub device: DeviceId,
+    pub txn: String,
+    pub event: EventId,
+}
+
+/// A pointer in a local user's inbox: at `position`, the event at `seq` of `room`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxEntry {
+    pub user: UserId,
+    pub position: u64,
+    pub room: RoomId,
+    pub seq: u64,
+}
+
+/// A user's read or delivered mark in a room: everything up to `seq`. Stored marks only rise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    pub user: UserId,
+    pub room: RoomId,
+    pub seq: u64,
+}
+
+/// How far a device has acknowledged its user's inbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub user: UserId,
+    pub device: DeviceId,
+    pub position: u64,
+}
+
+/// A send to a room homed elsewhere, accepted here and queued for the room's home.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    pub user: UserId,
+    pub device: DeviceId,
+    pub txn: String,
+    pub room: RoomId,
+    pub event: EventId,
+}

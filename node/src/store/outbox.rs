@@ -1,0 +1,205 @@
+//! The outbound queue per destination hearth: entries are added by group commits (and by
+//! custody), read and removed by the federation sender.
+
+use hearth_spec::ServerName;
+use redb::ReadableTable;
+
+use super::tables::*;
+use super::{Store, StoreError, decode, encode, parse_id};
+
+impl Store {
+    /// Up to `limit` of the oldest outbound entries for `destination` with ids above `after`.
+    pub fn outbox_pending(
+        &self,
+        destination: &ServerName,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, OutItem)>, StoreError> {
+        let txn = self.begin_read()?;
+        let outbox = txn.open_table(OUTBOX)?;
+        let dest = destination.as_str();
+        let first = after.map_or(0, |a| a.saturating_add(1));
+        let mut out = Vec::new();
+        for row in outbox.range((dest, first)..=(dest, u64::MAX))?.take(limit) {
+            let (k, v) = row?;
+            out.push((k.value().1, decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Removes delivered outbound entries. Not fsynced: a removal lost in a crash only means
+    /// the entries are sent again, and the peer de-duplicates them.
+    pub fn outbox_remove(&self, destination: &ServerName, ids: &[u64]) -> Result<(), StoreError> {
+        let mut txn = self.begin_write()?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        {
+            let mut outbox = txn.open_table(OUTBOX)?;
+            for id in ids {
+                outbox.remove((destination.as_str(), *id))?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// How many entries wait for each destination.
+    pub fn outbox_depths(&self) -> Result<Vec<(ServerName, u64)>, StoreError> {
+        let txn = self.begin_read()?;
+        let outbox = txn.open_table(OUTBOX)?;
+        let mut out: Vec<(ServerName, u64)> = Vec::new();
+        for row in outbox.iter()? {
+            let (k, _) = row?;
+            let dest = k.value().0;
+            match out.last_mut() {
+                Some((name, count)) if name.as_str() == dest => *count += 1,
+                _ => out.push((parse_id(dest)?, 1)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Queues entries outside a group commit (a key rotation), durably. Returns each entry's
+    /// destination and id.
+    pub fn queue_outbox(
+        &self,
+        items: &[(ServerName, OutItem)],
+    ) -> Result<Vec<(ServerName, u64)>, StoreError> {
+        let txn = self.begin_write()?;
+        let ids = append_outbox(&mut txn.open_table(OUTBOX)?, items)?;
+        txn.commit()?;
+        Ok(ids)
+    }
+
+    /// Every queued entry that `keep` selects: (destination, entry id, entry). Reads the whole
+    /// queue; for start-up bookkeeping.
+    pub fn outbox_items(
+        &self,
+        keep: impl Fn(&OutItem) -> bool,
+    ) -> Result<Vec<(ServerName, u64, OutItem)>, StoreError> {
+        let txn = self.begin_read()?;
+        let outbox = txn.open_table(OUTBOX)?;
+        let mut out = Vec::new();
+        for row in outbox.iter()? {
+            let (k, v) = row?;
+            let item: OutItem = decode(v.value())?;
+            if keep(&item) {
+                let (dest, id) = k.value();
+                out.push((parse_id(dest)?, id, item));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Appends entries to their destinations' queues, after what each holds; returns their ids.
+pub(super) fn append_outbox(
+    outbox: &mut redb::Table<(&str, u64), &[u8]>,
+    items: &[(ServerName, OutItem)],
+) -> Result<Vec<(ServerName, u64)>, StoreError> {
+    let mut next_ids: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    let mut ids = Vec::with_capacity(items.len());
+    for (destination, item) in items {
+        let dest = destination.as_str();
+        let next = match next_ids.get(dest) {
+            Some(n) => *n,
+            None => outbox
+                .range((dest, 0)..=(dest, u64::MAX))?
+                .next_back()
+                .transpose()?
+                .map(|(k, _)| k.value().1 + 1)
+                .unwrap_or(1),
+        };
+        outbox.insert((dest, next), encode(item).as_slice())?;
+        next_ids.insert(dest, next + 1);
+        ids.push((destination.clone(), next));
+    }
+    Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> ServerName {
+        ServerName::parse(s).unwrap()
+    }
+
+    fn submit(byte: u8) -> OutItem {
+        OutItem::Submit { event: vec![byte] }
+    }
+
+    #[test]
+    fn each_destination_has_its_own_queue_in_order() {
+        let (_dir, store) = super::super::scratch();
+        let ids = store
+            .queue_outbox(&[
+                (n("b.t"), submit(1)),
+                (n("c.t"), submit(2)),
+                (n("b.t"), submit(3)),
+            ])
+            .unwrap();
+        assert_eq!(ids, vec![(n("b.t"), 1), (n("c.t"), 1), (n("b.t"), 2)]);
+        // Later entries follow what the queue holds.
+        assert_eq!(
+            store.queue_outbox(&[(n("b.t"), submit(4))]).unwrap(),
+            vec![(n("b.t"), 3)]
+        );
+        let pending = store.outbox_pending(&n("b.t"), None, 10).unwrap();
+        assert_eq!(
+            pending,
+            vec![(1, submit(1)), (2, submit(3)), (3, submit(4))]
+        );
+        // After an id, and at most a limit.
+        assert_eq!(
+            store.outbox_pending(&n("b.t"), Some(1), 1).unwrap(),
+            vec![(2, submit(3))]
+        );
+        assert_eq!(
+            store.outbox_depths().unwrap(),
+            vec![(n("b.t"), 3), (n("c.t"), 1)]
+        );
+    }
+
+    #[test]
+    fn removed_entries_leave_only_their_queue() {
+        let (_dir, store) = super::super::scratch();
+        store
+            .queue_outbox(&[
+                (n("b.t"), submit(1)),
+                (n("b.t"), submit(2)),
+                (n("c.t"), submit(3)),
+            ])
+            .unwrap();
+        store.outbox_remove(&n("b.t"), &[1, 99]).unwrap();
+        assert_eq!(
+            store.outbox_pending(&n("b.t"), None, 10).unwrap(),
+            vec![(2, submit(2))]
+        );
+        assert_eq!(store.outbox_pending(&n("c.t"), None, 10).unwrap().len(), 1);
+        // An emptied queue starts its ids again (the sender reads from the start after a
+        // wake-up, so nothing is skipped).
+        store.outbox_remove(&n("b.t"), &[2]).unwrap();
+        assert_eq!(
+            store.queue_outbox(&[(n("b.t"), submit(4))]).unwrap(),
+            vec![(n("b.t"), 1)]
+        );
+    }
+
+    #[test]
+    fn items_are_found_by_kind_across_queues() {
+        let (_dir, store) = super::super::scratch();
+        let rotation = OutItem::KeyRotation {
+            old_key: [1; 32],
+            new_key: [2; 32],
+            old_valid_until_ms: 3,
+        };
+        store
+            .queue_outbox(&[(n("b.t"), submit(1)), (n("c.t"), rotation.clone())])
+            .unwrap();
+        let found = store
+            .outbox_items(|item| matches!(item, OutItem::KeyRotation { .. }))
+            .unwrap();
+        assert_eq!(found, vec![(n("c.t"), 1, rotation)]);
+    }
+}

@@ -1,0 +1,220 @@
+//! Rooms, their members and events, and what the sequencer loads at start.
+
+use hearth_spec::{DeviceId, EventId, RoomId, UserId};
+use redb::{ReadableTable, ReadableTableMetadata};
+
+use super::tables::*;
+use super::{Store, StoreError, UNREAD_SCAN, decode, event_id_from, parse_id, rows_under};
+
+impl Store {
+    /// A room's record.
+    pub fn room(&self, room: &RoomId) -> Result<Option<RoomRecord>, StoreError> {
+        self.read_record(ROOMS, room.as_str())
+    }
+
+    /// Whether `user` is a current member of `room`.
+    pub fn is_member(&self, room: &RoomId, user: &UserId) -> Result<bool, StoreError> {
+        let txn = self.begin_read()?;
+        let members = txn.open_table(MEMBERS)?;
+        Ok(members.get((room.as_str(), user.as_str()))?.is_some())
+    }
+
+    /// A room's current members, in id order.
+    pub fn members(&self, room: &RoomId) -> Result<Vec<UserId>, StoreError> {
+        let txn = self.begin_read()?;
+        let members = txn.open_table(MEMBERS)?;
+        rows_under(&members, room.as_str(), |user, ()| parse_id(user))
+    }
+
+    /// The rooms a user is in now.
+    pub fn user_rooms(&self, user: &UserId) -> Result<Vec<RoomId>, StoreError> {
+        let txn = self.begin_read()?;
+        let table = txn.open_table(USER_ROOMS)?;
+        rows_under(&table, user.as_str(), |room, ()| parse_id(room))
+    }
+
+    /// The latest sequence number of a room (0 if it has no events).
+    pub fn last_seq(&self, room: &RoomId) -> Result<u64, StoreError> {
+        let txn = self.begin_read()?;
+        let events = txn.open_table(EVENTS)?;
+        last_seq_in(&events, room)
+    }
+
+    /// How many messages from others `room` holds after `seq`: what a user whose read mark is
+    /// `seq` has not read (membership, key changes and their own messages do not count). The
+    /// first [`UNREAD_SCAN`] events after the mark are looked at; any beyond count as messages.
+    pub fn unread_messages(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        seq: u64,
+    ) -> Result<u64, StoreError> {
+        let txn = self.begin_read()?;
+        let events = txn.open_table(EVENTS)?;
+        let last = last_seq_in(&events, room)?;
+        let mut unread = 0;
+        let mut looked = 0;
+        for row in events
+            .range((room.as_str(), seq.saturating_add(1))..=(room.as_str(), u64::MAX))?
+            .take(UNREAD_SCAN as usize)
+        {
+            let (_, value) = row?;
+            looked += 1;
+            let envelope = hearth_spec::Envelope::decode(value.value())
+                .map_err(|e| StoreError::Corrupt(format!("stored envelope: {e}")))?;
+            if matches!(envelope.content, hearth_spec::Content::Message { .. })
+                && envelope.sender != *user
+            {
+                unread += 1;
+            }
+        }
+        let beyond = last.saturating_sub(seq).saturating_sub(looked);
+        Ok(unread + beyond)
+    }
+
+    /// Up to `limit` events with seq < `before`, in ascending order (the newest page first).
+    pub fn events_before(
+        &self,
+        room: &RoomId,
+        before: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let txn = self.begin_read()?;
+        let events = txn.open_table(EVENTS)?;
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for row in events
+            .range((room.as_str(), 0)..(room.as_str(), before))?
+            .rev()
+            .take(limit)
+        {
+            let (k, v) = row?;
+            out.push(StoredEvent {
+                seq: k.value().1,
+                envelope: v.value().to_vec(),
+            });
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// The place of an event by id.
+    pub fn event_place(&self, id: &EventId) -> Result<Option<(RoomId, u64)>, StoreError> {
+        let txn = self.begin_read()?;
+        let ids = txn.open_table(EVENT_IDS)?;
+        match ids.get(id.0.as_slice())? {
+            Some(v) => {
+                let (room, seq) = v.value();
+                Ok(Some((parse_id(room)?, seq)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The event a device's transaction produced, if it was already sent.
+    pub fn txn_event(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        txn_id: &str,
+    ) -> Result<Option<(RoomId, Option<u64>, EventId)>, StoreError> {
+        let txn = self.begin_read()?;
+        let txns = txn.open_table(TXNS)?;
+        let key = (user.as_str(), device.as_str(), txn_id);
+        let ids = txn.open_table(EVENT_IDS)?;
+        if let Some(id) = txns.get(key)? {
+            let id = event_id_from(id.value())?;
+            let place = ids
+                .get(id.0.as_slice())?
+                .ok_or_else(|| StoreError::Corrupt("txn names a missing event".into()))?;
+            let (room, seq) = place.value();
+            return Ok(Some((parse_id(room)?, Some(seq), id)));
+        }
+        // Accepted for a room homed elsewhere: sequenced once the home's copy is back.
+        let submitted = txn.open_table(SUBMITTED)?;
+        let Some(row) = submitted.get(key)? else {
+            return Ok(None);
+        };
+        let (room, id) = row.value();
+        let id = event_id_from(id)?;
+        let seq = ids.get(id.0.as_slice())?.map(|place| place.value().1);
+        Ok(Some((parse_id(room)?, seq, id)))
+    }
+
+    /// The event at a room's place.
+    pub fn event_at(&self, room: &RoomId, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.begin_read()?;
+        let events = txn.open_table(EVENTS)?;
+        Ok(events
+            .get((room.as_str(), seq))?
+            .map(|v| v.value().to_vec()))
+    }
+
+    /// Counts stored events of a room (for checks and admin).
+    pub fn event_count(&self) -> Result<u64, StoreError> {
+        let txn = self.begin_read()?;
+        Ok(txn.open_table(EVENTS)?.len()?)
+    }
+
+    // ---- the committer ----
+
+    /// Loads what the sequencer keeps in memory.
+    pub fn sequencer_state(&self) -> Result<SequencerState, StoreError> {
+        let txn = self.begin_read()?;
+        let rooms = txn.open_table(ROOMS)?;
+        let members = txn.open_table(MEMBERS)?;
+        let events = txn.open_table(EVENTS)?;
+        let heads = txn.open_table(INBOX_HEADS)?;
+        let epochs = txn.open_table(EPOCHS)?;
+        let mut state = SequencerState::default();
+        for row in rooms.iter()? {
+            let (k, v) = row?;
+            let room: RoomId = parse_id(k.value())?;
+            let record: RoomRecord = decode(v.value())?;
+            let last = last_seq_in(&events, &room)?;
+            let list = rows_under(&members, room.as_str(), |user, ()| parse_id(user))?;
+            let epoch = epochs.get(room.as_str())?.map_or(0, |v| v.value());
+            state.rooms.push((room, record, last, list, epoch));
+        }
+        for row in heads.iter()? {
+            let (k, v) = row?;
+            state.inbox_heads.push((parse_id(k.value())?, v.value()));
+        }
+        Ok(state)
+    }
+
+    /// The MLS epoch a room's next commit must be made in.
+    pub fn epoch(&self, room: &RoomId) -> Result<u64, StoreError> {
+        let txn = self.begin_read()?;
+        Ok(txn
+            .open_table(EPOCHS)?
+            .get(room.as_str())?
+            .map_or(0, |v| v.value()))
+    }
+}
+
+/// A stored event with its place.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub envelope: Vec<u8>,
+}
+
+/// What the sequencer needs to resume after a restart.
+#[derive(Debug, Default)]
+pub struct SequencerState {
+    /// (room, record, last seq, members, MLS epoch).
+    pub rooms: Vec<(RoomId, RoomRecord, u64, Vec<UserId>, u64)>,
+    pub inbox_heads: Vec<(UserId, u64)>,
+}
+
+pub(super) fn last_seq_in<T: ReadableTable<(&'static str, u64), &'static [u8]>>(
+    events: &T,
+    room: &RoomId,
+) -> Result<u64, StoreError> {
+    Ok(events
+        .range((room.as_str(), 0)..=(room.as_str(), u64::MAX))?
+        .next_back()
+        .transpose()?
+        .map(|(k, _)| k.value().1)
+        .unwrap_or(0))
+}
