@@ -24,10 +24,15 @@ pub struct AuthedDevice {
     pub device_id: DeviceId,
 }
 
+/// Why the hearth cannot take writes now, as `GET /v1/ready` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotReady(pub &'static str);
+
 /// The hearth as the client API sees it. Every error is already a client-facing [`ErrorBody`].
 pub trait Backend: Send + Sync + 'static {
     /// Whether the hearth can take writes now; if not, why (for `GET /v1/ready`).
-    fn readiness(&self) -> Result<(), String> {
+    fn readiness(&self) -> Result<(), NotReady> {
         Ok(())
     }
     /// Creates an account and logs its first device in.

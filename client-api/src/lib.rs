@@ -15,6 +15,6 @@ mod routes;
 pub mod server;
 mod ws;
 
-pub use backend::{AuthedDevice, Backend, Subscription};
+pub use backend::{AuthedDevice, Backend, NotReady, Subscription};
 pub use config::ApiConfig;
 pub use routes::router;

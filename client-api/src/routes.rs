@@ -16,7 +16,7 @@ use hearth_spec::{DeviceId, ErrorCode, UserId};
 use serde::Deserialize;
 
 use crate::api::{Api, Authed, invalid, room_id, too_large};
-use crate::backend::Backend;
+use crate::backend::{Backend, NotReady};
 use crate::config::ApiConfig;
 use crate::ratelimit::KeyedLimiter;
 use crate::rejection::{self, ApiError, ApiJson, ApiPath, ApiQuery};
@@ -101,7 +101,7 @@ pub fn router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> Router {
 async fn ready<B: Backend>(State(api): State<Arc<Api<B>>>) -> axum::response::Response {
     match api.backend.readiness() {
         Ok(()) => Json(serde_json::json!({"status": "ready"})).into_response(),
-        Err(reason) => (
+        Err(NotReady(reason)) => (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             Json(serde_json::json!({"status": "unavailable", "reason": reason})),
         )

@@ -61,7 +61,7 @@ impl Connection {
         let mut request = url.into_client_request().map_err(ws_error)?;
         let value = format!("Bearer {token}")
             .parse()
-            .map_err(|_| ClientError::Protocol("access token is not a valid header".into()))?;
+            .map_err(ClientError::BadToken)?;
         request.headers_mut().insert("authorization", value);
         let config = WebSocketConfig::default()
             .max_message_size(Some(MAX_INCOMING))
@@ -146,10 +146,7 @@ impl Receiver {
             };
             match message {
                 Message::Text(text) => {
-                    return Some(
-                        serde_json::from_str(&text)
-                            .map_err(|e| ClientError::Protocol(format!("bad frame: {e}"))),
-                    );
+                    return Some(serde_json::from_str(&text).map_err(ClientError::BadFrame));
                 }
                 Message::Close(_) => return None,
                 _ => continue,

@@ -37,8 +37,14 @@ pub enum ClientError {
     Http(#[from] reqwest::Error),
     #[error("WebSocket failed: {0}")]
     WebSocket(#[from] Box<tokio_tungstenite::tungstenite::Error>),
+    #[error("the hearth's answer does not parse: {0}")]
+    BadAnswer(#[source] reqwest::Error),
+    #[error("the hearth sent a frame that does not parse: {0}")]
+    BadFrame(#[from] serde_json::Error),
     #[error("the hearth sent something unexpected: {0}")]
-    Protocol(String),
+    Protocol(&'static str),
+    #[error("the access token is not a valid header value")]
+    BadToken(#[source] tokio_tungstenite::tungstenite::http::header::InvalidHeaderValue),
     #[error("not logged in")]
     NotLoggedIn,
 }
@@ -161,7 +167,7 @@ impl Client {
             .await?
             .json()
             .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            .map_err(ClientError::BadAnswer)?;
         Ok(self.session.insert(session))
     }
 
@@ -362,7 +368,7 @@ impl Client {
         value["public_key"]
             .as_str()
             .map(str::to_owned)
-            .ok_or_else(|| ClientError::Protocol("no public_key".into()))
+            .ok_or(ClientError::Protocol("no public_key"))
     }
 
     /// Removes this device's push endpoint.
@@ -447,10 +453,7 @@ impl Client {
         let response = self
             .request_raw(reqwest::Method::POST, "/v1/media", Some(blob))
             .await?;
-        response
-            .json()
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))
+        response.json().await.map_err(ClientError::BadAnswer)
     }
 
     /// Downloads a blob through this device's hearth; with `server` (the hearth the sender's
@@ -510,10 +513,7 @@ impl Client {
         auth: bool,
     ) -> Result<T, ClientError> {
         let response = self.request(method, path, body, auth).await?;
-        response
-            .json()
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))
+        response.json().await.map_err(ClientError::BadAnswer)
     }
 
     async fn call_empty<B: Serialize>(
@@ -610,7 +610,7 @@ impl Client {
                 other => return other,
             }
         }
-        Err(ClientError::Protocol("the token expired twice".into()))
+        Err(ClientError::Protocol("the token expired twice"))
     }
 
     async fn request_once<B: Serialize>(

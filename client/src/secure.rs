@@ -77,7 +77,9 @@ pub enum SecureError {
     #[error(transparent)]
     E2ee(#[from] E2eeError),
     #[error("{0}")]
-    Attachment(String),
+    Attachment(&'static str),
+    #[error("the room's home has not ordered the commit for epoch {0} yet")]
+    CommitNotOrdered(u64),
     #[error("the commit kept losing to others' commits; try again")]
     Contended,
     /// Said before uploading: a hearth that refuses a body part-way leaves the client only a
@@ -520,9 +522,7 @@ impl SecureClient {
                 return Ok(self.mls.own_commit_landed(room, epoch));
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(SecureError::Client(ClientError::Protocol(format!(
-                    "the room's home has not ordered the commit for epoch {epoch} yet"
-                ))));
+                return Err(SecureError::CommitNotOrdered(epoch));
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
@@ -691,7 +691,7 @@ impl SecureClient {
         }
         let blob = ChaCha20Poly1305::new(Key::from_slice(&key))
             .encrypt(Nonce::from_slice(&nonce), contents)
-            .map_err(|_| SecureError::Attachment("encrypting the file failed".into()))?;
+            .map_err(|_| SecureError::Attachment("encrypting the file failed"))?;
         let uploaded = self.client.upload_media(blob).await?;
         let server = self.me()?.0.server_name();
         let body = ChatBody {
@@ -719,16 +719,14 @@ impl SecureClient {
             .map(|b| format!("{b:02x}"))
             .collect();
         if digest != attachment.media_id {
-            return Err(SecureError::Attachment(
-                "the blob does not match its id".into(),
-            ));
+            return Err(SecureError::Attachment("the blob does not match its id"));
         }
         if attachment.key.len() != 32 || attachment.nonce.len() != 12 {
-            return Err(SecureError::Attachment("malformed attachment key".into()));
+            return Err(SecureError::Attachment("malformed attachment key"));
         }
         ChaCha20Poly1305::new(Key::from_slice(&attachment.key))
             .decrypt(Nonce::from_slice(&attachment.nonce), blob.as_slice())
-            .map_err(|_| SecureError::Attachment("the attachment does not decrypt".into()))
+            .map_err(|_| SecureError::Attachment("the attachment does not decrypt"))
     }
 
     /// Pulls the inbox after this device's cursor and processes it; returns what happened,

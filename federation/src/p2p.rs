@@ -59,9 +59,9 @@ pub enum P2pError {
     #[error("the hearth key is not a valid ed25519 key for libp2p")]
     Identity,
     #[error("cannot build the swarm: {0}")]
-    Build(String),
+    Build(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("cannot listen on {0}: {1}")]
-    Listen(SocketAddr, String),
+    Listen(SocketAddr, #[source] libp2p::TransportError<std::io::Error>),
 }
 
 /// This hearth's signed records and libp2p identity, read fresh whenever the swarm needs them
@@ -253,8 +253,7 @@ fn build(secret: &[u8; 32]) -> Result<Inner, P2pError> {
                 .message_id_fn(|message: &gossipsub::Message| {
                     gossipsub::MessageId::from(Sha256::digest(&message.data).to_vec())
                 })
-                .build()
-                .map_err(|e| e.to_string())?;
+                .build()?;
             let gossipsub = gossipsub::Behaviour::new(
                 gossipsub::MessageAuthenticity::Signed(key.clone()),
                 gossip_config,
@@ -265,14 +264,14 @@ fn build(secret: &[u8; 32]) -> Result<Inner, P2pError> {
                 gossipsub,
             })
         })
-        .map_err(|e| P2pError::Build(e.to_string()))?
+        .map_err(|e| P2pError::Build(Box::new(e)))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
         .build();
     swarm
         .behaviour_mut()
         .gossipsub
         .subscribe(&gossipsub::IdentTopic::new(KEYS_TOPIC))
-        .map_err(|e| P2pError::Build(e.to_string()))?;
+        .map_err(|e| P2pError::Build(Box::new(e)))?;
     Ok(swarm)
 }
 
@@ -280,7 +279,7 @@ fn build(secret: &[u8; 32]) -> Result<Inner, P2pError> {
 fn listen_and_join(swarm: &mut Inner, config: &P2pConfig) -> Result<(), P2pError> {
     swarm
         .listen_on(quic_multiaddr(config.listen))
-        .map_err(|e| P2pError::Listen(config.listen, e.to_string()))?;
+        .map_err(|e| P2pError::Listen(config.listen, e))?;
     for address in &config.bootstrap {
         let peer = address.iter().find_map(|p| match p {
             Protocol::P2p(peer) => Some(peer),

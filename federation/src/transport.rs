@@ -129,10 +129,10 @@ pub trait Inbound: Send + Sync + 'static {
 pub enum StartError {
     #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error("QUIC configuration: {0}")]
-    Quic(String),
-    #[error("peer discovery: {0}")]
-    Discovery(String),
+    #[error("QUIC refused the TLS configuration: {0}")]
+    Quic(#[source] quinn::crypto::rustls::NoInitialCipherSuite),
+    #[error("QUIC needs a Tokio runtime")]
+    NoRuntime,
     #[error("cannot listen on {addr}: {reason}")]
     Listen {
         addr: SocketAddr,
@@ -159,10 +159,18 @@ pub enum RequestError {
 pub enum SendError {
     #[error("{0} is not a known peer")]
     UnknownPeer(ServerName),
+    #[error("cannot set up TLS for {0}: {1}")]
+    Tls(ServerName, #[source] TlsError),
+    #[error("QUIC refused the TLS configuration: {0}")]
+    QuicConfig(#[source] quinn::crypto::rustls::NoInitialCipherSuite),
     #[error("cannot connect: {0}")]
-    Connect(String),
+    Connect(#[source] quinn::ConnectError),
+    #[error("the handshake failed: {0}")]
+    Handshake(#[source] quinn::ConnectionError),
+    #[error("the handshake timed out")]
+    HandshakeTimeout,
     #[error("the connection failed: {0}")]
-    Connection(String),
+    Connection(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the peer refused the stream: {0}")]
     Refused(StreamError),
     #[error("the peer's answer is malformed")]
@@ -228,8 +236,7 @@ impl Transport {
     ) -> Result<Self, StartError> {
         let transport = Arc::new(quic_transport(&config));
         let tls = tls::server_config(keys.clone(), config.discovery.is_some(), directory.clone())?;
-        let crypto =
-            QuicServerConfig::try_from(tls).map_err(|e| StartError::Quic(e.to_string()))?;
+        let crypto = QuicServerConfig::try_from(tls).map_err(StartError::Quic)?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server.transport_config(transport.clone());
         let listen = |source| StartError::Listen {
@@ -240,8 +247,7 @@ impl Transport {
             aws_lc_rs::hmac::HMAC_SHA256,
             &config.reset_secret,
         ));
-        let runtime = quinn::default_runtime()
-            .ok_or_else(|| StartError::Quic("no async runtime for QUIC".into()))?;
+        let runtime = quinn::default_runtime().ok_or(StartError::NoRuntime)?;
         let socket = std::net::UdpSocket::bind(config.listen).map_err(listen)?;
         let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
         // The restarted endpoint must also recognise its old connection ids as its own, or it
@@ -433,16 +439,18 @@ impl Transport {
         connection: &quinn::Connection,
         frames: &[Vec<u8>],
     ) -> Result<StreamReply, SendError> {
-        let lost = |e: &dyn std::fmt::Display| SendError::Connection(e.to_string());
+        fn lost(e: impl std::error::Error + Send + Sync + 'static) -> SendError {
+            SendError::Connection(Box::new(e))
+        }
         let exchange = async {
-            let (mut send, mut recv) = connection.open_bi().await.map_err(|e| lost(&e))?;
+            let (mut send, mut recv) = connection.open_bi().await.map_err(lost)?;
             let mut bytes = Vec::with_capacity(frames.iter().map(|f| f.len() + 4).sum());
             for frame in frames {
                 push_frame(&mut bytes, frame);
             }
-            send.write_all(&bytes).await.map_err(|e| lost(&e))?;
-            send.finish().map_err(|e| lost(&e))?;
-            recv.read_to_end(1 << 20).await.map_err(|e| lost(&e))
+            send.write_all(&bytes).await.map_err(lost)?;
+            send.finish().map_err(lost)?;
+            recv.read_to_end(1 << 20).await.map_err(lost)
         };
         let answer = tokio::time::timeout(self.shared.config.stream_timeout, exchange)
             .await
@@ -500,20 +508,19 @@ impl Transport {
             peer.clone(),
             self.shared.directory.clone(),
         )
-        .map_err(|e| SendError::Connect(e.to_string()))?;
-        let crypto =
-            QuicClientConfig::try_from(tls).map_err(|e| SendError::Connect(e.to_string()))?;
+        .map_err(|e| SendError::Tls(peer.clone(), e))?;
+        let crypto = QuicClientConfig::try_from(tls).map_err(SendError::QuicConfig)?;
         let mut client = quinn::ClientConfig::new(Arc::new(crypto));
         client.transport_config(self.shared.transport.clone());
         let connecting = self
             .shared
             .endpoint
             .connect_with(client, address, TLS_NAME)
-            .map_err(|e| SendError::Connect(e.to_string()))?;
+            .map_err(SendError::Connect)?;
         let connection = tokio::time::timeout(Duration::from_secs(10), connecting)
             .await
-            .map_err(|_| SendError::Connect("handshake timed out".into()))?
-            .map_err(|e| SendError::Connect(e.to_string()))?;
+            .map_err(|_| SendError::HandshakeTimeout)?
+            .map_err(SendError::Handshake)?;
         *slot = Some(connection.clone());
         Ok(connection)
     }

@@ -47,7 +47,9 @@ impl From<AccountError> for ErrorBody {
                 return body;
             }
             AccountError::Store(StoreError::Unavailable(why)) => return unavailable(why),
-            AccountError::Store(_) | AccountError::Hash(_) => return internal(&e),
+            AccountError::Store(_) | AccountError::Hash(_) | AccountError::Params(_) => {
+                return internal(&e);
+            }
         };
         ErrorBody::new(code, e.to_string())
     }
@@ -84,7 +86,11 @@ impl From<StoreError> for ErrorBody {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(why) => unavailable(why),
-            e => internal(&e),
+            // Listed, so that a new kind of failure is placed here on purpose.
+            StoreError::Db(_)
+            | StoreError::Decode(_)
+            | StoreError::Envelope(_)
+            | StoreError::Corrupt(_) => internal(&e),
         }
     }
 }
@@ -105,11 +111,13 @@ mod tests {
         let room = RoomId::parse("!r:localhost").unwrap();
         assert_eq!(code(CommitError::Closed), ErrorCode::Unavailable);
         assert_eq!(
-            code(CommitError::Unavailable("disk".into())),
+            code(CommitError::Unavailable("disk")),
             ErrorCode::Unavailable
         );
         assert_eq!(
-            code(CommitError::Storage("eio".into())),
+            code(CommitError::Storage(std::sync::Arc::new(
+                StoreError::Corrupt("eio".into())
+            ))),
             ErrorCode::Internal
         );
         assert_eq!(

@@ -53,7 +53,7 @@ pub enum StartError {
     #[error("invalid configuration")]
     Config(#[from] crate::config::ConfigError),
     #[error("cannot start federation")]
-    Federation(#[from] hearth_federation::StartError),
+    Federation(#[from] crate::federation::StartError),
     #[error("cannot build the peer directory")]
     Directory(#[from] crate::federation::DirectoryError),
     #[error("cannot finish an interrupted key rotation")]

@@ -283,8 +283,7 @@ impl Hearth {
 }
 
 fn view(room_event: StoredEvent) -> Result<EventView, StoreError> {
-    let envelope = Envelope::decode(&room_event.envelope)
-        .map_err(|e| StoreError::Corrupt(format!("stored envelope: {e}")))?;
+    let envelope = Envelope::decode(&room_event.envelope).map_err(StoreError::Envelope)?;
     Ok(EventView::new(
         room_event.seq,
         EventId::of_bytes(&room_event.envelope),
@@ -310,10 +309,10 @@ fn random_room_opaque() -> String {
 }
 
 impl Backend for Hearth {
-    fn readiness(&self) -> Result<(), String> {
+    fn readiness(&self) -> Result<(), hearth_client_api::NotReady> {
         match self.store.condition().unwritable {
             None => Ok(()),
-            Some(why) => Err(why.to_owned()),
+            Some(why) => Err(hearth_client_api::NotReady(why)),
         }
     }
 

@@ -50,9 +50,22 @@ const MAX_OWED_PER_ROOM: usize = 1000;
 #[derive(Debug, thiserror::Error)]
 pub enum E2eeError {
     #[error("MLS: {0}")]
-    Mls(String),
-    #[error("the device state on disk cannot be used: {0}")]
-    Corrupt(String),
+    Mls(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A message, commit or welcome that does not fit this device's state.
+    #[error("{0}")]
+    Unfit(String),
+    #[error("the device state in {path} does not decode: {source}")]
+    Decode {
+        path: String,
+        #[source]
+        source: postcard::Error,
+    },
+    #[error("the device state in {path} has version {version}, which this client does not read")]
+    UnknownVersion { path: String, version: u8 },
+    #[error("the device state does not encode: {0}")]
+    Encode(#[source] postcard::Error),
+    #[error("the device state has no signing key")]
+    NoSigningKey,
     #[error("saving the device state failed: {0}")]
     Io(#[from] std::io::Error),
     #[error("this device is not in the encrypted group of {0}")]
@@ -71,8 +84,8 @@ pub enum E2eeError {
     OtherDevice(String),
 }
 
-fn mls(e: impl std::fmt::Display) -> E2eeError {
-    E2eeError::Mls(e.to_string())
+fn mls(e: impl std::error::Error + Send + Sync + 'static) -> E2eeError {
+    E2eeError::Mls(Box::new(e))
 }
 
 /// A commit ready to send: made in `epoch`, with the Welcome for the devices it adds.
@@ -199,7 +212,7 @@ impl Mls {
                     &saved.signer_public,
                     CIPHERSUITE.signature_algorithm(),
                 )
-                .ok_or_else(|| E2eeError::Corrupt("the signing key is missing".into()))?;
+                .ok_or(E2eeError::NoSigningKey)?;
                 (provider, signer, saved, keys)
             }
             None => {
@@ -582,7 +595,7 @@ impl Mls {
             .refused
             .iter()
             .position(|m| m.txn_id == refused_txn)
-            .ok_or_else(|| E2eeError::Mls(format!("no refused message {refused_txn}")))?;
+            .ok_or_else(|| E2eeError::Unfit(format!("no refused message {refused_txn}")))?;
         let message = &self.saved.refused[index];
         let (room, body, id, copy) = (
             message.room.clone(),
@@ -653,7 +666,7 @@ impl Mls {
             .owed
             .iter()
             .position(|m| m.room == *room && m.id == id)
-            .ok_or_else(|| E2eeError::Mls("no such owed message".into()))?;
+            .ok_or_else(|| E2eeError::Unfit("no such owed message".into()))?;
         let owed = &mut self.saved.owed[index];
         owed.waiting.retain(|w| !arrived(w, &present));
         let body = owed.body.clone();
@@ -936,7 +949,7 @@ impl Mls {
             });
         }
         if epoch > current {
-            return Err(E2eeError::Mls(format!(
+            return Err(E2eeError::Unfit(format!(
                 "commit for epoch {epoch} while the group is at {current}"
             )));
         }
@@ -960,7 +973,7 @@ impl Mls {
             if member_of(processed.credential())
                 != Some((event.sender.clone(), event.sender_device.clone()))
             {
-                return Err(E2eeError::Mls(
+                return Err(E2eeError::Unfit(
                     "the commit's MLS sender is not the event's sender".into(),
                 ));
             }
@@ -968,7 +981,7 @@ impl Mls {
                 ProcessedMessageContent::StagedCommitMessage(staged) => {
                     group.merge_staged_commit(provider, *staged).map_err(mls)?;
                 }
-                _ => return Err(E2eeError::Mls("the commit event holds no commit".into())),
+                _ => return Err(E2eeError::Unfit("the commit event holds no commit".into())),
             }
         }
         if !group.is_active() {
@@ -991,26 +1004,26 @@ impl Mls {
         let room = event.room_id.clone();
         let welcome = MlsMessageIn::tls_deserialize_exact(welcome).map_err(mls)?;
         let MlsMessageBodyIn::Welcome(welcome) = welcome.extract() else {
-            return Err(E2eeError::Mls("the welcome is not a Welcome".into()));
+            return Err(E2eeError::Unfit("the welcome is not a Welcome".into()));
         };
         let staged = StagedWelcome::new_from_welcome(&self.provider, &join_config(), welcome, None)
-            .map_err(|e| E2eeError::Mls(format!("the welcome is not for this device ({e})")))?;
+            .map_err(|e| E2eeError::Unfit(format!("the welcome is not for this device ({e})")))?;
         let sender = staged.welcome_sender().map_err(mls)?;
         if member_of(sender.credential())
             != Some((event.sender.clone(), event.sender_device.clone()))
         {
-            return Err(E2eeError::Mls(
+            return Err(E2eeError::Unfit(
                 "the welcome's sender is not the event's sender".into(),
             ));
         }
         let group = staged.into_group(&self.provider).map_err(mls)?;
         if group.group_id().as_slice() != room.as_str().as_bytes() {
-            return Err(E2eeError::Mls(
+            return Err(E2eeError::Unfit(
                 "the welcome is for another room's group".into(),
             ));
         }
         if group.epoch().as_u64() != epoch + 1 {
-            return Err(E2eeError::Mls("the welcome is for another epoch".into()));
+            return Err(E2eeError::Unfit("the welcome is for another epoch".into()));
         }
         let epoch = group.epoch().as_u64();
         self.groups.insert(room.clone(), group);
@@ -1038,7 +1051,7 @@ impl Mls {
                     own: true,
                 });
             }
-            return Err(E2eeError::Mls(
+            return Err(E2eeError::Unfit(
                 "this device's own message, no longer in its sent store".into(),
             ));
         }
@@ -1055,14 +1068,14 @@ impl Mls {
         if member_of(processed.credential())
             != Some((event.sender.clone(), event.sender_device.clone()))
         {
-            return Err(E2eeError::Mls(
+            return Err(E2eeError::Unfit(
                 "the message's MLS sender is not the event's sender".into(),
             ));
         }
         let id = parse_message_aad(processed.aad())
-            .ok_or_else(|| E2eeError::Mls("the message carries no message id".into()))?;
+            .ok_or_else(|| E2eeError::Unfit("the message carries no message id".into()))?;
         let ProcessedMessageContent::ApplicationMessage(message) = processed.into_content() else {
-            return Err(E2eeError::Mls(
+            return Err(E2eeError::Unfit(
                 "a message event holds no application message".into(),
             ));
         };

@@ -53,34 +53,33 @@ impl StateFile {
         let Some(bytes) = read_if_exists(&self.path)? else {
             return Ok(None);
         };
-        let corrupt = |path: &Path, e: &dyn std::fmt::Display| {
-            E2eeError::Corrupt(format!("{}: {e}", path.display()))
+        let corrupt = |path: &Path, source| E2eeError::Decode {
+            path: path.display().to_string(),
+            source,
+        };
+        let unknown = |path: &Path, version| E2eeError::UnknownVersion {
+            path: path.display().to_string(),
+            version,
         };
         let saved: Saved = match bytes.first() {
             Some(2) => postcard::from_bytes::<super::store_v2::SavedV2>(&bytes)
-                .map_err(|e| corrupt(&self.path, &e))?
+                .map_err(|e| corrupt(&self.path, e))?
                 .into(),
             Some(3) => postcard::from_bytes::<super::store_v3::SavedV3>(&bytes)
-                .map_err(|e| corrupt(&self.path, &e))?
+                .map_err(|e| corrupt(&self.path, e))?
                 .into(),
-            _ => postcard::from_bytes(&bytes).map_err(|e| corrupt(&self.path, &e))?,
+            _ => postcard::from_bytes(&bytes).map_err(|e| corrupt(&self.path, e))?,
         };
         if saved.version != STATE_VERSION {
-            return Err(corrupt(
-                &self.path,
-                &format!("unknown state version {}", saved.version),
-            ));
+            return Err(unknown(&self.path, saved.version));
         }
         let keys = match read_if_exists(&self.keys_path)? {
             None => Vec::new(),
             Some(bytes) => {
                 let file: KeyFile =
-                    postcard::from_bytes(&bytes).map_err(|e| corrupt(&self.keys_path, &e))?;
+                    postcard::from_bytes(&bytes).map_err(|e| corrupt(&self.keys_path, e))?;
                 if file.version != KEYS_VERSION {
-                    return Err(corrupt(
-                        &self.keys_path,
-                        &format!("unknown state version {}", file.version),
-                    ));
+                    return Err(unknown(&self.keys_path, file.version));
                 }
                 file.entries
             }
@@ -90,7 +89,7 @@ impl StateFile {
 
     /// Saves the state (everything but key packages).
     pub fn save(&self, saved: &Saved) -> Result<(), E2eeError> {
-        let bytes = postcard::to_stdvec(saved).map_err(|e| E2eeError::Corrupt(e.to_string()))?;
+        let bytes = postcard::to_stdvec(saved).map_err(E2eeError::Encode)?;
         Ok(crate::durable_file::replace(&self.path, &bytes)?)
     }
 
@@ -102,7 +101,7 @@ impl StateFile {
             version: KEYS_VERSION,
             entries: entries.clone(),
         };
-        let bytes = postcard::to_stdvec(&file).map_err(|e| E2eeError::Corrupt(e.to_string()))?;
+        let bytes = postcard::to_stdvec(&file).map_err(E2eeError::Encode)?;
         Ok(crate::durable_file::replace(&self.keys_path, &bytes)?)
     }
 }

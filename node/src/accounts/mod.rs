@@ -62,7 +62,9 @@ pub enum AccountError {
     #[error("storage failed: {0}")]
     Store(#[from] StoreError),
     #[error("password hashing failed: {0}")]
-    Hash(String),
+    Hash(#[source] PoolError),
+    #[error("invalid argon2 parameters in the configuration: {0}")]
+    Params(#[from] argon2::Error),
     #[error("the hearth is busy checking passwords; retry in {retry_after_ms} ms")]
     Busy { retry_after_ms: u64 },
 }
@@ -71,7 +73,7 @@ impl From<PoolError> for AccountError {
     fn from(e: PoolError) -> Self {
         match e {
             PoolError::Busy { retry_after_ms } => AccountError::Busy { retry_after_ms },
-            PoolError::Params(m) | PoolError::Hash(m) => AccountError::Hash(m),
+            e @ (PoolError::Params(_) | PoolError::Hash(_)) => AccountError::Hash(e),
         }
     }
 }
@@ -361,8 +363,12 @@ fn check_device_name(name: &Option<String>) -> Result<(), AccountError> {
 /// The configured cost for new hashes (old hashes are checked with the cost stored in them, so
 /// changing it keeps them working).
 fn argon2_params(config: &AuthConfig) -> Result<argon2::Params, AccountError> {
-    argon2::Params::new(config.argon2_m_cost_kib, config.argon2_t_cost, 1, None)
-        .map_err(|e| AccountError::Hash(e.to_string()))
+    Ok(argon2::Params::new(
+        config.argon2_m_cost_kib,
+        config.argon2_t_cost,
+        1,
+        None,
+    )?)
 }
 
 fn random_device_id() -> DeviceId {

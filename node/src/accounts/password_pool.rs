@@ -19,9 +19,9 @@ pub enum PoolError {
     #[error("too many password checks are waiting; retry in {retry_after_ms} ms")]
     Busy { retry_after_ms: u64 },
     #[error("invalid argon2 parameters: {0}")]
-    Params(String),
+    Params(#[source] argon2::password_hash::Error),
     #[error("password hashing failed: {0}")]
-    Hash(String),
+    Hash(#[source] argon2::password_hash::Error),
 }
 
 /// How many workers, how much waiting.
@@ -160,7 +160,7 @@ pub(crate) fn hash_with(
     let salt_bytes = salt
         .as_salt()
         .decode_b64(&mut salt_bytes)
-        .map_err(|e| PoolError::Hash(e.to_string()))?;
+        .map_err(PoolError::Hash)?;
     let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
     let output_len = params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN);
     let blocks = blocks_for(memory, &params);
@@ -169,11 +169,11 @@ pub(crate) fn hash_with(
             .hash_password_into_with_memory(password.as_bytes(), salt_bytes, out, &mut *blocks)
             .map_err(|_| argon2::password_hash::Error::Crypto)
     })
-    .map_err(|e| PoolError::Hash(e.to_string()))?;
+    .map_err(PoolError::Hash)?;
     let hash = PasswordHash {
         algorithm: Algorithm::Argon2id.ident(),
         version: Some(Version::V0x13.into()),
-        params: ParamsString::try_from(&params).map_err(|e| PoolError::Params(e.to_string()))?,
+        params: ParamsString::try_from(&params).map_err(PoolError::Params)?,
         salt: Some(salt.as_salt()),
         hash: Some(output),
     };

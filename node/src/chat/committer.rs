@@ -29,10 +29,10 @@ pub enum CommitError {
     #[error(transparent)]
     Refused(#[from] SequenceError),
     #[error("storage failed; nothing was written: {0}")]
-    Storage(String),
+    Storage(#[source] Arc<StoreError>),
     /// Storage refuses writes for now (disk space below the reserve, the database reopening).
     #[error("{0}; nothing was written, try again later")]
-    Unavailable(String),
+    Unavailable(&'static str),
     #[error("the hearth is shutting down")]
     Closed,
 }
@@ -272,8 +272,8 @@ const ACK_SCAN: usize = 10_000;
 
 fn storage(e: StoreError) -> CommitError {
     match e {
-        StoreError::Unavailable(why) => CommitError::Unavailable(why.to_owned()),
-        e => CommitError::Storage(e.to_string()),
+        StoreError::Unavailable(why) => CommitError::Unavailable(why),
+        e => CommitError::Storage(Arc::new(e)),
     }
 }
 

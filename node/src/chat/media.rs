@@ -13,7 +13,7 @@ pub enum MediaError {
     #[error("the blob is larger than {0} bytes")]
     TooLarge(u64),
     #[error("the upload broke off: {0}")]
-    Body(String),
+    Body(#[source] axum::Error),
     #[error("the blob's bytes do not hash to its id")]
     HashMismatch,
     #[error("storage failed: {0}")]
@@ -50,7 +50,7 @@ impl MediaStore {
         let mut writer = self.writer(limit).await?;
         let mut stream = body.into_data_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| MediaError::Body(e.to_string()))?;
+            let chunk = chunk.map_err(MediaError::Body)?;
             writer.write(&chunk).await?;
         }
         writer.finish(None).await

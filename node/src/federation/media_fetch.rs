@@ -27,7 +27,11 @@ pub enum FetchError {
     #[error("{server} sent a blob that is not the one asked for: {reason}")]
     Corrupt { server: ServerName, reason: String },
     #[error("cannot fetch from {server}: {reason}")]
-    Unreachable { server: ServerName, reason: String },
+    Unreachable {
+        server: ServerName,
+        #[source]
+        reason: RequestError,
+    },
     #[error("storing the attachment failed: {0}")]
     Store(MediaError),
 }
@@ -140,7 +144,7 @@ impl RemoteMedia {
                 }
                 e => FetchError::Unreachable {
                     server: server.clone(),
-                    reason: e.to_string(),
+                    reason: e,
                 },
             })
     }

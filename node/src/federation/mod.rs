@@ -1058,6 +1058,19 @@ async fn hand_off(node: Arc<FedNode>, transport: Transport, wakers: Arc<Wakers>)
     }
 }
 
+/// Why federation could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Transport(#[from] hearth_federation::StartError),
+    #[error("peer discovery: {0}")]
+    Discovery(#[from] hearth_federation::p2p::P2pError),
+    #[error("cannot read the outbound queue: {0}")]
+    Queue(#[source] StoreError),
+    #[error("the QUIC reset key: {0}")]
+    ResetKey(#[from] crate::ops::keys::KeyFileError),
+}
+
 /// Federation of a running hearth.
 pub struct Federation {
     pub transport: Transport,
@@ -1083,22 +1096,16 @@ pub struct FederationParts {
 
 impl Federation {
     /// Listens for peers and starts draining every peer's outbound queue.
-    pub fn start(
-        config: &Config,
-        parts: FederationParts,
-    ) -> Result<Self, hearth_federation::StartError> {
+    pub fn start(config: &Config, parts: FederationParts) -> Result<Self, StartError> {
         let f = &config.federation;
         let discovery = if f.discovery.enabled {
-            Some(
-                crate::federation::discovery::start(
-                    config,
-                    parts.keys.clone(),
-                    parts.directory.clone(),
-                    parts.store.clone(),
-                    parts.wakers.clone(),
-                )
-                .map_err(|e| hearth_federation::StartError::Discovery(e.to_string()))?,
-            )
+            Some(crate::federation::discovery::start(
+                config,
+                parts.keys.clone(),
+                parts.directory.clone(),
+                parts.store.clone(),
+                parts.wakers.clone(),
+            )?)
         } else {
             None
         };
@@ -1109,9 +1116,7 @@ impl Federation {
             .outbox_items(|item| {
                 matches!(item, OutItem::KeyRotation { .. } | OutItem::Relayed { .. })
             })
-            .map_err(|e| {
-                hearth_federation::StartError::Quic(format!("cannot read the outbound queue: {e}"))
-            })?;
+            .map_err(StartError::Queue)?;
         let mut announcements = Announcements::default();
         let mut held = Vec::new();
         for (destination, id, item) in queued {
@@ -1167,8 +1172,7 @@ impl Federation {
         transport_config.keep_alive = std::time::Duration::from_millis(f.keep_alive_ms);
         transport_config.idle_timeout = std::time::Duration::from_millis(f.idle_timeout_ms);
         transport_config.reset_secret =
-            crate::ops::keys::load_or_generate_secret(&config.data_dir.join("quic-reset.key"))
-                .map_err(|e| hearth_federation::StartError::Quic(e.to_string()))?;
+            crate::ops::keys::load_or_generate_secret(&config.data_dir.join("quic-reset.key"))?;
         transport_config.discovery = discovery.as_ref().map(|d| d.discovery.clone());
         let transport = Transport::start(
             transport_config,
@@ -1399,9 +1403,9 @@ mod tests {
         );
         // Failures of this hearth's own are for the peer to try again, never a refusal.
         for failure in [
-            CommitError::Storage("eio".into()),
+            CommitError::Storage(Arc::new(StoreError::Corrupt("eio".into()))),
             CommitError::Closed,
-            CommitError::Unavailable("disk".into()),
+            CommitError::Unavailable("disk"),
         ] {
             assert_eq!(
                 outcome(Err(failure)),

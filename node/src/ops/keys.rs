@@ -8,6 +8,9 @@ use web_push_native::jwt_simple::algorithms::ES256KeyPair;
 
 use crate::ops::data_dir::sync_parent;
 
+/// What was wrong with a key file's contents.
+type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why a key could not be loaded or created.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
@@ -17,7 +20,13 @@ pub enum KeyFileError {
         reason: std::io::Error,
     },
     #[error("key file {path} is invalid: {reason}")]
-    Invalid { path: String, reason: String },
+    Invalid {
+        path: String,
+        #[source]
+        reason: Cause,
+    },
+    #[error("key file {path} is malformed: {what}")]
+    Malformed { path: String, what: &'static str },
 }
 
 /// Loads the server key at `path`, or generates and writes one if there is none.
@@ -26,7 +35,7 @@ pub fn load_or_generate(path: &Path) -> Result<ServerKey, KeyFileError> {
         path,
         ServerKey::generate,
         |k| k.to_bytes().to_vec(),
-        |bytes| ServerKey::from_bytes(bytes).map_err(|e| e.to_string()),
+        |bytes| ServerKey::from_bytes(bytes).map_err(Cause::from),
     )
 }
 
@@ -36,7 +45,7 @@ pub fn load_or_generate_vapid(path: &Path) -> Result<ES256KeyPair, KeyFileError>
         path,
         ES256KeyPair::generate,
         |k| k.to_bytes(),
-        |bytes| ES256KeyPair::from_bytes(bytes).map_err(|e| e.to_string()),
+        |bytes| ES256KeyPair::from_bytes(bytes).map_err(Cause::from),
     )
 }
 
@@ -46,7 +55,7 @@ pub fn load_or_generate_secret(path: &Path) -> Result<[u8; 32], KeyFileError> {
         path,
         rand::random::<[u8; 32]>,
         |k| k.to_vec(),
-        |bytes| <[u8; 32]>::try_from(bytes).map_err(|_| "expected 32 bytes".to_owned()),
+        |bytes| <[u8; 32]>::try_from(bytes).map_err(Cause::from),
     )
 }
 
@@ -55,7 +64,7 @@ fn load_or_create<K>(
     path: &Path,
     generate: impl FnOnce() -> K,
     to_bytes: impl FnOnce(&K) -> Vec<u8>,
-    from_bytes: impl FnOnce(&[u8]) -> Result<K, String>,
+    from_bytes: impl FnOnce(&[u8]) -> Result<K, Cause>,
 ) -> Result<K, KeyFileError> {
     let io = |source| KeyFileError::Io {
         path: path.display().to_string(),
@@ -110,23 +119,26 @@ pub fn load_retired(path: &Path) -> Result<Vec<(ServerKey, u64)>, KeyFileError> 
             });
         }
     };
-    let invalid = |reason: &str| KeyFileError::Invalid {
+    let invalid = |reason: Cause| KeyFileError::Invalid {
         path: path.display().to_string(),
-        reason: reason.to_owned(),
+        reason,
     };
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|line| {
             let (until, secret) = line
                 .split_once(' ')
-                .ok_or_else(|| invalid("a line is not `<until> <key>`"))?;
-            let until = until.parse().map_err(|_| invalid("bad grace end"))?;
+                .ok_or_else(|| KeyFileError::Malformed {
+                    path: path.display().to_string(),
+                    what: "a line is not `<until> <key>`",
+                })?;
+            let until = until.parse::<u64>().map_err(|e| invalid(Box::new(e)))?;
             let bytes = zeroize::Zeroizing::new(
                 base64::engine::general_purpose::URL_SAFE_NO_PAD
                     .decode(secret.trim())
-                    .map_err(|_| invalid("bad key encoding"))?,
+                    .map_err(|e| invalid(Box::new(e)))?,
             );
-            let key = ServerKey::from_bytes(&bytes).map_err(|e| invalid(&e.to_string()))?;
+            let key = ServerKey::from_bytes(&bytes).map_err(|e| invalid(Box::new(e)))?;
             Ok((key, until))
         })
         .collect()

@@ -224,7 +224,7 @@ async fn deliver(
                     .remove(&(user, device));
                 return;
             }
-            Err(e) => last_error = e,
+            Err(e) => last_error = with_causes(&e),
         }
     }
     let count = {
@@ -251,11 +251,41 @@ async fn deliver(
     }
 }
 
+/// Why one push was not delivered. Shown in logs and, once a pusher is disabled, to the device
+/// (with its causes: reqwest's own message leaves out why a request failed).
+#[derive(Debug, thiserror::Error)]
+enum PushError {
+    #[error("bad endpoint: {0}")]
+    BadUrl(#[from] url::ParseError),
+    #[error("bad endpoint: {0}")]
+    BadUri(#[from] axum::http::uri::InvalidUri),
+    #[error("endpoint {host} is a {range} address")]
+    SpecialAddress { host: String, range: &'static str },
+    #[error("{0}")]
+    Subscription(&'static str),
+    #[error("keys must be base64url: {0}")]
+    KeyEncoding(#[from] base64::DecodeError),
+    #[error("p256dh is not a P-256 public key: {0}")]
+    NotP256(#[from] p256::elliptic_curve::Error),
+    #[error("the endpoint has no scheme or host")]
+    NoOrigin,
+    #[error("cannot sign the VAPID token: {0}")]
+    Sign(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot build the Web Push request: {0}")]
+    WebPush(#[from] web_push_native::Error),
+    #[error("a VAPID header that is not a header value")]
+    Header(#[from] axum::http::header::InvalidHeaderValue),
+    #[error("{0}")]
+    Request(#[from] reqwest::Error),
+    #[error("endpoint answered HTTP {0}")]
+    Status(u16),
+}
+
 async fn send(
     sender: &Sender<'_>,
     record: &PusherRecord,
     notification: &PushNotification,
-) -> Result<(), String> {
+) -> Result<(), PushError> {
     if !sender.allow_private {
         check_literal_host(&record.url)?;
     }
@@ -266,40 +296,24 @@ async fn send(
             .post(&record.url)
             .header("content-type", "application/json")
             .body(body)
-            .build()
-            .map_err(|e| e.to_string()),
+            .build()?,
         PusherKind::WebPush => {
             let (public, auth) =
                 subscription_keys(record.p256dh.as_deref(), record.auth.as_deref())?;
-            let endpoint: axum::http::Uri = record
-                .url
-                .parse()
-                .map_err(|e| format!("bad endpoint: {e}"))?;
+            let endpoint: axum::http::Uri = record.url.parse()?;
             let authorization = vapid_authorization(&endpoint, sender.vapid, sender.subject)?;
-            let mut request = WebPushBuilder::new(endpoint, public, auth)
-                .build(body)
-                .map_err(|e| format!("cannot build the Web Push request: {e}"))?;
-            request.headers_mut().insert(
-                axum::http::header::AUTHORIZATION,
-                authorization
-                    .parse()
-                    .map_err(|_| "a VAPID header that is not a header value".to_owned())?,
-            );
-            reqwest::Request::try_from(request).map_err(|e| e.to_string())
+            let mut request = WebPushBuilder::new(endpoint, public, auth).build(body)?;
+            request
+                .headers_mut()
+                .insert(axum::http::header::AUTHORIZATION, authorization.parse()?);
+            reqwest::Request::try_from(request)?
         }
-    }?;
-    let response = sender
-        .http
-        .execute(request)
-        .await
-        .map_err(|e| with_causes(&e))?;
+    };
+    let response = sender.http.execute(request).await?;
     if response.status().is_success() {
         Ok(())
     } else {
-        Err(format!(
-            "endpoint answered HTTP {}",
-            response.status().as_u16()
-        ))
+        Err(PushError::Status(response.status().as_u16()))
     }
 }
 
@@ -333,11 +347,14 @@ fn special_host(host: &str) -> Option<&'static str> {
 
 /// A stored endpoint is held to the same rule when it is used (pushers stored before the rule
 /// existed too).
-fn check_literal_host(url: &str) -> Result<(), String> {
-    let url = reqwest::Url::parse(url).map_err(|e| format!("bad endpoint: {e}"))?;
+fn check_literal_host(url: &str) -> Result<(), PushError> {
+    let url = reqwest::Url::parse(url)?;
     let host = url.host_str().unwrap_or_default();
     match special_host(host) {
-        Some(range) => Err(format!("endpoint {host} is a {range} address")),
+        Some(range) => Err(PushError::SpecialAddress {
+            host: host.to_owned(),
+            range,
+        }),
         None => Ok(()),
     }
 }
@@ -346,18 +363,16 @@ fn check_literal_host(url: &str) -> Result<(), String> {
 fn subscription_keys(
     p256dh: Option<&str>,
     auth: Option<&str>,
-) -> Result<(p256::PublicKey, Auth), String> {
+) -> Result<(p256::PublicKey, Auth), PushError> {
     use base64::Engine;
     let decode = |text: &str| {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(text.trim_end_matches('='))
-            .map_err(|_| "keys must be base64url".to_string())
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text.trim_end_matches('='))
     };
-    let public = p256::PublicKey::from_sec1_bytes(&decode(p256dh.ok_or("p256dh is missing")?)?)
-        .map_err(|_| "p256dh is not a P-256 public key".to_string())?;
-    let auth = decode(auth.ok_or("auth is missing")?)?;
+    let p256dh = p256dh.ok_or(PushError::Subscription("p256dh is missing"))?;
+    let public = p256::PublicKey::from_sec1_bytes(&decode(p256dh)?)?;
+    let auth = decode(auth.ok_or(PushError::Subscription("auth is missing"))?)?;
     if auth.len() != 16 {
-        return Err("auth must be 16 bytes".into());
+        return Err(PushError::Subscription("auth must be 16 bytes"));
     }
     Ok((public, Auth::clone_from_slice(&auth)))
 }
@@ -369,15 +384,13 @@ fn vapid_authorization(
     endpoint: &axum::http::Uri,
     vapid: &ES256KeyPair,
     subject: &str,
-) -> Result<String, String> {
+) -> Result<String, PushError> {
     use web_push_native::jwt_simple::prelude::*;
-    let origin = origin_of(endpoint).ok_or("the endpoint has no scheme or host")?;
+    let origin = origin_of(endpoint).ok_or(PushError::NoOrigin)?;
     let claims = Claims::create(Duration::from_hours(12))
         .with_audience(origin)
         .with_subject(subject);
-    let token = vapid
-        .sign(claims)
-        .map_err(|e| format!("cannot sign the VAPID token: {e}"))?;
+    let token = vapid.sign(claims).map_err(|e| PushError::Sign(e.into()))?;
     Ok(format!("vapid t={token}, k={}", vapid_public_key(vapid)))
 }
 

@@ -39,7 +39,12 @@ use tables::*;
 pub enum StoreError {
     #[error("database: {0}")]
     Db(#[from] redb::Error),
-    #[error("stored record is corrupt: {0}")]
+    #[error("stored record does not decode: {0}")]
+    Decode(#[from] postcard::Error),
+    #[error("stored envelope does not decode: {0}")]
+    Envelope(#[from] hearth_spec::envelope::DecodeError),
+    /// Records that decode but do not fit together (an index naming a missing event).
+    #[error("stored records disagree: {0}")]
     Corrupt(String),
     /// Nothing can be written now (free space below the reserve, or the database is being
     /// reopened after a failed write); it may work again later.
@@ -72,7 +77,8 @@ from_redb!(
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
-    redb::CommitError
+    redb::CommitError,
+    redb::SetDurabilityError
 );
 
 /// Events after a read mark that [`Store::unread_messages`] looks at.
@@ -91,7 +97,7 @@ pub enum OpenError {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
-    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+    Ok(postcard::from_bytes(bytes)?)
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {

@@ -31,8 +31,7 @@ impl Store {
     /// the entries are sent again, and the peer de-duplicates them.
     pub fn outbox_remove(&self, destination: &ServerName, ids: &[u64]) -> Result<(), StoreError> {
         let mut txn = self.begin_write()?;
-        txn.set_durability(redb::Durability::None)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        txn.set_durability(redb::Durability::None)?;
         {
             let mut outbox = txn.open_table(OUTBOX)?;
             for id in ids {

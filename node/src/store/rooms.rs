@@ -60,8 +60,7 @@ impl Store {
         {
             let (_, value) = row?;
             looked += 1;
-            let envelope = hearth_spec::Envelope::decode(value.value())
-                .map_err(|e| StoreError::Corrupt(format!("stored envelope: {e}")))?;
+            let envelope = hearth_spec::Envelope::decode(value.value())?;
             if matches!(envelope.content, hearth_spec::Content::Message { .. })
                 && envelope.sender != *user
             {
