@@ -6,6 +6,7 @@
 //! what a relay hands over is opened and checked as if its origin had sent it ([`unseal`]).
 
 mod choose;
+pub mod hand_off;
 mod ledger;
 mod unseal;
 
@@ -13,6 +14,7 @@ use hearth_spec::ServerName;
 use serde::{Deserialize, Serialize};
 
 pub use choose::choose_relays;
+pub use hand_off::HandOff;
 pub use ledger::{Holding, Ledger};
 pub use unseal::unseal;
 
