@@ -120,8 +120,7 @@ fn transport(
         vec![],
     )));
     let mut config = TransportConfig::new(ServerName::parse(name)?, "127.0.0.1:0".parse()?);
-    config.envelopes_per_second = 1e9;
-    config.envelope_burst = 1e9;
+    config.envelopes = hearth_spec::rate::Rate::new(1e9, 1e9);
     let t = Transport::start(
         config,
         Arc::new(KeyRing::single(Arc::new(ServerKey::from_bytes(

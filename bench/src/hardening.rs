@@ -31,8 +31,8 @@ pub async fn login_flood(
     let env: Vec<(String, String)> = [
         ("HEARTH_AUTH__ARGON2_M_COST_KIB", "19456"),
         ("HEARTH_AUTH__ARGON2_T_COST", "2"),
-        ("HEARTH_LIMITS__AUTH_PER_SECOND", "2"),
-        ("HEARTH_LIMITS__AUTH_BURST", "30"),
+        ("HEARTH_LIMITS__AUTH__PER_SECOND", "2"),
+        ("HEARTH_LIMITS__AUTH__BURST", "30"),
         ("HEARTH_AUTH__PASSWORD_WORKERS", workers.as_str()),
     ]
     .into_iter()

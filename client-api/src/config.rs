@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use hearth_spec::rate::Rate;
+
 /// Limits and rates the API enforces at the edge.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
@@ -13,25 +15,19 @@ pub struct ApiConfig {
     pub max_event_bytes: usize,
     /// Sends in flight per WebSocket before the hearth stops reading from it.
     pub max_in_flight: usize,
-    /// Per-device sends: sustained per second and burst.
-    pub sends_per_second: f64,
-    pub send_burst: f64,
-    /// Per-device other requests: sustained per second and burst.
-    pub requests_per_second: f64,
-    pub request_burst: f64,
-    /// Per-IP register/login/refresh: sustained per second and burst.
-    pub auth_per_second: f64,
-    /// Per account: login attempts sustained per second and burst (counted whatever address
-    /// they come from, so guessing one account's password is slow from anywhere).
-    pub login_per_account_per_second: f64,
-    pub login_per_account_burst: f64,
-    pub auth_burst: f64,
-    /// Per-device heartbeats: sustained per second and burst (more is a flood).
-    pub heartbeats_per_second: f64,
-    pub heartbeat_burst: f64,
-    /// Per-device key-package claims: sustained per second and burst.
-    pub claims_per_second: f64,
-    pub claim_burst: f64,
+    /// Per-device sends.
+    pub sends: Rate,
+    /// Per-device other requests.
+    pub requests: Rate,
+    /// Per-IP register/login/refresh.
+    pub auth: Rate,
+    /// Per account: login attempts (counted whatever address they come from, so guessing one
+    /// account's password is slow from anywhere).
+    pub login_per_account: Rate,
+    /// Per-device heartbeats (more is a flood).
+    pub heartbeats: Rate,
+    /// Per-device key-package claims.
+    pub key_claims: Rate,
     /// Largest attachment blob.
     pub max_media_bytes: u64,
     /// How often a WebSocket re-checks that its device is still logged in.
@@ -49,18 +45,12 @@ impl Default for ApiConfig {
             max_ws_message_bytes: 1024 * 1024,
             max_event_bytes: 512 * 1024,
             max_in_flight: 256,
-            sends_per_second: 50.0,
-            send_burst: 500.0,
-            requests_per_second: 20.0,
-            request_burst: 100.0,
-            auth_per_second: 20.0,
-            auth_burst: 300.0,
-            login_per_account_per_second: 0.5,
-            login_per_account_burst: 10.0,
-            heartbeats_per_second: 1.0,
-            heartbeat_burst: 10.0,
-            claims_per_second: 5.0,
-            claim_burst: 100.0,
+            sends: Rate::new(50.0, 500.0),
+            requests: Rate::new(20.0, 100.0),
+            auth: Rate::new(20.0, 300.0),
+            login_per_account: Rate::new(0.5, 10.0),
+            heartbeats: Rate::new(1.0, 10.0),
+            key_claims: Rate::new(5.0, 100.0),
             max_media_bytes: 32 * 1024 * 1024,
             session_check_interval: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(300),

@@ -25,15 +25,12 @@ use crate::rejection::{self, ApiError, ApiJson, ApiPath, ApiQuery};
 pub fn router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> Router {
     let api = Arc::new(Api {
         backend,
-        send_limits: KeyedLimiter::new(config.sends_per_second, config.send_burst),
-        request_limits: KeyedLimiter::new(config.requests_per_second, config.request_burst),
-        auth_limits: KeyedLimiter::new(config.auth_per_second, config.auth_burst),
-        login_limits: KeyedLimiter::new(
-            config.login_per_account_per_second,
-            config.login_per_account_burst,
-        ),
-        heartbeat_limits: KeyedLimiter::new(config.heartbeats_per_second, config.heartbeat_burst),
-        claim_limits: KeyedLimiter::new(config.claims_per_second, config.claim_burst),
+        send_limits: KeyedLimiter::new(config.sends),
+        request_limits: KeyedLimiter::new(config.requests),
+        auth_limits: KeyedLimiter::new(config.auth),
+        login_limits: KeyedLimiter::new(config.login_per_account),
+        heartbeat_limits: KeyedLimiter::new(config.heartbeats),
+        claim_limits: KeyedLimiter::new(config.key_claims),
         config: config.clone(),
     });
     Router::new()

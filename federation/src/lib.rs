@@ -1,6 +1,6 @@
 //! Hearth-to-hearth federation: the QUIC transport with mutual TLS bound to hearth keys, the
-//! checks every incoming envelope passes, per-peer budgets, and the driver that drains each
-//! destination's durable outbound queue with backoff.
+//! checks every incoming envelope passes, per-peer budgets (a [`hearth_spec::rate::Bucket`] per
+//! peer), and the driver that drains each destination's durable outbound queue with backoff.
 //!
 //! The wire format is in `hearth-spec` ([`hearth_spec::federation`]); what a hearth does with
 //! an envelope that passed the checks is the node's business, through the [`Inbound`] trait, and
@@ -8,7 +8,6 @@
 
 pub mod announcements;
 pub mod backoff;
-pub mod budget;
 pub mod cert;
 pub mod check;
 mod clock;

@@ -17,11 +17,11 @@ use hearth_spec::federation::{
     FedBody, FedEnvelope, MAX_FRAMES_PER_STREAM, MAX_MEDIA_CHUNK, Outcome, RejectCode, RetryCode,
     StreamError, StreamReply, push_frame, split_frames,
 };
+use hearth_spec::rate::{Bucket, Rate};
 use hearth_spec::{DeviceId, ServerName, UserId};
 use quinn::VarInt;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 
-use crate::budget::Bucket;
 use crate::check::{Freshness, ReplayCache, check_batch};
 use crate::clock::now_ms;
 use crate::directory::Directory;
@@ -39,9 +39,8 @@ pub struct TransportConfig {
     pub max_stream_bytes: u32,
     /// Bytes in flight on one connection (QUIC's connection receive window).
     pub connection_window: u32,
-    /// Envelopes per second a peer may send, and its burst.
-    pub envelopes_per_second: f64,
-    pub envelope_burst: f64,
+    /// Envelopes a peer may send.
+    pub envelopes: Rate,
     /// How long a stream may take to arrive or be answered.
     pub stream_timeout: Duration,
     /// How often an idle connection sends a PING so that it stays open.
@@ -69,8 +68,7 @@ impl TransportConfig {
             max_streams_per_peer: 8,
             max_stream_bytes: 8 * 1024 * 1024,
             connection_window: 16 * 1024 * 1024,
-            envelopes_per_second: 50_000.0,
-            envelope_burst: 100_000.0,
+            envelopes: Rate::new(50_000.0, 100_000.0),
             stream_timeout: Duration::from_secs(30),
             keep_alive: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
@@ -783,14 +781,8 @@ fn check_stream(
         .lock()
         .expect("budget lock")
         .entry(peer.clone())
-        .or_insert_with(|| {
-            Bucket::new(
-                shared.config.envelopes_per_second,
-                shared.config.envelope_burst,
-                Instant::now(),
-            )
-        })
-        .take(frames.len(), Instant::now());
+        .or_insert_with(|| Bucket::full(shared.config.envelopes, Instant::now()))
+        .take_up_to(shared.config.envelopes, frames.len(), Instant::now());
     let admitted = granted.min(frames.len());
     let directory = shared.directory.read().expect("directory lock");
     let mut replay = shared.replay.lock().expect("replay lock");

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use hearth_spec::ServerName;
+pub use hearth_spec::rate::Rate;
 use serde::{Deserialize, Serialize};
 
 /// Environment variables that are read by the command line, not by the config tree.
@@ -17,18 +18,23 @@ pub enum ConfigError {
     #[error("cannot read config file {path}: {reason}")]
     Read {
         path: PathBuf,
+        #[source]
         reason: std::io::Error,
     },
     #[error("config file {path} is not valid: {reason}")]
     Parse {
         path: PathBuf,
+        #[source]
         reason: Box<toml::de::Error>,
     },
     #[error("environment variable {var} does not fit the config: {reason}")]
     Env {
         var: String,
+        #[source]
         reason: Box<toml::de::Error>,
     },
+    #[error("{old} is no longer a config key: write {new}")]
+    Renamed { old: String, new: &'static str },
     #[error("invalid config: {0}")]
     Invalid(String),
 }
@@ -76,9 +82,8 @@ pub struct FederationConfig {
     /// First retry delay towards an unreachable peer, ms; doubles up to `retry_max_ms`.
     pub retry_initial_ms: u64,
     pub retry_max_ms: u64,
-    /// Envelopes per second one peer may send, and the burst above it.
-    pub envelopes_per_second: f64,
-    pub envelope_burst: f64,
+    /// Envelopes one peer may send. Default 50000 per second, burst 100000.
+    pub envelopes: Rate,
     /// Batch streams one peer may have open at once.
     pub max_streams_per_peer: u32,
     /// How often an idle connection to a peer is kept alive (a QUIC PING), ms. Default 5000.
@@ -112,8 +117,8 @@ pub struct DiscoveryConfig {
     pub block: Vec<ServerName>,
     /// How long a DHT lookup may take, ms. Default 5000.
     pub lookup_timeout_ms: u64,
-    /// How often this hearth's record is put into the DHT again, s. Default 600.
-    pub republish_secs: u64,
+    /// How often this hearth's record is put into the DHT again, ms. Default 600000.
+    pub republish_ms: u64,
 }
 
 impl Default for DiscoveryConfig {
@@ -126,7 +131,7 @@ impl Default for DiscoveryConfig {
             allow: Vec::new(),
             block: Vec::new(),
             lookup_timeout_ms: 5_000,
-            republish_secs: 600,
+            republish_ms: 600_000,
         }
     }
 }
@@ -178,8 +183,7 @@ impl Default for FederationConfig {
             max_skew_ms: 60_000,
             retry_initial_ms: 100,
             retry_max_ms: 10_000,
-            envelopes_per_second: 50_000.0,
-            envelope_burst: 100_000.0,
+            envelopes: Rate::new(50_000.0, 100_000.0),
             max_streams_per_peer: 8,
             keep_alive_ms: 5_000,
             idle_timeout_ms: 30_000,
@@ -299,31 +303,19 @@ pub struct LimitsConfig {
     pub max_event_bytes: usize,
     /// Most members a group may have. Default 1000.
     pub max_room_members: usize,
-    /// Sustained sends per second per device. Default 50.
-    pub sends_per_second: f64,
-    /// Burst of sends per device above the sustained rate. Default 500.
-    pub send_burst: f64,
-    /// Sustained other requests per second per device. Default 20.
-    pub requests_per_second: f64,
-    /// Burst of other requests per device. Default 100.
-    pub request_burst: f64,
-    /// Sustained register/login/refresh attempts per second per client IP. Default 20 (an
-    /// organisation behind one NAT address logs in at nine).
-    pub auth_per_second: f64,
-    /// Burst of register/login/refresh attempts per client IP. Default 300.
-    pub auth_burst: f64,
-    /// Sustained login attempts per second per account, from anywhere. Default 0.5.
-    pub login_per_account_per_second: f64,
-    /// Burst of login attempts per account. Default 10.
-    pub login_per_account_burst: f64,
-    /// Sustained heartbeats per second per device (more is a flood). Default 1.
-    pub heartbeats_per_second: f64,
-    /// Burst of heartbeats per device. Default 10.
-    pub heartbeat_burst: f64,
-    /// Sustained MLS key-package claims per second per device. Default 5.
-    pub key_claims_per_second: f64,
-    /// Burst of key-package claims per device. Default 100.
-    pub key_claim_burst: f64,
+    /// Sends per device. Default 50 per second, burst 500.
+    pub sends: Rate,
+    /// Other requests per device. Default 20 per second, burst 100.
+    pub requests: Rate,
+    /// Register/login/refresh attempts per client IP. Default 20 per second (an organisation
+    /// behind one NAT address logs in at nine), burst 300.
+    pub auth: Rate,
+    /// Login attempts per account, from anywhere. Default 0.5 per second, burst 10.
+    pub login_per_account: Rate,
+    /// Heartbeats per device (more is a flood). Default 1 per second, burst 10.
+    pub heartbeats: Rate,
+    /// MLS key-package claims per device. Default 5 per second, burst 100.
+    pub key_claims: Rate,
     /// Most one-time key packages a device may hold on the hearth. Default 200.
     pub max_key_packages: u64,
     /// Largest attachment blob in bytes. Default 33554432 (32 MiB).
@@ -334,8 +326,8 @@ pub struct LimitsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// Lifetime of an access token in seconds. Default 900.
-    pub access_token_ttl_secs: u64,
+    /// Lifetime of an access token, ms. Default 900000 (15 minutes).
+    pub access_token_ttl_ms: u64,
     /// Shortest password accepted at registration. Default 8.
     pub min_password_len: usize,
     /// Whether anyone may register over the client API (admins can always create users).
@@ -407,18 +399,12 @@ impl Default for LimitsConfig {
         Self {
             max_event_bytes: 512 * 1024,
             max_room_members: 1000,
-            sends_per_second: 50.0,
-            send_burst: 500.0,
-            requests_per_second: 20.0,
-            request_burst: 100.0,
-            auth_per_second: 20.0,
-            auth_burst: 300.0,
-            login_per_account_per_second: 0.5,
-            login_per_account_burst: 10.0,
-            heartbeats_per_second: 1.0,
-            heartbeat_burst: 10.0,
-            key_claims_per_second: 5.0,
-            key_claim_burst: 100.0,
+            sends: Rate::new(50.0, 500.0),
+            requests: Rate::new(20.0, 100.0),
+            auth: Rate::new(20.0, 300.0),
+            login_per_account: Rate::new(0.5, 10.0),
+            heartbeats: Rate::new(1.0, 10.0),
+            key_claims: Rate::new(5.0, 100.0),
             max_key_packages: 200,
             max_media_bytes: 32 * 1024 * 1024,
         }
@@ -428,7 +414,7 @@ impl Default for LimitsConfig {
 impl Default for AuthConfig {
     fn default() -> Self {
         Self {
-            access_token_ttl_secs: 900,
+            access_token_ttl_ms: 900_000,
             min_password_len: 8,
             open_registration: true,
             argon2_m_cost_kib: 19_456,
@@ -456,7 +442,7 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut table = match file {
+        let table = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.to_owned(),
@@ -469,6 +455,13 @@ impl Config {
             }
             None => toml::Table::new(),
         };
+        check_renamed(&table)?;
+        // Laid over the defaults, so half of a rate (`sends = { per_second = 100.0 }`, or one
+        // environment variable) keeps the other half's default.
+        let mut table = merge(
+            toml::Table::try_from(Config::default()).expect("defaults serialize"),
+            table,
+        );
         let mut env: Vec<_> = env
             .into_iter()
             .filter(|(k, _)| k.starts_with("HEARTH_") && !NON_CONFIG_VARS.contains(&k.as_str()))
@@ -477,6 +470,7 @@ impl Config {
         for (var, value) in &env {
             apply_env(&mut table, var, value);
         }
+        check_renamed(&table)?;
         let config: Config = toml::Value::Table(table).try_into().map_err(|source| {
             match env.first() {
                 // Name the environment when it contributed; the message names the field either way.
@@ -511,23 +505,17 @@ impl Config {
             return fail("limits.max_room_members must be at least 2");
         }
         for (name, rate) in [
-            ("sends_per_second", l.sends_per_second),
-            ("send_burst", l.send_burst),
-            ("requests_per_second", l.requests_per_second),
-            ("request_burst", l.request_burst),
-            ("auth_per_second", l.auth_per_second),
-            ("auth_burst", l.auth_burst),
-            (
-                "login_per_account_per_second",
-                l.login_per_account_per_second,
-            ),
-            ("login_per_account_burst", l.login_per_account_burst),
-            ("heartbeats_per_second", l.heartbeats_per_second),
-            ("heartbeat_burst", l.heartbeat_burst),
+            ("limits.sends", l.sends),
+            ("limits.requests", l.requests),
+            ("limits.auth", l.auth),
+            ("limits.login_per_account", l.login_per_account),
+            ("limits.heartbeats", l.heartbeats),
+            ("limits.key_claims", l.key_claims),
+            ("federation.envelopes", self.federation.envelopes),
         ] {
-            if !(rate.is_finite() && rate > 0.0) {
+            if !rate.is_usable() {
                 return Err(ConfigError::Invalid(format!(
-                    "limits.{name} must be a positive number"
+                    "{name}: per_second must be a positive number and burst at least 1"
                 )));
             }
         }
@@ -536,8 +524,8 @@ impl Config {
                 "auth.argon2_m_cost_kib must be at least 8 and auth.argon2_t_cost at least 1",
             );
         }
-        if self.auth.access_token_ttl_secs < 10 {
-            return fail("auth.access_token_ttl_secs must be at least 10");
+        if self.auth.access_token_ttl_ms < 10_000 {
+            return fail("auth.access_token_ttl_ms must be at least 10000");
         }
         if self.storage.max_batch == 0 || self.storage.queue_depth == 0 {
             return fail("storage.max_batch and storage.queue_depth must be positive");
@@ -576,9 +564,9 @@ impl Config {
                 )));
             }
         }
-        if f.discovery.lookup_timeout_ms == 0 || f.discovery.republish_secs == 0 {
+        if f.discovery.lookup_timeout_ms == 0 || f.discovery.republish_ms == 0 {
             return fail(
-                "federation.discovery.lookup_timeout_ms and republish_secs must be positive",
+                "federation.discovery.lookup_timeout_ms and republish_ms must be positive",
             );
         }
         for peer in &f.peers {
@@ -598,9 +586,8 @@ impl Config {
                 "federation.retry_max_ms must be at least federation.retry_initial_ms > 0",
             );
         }
-        if !(f.envelopes_per_second > 0.0 && f.envelope_burst >= 1.0) || f.max_streams_per_peer == 0
-        {
-            return fail("federation rates, burst and streams must be positive");
+        if f.max_streams_per_peer == 0 {
+            return fail("federation.max_streams_per_peer must be positive");
         }
         if f.keep_alive_ms == 0 || f.idle_timeout_ms <= f.keep_alive_ms {
             return fail("federation.idle_timeout_ms must be longer than keep_alive_ms > 0");
@@ -646,33 +633,28 @@ body_timeout_ms = 30000
 max_event_bytes = {max_event}
 # Most members of a group.
 max_room_members = {max_members}
-# Sends per second per device, sustained, and the burst above it.
-sends_per_second = {sps:?}
-send_burst = {sb:?}
-# Other authenticated requests per second per device, and the burst.
-requests_per_second = {rps:?}
-request_burst = {rb:?}
-# Register/login/refresh attempts per second per client IP, and the burst (sized for an
-# organisation behind one address).
-auth_per_second = {aps:?}
-auth_burst = {ab:?}
-# Login attempts per second per account, from any address, and the burst.
-login_per_account_per_second = {lpa:?}
-login_per_account_burst = {lpb:?}
-# Heartbeats per second per device, and the burst (more is refused as a flood).
-heartbeats_per_second = {hps:?}
-heartbeat_burst = {hb:?}
-# MLS key-package claims per second per device, and the burst.
-key_claims_per_second = {kcps:?}
-key_claim_burst = {kcb:?}
+# Each rate is a sustained rate and the burst allowed above it after a quiet spell; past it the
+# request is answered rate_limited with retry_after_ms.
+# Sends per device.
+sends = {sends}
+# Other authenticated requests per device.
+requests = {requests}
+# Register/login/refresh attempts per client IP (sized for an organisation behind one address).
+auth = {auth}
+# Login attempts per account, from any address.
+login_per_account = {login}
+# Heartbeats per device (more is refused as a flood).
+heartbeats = {heartbeats}
+# MLS key-package claims per device.
+key_claims = {claims}
 # Most one-time key packages a device may keep on the hearth.
 max_key_packages = {maxkp}
 # Largest attachment (an encrypted blob), bytes.
 max_media_bytes = {maxmedia}
 
 [auth]
-# Lifetime of an access token, seconds. Clients refresh with their single-use refresh token.
-access_token_ttl_secs = {ttl}
+# Lifetime of an access token, ms. Clients refresh with their single-use refresh token.
+access_token_ttl_ms = {ttl}
 # Shortest password accepted at registration.
 min_password_len = {minpw}
 # Whether anyone may register over the client API (`hearth admin create-user` always works).
@@ -734,9 +716,9 @@ max_skew_ms = {fed_skew}
 # Retry delays towards an unreachable peer: first, and the cap (doubling, with jitter), ms.
 retry_initial_ms = {fed_ri}
 retry_max_ms = {fed_rm}
-# What one peer may send: envelopes per second, burst, concurrent batch streams.
-envelopes_per_second = {fed_eps:?}
-envelope_burst = {fed_eb:?}
+# What one peer may send: envelopes (a rate and its burst; past it they are refused
+# rate_limited and the peer retries), concurrent batch streams.
+envelopes = {fed_envelopes}
 max_streams_per_peer = {fed_streams}
 # A PING keeps an idle peer connection alive every keep_alive_ms; a connection that hears nothing
 # for idle_timeout_ms is closed, which is how long a peer that died without closing takes to be
@@ -782,7 +764,8 @@ bootstrap = []
 allow = []
 block = []
 lookup_timeout_ms = {disc_timeout}
-republish_secs = {disc_republish}
+# How often this hearth's record is put into the DHT again, ms.
+republish_ms = {disc_republish}
 "#,
             data_dir = toml::Value::String(data_dir.display().to_string()),
             listen = d.client_api.listen,
@@ -791,18 +774,12 @@ republish_secs = {disc_republish}
             in_flight = d.client_api.max_in_flight_per_connection,
             max_event = d.limits.max_event_bytes,
             max_members = d.limits.max_room_members,
-            sps = d.limits.sends_per_second,
-            sb = d.limits.send_burst,
-            rps = d.limits.requests_per_second,
-            rb = d.limits.request_burst,
-            aps = d.limits.auth_per_second,
-            ab = d.limits.auth_burst,
-            lpa = d.limits.login_per_account_per_second,
-            lpb = d.limits.login_per_account_burst,
-            hps = d.limits.heartbeats_per_second,
-            hb = d.limits.heartbeat_burst,
-            kcps = d.limits.key_claims_per_second,
-            kcb = d.limits.key_claim_burst,
+            sends = rate_toml(d.limits.sends),
+            requests = rate_toml(d.limits.requests),
+            auth = rate_toml(d.limits.auth),
+            login = rate_toml(d.limits.login_per_account),
+            heartbeats = rate_toml(d.limits.heartbeats),
+            claims = rate_toml(d.limits.key_claims),
             maxkp = d.limits.max_key_packages,
             maxmedia = d.limits.max_media_bytes,
             hbi = d.presence.heartbeat_interval_ms,
@@ -815,7 +792,7 @@ republish_secs = {disc_republish}
             dis = d.push.disable_after_failures,
             priv = d.push.allow_private_endpoints,
             vsub = d.push.vapid_subject,
-            ttl = d.auth.access_token_ttl_secs,
+            ttl = d.auth.access_token_ttl_ms,
             minpw = d.auth.min_password_len,
             open = d.auth.open_registration,
             m_cost = d.auth.argon2_m_cost_kib,
@@ -827,8 +804,7 @@ republish_secs = {disc_republish}
             fed_skew = d.federation.max_skew_ms,
             fed_ri = d.federation.retry_initial_ms,
             fed_rm = d.federation.retry_max_ms,
-            fed_eps = d.federation.envelopes_per_second,
-            fed_eb = d.federation.envelope_burst,
+            fed_envelopes = rate_toml(d.federation.envelopes),
             fed_streams = d.federation.max_streams_per_peer,
             relay_enabled = d.federation.relay.enabled,
             relay_after = d.federation.relay.after_ms,
@@ -839,9 +815,115 @@ republish_secs = {disc_republish}
             relay_hold = d.federation.relay.hold_ms,
             disc_enabled = d.federation.discovery.enabled,
             disc_timeout = d.federation.discovery.lookup_timeout_ms,
-            disc_republish = d.federation.discovery.republish_secs,
+            disc_republish = d.federation.discovery.republish_ms,
         )
     }
+}
+
+/// `over` laid on `base`: tables merge key by key, anything else replaces.
+fn merge(mut base: toml::Table, over: toml::Table) -> toml::Table {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(inner)), toml::Value::Table(value)) => {
+                *inner = merge(std::mem::take(inner), value);
+            }
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+    base
+}
+
+/// A rate as an inline TOML table, as `hearth init` writes it.
+fn rate_toml(rate: Rate) -> String {
+    format!(
+        "{{ per_second = {:?}, burst = {:?} }}",
+        rate.per_second, rate.burst
+    )
+}
+
+/// Keys an older hearth read, and what replaced them (one `Rate` per limit; every duration in
+/// ms). Naming the new key beats "unknown field" for an operator upgrading.
+const RENAMED_KEYS: &[(&str, &str)] = &[
+    (
+        "limits.sends_per_second",
+        "limits.sends = { per_second, burst }",
+    ),
+    ("limits.send_burst", "limits.sends = { per_second, burst }"),
+    (
+        "limits.requests_per_second",
+        "limits.requests = { per_second, burst }",
+    ),
+    (
+        "limits.request_burst",
+        "limits.requests = { per_second, burst }",
+    ),
+    (
+        "limits.auth_per_second",
+        "limits.auth = { per_second, burst }",
+    ),
+    ("limits.auth_burst", "limits.auth = { per_second, burst }"),
+    (
+        "limits.login_per_account_per_second",
+        "limits.login_per_account = { per_second, burst }",
+    ),
+    (
+        "limits.login_per_account_burst",
+        "limits.login_per_account = { per_second, burst }",
+    ),
+    (
+        "limits.heartbeats_per_second",
+        "limits.heartbeats = { per_second, burst }",
+    ),
+    (
+        "limits.heartbeat_burst",
+        "limits.heartbeats = { per_second, burst }",
+    ),
+    (
+        "limits.key_claims_per_second",
+        "limits.key_claims = { per_second, burst }",
+    ),
+    (
+        "limits.key_claim_burst",
+        "limits.key_claims = { per_second, burst }",
+    ),
+    (
+        "federation.envelopes_per_second",
+        "federation.envelopes = { per_second, burst }",
+    ),
+    (
+        "federation.envelope_burst",
+        "federation.envelopes = { per_second, burst }",
+    ),
+    (
+        "auth.access_token_ttl_secs",
+        "auth.access_token_ttl_ms (in ms)",
+    ),
+    (
+        "federation.discovery.republish_secs",
+        "federation.discovery.republish_ms (in ms)",
+    ),
+];
+
+fn check_renamed(table: &toml::Table) -> Result<(), ConfigError> {
+    for (old, new) in RENAMED_KEYS {
+        let mut parts = old.split('.').peekable();
+        let mut cursor = table;
+        while let Some(part) = parts.next() {
+            match (cursor.get(part), parts.peek()) {
+                (Some(_), None) => {
+                    return Err(ConfigError::Renamed {
+                        old: (*old).to_owned(),
+                        new,
+                    });
+                }
+                (Some(toml::Value::Table(inner)), Some(_)) => cursor = inner,
+                _ => break,
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Sets `HEARTH_A__B=v` as `a.b = v` in `table`. The value is read as TOML when it parses as a
@@ -900,9 +982,15 @@ mod tests {
         let config = Config::load(Some(&path), env(&[])).unwrap();
         assert_eq!(config.server_name, server);
         assert_eq!(config.data_dir, PathBuf::from("/var/lib/hearth"));
+        // Every value the file shows is the default: the whole trees serialize alike.
+        let defaults = Config {
+            server_name: server,
+            data_dir: PathBuf::from("/var/lib/hearth"),
+            ..Config::default()
+        };
         assert_eq!(
-            config.limits.max_room_members,
-            Config::default().limits.max_room_members
+            toml::to_string(&config).unwrap(),
+            toml::to_string(&defaults).unwrap()
         );
     }
 
@@ -945,7 +1033,7 @@ mod tests {
             None,
             env(&[
                 ("HEARTH_CLIENT_API__LISTEN", "0.0.0.0:9000"),
-                ("HEARTH_LIMITS__SENDS_PER_SECOND", "1000.5"),
+                ("HEARTH_LIMITS__SENDS__PER_SECOND", "1000.5"),
                 ("HEARTH_SERVER_NAME", "b.example"),
                 ("HEARTH_LOG", "debug"),
                 ("PATH", "/bin"),
@@ -953,7 +1041,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.client_api.listen.port(), 9000);
-        assert_eq!(config.limits.sends_per_second, 1000.5);
+        assert_eq!(config.limits.sends.per_second, 1000.5);
+        // The other half of the rate keeps its default.
+        assert_eq!(
+            config.limits.sends.burst,
+            Config::default().limits.sends.burst
+        );
         assert_eq!(config.server_name.as_str(), "b.example");
     }
 
@@ -962,6 +1055,71 @@ mod tests {
         assert!(Config::load(None, env(&[("HEARTH_NO_SUCH_KEY", "1")])).is_err());
         assert!(Config::load(None, env(&[("HEARTH_SERVER_NAME", "Bad Name")])).is_err());
         assert!(Config::load(None, env(&[("HEARTH_LIMITS__MAX_ROOM_MEMBERS", "1")])).is_err());
-        assert!(Config::load(None, env(&[("HEARTH_LIMITS__SEND_BURST", "-1")])).is_err());
+        for (var, value) in [
+            ("HEARTH_LIMITS__SENDS__BURST", "-1"),
+            ("HEARTH_LIMITS__SENDS__BURST", "0.5"),
+            ("HEARTH_LIMITS__KEY_CLAIMS__PER_SECOND", "0"),
+            ("HEARTH_FEDERATION__ENVELOPES__PER_SECOND", "nan"),
+            ("HEARTH_LIMITS__SENDS__PER_MINUTE", "1"),
+        ] {
+            assert!(
+                Config::load(None, env(&[(var, value)])).is_err(),
+                "{var}={value}"
+            );
+        }
+    }
+
+    #[test]
+    fn half_a_rate_keeps_the_other_half_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hearth.toml");
+        std::fs::write(&path, "[limits]\nauth = { burst = 40.0 }\n").unwrap();
+        let config = Config::load(
+            Some(&path),
+            env(&[("HEARTH_LIMITS__HEARTBEATS__PER_SECOND", "3")]),
+        )
+        .unwrap();
+        let d = Config::default().limits;
+        assert_eq!(config.limits.auth, Rate::new(d.auth.per_second, 40.0));
+        assert_eq!(config.limits.heartbeats, Rate::new(3.0, d.heartbeats.burst));
+    }
+
+    #[test]
+    fn rates_are_inline_tables_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hearth.toml");
+        std::fs::write(
+            &path,
+            "[limits]\nsends = { per_second = 2.5, burst = 7.0 }\n\n[federation]\nenvelopes = { per_second = 10.0, burst = 20.0 }\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&path), env(&[])).unwrap();
+        assert_eq!(config.limits.sends, Rate::new(2.5, 7.0));
+        assert_eq!(config.federation.envelopes, Rate::new(10.0, 20.0));
+    }
+
+    #[test]
+    fn an_old_key_names_its_replacement() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hearth.toml");
+        std::fs::write(&path, "[limits]\nsend_burst = 3.0\n").unwrap();
+        let err = Config::load(Some(&path), env(&[])).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("limits.send_burst is no longer a config key: write limits.sends"),
+            "{err}"
+        );
+        let err =
+            Config::load(None, env(&[("HEARTH_AUTH__ACCESS_TOKEN_TTL_SECS", "60")])).unwrap_err();
+        assert!(
+            err.to_string().contains("auth.access_token_ttl_ms"),
+            "{err}"
+        );
+        let err = Config::load(
+            None,
+            env(&[("HEARTH_FEDERATION__DISCOVERY__REPUBLISH_SECS", "60")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("republish_ms"), "{err}");
     }
 }

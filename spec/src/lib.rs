@@ -18,6 +18,7 @@ pub mod envelope;
 pub mod error;
 pub mod federation;
 pub mod id;
+pub mod rate;
 mod vectors;
 
 pub use envelope::{Content, Envelope, EventView, Membership, RoomKind};

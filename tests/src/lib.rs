@@ -23,14 +23,14 @@ pub fn test_config(data_dir: &Path) -> Config {
     };
     config.client_api.listen = "127.0.0.1:0".parse().expect("valid address");
     config.federation.listen = "127.0.0.1:0".parse().expect("valid address");
-    config.limits.sends_per_second = 100_000.0;
-    config.limits.send_burst = 100_000.0;
-    config.limits.requests_per_second = 100_000.0;
-    config.limits.request_burst = 100_000.0;
-    config.limits.auth_per_second = 10_000.0;
-    config.limits.auth_burst = 10_000.0;
-    config.limits.login_per_account_per_second = 10_000.0;
-    config.limits.login_per_account_burst = 10_000.0;
+    config.limits.sends.per_second = 100_000.0;
+    config.limits.sends.burst = 100_000.0;
+    config.limits.requests.per_second = 100_000.0;
+    config.limits.requests.burst = 100_000.0;
+    config.limits.auth.per_second = 10_000.0;
+    config.limits.auth.burst = 10_000.0;
+    config.limits.login_per_account.per_second = 10_000.0;
+    config.limits.login_per_account.burst = 10_000.0;
     // Tests are not about the disk this machine happens to have.
     config.storage.min_free_bytes = 1024 * 1024;
     config
@@ -340,13 +340,13 @@ impl HearthProcess {
             .env("HEARTH_DATA_DIR", &data_dir)
             .env("HEARTH_CLIENT_API__LISTEN", format!("127.0.0.1:{port}"))
             .env("HEARTH_FEDERATION__LISTEN", "127.0.0.1:0")
-            .env("HEARTH_LIMITS__SENDS_PER_SECOND", "100000")
-            .env("HEARTH_LIMITS__SEND_BURST", "100000")
-            .env("HEARTH_LIMITS__REQUESTS_PER_SECOND", "100000")
-            .env("HEARTH_LIMITS__REQUEST_BURST", "100000")
-            .env("HEARTH_LIMITS__AUTH_BURST", "10000")
-            .env("HEARTH_LIMITS__LOGIN_PER_ACCOUNT_PER_SECOND", "10000")
-            .env("HEARTH_LIMITS__LOGIN_PER_ACCOUNT_BURST", "10000")
+            .env("HEARTH_LIMITS__SENDS__PER_SECOND", "100000")
+            .env("HEARTH_LIMITS__SENDS__BURST", "100000")
+            .env("HEARTH_LIMITS__REQUESTS__PER_SECOND", "100000")
+            .env("HEARTH_LIMITS__REQUESTS__BURST", "100000")
+            .env("HEARTH_LIMITS__AUTH__BURST", "10000")
+            .env("HEARTH_LIMITS__LOGIN_PER_ACCOUNT__PER_SECOND", "10000")
+            .env("HEARTH_LIMITS__LOGIN_PER_ACCOUNT__BURST", "10000")
             .env("HEARTH_STORAGE__MIN_FREE_BYTES", "1048576")
             .env("HEARTH_LOG", "warn,libp2p_kad=error")
             .stdin(Stdio::null())

@@ -446,10 +446,10 @@ async fn websocket_without_valid_token_is_refused_with_json() {
 #[tokio::test]
 async fn rate_limits_answer_429_with_retry_after_and_error_frames() {
     let hearth = TestHearth::start_with(|c| {
-        c.limits.sends_per_second = 1.0;
-        c.limits.send_burst = 3.0;
-        c.limits.requests_per_second = 1.0;
-        c.limits.request_burst = 5.0;
+        c.limits.sends.per_second = 1.0;
+        c.limits.sends.burst = 3.0;
+        c.limits.requests.per_second = 1.0;
+        c.limits.requests.burst = 5.0;
     })
     .await;
     let mut alice = hearth.user("alice").await;
@@ -534,8 +534,8 @@ async fn post_from(
 #[tokio::test]
 async fn logins_from_one_address_past_its_budget_are_refused_and_other_addresses_go_on() {
     let hearth = TestHearth::start_with(|c| {
-        c.limits.auth_per_second = 0.001;
-        c.limits.auth_burst = 5.0;
+        c.limits.auth.per_second = 0.001;
+        c.limits.auth.burst = 5.0;
     })
     .await;
     let login = json!({"username": "nobody", "password": "not the password"});

@@ -742,18 +742,18 @@ async fn logins_are_limited_per_account_and_an_office_behind_one_address_gets_in
     let dir = tempfile::tempdir().unwrap();
     let defaults = hearth_node::config::LimitsConfig::default();
     let (aps, ab, lpa, lpb) = (
-        defaults.auth_per_second.to_string(),
-        defaults.auth_burst.to_string(),
-        defaults.login_per_account_per_second.to_string(),
-        defaults.login_per_account_burst.to_string(),
+        defaults.auth.per_second.to_string(),
+        defaults.auth.burst.to_string(),
+        defaults.login_per_account.per_second.to_string(),
+        defaults.login_per_account.burst.to_string(),
     );
     let hearth = HearthProcess::start(
         &dir.path().join("data"),
         &[
-            ("HEARTH_LIMITS__AUTH_PER_SECOND", aps.as_str()),
-            ("HEARTH_LIMITS__AUTH_BURST", ab.as_str()),
-            ("HEARTH_LIMITS__LOGIN_PER_ACCOUNT_PER_SECOND", lpa.as_str()),
-            ("HEARTH_LIMITS__LOGIN_PER_ACCOUNT_BURST", lpb.as_str()),
+            ("HEARTH_LIMITS__AUTH__PER_SECOND", aps.as_str()),
+            ("HEARTH_LIMITS__AUTH__BURST", ab.as_str()),
+            ("HEARTH_LIMITS__LOGIN_PER_ACCOUNT__PER_SECOND", lpa.as_str()),
+            ("HEARTH_LIMITS__LOGIN_PER_ACCOUNT__BURST", lpb.as_str()),
         ],
     )
     .await
@@ -772,7 +772,7 @@ async fn logins_are_limited_per_account_and_an_office_behind_one_address_gets_in
     // Someone guesses colleague0's password: after the account's burst, it is refused unhashed.
     let mut guesser = hearth_client::Client::new(&hearth.url);
     let mut refused = None;
-    for i in 0..(defaults.login_per_account_burst as usize + 1) {
+    for i in 0..(defaults.login_per_account.burst as usize + 1) {
         match guesser
             .login("colleague0", &format!("guess {i}"), None)
             .await

@@ -407,8 +407,8 @@ async fn race_commits(
 #[tokio::test]
 async fn key_packages_are_handed_out_once_even_under_concurrent_claims() {
     let hearth = TestHearth::start_with(|c| {
-        c.limits.key_claims_per_second = 1000.0;
-        c.limits.key_claim_burst = 1000.0;
+        c.limits.key_claims.per_second = 1000.0;
+        c.limits.key_claims.burst = 1000.0;
     })
     .await;
     let states = tempfile::tempdir().unwrap();
@@ -463,8 +463,8 @@ async fn key_packages_are_handed_out_once_even_under_concurrent_claims() {
 #[tokio::test]
 async fn bad_mls_input_gets_typed_errors_and_changes_nothing() {
     let hearth = TestHearth::start_with(|c| {
-        c.limits.key_claims_per_second = 0.001;
-        c.limits.key_claim_burst = 3.0;
+        c.limits.key_claims.per_second = 0.001;
+        c.limits.key_claims.burst = 3.0;
         c.limits.max_media_bytes = 1024;
         c.limits.max_key_packages = 10;
     })

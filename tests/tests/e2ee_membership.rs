@@ -20,12 +20,9 @@ use hearth_tests::{TestHearth, encrypted_dm, secure, texts};
 async fn default_limits_hearth() -> TestHearth {
     TestHearth::start_with(|c| {
         let defaults = hearth_node::config::LimitsConfig::default();
-        c.limits.requests_per_second = defaults.requests_per_second;
-        c.limits.request_burst = defaults.request_burst;
-        c.limits.key_claims_per_second = defaults.key_claims_per_second;
-        c.limits.key_claim_burst = defaults.key_claim_burst;
-        c.limits.sends_per_second = defaults.sends_per_second;
-        c.limits.send_burst = defaults.send_burst;
+        c.limits.requests = defaults.requests;
+        c.limits.key_claims = defaults.key_claims;
+        c.limits.sends = defaults.sends;
     })
     .await
 }
@@ -96,12 +93,12 @@ async fn groups_of_100_500_and_1000_members_are_usable_with_default_limits() {
 fn default_limits_env() -> Vec<(String, String)> {
     let d = hearth_node::config::LimitsConfig::default();
     [
-        ("REQUESTS_PER_SECOND", d.requests_per_second),
-        ("REQUEST_BURST", d.request_burst),
-        ("SENDS_PER_SECOND", d.sends_per_second),
-        ("SEND_BURST", d.send_burst),
-        ("KEY_CLAIMS_PER_SECOND", d.key_claims_per_second),
-        ("KEY_CLAIM_BURST", d.key_claim_burst),
+        ("REQUESTS__PER_SECOND", d.requests.per_second),
+        ("REQUESTS__BURST", d.requests.burst),
+        ("SENDS__PER_SECOND", d.sends.per_second),
+        ("SENDS__BURST", d.sends.burst),
+        ("KEY_CLAIMS__PER_SECOND", d.key_claims.per_second),
+        ("KEY_CLAIMS__BURST", d.key_claims.burst),
     ]
     .into_iter()
     .map(|(k, v)| (format!("HEARTH_LIMITS__{k}"), v.to_string()))

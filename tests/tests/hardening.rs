@@ -302,8 +302,8 @@ async fn a_login_flood_from_200_addresses_keeps_memory_bounded_and_messages_flow
     let hearth = HearthProcess::start(
         data.path(),
         &[
-            ("HEARTH_LIMITS__AUTH_PER_SECOND", "2"),
-            ("HEARTH_LIMITS__AUTH_BURST", "30"),
+            ("HEARTH_LIMITS__AUTH__PER_SECOND", "2"),
+            ("HEARTH_LIMITS__AUTH__BURST", "30"),
         ],
     )
     .await

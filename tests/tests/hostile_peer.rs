@@ -803,8 +803,7 @@ async fn read_mark(client: &mut hearth_client::Client, room: &RoomId, user: &Use
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_over_its_budget_is_told_to_retry_and_nothing_over_it_is_stored() {
     let w = World::with(|c| {
-        c.federation.envelopes_per_second = 5.0;
-        c.federation.envelope_burst = 10.0;
+        c.federation.envelopes = hearth_node::config::Rate::new(5.0, 10.0);
     })
     .await;
     let room = w.room.clone();

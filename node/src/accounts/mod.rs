@@ -220,17 +220,18 @@ impl Accounts {
     }
 
     fn session(&self, user: UserId, device: DeviceId, refresh: Secret) -> Session {
-        let ttl = self.config.access_token_ttl_secs;
+        let ttl_ms = self.config.access_token_ttl_ms;
         let claims = Claims {
             user: user.clone(),
             device: device.clone(),
-            expires_ms: now_ms() + ttl * 1000,
+            expires_ms: now_ms() + ttl_ms,
         };
         Session {
             access_token: token::issue(&self.keys.current(), &claims),
             user_id: user,
             device_id: device,
-            expires_in: ttl,
+            // The wire counts whole seconds (spec/client-protocol.md).
+            expires_in: ttl_ms / 1000,
             refresh_token: refresh.expose().to_owned(),
         }
     }

@@ -92,7 +92,7 @@ pub fn start(
         P2pConfig {
             listen: d.listen_addr(f.listen),
             bootstrap,
-            republish: Duration::from_secs(d.republish_secs),
+            republish: Duration::from_millis(d.republish_ms),
             max_dialled: 32,
         },
         Arc::new(identity),

@@ -176,8 +176,7 @@ impl Federation {
             max_skew_ms: f.max_skew_ms,
         };
         transport_config.freshness = freshness;
-        transport_config.envelopes_per_second = f.envelopes_per_second;
-        transport_config.envelope_burst = f.envelope_burst;
+        transport_config.envelopes = f.envelopes;
         transport_config.max_streams_per_peer = f.max_streams_per_peer;
         transport_config.keep_alive = std::time::Duration::from_millis(f.keep_alive_ms);
         transport_config.idle_timeout = std::time::Duration::from_millis(f.idle_timeout_ms);
