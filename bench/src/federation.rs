@@ -114,7 +114,7 @@ fn transport(
         vec![PeerConfig {
             name: ServerName::parse(peer)?,
             address: peer_addr,
-            key: peer_key.public_bytes(),
+            key: peer_key.public_key(),
             previous_keys: vec![],
         }],
         vec![],
@@ -167,7 +167,7 @@ pub async fn link(seconds: u64, event_bytes: usize) -> anyhow::Result<Report> {
                     version: FED_VERSION,
                     origin: ServerName::parse("a.bench").expect("valid"),
                     destination: destination.clone(),
-                    signer: a_key.public_bytes(),
+                    signer: a_key.public_key(),
                     origin_ts: now_ms(),
                     nonce: rand::random(),
                     body: FedBody::Submit {

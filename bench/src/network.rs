@@ -153,7 +153,7 @@ impl Prober {
             version: FED_VERSION,
             origin: self.origin.clone(),
             destination: destination.clone(),
-            signer: self.key.public_bytes(),
+            signer: self.key.public_key(),
             origin_ts: now_ms(),
             nonce: rand::random(),
             body: FedBody::Ephemeral { signals: vec![] },
@@ -167,12 +167,8 @@ impl Prober {
 }
 
 /// A base64url public key, as `hearth server-key` prints it.
-fn decode_key(text: &str) -> anyhow::Result<[u8; 32]> {
-    use base64::Engine;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(text.trim_end_matches('='))
-        .context("bad key")?;
-    <[u8; 32]>::try_from(bytes).map_err(|_| anyhow::anyhow!("key is not 32 bytes"))
+fn decode_key(text: &str) -> anyhow::Result<hearth_spec::PublicKey> {
+    hearth_spec::PublicKey::parse(text).context("bad key")
 }
 
 fn admin(binary: &str, me: &Member, args: &[&str]) -> anyhow::Result<String> {
@@ -408,11 +404,11 @@ impl hearth_federation::p2p::Identity for Plain {
     fn secret(&self) -> zeroize::Zeroizing<[u8; 32]> {
         self.key.to_bytes()
     }
-    fn record(&self) -> (Vec<u8>, [u8; 32], ServerName) {
+    fn record(&self) -> (Vec<u8>, hearth_spec::PublicKey, ServerName) {
         let record = hearth_spec::discovery::HearthRecord {
             version: hearth_spec::discovery::RECORD_VERSION,
             name: self.name.clone(),
-            key: self.key.public_bytes(),
+            key: self.key.public_key(),
             address: "127.0.0.1:1".parse().expect("address"),
             issued_ms: now_ms(),
             previous: None,
@@ -431,7 +427,7 @@ fn presence_update(key: &ServerKey, origin: &ServerName, destination: &ServerNam
         version: FED_VERSION,
         origin: origin.clone(),
         destination: destination.clone(),
-        signer: key.public_bytes(),
+        signer: key.public_key(),
         origin_ts: now_ms(),
         nonce: rand::random(),
         body: FedBody::Ephemeral {
@@ -530,7 +526,7 @@ pub async fn presence_transport(hearths: usize, updates: usize) -> anyhow::Resul
         .map(|((name, key), port)| PeerConfig {
             name: name.clone(),
             address: std::net::SocketAddr::from(([127, 0, 0, 1], *port)),
-            key: key.public_bytes(),
+            key: key.public_key(),
             previous_keys: vec![],
         })
         .collect();

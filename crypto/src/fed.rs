@@ -1,5 +1,6 @@
 //! Signing and verifying federation envelopes, and the key encodings TLS needs.
 
+use hearth_spec::PublicKey;
 use hearth_spec::federation::{FedEnvelope, SIGNATURE_LEN, SignedEnvelope, signing_message};
 
 use crate::key::{ServerKey, VerifyError, VerifyingKey, verify};
@@ -7,11 +8,7 @@ use crate::key::{ServerKey, VerifyError, VerifyingKey, verify};
 /// Encodes `envelope`, signs the exact bytes (after the signing context) and returns the wire
 /// form `signature || encoded`. The envelope must name this key as its signer.
 pub fn sign_envelope(key: &ServerKey, envelope: &FedEnvelope) -> Vec<u8> {
-    debug_assert_eq!(
-        envelope.signer,
-        key.public_bytes(),
-        "signer must be this key"
-    );
+    debug_assert_eq!(envelope.signer, key.public_key(), "signer must be this key");
     let encoded = envelope.encode();
     let signature = key.sign(&signing_message(&encoded));
     SignedEnvelope::join(&signature, &encoded)
@@ -72,9 +69,9 @@ impl ServerKey {
 }
 
 /// The raw ed25519 key inside a SubjectPublicKeyInfo, if it is exactly an ed25519 key.
-pub fn ed25519_from_spki(spki: &[u8]) -> Option<[u8; 32]> {
+pub fn ed25519_from_spki(spki: &[u8]) -> Option<PublicKey> {
     let key = spki.strip_prefix(&SPKI_ED25519_PREFIX[..])?;
-    key.try_into().ok()
+    key.try_into().ok().map(PublicKey)
 }
 
 #[cfg(test)]
@@ -88,7 +85,7 @@ mod tests {
             version: FED_VERSION,
             origin: ServerName::parse("a.example").unwrap(),
             destination: ServerName::parse("b.example").unwrap(),
-            signer: key.public_bytes(),
+            signer: key.public_key(),
             origin_ts: 1,
             nonce: 2,
             body: FedBody::Submit { event: vec![1] },
@@ -129,8 +126,8 @@ mod tests {
     fn spki_prefix_round_trip() {
         let key = ServerKey::generate();
         let mut spki = SPKI_ED25519_PREFIX.to_vec();
-        spki.extend_from_slice(&key.public_bytes());
-        assert_eq!(ed25519_from_spki(&spki), Some(key.public_bytes()));
+        spki.extend_from_slice(key.public_key().as_bytes());
+        assert_eq!(ed25519_from_spki(&spki), Some(key.public_key()));
         assert_eq!(ed25519_from_spki(&spki[1..]), None);
         spki.push(0);
         assert_eq!(ed25519_from_spki(&spki), None);
@@ -153,7 +150,7 @@ mod vectors {
             version: FED_VERSION,
             origin: ServerName::parse("eu.example.org").unwrap(),
             destination: ServerName::parse("us.example.org").unwrap(),
-            signer: key.public_bytes(),
+            signer: key.public_key(),
             origin_ts: 1_795_000_000_000,
             nonce: 0x0102_0304_0506_0708,
             body,
@@ -161,7 +158,7 @@ mod vectors {
         let room = RoomId::parse("!r1:us.example.org").unwrap();
         let user = UserId::parse("@alice:eu.example.org").unwrap();
         // The destination's key, and an ephemeral secret fixed for the vector (never in use).
-        let destination_key = ServerKey::from_bytes(&[0x22; 32]).unwrap().public_bytes();
+        let destination_key = ServerKey::from_bytes(&[0x22; 32]).unwrap().public_key();
         let sealed = crate::seal_with(
             x25519_dalek::StaticSecret::from([0x33; 32]),
             &destination_key,
@@ -186,7 +183,7 @@ mod vectors {
             (
                 "a key rotation",
                 base(FedBody::KeyRotation {
-                    new_key: [9; 32],
+                    new_key: hearth_spec::PublicKey([9; 32]),
                     old_valid_until_ms: 1_796_000_000_000,
                 }),
             ),
@@ -268,7 +265,7 @@ mod vectors {
         let mut lines = vec![format!(
             "{{\n  \"signing_key_seed_hex\": \"{}\",\n  \"public_key_hex\": \"{}\",\n  \"vectors\": [",
             hex(&[0x11; 32]),
-            hex(&key.public_bytes())
+            hex(key.public_key().as_bytes())
         )];
         let samples = samples(&key);
         for (i, (description, envelope)) in samples.iter().enumerate() {

@@ -6,6 +6,12 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier};
 use rand::rngs::OsRng;
 
 pub use ed25519_dalek::VerifyingKey;
+use hearth_spec::PublicKey;
+
+/// The verifying key for `key`, if its bytes are a valid ed25519 point.
+pub fn verifying_key(key: &PublicKey) -> Option<VerifyingKey> {
+    VerifyingKey::from_bytes(key.as_bytes()).ok()
+}
 
 /// Why key bytes could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -61,9 +67,9 @@ impl ServerKey {
         self.signing.verifying_key()
     }
 
-    /// The 32 public key bytes.
-    pub fn public_bytes(&self) -> [u8; 32] {
-        self.signing.verifying_key().to_bytes()
+    /// The public key, as the wire and the directory hold it.
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey(self.signing.verifying_key().to_bytes())
     }
 
     /// Signs `message` exactly as given.

@@ -13,7 +13,7 @@ mod secret;
 mod vectors;
 
 pub use fed::{ed25519_from_spki, sign_envelope, verify_envelope, verify_envelopes};
-pub use key::{KeyError, ServerKey, VerifyError, VerifyingKey, verify};
+pub use key::{KeyError, ServerKey, VerifyError, VerifyingKey, verify, verifying_key};
 pub use record::{RecordError, open_record, sign_key_proof, sign_record, verify_key_proof};
 pub use seal::{SEAL_CONTEXT, SealError, open, seal, seal_with, x25519_public};
 pub use secret::{Secret, random_token};

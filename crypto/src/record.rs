@@ -1,12 +1,12 @@
 //! Signing and opening the self-signed hearth records published in the DHT.
 
-use hearth_spec::ServerName;
 use hearth_spec::discovery::{
     HearthRecord, KeyProof, key_proof_message, record_signing_message, split_record,
 };
 use hearth_spec::federation::{FedDecodeError, SignedEnvelope};
+use hearth_spec::{PublicKey, ServerName};
 
-use crate::key::{ServerKey, VerifyingKey, verify};
+use crate::key::{ServerKey, verify, verifying_key};
 
 /// Why a signed record was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -23,7 +23,7 @@ pub enum RecordError {
 pub fn sign_record(key: &ServerKey, record: &HearthRecord) -> Vec<u8> {
     debug_assert_eq!(
         record.key,
-        key.public_bytes(),
+        key.public_key(),
         "a record is signed by its own key"
     );
     let encoded = record.encode();
@@ -36,7 +36,7 @@ pub fn sign_record(key: &ServerKey, record: &HearthRecord) -> Vec<u8> {
 pub fn open_record(bytes: &[u8]) -> Result<HearthRecord, RecordError> {
     let (signature, encoded) = split_record(bytes)?;
     let record = HearthRecord::decode(encoded)?;
-    let key = VerifyingKey::from_bytes(&record.key).map_err(|_| RecordError::BadKey)?;
+    let key = verifying_key(&record.key).ok_or(RecordError::BadKey)?;
     verify(&key, &record_signing_message(encoded), signature)
         .map_err(|_| RecordError::BadSignature)?;
     Ok(record)
@@ -46,10 +46,10 @@ pub fn open_record(bytes: &[u8]) -> Result<HearthRecord, RecordError> {
 pub fn sign_key_proof(
     old: &ServerKey,
     name: &ServerName,
-    new_key: &[u8; 32],
+    new_key: &PublicKey,
     old_valid_until_ms: u64,
 ) -> KeyProof {
-    let old_key = old.public_bytes();
+    let old_key = old.public_key();
     KeyProof {
         old_key,
         old_valid_until_ms,
@@ -65,8 +65,8 @@ pub fn sign_key_proof(
 }
 
 /// Whether `proof` is `proof.old_key`'s signature handing `name` over to `new_key`.
-pub fn verify_key_proof(name: &ServerName, new_key: &[u8; 32], proof: &KeyProof) -> bool {
-    let Ok(old) = VerifyingKey::from_bytes(&proof.old_key) else {
+pub fn verify_key_proof(name: &ServerName, new_key: &PublicKey, proof: &KeyProof) -> bool {
+    let Some(old) = verifying_key(&proof.old_key) else {
         return false;
     };
     verify(
@@ -88,7 +88,7 @@ mod tests {
         HearthRecord {
             version: RECORD_VERSION,
             name: ServerName::parse("eu.example.org").unwrap(),
-            key: key.public_bytes(),
+            key: key.public_key(),
             address: "192.0.2.7:7443".parse().unwrap(),
             issued_ms: 1_795_000_000_000,
             previous: None,
@@ -102,7 +102,7 @@ mod tests {
         record.previous = Some(sign_key_proof(
             &old,
             &record.name,
-            &key.public_bytes(),
+            &key.public_key(),
             1_795_600_000_000,
         ));
         record
@@ -113,13 +113,17 @@ mod tests {
         let key = ServerKey::from_bytes(&[0x11; 32]).unwrap();
         let record = rotated_sample(&key);
         let proof = record.previous.clone().unwrap();
-        assert!(verify_key_proof(&record.name, &key.public_bytes(), &proof));
+        assert!(verify_key_proof(&record.name, &key.public_key(), &proof));
         let other = ServerName::parse("us.example.org").unwrap();
-        assert!(!verify_key_proof(&other, &key.public_bytes(), &proof));
-        assert!(!verify_key_proof(&record.name, &[7; 32], &proof));
+        assert!(!verify_key_proof(&other, &key.public_key(), &proof));
+        assert!(!verify_key_proof(
+            &record.name,
+            &hearth_spec::PublicKey([7; 32]),
+            &proof
+        ));
         let mut later = proof.clone();
         later.old_valid_until_ms += 1;
-        assert!(!verify_key_proof(&record.name, &key.public_bytes(), &later));
+        assert!(!verify_key_proof(&record.name, &key.public_key(), &later));
         let signed = sign_record(&key, &record);
         assert_eq!(open_record(&signed), Ok(record));
     }
@@ -166,15 +170,18 @@ mod tests {
         let computed = format!(
             "{{\n  \"signing_key_seed_hex\": \"{}\",\n  \"public_key_hex\": \"{}\",\n  \"record\": {{\n    \"description\": \"eu.example.org at 192.0.2.7:7443, issued 1795000000000\",\n    \"encoded_hex\": \"{}\",\n    \"signed_hex\": \"{}\",\n    \"name_key_hex\": \"{}\",\n    \"key_key_hex\": \"{}\"\n  }},\n  \"rotated_record\": {{\n    \"description\": \"the same after a rotation from the key of seed 0x10.. (valid until 1795600000000)\",\n    \"old_public_key_hex\": \"{}\",\n    \"key_proof_message_hex\": \"{}\",\n    \"signed_hex\": \"{}\"\n  }}\n}}\n",
             hex(&[0x11; 32]),
-            hex(&key.public_bytes()),
+            hex(key.public_key().as_bytes()),
             hex(&record.encode()),
             hex(&sign_record(&key, &record)),
             hex(&name_key(&record.name)),
             hex(&key_key(&record.key)),
-            hex(&ServerKey::from_bytes(&[0x10; 32]).unwrap().public_bytes()),
+            hex(ServerKey::from_bytes(&[0x10; 32])
+                .unwrap()
+                .public_key()
+                .as_bytes()),
             hex(&key_proof_message(
                 &rotated.name,
-                &ServerKey::from_bytes(&[0x10; 32]).unwrap().public_bytes(),
+                &ServerKey::from_bytes(&[0x10; 32]).unwrap().public_key(),
                 &rotated.key,
                 1_795_600_000_000
             )),

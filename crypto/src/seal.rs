@@ -18,15 +18,14 @@
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
-use ed25519_dalek::VerifyingKey;
-use hearth_spec::ServerName;
 use hearth_spec::federation::SealedEnvelope;
+use hearth_spec::{PublicKey as ServerPublicKey, ServerName};
 use hkdf::Hkdf;
 use rand::rngs::OsRng;
 use sha2::Sha256;
 use x25519_dalek::{PublicKey, StaticSecret};
 
-use crate::key::ServerKey;
+use crate::key::{ServerKey, verifying_key};
 
 /// Domain separation for seal keys and their associated data.
 pub const SEAL_CONTEXT: &[u8] = b"hearth/seal/v1\0";
@@ -43,8 +42,8 @@ pub enum SealError {
 }
 
 /// The X25519 public key of a hearth with this ed25519 server key.
-pub fn x25519_public(server_key: &[u8; 32]) -> Result<[u8; 32], SealError> {
-    let key = VerifyingKey::from_bytes(server_key).map_err(|_| SealError::BadDestinationKey)?;
+pub fn x25519_public(server_key: &ServerPublicKey) -> Result<[u8; 32], SealError> {
+    let key = verifying_key(server_key).ok_or(SealError::BadDestinationKey)?;
     Ok(key.to_montgomery().to_bytes())
 }
 
@@ -72,7 +71,7 @@ fn cipher(
 
 /// Seals `signed` (a signed envelope) for `destination`, whose server key is `destination_key`.
 pub fn seal(
-    destination_key: &[u8; 32],
+    destination_key: &ServerPublicKey,
     destination: &ServerName,
     signed: &[u8],
 ) -> Result<SealedEnvelope, SealError> {
@@ -87,7 +86,7 @@ pub fn seal(
 /// [`seal`] with a given ephemeral secret (for test vectors; never reuse one).
 pub fn seal_with(
     ephemeral_secret: StaticSecret,
-    destination_key: &[u8; 32],
+    destination_key: &ServerPublicKey,
     destination: &ServerName,
     signed: &[u8],
 ) -> Result<SealedEnvelope, SealError> {
@@ -146,7 +145,7 @@ mod tests {
     fn a_seal_opens_only_for_its_destination_and_unaltered() {
         let c = ServerKey::generate();
         let other = ServerKey::generate();
-        let sealed = seal(&c.public_bytes(), &dest(), b"signed envelope").unwrap();
+        let sealed = seal(&c.public_key(), &dest(), b"signed envelope").unwrap();
         assert_eq!(open(&c, &dest(), &sealed).unwrap(), b"signed envelope");
         assert!(
             !sealed.ciphertext.windows(6).any(|w| w == b"signed"),
@@ -168,8 +167,8 @@ mod tests {
     #[test]
     fn every_seal_is_fresh() {
         let c = ServerKey::generate();
-        let a = seal(&c.public_bytes(), &dest(), b"same").unwrap();
-        let b = seal(&c.public_bytes(), &dest(), b"same").unwrap();
+        let a = seal(&c.public_key(), &dest(), b"same").unwrap();
+        let b = seal(&c.public_key(), &dest(), b"same").unwrap();
         assert_ne!(a.ephemeral, b.ephemeral);
         assert_ne!(a.ciphertext, b.ciphertext);
     }
@@ -179,7 +178,7 @@ mod tests {
         #[test]
         fn any_flipped_bit_is_refused(at in 0usize..(64 + 16), bit in 0u8..8) {
             let c = ServerKey::from_bytes(&[7; 32]).unwrap();
-            let mut sealed = seal(&c.public_bytes(), &dest(), &[0x5a; 64]).unwrap();
+            let mut sealed = seal(&c.public_key(), &dest(), &[0x5a; 64]).unwrap();
             sealed.ciphertext[at] ^= 1 << bit;
             prop_assert_eq!(open(&c, &dest(), &sealed), Err(SealError::DoesNotOpen));
         }

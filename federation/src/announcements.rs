@@ -9,19 +9,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use hearth_crypto::ServerKey;
-use hearth_spec::ServerName;
+use hearth_spec::{PublicKey, ServerName};
 
 use crate::KeyRing;
 
 /// Per peer: the queue entries announcing a new key and the key each retires, oldest first.
 #[derive(Debug, Default)]
 pub struct Announcements {
-    pending: HashMap<ServerName, Vec<(u64, [u8; 32])>>,
+    pending: HashMap<ServerName, Vec<(u64, PublicKey)>>,
 }
 
 impl Announcements {
     /// Queue entry `entry` for `peer` announces the key that replaces `retired`.
-    pub fn queued(&mut self, peer: ServerName, entry: u64, retired: [u8; 32]) {
+    pub fn queued(&mut self, peer: ServerName, entry: u64, retired: PublicKey) {
         self.pending.entry(peer).or_default().push((entry, retired));
     }
 
@@ -67,25 +67,25 @@ mod tests {
             vec![(k1.clone(), 10_000_000), (k2.clone(), 10_000_000)],
         );
         let mut a = Announcements::default();
-        a.queued(n("b.t"), 10, k1.public_bytes());
-        a.queued(n("b.t"), 20, k2.public_bytes());
+        a.queued(n("b.t"), 10, k1.public_key());
+        a.queued(n("b.t"), 20, k2.public_key());
         let signer =
-            |a: &Announcements, peer: &str, now| a.signing_key(&n(peer), &keys, now).public_bytes();
-        assert_eq!(signer(&a, "b.t", 500), k1.public_bytes());
+            |a: &Announcements, peer: &str, now| a.signing_key(&n(peer), &keys, now).public_key();
+        assert_eq!(signer(&a, "b.t", 500), k1.public_key());
         assert_eq!(
             signer(&a, "c.t", 500),
-            k3.public_bytes(),
+            k3.public_key(),
             "another peer has nothing pending"
         );
         // Other entries delivered change nothing; the first announcement moves to k2.
         a.delivered(&n("b.t"), &[5, 6]);
-        assert_eq!(signer(&a, "b.t", 500), k1.public_bytes());
+        assert_eq!(signer(&a, "b.t", 500), k1.public_key());
         a.delivered(&n("b.t"), &[10]);
-        assert_eq!(signer(&a, "b.t", 500), k2.public_bytes());
+        assert_eq!(signer(&a, "b.t", 500), k2.public_key());
         // Past its validity an old key is no longer used, even if the peer has not caught up.
-        assert_eq!(signer(&a, "b.t", 10_000_001), k3.public_bytes());
+        assert_eq!(signer(&a, "b.t", 10_000_001), k3.public_key());
         a.delivered(&n("b.t"), &[20]);
-        assert_eq!(signer(&a, "b.t", 500), k3.public_bytes());
+        assert_eq!(signer(&a, "b.t", 500), k3.public_key());
         assert!(a.pending.is_empty());
     }
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use hearth_crypto::{ServerKey, ed25519_from_spki};
+use hearth_spec::PublicKey;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -38,7 +39,7 @@ pub fn certificate(
 }
 
 /// The ed25519 key a certificate carries.
-pub fn certificate_key(cert: &CertificateDer<'_>) -> Option<[u8; 32]> {
+pub fn certificate_key(cert: &CertificateDer<'_>) -> Option<PublicKey> {
     let parsed = webpki::EndEntityCert::try_from(cert).ok()?;
     ed25519_from_spki(parsed.subject_public_key_info().as_ref())
 }
@@ -51,6 +52,6 @@ mod tests {
     fn certificate_carries_the_server_key() {
         let key = ServerKey::generate();
         let (cert, _) = certificate(&key).unwrap();
-        assert_eq!(certificate_key(&cert), Some(key.public_bytes()));
+        assert_eq!(certificate_key(&cert), Some(key.public_key()));
     }
 }

@@ -176,7 +176,7 @@ mod tests {
             vec![PeerConfig {
                 name: peer.clone(),
                 address: "127.0.0.1:9".parse().unwrap(),
-                key: key.public_bytes(),
+                key: key.public_key(),
                 previous_keys: vec![],
             }],
             vec![],
@@ -194,7 +194,7 @@ mod tests {
             version: FED_VERSION,
             origin: f.peer.clone(),
             destination: f.own.clone(),
-            signer: f.key.public_bytes(),
+            signer: f.key.public_key(),
             origin_ts: ts,
             nonce: rand::random(),
             body: FedBody::Submit { event: vec![] },

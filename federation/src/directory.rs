@@ -10,8 +10,8 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
 use hearth_crypto::VerifyingKey;
-use hearth_spec::ServerName;
 use hearth_spec::federation::RejectCode;
+use hearth_spec::{PublicKey, ServerName};
 
 /// A configured peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,14 +19,14 @@ pub struct PeerConfig {
     pub name: ServerName,
     pub address: SocketAddr,
     /// The peer's current ed25519 public key.
-    pub key: [u8; 32],
+    pub key: PublicKey,
     /// Earlier keys that still verify until the given time (ms since the epoch).
-    pub previous_keys: Vec<([u8; 32], u64)>,
+    pub previous_keys: Vec<(PublicKey, u64)>,
 }
 
 #[derive(Debug, Clone)]
 struct KeyEntry {
-    key: [u8; 32],
+    key: PublicKey,
     /// `None` for a current key.
     valid_until_ms: Option<u64>,
 }
@@ -76,13 +76,13 @@ pub enum RotationError {
 #[derive(Debug, Clone, Default)]
 pub struct Directory {
     peers: HashMap<ServerName, Peer>,
-    owners: HashMap<[u8; 32], ServerName>,
-    revoked: HashSet<[u8; 32]>,
+    owners: HashMap<PublicKey, ServerName>,
+    revoked: HashSet<PublicKey>,
 }
 
 impl Directory {
     /// Builds the directory from configuration.
-    pub fn new(peers: Vec<PeerConfig>, revoked: Vec<[u8; 32]>) -> Self {
+    pub fn new(peers: Vec<PeerConfig>, revoked: Vec<PublicKey>) -> Self {
         let mut directory = Self {
             revoked: revoked.into_iter().collect(),
             ..Self::default()
@@ -117,7 +117,7 @@ impl Directory {
     pub fn learn(
         &mut self,
         name: &ServerName,
-        key: [u8; 32],
+        key: PublicKey,
         address: SocketAddr,
         issued_ms: u64,
         now_ms: u64,
@@ -192,7 +192,7 @@ impl Directory {
     }
 
     /// A peer's current key (the one a rotation made current last).
-    pub fn current_key(&self, name: &ServerName) -> Option<[u8; 32]> {
+    pub fn current_key(&self, name: &ServerName) -> Option<PublicKey> {
         let peer = self.peers.get(name)?;
         peer.keys
             .iter()
@@ -202,7 +202,7 @@ impl Directory {
     }
 
     /// The hearth a key belongs to, if the key verifies at `now_ms`.
-    pub fn owner(&self, key: &[u8; 32], now_ms: u64) -> Result<&ServerName, RejectCode> {
+    pub fn owner(&self, key: &PublicKey, now_ms: u64) -> Result<&ServerName, RejectCode> {
         if self.revoked.contains(key) {
             return Err(RejectCode::RevokedKey);
         }
@@ -215,7 +215,7 @@ impl Directory {
     pub fn check_signer(
         &self,
         origin: &ServerName,
-        signer: &[u8; 32],
+        signer: &PublicKey,
         now_ms: u64,
     ) -> Result<VerifyingKey, RejectCode> {
         let peer = self.peers.get(origin).ok_or(RejectCode::UnknownOrigin)?;
@@ -230,7 +230,7 @@ impl Directory {
         if entry.valid_until_ms.is_some_and(|until| now_ms > until) {
             return Err(RejectCode::RevokedKey);
         }
-        VerifyingKey::from_bytes(signer).map_err(|_| RejectCode::UnknownKey)
+        hearth_crypto::verifying_key(signer).ok_or(RejectCode::UnknownKey)
     }
 
     /// Applies a rotation announced by `origin` (already verified as signed by `signer`, a
@@ -238,8 +238,8 @@ impl Directory {
     pub fn rotate(
         &mut self,
         origin: &ServerName,
-        signer: &[u8; 32],
-        new_key: [u8; 32],
+        signer: &PublicKey,
+        new_key: PublicKey,
         until_ms: u64,
     ) -> Result<(), RotationError> {
         if self.revoked.contains(&new_key) {
@@ -270,7 +270,7 @@ impl Directory {
     }
 
     /// Revokes a key: it never verifies again.
-    pub fn revoke(&mut self, key: [u8; 32]) {
+    pub fn revoke(&mut self, key: PublicKey) {
         self.revoked.insert(key);
     }
 }
@@ -291,10 +291,10 @@ mod tests {
         )
     }
 
-    fn key(n: u8) -> [u8; 32] {
+    fn key(n: u8) -> PublicKey {
         hearth_crypto::ServerKey::from_bytes(&[n; 32])
             .unwrap()
-            .public_bytes()
+            .public_key()
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use hearth_spec::ServerName;
 use hearth_spec::discovery::{HearthRecord, RECORD_VERSION, key_key, name_key};
+use hearth_spec::{PublicKey, ServerName};
 
 use crate::clock::now_ms;
 use crate::directory::{Directory, LearnError, Learned};
@@ -68,7 +68,7 @@ pub struct Discovery {
     policy: Arc<DiscoveryPolicy>,
     learned: LearnHook,
     stranger_slots: Arc<tokio::sync::Semaphore>,
-    misses: Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], std::time::Instant>>>,
+    misses: Arc<std::sync::Mutex<std::collections::HashMap<PublicKey, std::time::Instant>>>,
     gossip: Arc<GossipTally>,
 }
 
@@ -151,7 +151,7 @@ impl Discovery {
 
     /// Hearths the DHT places closest to the hearth key `key` (at most `n`), each found by its
     /// key and checked as any discovered hearth is (and so learnt by the directory).
-    pub async fn closest_hearths(&self, key: &[u8; 32], n: usize) -> Vec<ServerName> {
+    pub async fn closest_hearths(&self, key: &PublicKey, n: usize) -> Vec<ServerName> {
         let mut answer = self.swarm.closest(*key);
         // The query ends by itself (at the latest when Kademlia's own timeout returns what it
         // found, which takes a while when a peer near the key is dead); this only bounds it.
@@ -175,7 +175,7 @@ impl Discovery {
     /// The hearth that holds `key`, looked up if the directory does not know it. The record
     /// found under the key must also be the winning claim to its name (see [`Self::claim_of`]):
     /// a caller cannot take a name by publishing a record under its own key only.
-    pub async fn resolve_key(&self, key: &[u8; 32]) -> Result<ServerName, ResolveError> {
+    pub async fn resolve_key(&self, key: &PublicKey) -> Result<ServerName, ResolveError> {
         if let Ok(owner) = self
             .directory
             .read()
@@ -191,7 +191,7 @@ impl Discovery {
             .get(key)
             .is_some_and(|at| at.elapsed() < MISS_MEMORY)
         {
-            return Err(ResolveError::NotFound(hex(key)));
+            return Err(ResolveError::NotFound(hex(key.as_bytes())));
         }
         let Ok(_slot) = self.stranger_slots.try_acquire() else {
             return Err(ResolveError::Busy);
@@ -212,7 +212,7 @@ impl Discovery {
                 misses.clear();
             }
             misses.insert(*key, std::time::Instant::now());
-            ResolveError::NotFound(hex(key))
+            ResolveError::NotFound(hex(key.as_bytes()))
         })
     }
 
@@ -237,8 +237,10 @@ impl Discovery {
         let mut found = self.swarm.get(dht_key);
         let mut deadline = tokio::time::Instant::now() + self.policy.timeout;
         // key → (answers, order first heard, newest record, its bytes)
-        let mut claims: std::collections::HashMap<[u8; 32], (usize, usize, HearthRecord, Vec<u8>)> =
-            std::collections::HashMap::new();
+        let mut claims: std::collections::HashMap<
+            PublicKey,
+            (usize, usize, HearthRecord, Vec<u8>),
+        > = std::collections::HashMap::new();
         while let Ok(Some(value)) = tokio::time::timeout_at(deadline, found.recv()).await {
             let Ok(record) = hearth_crypto::open_record(&value) else {
                 continue;
@@ -358,7 +360,7 @@ impl Identity for HearthIdentity {
         self.keys.oldest_usable(now_ms()).to_bytes()
     }
 
-    fn record(&self) -> (Vec<u8>, [u8; 32], ServerName) {
+    fn record(&self) -> (Vec<u8>, PublicKey, ServerName) {
         let now = now_ms();
         let key = self.keys.oldest_usable(now);
         // The most recent key this one took over from, if the ring still holds it.
@@ -366,15 +368,15 @@ impl Identity for HearthIdentity {
             .keys
             .retired()
             .into_iter()
-            .filter(|(old, _)| old.public_bytes() != key.public_bytes())
+            .filter(|(old, _)| old.public_key() != key.public_key())
             .max_by_key(|(_, until)| *until)
             .map(|(old, until)| {
-                hearth_crypto::sign_key_proof(&old, &self.name, &key.public_bytes(), until)
+                hearth_crypto::sign_key_proof(&old, &self.name, &key.public_key(), until)
             });
         let record = HearthRecord {
             version: RECORD_VERSION,
             name: self.name.clone(),
-            key: key.public_bytes(),
+            key: key.public_key(),
             address: self.bound.get().copied().unwrap_or(self.address),
             issued_ms: now,
             previous,
@@ -400,7 +402,7 @@ mod tests {
         HearthRecord {
             version: RECORD_VERSION,
             name: name.clone(),
-            key: key.public_bytes(),
+            key: key.public_key(),
             address: "127.0.0.1:7".parse().unwrap(),
             issued_ms,
             previous: None,
@@ -425,7 +427,7 @@ mod tests {
         stranger.previous = Some(hearth_crypto::sign_key_proof(
             &key(3),
             &h,
-            &key(2).public_bytes(),
+            &key(2).public_key(),
             100,
         ));
         assert_eq!(
@@ -437,22 +439,22 @@ mod tests {
         rotated.previous = Some(hearth_crypto::sign_key_proof(
             &key(1),
             &h,
-            &key(2).public_bytes(),
+            &key(2).public_key(),
             100,
         ));
         assert_eq!(
             learn_record(&mut directory, &rotated, 10),
             Ok(Learned::Updated)
         );
-        assert_eq!(directory.current_key(&h), Some(key(2).public_bytes()));
+        assert_eq!(directory.current_key(&h), Some(key(2).public_key()));
         assert!(
             directory
-                .check_signer(&h, &key(1).public_bytes(), 100)
+                .check_signer(&h, &key(1).public_key(), 100)
                 .is_ok()
         );
         assert!(
             directory
-                .check_signer(&h, &key(1).public_bytes(), 101)
+                .check_signer(&h, &key(1).public_key(), 101)
                 .is_err()
         );
     }
@@ -473,7 +475,7 @@ mod tests {
         // During the grace period TLS still presents key 1: so does the record.
         ring.rotate(Arc::new(key(2)), now_ms() + 3_600_000);
         let during = open(&identity);
-        assert_eq!((during.key, during.previous), (key(1).public_bytes(), None));
+        assert_eq!((during.key, during.previous), (key(1).public_key(), None));
         // A revocation (no grace): key 2 at once, with key 1's word for it.
         let revoked = Arc::new(KeyRing::single(Arc::new(key(1))));
         revoked.rotate(Arc::new(key(2)), now_ms());
@@ -484,9 +486,9 @@ mod tests {
             bound: Arc::default(),
         };
         let after = open(&identity);
-        assert_eq!(after.key, key(2).public_bytes());
+        assert_eq!(after.key, key(2).public_key());
         let proof = after.previous.unwrap();
-        assert_eq!(proof.old_key, key(1).public_bytes());
+        assert_eq!(proof.old_key, key(1).public_key());
         assert!(hearth_crypto::verify_key_proof(&name, &after.key, &proof));
     }
 }

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use hearth_crypto::ServerKey;
+use hearth_spec::PublicKey;
 use rustls::SignatureScheme;
 use rustls::client::ResolvesClientCert;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -34,14 +35,14 @@ struct Ring {
 pub struct KeyRing {
     ring: RwLock<Ring>,
     /// TLS certificates, made once per key.
-    certificates: Mutex<HashMap<[u8; 32], Arc<CertifiedKey>>>,
+    certificates: Mutex<HashMap<PublicKey, Arc<CertifiedKey>>>,
 }
 
 impl std::fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ring = self.ring.read().expect("key ring lock");
         f.debug_struct("KeyRing")
-            .field("current", &ring.current.public_bytes())
+            .field("current", &ring.current.public_key())
             .field("retired", &ring.retired.len())
             .finish()
     }
@@ -69,24 +70,24 @@ impl KeyRing {
 
     /// The key with this public half if it is the current key or a retired one still in use at
     /// `now_ms`.
-    pub fn usable(&self, public: &[u8; 32], now_ms: u64) -> Option<Arc<ServerKey>> {
+    pub fn usable(&self, public: &PublicKey, now_ms: u64) -> Option<Arc<ServerKey>> {
         let ring = self.ring.read().expect("key ring lock");
-        if ring.current.public_bytes() == *public {
+        if ring.current.public_key() == *public {
             return Some(ring.current.clone());
         }
         ring.retired
             .iter()
-            .find(|(key, until)| key.public_bytes() == *public && in_use(*until, now_ms))
+            .find(|(key, until)| key.public_key() == *public && in_use(*until, now_ms))
             .map(|(key, _)| key.clone())
     }
 
     /// The key with this public half if this ring holds it at all, in use or not (only to sign
     /// the announcement that retires or revokes it).
-    pub fn holding(&self, public: &[u8; 32]) -> Option<Arc<ServerKey>> {
+    pub fn holding(&self, public: &PublicKey) -> Option<Arc<ServerKey>> {
         let ring = self.ring.read().expect("key ring lock");
         std::iter::once(&ring.current)
             .chain(ring.retired.iter().map(|(key, _)| key))
-            .find(|key| key.public_bytes() == *public)
+            .find(|key| key.public_key() == *public)
             .cloned()
     }
 
@@ -131,7 +132,7 @@ impl KeyRing {
     fn certified(&self) -> Option<Arc<CertifiedKey>> {
         let key = self.oldest_usable(now_ms());
         let mut certificates = self.certificates.lock().expect("certificates lock");
-        if let Some(certified) = certificates.get(&key.public_bytes()) {
+        if let Some(certified) = certificates.get(&key.public_key()) {
             return Some(certified.clone());
         }
         let made = certificate(&key).and_then(|(cert, private)| {
@@ -140,7 +141,7 @@ impl KeyRing {
         match made {
             Ok(certified) => {
                 let certified = Arc::new(certified);
-                certificates.insert(key.public_bytes(), certified.clone());
+                certificates.insert(key.public_key(), certified.clone());
                 Some(certified)
             }
             Err(e) => {
@@ -184,19 +185,19 @@ mod tests {
         let old = Arc::new(ServerKey::generate());
         let new = Arc::new(ServerKey::generate());
         let ring = KeyRing::single(old.clone());
-        assert_eq!(ring.oldest_usable(0).public_bytes(), old.public_bytes());
+        assert_eq!(ring.oldest_usable(0).public_key(), old.public_key());
         let until = 10 * SWITCH_MARGIN_MS;
         ring.rotate(new.clone(), until);
-        assert_eq!(ring.current().public_bytes(), new.public_bytes());
-        assert_eq!(ring.oldest_usable(0).public_bytes(), old.public_bytes());
+        assert_eq!(ring.current().public_key(), new.public_key());
+        assert_eq!(ring.oldest_usable(0).public_key(), old.public_key());
         let late = until - SWITCH_MARGIN_MS;
-        assert_eq!(ring.oldest_usable(late).public_bytes(), new.public_bytes());
-        assert!(ring.usable(&old.public_bytes(), late - 1).is_some());
-        assert!(ring.usable(&old.public_bytes(), late).is_none());
-        assert!(ring.usable(&new.public_bytes(), u64::MAX).is_some());
+        assert_eq!(ring.oldest_usable(late).public_key(), new.public_key());
+        assert!(ring.usable(&old.public_key(), late - 1).is_some());
+        assert!(ring.usable(&old.public_key(), late).is_none());
+        assert!(ring.usable(&new.public_key(), u64::MAX).is_some());
         let valid =
-            |now| -> Vec<[u8; 32]> { ring.valid(now).iter().map(|k| k.public_bytes()).collect() };
-        assert_eq!(valid(late), vec![new.public_bytes(), old.public_bytes()]);
-        assert_eq!(valid(until), vec![new.public_bytes()]);
+            |now| -> Vec<PublicKey> { ring.valid(now).iter().map(|k| k.public_key()).collect() };
+        assert_eq!(valid(late), vec![new.public_key(), old.public_key()]);
+        assert_eq!(valid(until), vec![new.public_key()]);
     }
 }

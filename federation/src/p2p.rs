@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use hearth_spec::PublicKey;
 use hearth_spec::discovery::{
     IDENTIFY_PROTOCOL, KAD_PROTOCOL, KEYS_TOPIC, MAX_SIGNED_RECORD, key_key, name_key,
 };
@@ -70,7 +71,7 @@ pub trait Identity: Send + Sync + 'static {
     /// The 32 secret bytes of the key the swarm runs as.
     fn secret(&self) -> zeroize::Zeroizing<[u8; 32]>;
     /// This hearth's signed record (see `hearth_spec::discovery`), and the key it names.
-    fn record(&self) -> (Vec<u8>, [u8; 32], hearth_spec::ServerName);
+    fn record(&self) -> (Vec<u8>, PublicKey, hearth_spec::ServerName);
 }
 
 /// How often the routing table is refreshed (a Kademlia bootstrap) while the swarm has peers.
@@ -95,8 +96,8 @@ enum Command {
         data: Vec<u8>,
     },
     Closest {
-        key: [u8; 32],
-        found: mpsc::Sender<Vec<[u8; 32]>>,
+        key: PublicKey,
+        found: mpsc::Sender<Vec<PublicKey>>,
     },
 }
 
@@ -153,7 +154,7 @@ impl Swarm {
 
     /// The hearth keys of the peers the DHT finds closest to the hearth key `key` (not counting
     /// `key` itself), sent once on the returned channel when the query ends.
-    pub fn closest(&self, key: [u8; 32]) -> mpsc::Receiver<Vec<[u8; 32]>> {
+    pub fn closest(&self, key: PublicKey) -> mpsc::Receiver<Vec<PublicKey>> {
         let (found, receiver) = mpsc::channel(1);
         self.command(Command::Closest { key, found });
         receiver
@@ -172,25 +173,25 @@ impl Swarm {
 }
 
 /// The PeerId of a hearth key.
-pub fn peer_id(key: &[u8; 32]) -> Option<PeerId> {
-    let public = libp2p::identity::ed25519::PublicKey::try_from_bytes(key).ok()?;
+pub fn peer_id(key: &PublicKey) -> Option<PeerId> {
+    let public = libp2p::identity::ed25519::PublicKey::try_from_bytes(key.as_bytes()).ok()?;
     Some(libp2p::identity::PublicKey::from(public).to_peer_id())
 }
 
 /// The hearth key a PeerId is made of (an ed25519 key inlined in the PeerId).
-pub fn hearth_key(peer: &PeerId) -> Option<[u8; 32]> {
+pub fn hearth_key(peer: &PeerId) -> Option<PublicKey> {
     let multihash = peer.as_ref();
     // Identity multihash (code 0): the digest is the protobuf-encoded public key.
     if multihash.code() != 0 {
         return None;
     }
     let public = libp2p::identity::PublicKey::try_decode_protobuf(multihash.digest()).ok()?;
-    Some(public.try_into_ed25519().ok()?.to_bytes())
+    Some(PublicKey(public.try_into_ed25519().ok()?.to_bytes()))
 }
 
 /// Where a hearth key sits in the DHT's key space: Kademlia places a peer at SHA-256 of its
 /// PeerId, and XOR of two positions is their distance.
-pub fn dht_position(key: &[u8; 32]) -> Option<[u8; 32]> {
+pub fn dht_position(key: &PublicKey) -> Option<[u8; 32]> {
     Some(Sha256::digest(peer_id(key)?.to_bytes()).into())
 }
 
@@ -483,7 +484,7 @@ fn status(swarm: &mut Inner, listen: &[Multiaddr]) -> P2pStatus {
 }
 
 /// A closest-peers query: the hearth key it is about, and where the keys found go.
-type ClosestQuery = ([u8; 32], mpsc::Sender<Vec<[u8; 32]>>);
+type ClosestQuery = (PublicKey, mpsc::Sender<Vec<PublicKey>>);
 
 /// What the swarm task remembers between events.
 struct State {
@@ -594,7 +595,7 @@ mod tests {
         HearthRecord {
             version: RECORD_VERSION,
             name: ServerName::parse("h.test").unwrap(),
-            key: key.public_bytes(),
+            key: key.public_key(),
             address: "127.0.0.1:1".parse().unwrap(),
             issued_ms,
             previous: None,
@@ -603,7 +604,7 @@ mod tests {
 
     #[test]
     fn a_peer_id_gives_back_its_hearth_key() {
-        let key = ServerKey::from_bytes(&[7; 32]).unwrap().public_bytes();
+        let key = ServerKey::from_bytes(&[7; 32]).unwrap().public_key();
         assert_eq!(hearth_key(&peer_id(&key).unwrap()), Some(key));
     }
 
@@ -623,7 +624,7 @@ mod tests {
         rotated.previous = Some(hearth_crypto::sign_key_proof(
             &old,
             &name,
-            &new.public_bytes(),
+            &new.public_key(),
             50,
         ));
         assert!(replaces(&held, &rotated), "the held key handed over");
@@ -631,7 +632,7 @@ mod tests {
         stolen.previous = Some(hearth_crypto::sign_key_proof(
             &old,
             &name,
-            &new.public_bytes(),
+            &new.public_key(),
             50,
         ));
         assert!(!replaces(&held, &stolen), "a proof for another key");
@@ -639,7 +640,7 @@ mod tests {
         self_made.previous = Some(hearth_crypto::sign_key_proof(
             &new,
             &name,
-            &new.public_bytes(),
+            &new.public_key(),
             50,
         ));
         assert!(
@@ -660,7 +661,7 @@ mod tests {
         assert!(checked(&key_key(&r.key), &signed).is_some());
         let elsewhere = ServerName::parse("x.test").unwrap();
         assert!(checked(&name_key(&elsewhere), &signed).is_none());
-        assert!(checked(&key_key(&[9; 32]), &signed).is_none());
+        assert!(checked(&key_key(&PublicKey([9; 32])), &signed).is_none());
         let mut bad = signed.clone();
         bad[0] ^= 1;
         assert!(checked(&name_key(&r.name), &bad).is_none());

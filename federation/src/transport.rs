@@ -18,7 +18,7 @@ use hearth_spec::federation::{
     StreamError, StreamReply, push_frame, split_frames,
 };
 use hearth_spec::rate::{Bucket, Rate};
-use hearth_spec::{DeviceId, ServerName, UserId};
+use hearth_spec::{DeviceId, PublicKey, ServerName, UserId};
 use quinn::VarInt;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 
@@ -559,7 +559,7 @@ async fn accept_loop<I: Inbound>(shared: Arc<Shared>, inbound: Arc<I>) {
 }
 
 /// The key a TLS-authenticated connection was made with.
-fn peer_key(connection: &quinn::Connection) -> Option<[u8; 32]> {
+fn peer_key(connection: &quinn::Connection) -> Option<PublicKey> {
     let identity = connection.peer_identity()?;
     let certs = identity
         .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()

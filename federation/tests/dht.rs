@@ -12,15 +12,15 @@ use hearth_crypto::ServerKey;
 use hearth_federation::discovery::{Discovery, DiscoveryPolicy, LearnHook};
 use hearth_federation::p2p::{Identity, P2pConfig, Swarm, quic_multiaddr};
 use hearth_federation::{Directory, ResolveError};
-use hearth_spec::ServerName;
 use hearth_spec::discovery::{HearthRecord, RECORD_VERSION};
 use hearth_spec::federation::SignedEnvelope;
+use hearth_spec::{PublicKey, ServerName};
 
 /// A swarm identity that publishes whatever bytes it is given as its record.
 struct Fixed {
     secret: [u8; 32],
     record: Vec<u8>,
-    key: [u8; 32],
+    key: PublicKey,
     name: ServerName,
 }
 
@@ -28,7 +28,7 @@ impl Identity for Fixed {
     fn secret(&self) -> zeroize::Zeroizing<[u8; 32]> {
         zeroize::Zeroizing::new(self.secret)
     }
-    fn record(&self) -> (Vec<u8>, [u8; 32], ServerName) {
+    fn record(&self) -> (Vec<u8>, PublicKey, ServerName) {
         (self.record.clone(), self.key, self.name.clone())
     }
 }
@@ -89,7 +89,7 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-fn record(signer: &ServerKey, claimed: &str, key: [u8; 32], address: &str) -> HearthRecord {
+fn record(signer: &ServerKey, claimed: &str, key: PublicKey, address: &str) -> HearthRecord {
     let _ = signer;
     HearthRecord {
         version: RECORD_VERSION,
@@ -105,7 +105,7 @@ fn record(signer: &ServerKey, claimed: &str, key: [u8; 32], address: &str) -> He
 fn swarm(
     secret: [u8; 32],
     published: Vec<u8>,
-    key: [u8; 32],
+    key: PublicKey,
     claimed: &str,
     bootstrap: Option<SocketAddr>,
 ) -> Swarm {
@@ -137,12 +137,12 @@ fn honest(
     claimed: &str,
     address: &str,
     bootstrap: Option<SocketAddr>,
-) -> (Swarm, [u8; 32]) {
+) -> (Swarm, PublicKey) {
     let key = ServerKey::from_bytes(&[seed; 32]).unwrap();
     let signed =
-        hearth_crypto::sign_record(&key, &record(&key, claimed, key.public_bytes(), address));
-    let swarm = swarm([seed; 32], signed, key.public_bytes(), claimed, bootstrap);
-    (swarm, key.public_bytes())
+        hearth_crypto::sign_record(&key, &record(&key, claimed, key.public_key(), address));
+    let swarm = swarm([seed; 32], signed, key.public_key(), claimed, bootstrap);
+    (swarm, key.public_key())
 }
 
 /// A fresh resolver (its own swarm, an empty directory) joined through `bootstrap`.
@@ -198,7 +198,13 @@ async fn squatters_forgers_and_junk_do_not_take_a_hearths_name() {
     );
     let forger_swarm = swarm([4; 32], forged, honest_key, "h.test", Some(a_at));
     // Junk, over the size limit, under the same name.
-    let junk_swarm = swarm([5; 32], vec![0xAB; 2000], [5; 32], "h.test", Some(a_at));
+    let junk_swarm = swarm(
+        [5; 32],
+        vec![0xAB; 2000],
+        PublicKey([5; 32]),
+        "h.test",
+        Some(a_at),
+    );
     // The DHT settles: every node holds the honest claim (h.test puts again whenever it meets a
     // new neighbour). What is guaranteed is that a claim already held survives a later squatter;
     // a node that hears a squatter and the owner at the same moment keeps whichever came first
@@ -229,17 +235,12 @@ async fn squatters_forgers_and_junk_do_not_take_a_hearths_name() {
     let squatter = ServerKey::from_bytes(&[3; 32]).unwrap();
     let squat = hearth_crypto::sign_record(
         &squatter,
-        &record(
-            &squatter,
-            "h.test",
-            squatter.public_bytes(),
-            "127.0.0.1:6666",
-        ),
+        &record(&squatter, "h.test", squatter.public_key(), "127.0.0.1:6666"),
     );
     let _squatter_swarm = swarm(
         [3; 32],
         squat.clone(),
-        squatter.public_bytes(),
+        squatter.public_key(),
         "h.test",
         Some(a_at),
     );
@@ -269,7 +270,7 @@ async fn squatters_forgers_and_junk_do_not_take_a_hearths_name() {
         }
         // The squatter calling with its own key is not taken for h.test.
         assert!(matches!(
-            fresh.resolve_key(&squatter.public_bytes()).await,
+            fresh.resolve_key(&squatter.public_key()).await,
             Err(ResolveError::NotFound(_))
         ));
         // The honest key resolves to h.test.
@@ -282,7 +283,7 @@ async fn squatters_forgers_and_junk_do_not_take_a_hearths_name() {
         .unwrap()
         .learn(
             &name("h.test"),
-            squatter.public_bytes(),
+            squatter.public_key(),
             "127.0.0.1:6666".parse().unwrap(),
             u64::MAX,
             now_ms(),

@@ -41,7 +41,7 @@ fn knows(directory: &RwLock<Directory>, peer: &str, address: SocketAddr, key: &S
         vec![PeerConfig {
             name: name(peer),
             address,
-            key: key.public_bytes(),
+            key: key.public_key(),
             previous_keys: vec![],
         }],
         vec![],

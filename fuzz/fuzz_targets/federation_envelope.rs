@@ -9,7 +9,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(signed) = SignedEnvelope::split(data) {
         if let Ok(envelope) = FedEnvelope::decode(signed.encoded) {
             assert_eq!(envelope.encode(), signed.encoded);
-            if let Ok(key) = hearth_crypto::VerifyingKey::from_bytes(&envelope.signer) {
+            if let Some(key) = hearth_crypto::verifying_key(&envelope.signer) {
                 let _ = hearth_crypto::verify_envelope(&key, &signed);
             }
         }

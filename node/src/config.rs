@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use hearth_spec::ServerName;
 pub use hearth_spec::rate::Rate;
+use hearth_spec::{PublicKey, ServerName};
 use serde::{Deserialize, Serialize};
 
 /// Environment variables that are read by the command line, not by the config tree.
@@ -193,22 +193,11 @@ impl Default for FederationConfig {
     }
 }
 
-/// Decodes a base64url ed25519 public key.
-pub fn parse_public_key(text: &str) -> Result<[u8; 32], ConfigError> {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(text.trim_end_matches('='))
-        .ok()
-        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-        .ok_or_else(|| {
-            ConfigError::Invalid(format!("{text:?} is not a base64url ed25519 public key"))
-        })
-}
-
-/// The base64url form of a public key (as `hearth server-key` prints it).
-pub fn encode_public_key(key: &[u8; 32]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+/// Decodes a base64url ed25519 public key from the config (its `Display` is the same form).
+pub fn parse_public_key(text: &str) -> Result<PublicKey, ConfigError> {
+    PublicKey::parse(text).map_err(|_| {
+        ConfigError::Invalid(format!("{text:?} is not a base64url ed25519 public key"))
+    })
 }
 
 /// Presence and typing.

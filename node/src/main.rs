@@ -108,7 +108,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(serve_until_signal(config))
         }
         Some(Command::ServerKey) => {
-            use base64::Engine;
             let config = Config::load(cli.config.as_deref(), std::env::vars())?;
             hearth_node::ops::data_dir::prepare(
                 &config.data_dir,
@@ -117,10 +116,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let key = hearth_node::ops::keys::load_or_generate(
                 &hearth_node::ops::data_dir::key_path(&config.data_dir),
             )?;
-            println!(
-                "{}",
-                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.public_bytes())
-            );
+            println!("{}", key.public_key());
             Ok(())
         }
         Some(Command::Admin { action }) => {

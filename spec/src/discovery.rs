@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::federation::{FedDecodeError, SIGNATURE_LEN};
-use crate::id::ServerName;
+use crate::id::{PublicKey, ServerName};
 
 /// The record version this crate writes and accepts.
 pub const RECORD_VERSION: u8 = 1;
@@ -41,7 +41,7 @@ pub struct HearthRecord {
     pub version: u8,
     pub name: ServerName,
     /// The hearth's current ed25519 key; it signs this record.
-    pub key: [u8; 32],
+    pub key: PublicKey,
     /// Where the hearth takes federation (QUIC) connections.
     pub address: SocketAddr,
     /// When the hearth signed it (ms since the epoch); a newer record replaces an older one.
@@ -55,7 +55,7 @@ pub struct HearthRecord {
 /// signed by `old_key` over [`key_proof_message`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyProof {
-    pub old_key: [u8; 32],
+    pub old_key: PublicKey,
     pub old_valid_until_ms: u64,
     pub signature: Vec<u8>,
 }
@@ -64,8 +64,8 @@ pub struct KeyProof {
 /// `(name, old_key, new_key, old_valid_until_ms)`.
 pub fn key_proof_message(
     name: &ServerName,
-    old_key: &[u8; 32],
-    new_key: &[u8; 32],
+    old_key: &PublicKey,
+    new_key: &PublicKey,
     old_valid_until_ms: u64,
 ) -> Vec<u8> {
     let encoded = postcard::to_stdvec(&(name, old_key, new_key, old_valid_until_ms))
@@ -113,8 +113,8 @@ pub fn name_key(name: &ServerName) -> Vec<u8> {
 
 /// The DHT key under which a hearth's record is found by its key (a connection from an unknown
 /// hearth shows only its key).
-pub fn key_key(key: &[u8; 32]) -> Vec<u8> {
+pub fn key_key(key: &PublicKey) -> Vec<u8> {
     let mut out = b"/hearth/key/".to_vec();
-    out.extend_from_slice(key);
+    out.extend_from_slice(key.as_bytes());
     out
 }

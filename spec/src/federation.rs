@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{ClaimedKeyPackage, KeyDevices};
 use crate::client::{PresenceState, ReceiptKind};
-use crate::id::{DeviceId, RoomId, ServerName, UserId};
+use crate::id::{DeviceId, PublicKey, RoomId, ServerName, UserId};
 
 /// The federation envelope version this crate writes and accepts.
 pub const FED_VERSION: u8 = 1;
@@ -47,7 +47,7 @@ pub struct FedEnvelope {
     /// The only hearth that may accept it.
     pub destination: ServerName,
     /// The origin's ed25519 public key that made the signature.
-    pub signer: [u8; 32],
+    pub signer: PublicKey,
     /// Milliseconds since the Unix epoch on the origin's clock when it signed.
     pub origin_ts: u64,
     /// Random; makes every transmission (including retries) a distinct envelope.
@@ -66,7 +66,7 @@ pub enum FedBody {
     /// The origin announces a new key, signed by its current key. Receivers that know the signer
     /// for the origin add `new_key`; the signer keeps verifying until `old_valid_until_ms`.
     KeyRotation {
-        new_key: [u8; 32],
+        new_key: PublicKey,
         old_valid_until_ms: u64,
     },
     /// Receipts, typing and presence of the origin's users, batched. Never queued durably: what
@@ -400,7 +400,7 @@ mod tests {
             version: FED_VERSION,
             origin: ServerName::parse("a.example").unwrap(),
             destination: ServerName::parse("b.example").unwrap(),
-            signer: [7; 32],
+            signer: PublicKey([7; 32]),
             origin_ts: 1_795_000_000_000,
             nonce: 42,
             body: FedBody::Sequenced {

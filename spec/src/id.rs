@@ -284,6 +284,54 @@ impl fmt::Display for TimeId {
     }
 }
 
+/// A hearth's ed25519 public key. On the wire the 32 bytes as they are (serde-transparent, so
+/// every encoding is what `[u8; 32]` was); in text, unpadded base64url (what `hearth
+/// server-key` prints and a config's `key` holds).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PublicKey(pub [u8; 32]);
+
+impl PublicKey {
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Parses the text form; trailing `=` padding is tolerated (some tools add it).
+    pub fn parse(text: &str) -> Result<Self, IdError> {
+        let malformed = IdError::Malformed {
+            kind: "public key",
+            form: "43 characters of unpadded base64url (32 bytes)",
+        };
+        let bytes = URL_SAFE_NO_PAD
+            .decode(text.trim_end_matches('='))
+            .map_err(|_| malformed.clone())?;
+        Ok(Self(bytes.try_into().map_err(|_| malformed)?))
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&URL_SAFE_NO_PAD.encode(self.0))
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({self})")
+    }
+}
+
+impl FromStr for PublicKey {
+    type Err = IdError;
+    fn from_str(text: &str) -> Result<Self, IdError> {
+        Self::parse(text)
+    }
+}
+
 /// An event id: the SHA-256 of the event's encoded envelope. Wire form `$` + unpadded base64url.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EventId(pub [u8; 32]);
@@ -342,6 +390,33 @@ impl<'de> Deserialize<'de> for EventId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod public_key_tests {
+    use super::*;
+
+    #[test]
+    fn text_form_round_trips_and_tolerates_padding() {
+        let key = PublicKey([0xfb; 32]);
+        let text = key.to_string();
+        assert_eq!(text.len(), 43);
+        assert_eq!(PublicKey::parse(&text), Ok(key));
+        assert_eq!(format!("{text}=").parse::<PublicKey>(), Ok(key));
+        for bad in ["", "not base64!", &text[..42], &format!("{text}AA")] {
+            assert!(PublicKey::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn wire_encoding_is_the_bare_32_bytes() {
+        let key = PublicKey(std::array::from_fn(|i| i as u8));
+        assert_eq!(
+            postcard::to_stdvec(&key).unwrap(),
+            postcard::to_stdvec(&key.0).unwrap()
+        );
+        assert_eq!(postcard::to_stdvec(&key).unwrap(), key.0.to_vec());
     }
 }
 

@@ -23,4 +23,4 @@ mod vectors;
 
 pub use envelope::{Content, Envelope, EventView, Membership, RoomKind};
 pub use error::{ErrorBody, ErrorCode};
-pub use id::{DeviceId, EventId, IdError, RoomId, ServerName, TimeId, TxnId, UserId};
+pub use id::{DeviceId, EventId, IdError, PublicKey, RoomId, ServerName, TimeId, TxnId, UserId};

@@ -208,7 +208,7 @@ impl Holder {
             version: FED_VERSION,
             origin: ServerName::parse("d.test").unwrap(),
             destination: destination.clone(),
-            signer: self.key.public_bytes(),
+            signer: self.key.public_key(),
             origin_ts: now_ms(),
             nonce: rand::random(),
             body: FedBody::Ephemeral { signals: vec![] },

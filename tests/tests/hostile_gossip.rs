@@ -7,21 +7,20 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use hearth_crypto::{ServerKey, sign_envelope};
 use hearth_federation::p2p::{Identity, Multiaddr, P2pConfig, Swarm};
 use hearth_node::config::PeerEntry;
 use hearth_node::ops::admin::{AdminRequest, AdminResponse};
-use hearth_spec::ServerName;
 use hearth_spec::federation::{FED_VERSION, FedBody, FedEnvelope};
+use hearth_spec::{PublicKey, ServerName};
 use hearth_tests::{TestHearth, metric_at, now_ms};
 
 fn name(s: &str) -> ServerName {
     ServerName::parse(s).unwrap()
 }
 
-fn b64(key: &[u8; 32]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+fn b64(key: &PublicKey) -> String {
+    key.to_string()
 }
 
 /// The rogue's swarm identity (its record is never looked at here).
@@ -31,8 +30,8 @@ impl Identity for Rogue {
     fn secret(&self) -> zeroize::Zeroizing<[u8; 32]> {
         self.0.to_bytes()
     }
-    fn record(&self) -> (Vec<u8>, [u8; 32], ServerName) {
-        (vec![0; 8], self.0.public_bytes(), name("rogue.test"))
+    fn record(&self) -> (Vec<u8>, PublicKey, ServerName) {
+        (vec![0; 8], self.0.public_key(), name("rogue.test"))
     }
 }
 
@@ -42,7 +41,7 @@ fn announcement(
     origin: &str,
     destination: &str,
     origin_ts: u64,
-    new_key: [u8; 32],
+    new_key: PublicKey,
 ) -> Vec<u8> {
     sign_envelope(
         signer,
@@ -50,7 +49,7 @@ fn announcement(
             version: FED_VERSION,
             origin: name(origin),
             destination: name(destination),
-            signer: signer.public_bytes(),
+            signer: signer.public_key(),
             origin_ts,
             nonce: rand::random(),
             body: FedBody::KeyRotation {
@@ -102,12 +101,12 @@ async fn junk_forged_stale_and_misaddressed_announcements_change_nothing() {
         c.federation.peers = vec![PeerEntry {
             name: name("peer.test"),
             address: "127.0.0.1:9".parse().unwrap(),
-            key: b64(&peer_key.public_bytes()),
+            key: b64(&peer_key.public_key()),
             previous_keys: vec![],
         }];
     })
     .await;
-    let original = b64(&peer_key.public_bytes());
+    let original = b64(&peer_key.public_key());
     assert_eq!(current_key(&hearth, "peer.test").await, original);
 
     // The rogue joins the hearth's swarm.
@@ -165,11 +164,12 @@ async fn junk_forged_stale_and_misaddressed_announcements_change_nothing() {
             "peer.test",
             "peer.test",
             now,
-            stranger.public_bytes(),
+            stranger.public_key(),
         ),
         // Naming peer.test's key as signer, signed by another (a bad signature).
         {
-            let mut forged = announcement(&peer_key, "peer.test", "peer.test", now, [7; 32]);
+            let mut forged =
+                announcement(&peer_key, "peer.test", "peer.test", now, PublicKey([7; 32]));
             forged[..64].copy_from_slice(&stranger.sign(b"something else"));
             forged
         },
@@ -179,12 +179,18 @@ async fn junk_forged_stale_and_misaddressed_announcements_change_nothing() {
             "peer.test",
             "peer.test",
             now - 3_600_000,
-            [8; 32],
+            PublicKey([8; 32]),
         ),
         // Genuine, but addressed to one hearth (a direct announcement is not for gossip).
-        announcement(&peer_key, "peer.test", "home.test", now, [9; 32]),
+        announcement(&peer_key, "peer.test", "home.test", now, PublicKey([9; 32])),
         // About an origin the hearth does not know.
-        announcement(&stranger, "nobody.test", "nobody.test", now, [10; 32]),
+        announcement(
+            &stranger,
+            "nobody.test",
+            "nobody.test",
+            now,
+            PublicKey([10; 32]),
+        ),
     ];
     let sent = bad.len() as u64;
     for data in bad {
@@ -200,11 +206,11 @@ async fn junk_forged_stale_and_misaddressed_announcements_change_nothing() {
             "peer.test",
             "peer.test",
             now_ms(),
-            genuine.public_bytes(),
+            genuine.public_key(),
         ));
         tokio::time::sleep(Duration::from_millis(300)).await;
         let current = current_key(&hearth, "peer.test").await;
-        if current == b64(&genuine.public_bytes()) {
+        if current == b64(&genuine.public_key()) {
             break;
         }
         assert_eq!(current, original, "a bad announcement was applied");

@@ -9,7 +9,6 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use base64::Engine;
 use hearth_crypto::{ServerKey, sign_envelope};
 use hearth_federation::{Directory, Inbound, KeyRing, PeerConfig, Transport, TransportConfig};
 use hearth_node::config::PeerEntry;
@@ -51,7 +50,7 @@ impl Inbound for Sink {
 }
 
 fn b64(key: &ServerKey) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.public_bytes())
+    key.public_key().to_string()
 }
 
 fn name(s: &str) -> ServerName {
@@ -150,7 +149,7 @@ impl World {
             vec![PeerConfig {
                 name: name("home.test"),
                 address: hearth.running.federation_addr,
-                key: home_key.public_bytes(),
+                key: home_key.public_key(),
                 previous_keys: vec![],
             }],
             vec![],
@@ -212,7 +211,7 @@ impl World {
             version: FED_VERSION,
             origin: name("evil.test"),
             destination: self.home.clone(),
-            signer: self.evil_key.public_bytes(),
+            signer: self.evil_key.public_key(),
             origin_ts: now_ms(),
             nonce: rand::random(),
             body,
@@ -221,7 +220,7 @@ impl World {
 
     fn signed(&self, envelope: &FedEnvelope, key: &ServerKey) -> Vec<u8> {
         let mut envelope = envelope.clone();
-        envelope.signer = key.public_bytes();
+        envelope.signer = key.public_key();
         sign_envelope(key, &envelope)
     }
 
@@ -641,7 +640,7 @@ async fn hostile_envelopes_are_refused_with_typed_codes_and_nothing_is_stored() 
                 &w.hearth.config.data_dir,
             ))
             .unwrap()
-            .public_bytes(),
+            .public_key(),
             previous_keys: vec![],
         }],
         vec![],
@@ -850,14 +849,14 @@ async fn relayed_envelopes_open_only_unaltered_and_held_ones_stay_sealed() {
         &w.hearth.config.data_dir,
     ))
     .unwrap()
-    .public_bytes();
+    .public_key();
     // other.test's envelope for home.test, as other.test would sign it.
     let inner_for = |body: FedBody, key: &ServerKey| {
         let envelope = FedEnvelope {
             version: FED_VERSION,
             origin: name("other.test"),
             destination: w.home.clone(),
-            signer: key.public_bytes(),
+            signer: key.public_key(),
             origin_ts: now_ms(),
             nonce: rand::random(),
             body,
@@ -908,7 +907,7 @@ async fn relayed_envelopes_open_only_unaltered_and_held_ones_stay_sealed() {
     )
     .await;
     let for_evil = hearth_crypto::seal(
-        &w.evil_key.public_bytes(),
+        &w.evil_key.public_key(),
         &w.home,
         &inner_for(olga_message(), &w.other_key),
     )
@@ -949,7 +948,7 @@ async fn relayed_envelopes_open_only_unaltered_and_held_ones_stay_sealed() {
     let mut secret = MARKER.to_vec();
     secret.extend_from_slice(b" held for other.test");
     let held =
-        hearth_crypto::seal(&w.other_key.public_bytes(), &name("other.test"), &secret).unwrap();
+        hearth_crypto::seal(&w.other_key.public_key(), &name("other.test"), &secret).unwrap();
     let custody = |destination: &str| {
         w.signed(
             &w.envelope(FedBody::Custody {
@@ -1260,7 +1259,7 @@ async fn stale_commits_events_out_of_order_and_rotations_to_keys_not_ours_get_th
 
     // Rotations to a revoked key, or to a key another hearth holds, are refused, and evil.test's
     // own key goes on working.
-    let rotation = |new_key: [u8; 32]| {
+    let rotation = |new_key: hearth_spec::PublicKey| {
         w.signed(
             &w.envelope(FedBody::KeyRotation {
                 new_key,
@@ -1271,13 +1270,13 @@ async fn stale_commits_events_out_of_order_and_rotations_to_keys_not_ours_get_th
     };
     w.expect(
         "rotation to a revoked key",
-        rotation(w.revoked_key.public_bytes()),
+        rotation(w.revoked_key.public_key()),
         RejectCode::Forbidden,
     )
     .await;
     w.expect(
         "rotation to other.test's key",
-        rotation(w.other_key.public_bytes()),
+        rotation(w.other_key.public_key()),
         RejectCode::Forbidden,
     )
     .await;

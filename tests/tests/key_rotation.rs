@@ -5,14 +5,13 @@
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use base64::Engine;
 use hearth_crypto::ServerKey;
 use hearth_federation::{Directory, Inbound, KeyRing, PeerConfig, Transport, TransportConfig};
 use hearth_node::config::PeerEntry;
 use hearth_node::ops::admin::{AdminRequest, AdminResponse};
 use hearth_spec::client::ServerFrame;
 use hearth_spec::federation::{FedBody, FedEnvelope, Outcome};
-use hearth_spec::{RoomKind, ServerName};
+use hearth_spec::{PublicKey, RoomKind, ServerName};
 use hearth_tests::{
     HearthProcess, PeerSpec, TestHearth, connect_synced, frames_until, plan_network, register_at,
     start_network, user_id,
@@ -24,15 +23,15 @@ fn name(s: &str) -> ServerName {
     ServerName::parse(s).unwrap()
 }
 
-fn b64(key: &[u8; 32]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+fn b64(key: &PublicKey) -> String {
+    key.to_string()
 }
 
 /// A peer that records what it is sent, as (signer, body kind), and applies key rotations to
 /// its directory the way a hearth does.
 struct RecordingPeer {
     directory: Arc<RwLock<Directory>>,
-    seen: Mutex<Vec<([u8; 32], &'static str)>>,
+    seen: Mutex<Vec<(PublicKey, &'static str)>>,
 }
 
 impl Inbound for RecordingPeer {
@@ -67,7 +66,7 @@ impl Inbound for RecordingPeer {
 
 impl RecordingPeer {
     /// Waits until `count` sequenced events have arrived; returns everything seen.
-    async fn until_sequenced(&self, count: usize) -> Vec<([u8; 32], &'static str)> {
+    async fn until_sequenced(&self, count: usize) -> Vec<(PublicKey, &'static str)> {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let seen = self.seen.lock().unwrap().clone();
@@ -80,12 +79,12 @@ impl RecordingPeer {
     }
 }
 
-fn server_key(hearth: &TestHearth) -> [u8; 32] {
+fn server_key(hearth: &TestHearth) -> PublicKey {
     hearth_node::ops::keys::load_or_generate(&hearth_node::ops::data_dir::key_path(
         hearth.data_dir(),
     ))
     .unwrap()
-    .public_bytes()
+    .public_key()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,7 +107,7 @@ async fn a_rotation_is_announced_with_the_old_key_then_the_new_key_signs() {
     let peer_entry = PeerEntry {
         name: name("peer.test"),
         address: peer.local_addr(),
-        key: b64(&peer_key.public_bytes()),
+        key: b64(&peer_key.public_key()),
         previous_keys: vec![],
     };
     let hearth = TestHearth::start_with(|c| {

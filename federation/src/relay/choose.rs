@@ -83,7 +83,7 @@ mod tests {
         let key = |i: u8| {
             hearth_crypto::ServerKey::from_bytes(&[i; 32])
                 .unwrap()
-                .public_bytes()
+                .public_key()
         };
         let real = |p: &ServerName| {
             let i = peers.iter().position(|q| q == p)? as u8;

@@ -75,7 +75,7 @@ mod tests {
             vec![PeerConfig {
                 name: origin.clone(),
                 address: "127.0.0.1:9".parse().unwrap(),
-                key: origin_key.public_bytes(),
+                key: origin_key.public_key(),
                 previous_keys: vec![],
             }],
             vec![],
@@ -89,12 +89,17 @@ mod tests {
         }
     }
 
-    fn sealed(f: &Fixture, body: FedBody, signed_at: u64, to_key: &[u8; 32]) -> SealedEnvelope {
+    fn sealed(
+        f: &Fixture,
+        body: FedBody,
+        signed_at: u64,
+        to_key: &hearth_spec::PublicKey,
+    ) -> SealedEnvelope {
         let envelope = FedEnvelope {
             version: FED_VERSION,
             origin: f.origin.clone(),
             destination: f.own.clone(),
-            signer: f.origin_key.public_bytes(),
+            signer: f.origin_key.public_key(),
             origin_ts: signed_at,
             nonce: 7,
             body,
@@ -120,7 +125,7 @@ mod tests {
         let f = fixture();
         let keys = KeyRing::single(f.own_key.clone());
         let submit = FedBody::Submit { event: vec![1, 2] };
-        let s = sealed(&f, submit.clone(), NOW - 30_000, &f.own_key.public_bytes());
+        let s = sealed(&f, submit.clone(), NOW - 30_000, &f.own_key.public_key());
         assert_eq!(open(&f, &keys, &f.origin, &s).unwrap().body, submit);
         // Copies from several relays all open: the store de-duplicates, not a replay memory.
         assert_eq!(open(&f, &keys, &f.origin, &s).unwrap().body, submit);
@@ -130,11 +135,11 @@ mod tests {
     fn refusals() {
         let f = fixture();
         let keys = KeyRing::single(f.own_key.clone());
-        let own = f.own_key.public_bytes();
+        let own = f.own_key.public_key();
         let submit = FedBody::Submit { event: vec![] };
         let bad_seal = Err(Outcome::Rejected(RejectCode::BadSeal));
         // Sealed to another key.
-        let other = ServerKey::generate().public_bytes();
+        let other = ServerKey::generate().public_key();
         assert_eq!(
             open(
                 &f,
@@ -187,7 +192,7 @@ mod tests {
             &f,
             FedBody::Submit { event: vec![] },
             NOW,
-            &old.public_bytes(),
+            &old.public_key(),
         );
         assert!(open(&f, &keys, &f.origin, &s).is_ok());
         let expired = KeyRing::new(f.own_key.clone(), vec![(old, NOW - 1)]);

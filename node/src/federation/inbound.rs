@@ -142,7 +142,7 @@ impl FedNode {
     fn request(
         &self,
         peer: &ServerName,
-        signer: [u8; 32],
+        signer: hearth_spec::PublicKey,
         body: FedBody,
     ) -> Result<Request, Outcome> {
         let reject = |code| Err(Outcome::Rejected(code));

@@ -140,7 +140,7 @@ impl FedNode {
             version: FED_VERSION,
             origin: self.own.clone(),
             destination: destination.clone(),
-            signer: key.public_bytes(),
+            signer: key.public_key(),
             origin_ts: now_ms(),
             nonce: rand::random(),
             body,

@@ -36,8 +36,8 @@ pub enum RotateError {
 /// What a rotation did.
 #[derive(Debug, Clone)]
 pub struct Rotated {
-    pub new_key: [u8; 32],
-    pub old_key: [u8; 32],
+    pub new_key: hearth_spec::PublicKey,
+    pub old_key: hearth_spec::PublicKey,
     pub old_valid_until_ms: u64,
     /// Queue entries carrying the announcement: (peer, entry id).
     pub announcements: Vec<(ServerName, u64)>,
@@ -84,8 +84,8 @@ impl KeyRotator {
         let next = keys::load_or_generate(&keys::next_key_path(&self.data_dir))?;
         let old = self.keys.current();
         let announcement = OutItem::KeyRotation {
-            old_key: old.public_bytes(),
-            new_key: next.public_bytes(),
+            old_key: old.public_key(),
+            new_key: next.public_key(),
             old_valid_until_ms: until,
         };
         let peers = (self.peers)();
@@ -107,16 +107,16 @@ impl KeyRotator {
             &keys::next_key_path(&self.data_dir),
             &crate::ops::data_dir::key_path(&self.data_dir),
         )?;
-        let new_key = next.public_bytes();
+        let new_key = next.public_key();
         self.keys.rotate(Arc::new(next), until);
         let rotated = Rotated {
             new_key,
-            old_key: old.public_bytes(),
+            old_key: old.public_key(),
             old_valid_until_ms: until,
             announcements,
         };
         tracing::info!(
-            new_key = %crate::config::encode_public_key(&new_key),
+            new_key = %new_key,
             peers = peers.len(),
             "rotated the server key"
         );

@@ -122,7 +122,7 @@ pub fn execute(admin: &Admin, request: AdminRequest) -> AdminResponse {
                                 };
                                 let key = directory
                                     .current_key(&peer)
-                                    .map(|k| crate::config::encode_public_key(&k))
+                                    .map(|k| k.to_string())
                                     .unwrap_or_default();
                                 (peer, how.to_owned(), key)
                             })
@@ -156,7 +156,7 @@ pub fn execute(admin: &Admin, request: AdminRequest) -> AdminResponse {
             return match rotated {
                 Ok(rotated) => AdminResponse::KeyRotated {
                     revoked: revoke,
-                    new_key: crate::config::encode_public_key(&rotated.new_key),
+                    new_key: rotated.new_key.to_string(),
                     old_valid_until_ms: rotated.old_valid_until_ms,
                     peers_told: rotated.announcements.len(),
                 },

@@ -189,8 +189,8 @@ mod tests {
     fn items_are_found_by_kind_across_queues() {
         let (_dir, store) = super::super::scratch();
         let rotation = OutItem::KeyRotation {
-            old_key: [1; 32],
-            new_key: [2; 32],
+            old_key: hearth_spec::PublicKey([1; 32]),
+            new_key: hearth_spec::PublicKey([2; 32]),
             old_valid_until_ms: 3,
         };
         store

@@ -71,13 +71,13 @@ mod tests {
     fn rotations_are_kept_in_order_and_a_newer_record_replaces_the_older() {
         let (dir, store) = super::super::scratch();
         let first = PeerRotation {
-            signer: [1; 32],
-            new_key: [2; 32],
+            signer: hearth_spec::PublicKey([1; 32]),
+            new_key: hearth_spec::PublicKey([2; 32]),
             old_valid_until_ms: 10,
         };
         let second = PeerRotation {
-            signer: [2; 32],
-            new_key: [3; 32],
+            signer: hearth_spec::PublicKey([2; 32]),
+            new_key: hearth_spec::PublicKey([3; 32]),
             old_valid_until_ms: 20,
         };
         store.save_peer_rotation(&n("b.t"), &first).unwrap();

@@ -68,8 +68,8 @@ pub enum OutItem {
     Receipt(hearth_spec::federation::Signal),
     /// This hearth's new key, announced to a peer; signed with `old_key` when sent.
     KeyRotation {
-        old_key: [u8; 32],
-        new_key: [u8; 32],
+        old_key: hearth_spec::PublicKey,
+        new_key: hearth_spec::PublicKey,
         old_valid_until_ms: u64,
     },
     /// An envelope for an unreachable destination, sealed to it, for a relay to hold.
@@ -89,8 +89,8 @@ pub enum OutItem {
 /// A key rotation a peer announced and this hearth applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerRotation {
-    pub signer: [u8; 32],
-    pub new_key: [u8; 32],
+    pub signer: hearth_spec::PublicKey,
+    pub new_key: hearth_spec::PublicKey,
     pub old_valid_until_ms: u64,
 }
 

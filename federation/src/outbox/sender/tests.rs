@@ -24,11 +24,11 @@ fn announcement() -> Vec<u8> {
         version: 1,
         origin: ServerName::parse("a.example").unwrap(),
         destination: ServerName::parse("b.example").unwrap(),
-        signer: key.public_bytes(),
+        signer: key.public_key(),
         origin_ts: 1,
         nonce: 2,
         body: FedBody::KeyRotation {
-            new_key: [7; 32],
+            new_key: hearth_spec::PublicKey([7; 32]),
             old_valid_until_ms: 3,
         },
     };
