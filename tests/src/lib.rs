@@ -33,6 +33,10 @@ pub fn test_config(data_dir: &Path) -> Config {
     config.limits.login_per_account.burst = 10_000.0;
     // Tests are not about the disk this machine happens to have.
     config.storage.min_free_bytes = 1024 * 1024;
+    // Password hashing at its production cost is what hardening tests and `hearth-bench
+    // login-flood` measure; elsewhere it only slows registering hundreds of users.
+    config.auth.argon2_m_cost_kib = 64;
+    config.auth.argon2_t_cost = 1;
     config
 }
 
@@ -348,6 +352,8 @@ impl HearthProcess {
             .env("HEARTH_LIMITS__LOGIN_PER_ACCOUNT__PER_SECOND", "10000")
             .env("HEARTH_LIMITS__LOGIN_PER_ACCOUNT__BURST", "10000")
             .env("HEARTH_STORAGE__MIN_FREE_BYTES", "1048576")
+            .env("HEARTH_AUTH__ARGON2_M_COST_KIB", "64")
+            .env("HEARTH_AUTH__ARGON2_T_COST", "1")
             .env("HEARTH_LOG", "warn,libp2p_kad=error")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

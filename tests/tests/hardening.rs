@@ -304,6 +304,9 @@ async fn a_login_flood_from_200_addresses_keeps_memory_bounded_and_messages_flow
         &[
             ("HEARTH_LIMITS__AUTH__PER_SECOND", "2"),
             ("HEARTH_LIMITS__AUTH__BURST", "30"),
+            // The production hashing cost (the harness lowers it): its memory is what is bounded.
+            ("HEARTH_AUTH__ARGON2_M_COST_KIB", "19456"),
+            ("HEARTH_AUTH__ARGON2_T_COST", "2"),
         ],
     )
     .await
