@@ -325,4 +325,176 @@ mod tests {
             Err(RejectCode::Malformed)
         );
     }
+
+    /// Every check an incoming envelope passes, as one table sent in one batch: each hostile
+    /// frame gets its own code, in its own place, and the good ones among them still pass
+    /// (the batch signature check falls back to one-by-one without mixing verdicts up).
+    #[test]
+    fn every_check_has_its_code_and_a_hostile_frame_spoils_only_itself() {
+        use hearth_spec::PublicKey;
+        use hearth_spec::federation::{MAX_SIGNED_ENVELOPE, signing_message};
+
+        let now = 100_000_000;
+        let current = ServerKey::generate();
+        let in_grace = ServerKey::generate();
+        let past_grace = ServerKey::generate();
+        let revoked = ServerKey::generate();
+        let other_peer = ServerKey::generate();
+        let stranger = ServerKey::generate();
+        let (own, peer, third) = (
+            ServerName::parse("a.example").unwrap(),
+            ServerName::parse("b.example").unwrap(),
+            ServerName::parse("c.example").unwrap(),
+        );
+        let directory = Directory::new(
+            vec![
+                PeerConfig {
+                    name: peer.clone(),
+                    address: "127.0.0.1:9".parse().unwrap(),
+                    key: current.public_key(),
+                    previous_keys: vec![
+                        (in_grace.public_key(), now + 1_000),
+                        (past_grace.public_key(), now - 1),
+                        (revoked.public_key(), now + 1_000),
+                    ],
+                },
+                PeerConfig {
+                    name: third.clone(),
+                    address: "127.0.0.1:10".parse().unwrap(),
+                    key: other_peer.public_key(),
+                    previous_keys: vec![],
+                },
+            ],
+            vec![revoked.public_key()],
+        );
+        let base = |signer: &ServerKey| FedEnvelope {
+            version: FED_VERSION,
+            origin: peer.clone(),
+            destination: own.clone(),
+            signer: signer.public_key(),
+            origin_ts: now,
+            nonce: rand::random(),
+            body: FedBody::Submit { event: vec![1] },
+        };
+        let signed = |key: &ServerKey, tweak: &dyn Fn(&mut FedEnvelope)| {
+            let mut e = base(key);
+            tweak(&mut e);
+            sign_envelope(key, &e)
+        };
+        // Signed by `by`, claiming to be signed by `claims`.
+        let signed_as = |by: &ServerKey, claims: PublicKey| {
+            let mut e = base(by);
+            e.signer = claims;
+            let encoded = e.encode();
+            SignedEnvelope::join(&by.sign(&signing_message(&encoded)), &encoded)
+        };
+        let good = signed(&current, &|_| {});
+        let mut bad_signature = signed(&current, &|_| {});
+        bad_signature[0] ^= 1;
+        let mut altered_body = signed(&current, &|_| {});
+        let last = altered_body.len() - 1;
+        altered_body[last] ^= 1;
+
+        let table: Vec<(&str, Vec<u8>, Result<(), RejectCode>)> = vec![
+            ("good", good.clone(), Ok(())),
+            (
+                "previous key in its grace",
+                signed(&in_grace, &|_| {}),
+                Ok(()),
+            ),
+            (
+                "unknown origin",
+                signed(&current, &|e| {
+                    e.origin = ServerName::parse("z.example").unwrap()
+                }),
+                Err(RejectCode::UnknownOrigin),
+            ),
+            (
+                "a stranger's key",
+                signed(&stranger, &|_| {}),
+                Err(RejectCode::UnknownKey),
+            ),
+            (
+                "another peer's key",
+                signed(&other_peer, &|_| {}),
+                Err(RejectCode::UnknownKey),
+            ),
+            (
+                "revoked key",
+                signed(&revoked, &|_| {}),
+                Err(RejectCode::RevokedKey),
+            ),
+            (
+                "previous key past its grace",
+                signed(&past_grace, &|_| {}),
+                Err(RejectCode::RevokedKey),
+            ),
+            (
+                "signature altered",
+                bad_signature,
+                Err(RejectCode::BadSignature),
+            ),
+            (
+                "body altered after signing",
+                altered_body,
+                Err(RejectCode::BadSignature),
+            ),
+            (
+                "names the peer's key, signed by a stranger",
+                signed_as(&stranger, current.public_key()),
+                Err(RejectCode::BadSignature),
+            ),
+            (
+                "for another hearth",
+                signed(&current, &|e| e.destination = third.clone()),
+                Err(RejectCode::WrongDestination),
+            ),
+            (
+                "another hearth's envelope, forwarded by the peer",
+                signed(&other_peer, &|e| e.origin = third.clone()),
+                Err(RejectCode::OriginMismatch),
+            ),
+            (
+                "stale",
+                signed(&current, &|e| e.origin_ts = now - 11 * 60 * 1000),
+                Err(RejectCode::Stale),
+            ),
+            (
+                "from the future",
+                signed(&current, &|e| e.origin_ts = now + 2 * 60 * 1000),
+                Err(RejectCode::FromTheFuture),
+            ),
+            ("the good one again", good, Err(RejectCode::Replayed)),
+            (
+                "a newer version",
+                signed(&current, &|e| e.version = FED_VERSION + 1),
+                Err(RejectCode::UnsupportedVersion),
+            ),
+            (
+                "too large",
+                vec![0; MAX_SIGNED_ENVELOPE + 1],
+                Err(RejectCode::TooLarge),
+            ),
+            ("garbage", vec![7; 80], Err(RejectCode::Malformed)),
+            (
+                "a good one after all that",
+                signed(&current, &|_| {}),
+                Ok(()),
+            ),
+        ];
+        let frames: Vec<&[u8]> = table.iter().map(|(_, wire, _)| wire.as_slice()).collect();
+        let verdicts = check_batch(
+            &directory,
+            &mut ReplayCache::new(100),
+            Freshness::default(),
+            &own,
+            &peer,
+            &frames,
+            now,
+        );
+        assert_eq!(verdicts.len(), table.len());
+        for ((case, _, expected), verdict) in table.iter().zip(verdicts) {
+            assert_eq!(&verdict.map(|_| ()), expected, "{case}");
+        }
+    }
 }
