@@ -104,20 +104,6 @@ impl Pending {
         }
     }
 
-    /// The mark as this batch sees it: raised earlier in the batch, or as stored.
-    fn mark(
-        &mut self,
-        reads: &impl CommitReads,
-        kind: ReceiptKind,
-        user: &UserId,
-        room: &RoomId,
-    ) -> Result<u64, CommitError> {
-        match self.marks(kind).get(&(user.clone(), room.clone())) {
-            Some(mark) => Ok(*mark),
-            None => reads.mark(kind, user, room).map_err(storage),
-        }
-    }
-
     /// Raises a mark to `seq`. Returns the mark it rose from, or `None` if it was already there:
     /// marks only rise, and each rise is announced once.
     fn raise(
@@ -128,11 +114,16 @@ impl Pending {
         room: &RoomId,
         seq: u64,
     ) -> Result<Option<u64>, CommitError> {
-        let old = self.mark(reads, kind, user, room)?;
+        // The mark as this batch sees it: raised earlier in the batch, or as stored.
+        let key = (user.clone(), room.clone());
+        let old = match self.marks(kind).get(&key) {
+            Some(mark) => *mark,
+            None => reads.mark(kind, user, room).map_err(storage)?,
+        };
         if seq <= old {
             return Ok(None);
         }
-        self.marks(kind).insert((user.clone(), room.clone()), seq);
+        self.marks(kind).insert(key, seq);
         Ok(Some(old))
     }
 
