@@ -385,17 +385,19 @@ impl Default for ClientApiConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
+        // The client API's own defaults are the one source for what it enforces.
+        let api = hearth_client_api::config::ApiConfig::default();
         Self {
-            max_event_bytes: 512 * 1024,
+            max_event_bytes: api.max_event_bytes,
             max_room_members: 1000,
-            sends: Rate::new(50.0, 500.0),
-            requests: Rate::new(20.0, 100.0),
-            auth: Rate::new(20.0, 300.0),
-            login_per_account: Rate::new(0.5, 10.0),
-            heartbeats: Rate::new(1.0, 10.0),
-            key_claims: Rate::new(5.0, 100.0),
+            sends: api.sends,
+            requests: api.requests,
+            auth: api.auth,
+            login_per_account: api.login_per_account,
+            heartbeats: api.heartbeats,
+            key_claims: api.key_claims,
             max_key_packages: 200,
-            max_media_bytes: 32 * 1024 * 1024,
+            max_media_bytes: api.max_media_bytes,
         }
     }
 }
