@@ -209,8 +209,8 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
                 config.server_name.clone(),
                 config.auth.clone(),
             )?;
-            let mut directory = hearth_node::federation::directory(&config, &store)?;
-            hearth_node::federation::discovery::learn_kept(&mut directory, &store, &config);
+            let mut directory = hearth_node::federation::directory(&config, store.as_ref())?;
+            hearth_node::federation::discovery::learn_kept(&mut directory, store.as_ref(), &config);
             let peers = directory.peers();
             let custody = std::sync::Arc::new(hearth_node::federation::custody::Custody::load(
                 config.server_name.clone(),

@@ -122,8 +122,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let hub = Arc::new(Hub::default());
     let vapid = Arc::new(keys::load_or_generate_vapid(&dir.join("vapid.key"))?);
     let push = Push::start(store.clone(), hub.clone(), config.push.clone(), vapid)?;
-    let mut directory = crate::federation::directory(&config, &store)?;
-    crate::federation::discovery::learn_kept(&mut directory, &store, &config);
+    let mut directory = crate::federation::directory(&config, store.as_ref())?;
+    crate::federation::discovery::learn_kept(&mut directory, store.as_ref(), &config);
     let directory = Arc::new(std::sync::RwLock::new(directory));
     let peers = directory.read().expect("directory lock").peers();
     let wakers = Arc::new(Wakers::new(&peers));

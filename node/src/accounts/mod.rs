@@ -3,6 +3,7 @@
 //! Every method here is blocking (argon2, storage); async callers run them on the blocking pool.
 
 pub mod password_pool;
+pub mod store;
 pub mod token;
 
 use std::collections::HashSet;
@@ -20,7 +21,8 @@ use rand::Rng;
 use crate::accounts::password_pool::{PasswordPool, PoolConfig, PoolError};
 use crate::config::AuthConfig;
 use crate::store::tables::{DeviceRecord, UserRecord};
-use crate::store::{RotateOutcome, Store, StoreError};
+use crate::store::{RotateOutcome, StoreError};
+use store::AccountStore;
 use token::{Claims, TokenError};
 
 /// Longest password accepted, in bytes (argon2 input is bounded to keep hashing cost fixed).
@@ -80,7 +82,7 @@ impl From<PoolError> for AccountError {
 
 /// Accounts of this hearth.
 pub struct Accounts {
-    store: Arc<Store>,
+    store: Arc<dyn AccountStore>,
     /// Tokens are signed with the current key and accepted from retired ones in their grace
     /// period, so a key rotation logs nobody out.
     keys: Arc<KeyRing>,
@@ -101,7 +103,7 @@ fn now_ms() -> u64 {
 impl Accounts {
     /// Loads the live device set from the store.
     pub fn new(
-        store: Arc<Store>,
+        store: Arc<dyn AccountStore>,
         keys: Arc<KeyRing>,
         server_name: ServerName,
         config: AuthConfig,
@@ -406,6 +408,7 @@ fn parse_refresh(token: &str) -> Option<(UserId, DeviceId)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
 
     fn accounts() -> (tempfile::TempDir, Accounts) {
         let dir = tempfile::tempdir().unwrap();

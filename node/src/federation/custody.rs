@@ -10,13 +10,14 @@ use hearth_spec::ServerName;
 use hearth_spec::federation::{Outcome, SealedEnvelope};
 
 use crate::clock::now_ms;
+use crate::federation::store::FederationStore;
+use crate::store::StoreError;
 use crate::store::tables::OutItem;
-use crate::store::{Store, StoreError};
 
 /// What this hearth holds for others: the ledger, and the store it is written to.
 #[derive(Debug)]
 pub struct Custody {
-    store: Arc<Store>,
+    store: Arc<dyn FederationStore>,
     ledger: Mutex<Ledger>,
 }
 
@@ -25,10 +26,10 @@ impl Custody {
     pub fn load(
         own: ServerName,
         config: RelayConfig,
-        store: Arc<Store>,
+        store: Arc<dyn FederationStore>,
     ) -> Result<Self, StoreError> {
         let held = store
-            .outbox_items(|item| matches!(item, OutItem::Relayed { .. }))?
+            .outbox_items(&|item| matches!(item, OutItem::Relayed { .. }))?
             .into_iter()
             .filter_map(|(destination, id, item)| match item {
                 OutItem::Relayed { origin, sealed, .. } => Some((destination, id, origin, sealed)),
@@ -43,7 +44,7 @@ impl Custody {
     pub fn new(
         own: ServerName,
         config: RelayConfig,
-        store: Arc<Store>,
+        store: Arc<dyn FederationStore>,
         held: Vec<(ServerName, u64, ServerName, SealedEnvelope)>,
     ) -> Self {
         let mut ledger = Ledger::new(own, config);
@@ -123,6 +124,7 @@ impl Custody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
     use hearth_spec::federation::{RejectCode, RetryCode};
 
     fn n(s: &str) -> ServerName {

@@ -3,11 +3,15 @@
 use hearth_federation::{Directory, PeerConfig};
 
 use crate::config::{Config, ConfigError, parse_public_key};
-use crate::store::{Store, StoreError};
+use crate::federation::store::FederationStore;
+use crate::store::StoreError;
 
 /// Builds the peer directory from the configuration, then applies the key rotations peers
 /// announced since (recorded in `store`).
-pub fn directory(config: &Config, store: &Store) -> Result<Directory, DirectoryError> {
+pub fn directory(
+    config: &Config,
+    store: &dyn FederationStore,
+) -> Result<Directory, DirectoryError> {
     let mut directory = configured_directory(config)?;
     for (peer, rotation) in store.peer_rotations()? {
         // A rotation the configuration has overtaken (say, the new key is configured as current

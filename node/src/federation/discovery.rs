@@ -16,8 +16,8 @@ use hearth_spec::ServerName;
 use hearth_spec::federation::FedBody;
 
 use crate::config::Config;
+use crate::federation::store::FederationStore;
 use crate::federation::{FedNode, Wakers};
-use crate::store::Store;
 
 /// How soon the same unknown destination is looked up again.
 const LOOKUP_AGAIN: Duration = Duration::from_secs(5);
@@ -34,7 +34,7 @@ fn policy(config: &Config) -> DiscoveryPolicy {
 /// Learns the hearths kept from earlier runs into `directory` (their records are checked again
 /// and the policy applied again: a hearth blocked since is not learnt). Nothing, with
 /// discovery off.
-pub fn learn_kept(directory: &mut Directory, store: &Store, config: &Config) {
+pub fn learn_kept(directory: &mut Directory, store: &dyn FederationStore, config: &Config) {
     if !config.federation.discovery.enabled {
         return;
     }
@@ -74,7 +74,7 @@ pub fn start(
     config: &Config,
     keys: Arc<KeyRing>,
     directory: Arc<std::sync::RwLock<Directory>>,
-    store: Arc<Store>,
+    store: Arc<dyn FederationStore>,
     wakers: Arc<Wakers>,
 ) -> Result<DiscoveryParts, hearth_federation::p2p::P2pError> {
     let d = &config.federation.discovery;

@@ -15,6 +15,7 @@ pub mod media_fetch;
 mod outbound;
 pub mod peer_signals;
 pub mod rotation;
+pub mod store;
 mod wakers;
 
 pub use directory::{DirectoryError, configured_directory, directory};
@@ -39,8 +40,9 @@ use crate::config::{Config, RelayConfig};
 use crate::federation::custody::Custody;
 use crate::federation::peer_signals::SignalQueues;
 use crate::federation::rotation::{AnnouncementHook, Rotated};
+use crate::federation::store::FederationStore;
+use crate::store::StoreError;
 use crate::store::tables::OutItem;
-use crate::store::{Store, StoreError};
 
 /// Turns peers' envelopes into committer requests and reads the outbound queue.
 pub struct FedNode {
@@ -50,7 +52,7 @@ pub struct FedNode {
     /// carrying it and the old key it retires, oldest first. Envelopes for them are signed with
     /// the oldest such key.
     announcements: Mutex<Announcements>,
-    store: Arc<Store>,
+    store: Arc<dyn FederationStore>,
     directory: Arc<RwLock<Directory>>,
     live: Arc<Live>,
     max_event_bytes: usize,
@@ -93,7 +95,7 @@ pub struct Federation {
 /// What starting federation needs.
 pub struct FederationParts {
     pub keys: Arc<KeyRing>,
-    pub store: Arc<Store>,
+    pub store: Arc<dyn FederationStore>,
     pub committer: Committer,
     pub directory: Arc<RwLock<Directory>>,
     pub wakers: Arc<Wakers>,
@@ -123,7 +125,7 @@ impl Federation {
         // envelopes held for others.
         let queued = parts
             .store
-            .outbox_items(|item| {
+            .outbox_items(&|item| {
                 matches!(item, OutItem::KeyRotation { .. } | OutItem::Relayed { .. })
             })
             .map_err(StartError::Queue)?;

@@ -14,9 +14,10 @@ use hearth_federation::KeyRing;
 use hearth_spec::ServerName;
 
 use crate::clock::now_ms;
+use crate::federation::store::FederationStore;
 use crate::ops::keys::{self, KeyFileError};
+use crate::store::StoreError;
 use crate::store::tables::OutItem;
-use crate::store::{Store, StoreError};
 
 /// Grace period of a retired key unless the operator says otherwise: a week, so a peer that is
 /// down over a long weekend still learns the new key before the old one stops verifying.
@@ -57,7 +58,7 @@ pub const ANNOUNCE_WINDOW_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 /// Rotates the key of the hearth whose data directory is `data_dir`.
 pub struct KeyRotator {
     pub data_dir: PathBuf,
-    pub store: Arc<Store>,
+    pub store: Arc<dyn FederationStore>,
     pub keys: Arc<KeyRing>,
     pub peers: PeerList,
     pub hook: Option<AnnouncementHook>,

@@ -282,7 +282,7 @@ fn scratch() -> (tempfile::TempDir, Store) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hearth_spec::{DeviceId, RoomId, UserId};
+    use hearth_spec::{RoomId, UserId};
 
     fn store() -> (tempfile::TempDir, Store) {
         scratch()
@@ -322,35 +322,5 @@ mod tests {
         assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
         let other = RoomId::parse("!s:localhost").unwrap();
         assert_eq!(store.last_seq(&other).unwrap(), 0);
-    }
-
-    #[test]
-    fn refresh_rotation_is_single_use() {
-        let (_dir, store) = store();
-        let user = UserId::parse("@a:localhost").unwrap();
-        let device = DeviceId::parse("D1").unwrap();
-        store
-            .put_device(
-                &user,
-                &device,
-                &DeviceRecord {
-                    name: "x".into(),
-                    created_ts: 0,
-                    refresh_hash: [1; 32],
-                },
-            )
-            .unwrap();
-        assert_eq!(
-            store
-                .rotate_refresh(&user, &device, [1; 32], [2; 32])
-                .unwrap(),
-            RotateOutcome::Rotated
-        );
-        assert_eq!(
-            store
-                .rotate_refresh(&user, &device, [1; 32], [3; 32])
-                .unwrap(),
-            RotateOutcome::Mismatch
-        );
     }
 }
