@@ -34,7 +34,7 @@ use saved::{
     Decrypted, DecryptedMessage, Entries, MAX_UNCONFIRMED, OwedMessage, RoomMeta, SEEN_PER_ROOM,
     Saved, SentMessage, is_key_package,
 };
-use store::StateFile;
+pub use store::{Record, StateFile, StateStorage};
 
 /// The one ciphersuite Hearth uses.
 pub const CIPHERSUITE: Ciphersuite =
@@ -148,7 +148,7 @@ pub struct Mls {
     /// The key package bundles as last saved (they are saved only when they change).
     saved_keys: Entries,
     /// Where the state is saved; `None` for a device that lives in memory only.
-    file: Option<StateFile>,
+    file: Option<Box<dyn StateStorage>>,
 }
 
 impl std::fmt::Debug for Mls {
@@ -182,7 +182,17 @@ fn member_of(credential: &Credential) -> Option<(UserId, DeviceId)> {
 impl Mls {
     /// Opens the state in `dir`, or creates a new device identity there.
     pub fn open(dir: &Path, user: &UserId, device: &DeviceId) -> Result<Self, E2eeError> {
-        Self::start(Some(StateFile::in_dir(dir)?), user, device)
+        Self::start(Some(Box::new(StateFile::in_dir(dir)?)), user, device)
+    }
+
+    /// Opens the state kept in `storage` (IndexedDB in a browser), or creates a new device
+    /// identity there.
+    pub fn open_in(
+        storage: Box<dyn StateStorage>,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Result<Self, E2eeError> {
+        Self::start(Some(storage), user, device)
     }
 
     /// A device whose state lives only in memory and is lost when it is dropped (benchmarks,
@@ -191,9 +201,13 @@ impl Mls {
         Self::start(None, user, device)
     }
 
-    fn start(file: Option<StateFile>, user: &UserId, device: &DeviceId) -> Result<Self, E2eeError> {
+    fn start(
+        file: Option<Box<dyn StateStorage>>,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Result<Self, E2eeError> {
         let loaded = match &file {
-            Some(file) => file.load()?,
+            Some(file) => store::load(file.as_ref())?,
             None => None,
         };
         let (provider, signer, saved, saved_keys) = match loaded {
@@ -249,7 +263,7 @@ impl Mls {
     }
 
     fn save(&mut self) -> Result<(), E2eeError> {
-        let Some(file) = &self.file else {
+        let Some(file) = self.file.as_deref_mut() else {
             return Ok(());
         };
         let (keys, state): (Entries, Entries) = self
@@ -258,9 +272,9 @@ impl Mls {
             .into_iter()
             .partition(|(key, _)| is_key_package(key));
         self.saved.storage = state;
-        file.save(&self.saved)?;
+        store::save(file, &self.saved)?;
         if keys != self.saved_keys {
-            file.save_keys(&keys)?;
+            store::save_keys(file, &keys)?;
             self.saved_keys = keys;
         }
         Ok(())

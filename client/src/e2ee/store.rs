@@ -1,7 +1,10 @@
-//! The device's state on disk: one file written whole and atomically (temporary file, fsync,
-//! rename, directory fsync) after every change, so a crash leaves either the old state or the
-//! new one, never a mix. A ratchet step that was used to encrypt is saved before the message
-//! leaves the device, so a restart never reuses a key.
+//! The device's state as two records (the state, and the key packages), each replaced whole
+//! after every change, so a crash leaves either the old record or the new one, never a mix. A
+//! ratchet step that was used to encrypt is saved before the message leaves the device, so a
+//! restart never reuses a key.
+//!
+//! Encoding (versions, decoding old formats) is here and does no I/O; where the bytes live is
+//! a [`StateStorage`]: files with fsync natively ([`StateFile`]), IndexedDB in a browser.
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +21,82 @@ const KEYS_VERSION: u8 = 2;
 struct KeyFile {
     version: u8,
     entries: Entries,
+}
+
+/// The two records of a device's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Record {
+    /// Everything but key packages; written after every change.
+    State,
+    /// The key packages not yet used; written when they change.
+    Keys,
+}
+
+/// Where a device's records live. `replace` returns only once the new bytes are durable.
+pub trait StateStorage: std::fmt::Debug + Send {
+    /// A record's bytes; `None` for a record never written.
+    fn read(&self, record: Record) -> Result<Option<Vec<u8>>, E2eeError>;
+    /// Replaces a record whole and durably: after a crash, either the old or the new bytes.
+    fn replace(&mut self, record: Record, bytes: &[u8]) -> Result<(), E2eeError>;
+    /// Where a record lives, for error messages.
+    fn describe(&self, record: Record) -> String;
+}
+
+/// The saved state and key packages; `None` for a device that never saved.
+pub fn load(storage: &dyn StateStorage) -> Result<Option<(Saved, Entries)>, E2eeError> {
+    let Some(bytes) = storage.read(Record::State)? else {
+        return Ok(None);
+    };
+    let corrupt = |record, source| E2eeError::Decode {
+        path: storage.describe(record),
+        source,
+    };
+    let unknown = |record, version| E2eeError::UnknownVersion {
+        path: storage.describe(record),
+        version,
+    };
+    let saved: Saved = match bytes.first() {
+        Some(2) => postcard::from_bytes::<super::store_v2::SavedV2>(&bytes)
+            .map_err(|e| corrupt(Record::State, e))?
+            .into(),
+        Some(3) => postcard::from_bytes::<super::store_v3::SavedV3>(&bytes)
+            .map_err(|e| corrupt(Record::State, e))?
+            .into(),
+        _ => postcard::from_bytes(&bytes).map_err(|e| corrupt(Record::State, e))?,
+    };
+    if saved.version != STATE_VERSION {
+        return Err(unknown(Record::State, saved.version));
+    }
+    let keys = match storage.read(Record::Keys)? {
+        None => Vec::new(),
+        Some(bytes) => {
+            let file: KeyFile =
+                postcard::from_bytes(&bytes).map_err(|e| corrupt(Record::Keys, e))?;
+            if file.version != KEYS_VERSION {
+                return Err(unknown(Record::Keys, file.version));
+            }
+            file.entries
+        }
+    };
+    Ok(Some((saved, keys)))
+}
+
+/// Saves the state (everything but key packages).
+pub fn save(storage: &mut dyn StateStorage, saved: &Saved) -> Result<(), E2eeError> {
+    let bytes = postcard::to_stdvec(saved).map_err(E2eeError::Encode)?;
+    storage.replace(Record::State, &bytes)
+}
+
+/// Saves the key packages. Called after [`save`] of the same change: a crash between the two
+/// then leaves a used package saved (harmless: the hearth handed it out once), never a joined
+/// group without its state.
+pub fn save_keys(storage: &mut dyn StateStorage, entries: &Entries) -> Result<(), E2eeError> {
+    let file = KeyFile {
+        version: KEYS_VERSION,
+        entries: entries.clone(),
+    };
+    let bytes = postcard::to_stdvec(&file).map_err(E2eeError::Encode)?;
+    storage.replace(Record::Keys, &bytes)
 }
 
 /// The state files of one device, locked for as long as they are open: two processes working on
@@ -48,68 +127,29 @@ impl StateFile {
         })
     }
 
-    /// The saved state and key packages; `None` for a device that never saved.
-    pub fn load(&self) -> Result<Option<(Saved, Entries)>, E2eeError> {
-        let Some(bytes) = read_if_exists(&self.path)? else {
-            return Ok(None);
-        };
-        let corrupt = |path: &Path, source| E2eeError::Decode {
-            path: path.display().to_string(),
-            source,
-        };
-        let unknown = |path: &Path, version| E2eeError::UnknownVersion {
-            path: path.display().to_string(),
-            version,
-        };
-        let saved: Saved = match bytes.first() {
-            Some(2) => postcard::from_bytes::<super::store_v2::SavedV2>(&bytes)
-                .map_err(|e| corrupt(&self.path, e))?
-                .into(),
-            Some(3) => postcard::from_bytes::<super::store_v3::SavedV3>(&bytes)
-                .map_err(|e| corrupt(&self.path, e))?
-                .into(),
-            _ => postcard::from_bytes(&bytes).map_err(|e| corrupt(&self.path, e))?,
-        };
-        if saved.version != STATE_VERSION {
-            return Err(unknown(&self.path, saved.version));
+    fn path(&self, record: Record) -> &Path {
+        match record {
+            Record::State => &self.path,
+            Record::Keys => &self.keys_path,
         }
-        let keys = match read_if_exists(&self.keys_path)? {
-            None => Vec::new(),
-            Some(bytes) => {
-                let file: KeyFile =
-                    postcard::from_bytes(&bytes).map_err(|e| corrupt(&self.keys_path, e))?;
-                if file.version != KEYS_VERSION {
-                    return Err(unknown(&self.keys_path, file.version));
-                }
-                file.entries
-            }
-        };
-        Ok(Some((saved, keys)))
-    }
-
-    /// Saves the state (everything but key packages).
-    pub fn save(&self, saved: &Saved) -> Result<(), E2eeError> {
-        let bytes = postcard::to_stdvec(saved).map_err(E2eeError::Encode)?;
-        Ok(crate::durable_file::replace(&self.path, &bytes)?)
-    }
-
-    /// Saves the key packages. Called after [`Self::save`] of the same change: a crash between
-    /// the two then leaves a used package on disk (harmless: the hearth handed it out once),
-    /// never a joined group without its state.
-    pub fn save_keys(&self, entries: &Entries) -> Result<(), E2eeError> {
-        let file = KeyFile {
-            version: KEYS_VERSION,
-            entries: entries.clone(),
-        };
-        let bytes = postcard::to_stdvec(&file).map_err(E2eeError::Encode)?;
-        Ok(crate::durable_file::replace(&self.keys_path, &bytes)?)
     }
 }
 
-fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, E2eeError> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(E2eeError::Io(e)),
+/// Written as a temporary file, fsynced, renamed over the old one, and the folder fsynced.
+impl StateStorage for StateFile {
+    fn read(&self, record: Record) -> Result<Option<Vec<u8>>, E2eeError> {
+        match std::fs::read(self.path(record)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(E2eeError::Io(e)),
+        }
+    }
+
+    fn replace(&mut self, record: Record, bytes: &[u8]) -> Result<(), E2eeError> {
+        Ok(crate::durable_file::replace(self.path(record), bytes)?)
+    }
+
+    fn describe(&self, record: Record) -> String {
+        self.path(record).display().to_string()
     }
 }

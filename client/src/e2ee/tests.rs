@@ -432,9 +432,7 @@ fn a_version_2_state_file_is_read_and_carried_forward() {
         postcard::to_stdvec(&v2).unwrap(),
     )
     .unwrap();
-    let (saved, keys) = super::store::StateFile::in_dir(dir.path())
-        .unwrap()
-        .load()
+    let (saved, keys) = super::store::load(&StateFile::in_dir(dir.path()).unwrap())
         .unwrap()
         .unwrap();
     assert!(keys.is_empty());
@@ -763,4 +761,64 @@ fn a_refused_commit_leaves_the_epoch_where_it_was() {
     );
     let hello = room.message(&mut alice, "a1", "after");
     assert_eq!(body_of(bob.receive(&hello).unwrap()), "after");
+}
+
+/// Records kept where the test can reach them, as a browser keeps them in IndexedDB.
+#[derive(Debug, Clone, Default)]
+struct SharedRecords(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<Record, Vec<u8>>>>);
+
+impl StateStorage for SharedRecords {
+    fn read(&self, record: Record) -> Result<Option<Vec<u8>>, E2eeError> {
+        Ok(self.0.lock().unwrap().get(&record).cloned())
+    }
+    fn replace(&mut self, record: Record, bytes: &[u8]) -> Result<(), E2eeError> {
+        self.0.lock().unwrap().insert(record, bytes.to_vec());
+        Ok(())
+    }
+    fn describe(&self, record: Record) -> String {
+        format!("shared {record:?}")
+    }
+}
+
+#[test]
+fn a_device_kept_in_other_storage_reopens_in_its_groups_and_garbage_is_named() {
+    let dirs: Vec<_> = (0..1).map(|_| tempfile::tempdir().unwrap()).collect();
+    let user = UserId::parse("@carol:localhost").unwrap();
+    let id = DeviceId::parse("C1").unwrap();
+    let records = SharedRecords::default();
+    let mut alice = device(dirs[0].path(), "alice", "A1");
+    let mut carol = Mls::open_in(Box::new(records.clone()), &user, &id).unwrap();
+    let fingerprint = carol.fingerprint();
+    let mut room = Room::new();
+    alice.create_group(&room.id).unwrap();
+    let add = alice
+        .prepare_add(&room.id, &[package_of(&mut carol, &alice)])
+        .unwrap();
+    alice.commit_accepted(&room.id).unwrap();
+    let event = room.commit(&alice, "c1", &add);
+    alice.receive(&event).unwrap();
+    assert!(matches!(
+        carol.receive(&event).unwrap(),
+        Received::Joined { epoch: 1, .. }
+    ));
+    assert!(records.read(Record::Keys).unwrap().is_some());
+    drop(carol);
+
+    // Reopened from the records alone: the same identity, in the group, reading new messages.
+    let mut carol = Mls::open_in(Box::new(records.clone()), &user, &id).unwrap();
+    assert_eq!(carol.fingerprint(), fingerprint);
+    let message = room.message(&mut alice, "m1", "still here?");
+    assert_eq!(body_of(carol.receive(&message).unwrap()), "still here?");
+    drop(carol);
+
+    // A record that does not decode is an error that names it, never a fresh identity.
+    records
+        .0
+        .lock()
+        .unwrap()
+        .insert(Record::State, vec![0xff; 7]);
+    match Mls::open_in(Box::new(records), &user, &id) {
+        Err(E2eeError::Decode { path, .. }) => assert_eq!(path, "shared State"),
+        other => panic!("expected a decode error, got {other:?}"),
+    }
 }
