@@ -148,7 +148,7 @@ pub struct Mls {
     /// The key package bundles as last saved (they are saved only when they change).
     saved_keys: Entries,
     /// Where the state is saved; `None` for a device that lives in memory only.
-    file: Option<Box<dyn StateStorage>>,
+    storage: Option<Box<dyn StateStorage>>,
 }
 
 impl std::fmt::Debug for Mls {
@@ -202,12 +202,12 @@ impl Mls {
     }
 
     fn start(
-        file: Option<Box<dyn StateStorage>>,
+        storage: Option<Box<dyn StateStorage>>,
         user: &UserId,
         device: &DeviceId,
     ) -> Result<Self, E2eeError> {
-        let loaded = match &file {
-            Some(file) => store::load(file.as_ref())?,
+        let loaded = match &storage {
+            Some(storage) => store::load(storage.as_ref())?,
             None => None,
         };
         let (provider, signer, saved, saved_keys) = match loaded {
@@ -256,14 +256,14 @@ impl Mls {
             groups,
             saved,
             saved_keys,
-            file,
+            storage,
         };
         this.save()?;
         Ok(this)
     }
 
     fn save(&mut self) -> Result<(), E2eeError> {
-        let Some(file) = self.file.as_deref_mut() else {
+        let Some(storage) = self.storage.as_deref_mut() else {
             return Ok(());
         };
         let (keys, state): (Entries, Entries) = self
@@ -272,9 +272,9 @@ impl Mls {
             .into_iter()
             .partition(|(key, _)| is_key_package(key));
         self.saved.storage = state;
-        store::save(file, &self.saved)?;
+        store::save(storage, &self.saved)?;
         if keys != self.saved_keys {
-            store::save_keys(file, &keys)?;
+            store::save_keys(storage, &keys)?;
             self.saved_keys = keys;
         }
         Ok(())
