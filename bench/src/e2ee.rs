@@ -85,8 +85,8 @@ pub fn crypto(messages: usize) -> anyhow::Result<Report> {
 fn crypto_once(messages: usize, dir: Option<&std::path::Path>) -> anyhow::Result<f64> {
     let (mut alice, mut bob) = match dir {
         Some(dir) => (
-            Mls::open(&dir.join("a"), &user("alice"), &device("A"))?,
-            Mls::open(&dir.join("b"), &user("bob"), &device("B"))?,
+            hearth_client::e2ee::open(&dir.join("a"), &user("alice"), &device("A"))?,
+            hearth_client::e2ee::open(&dir.join("b"), &user("bob"), &device("B"))?,
         ),
         None => (
             Mls::in_memory(&user("alice"), &device("A"))?,

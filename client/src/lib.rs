@@ -9,6 +9,7 @@ mod connection;
 pub mod durable_file;
 pub mod e2ee;
 mod secure;
+mod state_file;
 
 use hearth_spec::api::{
     ClaimKeyPackages, ClaimMany, ClaimedKeyPackages, ClaimedMany, CommitRequest, KeyDevices,

@@ -136,7 +136,7 @@ impl SecureClient {
     /// per device). Uploads key packages if the hearth holds too few.
     pub async fn open(client: Client, state_dir: &Path) -> Result<Self, SecureError> {
         let session = client.session().ok_or(ClientError::NotLoggedIn)?;
-        let mls = Mls::open(state_dir, &session.user_id, &session.device_id)?;
+        let mls = crate::e2ee::open(state_dir, &session.user_id, &session.device_id)?;
         let mut client = client;
         client.set_rate_limit_patience(Some(RATE_LIMIT_PATIENCE));
         let mut this = Self {

@@ -1,6 +1,9 @@
 //! The state machine alone: events are built here as the home would sequence them.
 
 use super::*;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use hearth_spec::TxnId;
 
 struct Room {
@@ -50,9 +53,9 @@ impl Room {
     }
 }
 
-fn device(dir: &Path, user: &str, device: &str) -> Mls {
-    Mls::open(
-        dir,
+fn device(dir: &Disk, user: &str, device: &str) -> Mls {
+    Mls::open_in(
+        Box::new(dir.clone()),
         &UserId::parse(&format!("@{user}:localhost")).unwrap(),
         &DeviceId::parse(device).unwrap(),
     )
@@ -65,10 +68,45 @@ fn package_of(m: &mut Mls, claimer: &Mls) -> KeyPackage {
     claimer.check_key_packages(&claimed).unwrap().remove(0)
 }
 
+/// A device's records in memory, shared by every opener, as a folder on disk would be; counts
+/// the writes of each record.
+#[derive(Debug, Clone, Default)]
+struct Disk(Arc<Mutex<HashMap<Record, Written>>>);
+
+/// A record's bytes and how many times it was written.
+type Written = (Vec<u8>, usize);
+
+impl Disk {
+    fn put(&self, record: Record, bytes: Vec<u8>) {
+        self.0.lock().unwrap().insert(record, (bytes, 0));
+    }
+    fn get(&self, record: Record) -> Vec<u8> {
+        self.0.lock().unwrap()[&record].0.clone()
+    }
+    fn writes(&self, record: Record) -> usize {
+        self.0.lock().unwrap().get(&record).map_or(0, |(_, n)| *n)
+    }
+}
+
+impl StateStorage for Disk {
+    fn read(&self, record: Record) -> Result<Option<Vec<u8>>, E2eeError> {
+        Ok(self.0.lock().unwrap().get(&record).map(|(b, _)| b.clone()))
+    }
+    fn replace(&mut self, record: Record, bytes: &[u8]) -> Result<(), E2eeError> {
+        let mut records = self.0.lock().unwrap();
+        let entry = records.entry(record).or_default();
+        *entry = (bytes.to_vec(), entry.1 + 1);
+        Ok(())
+    }
+    fn describe(&self, record: Record) -> String {
+        format!("shared {record:?}")
+    }
+}
+
 /// alice (in `dirs[0]`) and bob (in `dirs[1]`) in a room's group, at epoch 1.
-fn alice_and_bob(dirs: &[tempfile::TempDir]) -> (Mls, Mls, Room) {
-    let mut alice = device(dirs[0].path(), "alice", "A1");
-    let mut bob = device(dirs[1].path(), "bob", "B1");
+fn alice_and_bob(dirs: &[Disk]) -> (Mls, Mls, Room) {
+    let mut alice = device(&dirs[0], "alice", "A1");
+    let mut bob = device(&dirs[1], "bob", "B1");
     let mut room = Room::new();
     alice.create_group(&room.id).unwrap();
     let add = alice
@@ -107,10 +145,10 @@ fn body_of(received: Received) -> String {
 
 #[test]
 fn two_devices_talk_and_a_removed_one_reads_nothing_after() {
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut alice = device(dirs[0].path(), "alice", "A1");
-    let mut bob = device(dirs[1].path(), "bob", "B1");
-    let mut bob2 = device(dirs[2].path(), "bob", "B2");
+    let dirs: Vec<_> = (0..3).map(|_| Disk::default()).collect();
+    let mut alice = device(&dirs[0], "alice", "A1");
+    let mut bob = device(&dirs[1], "bob", "B1");
+    let mut bob2 = device(&dirs[2], "bob", "B2");
     let mut room = Room::new();
     alice.create_group(&room.id).unwrap();
     let packages = [package_of(&mut bob, &alice), package_of(&mut bob2, &alice)];
@@ -226,11 +264,11 @@ fn two_devices_talk_and_a_removed_one_reads_nothing_after() {
 
 #[test]
 fn state_survives_a_restart_and_forged_commits_are_refused() {
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let dirs: Vec<_> = (0..3).map(|_| Disk::default()).collect();
     let (mut alice, bob, mut room) = alice_and_bob(&dirs);
     let fingerprint = bob.fingerprint();
     drop(bob);
-    let mut bob = device(dirs[1].path(), "bob", "B1");
+    let mut bob = device(&dirs[1], "bob", "B1");
     assert_eq!(bob.fingerprint(), fingerprint);
     assert_eq!(bob.epoch(&room.id), Some(1));
     let message = room.message(&mut alice, "m1", "after restart");
@@ -239,7 +277,7 @@ fn state_survives_a_restart_and_forged_commits_are_refused() {
 
     // An outsider's commit (a device not in the group) for the current epoch is refused and
     // changes nothing.
-    let mut mallory = device(dirs[2].path(), "mallory", "M1");
+    let mut mallory = device(&dirs[2], "mallory", "M1");
     let fake_room = room.id.clone();
     mallory.create_group(&fake_room).unwrap();
     let forged = mallory.prepare_update(&fake_room).unwrap();
@@ -266,20 +304,11 @@ fn state_survives_a_restart_and_forged_commits_are_refused() {
         Received::Unreadable { .. }
     ));
     assert_eq!(bob.epoch(&room.id), Some(1));
-    // A second opener of the same state is refused while the first holds it.
-    assert!(matches!(
-        Mls::open(
-            dirs[1].path(),
-            &UserId::parse("@bob:localhost").unwrap(),
-            &DeviceId::parse("B1").unwrap()
-        ),
-        Err(E2eeError::InUse(_))
-    ));
     drop(bob);
     // A state file of another device is not opened as this one.
     assert!(matches!(
-        Mls::open(
-            dirs[1].path(),
+        Mls::open_in(
+            Box::new(dirs[1].clone()),
             &UserId::parse("@eve:localhost").unwrap(),
             &DeviceId::parse("B1").unwrap()
         ),
@@ -289,9 +318,9 @@ fn state_survives_a_restart_and_forged_commits_are_refused() {
 
 #[test]
 fn a_key_package_of_another_device_is_refused() {
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let alice = device(dirs[0].path(), "alice", "A1");
-    let mut bob = device(dirs[1].path(), "bob", "B1");
+    let dirs: Vec<_> = (0..2).map(|_| Disk::default()).collect();
+    let alice = device(&dirs[0], "alice", "A1");
+    let mut bob = device(&dirs[1], "bob", "B1");
     let bytes = bob.key_packages(1, false).unwrap().remove(0);
     let claimed = [(
         UserId::parse("@carol:localhost").unwrap(),
@@ -306,7 +335,7 @@ fn a_key_package_of_another_device_is_refused() {
 
 #[test]
 fn a_message_the_commit_overtook_is_refused_once_and_reads_in_the_new_epoch() {
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let dirs: Vec<_> = (0..2).map(|_| Disk::default()).collect();
     let (mut alice, mut bob, mut room) = alice_and_bob(&dirs);
 
     // bob sends two messages in epoch 1: the first is ordered, the second is still on its way
@@ -330,7 +359,7 @@ fn a_message_the_commit_overtook_is_refused_once_and_reads_in_the_new_epoch() {
     bob.receive(&commit).unwrap();
     // Only the overtaken one; it survives a restart of bob's device.
     drop(bob);
-    let mut bob = device(dirs[1].path(), "bob", "B1");
+    let mut bob = device(&dirs[1], "bob", "B1");
     let refused = bob.refused();
     assert_eq!(refused.len(), 1);
     assert_eq!(refused[0].0, "b2");
@@ -353,17 +382,15 @@ fn a_message_the_commit_overtook_is_refused_once_and_reads_in_the_new_epoch() {
 
 #[test]
 fn key_packages_are_saved_apart_and_survive_a_restart() {
-    use std::os::unix::fs::MetadataExt;
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut alice = device(dirs[0].path(), "alice", "A1");
-    let mut bob = device(dirs[1].path(), "bob", "B1");
+    let dirs: Vec<_> = (0..2).map(|_| Disk::default()).collect();
+    let mut alice = device(&dirs[0], "alice", "A1");
+    let mut bob = device(&dirs[1], "bob", "B1");
     let packages = bob.key_packages(5, false).unwrap();
-    let keys_file = dirs[1].path().join("mls-keys.bin");
-    let inode = || std::fs::metadata(&keys_file).unwrap().ino();
-    let written = inode();
+    let key_writes = || dirs[1].writes(Record::Keys);
+    let written = key_writes();
     // bob restarts before anyone claims a package; the package still opens its Welcome.
     drop(bob);
-    let mut bob = device(dirs[1].path(), "bob", "B1");
+    let mut bob = device(&dirs[1], "bob", "B1");
     let claimed = [(
         bob.saved.user.clone(),
         bob.saved.device.clone(),
@@ -380,7 +407,7 @@ fn key_packages_are_saved_apart_and_survive_a_restart() {
         Received::Joined { .. }
     ));
     // Joining used the package: the key file was rewritten without it.
-    let after_join = inode();
+    let after_join = key_writes();
     assert_ne!(after_join, written);
     assert_eq!(key_package_count(&bob), 4);
     // Messages change the group state only: the key file is left alone.
@@ -388,9 +415,9 @@ fn key_packages_are_saved_apart_and_survive_a_restart() {
     let message = room.message(&mut alice, "m1", "hi");
     assert_eq!(body_of(bob.receive(&message).unwrap()), "hi");
     bob.encrypt(&room.id, "m2", &text("hello")).unwrap();
-    assert_eq!(inode(), after_join);
+    assert_eq!(key_writes(), after_join);
     drop(bob);
-    let bob = device(dirs[1].path(), "bob", "B1");
+    let bob = device(&dirs[1], "bob", "B1");
     assert_eq!(key_package_count(&bob), 4);
     assert_eq!(bob.epoch(&room.id), alice.epoch(&room.id));
 }
@@ -398,7 +425,7 @@ fn key_packages_are_saved_apart_and_survive_a_restart() {
 #[test]
 fn a_version_2_state_file_is_read_and_carried_forward() {
     use std::collections::{BTreeMap, BTreeSet, VecDeque};
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Disk::default();
     let user = UserId::parse("@alice:localhost").unwrap();
     let device = DeviceId::parse("LAPTOP").unwrap();
     let room = RoomId::parse("!r:localhost").unwrap();
@@ -427,14 +454,8 @@ fn a_version_2_state_file_is_read_and_carried_forward() {
         1u64,
         42u64,
     );
-    std::fs::write(
-        dir.path().join("mls-state.bin"),
-        postcard::to_stdvec(&v2).unwrap(),
-    )
-    .unwrap();
-    let (saved, keys) = super::store::load(&StateFile::in_dir(dir.path()).unwrap())
-        .unwrap()
-        .unwrap();
+    dir.put(Record::State, postcard::to_stdvec(&v2).unwrap());
+    let (saved, keys) = super::store::load(&dir).unwrap().unwrap();
     assert!(keys.is_empty());
     assert_eq!((saved.user, saved.device, saved.cursor), (user, device, 42));
     let meta = &saved.rooms[&room];
@@ -447,7 +468,7 @@ fn a_version_2_state_file_is_read_and_carried_forward() {
 
 #[test]
 fn a_message_sent_again_under_a_new_ciphertext_is_shown_once() {
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let dirs: Vec<_> = (0..2).map(|_| Disk::default()).collect();
     let (mut alice, mut bob, mut room) = alice_and_bob(&dirs);
 
     // bob's message is ordered and alice reads it; then bob is told it was refused (a stale
@@ -462,7 +483,7 @@ fn a_message_sent_again_under_a_new_ciphertext_is_shown_once() {
 
     // The ids alice has seen survive a restart of her device.
     drop(alice);
-    let mut alice = device(dirs[0].path(), "alice", "A1");
+    let mut alice = device(&dirs[0], "alice", "A1");
     assert_eq!(
         alice.receive(&resent).unwrap(),
         Received::Replayed {
@@ -477,9 +498,9 @@ fn a_message_sent_again_under_a_new_ciphertext_is_shown_once() {
 
 #[test]
 fn an_owed_copy_reaches_the_member_who_could_not_read_and_is_a_replay_for_the_others() {
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let dirs: Vec<_> = (0..3).map(|_| Disk::default()).collect();
     let (mut alice, mut bob, mut room) = alice_and_bob(&dirs);
-    let mut carol = device(dirs[2].path(), "carol", "C1");
+    let mut carol = device(&dirs[2], "carol", "C1");
     let carol_id = carol.saved.user.clone();
 
     // carol is a member with no device in the group yet: alice's message is owed to her.
@@ -516,7 +537,7 @@ fn an_owed_copy_reaches_the_member_who_could_not_read_and_is_a_replay_for_the_ot
 
 #[test]
 fn what_a_device_decrypted_survives_until_the_app_says_it_keeps_it() {
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let dirs: Vec<_> = (0..2).map(|_| Disk::default()).collect();
     let (mut alice, mut bob, mut room) = alice_and_bob(&dirs);
     let hello = room.message(&mut alice, "a1", "hello");
     let got = bob.receive(&hello).unwrap();
@@ -526,7 +547,7 @@ fn what_a_device_decrypted_survives_until_the_app_says_it_keeps_it() {
     // The app crashed before keeping it: it is in the device state, and only there (the key
     // that decrypted it is gone).
     drop(bob);
-    let mut bob = device(dirs[1].path(), "bob", "B1");
+    let mut bob = device(&dirs[1], "bob", "B1");
     assert_eq!(bob.receive(&hello).unwrap(), Received::Duplicate);
     assert_eq!(bob.unconfirmed(), vec![got.clone()]);
 
@@ -536,7 +557,7 @@ fn what_a_device_decrypted_survives_until_the_app_says_it_keeps_it() {
     bob.kept(std::slice::from_ref(&got)).unwrap();
     assert_eq!(bob.unconfirmed(), vec![got_second.clone()]);
     drop(bob);
-    let mut bob = device(dirs[1].path(), "bob", "B1");
+    let mut bob = device(&dirs[1], "bob", "B1");
     assert_eq!(bob.unconfirmed(), vec![got_second.clone()]);
     bob.kept(&[got_second, Received::Duplicate]).unwrap();
     assert!(bob.unconfirmed().is_empty());
@@ -544,53 +565,48 @@ fn what_a_device_decrypted_survives_until_the_app_says_it_keeps_it() {
 
 #[test]
 fn a_version_3_state_file_is_read_and_carried_forward() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Disk::default();
     let user = UserId::parse("@alice:localhost").unwrap();
     let device_id = DeviceId::parse("LAPTOP").unwrap();
     let room = RoomId::parse("!r:localhost").unwrap();
     {
-        let mut alice = Mls::open(dir.path(), &user, &device_id).unwrap();
+        let mut alice = Mls::open_in(Box::new(dir.clone()), &user, &device_id).unwrap();
         alice.create_group(&room).unwrap();
         alice.set_cursor(42).unwrap();
     }
     // Version 4 appends one field, the unconfirmed messages (empty: one zero byte), to
     // version 3's layout; take it off and say 3.
-    let path = dir.path().join("mls-state.bin");
-    let mut bytes = std::fs::read(&path).unwrap();
+    let mut bytes = dir.get(Record::State);
     assert_eq!((bytes[0], bytes.pop()), (4, Some(0)));
     bytes[0] = 3;
-    std::fs::write(&path, &bytes).unwrap();
+    dir.put(Record::State, bytes);
 
-    let alice = Mls::open(dir.path(), &user, &device_id).unwrap();
+    let alice = Mls::open_in(Box::new(dir.clone()), &user, &device_id).unwrap();
     assert_eq!(alice.cursor(), 42);
     assert!(alice.in_group(&room));
     assert!(alice.unconfirmed().is_empty());
     drop(alice);
-    assert_eq!(
-        std::fs::read(&path).unwrap()[0],
-        4,
-        "written back as version 4"
-    );
+    assert_eq!(dir.get(Record::State)[0], 4, "written back as version 4");
 }
 
 #[test]
 fn the_cursor_only_moves_forward_and_is_saved() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut alice = device(dir.path(), "alice", "A1");
+    let dir = Disk::default();
+    let mut alice = device(&dir, "alice", "A1");
     alice.set_cursor(10).unwrap();
     alice.set_cursor(5).unwrap();
     assert_eq!(alice.cursor(), 10);
     drop(alice);
-    let alice = device(dir.path(), "alice", "A1");
+    let alice = device(&dir, "alice", "A1");
     assert_eq!(alice.cursor(), 10);
 }
 
 #[test]
 fn another_device_of_the_same_user_reads_the_message_and_members_agree_on_the_group() {
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut alice = device(dirs[0].path(), "alice", "A1");
-    let mut phone = device(dirs[1].path(), "alice", "A2");
-    let mut bob = device(dirs[2].path(), "bob", "B1");
+    let dirs: Vec<_> = (0..3).map(|_| Disk::default()).collect();
+    let mut alice = device(&dirs[0], "alice", "A1");
+    let mut phone = device(&dirs[1], "alice", "A2");
+    let mut bob = device(&dirs[2], "bob", "B1");
     let mut room = Room::new();
     alice.create_group(&room.id).unwrap();
     let packages = [package_of(&mut phone, &alice), package_of(&mut bob, &alice)];
@@ -632,7 +648,7 @@ fn another_device_of_the_same_user_reads_the_message_and_members_agree_on_the_gr
 
 #[test]
 fn owed_messages_wait_for_their_readers_and_are_forgotten_when_those_leave() {
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let dirs: Vec<_> = (0..2).map(|_| Disk::default()).collect();
     let (mut alice, mut bob, mut room) = alice_and_bob(&dirs);
     let carol = UserId::parse("@carol:localhost").unwrap();
     let bob_id = bob.saved.user.clone();
@@ -690,7 +706,7 @@ fn owed_messages_wait_for_their_readers_and_are_forgotten_when_those_leave() {
 
 #[test]
 fn a_removed_device_drops_what_it_had_waiting_to_send() {
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let dirs: Vec<_> = (0..2).map(|_| Disk::default()).collect();
     let (mut alice, mut bob, mut room) = alice_and_bob(&dirs);
     bob.encrypt(&room.id, "b1", &text("never ordered")).unwrap();
     let bob_id = bob.saved.user.clone();
@@ -709,7 +725,7 @@ fn a_removed_device_drops_what_it_had_waiting_to_send() {
 
 #[test]
 fn refused_sends_are_named_dropped_or_forgotten_one_by_one() {
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let dirs: Vec<_> = (0..2).map(|_| Disk::default()).collect();
     let (_alice, mut bob, room) = alice_and_bob(&dirs);
     bob.encrypt(&room.id, "b1", &text("one")).unwrap();
     bob.encrypt(&room.id, "b2", &text("two")).unwrap();
@@ -720,7 +736,7 @@ fn refused_sends_are_named_dropped_or_forgotten_one_by_one() {
     bob.refuse_sent("b2").unwrap();
     // The refused list is on disk as soon as a send is refused.
     drop(bob);
-    let mut bob = device(dirs[1].path(), "bob", "B1");
+    let mut bob = device(&dirs[1], "bob", "B1");
     assert_eq!(
         bob.refused(),
         vec![
@@ -733,14 +749,14 @@ fn refused_sends_are_named_dropped_or_forgotten_one_by_one() {
     bob.forget_sent("b3").unwrap();
     assert!(!bob.saved.sent.contains_key("b3"));
     drop(bob);
-    let bob = device(dirs[1].path(), "bob", "B1");
+    let bob = device(&dirs[1], "bob", "B1");
     assert_eq!(bob.refused(), vec![("b2".to_owned(), room.id.clone())]);
     assert!(bob.saved.sent.is_empty());
 }
 
 #[test]
 fn a_refused_commit_leaves_the_epoch_where_it_was() {
-    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let dirs: Vec<_> = (0..2).map(|_| Disk::default()).collect();
     let (mut alice, mut bob, mut room) = alice_and_bob(&dirs);
     alice.prepare_update(&room.id).unwrap();
     alice.commit_refused(&room.id).unwrap();
@@ -764,29 +780,13 @@ fn a_refused_commit_leaves_the_epoch_where_it_was() {
 }
 
 /// Records kept where the test can reach them, as a browser keeps them in IndexedDB.
-#[derive(Debug, Clone, Default)]
-struct SharedRecords(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<Record, Vec<u8>>>>);
-
-impl StateStorage for SharedRecords {
-    fn read(&self, record: Record) -> Result<Option<Vec<u8>>, E2eeError> {
-        Ok(self.0.lock().unwrap().get(&record).cloned())
-    }
-    fn replace(&mut self, record: Record, bytes: &[u8]) -> Result<(), E2eeError> {
-        self.0.lock().unwrap().insert(record, bytes.to_vec());
-        Ok(())
-    }
-    fn describe(&self, record: Record) -> String {
-        format!("shared {record:?}")
-    }
-}
-
 #[test]
 fn a_device_kept_in_other_storage_reopens_in_its_groups_and_garbage_is_named() {
-    let dirs: Vec<_> = (0..1).map(|_| tempfile::tempdir().unwrap()).collect();
+    let dirs: Vec<_> = (0..1).map(|_| Disk::default()).collect();
     let user = UserId::parse("@carol:localhost").unwrap();
     let id = DeviceId::parse("C1").unwrap();
-    let records = SharedRecords::default();
-    let mut alice = device(dirs[0].path(), "alice", "A1");
+    let records = Disk::default();
+    let mut alice = device(&dirs[0], "alice", "A1");
     let mut carol = Mls::open_in(Box::new(records.clone()), &user, &id).unwrap();
     let fingerprint = carol.fingerprint();
     let mut room = Room::new();
@@ -812,11 +812,7 @@ fn a_device_kept_in_other_storage_reopens_in_its_groups_and_garbage_is_named() {
     drop(carol);
 
     // A record that does not decode is an error that names it, never a fresh identity.
-    records
-        .0
-        .lock()
-        .unwrap()
-        .insert(Record::State, vec![0xff; 7]);
+    records.put(Record::State, vec![0xff; 7]);
     match Mls::open_in(Box::new(records), &user, &id) {
         Err(E2eeError::Decode { path, .. }) => assert_eq!(path, "shared State"),
         other => panic!("expected a decode error, got {other:?}"),

@@ -4,9 +4,8 @@
 //! restart never reuses a key.
 //!
 //! Encoding (versions, decoding old formats) is here and does no I/O; where the bytes live is
-//! a [`StateStorage`]: files with fsync natively ([`StateFile`]), IndexedDB in a browser.
-
-use std::path::{Path, PathBuf};
+//! a [`StateStorage`]: files with fsync natively (`hearth_client::StateFile`), IndexedDB in a
+//! browser.
 
 use serde::{Deserialize, Serialize};
 
@@ -97,59 +96,4 @@ pub fn save_keys(storage: &mut dyn StateStorage, entries: &Entries) -> Result<()
     };
     let bytes = postcard::to_stdvec(&file).map_err(E2eeError::Encode)?;
     storage.replace(Record::Keys, &bytes)
-}
-
-/// The state files of one device, locked for as long as they are open: two processes working on
-/// one device's state would overwrite each other's ratchets and could reuse a key.
-#[derive(Debug)]
-pub struct StateFile {
-    path: PathBuf,
-    keys_path: PathBuf,
-    _lock: std::fs::File,
-}
-
-impl StateFile {
-    /// `<dir>/mls-state.bin` and `<dir>/mls-keys.bin`, locked through `<dir>/mls-state.lock`.
-    pub fn in_dir(dir: &Path) -> Result<Self, E2eeError> {
-        crate::durable_file::create_dir_all(dir)?;
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("mls-state.lock"))?;
-        if lock.try_lock().is_err() {
-            return Err(E2eeError::InUse(dir.display().to_string()));
-        }
-        Ok(Self {
-            path: dir.join("mls-state.bin"),
-            keys_path: dir.join("mls-keys.bin"),
-            _lock: lock,
-        })
-    }
-
-    fn path(&self, record: Record) -> &Path {
-        match record {
-            Record::State => &self.path,
-            Record::Keys => &self.keys_path,
-        }
-    }
-}
-
-/// Written as a temporary file, fsynced, renamed over the old one, and the folder fsynced.
-impl StateStorage for StateFile {
-    fn read(&self, record: Record) -> Result<Option<Vec<u8>>, E2eeError> {
-        match std::fs::read(self.path(record)) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(E2eeError::Io(e)),
-        }
-    }
-
-    fn replace(&mut self, record: Record, bytes: &[u8]) -> Result<(), E2eeError> {
-        Ok(crate::durable_file::replace(self.path(record), bytes)?)
-    }
-
-    fn describe(&self, record: Record) -> String {
-        self.path(record).display().to_string()
-    }
 }

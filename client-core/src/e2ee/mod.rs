@@ -2,9 +2,10 @@
 //! `MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519`. Every room is an MLS group whose id is
 //! the room id; every device is a member whose basic credential names its user and device.
 //!
-//! [`Mls`] is the device's state machine and does no network I/O: it makes key packages,
-//! commits and ciphertexts, and takes a room's events in room order. It saves itself to disk
-//! after every change. [`crate::SecureClient`] drives it against a hearth.
+//! [`Mls`] is the device's state machine and does no I/O of its own: it makes key packages,
+//! commits and ciphertexts, and takes a room's events in room order. It saves itself to its
+//! [`StateStorage`] after every change (files natively, IndexedDB in a browser). The SDK's
+//! `SecureClient` drives it against a hearth.
 
 mod provider;
 mod saved;
@@ -15,7 +16,6 @@ mod store_v3;
 mod tests;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use hearth_spec::e2ee::{
     ChatBody, MESSAGE_ID_LEN, credential_identity, message_aad, parse_credential_identity,
@@ -34,7 +34,7 @@ use saved::{
     Decrypted, DecryptedMessage, Entries, MAX_UNCONFIRMED, OwedMessage, RoomMeta, SEEN_PER_ROOM,
     Saved, SentMessage, is_key_package,
 };
-pub use store::{Record, StateFile, StateStorage};
+pub use store::{Record, StateStorage};
 
 /// The one ciphersuite Hearth uses.
 pub const CIPHERSUITE: Ciphersuite =
@@ -180,11 +180,6 @@ fn member_of(credential: &Credential) -> Option<(UserId, DeviceId)> {
 }
 
 impl Mls {
-    /// Opens the state in `dir`, or creates a new device identity there.
-    pub fn open(dir: &Path, user: &UserId, device: &DeviceId) -> Result<Self, E2eeError> {
-        Self::start(Some(Box::new(StateFile::in_dir(dir)?)), user, device)
-    }
-
     /// Opens the state kept in `storage` (IndexedDB in a browser), or creates a new device
     /// identity there.
     pub fn open_in(

@@ -1,0 +1,124 @@
+//! A device's MLS state in two files with fsync: the native [`StateStorage`].
+
+use std::path::{Path, PathBuf};
+
+use hearth_client_core::e2ee::{E2eeError, Record, StateStorage};
+
+/// The state files of one device, locked for as long as they are open: two processes working on
+/// one device's state would overwrite each other's ratchets and could reuse a key.
+#[derive(Debug)]
+pub struct StateFile {
+    path: PathBuf,
+    keys_path: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl StateFile {
+    /// `<dir>/mls-state.bin` and `<dir>/mls-keys.bin`, locked through `<dir>/mls-state.lock`.
+    pub fn in_dir(dir: &Path) -> Result<Self, E2eeError> {
+        crate::durable_file::create_dir_all(dir)?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("mls-state.lock"))?;
+        if lock.try_lock().is_err() {
+            return Err(E2eeError::InUse(dir.display().to_string()));
+        }
+        Ok(Self {
+            path: dir.join("mls-state.bin"),
+            keys_path: dir.join("mls-keys.bin"),
+            _lock: lock,
+        })
+    }
+
+    fn path(&self, record: Record) -> &Path {
+        match record {
+            Record::State => &self.path,
+            Record::Keys => &self.keys_path,
+        }
+    }
+}
+
+/// Written as a temporary file, fsynced, renamed over the old one, and the folder fsynced.
+impl StateStorage for StateFile {
+    fn read(&self, record: Record) -> Result<Option<Vec<u8>>, E2eeError> {
+        match std::fs::read(self.path(record)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(E2eeError::Io(e)),
+        }
+    }
+
+    fn replace(&mut self, record: Record, bytes: &[u8]) -> Result<(), E2eeError> {
+        Ok(crate::durable_file::replace(self.path(record), bytes)?)
+    }
+
+    fn describe(&self, record: Record) -> String {
+        self.path(record).display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hearth_client_core::e2ee::Mls;
+    use hearth_spec::{DeviceId, RoomId, UserId};
+
+    use super::*;
+
+    fn ids(user: &str) -> (UserId, DeviceId) {
+        (
+            UserId::parse(&format!("@{user}:localhost")).unwrap(),
+            DeviceId::parse("D1").unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_device_reopens_from_its_folder_and_one_process_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (user, device) = ids("bob");
+        let room = RoomId::parse("!r:localhost").unwrap();
+        let mut bob = crate::e2ee::open(dir.path(), &user, &device).unwrap();
+        let fingerprint = bob.fingerprint();
+        bob.create_group(&room).unwrap();
+        bob.set_cursor(9).unwrap();
+        // A second opener of the same state is refused while the first holds it.
+        assert!(matches!(
+            crate::e2ee::open(dir.path(), &user, &device),
+            Err(E2eeError::InUse(_))
+        ));
+        drop(bob);
+
+        let bob = crate::e2ee::open(dir.path(), &user, &device).unwrap();
+        assert_eq!(
+            (bob.fingerprint(), bob.cursor(), bob.in_group(&room)),
+            (fingerprint, 9, true)
+        );
+        drop(bob);
+        // Another device's folder is not opened as this one.
+        let (eve, _) = ids("eve");
+        assert!(matches!(
+            crate::e2ee::open(dir.path(), &eve, &device),
+            Err(E2eeError::OtherDevice(_))
+        ));
+    }
+
+    #[test]
+    fn a_garbled_state_file_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (user, device) = ids("carol");
+        drop(crate::e2ee::open(dir.path(), &user, &device).unwrap());
+        let path = dir.path().join("mls-state.bin");
+        std::fs::write(&path, [0xff; 7]).unwrap();
+        match Mls::open_in(
+            Box::new(StateFile::in_dir(dir.path()).unwrap()),
+            &user,
+            &device,
+        ) {
+            Err(E2eeError::Decode { path: named, .. }) => {
+                assert_eq!(named, path.display().to_string())
+            }
+            other => panic!("expected a decode error, got {other:?}"),
+        }
+    }
+}
