@@ -3,3 +3,8 @@
 //! (`wasm32-unknown-unknown`). Drivers move bytes and time; this crate decides.
 
 pub mod e2ee;
+pub mod hearth;
+pub mod secure;
+
+pub use hearth::{Hearth, HearthError, new_txn_id};
+pub use secure::{Convergence, MembershipCheck, SecureError, SecureSession};

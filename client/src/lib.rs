@@ -8,6 +8,7 @@
 mod connection;
 pub mod durable_file;
 pub mod e2ee;
+mod native_hearth;
 mod secure;
 mod state_file;
 
@@ -25,7 +26,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use connection::{Connection, Receiver, Sender};
-pub use secure::{MembershipCheck, SecureClient, SecureError};
+pub use hearth_client_core::{
+    Convergence, Hearth, HearthError, MembershipCheck, SecureError, SecureSession, new_txn_id,
+};
+pub use secure::SecureClient;
 pub use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 /// Why a client call failed.
@@ -664,16 +668,4 @@ fn encode_path(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// A fresh transaction id: time and randomness, unique per device in practice.
-pub fn new_txn_id() -> TxnId {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    TxnId::parse(&format!("{now:x}.{}.{n}", std::process::id())).expect("valid txn id")
 }

@@ -17,6 +17,7 @@ const CRATES: &[&str] = &[
     "federation",
     "node",
     "client-api",
+    "client-core",
     "client",
     "bench",
     "tests",

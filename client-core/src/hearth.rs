@@ -1,0 +1,103 @@
+//! The calls the SDK makes to its hearth, as a trait: the native SDK answers them with reqwest,
+//! a browser with `fetch`. The protocol logic (`SecureSession`) is written once against it.
+//!
+//! Methods are `async fn` without a `Send` bound on purpose: a browser's futures are not
+//! `Send`, and a native implementation's futures stay `Send` where its concrete type is known.
+
+use std::time::Duration;
+
+use hearth_spec::api::{
+    ClaimMany, ClaimedMany, CommitRequest, HistoryPage, KeyPackageCount, Limits, MediaUploaded,
+    QueriedDevices, RoomSummary, Sequenced, SyncPage, UploadKeyPackages,
+};
+use hearth_spec::{DeviceId, ErrorCode, RoomId, RoomKind, ServerName, TxnId, UserId};
+
+/// A failed call: the hearth's error code when it answered with one, and what went wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{inner}")]
+pub struct HearthError {
+    code: Option<ErrorCode>,
+    inner: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl HearthError {
+    pub fn new(
+        code: Option<ErrorCode>,
+        inner: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self {
+            code,
+            inner: inner.into(),
+        }
+    }
+
+    /// The hearth's error code, if the hearth answered.
+    pub fn code(&self) -> Option<ErrorCode> {
+        self.code
+    }
+
+    /// The underlying error (the native SDK's `ClientError`, say).
+    pub fn inner(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self.inner.as_ref()
+    }
+}
+
+/// A logged-in session with a hearth, and the clock of the platform it runs on.
+#[allow(async_fn_in_trait)]
+pub trait Hearth {
+    /// The logged-in user and device.
+    fn me(&self) -> Option<(UserId, DeviceId)>;
+    /// Time since an arbitrary fixed point, never going backwards.
+    fn monotonic(&self) -> Duration;
+    /// Waits `duration`.
+    async fn pause(&mut self, duration: Duration);
+
+    async fn key_package_count(&mut self) -> Result<KeyPackageCount, HearthError>;
+    async fn upload_key_packages(
+        &mut self,
+        req: &UploadKeyPackages,
+    ) -> Result<KeyPackageCount, HearthError>;
+    async fn query_devices(&mut self, users: &[UserId]) -> Result<QueriedDevices, HearthError>;
+    async fn claim_many(&mut self, req: &ClaimMany) -> Result<ClaimedMany, HearthError>;
+    async fn delete_device(&mut self, device: &DeviceId) -> Result<(), HearthError>;
+
+    async fn create_room(
+        &mut self,
+        kind: RoomKind,
+        name: Option<&str>,
+        members: &[UserId],
+    ) -> Result<RoomSummary, HearthError>;
+    async fn room(&mut self, room: &RoomId) -> Result<RoomSummary, HearthError>;
+    async fn invite(&mut self, room: &RoomId, user: &UserId) -> Result<Sequenced, HearthError>;
+    async fn commit(
+        &mut self,
+        room: &RoomId,
+        req: &CommitRequest,
+    ) -> Result<Sequenced, HearthError>;
+    async fn send(
+        &mut self,
+        room: &RoomId,
+        txn_id: &TxnId,
+        payload: &[u8],
+    ) -> Result<Sequenced, HearthError>;
+    async fn history(
+        &mut self,
+        room: &RoomId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<HistoryPage, HearthError>;
+    async fn sync(&mut self, since: Option<u64>, limit: usize) -> Result<SyncPage, HearthError>;
+
+    async fn limits(&mut self) -> Result<Limits, HearthError>;
+    async fn upload_media(&mut self, blob: Vec<u8>) -> Result<MediaUploaded, HearthError>;
+    async fn download_media(
+        &mut self,
+        media_id: &str,
+        server: Option<&ServerName>,
+    ) -> Result<Vec<u8>, HearthError>;
+}
+
+/// A fresh transaction id: 128 random bits, unique per device in practice, on any platform.
+pub fn new_txn_id() -> TxnId {
+    TxnId::parse(&format!("{:032x}", rand::random::<u128>())).expect("hex is a valid txn id")
+}
