@@ -13,6 +13,7 @@ pub mod ratelimit;
 pub mod rejection;
 mod routes;
 pub mod server;
+mod web_app;
 mod ws;
 
 pub use backend::{AuthedDevice, Backend, NotReady, Subscription};

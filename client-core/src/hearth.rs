@@ -101,3 +101,18 @@ pub trait Hearth {
 pub fn new_txn_id() -> TxnId {
     TxnId::parse(&format!("{:032x}", rand::random::<u128>())).expect("hex is a valid txn id")
 }
+
+/// `/v1/rooms/{room}{suffix}` with the room id percent-encoded.
+pub fn room_path(room: &RoomId, suffix: &str) -> String {
+    format!("/v1/rooms/{}{suffix}", encode_path(room.as_str()))
+}
+
+/// Percent-encodes a path or query segment.
+pub fn encode_path(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

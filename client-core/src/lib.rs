@@ -5,6 +5,7 @@
 pub mod e2ee;
 pub mod hearth;
 pub mod secure;
+pub mod shown;
 
 pub use hearth::{Hearth, HearthError, new_txn_id};
 pub use secure::{Convergence, MembershipCheck, SecureError, SecureSession};

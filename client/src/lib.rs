@@ -12,6 +12,7 @@ mod native_hearth;
 mod secure;
 mod state_file;
 
+use hearth_client_core::hearth::{encode_path, room_path};
 use hearth_spec::api::{
     ClaimKeyPackages, ClaimMany, ClaimedKeyPackages, ClaimedMany, CommitRequest, KeyDevices,
     KeyPackageCount, MediaUploaded, QueriedDevices, QueryDevices, UploadKeyPackages,
@@ -26,6 +27,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use connection::{Connection, Receiver, Sender};
+pub use hearth_client_core::shown;
 pub use hearth_client_core::{
     Convergence, Hearth, HearthError, MembershipCheck, SecureError, SecureSession, new_txn_id,
 };
@@ -653,19 +655,4 @@ async fn check(response: reqwest::Response) -> Result<reqwest::Response, ClientE
         )
     });
     Err(ClientError::Api { status, body })
-}
-
-/// `/v1/rooms/{room}{suffix}` with the room id percent-encoded.
-fn room_path(room: &RoomId, suffix: &str) -> String {
-    format!("/v1/rooms/{}{suffix}", encode_path(room.as_str()))
-}
-
-/// Percent-encodes a path segment.
-fn encode_path(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

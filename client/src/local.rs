@@ -7,23 +7,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use hearth_client::e2ee::Received;
+use hearth_client::shown::{Shown, shown_of};
 use hearth_spec::RoomId;
-use hearth_spec::e2ee::AttachmentRef;
-use serde::{Deserialize, Serialize};
-
-/// A message as this device read it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Shown {
-    pub room: RoomId,
-    pub seq: u64,
-    pub text: String,
-    #[serde(default)]
-    pub attachment: Option<AttachmentRef>,
-    /// A message this device had already read, sent again for members who could not read it
-    /// then.
-    #[serde(default)]
-    pub copy: bool,
-}
 
 /// Every message this profile has read.
 #[derive(Debug)]
@@ -86,28 +71,6 @@ impl LocalMessages {
 
     pub fn get(&self, room: &RoomId, seq: u64) -> Option<&Shown> {
         self.map.get(&(room.clone(), seq))
-    }
-}
-
-fn shown_of(received: &Received) -> Option<Shown> {
-    match received {
-        Received::Message {
-            room, seq, body, ..
-        } => Some(Shown {
-            room: room.clone(),
-            seq: *seq,
-            text: body.text.clone(),
-            attachment: body.attachment.clone(),
-            copy: false,
-        }),
-        Received::Replayed { room, seq } => Some(Shown {
-            room: room.clone(),
-            seq: *seq,
-            text: String::new(),
-            attachment: None,
-            copy: true,
-        }),
-        _ => None,
     }
 }
 

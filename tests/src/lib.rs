@@ -1,6 +1,7 @@
 //! Harness for Hearth's integration tests: in-process hearths on ephemeral ports, real `hearth`
 //! processes that can be killed, and helpers for reading WebSocket frames with a deadline.
 
+pub mod browser;
 pub mod flushcheck;
 
 use std::net::TcpListener;

@@ -34,7 +34,7 @@ use saved::{
     Decrypted, DecryptedMessage, Entries, MAX_UNCONFIRMED, OwedMessage, RoomMeta, SEEN_PER_ROOM,
     Saved, SentMessage, is_key_package,
 };
-pub use store::{Record, StateStorage};
+pub use store::{MaybeSend, Record, StateStorage};
 
 /// The one ciphersuite Hearth uses.
 pub const CIPHERSUITE: Ciphersuite =

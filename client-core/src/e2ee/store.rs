@@ -31,8 +31,10 @@ pub enum Record {
     Keys,
 }
 
-/// Where a device's records live. `replace` returns only once the new bytes are durable.
-pub trait StateStorage: std::fmt::Debug + Send {
+/// Where a device's records live. `replace` makes the new bytes durable before it returns, or
+/// (a browser's asynchronous IndexedDB) before the device's next request leaves it: either way
+/// nothing encrypted with a state is sent before that state is saved.
+pub trait StateStorage: std::fmt::Debug + MaybeSend {
     /// A record's bytes; `None` for a record never written.
     fn read(&self, record: Record) -> Result<Option<Vec<u8>>, E2eeError>;
     /// Replaces a record whole and durably: after a crash, either the old or the new bytes.
@@ -40,6 +42,17 @@ pub trait StateStorage: std::fmt::Debug + Send {
     /// Where a record lives, for error messages.
     fn describe(&self, record: Record) -> String;
 }
+
+/// `Send` natively, where a device moves between threads; nothing in a browser, whose storage
+/// handles are JavaScript objects bound to one thread.
+#[cfg(not(target_arch = "wasm32"))]
+pub trait MaybeSend: Send {}
+#[cfg(not(target_arch = "wasm32"))]
+impl<T: Send> MaybeSend for T {}
+#[cfg(target_arch = "wasm32")]
+pub trait MaybeSend {}
+#[cfg(target_arch = "wasm32")]
+impl<T> MaybeSend for T {}
 
 /// The saved state and key packages; `None` for a device that never saved.
 pub fn load(storage: &dyn StateStorage) -> Result<Option<(Saved, Entries)>, E2eeError> {

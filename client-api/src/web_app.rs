@@ -1,0 +1,112 @@
+//! The web app (`web/`), built into the binary from `web/dist/` and served at `/`: the page,
+//! its script, its style and the wasm device. Revalidated on every load (`no-cache` with an
+//! ETag), so a new hearth version reaches open browsers on their next reload, and locked down
+//! by a content security policy: scripts, styles, connections and the wasm come from this hearth
+//! only.
+
+use std::sync::OnceLock;
+
+use axum::Router;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use sha2::{Digest, Sha256};
+
+/// One file of the app.
+struct Asset {
+    path: &'static str,
+    content_type: &'static str,
+    bytes: &'static [u8],
+}
+
+const ASSETS: &[Asset] = &[
+    Asset {
+        path: "/",
+        content_type: "text/html; charset=utf-8",
+        bytes: include_bytes!("../../web/dist/index.html"),
+    },
+    Asset {
+        path: "/app.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../web/dist/app.js"),
+    },
+    Asset {
+        path: "/style.css",
+        content_type: "text/css; charset=utf-8",
+        bytes: include_bytes!("../../web/dist/style.css"),
+    },
+    Asset {
+        path: "/hearth_web_bg.wasm",
+        content_type: "application/wasm",
+        bytes: include_bytes!("../../web/dist/hearth_web_bg.wasm"),
+    },
+];
+
+/// `'wasm-unsafe-eval'` lets the page compile its WebAssembly and nothing else; no inline
+/// script or style, no other origin.
+const POLICY: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
+    style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; object-src 'none'; \
+    base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
+
+/// The routes of the app's files (merged into the client API's router).
+pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    let mut router = Router::new();
+    for (index, asset) in ASSETS.iter().enumerate() {
+        router = router.route(
+            asset.path,
+            get(move |headers: HeaderMap| async move { serve(index, &headers) }),
+        );
+    }
+    router.route(
+        "/index.html",
+        get(|headers: HeaderMap| async move { serve(0, &headers) }),
+    )
+}
+
+fn etag(index: usize) -> &'static str {
+    static TAGS: OnceLock<Vec<String>> = OnceLock::new();
+    &TAGS.get_or_init(|| {
+        ASSETS
+            .iter()
+            .map(|a| {
+                let digest = Sha256::digest(a.bytes);
+                let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+                format!("\"{hex}\"")
+            })
+            .collect()
+    })[index]
+}
+
+fn serve(index: usize, headers: &HeaderMap) -> Response {
+    let asset = &ASSETS[index];
+    let tag = etag(index);
+    let mut response = if headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == tag.as_bytes())
+    {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut response = asset.bytes.into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(asset.content_type),
+        );
+        response
+    };
+    let h = response.headers_mut();
+    h.insert(header::ETAG, HeaderValue::from_static(tag));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(POLICY),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}

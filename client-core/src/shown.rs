@@ -1,0 +1,46 @@
+//! A message as a device read it, for the app's own store of what it decrypted: an MLS device
+//! can decrypt a message only once (its keys are deleted after use), so apps keep these, by
+//! room and sequence number, and show history from them.
+
+use hearth_spec::RoomId;
+use hearth_spec::e2ee::AttachmentRef;
+use serde::{Deserialize, Serialize};
+
+use crate::e2ee::Received;
+
+/// A message as this device read it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Shown {
+    pub room: RoomId,
+    pub seq: u64,
+    pub text: String,
+    #[serde(default)]
+    pub attachment: Option<AttachmentRef>,
+    /// A message this device had already read, sent again for members who could not read it
+    /// then.
+    #[serde(default)]
+    pub copy: bool,
+}
+
+/// What an app keeps of a received event (messages and copies sent again), if anything.
+pub fn shown_of(received: &Received) -> Option<Shown> {
+    match received {
+        Received::Message {
+            room, seq, body, ..
+        } => Some(Shown {
+            room: room.clone(),
+            seq: *seq,
+            text: body.text.clone(),
+            attachment: body.attachment.clone(),
+            copy: false,
+        }),
+        Received::Replayed { room, seq } => Some(Shown {
+            room: room.clone(),
+            seq: *seq,
+            text: String::new(),
+            attachment: None,
+            copy: true,
+        }),
+        _ => None,
+    }
+}

@@ -1,0 +1,146 @@
+//! A real browser for the web app's tests: Debian's chromium, headless, driven over WebDriver by
+//! its chromedriver (both installed by `.ci/run`; browser downloads are not possible here).
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+
+/// How long a page may take to show what a step waits for (a bound for failure, not a pace).
+pub const PAGE_WAIT: Duration = Duration::from_secs(60);
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// One headless chromium with its own profile, behind its own chromedriver.
+pub struct Browser {
+    pub client: Client,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// Starts chromedriver and a browser with a fresh profile and a window of `width`×`height`.
+    pub async fn start(width: u32, height: u32) -> anyhow::Result<Self> {
+        for tool in [CHROMIUM, CHROMEDRIVER] {
+            anyhow::ensure!(
+                Path::new(tool).exists(),
+                "{tool} is missing: install Debian's chromium and chromium-driver (.ci/run does)"
+            );
+        }
+        let port = crate::free_port();
+        // Its own process group, so that dropping the browser ends chromium too.
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let profile = tempfile::tempdir()?;
+        let capabilities = serde_json::json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                // Root in a sandboxed container, no GPU, and no calls home (this machine's
+                // network is closed, and refused connections slow every start).
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-quic", "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    format!("--window-size={width},{height}"),
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            },
+        });
+        let serde_json::Value::Object(capabilities) = capabilities else {
+            unreachable!("an object literal")
+        };
+        let url = format!("http://127.0.0.1:{port}");
+        let mut builder =
+            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
+        builder.capabilities(capabilities);
+        // chromedriver takes a moment to listen: retry until it answers (or the bound passes).
+        let deadline = tokio::time::Instant::now() + PAGE_WAIT;
+        let client = loop {
+            match builder.connect(&url).await {
+                Ok(client) => break client,
+                Err(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(e) => anyhow::bail!("chromedriver did not start a browser: {e}"),
+            }
+        };
+        Ok(Self {
+            client,
+            driver,
+            _profile: profile,
+        })
+    }
+
+    /// Waits until an element matching `css` contains `text`; its full text.
+    pub async fn wait_text(&self, css: &str, text: &str) -> anyhow::Result<String> {
+        let deadline = tokio::time::Instant::now() + PAGE_WAIT;
+        loop {
+            let mut seen = Vec::new();
+            for element in self.client.find_all(Locator::Css(css)).await? {
+                if let Ok(t) = element.text().await {
+                    if t.contains(text) {
+                        return Ok(t);
+                    }
+                    seen.push(t);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let page = self
+                    .client
+                    .execute("return document.body.innerText", vec![])
+                    .await?;
+                anyhow::bail!("no {css} contains {text:?}; seen {seen:?}; the page says {page}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits for an element matching `css`.
+    pub async fn element(&self, css: &str) -> anyhow::Result<fantoccini::elements::Element> {
+        Ok(self
+            .client
+            .wait()
+            .at_most(PAGE_WAIT)
+            .for_element(Locator::Css(css))
+            .await?)
+    }
+
+    /// Waits for an element matching `css`, then types `text` into it.
+    pub async fn type_into(&self, css: &str, text: &str) -> anyhow::Result<()> {
+        Ok(self.element(css).await?.send_keys(text).await?)
+    }
+
+    /// Waits for an element matching `css`, then clicks it.
+    pub async fn click(&self, css: &str) -> anyhow::Result<()> {
+        Ok(self.element(css).await?.click().await?)
+    }
+
+    /// Saves a screenshot of the page as `target/screenshots/<name>.png`; its path.
+    pub async fn screenshot(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, self.client.screenshot().await?)?;
+        Ok(path)
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // The browser goes with its driver's process group (drop cannot await a polite close).
+        #[allow(unsafe_code)]
+        // SAFETY: kill(2) on the group this browser started; no memory is touched.
+        unsafe {
+            libc::kill(-(self.driver.id() as i32), libc::SIGKILL);
+        }
+        let _ = self.driver.wait();
+    }
+}

@@ -1,0 +1,118 @@
+//! The web app in a real browser (Debian's chromium, headless): a browser user and a native SDK
+//! user (what `hearth-chat` runs on) talk in one end-to-end encrypted room, both ways, live; the
+//! browser shows the same safety fingerprint the other member's device sees; a reload keeps the
+//! device and its history without logging in again.
+
+use std::time::Duration;
+
+use hearth_client::e2ee::Received;
+use hearth_tests::browser::{Browser, PAGE_WAIT};
+use hearth_tests::{TestHearth, secure, texts};
+
+const PASSWORD: &str = "correct horse battery";
+
+/// Syncs `device` until it has read `text`.
+async fn read_until(device: &mut hearth_client::SecureClient, text: &str) -> Vec<Received> {
+    let deadline = tokio::time::Instant::now() + PAGE_WAIT;
+    let mut got = Vec::new();
+    loop {
+        got.extend(device.sync().await.unwrap());
+        if texts(&got).iter().any(|t| t == text) {
+            return got;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never read {text:?}; read {:?}",
+            texts(&got)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_browser_user_and_a_native_user_chat_encrypted_and_a_reload_keeps_the_device() {
+    let hearth = TestHearth::start().await;
+    let states = tempfile::tempdir().unwrap();
+    let mut bob = secure(hearth.user("bob").await, &states.path().join("bob")).await;
+    let browser = Browser::start(1100, 800).await.unwrap();
+    let page = &browser.client;
+
+    // Register in the page.
+    page.goto(&hearth.url).await.unwrap();
+    browser.type_into("#username", "alice").await.unwrap();
+    browser.type_into("#password", PASSWORD).await.unwrap();
+    browser.click("#register").await.unwrap();
+    browser
+        .wait_text("aside header strong", "@alice:localhost")
+        .await
+        .unwrap();
+
+    // Start a 1:1 with bob and write to him.
+    browser.type_into("#new-chat-members", "bob").await.unwrap();
+    browser.click("#new-chat").await.unwrap();
+    browser.wait_text("#room-title", "bob").await.unwrap();
+    browser
+        .type_into("#composer", "hello from the browser")
+        .await
+        .unwrap();
+    browser.click("#send").await.unwrap();
+    browser
+        .wait_text(".line.own .text", "hello from the browser")
+        .await
+        .unwrap();
+
+    // bob's device reads it, and answers; the page shows the answer live.
+    let got = read_until(&mut bob, "hello from the browser").await;
+    let room = got
+        .iter()
+        .find_map(|r| match r {
+            Received::Message { room, .. } => Some(room.clone()),
+            _ => None,
+        })
+        .unwrap();
+    bob.send_text(&room, "hi alice, from the SDK")
+        .await
+        .unwrap();
+    browser
+        .wait_text(".line .text", "hi alice, from the SDK")
+        .await
+        .unwrap();
+    browser.screenshot("web-chat").await.unwrap();
+
+    // The page shows the fingerprint bob's device has for alice's.
+    browser.click("footer summary").await.unwrap();
+    let shown = browser.wait_text("#fingerprint", "").await.unwrap();
+    let alice_id = hearth_spec::UserId::parse("@alice:localhost").unwrap();
+    let known: Vec<String> = bob
+        .mls()
+        .member_fingerprints(&room)
+        .into_iter()
+        .filter(|(user, _, _)| *user == alice_id)
+        .map(|(_, _, f)| f)
+        .collect();
+    assert_eq!(known, vec![shown]);
+
+    // A reload resumes the same device: no login form, the room and both messages are there.
+    page.refresh().await.unwrap();
+    browser
+        .wait_text("aside header strong", "@alice:localhost")
+        .await
+        .unwrap();
+    browser.click(".room").await.unwrap();
+    browser
+        .wait_text(".line .text", "hello from the browser")
+        .await
+        .unwrap();
+    browser
+        .wait_text(".line .text", "hi alice, from the SDK")
+        .await
+        .unwrap();
+    // And it still reads what comes after.
+    bob.send_text(&room, "still there after the reload?")
+        .await
+        .unwrap();
+    browser
+        .wait_text(".line .text", "still there after the reload?")
+        .await
+        .unwrap();
+}

@@ -1,0 +1,149 @@
+import { useEffect, useRef, useState } from "preact/hooks";
+import type { Device } from "../pkg/hearth_web.js";
+import type { Line, RoomSummary } from "./types";
+import { clock, shortName, userIdOf } from "./format";
+
+const PAGE = 50;
+
+export function Timeline(props: {
+  device: Device;
+  room: RoomSummary;
+  title: string;
+  arrived: Line | null;
+  onBack(): void;
+  onRead(seq: number): void;
+  onTyping(typing: boolean): void;
+  onError(e: unknown): void;
+  onLeft(): void;
+}) {
+  const { device, room } = props;
+  const [lines, setLines] = useState<Line[]>([]);
+  const [before, setBefore] = useState<number | null | undefined>(undefined);
+  const [draft, setDraft] = useState("");
+  const [sending, setSending] = useState(0);
+  const list = useRef<HTMLOListElement>(null);
+  const typingUntil = useRef(0);
+
+  async function page(from?: number) {
+    try {
+      const got = JSON.parse(await device.history(room.room_id, from, PAGE));
+      setLines((old) => merge(got.lines, old));
+      setBefore(got.prev_before ?? null);
+      if (from === undefined && got.lines.length) props.onRead(got.lines[got.lines.length - 1].seq);
+    } catch (e) {
+      props.onError(e);
+    }
+  }
+
+  useEffect(() => {
+    page();
+  }, [room.room_id]);
+
+  useEffect(() => {
+    const a = props.arrived;
+    if (a && a.room === room.room_id) setLines((old) => merge([a], old));
+  }, [props.arrived]);
+
+  useEffect(() => {
+    const el = list.current;
+    if (el) el.scrollTop = el.scrollHeight;
+  }, [lines.length && lines[lines.length - 1].seq]);
+
+  async function send(e: Event) {
+    e.preventDefault();
+    const text = draft.trim();
+    if (!text) return;
+    setDraft("");
+    typingUntil.current = 0;
+    props.onTyping(false);
+    setSending((n) => n + 1);
+    try {
+      await device.sendText(room.room_id, text);
+    } catch (err) {
+      setDraft(text);
+      props.onError(err);
+    } finally {
+      setSending((n) => n - 1);
+    }
+  }
+
+  function typed(value: string) {
+    setDraft(value);
+    // Renewed every 3 s while typing; the hearth expires it after 5 s.
+    const now = Date.now();
+    if (value && now > typingUntil.current) {
+      typingUntil.current = now + 3000;
+      props.onTyping(true);
+    }
+  }
+
+  async function invite() {
+    const who = prompt("Invite whom? (bob or @bob:example.org)");
+    if (!who) return;
+    try {
+      await device.invite(room.room_id, userIdOf(who, device.userId));
+    } catch (e) {
+      props.onError(e);
+    }
+  }
+
+  async function leave() {
+    if (!confirm(`Leave ${props.title}? You will not read what is sent after.`)) return;
+    try {
+      await device.leave(room.room_id);
+      props.onLeft();
+    } catch (e) {
+      props.onError(e);
+    }
+  }
+
+  return (
+    <section class="timeline">
+      <header>
+        <button class="back" onClick={props.onBack} aria-label="Back to chats">←</button>
+        <h2 id="room-title">{props.title}</h2>
+        <span class="muted">{room.members.length} members</span>
+        {room.kind === "group" && <button onClick={invite}>Invite</button>}
+        <button onClick={leave}>Leave</button>
+      </header>
+      <ol class="lines" ref={list} id="lines">
+        {before !== null && before !== undefined && (
+          <li class="older">
+            <button id="older" onClick={() => page(before)}>Show older messages</button>
+          </li>
+        )}
+        {lines.map((l) => (
+          <li key={l.seq} class={"line " + l.kind + (l.sender === device.userId ? " own" : "")} data-seq={l.seq}>
+            {l.kind === "message" || l.kind === "unreadable" ? (
+              <>
+                <span class="who">{shortName(l.sender)}</span>
+                <span class="text">{l.copy ? "↻ (sent again for members who could not read it)" : l.text}</span>
+                <time>{clock(l.ts)}</time>
+              </>
+            ) : (
+              <span class="event">{l.text}</span>
+            )}
+          </li>
+        ))}
+      </ol>
+      <form class="composer" onSubmit={send}>
+        <input
+          id="composer"
+          placeholder={`Message ${props.title}`}
+          value={draft}
+          onInput={(e) => typed(e.currentTarget.value)}
+          autocomplete="off"
+        />
+        <button id="send" type="submit">{sending ? "Sending…" : "Send"}</button>
+      </form>
+    </section>
+  );
+}
+
+/** Lines by sequence number, each once, oldest first; commits are not shown. */
+function merge(add: Line[], old: Line[]): Line[] {
+  const bySeq = new Map<number, Line>();
+  for (const l of old) bySeq.set(l.seq, l);
+  for (const l of add) if (l.kind !== "keys") bySeq.set(l.seq, l);
+  return [...bySeq.values()].sort((a, b) => a.seq - b.seq);
+}

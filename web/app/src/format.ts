@@ -1,0 +1,35 @@
+import type { RoomSummary } from "./types";
+
+/** The localpart of a user id: "@alice:example.org" → "alice". */
+export function shortName(user: string): string {
+  return user.startsWith("@") ? user.slice(1).split(":")[0] : user;
+}
+
+/** A room's name as its members see it: the group's name, or the other person in a 1:1. */
+export function roomName(room: RoomSummary, me: string): string {
+  if (room.name) return room.name;
+  const others = room.members.filter((m) => m !== me);
+  return others.length ? others.map(shortName).join(", ") : "Just you";
+}
+
+export function clock(ts: number): string {
+  return new Date(ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+/** An error as a sentence for the person using the app. */
+export function sentence(error: unknown): string {
+  const text = error instanceof Error ? error.message : String(error);
+  if (/Failed to fetch|NetworkError/i.test(text)) {
+    return "Cannot reach your hearth. Check your connection; we will keep trying.";
+  }
+  const trimmed = text.trim();
+  const capital = trimmed.charAt(0).toUpperCase() + trimmed.slice(1);
+  return /[.!?]$/.test(capital) ? capital : capital + ".";
+}
+
+/** A user id from what someone typed: "bob" → "@bob:<this hearth>". */
+export function userIdOf(typed: string, me: string): string {
+  const t = typed.trim();
+  if (t.startsWith("@")) return t;
+  return `@${t}:${me.split(":").slice(1).join(":")}`;
+}

@@ -1,0 +1,29 @@
+// What the wasm device hands the page, as parsed from its JSON.
+
+export interface RoomSummary {
+  room_id: string;
+  kind: "direct" | "group";
+  name?: string;
+  members: string[];
+  last_seq: number;
+  unread: number;
+}
+
+export interface Attachment {
+  media_id: string;
+  server: string;
+  size: number;
+  name: string;
+}
+
+export interface Line {
+  room: string;
+  seq: number;
+  sender: string;
+  device: string;
+  ts: number;
+  kind: "message" | "unreadable" | "member" | "created" | "keys";
+  text: string;
+  attachment?: Attachment;
+  copy: boolean;
+}

@@ -1,0 +1,63 @@
+// IndexedDB for the wasm device: a few promise-returning calls, so the Rust side stays small.
+// Every write is its own readwrite transaction with strict durability: its promise resolves only
+// once the browser says the bytes are on disk.
+
+const STORES = ["state", "session", "messages"];
+
+export function idb_open(name) {
+  return new Promise((resolve, reject) => {
+    const req = indexedDB.open(name, 1);
+    req.onupgradeneeded = () => {
+      for (const store of STORES) {
+        if (!req.result.objectStoreNames.contains(store)) req.result.createObjectStore(store);
+      }
+    };
+    req.onsuccess = () => resolve(req.result);
+    req.onerror = () => reject(req.error);
+    req.onblocked = () => reject(new Error("the local database is open in an older tab"));
+  });
+}
+
+function done(tx, value) {
+  return new Promise((resolve, reject) => {
+    tx.oncomplete = () => resolve(value === undefined ? undefined : value());
+    tx.onerror = () => reject(tx.error);
+    tx.onabort = () => reject(tx.error || new Error("the local database write was aborted"));
+  });
+}
+
+export function idb_get(db, store, key) {
+  const tx = db.transaction(store, "readonly");
+  const req = tx.objectStore(store).get(key);
+  return done(tx, () => req.result);
+}
+
+// Starts the write now (transactions on one store run in the order they were created) and
+// returns its promise.
+export function idb_put(db, store, key, value) {
+  const tx = db.transaction(store, "readwrite", { durability: "strict" });
+  tx.objectStore(store).put(value, key);
+  return done(tx);
+}
+
+export function idb_delete(db, store, key) {
+  const tx = db.transaction(store, "readwrite", { durability: "strict" });
+  tx.objectStore(store).delete(key);
+  return done(tx);
+}
+
+export function idb_delete_database(name) {
+  return new Promise((resolve, reject) => {
+    const req = indexedDB.deleteDatabase(name);
+    req.onsuccess = () => resolve();
+    req.onerror = () => reject(req.error);
+  });
+}
+
+export function sleep_ms(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+export function now_ms() {
+  return performance.now();
+}

@@ -1,0 +1,381 @@
+//! `Device`, the web app's handle on one logged-in device: the core's [`SecureSession`] over
+//! `fetch`, its MLS state and the messages it read in IndexedDB. Every method returns a
+//! promise; calls are taken one at a time (an async lock), in the order the page makes them.
+//! Data crosses to the page as JSON text.
+
+use std::rc::Rc;
+
+use futures_util::lock::Mutex;
+use hearth_client_core::e2ee::Mls;
+use hearth_client_core::hearth::room_path;
+use hearth_client_core::shown::{Shown, shown_of};
+use hearth_client_core::{Hearth, SecureSession};
+use hearth_spec::api::{LoginRequest, RegisterRequest, RoomSummary, Session};
+use hearth_spec::{EventView, RoomId, RoomKind, UserId};
+use js_sys::Promise;
+use reqwest::Method;
+use serde::Deserialize;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+use crate::fetch::{FetchHearth, SESSION_KEY, call_anonymous};
+use crate::idb::Db;
+use crate::lines::{Line, line_of};
+use crate::state::{IdbState, Pending};
+
+/// The database of the app itself: the saved session.
+const APP_DB: &str = "hearth-app";
+const MESSAGES: &str = "messages";
+
+fn js(e: impl std::fmt::Display) -> JsValue {
+    JsError::new(&e.to_string()).into()
+}
+
+fn json(value: &impl serde::Serialize) -> JsValue {
+    JsValue::from_str(&serde_json::to_string(value).expect("plain data serialises"))
+}
+
+/// The key of a kept message: room, then sequence number zero-padded so text order is seq order.
+fn message_key(room: &RoomId, seq: u64) -> JsValue {
+    JsValue::from_str(&format!("{room}\u{0}{seq:020}"))
+}
+
+#[derive(Debug, Deserialize)]
+struct SavedSession {
+    base: String,
+    session: Session,
+}
+
+#[derive(Debug, Deserialize)]
+struct EventFrame {
+    cursor: u64,
+    event: EventView,
+}
+
+struct Inner {
+    session: SecureSession<FetchHearth>,
+    db: Db,
+}
+
+impl Inner {
+    /// Keeps in IndexedDB every message the device decrypted and has not confirmed keeping,
+    /// then confirms them: an MLS device decrypts a message only once.
+    async fn keep_decrypted(&mut self) -> Result<(), JsValue> {
+        self.session.take_unreported();
+        let decrypted = self.session.mls().unconfirmed();
+        for shown in decrypted.iter().filter_map(shown_of) {
+            let text = serde_json::to_string(&shown).map_err(js)?;
+            self.db
+                .put(MESSAGES, &message_key(&shown.room, shown.seq), &text.into())
+                .await
+                .map_err(js)?;
+        }
+        self.session.mls_mut().kept(&decrypted).map_err(js)?;
+        Ok(())
+    }
+
+    async fn shown(&self, room: &RoomId, seq: u64) -> Result<Option<Shown>, JsValue> {
+        let text = self
+            .db
+            .get_text(MESSAGES, &message_key(room, seq))
+            .await
+            .map_err(js)?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
+    async fn line(&self, event: &EventView) -> Result<Line, JsValue> {
+        Ok(line_of(
+            event,
+            self.shown(&event.room_id, event.seq).await?.as_ref(),
+        ))
+    }
+}
+
+/// A logged-in device in this browser.
+#[wasm_bindgen]
+pub struct Device {
+    inner: Rc<Mutex<Inner>>,
+    user: UserId,
+    device: String,
+    fingerprint: String,
+}
+
+/// Opens (or creates) the device of `session` and saves the session for the next load.
+async fn open(base: String, session: Session) -> Result<Device, JsValue> {
+    let app_db = Db::open(APP_DB).await.map_err(js)?;
+    FetchHearth::save_session(&app_db, &base, &session)
+        .await
+        .map_err(js)?;
+    let db = Db::open(&format!("hearth:{}|{}", session.user_id, session.device_id))
+        .await
+        .map_err(js)?;
+    let pending = Pending::default();
+    let state = IdbState::load(db.clone(), pending.clone())
+        .await
+        .map_err(js)?;
+    let (user, device) = (session.user_id.clone(), session.device_id.clone());
+    let mls = Mls::open_in(Box::new(state), &user, &device).map_err(js)?;
+    let fingerprint = mls.fingerprint();
+    let hearth = FetchHearth::new(base, session, app_db, pending);
+    let session = SecureSession::new(hearth, mls).await.map_err(js)?;
+    let mut inner = Inner { session, db };
+    // What an earlier load decrypted and could not keep (the tab closed midway).
+    inner.keep_decrypted().await?;
+    Ok(Device {
+        inner: Rc::new(Mutex::new(inner)),
+        user,
+        device: device.to_string(),
+        fingerprint,
+    })
+}
+
+#[wasm_bindgen]
+impl Device {
+    /// Creates an account on the hearth at `base` (an origin: `location.origin` for the one that
+    /// served the page) and
+    /// opens its first device here.
+    pub fn register(base: String, username: String, password: String) -> Promise {
+        future_to_promise(async move {
+            let req = RegisterRequest {
+                username,
+                password,
+                device_name: Some("web".into()),
+            };
+            let session = call_anonymous(&base, "/v1/register", &req)
+                .await
+                .map_err(js)?;
+            Ok(open(base, session).await?.into())
+        })
+    }
+
+    /// Logs in as a new device of an existing account.
+    pub fn login(base: String, username: String, password: String) -> Promise {
+        future_to_promise(async move {
+            let req = LoginRequest {
+                username,
+                password,
+                device_name: Some("web".into()),
+            };
+            let session = call_anonymous(&base, "/v1/login", &req).await.map_err(js)?;
+            Ok(open(base, session).await?.into())
+        })
+    }
+
+    /// The device this browser was logged in as, or `undefined`.
+    pub fn resume() -> Promise {
+        future_to_promise(async move {
+            let app_db = Db::open(APP_DB).await.map_err(js)?;
+            let Some(text) = app_db
+                .get_text("session", &SESSION_KEY.into())
+                .await
+                .map_err(js)?
+            else {
+                return Ok(JsValue::UNDEFINED);
+            };
+            let saved: SavedSession = serde_json::from_str(&text).map_err(js)?;
+            Ok(open(saved.base, saved.session).await?.into())
+        })
+    }
+
+    #[wasm_bindgen(getter, js_name = userId)]
+    pub fn user_id(&self) -> String {
+        self.user.to_string()
+    }
+
+    #[wasm_bindgen(getter, js_name = deviceId)]
+    pub fn device_id(&self) -> String {
+        self.device.clone()
+    }
+
+    /// This device's safety fingerprint.
+    #[wasm_bindgen(getter)]
+    pub fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
+    }
+
+    fn run<F>(&self, work: impl FnOnce(Rc<Mutex<Inner>>) -> F + 'static) -> Promise
+    where
+        F: std::future::Future<Output = Result<JsValue, JsValue>> + 'static,
+    {
+        future_to_promise(work(self.inner.clone()))
+    }
+
+    /// `{token, cursor}`: what the page opens the WebSocket with (the access token is
+    /// refreshed first if it is about to expire).
+    #[wasm_bindgen(js_name = socketParams)]
+    pub fn socket_params(&self) -> Promise {
+        self.run(|inner| async move {
+            let mut inner = inner.lock().await;
+            // A cheap authenticated call refreshes an expired token.
+            inner
+                .session
+                .client()
+                .key_package_count()
+                .await
+                .map_err(js)?;
+            let cursor = inner.session.mls().cursor();
+            let token = inner.session.client_ref().session().access_token.clone();
+            Ok(json(&serde_json::json!({"token": token, "cursor": cursor})))
+        })
+    }
+
+    /// Pulls and processes the inbox after this device's cursor.
+    pub fn sync(&self) -> Promise {
+        self.run(|inner| async move {
+            let mut inner = inner.lock().await;
+            inner.session.sync().await.map_err(js)?;
+            inner.keep_decrypted().await?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// Processes one `event` frame of the WebSocket (JSON text); the line to show for it.
+    pub fn take(&self, frame: String) -> Promise {
+        self.run(|inner| async move {
+            let frame: EventFrame = serde_json::from_str(&frame).map_err(js)?;
+            let mut inner = inner.lock().await;
+            inner.session.take(&frame.event).await.map_err(js)?;
+            inner.keep_decrypted().await?;
+            inner
+                .session
+                .mls_mut()
+                .set_cursor(frame.cursor)
+                .map_err(js)?;
+            Ok(json(&inner.line(&frame.event).await?))
+        })
+    }
+
+    /// The rooms of this user, with unread counts (JSON).
+    pub fn rooms(&self) -> Promise {
+        self.run(|inner| async move {
+            let mut inner = inner.lock().await;
+            let rooms: Vec<RoomSummary> = inner
+                .session
+                .client()
+                .call(Method::GET, "/v1/rooms", None)
+                .await
+                .map_err(js)?;
+            Ok(json(&rooms))
+        })
+    }
+
+    /// A page of a room's timeline before `before` (the newest when absent): `{lines,
+    /// prev_before}`, oldest first.
+    pub fn history(&self, room: String, before: Option<f64>, limit: u32) -> Promise {
+        self.run(move |inner| async move {
+            let room = RoomId::parse(&room).map_err(js)?;
+            let mut inner = inner.lock().await;
+            let page = inner
+                .session
+                .client()
+                .history(&room, before.map(|b| b as u64), limit as usize)
+                .await
+                .map_err(js)?;
+            let mut lines = Vec::with_capacity(page.events.len());
+            for event in &page.events {
+                lines.push(inner.line(event).await?);
+            }
+            Ok(json(
+                &serde_json::json!({"lines": lines, "prev_before": page.prev_before}),
+            ))
+        })
+    }
+
+    /// Encrypts and sends a text message.
+    #[wasm_bindgen(js_name = sendText)]
+    pub fn send_text(&self, room: String, text: String) -> Promise {
+        self.run(move |inner| async move {
+            let room = RoomId::parse(&room).map_err(js)?;
+            let mut inner = inner.lock().await;
+            let sent = inner.session.send_text(&room, &text).await;
+            inner.keep_decrypted().await?;
+            Ok(json(&sent.map_err(js)?))
+        })
+    }
+
+    /// Creates a 1:1 chat (`kind` "direct") or a group with `members` (JSON array of user ids).
+    #[wasm_bindgen(js_name = createRoom)]
+    pub fn create_room(&self, kind: String, name: Option<String>, members: String) -> Promise {
+        self.run(move |inner| async move {
+            let kind = match kind.as_str() {
+                "direct" => RoomKind::Direct,
+                _ => RoomKind::Group,
+            };
+            let members: Vec<UserId> = serde_json::from_str(&members).map_err(js)?;
+            let mut inner = inner.lock().await;
+            let summary = inner
+                .session
+                .create_room(kind, name.as_deref(), &members)
+                .await;
+            inner.keep_decrypted().await?;
+            Ok(json(&summary.map_err(js)?))
+        })
+    }
+
+    /// Invites a user into a room and adds their devices to its group.
+    pub fn invite(&self, room: String, user: String) -> Promise {
+        self.run(move |inner| async move {
+            let room = RoomId::parse(&room).map_err(js)?;
+            let user = UserId::parse(&user).map_err(js)?;
+            let mut inner = inner.lock().await;
+            let result = inner.session.invite(&room, &user).await;
+            inner.keep_decrypted().await?;
+            result.map_err(js)?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// Leaves a room (the remaining members remove this user's devices from its group).
+    pub fn leave(&self, room: String) -> Promise {
+        self.run(move |inner| async move {
+            let room = RoomId::parse(&room).map_err(js)?;
+            let mut inner = inner.lock().await;
+            let _: serde_json::Value = inner
+                .session
+                .client()
+                .call(Method::POST, &room_path(&room, "/leave"), None)
+                .await
+                .map_err(js)?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// Marks a room read up to `seq`.
+    #[wasm_bindgen(js_name = markRead)]
+    pub fn mark_read(&self, room: String, seq: f64) -> Promise {
+        self.run(move |inner| async move {
+            let room = RoomId::parse(&room).map_err(js)?;
+            let mut inner = inner.lock().await;
+            let body = serde_json::json!({ "seq": seq as u64 });
+            inner
+                .session
+                .client()
+                .call_empty(Method::POST, &room_path(&room, "/read"), Some(&body))
+                .await
+                .map_err(js)?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// Logs this device out and forgets it in this browser (its keys and messages too).
+    pub fn logout(&self) -> Promise {
+        let name = format!("hearth:{}|{}", self.user, self.device);
+        self.run(move |inner| async move {
+            let mut inner = inner.lock().await;
+            // A device the hearth already forgot is logged out all the same.
+            let _ = inner
+                .session
+                .client()
+                .call_empty(Method::POST, "/v1/logout", None)
+                .await;
+            let app_db = Db::open(APP_DB).await.map_err(js)?;
+            app_db
+                .remove("session", &SESSION_KEY.into())
+                .await
+                .map_err(js)?;
+            drop(inner);
+            Db::delete(&name).await.map_err(js)?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+}

@@ -1,0 +1,90 @@
+//! The browser's IndexedDB, through `js/idb.js`: open, get, put (strictly durable) and delete. Values are bytes (`Uint8Array`) or JSON text; keys are strings or arrays.
+
+use js_sys::{Promise, Uint8Array};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+
+#[wasm_bindgen(module = "/js/idb.js")]
+extern "C" {
+    #[wasm_bindgen(catch)]
+    async fn idb_open(name: &str) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch)]
+    async fn idb_get(db: &JsValue, store: &str, key: &JsValue) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch)]
+    fn idb_put(
+        db: &JsValue,
+        store: &str,
+        key: &JsValue,
+        value: &JsValue,
+    ) -> Result<Promise, JsValue>;
+    #[wasm_bindgen(catch)]
+    fn idb_delete(db: &JsValue, store: &str, key: &JsValue) -> Result<Promise, JsValue>;
+    #[wasm_bindgen(catch)]
+    async fn idb_delete_database(name: &str) -> Result<JsValue, JsValue>;
+    pub async fn sleep_ms(ms: f64);
+    pub fn now_ms() -> f64;
+}
+
+/// Why the local database failed.
+#[derive(Debug, thiserror::Error)]
+#[error("the browser's local database failed: {0}")]
+pub struct IdbError(String);
+
+impl From<JsValue> for IdbError {
+    fn from(value: JsValue) -> Self {
+        Self(describe(&value))
+    }
+}
+
+/// A JavaScript error or value as text.
+pub fn describe(value: &JsValue) -> String {
+    value
+        .dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .or_else(|| value.as_string())
+        .unwrap_or_else(|| format!("{value:?}"))
+}
+
+/// One origin's database for one device (`hearth:<user>|<device>`) or for the app itself.
+#[derive(Debug, Clone)]
+pub struct Db(JsValue);
+
+impl Db {
+    pub async fn open(name: &str) -> Result<Self, IdbError> {
+        Ok(Self(idb_open(name).await?))
+    }
+
+    pub async fn delete(name: &str) -> Result<(), IdbError> {
+        idb_delete_database(name).await?;
+        Ok(())
+    }
+
+    pub async fn get_bytes(&self, store: &str, key: &JsValue) -> Result<Option<Vec<u8>>, IdbError> {
+        let value = idb_get(&self.0, store, key).await?;
+        Ok(value.dyn_ref::<Uint8Array>().map(|bytes| bytes.to_vec()))
+    }
+
+    pub async fn get_text(&self, store: &str, key: &JsValue) -> Result<Option<String>, IdbError> {
+        Ok(idb_get(&self.0, store, key).await?.as_string())
+    }
+
+    /// Starts a durable write now; the promise settles when it is on disk.
+    pub fn start_put(
+        &self,
+        store: &str,
+        key: &JsValue,
+        value: &JsValue,
+    ) -> Result<Promise, IdbError> {
+        Ok(idb_put(&self.0, store, key, value)?)
+    }
+
+    pub async fn put(&self, store: &str, key: &JsValue, value: &JsValue) -> Result<(), IdbError> {
+        JsFuture::from(self.start_put(store, key, value)?).await?;
+        Ok(())
+    }
+
+    pub async fn remove(&self, store: &str, key: &JsValue) -> Result<(), IdbError> {
+        JsFuture::from(idb_delete(&self.0, store, key)?).await?;
+        Ok(())
+    }
+}

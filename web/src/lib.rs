@@ -1,0 +1,18 @@
+//! The web app's device, compiled to WebAssembly: the SDK core (`hearth-client-core`) driven
+//! over the browser's `fetch`, with its state in IndexedDB. The page (`web/app/`) is the UI and
+//! owns the WebSocket; it hands each frame to [`Device::take`].
+
+// Browser-only: natively the crate is empty (its storage and transport are JavaScript objects).
+#[cfg(target_arch = "wasm32")]
+mod device;
+#[cfg(target_arch = "wasm32")]
+mod fetch;
+#[cfg(target_arch = "wasm32")]
+mod idb;
+#[cfg(target_arch = "wasm32")]
+mod lines;
+#[cfg(target_arch = "wasm32")]
+mod state;
+
+#[cfg(target_arch = "wasm32")]
+pub use device::Device;
