@@ -1,13 +1,15 @@
 //! The web app in a real browser (Debian's chromium, headless): a browser user and a native SDK
 //! user (what `hearth-chat` runs on) talk in one end-to-end encrypted room, both ways, live; the
-//! browser shows the same safety fingerprint the other member's device sees; a reload keeps the
-//! device and its history without logging in again.
+//! page shows the other member's receipts, typing and presence, and the same safety fingerprint
+//! the other member's device sees; a reload keeps the device and its history without logging in
+//! again.
 
 use std::time::Duration;
 
 use hearth_client::e2ee::Received;
+use hearth_spec::client::ServerFrame;
 use hearth_tests::browser::{Browser, PAGE_WAIT};
-use hearth_tests::{TestHearth, secure, texts};
+use hearth_tests::{TestHearth, connect_synced, frames_until, secure, texts};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -63,10 +65,10 @@ async fn a_browser_user_and_a_native_user_chat_encrypted_and_a_reload_keeps_the_
 
     // bob's device reads it, and answers; the page shows the answer live.
     let got = read_until(&mut bob, "hello from the browser").await;
-    let room = got
+    let (room, seq) = got
         .iter()
         .find_map(|r| match r {
-            Received::Message { room, .. } => Some(room.clone()),
+            Received::Message { room, seq, .. } => Some((room.clone(), *seq)),
             _ => None,
         })
         .unwrap();
@@ -75,6 +77,44 @@ async fn a_browser_user_and_a_native_user_chat_encrypted_and_a_reload_keeps_the_
         .unwrap();
     browser
         .wait_text(".line .text", "hi alice, from the SDK")
+        .await
+        .unwrap();
+
+    // bob's receipts, typing and presence reach the page. His reply read what came before it:
+    // ✓✓ read on alice's first message. Connected, he is online; what his device then takes is
+    // ✓✓ delivered, and ✓✓ read once he marks it.
+    browser
+        .wait_text(".line.own .tick.read", "✓✓")
+        .await
+        .unwrap();
+    bob.client().typing(&room, true).await.unwrap();
+    browser.wait_text("#typing", "bob is typing").await.unwrap();
+    let (mut bob_live, mut bob_frames) = connect_synced(bob.client()).await;
+    browser.wait_text("#room-status", "online").await.unwrap();
+    browser
+        .type_into("#composer", "are you there?")
+        .await
+        .unwrap();
+    browser.click("#send").await.unwrap();
+    let frames = frames_until(&mut bob_frames, PAGE_WAIT, |f| {
+        matches!(f, ServerFrame::Event { event, .. } if event.sender.as_str() == "@alice:localhost" && event.seq > seq + 1)
+    })
+    .await
+    .unwrap();
+    let Some(ServerFrame::Event { cursor, event }) = frames.last() else {
+        unreachable!("frames_until ends with the frame it waited for")
+    };
+    bob_live.ack(*cursor).await.unwrap();
+    browser
+        .wait_text(
+            &format!(".line[data-seq='{}'] .tick.delivered", event.seq),
+            "✓✓",
+        )
+        .await
+        .unwrap();
+    bob.client().mark_read(&room, event.seq).await.unwrap();
+    browser
+        .wait_text(&format!(".line[data-seq='{}'] .tick.read", event.seq), "✓✓")
         .await
         .unwrap();
     browser.screenshot("web-chat").await.unwrap();

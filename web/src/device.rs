@@ -340,6 +340,26 @@ impl Device {
         })
     }
 
+    /// Any other call of the client API (receipts, presence, devices...): `method`, `path` and
+    /// an optional JSON body; the answer as JSON text (`null` when it has no body).
+    pub fn request(&self, method: String, path: String, body: Option<String>) -> Promise {
+        self.run(move |inner| async move {
+            let method = Method::from_bytes(method.as_bytes()).map_err(js)?;
+            let body: Option<serde_json::Value> = match body {
+                Some(text) => Some(serde_json::from_str(&text).map_err(js)?),
+                None => None,
+            };
+            let mut inner = inner.lock().await;
+            let answer: serde_json::Value = inner
+                .session
+                .client()
+                .call_json(method, &path, body.as_ref())
+                .await
+                .map_err(js)?;
+            Ok(json(&answer))
+        })
+    }
+
     /// Marks a room read up to `seq`.
     #[wasm_bindgen(js_name = markRead)]
     pub fn mark_read(&self, room: String, seq: f64) -> Promise {

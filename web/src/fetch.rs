@@ -180,6 +180,29 @@ impl FetchHearth {
         self.json(method, path, body).await
     }
 
+    /// An authenticated call whose answer may have no body (then `null`).
+    pub async fn call_json(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, FetchError> {
+        let body = match body {
+            Some(b) => Body::Json(b.to_string()),
+            None => Body::None,
+        };
+        let bytes = self.request(method, path, body).await?.bytes().await?;
+        if bytes.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        serde_json::from_slice(&bytes).map_err(|e| {
+            FetchError::Api(ErrorBody::new(
+                ErrorCode::Internal,
+                format!("the hearth's answer does not parse: {e}"),
+            ))
+        })
+    }
+
     /// An authenticated call whose answer has no body.
     pub async fn call_empty(
         &mut self,

@@ -188,7 +188,24 @@ pub fn decide(
                     seq,
                 }));
             }
-            Ok(sequencer.apply(request, now, batch)?)
+            let sender = user.clone();
+            let reply = sequencer.apply(request, now, batch)?;
+            // What one sends oneself is read (the sequencer raises the mark): the senders of
+            // what came before it hear so, as if the sender had marked it read.
+            if let Reply::Sequenced(Sequenced {
+                room_id,
+                seq: Some(seq),
+                ..
+            }) = &reply
+                && let Some(old) =
+                    pending.raise(reads, ReceiptKind::Read, &sender, room_id, *seq)?
+            {
+                announce_to_peers(sequencer, batch, room_id, &sender, ReceiptKind::Read, *seq);
+                let mut to = sequencer.senders_between(room_id, old, *seq);
+                to.remove(&sender);
+                pending.tell(to, room_id, &sender, ReceiptKind::Read, *seq);
+            }
+            Ok(reply)
         }
         // A member hearth retrying an event the home already sequenced.
         Request::Submitted {

@@ -4,21 +4,47 @@ import { Login } from "./Login";
 import { Chat } from "./Chat";
 import { sentence } from "./format";
 
+/**
+ * Holds this browser's one device for as long as the tab lives. Two tabs driving the same MLS
+ * state would each advance its ratchets without the other and could reuse a key, as two
+ * processes on one state file would; the native client locks its file for the same reason.
+ */
+function holdTheDevice(): Promise<boolean> {
+  if (!navigator.locks) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    navigator.locks.request("hearth-device", { ifAvailable: true }, (lock) => {
+      resolve(lock !== null);
+      // Never settles while the tab is open, so the lock is released only when it closes.
+      return lock ? new Promise<void>(() => {}) : undefined;
+    });
+  });
+}
+
 export function App() {
-  const [device, setDevice] = useState<Device | null | undefined>(undefined);
+  const [device, setDevice] = useState<Device | null | undefined | "elsewhere">(undefined);
   const [error, setError] = useState("");
 
   useEffect(() => {
-    Device.resume().then(
-      (d: Device | undefined) => setDevice(d ?? null),
-      (e: unknown) => {
+    holdTheDevice()
+      .then((held) => {
+        if (!held) return setDevice("elsewhere");
+        return Device.resume().then((d: Device | undefined) => setDevice(d ?? null));
+      })
+      .catch((e: unknown) => {
         setError(sentence(e));
         setDevice(null);
-      },
-    );
+      });
   }, []);
 
   if (device === undefined) return <p class="loading">Opening your device…</p>;
+  if (device === "elsewhere") {
+    return (
+      <p class="loading" id="elsewhere">
+        Hearth is already open in another tab of this browser. Use that one: one tab at a time
+        keeps your encryption keys safe.
+      </p>
+    );
+  }
   if (device === null) return <Login onDevice={setDevice} error={error} />;
   return <Chat device={device} onLogout={() => setDevice(null)} />;
 }

@@ -1,10 +1,13 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import type { Device } from "../pkg/hearth_web.js";
-import type { Line, RoomSummary } from "./types";
-import { Live } from "./live";
+import type { Line, Marks, Presence, RoomSummary } from "./types";
+import { Live, type Signal } from "./live";
 import { Rooms } from "./Rooms";
 import { Timeline } from "./Timeline";
-import { roomName, sentence } from "./format";
+import { enc, roomName, sentence } from "./format";
+
+/** How long a typing signal shows without being renewed (the hearth expires it after 5 s). */
+const TYPING_SHOWN_MS = 6000;
 
 /** The logged-in app: rooms on the left, the open room on the right (one at a time on a phone). */
 export function Chat(props: { device: Device; onLogout(): void }) {
@@ -14,6 +17,10 @@ export function Chat(props: { device: Device; onLogout(): void }) {
   const [arrived, setArrived] = useState<Line | null>(null);
   const [state, setState] = useState<"connecting" | "live" | "offline">("connecting");
   const [error, setError] = useState("");
+  // Per room, per member: receipt marks; who is typing (until when); per user: presence.
+  const [marks, setMarks] = useState<Record<string, Record<string, Marks>>>({});
+  const [typing, setTyping] = useState<Record<string, Record<string, number>>>({});
+  const [presence, setPresence] = useState<Record<string, Presence>>({});
   const live = useRef<Live | null>(null);
   const openRef = useRef<string | null>(null);
   openRef.current = open;
@@ -25,6 +32,77 @@ export function Chat(props: { device: Device; onLogout(): void }) {
       setError(sentence(e));
     }
   }
+
+  function mergeMarks(room: string, user: string, add: Partial<Marks>) {
+    setMarks((all) => {
+      const old = all[room]?.[user] ?? { delivered: 0, read: 0 };
+      const next = {
+        delivered: Math.max(old.delivered, add.delivered ?? 0, add.read ?? 0),
+        read: Math.max(old.read, add.read ?? 0),
+      };
+      return { ...all, [room]: { ...all[room], [user]: next } };
+    });
+  }
+
+  function signal(s: Signal) {
+    switch (s.type) {
+      case "receipt":
+        mergeMarks(s.room_id, s.user_id, { [s.kind]: s.seq });
+        break;
+      case "typing":
+        setTyping((all) => {
+          const room = { ...all[s.room_id] };
+          if (s.typing) room[s.user_id] = Date.now() + TYPING_SHOWN_MS;
+          else delete room[s.user_id];
+          return { ...all, [s.room_id]: room };
+        });
+        break;
+      case "presence":
+        setPresence((all) => ({ ...all, [s.user_id]: { state: s.state, last_seen_ts: s.last_seen_ts } }));
+        break;
+    }
+  }
+
+  // Typing signals that were not renewed fade out.
+  useEffect(() => {
+    const timer = window.setInterval(() => {
+      const now = Date.now();
+      setTyping((all) => {
+        let changed = false;
+        const next: typeof all = {};
+        for (const [room, users] of Object.entries(all)) {
+          next[room] = {};
+          for (const [user, until] of Object.entries(users)) {
+            if (until > now) next[room][user] = until;
+            else changed = true;
+          }
+        }
+        return changed ? next : all;
+      });
+    }, 1000);
+    return () => window.clearInterval(timer);
+  }, []);
+
+  // The open room's receipts, and the presence of its other members.
+  useEffect(() => {
+    const room = rooms.find((r) => r.room_id === open);
+    if (!room) return;
+    device
+      .request("GET", `/v1/rooms/${enc(room.room_id)}/receipts`)
+      .then((text: string) => {
+        for (const m of JSON.parse(text)) mergeMarks(room.room_id, m.user_id, m);
+      })
+      .catch((e: unknown) => setError(sentence(e)));
+    for (const user of room.members.filter((m) => m !== device.userId)) {
+      device
+        .request("GET", `/v1/presence/${enc(user)}`)
+        .then((text: string) => {
+          const p = JSON.parse(text);
+          setPresence((all) => ({ ...all, [user]: { state: p.state, last_seen_ts: p.last_seen_ts } }));
+        })
+        .catch(() => {});
+    }
+  }, [open, rooms.length]);
 
   useEffect(() => {
     let stopped = false;
@@ -45,6 +123,7 @@ export function Chat(props: { device: Device; onLogout(): void }) {
             window.clearTimeout(refresh);
             refresh = window.setTimeout(refreshRooms, 300);
           },
+          onSignal: signal,
           onState: setState,
           onError: (e) => setError(sentence(e)),
         });
@@ -111,6 +190,9 @@ export function Chat(props: { device: Device; onLogout(): void }) {
             room={room}
             title={roomName(room, device.userId)}
             arrived={arrived}
+            marks={marks[room.room_id] ?? {}}
+            typing={Object.keys(typing[room.room_id] ?? {}).filter((u) => u !== device.userId)}
+            presence={presence}
             onBack={() => setOpen(null)}
             onRead={(seq) => live.current?.send({ type: "read", room_id: room.room_id, seq })}
             onTyping={(typing) => live.current?.send({ type: "typing", room_id: room.room_id, typing })}

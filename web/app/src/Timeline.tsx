@@ -1,7 +1,7 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import type { Device } from "../pkg/hearth_web.js";
-import type { Line, RoomSummary } from "./types";
-import { clock, shortName, userIdOf } from "./format";
+import type { Line, Marks, Presence, RoomSummary } from "./types";
+import { clock, lastSeen, shortName, userIdOf } from "./format";
 
 const PAGE = 50;
 
@@ -10,6 +10,9 @@ export function Timeline(props: {
   room: RoomSummary;
   title: string;
   arrived: Line | null;
+  marks: Record<string, Marks>;
+  typing: string[];
+  presence: Record<string, Presence>;
   onBack(): void;
   onRead(seq: number): void;
   onTyping(typing: boolean): void;
@@ -97,12 +100,25 @@ export function Timeline(props: {
     }
   }
 
+  const others = room.members.filter((m) => m !== device.userId);
+  /** ✓ sent, ✓✓ delivered (to every other member), ✓✓ read (by every other member). */
+  function tick(seq: number): [string, string] {
+    const marks = others.map((u) => props.marks[u] ?? { delivered: 0, read: 0 });
+    if (others.length && marks.every((m) => m.read >= seq)) return ["✓✓", "read"];
+    if (others.length && marks.every((m) => m.delivered >= seq)) return ["✓✓", "delivered"];
+    return ["✓", "sent"];
+  }
+  const status =
+    room.kind === "direct" && others.length === 1
+      ? lastSeen(props.presence[others[0]])
+      : `${room.members.length} members`;
+
   return (
     <section class="timeline">
       <header>
         <button class="back" onClick={props.onBack} aria-label="Back to chats">←</button>
         <h2 id="room-title">{props.title}</h2>
-        <span class="muted">{room.members.length} members</span>
+        <span class="muted" id="room-status">{status}</span>
         {room.kind === "group" && <button onClick={invite}>Invite</button>}
         <button onClick={leave}>Leave</button>
       </header>
@@ -118,7 +134,14 @@ export function Timeline(props: {
               <>
                 <span class="who">{shortName(l.sender)}</span>
                 <span class="text">{l.copy ? "↻ (sent again for members who could not read it)" : l.text}</span>
-                <time>{clock(l.ts)}</time>
+                <time>
+                  {clock(l.ts)}
+                  {l.sender === device.userId && l.kind === "message" && (
+                    <span class={"tick " + tick(l.seq)[1]} title={tick(l.seq)[1]}>
+                      {" " + tick(l.seq)[0]}
+                    </span>
+                  )}
+                </time>
               </>
             ) : (
               <span class="event">{l.text}</span>
@@ -126,6 +149,10 @@ export function Timeline(props: {
           </li>
         ))}
       </ol>
+      <p class="typing" id="typing" aria-live="polite">
+        {props.typing.length > 0 &&
+          `${props.typing.map(shortName).join(", ")} ${props.typing.length > 1 ? "are" : "is"} typing…`}
+      </p>
       <form class="composer" onSubmit={send}>
         <input
           id="composer"

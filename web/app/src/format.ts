@@ -33,3 +33,16 @@ export function userIdOf(typed: string, me: string): string {
   if (t.startsWith("@")) return t;
   return `@${t}:${me.split(":").slice(1).join(":")}`;
 }
+
+/** "online", "last seen 14:05", "last seen 3 Dec", or "" when hidden or never seen. */
+export function lastSeen(p: { state: string; last_seen_ts?: number } | undefined): string {
+  if (!p) return "";
+  if (p.state === "online") return "online";
+  if (!p.last_seen_ts) return "";
+  const d = new Date(p.last_seen_ts);
+  const today = new Date().toDateString() === d.toDateString();
+  return "last seen " + (today ? clock(p.last_seen_ts) : d.toLocaleDateString([], { day: "numeric", month: "short" }));
+}
+
+/** Percent-encodes an id for a path. */
+export const enc = encodeURIComponent;

@@ -4,8 +4,15 @@
 import type { Device } from "../pkg/hearth_web.js";
 import type { Line } from "./types";
 
+/** A receipt, typing or presence frame (ephemeral: shown, never stored). */
+export type Signal =
+  | { type: "receipt"; room_id: string; user_id: string; kind: "delivered" | "read"; seq: number }
+  | { type: "typing"; room_id: string; user_id: string; typing: boolean }
+  | { type: "presence"; user_id: string; state: "online" | "offline"; last_seen_ts?: number };
+
 export interface LiveHandlers {
   onLine(line: Line): void;
+  onSignal(signal: Signal): void;
   onState(state: "connecting" | "live" | "offline"): void;
   onError(error: unknown): void;
 }
@@ -67,6 +74,11 @@ export class Live {
         this.handlers.onState("live");
         window.clearInterval(this.heartbeat);
         this.heartbeat = window.setInterval(() => this.send({ type: "heartbeat" }), 5000);
+        break;
+      case "receipt":
+      case "typing":
+      case "presence":
+        this.handlers.onSignal(frame as Signal);
         break;
       case "error":
         this.handlers.onError(new Error(frame.message));

@@ -27,3 +27,14 @@ export interface Line {
   attachment?: Attachment;
   copy: boolean;
 }
+
+/** A member's high-water marks in a room. */
+export interface Marks {
+  delivered: number;
+  read: number;
+}
+
+export interface Presence {
+  state: "online" | "offline";
+  last_seen_ts?: number;
+}

@@ -427,3 +427,29 @@ fn a_batch_reads_each_mark_and_cursor_once() {
     );
     assert_eq!(batch.delivered.len(), 1);
 }
+
+#[test]
+fn a_reply_marks_what_came_before_it_read_and_tells_its_senders() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut sequencer) = with_room(dir.path());
+    let first = store.last_seq(&room()).unwrap() + 1;
+    one_commit(&store, &mut sequencer, vec![send("t1")]);
+    let reply = Request::Send {
+        user: user("b"),
+        device: DeviceId::parse("E").unwrap(),
+        room: room(),
+        txn_id: TxnId::parse("r1").unwrap(),
+        payload: b"r1".to_vec(),
+    };
+    let (results, _, pending) = one_commit_with(&store, &mut sequencer, vec![reply]);
+    assert!(results[0].is_ok());
+    // a hears that b read up to b's reply; b's own devices have the reply itself.
+    assert_eq!(
+        receipts(&pending),
+        vec![(ReceiptKind::Read, user("b"), first + 1, vec![user("a")])]
+    );
+    assert_eq!(store.read_mark(&user("b"), &room()).unwrap(), first + 1);
+    // Marking an earlier event read afterwards tells nobody again.
+    let (_, _, pending) = one_commit_with(&store, &mut sequencer, vec![read("b", first)]);
+    assert!(receipts(&pending).is_empty());
+}
