@@ -123,6 +123,38 @@ impl Browser {
         Ok(self.element(css).await?.click().await?)
     }
 
+    /// Waits until an element matching `css` contains `text`, then clicks it.
+    pub async fn click_text(&self, css: &str, text: &str) -> anyhow::Result<()> {
+        self.wait_text(css, text).await?;
+        for element in self.client.find_all(Locator::Css(css)).await? {
+            if element.text().await?.contains(text) {
+                return Ok(element.click().await?);
+            }
+        }
+        anyhow::bail!("the {css} with {text:?} went away")
+    }
+
+    /// Opens the web app of the hearth at `url` and creates the account `name` (or, with
+    /// `existing`, logs in to it as a new device); returns once the app shows the user.
+    pub async fn sign_in(&self, url: &str, name: &str, existing: bool) -> anyhow::Result<()> {
+        self.client.goto(url).await?;
+        self.type_into("#username", name).await?;
+        self.type_into("#password", "correct horse battery").await?;
+        self.click(if existing { "#login" } else { "#register" })
+            .await?;
+        self.wait_text("aside header strong", &format!("@{name}:"))
+            .await?;
+        Ok(())
+    }
+
+    /// Types `text` into the open room's composer and sends it; returns once it shows.
+    pub async fn send(&self, text: &str) -> anyhow::Result<()> {
+        self.type_into("#composer", text).await?;
+        self.click("#send").await?;
+        self.wait_text(".line.own .text", text).await?;
+        Ok(())
+    }
+
     /// Saves a screenshot of the page as `target/screenshots/<name>.png`; its path.
     pub async fn screenshot(&self, name: &str) -> anyhow::Result<PathBuf> {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");

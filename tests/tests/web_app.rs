@@ -9,9 +9,9 @@ use std::time::Duration;
 use hearth_client::e2ee::Received;
 use hearth_spec::client::ServerFrame;
 use hearth_tests::browser::{Browser, PAGE_WAIT};
-use hearth_tests::{TestHearth, connect_synced, frames_until, secure, texts};
-
-const PASSWORD: &str = "correct horse battery";
+use hearth_tests::{
+    HearthProcess, TestHearth, connect_synced, frames_until, hearth_chat, secure, texts,
+};
 
 /// Syncs `device` until it has read `text`.
 async fn read_until(device: &mut hearth_client::SecureClient, text: &str) -> Vec<Received> {
@@ -40,28 +40,13 @@ async fn a_browser_user_and_a_native_user_chat_encrypted_and_a_reload_keeps_the_
     let page = &browser.client;
 
     // Register in the page.
-    page.goto(&hearth.url).await.unwrap();
-    browser.type_into("#username", "alice").await.unwrap();
-    browser.type_into("#password", PASSWORD).await.unwrap();
-    browser.click("#register").await.unwrap();
-    browser
-        .wait_text("aside header strong", "@alice:localhost")
-        .await
-        .unwrap();
+    browser.sign_in(&hearth.url, "alice", false).await.unwrap();
 
     // Start a 1:1 with bob and write to him.
     browser.type_into("#new-chat-members", "bob").await.unwrap();
     browser.click("#new-chat").await.unwrap();
     browser.wait_text("#room-title", "bob").await.unwrap();
-    browser
-        .type_into("#composer", "hello from the browser")
-        .await
-        .unwrap();
-    browser.click("#send").await.unwrap();
-    browser
-        .wait_text(".line.own .text", "hello from the browser")
-        .await
-        .unwrap();
+    browser.send("hello from the browser").await.unwrap();
 
     // bob's device reads it, and answers; the page shows the answer live.
     let got = read_until(&mut bob, "hello from the browser").await;
@@ -153,6 +138,83 @@ async fn a_browser_user_and_a_native_user_chat_encrypted_and_a_reload_keeps_the_
         .unwrap();
     browser
         .wait_text(".line .text", "still there after the reload?")
+        .await
+        .unwrap();
+}
+
+/// Runs `hearth-chat` as `profile` and returns what it printed.
+async fn chat(profile: &std::path::Path, args: &[&str]) -> String {
+    hearth_chat(profile, args, "correct horse battery\n", &[]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browser_users_and_a_terminal_user_share_a_group_and_a_second_browser_device_joins() {
+    let data = tempfile::tempdir().unwrap();
+    let hearth = HearthProcess::start(&data.path().join("data"), &[])
+        .await
+        .unwrap();
+    let url = hearth.url.clone();
+    let profiles = tempfile::tempdir().unwrap();
+    let dave = profiles.path().join("dave");
+    chat(&dave, &["register", "dave", &format!("--server={url}")]).await;
+    let (alice, carol) = (
+        Browser::start(1100, 800).await.unwrap(),
+        Browser::start(390, 844).await.unwrap(),
+    );
+    alice.sign_in(&url, "alice", false).await.unwrap();
+    carol.sign_in(&url, "carol", false).await.unwrap();
+
+    // alice makes the group; carol finds it in her list (on a phone-sized screen) and reads.
+    alice
+        .type_into("#new-chat-members", "carol dave")
+        .await
+        .unwrap();
+    alice.type_into("#new-chat-name", "friends").await.unwrap();
+    alice.click("#new-chat").await.unwrap();
+    alice.wait_text("#room-title", "friends").await.unwrap();
+    alice.send("hi all").await.unwrap();
+    carol.click_text(".room", "friends").await.unwrap();
+    carol.wait_text(".line .text", "hi all").await.unwrap();
+
+    // dave, in the terminal, reads it and answers; both browsers show his answer live.
+    let history = chat(&dave, &["history", "friends"]).await;
+    assert!(history.contains("hi all"), "{history}");
+    chat(&dave, &["send", "friends", "from the terminal"]).await;
+    alice
+        .wait_text(".line .text", "from the terminal")
+        .await
+        .unwrap();
+    carol
+        .wait_text(".line .text", "from the terminal")
+        .await
+        .unwrap();
+    carol.send("carol here").await.unwrap();
+    alice.wait_text(".line .text", "carol here").await.unwrap();
+    let history = chat(&dave, &["history", "friends"]).await;
+    assert!(history.contains("carol here"), "{history}");
+    carol.screenshot("web-phone-group").await.unwrap();
+
+    // alice logs in on a second browser: it joins her group and reads what is sent after.
+    let laptop = Browser::start(1100, 800).await.unwrap();
+    laptop.sign_in(&url, "alice", true).await.unwrap();
+    laptop.click_text(".room", "friends").await.unwrap();
+    chat(&dave, &["send", "friends", "welcome, second device"]).await;
+    laptop
+        .wait_text(".line .text", "welcome, second device")
+        .await
+        .unwrap();
+    carol.send("hello both of you").await.unwrap();
+    laptop
+        .wait_text(".line .text", "hello both of you")
+        .await
+        .unwrap();
+    alice
+        .wait_text(".line .text", "hello both of you")
+        .await
+        .unwrap();
+    // What was sent before the device existed is shown as such, never as garbage.
+    laptop
+        .wait_text(".line.unreadable .text", "cannot read")
         .await
         .unwrap();
 }
