@@ -1,5 +1,6 @@
 //! The web app in a real browser (Debian's chromium, headless): a browser user and a native SDK
-//! user (what `hearth-chat` runs on) talk in one end-to-end encrypted room, both ways, live; the
+//! user (what `hearth-chat` runs on) talk in one end-to-end encrypted room, both ways, live, and
+//! send each other pictures; the
 //! page shows the other member's receipts, typing and presence, and the same safety fingerprint
 //! the other member's device sees; a reload keeps the device and its history without logging in
 //! again.
@@ -26,6 +27,57 @@ async fn read_until(device: &mut hearth_client::SecureClient, text: &str) -> Vec
             tokio::time::Instant::now() < deadline,
             "never read {text:?}; read {:?}",
             texts(&got)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A 1×1 PNG.
+fn dot_png() -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==")
+        .unwrap()
+}
+
+/// Syncs `device` until a message with an attachment named `name` arrives; the attachment.
+async fn read_until_attachment(
+    device: &mut hearth_client::SecureClient,
+    name: &str,
+) -> hearth_spec::e2ee::AttachmentRef {
+    let deadline = tokio::time::Instant::now() + PAGE_WAIT;
+    loop {
+        for received in device.sync().await.unwrap() {
+            if let Received::Message { body, .. } = received
+                && let Some(attachment) = body.attachment
+                && attachment.name == name
+            {
+                return attachment;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the page shows the image `name`, decrypted (a picture the browser could decode).
+async fn wait_for_preview(browser: &Browser, name: &str) {
+    let script = format!(
+        "const img = document.querySelector('img.preview[alt=\"{name}\"]'); \
+         return img && img.complete ? img.naturalWidth : 0;"
+    );
+    let deadline = tokio::time::Instant::now() + PAGE_WAIT;
+    loop {
+        let width = browser.client.execute(&script, vec![]).await.unwrap();
+        if width.as_u64() == Some(1) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no preview of {name}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -102,6 +154,32 @@ async fn a_browser_user_and_a_native_user_chat_encrypted_and_a_reload_keeps_the_
         .wait_text(&format!(".line[data-seq='{}'] .tick.read", event.seq), "✓✓")
         .await
         .unwrap();
+
+    // Attachments both ways: the page encrypts and uploads a picture (with progress) that bob's
+    // device downloads and decrypts byte for byte; bob's picture is previewed in the page.
+    let picture = states.path().join("dot.png");
+    std::fs::write(&picture, dot_png()).unwrap();
+    browser
+        .element("#file")
+        .await
+        .unwrap()
+        .send_keys(picture.to_str().unwrap())
+        .await
+        .unwrap();
+    browser
+        .wait_text(".line.own .attachment .download", "dot.png")
+        .await
+        .unwrap();
+    let got = read_until_attachment(&mut bob, "dot.png").await;
+    assert_eq!(bob.fetch_file(&got).await.unwrap(), dot_png());
+    bob.send_file(&room, "from-bob.png", &dot_png(), "a dot for you")
+        .await
+        .unwrap();
+    browser
+        .wait_text(".line .attachment .download", "from-bob.png")
+        .await
+        .unwrap();
+    wait_for_preview(&browser, "from-bob.png").await;
     browser.screenshot("web-chat").await.unwrap();
 
     // The page shows the fingerprint bob's device has for alice's.

@@ -11,6 +11,7 @@ use hearth_client_core::hearth::room_path;
 use hearth_client_core::shown::{Shown, shown_of};
 use hearth_client_core::{Hearth, SecureSession};
 use hearth_spec::api::{LoginRequest, RegisterRequest, RoomSummary, Session};
+use hearth_spec::e2ee::AttachmentRef;
 use hearth_spec::{EventView, RoomId, RoomKind, UserId};
 use js_sys::Promise;
 use reqwest::Method;
@@ -290,6 +291,43 @@ impl Device {
             let sent = inner.session.send_text(&room, &text).await;
             inner.keep_decrypted().await?;
             Ok(json(&sent.map_err(js)?))
+        })
+    }
+
+    /// Encrypts a file with a fresh key, uploads it (telling `on_progress(sent, total)` as it
+    /// goes) and sends the key in a message with `caption`.
+    #[wasm_bindgen(js_name = sendFile)]
+    pub fn send_file(
+        &self,
+        room: String,
+        name: String,
+        bytes: Vec<u8>,
+        caption: String,
+        on_progress: Option<js_sys::Function>,
+    ) -> Promise {
+        self.run(move |inner| async move {
+            let room = RoomId::parse(&room).map_err(js)?;
+            let mut inner = inner.lock().await;
+            inner.session.client().set_upload_progress(on_progress);
+            let sent = inner
+                .session
+                .send_file(&room, &name, &bytes, &caption)
+                .await;
+            inner.session.client().set_upload_progress(None);
+            inner.keep_decrypted().await?;
+            Ok(json(&sent.map_err(js)?))
+        })
+    }
+
+    /// Fetches an attachment (the `attachment` of a line, as JSON), checks and decrypts it: its
+    /// bytes.
+    #[wasm_bindgen(js_name = fetchFile)]
+    pub fn fetch_file(&self, attachment: String) -> Promise {
+        self.run(move |inner| async move {
+            let attachment: AttachmentRef = serde_json::from_str(&attachment).map_err(js)?;
+            let mut inner = inner.lock().await;
+            let bytes = inner.session.fetch_file(&attachment).await.map_err(js)?;
+            Ok(js_sys::Uint8Array::from(bytes.as_slice()).into())
         })
     }
 

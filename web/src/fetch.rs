@@ -33,6 +33,8 @@ pub enum FetchError {
     Http(#[from] reqwest::Error),
     #[error(transparent)]
     Local(#[from] idb::IdbError),
+    #[error("the upload failed: {0}")]
+    Upload(String),
 }
 
 impl From<FetchError> for HearthError {
@@ -54,6 +56,19 @@ pub struct FetchHearth {
     /// Where the session is saved (the app database), so a reload resumes the device.
     app_db: Db,
     pending: Pending,
+    /// Told `(sent, total)` bytes while an upload is under way.
+    upload_progress: Option<js_sys::Function>,
+}
+
+#[wasm_bindgen::prelude::wasm_bindgen(module = "/js/upload.js")]
+extern "C" {
+    #[wasm_bindgen(catch)]
+    async fn upload_with_progress(
+        url: &str,
+        token: &str,
+        bytes: &[u8],
+        on_progress: &js_sys::Function,
+    ) -> Result<wasm_bindgen::JsValue, wasm_bindgen::JsValue>;
 }
 
 /// The key of the saved session in the app database.
@@ -81,7 +96,43 @@ impl FetchHearth {
             session,
             app_db,
             pending,
+            upload_progress: None,
         }
+    }
+
+    /// Reports the progress of uploads to `callback` (`None` stops).
+    pub fn set_upload_progress(&mut self, callback: Option<js_sys::Function>) {
+        self.upload_progress = callback;
+    }
+
+    /// An upload through an XMLHttpRequest, which reports its progress; refreshes an expired
+    /// token once.
+    async fn upload_reporting(
+        &mut self,
+        blob: &[u8],
+        progress: &js_sys::Function,
+    ) -> Result<MediaUploaded, FetchError> {
+        self.pending.flush().await?;
+        let url = format!("{}/v1/media", self.base);
+        for attempt in 0..2 {
+            let answer = upload_with_progress(&url, &self.session.access_token, blob, progress)
+                .await
+                .map_err(|e| FetchError::Upload(idb::describe(&e)))?;
+            let answer = js_sys::Array::from(&answer);
+            let status = answer.get(0).as_f64().unwrap_or(0.0) as u16;
+            let text = answer.get(1).as_string().unwrap_or_default();
+            if (200..300).contains(&status) {
+                return serde_json::from_str(&text).map_err(|e| FetchError::Upload(e.to_string()));
+            }
+            let body = serde_json::from_str::<ErrorBody>(&text)
+                .unwrap_or_else(|_| ErrorBody::new(ErrorCode::Internal, format!("HTTP {status}")));
+            if attempt == 0 && body.code == ErrorCode::TokenExpired {
+                self.refresh().await?;
+                continue;
+            }
+            return Err(FetchError::Api(body));
+        }
+        unreachable!("the second attempt returns")
     }
 
     pub fn session(&self) -> &Session {
@@ -368,6 +419,9 @@ impl Hearth for FetchHearth {
     }
 
     async fn upload_media(&mut self, blob: Vec<u8>) -> Result<MediaUploaded, HearthError> {
+        if let Some(progress) = self.upload_progress.clone() {
+            return Ok(self.upload_reporting(&blob, &progress).await?);
+        }
         let response = self
             .request(Method::POST, "/v1/media", Body::Bytes(blob))
             .await?;

@@ -2,6 +2,7 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import type { Device } from "../pkg/hearth_web.js";
 import type { Line, Marks, Presence, RoomSummary } from "./types";
 import { clock, lastSeen, shortName, userIdOf } from "./format";
+import { AttachmentView } from "./Attachment";
 
 const PAGE = 50;
 
@@ -24,6 +25,8 @@ export function Timeline(props: {
   const [before, setBefore] = useState<number | null | undefined>(undefined);
   const [draft, setDraft] = useState("");
   const [sending, setSending] = useState(0);
+  const [upload, setUpload] = useState<{ name: string; percent: number } | null>(null);
+  const fileInput = useRef<HTMLInputElement>(null);
   const list = useRef<HTMLOListElement>(null);
   const typingUntil = useRef(0);
 
@@ -67,6 +70,24 @@ export function Timeline(props: {
       props.onError(err);
     } finally {
       setSending((n) => n - 1);
+    }
+  }
+
+  async function attach(file: File) {
+    const caption = draft.trim();
+    setDraft("");
+    setUpload({ name: file.name, percent: 0 });
+    try {
+      const bytes = new Uint8Array(await file.arrayBuffer());
+      await device.sendFile(room.room_id, file.name, bytes, caption, (sent: number, total: number) =>
+        setUpload({ name: file.name, percent: Math.floor((100 * sent) / Math.max(total, 1)) }),
+      );
+    } catch (e) {
+      setDraft(caption);
+      props.onError(e);
+    } finally {
+      setUpload(null);
+      if (fileInput.current) fileInput.current.value = "";
     }
   }
 
@@ -134,6 +155,7 @@ export function Timeline(props: {
               <>
                 <span class="who">{shortName(l.sender)}</span>
                 <span class="text">{l.copy ? "↻ (sent again for members who could not read it)" : l.text}</span>
+                {l.attachment && <AttachmentView device={device} attachment={l.attachment} />}
                 <time>
                   {clock(l.ts)}
                   {l.sender === device.userId && l.kind === "message" && (
@@ -153,7 +175,40 @@ export function Timeline(props: {
         {props.typing.length > 0 &&
           `${props.typing.map(shortName).join(", ")} ${props.typing.length > 1 ? "are" : "is"} typing…`}
       </p>
+      {upload && (
+        <p class="upload" id="upload">
+          Sending {upload.name}… <progress max={100} value={upload.percent} /> {upload.percent}%
+        </p>
+      )}
       <form class="composer" onSubmit={send}>
+        <input
+          type="file"
+          id="file"
+          ref={fileInput}
+          hidden
+          onChange={(e) => {
+            const file = e.currentTarget.files?.[0];
+            if (file) attach(file);
+          }}
+        />
+        <button
+          type="button"
+          class="attach"
+          aria-label="Attach a file"
+          title="Attach a file"
+          disabled={upload !== null}
+          onClick={() => fileInput.current?.click()}
+        >
+          <svg viewBox="0 0 24 24" width="18" height="18" aria-hidden="true">
+            <path
+              fill="none"
+              stroke="currentColor"
+              stroke-width="2"
+              stroke-linecap="round"
+              d="M21 11.5l-8.5 8.5a5 5 0 01-7-7l9-9a3.5 3.5 0 015 5l-9 9a2 2 0 01-3-3l8-8"
+            />
+          </svg>
+        </button>
         <input
           id="composer"
           placeholder={`Message ${props.title}`}
