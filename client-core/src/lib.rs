@@ -4,6 +4,7 @@
 
 pub mod e2ee;
 pub mod hearth;
+pub mod search;
 pub mod secure;
 pub mod shown;
 

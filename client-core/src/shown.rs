@@ -2,8 +2,8 @@
 //! can decrypt a message only once (its keys are deleted after use), so apps keep these, by
 //! room and sequence number, and show history from them.
 
-use hearth_spec::RoomId;
 use hearth_spec::e2ee::AttachmentRef;
+use hearth_spec::{RoomId, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::e2ee::Received;
@@ -13,6 +13,9 @@ use crate::e2ee::Received;
 pub struct Shown {
     pub room: RoomId,
     pub seq: u64,
+    /// Who sent it (absent in what older versions kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<UserId>,
     pub text: String,
     #[serde(default)]
     pub attachment: Option<AttachmentRef>,
@@ -20,26 +23,37 @@ pub struct Shown {
     /// then.
     #[serde(default)]
     pub copy: bool,
+    /// When the app kept it (ms since the epoch, the app's clock): search orders by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_at: Option<u64>,
 }
 
 /// What an app keeps of a received event (messages and copies sent again), if anything.
 pub fn shown_of(received: &Received) -> Option<Shown> {
     match received {
         Received::Message {
-            room, seq, body, ..
+            room,
+            seq,
+            sender,
+            body,
+            ..
         } => Some(Shown {
             room: room.clone(),
             seq: *seq,
+            sender: Some(sender.clone()),
             text: body.text.clone(),
             attachment: body.attachment.clone(),
             copy: false,
+            kept_at: None,
         }),
         Received::Replayed { room, seq } => Some(Shown {
             room: room.clone(),
             seq: *seq,
+            sender: None,
             text: String::new(),
             attachment: None,
             copy: true,
+            kept_at: None,
         }),
         _ => None,
     }

@@ -27,10 +27,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use connection::{Connection, Receiver, Sender};
-pub use hearth_client_core::shown;
 pub use hearth_client_core::{
     Convergence, Hearth, HearthError, MembershipCheck, SecureError, SecureSession, new_txn_id,
 };
+pub use hearth_client_core::{search, shown};
 pub use secure::SecureClient;
 pub use tokio_tungstenite::tungstenite::Message as WsMessage;
 

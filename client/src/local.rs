@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use hearth_client::e2ee::Received;
+use hearth_client::search::SearchIndex;
 use hearth_client::shown::{Shown, shown_of};
 use hearth_spec::RoomId;
 
@@ -15,6 +16,8 @@ use hearth_spec::RoomId;
 pub struct LocalMessages {
     path: PathBuf,
     map: HashMap<(RoomId, u64), Shown>,
+    /// Every message's words, for `hearth-chat search` (built as the file is read).
+    index: SearchIndex,
     /// The file ends in a line a crash cut short.
     ends_mid_line: bool,
 }
@@ -23,6 +26,7 @@ impl LocalMessages {
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
         let path = dir.join("messages.jsonl");
         let mut map = HashMap::new();
+        let mut index = SearchIndex::default();
         // Bytes, not a string: a crash may cut a line inside a character.
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
@@ -34,12 +38,14 @@ impl LocalMessages {
             .split(|b| *b == b'\n')
             .filter_map(|l| serde_json::from_slice::<Shown>(l).ok())
         {
+            index.add(&shown);
             map.insert((shown.room.clone(), shown.seq), shown);
         }
         let ends_mid_line = bytes.last().is_some_and(|b| *b != b'\n');
         Ok(Self {
             path,
             map,
+            index,
             ends_mid_line,
         })
     }
@@ -47,7 +53,17 @@ impl LocalMessages {
     /// Keeps decrypted messages, on disk before this returns (they cannot be decrypted again),
     /// with one flush for all of them.
     pub fn record_all(&mut self, received: &[Received]) -> anyhow::Result<()> {
-        let shown: Vec<Shown> = received.iter().filter_map(shown_of).collect();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let shown: Vec<Shown> = received
+            .iter()
+            .filter_map(shown_of)
+            .map(|s| Shown {
+                kept_at: Some(now),
+                ..s
+            })
+            .collect();
         if shown.is_empty() {
             return Ok(());
         }
@@ -64,9 +80,19 @@ impl LocalMessages {
         hearth_client::durable_file::append(&self.path, &lines)?;
         self.ends_mid_line = false;
         for s in shown {
+            self.index.add(&s);
             self.map.insert((s.room.clone(), s.seq), s);
         }
         Ok(())
+    }
+
+    /// The messages holding every word of `query`, newest first.
+    pub fn search(&self, query: &str, limit: usize) -> Vec<&Shown> {
+        self.index
+            .search(query, limit)
+            .iter()
+            .filter_map(|(room, seq)| self.get(room, *seq))
+            .collect()
     }
 
     pub fn get(&self, room: &RoomId, seq: u64) -> Option<&Shown> {

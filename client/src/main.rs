@@ -116,6 +116,14 @@ enum Command {
         #[arg(long)]
         before: Option<u64>,
     },
+    /// Search what this device has read, in every room (words match whole words or their
+    /// start; every word must match). The hearth sees only ciphertext: the search is local.
+    Search {
+        #[arg(required = true)]
+        words: Vec<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
     /// Show whether a user is online, or when they were last seen.
     Presence { user: String },
     /// Hide (on) or show (off) your presence and last-seen time.
@@ -508,6 +516,28 @@ async fn logged_in(
             let room = resolve_room(secure.client(), &room).await?;
             let joined = secure.mls().joined_seq(&room.room_id);
             history(secure.client(), local, (room, joined), limit, before).await?;
+        }
+        Command::Search { words, limit } => {
+            let found = local.search(&words.join(" "), limit);
+            if found.is_empty() {
+                say!("nothing you have read matches {:?}", words.join(" "));
+            }
+            let me = secure.client().user_id()?.clone();
+            let rooms = secure.client().rooms().await?;
+            for shown in found {
+                let room = rooms.iter().find(|r| r.room_id == shown.room);
+                let name = room.map_or_else(|| shown.room.to_string(), |r| display_name(r, &me));
+                let sender = shown
+                    .sender
+                    .as_ref()
+                    .map_or("?".to_owned(), |s| s.to_string());
+                say!("[{name}] #{} {sender}: {}", shown.seq, message_text(shown));
+                say!(
+                    "    in context: hearth-chat history {:?} --before {}",
+                    name,
+                    shown.seq + 6
+                );
+            }
         }
         command => plain(secure.client(), command).await?,
     }

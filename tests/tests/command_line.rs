@@ -827,3 +827,43 @@ async fn logins_are_limited_per_account_and_an_office_behind_one_address_gets_in
         out.stdout
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_finds_what_this_device_read_and_says_where() {
+    let Pair {
+        dir: _dir,
+        hearth: _hearth,
+        a,
+        b,
+    } = two_profiles(&[]).await;
+    assert!(chat(&a, &["dm", "@bob:localhost"], None).await.ok);
+    for text in [
+        "the budget meeting moved to Thursday",
+        "lunch first?",
+        "Meeting notes are in the shared folder",
+    ] {
+        assert!(chat(&a, &["send", "@bob:localhost", text], None).await.ok);
+    }
+
+    // bob's device decrypts on this command, then searches what it has read: every word must
+    // match, as a word or its start, in any case; newest first.
+    let out = chat(&b, &["search", "meet"], None).await;
+    assert!(out.ok, "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().filter(|l| l.starts_with('[')).collect();
+    assert_eq!(lines.len(), 2, "{}", out.stdout);
+    assert!(lines[0].contains("@alice:localhost: Meeting notes are in the shared folder"));
+    assert!(lines[1].contains("the budget meeting moved to Thursday"));
+    assert!(
+        out.stdout.contains("in context: hearth-chat history"),
+        "{}",
+        out.stdout
+    );
+    let out = chat(&b, &["search", "BUDGET", "thurs"], None).await;
+    assert_eq!(out.stdout.lines().filter(|l| l.starts_with('[')).count(), 1);
+    let out = chat(&b, &["search", "dinner"], None).await;
+    assert!(
+        out.ok && out.stdout.contains("nothing you have read matches"),
+        "{}",
+        out.stdout
+    );
+}
