@@ -210,6 +210,12 @@ async fn a_browser_user_and_a_native_user_chat_encrypted_and_a_reload_keeps_the_
         .wait_text(".line .text", "hi alice, from the SDK")
         .await
         .unwrap();
+    // Its search index is rebuilt from what it kept.
+    browser.type_into("#search", "hello brow").await.unwrap();
+    browser
+        .wait_text(".result", "hello from the browser")
+        .await
+        .unwrap();
     // And it still reads what comes after.
     bob.send_text(&room, "still there after the reload?")
         .await
@@ -271,6 +277,18 @@ async fn two_browser_users_and_a_terminal_user_share_a_group_and_a_second_browse
     let history = chat(&dave, &["history", "friends"]).await;
     assert!(history.contains("carol here"), "{history}");
     carol.screenshot("web-phone-group").await.unwrap();
+
+    // carol searches what her device read (the hearth has only ciphertext) and jumps to it.
+    carol.click(".back").await.unwrap();
+    carol.type_into("#search", "TERMIN").await.unwrap();
+    carol
+        .click_text(".result", "from the terminal")
+        .await
+        .unwrap();
+    carol
+        .wait_text(".line.focus .text", "from the terminal")
+        .await
+        .unwrap();
 
     // alice logs in on a second browser: it joins her group and reads what is sent after.
     let laptop = Browser::start(1100, 800).await.unwrap();

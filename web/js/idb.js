@@ -46,6 +46,13 @@ export function idb_delete(db, store, key) {
   return done(tx);
 }
 
+// Every value of a store, in key order.
+export function idb_all(db, store) {
+  const tx = db.transaction(store, "readonly");
+  const req = tx.objectStore(store).getAll();
+  return done(tx, () => req.result);
+}
+
 export function idb_delete_database(name) {
   return new Promise((resolve, reject) => {
     const req = indexedDB.deleteDatabase(name);

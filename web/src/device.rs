@@ -8,6 +8,7 @@ use std::rc::Rc;
 use futures_util::lock::Mutex;
 use hearth_client_core::e2ee::Mls;
 use hearth_client_core::hearth::room_path;
+use hearth_client_core::search::SearchIndex;
 use hearth_client_core::shown::{Shown, shown_of};
 use hearth_client_core::{Hearth, SecureSession};
 use hearth_spec::api::{LoginRequest, RegisterRequest, RoomSummary, Session};
@@ -56,6 +57,8 @@ struct EventFrame {
 struct Inner {
     session: SecureSession<FetchHearth>,
     db: Db,
+    /// The words of every message this device kept (built from IndexedDB when it opens).
+    index: SearchIndex,
 }
 
 impl Inner {
@@ -64,12 +67,18 @@ impl Inner {
     async fn keep_decrypted(&mut self) -> Result<(), JsValue> {
         self.session.take_unreported();
         let decrypted = self.session.mls().unconfirmed();
+        let now = js_sys::Date::now() as u64;
         for shown in decrypted.iter().filter_map(shown_of) {
+            let shown = Shown {
+                kept_at: Some(now),
+                ..shown
+            };
             let text = serde_json::to_string(&shown).map_err(js)?;
             self.db
                 .put(MESSAGES, &message_key(&shown.room, shown.seq), &text.into())
                 .await
                 .map_err(js)?;
+            self.index.add(&shown);
         }
         self.session.mls_mut().kept(&decrypted).map_err(js)?;
         Ok(())
@@ -119,7 +128,13 @@ async fn open(base: String, session: Session) -> Result<Device, JsValue> {
     let fingerprint = mls.fingerprint();
     let hearth = FetchHearth::new(base, session, app_db, pending);
     let session = SecureSession::new(hearth, mls).await.map_err(js)?;
-    let mut inner = Inner { session, db };
+    let mut index = SearchIndex::default();
+    for text in db.all_text(MESSAGES).await.map_err(js)? {
+        if let Ok(shown) = serde_json::from_str::<Shown>(&text) {
+            index.add(&shown);
+        }
+    }
+    let mut inner = Inner { session, db, index };
     // What an earlier load decrypted and could not keep (the tab closed midway).
     inner.keep_decrypted().await?;
     Ok(Device {
@@ -243,6 +258,21 @@ impl Device {
                 .set_cursor(frame.cursor)
                 .map_err(js)?;
             Ok(json(&inner.line(&frame.event).await?))
+        })
+    }
+
+    /// Searches what this device read: messages holding every word of `query` (as a word or
+    /// its start), newest first, as JSON `[{room, seq, sender, text, kept_at}]`.
+    pub fn search(&self, query: String, limit: u32) -> Promise {
+        self.run(move |inner| async move {
+            let inner = inner.lock().await;
+            let mut found = Vec::new();
+            for (room, seq) in inner.index.search(&query, limit as usize) {
+                if let Some(shown) = inner.shown(&room, seq).await? {
+                    found.push(shown);
+                }
+            }
+            Ok(json(&found))
         })
     }
 

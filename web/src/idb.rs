@@ -20,6 +20,8 @@ extern "C" {
     #[wasm_bindgen(catch)]
     fn idb_delete(db: &JsValue, store: &str, key: &JsValue) -> Result<Promise, JsValue>;
     #[wasm_bindgen(catch)]
+    async fn idb_all(db: &JsValue, store: &str) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch)]
     async fn idb_delete_database(name: &str) -> Result<JsValue, JsValue>;
     pub async fn sleep_ms(ms: f64);
     pub fn now_ms() -> f64;
@@ -81,6 +83,15 @@ impl Db {
     pub async fn put(&self, store: &str, key: &JsValue, value: &JsValue) -> Result<(), IdbError> {
         JsFuture::from(self.start_put(store, key, value)?).await?;
         Ok(())
+    }
+
+    /// Every text value of a store, in key order.
+    pub async fn all_text(&self, store: &str) -> Result<Vec<String>, IdbError> {
+        let values = idb_all(&self.0, store).await?;
+        Ok(js_sys::Array::from(&values)
+            .iter()
+            .filter_map(|v| v.as_string())
+            .collect())
     }
 
     pub async fn remove(&self, store: &str, key: &JsValue) -> Result<(), IdbError> {

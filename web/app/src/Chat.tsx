@@ -4,6 +4,7 @@ import type { Line, Marks, Presence, RoomSummary } from "./types";
 import { Live, type Signal } from "./live";
 import { Rooms } from "./Rooms";
 import { Timeline } from "./Timeline";
+import { Search } from "./Search";
 import { enc, roomName, sentence } from "./format";
 
 /** How long a typing signal shows without being renewed (the hearth expires it after 5 s). */
@@ -14,6 +15,8 @@ export function Chat(props: { device: Device; onLogout(): void }) {
   const { device } = props;
   const [rooms, setRooms] = useState<RoomSummary[]>([]);
   const [open, setOpen] = useState<string | null>(null);
+  // A message to show and highlight when the room opens (from a search).
+  const [focus, setFocus] = useState<{ room: string; seq: number } | null>(null);
   const [arrived, setArrived] = useState<Line | null>(null);
   const [state, setState] = useState<"connecting" | "live" | "offline">("connecting");
   const [error, setError] = useState("");
@@ -151,11 +154,21 @@ export function Chat(props: { device: Device; onLogout(): void }) {
           <strong>{device.userId}</strong>
           <span class={"status " + state} title="Connection">{state === "live" ? "online" : state}</span>
         </header>
+        <Search
+          device={device}
+          rooms={rooms}
+          onFound={(room, seq) => {
+            setFocus({ room, seq });
+            setOpen(room);
+          }}
+          onError={(e) => setError(sentence(e))}
+        />
         <Rooms
           device={device}
           rooms={rooms}
           open={open}
           onOpen={(id) => {
+            setFocus(null);
             setOpen(id);
             refreshRooms();
           }}
@@ -185,7 +198,9 @@ export function Chat(props: { device: Device; onLogout(): void }) {
         )}
         {room ? (
           <Timeline
-            key={room.room_id}
+            key={room.room_id + (focus?.room === room.room_id ? `@${focus.seq}` : "")}
+            focus={focus?.room === room.room_id ? focus.seq : undefined}
+            onLatest={() => setFocus(null)}
             device={device}
             room={room}
             title={roomName(room, device.userId)}

@@ -11,6 +11,9 @@ export function Timeline(props: {
   room: RoomSummary;
   title: string;
   arrived: Line | null;
+  /** A message to show (loaded around it) and highlight. */
+  focus?: number;
+  onLatest(): void;
   marks: Record<string, Marks>;
   typing: string[];
   presence: Record<string, Presence>;
@@ -42,8 +45,14 @@ export function Timeline(props: {
   }
 
   useEffect(() => {
-    page();
+    // Around the focused message: it and what came just after it, then older on request.
+    page(props.focus === undefined ? undefined : props.focus + PAGE / 2);
   }, [room.room_id]);
+
+  useEffect(() => {
+    if (props.focus === undefined) return;
+    list.current?.querySelector(`[data-seq="${props.focus}"]`)?.scrollIntoView({ block: "center" });
+  }, [lines.length]);
 
   useEffect(() => {
     const a = props.arrived;
@@ -52,7 +61,7 @@ export function Timeline(props: {
 
   useEffect(() => {
     const el = list.current;
-    if (el) el.scrollTop = el.scrollHeight;
+    if (el && props.focus === undefined) el.scrollTop = el.scrollHeight;
   }, [lines.length && lines[lines.length - 1].seq]);
 
   async function send(e: Event) {
@@ -150,7 +159,11 @@ export function Timeline(props: {
           </li>
         )}
         {lines.map((l) => (
-          <li key={l.seq} class={"line " + l.kind + (l.sender === device.userId ? " own" : "")} data-seq={l.seq}>
+          <li
+            key={l.seq}
+            class={"line " + l.kind + (l.sender === device.userId ? " own" : "") + (l.seq === props.focus ? " focus" : "")}
+            data-seq={l.seq}
+          >
             {l.kind === "message" || l.kind === "unreadable" ? (
               <>
                 <span class="who">{shortName(l.sender)}</span>
@@ -175,6 +188,11 @@ export function Timeline(props: {
         {props.typing.length > 0 &&
           `${props.typing.map(shortName).join(", ")} ${props.typing.length > 1 ? "are" : "is"} typing…`}
       </p>
+      {props.focus !== undefined && (
+        <button class="latest" id="latest" onClick={props.onLatest}>
+          Back to the latest messages ↓
+        </button>
+      )}
       {upload && (
         <p class="upload" id="upload">
           Sending {upload.name}… <progress max={100} value={upload.percent} /> {upload.percent}%
