@@ -7,6 +7,7 @@ mod hardening;
 mod network;
 mod server;
 mod stats;
+mod web;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -158,6 +159,13 @@ enum Scenario {
         #[arg(long, default_value_t = 0)]
         password_workers: usize,
     },
+    /// The web app in headless chromium (needs Debian's chromium and chromium-driver, and
+    /// web/build): room list after a reload, download size, messages a tab decrypts and shows
+    /// per second.
+    Web {
+        #[arg(long, default_value_t = 300)]
+        messages: usize,
+    },
     /// All of the above with their defaults.
     All,
 }
@@ -211,6 +219,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 members: 100,
                 devices: 2,
             },
+            Scenario::Web { messages: 300 },
             Scenario::E2eeLatency {
                 rate: 100,
                 seconds: 10,
@@ -302,6 +311,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Scenario::E2eeMembership { members, rooms } => {
                     e2ee::membership(&hearth, *members, *rooms).await?
                 }
+                Scenario::Web { messages } => web::web(&hearth, *messages).await?,
                 Scenario::All
                 | Scenario::E2eeCrypto { .. }
                 | Scenario::E2eeCommit { .. }

@@ -57,6 +57,8 @@ struct EventFrame {
 struct Inner {
     session: SecureSession<FetchHearth>,
     db: Db,
+    /// The device state's writes not yet made.
+    pending: Pending,
     /// The words of every message this device kept (built from IndexedDB when it opens).
     index: SearchIndex,
 }
@@ -68,17 +70,23 @@ impl Inner {
         self.session.take_unreported();
         let decrypted = self.session.mls().unconfirmed();
         let now = js_sys::Date::now() as u64;
-        for shown in decrypted.iter().filter_map(shown_of) {
-            let shown = Shown {
+        let shown: Vec<Shown> = decrypted
+            .iter()
+            .filter_map(shown_of)
+            .map(|s| Shown {
                 kept_at: Some(now),
-                ..shown
-            };
-            let text = serde_json::to_string(&shown).map_err(js)?;
-            self.db
-                .put(MESSAGES, &message_key(&shown.room, shown.seq), &text.into())
-                .await
-                .map_err(js)?;
-            self.index.add(&shown);
+                ..s
+            })
+            .collect();
+        let mut entries = Vec::with_capacity(shown.len());
+        for s in &shown {
+            let text = serde_json::to_string(s).map_err(js)?;
+            entries.push((message_key(&s.room, s.seq), JsValue::from_str(&text)));
+        }
+        // One transaction for the lot, on disk before the state says they are kept.
+        self.db.put_many(MESSAGES, &entries).await.map_err(js)?;
+        for s in &shown {
+            self.index.add(s);
         }
         self.session.mls_mut().kept(&decrypted).map_err(js)?;
         Ok(())
@@ -119,14 +127,12 @@ async fn open(base: String, session: Session) -> Result<Device, JsValue> {
     let db = Db::open(&format!("hearth:{}|{}", session.user_id, session.device_id))
         .await
         .map_err(js)?;
-    let pending = Pending::default();
-    let state = IdbState::load(db.clone(), pending.clone())
-        .await
-        .map_err(js)?;
+    let pending = Pending::new(db.clone());
+    let state = IdbState::load(&db, pending.clone()).await.map_err(js)?;
     let (user, device) = (session.user_id.clone(), session.device_id.clone());
     let mls = Mls::open_in(Box::new(state), &user, &device).map_err(js)?;
     let fingerprint = mls.fingerprint();
-    let hearth = FetchHearth::new(base, session, app_db, pending);
+    let hearth = FetchHearth::new(base, session, app_db, pending.clone());
     let session = SecureSession::new(hearth, mls).await.map_err(js)?;
     let mut index = SearchIndex::default();
     for text in db.all_text(MESSAGES).await.map_err(js)? {
@@ -134,7 +140,12 @@ async fn open(base: String, session: Session) -> Result<Device, JsValue> {
             index.add(&shown);
         }
     }
-    let mut inner = Inner { session, db, index };
+    let mut inner = Inner {
+        session,
+        db,
+        pending,
+        index,
+    };
     // What an earlier load decrypted and could not keep (the tab closed midway).
     inner.keep_decrypted().await?;
     Ok(Device {
@@ -245,19 +256,31 @@ impl Device {
         })
     }
 
-    /// Processes one `event` frame of the WebSocket (JSON text); the line to show for it.
-    pub fn take(&self, frame: String) -> Promise {
+    /// Processes `event` frames of the WebSocket (a JSON array, in the order they came), keeps
+    /// what they decrypted and saves the device state durably; the lines to show for them. The
+    /// page acknowledges the last frame's cursor after this: only what is on disk is acked.
+    #[wasm_bindgen(js_name = takeMany)]
+    pub fn take_many(&self, frames: String) -> Promise {
         self.run(|inner| async move {
-            let frame: EventFrame = serde_json::from_str(&frame).map_err(js)?;
+            let frames: Vec<EventFrame> = serde_json::from_str(&frames).map_err(js)?;
             let mut inner = inner.lock().await;
-            inner.session.take(&frame.event).await.map_err(js)?;
+            for frame in &frames {
+                inner.session.take(&frame.event).await.map_err(js)?;
+            }
             inner.keep_decrypted().await?;
-            inner
-                .session
-                .mls_mut()
-                .set_cursor(frame.cursor)
-                .map_err(js)?;
-            Ok(json(&inner.line(&frame.event).await?))
+            if let Some(last) = frames.last() {
+                inner
+                    .session
+                    .mls_mut()
+                    .set_cursor(last.cursor)
+                    .map_err(js)?;
+            }
+            inner.pending.flush().await.map_err(js)?;
+            let mut lines = Vec::with_capacity(frames.len());
+            for frame in &frames {
+                lines.push(inner.line(&frame.event).await?);
+            }
+            Ok(json(&lines))
         })
     }
 

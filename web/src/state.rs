@@ -1,17 +1,18 @@
-//! The device's MLS records in IndexedDB. Read once when the device opens; each replace updates
-//! the copy in memory and starts a strictly durable write at once. [`Pending::flush`] waits for
-//! those writes, and the transport calls it before any request leaves the tab: the state a
+//! The device's MLS records in IndexedDB. Read once when the device opens; a replace updates
+//! the copy in memory and marks the record to write. [`Pending::flush`] writes the marked
+//! records in one strictly durable transaction and waits for it; the transport calls it before
+//! any request leaves the tab, and the app before it acknowledges what it received: the state a
 //! message was encrypted with is on disk before the message is sent, as the native SDK's fsync
-//! guarantees.
+//! guarantees. Coalescing matters: a device saves its whole state after every step, and a burst
+//! of messages would otherwise wait for the disk once per step.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
 use hearth_client_core::e2ee::{E2eeError, Record, StateStorage};
-use js_sys::{Promise, Uint8Array};
+use js_sys::Uint8Array;
 use wasm_bindgen::JsValue;
-use wasm_bindgen_futures::JsFuture;
 
 use crate::idb::{Db, IdbError};
 
@@ -24,46 +25,56 @@ fn key(record: Record) -> JsValue {
     })
 }
 
-/// Writes started and not yet known to be on disk.
-#[derive(Debug, Clone, Default)]
-pub struct Pending(Rc<RefCell<Vec<Promise>>>);
+/// Records replaced in memory and not yet written.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    db: Db,
+    dirty: Rc<RefCell<HashMap<Record, Vec<u8>>>>,
+}
 
 impl Pending {
-    /// Waits until every write started so far is durable.
-    pub async fn flush(&self) -> Result<(), IdbError> {
-        loop {
-            let started = std::mem::take(&mut *self.0.borrow_mut());
-            if started.is_empty() {
-                return Ok(());
-            }
-            for write in started {
-                JsFuture::from(write).await?;
-            }
+    pub fn new(db: Db) -> Self {
+        Self {
+            db,
+            dirty: Rc::default(),
         }
+    }
+
+    /// Writes every record replaced so far, durably, and waits until it is on disk.
+    pub async fn flush(&self) -> Result<(), IdbError> {
+        let dirty = std::mem::take(&mut *self.dirty.borrow_mut());
+        let entries: Vec<(JsValue, JsValue)> = dirty
+            .iter()
+            .map(|(record, bytes)| (key(*record), Uint8Array::from(bytes.as_slice()).into()))
+            .collect();
+        if let Err(e) = self.db.put_many(STORE, &entries).await {
+            // Not written: written with the next flush (unless a newer copy replaced it).
+            let mut now = self.dirty.borrow_mut();
+            for (record, bytes) in dirty {
+                now.entry(record).or_insert(bytes);
+            }
+            return Err(e);
+        }
+        Ok(())
     }
 }
 
 /// A device's records, kept in its IndexedDB database.
 #[derive(Debug)]
 pub struct IdbState {
-    db: Db,
     records: HashMap<Record, Vec<u8>>,
     pending: Pending,
 }
 
 impl IdbState {
-    pub async fn load(db: Db, pending: Pending) -> Result<Self, IdbError> {
+    pub async fn load(db: &Db, pending: Pending) -> Result<Self, IdbError> {
         let mut records = HashMap::new();
         for record in [Record::State, Record::Keys] {
             if let Some(bytes) = db.get_bytes(STORE, &key(record)).await? {
                 records.insert(record, bytes);
             }
         }
-        Ok(Self {
-            db,
-            records,
-            pending,
-        })
+        Ok(Self { records, pending })
     }
 }
 
@@ -73,13 +84,11 @@ impl StateStorage for IdbState {
     }
 
     fn replace(&mut self, record: Record, bytes: &[u8]) -> Result<(), E2eeError> {
-        let value = Uint8Array::from(bytes);
-        let write = self
-            .db
-            .start_put(STORE, &key(record), &value)
-            .map_err(|e| E2eeError::Io(std::io::Error::other(e.to_string())))?;
-        self.pending.0.borrow_mut().push(write);
         self.records.insert(record, bytes.to_vec());
+        self.pending
+            .dirty
+            .borrow_mut()
+            .insert(record, bytes.to_vec());
         Ok(())
     }
 

@@ -10,7 +10,7 @@ export function Timeline(props: {
   device: Device;
   room: RoomSummary;
   title: string;
-  arrived: Line | null;
+  arrived: Line[];
   /** A message to show (loaded around it) and highlight. */
   focus?: number;
   onLatest(): void;
@@ -55,8 +55,8 @@ export function Timeline(props: {
   }, [lines.length]);
 
   useEffect(() => {
-    const a = props.arrived;
-    if (a && a.room === room.room_id) setLines((old) => merge([a], old));
+    const mine = props.arrived.filter((l) => l.room === room.room_id);
+    if (mine.length) setLines((old) => merge(mine, old));
   }, [props.arrived]);
 
   useEffect(() => {

@@ -11,7 +11,8 @@ export type Signal =
   | { type: "presence"; user_id: string; state: "online" | "offline"; last_seen_ts?: number };
 
 export interface LiveHandlers {
-  onLine(line: Line): void;
+  /** Lines for event frames the device took, in order (several when they came together). */
+  onLines(lines: Line[]): void;
   onSignal(signal: Signal): void;
   onState(state: "connecting" | "live" | "offline"): void;
   onError(error: unknown): void;
@@ -19,7 +20,9 @@ export interface LiveHandlers {
 
 export class Live {
   private socket?: WebSocket;
-  private queue: Promise<void> = Promise.resolve();
+  /** Event frames not yet handed to the device, in order; taken together while it works. */
+  private waiting: string[] = [];
+  private working = false;
   private closed = false;
   private backoff = 500;
   private heartbeat?: number;
@@ -43,10 +46,7 @@ export class Live {
     const url = `${scheme}://${location.host}/v1/ws?since=${params.cursor}&access_token=${encodeURIComponent(params.token)}`;
     const socket = new WebSocket(url);
     this.socket = socket;
-    socket.onmessage = (message) => {
-      const text = String(message.data);
-      this.queue = this.queue.then(() => this.frame(text)).catch((e) => this.handlers.onError(e));
-    };
+    socket.onmessage = (message) => this.frame(String(message.data));
     socket.onclose = () => {
       if (this.socket === socket) this.retry();
     };
@@ -60,15 +60,13 @@ export class Live {
     this.backoff = Math.min(this.backoff * 2, 15000);
   }
 
-  private async frame(text: string) {
+  private frame(text: string) {
     const frame = JSON.parse(text);
     switch (frame.type) {
-      case "event": {
-        const line: Line = JSON.parse(await this.device.take(text));
-        this.handlers.onLine(line);
-        this.send({ type: "ack", cursor: frame.cursor });
+      case "event":
+        this.waiting.push(text);
+        if (!this.working) this.work();
         break;
-      }
       case "synced":
         this.backoff = 500;
         this.handlers.onState("live");
@@ -83,6 +81,30 @@ export class Live {
       case "error":
         this.handlers.onError(new Error(frame.message));
         break;
+    }
+  }
+
+  /**
+   * Hands the waiting event frames to the device, all that arrived meanwhile in one call (one
+   * wait for the disk per batch, not per message), then acknowledges the last one: the device
+   * has kept everything up to it.
+   */
+  private async work() {
+    this.working = true;
+    try {
+      while (this.waiting.length) {
+        const batch = this.waiting.splice(0);
+        const lines: Line[] = JSON.parse(await this.device.takeMany(`[${batch.join(",")}]`));
+        this.handlers.onLines(lines);
+        this.send({ type: "ack", cursor: JSON.parse(batch[batch.length - 1]).cursor });
+      }
+    } catch (e) {
+      this.handlers.onError(e);
+      // What failed is taken again from the device's cursor on the next connection.
+      this.waiting = [];
+      this.socket?.close();
+    } finally {
+      this.working = false;
     }
   }
 
