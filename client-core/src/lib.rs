@@ -10,3 +10,7 @@ pub mod shown;
 
 pub use hearth::{Hearth, HearthError, new_txn_id};
 pub use secure::{Convergence, MembershipCheck, SecureError, SecureSession};
+
+// Under wasm the crate's tests run in a headless browser (wasm-bindgen-test-runner; .ci/run).
+#[cfg(all(test, target_arch = "wasm32"))]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);

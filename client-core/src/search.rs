@@ -82,6 +82,8 @@ impl SearchIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn shown(room: &str, seq: u64, text: &str) -> Shown {
         Shown {

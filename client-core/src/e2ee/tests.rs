@@ -1,6 +1,8 @@
 //! The state machine alone: events are built here as the home would sequence them.
 
 use super::*;
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
