@@ -1,10 +1,10 @@
 //! The state machine alone: events are built here as the home would sequence them.
 
 use super::*;
-#[cfg(target_arch = "wasm32")]
-use wasm_bindgen_test::wasm_bindgen_test as test;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use hearth_spec::TxnId;
 
