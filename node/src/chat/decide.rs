@@ -191,7 +191,9 @@ pub fn decide(
             let sender = user.clone();
             let reply = sequencer.apply(request, now, batch)?;
             // What one sends oneself is read (the sequencer raises the mark): the senders of
-            // what came before it hear so, as if the sender had marked it read.
+            // what came before it on this hearth hear so, as if the sender had marked it read.
+            // Not announced to member hearths: that would be an envelope per message per peer,
+            // and they can derive it from the event itself (not done yet).
             if let Reply::Sequenced(Sequenced {
                 room_id,
                 seq: Some(seq),
@@ -200,7 +202,6 @@ pub fn decide(
                 && let Some(old) =
                     pending.raise(reads, ReceiptKind::Read, &sender, room_id, *seq)?
             {
-                announce_to_peers(sequencer, batch, room_id, &sender, ReceiptKind::Read, *seq);
                 let mut to = sequencer.senders_between(room_id, old, *seq);
                 to.remove(&sender);
                 pending.tell(to, room_id, &sender, ReceiptKind::Read, *seq);
