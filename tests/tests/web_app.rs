@@ -193,7 +193,14 @@ async fn a_browser_user_and_a_native_user_chat_encrypted_and_a_reload_keeps_the_
         .filter(|(user, _, _)| *user == alice_id)
         .map(|(_, _, f)| f)
         .collect();
-    assert_eq!(known, vec![shown]);
+    assert_eq!(known, vec![shown.clone()]);
+    // And the room's keys list both devices' fingerprints, as bob's device knows them.
+    browser.click("#members").await.unwrap();
+    browser.wait_text("#fingerprints", &shown).await.unwrap();
+    browser
+        .wait_text("#fingerprints", &bob.mls().fingerprint())
+        .await
+        .unwrap();
 
     // A reload resumes the same device: no login form, the room and both messages are there.
     page.refresh().await.unwrap();
@@ -313,4 +320,64 @@ async fn two_browser_users_and_a_terminal_user_share_a_group_and_a_second_browse
         .wait_text(".line.unreadable .text", "cannot read")
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn the_app_is_served_gzipped_to_who_accepts_it_revalidated_and_locked_down() {
+    let hearth = TestHearth::start().await;
+    let http = reqwest::Client::new();
+    let get = |path: &str, headers: &[(&str, &str)]| {
+        let mut request = http.get(format!("{}{path}", hearth.url));
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        request.send()
+    };
+    let plain = get("/hearth_web_bg.wasm", &[]).await.unwrap();
+    assert_eq!(plain.headers()["content-type"], "application/wasm");
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain_tag = plain.headers()["etag"].clone();
+    assert!(plain.bytes().await.unwrap().starts_with(b"\0asm"));
+
+    let zipped = get("/hearth_web_bg.wasm", &[("accept-encoding", "br, gzip")])
+        .await
+        .unwrap();
+    assert_eq!(zipped.headers()["content-encoding"], "gzip");
+    assert_eq!(zipped.headers()["vary"], "accept-encoding");
+    let zipped_tag = zipped.headers()["etag"].clone();
+    assert_ne!(zipped_tag, plain_tag);
+    let body = zipped.bytes().await.unwrap();
+    assert!(body.starts_with(&[0x1f, 0x8b]));
+    // Refused gzip (q=0) gets the plain bytes.
+    let refused = get("/hearth_web_bg.wasm", &[("accept-encoding", "gzip;q=0")])
+        .await
+        .unwrap();
+    assert!(refused.headers().get("content-encoding").is_none());
+
+    // Revalidation: the same tag is 304 with no body.
+    let again = get(
+        "/hearth_web_bg.wasm",
+        &[
+            ("accept-encoding", "gzip"),
+            ("if-none-match", zipped_tag.to_str().unwrap()),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.status(), 304);
+    assert!(again.bytes().await.unwrap().is_empty());
+
+    // The page: no-cache, and a policy that allows only this hearth's scripts and connections.
+    let page = get("/", &[]).await.unwrap();
+    assert_eq!(page.headers()["cache-control"], "no-cache");
+    let policy = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        policy.contains("script-src 'self' 'wasm-unsafe-eval'"),
+        "{policy}"
+    );
+    assert!(policy.contains("connect-src 'self'"), "{policy}");
+    assert!(page.text().await.unwrap().contains("/app.js"));
+    // The API's own errors are untouched: an unknown path is still a JSON 404.
+    let missing = get("/v2/nothing", &[]).await.unwrap();
+    assert_eq!(missing.status(), 404);
 }

@@ -299,6 +299,26 @@ impl Device {
         })
     }
 
+    /// Every device in a room's encrypted group with its safety fingerprint, as JSON
+    /// `[{user, device, fingerprint}]`, to compare with what each person's app shows.
+    #[wasm_bindgen(js_name = memberFingerprints)]
+    pub fn member_fingerprints(&self, room: String) -> Promise {
+        self.run(move |inner| async move {
+            let room = RoomId::parse(&room).map_err(js)?;
+            let inner = inner.lock().await;
+            let members: Vec<serde_json::Value> = inner
+                .session
+                .mls()
+                .member_fingerprints(&room)
+                .into_iter()
+                .map(|(user, device, fingerprint)| {
+                    serde_json::json!({"user": user, "device": device, "fingerprint": fingerprint})
+                })
+                .collect();
+            Ok(json(&members))
+        })
+    }
+
     /// The rooms of this user, with unread counts (JSON).
     pub fn rooms(&self) -> Promise {
         self.run(|inner| async move {

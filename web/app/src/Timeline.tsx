@@ -29,6 +29,7 @@ export function Timeline(props: {
   const [draft, setDraft] = useState("");
   const [sending, setSending] = useState(0);
   const [upload, setUpload] = useState<{ name: string; percent: number } | null>(null);
+  const [fingerprints, setFingerprints] = useState<{ user: string; device: string; fingerprint: string }[] | null>(null);
   const fileInput = useRef<HTMLInputElement>(null);
   const list = useRef<HTMLOListElement>(null);
   const typingUntil = useRef(0);
@@ -120,6 +121,14 @@ export function Timeline(props: {
     }
   }
 
+  async function showFingerprints() {
+    try {
+      setFingerprints(fingerprints ? null : JSON.parse(await device.memberFingerprints(room.room_id)));
+    } catch (e) {
+      props.onError(e);
+    }
+  }
+
   async function leave() {
     if (!confirm(`Leave ${props.title}? You will not read what is sent after.`)) return;
     try {
@@ -149,9 +158,29 @@ export function Timeline(props: {
         <button class="back" onClick={props.onBack} aria-label="Back to chats">←</button>
         <h2 id="room-title">{props.title}</h2>
         <span class="muted" id="room-status">{status}</span>
+        <button id="members" onClick={showFingerprints} title="Compare these with what each person's app shows">
+          Keys
+        </button>
         {room.kind === "group" && <button onClick={invite}>Invite</button>}
         <button onClick={leave}>Leave</button>
       </header>
+      {fingerprints && (
+        <div class="fingerprints" id="fingerprints">
+          <p class="muted">
+            Every device that can read this room. Compare each safety fingerprint with what that
+            person's app shows (in person or on a call): if they match, nobody is in between.
+          </p>
+          <ul>
+            {fingerprints.map((f) => (
+              <li key={f.user + f.device}>
+                <strong>{shortName(f.user)}</strong> <small>{f.device}</small>
+                <br />
+                <code>{f.fingerprint}</code>
+              </li>
+            ))}
+          </ul>
+        </div>
+      )}
       <ol class="lines" ref={list} id="lines">
         {before !== null && before !== undefined && (
           <li class="older">
