@@ -231,6 +231,14 @@ async fn a_browser_user_and_a_native_user_chat_encrypted_and_a_reload_keeps_the_
         .wait_text(".line .text", "still there after the reload?")
         .await
         .unwrap();
+
+    // Logging out forgets the device here: the login form, and again after a reload.
+    browser.click("footer summary").await.unwrap();
+    browser.click("#logout").await.unwrap();
+    browser.element("#username").await.unwrap();
+    page.refresh().await.unwrap();
+    browser.element("#username").await.unwrap();
+    assert!(page.find(fantoccini::Locator::Css("aside")).await.is_err());
 }
 
 /// Runs `hearth-chat` as `profile` and returns what it printed.
@@ -320,6 +328,23 @@ async fn two_browser_users_and_a_terminal_user_share_a_group_and_a_second_browse
         .wait_text(".line.unreadable .text", "cannot read")
         .await
         .unwrap();
+
+    // From the laptop, alice removes her first browser device: it is logged out at once and
+    // says so; the group goes on without it.
+    laptop.click("footer summary").await.unwrap();
+    laptop.click(".remove-device").await.unwrap();
+    laptop.client.accept_alert().await.unwrap();
+    alice
+        .wait_text(".login .error", "This device was logged out")
+        .await
+        .unwrap();
+    carol.send("after the removal").await.unwrap();
+    laptop
+        .wait_text(".line .text", "after the removal")
+        .await
+        .unwrap();
+    let history = chat(&dave, &["history", "friends"]).await;
+    assert!(history.contains("after the removal"), "{history}");
 }
 
 #[tokio::test]

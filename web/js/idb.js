@@ -61,12 +61,19 @@ export function idb_all(db, store) {
   return done(tx, () => req.result);
 }
 
+// Deletes a database. Blocked by a connection still open elsewhere, the deletion waits for it
+// to close by itself; this does not wait with it.
 export function idb_delete_database(name) {
   return new Promise((resolve, reject) => {
     const req = indexedDB.deleteDatabase(name);
     req.onsuccess = () => resolve();
+    req.onblocked = () => resolve();
     req.onerror = () => reject(req.error);
   });
+}
+
+export function idb_close(db) {
+  db.close();
 }
 
 export function sleep_ms(ms) {

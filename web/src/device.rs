@@ -233,13 +233,15 @@ impl Device {
     pub fn socket_params(&self) -> Promise {
         self.run(|inner| async move {
             let mut inner = inner.lock().await;
-            // A cheap authenticated call refreshes an expired token.
-            inner
-                .session
-                .client()
-                .key_package_count()
-                .await
-                .map_err(js)?;
+            // A cheap authenticated call refreshes an expired token. A revoked session (this
+            // device was removed elsewhere) is an error named `unauthorized` for the page.
+            if let Err(e) = inner.session.client().key_package_count().await {
+                let error = js_sys::Error::new(&e.to_string());
+                if e.code() == Some(hearth_spec::ErrorCode::Unauthorized) {
+                    error.set_name("unauthorized");
+                }
+                return Err(error.into());
+            }
             let cursor = inner.session.mls().cursor();
             let token = inner.session.client_ref().session().access_token.clone();
             Ok(json(&serde_json::json!({"token": token, "cursor": cursor})))
@@ -488,6 +490,35 @@ impl Device {
         })
     }
 
+    /// Logs one of this user's other devices out and removes it from every group it was in.
+    #[wasm_bindgen(js_name = removeDevice)]
+    pub fn remove_device(&self, device: String) -> Promise {
+        self.run(move |inner| async move {
+            let device = hearth_spec::DeviceId::parse(&device).map_err(js)?;
+            let mut inner = inner.lock().await;
+            let result = inner.session.remove_device(&device).await;
+            inner.keep_decrypted().await?;
+            result.map_err(js)?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// Forgets this device in this browser after the hearth ended its session elsewhere (it was
+    /// removed from another device): its keys and messages go, as they would on logout.
+    pub fn forget(&self) -> Promise {
+        let name = format!("hearth:{}|{}", self.user, self.device);
+        self.run(move |inner| async move {
+            inner.lock().await.db.close();
+            let app_db = Db::open(APP_DB).await.map_err(js)?;
+            app_db
+                .remove("session", &SESSION_KEY.into())
+                .await
+                .map_err(js)?;
+            Db::delete(&name).await.map_err(js)?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
     /// Logs this device out and forgets it in this browser (its keys and messages too).
     pub fn logout(&self) -> Promise {
         let name = format!("hearth:{}|{}", self.user, self.device);
@@ -504,6 +535,7 @@ impl Device {
                 .remove("session", &SESSION_KEY.into())
                 .await
                 .map_err(js)?;
+            inner.db.close();
             drop(inner);
             Db::delete(&name).await.map_err(js)?;
             Ok(JsValue::UNDEFINED)

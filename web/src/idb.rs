@@ -30,6 +30,7 @@ extern "C" {
     async fn idb_all(db: &JsValue, store: &str) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(catch)]
     async fn idb_delete_database(name: &str) -> Result<JsValue, JsValue>;
+    fn idb_close(db: &JsValue);
     pub async fn sleep_ms(ms: f64);
     pub fn now_ms() -> f64;
 }
@@ -61,6 +62,11 @@ pub struct Db(JsValue);
 impl Db {
     pub async fn open(name: &str) -> Result<Self, IdbError> {
         Ok(Self(idb_open(name).await?))
+    }
+
+    /// Closes this connection (every clone of it): the database can then be deleted.
+    pub fn close(&self) {
+        idb_close(&self.0);
     }
 
     pub async fn delete(name: &str) -> Result<(), IdbError> {

@@ -46,5 +46,13 @@ export function App() {
     );
   }
   if (device === null) return <Login onDevice={setDevice} error={error} />;
-  return <Chat device={device} onLogout={() => setDevice(null)} />;
+  return (
+    <Chat
+      device={device}
+      onLogout={(why?: string) => {
+        setError(why ?? "");
+        setDevice(null);
+      }}
+    />
+  );
 }

@@ -5,13 +5,14 @@ import { Live, type Signal } from "./live";
 import { Rooms } from "./Rooms";
 import { Timeline } from "./Timeline";
 import { Search } from "./Search";
+import { Devices } from "./Devices";
 import { enc, roomName, sentence } from "./format";
 
 /** How long a typing signal shows without being renewed (the hearth expires it after 5 s). */
 const TYPING_SHOWN_MS = 6000;
 
 /** The logged-in app: rooms on the left, the open room on the right (one at a time on a phone). */
-export function Chat(props: { device: Device; onLogout(): void }) {
+export function Chat(props: { device: Device; onLogout(why?: string): void }) {
   const { device } = props;
   const [rooms, setRooms] = useState<RoomSummary[]>([]);
   const [open, setOpen] = useState<string | null>(null);
@@ -140,6 +141,12 @@ export function Chat(props: { device: Device; onLogout(): void }) {
           onSignal: signal,
           onState: setState,
           onError: (e) => setError(sentence(e)),
+          onEnded: () => {
+            // Removed from another device (or the account was closed): this one is gone.
+            device
+              .forget()
+              .finally(() => props.onLogout("This device was logged out. Log in again to use it."));
+          },
         });
       });
     return () => {
@@ -197,7 +204,8 @@ export function Chat(props: { device: Device; onLogout(): void }) {
               <br />
               Safety fingerprint: <code id="fingerprint">{device.fingerprint}</code>
             </p>
-            <button onClick={logout}>Log out</button>
+            <Devices device={device} onError={(e) => setError(sentence(e))} />
+            <button id="logout" onClick={logout}>Log out</button>
           </details>
         </footer>
       </aside>

@@ -1,4 +1,4 @@
-import { useState } from "preact/hooks";
+import { useEffect, useState } from "preact/hooks";
 import { Device } from "../pkg/hearth_web.js";
 import { sentence } from "./format";
 
@@ -7,6 +7,7 @@ export function Login(props: { onDevice(d: Device): void; error: string }) {
   const [password, setPassword] = useState("");
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState(props.error);
+  useEffect(() => setError(props.error), [props.error]);
 
   async function go(register: boolean, e?: Event) {
     e?.preventDefault();

@@ -16,6 +16,8 @@ export interface LiveHandlers {
   onSignal(signal: Signal): void;
   onState(state: "connecting" | "live" | "offline"): void;
   onError(error: unknown): void;
+  /** The hearth ended this device's session (logged out elsewhere, removed, deactivated). */
+  onEnded(): void;
 }
 
 export class Live {
@@ -38,6 +40,11 @@ export class Live {
     try {
       params = JSON.parse(await this.device.socketParams());
     } catch (e) {
+      if (e instanceof Error && e.name === "unauthorized") {
+        this.closed = true;
+        this.handlers.onEnded();
+        return;
+      }
       this.handlers.onError(e);
       this.retry();
       return;
@@ -79,6 +86,11 @@ export class Live {
         this.handlers.onSignal(frame as Signal);
         break;
       case "error":
+        if (frame.code === "unauthorized") {
+          this.close();
+          this.handlers.onEnded();
+          return;
+        }
         this.handlers.onError(new Error(frame.message));
         break;
     }
