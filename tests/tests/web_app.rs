@@ -345,6 +345,45 @@ async fn two_browser_users_and_a_terminal_user_share_a_group_and_a_second_browse
         .unwrap();
     let history = chat(&dave, &["history", "friends"]).await;
     assert!(history.contains("after the removal"), "{history}");
+
+    // alice invites erin (a terminal user) from the page; erin reads what is sent after.
+    let erin = profiles.path().join("erin");
+    chat(&erin, &["register", "erin", &format!("--server={url}")]).await;
+    laptop.click("#invite").await.unwrap();
+    laptop.client.send_alert_text("erin").await.unwrap();
+    laptop.client.accept_alert().await.unwrap();
+    laptop
+        .wait_text(".line.member .event", "added @erin:localhost")
+        .await
+        .unwrap();
+    laptop.send("welcome erin").await.unwrap();
+    let history = chat(&erin, &["history", "friends"]).await;
+    assert!(history.contains("welcome erin"), "{history}");
+
+    // carol leaves from her phone: the others see it, and what they send next is not for her.
+    carol.click("#leave").await.unwrap();
+    carol.client.accept_alert().await.unwrap();
+    laptop
+        .wait_text(".line.member .event", "@carol:localhost left")
+        .await
+        .unwrap();
+    chat(&dave, &["send", "friends", "just the three of us"]).await;
+    laptop
+        .wait_text(".line .text", "just the three of us")
+        .await
+        .unwrap();
+    let groups = carol
+        .client
+        .execute(
+            "return [...document.querySelectorAll('.room')].map(r => r.innerText).join('|')",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        !groups.as_str().unwrap_or("").contains("friends"),
+        "{groups}"
+    );
 }
 
 #[tokio::test]

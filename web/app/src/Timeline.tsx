@@ -161,8 +161,14 @@ export function Timeline(props: {
         <button id="members" onClick={showFingerprints} title="Compare these with what each person's app shows">
           Keys
         </button>
-        {room.kind === "group" && <button onClick={invite}>Invite</button>}
-        <button onClick={leave}>Leave</button>
+        {room.kind === "group" && (
+          <button id="invite" onClick={invite}>
+            Invite
+          </button>
+        )}
+        <button id="leave" onClick={leave}>
+          Leave
+        </button>
       </header>
       {fingerprints && (
         <div class="fingerprints" id="fingerprints">
