@@ -10,7 +10,7 @@ use hearth_spec::api::{
     ClaimMany, ClaimedMany, CommitRequest, HistoryPage, KeyPackageCount, Limits, MediaUploaded,
     QueriedDevices, RoomSummary, Sequenced, SyncPage, UploadKeyPackages,
 };
-use hearth_spec::{DeviceId, ErrorCode, RoomId, RoomKind, ServerName, TxnId, UserId};
+use hearth_spec::{DeviceId, ErrorBody, ErrorCode, RoomId, RoomKind, ServerName, TxnId, UserId};
 
 /// A failed call: the hearth's error code when it answered with one, and what went wrong.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +100,21 @@ pub trait Hearth {
 /// A fresh transaction id: 128 random bits, unique per device in practice, on any platform.
 pub fn new_txn_id() -> TxnId {
     TxnId::parse(&format!("{:032x}", rand::random::<u128>())).expect("hex is a valid txn id")
+}
+
+/// The error a hearth answered with status `status` and body `text`: its JSON error body, or,
+/// for a body that is not one (a proxy's page, say), `internal` with the status and the start of
+/// the text.
+pub fn error_body(status: u16, text: &str) -> ErrorBody {
+    serde_json::from_str::<ErrorBody>(text).unwrap_or_else(|_| {
+        ErrorBody::new(
+            ErrorCode::Internal,
+            format!(
+                "HTTP {status}: {}",
+                text.chars().take(200).collect::<String>()
+            ),
+        )
+    })
 }
 
 /// `/v1/rooms/{room}{suffix}` with the room id percent-encoded.

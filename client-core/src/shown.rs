@@ -28,8 +28,21 @@ pub struct Shown {
     pub kept_at: Option<u64>,
 }
 
-/// What an app keeps of a received event (messages and copies sent again), if anything.
-pub fn shown_of(received: &Received) -> Option<Shown> {
+/// What an app keeps of `received` (messages and copies sent again), stamped as kept at
+/// `now_ms` (the app's clock).
+pub fn kept_at(received: &[Received], now_ms: u64) -> Vec<Shown> {
+    received
+        .iter()
+        .filter_map(shown_of)
+        .map(|s| Shown {
+            kept_at: Some(now_ms),
+            ..s
+        })
+        .collect()
+}
+
+/// What an app keeps of a received event, if anything.
+fn shown_of(received: &Received) -> Option<Shown> {
     match received {
         Received::Message {
             room,

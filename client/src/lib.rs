@@ -12,7 +12,7 @@ mod native_hearth;
 mod secure;
 mod state_file;
 
-use hearth_client_core::hearth::{encode_path, room_path};
+use hearth_client_core::hearth::{encode_path, error_body, room_path};
 use hearth_spec::api::{
     ClaimKeyPackages, ClaimMany, ClaimedKeyPackages, ClaimedMany, CommitRequest, KeyDevices,
     KeyPackageCount, MediaUploaded, QueriedDevices, QueryDevices, UploadKeyPackages,
@@ -645,14 +645,6 @@ async fn check(response: reqwest::Response) -> Result<reqwest::Response, ClientE
     }
     let status = response.status().as_u16();
     let text = response.text().await.unwrap_or_default();
-    let body = serde_json::from_str::<ErrorBody>(&text).unwrap_or_else(|_| {
-        ErrorBody::new(
-            ErrorCode::Internal,
-            format!(
-                "HTTP {status}: {}",
-                text.chars().take(200).collect::<String>()
-            ),
-        )
-    });
+    let body = error_body(status, &text);
     Err(ClientError::Api { status, body })
 }

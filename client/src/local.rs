@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use hearth_client::e2ee::Received;
 use hearth_client::search::SearchIndex;
-use hearth_client::shown::{Shown, shown_of};
+use hearth_client::shown::{Shown, kept_at};
 use hearth_spec::RoomId;
 
 /// Every message this profile has read.
@@ -56,14 +56,7 @@ impl LocalMessages {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let shown: Vec<Shown> = received
-            .iter()
-            .filter_map(shown_of)
-            .map(|s| Shown {
-                kept_at: Some(now),
-                ..s
-            })
-            .collect();
+        let shown = kept_at(received, now);
         if shown.is_empty() {
             return Ok(());
         }

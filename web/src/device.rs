@@ -9,7 +9,7 @@ use futures_util::lock::Mutex;
 use hearth_client_core::e2ee::Mls;
 use hearth_client_core::hearth::room_path;
 use hearth_client_core::search::SearchIndex;
-use hearth_client_core::shown::{Shown, shown_of};
+use hearth_client_core::shown::{Shown, kept_at};
 use hearth_client_core::{Hearth, SecureSession};
 use hearth_spec::api::{LoginRequest, RegisterRequest, RoomSummary, Session};
 use hearth_spec::e2ee::AttachmentRef;
@@ -69,15 +69,7 @@ impl Inner {
     async fn keep_decrypted(&mut self) -> Result<(), JsValue> {
         self.session.take_unreported();
         let decrypted = self.session.mls().unconfirmed();
-        let now = js_sys::Date::now() as u64;
-        let shown: Vec<Shown> = decrypted
-            .iter()
-            .filter_map(shown_of)
-            .map(|s| Shown {
-                kept_at: Some(now),
-                ..s
-            })
-            .collect();
+        let shown = kept_at(&decrypted, js_sys::Date::now() as u64);
         let mut entries = Vec::with_capacity(shown.len());
         for s in &shown {
             let text = serde_json::to_string(s).map_err(js)?;

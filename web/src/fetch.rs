@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use hearth_client_core::hearth::{encode_path as encode, room_path};
+use hearth_client_core::hearth::{encode_path as encode, error_body, room_path};
 use hearth_client_core::{Hearth, HearthError};
 use hearth_spec::api::{
     ClaimMany, ClaimedMany, CommitRequest, CreateRoomRequest, HistoryPage, InviteRequest,
@@ -124,8 +124,7 @@ impl FetchHearth {
             if (200..300).contains(&status) {
                 return serde_json::from_str(&text).map_err(|e| FetchError::Upload(e.to_string()));
             }
-            let body = serde_json::from_str::<ErrorBody>(&text)
-                .unwrap_or_else(|_| ErrorBody::new(ErrorCode::Internal, format!("HTTP {status}")));
+            let body = error_body(status, &text);
             if attempt == 0 && body.code == ErrorCode::TokenExpired {
                 self.refresh().await?;
                 continue;
@@ -282,17 +281,7 @@ async fn check(response: reqwest::Response) -> Result<reqwest::Response, FetchEr
     }
     let status = response.status().as_u16();
     let text = response.text().await.unwrap_or_default();
-    Err(FetchError::Api(
-        serde_json::from_str::<ErrorBody>(&text).unwrap_or_else(|_| {
-            ErrorBody::new(
-                ErrorCode::Internal,
-                format!(
-                    "HTTP {status}: {}",
-                    text.chars().take(200).collect::<String>()
-                ),
-            )
-        }),
-    ))
+    Err(FetchError::Api(error_body(status, &text)))
 }
 
 impl Hearth for FetchHearth {

@@ -83,18 +83,9 @@ impl Db {
         Ok(idb_get(&self.0, store, key).await?.as_string())
     }
 
-    /// Starts a durable write now; the promise settles when it is on disk.
-    pub fn start_put(
-        &self,
-        store: &str,
-        key: &JsValue,
-        value: &JsValue,
-    ) -> Result<Promise, IdbError> {
-        Ok(idb_put(&self.0, store, key, value)?)
-    }
-
     pub async fn put(&self, store: &str, key: &JsValue, value: &JsValue) -> Result<(), IdbError> {
-        JsFuture::from(self.start_put(store, key, value)?).await?;
+        // A durable write: the promise settles when it is on disk.
+        JsFuture::from(idb_put(&self.0, store, key, value)?).await?;
         Ok(())
     }
 
