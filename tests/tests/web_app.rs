@@ -8,7 +8,8 @@
 use std::time::Duration;
 
 use hearth_client::e2ee::Received;
-use hearth_spec::client::ServerFrame;
+use hearth_spec::RoomKind;
+use hearth_spec::client::{ReceiptKind, ServerFrame};
 use hearth_tests::browser::{Browser, PAGE_WAIT};
 use hearth_tests::{
     HearthProcess, TestHearth, connect_synced, frames_until, hearth_chat, secure, texts,
@@ -444,4 +445,46 @@ async fn the_app_is_served_gzipped_to_who_accepts_it_revalidated_and_locked_down
     // The API's own errors are untouched: an unknown path is still a JSON 404.
     let missing = get("/v2/nothing", &[]).await.unwrap();
     assert_eq!(missing.status(), 404);
+}
+
+/// A browser device never marks read what it cannot decrypt (as hearth-chat): opening a room
+/// whose earlier messages were sent before the device existed does not mark them read; the first
+/// read mark bob hears of from alice covers a message her browser could decrypt.
+#[tokio::test]
+async fn a_browser_device_never_marks_read_what_it_cannot_decrypt() {
+    let hearth = TestHearth::start().await;
+    let states = tempfile::tempdir().unwrap();
+    let mut bob = secure(hearth.user("bob").await, &states.path().join("bob")).await;
+    // alice's first device exists (so bob can write to her) but never reads anything.
+    let alice_first = secure(hearth.user("alice").await, &states.path().join("alice")).await;
+    let alice = alice_first.mls().identity().0.clone();
+    let room = bob
+        .create_room(RoomKind::Direct, None, std::slice::from_ref(&alice))
+        .await
+        .unwrap()
+        .room_id;
+    bob.send_text(&room, "before your browser").await.unwrap();
+    // bob's live connection hears every read receipt of alice's, in order.
+    let (_bob_live, mut bob_frames) = connect_synced(bob.client()).await;
+
+    let browser = Browser::start(1100, 800).await.unwrap();
+    browser.sign_in(&hearth.url, "alice", true).await.unwrap();
+    browser.click_text(".room", "bob").await.unwrap();
+    browser
+        .wait_text(".line.unreadable .text", "cannot read")
+        .await
+        .unwrap();
+    let after = bob.send_text(&room, "after it").await.unwrap().seq.unwrap();
+    browser.wait_text(".line .text", "after it").await.unwrap();
+    let is_alice_read = |f: &ServerFrame| matches!(f, ServerFrame::Receipt { kind: ReceiptKind::Read, user_id, .. } if *user_id == alice);
+    let frames = frames_until(&mut bob_frames, PAGE_WAIT, is_alice_read)
+        .await
+        .unwrap();
+    let Some(ServerFrame::Receipt { seq, .. }) = frames.last() else {
+        unreachable!("frames_until ends with the frame it waited for")
+    };
+    assert!(
+        *seq >= after,
+        "alice's first read mark is {seq}, before {after}: it covers what her browser could not read"
+    );
 }

@@ -39,7 +39,10 @@ export function Timeline(props: {
       const got = JSON.parse(await device.history(room.room_id, from, PAGE));
       setLines((old) => merge(got.lines, old));
       setBefore(got.prev_before ?? null);
-      if (from === undefined && got.lines.length) props.onRead(got.lines[got.lines.length - 1].seq);
+      // Read up to the newest message this device could decrypt: never claims to have read what
+      // it cannot (as hearth-chat).
+      const readable = (got.lines as Line[]).filter((l) => l.kind === "message");
+      if (from === undefined && readable.length) props.onRead(readable[readable.length - 1].seq);
     } catch (e) {
       props.onError(e);
     }
