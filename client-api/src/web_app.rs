@@ -1,5 +1,5 @@
 //! The web app (`web/`), built into the binary from `web/dist/` and served at `/`: the page,
-//! its script, its style and the wasm device. The script and the wasm go gzipped (compressed by
+//! its script, its style, the wasm device and the service worker for notifications. The script and the wasm go gzipped (compressed by
 //! `web/build`) to browsers that accept it. Revalidated on every load (`no-cache` with an ETag
 //! per encoding), so a new hearth version reaches open browsers on their next reload, and
 //! locked down by a content security policy: scripts, styles, connections and the wasm come
@@ -39,6 +39,14 @@ const ASSETS: &[Asset] = &[
         path: "/style.css",
         content_type: "text/css; charset=utf-8",
         bytes: include_bytes!("../../web/dist/style.css"),
+        gzipped: None,
+    },
+    // The service worker that shows Web Push notifications while no tab is open. Served from
+    // the root so its scope is the whole app.
+    Asset {
+        path: "/sw.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../web/dist/sw.js"),
         gzipped: None,
     },
     Asset {

@@ -30,7 +30,7 @@ pub use connection::{Connection, Receiver, Sender};
 pub use hearth_client_core::{
     Convergence, Hearth, HearthError, MembershipCheck, SecureError, SecureSession, new_txn_id,
 };
-pub use hearth_client_core::{search, shown};
+pub use hearth_client_core::{hearth, search, shown};
 pub use secure::SecureClient;
 pub use tokio_tungstenite::tungstenite::Message as WsMessage;
 

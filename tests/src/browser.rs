@@ -52,6 +52,9 @@ impl Browser {
                     format!("--window-size={width},{height}"),
                     format!("--user-data-dir={}", profile.path().display()),
                 ],
+                // Notifications allowed, as a person would allow them at the prompt (headless
+                // chromium has no prompt to click).
+                "prefs": { "profile.default_content_setting_values.notifications": 1 },
             },
         });
         let serde_json::Value::Object(capabilities) = capabilities else {
@@ -162,6 +165,106 @@ impl Browser {
         let path = dir.join(format!("{name}.png"));
         std::fs::write(&path, self.client.screenshot().await?)?;
         Ok(path)
+    }
+}
+
+impl Browser {
+    /// Hands `data` to the service worker registered for `origin` as a push message, the way
+    /// chromium's own DevTools do (`ServiceWorker.deliverPushMessage`). The browser's vendor
+    /// push service, which would carry it, cannot be reached from this machine.
+    pub async fn deliver_push(&self, origin: &str, data: &str) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        use futures_util::{SinkExt as _, StreamExt as _};
+        use tokio_tungstenite::tungstenite::Message;
+
+        let address = self
+            .client
+            .capabilities()
+            .and_then(|c| {
+                c.get("goog:chromeOptions")?
+                    .get("debuggerAddress")?
+                    .as_str()
+            })
+            .context("chromedriver names no DevTools address")?
+            .to_owned();
+        let targets: serde_json::Value = reqwest::get(format!("http://{address}/json/list"))
+            .await?
+            .json()
+            .await?;
+        let page = targets
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["type"] == "page"))
+            .and_then(|t| t["webSocketDebuggerUrl"].as_str())
+            .context("the browser has no page to talk to")?;
+        let (mut devtools, _) = tokio_tungstenite::connect_async(page).await?;
+        let mut call = async |id: u64, method: &str, params: serde_json::Value| {
+            let request = serde_json::json!({"id": id, "method": method, "params": params});
+            devtools
+                .send(Message::text(request.to_string()))
+                .await
+                .context("DevTools went away")?;
+            let mut events = Vec::new();
+            loop {
+                let message = tokio::time::timeout(PAGE_WAIT, devtools.next())
+                    .await
+                    .context("DevTools did not answer")?
+                    .context("DevTools closed")??;
+                let Message::Text(text) = message else {
+                    continue;
+                };
+                let value: serde_json::Value = serde_json::from_str(&text)?;
+                if value["id"] == id {
+                    anyhow::ensure!(value.get("error").is_none(), "{method}: {value}");
+                    return anyhow::Ok(events);
+                }
+                events.push(value);
+            }
+        };
+        // Enabling the domain reports the registrations that exist; the one for `origin` is
+        // among the events that come before the answer or right after it.
+        let mut events = call(1, "ServiceWorker.enable", serde_json::json!({})).await?;
+        events.extend(call(2, "ServiceWorker.stopAllWorkers", serde_json::json!({})).await?);
+        let registration = events
+            .iter()
+            .rev()
+            .filter(|e| e["method"] == "ServiceWorker.workerRegistrationUpdated")
+            .flat_map(|e| {
+                e["params"]["registrations"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter(|r| {
+                r["isDeleted"] == false
+                    && r["scopeURL"]
+                        .as_str()
+                        .is_some_and(|s| s.starts_with(origin))
+            })
+            .filter_map(|r| r["registrationId"].as_str().map(str::to_owned))
+            .next()
+            .with_context(|| format!("no service worker is registered for {origin}: {events:?}"))?;
+        call(
+            3,
+            "ServiceWorker.deliverPushMessage",
+            serde_json::json!({"origin": origin, "registrationId": registration, "data": data}),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The notifications the app's service worker shows, as `[title, body, tag]` (the page must
+    /// be on the app's origin).
+    pub async fn notifications(&self) -> anyhow::Result<Vec<[String; 3]>> {
+        let shown = self
+            .client
+            .execute(
+                "return navigator.serviceWorker.getRegistration()
+                   .then(r => r ? r.getNotifications() : [])
+                   .then(ns => ns.map(n => [n.title, n.body, n.tag]))",
+                vec![],
+            )
+            .await?;
+        Ok(serde_json::from_value(shown)?)
     }
 }
 

@@ -442,6 +442,15 @@ async fn the_app_is_served_gzipped_to_who_accepts_it_revalidated_and_locked_down
     );
     assert!(policy.contains("connect-src 'self'"), "{policy}");
     assert!(page.text().await.unwrap().contains("/app.js"));
+    // The service worker, from the root (its scope is the app), as a script, revalidated too.
+    let worker = get("/sw.js", &[]).await.unwrap();
+    assert_eq!(worker.status(), 200);
+    assert_eq!(
+        worker.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert_eq!(worker.headers()["cache-control"], "no-cache");
+    assert!(worker.text().await.unwrap().contains("showNotification"));
     // The API's own errors are untouched: an unknown path is still a JSON 404.
     let missing = get("/v2/nothing", &[]).await.unwrap();
     assert_eq!(missing.status(), 404);
@@ -487,4 +496,188 @@ async fn a_browser_device_never_marks_read_what_it_cannot_decrypt() {
         *seq >= after,
         "alice's first read mark is {seq}, before {after}: it covers what her browser could not read"
     );
+}
+
+/// Web Push for a closed tab: the page subscribes with the hearth's VAPID key and registers the
+/// subscription; with the tab closed, a message makes the hearth push an encrypted, signed
+/// notification that names the sender and never the content; the app's service worker, woken
+/// from cold, shows it; the address it opens (`/#room=…`) shows the chat and closes it.
+///
+/// The browser vendor's push service (Google's, for chromium) is out of reach here, so the test
+/// stands in at both of its ends: `pushManager.subscribe` answers with an endpoint the test
+/// serves and keys it holds, and what arrives there is decrypted with them and handed to the
+/// service worker through DevTools, as the browser would after its push service delivered it.
+#[tokio::test]
+async fn a_closed_tab_is_notified_by_web_push_and_the_notification_opens_the_chat() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use std::sync::{Arc, Mutex};
+    use web_push_native::p256::elliptic_curve::sec1::ToEncodedPoint;
+
+    let hearth = TestHearth::start_with(|c| {
+        c.push.allow_private_endpoints = true;
+        c.push.coalesce_ms = 200;
+    })
+    .await;
+    // The push service's endpoint: records every encrypted body.
+    type Seen = Arc<Mutex<Vec<Vec<u8>>>>;
+    let seen: Seen = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/push/dana",
+            axum::routing::post(
+                |axum::extract::State(seen): axum::extract::State<Seen>,
+                 body: axum::body::Bytes| async move {
+                    seen.lock().unwrap().push(body.to_vec());
+                    axum::http::StatusCode::CREATED
+                },
+            ),
+        )
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}/push/dana", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    // The keys the browser would make for the subscription.
+    let ua_secret = web_push_native::p256::SecretKey::random(&mut rand::rngs::OsRng);
+    let p256dh = URL_SAFE_NO_PAD.encode(ua_secret.public_key().to_encoded_point(false).as_bytes());
+    let auth: [u8; 16] = rand::random();
+
+    let states = tempfile::tempdir().unwrap();
+    let mut bob = secure(hearth.user("bob").await, &states.path().join("bob")).await;
+    let browser = Browser::start(1100, 800).await.unwrap();
+    let page = &browser.client;
+    browser.sign_in(&hearth.url, "dana", false).await.unwrap();
+    browser.type_into("#new-chat-members", "bob").await.unwrap();
+    browser.click("#new-chat").await.unwrap();
+    browser.wait_text("#room-title", "bob").await.unwrap();
+    browser.send("ping me when I am away").await.unwrap();
+    let room = read_until(&mut bob, "ping me when I am away")
+        .await
+        .iter()
+        .find_map(|r| match r {
+            Received::Message { room, .. } => Some(room.clone()),
+            _ => None,
+        })
+        .unwrap();
+
+    page.execute(
+        "const [endpoint, p256dh, auth] = arguments;
+         let subscription = null;
+         PushManager.prototype.getSubscription = () => Promise.resolve(subscription);
+         PushManager.prototype.subscribe = (options) => {
+           window.subscribedWith = Array.from(new Uint8Array(options.applicationServerKey));
+           subscription = {
+             endpoint,
+             options: { applicationServerKey: new Uint8Array(options.applicationServerKey).buffer },
+             toJSON: () => ({ endpoint, keys: { p256dh, auth } }),
+             unsubscribe: () => { subscription = null; return Promise.resolve(true); },
+           };
+           return Promise.resolve(subscription);
+         };",
+        vec![
+            endpoint.clone().into(),
+            p256dh.into(),
+            URL_SAFE_NO_PAD.encode(auth).into(),
+        ],
+    )
+    .await
+    .unwrap();
+    browser.click("footer summary").await.unwrap();
+    browser.click("#notifications-on").await.unwrap();
+    browser
+        .wait_text("#notifications", "Notifications are on")
+        .await
+        .unwrap();
+    browser.screenshot("web-notifications").await.unwrap();
+    let subscribed_with: Vec<u8> = serde_json::from_value(
+        page.execute("return window.subscribedWith", vec![])
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let vapid = bob.client().vapid_public_key().await.unwrap();
+    assert_eq!(
+        subscribed_with,
+        URL_SAFE_NO_PAD.decode(&vapid).unwrap(),
+        "the page subscribes with the hearth's VAPID key"
+    );
+
+    // The tab closes; bob writes until the hearth, seeing no connection of dana's, pushes.
+    page.goto("about:blank").await.unwrap();
+    let deadline = tokio::time::Instant::now() + PAGE_WAIT;
+    let mut sent = 0;
+    let body = loop {
+        if let Some(body) = seen.lock().unwrap().first().cloned() {
+            break body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no push in {PAGE_WAIT:?}"
+        );
+        bob.send_text(&room, &format!("are you there? {sent}"))
+            .await
+            .unwrap();
+        sent += 1;
+        let wait = tokio::time::Instant::now() + Duration::from_secs(3);
+        while seen.lock().unwrap().is_empty() && tokio::time::Instant::now() < wait {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert!(!String::from_utf8_lossy(&body).contains("are you there"));
+    let plain = web_push_native::decrypt(
+        body,
+        &ua_secret,
+        &web_push_native::Auth::clone_from_slice(&auth),
+    )
+    .expect("encrypted for the page's subscription");
+    let pushed: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+    assert_eq!(pushed["room_id"], room.as_str());
+    assert_eq!(pushed["sender"], bob.mls().identity().0.as_str());
+    assert!(!String::from_utf8_lossy(&plain).contains("are you there"));
+
+    // The service worker, stopped, wakes for the push and shows who wrote, in which chat.
+    let origin = hearth.url.trim_end_matches('/');
+    browser
+        .deliver_push(origin, std::str::from_utf8(&plain).unwrap())
+        .await
+        .unwrap();
+    // Any page of the origin can list them; this one runs none of the app.
+    page.goto(&format!("{origin}/style.css")).await.unwrap();
+    let deadline = tokio::time::Instant::now() + PAGE_WAIT;
+    let shown = loop {
+        let shown = browser.notifications().await.unwrap();
+        if !shown.is_empty() || tokio::time::Instant::now() > deadline {
+            break shown;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let [title, text, tag] = shown.first().cloned().expect("a notification is shown");
+    assert_eq!(shown.len(), 1);
+    assert_eq!(title, "bob");
+    assert!(
+        text.ends_with("new message") || text.ends_with("new messages"),
+        "{text}"
+    );
+    assert_eq!(tag, room.as_str(), "one notification per chat");
+
+    // Clicking it opens /#room=ROOM (no tab being open): the chat shows, its notification goes.
+    page.goto(&format!(
+        "{origin}/#room={}",
+        hearth_client::hearth::encode_path(room.as_str())
+    ))
+    .await
+    .unwrap();
+    browser.wait_text("#room-title", "bob").await.unwrap();
+    browser
+        .wait_text(".line .text", "are you there? 0")
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + PAGE_WAIT;
+    while !browser.notifications().await.unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the open chat's notification stays"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -33,6 +33,18 @@ fn js(e: impl std::fmt::Display) -> JsValue {
     JsError::new(&e.to_string()).into()
 }
 
+/// A failed call as a JS error named after the hearth's error code (`not_found`, …), so the
+/// page can tell an absent thing from a failure.
+fn named(e: crate::fetch::FetchError) -> JsValue {
+    let error = js_sys::Error::new(&e.to_string());
+    if let crate::fetch::FetchError::Api(body) = &e
+        && let Ok(serde_json::Value::String(code)) = serde_json::to_value(body.code)
+    {
+        error.set_name(&code);
+    }
+    error.into()
+}
+
 fn json(value: &impl serde::Serialize) -> JsValue {
     JsValue::from_str(&serde_json::to_string(value).expect("plain data serialises"))
 }
@@ -460,7 +472,7 @@ impl Device {
                 .client()
                 .call_json(method, &path, body.as_ref())
                 .await
-                .map_err(js)?;
+                .map_err(named)?;
             Ok(json(&answer))
         })
     }

@@ -6,16 +6,26 @@ import { Rooms } from "./Rooms";
 import { Timeline } from "./Timeline";
 import { Search } from "./Search";
 import { Devices } from "./Devices";
+import { Notifications } from "./Notifications";
+import { closeNotifications, forgetSubscription } from "./push";
 import { enc, roomName, sentence } from "./format";
 
 /** How long a typing signal shows without being renewed (the hearth expires it after 5 s). */
 const TYPING_SHOWN_MS = 6000;
 
+/** The room named in the address (`#room=ROOM`), taken out of it so a reload starts afresh. */
+function roomInAddress(): string | null {
+  const room = new URLSearchParams(location.hash.slice(1)).get("room");
+  if (room) history.replaceState(null, "", location.pathname);
+  return room;
+}
+
 /** The logged-in app: rooms on the left, the open room on the right (one at a time on a phone). */
 export function Chat(props: { device: Device; onLogout(why?: string): void }) {
   const { device } = props;
   const [rooms, setRooms] = useState<RoomSummary[]>([]);
-  const [open, setOpen] = useState<string | null>(null);
+  // A notification clicked while no tab was open brings the page up at /#room=ROOM.
+  const [open, setOpen] = useState<string | null>(roomInAddress);
   // A message to show and highlight when the room opens (from a search).
   const [focus, setFocus] = useState<{ room: string; seq: number } | null>(null);
   const [arrived, setArrived] = useState<Line[]>([]);
@@ -155,9 +165,29 @@ export function Chat(props: { device: Device; onLogout(why?: string): void }) {
     };
   }, [device]);
 
+  // A notification clicked while this tab is open: the service worker asks it to open the chat.
+  useEffect(() => {
+    if (!("serviceWorker" in navigator)) return;
+    const opened = (message: MessageEvent) => {
+      if (message.data?.type === "open-room" && typeof message.data.room_id === "string") {
+        setFocus(null);
+        setOpen(message.data.room_id);
+      }
+    };
+    navigator.serviceWorker.addEventListener("message", opened);
+    return () => navigator.serviceWorker.removeEventListener("message", opened);
+  }, []);
+
+  // What is on screen needs no notification.
+  useEffect(() => {
+    if (open) closeNotifications(open);
+  }, [open]);
+
   async function logout() {
     live.current?.close();
     try {
+      // The hearth forgets the device and its endpoint; the browser forgets its subscription.
+      await forgetSubscription().catch(() => {});
       await device.logout();
     } finally {
       props.onLogout();
@@ -204,6 +234,7 @@ export function Chat(props: { device: Device; onLogout(why?: string): void }) {
               <br />
               Safety fingerprint: <code id="fingerprint">{device.fingerprint}</code>
             </p>
+            <Notifications device={device} onError={(e) => setError(sentence(e))} />
             <Devices device={device} onError={(e) => setError(sentence(e))} />
             <button id="logout" onClick={logout}>Log out</button>
           </details>

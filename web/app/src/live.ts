@@ -85,6 +85,13 @@ export class Live {
       case "presence":
         this.handlers.onSignal(frame as Signal);
         break;
+      case "push_disabled":
+        this.handlers.onError(
+          new Error(
+            "Notifications for this device stopped: the browser's push service kept refusing them. Turn them on again under This device",
+          ),
+        );
+        break;
       case "error":
         if (frame.code === "unauthorized") {
           this.close();
