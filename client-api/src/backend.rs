@@ -31,6 +31,13 @@ pub struct NotReady(pub &'static str);
 
 /// The hearth as the client API sees it. Every error is already a client-facing [`ErrorBody`].
 pub trait Backend: Send + Sync + 'static {
+    /// Runs an admin request for `device`'s account if it has the admin flag (forbidden
+    /// otherwise); an `Error` answer comes back as `Err`.
+    fn admin(
+        &self,
+        device: &AuthedDevice,
+        request: hearth_spec::admin::AdminRequest,
+    ) -> impl Future<Output = Result<hearth_spec::admin::AdminResponse, ErrorBody>> + Send;
     /// Whether the hearth can take writes now; if not, why (for `GET /v1/ready`).
     fn readiness(&self) -> Result<(), NotReady> {
         Ok(())

@@ -5,6 +5,7 @@
 //! beyond rate-limit buckets: everything else goes through the [`Backend`] trait, which the node
 //! implements. Entry point: [`router`].
 
+mod admin;
 mod api;
 pub mod backend;
 pub mod config;

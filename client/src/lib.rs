@@ -127,10 +127,24 @@ impl Client {
         password: &str,
         device_name: Option<&str>,
     ) -> Result<&Session, ClientError> {
+        self.register_with_token(username, password, device_name, None)
+            .await
+    }
+
+    /// Creates an account with a registration token (for a hearth whose registration is by
+    /// token) and logs in.
+    pub async fn register_with_token(
+        &mut self,
+        username: &str,
+        password: &str,
+        device_name: Option<&str>,
+        registration_token: Option<&str>,
+    ) -> Result<&Session, ClientError> {
         let req = RegisterRequest {
             username: username.into(),
             password: password.into(),
             device_name: device_name.map(Into::into),
+            registration_token: registration_token.map(Into::into),
         };
         let session: Session = self
             .call(reqwest::Method::POST, "/v1/register", Some(&req), false)

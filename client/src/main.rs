@@ -59,6 +59,10 @@ enum Command {
         server: String,
         #[arg(long)]
         device_name: Option<String>,
+        /// A registration token from the hearth's administrator (for a hearth that registers
+        /// only with one).
+        #[arg(long)]
+        token: Option<String>,
     },
     /// Log in (password read from standard input).
     Login {
@@ -251,7 +255,8 @@ async fn enter(
     server: &str,
     username: &str,
     device_name: Option<String>,
-    register: bool,
+    // Some (with its registration token, if any) to register; None to log in.
+    register: Option<Option<String>>,
 ) -> anyhow::Result<()> {
     let mut client = Client::new(server);
     let password = read_password()?;
@@ -260,9 +265,9 @@ async fn enter(
     // hearth says, a few times, and say so.
     let mut waits = 0;
     let (verb, session) = loop {
-        let attempt = if register {
+        let attempt = if let Some(token) = &register {
             client
-                .register(username, &password, device_name)
+                .register_with_token(username, &password, device_name, token.as_deref())
                 .await
                 .map(|s| ("registered", s))
         } else {
@@ -318,12 +323,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             username,
             server,
             device_name,
-        } => enter(&dir, &server, &username, device_name, true).await,
+            token,
+        } => enter(&dir, &server, &username, device_name, Some(token)).await,
         Command::Login {
             username,
             server,
             device_name,
-        } => enter(&dir, &server, &username, device_name, false).await,
+        } => enter(&dir, &server, &username, device_name, None).await,
         Command::Logout => {
             let mut client = load(&dir)?;
             client.logout().await?;

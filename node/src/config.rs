@@ -311,6 +311,25 @@ pub struct LimitsConfig {
     pub max_media_bytes: u64,
 }
 
+/// Who may register over the client API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Registration {
+    Open,
+    Token,
+    Closed,
+}
+
+impl Registration {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Token => "token",
+            Self::Closed => "closed",
+        }
+    }
+}
+
 /// Sessions and passwords.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -319,9 +338,9 @@ pub struct AuthConfig {
     pub access_token_ttl_ms: u64,
     /// Shortest password accepted at registration. Default 8.
     pub min_password_len: usize,
-    /// Whether anyone may register over the client API (admins can always create users).
-    /// Default true.
-    pub open_registration: bool,
+    /// Who may register over the client API: `"open"` (anyone), `"token"` (with a registration
+    /// token an admin made) or `"closed"` (admins create accounts). Default open.
+    pub registration: Registration,
     /// Argon2id memory cost for new password hashes, KiB. Default 19456 (OWASP's minimum).
     pub argon2_m_cost_kib: u32,
     /// Argon2id passes for new password hashes. Default 2.
@@ -407,7 +426,7 @@ impl Default for AuthConfig {
         Self {
             access_token_ttl_ms: 900_000,
             min_password_len: 8,
-            open_registration: true,
+            registration: Registration::Open,
             argon2_m_cost_kib: 19_456,
             argon2_t_cost: 2,
             password_workers: 0,
@@ -648,8 +667,9 @@ max_media_bytes = {maxmedia}
 access_token_ttl_ms = {ttl}
 # Shortest password accepted at registration.
 min_password_len = {minpw}
-# Whether anyone may register over the client API (`hearth admin create-user` always works).
-open_registration = {open}
+# Who may register over the client API: "open" (anyone), "token" (with a token from
+# `hearth admin create-registration-token`) or "closed". `hearth admin create-user` always works.
+registration = "{open}"
 # Argon2id cost of new password hashes: memory in KiB and passes.
 argon2_m_cost_kib = {m_cost}
 argon2_t_cost = {t_cost}
@@ -785,7 +805,7 @@ republish_ms = {disc_republish}
             vsub = d.push.vapid_subject,
             ttl = d.auth.access_token_ttl_ms,
             minpw = d.auth.min_password_len,
-            open = d.auth.open_registration,
+            open = d.auth.registration.as_str(),
             m_cost = d.auth.argon2_m_cost_kib,
             t_cost = d.auth.argon2_t_cost,
             max_batch = d.storage.max_batch,
@@ -890,6 +910,10 @@ const RENAMED_KEYS: &[(&str, &str)] = &[
     (
         "auth.access_token_ttl_secs",
         "auth.access_token_ttl_ms (in ms)",
+    ),
+    (
+        "auth.open_registration",
+        "auth.registration = \"open\" | \"token\" | \"closed\"",
     ),
     (
         "federation.discovery.republish_secs",

@@ -36,7 +36,10 @@ impl From<AccountError> for ErrorBody {
             | AccountError::DeviceNameTooLong => ErrorCode::InvalidParam,
             AccountError::UserExists => ErrorCode::UserExists,
             AccountError::BadCredentials => ErrorCode::BadCredentials,
-            AccountError::Deactivated | AccountError::RegistrationClosed => ErrorCode::Forbidden,
+            AccountError::Deactivated
+            | AccountError::RegistrationClosed
+            | AccountError::RegistrationTokenRequired
+            | AccountError::RegistrationTokenRefused => ErrorCode::Forbidden,
             AccountError::BadRefreshToken | AccountError::Revoked => ErrorCode::Unauthorized,
             AccountError::Token(TokenError::Expired) => ErrorCode::TokenExpired,
             AccountError::Token(_) => ErrorCode::Unauthorized,

@@ -56,11 +56,52 @@ enum Command {
 #[derive(Subcommand)]
 enum AdminAction {
     /// Create a user. The password is read from standard input.
-    CreateUser { username: String },
+    CreateUser {
+        username: String,
+        /// Give the new user the admin flag (`/v1/admin/*`).
+        #[arg(long)]
+        admin: bool,
+    },
     /// List every user.
     ListUsers,
+    /// Show a user and their devices.
+    ShowUser { user_id: String },
     /// Deactivate a user: no more logins, every device logged out.
     DeactivateUser { user_id: String },
+    /// Let a deactivated user log in again.
+    ReactivateUser { user_id: String },
+    /// Set a user's password (read from standard input) and log every device of theirs out.
+    ResetPassword {
+        user_id: String,
+        /// Keep the user's devices logged in.
+        #[arg(long)]
+        keep_devices: bool,
+    },
+    /// Log every device of a user out.
+    LogoutUser { user_id: String },
+    /// Give a user the admin flag: they may use /v1/admin/* (spec/admin.md).
+    GrantAdmin { user_id: String },
+    /// Take a user's admin flag away.
+    RevokeAdmin { user_id: String },
+    /// Make a registration token (for auth.registration = "token"); prints it.
+    CreateRegistrationToken {
+        /// Registrations it allows (default: unlimited).
+        #[arg(long)]
+        uses: Option<u32>,
+        /// Days until it expires (default: never).
+        #[arg(long)]
+        expires_days: Option<u64>,
+    },
+    /// List registration tokens with their uses and expiry.
+    ListRegistrationTokens,
+    /// Delete a registration token.
+    DeleteRegistrationToken { token: String },
+    /// Print the audit log of admin actions, oldest first.
+    AuditLog {
+        /// Start after this entry number.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+    },
     /// Make a new server key current and announce it to every peer, signed by the current key,
     /// which keeps verifying for the grace period. Prints the new public key.
     RotateKey {
@@ -184,12 +225,45 @@ async fn serve_until_signal(config: Config) -> anyhow::Result<()> {
 
 fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
     let request = match action {
-        AdminAction::CreateUser { username } => AdminRequest::CreateUser {
+        AdminAction::CreateUser { username, admin } => AdminRequest::CreateUser {
             username,
             password: read_password()?,
+            admin,
         },
         AdminAction::ListUsers => AdminRequest::ListUsers,
+        AdminAction::ShowUser { user_id } => AdminRequest::User { user_id },
         AdminAction::DeactivateUser { user_id } => AdminRequest::DeactivateUser { user_id },
+        AdminAction::ReactivateUser { user_id } => AdminRequest::ReactivateUser { user_id },
+        AdminAction::ResetPassword {
+            user_id,
+            keep_devices,
+        } => AdminRequest::ResetPassword {
+            user_id,
+            password: read_password()?,
+            logout_devices: !keep_devices,
+        },
+        AdminAction::LogoutUser { user_id } => AdminRequest::LogoutUser { user_id },
+        AdminAction::GrantAdmin { user_id } => AdminRequest::SetAdmin {
+            user_id,
+            admin: true,
+        },
+        AdminAction::RevokeAdmin { user_id } => AdminRequest::SetAdmin {
+            user_id,
+            admin: false,
+        },
+        AdminAction::CreateRegistrationToken { uses, expires_days } => {
+            AdminRequest::CreateRegistrationToken {
+                uses,
+                expires_ts: expires_days.map(|days| {
+                    hearth_node::clock::now_ms().saturating_add(days.saturating_mul(86_400_000))
+                }),
+            }
+        }
+        AdminAction::ListRegistrationTokens => AdminRequest::ListRegistrationTokens,
+        AdminAction::DeleteRegistrationToken { token } => {
+            AdminRequest::DeleteRegistrationToken { token }
+        }
+        AdminAction::AuditLog { from } => AdminRequest::Audit { from, limit: None },
         AdminAction::FederationStatus => AdminRequest::FederationStatus,
         AdminAction::RotateKey { grace_secs, revoke } => AdminRequest::RotateKey {
             grace_ms: grace_secs.saturating_mul(1000),
@@ -220,7 +294,7 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
             let directory = std::sync::Arc::new(std::sync::RwLock::new(directory));
             let rotator = rotation::KeyRotator {
                 data_dir: config.data_dir.clone(),
-                store,
+                store: store.clone(),
                 keys,
                 peers: std::sync::Arc::new(move || peers.clone()),
                 // Nothing is running to tell; the hearth finds the queued announcements at start.
@@ -228,12 +302,14 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
             };
             admin::execute(
                 &admin::Admin {
+                    store: store.clone(),
                     accounts: accounts.into(),
                     rotator,
                     custody,
                     directory,
                     swarm: None,
                 },
+                admin::LOCAL_ACTOR,
                 request,
             )
         }
@@ -252,17 +328,45 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
     };
     match response {
         AdminResponse::Created { user_id } => println!("created {user_id}"),
-        AdminResponse::Users { users } => {
+        AdminResponse::Users { users, .. } => {
             for u in users {
-                let state = if u.deactivated {
-                    "deactivated"
-                } else {
-                    "active"
-                };
-                println!("{}\t{}", u.user_id, state);
+                println!("{}", user_line(&u));
+            }
+        }
+        AdminResponse::User { user, devices } => {
+            println!("{}", user_line(&user));
+            for d in devices {
+                println!(
+                    "device\t{}\t{}\tcreated {}",
+                    d.device_id, d.name, d.created_ts
+                );
             }
         }
         AdminResponse::Deactivated { user_id } => println!("deactivated {user_id}"),
+        AdminResponse::Updated {
+            user_id,
+            devices_logged_out,
+        } => println!("updated {user_id}; {devices_logged_out} device(s) logged out"),
+        AdminResponse::RegistrationToken { token } => println!("{}", token.token),
+        AdminResponse::RegistrationTokens { tokens } => {
+            for t in tokens {
+                let allowed = t.uses_allowed.map_or("unlimited".into(), |n| n.to_string());
+                let expires = t.expires_ts.map_or("never".into(), |ts| ts.to_string());
+                println!(
+                    "{}\tused {} of {allowed}\texpires {expires}",
+                    t.token, t.uses
+                );
+            }
+        }
+        AdminResponse::Deleted { token } => println!("deleted {token}"),
+        AdminResponse::Audit { entries } => {
+            for e in entries {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    e.seq, e.ts, e.actor, e.action, e.target
+                );
+            }
+        }
         AdminResponse::KeyRotated {
             revoked: true,
             new_key,
@@ -308,9 +412,19 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
                 println!("held\t{origin}\t{envelopes}\t{bytes}");
             }
         }
-        AdminResponse::Error { message } => bail!("{message}"),
+        AdminResponse::Error { message, .. } => bail!("{message}"),
     }
     Ok(())
+}
+
+fn user_line(u: &admin::UserEntry) -> String {
+    let state = if u.deactivated {
+        "deactivated"
+    } else {
+        "active"
+    };
+    let admin = if u.admin { "\tadmin" } else { "" };
+    format!("{}\t{state}{admin}", u.user_id)
 }
 
 fn read_password() -> anyhow::Result<String> {

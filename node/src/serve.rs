@@ -194,21 +194,21 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         rotator.rotate(crate::federation::rotation::DEFAULT_GRACE_MS)?;
     }
     let admin_path = admin_socket_path(dir);
-    let admin = crate::ops::admin::serve_socket(
-        &admin_path,
-        Arc::new(Admin {
-            accounts,
-            rotator,
-            custody: federation.custody(),
-            directory: directory_for_admin,
-            swarm: federation.discovery().map(|d| d.swarm().clone()),
-        }),
-    )
-    .await
-    .map_err(|reason| StartError::AdminSocket {
-        path: admin_path,
-        reason,
-    })?;
+    let admin_parts = Arc::new(Admin {
+        store: store.clone(),
+        accounts,
+        rotator,
+        custody: federation.custody(),
+        directory: directory_for_admin,
+        swarm: federation.discovery().map(|d| d.swarm().clone()),
+    });
+    hearth.set_admin(admin_parts.clone());
+    let admin = crate::ops::admin::serve_socket(&admin_path, admin_parts)
+        .await
+        .map_err(|reason| StartError::AdminSocket {
+            path: admin_path,
+            reason,
+        })?;
 
     let limits = server_limits(&config);
     let admissions = hearth_client_api::server::Admissions::new(

@@ -55,6 +55,8 @@ pub struct Hearth {
     push_config: PushConfig,
     /// The client API's bound address, known once it listens (for push URL checks).
     listen: std::sync::OnceLock<std::net::SocketAddr>,
+    /// What `/v1/admin/*` runs, set once the admin parts exist (after this).
+    admin: std::sync::OnceLock<Arc<crate::ops::admin::Admin>>,
     store: Arc<Store>,
     accounts: Arc<Accounts>,
     committer: Committer,
@@ -77,6 +79,7 @@ impl Hearth {
             max_event_bytes: parts.config.limits.max_event_bytes,
             push_config: parts.config.push.clone(),
             listen: std::sync::OnceLock::new(),
+            admin: std::sync::OnceLock::new(),
             store: parts.store.clone(),
             accounts: parts.accounts,
             committer: parts.committer,
@@ -103,6 +106,11 @@ impl Hearth {
     /// Records where the client API listens.
     pub fn set_listen_addr(&self, addr: std::net::SocketAddr) {
         let _ = self.listen.set(addr);
+    }
+
+    /// Hands over what `/v1/admin/*` runs.
+    pub fn set_admin(&self, admin: Arc<crate::ops::admin::Admin>) {
+        let _ = self.admin.set(admin);
     }
 
     /// The accounts, for the admin interface.
@@ -309,6 +317,35 @@ fn random_room_opaque() -> String {
 }
 
 impl Backend for Hearth {
+    async fn admin(
+        &self,
+        device: &AuthedDevice,
+        request: hearth_spec::admin::AdminRequest,
+    ) -> Result<hearth_spec::admin::AdminResponse, ErrorBody> {
+        use hearth_spec::admin::AdminResponse;
+        let admin = self
+            .admin
+            .get()
+            .cloned()
+            .ok_or_else(|| ErrorBody::new(ErrorCode::Unavailable, "the hearth is starting"))?;
+        let actor = device.user_id.clone();
+        tokio::task::spawn_blocking(move || {
+            if !admin.accounts.is_admin(&actor)? {
+                tracing::warn!(user = %actor, "a non-admin asked for an admin action");
+                return Err(ErrorBody::new(
+                    ErrorCode::Forbidden,
+                    "this account is not an admin of this hearth",
+                ));
+            }
+            match crate::ops::admin::execute(&admin, actor.as_str(), request) {
+                AdminResponse::Error { message, code } => Err(ErrorBody::new(code, message)),
+                answer => Ok(answer),
+            }
+        })
+        .await
+        .map_err(|_| ErrorBody::new(ErrorCode::Internal, "the hearth failed to do that"))?
+    }
+
     fn readiness(&self) -> Result<(), hearth_client_api::NotReady> {
         match self.store.condition().unwritable {
             None => Ok(()),
@@ -317,8 +354,15 @@ impl Backend for Hearth {
     }
 
     async fn register(&self, req: RegisterRequest) -> Result<Session, ErrorBody> {
-        self.blocking(move |a| a.register(&req.username, &req.password, req.device_name))
-            .await
+        self.blocking(move |a| {
+            a.register(
+                &req.username,
+                &req.password,
+                req.device_name,
+                req.registration_token.as_deref(),
+            )
+        })
+        .await
     }
 
     async fn login(&self, req: LoginRequest) -> Result<Session, ErrorBody> {

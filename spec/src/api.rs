@@ -14,6 +14,9 @@ pub struct RegisterRequest {
     pub password: String,
     #[serde(default)]
     pub device_name: Option<String>,
+    /// Required while the hearth's registration is by token (`auth.registration = "token"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_token: Option<String>,
 }
 
 /// `POST /v1/login`. `username` may be a localpart or a full user id of this hearth.

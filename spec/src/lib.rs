@@ -8,6 +8,7 @@
 //! Entry points: [`id`] for identifiers, [`envelope::Envelope`] for events,
 //! [`client::ClientFrame`] / [`client::ServerFrame`] for the WebSocket, [`api`] for HTTP bodies.
 
+pub mod admin;
 pub mod api;
 pub mod b64;
 pub mod client;

@@ -557,7 +557,9 @@ async fn logins_from_one_address_past_its_budget_are_refused_and_other_addresses
 
 #[tokio::test]
 async fn closed_registration_and_a_deactivated_account_are_forbidden() {
-    let hearth = TestHearth::start_with(|c| c.auth.open_registration = false).await;
+    let hearth =
+        TestHearth::start_with(|c| c.auth.registration = hearth_node::config::Registration::Closed)
+            .await;
     let register = json!({"username": "newcomer", "password": "long enough"});
     let (status, err) = post_from(&hearth, [127, 0, 0, 1], "/v1/register", register).await;
     assert_eq!((status, err.code), (403, ErrorCode::Forbidden));
@@ -576,6 +578,7 @@ async fn closed_registration_and_a_deactivated_account_are_forbidden() {
     let made = admin(AdminRequest::CreateUser {
         username: "dora".into(),
         password: "long enough".into(),
+        admin: false,
     })
     .await;
     assert!(matches!(made, AdminResponse::Created { .. }), "{made:?}");

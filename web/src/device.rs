@@ -164,13 +164,19 @@ async fn open(base: String, session: Session) -> Result<Device, JsValue> {
 impl Device {
     /// Creates an account on the hearth at `base` (an origin: `location.origin` for the one that
     /// served the page) and
-    /// opens its first device here.
-    pub fn register(base: String, username: String, password: String) -> Promise {
+    /// opens its first device here. `token`: a registration token, for a hearth that asks for one.
+    pub fn register(
+        base: String,
+        username: String,
+        password: String,
+        token: Option<String>,
+    ) -> Promise {
         future_to_promise(async move {
             let req = RegisterRequest {
                 username,
                 password,
                 device_name: Some("web".into()),
+                registration_token: token.filter(|t| !t.trim().is_empty()),
             };
             let session = call_anonymous(&base, "/v1/register", &req)
                 .await

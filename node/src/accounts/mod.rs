@@ -19,9 +19,9 @@ use hearth_spec::{DeviceId, IdError, ServerName, UserId};
 use rand::Rng;
 
 use crate::accounts::password_pool::{PasswordPool, PoolConfig, PoolError};
-use crate::config::AuthConfig;
+use crate::config::{AuthConfig, Registration};
 use crate::store::tables::{DeviceRecord, UserRecord};
-use crate::store::{RotateOutcome, StoreError};
+use crate::store::{RotateOutcome, StoreError, TokenRegistration};
 use store::AccountStore;
 use token::{Claims, TokenError};
 
@@ -51,6 +51,10 @@ pub enum AccountError {
     Deactivated,
     #[error("registration is closed on this hearth; ask its administrator for an account")]
     RegistrationClosed,
+    #[error("this hearth registers only with a registration token from its administrator")]
+    RegistrationTokenRequired,
+    #[error("that registration token is unknown, used up or expired")]
+    RegistrationTokenRefused,
     #[error("the refresh token is not valid; log in again")]
     BadRefreshToken,
     #[error("no such device")]
@@ -143,38 +147,71 @@ impl Accounts {
 
     /// Creates a user (for `register` when open, and for admins always).
     pub fn create_user(&self, username: &str, password: &str) -> Result<UserId, AccountError> {
-        let user = self.user_id(username)?;
-        if password.chars().count() < self.config.min_password_len {
-            return Err(AccountError::PasswordTooShort(self.config.min_password_len));
-        }
-        if password.len() > MAX_PASSWORD {
-            return Err(AccountError::PasswordTooLong);
-        }
-        let record = UserRecord {
-            password_hash: self
-                .passwords
-                .hash(argon2_params(&self.config)?, password)?,
-            created_ts: now_ms(),
-            deactivated: false,
-        };
+        let (user, record) = self.new_user(username, password)?;
         if !self.store.insert_user(&user, &record)? {
             return Err(AccountError::UserExists);
         }
         Ok(user)
     }
 
-    /// Registers over the client API and logs in the first device.
+    /// A checked username and password as a new user's record (not yet stored).
+    fn new_user(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<(UserId, UserRecord), AccountError> {
+        let user = self.user_id(username)?;
+        let password_hash = self.password_hash(password)?;
+        Ok((
+            user,
+            UserRecord {
+                password_hash,
+                created_ts: now_ms(),
+                deactivated: false,
+            },
+        ))
+    }
+
+    fn password_hash(&self, password: &str) -> Result<String, AccountError> {
+        if password.chars().count() < self.config.min_password_len {
+            return Err(AccountError::PasswordTooShort(self.config.min_password_len));
+        }
+        if password.len() > MAX_PASSWORD {
+            return Err(AccountError::PasswordTooLong);
+        }
+        Ok(self
+            .passwords
+            .hash(argon2_params(&self.config)?, password)?)
+    }
+
+    /// Registers over the client API and logs in the first device: anyone while registration
+    /// is open, with a registration token (spent in the same transaction) while it is by token.
     pub fn register(
         &self,
         username: &str,
         password: &str,
         device_name: Option<String>,
+        token: Option<&str>,
     ) -> Result<Session, AccountError> {
-        if !self.config.open_registration {
-            return Err(AccountError::RegistrationClosed);
-        }
         check_device_name(&device_name)?;
-        let user = self.create_user(username, password)?;
+        let user = match self.config.registration {
+            Registration::Closed => return Err(AccountError::RegistrationClosed),
+            Registration::Open => self.create_user(username, password)?,
+            Registration::Token => {
+                let token = token.ok_or(AccountError::RegistrationTokenRequired)?;
+                let (user, record) = self.new_user(username, password)?;
+                match self
+                    .store
+                    .insert_user_with_token(&user, &record, token, now_ms())?
+                {
+                    TokenRegistration::Registered => user,
+                    TokenRegistration::UserExists => return Err(AccountError::UserExists),
+                    TokenRegistration::TokenRefused => {
+                        return Err(AccountError::RegistrationTokenRefused);
+                    }
+                }
+            }
+        };
         self.new_device(user, device_name)
     }
 
@@ -345,14 +382,73 @@ impl Accounts {
         let mut record = self.store.user(user)?.ok_or(AccountError::UserNotFound)?;
         record.deactivated = true;
         self.store.put_user(user, &record)?;
+        self.logout_everywhere(user)?;
+        Ok(())
+    }
+
+    /// Lets a deactivated user log in again (their devices stay logged out).
+    pub fn reactivate(&self, user: &UserId) -> Result<(), AccountError> {
+        let mut record = self.store.user(user)?.ok_or(AccountError::UserNotFound)?;
+        record.deactivated = false;
+        self.store.put_user(user, &record)?;
+        Ok(())
+    }
+
+    /// Sets a new password; with `logout`, logs every device out. How many were.
+    pub fn reset_password(
+        &self,
+        user: &UserId,
+        password: &str,
+        logout: bool,
+    ) -> Result<usize, AccountError> {
+        let mut record = self.store.user(user)?.ok_or(AccountError::UserNotFound)?;
+        record.password_hash = self.password_hash(password)?;
+        self.store.put_user(user, &record)?;
+        if logout {
+            self.logout_everywhere(user)
+        } else {
+            Ok(0)
+        }
+    }
+
+    /// Logs every device of a user out; how many there were.
+    pub fn logout_everywhere(&self, user: &UserId) -> Result<usize, AccountError> {
         let devices: Vec<DeviceId> = self
             .store
             .devices(user)?
             .into_iter()
             .map(|(d, _)| d)
             .collect();
-        self.remove_devices(user, &devices)?;
-        Ok(())
+        self.remove_devices(user, &devices)
+    }
+
+    /// A user's record, or not found.
+    pub fn user(&self, user: &UserId) -> Result<UserRecord, AccountError> {
+        self.store.user(user)?.ok_or(AccountError::UserNotFound)
+    }
+
+    /// A user's devices, as stored.
+    pub fn device_records(
+        &self,
+        user: &UserId,
+    ) -> Result<Vec<(DeviceId, DeviceRecord)>, AccountError> {
+        Ok(self.store.devices(user)?)
+    }
+
+    /// Grants or revokes the admin flag of an existing user.
+    pub fn set_admin(&self, user: &UserId, admin: bool) -> Result<(), AccountError> {
+        self.user(user)?;
+        Ok(self.store.set_admin(user, admin)?)
+    }
+
+    /// Whether an active user has the admin flag.
+    pub fn is_admin(&self, user: &UserId) -> Result<bool, AccountError> {
+        Ok(self.store.is_admin(user)? && self.is_active_user(user)?)
+    }
+
+    /// Every user with the admin flag.
+    pub fn admins(&self) -> Result<HashSet<UserId>, AccountError> {
+        Ok(self.store.admins()?)
     }
 }
 
@@ -428,11 +524,11 @@ mod tests {
     #[test]
     fn register_login_and_wrong_password() {
         let (_d, a) = accounts();
-        let s = a.register("alice", "correct horse", None).unwrap();
+        let s = a.register("alice", "correct horse", None, None).unwrap();
         assert_eq!(s.user_id.as_str(), "@alice:localhost");
         assert!(a.authenticate(&s.access_token).is_ok());
         assert!(matches!(
-            a.register("alice", "another pass", None),
+            a.register("alice", "another pass", None, None),
             Err(AccountError::UserExists)
         ));
         assert!(matches!(
@@ -450,7 +546,7 @@ mod tests {
     #[test]
     fn refresh_token_is_single_use_and_reuse_revokes() {
         let (_d, a) = accounts();
-        let s = a.register("bob", "password1", None).unwrap();
+        let s = a.register("bob", "password1", None, None).unwrap();
         let s2 = a.refresh(&s.refresh_token).unwrap();
         assert_eq!(s2.device_id, s.device_id);
         // The spent token again: refused, and the device is logged out.
@@ -475,7 +571,7 @@ mod tests {
     #[test]
     fn logout_and_deactivation_revoke_tokens() {
         let (_d, a) = accounts();
-        let s = a.register("carol", "password1", None).unwrap();
+        let s = a.register("carol", "password1", None, None).unwrap();
         let s2 = a.login("carol", "password1", None).unwrap();
         a.delete_device(&s.user_id, &s.device_id).unwrap();
         assert!(matches!(
@@ -498,15 +594,15 @@ mod tests {
     fn short_passwords_and_bad_usernames_are_refused() {
         let (_d, a) = accounts();
         assert!(matches!(
-            a.register("dave", "short", None),
+            a.register("dave", "short", None, None),
             Err(AccountError::PasswordTooShort(8))
         ));
         assert!(matches!(
-            a.register("Dave!", "password1", None),
+            a.register("Dave!", "password1", None, None),
             Err(AccountError::InvalidUsername(_))
         ));
         assert!(matches!(
-            a.register("@dave:elsewhere", "password1", None),
+            a.register("@dave:elsewhere", "password1", None, None),
             Err(AccountError::ForeignUser(_))
         ));
     }

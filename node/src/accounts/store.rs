@@ -6,7 +6,7 @@
 use hearth_spec::{DeviceId, UserId};
 
 use crate::store::tables::{DeviceRecord, UserRecord};
-use crate::store::{RotateOutcome, Store, StoreError};
+use crate::store::{RotateOutcome, Store, StoreError, TokenRegistration};
 
 /// Users and their devices, each call its own durable transaction.
 pub trait AccountStore: Send + Sync + 'static {
@@ -40,6 +40,19 @@ pub trait AccountStore: Send + Sync + 'static {
     fn delete_devices(&self, user: &UserId, ids: &[DeviceId]) -> Result<usize, StoreError>;
     /// Every (user, device) pair, to know at start which devices are logged in.
     fn all_devices(&self) -> Result<Vec<(UserId, DeviceId)>, StoreError>;
+    /// Inserts a user and spends one use of a registration token, both or neither.
+    fn insert_user_with_token(
+        &self,
+        user: &UserId,
+        record: &UserRecord,
+        token: &str,
+        now_ms: u64,
+    ) -> Result<TokenRegistration, StoreError>;
+    /// Sets or clears the admin flag.
+    fn set_admin(&self, user: &UserId, admin: bool) -> Result<(), StoreError>;
+    fn is_admin(&self, user: &UserId) -> Result<bool, StoreError>;
+    /// Every user with the admin flag.
+    fn admins(&self) -> Result<std::collections::HashSet<UserId>, StoreError>;
 }
 
 impl AccountStore for Store {
@@ -80,6 +93,24 @@ impl AccountStore for Store {
     }
     fn all_devices(&self) -> Result<Vec<(UserId, DeviceId)>, StoreError> {
         Store::all_devices(self)
+    }
+    fn insert_user_with_token(
+        &self,
+        user: &UserId,
+        record: &UserRecord,
+        token: &str,
+        now_ms: u64,
+    ) -> Result<TokenRegistration, StoreError> {
+        Store::insert_user_with_token(self, user, record, token, now_ms)
+    }
+    fn set_admin(&self, user: &UserId, admin: bool) -> Result<(), StoreError> {
+        Store::set_admin(self, user, admin)
+    }
+    fn is_admin(&self, user: &UserId) -> Result<bool, StoreError> {
+        Store::is_admin(self, user)
+    }
+    fn admins(&self) -> Result<std::collections::HashSet<UserId>, StoreError> {
+        Store::admins(self)
     }
 }
 

@@ -1,99 +1,35 @@
-//! Administration: create, list and deactivate users and rotate the server key, on a running
-//! or a stopped hearth.
+//! Administration: users, registration tokens, the audit log, the server key and federation
+//! status, on a running or a stopped hearth.
 //!
 //! A running hearth holds the database lock, so it answers admin requests on a Unix socket in its
 //! data directory (`admin.sock`, reachable only by the data directory's owner): one JSON request
 //! line, one JSON response line. On a stopped hearth the `hearth admin` command opens the database
-//! itself. Both paths run [`execute`].
+//! itself. Accounts with the admin flag send the same requests over `/v1/admin/*`. Every path
+//! runs [`execute`], which writes each action that changes something to the audit log.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use hearth_spec::{ServerName, UserId};
-use serde::{Deserialize, Serialize};
+use hearth_spec::admin::{
+    AdminDevice, AuditEntry, MAX_AUDIT_PAGE, MAX_USERS_PAGE, RegistrationToken,
+};
+pub use hearth_spec::admin::{AdminRequest, AdminResponse, UserEntry};
+use hearth_spec::{ErrorBody, ErrorCode, UserId};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::accounts::Accounts;
+use crate::accounts::{AccountError, Accounts};
 use crate::federation::custody::Custody;
 use crate::federation::rotation::KeyRotator;
+use crate::store::Store;
+use crate::store::tables::{AuditRecord, RegistrationTokenRecord};
 
 /// Longest admin request line, in bytes.
 const MAX_LINE: usize = 64 * 1024;
 
-/// An admin request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-pub enum AdminRequest {
-    CreateUser {
-        username: String,
-        password: String,
-    },
-    ListUsers,
-    DeactivateUser {
-        user_id: String,
-    },
-    /// Make a new server key current; the current one keeps verifying for `grace_ms`, or, with
-    /// `revoke`, stops verifying as soon as peers hear of it.
-    RotateKey {
-        grace_ms: u64,
-        #[serde(default)]
-        revoke: bool,
-    },
-    /// Outbound queue depths per peer and what this hearth holds for others as a relay.
-    FederationStatus,
-}
-
-/// A user as admins see it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct UserEntry {
-    pub user_id: UserId,
-    pub created_ts: u64,
-    pub deactivated: bool,
-}
-
-/// The answer to an admin request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "result", rename_all = "snake_case")]
-pub enum AdminResponse {
-    Created {
-        user_id: UserId,
-    },
-    Users {
-        users: Vec<UserEntry>,
-    },
-    Deactivated {
-        user_id: UserId,
-    },
-    KeyRotated {
-        #[serde(default)]
-        revoked: bool,
-        new_key: String,
-        old_valid_until_ms: u64,
-        peers_told: usize,
-    },
-    FederationStatus {
-        /// (peer, "configured" or "discovered", its current key in base64url).
-        #[serde(default)]
-        peers: Vec<(ServerName, String, String)>,
-        /// This hearth's swarm addresses (multiaddrs ending in its PeerId), if it runs.
-        #[serde(default)]
-        swarm: Vec<String>,
-        /// The swarm's PeerId (it follows the server key), if it runs.
-        #[serde(default)]
-        peer_id: Option<String>,
-        /// (peer, queued entries), entries held for others included.
-        queues: Vec<(ServerName, u64)>,
-        /// (origin, envelopes held, bytes held).
-        held: Vec<(ServerName, u64, u64)>,
-    },
-    Error {
-        message: String,
-    },
-}
-
 /// What admin requests act on.
 pub struct Admin {
+    pub store: Arc<Store>,
     pub accounts: Arc<Accounts>,
     pub rotator: KeyRotator,
     pub custody: Arc<Custody>,
@@ -102,90 +38,330 @@ pub struct Admin {
     pub swarm: Option<hearth_federation::Swarm>,
 }
 
-/// Runs one admin request.
-pub fn execute(admin: &Admin, request: AdminRequest) -> AdminResponse {
-    let accounts = &admin.accounts;
-    let result = match request {
-        AdminRequest::FederationStatus => {
-            return match admin.rotator.store.outbox_depths() {
-                Ok(queues) => AdminResponse::FederationStatus {
-                    peers: {
-                        let directory = admin.directory.read().expect("directory lock");
-                        directory
-                            .peers()
-                            .into_iter()
-                            .map(|peer| {
-                                let how = if directory.is_discovered(&peer) {
-                                    "discovered"
-                                } else {
-                                    "configured"
-                                };
-                                let key = directory
-                                    .current_key(&peer)
-                                    .map(|k| k.to_string())
-                                    .unwrap_or_default();
-                                (peer, how.to_owned(), key)
-                            })
-                            .collect()
-                    },
-                    swarm: admin
-                        .swarm
-                        .as_ref()
-                        .map(|s| s.snapshot().listen)
-                        .unwrap_or_default(),
-                    peer_id: admin.swarm.as_ref().map(|s| s.snapshot().peer_id),
-                    queues,
-                    held: admin
-                        .custody
-                        .holdings()
-                        .into_iter()
-                        .map(|(origin, h)| (origin, h.envelopes, h.bytes))
-                        .collect(),
-                },
-                Err(e) => AdminResponse::Error {
-                    message: e.to_string(),
-                },
+/// Who sends admin requests over the socket or on a stopped hearth (the audit log's actor).
+pub const LOCAL_ACTOR: &str = "hearth admin";
+
+/// Runs one admin request for `actor`; an action that changed something is written to the
+/// audit log (after it succeeded, in its own durable transaction).
+pub fn execute(admin: &Admin, actor: &str, request: AdminRequest) -> AdminResponse {
+    let action = request.action();
+    let target = target_of(&request);
+    let response = match run(admin, request) {
+        Ok(response) => response,
+        Err(e) => {
+            return AdminResponse::Error {
+                message: e.message,
+                code: e.code,
             };
+        }
+    };
+    if let Some(action) = action {
+        let target = match &response {
+            AdminResponse::RegistrationToken { token } => token.token.clone(),
+            AdminResponse::KeyRotated { new_key, .. } => new_key.clone(),
+            _ => target,
+        };
+        let record = AuditRecord {
+            ts: crate::clock::now_ms(),
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            target,
+        };
+        tracing::info!(target: "audit", actor, action, target = %record.target, "admin action");
+        if let Err(e) = admin.store.append_audit(&record) {
+            tracing::error!(error = %e, actor, action, "the audit log could not be written");
+        }
+    }
+    response
+}
+
+/// What the audit log names as acted on, before the request runs.
+fn target_of(request: &AdminRequest) -> String {
+    match request {
+        AdminRequest::CreateUser { username, .. } => username.clone(),
+        AdminRequest::User { user_id }
+        | AdminRequest::DeactivateUser { user_id }
+        | AdminRequest::ReactivateUser { user_id }
+        | AdminRequest::ResetPassword { user_id, .. }
+        | AdminRequest::LogoutUser { user_id }
+        | AdminRequest::SetAdmin { user_id, .. } => user_id.clone(),
+        AdminRequest::DeleteRegistrationToken { token } => token.clone(),
+        _ => String::new(),
+    }
+}
+
+fn account(e: AccountError) -> ErrorBody {
+    e.into()
+}
+
+fn stored(e: crate::store::StoreError) -> ErrorBody {
+    AccountError::from(e).into()
+}
+
+fn entry(
+    admins: &std::collections::HashSet<UserId>,
+    user: UserId,
+    r: &crate::store::tables::UserRecord,
+) -> UserEntry {
+    UserEntry {
+        admin: admins.contains(&user),
+        user_id: user,
+        created_ts: r.created_ts,
+        deactivated: r.deactivated,
+    }
+}
+
+fn token_view(token: String, r: RegistrationTokenRecord) -> RegistrationToken {
+    RegistrationToken {
+        token,
+        uses_allowed: r.uses_allowed,
+        uses: r.uses,
+        expires_ts: r.expires_ms,
+        created_ts: r.created_ts,
+    }
+}
+
+fn run(admin: &Admin, request: AdminRequest) -> Result<AdminResponse, ErrorBody> {
+    let accounts = &admin.accounts;
+    let user_id = |text: &str| accounts.user_id(text).map_err(account);
+    Ok(match request {
+        AdminRequest::FederationStatus => {
+            let queues = admin.rotator.store.outbox_depths().map_err(stored)?;
+            AdminResponse::FederationStatus {
+                peers: {
+                    let directory = admin.directory.read().expect("directory lock");
+                    directory
+                        .peers()
+                        .into_iter()
+                        .map(|peer| {
+                            let how = if directory.is_discovered(&peer) {
+                                "discovered"
+                            } else {
+                                "configured"
+                            };
+                            let key = directory
+                                .current_key(&peer)
+                                .map(|k| k.to_string())
+                                .unwrap_or_default();
+                            (peer, how.to_owned(), key)
+                        })
+                        .collect()
+                },
+                swarm: admin
+                    .swarm
+                    .as_ref()
+                    .map(|s| s.snapshot().listen)
+                    .unwrap_or_default(),
+                peer_id: admin.swarm.as_ref().map(|s| s.snapshot().peer_id),
+                queues,
+                held: admin
+                    .custody
+                    .holdings()
+                    .into_iter()
+                    .map(|(origin, h)| (origin, h.envelopes, h.bytes))
+                    .collect(),
+            }
         }
         AdminRequest::RotateKey { grace_ms, revoke } => {
             let rotated = if revoke {
                 admin.rotator.revoke()
             } else {
                 admin.rotator.rotate(grace_ms)
-            };
-            return match rotated {
-                Ok(rotated) => AdminResponse::KeyRotated {
-                    revoked: revoke,
-                    new_key: rotated.new_key.to_string(),
-                    old_valid_until_ms: rotated.old_valid_until_ms,
-                    peers_told: rotated.announcements.len(),
-                },
-                Err(e) => AdminResponse::Error {
-                    message: e.to_string(),
-                },
-            };
+            }
+            .map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))?;
+            AdminResponse::KeyRotated {
+                revoked: revoke,
+                new_key: rotated.new_key.to_string(),
+                old_valid_until_ms: rotated.old_valid_until_ms,
+                peers_told: rotated.announcements.len(),
+            }
         }
-        AdminRequest::CreateUser { username, password } => accounts
-            .create_user(&username, &password)
-            .map(|user_id| AdminResponse::Created { user_id }),
-        AdminRequest::ListUsers => accounts.list_users().map(|users| AdminResponse::Users {
-            users: users
+        AdminRequest::CreateUser {
+            username,
+            password,
+            admin: make_admin,
+        } => {
+            let user_id = accounts
+                .create_user(&username, &password)
+                .map_err(account)?;
+            if make_admin {
+                accounts.set_admin(&user_id, true).map_err(account)?;
+            }
+            AdminResponse::Created { user_id }
+        }
+        AdminRequest::ListUsers => {
+            let admins = accounts.admins().map_err(account)?;
+            AdminResponse::Users {
+                users: accounts
+                    .list_users()
+                    .map_err(account)?
+                    .into_iter()
+                    .map(|(user, r)| entry(&admins, user, &r))
+                    .collect(),
+                next: None,
+            }
+        }
+        AdminRequest::SearchUsers { query, from, limit } => {
+            let limit = limit.unwrap_or(MAX_USERS_PAGE).clamp(1, MAX_USERS_PAGE);
+            let query = query.to_lowercase();
+            let admins = accounts.admins().map_err(account)?;
+            let mut users: Vec<UserEntry> = accounts
+                .list_users()
+                .map_err(account)?
                 .into_iter()
-                .map(|(user_id, r)| UserEntry {
-                    user_id,
-                    created_ts: r.created_ts,
-                    deactivated: r.deactivated,
+                .filter(|(user, _)| from.as_ref().is_none_or(|from| user > from))
+                .filter(|(user, _)| user.as_str().contains(&query))
+                .take(limit + 1)
+                .map(|(user, r)| entry(&admins, user, &r))
+                .collect();
+            let next = (users.len() > limit).then(|| {
+                users.truncate(limit);
+                users[limit - 1].user_id.clone()
+            });
+            AdminResponse::Users { users, next }
+        }
+        AdminRequest::User { user_id: text } => {
+            let user = user_id(&text)?;
+            let record = accounts.user(&user).map_err(account)?;
+            let admins = accounts.admins().map_err(account)?;
+            let devices = accounts
+                .device_records(&user)
+                .map_err(account)?
+                .into_iter()
+                .map(|(device_id, d)| AdminDevice {
+                    device_id,
+                    name: d.name,
+                    created_ts: d.created_ts,
                 })
+                .collect();
+            AdminResponse::User {
+                user: entry(&admins, user, &record),
+                devices,
+            }
+        }
+        AdminRequest::DeactivateUser { user_id: text } => {
+            let user = user_id(&text)?;
+            accounts.deactivate(&user).map_err(account)?;
+            AdminResponse::Deactivated { user_id: user }
+        }
+        AdminRequest::ReactivateUser { user_id: text } => {
+            let user = user_id(&text)?;
+            accounts.reactivate(&user).map_err(account)?;
+            AdminResponse::Updated {
+                user_id: user,
+                devices_logged_out: 0,
+            }
+        }
+        AdminRequest::ResetPassword {
+            user_id: text,
+            password,
+            logout_devices,
+        } => {
+            let user = user_id(&text)?;
+            let devices_logged_out = accounts
+                .reset_password(&user, &password, logout_devices)
+                .map_err(account)?;
+            AdminResponse::Updated {
+                user_id: user,
+                devices_logged_out,
+            }
+        }
+        AdminRequest::LogoutUser { user_id: text } => {
+            let user = user_id(&text)?;
+            accounts.user(&user).map_err(account)?;
+            let devices_logged_out = accounts.logout_everywhere(&user).map_err(account)?;
+            AdminResponse::Updated {
+                user_id: user,
+                devices_logged_out,
+            }
+        }
+        AdminRequest::SetAdmin {
+            user_id: text,
+            admin: flag,
+        } => {
+            let user = user_id(&text)?;
+            accounts.set_admin(&user, flag).map_err(account)?;
+            AdminResponse::Updated {
+                user_id: user,
+                devices_logged_out: 0,
+            }
+        }
+        AdminRequest::CreateRegistrationToken { uses, expires_ts } => {
+            let now = crate::clock::now_ms();
+            if expires_ts.is_some_and(|t| t <= now) {
+                return Err(ErrorBody::new(
+                    ErrorCode::InvalidParam,
+                    "expires_ts is in the past",
+                ));
+            }
+            if uses == Some(0) {
+                return Err(ErrorBody::new(
+                    ErrorCode::InvalidParam,
+                    "uses must be at least 1",
+                ));
+            }
+            let record = RegistrationTokenRecord {
+                uses_allowed: uses,
+                uses: 0,
+                expires_ms: expires_ts,
+                created_ts: now,
+            };
+            // 256 random bits, base64url: not guessable, one word to paste.
+            let token = hearth_crypto::random_token().expose().to_owned();
+            if !admin
+                .store
+                .insert_registration_token(&token, &record)
+                .map_err(stored)?
+            {
+                return Err(ErrorBody::new(
+                    ErrorCode::Internal,
+                    "token collision; retry",
+                ));
+            }
+            AdminResponse::RegistrationToken {
+                token: token_view(token, record),
+            }
+        }
+        AdminRequest::ListRegistrationTokens => AdminResponse::RegistrationTokens {
+            tokens: admin
+                .store
+                .registration_tokens()
+                .map_err(stored)?
+                .into_iter()
+                .map(|(t, r)| token_view(t, r))
                 .collect(),
-        }),
-        AdminRequest::DeactivateUser { user_id } => accounts.user_id(&user_id).and_then(|user| {
-            accounts
-                .deactivate(&user)
-                .map(|()| AdminResponse::Deactivated { user_id: user })
-        }),
-    };
-    result.unwrap_or_else(|e| AdminResponse::Error {
-        message: e.to_string(),
+        },
+        AdminRequest::DeleteRegistrationToken { token } => {
+            if !admin
+                .store
+                .delete_registration_token(&token)
+                .map_err(stored)?
+            {
+                return Err(ErrorBody::new(
+                    ErrorCode::NotFound,
+                    "no such registration token",
+                ));
+            }
+            AdminResponse::Deleted { token }
+        }
+        AdminRequest::Audit { from, limit } => {
+            let limit = limit.unwrap_or(MAX_AUDIT_PAGE).clamp(1, MAX_AUDIT_PAGE);
+            AdminResponse::Audit {
+                entries: admin
+                    .store
+                    .audit(from, limit)
+                    .map_err(stored)?
+                    .into_iter()
+                    .map(|(seq, r)| AuditEntry {
+                        seq,
+                        ts: r.ts,
+                        actor: r.actor,
+                        action: r.action,
+                        target: r.target,
+                    })
+                    .collect(),
+            }
+        }
     })
 }
 
@@ -223,13 +399,15 @@ async fn answer(stream: UnixStream, admin: Arc<Admin>) -> std::io::Result<()> {
     let mut reader = BufReader::new(read).take(MAX_LINE as u64);
     reader.read_line(&mut line).await?;
     let response = match serde_json::from_str::<AdminRequest>(&line) {
-        Ok(request) => tokio::task::spawn_blocking(move || execute(&admin, request))
+        Ok(request) => tokio::task::spawn_blocking(move || execute(&admin, LOCAL_ACTOR, request))
             .await
             .unwrap_or_else(|e| AdminResponse::Error {
                 message: e.to_string(),
+                code: ErrorCode::Internal,
             }),
         Err(e) => AdminResponse::Error {
             message: format!("bad admin request: {e}"),
+            code: ErrorCode::BadJson,
         },
     };
     let mut text = serde_json::to_string(&response).expect("responses serialise");

@@ -9,6 +9,8 @@
 //! [`Batch`] per group commit; accounts write their own small transactions.
 
 mod accounts;
+mod admin;
+pub use admin::TokenRegistration;
 mod commit;
 mod health;
 mod inbox;
@@ -162,6 +164,10 @@ impl Store {
             txn.open_table(EPOCHS).map_err(StoreError::from)?;
             txn.open_table(KEY_PACKAGES).map_err(StoreError::from)?;
             txn.open_table(LAST_RESORT).map_err(StoreError::from)?;
+            txn.open_table(ADMINS).map_err(StoreError::from)?;
+            txn.open_table(AUDIT).map_err(StoreError::from)?;
+            txn.open_table(REGISTRATION_TOKENS)
+                .map_err(StoreError::from)?;
         }
         txn.commit().map_err(StoreError::from)?;
         if new {

@@ -94,6 +94,40 @@ pub struct PeerRotation {
     pub old_valid_until_ms: u64,
 }
 
+/// user id → (): local users with the admin flag (`/v1/admin/*`).
+pub const ADMINS: TableDefinition<&str, ()> = TableDefinition::new("admins");
+/// entry number (from 1) → [`AuditRecord`]: every admin action, in order.
+pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// token → [`RegistrationTokenRecord`].
+pub const REGISTRATION_TOKENS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("registration_tokens");
+
+/// One admin action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub ts: u64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+}
+
+/// A registration token and how much of it is left.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationTokenRecord {
+    pub uses_allowed: Option<u32>,
+    pub uses: u32,
+    pub expires_ms: Option<u64>,
+    pub created_ts: u64,
+}
+
+impl RegistrationTokenRecord {
+    /// Whether it still admits a registration at `now_ms`.
+    pub fn admits(&self, now_ms: u64) -> bool {
+        self.uses_allowed.is_none_or(|allowed| self.uses < allowed)
+            && self.expires_ms.is_none_or(|expires| now_ms < expires)
+    }
+}
+
 /// A local account.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UserRecord {

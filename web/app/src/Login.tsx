@@ -5,6 +5,7 @@ import { sentence } from "./format";
 export function Login(props: { onDevice(d: Device): void; error: string }) {
   const [username, setUsername] = useState("");
   const [password, setPassword] = useState("");
+  const [token, setToken] = useState("");
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState(props.error);
   useEffect(() => setError(props.error), [props.error]);
@@ -19,7 +20,7 @@ export function Login(props: { onDevice(d: Device): void; error: string }) {
     setError("");
     try {
       const device = register
-        ? await Device.register(location.origin, username, password)
+        ? await Device.register(location.origin, username, password, token || undefined)
         : await Device.login(location.origin, username, password);
       props.onDevice(device);
     } catch (err) {
@@ -52,6 +53,18 @@ export function Login(props: { onDevice(d: Device): void; error: string }) {
           onInput={(e) => setPassword(e.currentTarget.value)}
         />
       </label>
+      <details>
+        <summary>Registering with a token?</summary>
+        <label>
+          Registration token (from your hearth's administrator)
+          <input
+            id="registration-token"
+            autocomplete="off"
+            value={token}
+            onInput={(e) => setToken(e.currentTarget.value)}
+          />
+        </label>
+      </details>
       {error && <p class="error" role="alert">{error}</p>}
       <div class="row">
         <button id="login" type="submit" disabled={busy}>Log in</button>

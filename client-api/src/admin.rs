@@ -1,0 +1,261 @@
+//! `/v1/admin/*`: the admin protocol (`hearth_spec::admin`) over HTTP, for accounts with the
+//! admin flag (spec/admin.md). Each route builds one [`AdminRequest`]; the hearth checks the flag
+//! (403 otherwise), runs it as `hearth admin` would and writes changes to the audit log.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use hearth_spec::UserId;
+use hearth_spec::admin::{AdminRequest, AdminResponse};
+use serde::Deserialize;
+
+use crate::api::{Api, Authed, invalid};
+use crate::backend::Backend;
+use crate::rejection::{ApiError, ApiJson, ApiPath, ApiQuery};
+
+/// The admin routes (merged into the client API's router, behind its limits).
+pub(crate) fn routes<B: Backend>() -> Router<Arc<Api<B>>> {
+    Router::new()
+        .route("/v1/admin/users", get(users::<B>).post(create_user::<B>))
+        .route("/v1/admin/users/{user_id}", get(user::<B>))
+        .route(
+            "/v1/admin/users/{user_id}/deactivate",
+            post(deactivate::<B>),
+        )
+        .route(
+            "/v1/admin/users/{user_id}/reactivate",
+            post(reactivate::<B>),
+        )
+        .route("/v1/admin/users/{user_id}/password", post(password::<B>))
+        .route("/v1/admin/users/{user_id}/logout", post(logout::<B>))
+        .route("/v1/admin/users/{user_id}/admin", put(set_admin::<B>))
+        .route(
+            "/v1/admin/registration_tokens",
+            get(tokens::<B>).post(create_token::<B>),
+        )
+        .route(
+            "/v1/admin/registration_tokens/{token}",
+            delete(delete_token::<B>),
+        )
+        .route("/v1/admin/federation", get(federation::<B>))
+        .route("/v1/admin/audit", get(audit::<B>))
+}
+
+async fn run<B: Backend>(
+    api: &Api<B>,
+    device: &crate::backend::AuthedDevice,
+    request: AdminRequest,
+    status: StatusCode,
+) -> Result<Response, ApiError> {
+    let answer: AdminResponse = api.backend.admin(device, request).await?;
+    Ok((status, Json(answer)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsersQuery {
+    #[serde(default)]
+    q: String,
+    from: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn users<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiQuery(query): ApiQuery<UsersQuery>,
+) -> Result<Response, ApiError> {
+    let from = query
+        .from
+        .map(|from| UserId::parse(&from))
+        .transpose()
+        .map_err(invalid)?;
+    let request = AdminRequest::SearchUsers {
+        query: query.q,
+        from,
+        limit: query.limit,
+    };
+    run(&api, &device, request, StatusCode::OK).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    username: String,
+    password: String,
+    #[serde(default)]
+    admin: bool,
+}
+
+async fn create_user<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiJson(user): ApiJson<NewUser>,
+) -> Result<Response, ApiError> {
+    let request = AdminRequest::CreateUser {
+        username: user.username,
+        password: user.password,
+        admin: user.admin,
+    };
+    run(&api, &device, request, StatusCode::CREATED).await
+}
+
+async fn user<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiPath(user_id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    run(
+        &api,
+        &device,
+        AdminRequest::User { user_id },
+        StatusCode::OK,
+    )
+    .await
+}
+
+async fn deactivate<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiPath(user_id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let request = AdminRequest::DeactivateUser { user_id };
+    run(&api, &device, request, StatusCode::OK).await
+}
+
+async fn reactivate<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiPath(user_id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let request = AdminRequest::ReactivateUser { user_id };
+    run(&api, &device, request, StatusCode::OK).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPassword {
+    password: String,
+    /// Log every device out too (the usual reason for a reset). Default true.
+    #[serde(default = "yes")]
+    logout_devices: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn password<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiPath(user_id): ApiPath<String>,
+    ApiJson(body): ApiJson<NewPassword>,
+) -> Result<Response, ApiError> {
+    let request = AdminRequest::ResetPassword {
+        user_id,
+        password: body.password,
+        logout_devices: body.logout_devices,
+    };
+    run(&api, &device, request, StatusCode::OK).await
+}
+
+async fn logout<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiPath(user_id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let request = AdminRequest::LogoutUser { user_id };
+    run(&api, &device, request, StatusCode::OK).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminFlag {
+    admin: bool,
+}
+
+async fn set_admin<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiPath(user_id): ApiPath<String>,
+    ApiJson(flag): ApiJson<AdminFlag>,
+) -> Result<Response, ApiError> {
+    let request = AdminRequest::SetAdmin {
+        user_id,
+        admin: flag.admin,
+    };
+    run(&api, &device, request, StatusCode::OK).await
+}
+
+async fn tokens<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+) -> Result<Response, ApiError> {
+    let request = AdminRequest::ListRegistrationTokens;
+    run(&api, &device, request, StatusCode::OK).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    uses: Option<u32>,
+    expires_ts: Option<u64>,
+}
+
+async fn create_token<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiJson(token): ApiJson<NewToken>,
+) -> Result<Response, ApiError> {
+    let request = AdminRequest::CreateRegistrationToken {
+        uses: token.uses,
+        expires_ts: token.expires_ts,
+    };
+    run(&api, &device, request, StatusCode::CREATED).await
+}
+
+async fn delete_token<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiPath(token): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let request = AdminRequest::DeleteRegistrationToken { token };
+    run(&api, &device, request, StatusCode::OK).await
+}
+
+async fn federation<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+) -> Result<Response, ApiError> {
+    run(
+        &api,
+        &device,
+        AdminRequest::FederationStatus,
+        StatusCode::OK,
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    #[serde(default)]
+    from: u64,
+    limit: Option<usize>,
+}
+
+async fn audit<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiQuery(query): ApiQuery<AuditQuery>,
+) -> Result<Response, ApiError> {
+    let request = AdminRequest::Audit {
+        from: query.from,
+        limit: query.limit,
+    };
+    run(&api, &device, request, StatusCode::OK).await
+}

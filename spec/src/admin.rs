@@ -1,0 +1,231 @@
+//! The admin protocol: what `hearth admin` sends to a hearth's `admin.sock` (one JSON line each
+//! way) and what `/v1/admin/*` runs for an account with the admin flag (spec/admin.md). Both
+//! carry these requests, so the two surfaces cannot drift apart.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{DeviceId, ErrorCode, ServerName, UserId};
+
+/// Most users in one page of `GET /v1/admin/users`, and the default.
+pub const MAX_USERS_PAGE: usize = 500;
+/// Most audit entries in one page of `GET /v1/admin/audit`, and the default.
+pub const MAX_AUDIT_PAGE: usize = 500;
+
+/// An admin request. `user_id` fields take a full user id of this hearth or a localpart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AdminRequest {
+    CreateUser {
+        username: String,
+        password: String,
+        #[serde(default)]
+        admin: bool,
+    },
+    /// Every user, in id order.
+    ListUsers,
+    /// Users whose id contains `query` (empty: all), in id order, after `from`.
+    SearchUsers {
+        #[serde(default)]
+        query: String,
+        #[serde(default)]
+        from: Option<UserId>,
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    /// One user with their devices.
+    User {
+        user_id: String,
+    },
+    DeactivateUser {
+        user_id: String,
+    },
+    ReactivateUser {
+        user_id: String,
+    },
+    /// Sets a new password; with `logout_devices`, every device is logged out too.
+    ResetPassword {
+        user_id: String,
+        password: String,
+        #[serde(default)]
+        logout_devices: bool,
+    },
+    /// Logs every device of the user out.
+    LogoutUser {
+        user_id: String,
+    },
+    /// Grants (or, with `admin: false`, revokes) the admin flag.
+    SetAdmin {
+        user_id: String,
+        admin: bool,
+    },
+    /// A token that lets `uses` registrations (unlimited if absent) until `expires_ts` (never if
+    /// absent) while `auth.registration = "token"`.
+    CreateRegistrationToken {
+        #[serde(default)]
+        uses: Option<u32>,
+        #[serde(default)]
+        expires_ts: Option<u64>,
+    },
+    ListRegistrationTokens,
+    DeleteRegistrationToken {
+        token: String,
+    },
+    /// The audit log after `from` (entry numbers start at 1), oldest first.
+    Audit {
+        #[serde(default)]
+        from: u64,
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    /// Make a new server key current; the current one keeps verifying for `grace_ms`, or, with
+    /// `revoke`, stops verifying as soon as peers hear of it.
+    RotateKey {
+        grace_ms: u64,
+        #[serde(default)]
+        revoke: bool,
+    },
+    /// Outbound queue depths per peer and what this hearth holds for others as a relay.
+    FederationStatus,
+}
+
+impl AdminRequest {
+    /// What the audit log calls this request, or `None` for one that only reads.
+    pub fn action(&self) -> Option<&'static str> {
+        Some(match self {
+            Self::ListUsers
+            | Self::SearchUsers { .. }
+            | Self::User { .. }
+            | Self::ListRegistrationTokens
+            | Self::Audit { .. }
+            | Self::FederationStatus => return None,
+            Self::CreateUser { .. } => "create_user",
+            Self::DeactivateUser { .. } => "deactivate_user",
+            Self::ReactivateUser { .. } => "reactivate_user",
+            Self::ResetPassword { .. } => "reset_password",
+            Self::LogoutUser { .. } => "logout_user",
+            Self::SetAdmin { admin: true, .. } => "grant_admin",
+            Self::SetAdmin { admin: false, .. } => "revoke_admin",
+            Self::CreateRegistrationToken { .. } => "create_registration_token",
+            Self::DeleteRegistrationToken { .. } => "delete_registration_token",
+            Self::RotateKey { revoke: false, .. } => "rotate_key",
+            Self::RotateKey { revoke: true, .. } => "revoke_key",
+        })
+    }
+}
+
+/// A user as admins see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserEntry {
+    pub user_id: UserId,
+    pub created_ts: u64,
+    pub deactivated: bool,
+    #[serde(default)]
+    pub admin: bool,
+}
+
+/// A device as admins see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminDevice {
+    pub device_id: DeviceId,
+    pub name: String,
+    pub created_ts: u64,
+}
+
+/// A registration token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationToken {
+    pub token: String,
+    /// Registrations it allows in all; `None`: unlimited.
+    pub uses_allowed: Option<u32>,
+    /// Registrations made with it so far.
+    pub uses: u32,
+    pub expires_ts: Option<u64>,
+    pub created_ts: u64,
+}
+
+/// One entry of the audit log: who did what to whom, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Position in the log, from 1.
+    pub seq: u64,
+    pub ts: u64,
+    /// The admin account, or `admin.sock` / `cli` for the `hearth admin` command.
+    pub actor: String,
+    /// [`AdminRequest::action`].
+    pub action: String,
+    /// The user, token or key acted on.
+    pub target: String,
+}
+
+/// The answer to an admin request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum AdminResponse {
+    Created {
+        user_id: UserId,
+    },
+    Users {
+        users: Vec<UserEntry>,
+        /// Where the next page starts (`from`), if there is one.
+        #[serde(default)]
+        next: Option<UserId>,
+    },
+    User {
+        user: UserEntry,
+        devices: Vec<AdminDevice>,
+    },
+    Deactivated {
+        user_id: UserId,
+    },
+    /// A request that changed one user (reactivate, password, logout, admin flag).
+    Updated {
+        user_id: UserId,
+        /// Devices logged out by it.
+        #[serde(default)]
+        devices_logged_out: usize,
+    },
+    RegistrationToken {
+        token: RegistrationToken,
+    },
+    RegistrationTokens {
+        tokens: Vec<RegistrationToken>,
+    },
+    Deleted {
+        token: String,
+    },
+    Audit {
+        entries: Vec<AuditEntry>,
+    },
+    KeyRotated {
+        #[serde(default)]
+        revoked: bool,
+        new_key: String,
+        old_valid_until_ms: u64,
+        peers_told: usize,
+    },
+    FederationStatus {
+        /// (peer, "configured" or "discovered", its current key in base64url).
+        #[serde(default)]
+        peers: Vec<(ServerName, String, String)>,
+        /// This hearth's swarm addresses (multiaddrs ending in its PeerId), if it runs.
+        #[serde(default)]
+        swarm: Vec<String>,
+        /// The swarm's PeerId (it follows the server key), if it runs.
+        #[serde(default)]
+        peer_id: Option<String>,
+        /// (peer, queued entries), entries held for others included.
+        queues: Vec<(ServerName, u64)>,
+        /// (origin, envelopes held, bytes held).
+        held: Vec<(ServerName, u64, u64)>,
+    },
+    Error {
+        message: String,
+        /// What kind of failure (`not_found`, `invalid_param`, …); `internal` if absent.
+        #[serde(default = "internal")]
+        code: ErrorCode,
+    },
+}
+
+fn internal() -> ErrorCode {
+    ErrorCode::Internal
+}

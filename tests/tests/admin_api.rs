@@ -1,0 +1,668 @@
+//! The admin API (`/v1/admin/*`, spec/admin.md) on a real hearth: only accounts with the admin
+//! flag get in (403 for others, 401 without a token), each endpoint does what it says to real
+//! accounts, and every action lands in the audit log with who did it; registration tokens admit
+//! exactly as many accounts as they allow, even when registrations race for the last use; the
+//! `hearth admin` command does the same on a stopped and a running hearth.
+
+use std::process::Command;
+
+use hearth_client::Client;
+use hearth_node::config::Registration;
+use hearth_node::ops::admin::{AdminRequest, AdminResponse, request_socket};
+use hearth_node::ops::data_dir::admin_socket_path;
+use hearth_spec::ErrorCode;
+use hearth_tests::{HearthProcess, TestHearth, hearth_binary};
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse battery";
+
+/// One HTTP call as `client`'s device (or with no token); status and JSON body.
+async fn call(
+    hearth: &TestHearth,
+    client: Option<&Client>,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new().request(method, format!("{}{path}", hearth.url));
+    if let Some(client) = client {
+        request = request.bearer_auth(&client.session().unwrap().access_token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Runs a request through the running hearth's admin socket, as `hearth admin` does.
+async fn socket(hearth: &TestHearth, request: AdminRequest) -> AdminResponse {
+    request_socket(&admin_socket_path(&hearth.config.data_dir), &request)
+        .await
+        .unwrap()
+}
+
+fn audit_rows(body: &Value) -> Vec<(String, String, String)> {
+    body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap().to_owned(),
+                e["action"].as_str().unwrap().to_owned(),
+                e["target"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn only_admins_use_the_admin_api_and_every_action_is_audited() {
+    use reqwest::Method;
+    let hearth = TestHearth::start().await;
+    let root = hearth.user("root").await;
+    let mut alice = hearth.user("alice").await;
+    let mut bob = hearth.user("bob").await;
+
+    // No flag: 403 on every kind of request, and nothing happens; no token: 401.
+    for (method, path, body) in [
+        (Method::GET, "/v1/admin/users", None),
+        (Method::GET, "/v1/admin/users/@bob:localhost", None),
+        (
+            Method::POST,
+            "/v1/admin/users",
+            Some(json!({"username": "mallory", "password": PASSWORD, "admin": true})),
+        ),
+        (Method::POST, "/v1/admin/users/bob/deactivate", None),
+        (
+            Method::PUT,
+            "/v1/admin/users/alice/admin",
+            Some(json!({"admin": true})),
+        ),
+        (
+            Method::POST,
+            "/v1/admin/registration_tokens",
+            Some(json!({})),
+        ),
+        (Method::GET, "/v1/admin/audit", None),
+        (Method::GET, "/v1/admin/federation", None),
+    ] {
+        let (status, error) = call(&hearth, Some(&alice), method.clone(), path, body.clone()).await;
+        assert_eq!(status, 403, "{method} {path}: {error}");
+        assert_eq!(error["code"], "forbidden");
+        let (status, _) = call(&hearth, None, method.clone(), path, body).await;
+        assert_eq!(status, 401, "{method} {path} without a token");
+    }
+    assert!(
+        Client::new(&hearth.url)
+            .login("mallory", PASSWORD, None)
+            .await
+            .is_err()
+    );
+
+    // The operator grants root the flag with `hearth admin` (its socket).
+    let granted = socket(
+        &hearth,
+        AdminRequest::SetAdmin {
+            user_id: "root".into(),
+            admin: true,
+        },
+    )
+    .await;
+    assert!(
+        matches!(granted, AdminResponse::Updated { .. }),
+        "{granted:?}"
+    );
+
+    // Users: search with paging, in id order.
+    let (status, page) = call(
+        &hearth,
+        Some(&root),
+        Method::GET,
+        "/v1/admin/users?limit=2",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    let ids: Vec<&str> = page["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["user_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["@alice:localhost", "@bob:localhost"]);
+    assert_eq!(page["next"], "@bob:localhost");
+    let (_, page) = call(
+        &hearth,
+        Some(&root),
+        Method::GET,
+        "/v1/admin/users?limit=2&from=@bob:localhost",
+        None,
+    )
+    .await;
+    assert_eq!(page["users"][0]["user_id"], "@root:localhost");
+    assert_eq!(page["users"][0]["admin"], true);
+    assert_eq!(page["next"], Value::Null);
+    let (_, found) = call(
+        &hearth,
+        Some(&root),
+        Method::GET,
+        "/v1/admin/users?q=OB",
+        None,
+    )
+    .await;
+    assert_eq!(found["users"].as_array().unwrap().len(), 1, "{found}");
+    assert_eq!(found["users"][0]["user_id"], "@bob:localhost");
+
+    // Create a user; they can log in.
+    let (status, created) = call(
+        &hearth,
+        Some(&root),
+        Method::POST,
+        "/v1/admin/users",
+        Some(json!({"username": "carol", "password": PASSWORD})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["user_id"], "@carol:localhost");
+    let mut carol = Client::new(&hearth.url);
+    carol.login("carol", PASSWORD, None).await.unwrap();
+
+    // One user and their devices.
+    let (status, shown) = call(
+        &hearth,
+        Some(&root),
+        Method::GET,
+        "/v1/admin/users/@alice:localhost",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(shown["user"]["admin"], false);
+    assert_eq!(shown["devices"].as_array().unwrap().len(), 1);
+
+    // A password reset logs her devices out; the new password works, the old one does not.
+    let (status, reset) = call(
+        &hearth,
+        Some(&root),
+        Method::POST,
+        "/v1/admin/users/alice/password",
+        Some(json!({"password": "a brand new one"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{reset}");
+    assert_eq!(reset["devices_logged_out"], 1);
+    assert_eq!(
+        alice.devices().await.unwrap_err().code(),
+        Some(ErrorCode::Unauthorized)
+    );
+    assert!(
+        Client::new(&hearth.url)
+            .login("alice", PASSWORD, None)
+            .await
+            .is_err()
+    );
+    alice.login("alice", "a brand new one", None).await.unwrap();
+
+    // Deactivate and reactivate bob.
+    let (status, _) = call(
+        &hearth,
+        Some(&root),
+        Method::POST,
+        "/v1/admin/users/bob/deactivate",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        bob.devices().await.unwrap_err().code(),
+        Some(ErrorCode::Unauthorized)
+    );
+    let refused = Client::new(&hearth.url)
+        .login("bob", PASSWORD, None)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::Forbidden));
+    let (status, _) = call(
+        &hearth,
+        Some(&root),
+        Method::POST,
+        "/v1/admin/users/bob/reactivate",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    Client::new(&hearth.url)
+        .login("bob", PASSWORD, None)
+        .await
+        .unwrap();
+
+    // Log carol out everywhere.
+    let (_, out) = call(
+        &hearth,
+        Some(&root),
+        Method::POST,
+        "/v1/admin/users/carol/logout",
+        None,
+    )
+    .await;
+    assert_eq!(out["devices_logged_out"], 1);
+    assert_eq!(
+        carol.devices().await.unwrap_err().code(),
+        Some(ErrorCode::Unauthorized)
+    );
+
+    // The flag, granted over HTTP, lets alice in; revoked, it keeps her out again.
+    let flag = |on: bool| Some(json!({"admin": on}));
+    assert_eq!(
+        call(
+            &hearth,
+            Some(&root),
+            Method::PUT,
+            "/v1/admin/users/alice/admin",
+            flag(true)
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        call(&hearth, Some(&alice), Method::GET, "/v1/admin/users", None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        call(
+            &hearth,
+            Some(&root),
+            Method::PUT,
+            "/v1/admin/users/alice/admin",
+            flag(false)
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        call(&hearth, Some(&alice), Method::GET, "/v1/admin/users", None)
+            .await
+            .0,
+        403
+    );
+
+    // Bad input gets typed errors and changes nothing.
+    let (status, e) = call(
+        &hearth,
+        Some(&root),
+        Method::GET,
+        "/v1/admin/users/nobody",
+        None,
+    )
+    .await;
+    assert_eq!((status, e["code"].as_str()), (404, Some("not_found")));
+    let (status, e) = call(
+        &hearth,
+        Some(&root),
+        Method::GET,
+        "/v1/admin/users?from=garbage",
+        None,
+    )
+    .await;
+    assert_eq!((status, e["code"].as_str()), (400, Some("invalid_param")));
+    let (status, e) = call(
+        &hearth,
+        Some(&root),
+        Method::POST,
+        "/v1/admin/users",
+        Some(json!({"username": "x"})),
+    )
+    .await;
+    assert_eq!((status, e["code"].as_str()), (400, Some("bad_json")), "{e}");
+    let (status, e) = call(
+        &hearth,
+        Some(&root),
+        Method::POST,
+        "/v1/admin/users",
+        Some(json!({"username": "dave", "password": "short"})),
+    )
+    .await;
+    assert_eq!((status, e["code"].as_str()), (400, Some("invalid_param")));
+    let (status, e) = call(
+        &hearth,
+        Some(&root),
+        Method::POST,
+        "/v1/admin/users/@bob:elsewhere.org/deactivate",
+        None,
+    )
+    .await;
+    assert_eq!(status, 400, "{e}");
+
+    // The audit log: every change, in order, with who made it. Reads and refusals are not in it.
+    let (status, audit) = call(&hearth, Some(&root), Method::GET, "/v1/admin/audit", None).await;
+    assert_eq!(status, 200);
+    let root_id = "@root:localhost";
+    let expected = [
+        ("hearth admin", "grant_admin", "root"),
+        (root_id, "create_user", "carol"),
+        (root_id, "reset_password", "alice"),
+        (root_id, "deactivate_user", "bob"),
+        (root_id, "reactivate_user", "bob"),
+        (root_id, "logout_user", "carol"),
+        (root_id, "grant_admin", "alice"),
+        (root_id, "revoke_admin", "alice"),
+    ];
+    let rows = audit_rows(&audit);
+    assert_eq!(
+        rows,
+        expected.map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()))
+    );
+    let seqs: Vec<u64> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=8).collect::<Vec<_>>());
+    let (_, later) = call(
+        &hearth,
+        Some(&root),
+        Method::GET,
+        "/v1/admin/audit?from=6&limit=1",
+        None,
+    )
+    .await;
+    assert_eq!(
+        audit_rows(&later),
+        vec![(
+            root_id.to_owned(),
+            "grant_admin".to_owned(),
+            "alice".to_owned()
+        )]
+    );
+
+    // A deactivated admin is no admin.
+    socket(
+        &hearth,
+        AdminRequest::DeactivateUser {
+            user_id: "root".into(),
+        },
+    )
+    .await;
+    let mut root_again = Client::new(&hearth.url);
+    assert!(root_again.login("root", PASSWORD, None).await.is_err());
+}
+
+#[tokio::test]
+async fn registration_tokens_admit_as_many_accounts_as_they_allow_even_in_a_race() {
+    use reqwest::Method;
+    let hearth = TestHearth::start_with(|c| c.auth.registration = Registration::Token).await;
+    let created = socket(
+        &hearth,
+        AdminRequest::CreateUser {
+            username: "root".into(),
+            password: PASSWORD.into(),
+            admin: true,
+        },
+    )
+    .await;
+    assert!(
+        matches!(created, AdminResponse::Created { .. }),
+        "{created:?}"
+    );
+    let mut root = Client::new(&hearth.url);
+    root.login("root", PASSWORD, None).await.unwrap();
+
+    let register = |name: &str, token: Option<&str>| {
+        let url = hearth.url.clone();
+        let (name, token) = (name.to_owned(), token.map(str::to_owned));
+        async move {
+            Client::new(&url)
+                .register_with_token(&name, PASSWORD, None, token.as_deref())
+                .await
+                .map(|_| ())
+                .map_err(|e| e.code())
+        }
+    };
+    // No token, or one that does not exist: refused, and no account is made.
+    assert_eq!(register("eve", None).await, Err(Some(ErrorCode::Forbidden)));
+    assert_eq!(
+        register("eve", Some("made-up")).await,
+        Err(Some(ErrorCode::Forbidden))
+    );
+
+    let (status, made) = call(
+        &hearth,
+        Some(&root),
+        Method::POST,
+        "/v1/admin/registration_tokens",
+        Some(json!({"uses": 2})),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    let token = made["token"]["token"].as_str().unwrap().to_owned();
+    assert!(token.len() >= 40, "{token}");
+    register("ann", Some(&token)).await.unwrap();
+    // A taken name spends no use.
+    assert_eq!(
+        register("ann", Some(&token)).await,
+        Err(Some(ErrorCode::UserExists))
+    );
+    register("ben", Some(&token)).await.unwrap();
+    assert_eq!(
+        register("cat", Some(&token)).await,
+        Err(Some(ErrorCode::Forbidden))
+    );
+    let (_, listed) = call(
+        &hearth,
+        Some(&root),
+        Method::GET,
+        "/v1/admin/registration_tokens",
+        None,
+    )
+    .await;
+    assert_eq!(listed["tokens"][0]["uses"], 2);
+    assert_eq!(listed["tokens"][0]["uses_allowed"], 2);
+
+    // Eight registrations race for a token's one use: exactly one account is made.
+    let (_, single) = call(
+        &hearth,
+        Some(&root),
+        Method::POST,
+        "/v1/admin/registration_tokens",
+        Some(json!({"uses": 1})),
+    )
+    .await;
+    let single = single["token"]["token"].as_str().unwrap().to_owned();
+    let racers: Vec<_> = (0..8)
+        .map(|i| tokio::spawn(register(&format!("racer{i}"), Some(&single))))
+        .collect();
+    let mut won = 0;
+    for racer in racers {
+        match racer.await.unwrap() {
+            Ok(()) => won += 1,
+            Err(code) => assert_eq!(code, Some(ErrorCode::Forbidden)),
+        }
+    }
+    assert_eq!(won, 1);
+    let (_, users) = call(
+        &hearth,
+        Some(&root),
+        Method::GET,
+        "/v1/admin/users?q=racer",
+        None,
+    )
+    .await;
+    assert_eq!(users["users"].as_array().unwrap().len(), 1);
+
+    // A token that expired before it was made, or allows no use, is refused; deleting twice is
+    // not found the second time.
+    let (status, e) = call(
+        &hearth,
+        Some(&root),
+        Method::POST,
+        "/v1/admin/registration_tokens",
+        Some(json!({"expires_ts": 1})),
+    )
+    .await;
+    assert_eq!((status, e["code"].as_str()), (400, Some("invalid_param")));
+    let (status, _) = call(
+        &hearth,
+        Some(&root),
+        Method::POST,
+        "/v1/admin/registration_tokens",
+        Some(json!({"uses": 0})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let path = format!("/v1/admin/registration_tokens/{token}");
+    assert_eq!(
+        call(&hearth, Some(&root), Method::DELETE, &path, None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        call(&hearth, Some(&root), Method::DELETE, &path, None)
+            .await
+            .0,
+        404
+    );
+
+    let (_, audit) = call(&hearth, Some(&root), Method::GET, "/v1/admin/audit", None).await;
+    let actions: Vec<String> = audit_rows(&audit)
+        .into_iter()
+        .map(|(_, action, _)| action)
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "create_user",
+            "create_registration_token",
+            "create_registration_token",
+            "delete_registration_token"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn registration_closed_refuses_everyone_even_with_a_token() {
+    let hearth = TestHearth::start_with(|c| c.auth.registration = Registration::Closed).await;
+    let refused = Client::new(&hearth.url)
+        .register_with_token("zed", PASSWORD, None, Some("anything"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::Forbidden));
+}
+
+/// `hearth admin` on a stopped hearth, then on the running one: grant the flag, make a
+/// registration token that `hearth-chat register --token` uses, and read the audit log.
+#[tokio::test]
+async fn the_admin_command_grants_admins_makes_tokens_and_prints_the_audit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_s = data.to_str().unwrap().to_owned();
+    let env = [
+        ("HEARTH_DATA_DIR", data_s.as_str()),
+        ("HEARTH_AUTH__REGISTRATION", "token"),
+    ];
+    let admin = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = Command::new(hearth_binary())
+            .arg("admin")
+            .args(args)
+            .envs(env)
+            .env("HEARTH_LOG", "warn")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "hearth admin {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // Stopped: on the database directly.
+    admin(&["create-user", "root"], "root password\n");
+    admin(&["grant-admin", "root"], "");
+    let token = admin(
+        &[
+            "create-registration-token",
+            "--uses",
+            "1",
+            "--expires-days",
+            "7",
+        ],
+        "",
+    );
+    let token = token.trim().to_owned();
+
+    let hearth = HearthProcess::start(&data, &env).await.unwrap();
+    let profile = dir.path().join("newcomer");
+    let mut chat = Command::new(hearth_tests::chat_binary());
+    use std::io::Write;
+    let mut child = chat
+        .args([
+            "--profile",
+            profile.to_str().unwrap(),
+            "register",
+            "newcomer",
+        ])
+        .arg(format!("--server={}", hearth.url))
+        .args(["--token", &token])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"newcomer password\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Running: through the socket.
+    let tokens = admin(&["list-registration-tokens"], "");
+    assert!(
+        tokens.contains(&format!("{token}\tused 1 of 1")),
+        "{tokens}"
+    );
+    let users = admin(&["list-users"], "");
+    assert!(users.contains("@root:localhost\tactive\tadmin"), "{users}");
+    assert!(users.contains("@newcomer:localhost\tactive\n"), "{users}");
+    let shown = admin(&["show-user", "newcomer"], "");
+    assert!(shown.lines().any(|l| l.starts_with("device\t")), "{shown}");
+    let log = admin(&["audit-log"], "");
+    let actions: Vec<&str> = log.lines().map(|l| l.split('\t').nth(3).unwrap()).collect();
+    assert_eq!(
+        actions,
+        ["create_user", "grant_admin", "create_registration_token"],
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .all(|l| l.split('\t').nth(2) == Some("hearth admin")),
+        "{log}"
+    );
+    drop(hearth);
+}
