@@ -96,6 +96,18 @@ enum AdminAction {
     ListRegistrationTokens,
     /// Delete a registration token.
     DeleteRegistrationToken { token: String },
+    /// Copy the database (one consistent snapshot), the media and the keys into DIR (new or
+    /// empty), while the hearth serves or not.
+    Backup {
+        #[arg(long)]
+        to: std::path::PathBuf,
+    },
+    /// Restore a backup into this hearth's data directory, which must hold no database; the
+    /// hearth must be stopped. The copy is checked against the backup's manifest.
+    Restore {
+        #[arg(long)]
+        from: std::path::PathBuf,
+    },
     /// Print the audit log of admin actions, oldest first.
     AuditLog {
         /// Start after this entry number.
@@ -225,6 +237,11 @@ async fn serve_until_signal(config: Config) -> anyhow::Result<()> {
 
 fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
     let request = match action {
+        AdminAction::Restore { from } => return restore(&config, &from),
+        AdminAction::Backup { to } => AdminRequest::Backup {
+            // The hearth resolves the path from its own working directory.
+            to: std::path::absolute(&to)?.to_string_lossy().into_owned(),
+        },
         AdminAction::CreateUser { username, admin } => AdminRequest::CreateUser {
             username,
             password: read_password()?,
@@ -359,6 +376,18 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
             }
         }
         AdminResponse::Deleted { token } => println!("deleted {token}"),
+        AdminResponse::BackedUp {
+            to,
+            tables,
+            media_files,
+            media_bytes,
+        } => {
+            let rows: u64 = tables.iter().map(|(_, rows)| rows).sum();
+            println!(
+                "backed up to {to}: {} tables, {rows} rows, {media_files} media files ({media_bytes} bytes)",
+                tables.len()
+            );
+        }
         AdminResponse::Audit { entries } => {
             for e in entries {
                 println!(
@@ -414,6 +443,30 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
         }
         AdminResponse::Error { message, .. } => bail!("{message}"),
     }
+    Ok(())
+}
+
+/// Restores a backup into the data directory of a stopped hearth, and audits it there.
+fn restore(config: &Config, from: &std::path::Path) -> anyhow::Result<()> {
+    hearth_node::ops::data_dir::prepare(&config.data_dir, config.storage.allow_shared_data_dir)?;
+    let manifest =
+        hearth_node::ops::backup::restore(from, &config.data_dir, config.server_name.as_str())?;
+    let store = Store::open(&hearth_node::ops::data_dir::db_path(&config.data_dir))?;
+    store.append_audit(&hearth_node::store::tables::AuditRecord {
+        ts: hearth_node::clock::now_ms(),
+        actor: admin::LOCAL_ACTOR.into(),
+        action: "restore".into(),
+        target: from.display().to_string(),
+    })?;
+    let rows: u64 = manifest.tables.iter().map(|(_, rows)| rows).sum();
+    println!(
+        "restored {} ({} rows, {} media files, taken at {} ms since the epoch) into {}",
+        from.display(),
+        rows,
+        manifest.media_files,
+        manifest.created_ts,
+        config.data_dir.display()
+    );
     Ok(())
 }
 

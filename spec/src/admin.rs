@@ -86,6 +86,11 @@ pub enum AdminRequest {
     },
     /// Outbound queue depths per peer and what this hearth holds for others as a relay.
     FederationStatus,
+    /// A consistent copy of the database, the media and the keys into `to` (a new or empty
+    /// directory on the hearth's machine), taken while the hearth serves.
+    Backup {
+        to: String,
+    },
 }
 
 impl AdminRequest {
@@ -109,6 +114,7 @@ impl AdminRequest {
             Self::DeleteRegistrationToken { .. } => "delete_registration_token",
             Self::RotateKey { revoke: false, .. } => "rotate_key",
             Self::RotateKey { revoke: true, .. } => "revoke_key",
+            Self::Backup { .. } => "backup",
         })
     }
 }
@@ -217,6 +223,13 @@ pub enum AdminResponse {
         queues: Vec<(ServerName, u64)>,
         /// (origin, envelopes held, bytes held).
         held: Vec<(ServerName, u64, u64)>,
+    },
+    BackedUp {
+        to: String,
+        /// (table, rows) copied.
+        tables: Vec<(String, u64)>,
+        media_files: u64,
+        media_bytes: u64,
     },
     Error {
         message: String,

@@ -422,6 +422,11 @@ impl Accounts {
         self.remove_devices(user, &devices)
     }
 
+    /// The hearth these accounts belong to.
+    pub fn server_name(&self) -> &ServerName {
+        &self.server_name
+    }
+
     /// A user's record, or not found.
     pub fn user(&self, user: &UserId) -> Result<UserRecord, AccountError> {
         self.store.user(user)?.ok_or(AccountError::UserNotFound)

@@ -86,6 +86,7 @@ fn target_of(request: &AdminRequest) -> String {
         | AdminRequest::LogoutUser { user_id }
         | AdminRequest::SetAdmin { user_id, .. } => user_id.clone(),
         AdminRequest::DeleteRegistrationToken { token } => token.clone(),
+        AdminRequest::Backup { to } => to.clone(),
         _ => String::new(),
     }
 }
@@ -343,6 +344,21 @@ fn run(admin: &Admin, request: AdminRequest) -> Result<AdminResponse, ErrorBody>
                 ));
             }
             AdminResponse::Deleted { token }
+        }
+        AdminRequest::Backup { to } => {
+            let manifest = crate::ops::backup::backup(
+                &admin.store,
+                &admin.rotator.data_dir,
+                admin.accounts.server_name().as_str(),
+                std::path::Path::new(&to),
+            )
+            .map_err(|e| ErrorBody::new(ErrorCode::InvalidParam, e.to_string()))?;
+            AdminResponse::BackedUp {
+                to,
+                tables: manifest.tables,
+                media_files: manifest.media_files,
+                media_bytes: manifest.media_bytes,
+            }
         }
         AdminRequest::Audit { from, limit } => {
             let limit = limit.unwrap_or(MAX_AUDIT_PAGE).clamp(1, MAX_AUDIT_PAGE);

@@ -10,6 +10,7 @@
 
 mod accounts;
 mod admin;
+mod backup;
 pub use admin::TokenRegistration;
 mod commit;
 mod health;
