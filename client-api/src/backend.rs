@@ -38,9 +38,9 @@ pub trait Backend: Send + Sync + 'static {
         device: &AuthedDevice,
         request: hearth_spec::admin::AdminRequest,
     ) -> impl Future<Output = Result<hearth_spec::admin::AdminResponse, ErrorBody>> + Send;
-    /// Whether the hearth can take writes now; if not, why (for `GET /v1/ready`).
-    fn readiness(&self) -> Result<(), NotReady> {
-        Ok(())
+    /// Each part `GET /v1/ready` checks, by name, and whether it is ready now (if not, why).
+    fn readiness(&self) -> Vec<(&'static str, Result<(), NotReady>)> {
+        Vec::new()
     }
     /// Creates an account and logs its first device in.
     fn register(

@@ -95,14 +95,29 @@ pub fn router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> Router {
         .with_state(api)
 }
 
-/// Readiness, as a load balancer or orchestrator asks it: 200 when the hearth takes writes, 503
-/// with the reason when it cannot now (`/v1/health` only says the process answers).
+/// Readiness, as a load balancer or orchestrator asks it: 200 when every part is ready, 503
+/// naming each part and what is wrong with it otherwise (`/v1/health` only says the process
+/// answers).
 async fn ready<B: Backend>(State(api): State<Arc<Api<B>>>) -> axum::response::Response {
-    match api.backend.readiness() {
-        Ok(()) => Json(serde_json::json!({"status": "ready"})).into_response(),
-        Err(NotReady(reason)) => (
+    let checks = api.backend.readiness();
+    let reason = checks
+        .iter()
+        .find_map(|(_, check)| check.err().map(|NotReady(why)| why));
+    let named: serde_json::Map<String, serde_json::Value> = checks
+        .iter()
+        .map(|(name, check)| {
+            let state = match check {
+                Ok(()) => "ok",
+                Err(NotReady(why)) => why,
+            };
+            ((*name).to_owned(), state.into())
+        })
+        .collect();
+    match reason {
+        None => Json(serde_json::json!({"status": "ready", "checks": named})).into_response(),
+        Some(reason) => (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"status": "unavailable", "reason": reason})),
+            Json(serde_json::json!({"status": "unavailable", "reason": reason, "checks": named})),
         )
             .into_response(),
     }

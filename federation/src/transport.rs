@@ -178,6 +178,8 @@ pub enum SendError {
 }
 
 struct Shared {
+    /// Whether the endpoint still accepts connections (false once it closed).
+    accepting: std::sync::atomic::AtomicBool,
     config: TransportConfig,
     keys: Arc<KeyRing>,
     directory: Arc<RwLock<Directory>>,
@@ -262,6 +264,7 @@ impl Transport {
         let endpoint =
             quinn::Endpoint::new(endpoint_config, Some(server), socket, runtime).map_err(listen)?;
         let shared = Arc::new(Shared {
+            accepting: std::sync::atomic::AtomicBool::new(true),
             replay: Mutex::new(ReplayCache::new(config.replay_capacity)),
             config,
             keys,
@@ -283,6 +286,13 @@ impl Transport {
             .endpoint
             .local_addr()
             .unwrap_or(self.shared.config.listen)
+    }
+
+    /// Whether peers can connect: the endpoint is open and its accept loop runs.
+    pub fn is_listening(&self) -> bool {
+        self.shared
+            .accepting
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Closes every connection and the endpoint.
@@ -556,6 +566,9 @@ async fn accept_loop<I: Inbound>(shared: Arc<Shared>, inbound: Arc<I>) {
     while let Some(incoming) = shared.endpoint.accept().await {
         tokio::spawn(serve_connection(incoming, shared.clone(), inbound.clone()));
     }
+    shared
+        .accepting
+        .store(false, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The key a TLS-authenticated connection was made with.

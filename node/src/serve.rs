@@ -179,6 +179,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         discovery: federation.discovery(),
         peer_requests: federation.peer_requests(),
         media,
+        transport: federation.transport(),
     }));
     let directory_for_admin = directory.clone();
     let directory_for_metrics = directory.clone();
@@ -349,6 +350,11 @@ fn api_config(config: &Config) -> ApiConfig {
 }
 
 impl Running {
+    /// The federation endpoint, while the hearth runs.
+    pub fn federation_transport(&self) -> Option<hearth_federation::Transport> {
+        self.federation.as_ref().map(|f| f.transport())
+    }
+
     /// Stops accepting, ends live sessions, lets in-flight commits finish, and returns once the
     /// database is closed (so the same data directory can be opened again at once).
     pub async fn stop(mut self) {

@@ -46,6 +46,8 @@ pub struct Parts {
     pub media: MediaStore,
     /// Claims key packages of other hearths' users.
     pub peer_requests: crate::federation::PeerRequests,
+    /// The federation endpoint (for readiness).
+    pub transport: hearth_federation::Transport,
 }
 
 /// The running hearth.
@@ -69,6 +71,7 @@ pub struct Hearth {
     remote_media: crate::federation::media_fetch::RemoteMedia,
     max_key_packages: u64,
     key_requests: crate::chat::key_requests::KeyRequests,
+    transport: hearth_federation::Transport,
 }
 
 impl Hearth {
@@ -100,6 +103,7 @@ impl Hearth {
                 parts.peer_requests,
             ),
             max_key_packages: parts.config.limits.max_key_packages,
+            transport: parts.transport,
         }
     }
 
@@ -346,11 +350,27 @@ impl Backend for Hearth {
         .map_err(|_| ErrorBody::new(ErrorCode::Internal, "the hearth failed to do that"))?
     }
 
-    fn readiness(&self) -> Result<(), hearth_client_api::NotReady> {
-        match self.store.condition().unwritable {
+    fn readiness(&self) -> Vec<(&'static str, Result<(), hearth_client_api::NotReady>)> {
+        use hearth_client_api::NotReady;
+        let storage = match self.store.condition().unwritable {
             None => Ok(()),
-            Some(why) => Err(hearth_client_api::NotReady(why)),
-        }
+            Some(why) => Err(NotReady(why)),
+        };
+        let committer = if self.committer.is_alive() {
+            Ok(())
+        } else {
+            Err(NotReady("the committer stopped; nothing can be sequenced"))
+        };
+        let federation = if self.transport.is_listening() {
+            Ok(())
+        } else {
+            Err(NotReady("the federation endpoint is closed"))
+        };
+        vec![
+            ("storage", storage),
+            ("committer", committer),
+            ("federation", federation),
+        ]
     }
 
     async fn register(&self, req: RegisterRequest) -> Result<Session, ErrorBody> {

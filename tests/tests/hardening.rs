@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use hearth_client::new_txn_id;
 use hearth_spec::client::ServerFrame;
 use hearth_spec::{ErrorCode, RoomKind};
-use hearth_tests::{HearthProcess, connect_synced, frames_until, register_at, user_id};
+use hearth_tests::{HearthProcess, TestHearth, connect_synced, frames_until, register_at, user_id};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -648,4 +648,35 @@ async fn out_of_file_descriptors_the_hearth_waits_instead_of_spinning() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!("out of descriptors: {burnt:.2} s of CPU in 2 s; served again once they closed");
+}
+
+/// `/v1/ready` names each part it checks: all "ok" on a healthy hearth; once the federation
+/// endpoint closes, 503 with that part's reason while the others stay "ok".
+#[tokio::test]
+async fn readiness_names_each_part_and_what_is_wrong_with_it() {
+    let hearth = TestHearth::start().await;
+    let answer = reqwest::get(format!("{}/v1/ready", hearth.url))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"status": "ready", "checks": {"storage": "ok", "committer": "ok", "federation": "ok"}})
+    );
+    hearth.running.federation_transport().unwrap().close();
+    wait_ready(&hearth.url, false).await;
+    let answer = reqwest::get(format!("{}/v1/ready", hearth.url))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 503);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(body["status"], "unavailable");
+    assert_eq!(body["checks"]["storage"], "ok");
+    assert_eq!(body["checks"]["committer"], "ok");
+    assert_eq!(
+        body["checks"]["federation"],
+        "the federation endpoint is closed"
+    );
+    assert_eq!(body["reason"], "the federation endpoint is closed");
 }

@@ -51,6 +51,11 @@ impl std::fmt::Debug for Job {
 }
 
 impl Committer {
+    /// Whether the committer thread still takes work (it stops only if it failed).
+    pub fn is_alive(&self) -> bool {
+        !self.queue.is_closed()
+    }
+
     /// Starts the committer thread. It stops when every handle is dropped.
     pub fn start(
         store: Arc<Store>,
