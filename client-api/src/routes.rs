@@ -88,11 +88,35 @@ pub fn router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> Router {
             "/v1/media",
             post(crate::e2ee::upload_media::<B>).layer(DefaultBodyLimit::disable()),
         )
+        // Every matched route is timed (unmatched paths would make unbounded label values).
+        .route_layer(axum::middleware::from_fn(observe))
         // A body that stops arriving (a slow-loris upload) does not hold its connection forever.
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             config.body_timeout,
         ))
         .with_state(api)
+}
+
+/// Times a request by route template, method and status (`hearth_http_request_seconds`).
+async fn observe(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    metrics::histogram!(
+        "hearth_http_request_seconds",
+        "route" => route,
+        "method" => method,
+        "status" => response.status().as_str().to_owned(),
+    )
+    .record(started.elapsed());
+    response
 }
 
 /// Readiness, as a load balancer or orchestrator asks it: 200 when every part is ready, 503

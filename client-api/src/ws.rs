@@ -143,12 +143,18 @@ impl<B: Backend> Session<B> {
         let mut last_heard = Instant::now();
         let mut dirty = true;
         let mut synced = false;
+        // When new inbox entries woke this session (to time their delivery).
+        let mut woken: Option<Instant> = None;
+        let _open = OpenConnection::new();
         let end = loop {
             if dirty {
                 dirty = false;
                 match self.drain_inbox(&mut sink).await {
                     Ok(()) => {}
                     Err(end) => break end,
+                }
+                if let Some(woken) = woken.take() {
+                    metrics::histogram!("hearth_delivery_seconds").record(woken.elapsed());
                 }
                 if !synced {
                     synced = true;
@@ -183,9 +189,11 @@ impl<B: Backend> Session<B> {
                         break End::BackendGone;
                     }
                     dirty = true;
+                    woken.get_or_insert_with(Instant::now);
                 }
                 signal = sub.signals.recv() => match signal {
                     Ok(text) => {
+                        frames_out(1);
                         if sink.send(Message::Text(text.as_ref().into())).await.is_err() {
                             break End::Transport;
                         }
@@ -196,6 +204,7 @@ impl<B: Backend> Session<B> {
                 },
                 message = stream.next(), if can_read => {
                     last_heard = Instant::now();
+                    metrics::counter!("hearth_ws_frames_total", "direction" => "in").increment(1);
                     let reply = match message {
                         None | Some(Ok(Message::Close(_))) => break End::ClientClosed,
                         Some(Err(_)) => break End::Transport,
@@ -263,6 +272,7 @@ impl<B: Backend> Session<B> {
                     return Err(End::BackendGone);
                 }
             };
+            frames_out(page.items.len() as u64);
             for item in page.items {
                 let frame = ServerFrame::Event {
                     cursor: item.cursor,
@@ -370,10 +380,32 @@ fn error_frame(e: ErrorBody, txn_id: Option<TxnId>) -> ServerFrame {
     }
 }
 
+/// Counts WebSocket frames sent to devices.
+fn frames_out(n: u64) {
+    metrics::counter!("hearth_ws_frames_total", "direction" => "out").increment(n);
+}
+
+/// Counts an open WebSocket session in `hearth_ws_connections` while it lives.
+struct OpenConnection;
+
+impl OpenConnection {
+    fn new() -> Self {
+        metrics::gauge!("hearth_ws_connections").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics::gauge!("hearth_ws_connections").decrement(1.0);
+    }
+}
+
 async fn send(
     sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
     frame: &ServerFrame,
 ) -> Result<(), axum::Error> {
+    frames_out(1);
     let text = serde_json::to_string(frame).expect("frames serialise");
     sink.send(Message::Text(text.into())).await
 }

@@ -318,7 +318,7 @@ impl Transport {
             .or_insert_with(Instant::now);
         let result = match self.connection(peer).await {
             Ok(connection) => {
-                let result = self.send_on(&connection, frames).await;
+                let result = self.send_on(peer, &connection, frames).await;
                 if matches!(result, Err(SendError::Connection(_) | SendError::Timeout)) {
                     connection.close(VarInt::from_u32(1), b"stream failed");
                 }
@@ -428,11 +428,15 @@ impl Transport {
 
     async fn send_on(
         &self,
+        peer: &ServerName,
         connection: &quinn::Connection,
         frames: &[Vec<u8>],
     ) -> Result<Vec<Outcome>, SendError> {
         match self.exchange(connection, frames).await? {
-            StreamReply::Outcomes(outcomes) if outcomes.len() == frames.len() => Ok(outcomes),
+            StreamReply::Outcomes(outcomes) if outcomes.len() == frames.len() => {
+                count_envelopes("out", peer, &outcomes);
+                Ok(outcomes)
+            }
             StreamReply::Outcomes(_)
             | StreamReply::KeyPackages(_)
             | StreamReply::MediaChunk { .. }
@@ -725,12 +729,32 @@ async fn handle_batch<I: Inbound>(
         answers
     }
     .into_iter();
-    Some(StreamReply::Outcomes(
-        outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| answers.next().expect("counted")))
-            .collect(),
-    ))
+    let outcomes: Vec<Outcome> = outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| answers.next().expect("counted")))
+        .collect();
+    count_envelopes("in", peer, &outcomes);
+    Some(StreamReply::Outcomes(outcomes))
+}
+
+/// Counts envelopes by direction, peer and outcome (`hearth_federation_envelopes_total`).
+fn count_envelopes(direction: &'static str, peer: &ServerName, outcomes: &[Outcome]) {
+    for outcome in outcomes {
+        let (outcome, code) = match outcome {
+            Outcome::Stored => ("stored", String::new()),
+            Outcome::Duplicate => ("duplicate", String::new()),
+            Outcome::Rejected(code) => ("rejected", format!("{code:?}")),
+            Outcome::Retry(code) => ("retry", format!("{code:?}")),
+        };
+        metrics::counter!(
+            "hearth_federation_envelopes_total",
+            "direction" => direction,
+            "peer" => peer.as_str().to_owned(),
+            "outcome" => outcome,
+            "code" => code,
+        )
+        .increment(1);
+    }
 }
 
 /// Bodies answered on their own stream with what they ask for, never queued or batched.

@@ -109,6 +109,10 @@ pub struct Running {
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let dir = &config.data_dir;
     check_ports(&config)?;
+    if config.metrics.listen.is_some() {
+        // Recording starts with the hearth, before the first scrape.
+        crate::ops::metrics::recorder();
+    }
     crate::ops::data_dir::prepare(dir, config.storage.allow_shared_data_dir)?;
     let keys = Arc::new(crate::federation::rotation::load_key_ring(dir)?);
     let store = Arc::new(Store::open(&db_path(dir))?);

@@ -532,14 +532,23 @@ impl Backend for Hearth {
         payload: Vec<u8>,
     ) -> Result<Sequenced, ErrorBody> {
         self.check_event_size(payload.len(), "the message")?;
-        self.sequence(Request::Send {
-            user: device.user_id.clone(),
-            device: device.device_id.clone(),
-            room,
-            txn_id,
-            payload,
-        })
-        .await
+        let started = std::time::Instant::now();
+        let sequenced = self
+            .sequence(Request::Send {
+                user: device.user_id.clone(),
+                device: device.device_id.clone(),
+                room,
+                txn_id,
+                payload,
+            })
+            .await;
+        let outcome = if sequenced.is_ok() {
+            "accepted"
+        } else {
+            "refused"
+        };
+        metrics::histogram!("hearth_send_seconds", "outcome" => outcome).record(started.elapsed());
+        sequenced
     }
 
     async fn sync(

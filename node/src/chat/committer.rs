@@ -167,8 +167,12 @@ fn run(
             ));
             replies.push(job.reply);
         }
+        metrics::histogram!("hearth_commit_batch_requests").record(replies.len() as f64);
         if !batch.is_empty() {
-            if let Err(e) = store.commit(&batch) {
+            let writing = std::time::Instant::now();
+            let committed = store.commit(&batch);
+            metrics::histogram!("hearth_commit_seconds").record(writing.elapsed());
+            if let Err(e) = committed {
                 tracing::error!(error = %e, "group commit failed; answering every request in it with an error");
                 let failure = storage(e);
                 for r in results.iter_mut() {

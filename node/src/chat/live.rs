@@ -130,6 +130,7 @@ impl Live {
             typing,
             Instant::now(),
         );
+        metrics::counter!("hearth_typing_signals_total").increment(1);
         if let Some(change) = change {
             self.announce_typing(&change);
         }
@@ -220,6 +221,11 @@ impl Live {
     }
 
     fn announce_presence(&self, change: &PresenceChange) {
+        let state = match change.state {
+            PresenceState::Online => "online",
+            PresenceState::Offline => "offline",
+        };
+        metrics::counter!("hearth_presence_changes_total", "state" => state).increment(1);
         let result = (|| -> Result<(), StoreError> {
             if change.state == PresenceState::Offline {
                 self.store.update_presence(&change.user, |r| {

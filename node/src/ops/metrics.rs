@@ -1,14 +1,64 @@
-//! `GET /metrics`: gauges in the Prometheus text format, on their own listener
-//! (`metrics.listen`, off by default), read fresh from the hearth's state at each scrape.
+//! `GET /metrics` in the Prometheus text format, on its own listener (`metrics.listen`, off by
+//! default): gauges read fresh from the hearth's state at each scrape, the process's CPU, memory
+//! and file descriptors, and the counters and histograms the hot path records through the
+//! `metrics` facade (send to accepted, group commit size and time, delivery, HTTP per route,
+//! WebSocket frames, push attempts, federation envelopes). The recorder is installed once per
+//! process, only when metrics are served (otherwise recording is a no-op).
 
 use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
 use hearth_federation::{Directory, Swarm};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::federation::custody::Custody;
 use crate::store::Store;
+
+/// Upper bounds of the histogram buckets of every `*_seconds` metric: 100 µs to 10 s.
+const SECONDS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+/// Upper bounds of the group commit size buckets (requests per commit).
+const BATCH: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
+];
+
+/// The process's recorder of counters and histograms, installed on first use. Every hearth in
+/// the process records into it (tests run several).
+pub fn recorder() -> &'static PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("hearth_commit_batch_requests".into()),
+                    BATCH,
+                )
+            })
+            .expect("bucket lists are not empty");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("another metrics recorder is installed; hot-path metrics go there");
+        }
+        // Histograms keep raw samples until upkeep folds them into buckets: run it even when
+        // nobody scrapes, so memory stays bounded.
+        let upkeep = handle.clone();
+        std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            })
+            .expect("spawn the metrics upkeep thread");
+        handle
+    })
+}
 
 /// What the gauges are read from.
 pub struct Source {
@@ -174,8 +224,73 @@ impl Source {
                 &[(String::new(), status.stored_records as u64)],
             );
         }
+        process(&mut out);
+        out.push_str(&recorder().render());
         out
     }
+}
+
+/// The process's CPU time, resident memory and file descriptors, from `/proc/self` (Linux).
+fn process(out: &mut String) {
+    // SAFETY: sysconf and getrlimit only read process-wide settings into values we own.
+    #[allow(unsafe_code)]
+    let (ticks, page, max_fds) = unsafe {
+        let mut limit = std::mem::zeroed::<libc::rlimit>();
+        let max_fds = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur
+        } else {
+            0
+        };
+        (
+            libc::sysconf(libc::_SC_CLK_TCK).max(1) as f64,
+            libc::sysconf(libc::_SC_PAGESIZE).max(1) as u64,
+            max_fds,
+        )
+    };
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        // Fields after the command name (which may hold spaces) end with ')'.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+        let cpu: f64 = [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+            .sum::<f64>()
+            / ticks;
+        let _ = writeln!(
+            out,
+            "# HELP process_cpu_seconds_total CPU time the hearth used, user and system.\n\
+             # TYPE process_cpu_seconds_total counter\n\
+             process_cpu_seconds_total {cpu}"
+        );
+    }
+    if let Some(resident) = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<u64>().ok())
+    {
+        gauge(
+            out,
+            "process_resident_memory_bytes",
+            "Resident memory of the hearth process.",
+            &[(String::new(), resident * page)],
+        );
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        gauge(
+            out,
+            "process_open_fds",
+            "File descriptors the hearth holds open.",
+            &[(String::new(), fds.count() as u64)],
+        );
+    }
+    gauge(
+        out,
+        "process_max_fds",
+        "The hearth's limit of open file descriptors.",
+        &[(String::new(), max_fds)],
+    );
 }
 
 /// Serves `GET /metrics` on `listen` until the task is aborted.

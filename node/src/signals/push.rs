@@ -216,7 +216,15 @@ async fn deliver(
             let jitter = rand::thread_rng().gen_range(0..=base / 2);
             tokio::time::sleep(Duration::from_millis(base + jitter)).await;
         }
-        match send(sender, &record, &notification).await {
+        let kind = match record.kind {
+            PusherKind::WebPush => "web_push",
+            PusherKind::Webhook => "webhook",
+        };
+        let sent = send(sender, &record, &notification).await;
+        let outcome = if sent.is_ok() { "delivered" } else { "failed" };
+        metrics::counter!("hearth_push_attempts_total", "kind" => kind, "outcome" => outcome)
+            .increment(1);
+        match sent {
             Ok(()) => {
                 failures
                     .lock()
@@ -241,6 +249,7 @@ async fn deliver(
             disabled_reported: false,
             ..record
         };
+        metrics::counter!("hearth_push_endpoints_disabled_total").increment(1);
         if let Err(e) = store.put_pusher(&user, &device, Some(&disabled)) {
             tracing::error!(error = %e, "cannot disable a failing pusher");
         }
