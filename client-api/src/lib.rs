@@ -19,4 +19,4 @@ mod ws;
 
 pub use backend::{AuthedDevice, Backend, NotReady, Subscription};
 pub use config::ApiConfig;
-pub use routes::router;
+pub use routes::{LimitReload, router};

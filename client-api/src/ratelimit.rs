@@ -11,8 +11,8 @@ use hearth_spec::{ErrorBody, ErrorCode};
 /// Buckets by key (device, IP address), bounded: full buckets are dropped when the map grows.
 #[derive(Debug)]
 pub struct KeyedLimiter<K> {
-    rate: Rate,
-    buckets: Mutex<HashMap<K, Bucket>>,
+    /// The rate and the buckets, under one lock: a reload changes the rate between two takes.
+    state: Mutex<(Rate, HashMap<K, Bucket>)>,
 }
 
 /// Above this many keys, full buckets (which carry no information) are pruned.
@@ -22,9 +22,14 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
     /// A limiter allowing `rate` to each key.
     pub fn new(rate: Rate) -> Self {
         Self {
-            rate,
-            buckets: Mutex::new(HashMap::new()),
+            state: Mutex::new((rate, HashMap::new())),
         }
+    }
+
+    /// Changes the rate (a configuration reload); buckets keep their tokens, refilled at the
+    /// new rate and capped at the new burst from their next take.
+    pub fn set_rate(&self, rate: Rate) {
+        self.state.lock().expect("limiter lock").0 = rate;
     }
 
     /// Takes a token for `key` now, or answers `rate_limited` with how long to wait.
@@ -38,15 +43,16 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
 
     /// Takes a token for `key`, or says how long to wait.
     pub fn check(&self, key: &K, now: Instant) -> Result<(), Duration> {
-        let mut buckets = self.buckets.lock().expect("limiter lock");
+        let mut state = self.state.lock().expect("limiter lock");
+        let (rate, buckets) = &mut *state;
+        let rate = *rate;
         if buckets.len() > PRUNE_ABOVE {
-            let rate = self.rate;
             buckets.retain(|_, b| !b.is_full(rate, now));
         }
         buckets
             .entry(key.clone())
-            .or_insert_with(|| Bucket::full(self.rate, now))
-            .take_one(self.rate, now)
+            .or_insert_with(|| Bucket::full(rate, now))
+            .take_one(rate, now)
     }
 }
 

@@ -21,8 +21,20 @@ use crate::config::ApiConfig;
 use crate::ratelimit::KeyedLimiter;
 use crate::rejection::{self, ApiError, ApiJson, ApiPath, ApiQuery};
 
-/// Builds the router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`.
-pub fn router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> Router {
+/// Applies a reloaded configuration's rate limits to a running API (`SIGHUP`); connections and
+/// the buckets of who is being limited carry on.
+#[derive(Clone)]
+pub struct LimitReload(Arc<dyn Fn(&ApiConfig) + Send + Sync>);
+
+impl LimitReload {
+    pub fn apply(&self, config: &ApiConfig) {
+        (self.0)(config)
+    }
+}
+
+/// Builds the router, and the handle that changes its rate limits later. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()`.
+pub fn router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> (Router, LimitReload) {
     let api = Arc::new(Api {
         backend,
         send_limits: KeyedLimiter::new(config.sends),
@@ -33,7 +45,18 @@ pub fn router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> Router {
         claim_limits: KeyedLimiter::new(config.key_claims),
         config: config.clone(),
     });
-    Router::new()
+    let reload = {
+        let api = api.clone();
+        LimitReload(Arc::new(move |c: &ApiConfig| {
+            api.send_limits.set_rate(c.sends);
+            api.request_limits.set_rate(c.requests);
+            api.auth_limits.set_rate(c.auth);
+            api.login_limits.set_rate(c.login_per_account);
+            api.heartbeat_limits.set_rate(c.heartbeats);
+            api.claim_limits.set_rate(c.key_claims);
+        }))
+    };
+    let router = Router::new()
         .route(
             "/v1/health",
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
@@ -94,7 +117,8 @@ pub fn router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> Router {
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             config.body_timeout,
         ))
-        .with_state(api)
+        .with_state(api);
+    (router, reload)
 }
 
 /// Times a request by route template, method and status (`hearth_http_request_seconds`).

@@ -55,6 +55,37 @@ pub struct Config {
     pub push: PushConfig,
     pub federation: FederationConfig,
     pub metrics: MetricsConfig,
+    pub log: LogConfig,
+}
+
+/// Logging (to standard error).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// What is logged: a `tracing` filter (`info`, `warn,hearth_node=debug`, …). The `HEARTH_LOG`
+    /// variable, when set, wins. Reloaded on SIGHUP. Default `info,libp2p_kad=error`.
+    pub level: String,
+    /// `text` (for people) or `json` (one object per line, for log collectors). Default text.
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            // libp2p's Kademlia warns when a hearth that is alone cannot bootstrap (at every
+            // start of a single-node hearth); that is not a problem worth a warning.
+            level: "info,libp2p_kad=error".into(),
+            format: LogFormat::Text,
+        }
+    }
 }
 
 /// Prometheus metrics.
@@ -383,6 +414,7 @@ impl Default for Config {
             push: PushConfig::default(),
             federation: FederationConfig::default(),
             metrics: MetricsConfig::default(),
+            log: LogConfig::default(),
         }
     }
 }
@@ -703,8 +735,15 @@ allow_private_endpoints = {priv}
 vapid_subject = "{vsub}"
 
 [metrics]
-# Serve Prometheus gauges (relay custody, queues, peers, the swarm) at http://<listen>/metrics.
+# Serve Prometheus metrics (the hot path's histograms, clients, federation, the process) at
+# http://<listen>/metrics.
 # listen = "127.0.0.1:9464"
+
+[log]
+# What is logged, as a tracing filter; HEARTH_LOG wins when set. SIGHUP reloads it.
+level = "info,libp2p_kad=error"
+# "text" or "json" (one object per line).
+format = "text"
 
 [storage]
 # Most commands one group commit (one fsync) writes.

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use hearth_node::accounts::Accounts;
-use hearth_node::config::Config;
+use hearth_node::config::{Config, LogConfig};
 use hearth_node::federation::rotation;
 use hearth_node::ops::admin::{self, AdminRequest, AdminResponse};
+use hearth_node::ops::logging;
 use hearth_node::serve;
 use hearth_node::store::{OpenError, Store};
 use hearth_spec::ServerName;
@@ -131,15 +132,6 @@ enum AdminAction {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG")
-                // libp2p's Kademlia warns when a hearth that is alone cannot bootstrap (at every
-                // start of a single-node hearth); that is not a problem worth a warning.
-                .unwrap_or_else(|_| "info,libp2p_kad=error".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -155,13 +147,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             server_name,
             data_dir,
             out,
-        }) => init(&server_name, &data_dir, &out),
+        }) => {
+            logging::init(&LogConfig::default());
+            init(&server_name, &data_dir, &out)
+        }
         None | Some(Command::Serve) => {
             let config = Config::load(cli.config.as_deref(), std::env::vars())?;
-            runtime()?.block_on(serve_until_signal(config))
+            let log = logging::init(&config.log);
+            runtime()?.block_on(serve_until_signal(config, cli.config, log))
         }
         Some(Command::ServerKey) => {
             let config = Config::load(cli.config.as_deref(), std::env::vars())?;
+            logging::init(&config.log);
             hearth_node::ops::data_dir::prepare(
                 &config.data_dir,
                 config.storage.allow_shared_data_dir,
@@ -174,6 +171,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::Admin { action }) => {
             let config = Config::load(cli.config.as_deref(), std::env::vars())?;
+            logging::init(&config.log);
             admin_command(config, action)
         }
     }
@@ -222,17 +220,44 @@ fn init(
     Ok(())
 }
 
-async fn serve_until_signal(config: Config) -> anyhow::Result<()> {
+async fn serve_until_signal(
+    config: Config,
+    path: Option<PathBuf>,
+    log: logging::LogReload,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
     let running = serve::start(config).await?;
     eprintln!("hearth: serving clients on http://{}", running.client_addr);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hangup.recv() => reload(&running, path.as_deref(), &log),
+        }
     }
     tracing::info!("shutting down");
     running.stop().await;
     Ok(())
+}
+
+/// SIGHUP: reads the configuration again (file and environment) and applies what can change
+/// while serving, the rate limits and the log filter; connections stay open. A configuration
+/// that does not load is refused and the running one kept.
+fn reload(running: &serve::Running, path: Option<&std::path::Path>, log: &logging::LogReload) {
+    let config = match Config::load(path, std::env::vars()) {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: the configuration does not load; nothing changed");
+            return;
+        }
+    };
+    running.reload_limits(&config);
+    match log.apply(&config.log) {
+        Ok(()) => tracing::info!("SIGHUP: reloaded the rate limits and the log filter"),
+        Err(e) => tracing::error!(error = %e, "SIGHUP: reloaded the rate limits; log filter kept"),
+    }
 }
 
 fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {

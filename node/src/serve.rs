@@ -103,6 +103,8 @@ pub struct Running {
     hub: Arc<Hub>,
     store: Arc<Store>,
     committer_thread: Option<std::thread::JoinHandle<()>>,
+    /// Changes the client API's rate limits (SIGHUP).
+    limits: hearth_client_api::LimitReload,
 }
 
 /// Opens storage, loads or creates keys, and starts serving clients.
@@ -245,7 +247,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     let (metrics_addr, metrics) = metrics.unzip();
     let api_config = api_config(&config);
-    let app = hearth_client_api::router(hearth.clone(), api_config);
+    let (app, rate_limits) = hearth_client_api::router(hearth.clone(), api_config);
     let addr = config.client_api.listen;
     let api_error = |reason| StartError::Listen {
         addr,
@@ -285,6 +287,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         hub,
         store,
         committer_thread: Some(committer_thread),
+        limits: rate_limits,
     })
 }
 
@@ -354,6 +357,11 @@ fn api_config(config: &Config) -> ApiConfig {
 }
 
 impl Running {
+    /// Applies the rate limits of a reloaded configuration; connections carry on.
+    pub fn reload_limits(&self, config: &Config) {
+        self.limits.apply(&api_config(config));
+    }
+
     /// The federation endpoint, while the hearth runs.
     pub fn federation_transport(&self) -> Option<hearth_federation::Transport> {
         self.federation.as_ref().map(|f| f.transport())

@@ -5,5 +5,6 @@ pub mod admin;
 pub mod backup;
 pub mod data_dir;
 pub mod keys;
+pub mod logging;
 pub mod metrics;
 pub mod public_address;
