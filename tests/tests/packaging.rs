@@ -74,7 +74,7 @@ fn the_container_environment_is_a_configuration_the_hearth_accepts() {
         env.iter().any(|(k, _)| k == "HEARTH_LOG__FORMAT"),
         "{env:?}"
     );
-    let config = hearth_node::config::Config::load(None, env.into_iter()).unwrap();
+    let config = hearth_node::config::Config::load(None, env).unwrap();
     assert_eq!(config.log.format, hearth_node::config::LogFormat::Json);
     assert_eq!(config.client_api.listen.to_string(), "0.0.0.0:8008");
     assert_eq!(config.federation.listen.to_string(), "0.0.0.0:8448");
