@@ -46,8 +46,11 @@ pub fn router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> (Router, LimitR
         config: config.clone(),
     });
     let reload = {
-        let api = api.clone();
+        // Weak: the handle must not keep the hearth behind the API alive after the server stops
+        // (its last reference ends the committer).
+        let api = Arc::downgrade(&api);
         LimitReload(Arc::new(move |c: &ApiConfig| {
+            let Some(api) = api.upgrade() else { return };
             api.send_limits.set_rate(c.sends);
             api.request_limits.set_rate(c.requests);
             api.auth_limits.set_rate(c.auth);
