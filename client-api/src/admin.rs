@@ -41,6 +41,12 @@ pub(crate) fn routes<B: Backend>() -> Router<Arc<Api<B>>> {
             "/v1/admin/registration_tokens/{token}",
             delete(delete_token::<B>),
         )
+        .route("/v1/admin/users/{user_id}/media", get(user_media::<B>))
+        .route(
+            "/v1/admin/media/{media_id}/quarantine",
+            post(quarantine::<B>),
+        )
+        .route("/v1/admin/media/{media_id}", delete(delete_media::<B>))
         .route("/v1/admin/federation", get(federation::<B>))
         .route("/v1/admin/audit", get(audit::<B>))
 }
@@ -224,6 +230,38 @@ async fn delete_token<B: Backend>(
     ApiPath(token): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let request = AdminRequest::DeleteRegistrationToken { token };
+    run(&api, &device, request, StatusCode::OK).await
+}
+
+async fn user_media<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiPath(user_id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    run(
+        &api,
+        &device,
+        AdminRequest::ListMedia { user_id },
+        StatusCode::OK,
+    )
+    .await
+}
+
+async fn quarantine<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiPath(media_id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let request = AdminRequest::QuarantineMedia { media_id };
+    run(&api, &device, request, StatusCode::OK).await
+}
+
+async fn delete_media<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiPath(media_id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let request = AdminRequest::DeleteMedia { media_id };
     run(&api, &device, request, StatusCode::OK).await
 }
 

@@ -340,6 +340,8 @@ pub struct LimitsConfig {
     pub max_key_packages: u64,
     /// Largest attachment blob in bytes. Default 33554432 (32 MiB).
     pub max_media_bytes: u64,
+    /// Bytes of attachments each user may have stored here (0: no quota). Default 0.
+    pub media_quota_bytes: u64,
 }
 
 /// Who may register over the client API.
@@ -449,6 +451,7 @@ impl Default for LimitsConfig {
             key_claims: api.key_claims,
             max_key_packages: 200,
             max_media_bytes: api.max_media_bytes,
+            media_quota_bytes: 0,
         }
     }
 }
@@ -693,6 +696,8 @@ key_claims = {claims}
 max_key_packages = {maxkp}
 # Largest attachment (an encrypted blob), bytes.
 max_media_bytes = {maxmedia}
+# Bytes of attachments each user may have stored here; 0: no quota.
+media_quota_bytes = 0
 
 [auth]
 # Lifetime of an access token, ms. Clients refresh with their single-use refresh token.

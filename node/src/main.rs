@@ -109,6 +109,12 @@ enum AdminAction {
         #[arg(long)]
         from: std::path::PathBuf,
     },
+    /// List a user's uploaded attachments and the bytes they count against the quota.
+    ListMedia { user_id: String },
+    /// Take an attachment out of service (kept on disk, never served again).
+    QuarantineMedia { media_id: String },
+    /// Delete an attachment and give its bytes back to its uploader.
+    DeleteMedia { media_id: String },
     /// Print the audit log of admin actions, oldest first.
     AuditLog {
         /// Start after this entry number.
@@ -306,6 +312,9 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
             AdminRequest::DeleteRegistrationToken { token }
         }
         AdminAction::AuditLog { from } => AdminRequest::Audit { from, limit: None },
+        AdminAction::ListMedia { user_id } => AdminRequest::ListMedia { user_id },
+        AdminAction::QuarantineMedia { media_id } => AdminRequest::QuarantineMedia { media_id },
+        AdminAction::DeleteMedia { media_id } => AdminRequest::DeleteMedia { media_id },
         AdminAction::FederationStatus => AdminRequest::FederationStatus,
         AdminAction::RotateKey { grace_secs, revoke } => AdminRequest::RotateKey {
             grace_ms: grace_secs.saturating_mul(1000),
@@ -345,6 +354,8 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
             admin::execute(
                 &admin::Admin {
                     store: store.clone(),
+                    media: hearth_node::chat::media::MediaStore::open(&config.data_dir)?,
+                    media_quota: config.limits.media_quota_bytes,
                     accounts: accounts.into(),
                     rotator,
                     custody,
@@ -401,6 +412,25 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
             }
         }
         AdminResponse::Deleted { token } => println!("deleted {token}"),
+        AdminResponse::Media {
+            user_id,
+            media,
+            used_bytes,
+            quota_bytes,
+        } => {
+            let quota = if quota_bytes == 0 {
+                "no quota".to_owned()
+            } else {
+                format!("of {quota_bytes}")
+            };
+            println!("{user_id}\t{used_bytes} bytes used, {quota}");
+            for m in media {
+                let state = if m.quarantined { "\tquarantined" } else { "" };
+                println!("{}\t{}\t{}{state}", m.media_id, m.size, m.ts);
+            }
+        }
+        AdminResponse::MediaQuarantined { media_id } => println!("quarantined {media_id}"),
+        AdminResponse::MediaDeleted { media_id } => println!("deleted {media_id}"),
         AdminResponse::BackedUp {
             to,
             tables,

@@ -157,6 +157,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         path: dir.join("media"),
         reason,
     })?;
+    let media_for_admin = media.clone();
     let federation = Federation::start(
         &config,
         FederationParts {
@@ -203,6 +204,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let admin_path = admin_socket_path(dir);
     let admin_parts = Arc::new(Admin {
         store: store.clone(),
+        media: media_for_admin,
+        media_quota: config.limits.media_quota_bytes,
         accounts,
         rotator,
         custody: federation.custody(),

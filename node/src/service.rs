@@ -28,7 +28,7 @@ use crate::chat::sequencer::{Reply, Request};
 use crate::config::{Config, PushConfig};
 use crate::signals::push::{Push, validate_pusher};
 use crate::store::tables::PusherRecord;
-use crate::store::{Store, StoreError, StoredEvent};
+use crate::store::{MediaCharge, Store, StoreError, StoredEvent};
 
 /// What a hearth is made of.
 pub struct Parts {
@@ -72,6 +72,8 @@ pub struct Hearth {
     max_key_packages: u64,
     key_requests: crate::chat::key_requests::KeyRequests,
     transport: hearth_federation::Transport,
+    /// Bytes of attachments each user may store (0: no quota).
+    media_quota: u64,
 }
 
 impl Hearth {
@@ -104,6 +106,7 @@ impl Hearth {
             ),
             max_key_packages: parts.config.limits.max_key_packages,
             transport: parts.transport,
+            media_quota: parts.config.limits.media_quota_bytes,
         }
     }
 
@@ -131,6 +134,39 @@ impl Hearth {
             .await
             .map_err(|_| ErrorBody::new(ErrorCode::Internal, "the hearth failed to do that"))?
             .map_err(ErrorBody::from)
+    }
+
+    /// Records a stored upload against its uploader's quota; a new blob that would go past it
+    /// is deleted again and refused.
+    async fn charge_media(
+        &self,
+        device: &AuthedDevice,
+        media_id: String,
+        size: u64,
+    ) -> Result<MediaUploaded, ErrorBody> {
+        let (store, media) = (self.store.clone(), self.media.clone());
+        let quota = self.media_quota;
+        let (user, id) = (device.user_id.clone(), media_id.clone());
+        let charge = tokio::task::spawn_blocking(move || {
+            let charge = store.record_media(&id, &user, size, crate::clock::now_ms(), quota);
+            if let Ok(MediaCharge::OverQuota { .. }) = charge
+                && let Err(e) = media.delete(&id)
+            {
+                tracing::error!(error = %e, "an upload over its quota could not be removed");
+            }
+            charge
+        })
+        .await
+        .map_err(|_| ErrorBody::new(ErrorCode::Internal, "the hearth failed to do that"))??;
+        match charge {
+            MediaCharge::Recorded | MediaCharge::Known => Ok(MediaUploaded { media_id, size }),
+            MediaCharge::OverQuota { used } => Err(ErrorBody::new(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "your attachments use {used} of your {quota} bytes; this one ({size} bytes) does not fit"
+                ),
+            )),
+        }
     }
 
     async fn sequence(&self, request: Request) -> Result<Sequenced, ErrorBody> {
@@ -725,12 +761,12 @@ impl Backend for Hearth {
 
     async fn put_media(
         &self,
-        _device: &AuthedDevice,
+        device: &AuthedDevice,
         body: axum::body::Body,
         limit: u64,
     ) -> Result<MediaUploaded, ErrorBody> {
         match self.media.put(body, limit).await {
-            Ok((media_id, size)) => Ok(MediaUploaded { media_id, size }),
+            Ok((media_id, size)) => self.charge_media(device, media_id, size).await,
             Err(MediaError::TooLarge(limit)) => Err(ErrorBody::new(
                 ErrorCode::TooLarge,
                 format!("attachments are limited to {limit} bytes"),

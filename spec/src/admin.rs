@@ -86,6 +86,18 @@ pub enum AdminRequest {
     },
     /// Outbound queue depths per peer and what this hearth holds for others as a relay.
     FederationStatus,
+    /// A user's uploads and the bytes they count against `limits.media_quota_bytes`.
+    ListMedia {
+        user_id: String,
+    },
+    /// Takes a blob out of service: kept on the hearth's disk, never served again.
+    QuarantineMedia {
+        media_id: String,
+    },
+    /// Deletes a blob (served or quarantined) and gives its bytes back to its uploader.
+    DeleteMedia {
+        media_id: String,
+    },
     /// A consistent copy of the database, the media and the keys into `to` (a new or empty
     /// directory on the hearth's machine), taken while the hearth serves.
     Backup {
@@ -102,7 +114,8 @@ impl AdminRequest {
             | Self::User { .. }
             | Self::ListRegistrationTokens
             | Self::Audit { .. }
-            | Self::FederationStatus => return None,
+            | Self::FederationStatus
+            | Self::ListMedia { .. } => return None,
             Self::CreateUser { .. } => "create_user",
             Self::DeactivateUser { .. } => "deactivate_user",
             Self::ReactivateUser { .. } => "reactivate_user",
@@ -115,6 +128,8 @@ impl AdminRequest {
             Self::RotateKey { revoke: false, .. } => "rotate_key",
             Self::RotateKey { revoke: true, .. } => "revoke_key",
             Self::Backup { .. } => "backup",
+            Self::QuarantineMedia { .. } => "quarantine_media",
+            Self::DeleteMedia { .. } => "delete_media",
         })
     }
 }
@@ -135,6 +150,15 @@ pub struct AdminDevice {
     pub device_id: DeviceId,
     pub name: String,
     pub created_ts: u64,
+}
+
+/// An uploaded attachment as admins see it (its bytes are end-to-end encrypted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaEntry {
+    pub media_id: String,
+    pub size: u64,
+    pub ts: u64,
+    pub quarantined: bool,
 }
 
 /// A registration token.
@@ -223,6 +247,20 @@ pub enum AdminResponse {
         queues: Vec<(ServerName, u64)>,
         /// (origin, envelopes held, bytes held).
         held: Vec<(ServerName, u64, u64)>,
+    },
+    Media {
+        user_id: UserId,
+        media: Vec<MediaEntry>,
+        /// Bytes counted against the quota (quarantined blobs count until deleted).
+        used_bytes: u64,
+        /// `limits.media_quota_bytes`; 0: none.
+        quota_bytes: u64,
+    },
+    MediaQuarantined {
+        media_id: String,
+    },
+    MediaDeleted {
+        media_id: String,
     },
     BackedUp {
         to: String,

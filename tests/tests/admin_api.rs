@@ -666,3 +666,160 @@ async fn the_admin_command_grants_admins_makes_tokens_and_prints_the_audit_log()
     );
     drop(hearth);
 }
+
+/// Attachments: each user's uploads count against `limits.media_quota_bytes` (an upload that
+/// does not fit is refused and not kept; the same bytes again cost nothing); an admin lists a
+/// user's uploads, quarantines one (served to nobody, local or not, but kept) and deletes one
+/// (its bytes go back to the quota). Non-admins get 403; both actions are audited.
+#[tokio::test]
+async fn media_quotas_hold_and_admins_list_quarantine_and_delete_uploads() {
+    use reqwest::Method;
+    use sha2::{Digest, Sha256};
+    let hearth = TestHearth::start_with(|c| c.limits.media_quota_bytes = 1000).await;
+    let created = socket(
+        &hearth,
+        AdminRequest::CreateUser {
+            username: "root".into(),
+            password: PASSWORD.into(),
+            admin: true,
+        },
+    )
+    .await;
+    assert!(matches!(created, AdminResponse::Created { .. }));
+    let mut root = Client::new(&hearth.url);
+    root.login("root", PASSWORD, None).await.unwrap();
+    let mut alice = hearth.user("alice").await;
+    let mut bob = hearth.user("bob").await;
+
+    let blob = |n: usize, fill: u8| vec![fill; n];
+    let big = alice.upload_media(blob(600, 1)).await.unwrap().media_id;
+    let small = alice.upload_media(blob(300, 2)).await.unwrap().media_id;
+    let refused = alice.upload_media(blob(200, 3)).await.unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::LimitExceeded));
+    let refused_id: String = Sha256::digest(blob(200, 3))
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        bob.download_media(&refused_id, None)
+            .await
+            .unwrap_err()
+            .code(),
+        Some(ErrorCode::NotFound),
+        "a refused upload is not kept"
+    );
+    // The same bytes again are stored once and counted once.
+    assert_eq!(
+        alice.upload_media(blob(600, 1)).await.unwrap().media_id,
+        big
+    );
+
+    let (status, listed) = call(
+        &hearth,
+        Some(&root),
+        Method::GET,
+        "/v1/admin/users/alice/media",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["used_bytes"], 900);
+    assert_eq!(listed["quota_bytes"], 1000);
+    assert_eq!(listed["media"].as_array().unwrap().len(), 2);
+    let (status, _) = call(
+        &hearth,
+        Some(&alice),
+        Method::GET,
+        "/v1/admin/users/alice/media",
+        None,
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = call(
+        &hearth,
+        Some(&alice),
+        Method::POST,
+        &format!("/v1/admin/media/{big}/quarantine"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    // Quarantined: nobody is served it, its uploader included; the list says so.
+    let (status, _) = call(
+        &hearth,
+        Some(&root),
+        Method::POST,
+        &format!("/v1/admin/media/{big}/quarantine"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    for client in [&mut alice, &mut bob] {
+        assert_eq!(
+            client.download_media(&big, None).await.unwrap_err().code(),
+            Some(ErrorCode::NotFound)
+        );
+    }
+    let (_, listed) = call(
+        &hearth,
+        Some(&root),
+        Method::GET,
+        "/v1/admin/users/alice/media",
+        None,
+    )
+    .await;
+    let quarantined: Vec<bool> = listed["media"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["quarantined"].as_bool().unwrap())
+        .collect();
+    assert_eq!(quarantined.iter().filter(|q| **q).count(), 1, "{listed}");
+
+    // Deleted: gone, and its bytes are free again.
+    let path = format!("/v1/admin/media/{small}");
+    assert_eq!(
+        call(&hearth, Some(&root), Method::DELETE, &path, None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        bob.download_media(&small, None).await.unwrap_err().code(),
+        Some(ErrorCode::NotFound)
+    );
+    assert_eq!(
+        call(&hearth, Some(&root), Method::DELETE, &path, None)
+            .await
+            .0,
+        404
+    );
+    alice.upload_media(blob(350, 4)).await.unwrap();
+    let (status, e) = call(
+        &hearth,
+        Some(&root),
+        Method::POST,
+        "/v1/admin/media/..%2F..%2Fhearth.redb/quarantine",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, e["code"].as_str()),
+        (400, Some("invalid_param")),
+        "{e}"
+    );
+
+    let (_, audit) = call(&hearth, Some(&root), Method::GET, "/v1/admin/audit", None).await;
+    let actions: Vec<(String, String)> = audit_rows(&audit)
+        .into_iter()
+        .map(|(_, action, target)| (action, target))
+        .collect();
+    assert_eq!(
+        actions[1..],
+        [
+            ("quarantine_media".to_owned(), big.clone()),
+            ("delete_media".to_owned(), small.clone())
+        ]
+    );
+}

@@ -73,6 +73,56 @@ impl MediaStore {
         })
     }
 
+    /// Whether `id` is a blob name (64 hex digits): anything else could name a path elsewhere.
+    fn checked(id: &str) -> std::io::Result<&str> {
+        if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(id)
+        } else {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a media id is 64 hex digits",
+            ))
+        }
+    }
+
+    /// Takes a blob out of service: moved to `quarantine/`, kept for whoever investigates, never
+    /// served to devices or peers again. False if it is not (or no longer) served here.
+    pub fn quarantine(&self, id: &str) -> std::io::Result<bool> {
+        let id = Self::checked(id)?;
+        let dir = self.dir.join("quarantine");
+        crate::ops::data_dir::create_private(&dir).map_err(std::io::Error::other)?;
+        match std::fs::rename(self.path_of(id), dir.join(id)) {
+            Ok(()) => {
+                crate::ops::data_dir::sync_parent(&dir.join(id))?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether a blob is in quarantine.
+    pub fn is_quarantined(&self, id: &str) -> bool {
+        Self::checked(id).is_ok_and(|id| self.dir.join("quarantine").join(id).exists())
+    }
+
+    /// Deletes a blob, served or quarantined; whether there was one.
+    pub fn delete(&self, id: &str) -> std::io::Result<bool> {
+        let id = Self::checked(id)?;
+        let mut found = false;
+        for path in [self.path_of(id), self.dir.join("quarantine").join(id)] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    found = true;
+                    crate::ops::data_dir::sync_parent(&path)?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(found)
+    }
+
     /// Whether the blob is stored here.
     pub async fn contains(&self, id: &str) -> bool {
         tokio::fs::try_exists(self.path_of(id))

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use hearth_spec::admin::{
-    AdminDevice, AuditEntry, MAX_AUDIT_PAGE, MAX_USERS_PAGE, RegistrationToken,
+    AdminDevice, AuditEntry, MAX_AUDIT_PAGE, MAX_USERS_PAGE, MediaEntry, RegistrationToken,
 };
 pub use hearth_spec::admin::{AdminRequest, AdminResponse, UserEntry};
 use hearth_spec::{ErrorBody, ErrorCode, UserId};
@@ -30,6 +30,9 @@ const MAX_LINE: usize = 64 * 1024;
 /// What admin requests act on.
 pub struct Admin {
     pub store: Arc<Store>,
+    /// The attachment blobs, and each user's quota of them in bytes (0: none).
+    pub media: crate::chat::media::MediaStore,
+    pub media_quota: u64,
     pub accounts: Arc<Accounts>,
     pub rotator: KeyRotator,
     pub custody: Arc<Custody>,
@@ -87,12 +90,27 @@ fn target_of(request: &AdminRequest) -> String {
         | AdminRequest::SetAdmin { user_id, .. } => user_id.clone(),
         AdminRequest::DeleteRegistrationToken { token } => token.clone(),
         AdminRequest::Backup { to } => to.clone(),
+        AdminRequest::QuarantineMedia { media_id } | AdminRequest::DeleteMedia { media_id } => {
+            media_id.clone()
+        }
         _ => String::new(),
     }
 }
 
 fn account(e: AccountError) -> ErrorBody {
     e.into()
+}
+
+fn media_error(e: std::io::Error) -> ErrorBody {
+    if e.kind() == std::io::ErrorKind::InvalidInput {
+        ErrorBody::new(ErrorCode::InvalidParam, e.to_string())
+    } else {
+        tracing::error!(error = %e, "an attachment could not be moved or removed");
+        ErrorBody::new(
+            ErrorCode::Internal,
+            "the hearth failed to change the attachment",
+        )
+    }
 }
 
 fn stored(e: crate::store::StoreError) -> ErrorBody {
@@ -344,6 +362,46 @@ fn run(admin: &Admin, request: AdminRequest) -> Result<AdminResponse, ErrorBody>
                 ));
             }
             AdminResponse::Deleted { token }
+        }
+        AdminRequest::ListMedia { user_id: text } => {
+            let user = user_id(&text)?;
+            accounts.user(&user).map_err(account)?;
+            let (items, used_bytes) = admin.store.media_of(&user).map_err(stored)?;
+            AdminResponse::Media {
+                media: items
+                    .into_iter()
+                    .map(|(media_id, r)| MediaEntry {
+                        quarantined: admin.media.is_quarantined(&media_id),
+                        media_id,
+                        size: r.size,
+                        ts: r.ts,
+                    })
+                    .collect(),
+                user_id: user,
+                used_bytes,
+                quota_bytes: admin.media_quota,
+            }
+        }
+        AdminRequest::QuarantineMedia { media_id } => match admin.media.quarantine(&media_id) {
+            Ok(true) => AdminResponse::MediaQuarantined { media_id },
+            Ok(false) => {
+                return Err(ErrorBody::new(
+                    ErrorCode::NotFound,
+                    "no such attachment is served here",
+                ));
+            }
+            Err(e) => return Err(media_error(e)),
+        },
+        AdminRequest::DeleteMedia { media_id } => {
+            let found = admin.media.delete(&media_id).map_err(media_error)?;
+            let recorded = admin.store.forget_media(&media_id).map_err(stored)?;
+            if !found && recorded.is_none() {
+                return Err(ErrorBody::new(
+                    ErrorCode::NotFound,
+                    "no such attachment here",
+                ));
+            }
+            AdminResponse::MediaDeleted { media_id }
         }
         AdminRequest::Backup { to } => {
             let manifest = crate::ops::backup::backup(

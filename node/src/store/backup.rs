@@ -76,6 +76,9 @@ impl Store {
                 ADMINS,
                 AUDIT,
                 REGISTRATION_TOKENS,
+                MEDIA,
+                MEDIA_BY_USER,
+                MEDIA_USAGE,
             ]
         );
         for table in snapshot.list_tables()? {

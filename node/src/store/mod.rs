@@ -11,7 +11,9 @@
 mod accounts;
 mod admin;
 mod backup;
+mod media;
 pub use admin::TokenRegistration;
+pub use media::MediaCharge;
 mod commit;
 mod health;
 mod inbox;
@@ -169,6 +171,9 @@ impl Store {
             txn.open_table(AUDIT).map_err(StoreError::from)?;
             txn.open_table(REGISTRATION_TOKENS)
                 .map_err(StoreError::from)?;
+            txn.open_table(MEDIA).map_err(StoreError::from)?;
+            txn.open_table(MEDIA_BY_USER).map_err(StoreError::from)?;
+            txn.open_table(MEDIA_USAGE).map_err(StoreError::from)?;
         }
         txn.commit().map_err(StoreError::from)?;
         if new {

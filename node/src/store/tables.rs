@@ -102,6 +102,21 @@ pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 pub const REGISTRATION_TOKENS: TableDefinition<&str, &[u8]> =
     TableDefinition::new("registration_tokens");
 
+/// media id → [`MediaRecord`]: who uploaded each blob (uploads since this table exists).
+pub const MEDIA: TableDefinition<&str, &[u8]> = TableDefinition::new("media");
+/// (uploader, media id) → (): a user's uploads, for the admin's list.
+pub const MEDIA_BY_USER: TableDefinition<(&str, &str), ()> = TableDefinition::new("media_by_user");
+/// user id → bytes of their recorded uploads (the media quota's count).
+pub const MEDIA_USAGE: TableDefinition<&str, u64> = TableDefinition::new("media_usage");
+
+/// An uploaded blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaRecord {
+    pub uploader: String,
+    pub size: u64,
+    pub ts: u64,
+}
+
 /// One admin action.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
