@@ -9,8 +9,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
-use hearth_spec::UserId;
 use hearth_spec::admin::{AdminRequest, AdminResponse};
+use hearth_spec::{RoomId, UserId};
 use serde::Deserialize;
 
 use crate::api::{Api, Authed, invalid};
@@ -41,6 +41,8 @@ pub(crate) fn routes<B: Backend>() -> Router<Arc<Api<B>>> {
             "/v1/admin/registration_tokens/{token}",
             delete(delete_token::<B>),
         )
+        .route("/v1/admin/rooms", get(rooms::<B>))
+        .route("/v1/admin/rooms/{room_id}/members", get(room_members::<B>))
         .route("/v1/admin/users/{user_id}/media", get(user_media::<B>))
         .route(
             "/v1/admin/media/{media_id}/quarantine",
@@ -231,6 +233,45 @@ async fn delete_token<B: Backend>(
 ) -> Result<Response, ApiError> {
     let request = AdminRequest::DeleteRegistrationToken { token };
     run(&api, &device, request, StatusCode::OK).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoomsQuery {
+    from: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn rooms<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiQuery(query): ApiQuery<RoomsQuery>,
+) -> Result<Response, ApiError> {
+    let from = query
+        .from
+        .map(|from| RoomId::parse(&from))
+        .transpose()
+        .map_err(invalid)?;
+    let request = AdminRequest::ListRooms {
+        from,
+        limit: query.limit,
+    };
+    run(&api, &device, request, StatusCode::OK).await
+}
+
+async fn room_members<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiPath(room_id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let room_id = RoomId::parse(&room_id).map_err(invalid)?;
+    run(
+        &api,
+        &device,
+        AdminRequest::RoomMembers { room_id },
+        StatusCode::OK,
+    )
+    .await
 }
 
 async fn user_media<B: Backend>(

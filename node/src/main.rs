@@ -109,6 +109,10 @@ enum AdminAction {
         #[arg(long)]
         from: std::path::PathBuf,
     },
+    /// List the rooms this hearth holds: id, kind, home, members, latest sequence number.
+    ListRooms,
+    /// List a room's members.
+    RoomMembers { room_id: String },
     /// List a user's uploaded attachments and the bytes they count against the quota.
     ListMedia { user_id: String },
     /// Take an attachment out of service (kept on disk, never served again).
@@ -313,6 +317,13 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
         }
         AdminAction::AuditLog { from } => AdminRequest::Audit { from, limit: None },
         AdminAction::ListMedia { user_id } => AdminRequest::ListMedia { user_id },
+        AdminAction::ListRooms => AdminRequest::ListRooms {
+            from: None,
+            limit: None,
+        },
+        AdminAction::RoomMembers { room_id } => AdminRequest::RoomMembers {
+            room_id: hearth_spec::RoomId::parse(&room_id)?,
+        },
         AdminAction::QuarantineMedia { media_id } => AdminRequest::QuarantineMedia { media_id },
         AdminAction::DeleteMedia { media_id } => AdminRequest::DeleteMedia { media_id },
         AdminAction::FederationStatus => AdminRequest::FederationStatus,
@@ -430,6 +441,30 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
             }
         }
         AdminResponse::MediaQuarantined { media_id } => println!("quarantined {media_id}"),
+        AdminResponse::Rooms { rooms, next } => {
+            for r in rooms {
+                let kind = match r.kind {
+                    hearth_spec::RoomKind::Direct => "direct",
+                    hearth_spec::RoomKind::Group => "group",
+                };
+                println!(
+                    "{}\t{kind}\thome {}\t{} members\tseq {}\t{}",
+                    r.room_id,
+                    r.home,
+                    r.members,
+                    r.last_seq,
+                    r.name.unwrap_or_default()
+                );
+            }
+            if let Some(next) = next {
+                eprintln!("(more rooms after {next})");
+            }
+        }
+        AdminResponse::RoomMembers { members, .. } => {
+            for m in members {
+                println!("{m}");
+            }
+        }
         AdminResponse::MediaDeleted { media_id } => println!("deleted {media_id}"),
         AdminResponse::BackedUp {
             to,

@@ -4,10 +4,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{DeviceId, ErrorCode, ServerName, UserId};
+use crate::{DeviceId, ErrorCode, RoomId, RoomKind, ServerName, UserId};
 
 /// Most users in one page of `GET /v1/admin/users`, and the default.
 pub const MAX_USERS_PAGE: usize = 500;
+/// Most rooms in one page of `GET /v1/admin/rooms`, and the default.
+pub const MAX_ROOMS_PAGE: usize = 500;
 /// Most audit entries in one page of `GET /v1/admin/audit`, and the default.
 pub const MAX_AUDIT_PAGE: usize = 500;
 
@@ -86,6 +88,17 @@ pub enum AdminRequest {
     },
     /// Outbound queue depths per peer and what this hearth holds for others as a relay.
     FederationStatus,
+    /// Rooms this hearth holds (its own and replicas of others'), in id order, after `from`.
+    ListRooms {
+        #[serde(default)]
+        from: Option<RoomId>,
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    /// A room's members as this hearth knows them.
+    RoomMembers {
+        room_id: RoomId,
+    },
     /// A user's uploads and the bytes they count against `limits.media_quota_bytes`.
     ListMedia {
         user_id: String,
@@ -115,7 +128,9 @@ impl AdminRequest {
             | Self::ListRegistrationTokens
             | Self::Audit { .. }
             | Self::FederationStatus
-            | Self::ListMedia { .. } => return None,
+            | Self::ListMedia { .. }
+            | Self::ListRooms { .. }
+            | Self::RoomMembers { .. } => return None,
             Self::CreateUser { .. } => "create_user",
             Self::DeactivateUser { .. } => "deactivate_user",
             Self::ReactivateUser { .. } => "reactivate_user",
@@ -149,6 +164,21 @@ pub struct UserEntry {
 pub struct AdminDevice {
     pub device_id: DeviceId,
     pub name: String,
+    pub created_ts: u64,
+}
+
+/// A room as admins see it (its messages are end-to-end encrypted; this is what the hearth
+/// routes by).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomEntry {
+    pub room_id: RoomId,
+    pub kind: RoomKind,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The hearth that orders the room's messages (named in its id).
+    pub home: ServerName,
+    pub members: u64,
+    pub last_seq: u64,
     pub created_ts: u64,
 }
 
@@ -247,6 +277,15 @@ pub enum AdminResponse {
         queues: Vec<(ServerName, u64)>,
         /// (origin, envelopes held, bytes held).
         held: Vec<(ServerName, u64, u64)>,
+    },
+    Rooms {
+        rooms: Vec<RoomEntry>,
+        #[serde(default)]
+        next: Option<RoomId>,
+    },
+    RoomMembers {
+        room_id: RoomId,
+        members: Vec<UserId>,
     },
     Media {
         user_id: UserId,

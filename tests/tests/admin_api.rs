@@ -823,3 +823,133 @@ async fn media_quotas_hold_and_admins_list_quarantine_and_delete_uploads() {
         ]
     );
 }
+
+/// Rooms as admins see them: paged in id order with kind, name, home, member count and latest
+/// sequence number; a room's members; typed errors for a room that is not here or not an id.
+#[tokio::test]
+async fn admins_list_rooms_with_their_members() {
+    use reqwest::Method;
+    let hearth = TestHearth::start().await;
+    let created = socket(
+        &hearth,
+        AdminRequest::CreateUser {
+            username: "root".into(),
+            password: PASSWORD.into(),
+            admin: true,
+        },
+    )
+    .await;
+    assert!(matches!(created, AdminResponse::Created { .. }));
+    let mut root = Client::new(&hearth.url);
+    root.login("root", PASSWORD, None).await.unwrap();
+    let mut alice = hearth.user("alice").await;
+    let bob = hearth.user("bob").await;
+    let carol = hearth.user("carol").await;
+    let group = alice
+        .create_room(
+            hearth_spec::RoomKind::Group,
+            Some("planning"),
+            &[
+                bob.user_id().unwrap().clone(),
+                carol.user_id().unwrap().clone(),
+            ],
+        )
+        .await
+        .unwrap()
+        .room_id;
+    let direct = alice
+        .create_room(
+            hearth_spec::RoomKind::Direct,
+            None,
+            &[bob.user_id().unwrap().clone()],
+        )
+        .await
+        .unwrap()
+        .room_id;
+
+    let (status, first) = call(
+        &hearth,
+        Some(&root),
+        Method::GET,
+        "/v1/admin/rooms?limit=1",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{first}");
+    let next = first["next"].as_str().unwrap().to_owned();
+    let (_, second) = call(
+        &hearth,
+        Some(&root),
+        Method::GET,
+        &format!(
+            "/v1/admin/rooms?limit=1&from={}",
+            hearth_client::hearth::encode_path(&next)
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(second["next"], Value::Null, "{second}");
+    let rooms: Vec<&Value> = [&first, &second]
+        .iter()
+        .map(|page| &page["rooms"][0])
+        .collect();
+    let find = |id: &str| *rooms.iter().find(|r| r["room_id"] == id).unwrap();
+    let planning = find(group.as_str());
+    assert_eq!(planning["kind"], "group");
+    assert_eq!(planning["name"], "planning");
+    assert_eq!(planning["home"], "localhost");
+    assert_eq!(planning["members"], 3);
+    assert!(planning["last_seq"].as_u64().unwrap() >= 1);
+    assert_eq!(find(direct.as_str())["members"], 2);
+    assert_eq!(find(direct.as_str())["kind"], "direct");
+
+    let path = format!(
+        "/v1/admin/rooms/{}/members",
+        hearth_client::hearth::encode_path(group.as_str())
+    );
+    let (status, members) = call(&hearth, Some(&root), Method::GET, &path, None).await;
+    assert_eq!(status, 200);
+    let mut names: Vec<&str> = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["@alice:localhost", "@bob:localhost", "@carol:localhost"]
+    );
+    assert_eq!(
+        call(&hearth, Some(&alice), Method::GET, &path, None)
+            .await
+            .0,
+        403
+    );
+    let (status, e) = call(
+        &hearth,
+        Some(&root),
+        Method::GET,
+        "/v1/admin/rooms/%21nothere%3Alocalhost/members",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, e["code"].as_str()),
+        (404, Some("not_found")),
+        "{e}"
+    );
+    let (status, e) = call(
+        &hearth,
+        Some(&root),
+        Method::GET,
+        "/v1/admin/rooms/garbage/members",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, e["code"].as_str()),
+        (400, Some("invalid_param")),
+        "{e}"
+    );
+}

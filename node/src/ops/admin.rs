@@ -11,7 +11,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use hearth_spec::admin::{
-    AdminDevice, AuditEntry, MAX_AUDIT_PAGE, MAX_USERS_PAGE, MediaEntry, RegistrationToken,
+    AdminDevice, AuditEntry, MAX_AUDIT_PAGE, MAX_ROOMS_PAGE, MAX_USERS_PAGE, MediaEntry,
+    RegistrationToken, RoomEntry,
 };
 pub use hearth_spec::admin::{AdminRequest, AdminResponse, UserEntry};
 use hearth_spec::{ErrorBody, ErrorCode, UserId};
@@ -362,6 +363,41 @@ fn run(admin: &Admin, request: AdminRequest) -> Result<AdminResponse, ErrorBody>
                 ));
             }
             AdminResponse::Deleted { token }
+        }
+        AdminRequest::ListRooms { from, limit } => {
+            let limit = limit.unwrap_or(MAX_ROOMS_PAGE).clamp(1, MAX_ROOMS_PAGE);
+            let mut page = admin
+                .store
+                .rooms_page(from.as_ref(), limit + 1)
+                .map_err(stored)?;
+            let next = (page.len() > limit).then(|| {
+                page.truncate(limit);
+                page[limit - 1].room.clone()
+            });
+            AdminResponse::Rooms {
+                rooms: page
+                    .into_iter()
+                    .map(|r| RoomEntry {
+                        home: r.room.home(),
+                        room_id: r.room,
+                        kind: r.record.kind,
+                        name: r.record.name,
+                        members: r.members,
+                        last_seq: r.last_seq,
+                        created_ts: r.record.created_ts,
+                    })
+                    .collect(),
+                next,
+            }
+        }
+        AdminRequest::RoomMembers { room_id } => {
+            if admin.store.room(&room_id).map_err(stored)?.is_none() {
+                return Err(ErrorBody::new(ErrorCode::NotFound, "no such room here"));
+            }
+            AdminResponse::RoomMembers {
+                members: admin.store.members(&room_id).map_err(stored)?,
+                room_id,
+            }
         }
         AdminRequest::ListMedia { user_id: text } => {
             let user = user_id(&text)?;

@@ -6,7 +6,49 @@ use redb::{ReadableTable, ReadableTableMetadata};
 use super::tables::*;
 use super::{Store, StoreError, UNREAD_SCAN, decode, event_id_from, parse_id, rows_under};
 
+/// A room as the admin's list shows it.
+#[derive(Debug, Clone)]
+pub struct RoomOverview {
+    pub room: RoomId,
+    pub record: RoomRecord,
+    pub members: u64,
+    pub last_seq: u64,
+}
+
 impl Store {
+    /// Up to `limit` rooms this hearth holds after `from`, in id order, with their member
+    /// counts and latest sequence numbers (one snapshot).
+    pub fn rooms_page(
+        &self,
+        from: Option<&RoomId>,
+        limit: usize,
+    ) -> Result<Vec<RoomOverview>, StoreError> {
+        let txn = self.begin_read()?;
+        let rooms = txn.open_table(ROOMS)?;
+        let members = txn.open_table(MEMBERS)?;
+        let events = txn.open_table(EVENTS)?;
+        let start = from.map_or("", |r| r.as_str());
+        let mut out = Vec::new();
+        for row in rooms.range(start..)? {
+            let (k, v) = row?;
+            if from.is_some_and(|f| f.as_str() == k.value()) {
+                continue;
+            }
+            if out.len() == limit {
+                break;
+            }
+            let room: RoomId = parse_id(k.value())?;
+            let count = rows_under(&members, room.as_str(), |_, ()| Ok(()))?.len() as u64;
+            out.push(RoomOverview {
+                last_seq: last_seq_in(&events, &room)?,
+                record: decode(v.value())?,
+                members: count,
+                room,
+            });
+        }
+        Ok(out)
+    }
+
     /// A room's record.
     pub fn room(&self, room: &RoomId) -> Result<Option<RoomRecord>, StoreError> {
         self.read_record(ROOMS, room.as_str())
