@@ -681,3 +681,49 @@ async fn a_closed_tab_is_notified_by_web_push_and_the_notification_opens_the_cha
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// On a hearth that registers only with a token, the page says so in a sentence when there is
+/// none, and registers with the token an admin made.
+#[tokio::test]
+async fn the_page_registers_with_a_registration_token() {
+    use hearth_node::ops::admin::{AdminRequest, AdminResponse, request_socket};
+    let hearth = TestHearth::start_with(|c| {
+        c.auth.registration = hearth_node::config::Registration::Token;
+    })
+    .await;
+    let socket = hearth_node::ops::data_dir::admin_socket_path(&hearth.config.data_dir);
+    let made = request_socket(
+        &socket,
+        &AdminRequest::CreateRegistrationToken {
+            uses: Some(1),
+            expires_ts: None,
+        },
+    )
+    .await
+    .unwrap();
+    let AdminResponse::RegistrationToken { token } = made else {
+        panic!("{made:?}")
+    };
+    let browser = Browser::start(1100, 800).await.unwrap();
+    browser.client.goto(&hearth.url).await.unwrap();
+    browser.type_into("#username", "erin").await.unwrap();
+    browser
+        .type_into("#password", "correct horse battery")
+        .await
+        .unwrap();
+    browser.click("#register").await.unwrap();
+    browser
+        .wait_text(".login .error", "only with a registration token")
+        .await
+        .unwrap();
+    browser.click(".login summary").await.unwrap();
+    browser
+        .type_into("#registration-token", &token.token)
+        .await
+        .unwrap();
+    browser.click("#register").await.unwrap();
+    browser
+        .wait_text("aside header strong", "@erin:localhost")
+        .await
+        .unwrap();
+}
