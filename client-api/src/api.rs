@@ -52,6 +52,12 @@ impl<B: Backend> FromRequestParts<Arc<Api<B>>> for Authed {
         })?;
         let device = api.backend.authenticate(token)?;
         api.request_limits.admit(&device)?;
+        if let Some(axum::extract::ConnectInfo(peer)) = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        {
+            api.backend.seen(&device, peer.ip());
+        }
         Ok(Self(device))
     }
 }

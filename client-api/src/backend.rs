@@ -56,6 +56,9 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Session, ErrorBody>> + Send;
     /// Verifies an access token. Cheap: no storage access.
     fn authenticate(&self, access_token: &str) -> Result<AuthedDevice, ErrorBody>;
+    /// Notes that an authenticated request of `device` came from `ip` (its last-seen address
+    /// for admins). Must not block.
+    fn seen(&self, _device: &AuthedDevice, _ip: std::net::IpAddr) {}
     /// Whether the device is still logged in (not logged out, removed or deactivated).
     fn device_active(&self, device: &AuthedDevice) -> bool;
     /// Logs the device out.

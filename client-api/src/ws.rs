@@ -43,6 +43,7 @@ pub(crate) struct WsQuery {
 
 pub(crate) async fn upgrade<B: Backend>(
     State(api): State<Arc<Api<B>>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<WsQuery>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -54,6 +55,7 @@ pub(crate) async fn upgrade<B: Backend>(
         .or(query.access_token.as_deref())
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "missing access token"))?;
     let device = api.backend.authenticate(token)?;
+    api.backend.seen(&device, peer.ip());
     let upgrade = upgrade.map_err(|e| {
         ApiError::new(
             ErrorCode::InvalidParam,

@@ -74,7 +74,13 @@ pub struct Hearth {
     transport: hearth_federation::Transport,
     /// Bytes of attachments each user may store (0: no quota).
     media_quota: u64,
+    /// Where and when (ms) each device was last recorded as seen, to write it rarely.
+    last_seen:
+        std::sync::Mutex<std::collections::HashMap<(UserId, DeviceId), (std::net::IpAddr, u64)>>,
 }
+
+/// How often a device's last-seen time is written while its address stays the same.
+const SEEN_EVERY_MS: u64 = 5 * 60 * 1000;
 
 impl Hearth {
     /// Wires the parts together.
@@ -107,6 +113,7 @@ impl Hearth {
             max_key_packages: parts.config.limits.max_key_packages,
             transport: parts.transport,
             media_quota: parts.config.limits.media_quota_bytes,
+            last_seen: Default::default(),
         }
     }
 
@@ -357,6 +364,28 @@ fn random_room_opaque() -> String {
 }
 
 impl Backend for Hearth {
+    fn seen(&self, device: &AuthedDevice, ip: std::net::IpAddr) {
+        let now = crate::clock::now_ms();
+        let key = (device.user_id.clone(), device.device_id.clone());
+        {
+            let mut seen = self.last_seen.lock().expect("last-seen lock");
+            if seen
+                .get(&key)
+                .is_some_and(|(was, at)| *was == ip && now.saturating_sub(*at) < SEEN_EVERY_MS)
+            {
+                return;
+            }
+            seen.insert(key.clone(), (ip, now));
+        }
+        let store = self.store.clone();
+        // Off the request's path; a lost write only makes the address a few minutes older.
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.put_device_seen(&key.0, &key.1, &ip.to_string(), now) {
+                tracing::debug!(error = %e, "could not record where a device was seen");
+            }
+        });
+    }
+
     async fn admin(
         &self,
         device: &AuthedDevice,

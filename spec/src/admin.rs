@@ -165,6 +165,13 @@ pub struct AdminDevice {
     pub device_id: DeviceId,
     pub name: String,
     pub created_ts: u64,
+    /// The address its last authenticated request came from (as the hearth's socket saw it:
+    /// behind a reverse proxy, the proxy's), and when; written at most every 5 minutes unless
+    /// the address changes.
+    #[serde(default)]
+    pub last_seen_ip: Option<String>,
+    #[serde(default)]
+    pub last_seen_ts: Option<u64>,
 }
 
 /// A room as admins see it (its messages are end-to-end encrypted; this is what the hearth

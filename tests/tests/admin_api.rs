@@ -183,6 +183,27 @@ async fn only_admins_use_the_admin_api_and_every_action_is_audited() {
     assert_eq!(status, 200);
     assert_eq!(shown["user"]["admin"], false);
     assert_eq!(shown["devices"].as_array().unwrap().len(), 1);
+    // Where her device was last seen: it made requests from this machine (recorded off the
+    // request path, so it may take a moment).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let seen = loop {
+        let (_, shown) = call(
+            &hearth,
+            Some(&root),
+            Method::GET,
+            "/v1/admin/users/alice",
+            None,
+        )
+        .await;
+        let device = shown["devices"][0].clone();
+        if !device["last_seen_ip"].is_null() {
+            break device;
+        }
+        assert!(std::time::Instant::now() < deadline, "{shown}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(seen["last_seen_ip"], "127.0.0.1");
+    assert!(seen["last_seen_ts"].as_u64().unwrap() > 1_700_000_000_000);
 
     // A password reset logs her devices out; the new password works, the old one does not.
     let (status, reset) = call(

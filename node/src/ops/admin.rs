@@ -248,12 +248,17 @@ fn run(admin: &Admin, request: AdminRequest) -> Result<AdminResponse, ErrorBody>
                 .device_records(&user)
                 .map_err(account)?
                 .into_iter()
-                .map(|(device_id, d)| AdminDevice {
-                    device_id,
-                    name: d.name,
-                    created_ts: d.created_ts,
+                .map(|(device_id, d)| {
+                    let seen = admin.store.device_seen(&user, &device_id).map_err(stored)?;
+                    Ok(AdminDevice {
+                        device_id,
+                        name: d.name,
+                        created_ts: d.created_ts,
+                        last_seen_ts: seen.as_ref().map(|(_, ts)| *ts),
+                        last_seen_ip: seen.map(|(ip, _)| ip),
+                    })
                 })
-                .collect();
+                .collect::<Result<_, ErrorBody>>()?;
             AdminResponse::User {
                 user: entry(&admins, user, &record),
                 devices,

@@ -110,6 +110,7 @@ impl Store {
             let mut devices = txn.open_table(DEVICES)?;
             let mut cursors = txn.open_table(CURSORS)?;
             let mut pushers = txn.open_table(PUSHERS)?;
+            let mut seen = txn.open_table(DEVICE_SEEN)?;
             for device in ids {
                 let key = (user.as_str(), device.as_str());
                 if devices.remove(key)?.is_some() {
@@ -117,6 +118,7 @@ impl Store {
                 }
                 cursors.remove(key)?;
                 pushers.remove(key)?;
+                seen.remove(key)?;
             }
         }
         for device in ids {
@@ -124,6 +126,35 @@ impl Store {
         }
         txn.commit()?;
         Ok(removed)
+    }
+
+    /// Records where and when a device was last seen.
+    pub fn put_device_seen(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        ip: &str,
+        ts: u64,
+    ) -> Result<(), StoreError> {
+        let txn = self.begin_write()?;
+        txn.open_table(DEVICE_SEEN)?
+            .insert((user.as_str(), device.as_str()), (ip, ts))?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Where and when a device was last seen, if it was.
+    pub fn device_seen(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Result<Option<(String, u64)>, StoreError> {
+        let txn = self.begin_read()?;
+        let seen = txn.open_table(DEVICE_SEEN)?;
+        Ok(seen.get((user.as_str(), device.as_str()))?.map(|v| {
+            let (ip, ts) = v.value();
+            (ip.to_owned(), ts)
+        }))
     }
 
     /// A user's devices, in id order.

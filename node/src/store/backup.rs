@@ -79,6 +79,7 @@ impl Store {
                 MEDIA,
                 MEDIA_BY_USER,
                 MEDIA_USAGE,
+                DEVICE_SEEN,
             ]
         );
         for table in snapshot.list_tables()? {

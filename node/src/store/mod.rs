@@ -174,6 +174,7 @@ impl Store {
             txn.open_table(MEDIA).map_err(StoreError::from)?;
             txn.open_table(MEDIA_BY_USER).map_err(StoreError::from)?;
             txn.open_table(MEDIA_USAGE).map_err(StoreError::from)?;
+            txn.open_table(DEVICE_SEEN).map_err(StoreError::from)?;
         }
         txn.commit().map_err(StoreError::from)?;
         if new {

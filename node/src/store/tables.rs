@@ -117,6 +117,11 @@ pub struct MediaRecord {
     pub ts: u64,
 }
 
+/// (user id, device id) → (address, ms): where and when a device was last seen (written at
+/// most every few minutes per device).
+pub const DEVICE_SEEN: TableDefinition<(&str, &str), (&str, u64)> =
+    TableDefinition::new("device_seen");
+
 /// One admin action.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
