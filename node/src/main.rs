@@ -400,8 +400,12 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
         AdminResponse::User { user, devices } => {
             println!("{}", user_line(&user));
             for d in devices {
+                let seen = match (d.last_seen_ip, d.last_seen_ts) {
+                    (Some(ip), Some(ts)) => format!("\tseen from {ip} at {ts}"),
+                    _ => String::new(),
+                };
                 println!(
-                    "device\t{}\t{}\tcreated {}",
+                    "device\t{}\t{}\tcreated {}{seen}",
                     d.device_id, d.name, d.created_ts
                 );
             }
