@@ -671,13 +671,18 @@ async fn the_admin_command_grants_admins_makes_tokens_and_prints_the_audit_log()
     let users = admin(&["list-users"], "");
     assert!(users.contains("@root:localhost\tactive\tadmin"), "{users}");
     assert!(users.contains("@newcomer:localhost\tactive\n"), "{users}");
-    let shown = admin(&["show-user", "newcomer"], "");
-    assert!(
-        shown
-            .lines()
-            .any(|l| l.starts_with("device\t") && l.contains("\tseen from 127.0.0.1 at ")),
-        "{shown}"
-    );
+    // The device's last-seen address is written off the request path: wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let shown = admin(&["show-user", "newcomer"], "");
+        let device = shown.lines().find(|l| l.starts_with("device\t"));
+        assert!(device.is_some(), "{shown}");
+        if device.is_some_and(|l| l.contains("\tseen from 127.0.0.1 at ")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{shown}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let log = admin(&["audit-log"], "");
     let actions: Vec<&str> = log.lines().map(|l| l.split('\t').nth(3).unwrap()).collect();
     assert_eq!(
