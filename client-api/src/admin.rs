@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{MethodFilter, MethodRouter, get, on, post, put};
 use axum::{Json, Router};
 use hearth_spec::admin::{AdminRequest, AdminResponse};
 use hearth_spec::{RoomId, UserId};
@@ -19,38 +19,70 @@ use crate::rejection::{ApiError, ApiJson, ApiPath, ApiQuery};
 
 /// The admin routes (merged into the client API's router, behind its limits).
 pub(crate) fn routes<B: Backend>() -> Router<Arc<Api<B>>> {
+    use MethodFilter as M;
     Router::new()
         .route("/v1/admin/users", get(users::<B>).post(create_user::<B>))
-        .route("/v1/admin/users/{user_id}", get(user::<B>))
+        .route(
+            "/v1/admin/users/{user_id}",
+            segment::<B>(M::GET, |user_id| AdminRequest::User { user_id }),
+        )
         .route(
             "/v1/admin/users/{user_id}/deactivate",
-            post(deactivate::<B>),
+            segment::<B>(M::POST, |user_id| AdminRequest::DeactivateUser { user_id }),
         )
         .route(
             "/v1/admin/users/{user_id}/reactivate",
-            post(reactivate::<B>),
+            segment::<B>(M::POST, |user_id| AdminRequest::ReactivateUser { user_id }),
         )
         .route("/v1/admin/users/{user_id}/password", post(password::<B>))
-        .route("/v1/admin/users/{user_id}/logout", post(logout::<B>))
+        .route(
+            "/v1/admin/users/{user_id}/logout",
+            segment::<B>(M::POST, |user_id| AdminRequest::LogoutUser { user_id }),
+        )
         .route("/v1/admin/users/{user_id}/admin", put(set_admin::<B>))
+        .route(
+            "/v1/admin/users/{user_id}/media",
+            segment::<B>(M::GET, |user_id| AdminRequest::ListMedia { user_id }),
+        )
         .route(
             "/v1/admin/registration_tokens",
             get(tokens::<B>).post(create_token::<B>),
         )
         .route(
             "/v1/admin/registration_tokens/{token}",
-            delete(delete_token::<B>),
+            segment::<B>(M::DELETE, |token| AdminRequest::DeleteRegistrationToken {
+                token,
+            }),
         )
         .route("/v1/admin/rooms", get(rooms::<B>))
         .route("/v1/admin/rooms/{room_id}/members", get(room_members::<B>))
-        .route("/v1/admin/users/{user_id}/media", get(user_media::<B>))
         .route(
             "/v1/admin/media/{media_id}/quarantine",
-            post(quarantine::<B>),
+            segment::<B>(M::POST, |media_id| AdminRequest::QuarantineMedia {
+                media_id,
+            }),
         )
-        .route("/v1/admin/media/{media_id}", delete(delete_media::<B>))
+        .route(
+            "/v1/admin/media/{media_id}",
+            segment::<B>(M::DELETE, |media_id| AdminRequest::DeleteMedia { media_id }),
+        )
         .route("/v1/admin/federation", get(federation::<B>))
         .route("/v1/admin/audit", get(audit::<B>))
+}
+
+/// A route whose request is made from its one path segment (a user, a token or a blob).
+fn segment<B: Backend>(
+    method: MethodFilter,
+    make: fn(String) -> AdminRequest,
+) -> MethodRouter<Arc<Api<B>>> {
+    on(
+        method,
+        move |State(api): State<Arc<Api<B>>>,
+              Authed(device): Authed,
+              ApiPath(segment): ApiPath<String>| async move {
+            run(&api, &device, make(segment), StatusCode::OK).await
+        },
+    )
 }
 
 async fn run<B: Backend>(
@@ -112,38 +144,6 @@ async fn create_user<B: Backend>(
     run(&api, &device, request, StatusCode::CREATED).await
 }
 
-async fn user<B: Backend>(
-    State(api): State<Arc<Api<B>>>,
-    Authed(device): Authed,
-    ApiPath(user_id): ApiPath<String>,
-) -> Result<Response, ApiError> {
-    run(
-        &api,
-        &device,
-        AdminRequest::User { user_id },
-        StatusCode::OK,
-    )
-    .await
-}
-
-async fn deactivate<B: Backend>(
-    State(api): State<Arc<Api<B>>>,
-    Authed(device): Authed,
-    ApiPath(user_id): ApiPath<String>,
-) -> Result<Response, ApiError> {
-    let request = AdminRequest::DeactivateUser { user_id };
-    run(&api, &device, request, StatusCode::OK).await
-}
-
-async fn reactivate<B: Backend>(
-    State(api): State<Arc<Api<B>>>,
-    Authed(device): Authed,
-    ApiPath(user_id): ApiPath<String>,
-) -> Result<Response, ApiError> {
-    let request = AdminRequest::ReactivateUser { user_id };
-    run(&api, &device, request, StatusCode::OK).await
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewPassword {
@@ -168,15 +168,6 @@ async fn password<B: Backend>(
         password: body.password,
         logout_devices: body.logout_devices,
     };
-    run(&api, &device, request, StatusCode::OK).await
-}
-
-async fn logout<B: Backend>(
-    State(api): State<Arc<Api<B>>>,
-    Authed(device): Authed,
-    ApiPath(user_id): ApiPath<String>,
-) -> Result<Response, ApiError> {
-    let request = AdminRequest::LogoutUser { user_id };
     run(&api, &device, request, StatusCode::OK).await
 }
 
@@ -226,15 +217,6 @@ async fn create_token<B: Backend>(
     run(&api, &device, request, StatusCode::CREATED).await
 }
 
-async fn delete_token<B: Backend>(
-    State(api): State<Arc<Api<B>>>,
-    Authed(device): Authed,
-    ApiPath(token): ApiPath<String>,
-) -> Result<Response, ApiError> {
-    let request = AdminRequest::DeleteRegistrationToken { token };
-    run(&api, &device, request, StatusCode::OK).await
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RoomsQuery {
@@ -272,38 +254,6 @@ async fn room_members<B: Backend>(
         StatusCode::OK,
     )
     .await
-}
-
-async fn user_media<B: Backend>(
-    State(api): State<Arc<Api<B>>>,
-    Authed(device): Authed,
-    ApiPath(user_id): ApiPath<String>,
-) -> Result<Response, ApiError> {
-    run(
-        &api,
-        &device,
-        AdminRequest::ListMedia { user_id },
-        StatusCode::OK,
-    )
-    .await
-}
-
-async fn quarantine<B: Backend>(
-    State(api): State<Arc<Api<B>>>,
-    Authed(device): Authed,
-    ApiPath(media_id): ApiPath<String>,
-) -> Result<Response, ApiError> {
-    let request = AdminRequest::QuarantineMedia { media_id };
-    run(&api, &device, request, StatusCode::OK).await
-}
-
-async fn delete_media<B: Backend>(
-    State(api): State<Arc<Api<B>>>,
-    Authed(device): Authed,
-    ApiPath(media_id): ApiPath<String>,
-) -> Result<Response, ApiError> {
-    let request = AdminRequest::DeleteMedia { media_id };
-    run(&api, &device, request, StatusCode::OK).await
 }
 
 async fn federation<B: Backend>(
