@@ -7,7 +7,7 @@ pub mod flushcheck;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -725,4 +725,33 @@ pub fn texts(received: &[hearth_client::e2ee::Received]) -> Vec<String> {
             _ => None,
         })
         .collect()
+}
+
+/// What a [`push_receiver`] was sent: each request's headers and body, in order.
+pub type Pushed = Arc<Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>;
+
+/// A push endpoint on loopback (a webhook receiver, or a browser vendor's Web Push service):
+/// records every POST to its URL (ending in `/push`) and answers `status`. The URL, and what it
+/// got.
+pub async fn push_receiver(status: u16) -> (String, Pushed) {
+    let got: Pushed = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/push",
+            axum::routing::post(
+                move |axum::extract::State(got): axum::extract::State<Pushed>,
+                      headers: axum::http::HeaderMap,
+                      body: axum::body::Bytes| async move {
+                    got.lock().unwrap().push((headers, body.to_vec()));
+                    axum::http::StatusCode::from_u16(status).expect("a status code")
+                },
+            ),
+        )
+        .with_state(got.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let url = format!("http://{}/push", listener.local_addr().expect("bound"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("push receiver") });
+    (url, got)
 }

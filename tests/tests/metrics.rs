@@ -5,7 +5,6 @@
 //! `contrib/grafana/hearth.json` queries is one the hearths expose.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hearth_client::new_txn_id;
@@ -96,21 +95,7 @@ async fn metrics_explain_the_hot_path_and_cover_the_dashboard() {
     let mut carol = register_at(&hearths[1].url, "carol").await;
     // dave is never online: a webhook stands for his phone.
     let mut dave = register_at(&hearths[1].url, "dave").await;
-    let pushed: Arc<Mutex<usize>> = Arc::default();
-    let app = axum::Router::new()
-        .route(
-            "/push",
-            axum::routing::post(
-                |axum::extract::State(pushed): axum::extract::State<Arc<Mutex<usize>>>| async move {
-                    *pushed.lock().unwrap() += 1;
-                    axum::http::StatusCode::OK
-                },
-            ),
-        )
-        .with_state(pushed.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let push_url = format!("http://{}/push", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (push_url, pushed) = hearth_tests::push_receiver(200).await;
     dave.set_pusher(&PusherRequest {
         kind: PusherKind::Webhook,
         url: push_url,
@@ -151,7 +136,7 @@ async fn metrics_explain_the_hot_path_and_cover_the_dashboard() {
     }
     bob.send(&room, &new_txn_id(), b"from b").await.unwrap();
     waited = Instant::now();
-    while *pushed.lock().unwrap() == 0 {
+    while pushed.lock().unwrap().is_empty() {
         assert!(waited.elapsed() < WAIT, "dave's webhook was never called");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -4,16 +4,13 @@
 //! room; a push receiver gets one coalesced notification for a burst to an offline device, none
 //! for an online one, and an endpoint that keeps failing is disabled and reported.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Json;
-use axum::extract::State;
 use hearth_client::{Client, Receiver, new_txn_id};
 use hearth_spec::api::{PusherKind, PusherRequest};
 use hearth_spec::client::{ClientFrame, PresenceState, ReceiptKind, ServerFrame};
 use hearth_spec::{ErrorCode, RoomKind};
-use hearth_tests::{TestHearth, connect_synced, frames_until, next_frame};
+use hearth_tests::{Pushed, TestHearth, connect_synced, frames_until, next_frame, push_receiver};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -323,27 +320,6 @@ async fn presence_times_out_without_logout_returns_on_heartbeat_and_stays_among_
     assert!(refused);
 }
 
-/// A push receiver: records every JSON body it is sent; answers with `status`.
-async fn receiver(status: u16) -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
-    let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
-    let app = axum::Router::new()
-        .route(
-            "/push",
-            axum::routing::post(
-                |State((got, status)): State<(Arc<Mutex<Vec<serde_json::Value>>>, u16)>,
-                 Json(body): Json<serde_json::Value>| async move {
-                    got.lock().unwrap().push(body);
-                    axum::http::StatusCode::from_u16(status).unwrap()
-                },
-            ),
-        )
-        .with_state((got.clone(), status));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/push", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, got)
-}
-
 fn webhook(url: &str) -> PusherRequest {
     PusherRequest {
         kind: PusherKind::Webhook,
@@ -361,7 +337,7 @@ async fn offline_device_gets_one_coalesced_notification_and_an_online_one_none()
     })
     .await;
     let (mut alice, mut bob, room) = pair(&hearth).await;
-    let (url, got) = receiver(200).await;
+    let (url, got) = push_receiver(200).await;
     bob.set_pusher(&webhook(&url)).await.unwrap();
 
     // Bob is offline: a burst of ten (pipelined on one connection, well inside the window)
@@ -401,7 +377,7 @@ async fn offline_device_gets_one_coalesced_notification_and_an_online_one_none()
     // three messages: once it has been, the laptop's notification would have been sent too.
     let (_, _bob_rx) = connect_synced(&mut bob).await;
     let mut phone = hearth.device("bob").await;
-    let (phone_url, phone_got) = receiver(200).await;
+    let (phone_url, phone_got) = push_receiver(200).await;
     phone.set_pusher(&webhook(&phone_url)).await.unwrap();
     for _ in 0..3 {
         alice
@@ -415,7 +391,7 @@ async fn offline_device_gets_one_coalesced_notification_and_an_online_one_none()
     // Alice's own messages never notify her other (offline) device; bob's phone is told of the
     // same message.
     let mut alice_tablet = hearth.device("alice").await;
-    let (alice_url, alice_got) = receiver(200).await;
+    let (alice_url, alice_got) = push_receiver(200).await;
     alice_tablet.set_pusher(&webhook(&alice_url)).await.unwrap();
     alice.send(&room, &new_txn_id(), b"mine").await.unwrap();
     pushes_counting(&phone_got, 4).await;
@@ -423,13 +399,15 @@ async fn offline_device_gets_one_coalesced_notification_and_an_online_one_none()
 }
 
 /// The bodies `got` has once their counts add up to `messages` (waits up to [`WAIT`]).
-async fn pushes_counting(
-    got: &Arc<Mutex<Vec<serde_json::Value>>>,
-    messages: u64,
-) -> Vec<serde_json::Value> {
+async fn pushes_counting(got: &Pushed, messages: u64) -> Vec<serde_json::Value> {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let bodies = got.lock().unwrap().clone();
+        let bodies: Vec<serde_json::Value> = got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, body)| serde_json::from_slice(body).expect("a webhook body is JSON"))
+            .collect();
         let counted: u64 = bodies.iter().filter_map(|b| b["count"].as_u64()).sum();
         if counted >= messages {
             return bodies;
@@ -482,7 +460,7 @@ async fn bad_push_endpoints_are_refused_and_failing_ones_disabled_and_reported()
     );
 
     // An endpoint that answers 500 every time.
-    let (url, got) = receiver(500).await;
+    let (url, got) = push_receiver(500).await;
     let info = bob.set_pusher(&webhook(&url)).await.unwrap();
     // Two notifications, one after the other: each is tried twice.
     for round in 1..=2 {
@@ -555,25 +533,8 @@ async fn web_push_notifications_are_encrypted_for_the_subscription_and_vapid_sig
         URL_SAFE_NO_PAD.encode(ua_secret.public_key().to_encoded_point(false).as_bytes());
     let auth: [u8; 16] = rand::random();
     // The push service: records the request's headers and encrypted body.
-    type Seen = Arc<Mutex<Vec<(axum::http::HeaderMap, Vec<u8>)>>>;
-    let seen: Seen = Arc::default();
-    let app = axum::Router::new()
-        .route(
-            "/wpush",
-            axum::routing::post(
-                |State(seen): State<Seen>,
-                 headers: axum::http::HeaderMap,
-                 body: axum::body::Bytes| async move {
-                    seen.lock().unwrap().push((headers, body.to_vec()));
-                    axum::http::StatusCode::CREATED
-                },
-            ),
-        )
-        .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = format!("http://{}", listener.local_addr().unwrap());
-    let endpoint = format!("{origin}/wpush");
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (endpoint, seen) = push_receiver(201).await;
+    let origin = endpoint.trim_end_matches("/push").to_owned();
 
     let vapid_key = bob.vapid_public_key().await.unwrap();
     bob.set_pusher(&PusherRequest {
@@ -670,7 +631,7 @@ async fn push_endpoints_on_special_addresses_are_never_called() {
     })
     .await;
     let (mut alice, mut bob, room) = pair(&hearth).await;
-    let (url, got) = receiver(200).await;
+    let (url, got) = push_receiver(200).await;
     let port = url
         .trim_start_matches("http://127.0.0.1:")
         .trim_end_matches("/push");

@@ -511,7 +511,6 @@ async fn a_browser_device_never_marks_read_what_it_cannot_decrypt() {
 async fn a_closed_tab_is_notified_by_web_push_and_the_notification_opens_the_chat() {
     use base64::Engine as _;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use std::sync::{Arc, Mutex};
     use web_push_native::p256::elliptic_curve::sec1::ToEncodedPoint;
 
     let hearth = TestHearth::start_with(|c| {
@@ -520,23 +519,7 @@ async fn a_closed_tab_is_notified_by_web_push_and_the_notification_opens_the_cha
     })
     .await;
     // The push service's endpoint: records every encrypted body.
-    type Seen = Arc<Mutex<Vec<Vec<u8>>>>;
-    let seen: Seen = Arc::default();
-    let app = axum::Router::new()
-        .route(
-            "/push/dana",
-            axum::routing::post(
-                |axum::extract::State(seen): axum::extract::State<Seen>,
-                 body: axum::body::Bytes| async move {
-                    seen.lock().unwrap().push(body.to_vec());
-                    axum::http::StatusCode::CREATED
-                },
-            ),
-        )
-        .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}/push/dana", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (endpoint, seen) = hearth_tests::push_receiver(201).await;
     // The keys the browser would make for the subscription.
     let ua_secret = web_push_native::p256::SecretKey::random(&mut rand::rngs::OsRng);
     let p256dh = URL_SAFE_NO_PAD.encode(ua_secret.public_key().to_encoded_point(false).as_bytes());
@@ -607,7 +590,7 @@ async fn a_closed_tab_is_notified_by_web_push_and_the_notification_opens_the_cha
     let deadline = tokio::time::Instant::now() + PAGE_WAIT;
     let mut sent = 0;
     let body = loop {
-        if let Some(body) = seen.lock().unwrap().first().cloned() {
+        if let Some((_, body)) = seen.lock().unwrap().first().cloned() {
             break body;
         }
         assert!(
