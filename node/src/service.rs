@@ -75,8 +75,7 @@ pub struct Hearth {
     /// Bytes of attachments each user may store (0: no quota).
     media_quota: u64,
     /// Where and when (ms) each device was last recorded as seen, to write it rarely.
-    last_seen:
-        std::sync::Mutex<std::collections::HashMap<(UserId, DeviceId), (std::net::IpAddr, u64)>>,
+    last_seen: std::sync::Mutex<std::collections::HashMap<AuthedDevice, (std::net::IpAddr, u64)>>,
 }
 
 /// How often a device's last-seen time is written while its address stays the same.
@@ -366,21 +365,22 @@ fn random_room_opaque() -> String {
 impl Backend for Hearth {
     fn seen(&self, device: &AuthedDevice, ip: std::net::IpAddr) {
         let now = crate::clock::now_ms();
-        let key = (device.user_id.clone(), device.device_id.clone());
         {
+            // Looked up by reference: the common case (seen recently, same address) copies nothing.
             let mut seen = self.last_seen.lock().expect("last-seen lock");
             if seen
-                .get(&key)
+                .get(device)
                 .is_some_and(|(was, at)| *was == ip && now.saturating_sub(*at) < SEEN_EVERY_MS)
             {
                 return;
             }
-            seen.insert(key.clone(), (ip, now));
+            seen.insert(device.clone(), (ip, now));
         }
-        let store = self.store.clone();
+        let (store, device) = (self.store.clone(), device.clone());
         // Off the request's path; a lost write only makes the address a few minutes older.
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = store.put_device_seen(&key.0, &key.1, &ip.to_string(), now) {
+            let (user, id) = (&device.user_id, &device.device_id);
+            if let Err(e) = store.put_device_seen(user, id, &ip.to_string(), now) {
                 tracing::debug!(error = %e, "could not record where a device was seen");
             }
         });

@@ -129,10 +129,7 @@ pub fn backup(
     // The database first: every blob a message in it names was stored before the message.
     let tables = store.backup_to(&db_path(to))?;
     let (media_files, media_bytes) = copy_media(&data_dir.join("media"), &to.join("media"))?;
-    let files = key_files(data_dir)?
-        .into_iter()
-        .filter(|name| name != "admin.sock")
-        .collect::<Vec<_>>();
+    let files = key_files(data_dir)?;
     for name in &files {
         copy_synced(&data_dir.join(name), &to.join(name))?;
     }
