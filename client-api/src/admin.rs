@@ -12,6 +12,7 @@ use axum::{Json, Router};
 use hearth_spec::admin::{AdminRequest, AdminResponse};
 use hearth_spec::{RoomId, UserId};
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::api::{Api, Authed, invalid};
 use crate::backend::Backend;
@@ -22,27 +23,24 @@ pub(crate) fn routes<B: Backend>() -> Router<Arc<Api<B>>> {
     use MethodFilter as M;
     Router::new()
         .route("/v1/admin/users", get(users::<B>).post(create_user::<B>))
-        .route(
-            "/v1/admin/users/{user_id}",
-            segment::<B>(M::GET, |user_id| AdminRequest::User { user_id }),
-        )
+        .route("/v1/admin/users/{user_id}", segment::<B>(M::GET, show_user))
         .route(
             "/v1/admin/users/{user_id}/deactivate",
-            segment::<B>(M::POST, |user_id| AdminRequest::DeactivateUser { user_id }),
+            segment::<B>(M::POST, deactivate_user),
         )
         .route(
             "/v1/admin/users/{user_id}/reactivate",
-            segment::<B>(M::POST, |user_id| AdminRequest::ReactivateUser { user_id }),
+            segment::<B>(M::POST, reactivate_user),
         )
         .route("/v1/admin/users/{user_id}/password", post(password::<B>))
         .route(
             "/v1/admin/users/{user_id}/logout",
-            segment::<B>(M::POST, |user_id| AdminRequest::LogoutUser { user_id }),
+            segment::<B>(M::POST, logout_user),
         )
         .route("/v1/admin/users/{user_id}/admin", put(set_admin::<B>))
         .route(
             "/v1/admin/users/{user_id}/media",
-            segment::<B>(M::GET, |user_id| AdminRequest::ListMedia { user_id }),
+            segment::<B>(M::GET, list_media),
         )
         .route(
             "/v1/admin/registration_tokens",
@@ -50,24 +48,124 @@ pub(crate) fn routes<B: Backend>() -> Router<Arc<Api<B>>> {
         )
         .route(
             "/v1/admin/registration_tokens/{token}",
-            segment::<B>(M::DELETE, |token| AdminRequest::DeleteRegistrationToken {
-                token,
-            }),
+            segment::<B>(M::DELETE, delete_token),
         )
         .route("/v1/admin/rooms", get(rooms::<B>))
         .route("/v1/admin/rooms/{room_id}/members", get(room_members::<B>))
         .route(
             "/v1/admin/media/{media_id}/quarantine",
-            segment::<B>(M::POST, |media_id| AdminRequest::QuarantineMedia {
-                media_id,
-            }),
+            segment::<B>(M::POST, quarantine_media),
         )
         .route(
             "/v1/admin/media/{media_id}",
-            segment::<B>(M::DELETE, |media_id| AdminRequest::DeleteMedia { media_id }),
+            segment::<B>(M::DELETE, delete_media),
         )
         .route("/v1/admin/federation", get(federation::<B>))
         .route("/v1/admin/audit", get(audit::<B>))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users/{user_id}",
+    tag = "admin",
+    summary = "A user and their devices",
+    security(("bearer" = [])),
+    params(("user_id" = UserId, Path)),
+    responses((status = 200, description = "The answer.", body = AdminResponse))
+)]
+fn show_user(user_id: String) -> AdminRequest {
+    AdminRequest::User { user_id }
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/admin/users/{user_id}/deactivate",
+    tag = "admin",
+    summary = "Deactivate an account and log it out",
+    security(("bearer" = [])),
+    params(("user_id" = UserId, Path)),
+    responses((status = 200, description = "The answer.", body = AdminResponse))
+)]
+fn deactivate_user(user_id: String) -> AdminRequest {
+    AdminRequest::DeactivateUser { user_id }
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/admin/users/{user_id}/reactivate",
+    tag = "admin",
+    summary = "Reactivate an account",
+    security(("bearer" = [])),
+    params(("user_id" = UserId, Path)),
+    responses((status = 200, description = "The answer.", body = AdminResponse))
+)]
+fn reactivate_user(user_id: String) -> AdminRequest {
+    AdminRequest::ReactivateUser { user_id }
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/admin/users/{user_id}/logout",
+    tag = "admin",
+    summary = "Log every device of a user out",
+    security(("bearer" = [])),
+    params(("user_id" = UserId, Path)),
+    responses((status = 200, description = "The answer.", body = AdminResponse))
+)]
+fn logout_user(user_id: String) -> AdminRequest {
+    AdminRequest::LogoutUser { user_id }
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users/{user_id}/media",
+    tag = "admin",
+    summary = "A user's uploads",
+    security(("bearer" = [])),
+    params(("user_id" = UserId, Path)),
+    responses((status = 200, description = "The answer.", body = AdminResponse))
+)]
+fn list_media(user_id: String) -> AdminRequest {
+    AdminRequest::ListMedia { user_id }
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/registration_tokens/{token}",
+    tag = "admin",
+    summary = "Delete a registration token",
+    security(("bearer" = [])),
+    params(("token" = String, Path)),
+    responses((status = 200, description = "The answer.", body = AdminResponse))
+)]
+fn delete_token(token: String) -> AdminRequest {
+    AdminRequest::DeleteRegistrationToken { token }
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/admin/media/{media_id}/quarantine",
+    tag = "admin",
+    summary = "Quarantine a blob: kept, served to nobody",
+    security(("bearer" = [])),
+    params(("media_id" = String, Path, description = "The blob's SHA-256, hex.")),
+    responses((status = 200, description = "The answer.", body = AdminResponse))
+)]
+fn quarantine_media(media_id: String) -> AdminRequest {
+    AdminRequest::QuarantineMedia { media_id }
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/media/{media_id}",
+    tag = "admin",
+    summary = "Delete a blob",
+    security(("bearer" = [])),
+    params(("media_id" = String, Path, description = "The blob's SHA-256, hex.")),
+    responses((status = 200, description = "The answer.", body = AdminResponse))
+)]
+fn delete_media(media_id: String) -> AdminRequest {
+    AdminRequest::DeleteMedia { media_id }
 }
 
 /// A route whose request is made from its one path segment (a user, a token or a blob).
@@ -95,15 +193,26 @@ async fn run<B: Backend>(
     Ok((status, Json(answer)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct UsersQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct UsersQuery {
     #[serde(default)]
     q: String,
+    #[param(value_type = Option<UserId>)]
     from: Option<String>,
     limit: Option<usize>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users",
+    tag = "admin",
+    summary = "Search users, a page at a time",
+    security(("bearer" = [])),
+    params(UsersQuery),
+    responses((status = 200, description = "The answer.", body = AdminResponse))
+)]
 async fn users<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -122,15 +231,24 @@ async fn users<B: Backend>(
     run(&api, &device, request, StatusCode::OK).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewUser {
+pub(crate) struct NewUser {
     username: String,
     password: String,
     #[serde(default)]
     admin: bool,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/users",
+    tag = "admin",
+    summary = "Create an account",
+    security(("bearer" = [])),
+    request_body = NewUser,
+    responses((status = 201, description = "The account.", body = AdminResponse))
+)]
 async fn create_user<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -144,9 +262,9 @@ async fn create_user<B: Backend>(
     run(&api, &device, request, StatusCode::CREATED).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewPassword {
+pub(crate) struct NewPassword {
     password: String,
     /// Log every device out too (the usual reason for a reset). Default true.
     #[serde(default = "yes")]
@@ -157,6 +275,16 @@ fn yes() -> bool {
     true
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/users/{user_id}/password",
+    tag = "admin",
+    summary = "Reset a user's password",
+    security(("bearer" = [])),
+    params(("user_id" = UserId, Path)),
+    request_body = NewPassword,
+    responses((status = 200, description = "The answer.", body = AdminResponse))
+)]
 async fn password<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -171,12 +299,22 @@ async fn password<B: Backend>(
     run(&api, &device, request, StatusCode::OK).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AdminFlag {
+pub(crate) struct AdminFlag {
     admin: bool,
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/admin/users/{user_id}/admin",
+    tag = "admin",
+    summary = "Grant or revoke the admin flag",
+    security(("bearer" = [])),
+    params(("user_id" = UserId, Path)),
+    request_body = AdminFlag,
+    responses((status = 200, description = "The answer.", body = AdminResponse))
+)]
 async fn set_admin<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -190,6 +328,14 @@ async fn set_admin<B: Backend>(
     run(&api, &device, request, StatusCode::OK).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/registration_tokens",
+    tag = "admin",
+    summary = "The registration tokens",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The answer.", body = AdminResponse))
+)]
 async fn tokens<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -198,13 +344,22 @@ async fn tokens<B: Backend>(
     run(&api, &device, request, StatusCode::OK).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewToken {
+pub(crate) struct NewToken {
     uses: Option<u32>,
     expires_ts: Option<u64>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/registration_tokens",
+    tag = "admin",
+    summary = "Create a registration token",
+    security(("bearer" = [])),
+    request_body = NewToken,
+    responses((status = 201, description = "The token.", body = AdminResponse))
+)]
 async fn create_token<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -217,13 +372,24 @@ async fn create_token<B: Backend>(
     run(&api, &device, request, StatusCode::CREATED).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct RoomsQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct RoomsQuery {
+    #[param(value_type = Option<RoomId>)]
     from: Option<String>,
     limit: Option<usize>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/rooms",
+    tag = "admin",
+    summary = "Every room this hearth knows, a page at a time",
+    security(("bearer" = [])),
+    params(RoomsQuery),
+    responses((status = 200, description = "The answer.", body = AdminResponse))
+)]
 async fn rooms<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -241,6 +407,15 @@ async fn rooms<B: Backend>(
     run(&api, &device, request, StatusCode::OK).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/rooms/{room_id}/members",
+    tag = "admin",
+    summary = "A room's members",
+    security(("bearer" = [])),
+    params(("room_id" = RoomId, Path)),
+    responses((status = 200, description = "The answer.", body = AdminResponse))
+)]
 async fn room_members<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -256,6 +431,14 @@ async fn room_members<B: Backend>(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/federation",
+    tag = "admin",
+    summary = "Peers, queues and envelopes held for others",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The answer.", body = AdminResponse))
+)]
 async fn federation<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -269,14 +452,24 @@ async fn federation<B: Backend>(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct AuditQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct AuditQuery {
     #[serde(default)]
     from: u64,
     limit: Option<usize>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/audit",
+    tag = "admin",
+    summary = "The audit log, oldest first",
+    security(("bearer" = [])),
+    params(AuditQuery),
+    responses((status = 200, description = "The answer.", body = AdminResponse))
+)]
 async fn audit<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,

@@ -8,10 +8,11 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use hearth_spec::api::{
-    ClaimKeyPackages, ClaimMany, CommitRequest, MAX_USERS_PER_KEY_REQUEST, QueryDevices,
-    UploadKeyPackages,
+    ClaimKeyPackages, ClaimMany, ClaimedKeyPackages, ClaimedMany, CommitRequest, KeyDevices,
+    KeyPackageCount, MAX_USERS_PER_KEY_REQUEST, MediaUploaded, QueriedDevices, QueryDevices,
+    Sequenced, UploadKeyPackages,
 };
-use hearth_spec::{ErrorCode, ServerName, UserId};
+use hearth_spec::{ErrorCode, RoomId, ServerName, UserId};
 
 use crate::api::{Api, Authed, invalid, room_id, too_large};
 use crate::backend::Backend;
@@ -22,6 +23,15 @@ pub const MAX_UPLOAD_PACKAGES: usize = 100;
 /// Largest key package accepted.
 pub const MAX_KEY_PACKAGE_BYTES: usize = 16 * 1024;
 
+#[utoipa::path(
+    post,
+    path = "/v1/keys/upload",
+    tag = "keys",
+    summary = "Upload this device's MLS key packages",
+    security(("bearer" = [])),
+    request_body = UploadKeyPackages,
+    responses((status = 200, description = "How many are stored now.", body = KeyPackageCount))
+)]
 pub(crate) async fn upload<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -45,6 +55,14 @@ pub(crate) async fn upload<B: Backend>(
     Ok(Json(api.backend.upload_key_packages(&device, req).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/keys/count",
+    tag = "keys",
+    summary = "How many of this device's key packages are left",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The count.", body = KeyPackageCount))
+)]
 pub(crate) async fn count<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -52,6 +70,15 @@ pub(crate) async fn count<B: Backend>(
     Ok(Json(api.backend.key_package_count(&device).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/keys/claim",
+    tag = "keys",
+    summary = "Claim one key package of each of a user's devices",
+    security(("bearer" = [])),
+    request_body = ClaimKeyPackages,
+    responses((status = 200, description = "One package per device.", body = ClaimedKeyPackages))
+)]
 pub(crate) async fn claim<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -72,6 +99,15 @@ fn check_user_count(count: usize) -> Result<(), ApiError> {
 }
 
 /// One claim token for the whole batch: a group's creator claims for every member at once.
+#[utoipa::path(
+    post,
+    path = "/v1/keys/claim_many",
+    tag = "keys",
+    summary = "Claim key packages of several users at once",
+    security(("bearer" = [])),
+    request_body = ClaimMany,
+    responses((status = 200, description = "Packages, and the users that failed.", body = ClaimedMany))
+)]
 pub(crate) async fn claim_many<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -82,6 +118,15 @@ pub(crate) async fn claim_many<B: Backend>(
     Ok(Json(api.backend.claim_many(&device, req).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/keys/query",
+    tag = "keys",
+    summary = "The devices of several users",
+    security(("bearer" = [])),
+    request_body = QueryDevices,
+    responses((status = 200, description = "Devices, and the users that failed.", body = QueriedDevices))
+)]
 pub(crate) async fn query<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -91,6 +136,15 @@ pub(crate) async fn query<B: Backend>(
     Ok(Json(api.backend.query_devices(&device, req).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/keys/devices/{user_id}",
+    tag = "keys",
+    summary = "A user's devices",
+    security(("bearer" = [])),
+    params(("user_id" = UserId, Path)),
+    responses((status = 200, description = "The devices.", body = KeyDevices))
+)]
 pub(crate) async fn devices<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -100,6 +154,16 @@ pub(crate) async fn devices<B: Backend>(
     Ok(Json(api.backend.key_devices(&device, user).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/rooms/{room_id}/commit",
+    tag = "keys",
+    summary = "Post an MLS commit (and welcome) for a room's next epoch",
+    security(("bearer" = [])),
+    params(("room_id" = RoomId, Path)),
+    request_body = CommitRequest,
+    responses((status = 200, description = "The commit, sequenced.", body = Sequenced))
+)]
 pub(crate) async fn commit<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -121,6 +185,15 @@ pub(crate) async fn commit<B: Backend>(
     Ok(Json(api.backend.commit(&device, room, req).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/media",
+    tag = "media",
+    summary = "Upload an encrypted attachment",
+    security(("bearer" = [])),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The encrypted blob."),
+    responses((status = 201, description = "The blob's id.", body = MediaUploaded))
+)]
 pub(crate) async fn upload_media<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -146,12 +219,24 @@ pub(crate) async fn upload_media<B: Backend>(
 }
 
 /// `GET /v1/media/{id}?server=NAME`: `server` is the hearth the uploader's message named.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct MediaQuery {
+    /// The hearth the uploader's message named (default: this one).
+    #[param(value_type = Option<hearth_spec::ServerName>)]
     server: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/media/{media_id}",
+    tag = "media",
+    summary = "Download an encrypted attachment",
+    security(("bearer" = [])),
+    params(("media_id" = String, Path, pattern = "^[0-9a-fA-F]{64}$", description = "The blob's SHA-256, hex."), MediaQuery),
+    responses((status = 200, description = "The blob.", body = Vec<u8>, content_type = "application/octet-stream"))
+)]
 pub(crate) async fn download<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,

@@ -1,5 +1,6 @@
 //! HTTP routes under `/v1`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -9,11 +10,13 @@ use axum::response::IntoResponse;
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use hearth_spec::api::{
-    CreateRoomRequest, InviteRequest, LoginRequest, PresenceSettings, PusherRequest, ReadRequest,
-    RefreshRequest, RegisterRequest, SendRequest,
+    CreateRoomRequest, DeviceInfo, HistoryPage, InviteRequest, LoginRequest, PresenceSettings,
+    PresenceView, PusherInfo, PusherRequest, ReadRequest, ReceiptMarks, RefreshRequest,
+    RegisterRequest, RoomSummary, SendRequest, Sequenced, Session, SyncPage,
 };
-use hearth_spec::{DeviceId, ErrorCode, UserId};
-use serde::Deserialize;
+use hearth_spec::{DeviceId, ErrorCode, RoomId, UserId};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::api::{Api, Authed, invalid, room_id, too_large};
 use crate::backend::{Backend, NotReady};
@@ -60,10 +63,8 @@ pub fn router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> (Router, LimitR
         }))
     };
     let router = Router::new()
-        .route(
-            "/v1/health",
-            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
-        )
+        .route("/v1/health", get(health))
+        .route("/v1/openapi.json", get(crate::openapi::document))
         .route("/v1/ready", get(ready::<B>))
         .route("/v1/register", post(register::<B>))
         .route("/v1/login", post(login::<B>))
@@ -146,32 +147,73 @@ async fn observe(
     response
 }
 
+/// The answer of `/v1/health` and `/v1/ready`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Readiness {
+    /// `ok` (health), `ready` or `unavailable`.
+    status: &'static str,
+    /// Why the hearth is not ready: the first check that failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    /// Each part checked, by name: `ok` or what is wrong with it.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    checks: BTreeMap<&'static str, &'static str>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/health",
+    tag = "ops",
+    summary = "Whether the process answers",
+    responses((status = 200, description = "Always `ok` while the process runs.", body = Readiness))
+)]
+async fn health() -> Json<Readiness> {
+    Json(Readiness {
+        status: "ok",
+        reason: None,
+        checks: BTreeMap::new(),
+    })
+}
+
 /// Readiness, as a load balancer or orchestrator asks it: 200 when every part is ready, 503
 /// naming each part and what is wrong with it otherwise (`/v1/health` only says the process
 /// answers).
+#[utoipa::path(
+    get,
+    path = "/v1/ready",
+    tag = "ops",
+    summary = "Whether every part of the hearth is ready",
+    responses((status = 200, description = "Every check is ok.", body = Readiness), (status = 503, description = "A check failed; `reason` is the first.", body = Readiness))
+)]
 async fn ready<B: Backend>(State(api): State<Arc<Api<B>>>) -> axum::response::Response {
     let checks = api.backend.readiness();
     let reason = checks
         .iter()
         .find_map(|(_, check)| check.err().map(|NotReady(why)| why));
-    let named: serde_json::Map<String, serde_json::Value> = checks
+    let checks = checks
         .iter()
         .map(|(name, check)| {
             let state = match check {
                 Ok(()) => "ok",
                 Err(NotReady(why)) => why,
             };
-            ((*name).to_owned(), state.into())
+            (*name, state)
         })
         .collect();
-    match reason {
-        None => Json(serde_json::json!({"status": "ready", "checks": named})).into_response(),
-        Some(reason) => (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"status": "unavailable", "reason": reason, "checks": named})),
-        )
-            .into_response(),
-    }
+    let status = match reason {
+        None => StatusCode::OK,
+        Some(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let body = Readiness {
+        status: if reason.is_none() {
+            "ready"
+        } else {
+            "unavailable"
+        },
+        reason,
+        checks,
+    };
+    (status, Json(body)).into_response()
 }
 
 /// Refuses a request whose declared length is over the limit before any other work (routing,
@@ -200,6 +242,14 @@ fn check_auth_rate<B: Backend>(api: &Api<B>, addr: SocketAddr) -> Result<(), Api
     Ok(api.auth_limits.admit(&addr.ip())?)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/register",
+    tag = "auth",
+    summary = "Create an account and log its first device in",
+    request_body = RegisterRequest,
+    responses((status = 201, description = "The account and its first session.", body = Session))
+)]
 async fn register<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -210,6 +260,14 @@ async fn register<B: Backend>(
     Ok((StatusCode::CREATED, Json(session)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/login",
+    tag = "auth",
+    summary = "Log a new device in",
+    request_body = LoginRequest,
+    responses((status = 200, description = "A new device and session.", body = Session))
+)]
 async fn login<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -227,6 +285,14 @@ async fn login<B: Backend>(
     Ok(Json(api.backend.login(req).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/refresh",
+    tag = "auth",
+    summary = "Trade a refresh token for a new session",
+    request_body = RefreshRequest,
+    responses((status = 200, description = "A new access and refresh token.", body = Session))
+)]
 async fn refresh<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -236,6 +302,14 @@ async fn refresh<B: Backend>(
     Ok(Json(api.backend.refresh(req).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/logout",
+    tag = "auth",
+    summary = "Log this device out and delete it",
+    security(("bearer" = [])),
+    responses((status = 204, description = "Logged out."))
+)]
 async fn logout<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -244,6 +318,14 @@ async fn logout<B: Backend>(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/devices",
+    tag = "auth",
+    summary = "The caller's devices",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Every device of the account.", body = Vec<DeviceInfo>))
+)]
 async fn devices<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -251,6 +333,15 @@ async fn devices<B: Backend>(
     Ok(Json(api.backend.devices(&device).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/devices/{device_id}",
+    tag = "auth",
+    summary = "Log another device of the account out",
+    security(("bearer" = [])),
+    params(("device_id" = DeviceId, Path)),
+    responses((status = 204, description = "The device is gone."))
+)]
 async fn delete_device<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -261,6 +352,14 @@ async fn delete_device<B: Backend>(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/rooms",
+    tag = "rooms",
+    summary = "The caller's rooms",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Every room the caller is a member of.", body = Vec<RoomSummary>))
+)]
 async fn rooms<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -268,6 +367,15 @@ async fn rooms<B: Backend>(
     Ok(Json(api.backend.rooms(&device).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/rooms",
+    tag = "rooms",
+    summary = "Create a room",
+    security(("bearer" = [])),
+    request_body = CreateRoomRequest,
+    responses((status = 201, description = "The new room.", body = RoomSummary))
+)]
 async fn create_room<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -277,6 +385,15 @@ async fn create_room<B: Backend>(
     Ok((StatusCode::CREATED, Json(summary)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/rooms/{room_id}",
+    tag = "rooms",
+    summary = "One room of the caller",
+    security(("bearer" = [])),
+    params(("room_id" = RoomId, Path, description = "The room.")),
+    responses((status = 200, description = "The room.", body = RoomSummary))
+)]
 async fn room<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -285,6 +402,16 @@ async fn room<B: Backend>(
     Ok(Json(api.backend.room(&device, room_id(&room)?).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/rooms/{room_id}/invite",
+    tag = "rooms",
+    summary = "Add a member",
+    security(("bearer" = [])),
+    params(("room_id" = RoomId, Path, description = "The room.")),
+    request_body = InviteRequest,
+    responses((status = 200, description = "The membership event.", body = Sequenced))
+)]
 async fn invite<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -298,6 +425,15 @@ async fn invite<B: Backend>(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/rooms/{room_id}/leave",
+    tag = "rooms",
+    summary = "Leave a room",
+    security(("bearer" = [])),
+    params(("room_id" = RoomId, Path, description = "The room.")),
+    responses((status = 200, description = "The membership event.", body = Sequenced))
+)]
 async fn leave<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -306,6 +442,16 @@ async fn leave<B: Backend>(
     Ok(Json(api.backend.leave(&device, room_id(&room)?).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/rooms/{room_id}/read",
+    tag = "rooms",
+    summary = "Move the read marker",
+    security(("bearer" = [])),
+    params(("room_id" = RoomId, Path, description = "The room.")),
+    request_body = ReadRequest,
+    responses((status = 204, description = "The marker moved (it never moves back)."))
+)]
 async fn mark_read<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -318,6 +464,16 @@ async fn mark_read<B: Backend>(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/rooms/{room_id}/send",
+    tag = "rooms",
+    summary = "Send an event (idempotent per `txn_id`)",
+    security(("bearer" = [])),
+    params(("room_id" = RoomId, Path, description = "The room.")),
+    request_body = SendRequest,
+    responses((status = 200, description = "Accepted: durable on this hearth.", body = Sequenced))
+)]
 async fn send<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -339,13 +495,26 @@ async fn send<B: Backend>(
 /// Most events one page may hold.
 const MAX_PAGE: usize = 500;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct HistoryQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct HistoryQuery {
+    /// Events before this sequence number (default: the newest).
     before: Option<u64>,
+    /// At most this many events, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/rooms/{room_id}/events",
+    tag = "rooms",
+    summary = "A page of a room's history, oldest first",
+    security(("bearer" = [])),
+    params(("room_id" = RoomId, Path, description = "The room."), HistoryQuery),
+    responses((status = 200, description = "Events before `before`.", body = HistoryPage))
+)]
 async fn history<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -370,13 +539,26 @@ fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct SyncQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct SyncQuery {
+    /// Entries after this cursor (default: the device's acknowledged cursor).
     since: Option<u64>,
+    /// At most this many entries, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/sync",
+    tag = "sync",
+    summary = "Inbox entries after a cursor",
+    security(("bearer" = [])),
+    params(SyncQuery),
+    responses((status = 200, description = "Entries after `since`.", body = SyncPage))
+)]
 async fn sync<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -390,6 +572,15 @@ async fn sync<B: Backend>(
     Ok(Json(api.backend.sync(&device, since, limit).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/rooms/{room_id}/receipts",
+    tag = "rooms",
+    summary = "Each member's delivered and read marks",
+    security(("bearer" = [])),
+    params(("room_id" = RoomId, Path, description = "The room.")),
+    responses((status = 200, description = "One entry per member.", body = Vec<ReceiptMarks>))
+)]
 async fn receipts<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -398,12 +589,22 @@ async fn receipts<B: Backend>(
     Ok(Json(api.backend.receipts(&device, room_id(&room)?).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TypingRequest {
+pub(crate) struct TypingRequest {
     typing: bool,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/rooms/{room_id}/typing",
+    tag = "rooms",
+    summary = "Start or stop typing",
+    security(("bearer" = [])),
+    params(("room_id" = RoomId, Path, description = "The room.")),
+    request_body = TypingRequest,
+    responses((status = 204, description = "Sent to the other members."))
+)]
 async fn typing<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -416,6 +617,15 @@ async fn typing<B: Backend>(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/presence/{user_id}",
+    tag = "presence",
+    summary = "A user's presence",
+    security(("bearer" = [])),
+    params(("user_id" = UserId, Path)),
+    responses((status = 200, description = "What the user shares.", body = PresenceView))
+)]
 async fn presence<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -425,6 +635,15 @@ async fn presence<B: Backend>(
     Ok(Json(api.backend.presence(&device, user).await?))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/presence/settings",
+    tag = "presence",
+    summary = "What the caller shares",
+    security(("bearer" = [])),
+    request_body = PresenceSettings,
+    responses((status = 204, description = "Saved."))
+)]
 async fn presence_settings<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -434,6 +653,15 @@ async fn presence_settings<B: Backend>(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/pushers",
+    tag = "push",
+    summary = "Set this device's push endpoint",
+    security(("bearer" = [])),
+    request_body = PusherRequest,
+    responses((status = 201, description = "The endpoint.", body = PusherInfo))
+)]
 async fn set_pusher<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -445,6 +673,14 @@ async fn set_pusher<B: Backend>(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/pushers",
+    tag = "push",
+    summary = "This device's push endpoint",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The endpoint.", body = PusherInfo))
+)]
 async fn pusher<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -458,6 +694,14 @@ async fn pusher<B: Backend>(
     }
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/pushers",
+    tag = "push",
+    summary = "Remove this device's push endpoint",
+    security(("bearer" = [])),
+    responses((status = 204, description = "Removed."))
+)]
 async fn delete_pusher<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     Authed(device): Authed,
@@ -466,6 +710,13 @@ async fn delete_pusher<B: Backend>(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/limits",
+    tag = "ops",
+    summary = "The hearth's size limits",
+    responses((status = 200, description = "The limits.", body = hearth_spec::api::Limits))
+)]
 async fn limits<B: Backend>(State(api): State<Arc<Api<B>>>) -> impl IntoResponse {
     let c = &api.config;
     Json(hearth_spec::api::Limits {
@@ -475,6 +726,22 @@ async fn limits<B: Backend>(State(api): State<Arc<Api<B>>>) -> impl IntoResponse
     })
 }
 
-async fn vapid<B: Backend>(State(api): State<Arc<Api<B>>>) -> impl IntoResponse {
-    Json(serde_json::json!({ "public_key": api.backend.vapid_public_key() }))
+/// The hearth's VAPID public key.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct VapidKey {
+    /// The uncompressed P-256 point, unpadded base64url (`applicationServerKey`).
+    public_key: String,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/pushers/vapid",
+    tag = "push",
+    summary = "The hearth's VAPID public key for Web Push",
+    responses((status = 200, description = "The key.", body = VapidKey))
+)]
+async fn vapid<B: Backend>(State(api): State<Arc<Api<B>>>) -> Json<VapidKey> {
+    Json(VapidKey {
+        public_key: api.backend.vapid_public_key(),
+    })
 }

@@ -32,8 +32,9 @@ const READ_BUFFER: usize = 4 * 1024;
 /// Events read from the inbox per store read.
 const SYNC_PAGE: usize = 256;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct WsQuery {
     /// Start after this inbox cursor (default: the device's acknowledged cursor).
     since: Option<u64>,
@@ -41,6 +42,15 @@ pub(crate) struct WsQuery {
     access_token: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/ws",
+    tag = "sync",
+    summary = "Open the WebSocket session (spec/client-protocol.md)",
+    params(WsQuery),
+    security(("bearer" = [])),
+    responses((status = 101, description = "Switching to the WebSocket protocol."))
+)]
 pub(crate) async fn upgrade<B: Backend>(
     State(api): State<Arc<Api<B>>>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,

@@ -239,11 +239,21 @@ impl Hearth {
         media_id: &str,
     ) -> Result<(), ErrorBody> {
         use crate::federation::media_fetch::FetchError;
+        use hearth_federation::{RequestError, SendError};
         match self.remote_media.ensure(server, media_id).await {
             Ok(()) => Ok(()),
             Err(e @ FetchError::Unknown(_)) => {
                 Err(ErrorBody::new(ErrorCode::NotFound, e.to_string()))
             }
+            // A hearth this one does not federate with: asking again will not help (a 503
+            // would tell the client to retry).
+            Err(FetchError::Unreachable {
+                server,
+                reason: RequestError::Send(SendError::UnknownPeer(_)),
+            }) => Err(ErrorBody::new(
+                ErrorCode::NotFound,
+                format!("{server} is not a hearth this one federates with"),
+            )),
             Err(e @ FetchError::TooLarge(_)) => {
                 Err(ErrorBody::new(ErrorCode::TooLarge, e.to_string()))
             }

@@ -15,6 +15,7 @@ pub const MAX_AUDIT_PAGE: usize = 500;
 
 /// An admin request. `user_id` fields take a full user id of this hearth or a localpart.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AdminRequest {
     CreateUser {
@@ -151,6 +152,7 @@ impl AdminRequest {
 
 /// A user as admins see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserEntry {
     pub user_id: UserId,
     pub created_ts: u64,
@@ -161,6 +163,7 @@ pub struct UserEntry {
 
 /// A device as admins see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AdminDevice {
     pub device_id: DeviceId,
     pub name: String,
@@ -177,6 +180,7 @@ pub struct AdminDevice {
 /// A room as admins see it (its messages are end-to-end encrypted; this is what the hearth
 /// routes by).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RoomEntry {
     pub room_id: RoomId,
     pub kind: RoomKind,
@@ -191,6 +195,7 @@ pub struct RoomEntry {
 
 /// An uploaded attachment as admins see it (its bytes are end-to-end encrypted).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MediaEntry {
     pub media_id: String,
     pub size: u64,
@@ -200,6 +205,7 @@ pub struct MediaEntry {
 
 /// A registration token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegistrationToken {
     pub token: String,
     /// Registrations it allows in all; `None`: unlimited.
@@ -212,6 +218,7 @@ pub struct RegistrationToken {
 
 /// One entry of the audit log: who did what to whom, and when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     /// Position in the log, from 1.
     pub seq: u64,
@@ -226,6 +233,7 @@ pub struct AuditEntry {
 
 /// The answer to an admin request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum AdminResponse {
     Created {

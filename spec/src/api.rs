@@ -7,9 +7,11 @@ use crate::id::{DeviceId, EventId, RoomId, TxnId, UserId};
 
 /// `POST /v1/register`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     /// The localpart: lower-case `[a-z0-9._=-]`, 1 to 64 bytes.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9._=-]{1,64}$"))]
     pub username: String,
     pub password: String,
     #[serde(default)]
@@ -21,6 +23,7 @@ pub struct RegisterRequest {
 
 /// `POST /v1/login`. `username` may be a localpart or a full user id of this hearth.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     pub username: String,
@@ -31,6 +34,7 @@ pub struct LoginRequest {
 
 /// `POST /v1/refresh`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     pub refresh_token: String,
@@ -38,6 +42,7 @@ pub struct RefreshRequest {
 
 /// The answer to register, login and refresh.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Session {
     pub user_id: UserId,
     pub device_id: DeviceId,
@@ -51,6 +56,7 @@ pub struct Session {
 
 /// An entry of `GET /v1/devices`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceInfo {
     pub device_id: DeviceId,
     pub name: String,
@@ -61,6 +67,7 @@ pub struct DeviceInfo {
 
 /// `POST /v1/rooms`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateRoomRequest {
     pub kind: RoomKind,
@@ -73,6 +80,7 @@ pub struct CreateRoomRequest {
 
 /// A room as listed for a member.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RoomSummary {
     pub room_id: RoomId,
     pub kind: RoomKind,
@@ -90,6 +98,7 @@ pub struct RoomSummary {
 
 /// `POST /v1/rooms/{room}/invite`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct InviteRequest {
     pub user_id: UserId,
@@ -97,6 +106,7 @@ pub struct InviteRequest {
 
 /// `POST /v1/rooms/{room}/read`: the user has read up to `seq`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReadRequest {
     pub seq: u64,
@@ -104,10 +114,12 @@ pub struct ReadRequest {
 
 /// `POST /v1/rooms/{room}/send`: the HTTP twin of the WebSocket `send` frame.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
     pub txn_id: TxnId,
     #[serde(with = "crate::b64")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::base64))]
     pub payload: Vec<u8>,
 }
 
@@ -116,6 +128,7 @@ pub struct SendRequest {
 /// and the event is only accepted (durable here, on its way to the home). The event then arrives
 /// as an `event` frame with its `seq` like any other.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Sequenced {
     pub room_id: RoomId,
     pub event_id: EventId,
@@ -125,6 +138,7 @@ pub struct Sequenced {
 
 /// `GET /v1/rooms/{room}/events?before=SEQ&limit=N`: events in ascending order.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HistoryPage {
     pub events: Vec<EventView>,
     /// Pass as `before` for the previous page; absent at the start of the room.
@@ -134,6 +148,7 @@ pub struct HistoryPage {
 
 /// An inbox entry: an event and its position in the user's inbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InboxItem {
     pub cursor: u64,
     pub event: EventView,
@@ -141,6 +156,7 @@ pub struct InboxItem {
 
 /// `GET /v1/sync?since=CURSOR&limit=N`: inbox entries after `since`, in order.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SyncPage {
     pub items: Vec<InboxItem>,
     /// The cursor to pass next time.
@@ -151,6 +167,7 @@ pub struct SyncPage {
 
 /// `GET /v1/presence/{user}`: a user's presence as the caller may see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PresenceView {
     pub user_id: UserId,
     pub state: crate::client::PresenceState,
@@ -161,6 +178,7 @@ pub struct PresenceView {
 
 /// `PUT /v1/presence/settings`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PresenceSettings {
     /// Others see this user as offline with no last-seen time.
@@ -169,6 +187,7 @@ pub struct PresenceSettings {
 
 /// An entry of `GET /v1/rooms/{room}/receipts`: each member's high-water marks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReceiptMarks {
     pub user_id: UserId,
     /// A device of the user has the room up to here.
@@ -179,6 +198,7 @@ pub struct ReceiptMarks {
 
 /// The kind of a push endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PusherKind {
     /// UnifiedPush / webhook: an HTTP POST of a small JSON body to `url`.
@@ -189,6 +209,7 @@ pub enum PusherKind {
 
 /// `POST /v1/pushers`: register this device's push endpoint (replaces any earlier one).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PusherRequest {
     pub kind: PusherKind,
@@ -204,6 +225,7 @@ pub struct PusherRequest {
 
 /// A registered push endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PusherInfo {
     pub pusher_id: String,
     pub kind: PusherKind,
@@ -215,6 +237,7 @@ pub struct PusherInfo {
 
 /// What a push notification carries: never message content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PushNotification {
     pub room_id: RoomId,
     pub event_id: crate::EventId,
@@ -229,16 +252,20 @@ pub struct PushNotification {
 /// as `MlsMessageOut` bytes). Each is handed out once; the last-resort one is handed out when
 /// the others have run out, and replaces any earlier last-resort package.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UploadKeyPackages {
     #[serde(default, with = "crate::b64::list")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::base64_list))]
     pub key_packages: Vec<Vec<u8>>,
     #[serde(default, with = "crate::b64::option")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::base64_option))]
     pub last_resort: Option<Vec<u8>>,
 }
 
 /// `GET /v1/keys/count` (and the answer to an upload): what the device has left to hand out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeyPackageCount {
     /// One-time packages not yet claimed.
     pub available: u64,
@@ -248,6 +275,7 @@ pub struct KeyPackageCount {
 
 /// `POST /v1/keys/claim`: one key package for each of a user's devices (or of the listed ones).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ClaimKeyPackages {
     pub user_id: UserId,
@@ -257,9 +285,11 @@ pub struct ClaimKeyPackages {
 
 /// One claimed package.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClaimedKeyPackage {
     pub device_id: DeviceId,
     #[serde(with = "crate::b64")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::base64))]
     pub key_package: Vec<u8>,
     /// The device's last-resort package (it may be handed out again).
     pub last_resort: bool,
@@ -267,6 +297,7 @@ pub struct ClaimedKeyPackage {
 
 /// The answer to a claim. Devices with nothing to hand out are left out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClaimedKeyPackages {
     pub user_id: UserId,
     pub key_packages: Vec<ClaimedKeyPackage>,
@@ -274,6 +305,7 @@ pub struct ClaimedKeyPackages {
 
 /// `GET /v1/keys/devices/{user}`: the user's devices that have key packages (for room-mates).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeyDevices {
     pub user_id: UserId,
     pub devices: Vec<DeviceId>,
@@ -285,6 +317,7 @@ pub const MAX_USERS_PER_KEY_REQUEST: usize = 1000;
 /// `POST /v1/keys/claim_many`: key packages of many users in one request (local users and users
 /// of other hearths alike). Counts as one claim against the claiming device's rate limit.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ClaimMany {
     pub claims: Vec<ClaimKeyPackages>,
@@ -294,6 +327,7 @@ pub struct ClaimMany {
 /// claim failed (their hearth unreachable, unknown, or refusing), with the error that a
 /// single claim would have got.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClaimedMany {
     pub claimed: Vec<ClaimedKeyPackages>,
     pub failed: Vec<UserFailure>,
@@ -301,6 +335,7 @@ pub struct ClaimedMany {
 
 /// A user a batched request could not answer for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserFailure {
     pub user_id: UserId,
     pub code: crate::ErrorCode,
@@ -311,6 +346,7 @@ pub struct UserFailure {
 /// asked of the user's own hearth. A room's member devices, as the hearths know them, are what
 /// its MLS group must converge to (`spec/e2ee.md`, "Membership converges").
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct QueryDevices {
     pub users: Vec<UserId>,
@@ -320,6 +356,7 @@ pub struct QueryDevices {
 /// with no such device, or who does not exist or was deactivated) or in `failed` (the user's
 /// hearth could not be asked: `unavailable`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueriedDevices {
     pub users: Vec<KeyDevices>,
     pub failed: Vec<UserFailure>,
@@ -328,19 +365,23 @@ pub struct QueriedDevices {
 /// `POST /v1/rooms/{room}/commit`: an MLS commit made in `epoch`, and its Welcome if it adds
 /// devices. Answered with `Sequenced`, or `stale_epoch` (409) when the room has moved on.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CommitRequest {
     pub txn_id: TxnId,
     pub epoch: u64,
     #[serde(with = "crate::b64")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::base64))]
     pub commit: Vec<u8>,
     #[serde(default, with = "crate::b64::option")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::base64_option))]
     pub welcome: Option<Vec<u8>>,
 }
 
 /// `GET /v1/limits`: what this hearth accepts, so that a client can say what is too big before
 /// it sends it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Limits {
     /// Largest message payload or MLS commit, bytes (`limits.max_event_bytes`).
     pub max_event_bytes: u64,
@@ -352,6 +393,7 @@ pub struct Limits {
 
 /// The answer to `POST /v1/media`: the blob's id, the hex SHA-256 of its bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MediaUploaded {
     pub media_id: String,
     pub size: u64,

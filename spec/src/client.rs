@@ -45,6 +45,7 @@ pub enum ReceiptKind {
 
 /// Whether a user is around.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PresenceState {
     Online,

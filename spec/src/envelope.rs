@@ -17,6 +17,7 @@ pub const ENVELOPE_VERSION: u8 = 1;
 
 /// One room event as its sender's hearth built it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Envelope {
     pub version: u8,
     pub room_id: RoomId,
@@ -34,6 +35,7 @@ pub struct Envelope {
 /// In JSON an enum is externally tagged (`{"message": {"payload": "aGk="}}`); postcard cannot
 /// decode internally tagged enums, and the envelope has a single serde definition for both.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Content {
     /// The first event of every room.
@@ -49,6 +51,7 @@ pub enum Content {
     /// A message: an MLS `PrivateMessage` (`spec/e2ee.md`), opaque bytes to the hearth.
     Message {
         #[serde(with = "crate::b64")]
+        #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::base64))]
         payload: Vec<u8>,
     },
     /// An MLS commit made in `epoch`, and the Welcome for the devices it adds. The room's home
@@ -57,14 +60,17 @@ pub enum Content {
     Commit {
         epoch: u64,
         #[serde(with = "crate::b64")]
+        #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::base64))]
         commit: Vec<u8>,
         #[serde(default, with = "crate::b64::option")]
+        #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::base64_option))]
         welcome: Option<Vec<u8>>,
     },
 }
 
 /// Whether a room is a 1:1 chat or a group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RoomKind {
     /// Exactly two people; nobody else can be invited.
@@ -75,6 +81,7 @@ pub enum RoomKind {
 
 /// A membership state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Membership {
     Join,
@@ -101,6 +108,7 @@ impl Envelope {
 
 /// A sequenced event as clients receive it (history pages, sync, live frames).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EventView {
     pub room_id: RoomId,

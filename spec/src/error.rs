@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// A machine-readable error code. Stable wire strings in `snake_case`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The body or frame is not valid JSON, or not of the expected shape.
@@ -62,6 +63,7 @@ impl ErrorCode {
 
 /// An error as clients see it: the JSON body of every non-2xx HTTP response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[error("{message} ({code:?})")]
 pub struct ErrorBody {
     pub code: ErrorCode,

@@ -261,6 +261,7 @@ impl TxnId {
 /// same one, and the content hash stays the event's identity. Within a room, `seq` is the order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TimeId(String);
 
 impl TimeId {

@@ -19,6 +19,8 @@ pub mod envelope;
 pub mod error;
 pub mod federation;
 pub mod id;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod rate;
 mod vectors;
 
