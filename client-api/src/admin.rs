@@ -53,6 +53,15 @@ pub(crate) fn routes<B: Backend>() -> Router<Arc<Api<B>>> {
         .route("/v1/admin/rooms", get(rooms::<B>))
         .route("/v1/admin/rooms/{room_id}/members", get(room_members::<B>))
         .route(
+            "/v1/admin/rooms/{room_id}/retention",
+            put(set_retention::<B>),
+        )
+        .route("/v1/admin/rooms/{room_id}/purge", post(purge_history::<B>))
+        .route(
+            "/v1/admin/users/{user_id}/erase",
+            segment::<B>(M::POST, erase_user),
+        )
+        .route(
             "/v1/admin/media/{media_id}/quarantine",
             segment::<B>(M::POST, quarantine_media),
         )
@@ -166,6 +175,19 @@ fn quarantine_media(media_id: String) -> AdminRequest {
 )]
 fn delete_media(media_id: String) -> AdminRequest {
     AdminRequest::DeleteMedia { media_id }
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/admin/users/{user_id}/erase",
+    tag = "admin",
+    summary = "Erase an account: it leaves its rooms, its messages are purged, its data deleted",
+    security(("bearer" = [])),
+    params(("user_id" = UserId, Path)),
+    responses((status = 200, description = "The answer.", body = AdminResponse))
+)]
+fn erase_user(user_id: String) -> AdminRequest {
+    AdminRequest::EraseUser { user_id }
 }
 
 /// A route whose request is made from its one path segment (a user, a token or a blob).
@@ -478,6 +500,67 @@ async fn audit<B: Backend>(
     let request = AdminRequest::Audit {
         from: query.from,
         limit: query.limit,
+    };
+    run(&api, &device, request, StatusCode::OK).await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RetentionBody {
+    /// Days the room's messages are kept, at least 1; `null`: forever.
+    #[schema(minimum = 1)]
+    days: Option<u32>,
+}
+
+#[utoipa::path(
+    put,
+    path = "/v1/admin/rooms/{room_id}/retention",
+    tag = "admin",
+    summary = "Set how long a room keeps its messages; older ones are purged now",
+    security(("bearer" = [])),
+    params(("room_id" = RoomId, Path)),
+    request_body = RetentionBody,
+    responses((status = 200, description = "The answer.", body = AdminResponse))
+)]
+async fn set_retention<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiPath(room_id): ApiPath<String>,
+    ApiJson(body): ApiJson<RetentionBody>,
+) -> Result<Response, ApiError> {
+    let request = AdminRequest::SetRetention {
+        room_id: RoomId::parse(&room_id).map_err(invalid)?,
+        days: body.days,
+    };
+    run(&api, &device, request, StatusCode::OK).await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PurgeBody {
+    /// Messages sent before this time (ms since the Unix epoch) are purged.
+    before_ts: u64,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/admin/rooms/{room_id}/purge",
+    tag = "admin",
+    summary = "Purge a room's messages sent before a time",
+    security(("bearer" = [])),
+    params(("room_id" = RoomId, Path)),
+    request_body = PurgeBody,
+    responses((status = 200, description = "The answer.", body = AdminResponse))
+)]
+async fn purge_history<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiPath(room_id): ApiPath<String>,
+    ApiJson(body): ApiJson<PurgeBody>,
+) -> Result<Response, ApiError> {
+    let request = AdminRequest::PurgeHistory {
+        room_id: RoomId::parse(&room_id).map_err(invalid)?,
+        before_ts: body.before_ts,
     };
     run(&api, &device, request, StatusCode::OK).await
 }

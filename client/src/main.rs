@@ -806,6 +806,14 @@ fn format_event(event: &EventView, local: &LocalMessages) -> String {
     let secs = event.origin_ts / 1000;
     let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
     let body = match &event.content {
+        // What this device read before the hearth purged it, it keeps.
+        Content::Purged {} => match local.get(&event.room_id, event.seq) {
+            Some(shown) => format!("{}: {}", event.sender, message_text(shown)),
+            None => format!(
+                "{}: [removed from the hearth before this device read it]",
+                event.sender
+            ),
+        },
         Content::Message { .. } => match local.get(&event.room_id, event.seq) {
             Some(shown) => format!("{}: {}", event.sender, message_text(shown)),
             None => format!(

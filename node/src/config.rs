@@ -401,6 +401,9 @@ pub struct StorageConfig {
     /// Free bytes the data directory's file system must keep: below it, writes are refused
     /// (`unavailable`) before the disk fills. Default 134217728 (128 MiB).
     pub min_free_bytes: u64,
+    /// Seconds between passes that purge messages past their room's retention period
+    /// (`hearth admin set-retention`). Default 3600.
+    pub retention_interval_secs: u64,
 }
 
 impl Default for Config {
@@ -477,6 +480,7 @@ impl Default for StorageConfig {
             queue_depth: 16384,
             allow_shared_data_dir: false,
             min_free_bytes: 128 * 1024 * 1024,
+            retention_interval_secs: 3600,
         }
     }
 }
@@ -761,6 +765,9 @@ allow_shared_data_dir = false
 # Free bytes the disk must keep: below it writes are refused (`unavailable`, /v1/ready says why)
 # until space is freed, so a full disk never reaches the database.
 min_free_bytes = 134217728
+# Seconds between passes that purge messages older than their room's retention period (rooms
+# keep everything unless an admin sets one: `hearth admin set-retention ROOM DAYS`).
+retention_interval_secs = 3600
 
 [federation]
 # UDP address other hearths reach this one on (QUIC). Use a public address to federate.

@@ -138,6 +138,53 @@ enum AdminAction {
     },
     /// Show each peer's outbound queue and what this hearth holds for others as a relay.
     FederationStatus,
+    /// Keep a room's messages for DAYS, or `forever` (the default). Older ones are purged now
+    /// and by every later retention pass; each keeps its place in the room, emptied.
+    SetRetention {
+        room_id: String,
+        /// Days, or `forever`.
+        days: String,
+    },
+    /// Purge a room's messages sent before a date (`YYYY-MM-DD`, UTC midnight) or a time in
+    /// ms since the Unix epoch.
+    PurgeHistory {
+        room_id: String,
+        #[arg(long)]
+        before: String,
+    },
+    /// Erase an account: it leaves its rooms, its messages are purged, its uploads and
+    /// everything stored about it are deleted; the id is never given out again. Needs the
+    /// hearth running. There is no undo.
+    EraseUser {
+        user_id: String,
+        /// Confirms that the account's data is to be deleted for good.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// `YYYY-MM-DD` (UTC midnight) or ms since the Unix epoch.
+fn parse_before(text: &str) -> anyhow::Result<u64> {
+    if let Ok(ms) = text.parse::<u64>() {
+        return Ok(ms);
+    }
+    let parts: Vec<&str> = text.split('-').collect();
+    let [y, m, d] = parts.as_slice() else {
+        anyhow::bail!("--before takes YYYY-MM-DD or ms since the Unix epoch, not {text:?}");
+    };
+    let (y, m, d): (i64, i64, i64) = (y.parse()?, m.parse()?, d.parse()?);
+    anyhow::ensure!(
+        (1970..=9999).contains(&y) && (1..=12).contains(&m) && (1..=31).contains(&d),
+        "{text:?} is not a date from 1970 on"
+    );
+    // Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Ok(u64::try_from(days)? * 86_400_000)
 }
 
 fn main() -> std::process::ExitCode {
@@ -327,6 +374,26 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
         AdminAction::QuarantineMedia { media_id } => AdminRequest::QuarantineMedia { media_id },
         AdminAction::DeleteMedia { media_id } => AdminRequest::DeleteMedia { media_id },
         AdminAction::FederationStatus => AdminRequest::FederationStatus,
+        AdminAction::SetRetention { room_id, days } => AdminRequest::SetRetention {
+            room_id: hearth_spec::RoomId::parse(&room_id)?,
+            days: match days.as_str() {
+                "forever" => None,
+                days => Some(days.parse().map_err(|_| {
+                    anyhow::anyhow!("DAYS is a number of days or `forever`, not {days:?}")
+                })?),
+            },
+        },
+        AdminAction::PurgeHistory { room_id, before } => AdminRequest::PurgeHistory {
+            room_id: hearth_spec::RoomId::parse(&room_id)?,
+            before_ts: parse_before(&before)?,
+        },
+        AdminAction::EraseUser { user_id, yes } => {
+            anyhow::ensure!(
+                yes,
+                "erasing {user_id} deletes their data for good; run again with --yes"
+            );
+            AdminRequest::EraseUser { user_id }
+        }
         AdminAction::RotateKey { grace_secs, revoke } => AdminRequest::RotateKey {
             grace_ms: grace_secs.saturating_mul(1000),
             revoke,
@@ -372,6 +439,7 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
                     custody,
                     directory,
                     swarm: None,
+                    rooms: None,
                 },
                 admin::LOCAL_ACTOR,
                 request,
@@ -470,6 +538,28 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
             }
         }
         AdminResponse::MediaDeleted { media_id } => println!("deleted {media_id}"),
+        AdminResponse::Retention {
+            room_id,
+            days,
+            purged,
+        } => match days {
+            Some(days) => println!("{room_id} keeps messages {days} days; {purged} purged now"),
+            None => println!("{room_id} keeps messages forever"),
+        },
+        AdminResponse::HistoryPurged {
+            room_id,
+            purged,
+            floor,
+        } => println!("{room_id}: {purged} messages purged; every message before #{floor} is"),
+        AdminResponse::Erased {
+            user_id,
+            rooms_left,
+            messages_purged,
+            media_deleted,
+        } => println!(
+            "erased {user_id}: left {rooms_left} room(s), {messages_purged} message(s) purged, \
+             {media_deleted} upload(s) deleted"
+        ),
         AdminResponse::BackedUp {
             to,
             tables,
@@ -585,4 +675,22 @@ fn read_password() -> anyhow::Result<String> {
         bail!("no password given on standard input");
     }
     Ok(password)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_before;
+
+    #[test]
+    fn purge_dates_are_utc_midnights_or_milliseconds() {
+        assert_eq!(parse_before("1970-01-01").unwrap(), 0);
+        assert_eq!(parse_before("1972-01-01").unwrap(), 63_072_000_000);
+        assert_eq!(parse_before("2000-02-29").unwrap(), 951_782_400_000);
+        assert_eq!(parse_before("2000-03-01").unwrap(), 951_868_800_000);
+        assert_eq!(parse_before("2026-12-02").unwrap(), 1_796_169_600_000);
+        assert_eq!(parse_before("1796169600123").unwrap(), 1_796_169_600_123);
+        for bad in ["yesterday", "2026-13-01", "1969-12-31", "2026-12", "-5"] {
+            assert!(parse_before(bad).is_err(), "{bad}");
+        }
+    }
 }

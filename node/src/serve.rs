@@ -100,6 +100,7 @@ pub struct Running {
     server: JoinHandle<()>,
     admin: JoinHandle<()>,
     ticker: JoinHandle<()>,
+    retention: JoinHandle<()>,
     hub: Arc<Hub>,
     store: Arc<Store>,
     committer_thread: Option<std::thread::JoinHandle<()>>,
@@ -174,6 +175,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     )?;
     let federation_addr = federation.transport.local_addr();
     let ticker = tokio::spawn(live.clone().run());
+    let retention = tokio::spawn(crate::ops::retention::run(
+        store.clone(),
+        std::time::Duration::from_secs(config.storage.retention_interval_secs.max(1)),
+    ));
     let hearth = Arc::new(Hearth::new(Parts {
         config: config.clone(),
         store: store.clone(),
@@ -211,6 +216,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         custody: federation.custody(),
         directory: directory_for_admin,
         swarm: federation.discovery().map(|d| d.swarm().clone()),
+        rooms: Some({
+            let weak = Arc::downgrade(&hearth);
+            weak as std::sync::Weak<dyn crate::ops::admin::RoomActions>
+        }),
     });
     hearth.set_admin(admin_parts.clone());
     let admin = crate::ops::admin::serve_socket(&admin_path, admin_parts)
@@ -287,6 +296,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         server,
         admin,
         ticker,
+        retention,
         hub,
         store,
         committer_thread: Some(committer_thread),
@@ -393,6 +403,8 @@ impl Running {
         }
         self.ticker.abort();
         let _ = (&mut self.ticker).await;
+        self.retention.abort();
+        let _ = (&mut self.retention).await;
         if let Some(federation) = self.federation.take() {
             federation.stop().await;
         }

@@ -14,9 +14,7 @@ use hearth_spec::api::{
 };
 use hearth_spec::api::{PresenceSettings, PresenceView, PusherInfo, PusherRequest, ReceiptMarks};
 use hearth_spec::client::ServerFrame;
-use hearth_spec::{
-    DeviceId, Envelope, ErrorBody, ErrorCode, EventId, EventView, RoomId, TxnId, UserId,
-};
+use hearth_spec::{DeviceId, ErrorBody, ErrorCode, EventView, RoomId, TxnId, UserId};
 use rand::Rng;
 
 use crate::accounts::{AccountError, Accounts};
@@ -347,12 +345,8 @@ impl Hearth {
 }
 
 fn view(room_event: StoredEvent) -> Result<EventView, StoreError> {
-    let envelope = Envelope::decode(&room_event.envelope).map_err(StoreError::Envelope)?;
-    Ok(EventView::new(
-        room_event.seq,
-        EventId::of_bytes(&room_event.envelope),
-        envelope,
-    ))
+    let (event_id, envelope) = crate::store::event_of_row(&room_event.envelope)?;
+    Ok(EventView::new(room_event.seq, event_id, envelope))
 }
 
 fn pusher_info(record: PusherRecord) -> PusherInfo {
@@ -370,6 +364,22 @@ fn random_room_opaque() -> String {
     (0..18)
         .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
         .collect()
+}
+
+impl crate::ops::admin::RoomActions for Hearth {
+    fn leave(&self, user: &UserId, room: &RoomId) -> Result<(), ErrorBody> {
+        // The hearth's own device name in the leave event: the user's devices are gone.
+        let device = DeviceId::parse("hearth").expect("a valid device id");
+        let request = Request::Leave {
+            user: user.clone(),
+            device,
+            room: room.clone(),
+            nonce: rand::random(),
+        };
+        tokio::runtime::Handle::current()
+            .block_on(self.sequence(request))
+            .map(|_| ())
+    }
 }
 
 impl Backend for Hearth {

@@ -117,6 +117,23 @@ pub enum AdminRequest {
     Backup {
         to: String,
     },
+    /// Keeps a room's messages for `days` (`None`: forever, the default); older ones are purged
+    /// now and by every later retention pass.
+    SetRetention {
+        room_id: RoomId,
+        #[serde(default)]
+        days: Option<u32>,
+    },
+    /// Purges a room's messages sent before `before_ts` (ms since the epoch).
+    PurgeHistory {
+        room_id: RoomId,
+        before_ts: u64,
+    },
+    /// Erases an account: it leaves its rooms, its messages are purged everywhere on this
+    /// hearth, its uploads and everything stored about it are deleted, and the id stays taken.
+    EraseUser {
+        user_id: String,
+    },
 }
 
 impl AdminRequest {
@@ -146,6 +163,9 @@ impl AdminRequest {
             Self::Backup { .. } => "backup",
             Self::QuarantineMedia { .. } => "quarantine_media",
             Self::DeleteMedia { .. } => "delete_media",
+            Self::SetRetention { .. } => "set_retention",
+            Self::PurgeHistory { .. } => "purge_history",
+            Self::EraseUser { .. } => "erase_user",
         })
     }
 }
@@ -322,6 +342,25 @@ pub enum AdminResponse {
         tables: Vec<(String, u64)>,
         media_files: u64,
         media_bytes: u64,
+    },
+    Retention {
+        room_id: RoomId,
+        /// `None`: kept forever.
+        days: Option<u32>,
+        /// Messages purged now because they were older than the new period.
+        purged: u64,
+    },
+    HistoryPurged {
+        room_id: RoomId,
+        purged: u64,
+        /// Every message before this seq is purged.
+        floor: u64,
+    },
+    Erased {
+        user_id: UserId,
+        rooms_left: usize,
+        messages_purged: u64,
+        media_deleted: usize,
     },
     Error {
         message: String,

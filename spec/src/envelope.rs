@@ -66,6 +66,10 @@ pub enum Content {
         #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::base64_option))]
         welcome: Option<Vec<u8>>,
     },
+    /// A message the hearth removed (room retention, an admin's purge, or its sender's
+    /// erasure), in its place: the slot keeps its sequence number, event id, sender and time so
+    /// that every device keeps one gapless order. Never sent by a client or submitted by a peer.
+    Purged {},
 }
 
 /// Whether a room is a 1:1 chat or a group.

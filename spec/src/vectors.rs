@@ -85,6 +85,10 @@ mod tests {
                     welcome: None,
                 }),
             ),
+            (
+                "a purged message's place (made by a hearth, never sent by a client)",
+                envelope(Content::Purged {}),
+            ),
         ]
     }
 

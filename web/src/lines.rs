@@ -15,7 +15,7 @@ pub struct Line {
     pub device: DeviceId,
     /// Milliseconds since the epoch, as the sender's hearth stamped it.
     pub ts: u64,
-    /// `message`, `unreadable`, `member`, `created` or `keys`.
+    /// `message`, `unreadable`, `purged`, `member`, `created` or `keys`.
     pub kind: &'static str,
     pub text: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -26,6 +26,17 @@ pub struct Line {
 
 pub fn line_of(event: &EventView, shown: Option<&Shown>) -> Line {
     let (kind, text, attachment, copy) = match &event.content {
+        // A purged message this device read before it was purged stays readable here.
+        Content::Message { .. } | Content::Purged {} if shown.is_some() => {
+            let s = shown.expect("matched");
+            ("message", s.text.clone(), s.attachment.clone(), s.copy)
+        }
+        Content::Purged {} => (
+            "purged",
+            "This message was removed from the hearth before this device read it.".to_owned(),
+            None,
+            false,
+        ),
         Content::Message { .. } => match shown {
             Some(s) => ("message", s.text.clone(), s.attachment.clone(), s.copy),
             None => (

@@ -134,6 +134,13 @@ pub enum Received {
     },
     /// A message id seen before: dropped.
     Replayed { room: RoomId, seq: u64 },
+    /// A message the hearth purged before this device read it (the room's retention, an
+    /// admin's purge, or its sender's erasure): its place, with nothing to read.
+    Purged {
+        room: RoomId,
+        seq: u64,
+        sender: UserId,
+    },
     /// Already processed.
     Duplicate,
 }
@@ -924,6 +931,11 @@ impl Mls {
             Content::Message { payload } => match self.decrypt(event, payload) {
                 Ok(received) => received,
                 Err(e) => unreadable(e.to_string()),
+            },
+            Content::Purged {} => Received::Purged {
+                room: room.clone(),
+                seq: event.seq,
+                sender: event.sender.clone(),
             },
         }
     }

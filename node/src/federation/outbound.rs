@@ -73,6 +73,7 @@ impl FedNode {
                 let event = self.store.event_at(&room, seq)?.ok_or_else(|| {
                     StoreError::Corrupt(format!("queued event {room}#{seq} is missing"))
                 })?;
+                let event = crate::store::wire_envelope(&event).to_vec();
                 FedBody::Sequenced { seq, event }
             }
             OutItem::Receipt(signal) => FedBody::Ephemeral {

@@ -40,6 +40,15 @@ pub struct Admin {
     pub directory: Arc<std::sync::RwLock<hearth_federation::Directory>>,
     /// The swarm of a running hearth.
     pub swarm: Option<hearth_federation::Swarm>,
+    /// A running hearth's rooms, for what needs events sequenced (weak: the hearth owns this).
+    pub rooms: Option<std::sync::Weak<dyn RoomActions>>,
+}
+
+/// What only a running hearth can do for an admin request: sequence events.
+pub trait RoomActions: Send + Sync {
+    /// Makes `user` leave `room` with a leave event of the hearth's; returns once it is
+    /// sequenced (or, for a room homed elsewhere, accepted). Called off the async runtime.
+    fn leave(&self, user: &UserId, room: &hearth_spec::RoomId) -> Result<(), ErrorBody>;
 }
 
 /// Who sends admin requests over the socket or on a stopped hearth (the audit log's actor).
@@ -91,11 +100,56 @@ fn target_of(request: &AdminRequest) -> String {
         | AdminRequest::SetAdmin { user_id, .. } => user_id.clone(),
         AdminRequest::DeleteRegistrationToken { token } => token.clone(),
         AdminRequest::Backup { to } => to.clone(),
+        AdminRequest::SetRetention { room_id, .. } | AdminRequest::PurgeHistory { room_id, .. } => {
+            room_id.to_string()
+        }
+        AdminRequest::EraseUser { user_id } => user_id.clone(),
         AdminRequest::QuarantineMedia { media_id } | AdminRequest::DeleteMedia { media_id } => {
             media_id.clone()
         }
         _ => String::new(),
     }
+}
+
+fn require_room(admin: &Admin, room: &hearth_spec::RoomId) -> Result<(), ErrorBody> {
+    match admin.store.room(room).map_err(stored)? {
+        Some(_) => Ok(()),
+        None => Err(ErrorBody::new(ErrorCode::NotFound, "no such room here")),
+    }
+}
+
+/// Erases an account (spec/admin.md): logged out and deactivated first, so nothing new comes
+/// from it while its rooms are left and its data goes.
+fn erase(admin: &Admin, user: &UserId) -> Result<AdminResponse, ErrorBody> {
+    let rooms = admin
+        .rooms
+        .as_ref()
+        .and_then(std::sync::Weak::upgrade)
+        .ok_or_else(|| {
+            ErrorBody::new(
+                ErrorCode::Unavailable,
+                "erasing an account makes it leave its rooms, which needs the hearth running",
+            )
+        })?;
+    admin.accounts.deactivate(user).map_err(account)?;
+    let joined = admin.store.user_rooms(user).map_err(stored)?;
+    for room in &joined {
+        rooms.leave(user, room)?;
+    }
+    let messages_purged =
+        crate::ops::retention::erase_messages(&admin.store, user).map_err(stored)?;
+    let (uploads, _) = admin.store.media_of(user).map_err(stored)?;
+    for (media_id, _) in &uploads {
+        admin.media.delete(media_id).map_err(media_error)?;
+        admin.store.forget_media(media_id).map_err(stored)?;
+    }
+    admin.store.erase_user_rows(user).map_err(stored)?;
+    Ok(AdminResponse::Erased {
+        user_id: user.clone(),
+        rooms_left: joined.len(),
+        messages_purged,
+        media_deleted: uploads.len(),
+    })
 }
 
 fn account(e: AccountError) -> ErrorBody {
@@ -444,6 +498,41 @@ fn run(admin: &Admin, request: AdminRequest) -> Result<AdminResponse, ErrorBody>
             }
             AdminResponse::MediaDeleted { media_id }
         }
+        AdminRequest::SetRetention { room_id, days } => {
+            require_room(admin, &room_id)?;
+            if days == Some(0) {
+                return Err(ErrorBody::new(
+                    ErrorCode::InvalidParam,
+                    "a retention period is at least 1 day (leave it out to keep messages forever)",
+                ));
+            }
+            admin.store.set_retention(&room_id, days).map_err(stored)?;
+            let purged = match days {
+                Some(days) => crate::ops::retention::purge_before(
+                    &admin.store,
+                    &room_id,
+                    crate::ops::retention::cutoff(crate::clock::now_ms(), days),
+                )
+                .map_err(stored)?,
+                None => 0,
+            };
+            AdminResponse::Retention {
+                room_id,
+                days,
+                purged,
+            }
+        }
+        AdminRequest::PurgeHistory { room_id, before_ts } => {
+            require_room(admin, &room_id)?;
+            let purged = crate::ops::retention::purge_before(&admin.store, &room_id, before_ts)
+                .map_err(stored)?;
+            AdminResponse::HistoryPurged {
+                floor: admin.store.purge_floor(&room_id).map_err(stored)?,
+                room_id,
+                purged,
+            }
+        }
+        AdminRequest::EraseUser { user_id: text } => erase(admin, &user_id(&text)?)?,
         AdminRequest::Backup { to } => {
             let manifest = crate::ops::backup::backup(
                 &admin.store,

@@ -8,3 +8,4 @@ pub mod keys;
 pub mod logging;
 pub mod metrics;
 pub mod public_address;
+pub mod retention;

@@ -80,6 +80,8 @@ impl Store {
                 MEDIA_BY_USER,
                 MEDIA_USAGE,
                 DEVICE_SEEN,
+                RETENTION,
+                PURGE_FLOORS,
             ]
         );
         for table in snapshot.list_tables()? {

@@ -15,11 +15,14 @@ mod media;
 pub use admin::TokenRegistration;
 pub use media::MediaCharge;
 mod commit;
+mod erasure;
 mod health;
 mod inbox;
 mod key_packages;
 mod outbox;
 mod peers;
+mod retention;
+pub use retention::{PurgeStep, event_of_row, wire_envelope};
 mod rooms;
 pub mod tables;
 
@@ -175,6 +178,8 @@ impl Store {
             txn.open_table(MEDIA_BY_USER).map_err(StoreError::from)?;
             txn.open_table(MEDIA_USAGE).map_err(StoreError::from)?;
             txn.open_table(DEVICE_SEEN).map_err(StoreError::from)?;
+            txn.open_table(RETENTION).map_err(StoreError::from)?;
+            txn.open_table(PURGE_FLOORS).map_err(StoreError::from)?;
         }
         txn.commit().map_err(StoreError::from)?;
         if new {

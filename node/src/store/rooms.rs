@@ -102,7 +102,7 @@ impl Store {
         {
             let (_, value) = row?;
             looked += 1;
-            let envelope = hearth_spec::Envelope::decode(value.value())?;
+            let (_, envelope) = super::event_of_row(value.value())?;
             if matches!(envelope.content, hearth_spec::Content::Message { .. })
                 && envelope.sender != *user
             {
@@ -181,7 +181,7 @@ impl Store {
         Ok(Some((parse_id(room)?, seq, id)))
     }
 
-    /// The event at a room's place.
+    /// The stored row of a room's place (an envelope, or a purged slot: [`super::event_of_row`]).
     pub fn event_at(&self, room: &RoomId, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.begin_read()?;
         let events = txn.open_table(EVENTS)?;

@@ -122,6 +122,11 @@ pub struct MediaRecord {
 pub const DEVICE_SEEN: TableDefinition<(&str, &str), (&str, u64)> =
     TableDefinition::new("device_seen");
 
+/// room id → days: how long the room's messages are kept (absent: forever).
+pub const RETENTION: TableDefinition<&str, u32> = TableDefinition::new("retention");
+/// room id → seq: every message before it is purged (where the next purge of the room starts).
+pub const PURGE_FLOORS: TableDefinition<&str, u64> = TableDefinition::new("purge_floors");
+
 /// One admin action.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {

@@ -202,7 +202,7 @@ export function Timeline(props: {
             class={"line " + l.kind + (l.sender === device.userId ? " own" : "") + (l.seq === props.focus ? " focus" : "")}
             data-seq={l.seq}
           >
-            {l.kind === "message" || l.kind === "unreadable" ? (
+            {l.kind === "message" || l.kind === "unreadable" || l.kind === "purged" ? (
               <>
                 <span class="who">{shortName(l.sender)}</span>
                 <span class="text">{l.copy ? "↻ (sent again for members who could not read it)" : l.text}</span>

@@ -22,7 +22,7 @@ export interface Line {
   sender: string;
   device: string;
   ts: number;
-  kind: "message" | "unreadable" | "member" | "created" | "keys";
+  kind: "message" | "unreadable" | "purged" | "member" | "created" | "keys";
   text: string;
   attachment?: Attachment;
   copy: boolean;

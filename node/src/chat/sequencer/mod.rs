@@ -568,6 +568,11 @@ impl Sequencer {
             Content::Create { .. } => {
                 return Err(SequenceError::BadEvent("rooms are created by their home"));
             }
+            Content::Purged {} => {
+                return Err(SequenceError::BadEvent(
+                    "a purged slot is made by the hearth, never sent",
+                ));
+            }
         }
         let sequenced = self.append_encoded(&room, sender.clone(), bytes, now_ms, batch);
         if leaving {
