@@ -20,4 +20,14 @@ mod ws;
 
 pub use backend::{AuthedDevice, Backend, NotReady, Subscription};
 pub use config::ApiConfig;
-pub use routes::{LimitReload, router};
+pub use routes::LimitReload;
+
+use std::sync::Arc;
+
+/// Builds the client API's router, and the handle that changes its rate limits later. Serve it
+/// with `into_make_service_with_connect_info::<SocketAddr>()`.
+pub fn router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> (axum::Router, LimitReload) {
+    let (api, reload) = routes::api_router(backend, config);
+    let document = axum::routing::get(openapi::document);
+    (api.route("/v1/openapi.json", document), reload)
+}

@@ -35,9 +35,9 @@ impl LimitReload {
     }
 }
 
-/// Builds the router, and the handle that changes its rate limits later. Serve it with
-/// `into_make_service_with_connect_info::<SocketAddr>()`.
-pub fn router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> (Router, LimitReload) {
+/// Builds the router of every route but the OpenAPI document's (which describes these routes:
+/// `crate::router` adds it), and the handle that changes its rate limits later.
+pub fn api_router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> (Router, LimitReload) {
     let api = Arc::new(Api {
         backend,
         send_limits: KeyedLimiter::new(config.sends),
@@ -64,7 +64,6 @@ pub fn router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> (Router, LimitR
     };
     let router = Router::new()
         .route("/v1/health", get(health))
-        .route("/v1/openapi.json", get(crate::openapi::document))
         .route("/v1/ready", get(ready::<B>))
         .route("/v1/register", post(register::<B>))
         .route("/v1/login", post(login::<B>))
