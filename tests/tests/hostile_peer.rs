@@ -1156,10 +1156,10 @@ async fn attachment_fetches_from_a_peer_are_checked_both_ways() {
         ErrorCode::Unavailable
     );
     assert_eq!(refusal(&"ff".repeat(32), &evil).await, ErrorCode::TooLarge);
-    // A hearth this one cannot reach.
+    // A hearth this one does not federate with: not found (a retry would not help, so no 503).
     assert_eq!(
         refusal(&"ab".repeat(32), &name("nobody.test")).await,
-        ErrorCode::Unavailable
+        ErrorCode::NotFound
     );
     assert_eq!(
         std::fs::read_dir(&media_dir).unwrap().count(),
