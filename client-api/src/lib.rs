@@ -10,6 +10,7 @@ mod api;
 pub mod backend;
 pub mod config;
 mod e2ee;
+pub mod forwarded;
 pub mod openapi;
 pub mod ratelimit;
 pub mod rejection;

@@ -22,6 +22,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
+use crate::forwarded::TrustedProxies;
+
 /// Caps and deadlines for client connections.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerLimits {
@@ -67,6 +69,8 @@ pub struct Admissions {
     counts: Arc<Mutex<Counts>>,
     max_total: usize,
     max_per_ip: usize,
+    /// Reverse proxies: they carry many clients' connections, so only the total caps theirs.
+    proxies: TrustedProxies,
 }
 
 impl Admissions {
@@ -75,28 +79,39 @@ impl Admissions {
             counts: Arc::default(),
             max_total,
             max_per_ip,
+            proxies: TrustedProxies::default(),
         }
+    }
+
+    /// Trusts `proxies`: the per-address cap does not apply to them, and requests they carry
+    /// are from the client their `X-Forwarded-For` names ([`TrustedProxies::client`]).
+    pub fn trusting(mut self, proxies: TrustedProxies) -> Self {
+        self.proxies = proxies;
+        self
     }
 
     /// Admits a connection from `ip`; it counts until the returned value is dropped.
     pub fn admit(&self, ip: IpAddr) -> Result<Admission, Refusal> {
+        let proxy = self.proxies.trusts(ip);
         let ip = counted_as(ip);
         let mut counts = self.counts.lock().expect("admissions lock");
         if counts.total >= self.max_total {
             counts.refused_full += 1;
             return Err(Refusal::Full);
         }
-        let from_ip = counts.per_ip.entry(ip).or_default();
-        if *from_ip >= self.max_per_ip {
-            counts.refused_address_full += 1;
-            return Err(Refusal::AddressFull);
+        if !proxy {
+            let from_ip = counts.per_ip.entry(ip).or_default();
+            if *from_ip >= self.max_per_ip {
+                counts.refused_address_full += 1;
+                return Err(Refusal::AddressFull);
+            }
+            *from_ip += 1;
         }
-        *from_ip += 1;
         counts.total += 1;
         counts.admitted += 1;
         Ok(Admission {
             counts: self.counts.clone(),
-            ip,
+            ip: (!proxy).then_some(ip),
         })
     }
 
@@ -120,17 +135,20 @@ impl Admissions {
 #[derive(Debug)]
 pub struct Admission {
     counts: Arc<Mutex<Counts>>,
-    ip: IpAddr,
+    /// The address it counts under (none for a trusted proxy's).
+    ip: Option<IpAddr>,
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
         let mut counts = self.counts.lock().expect("admissions lock");
         counts.total -= 1;
-        if let Some(n) = counts.per_ip.get_mut(&self.ip) {
+        if let Some(ip) = self.ip
+            && let Some(n) = counts.per_ip.get_mut(&ip)
+        {
             *n -= 1;
             if *n == 0 {
-                counts.per_ip.remove(&self.ip);
+                counts.per_ip.remove(&ip);
             }
         }
     }
@@ -283,8 +301,12 @@ pub async fn serve(
             _admission: admission,
         });
         let router = router.clone();
+        let proxies = admissions.proxies.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
+            // Every handler takes the client's address from here (rate limits, last seen).
+            let client = proxies.client(peer.ip(), request.headers());
+            let client = std::net::SocketAddr::new(client, peer.port());
+            request.extensions_mut().insert(ConnectInfo(client));
             router.clone().oneshot(request.map(axum::body::Body::new))
         });
         let connection = http.serve_connection(io, service).with_upgrades();

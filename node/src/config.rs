@@ -311,6 +311,10 @@ pub struct ClientApiConfig {
     pub header_timeout_ms: u64,
     /// Longest pause while a request body is arriving, ms. Default 30000.
     pub body_timeout_ms: u64,
+    /// Reverse proxies in front of the hearth (addresses or networks): a request they carry is
+    /// from the client their `X-Forwarded-For` names (for rate limits and last-seen records),
+    /// and the per-address connection cap does not apply to them. Default none.
+    pub trusted_proxies: Vec<String>,
 }
 
 /// Abuse and size limits.
@@ -435,6 +439,7 @@ impl Default for ClientApiConfig {
             max_connections_per_ip: 512,
             header_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -599,6 +604,13 @@ impl Config {
                 "client_api.max_connections_per_ip, header_timeout_ms and body_timeout_ms must be positive",
             );
         }
+        if let Err(e) =
+            hearth_client_api::forwarded::TrustedProxies::parse(&self.client_api.trusted_proxies)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "client_api.trusted_proxies: {e}"
+            )));
+        }
         if self.client_api.max_in_flight_per_connection == 0 {
             return fail("client_api.max_in_flight_per_connection must be positive");
         }
@@ -676,6 +688,11 @@ max_connections_per_ip = 512
 header_timeout_ms = 10000
 # A request body that pauses for this long is abandoned, ms.
 body_timeout_ms = 30000
+# Reverse proxies in front of the hearth, as addresses or networks (["127.0.0.1", "10.0.0.0/8"]).
+# Requests they carry count as from the client their X-Forwarded-For names (rate limits,
+# last-seen addresses), and the per-address cap above does not apply to them. Only list proxies
+# you run: anyone listed can claim to be any address.
+trusted_proxies = []
 
 [limits]
 # Largest message payload, bytes.

@@ -230,10 +230,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         })?;
 
     let limits = server_limits(&config);
+    let proxies =
+        hearth_client_api::forwarded::TrustedProxies::parse(&config.client_api.trusted_proxies)
+            .map_err(|e| crate::config::ConfigError::Invalid(e.to_string()))?;
     let admissions = hearth_client_api::server::Admissions::new(
         limits.max_connections,
         limits.max_connections_per_ip,
-    );
+    )
+    .trusting(proxies);
     let metrics = match config.metrics.listen {
         Some(listen) => {
             let source = Arc::new(crate::ops::metrics::Source {
