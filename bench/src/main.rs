@@ -517,6 +517,7 @@ pub(crate) async fn drain(mut rx: Receiver, stop: Arc<AtomicBool>) {
 }
 
 async fn throughput(hearth: &Hearth, clients: usize, seconds: u64) -> anyhow::Result<Report> {
+    let rss_idle = hearth.rss_kib()?;
     let mut users = pairs_of_users(hearth, clients).await?;
     let accepted = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -552,14 +553,18 @@ async fn throughput(hearth: &Hearth, clients: usize, seconds: u64) -> anyhow::Re
     // Warm up, then count over the measured window.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let start_count = accepted.load(Ordering::Relaxed);
+    let (disk_before, written_before) = hearth.written_bytes()?;
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let count = accepted.load(Ordering::Relaxed) - start_count;
+    let (disk_after, written_after) = hearth.written_bytes()?;
     let elapsed = started.elapsed().as_secs_f64();
+    let rss_loaded = hearth.rss_kib()?;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.abort();
     }
+    let per_message = |before: u64, after: u64| (after - before) as f64 / count.max(1) as f64;
     Ok(Report {
         name: "durable accepted throughput",
         figures: vec![
@@ -569,6 +574,25 @@ async fn throughput(hearth: &Hearth, clients: usize, seconds: u64) -> anyhow::Re
                 count as f64 / elapsed,
                 "msg/s",
                 Some(Target::AtLeast(20_000.0)),
+            ),
+            (
+                "written to disk per message (write_bytes)",
+                per_message(disk_before, disk_after),
+                "B",
+                Some(Target::AtMost(2048.0)),
+            ),
+            (
+                "written per message (wchar)",
+                per_message(written_before, written_after),
+                "B",
+                None,
+            ),
+            ("rss idle", rss_idle as f64 / 1024.0, "MiB", None),
+            (
+                "rss under load",
+                rss_loaded as f64 / 1024.0,
+                "MiB",
+                Some(Target::AtMost(128.0)),
             ),
         ],
     })

@@ -98,6 +98,20 @@ impl Hearth {
             .with_context(|| format!("no {field}"))
     }
 
+    /// Bytes the process has written: (`write_bytes`, what reached the block layer, or 0 where
+    /// the kernel does not count it; `wchar`, what it passed to write calls) from
+    /// `/proc/<pid>/io`.
+    pub fn written_bytes(&self) -> anyhow::Result<(u64, u64)> {
+        let io = std::fs::read_to_string(format!("/proc/{}/io", self.child.id()))?;
+        let field = |name: &str| {
+            io.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .with_context(|| format!("no {name} in /proc/PID/io"))
+        };
+        Ok((field("write_bytes:")?, field("wchar:")?))
+    }
+
     /// CPU time (user + system) the process has used, in seconds.
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;

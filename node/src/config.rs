@@ -405,6 +405,9 @@ pub struct StorageConfig {
     /// Free bytes the data directory's file system must keep: below it, writes are refused
     /// (`unavailable`) before the disk fills. Default 134217728 (128 MiB).
     pub min_free_bytes: u64,
+    /// Memory for the database's page cache, bytes. Default 33554432 (32 MiB); more keeps more
+    /// of a large database in memory (history pages and catch-ups read less from disk).
+    pub cache_bytes: usize,
     /// Seconds between passes that purge messages past their room's retention period
     /// (`hearth admin set-retention`). Default 3600.
     pub retention_interval_secs: u64,
@@ -485,6 +488,7 @@ impl Default for StorageConfig {
             queue_depth: 16384,
             allow_shared_data_dir: false,
             min_free_bytes: 128 * 1024 * 1024,
+            cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
             retention_interval_secs: 3600,
         }
     }
@@ -610,6 +614,9 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "client_api.trusted_proxies: {e}"
             )));
+        }
+        if self.storage.cache_bytes < 1024 * 1024 {
+            return fail("storage.cache_bytes must be at least 1048576 (1 MiB)");
         }
         if self.client_api.max_in_flight_per_connection == 0 {
             return fail("client_api.max_in_flight_per_connection must be positive");
@@ -782,6 +789,9 @@ allow_shared_data_dir = false
 # Free bytes the disk must keep: below it writes are refused (`unavailable`, /v1/ready says why)
 # until space is freed, so a full disk never reaches the database.
 min_free_bytes = 134217728
+# Memory for the database's page cache, bytes (32 MiB; at least 1 MiB). More cache means fewer
+# disk reads for history and catch-up on a large database, and a larger resident size.
+cache_bytes = 33554432
 # Seconds between passes that purge messages older than their room's retention period (rooms
 # keep everything unless an admin sets one: `hearth admin set-retention ROOM DAYS`).
 retention_interval_secs = 3600

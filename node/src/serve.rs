@@ -118,7 +118,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     }
     crate::ops::data_dir::prepare(dir, config.storage.allow_shared_data_dir)?;
     let keys = Arc::new(crate::federation::rotation::load_key_ring(dir)?);
-    let store = Arc::new(Store::open(&db_path(dir))?);
+    let store = Arc::new(Store::open_with_cache(
+        &db_path(dir),
+        config.storage.cache_bytes,
+    )?);
     crate::store::watch(&store, config.storage.min_free_bytes);
     let accounts = Arc::new(Accounts::new(
         store.clone(),

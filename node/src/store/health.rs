@@ -8,8 +8,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use redb::Database;
-
 use super::{Store, StoreError};
 
 /// How the store stands, for readiness and metrics.
@@ -114,7 +112,7 @@ impl Store {
                 }
             }
         }
-        match Database::create(&self.path) {
+        match Self::builder(self.cache_bytes).create(&self.path) {
             Ok(db) => {
                 *self.db.write().expect("database lock") = Some(Arc::new(db));
                 self.failed.store(false, Ordering::Relaxed);

@@ -115,6 +115,8 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 /// The typed store.
 pub struct Store {
     path: PathBuf,
+    /// The page cache's size, kept for reopening.
+    cache_bytes: usize,
     /// `None` while the database is being reopened after an I/O failure.
     db: RwLock<Option<Arc<Database>>>,
     /// A write failed with an I/O error: the watcher reopens the database.
@@ -137,11 +139,20 @@ fn parse_id<T: std::str::FromStr>(text: &str) -> Result<T, StoreError> {
         .map_err(|_| StoreError::Corrupt(format!("stored id {text:?} does not parse")))
 }
 
+/// The page cache a store opened without a size gets (`storage.cache_bytes`'s default).
+pub const DEFAULT_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 impl Store {
-    /// Opens or creates the database file and its tables.
+    /// Opens or creates the database file and its tables, with the default page cache.
     pub fn open(path: &Path) -> Result<Self, OpenError> {
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens or creates the database file and its tables. redb keeps up to `cache_bytes` of
+    /// pages in memory (its own default is 1 GiB, which a busy hearth fills).
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Self, OpenError> {
         let new = !path.exists();
-        let db = match Database::create(path) {
+        let db = match Self::builder(cache_bytes).create(path) {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(OpenError::InUse),
             Err(e) => return Err(StoreError::from(e).into()),
@@ -187,12 +198,19 @@ impl Store {
         }
         Ok(Self {
             path: path.to_owned(),
+            cache_bytes,
             db: RwLock::new(Some(Arc::new(db))),
             failed: AtomicBool::new(false),
             low_space: AtomicBool::new(false),
             free_bytes: AtomicU64::new(u64::MAX),
             reserve: AtomicU64::new(0),
         })
+    }
+
+    fn builder(cache_bytes: usize) -> redb::Builder {
+        let mut builder = redb::Builder::new();
+        builder.set_cache_size(cache_bytes);
+        builder
     }
 
     fn database(&self) -> Result<Arc<Database>, StoreError> {
