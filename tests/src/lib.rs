@@ -755,3 +755,21 @@ pub async fn push_receiver(status: u16) -> (String, Pushed) {
     tokio::spawn(async move { axum::serve(listener, app).await.expect("push receiver") });
     (url, got)
 }
+
+/// Gives `name` the admin flag through the running hearth's admin socket in `data_dir`.
+pub async fn grant_admin(data_dir: &Path, name: &str) {
+    use hearth_node::ops::admin::{AdminRequest, AdminResponse, request_socket};
+    let granted = request_socket(
+        &hearth_node::ops::data_dir::admin_socket_path(data_dir),
+        &AdminRequest::SetAdmin {
+            user_id: name.into(),
+            admin: true,
+        },
+    )
+    .await
+    .expect("the admin socket answers");
+    assert!(
+        matches!(granted, AdminResponse::Updated { .. }),
+        "{granted:?}"
+    );
+}

@@ -8,8 +8,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use hearth_node::ops::admin::{AdminRequest, AdminResponse, request_socket};
-use hearth_node::ops::data_dir::admin_socket_path;
 use hearth_spec::RoomKind;
 use hearth_tests::TestHearth;
 
@@ -55,19 +53,7 @@ async fn schemathesis_finds_no_server_error_and_no_response_outside_the_document
 
     // An admin with something to look at: a room with history, another user.
     let mut root = hearth.user("root").await;
-    let granted = request_socket(
-        &admin_socket_path(hearth.data_dir()),
-        &AdminRequest::SetAdmin {
-            user_id: "root".into(),
-            admin: true,
-        },
-    )
-    .await
-    .unwrap();
-    assert!(
-        matches!(granted, AdminResponse::Updated { .. }),
-        "{granted:?}"
-    );
+    hearth_tests::grant_admin(hearth.data_dir(), "root").await;
     let other = hearth.user("other").await;
     let other_id = other.session().unwrap().user_id.clone();
     let room = root

@@ -5,33 +5,12 @@
 //! reads what comes next. Erasing an account takes it out of its rooms, purges its messages and
 //! deletes what is stored about it, and leaves everyone else's history as it was.
 
-use std::path::Path;
-
 use hearth_client::Client;
 use hearth_client::e2ee::Received;
-use hearth_node::ops::admin::{AdminRequest, AdminResponse, request_socket};
-use hearth_node::ops::data_dir::admin_socket_path;
 use hearth_spec::api::HistoryPage;
 use hearth_spec::{Content, EventView, RoomId, RoomKind, TxnId};
-use hearth_tests::{TestHearth, now_ms, secure, synced_group, texts};
+use hearth_tests::{TestHearth, grant_admin, now_ms, secure, synced_group, texts};
 use serde_json::{Value, json};
-
-/// Makes `name` an admin through the hearth's admin socket.
-async fn grant_admin(data_dir: &Path, name: &str) {
-    let granted = request_socket(
-        &admin_socket_path(data_dir),
-        &AdminRequest::SetAdmin {
-            user_id: name.into(),
-            admin: true,
-        },
-    )
-    .await
-    .unwrap();
-    assert!(
-        matches!(granted, AdminResponse::Updated { .. }),
-        "{granted:?}"
-    );
-}
 
 /// One admin HTTP call; status and JSON body.
 async fn admin_call(
