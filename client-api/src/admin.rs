@@ -58,6 +58,10 @@ pub(crate) fn routes<B: Backend>() -> Router<Arc<Api<B>>> {
         )
         .route("/v1/admin/rooms/{room_id}/purge", post(purge_history::<B>))
         .route(
+            "/v1/admin/rooms/{room_id}/shutdown",
+            post(shutdown_room::<B>),
+        )
+        .route(
             "/v1/admin/users/{user_id}/erase",
             segment::<B>(M::POST, erase_user),
         )
@@ -561,6 +565,26 @@ async fn purge_history<B: Backend>(
     let request = AdminRequest::PurgeHistory {
         room_id: RoomId::parse(&room_id).map_err(invalid)?,
         before_ts: body.before_ts,
+    };
+    run(&api, &device, request, StatusCode::OK).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/admin/rooms/{room_id}/shutdown",
+    tag = "admin",
+    summary = "Shut a room down: its members here leave, and it takes no more events",
+    security(("bearer" = [])),
+    params(("room_id" = RoomId, Path)),
+    responses((status = 200, description = "The answer.", body = AdminResponse))
+)]
+async fn shutdown_room<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiPath(room_id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let request = AdminRequest::ShutdownRoom {
+        room_id: RoomId::parse(&room_id).map_err(invalid)?,
     };
     run(&api, &device, request, StatusCode::OK).await
 }

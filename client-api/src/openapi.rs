@@ -73,6 +73,7 @@ use utoipa::{Modify, OpenApi};
         crate::admin::set_retention,
         crate::admin::purge_history,
         crate::admin::erase_user,
+        crate::admin::shutdown_room,
         crate::admin::quarantine_media,
         crate::admin::delete_media,
         crate::admin::federation,

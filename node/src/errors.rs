@@ -63,9 +63,9 @@ impl From<CommitError> for ErrorBody {
         let code = match &e {
             CommitError::Refused(refused) => match refused {
                 SequenceError::RoomNotFound(_) => ErrorCode::NotFound,
-                SequenceError::NotMember(_) | SequenceError::DirectRoomInvite => {
-                    ErrorCode::Forbidden
-                }
+                SequenceError::NotMember(_)
+                | SequenceError::DirectRoomInvite
+                | SequenceError::RoomClosed(_) => ErrorCode::Forbidden,
                 SequenceError::RoomFull(_) => ErrorCode::LimitExceeded,
                 SequenceError::InvalidDirect
                 | SequenceError::AlreadyMember(_)

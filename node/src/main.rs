@@ -152,6 +152,14 @@ enum AdminAction {
         #[arg(long)]
         before: String,
     },
+    /// Shut a room down: every member on this hearth leaves it, and it takes no more messages,
+    /// commits or invites (from anyone, if this hearth is its home). Needs the hearth running.
+    ShutdownRoom {
+        room_id: String,
+        /// Confirms the room is to be shut down for good.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Erase an account: it leaves its rooms, its messages are purged, its uploads and
     /// everything stored about it are deleted; the id is never given out again. Needs the
     /// hearth running. There is no undo.
@@ -387,6 +395,15 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
             room_id: hearth_spec::RoomId::parse(&room_id)?,
             before_ts: parse_before(&before)?,
         },
+        AdminAction::ShutdownRoom { room_id, yes } => {
+            anyhow::ensure!(
+                yes,
+                "shutting {room_id} down cannot be undone; run again with --yes"
+            );
+            AdminRequest::ShutdownRoom {
+                room_id: hearth_spec::RoomId::parse(&room_id)?,
+            }
+        }
         AdminAction::EraseUser { user_id, yes } => {
             anyhow::ensure!(
                 yes,
@@ -551,6 +568,10 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
             purged,
             floor,
         } => println!("{room_id}: {purged} messages purged; every message before #{floor} is"),
+        AdminResponse::RoomShutDown {
+            room_id,
+            members_removed,
+        } => println!("shut {room_id} down; {members_removed} member(s) here left it"),
         AdminResponse::Erased {
             user_id,
             rooms_left,

@@ -380,6 +380,22 @@ impl crate::ops::admin::RoomActions for Hearth {
             .block_on(self.sequence(request))
             .map(|_| ())
     }
+
+    fn shutdown(&self, room: &RoomId) -> Result<usize, ErrorBody> {
+        let local = self
+            .store
+            .members(room)?
+            .iter()
+            .filter(|m| m.server_name() == self.server_name)
+            .count();
+        let request = Request::Shutdown {
+            room: room.clone(),
+            device: DeviceId::parse("hearth").expect("a valid device id"),
+            nonce: rand::random(),
+        };
+        tokio::runtime::Handle::current().block_on(self.committer.submit(request))?;
+        Ok(local)
+    }
 }
 
 impl Backend for Hearth {

@@ -134,6 +134,11 @@ pub enum AdminRequest {
     EraseUser {
         user_id: String,
     },
+    /// Shuts a room down: every member of this hearth leaves it, and it takes no more
+    /// messages, commits or invites (from anyone, when this hearth is its home).
+    ShutdownRoom {
+        room_id: RoomId,
+    },
 }
 
 impl AdminRequest {
@@ -166,6 +171,7 @@ impl AdminRequest {
             Self::SetRetention { .. } => "set_retention",
             Self::PurgeHistory { .. } => "purge_history",
             Self::EraseUser { .. } => "erase_user",
+            Self::ShutdownRoom { .. } => "shutdown_room",
         })
     }
 }
@@ -355,6 +361,11 @@ pub enum AdminResponse {
         purged: u64,
         /// Every message before this seq is purged.
         floor: u64,
+    },
+    RoomShutDown {
+        room_id: RoomId,
+        /// Members of this hearth who left it.
+        members_removed: usize,
     },
     Erased {
         user_id: UserId,

@@ -68,12 +68,16 @@ async fn schemathesis_finds_no_server_error_and_no_response_outside_the_document
         .create_room(RoomKind::Group, Some("to leave"), &[])
         .await
         .unwrap();
+    let shut = root
+        .create_room(RoomKind::Group, Some("to shut down"), &[])
+        .await
+        .unwrap();
     let token = root.session().unwrap().access_token.clone();
 
     // Requests reach the real logic with ids that exist. Those that would end the run's own
     // session or admin flag act on others: an admin action on a user acts on `other`, leaving
-    // leaves a room of its own. (Logging this device out is left out entirely; logout and
-    // device removal are tested in single_hearth_chat and hardening.)
+    // leaves a room of its own and a shutdown shuts another. (Logging this device out is left
+    // out entirely; logout and device removal are tested in single_hearth_chat and hardening.)
     let work = tempfile::tempdir().unwrap();
     let config = work.path().join("schemathesis.toml");
     std::fs::write(
@@ -87,9 +91,14 @@ async fn schemathesis_finds_no_server_error_and_no_response_outside_the_document
 [[operations]]
 include-operation-id = "leave"
 parameters = {{ "path.room_id" = "{left}" }}
+
+[[operations]]
+include-operation-id = "shutdown_room"
+parameters = {{ "path.room_id" = "{shut}" }}
 "#,
             room = room.room_id,
             left = left.room_id,
+            shut = shut.room_id,
         ),
     )
     .unwrap();

@@ -435,3 +435,98 @@ async fn erasing_an_account_takes_it_out_and_keeps_everyone_elses_history() {
         (Some("erase_user"), Some("bob"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shut_down_room_loses_its_members_and_takes_no_more() {
+    let hearth = TestHearth::start().await;
+    let admin = hearth.user("admin").await;
+    grant_admin(hearth.data_dir(), "admin").await;
+    let mut bob = hearth.user("bob").await;
+    let carol = hearth.user("carol").await;
+    let carol_id = carol.user_id().unwrap().clone();
+    let room = bob
+        .create_room(
+            RoomKind::Group,
+            Some("noisy"),
+            std::slice::from_ref(&carol_id),
+        )
+        .await
+        .unwrap()
+        .room_id;
+    bob.send(&room, &TxnId::parse("b1").unwrap(), b"spam")
+        .await
+        .unwrap();
+    let last_before = bob.room(&room).await.unwrap().last_seq;
+
+    let shutdown = format!("/v1/admin/rooms/{}/shutdown", encode(&room));
+    let (status, answer) = admin_call(
+        &hearth,
+        &admin,
+        reqwest::Method::POST,
+        &shutdown,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["result"], "room_shut_down");
+    assert_eq!(answer["members_removed"], 2);
+
+    // Both left (two leave events), the room is gone from their lists, and nobody is in it.
+    assert!(bob.rooms().await.unwrap().is_empty());
+    let send = bob.send(&room, &TxnId::parse("b2").unwrap(), b"more").await;
+    assert_eq!(
+        send.unwrap_err().code(),
+        Some(hearth_spec::ErrorCode::Forbidden)
+    );
+    let members = format!("/v1/admin/rooms/{}/members", encode(&room));
+    let (_, listed) =
+        admin_call(&hearth, &admin, reqwest::Method::GET, &members, Value::Null).await;
+    assert_eq!(listed["members"], json!([]));
+    let (_, rooms) = admin_call(
+        &hearth,
+        &admin,
+        reqwest::Method::GET,
+        "/v1/admin/rooms",
+        Value::Null,
+    )
+    .await;
+    let entry = rooms["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["room_id"] == room.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(entry["last_seq"], last_before + 2);
+
+    // Shutting it again removes nobody; an unknown room is 404; it is audited.
+    let (status, answer) = admin_call(
+        &hearth,
+        &admin,
+        reqwest::Method::POST,
+        &shutdown,
+        Value::Null,
+    )
+    .await;
+    assert_eq!((status, answer["members_removed"].as_u64()), (200, Some(0)));
+    let missing = RoomId::parse("!nothere:localhost").unwrap();
+    let (status, _) = admin_call(
+        &hearth,
+        &admin,
+        reqwest::Method::POST,
+        &format!("/v1/admin/rooms/{}/shutdown", encode(&missing)),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (_, audit) = admin_call(
+        &hearth,
+        &admin,
+        reqwest::Method::GET,
+        "/v1/admin/audit",
+        Value::Null,
+    )
+    .await;
+    let last = audit["entries"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["action"], "shutdown_room");
+}

@@ -271,6 +271,7 @@ fn outcome(result: Result<Reply, CommitError>) -> Outcome {
             SequenceError::OutOfOrder { .. } => Outcome::Retry(RetryCode::OutOfOrder),
             // Every rule of the room's (listed, so that a new one is placed here on purpose).
             SequenceError::DirectRoomInvite
+            | SequenceError::RoomClosed(_)
             | SequenceError::InvalidDirect
             | SequenceError::AlreadyMember(_)
             | SequenceError::RoomFull(_)

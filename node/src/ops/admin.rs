@@ -49,6 +49,9 @@ pub trait RoomActions: Send + Sync {
     /// Makes `user` leave `room` with a leave event of the hearth's; returns once it is
     /// sequenced (or, for a room homed elsewhere, accepted). Called off the async runtime.
     fn leave(&self, user: &UserId, room: &hearth_spec::RoomId) -> Result<(), ErrorBody>;
+    /// Shuts `room` down (its members here leave; it takes no more events); returns once that
+    /// is durable, with how many members left.
+    fn shutdown(&self, room: &hearth_spec::RoomId) -> Result<usize, ErrorBody>;
 }
 
 /// Who sends admin requests over the socket or on a stopped hearth (the audit log's actor).
@@ -100,15 +103,29 @@ fn target_of(request: &AdminRequest) -> String {
         | AdminRequest::SetAdmin { user_id, .. } => user_id.clone(),
         AdminRequest::DeleteRegistrationToken { token } => token.clone(),
         AdminRequest::Backup { to } => to.clone(),
-        AdminRequest::SetRetention { room_id, .. } | AdminRequest::PurgeHistory { room_id, .. } => {
-            room_id.to_string()
-        }
+        AdminRequest::SetRetention { room_id, .. }
+        | AdminRequest::PurgeHistory { room_id, .. }
+        | AdminRequest::ShutdownRoom { room_id } => room_id.to_string(),
         AdminRequest::EraseUser { user_id } => user_id.clone(),
         AdminRequest::QuarantineMedia { media_id } | AdminRequest::DeleteMedia { media_id } => {
             media_id.clone()
         }
         _ => String::new(),
     }
+}
+
+/// The running hearth's rooms, or why `what` cannot be done without them.
+fn running(admin: &Admin, what: &str) -> Result<std::sync::Arc<dyn RoomActions>, ErrorBody> {
+    admin
+        .rooms
+        .as_ref()
+        .and_then(std::sync::Weak::upgrade)
+        .ok_or_else(|| {
+            ErrorBody::new(
+                ErrorCode::Unavailable,
+                format!("{what} needs events sequenced: start the hearth and ask it"),
+            )
+        })
 }
 
 fn require_room(admin: &Admin, room: &hearth_spec::RoomId) -> Result<(), ErrorBody> {
@@ -121,16 +138,7 @@ fn require_room(admin: &Admin, room: &hearth_spec::RoomId) -> Result<(), ErrorBo
 /// Erases an account (spec/admin.md): logged out and deactivated first, so nothing new comes
 /// from it while its rooms are left and its data goes.
 fn erase(admin: &Admin, user: &UserId) -> Result<AdminResponse, ErrorBody> {
-    let rooms = admin
-        .rooms
-        .as_ref()
-        .and_then(std::sync::Weak::upgrade)
-        .ok_or_else(|| {
-            ErrorBody::new(
-                ErrorCode::Unavailable,
-                "erasing an account makes it leave its rooms, which needs the hearth running",
-            )
-        })?;
+    let rooms = running(admin, "erasing an account (it leaves its rooms)")?;
     admin.accounts.deactivate(user).map_err(account)?;
     let joined = admin.store.user_rooms(user).map_err(stored)?;
     for room in &joined {
@@ -533,6 +541,14 @@ fn run(admin: &Admin, request: AdminRequest) -> Result<AdminResponse, ErrorBody>
             }
         }
         AdminRequest::EraseUser { user_id: text } => erase(admin, &user_id(&text)?)?,
+        AdminRequest::ShutdownRoom { room_id } => {
+            require_room(admin, &room_id)?;
+            let members_removed = running(admin, "shutting a room down")?.shutdown(&room_id)?;
+            AdminResponse::RoomShutDown {
+                room_id,
+                members_removed,
+            }
+        }
         AdminRequest::Backup { to } => {
             let manifest = crate::ops::backup::backup(
                 &admin.store,

@@ -82,6 +82,7 @@ impl Store {
                 DEVICE_SEEN,
                 RETENTION,
                 PURGE_FLOORS,
+                CLOSED_ROOMS,
             ]
         );
         for table in snapshot.list_tables()? {

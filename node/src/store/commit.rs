@@ -71,6 +71,10 @@ impl Store {
             for Mark { user, room, seq } in &batch.delivered {
                 raise(&mut delivered, (user.as_str(), room.as_str()), *seq)?;
             }
+            let mut closed = txn.open_table(CLOSED_ROOMS)?;
+            for (room, ts) in &batch.closed_rooms {
+                closed.insert(room.as_str(), *ts)?;
+            }
             let mut cursors = txn.open_table(CURSORS)?;
             for Cursor {
                 user,
@@ -128,6 +132,8 @@ pub struct Batch {
     pub outbox: Vec<(ServerName, OutItem)>,
     /// Rooms whose MLS epoch moved: (room, the epoch the next commit must be made in).
     pub epochs: Vec<(RoomId, u64)>,
+    /// Rooms an admin shut down, and when.
+    pub closed_rooms: Vec<(RoomId, u64)>,
 }
 
 impl Batch {
@@ -145,6 +151,7 @@ impl Batch {
             && self.submitted.is_empty()
             && self.outbox.is_empty()
             && self.epochs.is_empty()
+            && self.closed_rooms.is_empty()
     }
 }
 

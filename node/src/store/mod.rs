@@ -190,6 +190,7 @@ impl Store {
             txn.open_table(MEDIA_USAGE).map_err(StoreError::from)?;
             txn.open_table(DEVICE_SEEN).map_err(StoreError::from)?;
             txn.open_table(RETENTION).map_err(StoreError::from)?;
+            txn.open_table(CLOSED_ROOMS).map_err(StoreError::from)?;
             txn.open_table(PURGE_FLOORS).map_err(StoreError::from)?;
         }
         txn.commit().map_err(StoreError::from)?;

@@ -206,7 +206,11 @@ impl Store {
         let events = txn.open_table(EVENTS)?;
         let heads = txn.open_table(INBOX_HEADS)?;
         let epochs = txn.open_table(EPOCHS)?;
+        let closed = txn.open_table(CLOSED_ROOMS)?;
         let mut state = SequencerState::default();
+        for row in closed.iter()? {
+            state.closed.push(parse_id(row?.0.value())?);
+        }
         for row in rooms.iter()? {
             let (k, v) = row?;
             let room: RoomId = parse_id(k.value())?;
@@ -246,6 +250,8 @@ pub struct SequencerState {
     /// (room, record, last seq, members, MLS epoch).
     pub rooms: Vec<(RoomId, RoomRecord, u64, Vec<UserId>, u64)>,
     pub inbox_heads: Vec<(UserId, u64)>,
+    /// Rooms an admin shut down.
+    pub closed: Vec<RoomId>,
 }
 
 pub(super) fn last_seq_in<T: ReadableTable<(&'static str, u64), &'static [u8]>>(

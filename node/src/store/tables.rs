@@ -122,6 +122,8 @@ pub struct MediaRecord {
 pub const DEVICE_SEEN: TableDefinition<(&str, &str), (&str, u64)> =
     TableDefinition::new("device_seen");
 
+/// room id → ms: rooms an admin shut down (no more messages, commits or invites), and when.
+pub const CLOSED_ROOMS: TableDefinition<&str, u64> = TableDefinition::new("closed_rooms");
 /// room id → days: how long the room's messages are kept (absent: forever).
 pub const RETENTION: TableDefinition<&str, u32> = TableDefinition::new("retention");
 /// room id → seq: every message before it is purged (where the next purge of the room starts).

@@ -54,6 +54,8 @@ pub enum SequenceError {
     OutOfOrder { seq: u64, expected: u64 },
     #[error("the event is not acceptable here: {0}")]
     BadEvent(&'static str),
+    #[error("room {0} was shut down by this hearth's admin")]
+    RoomClosed(RoomId),
     #[error(
         "the commit was made in epoch {got}; the room is at epoch {current}: catch up and retry"
     )]
@@ -131,6 +133,14 @@ pub enum Request {
         kind: ReceiptKind,
         seq: u64,
     },
+    /// An admin shuts a room down: each member of this hearth leaves it (a leave event made by
+    /// the hearth as device `device`), and it takes no more messages, commits or invites; as a
+    /// home, from anyone. Answers `Done`; the members who left are in the batch's leaves.
+    Shutdown {
+        room: RoomId,
+        device: DeviceId,
+        nonce: u64,
+    },
 }
 
 /// A successful answer.
@@ -157,6 +167,8 @@ struct RoomState {
     servers: BTreeMap<ServerName, usize>,
     /// The MLS epoch the next commit must be made in (the number of commits so far).
     epoch: u64,
+    /// Shut down by an admin: no more messages, commits or invites.
+    closed: bool,
 }
 
 impl RoomState {
@@ -168,6 +180,7 @@ impl RoomState {
             recent: Default::default(),
             servers: BTreeMap::new(),
             epoch: 0,
+            closed: false,
         }
     }
 }
@@ -188,6 +201,7 @@ pub struct Sequencer {
 impl Sequencer {
     /// Rebuilds the sequencer from what the store holds.
     pub fn new(state: SequencerState, local: ServerName, max_members: usize) -> Self {
+        let closed: std::collections::HashSet<RoomId> = state.closed.into_iter().collect();
         let rooms = state
             .rooms
             .into_iter()
@@ -195,6 +209,7 @@ impl Sequencer {
                 let mut state = RoomState::new(record.kind);
                 state.last_seq = last_seq;
                 state.epoch = epoch;
+                state.closed = closed.contains(&room);
                 for member in members {
                     let server = member.server_name();
                     if server != local {
@@ -340,6 +355,7 @@ impl Sequencer {
                 target,
                 nonce,
             } => {
+                self.open_room(&room)?;
                 self.check_invite(&room, &user, &target)?;
                 let content = Content::Member {
                     target: target.clone(),
@@ -359,18 +375,33 @@ impl Sequencer {
                 nonce,
             } => {
                 self.member_room(&room, &user)?;
-                let content = Content::Member {
-                    target: user.clone(),
-                    membership: Membership::Leave,
-                };
-                let event = envelope(&room, &user, &device, server_txn(nonce, 1), now_ms, content);
-                if !self.is_home(&room) {
-                    return Ok(Reply::Sequenced(submit(event, batch)));
+                let txn = server_txn(nonce, 1);
+                Ok(Reply::Sequenced(
+                    self.leave_event(&room, &user, &device, txn, now_ms, batch),
+                ))
+            }
+            Request::Shutdown {
+                room,
+                device,
+                nonce,
+            } => {
+                let state = self
+                    .rooms
+                    .get_mut(&room)
+                    .ok_or_else(|| SequenceError::RoomNotFound(room.clone()))?;
+                state.closed = true;
+                let local: Vec<UserId> = state
+                    .members
+                    .iter()
+                    .filter(|m| m.server_name() == self.local)
+                    .cloned()
+                    .collect();
+                for (step, user) in (1..).zip(&local) {
+                    let txn = server_txn(nonce, step);
+                    self.leave_event(&room, user, &device, txn, now_ms, batch);
                 }
-                // The leaver's devices see their own leave; nothing after it.
-                let sequenced = self.append(&room, event, now_ms, batch);
-                self.leave(&room, &user, batch);
-                Ok(Reply::Sequenced(sequenced))
+                batch.closed_rooms.push((room, now_ms));
+                Ok(Reply::Done)
             }
             Request::MarkRead { user, room, seq } => {
                 self.check_read(&room, &user, seq)?;
@@ -435,6 +466,7 @@ impl Sequencer {
             return Ok(Reply::Sequenced(done.clone()));
         }
         self.member_room(&room, &user)?;
+        self.open_room(&room)?;
         let is_message = matches!(content, Content::Message { .. });
         let envelope = envelope(&room, &user, &device, txn_id.clone(), now_ms, content);
         let sequenced = if self.is_home(&room) {
@@ -544,6 +576,16 @@ impl Sequencer {
         }
         let sender = envelope.sender.clone();
         self.member_room(&room, &sender)?;
+        // A closed room still lets its remaining members go.
+        if !matches!(
+            &envelope.content,
+            Content::Member {
+                membership: Membership::Leave,
+                ..
+            }
+        ) {
+            self.open_room(&room)?;
+        }
         let mut leaving = false;
         match &envelope.content {
             Content::Message { .. } => self.check_message_epoch(&room, &envelope.content)?,
@@ -726,6 +768,37 @@ impl Sequencer {
             return Err(SequenceError::RoomFull(self.max_members));
         }
         Ok(())
+    }
+
+    fn open_room(&self, room: &RoomId) -> Result<(), SequenceError> {
+        match self.rooms.get(room) {
+            Some(state) if state.closed => Err(SequenceError::RoomClosed(room.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    /// `user` leaves `room`: sequenced here as its home, or submitted to the home.
+    fn leave_event(
+        &mut self,
+        room: &RoomId,
+        user: &UserId,
+        device: &DeviceId,
+        txn: TxnId,
+        now_ms: u64,
+        batch: &mut Batch,
+    ) -> Sequenced {
+        let content = Content::Member {
+            target: user.clone(),
+            membership: Membership::Leave,
+        };
+        let event = envelope(room, user, device, txn, now_ms, content);
+        if !self.is_home(room) {
+            return submit(event, batch);
+        }
+        // The leaver's devices see their own leave; nothing after it.
+        let sequenced = self.append(room, event, now_ms, batch);
+        self.leave(room, user, batch);
+        sequenced
     }
 
     fn member_room(&self, room: &RoomId, user: &UserId) -> Result<&RoomState, SequenceError> {

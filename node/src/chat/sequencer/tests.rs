@@ -282,6 +282,7 @@ fn with_replica(last: u64) -> Sequencer {
     let state = SequencerState {
         rooms: vec![(far_room(), record, last, vec![user("a"), far_user("x")], 0)],
         inbox_heads: vec![],
+        closed: vec![],
     };
     Sequencer::new(state, local(), 1000)
 }
@@ -854,4 +855,100 @@ proptest! {
             prop_assert!(mine.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1));
         }
     }
+}
+
+#[test]
+fn a_shut_room_loses_its_members_here_and_takes_nothing_but_leaves() {
+    let (mut s, _) = seq_with_group(&["a", "b"]);
+    let mut batch = Batch::default();
+    s.apply(
+        Request::Invite {
+            user: user("a"),
+            device: dev(),
+            room: room(),
+            target: far_user("x"),
+            nonce: 1,
+        },
+        1,
+        &mut batch,
+    )
+    .unwrap();
+    let before = s.rooms[&room()].last_seq;
+
+    let mut shut = Batch::default();
+    let hearth = DeviceId::parse("hearth").unwrap();
+    let shutdown = Request::Shutdown {
+        room: room(),
+        device: hearth.clone(),
+        nonce: 9,
+    };
+    assert_eq!(s.apply(shutdown, 5, &mut shut), Ok(Reply::Done));
+    // a and b leave, in events of their own made by the hearth's device; x (elsewhere) stays.
+    let left: Vec<(UserId, u64)> = shut
+        .events
+        .iter()
+        .map(|e| {
+            let envelope = Envelope::decode(&e.bytes).unwrap();
+            assert_eq!(envelope.sender_device, hearth);
+            (envelope.sender, e.seq)
+        })
+        .collect();
+    assert_eq!(left, vec![(user("a"), before + 1), (user("b"), before + 2)]);
+    assert_eq!(shut.closed_rooms, vec![(room(), 5)]);
+    assert!(!s.is_member(&room(), &user("a")) && s.is_member(&room(), &far_user("x")));
+
+    // The member elsewhere can no longer write, invite or commit; it may still leave.
+    let x = far_user("x");
+    let mut submit = |txn: &str, content: Content| {
+        let (envelope, bytes) = made(&room(), &x, txn, content);
+        s.apply(
+            Request::Submitted { envelope, bytes },
+            6,
+            &mut Batch::default(),
+        )
+    };
+    let closed = Err(SequenceError::RoomClosed(room()));
+    assert_eq!(submit("m1", text()), closed);
+    assert_eq!(
+        submit("i1", member(far_user("y"), Membership::Join)),
+        closed
+    );
+    assert!(submit("l1", member(x.clone(), Membership::Leave)).is_ok());
+
+    // After a restart the room is still shut.
+    let state = SequencerState {
+        rooms: vec![(
+            room(),
+            RoomRecord {
+                kind: RoomKind::Group,
+                name: None,
+                created_ts: 1,
+            },
+            before + 2,
+            vec![far_user("x")],
+            0,
+        )],
+        inbox_heads: Vec::new(),
+        closed: vec![room()],
+    };
+    let mut again = Sequencer::new(state, local(), 1000);
+    let (envelope, bytes) = made(&room(), &far_user("x"), "m2", text());
+    assert_eq!(
+        again.apply(
+            Request::Submitted { envelope, bytes },
+            7,
+            &mut Batch::default()
+        ),
+        Err(SequenceError::RoomClosed(room()))
+    );
+    // An unknown room cannot be shut.
+    let unknown = Request::Shutdown {
+        room: far_room(),
+        device: hearth,
+        nonce: 1,
+    };
+    assert!(matches!(
+        again.apply(unknown, 8, &mut Batch::default()),
+        Err(SequenceError::RoomNotFound(_))
+    ));
 }
