@@ -156,6 +156,9 @@ parameters = {{ "path.room_id" = "{shut}" }}
         .map(|item| item.as_object().unwrap().len())
         .sum();
     let generated = generated_cases(&stdout);
+    // The summary, for whoever reads the test's output (`--nocapture`).
+    let summary = stdout.find("SUMMARY").map_or("", |at| &stdout[at..]);
+    println!("{summary}");
     assert!(
         stdout.contains(&format!("Tested: {}", operations - 2)) && generated >= 2000,
         "schemathesis tested too little ({generated} cases of {operations} operations):\n{stdout}"
