@@ -31,6 +31,20 @@ async fn admin_call(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// The audit log, as the admin API lists it.
+async fn audit_log(hearth: &TestHearth, admin: &Client) -> Value {
+    let (status, audit) = admin_call(
+        hearth,
+        admin,
+        reqwest::Method::GET,
+        "/v1/admin/audit",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200, "{audit}");
+    audit
+}
+
 fn encode(room: &RoomId) -> String {
     room.as_str().replace('!', "%21").replace(':', "%3A")
 }
@@ -249,14 +263,7 @@ async fn a_purge_keeps_every_place_and_a_device_that_was_away_reads_on_past_it()
     assert_eq!(status, 404);
 
     // Each change is in the audit log.
-    let (_, audit) = admin_call(
-        &hearth,
-        &admin,
-        reqwest::Method::GET,
-        "/v1/admin/audit",
-        Value::Null,
-    )
-    .await;
+    let audit = audit_log(&hearth, &admin).await;
     let actions: Vec<&str> = audit["entries"]
         .as_array()
         .unwrap()
@@ -421,14 +428,7 @@ async fn erasing_an_account_takes_it_out_and_keeps_everyone_elses_history() {
     .await;
     assert_eq!(status, 403);
     admin = Client::with_session(&hearth.url, admin.session().unwrap().clone());
-    let (_, audit) = admin_call(
-        &hearth,
-        &admin,
-        reqwest::Method::GET,
-        "/v1/admin/audit",
-        Value::Null,
-    )
-    .await;
+    let audit = audit_log(&hearth, &admin).await;
     let last = audit["entries"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(
         (last["action"].as_str(), last["target"].as_str()),
@@ -519,14 +519,7 @@ async fn a_shut_down_room_loses_its_members_and_takes_no_more() {
     )
     .await;
     assert_eq!(status, 404);
-    let (_, audit) = admin_call(
-        &hearth,
-        &admin,
-        reqwest::Method::GET,
-        "/v1/admin/audit",
-        Value::Null,
-    )
-    .await;
+    let audit = audit_log(&hearth, &admin).await;
     let last = audit["entries"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["action"], "shutdown_room");
 }
