@@ -511,7 +511,8 @@ fn run(admin: &Admin, request: AdminRequest) -> Result<AdminResponse, ErrorBody>
             if days == Some(0) {
                 return Err(ErrorBody::new(
                     ErrorCode::InvalidParam,
-                    "a retention period is at least 1 day (leave it out to keep messages forever)",
+                    "a retention period is at least 1 day (to keep messages forever: `forever`, \
+                     or `days: null` over HTTP)",
                 ));
             }
             admin.store.set_retention(&room_id, days).map_err(stored)?;
