@@ -458,9 +458,7 @@ fn run(admin: &Admin, request: AdminRequest) -> Result<AdminResponse, ErrorBody>
             }
         }
         AdminRequest::RoomMembers { room_id } => {
-            if admin.store.room(&room_id).map_err(stored)?.is_none() {
-                return Err(ErrorBody::new(ErrorCode::NotFound, "no such room here"));
-            }
+            require_room(admin, &room_id)?;
             AdminResponse::RoomMembers {
                 members: admin.store.members(&room_id).map_err(stored)?,
                 room_id,
