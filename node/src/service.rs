@@ -72,8 +72,8 @@ pub struct Hearth {
     transport: hearth_federation::Transport,
     /// Bytes of attachments each user may store (0: no quota).
     media_quota: u64,
-    /// Where and when (ms) each device was last recorded as seen, to write it rarely.
-    last_seen: std::sync::Mutex<std::collections::HashMap<AuthedDevice, (std::net::IpAddr, u64)>>,
+    /// Which sightings of devices to write (rarely: see `accounts/seen.rs`).
+    last_seen: std::sync::Mutex<crate::accounts::seen::SeenThrottle<AuthedDevice>>,
 }
 
 /// How often a device's last-seen time is written while its address stays the same.
@@ -110,7 +110,9 @@ impl Hearth {
             max_key_packages: parts.config.limits.max_key_packages,
             transport: parts.transport,
             media_quota: parts.config.limits.media_quota_bytes,
-            last_seen: Default::default(),
+            last_seen: std::sync::Mutex::new(crate::accounts::seen::SeenThrottle::new(
+                SEEN_EVERY_MS,
+            )),
         }
     }
 
@@ -366,13 +368,16 @@ fn random_room_opaque() -> String {
         .collect()
 }
 
+/// The device named in events the hearth makes for an admin (a user's devices may be gone).
+fn hearth_device() -> DeviceId {
+    DeviceId::parse("hearth").expect("a valid device id")
+}
+
 impl crate::ops::admin::RoomActions for Hearth {
     fn leave(&self, user: &UserId, room: &RoomId) -> Result<(), ErrorBody> {
-        // The hearth's own device name in the leave event: the user's devices are gone.
-        let device = DeviceId::parse("hearth").expect("a valid device id");
         let request = Request::Leave {
             user: user.clone(),
-            device,
+            device: hearth_device(),
             room: room.clone(),
             nonce: rand::random(),
         };
@@ -390,7 +395,7 @@ impl crate::ops::admin::RoomActions for Hearth {
             .count();
         let request = Request::Shutdown {
             room: room.clone(),
-            device: DeviceId::parse("hearth").expect("a valid device id"),
+            device: hearth_device(),
             nonce: rand::random(),
         };
         tokio::runtime::Handle::current().block_on(self.committer.submit(request))?;
@@ -401,16 +406,13 @@ impl crate::ops::admin::RoomActions for Hearth {
 impl Backend for Hearth {
     fn seen(&self, device: &AuthedDevice, ip: std::net::IpAddr) {
         let now = crate::clock::now_ms();
+        if !self
+            .last_seen
+            .lock()
+            .expect("last-seen lock")
+            .note(device, ip, now)
         {
-            // Looked up by reference: the common case (seen recently, same address) copies nothing.
-            let mut seen = self.last_seen.lock().expect("last-seen lock");
-            if seen
-                .get(device)
-                .is_some_and(|(was, at)| *was == ip && now.saturating_sub(*at) < SEEN_EVERY_MS)
-            {
-                return;
-            }
-            seen.insert(device.clone(), (ip, now));
+            return;
         }
         let (store, device) = (self.store.clone(), device.clone());
         // Off the request's path; a lost write only makes the address a few minutes older.

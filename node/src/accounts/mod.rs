@@ -3,6 +3,7 @@
 //! Every method here is blocking (argon2, storage); async callers run them on the blocking pool.
 
 pub mod password_pool;
+pub mod seen;
 pub mod store;
 pub mod token;
 
