@@ -116,8 +116,11 @@ parameters = {{ "path.room_id" = "{shut}" }}
             "examples,coverage,fuzzing",
             "--max-examples",
             "50",
+            // One worker: with two, CPython 3.11's parser is entered from two threads at once
+            // while hypothesis describes a strategy, and it fails with "AST constructor
+            // recursion depth mismatch" (seen once in CI; an error of the tool, not the hearth).
             "--workers",
-            "2",
+            "1",
             "--seed",
             "1",
             // Logging out the device would leave every later request without a session;
