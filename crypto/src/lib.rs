@@ -16,4 +16,4 @@ pub use fed::{ed25519_from_spki, sign_envelope, verify_envelope, verify_envelope
 pub use key::{KeyError, ServerKey, VerifyError, VerifyingKey, verify, verifying_key};
 pub use record::{RecordError, open_record, sign_key_proof, sign_record, verify_key_proof};
 pub use seal::{SEAL_CONTEXT, SealError, open, seal, seal_with, x25519_public};
-pub use secret::{Secret, random_token};
+pub use secret::{Secret, random_pasteable_token, random_token};

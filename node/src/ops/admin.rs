@@ -393,8 +393,8 @@ fn run(admin: &Admin, request: AdminRequest) -> Result<AdminResponse, ErrorBody>
                 expires_ms: expires_ts,
                 created_ts: now,
             };
-            // 256 random bits, base64url: not guessable, one word to paste.
-            let token = hearth_crypto::random_token().expose().to_owned();
+            // 256 random bits, base64url: not guessable, one word to paste after `--token`.
+            let token = hearth_crypto::random_pasteable_token().expose().to_owned();
             if !admin
                 .store
                 .insert_registration_token(&token, &record)
