@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, get, on, post, put};
 use axum::{Json, Router};
 use hearth_spec::admin::{AdminRequest, AdminResponse};
-use hearth_spec::{RoomId, UserId};
+use hearth_spec::{RoomId, ServerName, UserId};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -74,6 +74,11 @@ pub(crate) fn routes<B: Backend>() -> Router<Arc<Api<B>>> {
             segment::<B>(M::DELETE, delete_media),
         )
         .route("/v1/admin/federation", get(federation::<B>))
+        .route("/v1/admin/federation/blocks", get(blocked_hearths::<B>))
+        .route(
+            "/v1/admin/federation/blocks/{server}",
+            put(block_hearth::<B>).delete(unblock_hearth::<B>),
+        )
         .route("/v1/admin/audit", get(audit::<B>))
 }
 
@@ -585,6 +590,72 @@ async fn shutdown_room<B: Backend>(
 ) -> Result<Response, ApiError> {
     let request = AdminRequest::ShutdownRoom {
         room_id: RoomId::parse(&room_id).map_err(invalid)?,
+    };
+    run(&api, &device, request, StatusCode::OK).await
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/admin/federation/blocks",
+    tag = "admin",
+    summary = "The hearths this one blocked",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The answer.", body = AdminResponse))
+)]
+async fn blocked_hearths<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+) -> Result<Response, ApiError> {
+    run(&api, &device, AdminRequest::BlockedHearths, StatusCode::OK).await
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BlockBody {
+    /// Why, for the other admins (at most 1024 bytes).
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[utoipa::path(
+    put,
+    path = "/v1/admin/federation/blocks/{server}",
+    tag = "admin",
+    summary = "Block a hearth: no federation with it either way until the block is lifted",
+    security(("bearer" = [])),
+    params(("server" = ServerName, Path)),
+    request_body = BlockBody,
+    responses((status = 200, description = "The answer.", body = AdminResponse))
+)]
+async fn block_hearth<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiPath(server): ApiPath<String>,
+    ApiJson(body): ApiJson<BlockBody>,
+) -> Result<Response, ApiError> {
+    let request = AdminRequest::BlockHearth {
+        server: ServerName::parse(&server).map_err(invalid)?,
+        reason: body.reason,
+    };
+    run(&api, &device, request, StatusCode::OK).await
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/federation/blocks/{server}",
+    tag = "admin",
+    summary = "Lift the block on a hearth; what waited for it is sent",
+    security(("bearer" = [])),
+    params(("server" = ServerName, Path)),
+    responses((status = 200, description = "The answer.", body = AdminResponse))
+)]
+async fn unblock_hearth<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiPath(server): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let request = AdminRequest::UnblockHearth {
+        server: ServerName::parse(&server).map_err(invalid)?,
     };
     run(&api, &device, request, StatusCode::OK).await
 }

@@ -8,6 +8,7 @@
 
 pub mod announcements;
 pub mod backoff;
+pub mod blocklist;
 pub mod cert;
 pub mod check;
 mod clock;
@@ -22,6 +23,7 @@ pub mod tls;
 pub mod transport;
 
 pub use backoff::{Backoff, BackoffPolicy};
+pub use blocklist::Blocklist;
 pub use check::Freshness;
 pub use directory::{Directory, LearnError, Learned, PeerConfig, RotationError};
 pub use discovery::{Discovery, DiscoveryPolicy, HearthIdentity, ResolveError};

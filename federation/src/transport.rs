@@ -56,6 +56,8 @@ pub struct TransportConfig {
     /// Finds hearths that are not in the directory (dialled by name, or calling with a key the
     /// directory does not hold). `None`: only known hearths are reached and admitted.
     pub discovery: Option<crate::discovery::Discovery>,
+    /// Hearths nothing is sent to and nothing is taken from.
+    pub blocked: crate::blocklist::Blocklist,
 }
 
 impl TransportConfig {
@@ -75,6 +77,7 @@ impl TransportConfig {
             replay_capacity: 1 << 20,
             reset_secret: rand::random(),
             discovery: None,
+            blocked: Default::default(),
         }
     }
 }
@@ -155,6 +158,8 @@ pub enum RequestError {
 /// Why a batch could not be handed over. The caller keeps the batch and retries later.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
+    #[error("this hearth's admin blocked {0}")]
+    Blocked(ServerName),
     #[error("{0} is not a known peer")]
     UnknownPeer(ServerName),
     #[error("cannot set up TLS for {0}: {1}")]
@@ -308,6 +313,9 @@ impl Transport {
         peer: &ServerName,
         frames: &[Vec<u8>],
     ) -> Result<Vec<Outcome>, SendError> {
+        if self.shared.config.blocked.contains(peer) {
+            return Err(SendError::Blocked(peer.clone()));
+        }
         // Counted from the start of an attempt, so a peer that swallows packets without
         // answering is seen as unreachable before the attempt times out.
         self.shared
@@ -485,8 +493,16 @@ impl Transport {
             .collect()
     }
 
+    /// The hearths this transport neither reaches nor admits.
+    pub fn blocked(&self) -> &crate::blocklist::Blocklist {
+        &self.shared.config.blocked
+    }
+
     /// The live connection to `peer`, dialling if there is none.
     pub async fn connection(&self, peer: &ServerName) -> Result<quinn::Connection, SendError> {
+        if self.shared.config.blocked.contains(peer) {
+            return Err(SendError::Blocked(peer.clone()));
+        }
         let slot = self
             .shared
             .links
@@ -605,6 +621,9 @@ async fn identify(connection: &quinn::Connection, shared: &Shared) -> Option<Ser
     }
 }
 
+/// The QUIC application close code for a connection from a hearth this one blocked.
+pub const BLOCKED_CLOSE_CODE: u32 = 3;
+
 async fn serve_connection<I: Inbound>(
     incoming: quinn::Incoming,
     shared: Arc<Shared>,
@@ -623,8 +642,21 @@ async fn serve_connection<I: Inbound>(
         return;
     };
     tracing::debug!(%peer, "peer connected");
-    arrivals(&shared, &peer).notify_waiters();
+    if !shared.config.blocked.contains(&peer) {
+        arrivals(&shared, &peer).notify_waiters();
+    }
+    let refuse = || {
+        tracing::info!(%peer, "refused a blocked hearth");
+        connection.close(VarInt::from_u32(BLOCKED_CLOSE_CODE), b"blocked");
+    };
+    if shared.config.blocked.contains(&peer) {
+        return refuse();
+    }
     while let Ok((send, recv)) = connection.accept_bi().await {
+        // Checked per stream, so a connection open when the block came closes at its next one.
+        if shared.config.blocked.contains(&peer) {
+            return refuse();
+        }
         tokio::spawn(serve_stream(
             peer.clone(),
             send,

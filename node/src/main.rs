@@ -169,6 +169,19 @@ enum AdminAction {
         #[arg(long)]
         yes: bool,
     },
+    /// Block a hearth: nothing is sent to it or taken from it, directly or through relays,
+    /// and this hearth's users cannot write in rooms it orders or add its users. What is queued
+    /// for it waits until `unblock-hearth`.
+    BlockHearth {
+        server: String,
+        /// Why, for the other admins (kept with the block).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Lift a block; what waited for the hearth is sent.
+    UnblockHearth { server: String },
+    /// List blocked hearths: name, since when (ms), reason.
+    BlockedHearths,
 }
 
 /// `YYYY-MM-DD` (UTC midnight) or ms since the Unix epoch.
@@ -411,6 +424,14 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
             );
             AdminRequest::EraseUser { user_id }
         }
+        AdminAction::BlockHearth { server, reason } => AdminRequest::BlockHearth {
+            server: hearth_spec::ServerName::parse(&server)?,
+            reason,
+        },
+        AdminAction::UnblockHearth { server } => AdminRequest::UnblockHearth {
+            server: hearth_spec::ServerName::parse(&server)?,
+        },
+        AdminAction::BlockedHearths => AdminRequest::BlockedHearths,
         AdminAction::RotateKey { grace_secs, revoke } => AdminRequest::RotateKey {
             grace_ms: grace_secs.saturating_mul(1000),
             revoke,
@@ -456,6 +477,7 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
                     custody,
                     directory,
                     swarm: None,
+                    blocked: None,
                     rooms: None,
                 },
                 admin::LOCAL_ACTOR,
@@ -581,6 +603,21 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
             "erased {user_id}: left {rooms_left} room(s), {messages_purged} message(s) purged, \
              {media_deleted} upload(s) deleted"
         ),
+        AdminResponse::HearthBlock {
+            server,
+            blocked,
+            changed,
+        } => match (blocked, changed) {
+            (true, true) => println!("blocked {server}"),
+            (true, false) => println!("{server} was blocked already"),
+            (false, true) => println!("unblocked {server}"),
+            (false, false) => println!("{server} was not blocked"),
+        },
+        AdminResponse::BlockedHearths { blocked } => {
+            for b in blocked {
+                println!("{}	{}	{}", b.server, b.ts, b.reason.unwrap_or_default());
+            }
+        }
         AdminResponse::BackedUp {
             to,
             tables,

@@ -162,6 +162,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         reason,
     })?;
     let media_for_admin = media.clone();
+    let blocked = hearth_federation::Blocklist::new(
+        store
+            .blocked_hearths()?
+            .into_iter()
+            .map(|(server, _)| server),
+    );
     let federation = Federation::start(
         &config,
         FederationParts {
@@ -174,6 +180,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             signals: signal_queues,
             peer_signals,
             media: media.clone(),
+            blocked: blocked.clone(),
         },
     )?;
     let federation_addr = federation.transport.local_addr();
@@ -195,6 +202,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         peer_requests: federation.peer_requests(),
         media,
         transport: federation.transport(),
+        blocked: blocked.clone(),
     }));
     let directory_for_admin = directory.clone();
     let directory_for_metrics = directory.clone();
@@ -219,6 +227,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         custody: federation.custody(),
         directory: directory_for_admin,
         swarm: federation.discovery().map(|d| d.swarm().clone()),
+        blocked: Some(blocked),
         rooms: Some({
             let weak = Arc::downgrade(&hearth);
             weak as std::sync::Weak<dyn crate::ops::admin::RoomActions>

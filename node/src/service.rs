@@ -46,6 +46,8 @@ pub struct Parts {
     pub peer_requests: crate::federation::PeerRequests,
     /// The federation endpoint (for readiness).
     pub transport: hearth_federation::Transport,
+    /// Hearths an admin blocked: nothing this hearth's users do may need them.
+    pub blocked: hearth_federation::Blocklist,
 }
 
 /// The running hearth.
@@ -70,6 +72,7 @@ pub struct Hearth {
     max_key_packages: u64,
     key_requests: crate::chat::key_requests::KeyRequests,
     transport: hearth_federation::Transport,
+    blocked: hearth_federation::Blocklist,
     /// Bytes of attachments each user may store (0: no quota).
     media_quota: u64,
     /// Which sightings of devices to write (rarely: see `accounts/seen.rs`).
@@ -109,6 +112,7 @@ impl Hearth {
             ),
             max_key_packages: parts.config.limits.max_key_packages,
             transport: parts.transport,
+            blocked: parts.blocked,
             media_quota: parts.config.limits.media_quota_bytes,
             last_seen: std::sync::Mutex::new(crate::accounts::seen::SeenThrottle::new(
                 SEEN_EVERY_MS,
@@ -218,6 +222,20 @@ impl Hearth {
         })
     }
 
+    /// Refuses to write in a room whose home an admin blocked: nothing would reach it.
+    fn require_home_unblocked(&self, room: &RoomId) -> Result<(), ErrorBody> {
+        let home = room.home();
+        if self.blocked.contains(&home) {
+            return Err(ErrorBody::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "{room} is ordered by {home}, which this hearth's admin blocked: nothing can be sent to it, and it cannot be left, until the block is lifted"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// What one event may carry (a message's payload, a commit with its welcome).
     fn check_event_size(&self, size: usize, what: &str) -> Result<(), ErrorBody> {
         if size > self.max_event_bytes {
@@ -253,6 +271,13 @@ impl Hearth {
             }) => Err(ErrorBody::new(
                 ErrorCode::NotFound,
                 format!("{server} is not a hearth this one federates with"),
+            )),
+            Err(FetchError::Unreachable {
+                server,
+                reason: RequestError::Send(SendError::Blocked(_)),
+            }) => Err(ErrorBody::new(
+                ErrorCode::Forbidden,
+                format!("{server} is blocked by this hearth's admin"),
             )),
             Err(e @ FetchError::TooLarge(_)) => {
                 Err(ErrorBody::new(ErrorCode::TooLarge, e.to_string()))
@@ -310,6 +335,12 @@ impl Hearth {
     async fn require_users_exist(&self, users: &[UserId]) -> Result<(), ErrorBody> {
         for user in users {
             let server = user.server_name();
+            if self.blocked.contains(&server) {
+                return Err(ErrorBody::new(
+                    ErrorCode::Forbidden,
+                    format!("{user} is on {server}, which this hearth's admin blocked"),
+                ));
+            }
             if server != self.server_name {
                 // Another hearth's users cannot be looked up from here; its hearth must be a peer,
                 // configured or found in the DHT.
@@ -554,6 +585,7 @@ impl Backend for Hearth {
         room: RoomId,
         user: UserId,
     ) -> Result<Sequenced, ErrorBody> {
+        self.require_home_unblocked(&room)?;
         self.require_users_exist(std::slice::from_ref(&user))
             .await?;
         self.sequence(Request::Invite {
@@ -567,6 +599,7 @@ impl Backend for Hearth {
     }
 
     async fn leave(&self, device: &AuthedDevice, room: RoomId) -> Result<Sequenced, ErrorBody> {
+        self.require_home_unblocked(&room)?;
         self.sequence(Request::Leave {
             user: device.user_id.clone(),
             device: device.device_id.clone(),
@@ -635,6 +668,7 @@ impl Backend for Hearth {
         payload: Vec<u8>,
     ) -> Result<Sequenced, ErrorBody> {
         self.check_event_size(payload.len(), "the message")?;
+        self.require_home_unblocked(&room)?;
         let started = std::time::Instant::now();
         let sequenced = self
             .sequence(Request::Send {
@@ -814,6 +848,7 @@ impl Backend for Hearth {
     ) -> Result<Sequenced, ErrorBody> {
         let size = req.commit.len() + req.welcome.as_ref().map_or(0, Vec::len);
         self.check_event_size(size, "the commit with its welcome")?;
+        self.require_home_unblocked(&room)?;
         self.sequence(Request::Commit {
             user: device.user_id.clone(),
             device: device.device_id.clone(),

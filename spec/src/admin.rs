@@ -139,7 +139,22 @@ pub enum AdminRequest {
     ShutdownRoom {
         room_id: RoomId,
     },
+    /// Blocks a hearth: nothing is sent to it or taken from it, directly or through relays,
+    /// until the block is lifted; what is queued for it waits.
+    BlockHearth {
+        server: ServerName,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    UnblockHearth {
+        server: ServerName,
+    },
+    /// The blocked hearths, in name order.
+    BlockedHearths,
 }
+
+/// Longest reason an admin may give for blocking a hearth, in bytes.
+pub const MAX_BLOCK_REASON: usize = 1024;
 
 impl AdminRequest {
     /// What the audit log calls this request, or `None` for one that only reads.
@@ -153,6 +168,7 @@ impl AdminRequest {
             | Self::FederationStatus
             | Self::ListMedia { .. }
             | Self::ListRooms { .. }
+            | Self::BlockedHearths
             | Self::RoomMembers { .. } => return None,
             Self::CreateUser { .. } => "create_user",
             Self::DeactivateUser { .. } => "deactivate_user",
@@ -172,8 +188,21 @@ impl AdminRequest {
             Self::PurgeHistory { .. } => "purge_history",
             Self::EraseUser { .. } => "erase_user",
             Self::ShutdownRoom { .. } => "shutdown_room",
+            Self::BlockHearth { .. } => "block_hearth",
+            Self::UnblockHearth { .. } => "unblock_hearth",
         })
     }
+}
+
+/// A hearth an admin blocked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BlockedHearth {
+    pub server: ServerName,
+    /// When it was blocked, ms since the epoch.
+    pub ts: u64,
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// A user as admins see it.
@@ -366,6 +395,15 @@ pub enum AdminResponse {
         room_id: RoomId,
         /// Members of this hearth who left it.
         members_removed: usize,
+    },
+    /// A block set or lifted; `changed` is false when it already was so.
+    HearthBlock {
+        server: ServerName,
+        blocked: bool,
+        changed: bool,
+    },
+    BlockedHearths {
+        blocked: Vec<BlockedHearth>,
     },
     Erased {
         user_id: UserId,

@@ -10,8 +10,8 @@ use hearth_client::Client;
 use hearth_node::config::Registration;
 use hearth_node::ops::admin::{AdminRequest, AdminResponse, request_socket};
 use hearth_node::ops::data_dir::admin_socket_path;
-use hearth_spec::ErrorCode;
-use hearth_tests::{HearthProcess, TestHearth, hearth_binary};
+use hearth_spec::{ErrorCode, RoomKind};
+use hearth_tests::{HearthProcess, TestHearth, grant_admin, hearth_binary};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct horse battery";
@@ -415,6 +415,110 @@ async fn only_admins_use_the_admin_api_and_every_action_is_audited() {
     .await;
     let mut root_again = Client::new(&hearth.url);
     assert!(root_again.login("root", PASSWORD, None).await.is_err());
+}
+
+/// Blocking a hearth over HTTP: admins only, each change audited, bad input refused, and while
+/// the block lasts this hearth's users cannot bring that hearth's users into a room.
+#[tokio::test]
+async fn admins_block_and_unblock_hearths() {
+    use reqwest::Method;
+    let hearth = TestHearth::start().await;
+    let root = hearth.user("root").await;
+    let mut alice = hearth.user("alice").await;
+    grant_admin(hearth.data_dir(), "root").await;
+    let path = "/v1/admin/federation/blocks/evil.test";
+    let reason = Some(json!({"reason": "spam waves"}));
+
+    let (status, e) = call(&hearth, Some(&alice), Method::PUT, path, reason.clone()).await;
+    assert_eq!((status, e["code"].as_str()), (403, Some("forbidden")));
+    let (status, blocked) = call(&hearth, Some(&root), Method::PUT, path, reason.clone()).await;
+    assert_eq!(status, 200, "{blocked}");
+    assert_eq!(
+        blocked,
+        json!({"result": "hearth_block", "server": "evil.test", "blocked": true, "changed": true})
+    );
+    let (_, again) = call(&hearth, Some(&root), Method::PUT, path, Some(json!({}))).await;
+    assert_eq!(again["changed"], false);
+    let (status, list) = call(
+        &hearth,
+        Some(&root),
+        Method::GET,
+        "/v1/admin/federation/blocks",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(list["blocked"][0]["server"], "evil.test");
+    assert_eq!(
+        list["blocked"][0]["reason"], "spam waves",
+        "the first block's reason stays"
+    );
+    assert_eq!(list["blocked"].as_array().unwrap().len(), 1);
+
+    let refused = alice
+        .create_room(
+            RoomKind::Direct,
+            None,
+            &[hearth_tests::user_id("mallory", "evil.test")],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::Forbidden), "{refused}");
+    assert!(refused.to_string().contains("blocked"), "{refused}");
+
+    for (path, body) in [
+        ("/v1/admin/federation/blocks/localhost", Some(json!({}))),
+        (
+            "/v1/admin/federation/blocks/not%20a%20name",
+            Some(json!({})),
+        ),
+        (
+            "/v1/admin/federation/blocks/other.test",
+            Some(json!({"reason": "x".repeat(1025)})),
+        ),
+    ] {
+        let (status, e) = call(&hearth, Some(&root), Method::PUT, path, body).await;
+        assert_eq!(
+            (status, e["code"].as_str()),
+            (400, Some("invalid_param")),
+            "{path}: {e}"
+        );
+    }
+
+    let (status, lifted) = call(&hearth, Some(&root), Method::DELETE, path, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (lifted["blocked"].clone(), lifted["changed"].clone()),
+        (json!(false), json!(true))
+    );
+    let (_, again) = call(&hearth, Some(&root), Method::DELETE, path, None).await;
+    assert_eq!(again["changed"], false);
+    let (_, list) = call(
+        &hearth,
+        Some(&root),
+        Method::GET,
+        "/v1/admin/federation/blocks",
+        None,
+    )
+    .await;
+    assert_eq!(list["blocked"], json!([]));
+
+    let (_, audit) = call(&hearth, Some(&root), Method::GET, "/v1/admin/audit", None).await;
+    let root_id = "@root:localhost";
+    let rows: Vec<(String, String, String)> = audit_rows(&audit)
+        .into_iter()
+        .filter(|(_, action, _)| action.contains("block"))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (root_id, "block_hearth", "evil.test"),
+            (root_id, "block_hearth", "evil.test"),
+            (root_id, "unblock_hearth", "evil.test"),
+            (root_id, "unblock_hearth", "evil.test"),
+        ]
+        .map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()))
+    );
 }
 
 #[tokio::test]

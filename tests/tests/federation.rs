@@ -82,6 +82,7 @@ async fn events_until(rx: &mut Receiver, event_id: EventId) -> Vec<(u64, EventId
 /// a.test, b.test and c.test federated, with alice, bob and carol registered on them in turn.
 struct Trio {
     _root: tempfile::TempDir,
+    network: Vec<hearth_tests::PeerSpec>,
     hearths: Vec<HearthProcess>,
     alice: Client,
     bob: Client,
@@ -89,14 +90,20 @@ struct Trio {
 }
 
 async fn three_hearths() -> Trio {
+    three_hearths_with(&[]).await
+}
+
+/// [`three_hearths`], each with `extra` in its environment.
+async fn three_hearths_with(extra: &[(&str, &str)]) -> Trio {
     let root = tempfile::tempdir().unwrap();
     let network = plan_network(root.path(), &["a.test", "b.test", "c.test"]).unwrap();
-    let hearths = start_network(&network, &[]).await.unwrap();
+    let hearths = start_network(&network, extra).await.unwrap();
     let alice = register(&hearths[0], "alice").await;
     let bob = register(&hearths[1], "bob").await;
     let carol = register(&hearths[2], "carol").await;
     Trio {
         _root: root,
+        network,
         hearths,
         alice,
         bob,
@@ -106,7 +113,11 @@ async fn three_hearths() -> Trio {
 
 /// [`three_hearths`] plus a group `name` homed on a.test with all three, arrived everywhere.
 async fn three_hearths_with_group(name: &str) -> (Trio, RoomId) {
-    let mut trio = three_hearths().await;
+    with_group(three_hearths().await, name).await
+}
+
+/// `trio` plus a group `name` homed on a.test with all three, arrived everywhere.
+async fn with_group(mut trio: Trio, name: &str) -> (Trio, RoomId) {
     let room = trio
         .alice
         .create_room(
@@ -130,6 +141,7 @@ async fn cross_hearth_dm_and_three_hearth_group_share_one_order() {
         mut alice,
         mut bob,
         mut carol,
+        ..
     } = three_hearths().await;
 
     // A DM from a.test to b.test: bob sees the room arrive and answers from his own hearth.
@@ -240,6 +252,7 @@ async fn member_hearth_killed_mid_burst_loses_and_duplicates_nothing() {
             mut alice,
             mut bob,
             mut carol,
+            ..
         },
         room,
     ) = three_hearths_with_group("burst").await;
@@ -347,6 +360,7 @@ async fn sends_while_the_home_is_down_are_accepted_and_sequenced_when_it_returns
             mut alice,
             mut bob,
             mut carol,
+            ..
         },
         room,
     ) = three_hearths_with_group("home away").await;
@@ -432,5 +446,192 @@ async fn a_peer_killed_without_closing_is_noticed_within_the_idle_timeout() {
     eprintln!(
         "b.test killed; a.test noticed after {:.2} s (idle timeout 2 s)",
         killed.elapsed().as_secs_f64()
+    );
+}
+
+/// The depth of `peer`'s outbound queue on the hearth `me` (0 when it has none).
+fn queue_depth(me: &hearth_tests::PeerSpec, network: &[hearth_tests::PeerSpec], peer: &str) -> u64 {
+    hearth_tests::hearth_admin(&me.data_dir, me, network, &["federation-status"])
+        .lines()
+        .find_map(|line| {
+            let rest = line.strip_prefix(&format!("queue\t{peer}\t"))?;
+            rest.trim().parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// An admin of a.test blocks b.test: a.test's group goes on for a.test and c.test while what
+/// it owes b.test waits in its queue, b.test's users' events do not get in (neither directly
+/// nor through c.test as a relay), a.test's users can neither write in b.test's rooms nor add
+/// b.test's users. The block holds across a restart and, lifted, everything that waited
+/// arrives and every copy of the room agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_blocked_hearth_gets_nothing_and_gives_nothing_until_unblocked() {
+    // b.test hands what a.test does not take to relays after 1 s (the default is 30 s).
+    let trio = three_hearths_with(&[("HEARTH_FEDERATION__RELAY__AFTER_MS", "1000")]).await;
+    let (
+        Trio {
+            _root,
+            network,
+            mut hearths,
+            mut alice,
+            mut bob,
+            mut carol,
+        },
+        room,
+    ) = with_group(trio, "blocked").await;
+    let admin = |args: &[&str]| {
+        hearth_tests::hearth_admin(&network[0].data_dir, &network[0], &network, args)
+    };
+    let bobs_dm = bob
+        .create_room(RoomKind::Direct, None, &[user_id("alice", "a.test")])
+        .await
+        .unwrap()
+        .room_id;
+    wait_for_seq(&mut alice, &bobs_dm, 3).await;
+
+    assert_eq!(
+        admin(&["block-hearth", "b.test", "--reason", "spam waves"]),
+        "blocked b.test\n"
+    );
+    assert_eq!(
+        admin(&["block-hearth", "b.test"]),
+        "b.test was blocked already\n"
+    );
+    let listed = admin(&["blocked-hearths"]);
+    assert!(
+        listed.starts_with("b.test\t") && listed.ends_with("\tspam waves\n"),
+        "{listed}"
+    );
+
+    // a.test's users: nothing they do may need b.test.
+    let refused = alice
+        .send(&bobs_dm, &new_txn_id(), b"to a room b.test orders")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(hearth_spec::ErrorCode::Forbidden),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("blocked"), "{refused}");
+    let refused = alice
+        .create_room(RoomKind::Direct, None, &[user_id("bob", "b.test")])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(hearth_spec::ErrorCode::Forbidden),
+        "{refused}"
+    );
+
+    // The group goes on for a.test and c.test; b.test's copy waits in a.test's queue.
+    let during = alice
+        .send(&room, &new_txn_id(), b"while b.test is blocked")
+        .await
+        .unwrap();
+    assert_eq!(during.seq, Some(5));
+    wait_for_seq(&mut carol, &room, 5).await;
+    // b.test's users' events are accepted by b.test and wait there: a.test refuses it.
+    let from_bob = bob
+        .send(&room, &new_txn_id(), b"bob while blocked")
+        .await
+        .unwrap();
+    assert_eq!(from_bob.seq, None);
+    // b.test gives up on reaching a.test directly and hands the event to c.test, which a.test
+    // refuses too: it is b.test's.
+    let relayed_refusal = |line: &str| {
+        line.starts_with("hearth_federation_envelopes_total{")
+            && ["direction=\"in\"", "peer=\"c.test\"", "code=\"Forbidden\""]
+                .iter()
+                .all(|label| line.contains(label))
+    };
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let metrics = reqwest::get(format!(
+            "http://127.0.0.1:{}/metrics",
+            network[0].metrics_port
+        ))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+        if metrics.lines().any(relayed_refusal) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "c.test never relayed bob's event to a.test"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(alice.room(&room).await.unwrap().last_seq, 5);
+
+    // Across a restart (and on the stopped hearth, which reads the table itself).
+    hearths[0].terminate().unwrap();
+    assert!(admin(&["blocked-hearths"]).starts_with("b.test\t"));
+    hearths[0].start_again().await.unwrap();
+    let after_restart = alice
+        .send(&room, &new_txn_id(), b"after a restart")
+        .await
+        .unwrap();
+    assert_eq!(after_restart.seq, Some(6));
+    wait_for_seq(&mut carol, &room, 6).await;
+    let deadline = Instant::now() + WAIT;
+    while queue_depth(&network[0], &network, "c.test") > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a.test never drained c.test's queue"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        queue_depth(&network[0], &network, "b.test") >= 2,
+        "what a.test owes b.test waits in its queue"
+    );
+    assert_eq!(
+        bob.room(&room).await.unwrap().last_seq,
+        4,
+        "b.test got nothing"
+    );
+    assert_eq!(
+        alice.room(&room).await.unwrap().last_seq,
+        6,
+        "bob's event did not get in"
+    );
+
+    assert_eq!(admin(&["unblock-hearth", "b.test"]), "unblocked b.test\n");
+    assert_eq!(admin(&["blocked-hearths"]), "");
+    // Everything that waited arrives: a.test's two events for b.test, and bob's for a.test.
+    wait_for_seq(&mut bob, &room, 7).await;
+    wait_for_seq(&mut alice, &room, 7).await;
+    wait_for_seq(&mut carol, &room, 7).await;
+    let a = history(&mut alice, &room).await;
+    assert_eq!(a, history(&mut bob, &room).await);
+    assert_eq!(a, history(&mut carol, &room).await);
+    assert_eq!(
+        a[6].1, from_bob.event_id,
+        "bob's event came in after the block"
+    );
+    alice
+        .send(&bobs_dm, &new_txn_id(), b"b.test's rooms work again")
+        .await
+        .unwrap();
+
+    let actions: Vec<String> = admin(&["audit-log"])
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            format!("{} {}", f[3], f[4])
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "block_hearth b.test",
+            "block_hearth b.test",
+            "unblock_hearth b.test"
+        ]
     );
 }

@@ -57,6 +57,12 @@ pub async fn drive<S: OutboxStore>(
     loop {
         step = match step {
             Step::Read { after } => {
+                // A blocked destination's queue is kept, unsent, for as long as the block lasts
+                // (signed only once it is lifted, so nothing goes stale waiting).
+                if transport.blocked().contains(&destination) {
+                    tracing::info!(%destination, "destination blocked; holding its queue");
+                    transport.blocked().until_unblocked(&destination).await;
+                }
                 let Ok(pending) = read(&store, &destination, after).await else {
                     return;
                 };

@@ -222,6 +222,10 @@ fn failure_of(server: &ServerName, e: RequestError) -> Failure {
             format!("{server} does not serve that user"),
         ),
         e @ RequestError::Rejected(_) => (ErrorCode::Forbidden, format!("{server} refused: {e}")),
+        RequestError::Send(hearth_federation::SendError::Blocked(_)) => (
+            ErrorCode::Forbidden,
+            format!("{server} is blocked by this hearth's admin"),
+        ),
         e => (
             ErrorCode::Unavailable,
             format!("cannot reach {server}: {e}"),

@@ -21,7 +21,11 @@ pub(super) async fn hand_off(node: Arc<FedNode>, transport: Transport, wakers: A
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
     loop {
         tick.tick().await;
-        let peers = wakers.peers();
+        // A blocked hearth is neither a destination whose queue is handed over (it is held
+        // until the block is lifted) nor a relay.
+        let blocked = transport.blocked();
+        let mut peers = wakers.peers();
+        peers.retain(|p| !blocked.contains(p));
         let actions = {
             let directory = node.directory.read().expect("directory lock");
             machine.lock().expect("hand-off lock").tick(
@@ -30,6 +34,9 @@ pub(super) async fn hand_off(node: Arc<FedNode>, transport: Transport, wakers: A
                 |d| transport.failing_for(d),
                 node.finder.is_some(),
                 |p| {
+                    if blocked.contains(p) {
+                        return None;
+                    }
                     directory
                         .current_key(p)
                         .and_then(|k| hearth_federation::p2p::dht_position(&k))

@@ -296,11 +296,16 @@ impl FedNode {
             return envelopes.into_iter().map(Arrived::Direct).collect();
         }
         let unsealer = self.unsealer.clone();
+        let blocked = self.blocked.clone();
         let count = envelopes.len();
         tokio::task::spawn_blocking(move || {
             envelopes
                 .into_iter()
                 .map(|envelope| match envelope.body {
+                    FedBody::Relayed { origin, .. } if blocked.contains(&origin) => {
+                        tracing::info!(%origin, "refused a relayed envelope of a blocked hearth");
+                        Arrived::Refused(Outcome::Rejected(RejectCode::Forbidden))
+                    }
                     FedBody::Relayed { origin, sealed } => {
                         match unsealer.unseal(&origin, &sealed) {
                             Ok(inner) => Arrived::Relayed(origin, inner),
@@ -348,10 +353,12 @@ impl FedNode {
         }
         let custody = self.custody.clone();
         let directory = self.directory.clone();
+        let blocked = self.blocked.clone();
         let origin = origin.clone();
         let taken = tokio::task::spawn_blocking(move || {
+            // Nothing is held for a blocked hearth: it could never be handed over.
             custody.take(&origin, items, |d| {
-                directory.read().expect("directory lock").knows(d)
+                !blocked.contains(d) && directory.read().expect("directory lock").knows(d)
             })
         })
         .await;

@@ -68,6 +68,9 @@ pub struct FedNode {
     media: MediaStore,
     /// Looks up hearths this one does not know in the DHT (`None` without discovery).
     finder: Option<hearth_federation::Discovery>,
+    /// Hearths an admin blocked (the transport keeps them out; relayed envelopes of theirs and
+    /// custody for them are refused here).
+    blocked: hearth_federation::Blocklist,
 }
 
 /// Why federation could not start.
@@ -104,6 +107,8 @@ pub struct FederationParts {
     /// Where signal queues of peers learnt after start are made.
     pub peer_signals: Arc<crate::federation::peer_signals::PeerSignals>,
     pub media: MediaStore,
+    /// Hearths an admin blocked.
+    pub blocked: hearth_federation::Blocklist,
 }
 
 impl Federation {
@@ -171,6 +176,7 @@ impl Federation {
             committer: Mutex::new(Some(parts.committer)),
             media: parts.media,
             finder: discovery.as_ref().map(|d| d.discovery.clone()),
+            blocked: parts.blocked.clone(),
         });
         let mut transport_config = TransportConfig::new(config.server_name.clone(), f.listen);
         let freshness = Freshness {
@@ -185,6 +191,7 @@ impl Federation {
         transport_config.reset_secret =
             crate::ops::keys::load_or_generate_secret(&config.data_dir.join("quic-reset.key"))?;
         transport_config.discovery = discovery.as_ref().map(|d| d.discovery.clone());
+        transport_config.blocked = parts.blocked;
         let transport = Transport::start(
             transport_config,
             parts.keys,

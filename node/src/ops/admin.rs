@@ -40,6 +40,8 @@ pub struct Admin {
     pub directory: Arc<std::sync::RwLock<hearth_federation::Directory>>,
     /// The swarm of a running hearth.
     pub swarm: Option<hearth_federation::Swarm>,
+    /// The live list of blocked hearths of a running hearth (a stopped one has only the table).
+    pub blocked: Option<hearth_federation::Blocklist>,
     /// A running hearth's rooms, for what needs events sequenced (weak: the hearth owns this).
     pub rooms: Option<std::sync::Weak<dyn RoomActions>>,
 }
@@ -107,6 +109,9 @@ fn target_of(request: &AdminRequest) -> String {
         | AdminRequest::PurgeHistory { room_id, .. }
         | AdminRequest::ShutdownRoom { room_id } => room_id.to_string(),
         AdminRequest::EraseUser { user_id } => user_id.clone(),
+        AdminRequest::BlockHearth { server, .. } | AdminRequest::UnblockHearth { server } => {
+            server.to_string()
+        }
         AdminRequest::QuarantineMedia { media_id } | AdminRequest::DeleteMedia { media_id } => {
             media_id.clone()
         }
@@ -133,6 +138,45 @@ fn require_room(admin: &Admin, room: &hearth_spec::RoomId) -> Result<(), ErrorBo
         Some(_) => Ok(()),
         None => Err(ErrorBody::new(ErrorCode::NotFound, "no such room here")),
     }
+}
+
+/// Blocks `server` in the store and, on a running hearth, at once in federation.
+fn block(
+    admin: &Admin,
+    server: hearth_spec::ServerName,
+    reason: Option<String>,
+) -> Result<AdminResponse, ErrorBody> {
+    if server == *admin.accounts.server_name() {
+        return Err(ErrorBody::new(
+            ErrorCode::InvalidParam,
+            "a hearth cannot block itself",
+        ));
+    }
+    if reason
+        .as_ref()
+        .is_some_and(|r| r.len() > hearth_spec::admin::MAX_BLOCK_REASON)
+    {
+        return Err(ErrorBody::new(
+            ErrorCode::InvalidParam,
+            format!(
+                "the reason is longer than {} bytes",
+                hearth_spec::admin::MAX_BLOCK_REASON
+            ),
+        ));
+    }
+    let record = crate::store::tables::BlockRecord {
+        ts: crate::clock::now_ms(),
+        reason,
+    };
+    let changed = admin.store.block_hearth(&server, &record).map_err(stored)?;
+    if let Some(list) = &admin.blocked {
+        list.set(&server, true);
+    }
+    Ok(AdminResponse::HearthBlock {
+        server,
+        blocked: true,
+        changed,
+    })
 }
 
 /// Erases an account (spec/admin.md): logged out and deactivated first, so nothing new comes
@@ -540,6 +584,31 @@ fn run(admin: &Admin, request: AdminRequest) -> Result<AdminResponse, ErrorBody>
             }
         }
         AdminRequest::EraseUser { user_id: text } => erase(admin, &user_id(&text)?)?,
+        AdminRequest::BlockHearth { server, reason } => block(admin, server, reason)?,
+        AdminRequest::UnblockHearth { server } => {
+            let changed = admin.store.unblock_hearth(&server).map_err(stored)?;
+            if let Some(list) = &admin.blocked {
+                list.set(&server, false);
+            }
+            AdminResponse::HearthBlock {
+                server,
+                blocked: false,
+                changed,
+            }
+        }
+        AdminRequest::BlockedHearths => AdminResponse::BlockedHearths {
+            blocked: admin
+                .store
+                .blocked_hearths()
+                .map_err(stored)?
+                .into_iter()
+                .map(|(server, record)| hearth_spec::admin::BlockedHearth {
+                    server,
+                    ts: record.ts,
+                    reason: record.reason,
+                })
+                .collect(),
+        },
         AdminRequest::ShutdownRoom { room_id } => {
             require_room(admin, &room_id)?;
             let members_removed = running(admin, "shutting a room down")?.shutdown(&room_id)?;

@@ -83,6 +83,7 @@ impl Store {
                 RETENTION,
                 PURGE_FLOORS,
                 CLOSED_ROOMS,
+                BLOCKED_HEARTHS,
             ]
         );
         for table in snapshot.list_tables()? {

@@ -11,6 +11,7 @@
 mod accounts;
 mod admin;
 mod backup;
+mod blocks;
 mod media;
 pub use admin::TokenRegistration;
 pub use media::MediaCharge;
@@ -192,6 +193,7 @@ impl Store {
             txn.open_table(RETENTION).map_err(StoreError::from)?;
             txn.open_table(CLOSED_ROOMS).map_err(StoreError::from)?;
             txn.open_table(PURGE_FLOORS).map_err(StoreError::from)?;
+            txn.open_table(BLOCKED_HEARTHS).map_err(StoreError::from)?;
         }
         txn.commit().map_err(StoreError::from)?;
         if new {

@@ -129,6 +129,16 @@ pub const RETENTION: TableDefinition<&str, u32> = TableDefinition::new("retentio
 /// room id → seq: every message before it is purged (where the next purge of the room starts).
 pub const PURGE_FLOORS: TableDefinition<&str, u64> = TableDefinition::new("purge_floors");
 
+/// server name → [`BlockRecord`]: hearths an admin blocked (no federation either way).
+pub const BLOCKED_HEARTHS: TableDefinition<&str, &[u8]> = TableDefinition::new("blocked_hearths");
+
+/// A blocked hearth: when, and the admin's reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockRecord {
+    pub ts: u64,
+    pub reason: Option<String>,
+}
+
 /// One admin action.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
