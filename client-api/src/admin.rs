@@ -73,6 +73,8 @@ pub(crate) fn routes<B: Backend>() -> Router<Arc<Api<B>>> {
             "/v1/admin/media/{media_id}",
             segment::<B>(M::DELETE, delete_media),
         )
+        .route("/v1/admin/notices", post(notice_everyone::<B>))
+        .route("/v1/admin/users/{user_id}/notices", post(notice_user::<B>))
         .route("/v1/admin/federation", get(federation::<B>))
         .route("/v1/admin/federation/blocks", get(blocked_hearths::<B>))
         .route(
@@ -656,6 +658,57 @@ async fn unblock_hearth<B: Backend>(
 ) -> Result<Response, ApiError> {
     let request = AdminRequest::UnblockHearth {
         server: ServerName::parse(&server).map_err(invalid)?,
+    };
+    run(&api, &device, request, StatusCode::OK).await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NoticeBody {
+    /// Plain text, 1 to 4096 bytes.
+    body: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/admin/notices",
+    tag = "admin",
+    summary = "Send a notice to every active user of this hearth",
+    security(("bearer" = [])),
+    request_body = NoticeBody,
+    responses((status = 200, description = "The answer.", body = AdminResponse))
+)]
+async fn notice_everyone<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiJson(body): ApiJson<NoticeBody>,
+) -> Result<Response, ApiError> {
+    let request = AdminRequest::SendNotice {
+        user_id: None,
+        body: body.body,
+    };
+    run(&api, &device, request, StatusCode::OK).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/admin/users/{user_id}/notices",
+    tag = "admin",
+    summary = "Send a notice to one user",
+    security(("bearer" = [])),
+    params(("user_id" = UserId, Path)),
+    request_body = NoticeBody,
+    responses((status = 200, description = "The answer.", body = AdminResponse))
+)]
+async fn notice_user<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiPath(user_id): ApiPath<String>,
+    ApiJson(body): ApiJson<NoticeBody>,
+) -> Result<Response, ApiError> {
+    let request = AdminRequest::SendNotice {
+        user_id: Some(user_id),
+        body: body.body,
     };
     run(&api, &device, request, StatusCode::OK).await
 }

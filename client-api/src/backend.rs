@@ -160,6 +160,20 @@ pub trait Backend: Send + Sync + 'static {
         device: &AuthedDevice,
         user: UserId,
     ) -> impl Future<Output = Result<PresenceView, ErrorBody>> + Send;
+    /// Up to `limit` of the user's notices after `after`, oldest first, with their read mark.
+    fn notices(
+        &self,
+        device: &AuthedDevice,
+        after: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<hearth_spec::api::NoticesPage, ErrorBody>> + Send;
+    /// Marks the user's notices read up to `seq` (never lowers the mark); a `seq` past the last
+    /// notice is `invalid_param`.
+    fn mark_notices_read(
+        &self,
+        device: &AuthedDevice,
+        seq: u64,
+    ) -> impl Future<Output = Result<(), ErrorBody>> + Send;
     /// Hides or shows the caller's presence and last-seen time.
     fn set_presence_settings(
         &self,

@@ -11,6 +11,7 @@ pub mod backend;
 pub mod config;
 mod e2ee;
 pub mod forwarded;
+mod notices;
 pub mod openapi;
 pub mod ratelimit;
 pub mod rejection;

@@ -101,6 +101,7 @@ pub fn api_router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> (Router, Li
         .route("/v1/sync", get(sync::<B>))
         .route("/v1/ws", get(crate::ws::upgrade::<B>))
         .merge(crate::admin::routes())
+        .merge(crate::notices::routes())
         .merge(crate::web_app::routes())
         .fallback(rejection::not_found)
         .method_not_allowed_fallback(rejection::method_not_allowed)

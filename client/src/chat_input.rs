@@ -79,6 +79,7 @@ impl Screen {
 
     /// A line of output (a message).
     pub fn out(&mut self, text: String) {
+        let text = crate::printable::terminal_safe(&text);
         match &self.editing {
             Some(line) => above(line, &text),
             None => say!("{text}"),
@@ -87,6 +88,7 @@ impl Screen {
 
     /// A line about what happens (receipts, typing, presence, errors).
     pub fn note(&mut self, text: String) {
+        let text = crate::printable::terminal_safe(&text);
         match &self.editing {
             Some(line) => above(line, &text),
             None => eprintln!("{text}"),

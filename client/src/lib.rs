@@ -348,6 +348,27 @@ impl Client {
             .await
     }
 
+    /// Up to `limit` of your notices from the hearth's admins after `after`, oldest first.
+    pub async fn notices(
+        &mut self,
+        after: u64,
+        limit: usize,
+    ) -> Result<hearth_spec::api::NoticesPage, ClientError> {
+        let path = format!("/v1/notices?after={after}&limit={limit}");
+        self.call(reqwest::Method::GET, &path, None::<&()>, true)
+            .await
+    }
+
+    /// Marks your notices read up to `seq`, for all your devices.
+    pub async fn mark_notices_read(&mut self, seq: u64) -> Result<(), ClientError> {
+        self.call_empty(
+            reqwest::Method::POST,
+            "/v1/notices/read",
+            Some(&hearth_spec::api::NoticesRead { seq }),
+        )
+        .await
+    }
+
     /// Hides or shows your presence and last-seen time.
     pub async fn set_presence_hidden(&mut self, hidden: bool) -> Result<(), ClientError> {
         self.call_empty(

@@ -15,6 +15,7 @@ macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
         let line = format!($($arg)*);
+        let line = $crate::printable::terminal_safe(&line);
         if !$crate::profile_server::captured(1, &line) {
             let mut out = std::io::stdout().lock();
             if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
@@ -25,6 +26,7 @@ macro_rules! say {
 }
 
 mod chat_input;
+mod printable;
 mod profile_server;
 
 use hearth_client::e2ee::Received;
@@ -132,6 +134,9 @@ enum Command {
     Presence { user: String },
     /// Hide (on) or show (off) your presence and last-seen time.
     HidePresence { on_or_off: String },
+    /// Show the notices your hearth's admins sent you (unread ones marked `new`), and mark them
+    /// read on all your devices. `follow` and `chat` show new ones as they come.
+    Notices,
     /// Follow all your rooms live (Ctrl-C to stop).
     Follow,
     /// Chat in one room: lines you type are sent, new messages are shown.
@@ -631,6 +636,28 @@ async fn plain(client: &mut Client, command: Command) -> anyhow::Result<()> {
             client.set_presence_hidden(hidden).await?;
             say!("presence {}", if hidden { "hidden" } else { "shown" });
         }
+        Command::Notices => {
+            let (mut after, mut last, mut read) = (0, 0, 0);
+            loop {
+                let page = client
+                    .notices(after, hearth_spec::api::MAX_NOTICES_PAGE)
+                    .await?;
+                read = read.max(page.read);
+                for notice in &page.notices {
+                    say!("{}", format_notice(notice, notice.seq > page.read));
+                    last = notice.seq;
+                }
+                match page.next {
+                    Some(next) => after = next,
+                    None => break,
+                }
+            }
+            if last == 0 {
+                say!("no notices from your hearth");
+            } else if last > read {
+                client.mark_notices_read(last).await?;
+            }
+        }
         _ => unreachable!("handled with keys"),
     }
     Ok(())
@@ -802,6 +829,33 @@ fn human_duration(secs: u64) -> String {
     }
 }
 
+/// A notice from the hearth's admins: `#SEQ YYYY-MM-DD HH:MM UTC [new] text`.
+fn format_notice(notice: &hearth_spec::api::Notice, new: bool) -> String {
+    let secs = notice.ts / 1000;
+    let (y, mo, d) = civil_date(secs / 86400);
+    let (h, mi) = ((secs / 3600) % 24, (secs / 60) % 60);
+    let new = if new { " new" } else { "" };
+    format!(
+        "notice #{} {y:04}-{mo:02}-{d:02} {h:02}:{mi:02} UTC{new}: {}",
+        notice.seq, notice.body
+    )
+}
+
+/// The (year, month, day) of a day counted from 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`, for days after the epoch).
+fn civil_date(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
 fn format_event(event: &EventView, local: &LocalMessages) -> String {
     let secs = event.origin_ts / 1000;
     let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
@@ -953,6 +1007,13 @@ async fn follow(
                     ServerFrame::PushDisabled { reason, .. } => {
                         screen.note(format!("warning: push notifications for this device were disabled: {reason}"));
                     }
+                    ServerFrame::Notice { notice } => {
+                        screen.note(format!("from your hearth's admins: {}", format_notice(&notice, true)));
+                        // Shown: read, on every device of the user.
+                        if let Err(e) = secure.client().mark_notices_read(notice.seq).await {
+                            screen.note(format!("error: cannot mark the notice read: {e}"));
+                        }
+                    }
                 }
             }
             line = lines.recv(), if typing_open => {
@@ -1032,4 +1093,26 @@ async fn serve_request(
         tracing::warn!(error = %e, "cannot save the session");
     }
     request.answer(error).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates_match_the_calendar() {
+        assert_eq!(civil_date(0), (1970, 1, 1));
+        assert_eq!(civil_date(59), (1970, 3, 1));
+        assert_eq!(civil_date(11_016), (2000, 2, 29));
+        assert_eq!(civil_date(20_789), (2026, 12, 2));
+        let notice = hearth_spec::api::Notice {
+            seq: 4,
+            ts: 20_789 * 86_400_000 + (14 * 60 + 5) * 60_000,
+            body: "Maintenance tonight".into(),
+        };
+        assert_eq!(
+            format_notice(&notice, true),
+            "notice #4 2026-12-02 14:05 UTC new: Maintenance tonight"
+        );
+    }
 }

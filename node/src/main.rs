@@ -182,6 +182,19 @@ enum AdminAction {
     UnblockHearth { server: String },
     /// List blocked hearths: name, since when (ms), reason.
     BlockedHearths,
+    /// Send a notice (plain text, shown by the users' clients as from the hearth) to a user,
+    /// or with --all to every active user. Stored: devices that are away get it when they
+    /// connect.
+    Notify {
+        /// The user (absent with --all).
+        user_id: Option<String>,
+        /// Every active user of this hearth.
+        #[arg(long, conflicts_with = "user_id")]
+        all: bool,
+        /// The text (at most 4096 bytes).
+        #[arg(long)]
+        text: String,
+    },
 }
 
 /// `YYYY-MM-DD` (UTC midnight) or ms since the Unix epoch.
@@ -432,6 +445,16 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
             server: hearth_spec::ServerName::parse(&server)?,
         },
         AdminAction::BlockedHearths => AdminRequest::BlockedHearths,
+        AdminAction::Notify { user_id, all, text } => {
+            anyhow::ensure!(
+                all || user_id.is_some(),
+                "name a user, or pass --all for every user"
+            );
+            AdminRequest::SendNotice {
+                user_id,
+                body: text,
+            }
+        }
         AdminAction::RotateKey { grace_secs, revoke } => AdminRequest::RotateKey {
             grace_ms: grace_secs.saturating_mul(1000),
             revoke,
@@ -613,6 +636,9 @@ fn admin_command(config: Config, action: AdminAction) -> anyhow::Result<()> {
             (false, true) => println!("unblocked {server}"),
             (false, false) => println!("{server} was not blocked"),
         },
+        AdminResponse::NoticeSent { recipients } => {
+            println!("notice sent to {recipients} user(s)")
+        }
         AdminResponse::BlockedHearths { blocked } => {
             for b in blocked {
                 println!("{}	{}	{}", b.server, b.ts, b.reason.unwrap_or_default());

@@ -417,6 +417,15 @@ impl crate::ops::admin::RoomActions for Hearth {
             .map(|_| ())
     }
 
+    fn notices_added(&self, added: &[(UserId, u64)], record: &crate::store::tables::NoticeRecord) {
+        for (user, seq) in added {
+            let frame = ServerFrame::Notice {
+                notice: notice(*seq, record.clone()),
+            };
+            self.hub.signal(std::iter::once(user), &frame);
+        }
+    }
+
     fn shutdown(&self, room: &RoomId) -> Result<usize, ErrorBody> {
         let local = self
             .store
@@ -431,6 +440,15 @@ impl crate::ops::admin::RoomActions for Hearth {
         };
         tokio::runtime::Handle::current().block_on(self.committer.submit(request))?;
         Ok(local)
+    }
+}
+
+/// The wire form of a stored notice.
+fn notice(seq: u64, record: crate::store::tables::NoticeRecord) -> hearth_spec::api::Notice {
+    hearth_spec::api::Notice {
+        seq,
+        ts: record.ts,
+        body: record.body,
     }
 }
 
@@ -970,8 +988,49 @@ impl Backend for Hearth {
             .map_err(ErrorBody::from)
     }
 
+    async fn notices(
+        &self,
+        device: &AuthedDevice,
+        after: u64,
+        limit: usize,
+    ) -> Result<hearth_spec::api::NoticesPage, ErrorBody> {
+        let (page, more) = self.store.notices(&device.user_id, after, limit)?;
+        let notices: Vec<_> = page
+            .into_iter()
+            .map(|(seq, record)| notice(seq, record))
+            .collect();
+        Ok(hearth_spec::api::NoticesPage {
+            next: notices.last().filter(|_| more).map(|n| n.seq),
+            notices,
+            read: self.store.notices_read(&device.user_id)?,
+        })
+    }
+
+    async fn mark_notices_read(&self, device: &AuthedDevice, seq: u64) -> Result<(), ErrorBody> {
+        match self.store.mark_notices_read(&device.user_id, seq)? {
+            Ok(_) => Ok(()),
+            Err(last) => Err(ErrorBody::new(
+                ErrorCode::InvalidParam,
+                format!("seq {seq} is past your last notice ({last})"),
+            )),
+        }
+    }
+
     async fn welcome(&self, device: &AuthedDevice) -> Vec<ServerFrame> {
         let mut frames = self.live.online_contacts(&device.user_id);
+        // Every notice the user has not marked read (the first page of them).
+        let unread = self.store.notices_read(&device.user_id).and_then(|read| {
+            self.store
+                .notices(&device.user_id, read, hearth_spec::api::MAX_NOTICES_PAGE)
+        });
+        match unread {
+            Ok((page, _)) => {
+                frames.extend(page.into_iter().map(|(seq, record)| ServerFrame::Notice {
+                    notice: notice(seq, record),
+                }))
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read a user's notices"),
+        }
         if let Ok(Some(record)) = self.store.pusher(&device.user_id, &device.device_id)
             && let Some(reason) = record.disabled.clone()
             && !record.disabled_reported

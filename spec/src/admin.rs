@@ -151,6 +151,13 @@ pub enum AdminRequest {
     },
     /// The blocked hearths, in name order.
     BlockedHearths,
+    /// Sends a notice (plain text, at most 4096 bytes) to one user, or with no `user_id` to every
+    /// active user of this hearth.
+    SendNotice {
+        #[serde(default)]
+        user_id: Option<String>,
+        body: String,
+    },
 }
 
 /// Longest reason an admin may give for blocking a hearth, in bytes.
@@ -189,6 +196,7 @@ impl AdminRequest {
             Self::EraseUser { .. } => "erase_user",
             Self::ShutdownRoom { .. } => "shutdown_room",
             Self::BlockHearth { .. } => "block_hearth",
+            Self::SendNotice { .. } => "server_notice",
             Self::UnblockHearth { .. } => "unblock_hearth",
         })
     }
@@ -404,6 +412,10 @@ pub enum AdminResponse {
     },
     BlockedHearths {
         blocked: Vec<BlockedHearth>,
+    },
+    NoticeSent {
+        /// How many users it went to.
+        recipients: usize,
     },
     Erased {
         user_id: UserId,

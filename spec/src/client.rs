@@ -103,6 +103,9 @@ pub enum ServerFrame {
     },
     /// A push endpoint of this device kept failing and was disabled.
     PushDisabled { pusher_id: String, reason: String },
+    /// A notice from the hearth's admins: sent live, and on connect for each one the user has
+    /// not marked read.
+    Notice { notice: crate::api::Notice },
 }
 
 #[cfg(test)]
@@ -123,6 +126,20 @@ mod tests {
                 payload: b"hi".to_vec(),
             }
         );
+    }
+
+    #[test]
+    fn notice_frame_wire_form_is_stable() {
+        let frame = ServerFrame::Notice {
+            notice: crate::api::Notice {
+                seq: 3,
+                ts: 1_764_633_600_000,
+                body: "Maintenance at 22:00 UTC".into(),
+            },
+        };
+        let text = r#"{"type":"notice","notice":{"seq":3,"ts":1764633600000,"body":"Maintenance at 22:00 UTC"}}"#;
+        assert_eq!(serde_json::to_string(&frame).unwrap(), text);
+        assert_eq!(serde_json::from_str::<ServerFrame>(text).unwrap(), frame);
     }
 
     #[test]

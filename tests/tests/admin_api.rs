@@ -1088,3 +1088,190 @@ async fn admins_list_rooms_with_their_members() {
         "{e}"
     );
 }
+
+/// Notices from the admins: to one user or to everyone, shown live to connected devices and on
+/// connect to the others until the user marks them read (on any device), and listed by the
+/// terminal client, which shows what a control character in one would have done instead of
+/// letting the terminal do it.
+#[tokio::test]
+async fn notices_reach_users_live_on_connect_and_in_the_terminal() {
+    use hearth_spec::api::Notice;
+    use hearth_spec::client::{ClientFrame, ServerFrame};
+    use reqwest::Method;
+    use std::time::Duration;
+    let hearth = TestHearth::start().await;
+    let root = hearth.user("root").await;
+    let mut alice = hearth.user("alice").await;
+    let mut bob = hearth.user("bob").await;
+    grant_admin(hearth.data_dir(), "root").await;
+    let profile = tempfile::tempdir().unwrap();
+    let profile = profile.path().join("carol");
+    let server = format!("--server={}", hearth.url);
+    hearth_tests::hearth_chat(
+        &profile,
+        &["register", "carol", &server],
+        "carol's password\n",
+        &[],
+    )
+    .await;
+
+    let hello = Some(json!({"body": "Maintenance at 22:00 UTC"}));
+    let (status, _) = call(
+        &hearth,
+        Some(&alice),
+        Method::POST,
+        "/v1/admin/notices",
+        hello.clone(),
+    )
+    .await;
+    assert_eq!(status, 403);
+    for (path, body, code) in [
+        ("/v1/admin/notices", json!({"body": "  "}), 400),
+        ("/v1/admin/notices", json!({"body": "x".repeat(4097)}), 400),
+        ("/v1/admin/users/nobody/notices", json!({"body": "hi"}), 404),
+    ] {
+        let (status, e) = call(&hearth, Some(&root), Method::POST, path, Some(body)).await;
+        assert_eq!(status, code, "{path}: {e}");
+    }
+
+    let (_bob_tx, mut bob_rx) = hearth_tests::connect_synced(&mut bob).await;
+    let notice_frame = |f: &ServerFrame| matches!(f, ServerFrame::Notice { .. });
+    let (status, sent) = call(
+        &hearth,
+        Some(&root),
+        Method::POST,
+        "/v1/admin/users/bob/notices",
+        hello,
+    )
+    .await;
+    assert_eq!(status, 200, "{sent}");
+    assert_eq!(sent, json!({"result": "notice_sent", "recipients": 1}));
+    let frames = hearth_tests::frames_until(&mut bob_rx, Duration::from_secs(20), notice_frame)
+        .await
+        .unwrap();
+    let Some(ServerFrame::Notice { notice }) = frames.last() else {
+        unreachable!()
+    };
+    assert_eq!(
+        (notice.seq, notice.body.as_str()),
+        (1, "Maintenance at 22:00 UTC")
+    );
+
+    // To everyone: each active user's next notice.
+    let everyone = Some(json!({"body": "Welcome\u{1b}[2J all"}));
+    let (_, sent) = call(
+        &hearth,
+        Some(&root),
+        Method::POST,
+        "/v1/admin/notices",
+        everyone,
+    )
+    .await;
+    assert_eq!(sent["recipients"], 4, "root, alice, bob and carol");
+    let frames = hearth_tests::frames_until(&mut bob_rx, Duration::from_secs(20), notice_frame)
+        .await
+        .unwrap();
+    assert!(
+        matches!(frames.last(), Some(ServerFrame::Notice { notice }) if notice.seq == 2),
+        "{frames:?}"
+    );
+
+    // Alice was away: her unread notice comes when she connects, right after `synced`.
+    let (mut alice_tx, mut alice_rx) = hearth_tests::connect_synced(&mut alice).await;
+    alice_tx
+        .frame(&ClientFrame::Ping { nonce: 7 })
+        .await
+        .unwrap();
+    let welcome = hearth_tests::frames_until(&mut alice_rx, Duration::from_secs(20), |f| {
+        matches!(f, ServerFrame::Pong { .. })
+    })
+    .await
+    .unwrap();
+    let shown: Vec<&Notice> = welcome
+        .iter()
+        .filter_map(|f| match f {
+            ServerFrame::Notice { notice } => Some(notice),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(shown.len(), 1, "{welcome:?}");
+    assert_eq!(shown[0].body, "Welcome\u{1b}[2J all");
+
+    // Read marks: shared by the user's devices; never past the last notice.
+    let (_, page) = call(&hearth, Some(&alice), Method::GET, "/v1/notices", None).await;
+    assert_eq!(page["read"], 0);
+    assert_eq!(page["notices"].as_array().unwrap().len(), 1);
+    let read = |seq: u64| Some(json!({ "seq": seq }));
+    let (status, e) = call(
+        &hearth,
+        Some(&alice),
+        Method::POST,
+        "/v1/notices/read",
+        read(2),
+    )
+    .await;
+    assert_eq!((status, e["code"].as_str()), (400, Some("invalid_param")));
+    let (status, _) = call(
+        &hearth,
+        Some(&alice),
+        Method::POST,
+        "/v1/notices/read",
+        read(1),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (_, page) = call(&hearth, Some(&alice), Method::GET, "/v1/notices", None).await;
+    assert_eq!(page["read"], 1);
+    let (mut alice_tx, mut alice_rx) = hearth_tests::connect_synced(&mut alice).await;
+    alice_tx
+        .frame(&ClientFrame::Ping { nonce: 8 })
+        .await
+        .unwrap();
+    let welcome = hearth_tests::frames_until(&mut alice_rx, Duration::from_secs(20), |f| {
+        matches!(f, ServerFrame::Pong { .. })
+    })
+    .await
+    .unwrap();
+    assert!(
+        !welcome.iter().any(notice_frame),
+        "read: not shown again: {welcome:?}"
+    );
+    let (_, page) = call(
+        &hearth,
+        Some(&bob),
+        Method::GET,
+        "/v1/notices?after=1&limit=1",
+        None,
+    )
+    .await;
+    assert_eq!(page["notices"][0]["seq"], 2);
+    assert_eq!(page["next"], Value::Null);
+
+    // The terminal: new notices marked, the escape shown as text, then read.
+    let listed = hearth_tests::hearth_chat(&profile, &["notices"], "", &[]).await;
+    assert!(listed.starts_with("notice #1 "), "{listed}");
+    assert!(
+        listed.trim_end().ends_with(" UTC new: Welcome^[[2J all"),
+        "{listed:?}"
+    );
+    assert!(!listed.contains('\u{1b}'), "{listed:?}");
+    let again = hearth_tests::hearth_chat(&profile, &["notices"], "", &[]).await;
+    assert!(
+        again.trim_end().ends_with(" UTC: Welcome^[[2J all"),
+        "{again:?}"
+    );
+
+    let (_, audit) = call(&hearth, Some(&root), Method::GET, "/v1/admin/audit", None).await;
+    let rows: Vec<(String, String, String)> = audit_rows(&audit)
+        .into_iter()
+        .filter(|(_, action, _)| action == "server_notice")
+        .collect();
+    assert_eq!(
+        rows,
+        [("bob", "server_notice"), ("everyone", "server_notice")].map(|(target, action)| (
+            "@root:localhost".to_owned(),
+            action.to_owned(),
+            target.to_owned()
+        ))
+    );
+}

@@ -23,7 +23,7 @@ use crate::accounts::{AccountError, Accounts};
 use crate::federation::custody::Custody;
 use crate::federation::rotation::KeyRotator;
 use crate::store::Store;
-use crate::store::tables::{AuditRecord, RegistrationTokenRecord};
+use crate::store::tables::{AuditRecord, NoticeRecord, RegistrationTokenRecord};
 
 /// Longest admin request line, in bytes.
 const MAX_LINE: usize = 64 * 1024;
@@ -46,7 +46,7 @@ pub struct Admin {
     pub rooms: Option<std::sync::Weak<dyn RoomActions>>,
 }
 
-/// What only a running hearth can do for an admin request: sequence events.
+/// What only a running hearth can do for an admin request: sequence events, reach devices.
 pub trait RoomActions: Send + Sync {
     /// Makes `user` leave `room` with a leave event of the hearth's; returns once it is
     /// sequenced (or, for a room homed elsewhere, accepted). Called off the async runtime.
@@ -54,6 +54,8 @@ pub trait RoomActions: Send + Sync {
     /// Shuts `room` down (its members here leave; it takes no more events); returns once that
     /// is durable, with how many members left.
     fn shutdown(&self, room: &hearth_spec::RoomId) -> Result<usize, ErrorBody>;
+    /// Shows stored notices to the recipients' connected devices (`seq` per user).
+    fn notices_added(&self, added: &[(UserId, u64)], record: &NoticeRecord);
 }
 
 /// Who sends admin requests over the socket or on a stopped hearth (the audit log's actor).
@@ -112,6 +114,9 @@ fn target_of(request: &AdminRequest) -> String {
         AdminRequest::BlockHearth { server, .. } | AdminRequest::UnblockHearth { server } => {
             server.to_string()
         }
+        AdminRequest::SendNotice { user_id, .. } => {
+            user_id.clone().unwrap_or_else(|| "everyone".to_owned())
+        }
         AdminRequest::QuarantineMedia { media_id } | AdminRequest::DeleteMedia { media_id } => {
             media_id.clone()
         }
@@ -138,6 +143,36 @@ fn require_room(admin: &Admin, room: &hearth_spec::RoomId) -> Result<(), ErrorBo
         Some(_) => Ok(()),
         None => Err(ErrorBody::new(ErrorCode::NotFound, "no such room here")),
     }
+}
+
+/// Stores a notice for each of `recipients` and, on a running hearth, shows it to their
+/// connected devices at once (the others get it when they connect).
+fn send_notice(
+    admin: &Admin,
+    recipients: &[UserId],
+    body: String,
+) -> Result<AdminResponse, ErrorBody> {
+    use hearth_spec::api::MAX_NOTICE_BYTES;
+    if body.trim().is_empty() || body.len() > MAX_NOTICE_BYTES {
+        return Err(ErrorBody::new(
+            ErrorCode::InvalidParam,
+            format!("a notice has 1 to {MAX_NOTICE_BYTES} bytes of text"),
+        ));
+    }
+    let record = NoticeRecord {
+        ts: crate::clock::now_ms(),
+        body,
+    };
+    let added = admin
+        .store
+        .add_notices(recipients, &record)
+        .map_err(stored)?;
+    if let Some(hearth) = admin.rooms.as_ref().and_then(std::sync::Weak::upgrade) {
+        hearth.notices_added(&added, &record);
+    }
+    Ok(AdminResponse::NoticeSent {
+        recipients: added.len(),
+    })
 }
 
 /// Blocks `server` in the store and, on a running hearth, at once in federation.
@@ -585,6 +620,28 @@ fn run(admin: &Admin, request: AdminRequest) -> Result<AdminResponse, ErrorBody>
         }
         AdminRequest::EraseUser { user_id: text } => erase(admin, &user_id(&text)?)?,
         AdminRequest::BlockHearth { server, reason } => block(admin, server, reason)?,
+        AdminRequest::SendNotice { user_id: to, body } => {
+            let recipients = match to {
+                Some(text) => {
+                    let user = user_id(&text)?;
+                    if !accounts.is_active_user(&user).map_err(account)? {
+                        return Err(ErrorBody::new(
+                            ErrorCode::NotFound,
+                            format!("{user} is not an active user of this hearth"),
+                        ));
+                    }
+                    vec![user]
+                }
+                None => accounts
+                    .list_users()
+                    .map_err(account)?
+                    .into_iter()
+                    .filter(|(_, record)| !record.deactivated)
+                    .map(|(user, _)| user)
+                    .collect(),
+            };
+            send_notice(admin, &recipients, body)?
+        }
         AdminRequest::UnblockHearth { server } => {
             let changed = admin.store.unblock_hearth(&server).map_err(stored)?;
             if let Some(list) = &admin.blocked {

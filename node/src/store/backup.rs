@@ -84,6 +84,8 @@ impl Store {
                 PURGE_FLOORS,
                 CLOSED_ROOMS,
                 BLOCKED_HEARTHS,
+                NOTICES,
+                NOTICES_READ,
             ]
         );
         for table in snapshot.list_tables()? {

@@ -29,6 +29,23 @@ fn remove_pairs<V: redb::Value + 'static>(
     Ok(keys.len())
 }
 
+/// Removes the rows of a table keyed by (user, number) for one user.
+fn remove_numbered<V: redb::Value + 'static>(
+    txn: &redb::WriteTransaction,
+    definition: TableDefinition<(&'static str, u64), V>,
+    user: &str,
+) -> Result<usize, StoreError> {
+    let mut table = txn.open_table(definition)?;
+    let keys: Vec<u64> = table
+        .range((user, 0)..=(user, u64::MAX))?
+        .map(|row| row.map(|(key, _)| key.value().1))
+        .collect::<Result<_, _>>()?;
+    for key in &keys {
+        table.remove((user, *key))?;
+    }
+    Ok(keys.len())
+}
+
 /// Removes the rows of a table keyed by (user, device, text) for one user.
 fn remove_triples<V: redb::Value + 'static>(
     txn: &redb::WriteTransaction,
@@ -89,17 +106,9 @@ impl Store {
                 }
                 removed += keys.len();
             }
-            {
-                let mut inbox = txn.open_table(INBOX)?;
-                let cursors: Vec<u64> = inbox
-                    .range((name, 0)..=(name, u64::MAX))?
-                    .map(|row| row.map(|(key, _)| key.value().1))
-                    .collect::<Result<_, _>>()?;
-                for cursor in &cursors {
-                    inbox.remove((name, *cursor))?;
-                }
-                removed += cursors.len();
-            }
+            removed += remove_numbered(&txn, INBOX, name)?;
+            removed += remove_numbered(&txn, NOTICES, name)?;
+            removed += usize::from(txn.open_table(NOTICES_READ)?.remove(name)?.is_some());
             removed += usize::from(txn.open_table(PRESENCE)?.remove(name)?.is_some());
             removed += usize::from(txn.open_table(ADMINS)?.remove(name)?.is_some());
             let mut users = txn.open_table(USERS)?;

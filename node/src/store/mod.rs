@@ -13,6 +13,7 @@ mod admin;
 mod backup;
 mod blocks;
 mod media;
+mod notices;
 pub use admin::TokenRegistration;
 pub use media::MediaCharge;
 mod commit;
@@ -194,6 +195,8 @@ impl Store {
             txn.open_table(CLOSED_ROOMS).map_err(StoreError::from)?;
             txn.open_table(PURGE_FLOORS).map_err(StoreError::from)?;
             txn.open_table(BLOCKED_HEARTHS).map_err(StoreError::from)?;
+            txn.open_table(NOTICES).map_err(StoreError::from)?;
+            txn.open_table(NOTICES_READ).map_err(StoreError::from)?;
         }
         txn.commit().map_err(StoreError::from)?;
         if new {

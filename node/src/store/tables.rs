@@ -139,6 +139,18 @@ pub struct BlockRecord {
     pub reason: Option<String>,
 }
 
+/// (user id, seq from 1) → [`NoticeRecord`]: notices from the admins to each user.
+pub const NOTICES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("notices");
+/// user id → seq: the user has read every notice up to it.
+pub const NOTICES_READ: TableDefinition<&str, u64> = TableDefinition::new("notices_read");
+
+/// A notice to one user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoticeRecord {
+    pub ts: u64,
+    pub body: String,
+}
+
 /// One admin action.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {

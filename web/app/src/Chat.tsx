@@ -1,12 +1,13 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import type { Device } from "../pkg/hearth_web.js";
-import type { Line, Marks, Presence, RoomSummary } from "./types";
+import type { Line, Marks, Notice, Presence, RoomSummary } from "./types";
 import { Live, type Signal } from "./live";
 import { Rooms } from "./Rooms";
 import { Timeline } from "./Timeline";
 import { Search } from "./Search";
 import { Devices } from "./Devices";
 import { Notifications } from "./Notifications";
+import { Notices } from "./Notices";
 import { closeNotifications, forgetSubscription } from "./push";
 import { enc, roomName, sentence } from "./format";
 
@@ -35,6 +36,8 @@ export function Chat(props: { device: Device; onLogout(why?: string): void }) {
   const [marks, setMarks] = useState<Record<string, Record<string, Marks>>>({});
   const [typing, setTyping] = useState<Record<string, Record<string, number>>>({});
   const [presence, setPresence] = useState<Record<string, Presence>>({});
+  // Notices not dismissed, oldest first (each connection sends the unread ones again).
+  const [notices, setNotices] = useState<Notice[]>([]);
   const live = useRef<Live | null>(null);
   const openRef = useRef<string | null>(null);
   openRef.current = open;
@@ -149,6 +152,12 @@ export function Chat(props: { device: Device; onLogout(why?: string): void }) {
             refresh = window.setTimeout(refreshRooms, 300);
           },
           onSignal: signal,
+          onNotice: (notice) =>
+            setNotices((all) =>
+              all.some((n) => n.seq === notice.seq)
+                ? all
+                : [...all, notice].sort((a, b) => a.seq - b.seq),
+            ),
           onState: setState,
           onError: (e) => setError(sentence(e)),
           onEnded: () => {
@@ -246,6 +255,12 @@ export function Chat(props: { device: Device; onLogout(why?: string): void }) {
             {error} <small>(click to dismiss)</small>
           </p>
         )}
+        <Notices
+          device={device}
+          notices={notices}
+          onDismissed={(seq) => setNotices((all) => all.filter((n) => n.seq > seq))}
+          onError={(e) => setError(sentence(e))}
+        />
         {room ? (
           <Timeline
             key={room.room_id + (focus?.room === room.room_id ? `@${focus.seq}` : "")}

@@ -2,7 +2,7 @@
 // acknowledged. Reconnects with backoff; every connection starts after the device's cursor, so
 // nothing is missed or shown twice.
 import type { Device } from "../pkg/hearth_web.js";
-import type { Line } from "./types";
+import type { Line, Notice } from "./types";
 
 /** A receipt, typing or presence frame (ephemeral: shown, never stored). */
 export type Signal =
@@ -14,6 +14,8 @@ export interface LiveHandlers {
   /** Lines for event frames the device took, in order (several when they came together). */
   onLines(lines: Line[]): void;
   onSignal(signal: Signal): void;
+  /** A notice from the hearth's admins: live, and on each connection every unread one. */
+  onNotice(notice: Notice): void;
   onState(state: "connecting" | "live" | "offline"): void;
   onError(error: unknown): void;
   /** The hearth ended this device's session (logged out elsewhere, removed, deactivated). */
@@ -84,6 +86,9 @@ export class Live {
       case "typing":
       case "presence":
         this.handlers.onSignal(frame as Signal);
+        break;
+      case "notice":
+        this.handlers.onNotice(frame.notice as Notice);
         break;
       case "push_disabled":
         this.handlers.onError(

@@ -38,3 +38,10 @@ export interface Presence {
   state: "online" | "offline";
   last_seen_ts?: number;
 }
+
+/** A notice from the hearth's admins (plain text the hearth wrote). */
+export interface Notice {
+  seq: number;
+  ts: number;
+  body: string;
+}
