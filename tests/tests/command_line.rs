@@ -285,13 +285,14 @@ async fn people_chat_with_the_terminal_client_on_a_configured_hearth() {
 
     let out = chat(&a, &["group", "book club", "@bob:localhost"]).await;
     assert!(out.ok, "{}", out.stderr);
-    assert!(chat(&b, &["send", "book club", "first!"]).await.ok);
+    // An escape sequence in a message (here: clear the screen) is shown, not obeyed.
+    assert!(chat(&b, &["send", "book club", "first!\u{1b}[2J"]).await.ok);
+    let history = chat(&a, &["history", "book club"]).await.stdout;
     assert!(
-        chat(&a, &["history", "book club"])
-            .await
-            .stdout
-            .contains("@bob:localhost: first!")
+        history.contains("@bob:localhost: first!^[[2J"),
+        "{history:?}"
     );
+    assert!(!history.contains('\u{1b}'), "{history:?}");
     let out = chat(&b, &["leave", "book club"]).await;
     assert!(out.ok && out.stdout.contains("left book club"));
     let out = chat(&b, &["send", "book club", "x"]).await;

@@ -710,3 +710,63 @@ async fn the_page_registers_with_a_registration_token() {
         .await
         .unwrap();
 }
+
+/// A notice from the admins shows above the chat, as the hearth's, until dismissed; dismissed,
+/// it does not come back after a reload, while the next one does show.
+#[tokio::test]
+async fn the_page_shows_notices_from_the_admins_until_dismissed() {
+    use hearth_node::ops::admin::{AdminRequest, AdminResponse, request_socket};
+    let hearth = TestHearth::start().await;
+    let socket = hearth_node::ops::data_dir::admin_socket_path(&hearth.config.data_dir);
+    let notify = |body: &str| {
+        let request = AdminRequest::SendNotice {
+            user_id: Some("alice".into()),
+            body: body.into(),
+        };
+        let socket = socket.clone();
+        async move {
+            let answer = request_socket(&socket, &request).await.unwrap();
+            assert!(
+                matches!(answer, AdminResponse::NoticeSent { recipients: 1 }),
+                "{answer:?}"
+            );
+        }
+    };
+    let browser = Browser::start(1100, 800).await.unwrap();
+    browser.sign_in(&hearth.url, "alice", false).await.unwrap();
+    browser.wait_text("aside .status", "online").await.unwrap();
+
+    notify("<b>Maintenance</b> at 22:00 UTC").await;
+    // Shown as text (never as markup), labelled as the hearth's.
+    browser
+        .wait_text(".notice[data-seq='1'] p", "<b>Maintenance</b> at 22:00 UTC")
+        .await
+        .unwrap();
+    browser
+        .wait_text(".notice[data-seq='1'] small", "From your hearth's admins")
+        .await
+        .unwrap();
+    browser
+        .click(".notice[data-seq='1'] .dismiss")
+        .await
+        .unwrap();
+    let gone = "return document.querySelectorAll('.notice').length;";
+    let deadline = tokio::time::Instant::now() + PAGE_WAIT;
+    while browser.client.execute(gone, vec![]).await.unwrap().as_u64() != Some(0) {
+        assert!(tokio::time::Instant::now() < deadline, "never dismissed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    browser.client.refresh().await.unwrap();
+    browser.wait_text("aside .status", "online").await.unwrap();
+    notify("Back to normal").await;
+    browser
+        .wait_text(".notice[data-seq='2'] p", "Back to normal")
+        .await
+        .unwrap();
+    // Frames come in order: had the dismissed one been sent again, it would be here by now.
+    assert_eq!(
+        browser.client.execute(gone, vec![]).await.unwrap().as_u64(),
+        Some(1)
+    );
+}
