@@ -182,7 +182,7 @@ impl Hearth {
     async fn sequence(&self, request: Request) -> Result<Sequenced, ErrorBody> {
         match self.committer.submit(request).await? {
             Reply::Sequenced(s) => Ok(s),
-            Reply::Done | Reply::Duplicate => {
+            Reply::Done | Reply::Duplicate | Reply::ShutDown { .. } => {
                 Err(ErrorBody::new(ErrorCode::Internal, "unexpected reply"))
             }
         }
@@ -427,19 +427,20 @@ impl crate::ops::admin::RoomActions for Hearth {
     }
 
     fn shutdown(&self, room: &RoomId) -> Result<usize, ErrorBody> {
-        let local = self
-            .store
-            .members(room)?
-            .iter()
-            .filter(|m| m.server_name() == self.server_name)
-            .count();
         let request = Request::Shutdown {
             room: room.clone(),
             device: hearth_device(),
             nonce: rand::random(),
         };
-        tokio::runtime::Handle::current().block_on(self.committer.submit(request))?;
-        Ok(local)
+        // Counted by the sequencer as it shuts the room, so a join or leave racing the request
+        // cannot make the count wrong.
+        match tokio::runtime::Handle::current().block_on(self.committer.submit(request))? {
+            Reply::ShutDown { members_left } => Ok(members_left),
+            other => Err(ErrorBody::new(
+                ErrorCode::Internal,
+                format!("unexpected answer to a shutdown: {other:?}"),
+            )),
+        }
     }
 }
 

@@ -694,7 +694,7 @@ async fn the_admin_command_grants_admins_makes_tokens_and_prints_the_audit_log()
         ("HEARTH_DATA_DIR", data_s.as_str()),
         ("HEARTH_AUTH__REGISTRATION", "token"),
     ];
-    let admin = |args: &[&str], stdin: &str| {
+    let run_admin = |args: &[&str], stdin: &str| {
         use std::io::Write;
         let mut child = Command::new(hearth_binary())
             .arg("admin")
@@ -712,7 +712,10 @@ async fn the_admin_command_grants_admins_makes_tokens_and_prints_the_audit_log()
             .unwrap()
             .write_all(stdin.as_bytes())
             .unwrap();
-        let out = child.wait_with_output().unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let admin = |args: &[&str], stdin: &str| {
+        let out = run_admin(args, stdin);
         assert!(
             out.status.success(),
             "hearth admin {args:?}: {}",
@@ -734,6 +737,24 @@ async fn the_admin_command_grants_admins_makes_tokens_and_prints_the_audit_log()
         "",
     );
     let token = token.trim().to_owned();
+    // What needs events sequenced says so, and does nothing; the rest works on the database.
+    for args in [
+        &["erase-user", "root", "--yes"][..],
+        &["shutdown-room", "!nowhere:localhost", "--yes"][..],
+    ] {
+        let out = run_admin(args, "");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(said.contains("start the hearth"), "{args:?}: {said}");
+    }
+    assert_eq!(
+        admin(&["notify", "root", "--text", "Welcome, root"], ""),
+        "notice sent to 1 user(s)\n"
+    );
+    assert_eq!(
+        admin(&["block-hearth", "evil.test"], ""),
+        "blocked evil.test\n"
+    );
 
     let hearth = HearthProcess::start(&data, &env).await.unwrap();
     let profile = dir.path().join("newcomer");
@@ -791,7 +812,13 @@ async fn the_admin_command_grants_admins_makes_tokens_and_prints_the_audit_log()
     let actions: Vec<&str> = log.lines().map(|l| l.split('\t').nth(3).unwrap()).collect();
     assert_eq!(
         actions,
-        ["create_user", "grant_admin", "create_registration_token"],
+        [
+            "create_user",
+            "grant_admin",
+            "create_registration_token",
+            "server_notice",
+            "block_hearth"
+        ],
         "{log}"
     );
     assert!(

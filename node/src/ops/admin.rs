@@ -667,8 +667,9 @@ fn run(admin: &Admin, request: AdminRequest) -> Result<AdminResponse, ErrorBody>
                 .collect(),
         },
         AdminRequest::ShutdownRoom { room_id } => {
+            let hearth = running(admin, "shutting a room down")?;
             require_room(admin, &room_id)?;
-            let members_removed = running(admin, "shutting a room down")?.shutdown(&room_id)?;
+            let members_removed = hearth.shutdown(&room_id)?;
             AdminResponse::RoomShutDown {
                 room_id,
                 members_removed,

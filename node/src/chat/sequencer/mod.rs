@@ -135,7 +135,7 @@ pub enum Request {
     },
     /// An admin shuts a room down: each member of this hearth leaves it (a leave event made by
     /// the hearth as device `device`), and it takes no more messages, commits or invites; as a
-    /// home, from anyone. Answers `Done`; the members who left are in the batch's leaves.
+    /// home, from anyone. Answers `ShutDown` with how many members left.
     Shutdown {
         room: RoomId,
         device: DeviceId,
@@ -151,6 +151,10 @@ pub enum Reply {
     Done,
     /// Already stored; nothing written.
     Duplicate,
+    /// A room was shut down; this many of its members (this hearth's) left it.
+    ShutDown {
+        members_left: usize,
+    },
 }
 
 /// Recent senders remembered per room, to address live receipts.
@@ -401,7 +405,9 @@ impl Sequencer {
                     self.leave_event(&room, user, &device, txn, now_ms, batch);
                 }
                 batch.closed_rooms.push((room, now_ms));
-                Ok(Reply::Done)
+                Ok(Reply::ShutDown {
+                    members_left: local.len(),
+                })
             }
             Request::MarkRead { user, room, seq } => {
                 self.check_read(&room, &user, seq)?;

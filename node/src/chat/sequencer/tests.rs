@@ -882,7 +882,10 @@ fn a_shut_room_loses_its_members_here_and_takes_nothing_but_leaves() {
         device: hearth.clone(),
         nonce: 9,
     };
-    assert_eq!(s.apply(shutdown, 5, &mut shut), Ok(Reply::Done));
+    assert_eq!(
+        s.apply(shutdown, 5, &mut shut),
+        Ok(Reply::ShutDown { members_left: 2 })
+    );
     // a and b leave, in events of their own made by the hearth's device; x (elsewhere) stays.
     let left: Vec<(UserId, u64)> = shut
         .events
