@@ -830,7 +830,7 @@ fn human_duration(secs: u64) -> String {
 }
 
 /// A notice from the hearth's admins: `#SEQ YYYY-MM-DD HH:MM UTC [new] text`.
-fn format_notice(notice: &hearth_spec::api::Notice, new: bool) -> String {
+fn format_notice(notice: &hearth_spec::client::Notice, new: bool) -> String {
     let secs = notice.ts / 1000;
     let (y, mo, d) = civil_date(secs / 86400);
     let (h, mi) = ((secs / 3600) % 24, (secs / 60) % 60);
@@ -1105,7 +1105,7 @@ mod tests {
         assert_eq!(civil_date(59), (1970, 3, 1));
         assert_eq!(civil_date(11_016), (2000, 2, 29));
         assert_eq!(civil_date(20_789), (2026, 12, 2));
-        let notice = hearth_spec::api::Notice {
+        let notice = hearth_spec::client::Notice {
             seq: 4,
             ts: 20_789 * 86_400_000 + (14 * 60 + 5) * 60_000,
             body: "Maintenance tonight".into(),

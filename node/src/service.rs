@@ -445,8 +445,8 @@ impl crate::ops::admin::RoomActions for Hearth {
 }
 
 /// The wire form of a stored notice.
-fn notice(seq: u64, record: crate::store::tables::NoticeRecord) -> hearth_spec::api::Notice {
-    hearth_spec::api::Notice {
+fn notice(seq: u64, record: crate::store::tables::NoticeRecord) -> hearth_spec::client::Notice {
+    hearth_spec::client::Notice {
         seq,
         ts: record.ts,
         body: record.body,

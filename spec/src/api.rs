@@ -228,22 +228,11 @@ pub const MAX_NOTICE_BYTES: usize = 4096;
 /// Most notices in one page of `GET /v1/notices`, and the default.
 pub const MAX_NOTICES_PAGE: usize = 100;
 
-/// A message from the hearth's admins to a user: plain text the hearth wrote (not end-to-end
-/// encrypted, unlike everything users send), numbered from 1 per user.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct Notice {
-    pub seq: u64,
-    /// When it was sent, ms since the epoch.
-    pub ts: u64,
-    pub body: String,
-}
-
 /// A page of the user's notices, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NoticesPage {
-    pub notices: Vec<Notice>,
+    pub notices: Vec<crate::client::Notice>,
     /// The user has read every notice up to this seq (0: none), on any device.
     pub read: u64,
     /// Where the next page starts (`after`), if there is one.

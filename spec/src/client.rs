@@ -105,7 +105,18 @@ pub enum ServerFrame {
     PushDisabled { pusher_id: String, reason: String },
     /// A notice from the hearth's admins: sent live, and on connect for each one the user has
     /// not marked read.
-    Notice { notice: crate::api::Notice },
+    Notice { notice: Notice },
+}
+
+/// A message from the hearth's admins to a user: plain text the hearth wrote (not end-to-end
+/// encrypted, unlike everything users send), numbered from 1 per user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Notice {
+    pub seq: u64,
+    /// When it was sent, ms since the epoch.
+    pub ts: u64,
+    pub body: String,
 }
 
 #[cfg(test)]
@@ -131,7 +142,7 @@ mod tests {
     #[test]
     fn notice_frame_wire_form_is_stable() {
         let frame = ServerFrame::Notice {
-            notice: crate::api::Notice {
+            notice: Notice {
                 seq: 3,
                 ts: 1_764_633_600_000,
                 body: "Maintenance at 22:00 UTC".into(),

@@ -1122,7 +1122,7 @@ async fn admins_list_rooms_with_their_members() {
 /// letting the terminal do it.
 #[tokio::test]
 async fn notices_reach_users_live_on_connect_and_in_the_terminal() {
-    use hearth_spec::api::Notice;
+    use hearth_spec::client::Notice;
     use hearth_spec::client::{ClientFrame, ServerFrame};
     use reqwest::Method;
     use std::time::Duration;
