@@ -368,9 +368,15 @@ async fn sends_while_the_home_is_down_are_accepted_and_sequenced_when_it_returns
 
     hearths[0].kill9();
     let mut accepted = Vec::new();
+    let first_txn = new_txn_id();
     for i in 0..50 {
+        let txn = if i == 0 {
+            first_txn.clone()
+        } else {
+            new_txn_id()
+        };
         let done = bob
-            .send(&room, &new_txn_id(), format!("while away {i}").as_bytes())
+            .send(&room, &txn, format!("while away {i}").as_bytes())
             .await
             .expect("accepted while the home is down");
         assert_eq!(done.seq, None);
@@ -393,6 +399,9 @@ async fn sends_while_the_home_is_down_are_accepted_and_sequenced_when_it_returns
     );
     wait_for_seq(&mut bob, &room, 54).await;
     wait_for_seq(&mut alice, &room, 54).await;
+    // A retry of a send accepted while the home was away now answers with its place.
+    let retried = bob.send(&room, &first_txn, b"while away 0").await.unwrap();
+    assert_eq!((retried.event_id, retried.seq), (accepted[0], Some(5)));
     let a = history(&mut alice, &room).await;
     assert_eq!(a, history(&mut bob, &room).await);
     assert_eq!(a, history(&mut carol, &room).await);

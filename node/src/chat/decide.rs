@@ -29,8 +29,6 @@ pub trait CommitReads {
         device: &DeviceId,
         txn: &str,
     ) -> Result<Option<(RoomId, Option<u64>, EventId)>, StoreError>;
-    /// Where an event id is stored, if it is.
-    fn event_place(&self, id: &EventId) -> Result<Option<(RoomId, u64)>, StoreError>;
     /// A user's mark of `kind` in a room (0: none).
     fn mark(&self, kind: ReceiptKind, user: &UserId, room: &RoomId) -> Result<u64, StoreError>;
     /// How far a device has acknowledged its user's inbox.
@@ -54,9 +52,6 @@ impl CommitReads for Store {
         txn: &str,
     ) -> Result<Option<(RoomId, Option<u64>, EventId)>, StoreError> {
         Store::txn_event(self, user, device, txn)
-    }
-    fn event_place(&self, id: &EventId) -> Result<Option<(RoomId, u64)>, StoreError> {
-        Store::event_place(self, id)
     }
     fn mark(&self, kind: ReceiptKind, user: &UserId, room: &RoomId) -> Result<u64, StoreError> {
         match kind {
@@ -208,23 +203,17 @@ pub fn decide(
             }
             Ok(reply)
         }
-        // A member hearth retrying an event the home already sequenced.
-        Request::Submitted {
-            ref envelope,
-            ref bytes,
-        } => {
+        // A member hearth retrying an event the home already sequenced (the home keeps the
+        // transaction of every event it sequences, a member hearth's too).
+        Request::Submitted { ref envelope, .. } => {
             let known = reads
-                .event_place(&EventId::of_bytes(bytes))
+                .txn_event(
+                    &envelope.sender,
+                    &envelope.sender_device,
+                    envelope.txn_id.as_str(),
+                )
                 .map_err(storage)?
-                .is_some()
-                || reads
-                    .txn_event(
-                        &envelope.sender,
-                        &envelope.sender_device,
-                        envelope.txn_id.as_str(),
-                    )
-                    .map_err(storage)?
-                    .is_some();
+                .is_some();
             if known {
                 return Ok(Reply::Duplicate);
             }

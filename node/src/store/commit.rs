@@ -15,17 +15,11 @@ impl Store {
                 rooms.insert(room.as_str(), encode(record).as_slice())?;
             }
             let mut events = txn.open_table(EVENTS)?;
-            let mut ids = txn.open_table(EVENT_IDS)?;
             for NewEvent {
-                room,
-                seq,
-                id,
-                bytes,
-                ..
+                room, seq, bytes, ..
             } in &batch.events
             {
                 events.insert((room.as_str(), *seq), bytes.as_slice())?;
-                ids.insert(id.0.as_slice(), (room.as_str(), *seq))?;
             }
             let mut members = txn.open_table(MEMBERS)?;
             let mut user_rooms = txn.open_table(USER_ROOMS)?;
@@ -43,11 +37,13 @@ impl Store {
                 device,
                 txn: txn_id,
                 event: id,
+                room,
+                seq,
             } in &batch.txns
             {
                 txns.insert(
                     (user.as_str(), device.as_str(), txn_id.as_str()),
-                    id.0.as_slice(),
+                    txn_row(id, *seq, room).as_slice(),
                 )?;
             }
             let mut inbox = txn.open_table(INBOX)?;
@@ -166,13 +162,48 @@ pub struct NewEvent {
     pub sender: UserId,
 }
 
-/// The event a device's transaction id made (a resend of the id gets the same event).
+/// The event a device's transaction id made (a resend of the id gets the same event), and its
+/// place.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Txn {
     pub user: UserId,
     pub device: DeviceId,
     pub txn: String,
     pub event: EventId,
+    pub room: RoomId,
+    pub seq: u64,
+}
+
+/// A [`TXNS`] row: the event id, its seq (big-endian) and its room.
+fn txn_row(id: &EventId, seq: u64, room: &RoomId) -> Vec<u8> {
+    let mut row = Vec::with_capacity(40 + room.as_str().len());
+    row.extend_from_slice(&id.0);
+    row.extend_from_slice(&seq.to_be_bytes());
+    row.extend_from_slice(room.as_str().as_bytes());
+    row
+}
+
+/// Reads a [`TXNS`] row: the event id, and its place unless the row is an earlier version's
+/// (the id alone).
+pub(super) fn read_txn_row(row: &[u8]) -> Result<(EventId, Option<(RoomId, u64)>), StoreError> {
+    let corrupt = || StoreError::Corrupt("a stored transaction row is malformed".into());
+    let id = EventId(
+        row.get(..32)
+            .ok_or_else(corrupt)?
+            .try_into()
+            .map_err(|_| corrupt())?,
+    );
+    if row.len() == 32 {
+        return Ok((id, None));
+    }
+    let seq = u64::from_be_bytes(
+        row.get(32..40)
+            .ok_or_else(corrupt)?
+            .try_into()
+            .map_err(|_| corrupt())?,
+    );
+    let room = std::str::from_utf8(&row[40..]).map_err(|_| corrupt())?;
+    Ok((id, Some((super::parse_id(room)?, seq))))
 }
 
 /// A pointer in a local user's inbox: at `position`, the event at `seq` of `room`.

@@ -324,7 +324,8 @@ fn scratch() -> (tempfile::TempDir, Store) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hearth_spec::{RoomId, UserId};
+    use hearth_spec::{DeviceId, RoomId, UserId};
+    use redb::ReadableTableMetadata;
 
     fn store() -> (tempfile::TempDir, Store) {
         scratch()
@@ -337,6 +338,48 @@ mod tests {
             Store::open(&dir.path().join("db")),
             Err(OpenError::InUse)
         ));
+    }
+
+    #[test]
+    fn a_transaction_finds_its_event_in_rows_of_either_version() {
+        let (_dir, store) = store();
+        let room = RoomId::parse("!r:localhost").unwrap();
+        let user = UserId::parse("@a:localhost").unwrap();
+        let device = DeviceId::parse("D").unwrap();
+        let (old, new) = (EventId([1; 32]), EventId([2; 32]));
+        // An earlier version's rows: the id alone, its place in EVENT_IDS.
+        let txn = store.begin_write().unwrap();
+        txn.open_table(TXNS)
+            .unwrap()
+            .insert(("@a:localhost", "D", "old"), old.0.as_slice())
+            .unwrap();
+        txn.open_table(EVENT_IDS)
+            .unwrap()
+            .insert(old.0.as_slice(), ("!r:localhost", 3))
+            .unwrap();
+        txn.commit().unwrap();
+        let mut batch = Batch::default();
+        batch.txns.push(Txn {
+            user: user.clone(),
+            device: device.clone(),
+            txn: "new".into(),
+            event: new,
+            room: room.clone(),
+            seq: 9,
+        });
+        store.commit(&batch).unwrap();
+        assert_eq!(
+            store.txn_event(&user, &device, "old").unwrap(),
+            Some((room.clone(), Some(3), old))
+        );
+        assert_eq!(
+            store.txn_event(&user, &device, "new").unwrap(),
+            Some((room.clone(), Some(9), new))
+        );
+        assert_eq!(store.txn_event(&user, &device, "none").unwrap(), None);
+        // Nothing new goes to EVENT_IDS.
+        let read = store.begin_read().unwrap();
+        assert_eq!(read.open_table(EVENT_IDS).unwrap().len().unwrap(), 1);
     }
 
     #[test]

@@ -230,6 +230,14 @@ mod tests {
             let seq = seqs.entry(room.to_string()).or_insert(0);
             *seq += 1;
             let bytes = e.encode();
+            batch.txns.push(super::super::Txn {
+                user: e.sender.clone(),
+                device: e.sender_device.clone(),
+                txn: e.txn_id.to_string(),
+                event: EventId::of_bytes(&bytes),
+                room: (*room).clone(),
+                seq: *seq,
+            });
             batch.events.push(NewEvent {
                 room: (*room).clone(),
                 seq: *seq,
@@ -294,13 +302,16 @@ mod tests {
                 (4, "message", 300)
             ]
         );
-        // Every slot keeps its event id, and the index still finds it.
+        // Every slot keeps its event id, and a retried transaction still finds it.
         for (seq, id) in ids.iter().enumerate() {
             let row = store.event_at(&room, seq as u64 + 1).unwrap().unwrap();
             assert_eq!(event_of_row(&row).unwrap().0, *id);
+            let (_, e) = &events[seq];
             assert_eq!(
-                store.event_place(id).unwrap(),
-                Some((room.clone(), seq as u64 + 1))
+                store
+                    .txn_event(&e.sender, &e.sender_device, e.txn_id.as_str())
+                    .unwrap(),
+                Some((room.clone(), Some(seq as u64 + 1), *id))
             );
         }
         assert_eq!(store.last_seq(&room).unwrap(), 4);

@@ -138,19 +138,6 @@ impl Store {
         Ok(out)
     }
 
-    /// The place of an event by id.
-    pub fn event_place(&self, id: &EventId) -> Result<Option<(RoomId, u64)>, StoreError> {
-        let txn = self.begin_read()?;
-        let ids = txn.open_table(EVENT_IDS)?;
-        match ids.get(id.0.as_slice())? {
-            Some(v) => {
-                let (room, seq) = v.value();
-                Ok(Some((parse_id(room)?, seq)))
-            }
-            None => Ok(None),
-        }
-    }
-
     /// The event a device's transaction produced, if it was already sent.
     pub fn txn_event(
         &self,
@@ -162,15 +149,23 @@ impl Store {
         let txns = txn.open_table(TXNS)?;
         let key = (user.as_str(), device.as_str(), txn_id);
         let ids = txn.open_table(EVENT_IDS)?;
-        if let Some(id) = txns.get(key)? {
-            let id = event_id_from(id.value())?;
-            let place = ids
-                .get(id.0.as_slice())?
-                .ok_or_else(|| StoreError::Corrupt("txn names a missing event".into()))?;
-            let (room, seq) = place.value();
-            return Ok(Some((parse_id(room)?, Some(seq), id)));
+        if let Some(row) = txns.get(key)? {
+            let (id, place) = super::commit::read_txn_row(row.value())?;
+            let (room, seq) = match place {
+                Some(place) => place,
+                None => {
+                    let place = ids
+                        .get(id.0.as_slice())?
+                        .ok_or_else(|| StoreError::Corrupt("txn names a missing event".into()))?;
+                    let (room, seq) = place.value();
+                    (parse_id(room)?, seq)
+                }
+            };
+            return Ok(Some((room, Some(seq), id)));
         }
-        // Accepted for a room homed elsewhere: sequenced once the home's copy is back.
+        // Accepted for a room homed elsewhere, and not back from the home yet (its arrival
+        // writes the row above); an earlier version's row may be back, with its place in
+        // EVENT_IDS.
         let submitted = txn.open_table(SUBMITTED)?;
         let Some(row) = submitted.get(key)? else {
             return Ok(None);

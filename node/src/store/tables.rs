@@ -17,9 +17,14 @@ pub const MEMBERS: TableDefinition<(&str, &str), ()> = TableDefinition::new("mem
 pub const USER_ROOMS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_rooms");
 /// (room id, seq) → encoded envelope.
 pub const EVENTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("events");
-/// event id bytes → (room id, seq).
+/// event id bytes → (room id, seq). Written by earlier versions only: what a send's
+/// transaction made is now kept in [`TXNS`] itself (one random-keyed page less per message).
+/// Read for rows of [`TXNS`] and [`SUBMITTED`] those versions wrote.
 pub const EVENT_IDS: TableDefinition<&[u8], (&str, u64)> = TableDefinition::new("event_ids");
-/// (user id, device id, txn id) → event id bytes: de-duplication of client sends.
+/// (user id, device id, txn id) → the event the send made: its id (32 bytes), then its seq
+/// (8 bytes, big-endian) and its room id (UTF-8). Rows of earlier versions hold the id alone
+/// (its place is in [`EVENT_IDS`]). De-duplication of client sends and of member hearths'
+/// submits; a member hearth writes one when the home's copy of its user's event arrives.
 pub const TXNS: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("txns");
 /// (user id, inbox cursor) → (room id, seq).
 pub const INBOX: TableDefinition<(&str, u64), (&str, u64)> = TableDefinition::new("inbox");

@@ -351,9 +351,6 @@ impl CommitReads for Counting<'_> {
     ) -> Result<Option<(RoomId, Option<u64>, EventId)>, StoreError> {
         self.store.txn_event(user, device, txn)
     }
-    fn event_place(&self, id: &EventId) -> Result<Option<(RoomId, u64)>, StoreError> {
-        self.store.event_place(id)
-    }
     fn mark(&self, kind: ReceiptKind, user: &UserId, room: &RoomId) -> Result<u64, StoreError> {
         self.marks.set(self.marks.get() + 1);
         CommitReads::mark(self.store, kind, user, room)

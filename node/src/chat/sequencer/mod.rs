@@ -492,6 +492,8 @@ impl Sequencer {
                 device,
                 txn: txn_id.to_string(),
                 event: sequenced.event_id,
+                room,
+                seq: seq_of(&sequenced),
             });
             sequenced
         } else {
@@ -631,6 +633,8 @@ impl Sequencer {
             device: key.1.clone(),
             txn: key.2.to_string(),
             event: sequenced.event_id,
+            room,
+            seq: seq_of(&sequenced),
         });
         self.batch_txns.insert(key, sequenced.clone());
         Ok(Reply::Sequenced(sequenced))
@@ -701,6 +705,18 @@ impl Sequencer {
         let sequenced = self.append_encoded(&room, sender.clone(), bytes, now_ms, batch);
         if let Some(leaver) = leaver {
             self.leave(&room, &leaver, batch);
+        }
+        if sender.server_name() == self.local {
+            // This hearth's user's send is back from the home: a resend of its transaction now
+            // finds its place.
+            batch.txns.push(Txn {
+                user: sender.clone(),
+                device: envelope.sender_device.clone(),
+                txn: envelope.txn_id.to_string(),
+                event: sequenced.event_id,
+                room: room.clone(),
+                seq,
+            });
         }
         if sender.server_name() == self.local && matches!(envelope.content, Content::Message { .. })
         {
