@@ -7,6 +7,18 @@ use redb::ReadableTable;
 use super::tables::{NOTICES, NOTICES_READ, NoticeRecord};
 use super::{Store, StoreError, decode, encode};
 
+/// The seq of `user`'s last notice (0: none).
+fn last_notice(
+    notices: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    user: &str,
+) -> Result<u64, StoreError> {
+    Ok(notices
+        .range((user, 0)..=(user, u64::MAX))?
+        .next_back()
+        .transpose()?
+        .map_or(0, |(key, _)| key.value().1))
+}
+
 impl Store {
     /// Gives each of `users` the notice `record`, in one transaction; each user's new seq.
     pub fn add_notices(
@@ -21,11 +33,7 @@ impl Store {
             let mut notices = txn.open_table(NOTICES)?;
             for user in users {
                 let name = user.as_str();
-                let last = notices
-                    .range((name, 0)..=(name, u64::MAX))?
-                    .next_back()
-                    .transpose()?
-                    .map_or(0, |(key, _)| key.value().1);
+                let last = last_notice(&notices, name)?;
                 notices.insert((name, last + 1), bytes.as_slice())?;
                 added.push((user.clone(), last + 1));
             }
@@ -70,12 +78,7 @@ impl Store {
         let txn = self.begin_write()?;
         let name = user.as_str();
         let outcome = {
-            let last = txn
-                .open_table(NOTICES)?
-                .range((name, 0)..=(name, u64::MAX))?
-                .next_back()
-                .transpose()?
-                .map_or(0, |(key, _)| key.value().1);
+            let last = last_notice(&txn.open_table(NOTICES)?, name)?;
             if seq > last {
                 Err(last)
             } else {
