@@ -205,8 +205,9 @@ pub fn commit_cost(members: usize, devices: usize) -> anyhow::Result<Report> {
 }
 
 /// Delivery latency through a real hearth: `pairs` direct chats, `rate` messages per second
-/// over WebSockets, from the sender's send to the recipient having the plaintext. Plain and
-/// encrypted phases run back to back on the same hearth and users.
+/// over WebSockets, from the sender's send to the recipient having the plaintext (which it then
+/// confirms kept, as an app does, a save of its own). Plain and encrypted phases run back to back
+/// on the same hearth and users.
 pub async fn latency(
     hearth: &Hearth,
     rate: u64,
@@ -310,10 +311,18 @@ async fn pair(
                 continue;
             };
             let sent = if encrypted {
-                match b.take(&event).await? {
+                let received = b.take(&event).await?;
+                let sent = match &received {
                     Received::Message { body, .. } => body.text.parse::<u64>().ok(),
                     _ => None,
+                };
+                if let Some(sent) = sent {
+                    samples.push(stamp().saturating_sub(sent));
+                    got += 1;
                 }
+                // As an app does once it has stored the message: a save of its own.
+                b.mls_mut().kept(&[received])?;
+                continue;
             } else {
                 // The plain phase saves nothing per message; the cursor is saved at the end.
                 last_cursor = cursor;

@@ -46,6 +46,36 @@ pub fn append(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A file that grows by appends, each flushed before it returns; kept open between appends.
+#[derive(Debug)]
+pub struct Appender {
+    file: std::fs::File,
+}
+
+impl Appender {
+    /// Opens `path` for appending (created if missing, its folder entry then flushed).
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        let existed = path.exists();
+        let file = owner_only().create(true).append(true).open(path)?;
+        if !existed {
+            std::fs::File::open(folder_of(path))?.sync_all()?;
+        }
+        Ok(Self { file })
+    }
+
+    /// Appends `bytes` and flushes them (data and the file's new length).
+    pub fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(bytes)?;
+        self.file.sync_data()
+    }
+
+    /// Empties the file and flushes that.
+    pub fn truncate(&mut self) -> std::io::Result<()> {
+        self.file.set_len(0)?;
+        self.file.sync_data()
+    }
+}
+
 fn folder_of(path: &Path) -> &Path {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -80,10 +110,17 @@ mod tests {
         append(&log, b"a\n").unwrap();
         append(&log, b"b\n").unwrap();
         assert_eq!(std::fs::read(&log).unwrap(), b"a\nb\n");
+        let journal = dir.path().join("journal");
+        let mut appender = Appender::open(&journal).unwrap();
+        appender.append(b"one").unwrap();
+        appender.truncate().unwrap();
+        appender.append(b"two").unwrap();
+        appender.append(b"three").unwrap();
+        assert_eq!(std::fs::read(&journal).unwrap(), b"twothree");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            for file in [&path, &log] {
+            for file in [&path, &log, &journal] {
                 let mode = std::fs::metadata(file).unwrap().permissions().mode();
                 assert_eq!(mode & 0o777, 0o600, "{}", file.display());
             }

@@ -1,8 +1,10 @@
-//! A device's MLS state in two files with fsync: the native [`StateStorage`].
+//! A device's MLS state in files with fsync: the native [`StateStorage`].
 
 use std::path::{Path, PathBuf};
 
 use hearth_client_core::e2ee::{E2eeError, Record, StateStorage};
+
+use crate::durable_file::Appender;
 
 /// The state files of one device, locked for as long as they are open: two processes working on
 /// one device's state would overwrite each other's ratchets and could reuse a key.
@@ -10,11 +12,15 @@ use hearth_client_core::e2ee::{E2eeError, Record, StateStorage};
 pub struct StateFile {
     path: PathBuf,
     keys_path: PathBuf,
+    journal_path: PathBuf,
+    /// The journal, open once it is first written.
+    journal: Option<Appender>,
     _lock: std::fs::File,
 }
 
 impl StateFile {
-    /// `<dir>/mls-state.bin` and `<dir>/mls-keys.bin`, locked through `<dir>/mls-state.lock`.
+    /// `<dir>/mls-state.bin`, `<dir>/mls-journal.bin` (and `<dir>/mls-keys.bin` of versions
+    /// before 5), locked through `<dir>/mls-state.lock`.
     pub fn in_dir(dir: &Path) -> Result<Self, E2eeError> {
         crate::durable_file::create_dir_all(dir)?;
         let lock = std::fs::OpenOptions::new()
@@ -28,6 +34,8 @@ impl StateFile {
         Ok(Self {
             path: dir.join("mls-state.bin"),
             keys_path: dir.join("mls-keys.bin"),
+            journal_path: dir.join("mls-journal.bin"),
+            journal: None,
             _lock: lock,
         })
     }
@@ -36,11 +44,20 @@ impl StateFile {
         match record {
             Record::State => &self.path,
             Record::Keys => &self.keys_path,
+            Record::Journal => &self.journal_path,
         }
+    }
+
+    fn journal(&mut self) -> Result<&mut Appender, E2eeError> {
+        if self.journal.is_none() {
+            self.journal = Some(Appender::open(&self.journal_path)?);
+        }
+        Ok(self.journal.as_mut().expect("opened above"))
     }
 }
 
-/// Written as a temporary file, fsynced, renamed over the old one, and the folder fsynced.
+/// Records are replaced as a temporary file, fsynced, renamed over the old one, and the folder
+/// fsynced; the journal is appended to with `fdatasync`, and emptied in place.
 impl StateStorage for StateFile {
     fn read(&self, record: Record) -> Result<Option<Vec<u8>>, E2eeError> {
         match std::fs::read(self.path(record)) {
@@ -51,7 +68,18 @@ impl StateStorage for StateFile {
     }
 
     fn replace(&mut self, record: Record, bytes: &[u8]) -> Result<(), E2eeError> {
+        if record == Record::Journal && bytes.is_empty() {
+            return Ok(self.journal()?.truncate()?);
+        }
+        if record == Record::Journal {
+            // Renamed over: another file, reopened before the next append.
+            self.journal = None;
+        }
         Ok(crate::durable_file::replace(self.path(record), bytes)?)
+    }
+
+    fn append_journal(&mut self, bytes: &[u8]) -> Result<(), E2eeError> {
+        Ok(self.journal()?.append(bytes)?)
     }
 
     fn describe(&self, record: Record) -> String {
@@ -101,6 +129,38 @@ mod tests {
             crate::e2ee::open(dir.path(), &eve, &device),
             Err(E2eeError::OtherDevice(_))
         ));
+    }
+
+    #[test]
+    fn saves_append_to_the_journal_and_a_torn_tail_is_dropped_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (user, device) = ids("dave");
+        let journal = dir.path().join("mls-journal.bin");
+        let mut dave = crate::e2ee::open(dir.path(), &user, &device).unwrap();
+        let snapshot = std::fs::read(dir.path().join("mls-state.bin")).unwrap();
+        for cursor in 1..=5 {
+            dave.set_cursor(cursor).unwrap();
+        }
+        let appended = std::fs::read(&journal).unwrap();
+        assert!(!appended.is_empty());
+        // Saves appended; the snapshot was not rewritten.
+        assert_eq!(
+            std::fs::read(dir.path().join("mls-state.bin")).unwrap(),
+            snapshot
+        );
+        drop(dave);
+        // A crash during a sixth save left half its frame.
+        let mut torn = appended.clone();
+        torn.extend_from_slice(&appended[..appended.len() / 5 / 2]);
+        std::fs::write(&journal, &torn).unwrap();
+        let mut dave = crate::e2ee::open(dir.path(), &user, &device).unwrap();
+        assert_eq!(dave.cursor(), 5);
+        // Opening wrote the state whole and emptied the journal: new frames follow no torn one.
+        assert!(std::fs::read(&journal).unwrap().is_empty());
+        dave.set_cursor(6).unwrap();
+        drop(dave);
+        let dave = crate::e2ee::open(dir.path(), &user, &device).unwrap();
+        assert_eq!(dave.cursor(), 6);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! records in one strictly durable transaction and waits for it; the transport calls it before
 //! any request leaves the tab, and the app before it acknowledges what it received: the state a
 //! message was encrypted with is on disk before the message is sent, as the native SDK's fsync
-//! guarantees. Coalescing matters: a device saves its whole state after every step, and a burst
-//! of messages would otherwise wait for the disk once per step.
+//! guarantees. Coalescing matters: a burst of messages would otherwise wait for the disk once per
+//! step. IndexedDB has no append (a journal record would be rewritten whole on every flush), so
+//! the tab writes its state whole (`journal_limit` 0), once per flush.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ fn key(record: Record) -> JsValue {
     JsValue::from_str(match record {
         Record::State => "mls-state",
         Record::Keys => "mls-keys",
+        Record::Journal => "mls-journal",
     })
 }
 
@@ -69,7 +71,7 @@ pub struct IdbState {
 impl IdbState {
     pub async fn load(db: &Db, pending: Pending) -> Result<Self, IdbError> {
         let mut records = HashMap::new();
-        for record in [Record::State, Record::Keys] {
+        for record in [Record::State, Record::Keys, Record::Journal] {
             if let Some(bytes) = db.get_bytes(STORE, &key(record)).await? {
                 records.insert(record, bytes);
             }
@@ -90,6 +92,21 @@ impl StateStorage for IdbState {
             .borrow_mut()
             .insert(record, bytes.to_vec());
         Ok(())
+    }
+
+    fn append_journal(&mut self, bytes: &[u8]) -> Result<(), E2eeError> {
+        let journal = self.records.entry(Record::Journal).or_default();
+        journal.extend_from_slice(bytes);
+        let whole = journal.clone();
+        self.pending
+            .dirty
+            .borrow_mut()
+            .insert(Record::Journal, whole);
+        Ok(())
+    }
+
+    fn journal_limit(&self, _snapshot_len: usize) -> usize {
+        0
     }
 
     fn describe(&self, record: Record) -> String {

@@ -8,10 +8,12 @@
 //! `SecureClient` drives it against a hearth.
 
 mod provider;
+mod rows;
 mod saved;
 mod store;
 mod store_v2;
 mod store_v3;
+mod store_v4;
 #[cfg(test)]
 mod tests;
 
@@ -31,10 +33,11 @@ use sha2::{Digest, Sha256};
 pub use provider::DeviceProvider;
 pub use saved::Waiting;
 use saved::{
-    Decrypted, DecryptedMessage, Entries, MAX_UNCONFIRMED, OwedMessage, RoomMeta, SEEN_PER_ROOM,
-    Saved, SentMessage, is_key_package,
+    Decrypted, DecryptedMessage, MAX_UNCONFIRMED, OwedMessage, RoomMeta, SEEN_PER_ROOM, Saved,
+    SentMessage,
 };
-pub use store::{MaybeSend, Record, StateStorage};
+pub use store::{JOURNAL_SLACK, MaybeSend, Record, StateStorage};
+use store::{Loaded, StateWriter};
 
 /// The one ciphersuite Hearth uses.
 pub const CIPHERSUITE: Ciphersuite =
@@ -152,10 +155,8 @@ pub struct Mls {
     credential: CredentialWithKey,
     groups: BTreeMap<RoomId, MlsGroup>,
     saved: Saved,
-    /// The key package bundles as last saved (they are saved only when they change).
-    saved_keys: Entries,
     /// Where the state is saved; `None` for a device that lives in memory only.
-    storage: Option<Box<dyn StateStorage>>,
+    storage: Option<StateWriter>,
 }
 
 impl std::fmt::Debug for Mls {
@@ -208,28 +209,31 @@ impl Mls {
         user: &UserId,
         device: &DeviceId,
     ) -> Result<Self, E2eeError> {
-        let loaded = match &storage {
-            Some(storage) => store::load(storage.as_ref())?,
-            None => None,
+        let (storage, loaded) = match storage {
+            Some(storage) => {
+                let (writer, loaded) = StateWriter::open(storage)?;
+                (Some(writer), loaded)
+            }
+            None => (None, None),
         };
-        let (provider, signer, saved, saved_keys) = match loaded {
-            Some((saved, keys)) => {
+        let (provider, signer, saved) = match loaded {
+            Some(Loaded { mut saved, keys }) => {
                 if saved.user != *user || saved.device != *device {
                     return Err(E2eeError::OtherDevice(format!(
                         "{}|{}",
                         saved.user, saved.device
                     )));
                 }
-                let provider = DeviceProvider::with_entries(
-                    saved.storage.iter().chain(&keys).cloned().collect(),
-                );
+                let mut entries = std::mem::take(&mut saved.storage);
+                entries.extend(keys);
+                let provider = DeviceProvider::with_entries(entries);
                 let signer = SignatureKeyPair::read(
                     provider.storage(),
                     &saved.signer_public,
                     CIPHERSUITE.signature_algorithm(),
                 )
                 .ok_or(E2eeError::NoSigningKey)?;
-                (provider, signer, saved, keys)
+                (provider, signer, saved)
             }
             None => {
                 let provider = DeviceProvider::default();
@@ -237,7 +241,7 @@ impl Mls {
                     SignatureKeyPair::new(CIPHERSUITE.signature_algorithm()).map_err(mls)?;
                 signer.store(provider.storage()).map_err(mls)?;
                 let saved = Saved::new(user.clone(), device.clone(), signer.to_public_vec());
-                (provider, signer, saved, Vec::new())
+                (provider, signer, saved)
             }
         };
         let credential = CredentialWithKey {
@@ -257,29 +261,24 @@ impl Mls {
             credential,
             groups,
             saved,
-            saved_keys,
             storage,
         };
+        // Written whole on every open: an older version becomes the current one, and a journal
+        // cut short by a crash is never appended to.
         this.save()?;
         Ok(this)
     }
 
     fn save(&mut self) -> Result<(), E2eeError> {
-        let Some(storage) = self.storage.as_deref_mut() else {
-            return Ok(());
-        };
-        let (keys, state): (Entries, Entries) = self
-            .provider
-            .entries()
-            .into_iter()
-            .partition(|(key, _)| is_key_package(key));
-        self.saved.storage = state;
-        store::save(storage, &self.saved)?;
-        if keys != self.saved_keys {
-            store::save_keys(storage, &keys)?;
-            self.saved_keys = keys;
+        match self.storage.as_mut() {
+            Some(writer) => writer.save(&self.saved, &self.provider.stored()),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Bytes of the saved state's snapshot and of its journal; `None` for a device in memory.
+    pub fn saved_sizes(&self) -> Option<(usize, usize)> {
+        self.storage.as_ref().map(StateWriter::sizes)
     }
 
     /// The device's user and device id.
@@ -1178,6 +1177,7 @@ fn remember(meta: &mut RoomMeta, id: [u8; MESSAGE_ID_LEN]) {
     meta.seen.push_back(id);
     while meta.seen.len() > SEEN_PER_ROOM {
         meta.seen.pop_front();
+        meta.seen_dropped += 1;
     }
 }
 

@@ -44,6 +44,13 @@ impl DeviceProvider {
         provider
     }
 
+    /// Everything openmls stored, as it holds it.
+    pub fn stored(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, std::collections::HashMap<Vec<u8>, Vec<u8>>> {
+        self.storage.values.read().expect("storage lock")
+    }
+
     /// Everything openmls stored, in key order (so equal states save to equal bytes).
     pub fn entries(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
         let values = self.storage.values.read().expect("storage lock");

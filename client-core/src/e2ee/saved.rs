@@ -9,9 +9,10 @@ use serde::{Deserialize, Serialize};
 /// Format version of the state file (2: sent messages carry their epoch and order, and messages
 /// the room's home cannot have taken wait to be sent again; 3: message ids of sent messages,
 /// messages owed to members who could not read them yet, and where this device joined each
-/// room; 4: decrypted messages the app has not confirmed keeping). Version 2 and 3 files are
-/// read and written back as version 4.
-pub(super) const STATE_VERSION: u8 = 4;
+/// room; 4: decrypted messages the app has not confirmed keeping; 5: the state as rows, in a
+/// snapshot and a journal of changed rows, key packages among them). Version 2–4 files are
+/// read and written back as version 5.
+pub(super) const STATE_VERSION: u8 = 5;
 /// Message ids remembered per room to drop replays.
 pub const SEEN_PER_ROOM: usize = 4096;
 /// Decrypted messages kept for an app that has not confirmed them; past this the oldest go (an
@@ -19,7 +20,7 @@ pub const SEEN_PER_ROOM: usize = 4096;
 pub const MAX_UNCONFIRMED: usize = 10_000;
 
 /// What a device keeps about a room.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub struct RoomMeta {
     /// Every event up to here has been processed.
     pub processed_seq: u64,
@@ -30,16 +31,18 @@ pub struct RoomMeta {
     /// This device was removed from the group (or never admitted).
     pub removed: bool,
     /// The epoch of the latest commit of this device's that the room took.
-    #[serde(default)]
     pub own_commit_epoch: Option<u64>,
     /// The event at which this device entered the room's group (its Welcome's commit, or the
     /// create it made the group for): messages before it were never meant for this device.
     pub joined_seq: Option<u64>,
+    /// How many ids have left the front of `seen`: `seen[i]` is the room's id number
+    /// `seen_dropped + i`, which names its row (`rows.rs`).
+    pub seen_dropped: u64,
 }
 
 /// A message this device sent, kept so its own echo can be shown (a device cannot decrypt
 /// its own MLS messages).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SentMessage {
     pub room: RoomId,
     pub txn_id: String,
@@ -58,7 +61,7 @@ pub struct SentMessage {
 /// A message sent while some members of the room could not read it (their devices were not in
 /// the group yet: their hearth was down, or they were not added yet). When they get in, it is
 /// sent again under the same message id: they read it, the others drop it as seen.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwedMessage {
     pub room: RoomId,
     pub id: [u8; 16],
@@ -97,12 +100,14 @@ pub struct DecryptedMessage {
 }
 
 /// Everything saved.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Saved {
     pub version: u8,
     pub user: UserId,
     pub device: DeviceId,
     pub signer_public: Vec<u8>,
+    /// openmls storage entries as loaded (the device moves them into its provider when it opens;
+    /// they are saved as rows of their own).
     pub storage: Vec<(Vec<u8>, Vec<u8>)>,
     pub rooms: BTreeMap<RoomId, RoomMeta>,
     /// Sent messages not yet seen echoed back, by txn id.
@@ -141,10 +146,3 @@ impl Saved {
 
 /// openmls storage entries (key, value), in key order.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// Whether an openmls storage entry is a key package bundle (a key package with its private
-/// keys). Those are nine tenths of a device's state and change only when packages are made or
-/// used, so they are saved apart from the groups, which change with every message.
-pub fn is_key_package(key: &[u8]) -> bool {
-    key.starts_with(b"KeyPackage")
-}

@@ -1,44 +1,57 @@
-//! The device's state as two records (the state, and the key packages), each replaced whole
-//! after every change, so a crash leaves either the old record or the new one, never a mix. A
-//! ratchet step that was used to encrypt is saved before the message leaves the device, so a
-//! restart never reuses a key.
+//! The device's state on its storage: a snapshot of every row (`rows.rs`) and a journal of the
+//! rows each save changed since. A save appends one frame (the changed rows) and flushes it, so
+//! a message costs the rows it touched; when the journal outgrows the snapshot, the state is
+//! written whole again and the journal emptied. A ratchet step used to encrypt is saved before
+//! the message leaves the device, so a restart never reuses a key.
 //!
-//! Encoding (versions, decoding old formats) is here and does no I/O; where the bytes live is
-//! a [`StateStorage`]: files with fsync natively (`hearth_client::StateFile`), IndexedDB in a
-//! browser.
+//! Encoding (versions, frames, decoding old formats) is here and does no I/O; where the bytes
+//! live is a [`StateStorage`]: files with fsync natively (`hearth_client::StateFile`), IndexedDB
+//! in a browser.
+//!
+//! A crash leaves the snapshot old or new (it is replaced whole) and the journal with a prefix
+//! of its last append: a frame whose length runs past the end or whose checksum fails ends the
+//! journal, as only the last append can have been cut short (each is flushed before the next
+//! starts, and a device that opens writes its state whole before it appends again). Frames name
+//! the snapshot generation they follow; frames of an older one (a crash between writing a new
+//! snapshot and emptying the journal) are already in the snapshot and are skipped.
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::E2eeError;
+use super::rows::{self, MlsEntries, Rows, Written};
 use super::saved::{Entries, STATE_VERSION, Saved};
 
-/// Format version of the key package file (unchanged since 2).
-const KEYS_VERSION: u8 = 2;
+/// Journal bytes allowed past the snapshot's own size before the state is written whole again.
+pub const JOURNAL_SLACK: usize = 64 * 1024;
 
-/// The key package file's contents.
-#[derive(Debug, Serialize, Deserialize)]
-struct KeyFile {
-    version: u8,
-    entries: Entries,
-}
-
-/// The two records of a device's state.
+/// The records of a device's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Record {
-    /// Everything but key packages; written after every change.
+    /// The snapshot (versions 2–4: the whole state but key packages).
     State,
-    /// The key packages not yet used; written when they change.
+    /// Versions 2–4 only: the key packages. Emptied once the state is in version 5.
     Keys,
+    /// Frames of changed rows, appended since the snapshot.
+    Journal,
 }
 
-/// Where a device's records live. `replace` makes the new bytes durable before it returns, or
-/// (a browser's asynchronous IndexedDB) before the device's next request leaves it: either way
-/// nothing encrypted with a state is sent before that state is saved.
+/// Where a device's records live. Writes are durable when they return, or (a browser's
+/// asynchronous IndexedDB) before the device's next request leaves it: either way nothing
+/// encrypted with a state is sent before that state is saved.
 pub trait StateStorage: std::fmt::Debug + MaybeSend {
     /// A record's bytes; `None` for a record never written.
     fn read(&self, record: Record) -> Result<Option<Vec<u8>>, E2eeError>;
     /// Replaces a record whole and durably: after a crash, either the old or the new bytes.
     fn replace(&mut self, record: Record, bytes: &[u8]) -> Result<(), E2eeError>;
+    /// Appends to the journal durably: after a crash, the journal holds what it held and a
+    /// prefix of `bytes`.
+    fn append_journal(&mut self, bytes: &[u8]) -> Result<(), E2eeError>;
+    /// Journal bytes past which the state is written whole, for a snapshot of `snapshot_len`
+    /// bytes. Storage without a cheap append answers 0: every save then writes the state whole.
+    fn journal_limit(&self, snapshot_len: usize) -> usize {
+        snapshot_len + JOURNAL_SLACK
+    }
     /// Where a record lives, for error messages.
     fn describe(&self, record: Record) -> String;
 }
@@ -54,59 +67,233 @@ pub trait MaybeSend {}
 #[cfg(target_arch = "wasm32")]
 impl<T> MaybeSend for T {}
 
-/// The saved state and key packages; `None` for a device that never saved.
-pub fn load(storage: &dyn StateStorage) -> Result<Option<(Saved, Entries)>, E2eeError> {
-    let Some(bytes) = storage.read(Record::State)? else {
-        return Ok(None);
-    };
-    let corrupt = |record, source| E2eeError::Decode {
-        path: storage.describe(record),
-        source,
-    };
-    let unknown = |record, version| E2eeError::UnknownVersion {
-        path: storage.describe(record),
-        version,
-    };
-    let saved: Saved = match bytes.first() {
-        Some(2) => postcard::from_bytes::<super::store_v2::SavedV2>(&bytes)
-            .map_err(|e| corrupt(Record::State, e))?
-            .into(),
-        Some(3) => postcard::from_bytes::<super::store_v3::SavedV3>(&bytes)
-            .map_err(|e| corrupt(Record::State, e))?
-            .into(),
-        _ => postcard::from_bytes(&bytes).map_err(|e| corrupt(Record::State, e))?,
-    };
-    if saved.version != STATE_VERSION {
-        return Err(unknown(Record::State, saved.version));
-    }
-    let keys = match storage.read(Record::Keys)? {
-        None => Vec::new(),
-        Some(bytes) => {
-            let file: KeyFile =
-                postcard::from_bytes(&bytes).map_err(|e| corrupt(Record::Keys, e))?;
-            if file.version != KEYS_VERSION {
-                return Err(unknown(Record::Keys, file.version));
-            }
-            file.entries
+/// Format version of the key package file of versions 2–4.
+const KEYS_VERSION: u8 = 2;
+
+/// The key package file of versions 2–4.
+#[derive(Debug, Deserialize)]
+struct KeyFile {
+    version: u8,
+    entries: Entries,
+}
+
+/// The snapshot record: every row.
+#[derive(Debug, Serialize, Deserialize)]
+struct Snapshot {
+    version: u8,
+    generation: u64,
+    rows: Rows,
+}
+
+/// One journal frame's contents: the rows one save wrote and deleted.
+#[derive(Debug, Serialize, Deserialize)]
+struct Change {
+    generation: u64,
+    puts: Vec<(Vec<u8>, Vec<u8>)>,
+    deletes: Vec<Vec<u8>>,
+}
+
+/// Frame header: payload length (u32 LE) and the first 8 bytes of the payload's SHA-256.
+const FRAME_HEADER: usize = 12;
+
+fn frame(change: &Change) -> Result<Vec<u8>, E2eeError> {
+    let payload = postcard::to_stdvec(change).map_err(E2eeError::Encode)?;
+    let mut bytes = Vec::with_capacity(FRAME_HEADER + payload.len());
+    bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&Sha256::digest(&payload)[..8]);
+    bytes.extend_from_slice(&payload);
+    Ok(bytes)
+}
+
+/// Applies the journal's whole frames of `generation` to `rows`; returns the bytes it held in
+/// whole frames.
+fn replay(
+    rows: &mut Rows,
+    generation: u64,
+    journal: &[u8],
+    path: impl Fn() -> String,
+) -> Result<usize, E2eeError> {
+    let mut at = 0;
+    while let Some(header) = journal.get(at..at + FRAME_HEADER) {
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        let Some(payload) = journal.get(at + FRAME_HEADER..at + FRAME_HEADER + len) else {
+            break;
+        };
+        if Sha256::digest(payload)[..8] != header[4..] {
+            break;
         }
-    };
-    Ok(Some((saved, keys)))
+        let change: Change = postcard::from_bytes(payload).map_err(|source| E2eeError::Decode {
+            path: path(),
+            source,
+        })?;
+        if change.generation == generation {
+            for key in change.deletes {
+                rows.remove(&key);
+            }
+            rows.extend(change.puts);
+        }
+        at += FRAME_HEADER + len;
+    }
+    Ok(at)
 }
 
-/// Saves the state (everything but key packages).
-pub fn save(storage: &mut dyn StateStorage, saved: &Saved) -> Result<(), E2eeError> {
-    let bytes = postcard::to_stdvec(saved).map_err(E2eeError::Encode)?;
-    storage.replace(Record::State, &bytes)
+/// A device's storage and what is on it.
+#[derive(Debug)]
+pub struct StateWriter {
+    storage: Box<dyn StateStorage>,
+    /// The state as the snapshot and journal hold it.
+    written: Written,
+    generation: u64,
+    snapshot_len: usize,
+    journal_len: usize,
+    /// The next save writes the state whole: the journal's end is not known to be a whole frame
+    /// (the device just opened, or an append failed), or a version 2–4 key file is left.
+    whole_next: bool,
+    stale_keys: bool,
 }
 
-/// Saves the key packages. Called after [`save`] of the same change: a crash between the two
-/// then leaves a used package saved (harmless: the hearth handed it out once), never a joined
-/// group without its state.
-pub fn save_keys(storage: &mut dyn StateStorage, entries: &Entries) -> Result<(), E2eeError> {
-    let file = KeyFile {
-        version: KEYS_VERSION,
-        entries: entries.clone(),
-    };
-    let bytes = postcard::to_stdvec(&file).map_err(E2eeError::Encode)?;
-    storage.replace(Record::Keys, &bytes)
+/// What a device's storage held.
+pub struct Loaded {
+    pub saved: Saved,
+    /// The openmls entries not in `saved.storage` (the key packages of a version 2–4 state).
+    pub keys: Entries,
+}
+
+impl StateWriter {
+    /// Reads the state kept in `storage` (any version); `None` for a device that never saved.
+    pub fn open(storage: Box<dyn StateStorage>) -> Result<(Self, Option<Loaded>), E2eeError> {
+        let mut writer = Self {
+            storage,
+            written: Written::default(),
+            generation: 0,
+            snapshot_len: 0,
+            journal_len: 0,
+            whole_next: true,
+            stale_keys: false,
+        };
+        let loaded = writer.load()?;
+        Ok((writer, loaded))
+    }
+
+    fn load(&mut self) -> Result<Option<Loaded>, E2eeError> {
+        let storage = self.storage.as_ref();
+        let Some(bytes) = storage.read(Record::State)? else {
+            return Ok(None);
+        };
+        let corrupt = |record, source| E2eeError::Decode {
+            path: storage.describe(record),
+            source,
+        };
+        let unknown = |record, version| E2eeError::UnknownVersion {
+            path: storage.describe(record),
+            version,
+        };
+        let old: Saved = match bytes.first() {
+            Some(2) => postcard::from_bytes::<super::store_v2::SavedV2>(&bytes)
+                .map_err(|e| corrupt(Record::State, e))?
+                .into(),
+            Some(3) => postcard::from_bytes::<super::store_v3::SavedV3>(&bytes)
+                .map_err(|e| corrupt(Record::State, e))?
+                .into(),
+            Some(4) => postcard::from_bytes::<super::store_v4::SavedV4>(&bytes)
+                .map_err(|e| corrupt(Record::State, e))?
+                .into(),
+            _ => {
+                let snapshot: Snapshot =
+                    postcard::from_bytes(&bytes).map_err(|e| corrupt(Record::State, e))?;
+                if snapshot.version != STATE_VERSION {
+                    return Err(unknown(Record::State, snapshot.version));
+                }
+                let mut rows = snapshot.rows;
+                let journal = storage.read(Record::Journal)?.unwrap_or_default();
+                replay(&mut rows, snapshot.generation, &journal, || {
+                    storage.describe(Record::Journal)
+                })?;
+                let (mut saved, entries) = rows::saved_of(&rows).map_err(|e| {
+                    E2eeError::Unfit(format!(
+                        "the device state in {}: {e}",
+                        storage.describe(Record::State)
+                    ))
+                })?;
+                saved.storage = entries;
+                self.stale_keys = storage.read(Record::Keys)?.is_some_and(|k| !k.is_empty());
+                self.generation = snapshot.generation;
+                return Ok(Some(Loaded {
+                    saved,
+                    keys: Vec::new(),
+                }));
+            }
+        };
+        let keys = match storage.read(Record::Keys)? {
+            None => Vec::new(),
+            Some(bytes) => {
+                let file: KeyFile =
+                    postcard::from_bytes(&bytes).map_err(|e| corrupt(Record::Keys, e))?;
+                if file.version != KEYS_VERSION {
+                    return Err(unknown(Record::Keys, file.version));
+                }
+                self.stale_keys = true;
+                file.entries
+            }
+        };
+        Ok(Some(Loaded { saved: old, keys }))
+    }
+
+    /// Saves the state `saved` with the openmls storage `mls`: the changed rows as one journal
+    /// frame, or the whole state when the journal is long enough.
+    pub fn save(&mut self, saved: &Saved, mls: &MlsEntries) -> Result<(), E2eeError> {
+        if self.whole_next {
+            return self.save_whole(saved, mls);
+        }
+        // From here `written` counts the change as written: if it is not, `whole_next` stays
+        // set and the next save writes everything.
+        self.whole_next = true;
+        let (puts, deletes) = self.written.changes(saved, mls);
+        if puts.is_empty() && deletes.is_empty() {
+            self.whole_next = false;
+            return Ok(());
+        }
+        let bytes = frame(&Change {
+            generation: self.generation,
+            puts,
+            deletes,
+        })?;
+        if self.journal_len + bytes.len() > self.storage.journal_limit(self.snapshot_len) {
+            return self.save_whole(saved, mls);
+        }
+        // Until this append is known whole, nothing more is appended after it.
+        self.storage.append_journal(&bytes)?;
+        self.whole_next = false;
+        self.journal_len += bytes.len();
+        Ok(())
+    }
+
+    /// Writes every row as a new snapshot, then empties the journal (and a left-over key file).
+    fn save_whole(&mut self, saved: &Saved, mls: &MlsEntries) -> Result<(), E2eeError> {
+        self.whole_next = true;
+        let rows = rows::rows_of(saved, mls);
+        let generation = self.generation + 1;
+        // A `Snapshot`, from borrowed rows (postcard writes a struct as the tuple of its fields).
+        let bytes =
+            postcard::to_stdvec(&(STATE_VERSION, generation, &rows)).map_err(E2eeError::Encode)?;
+        self.storage.replace(Record::State, &bytes)?;
+        self.generation = generation;
+        self.snapshot_len = bytes.len();
+        // The frames left in the journal belong to an older generation: skipped if it is not
+        // emptied, and the next save tries again.
+        self.storage.replace(Record::Journal, &[])?;
+        self.journal_len = 0;
+        if self.stale_keys {
+            self.storage.replace(Record::Keys, &[])?;
+            self.stale_keys = false;
+        }
+        self.written = Written::of(saved, mls);
+        self.whole_next = false;
+        Ok(())
+    }
+
+    /// Bytes of the snapshot and of the journal, as written by this writer.
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.snapshot_len, self.journal_len)
+    }
 }

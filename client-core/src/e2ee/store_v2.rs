@@ -71,6 +71,7 @@ impl From<SavedV2> for Saved {
                     own_commit_epoch: m.own_commit_epoch,
                     // What came before is not held against the read marks it sends.
                     joined_seq: Some(m.processed_seq),
+                    seen_dropped: 0,
                 };
                 (room, meta)
             })

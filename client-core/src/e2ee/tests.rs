@@ -100,6 +100,13 @@ impl StateStorage for Disk {
         *entry = (bytes.to_vec(), entry.1 + 1);
         Ok(())
     }
+    fn append_journal(&mut self, bytes: &[u8]) -> Result<(), E2eeError> {
+        let mut records = self.0.lock().unwrap();
+        let entry = records.entry(Record::Journal).or_default();
+        entry.0.extend_from_slice(bytes);
+        entry.1 += 1;
+        Ok(())
+    }
     fn describe(&self, record: Record) -> String {
         format!("shared {record:?}")
     }
@@ -127,7 +134,7 @@ fn key_package_count(device: &Mls) -> usize {
         .provider
         .entries()
         .iter()
-        .filter(|(k, _)| saved::is_key_package(k))
+        .filter(|(k, _)| k.starts_with(b"KeyPackage"))
         .count()
 }
 
@@ -383,13 +390,11 @@ fn a_message_the_commit_overtook_is_refused_once_and_reads_in_the_new_epoch() {
 }
 
 #[test]
-fn key_packages_are_saved_apart_and_survive_a_restart() {
+fn a_message_appends_only_the_rows_it_changed_and_the_state_survives_a_restart() {
     let dirs: Vec<_> = (0..2).map(|_| Disk::default()).collect();
     let mut alice = device(&dirs[0], "alice", "A1");
     let mut bob = device(&dirs[1], "bob", "B1");
     let packages = bob.key_packages(5, false).unwrap();
-    let key_writes = || dirs[1].writes(Record::Keys);
-    let written = key_writes();
     // bob restarts before anyone claims a package; the package still opens its Welcome.
     drop(bob);
     let mut bob = device(&dirs[1], "bob", "B1");
@@ -408,20 +413,114 @@ fn key_packages_are_saved_apart_and_survive_a_restart() {
         bob.receive(&event).unwrap(),
         Received::Joined { .. }
     ));
-    // Joining used the package: the key file was rewritten without it.
-    let after_join = key_writes();
-    assert_ne!(after_join, written);
     assert_eq!(key_package_count(&bob), 4);
-    // Messages change the group state only: the key file is left alone.
     alice.receive(&event).unwrap();
-    let message = room.message(&mut alice, "m1", "hi");
-    assert_eq!(body_of(bob.receive(&message).unwrap()), "hi");
-    bob.encrypt(&room.id, "m2", &text("hello")).unwrap();
-    assert_eq!(key_writes(), after_join);
+
+    // Messages append their changed rows to the journal; the snapshot is left alone.
+    let (snapshot, _) = bob.saved_sizes().unwrap();
+    let snapshot_writes = dirs[1].writes(Record::State);
+    let journal_before = dirs[1].get(Record::Journal).len();
+    let appends_before = dirs[1].writes(Record::Journal);
+    for i in 0..10 {
+        let message = room.message(&mut alice, &format!("m{i}"), "hi");
+        alice.receive(&message).unwrap();
+        let got = bob.receive(&message).unwrap();
+        bob.kept(std::slice::from_ref(&got)).unwrap();
+        assert_eq!(body_of(got), "hi");
+        let payload = bob
+            .encrypt(&room.id, &format!("b{i}"), &text("hello"))
+            .unwrap();
+        let echo = room.event(&bob, &format!("b{i}"), Content::Message { payload });
+        assert_eq!(body_of(alice.receive(&echo).unwrap()), "hello");
+        let own = bob.receive(&echo).unwrap();
+        bob.kept(std::slice::from_ref(&own)).unwrap();
+    }
+    let appended = dirs[1].get(Record::Journal).len() - journal_before;
+    let saves = dirs[1].writes(Record::Journal) - appends_before;
+    assert_eq!(dirs[1].writes(Record::State), snapshot_writes);
+    // Five saves a round: the message, its confirmation, the reply, its echo and confirmation.
+    assert_eq!(saves, 50);
+    assert!(
+        appended / saves * 4 < snapshot,
+        "{saves} saves appended {appended} bytes, against a {snapshot}-byte snapshot"
+    );
     drop(bob);
-    let bob = device(&dirs[1], "bob", "B1");
+    let mut bob = device(&dirs[1], "bob", "B1");
     assert_eq!(key_package_count(&bob), 4);
     assert_eq!(bob.epoch(&room.id), alice.epoch(&room.id));
+    assert_eq!(bob.processed_seq(&room.id), room.seq);
+    let message = room.message(&mut alice, "after", "still here");
+    assert_eq!(body_of(bob.receive(&message).unwrap()), "still here");
+}
+
+#[test]
+fn a_journal_cut_short_by_a_crash_reopens_at_the_last_whole_save() {
+    let dirs: Vec<_> = (0..2).map(|_| Disk::default()).collect();
+    let (mut alice, mut bob, mut room) = alice_and_bob(&dirs);
+    let first = room.message(&mut alice, "m1", "one");
+    assert_eq!(body_of(bob.receive(&first).unwrap()), "one");
+    let whole = dirs[1].get(Record::Journal).len();
+    let second = room.message(&mut alice, "m2", "two");
+    assert_eq!(body_of(bob.receive(&second).unwrap()), "two");
+    let (snapshot, journal) = (dirs[1].get(Record::State), dirs[1].get(Record::Journal));
+    assert!(journal.len() > whole + 12);
+    drop(bob);
+    // The crash came mid-append: a prefix of the second frame reached the disk.
+    for cut in [whole + 5, journal.len() - 1] {
+        dirs[1].put(Record::State, snapshot.clone());
+        dirs[1].put(Record::Journal, journal[..cut].to_vec());
+        let mut bob = device(&dirs[1], "bob", "B1");
+        assert_eq!(bob.processed_seq(&room.id), first.seq);
+        // Its ratchet is where the first message left it: the second still decrypts.
+        assert_eq!(body_of(bob.receive(&second).unwrap()), "two");
+        // Reopening wrote the state whole, so this save appended to an empty journal.
+        drop(bob);
+        let bob = device(&dirs[1], "bob", "B1");
+        assert_eq!(bob.processed_seq(&room.id), second.seq);
+        drop(bob);
+    }
+}
+
+#[test]
+fn frames_of_an_older_snapshot_are_skipped() {
+    let dir = Disk::default();
+    let mut alice = device(&dir, "alice", "A1");
+    alice.set_cursor(10).unwrap();
+    alice.set_cursor(20).unwrap();
+    let old_frames = dir.get(Record::Journal);
+    assert!(!old_frames.is_empty());
+    drop(alice);
+    let mut alice = device(&dir, "alice", "A1");
+    alice.set_cursor(30).unwrap();
+    drop(alice);
+    drop(device(&dir, "alice", "A1"));
+    // A crash between writing that snapshot and emptying the journal left the old frames.
+    dir.put(Record::Journal, old_frames);
+    let alice = device(&dir, "alice", "A1");
+    assert_eq!(alice.cursor(), 30);
+}
+
+#[test]
+fn the_state_is_written_whole_when_the_journal_outgrows_it() {
+    let dir = Disk::default();
+    let mut alice = device(&dir, "alice", "A1");
+    let room = RoomId::parse("!r:localhost").unwrap();
+    alice.create_group(&room).unwrap();
+    let snapshots = dir.writes(Record::State);
+    let mut longest = 0;
+    for i in 0..2000 {
+        alice.encrypt(&room, &format!("t{i}"), &text("x")).unwrap();
+        longest = longest.max(dir.get(Record::Journal).len());
+    }
+    let (snapshot, _) = alice.saved_sizes().unwrap();
+    assert!(dir.writes(Record::State) > snapshots, "never written whole");
+    assert!(
+        longest <= snapshot + JOURNAL_SLACK + 4096,
+        "journal {longest} B"
+    );
+    drop(alice);
+    let alice = device(&dir, "alice", "A1");
+    assert_eq!(alice.saved.sent.len(), 2000);
 }
 
 #[test]
@@ -457,7 +556,8 @@ fn a_version_2_state_file_is_read_and_carried_forward() {
         42u64,
     );
     dir.put(Record::State, postcard::to_stdvec(&v2).unwrap());
-    let (saved, keys) = super::store::load(&dir).unwrap().unwrap();
+    let (_, loaded) = super::store::StateWriter::open(Box::new(dir.clone())).unwrap();
+    let super::store::Loaded { saved, keys } = loaded.unwrap();
     assert!(keys.is_empty());
     assert_eq!((saved.user, saved.device, saved.cursor), (user, device, 42));
     let meta = &saved.rooms[&room];
@@ -565,6 +665,62 @@ fn what_a_device_decrypted_survives_until_the_app_says_it_keeps_it() {
     assert!(bob.unconfirmed().is_empty());
 }
 
+/// Rewrites a device's state (just reopened, so all in its snapshot) in the layout version 3 or
+/// 4 wrote: one record of everything but key packages, and the key file.
+fn rewrite_as_version(dir: &Disk, version: u8) {
+    use std::collections::{BTreeSet, VecDeque};
+    type RoomV4 = (
+        u64,
+        VecDeque<[u8; 16]>,
+        BTreeSet<UserId>,
+        bool,
+        Option<u64>,
+        Option<u64>,
+    );
+    let (current, _generation, rows): (u8, u64, rows::Rows) =
+        postcard::from_bytes(&dir.get(Record::State)).unwrap();
+    assert_eq!(current, 5);
+    assert!(dir.get(Record::Journal).is_empty());
+    let (saved, entries) = rows::saved_of(&rows).unwrap();
+    let (keys, state): (Vec<_>, Vec<_>) = entries
+        .into_iter()
+        .partition(|(k, _)| k.starts_with(b"KeyPackage"));
+    let rooms: BTreeMap<RoomId, RoomV4> = saved
+        .rooms
+        .iter()
+        .map(|(r, m)| {
+            let meta = (
+                m.processed_seq,
+                m.seen.clone(),
+                m.departed.clone(),
+                m.removed,
+                m.own_commit_epoch,
+                m.joined_seq,
+            );
+            (r.clone(), meta)
+        })
+        .collect();
+    let mut bytes = postcard::to_stdvec(&(
+        version,
+        saved.user,
+        saved.device,
+        saved.signer_public,
+        state,
+        rooms,
+        saved.sent,
+        saved.refused,
+        saved.next_order,
+        saved.cursor,
+        saved.owed,
+    ))
+    .unwrap();
+    if version == 4 {
+        bytes.extend(postcard::to_stdvec(&saved.unconfirmed).unwrap());
+    }
+    dir.put(Record::State, bytes);
+    dir.put(Record::Keys, postcard::to_stdvec(&(2u8, keys)).unwrap());
+}
+
 #[test]
 fn a_version_3_state_file_is_read_and_carried_forward() {
     let dir = Disk::default();
@@ -576,19 +732,45 @@ fn a_version_3_state_file_is_read_and_carried_forward() {
         alice.create_group(&room).unwrap();
         alice.set_cursor(42).unwrap();
     }
-    // Version 4 appends one field, the unconfirmed messages (empty: one zero byte), to
-    // version 3's layout; take it off and say 3.
-    let mut bytes = dir.get(Record::State);
-    assert_eq!((bytes[0], bytes.pop()), (4, Some(0)));
-    bytes[0] = 3;
-    dir.put(Record::State, bytes);
+    drop(Mls::open_in(Box::new(dir.clone()), &user, &device_id).unwrap());
+    rewrite_as_version(&dir, 3);
 
     let alice = Mls::open_in(Box::new(dir.clone()), &user, &device_id).unwrap();
     assert_eq!(alice.cursor(), 42);
     assert!(alice.in_group(&room));
     assert!(alice.unconfirmed().is_empty());
     drop(alice);
-    assert_eq!(dir.get(Record::State)[0], 4, "written back as version 4");
+    assert_eq!(dir.get(Record::State)[0], 5, "written back as version 5");
+}
+
+#[test]
+fn a_version_4_state_file_is_read_and_carried_forward_and_its_key_file_emptied() {
+    let dirs: Vec<_> = (0..2).map(|_| Disk::default()).collect();
+    let (mut alice, mut bob, mut room) = alice_and_bob(&dirs);
+    bob.key_packages(3, false).unwrap();
+    let message = room.message(&mut alice, "m1", "unconfirmed");
+    let got = bob.receive(&message).unwrap();
+    drop(bob);
+    drop(device(&dirs[1], "bob", "B1"));
+    rewrite_as_version(&dirs[1], 4);
+
+    let mut bob = device(&dirs[1], "bob", "B1");
+    assert_eq!(bob.unconfirmed(), vec![got]);
+    assert_eq!(key_package_count(&bob), 3);
+    let next = room.message(&mut alice, "m2", "next");
+    assert_eq!(body_of(bob.receive(&next).unwrap()), "next");
+    drop(bob);
+    assert_eq!(
+        dirs[1].get(Record::State)[0],
+        5,
+        "written back as version 5"
+    );
+    assert!(
+        dirs[1].get(Record::Keys).is_empty(),
+        "the key file is emptied"
+    );
+    let bob = device(&dirs[1], "bob", "B1");
+    assert_eq!(key_package_count(&bob), 3);
 }
 
 #[test]
@@ -803,7 +985,7 @@ fn a_device_kept_in_other_storage_reopens_in_its_groups_and_garbage_is_named() {
         carol.receive(&event).unwrap(),
         Received::Joined { epoch: 1, .. }
     ));
-    assert!(records.read(Record::Keys).unwrap().is_some());
+    assert!(records.read(Record::Journal).unwrap().is_some());
     drop(carol);
 
     // Reopened from the records alone: the same identity, in the group, reading new messages.
