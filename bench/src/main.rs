@@ -6,6 +6,7 @@ mod federation;
 mod hardening;
 mod network;
 mod server;
+mod soak;
 mod stats;
 mod web;
 
@@ -171,7 +172,16 @@ enum Scenario {
         #[arg(long, default_value_t = 300)]
         messages: usize,
     },
-    /// All of the above with their defaults.
+    /// A mixed load for MINUTES (paced 1:1 chats at RATE msg/s with typing, a group of 50,
+    /// pipelined bursts, history paging, reconnecting devices): the hearth's resident size idle,
+    /// at its peak, at the end and 30 s after. Not part of `all` (it takes its minutes).
+    Soak {
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+    },
+    /// All of the above with their defaults (but `soak`).
     All,
 }
 
@@ -325,6 +335,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     e2ee::membership(&hearth, *members, *rooms).await?
                 }
                 Scenario::Web { messages } => web::web(&hearth, *messages).await?,
+                Scenario::Soak { minutes, rate } => soak::soak(&hearth, *minutes, *rate).await?,
                 Scenario::All
                 | Scenario::E2eeCrypto { .. }
                 | Scenario::E2eeCommit { .. }
