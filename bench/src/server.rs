@@ -71,6 +71,32 @@ impl Hearth {
         self.wait_healthy().await
     }
 
+    /// Starts a hearth that serves `/metrics` on `metrics_port`, for its stage timings.
+    pub async fn start_with_metrics(binary: &str, metrics_port: u16) -> anyhow::Result<Self> {
+        let env = [(
+            "HEARTH_METRICS__LISTEN".to_owned(),
+            format!("127.0.0.1:{metrics_port}"),
+        )];
+        Self::start_env(binary, fresh_dir()?, &env).await
+    }
+
+    /// The p50 and p99 in µs of each `hearth_stage_micros` stage on `/metrics` at
+    /// `metrics_port` (summaries over about the last minute), in the order of `stages`.
+    pub async fn stages(metrics_port: u16, stages: &[&str]) -> anyhow::Result<Vec<(f64, f64)>> {
+        let page = http_get(&format!("127.0.0.1:{metrics_port}"), "/metrics").await?;
+        let quantile = |stage: &str, q: &str| {
+            let prefix = format!("hearth_stage_micros{{stage=\"{stage}\",quantile=\"{q}\"}} ");
+            page.lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .with_context(|| format!("no {q} quantile of stage {stage} on /metrics"))
+        };
+        stages
+            .iter()
+            .map(|stage| Ok((quantile(stage, "0.5")?, quantile(stage, "0.99")?)))
+            .collect()
+    }
+
     /// Registers a user (password [`PASSWORD`]).
     pub async fn user(&self, name: &str) -> anyhow::Result<Client> {
         let mut client = Client::new(&self.url);
@@ -157,6 +183,8 @@ fn spawn(
         // Every bench client connects from 127.0.0.1.
         .env("HEARTH_CLIENT_API__MAX_CONNECTIONS_PER_IP", "1000000")
         .env("HEARTH_LOG", "warn")
+        // Sessions outlive the longest run (`soak`): an expired one closes its connections.
+        .env("HEARTH_AUTH__ACCESS_TOKEN_TTL_MS", "86400000")
         // Registration speed is not what is measured: a cheap password hash.
         .env("HEARTH_AUTH__ARGON2_M_COST_KIB", "64")
         .env("HEARTH_AUTH__ARGON2_T_COST", "1")

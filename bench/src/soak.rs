@@ -28,6 +28,7 @@ pub async fn soak(hearth: &Hearth, minutes: u64, rate: u64) -> anyhow::Result<Re
     let sent = Arc::new(AtomicU64::new(0));
     let samples = Arc::new(Samples::default());
     let mut tasks = Vec::new();
+    let mut readers = Vec::new();
 
     // Paced 1:1 chats, each sender typing before it sends.
     let mut pairs = pairs_of_users(hearth, 20).await?;
@@ -37,7 +38,7 @@ pub async fn soak(hearth: &Hearth, minutes: u64, rate: u64) -> anyhow::Result<Re
         tasks.push(tokio::spawn(drain(a_rx, stop.clone())));
         let (_, b_rx) = synced(b).await?;
         let samples = samples.clone();
-        tasks.push(on_stamped_messages(b_rx, stop.clone(), move |at, now| {
+        readers.push(on_stamped_messages(b_rx, stop.clone(), move |at, now| {
             samples.push(now.saturating_sub(at))
         }));
         let (stop, sent, room) = (stop.clone(), sent.clone(), room.clone());
@@ -159,6 +160,9 @@ pub async fn soak(hearth: &Hearth, minutes: u64, rate: u64) -> anyhow::Result<Re
     }
     let (disk_after, _) = hearth.written_bytes()?;
     let rss_end = hearth.rss_kib()?;
+    // A reader that ended before the stop lost its connection.
+    let lost = readers.iter().filter(|r| r.is_finished()).count();
+    tasks.extend(readers);
     stop.store(true, Ordering::Relaxed);
     for task in tasks {
         task.abort();
@@ -175,6 +179,12 @@ pub async fn soak(hearth: &Hearth, minutes: u64, rate: u64) -> anyhow::Result<Re
         figures: vec![
             ("minutes", minutes as f64, "", None),
             ("messages accepted", total as f64, "", None),
+            (
+                "recipients' connections lost",
+                lost as f64,
+                "",
+                Some(Target::AtMost(0.0)),
+            ),
             ("1:1 p50 under the load", p50, "ms", None),
             ("1:1 p99 under the load", p99, "ms", None),
             (

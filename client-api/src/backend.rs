@@ -269,10 +269,18 @@ pub trait Backend: Send + Sync + 'static {
     fn subscribe(&self, device: &AuthedDevice) -> Subscription;
 }
 
+/// Where a user's inbox ends, and when that was announced.
+#[derive(Debug, Clone, Copy)]
+pub struct InboxHead {
+    pub position: u64,
+    /// When the entries up to `position` were durable and announced (to time the wake-up).
+    pub landed: std::time::Instant,
+}
+
 /// What a live connection listens to.
 pub struct Subscription {
     /// The user's inbox head, changed whenever something lands in the inbox.
-    pub inbox: watch::Receiver<u64>,
+    pub inbox: watch::Receiver<InboxHead>,
     /// Ephemeral frames (receipts, typing, presence), already serialised.
     pub signals: broadcast::Receiver<Arc<str>>,
     /// Kept for the life of the connection; dropping it marks the connection gone.

@@ -20,7 +20,9 @@ pub mod server;
 mod web_app;
 mod ws;
 
-pub use backend::{AuthedDevice, Backend, NotReady, Subscription};
+pub mod stage;
+
+pub use backend::{AuthedDevice, Backend, InboxHead, NotReady, Subscription};
 pub use config::ApiConfig;
 pub use routes::LimitReload;
 

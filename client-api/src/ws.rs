@@ -167,6 +167,7 @@ impl<B: Backend> Session<B> {
                 }
                 if let Some(woken) = woken.take() {
                     metrics::histogram!("hearth_delivery_seconds").record(woken.elapsed());
+                    crate::stage::record("deliver", woken.elapsed());
                 }
                 if !synced {
                     synced = true;
@@ -201,7 +202,10 @@ impl<B: Backend> Session<B> {
                         break End::BackendGone;
                     }
                     dirty = true;
-                    woken.get_or_insert_with(Instant::now);
+                    if woken.is_none() {
+                        crate::stage::record("wake", sub.inbox.borrow().landed.elapsed());
+                        woken = Some(Instant::now());
+                    }
                 }
                 signal = sub.signals.recv() => match signal {
                     Ok(text) => {
@@ -335,7 +339,9 @@ impl<B: Backend> Session<B> {
                 }
                 let api = self.api.clone();
                 let device = self.device.clone();
+                let read = Instant::now();
                 in_flight.push(Box::pin(async move {
+                    crate::stage::record("receive", read.elapsed());
                     let result = api
                         .backend
                         .send(&device, room_id, txn_id.clone(), payload)

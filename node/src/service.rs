@@ -686,9 +686,10 @@ impl Backend for Hearth {
         txn_id: TxnId,
         payload: Vec<u8>,
     ) -> Result<Sequenced, ErrorBody> {
+        let started = std::time::Instant::now();
         self.check_event_size(payload.len(), "the message")?;
         self.require_home_unblocked(&room)?;
-        let started = std::time::Instant::now();
+        hearth_client_api::stage::record("checks", started.elapsed());
         let sequenced = self
             .sequence(Request::Send {
                 user: device.user_id.clone(),

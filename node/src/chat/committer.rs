@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use hearth_client_api::stage;
 use hearth_spec::{EventId, RoomId, ServerName, UserId};
 use tokio::sync::{mpsc, oneshot};
 
@@ -24,6 +25,8 @@ use crate::store::{Batch, InboxEntry, Store, StoreError};
 struct Job {
     request: Request,
     reply: ReplySender,
+    /// When it was queued (to time its wait for the committer).
+    queued: std::time::Instant,
 }
 
 /// Called after a commit with the destinations whose outbound queues grew.
@@ -81,7 +84,11 @@ impl Committer {
     pub async fn submit(&self, request: Request) -> Result<Reply, CommitError> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Job { request, reply })
+            .send(Job {
+                request,
+                reply,
+                queued: std::time::Instant::now(),
+            })
             .await
             .map_err(|_| CommitError::Closed)?;
         answer.await.map_err(|_| CommitError::Closed)?
@@ -96,7 +103,12 @@ impl Committer {
         let mut answers = Vec::with_capacity(requests.len());
         for request in requests {
             let (reply, answer) = oneshot::channel();
-            let queued = self.queue.send(Job { request, reply }).await.is_ok();
+            let job = Job {
+                request,
+                reply,
+                queued: std::time::Instant::now(),
+            };
+            let queued = self.queue.send(job).await.is_ok();
             answers.push(queued.then_some(answer));
         }
         futures_util::future::join_all(answers.into_iter().map(|answer| async move {
@@ -149,6 +161,7 @@ fn run(
                 }
             },
         };
+        let deciding = std::time::Instant::now();
         let now = now_ms();
         let mut batch = Batch::default();
         let mut reload = false;
@@ -157,6 +170,7 @@ fn run(
         let mut replies = Vec::with_capacity(jobs.len());
         let mut pending = Pending::default();
         for job in jobs.drain(..) {
+            stage::record("queue", deciding.duration_since(job.queued));
             results.push(decide(
                 &*store,
                 sequencer,
@@ -167,6 +181,7 @@ fn run(
             ));
             replies.push(job.reply);
         }
+        stage::record("decide", deciding.elapsed());
         metrics::histogram!("hearth_commit_batch_requests").record(replies.len() as f64);
         if !batch.is_empty() {
             let writing = std::time::Instant::now();

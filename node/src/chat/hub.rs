@@ -3,8 +3,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use hearth_client_api::Subscription;
+use hearth_client_api::{InboxHead, Subscription};
 use hearth_spec::client::ServerFrame;
 use hearth_spec::{DeviceId, UserId};
 use tokio::sync::{broadcast, watch};
@@ -14,7 +15,7 @@ use tokio::sync::{broadcast, watch};
 const SIGNAL_BUFFER: usize = 256;
 
 struct UserEntry {
-    inbox: watch::Sender<u64>,
+    inbox: watch::Sender<InboxHead>,
     signals: broadcast::Sender<Arc<str>>,
     devices: HashMap<DeviceId, usize>,
 }
@@ -59,7 +60,11 @@ impl Hub {
     pub fn subscribe(self: &Arc<Self>, user: &UserId, device: &DeviceId) -> Subscription {
         let mut users = self.users.lock().expect("hub lock");
         let entry = users.entry(user.clone()).or_insert_with(|| UserEntry {
-            inbox: watch::channel(0).0,
+            inbox: watch::channel(InboxHead {
+                position: 0,
+                landed: Instant::now(),
+            })
+            .0,
             signals: broadcast::channel(SIGNAL_BUFFER).0,
             devices: HashMap::new(),
         });
@@ -77,13 +82,17 @@ impl Hub {
 
     /// Announces new inbox heads. Users nobody watches any more are forgotten.
     pub fn notify<'a>(&self, heads: impl IntoIterator<Item = (&'a UserId, u64)>) {
+        let landed = Instant::now();
         let mut users = self.users.lock().expect("hub lock");
         for (user, head) in heads {
             if let Some(entry) = users.get(user) {
                 if entry.inbox.receiver_count() == 0 {
                     users.remove(user);
                 } else {
-                    entry.inbox.send_replace(head);
+                    entry.inbox.send_replace(InboxHead {
+                        position: head,
+                        landed,
+                    });
                 }
             }
         }

@@ -2,12 +2,15 @@
 
 use hearth_spec::{DeviceId, EventId, RoomId, ServerName, UserId};
 
+use hearth_client_api::stage;
+
 use super::outbox::append_outbox;
 use super::tables::*;
 use super::{Store, StoreError, encode, raise};
 
 impl Store {
     fn write_batch(&self, batch: &Batch) -> Result<(), StoreError> {
+        let writing = std::time::Instant::now();
         let txn = self.begin_write()?;
         {
             let mut rooms = txn.open_table(ROOMS)?;
@@ -100,7 +103,10 @@ impl Store {
                 epochs.insert(room.as_str(), *epoch)?;
             }
         }
+        let flushing = std::time::Instant::now();
+        stage::record("write", flushing - writing);
         txn.commit()?;
+        stage::record("flush", flushing.elapsed());
         Ok(())
     }
 

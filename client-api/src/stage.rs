@@ -1,0 +1,16 @@
+//! Time spent in each stage of a message's way from a sender's socket to its recipient's, as
+//! `hearth_stage_micros{stage}` summaries (p50, p99… over the last minute) on `/metrics`; the
+//! latency benchmark reports them next to what clients measure.
+//!
+//! Stages: `receive` (a send frame read until its handler runs), `checks` (membership and limits,
+//! until queued for the committer), `queue` (waiting for the committer), `decide` (sequencing a
+//! group commit), `write` (its rows written), `flush` (redb's commit: pages out and
+//! `fdatasync`), `wake` (announced until a recipient's session wakes), `deliver` (woken until
+//! the frames are written to the socket).
+
+use std::time::Duration;
+
+/// Records that `stage` took `took`.
+pub fn record(stage: &'static str, took: Duration) {
+    metrics::histogram!("hearth_stage_micros", "stage" => stage).record(took.as_secs_f64() * 1e6);
+}
