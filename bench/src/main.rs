@@ -454,7 +454,11 @@ fn on_stamped_messages(
             let frame = match tokio::time::timeout(Duration::from_millis(200), rx.next()).await {
                 Err(_) => continue,
                 Ok(Some(Ok(frame))) => frame,
-                Ok(None | Some(Err(_))) => return,
+                Ok(None) => return,
+                Ok(Some(Err(e))) => {
+                    eprintln!("hearth-bench: a reader's connection ended: {e}");
+                    return;
+                }
             };
             if let ServerFrame::Event { event, .. } = frame
                 && let Content::Message { payload } = event.content

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hearth_client::{Client, Receiver, Sender, new_txn_id};
-use hearth_spec::client::ServerFrame;
+use hearth_spec::client::{ClientFrame, ServerFrame};
 use hearth_spec::{RoomId, RoomKind};
 
 use crate::server::Hearth;
@@ -36,7 +36,8 @@ pub async fn soak(hearth: &Hearth, minutes: u64, rate: u64) -> anyhow::Result<Re
     for (a, b, room) in pairs.iter_mut() {
         let (mut tx, a_rx) = synced(a).await?;
         tasks.push(tokio::spawn(drain(a_rx, stop.clone())));
-        let (_, b_rx) = synced(b).await?;
+        let (b_tx, b_rx) = synced(b).await?;
+        tasks.push(keep_alive(b_tx, stop.clone()));
         let samples = samples.clone();
         readers.push(on_stamped_messages(b_rx, stop.clone(), move |at, now| {
             samples.push(now.saturating_sub(at))
@@ -79,7 +80,8 @@ pub async fn soak(hearth: &Hearth, minutes: u64, rate: u64) -> anyhow::Result<Re
         .await?
         .room_id;
     for member in members.iter_mut() {
-        let (_, rx) = synced(member).await?;
+        let (tx, rx) = synced(member).await?;
+        tasks.push(keep_alive(tx, stop.clone()));
         tasks.push(tokio::spawn(drain(rx, stop.clone())));
     }
     let (mut owner_tx, owner_rx) = synced(&mut owner).await?;
@@ -203,6 +205,20 @@ pub async fn soak(hearth: &Hearth, minutes: u64, rate: u64) -> anyhow::Result<Re
                 Some(Target::AtMost(128.0)),
             ),
         ],
+    })
+}
+
+/// Heartbeats every 30 s, as an app does: a device that only listens is otherwise closed as idle
+/// after `client_api.idle_timeout` (5 minutes).
+fn keep_alive(mut tx: Sender, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        while !stop.load(Ordering::Relaxed) {
+            tick.tick().await;
+            if tx.frame(&ClientFrame::Heartbeat).await.is_err() {
+                return;
+            }
+        }
     })
 }
 

@@ -146,7 +146,97 @@ fn list_row<T: Serialize>(list: &[T]) -> Vec<u8> {
     }
 }
 
+/// A postcard unsigned varint.
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push(n as u8 | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// Rows written straight into a snapshot's postcard encoding, in any order (a reader collects
+/// them into a map), without building each row on its own.
+struct RowWriter {
+    out: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+impl RowWriter {
+    fn row(&mut self, key: &[&[u8]], value: &[u8]) {
+        put_varint(
+            &mut self.out,
+            key.iter().map(|p| p.len()).sum::<usize>() as u64,
+        );
+        for part in key {
+            self.out.extend_from_slice(part);
+        }
+        put_varint(&mut self.out, value.len() as u64);
+        self.out.extend_from_slice(value);
+    }
+
+    fn encoded_row(&mut self, key: &[&[u8]], value: &impl Serialize) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let scratch = postcard::to_extend(value, scratch).expect("device state rows serialise");
+        self.row(key, &scratch);
+        self.scratch = scratch;
+    }
+}
+
+/// The snapshot record `(version, generation, rows)` of `saved` with the openmls storage `mls`,
+/// as postcard would encode it with the rows of [`rows_of`] (the order of rows aside).
+pub fn snapshot_of(version: u8, generation: u64, saved: &Saved, mls: &MlsEntries) -> Vec<u8> {
+    let lists = [
+        (REFUSED, list_row(&saved.refused)),
+        (OWED, list_row(&saved.owed)),
+    ];
+    let count = 1
+        + mls.len()
+        + saved
+            .rooms
+            .values()
+            .map(|meta| 1 + meta.seen.len())
+            .sum::<usize>()
+        + saved.sent.len()
+        + saved.unconfirmed.len()
+        + lists.iter().filter(|(_, row)| !row.is_empty()).count();
+    let mut w = RowWriter {
+        out: Vec::with_capacity(4096),
+        scratch: Vec::new(),
+    };
+    w.out.push(version);
+    put_varint(&mut w.out, generation);
+    put_varint(&mut w.out, count as u64);
+    w.row(&[&[HEADER]], &header_of(saved));
+    for (key, value) in mls {
+        w.row(&[&[MLS], key], value);
+    }
+    for (room, meta) in &saved.rooms {
+        let room_row = room_key(ROOM, room);
+        w.row(&[&room_row], &room_row_of(meta));
+        let seen = room_key(SEEN, room);
+        for (n, id) in (meta.seen_dropped..).zip(&meta.seen) {
+            w.row(&[&seen, &n.to_be_bytes()], id);
+        }
+    }
+    for (txn, sent) in &saved.sent {
+        w.encoded_row(&[&[SENT], txn.as_bytes()], sent);
+    }
+    for decrypted in &saved.unconfirmed {
+        let room = room_key(UNCONFIRMED, &decrypted.room);
+        w.encoded_row(&[&room, &decrypted.seq.to_be_bytes()], decrypted);
+    }
+    for (tag, row) in &lists {
+        if !row.is_empty() {
+            w.row(&[&[*tag]], row);
+        }
+    }
+    w.out
+}
+
 /// The rows of `saved` with the openmls storage `mls` (key packages included).
+#[cfg(test)]
 pub fn rows_of(saved: &Saved, mls: &MlsEntries) -> Rows {
     let mut rows = Rows::new();
     rows.insert(vec![HEADER], header_of(saved));

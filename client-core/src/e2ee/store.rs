@@ -242,7 +242,7 @@ impl StateWriter {
     /// Saves the state `saved` with the openmls storage `mls`: the changed rows as one journal
     /// frame, or the whole state when the journal is long enough.
     pub fn save(&mut self, saved: &Saved, mls: &MlsEntries) -> Result<(), E2eeError> {
-        if self.whole_next {
+        if self.whole_next || !self.appends() {
             return self.save_whole(saved, mls);
         }
         // From here `written` counts the change as written: if it is not, `whole_next` stays
@@ -268,14 +268,16 @@ impl StateWriter {
         Ok(())
     }
 
+    /// Whether this storage takes journal frames (else every save writes the state whole).
+    fn appends(&self) -> bool {
+        self.storage.journal_limit(self.snapshot_len) > 0
+    }
+
     /// Writes every row as a new snapshot, then empties the journal (and a left-over key file).
     fn save_whole(&mut self, saved: &Saved, mls: &MlsEntries) -> Result<(), E2eeError> {
         self.whole_next = true;
-        let rows = rows::rows_of(saved, mls);
         let generation = self.generation + 1;
-        // A `Snapshot`, from borrowed rows (postcard writes a struct as the tuple of its fields).
-        let bytes =
-            postcard::to_stdvec(&(STATE_VERSION, generation, &rows)).map_err(E2eeError::Encode)?;
+        let bytes = rows::snapshot_of(STATE_VERSION, generation, saved, mls);
         self.storage.replace(Record::State, &bytes)?;
         self.generation = generation;
         self.snapshot_len = bytes.len();
@@ -287,7 +289,12 @@ impl StateWriter {
             self.storage.replace(Record::Keys, &[])?;
             self.stale_keys = false;
         }
-        self.written = Written::of(saved, mls);
+        // What the next save compares against, where it can append.
+        self.written = if self.appends() {
+            Written::of(saved, mls)
+        } else {
+            Written::default()
+        };
         self.whole_next = false;
         Ok(())
     }
