@@ -99,6 +99,14 @@ async fn receipts_typing_and_presence_reach_users_on_other_hearths() {
         PresenceState::Online,
         "alice, still heartbeating, must not time out on c.test"
     );
+    // She goes on heartbeating, as an app does, until a.test dies below: the steps in between
+    // can take a loaded machine longer than the offline timeout, and a.test could then be killed
+    // before c.test heard she was back online (carol would see no change at all).
+    let alice_heartbeats = tokio::spawn(async move {
+        while alice_tx.frame(&ClientFrame::Heartbeat).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
 
     // Typing: bob (b.test) types; alice (a.test, the home) and carol (c.test) see it start and,
     // without a stop from bob, expire.
@@ -193,7 +201,10 @@ async fn receipts_typing_and_presence_reach_users_on_other_hearths() {
 
     // A hearth that dies: a.test is killed while alice is online. c.test stops hearing that she
     // is online and, after its own offline timeout, shows her offline.
-    alice_tx.frame(&ClientFrame::Heartbeat).await.unwrap();
+    assert_eq!(
+        carol.presence(&alice_id).await.unwrap().state,
+        PresenceState::Online
+    );
     hearths[0].kill9();
     let killed = tokio::time::Instant::now();
     until(&mut carol_rx, "alice offline after a.test died", |f| {
@@ -211,5 +222,6 @@ async fn receipts_typing_and_presence_reach_users_on_other_hearths() {
     let view = carol.presence(&alice_id).await.unwrap();
     assert_eq!(view.state, PresenceState::Offline);
     assert!(view.last_seen_ts.is_some());
+    alice_heartbeats.abort();
     drop(bob_rx);
 }
