@@ -475,10 +475,19 @@ async fn pairs_of_users(
     hearth: &Hearth,
     pairs: usize,
 ) -> anyhow::Result<Vec<(Client, Client, RoomId)>> {
+    named_pairs_of_users(hearth, "", pairs).await
+}
+
+/// Like [`pairs_of_users`], the users named `{prefix}a{i}` and `{prefix}b{i}`.
+async fn named_pairs_of_users(
+    hearth: &Hearth,
+    prefix: &str,
+    pairs: usize,
+) -> anyhow::Result<Vec<(Client, Client, RoomId)>> {
     let mut out = Vec::new();
     for i in 0..pairs {
-        let mut a = hearth.user(&format!("a{i}")).await?;
-        let b = hearth.user(&format!("b{i}")).await?;
+        let mut a = hearth.user(&format!("{prefix}a{i}")).await?;
+        let b = hearth.user(&format!("{prefix}b{i}")).await?;
         let room = a
             .create_room(RoomKind::Direct, None, &[b.user_id()?.clone()])
             .await?
@@ -488,20 +497,17 @@ async fn pairs_of_users(
     Ok(out)
 }
 
-/// The hearth's stages of a message's way (`hearth_client_api::stage`), in order.
-const STAGES: [&str; 8] = [
-    "receive", "checks", "queue", "decide", "write", "flush", "wake", "deliver",
-];
-/// Report names of [`STAGES`]' p50 and p99.
-const STAGE_FIGURES: [(&str, &str); 8] = [
-    ("receive p50", "receive p99"),
-    ("checks p50", "checks p99"),
-    ("queue p50", "queue p99"),
-    ("decide p50", "decide p99"),
-    ("write p50", "write p99"),
-    ("flush p50", "flush p99"),
-    ("wake p50", "wake p99"),
-    ("deliver p50", "deliver p99"),
+/// The hearth's stages of a message's way (`hearth_client_api::stage`), in order, with the
+/// report names of their p50 and p99.
+const STAGES: [(&str, &str, &str); 8] = [
+    ("receive", "receive p50", "receive p99"),
+    ("checks", "checks p50", "checks p99"),
+    ("queue", "queue p50", "queue p99"),
+    ("decide", "decide p50", "decide p99"),
+    ("write", "write p50", "write p99"),
+    ("flush", "flush p50", "flush p99"),
+    ("wake", "wake p50", "wake p99"),
+    ("deliver", "deliver p50", "deliver p99"),
 ];
 
 async fn latency(
@@ -538,7 +544,8 @@ async fn latency(
         bail!("only {} of {total} messages delivered", samples.len());
     }
     let (p50, p99) = samples.percentiles_ms();
-    let stages = Hearth::stages(metrics_port, &STAGES).await?;
+    let names: Vec<&str> = STAGES.iter().map(|(stage, _, _)| *stage).collect();
+    let stages = Hearth::stages(metrics_port, &names).await?;
     let mut figures = vec![
         ("rate", rate as f64, "msg/s", None),
         ("p50", p50, "ms", Some(Target::AtMost(0.6))),
@@ -546,7 +553,7 @@ async fn latency(
     ];
     // Where the time goes inside the hearth; the rest of p50 is the clients, the loopback
     // sockets and scheduling.
-    for ((p50_name, p99_name), (stage_p50, stage_p99)) in STAGE_FIGURES.iter().zip(&stages) {
+    for ((_, p50_name, p99_name), (stage_p50, stage_p99)) in STAGES.iter().zip(&stages) {
         figures.push((p50_name, stage_p50 / 1000.0, "ms", None));
         figures.push((p99_name, stage_p99 / 1000.0, "ms", None));
     }

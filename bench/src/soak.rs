@@ -14,7 +14,9 @@ use hearth_spec::{RoomId, RoomKind};
 
 use crate::server::Hearth;
 use crate::stats::Samples;
-use crate::{Report, Target, drain, on_stamped_messages, pairs_of_users, stamp, synced};
+use crate::{
+    Report, Target, drain, named_pairs_of_users, on_stamped_messages, pairs_of_users, stamp, synced,
+};
 
 /// Members of the group (all connected).
 const GROUP: usize = 50;
@@ -145,7 +147,7 @@ pub async fn soak(hearth: &Hearth, minutes: u64, rate: u64) -> anyhow::Result<Re
     }
 
     // Pipelined bursts every 20 s from their own users.
-    let mut bursters = pairs_of_users_named(hearth, "soak-burst", BURST_SENDERS).await?;
+    let mut bursters = bursters(hearth, BURST_SENDERS).await?;
     let started = Instant::now();
     let end = started + Duration::from_secs(minutes * 60);
     let mut rss_max = 0u64;
@@ -222,19 +224,13 @@ fn keep_alive(mut tx: Sender, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<
     })
 }
 
-async fn pairs_of_users_named(
+/// `count` 1:1 chats of their own, each with its sender's connection.
+async fn bursters(
     hearth: &Hearth,
-    prefix: &str,
     count: usize,
 ) -> anyhow::Result<Vec<(Sender, Receiver, RoomId)>> {
     let mut out = Vec::new();
-    for i in 0..count {
-        let mut a = hearth.user(&format!("{prefix}-a{i}")).await?;
-        let b = hearth.user(&format!("{prefix}-b{i}")).await?;
-        let room = a
-            .create_room(RoomKind::Direct, None, &[b.user_id()?.clone()])
-            .await?
-            .room_id;
+    for (mut a, _, room) in named_pairs_of_users(hearth, "soak-burst-", count).await? {
         let (tx, rx) = synced(&mut a).await?;
         out.push((tx, rx, room));
     }

@@ -36,14 +36,7 @@ pub fn create_dir_all(dir: &Path) -> std::io::Result<()> {
 /// Appends `bytes` to `path` (created if missing) and flushes them, and the folder's entry if
 /// the file is new.
 pub fn append(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let existed = path.exists();
-    let mut file = owner_only().create(true).append(true).open(path)?;
-    file.write_all(bytes)?;
-    file.sync_data()?;
-    if !existed {
-        std::fs::File::open(folder_of(path))?.sync_all()?;
-    }
-    Ok(())
+    Appender::open(path)?.append(bytes)
 }
 
 /// A file that grows by appends, each flushed before it returns; kept open between appends.
