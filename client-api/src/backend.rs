@@ -24,6 +24,13 @@ pub struct AuthedDevice {
     pub device_id: DeviceId,
 }
 
+/// A write the hearth has taken into its queue; resolves once it is durable (or refused).
+/// Writes are applied in the order they were taken, so a connection that awaits each `take_*`
+/// before reading its next frame has its sends sequenced in the order it sent them. (Futures
+/// that each take and then wait, polled together, would reach the queue in whatever order the
+/// runtime polls them.)
+pub type Taken<T> = std::pin::Pin<Box<dyn Future<Output = Result<T, ErrorBody>> + Send>>;
+
 /// Why the hearth cannot take writes now, as `GET /v1/ready` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -112,13 +119,30 @@ pub trait Backend: Send + Sync + 'static {
         before: Option<u64>,
         limit: usize,
     ) -> impl Future<Output = Result<HistoryPage, ErrorBody>> + Send;
+    /// Checks a read marker move and takes it into the hearth's write queue (see [`Taken`]).
+    fn take_read(
+        &self,
+        device: &AuthedDevice,
+        room: RoomId,
+        seq: u64,
+    ) -> impl Future<Output = Result<Taken<()>, ErrorBody>> + Send;
     /// Moves the user's read marker.
     fn mark_read(
         &self,
         device: &AuthedDevice,
         room: RoomId,
         seq: u64,
-    ) -> impl Future<Output = Result<(), ErrorBody>> + Send;
+    ) -> impl Future<Output = Result<(), ErrorBody>> + Send {
+        async move { self.take_read(device, room, seq).await?.await }
+    }
+    /// Checks a message and takes it into the hearth's write queue (see [`Taken`]).
+    fn take_send(
+        &self,
+        device: &AuthedDevice,
+        room: RoomId,
+        txn_id: TxnId,
+        payload: Vec<u8>,
+    ) -> impl Future<Output = Result<Taken<Sequenced>, ErrorBody>> + Send;
     /// Sends a message; resolves once it is durable and sequenced.
     fn send(
         &self,
@@ -126,7 +150,9 @@ pub trait Backend: Send + Sync + 'static {
         room: RoomId,
         txn_id: TxnId,
         payload: Vec<u8>,
-    ) -> impl Future<Output = Result<Sequenced, ErrorBody>> + Send;
+    ) -> impl Future<Output = Result<Sequenced, ErrorBody>> + Send {
+        async move { self.take_send(device, room, txn_id, payload).await?.await }
+    }
     /// Inbox entries after `since`.
     fn sync(
         &self,
@@ -139,12 +165,20 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         device: &AuthedDevice,
     ) -> impl Future<Output = Result<u64, ErrorBody>> + Send;
+    /// Takes an acknowledgement into the hearth's write queue (see [`Taken`]).
+    fn take_ack(
+        &self,
+        device: &AuthedDevice,
+        cursor: u64,
+    ) -> impl Future<Output = Result<Taken<()>, ErrorBody>> + Send;
     /// Records that the device has everything up to `cursor`.
     fn ack(
         &self,
         device: &AuthedDevice,
         cursor: u64,
-    ) -> impl Future<Output = Result<(), ErrorBody>> + Send;
+    ) -> impl Future<Output = Result<(), ErrorBody>> + Send {
+        async move { self.take_ack(device, cursor).await?.await }
+    }
     /// The user is (or stops) typing in a room; announced to the room's online members.
     fn typing(
         &self,

@@ -22,7 +22,7 @@ mod ws;
 
 pub mod stage;
 
-pub use backend::{AuthedDevice, Backend, InboxHead, NotReady, Subscription};
+pub use backend::{AuthedDevice, Backend, InboxHead, NotReady, Subscription, Taken};
 pub use config::ApiConfig;
 pub use routes::LimitReload;
 

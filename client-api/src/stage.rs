@@ -2,7 +2,7 @@
 //! `hearth_stage_micros{stage}` summaries (p50, p99… over the last minute) on `/metrics`; the
 //! latency benchmark reports them next to what clients measure.
 //!
-//! Stages: `receive` (a send frame read until its handler runs), `checks` (membership and limits,
+//! Stages: `receive` (a send frame read until its handler runs: parsing it), `checks` (membership and limits,
 //! until queued for the committer), `queue` (waiting for the committer), `decide` (sequencing a
 //! group commit), `write` (its rows written), `flush` (redb's commit: pages out and
 //! `fdatasync`), `wake` (announced until a recipient's session wakes), `deliver` (woken until

@@ -23,7 +23,7 @@ use hearth_spec::{ErrorBody, ErrorCode, TxnId};
 use serde::Deserialize;
 
 use crate::api::{Api, too_large};
-use crate::backend::{AuthedDevice, Backend};
+use crate::backend::{AuthedDevice, Backend, Taken};
 use crate::rejection::{ApiError, ApiQuery};
 
 /// Initial read buffer of a WebSocket.
@@ -224,7 +224,7 @@ impl<B: Backend> Session<B> {
                     let reply = match message {
                         None | Some(Ok(Message::Close(_))) => break End::ClientClosed,
                         Some(Err(_)) => break End::Transport,
-                        Some(Ok(Message::Text(text))) => self.handle(&text, &mut in_flight),
+                        Some(Ok(Message::Text(text))) => self.handle(&text, &mut in_flight).await,
                         Some(Ok(Message::Binary(_))) => Some(error_frame(
                             ErrorBody::new(ErrorCode::BadJson, "frames are JSON text, not binary"),
                             None,
@@ -307,12 +307,16 @@ impl<B: Backend> Session<B> {
         sink.flush().await.map_err(|_| End::Transport)
     }
 
-    /// Handles one text frame; returns an immediate reply, if any.
-    fn handle(
+    /// Handles one text frame; returns an immediate reply, if any. Sends, acknowledgements and
+    /// read marks are taken into the hearth's write queue here, before the next frame is read,
+    /// so they are applied in the order the device sent them; only their answers are awaited
+    /// in `in_flight`, in any order.
+    async fn handle(
         &mut self,
         text: &str,
         in_flight: &mut FuturesUnordered<InFlight>,
     ) -> Option<ServerFrame> {
+        let read = Instant::now();
         let frame: ClientFrame = match serde_json::from_str(text) {
             Ok(frame) => frame,
             Err(e) => {
@@ -337,34 +341,28 @@ impl<B: Backend> Session<B> {
                 if let Err(e) = self.api.send_limits.admit(&self.device) {
                     return Some(error_frame(e, Some(txn_id)));
                 }
-                let api = self.api.clone();
-                let device = self.device.clone();
-                let read = Instant::now();
-                in_flight.push(Box::pin(async move {
-                    crate::stage::record("receive", read.elapsed());
-                    let result = api
-                        .backend
-                        .send(&device, room_id, txn_id.clone(), payload)
-                        .await;
-                    Done::Sent(txn_id, result)
-                }));
-                None
+                crate::stage::record("receive", read.elapsed());
+                let taken = self
+                    .api
+                    .backend
+                    .take_send(&self.device, room_id, txn_id.clone(), payload)
+                    .await;
+                match taken {
+                    Ok(sequenced) => {
+                        in_flight
+                            .push(Box::pin(async move { Done::Sent(txn_id, sequenced.await) }));
+                        None
+                    }
+                    Err(e) => Some(error_frame(e, Some(txn_id))),
+                }
             }
             ClientFrame::Ack { cursor } => {
-                let api = self.api.clone();
-                let device = self.device.clone();
-                in_flight.push(Box::pin(async move {
-                    Done::Other(api.backend.ack(&device, cursor).await)
-                }));
-                None
+                let taken = self.api.backend.take_ack(&self.device, cursor).await;
+                answer_later(taken, in_flight)
             }
             ClientFrame::Read { room_id, seq } => {
-                let api = self.api.clone();
-                let device = self.device.clone();
-                in_flight.push(Box::pin(async move {
-                    Done::Other(api.backend.mark_read(&device, room_id, seq).await)
-                }));
-                None
+                let taken = self.api.backend.take_read(&self.device, room_id, seq).await;
+                answer_later(taken, in_flight)
             }
             ClientFrame::Typing { room_id, typing } => {
                 if let Err(e) = self.api.request_limits.admit(&self.device) {
@@ -386,6 +384,21 @@ impl<B: Backend> Session<B> {
             },
             ClientFrame::Ping { nonce } => Some(ServerFrame::Pong { nonce }),
         }
+    }
+}
+
+/// A taken write whose failure, once it is decided, is answered with an error frame; one that
+/// could not be taken is answered now.
+fn answer_later(
+    taken: Result<Taken<()>, ErrorBody>,
+    in_flight: &mut FuturesUnordered<InFlight>,
+) -> Option<ServerFrame> {
+    match taken {
+        Ok(done) => {
+            in_flight.push(Box::pin(async move { Done::Other(done.await) }));
+            None
+        }
+        Err(e) => Some(error_frame(e, None)),
     }
 }
 

@@ -125,6 +125,18 @@ impl Sender {
             .map_err(ws_error)
     }
 
+    /// Sends several frames in one write (pipelined sends reach the hearth together).
+    pub async fn frames(&mut self, frames: &[ClientFrame]) -> Result<(), ClientError> {
+        for frame in frames {
+            let text = serde_json::to_string(frame).expect("frames serialise");
+            self.sink
+                .feed(Message::Text(text.into()))
+                .await
+                .map_err(ws_error)?;
+        }
+        self.sink.flush().await.map_err(ws_error)
+    }
+
     /// Sends raw text, for tests of hostile input.
     pub async fn raw(&mut self, message: Message) -> Result<(), ClientError> {
         self.sink.send(message).await.map_err(ws_error)

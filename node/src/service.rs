@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use hearth_client_api::{AuthedDevice, Backend, Subscription};
+use hearth_client_api::{AuthedDevice, Backend, Subscription, Taken};
 use hearth_spec::api::{
     ClaimKeyPackages, ClaimMany, ClaimedKeyPackages, ClaimedMany, CommitRequest, KeyDevices,
     KeyPackageCount, MediaUploaded, QueriedDevices, QueryDevices, UploadKeyPackages,
@@ -18,7 +18,7 @@ use hearth_spec::{DeviceId, ErrorBody, ErrorCode, EventView, RoomId, TxnId, User
 use rand::Rng;
 
 use crate::accounts::{AccountError, Accounts};
-use crate::chat::committer::Committer;
+use crate::chat::committer::{CommitError, Committer};
 use crate::chat::hub::Hub;
 use crate::chat::live::Live;
 use crate::chat::media::{MediaError, MediaStore};
@@ -180,12 +180,7 @@ impl Hearth {
     }
 
     async fn sequence(&self, request: Request) -> Result<Sequenced, ErrorBody> {
-        match self.committer.submit(request).await? {
-            Reply::Sequenced(s) => Ok(s),
-            Reply::Done | Reply::Duplicate | Reply::ShutDown { .. } => {
-                Err(ErrorBody::new(ErrorCode::Internal, "unexpected reply"))
-            }
-        }
+        sequenced(self.committer.submit(request).await)
     }
 
     fn require_member(&self, room: &RoomId, user: &UserId) -> Result<(), ErrorBody> {
@@ -444,6 +439,16 @@ impl crate::ops::admin::RoomActions for Hearth {
     }
 }
 
+/// The event a request made, from the committer's answer.
+fn sequenced(reply: Result<Reply, CommitError>) -> Result<Sequenced, ErrorBody> {
+    match reply? {
+        Reply::Sequenced(s) => Ok(s),
+        Reply::Done | Reply::Duplicate | Reply::ShutDown { .. } => {
+            Err(ErrorBody::new(ErrorCode::Internal, "unexpected reply"))
+        }
+    }
+}
+
 /// The wire form of a stored notice.
 fn notice(seq: u64, record: crate::store::tables::NoticeRecord) -> hearth_spec::client::Notice {
     hearth_spec::client::Notice {
@@ -663,49 +668,58 @@ impl Backend for Hearth {
         })
     }
 
-    async fn mark_read(
+    async fn take_read(
         &self,
         device: &AuthedDevice,
         room: RoomId,
         seq: u64,
-    ) -> Result<(), ErrorBody> {
-        self.committer
-            .submit(Request::MarkRead {
+    ) -> Result<Taken<()>, ErrorBody> {
+        let queued = self
+            .committer
+            .enqueue(Request::MarkRead {
                 user: device.user_id.clone(),
                 room,
                 seq,
             })
             .await?;
-        Ok(())
+        Ok(Box::pin(async move {
+            queued.answer().await?;
+            Ok(())
+        }))
     }
 
-    async fn send(
+    async fn take_send(
         &self,
         device: &AuthedDevice,
         room: RoomId,
         txn_id: TxnId,
         payload: Vec<u8>,
-    ) -> Result<Sequenced, ErrorBody> {
+    ) -> Result<Taken<Sequenced>, ErrorBody> {
         let started = std::time::Instant::now();
         self.check_event_size(payload.len(), "the message")?;
         self.require_home_unblocked(&room)?;
         hearth_client_api::stage::record("checks", started.elapsed());
-        let sequenced = self
-            .sequence(Request::Send {
+        let queued = self
+            .committer
+            .enqueue(Request::Send {
                 user: device.user_id.clone(),
                 device: device.device_id.clone(),
                 room,
                 txn_id,
                 payload,
             })
-            .await;
-        let outcome = if sequenced.is_ok() {
-            "accepted"
-        } else {
-            "refused"
-        };
-        metrics::histogram!("hearth_send_seconds", "outcome" => outcome).record(started.elapsed());
-        sequenced
+            .await?;
+        Ok(Box::pin(async move {
+            let sequenced = sequenced(queued.answer().await);
+            let outcome = if sequenced.is_ok() {
+                "accepted"
+            } else {
+                "refused"
+            };
+            metrics::histogram!("hearth_send_seconds", "outcome" => outcome)
+                .record(started.elapsed());
+            sequenced
+        }))
     }
 
     async fn sync(
@@ -750,15 +764,19 @@ impl Backend for Hearth {
             .device_cursor(&device.user_id, &device.device_id)?)
     }
 
-    async fn ack(&self, device: &AuthedDevice, cursor: u64) -> Result<(), ErrorBody> {
-        self.committer
-            .submit(Request::Ack {
+    async fn take_ack(&self, device: &AuthedDevice, cursor: u64) -> Result<Taken<()>, ErrorBody> {
+        let queued = self
+            .committer
+            .enqueue(Request::Ack {
                 user: device.user_id.clone(),
                 device: device.device_id.clone(),
                 cursor,
             })
             .await?;
-        Ok(())
+        Ok(Box::pin(async move {
+            queued.answer().await?;
+            Ok(())
+        }))
     }
 
     async fn upload_key_packages(

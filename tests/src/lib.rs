@@ -170,6 +170,31 @@ pub async fn send_burst(
     acks
 }
 
+/// Where `got` first departs from `expected`: the place, what is there and what should be (a
+/// readable failure instead of two 5,000-item lists); `None` if they are equal.
+pub fn first_out_of_order(got: &[String], expected: &[String]) -> Option<String> {
+    if got == expected {
+        return None;
+    }
+    let place = got
+        .iter()
+        .zip(expected)
+        .position(|(g, e)| g != e)
+        .unwrap_or(got.len().min(expected.len()));
+    let found_at = |what: Option<&String>| {
+        what.and_then(|w| got.iter().position(|g| g == w))
+            .map_or("nowhere".to_owned(), |i| format!("at {i}"))
+    };
+    Some(format!(
+        "{} items, {} expected; first difference at {place}: {:?} there (expected {:?}, found {})",
+        got.len(),
+        expected.len(),
+        got.get(place),
+        expected.get(place),
+        found_at(expected.get(place)),
+    ))
+}
+
 /// Opens a live connection and reads up to its `synced` frame.
 pub async fn connect_synced(client: &mut Client) -> (hearth_client::Sender, Receiver) {
     let (tx, mut rx) = client.connect(None).await.expect("connect").split();

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use hearth_client::{Client, new_txn_id};
-use hearth_spec::client::{ReceiptKind, ServerFrame};
+use hearth_spec::client::{ClientFrame, ReceiptKind, ServerFrame};
 use hearth_spec::{Content, ErrorCode, EventId, RoomId, RoomKind, TxnId};
 use hearth_tests::{
     HearthProcess, TestHearth, connect_synced, frames_until, next_frame, register_at,
@@ -650,4 +650,70 @@ async fn time_ids_order_the_events_of_all_rooms_by_time() {
             assert!(a < b, "{pair:?}");
         }
     }
+}
+
+/// A device that pipelines its sends over one connection (hundreds in flight, as the SDK does
+/// when catching up) has them sequenced in the order it sent them: its hearth takes each send
+/// into the commit queue as its frame is read, never in the order the in-flight work is polled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_sends_are_sequenced_in_the_order_they_were_sent() {
+    const SENDS: usize = 5_000;
+    let hearth = TestHearth::start().await;
+    let mut alice = hearth.user("alice").await;
+    let bob = hearth.user("bob").await;
+    let room = alice
+        .create_room(
+            RoomKind::Group,
+            Some("burst"),
+            &[bob.user_id().unwrap().clone()],
+        )
+        .await
+        .unwrap()
+        .room_id;
+    let txns: Vec<TxnId> = (0..SENDS)
+        .map(|i| TxnId::parse(&format!("m{i:05}")).unwrap())
+        .collect();
+    // Written 500 frames at a time, so that the hearth reads many sends in one go.
+    let (mut tx, mut rx) = connect_synced(&mut alice).await;
+    for chunk in txns.chunks(500) {
+        let frames: Vec<ClientFrame> = chunk
+            .iter()
+            .map(|t| ClientFrame::Send {
+                room_id: room.clone(),
+                txn_id: t.clone(),
+                payload: t.as_str().as_bytes().to_vec(),
+            })
+            .collect();
+        tx.frames(&frames).await.unwrap();
+    }
+    let mut accepted = 0;
+    while accepted < SENDS {
+        match next_frame(&mut rx, WAIT).await.unwrap() {
+            ServerFrame::Accepted { .. } => accepted += 1,
+            frame @ ServerFrame::Error { .. } => panic!("a send was refused: {frame:?}"),
+            _ => {}
+        }
+    }
+
+    let mut texts = Vec::new();
+    let mut before = None;
+    loop {
+        let page = alice.history(&room, before, 500).await.unwrap();
+        let mut page_texts: Vec<String> = messages_of(&page.events)
+            .into_iter()
+            .map(|p| String::from_utf8(p).unwrap())
+            .collect();
+        page_texts.append(&mut texts);
+        texts = page_texts;
+        match page.prev_before {
+            Some(b) => before = Some(b),
+            None => break,
+        }
+    }
+    let sent: Vec<String> = txns.iter().map(|t| t.as_str().to_owned()).collect();
+    assert_eq!(
+        hearth_tests::first_out_of_order(&texts, &sent),
+        None,
+        "the room's order is the order alice sent in"
+    );
 }

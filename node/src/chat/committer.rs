@@ -82,6 +82,15 @@ impl Committer {
 
     /// Submits a request and waits until it is durable (or refused).
     pub async fn submit(&self, request: Request) -> Result<Reply, CommitError> {
+        self.enqueue(request).await?.answer().await
+    }
+
+    /// Takes a request into the queue, waiting for room if it is full, and returns what
+    /// answers it once it is durable (or refused). Requests are decided in the order they were
+    /// taken, so a caller that awaits each `enqueue` before the next keeps its order; futures
+    /// that each call [`Self::submit`], polled together, do not: they reach the queue in
+    /// whatever order they are polled, and a runtime may poll them in any order.
+    pub async fn enqueue(&self, request: Request) -> Result<Queued, CommitError> {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Job {
@@ -91,33 +100,33 @@ impl Committer {
             })
             .await
             .map_err(|_| CommitError::Closed)?;
-        answer.await.map_err(|_| CommitError::Closed)?
+        Ok(Queued(answer))
     }
-}
 
-impl Committer {
     /// Submits requests strictly in order (each is queued before the next), then waits for all.
-    /// Submitting many with `join_all` over [`Self::submit`] would not keep their order: the
-    /// futures only queue when polled, and a full queue wakes waiting senders in any order.
     pub async fn submit_in_order(&self, requests: Vec<Request>) -> Vec<Result<Reply, CommitError>> {
         let mut answers = Vec::with_capacity(requests.len());
         for request in requests {
-            let (reply, answer) = oneshot::channel();
-            let job = Job {
-                request,
-                reply,
-                queued: std::time::Instant::now(),
-            };
-            let queued = self.queue.send(job).await.is_ok();
-            answers.push(queued.then_some(answer));
+            answers.push(self.enqueue(request).await);
         }
-        futures_util::future::join_all(answers.into_iter().map(|answer| async move {
-            match answer {
-                Some(answer) => answer.await.map_err(|_| CommitError::Closed)?,
-                None => Err(CommitError::Closed),
+        futures_util::future::join_all(answers.into_iter().map(|queued| async move {
+            match queued {
+                Ok(queued) => queued.answer().await,
+                Err(e) => Err(e),
             }
         }))
         .await
+    }
+}
+
+/// A request in the committer's queue.
+#[derive(Debug)]
+pub struct Queued(oneshot::Receiver<Result<Reply, CommitError>>);
+
+impl Queued {
+    /// Its answer, once the group commit that holds it is durable (or it was refused).
+    pub async fn answer(self) -> Result<Reply, CommitError> {
+        self.0.await.map_err(|_| CommitError::Closed)?
     }
 }
 
