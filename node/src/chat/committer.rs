@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use hearth_client_api::stage;
@@ -27,7 +28,14 @@ struct Job {
     reply: ReplySender,
     /// When it was queued (to time its wait for the committer).
     queued: std::time::Instant,
+    /// Set when a request of the same in-order submission failed (see [`Chain`]).
+    chain: Option<Chain>,
 }
+
+/// The requests of one [`Committer::submit_in_order`] call (a peer's batch). Once one of them
+/// fails for this hearth's own reasons (storage), the later ones fail too instead of landing
+/// ahead of it: the peer retries from the first failure, and the room keeps the peer's order.
+type Chain = Arc<AtomicBool>;
 
 /// Called after a commit with the destinations whose outbound queues grew.
 pub type OutboxWake = Arc<dyn Fn(&[ServerName]) + Send + Sync>;
@@ -91,12 +99,21 @@ impl Committer {
     /// that each call [`Self::submit`], polled together, do not: they reach the queue in
     /// whatever order they are polled, and a runtime may poll them in any order.
     pub async fn enqueue(&self, request: Request) -> Result<Queued, CommitError> {
+        self.enqueue_in(request, None).await
+    }
+
+    async fn enqueue_in(
+        &self,
+        request: Request,
+        chain: Option<Chain>,
+    ) -> Result<Queued, CommitError> {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Job {
                 request,
                 reply,
                 queued: std::time::Instant::now(),
+                chain,
             })
             .await
             .map_err(|_| CommitError::Closed)?;
@@ -104,10 +121,13 @@ impl Committer {
     }
 
     /// Submits requests strictly in order (each is queued before the next), then waits for all.
+    /// If one fails for want of storage, every later one fails too, even if storage is back by
+    /// then (a refusal, such as a stale epoch, does not stop the rest).
     pub async fn submit_in_order(&self, requests: Vec<Request>) -> Vec<Result<Reply, CommitError>> {
+        let chain = Chain::default();
         let mut answers = Vec::with_capacity(requests.len());
         for request in requests {
-            answers.push(self.enqueue(request).await);
+            answers.push(self.enqueue_in(request, Some(chain.clone())).await);
         }
         futures_util::future::join_all(answers.into_iter().map(|queued| async move {
             match queued {
@@ -161,7 +181,13 @@ fn run(
                 )),
                 Err(e) => {
                     let failure = storage(e);
-                    let replies: Vec<_> = jobs.drain(..).map(|job| job.reply).collect();
+                    let replies: Vec<_> = jobs
+                        .drain(..)
+                        .map(|job| {
+                            break_chain(&job.chain);
+                            job.reply
+                        })
+                        .collect();
                     let results = vec![Err(failure); replies.len()];
                     answer(replies, results);
                     // Not a busy loop when requests keep coming: storage is checked twice a second.
@@ -178,17 +204,33 @@ fn run(
         let mut results = Vec::with_capacity(jobs.len());
         let mut replies = Vec::with_capacity(jobs.len());
         let mut pending = Pending::default();
+        let mut chains = Vec::with_capacity(jobs.len());
         for job in jobs.drain(..) {
             stage::record("queue", deciding.duration_since(job.queued));
-            results.push(decide(
-                &*store,
-                sequencer,
-                job.request,
-                now,
-                &mut batch,
-                &mut pending,
-            ));
+            let result = if job
+                .chain
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::Relaxed))
+            {
+                Err(CommitError::Unavailable(
+                    "a request before it in the same batch could not be stored",
+                ))
+            } else {
+                decide(
+                    &*store,
+                    sequencer,
+                    job.request,
+                    now,
+                    &mut batch,
+                    &mut pending,
+                )
+            };
+            if matches!(result, Err(ref e) if !matches!(e, CommitError::Refused(_))) {
+                break_chain(&job.chain);
+            }
+            results.push(result);
             replies.push(job.reply);
+            chains.push(job.chain);
         }
         stage::record("decide", deciding.elapsed());
         metrics::histogram!("hearth_commit_batch_requests").record(replies.len() as f64);
@@ -203,6 +245,9 @@ fn run(
                     if r.is_ok() {
                         *r = Err(failure.clone());
                     }
+                }
+                for chain in &chains {
+                    break_chain(chain);
                 }
                 // Memory ran ahead of the disk: start again from what is stored (next batch).
                 reload = true;
@@ -233,6 +278,13 @@ fn run(
 }
 
 type ReplySender = oneshot::Sender<Result<Reply, CommitError>>;
+
+/// A request of `chain` failed: the chain's later requests fail too.
+fn break_chain(chain: &Option<Chain>) {
+    if let Some(chain) = chain {
+        chain.store(true, Ordering::Relaxed);
+    }
+}
 
 fn answer(replies: Vec<ReplySender>, results: Vec<Result<Reply, CommitError>>) {
     for (reply, result) in replies.into_iter().zip(results) {
@@ -272,5 +324,105 @@ fn queue_pushes(push: &Push, batch: &Batch) {
                 sender: (*sender).clone(),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hearth_spec::{DeviceId, RoomKind, TxnId};
+
+    use super::*;
+    use crate::config::PushConfig;
+
+    fn user(name: &str) -> UserId {
+        UserId::parse(&format!("@{name}:localhost")).unwrap()
+    }
+
+    fn send(room: &RoomId, txn: &str) -> Request {
+        Request::Send {
+            user: user("alice"),
+            device: DeviceId::parse("D").unwrap(),
+            room: room.clone(),
+            txn_id: TxnId::parse(txn).unwrap(),
+            payload: txn.as_bytes().to_vec(),
+        }
+    }
+
+    fn seq(result: &Result<Reply, CommitError>) -> u64 {
+        match result {
+            Ok(Reply::Sequenced(s)) => s.seq.expect("sequenced here"),
+            other => panic!("not sequenced: {other:?}"),
+        }
+    }
+
+    /// A peer's batch split over two group commits, the first of which fails: the second must
+    /// not land ahead of it, or the peer's retry would put the first after it.
+    #[tokio::test]
+    async fn a_failed_commit_fails_the_rest_of_its_in_order_submission() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("db")).unwrap());
+        let hub = Arc::new(Hub::default());
+        let vapid = crate::ops::keys::load_or_generate_vapid(&dir.path().join("vapid.key"));
+        let push = Push::start(
+            store.clone(),
+            hub.clone(),
+            PushConfig::default(),
+            Arc::new(vapid.unwrap()),
+        )
+        .unwrap();
+        let (committer, _thread) = Committer::start(
+            store.clone(),
+            hub,
+            push,
+            Arc::new(|_: &[ServerName]| {}),
+            CommitterConfig {
+                local: ServerName::parse("localhost").unwrap(),
+                max_members: 10,
+                // One request per group commit.
+                max_batch: 1,
+                queue_depth: 64,
+            },
+        )
+        .unwrap();
+        let room = RoomId::parse("!r:localhost").unwrap();
+        committer
+            .submit(Request::CreateRoom {
+                user: user("alice"),
+                device: DeviceId::parse("D").unwrap(),
+                room: room.clone(),
+                kind: RoomKind::Group,
+                name: None,
+                members: vec![user("bob")],
+                nonce: 1,
+            })
+            .await
+            .unwrap();
+
+        store.fail_commits(1);
+        let results = committer
+            .submit_in_order(vec![
+                send(&room, "m1"),
+                send(&room, "m2"),
+                send(&room, "m3"),
+            ])
+            .await;
+        assert!(
+            results.iter().all(Result::is_err),
+            "the first failed, so none may land: {results:?}"
+        );
+        // A request of its own is not held back by another's failure.
+        let alone = committer.submit(send(&room, "other")).await;
+        assert_eq!(seq(&alone), 4, "create and two joins, then this");
+
+        // The peer retries from the first failure: everything lands, in its order.
+        let results = committer
+            .submit_in_order(vec![
+                send(&room, "m1"),
+                send(&room, "m2"),
+                send(&room, "m3"),
+            ])
+            .await;
+        let seqs: Vec<u64> = results.iter().map(seq).collect();
+        assert_eq!(seqs, vec![5, 6, 7]);
     }
 }

@@ -10,6 +10,10 @@ use super::{Store, StoreError, encode, raise};
 
 impl Store {
     fn write_batch(&self, batch: &Batch) -> Result<(), StoreError> {
+        #[cfg(test)]
+        if self.failing_commit() {
+            return Err(StoreError::Unavailable("a test failed this commit"));
+        }
         let writing = std::time::Instant::now();
         let txn = self.begin_write()?;
         {

@@ -128,6 +128,9 @@ pub struct Store {
     free_bytes: AtomicU64,
     /// Free bytes to keep (`storage.min_free_bytes`); 0 until the watcher starts.
     reserve: AtomicU64,
+    /// Group commits the tests make fail next.
+    #[cfg(test)]
+    failing_commits: std::sync::atomic::AtomicU32,
 }
 
 impl std::fmt::Debug for Store {
@@ -210,6 +213,8 @@ impl Store {
             low_space: AtomicBool::new(false),
             free_bytes: AtomicU64::new(u64::MAX),
             reserve: AtomicU64::new(0),
+            #[cfg(test)]
+            failing_commits: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
@@ -311,6 +316,20 @@ fn raise(
         table.insert(key, value)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+impl Store {
+    /// Makes the next `n` group commits fail as a full disk would.
+    pub(crate) fn fail_commits(&self, n: u32) {
+        self.failing_commits.store(n, Ordering::Relaxed);
+    }
+
+    fn failing_commit(&self) -> bool {
+        self.failing_commits
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    }
 }
 
 /// A store in a fresh temporary folder, for the tests of every area.
