@@ -380,7 +380,12 @@ impl HearthProcess {
             .env("HEARTH_STORAGE__MIN_FREE_BYTES", "1048576")
             .env("HEARTH_AUTH__ARGON2_M_COST_KIB", "64")
             .env("HEARTH_AUTH__ARGON2_T_COST", "1")
-            .env("HEARTH_LOG", "warn,libp2p_kad=error")
+            // TEST_HEARTH_LOG, when set, is the log filter of the hearths a test starts (to
+            // see what led to a failure); warnings only otherwise.
+            .env(
+                "HEARTH_LOG",
+                std::env::var("TEST_HEARTH_LOG").unwrap_or("warn,libp2p_kad=error".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());

@@ -101,7 +101,11 @@ impl Store {
                     (room.as_str(), id.0.as_slice()),
                 )?;
             }
-            append_outbox(&mut txn.open_table(OUTBOX)?, &batch.outbox)?;
+            append_outbox(
+                &mut txn.open_table(OUTBOX)?,
+                &self.outbox_ids,
+                &batch.outbox,
+            )?;
             let mut epochs = txn.open_table(EPOCHS)?;
             for (room, epoch) in &batch.epochs {
                 epochs.insert(room.as_str(), *epoch)?;

@@ -128,6 +128,8 @@ pub struct Store {
     free_bytes: AtomicU64,
     /// Free bytes to keep (`storage.min_free_bytes`); 0 until the watcher starts.
     reserve: AtomicU64,
+    /// The ids the outbound queues have given out (see [`outbox::OutboxIds`]).
+    outbox_ids: outbox::OutboxIds,
     /// Group commits the tests make fail next.
     #[cfg(test)]
     failing_commits: std::sync::atomic::AtomicU32,
@@ -213,6 +215,7 @@ impl Store {
             low_space: AtomicBool::new(false),
             free_bytes: AtomicU64::new(u64::MAX),
             reserve: AtomicU64::new(0),
+            outbox_ids: outbox::OutboxIds::default(),
             #[cfg(test)]
             failing_commits: std::sync::atomic::AtomicU32::new(0),
         })

@@ -65,7 +65,7 @@ impl Store {
         items: &[(ServerName, OutItem)],
     ) -> Result<Vec<(ServerName, u64)>, StoreError> {
         let txn = self.begin_write()?;
-        let ids = append_outbox(&mut txn.open_table(OUTBOX)?, items)?;
+        let ids = append_outbox(&mut txn.open_table(OUTBOX)?, &self.outbox_ids, items)?;
         txn.commit()?;
         Ok(ids)
     }
@@ -91,27 +91,44 @@ impl Store {
     }
 }
 
-/// Appends entries to their destinations' queues, after what each holds; returns their ids.
+/// The highest id given to an entry of each destination's queue by this process. Removals of
+/// delivered entries are not awaited and may run in any order, so a queue that empties must not
+/// give its ids out again: a late removal of the old entries would delete the new ones, and the
+/// peer would wait for them forever. (After a restart no removal is on its way, and the ids may
+/// start over.)
+#[derive(Debug, Default)]
+pub(super) struct OutboxIds(std::sync::Mutex<std::collections::HashMap<String, u64>>);
+
+/// Appends entries to their destinations' queues, after what each holds and every id given
+/// before; returns their ids.
 pub(super) fn append_outbox(
     outbox: &mut redb::Table<(&str, u64), &[u8]>,
+    given: &OutboxIds,
     items: &[(ServerName, OutItem)],
 ) -> Result<Vec<(ServerName, u64)>, StoreError> {
+    let mut given = given.0.lock().expect("outbox ids lock");
     let mut next_ids: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
     let mut ids = Vec::with_capacity(items.len());
     for (destination, item) in items {
         let dest = destination.as_str();
         let next = match next_ids.get(dest) {
             Some(n) => *n,
-            None => outbox
-                .range((dest, 0)..=(dest, u64::MAX))?
-                .next_back()
-                .transpose()?
-                .map(|(k, _)| k.value().1 + 1)
-                .unwrap_or(1),
+            None => {
+                let after_held = outbox
+                    .range((dest, 0)..=(dest, u64::MAX))?
+                    .next_back()
+                    .transpose()?
+                    .map_or(1, |(k, _)| k.value().1 + 1);
+                let after_given = given.get(dest).map_or(1, |id| id + 1);
+                after_held.max(after_given)
+            }
         };
         outbox.insert((dest, next), encode(item).as_slice())?;
         next_ids.insert(dest, next + 1);
         ids.push((destination.clone(), next));
+    }
+    for (dest, next) in next_ids {
+        given.insert(dest.to_owned(), next - 1);
     }
     Ok(ids)
 }
