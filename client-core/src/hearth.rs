@@ -97,9 +97,15 @@ pub trait Hearth {
     ) -> Result<Vec<u8>, HearthError>;
 }
 
-/// A fresh transaction id: 128 random bits, unique per device in practice, on any platform.
+/// A fresh transaction id, unique per device in practice, on any platform: 64 random bits drawn
+/// once per process, then a counter. The hearth keeps a device's ids in key order, so ids that
+/// rise land on the same few pages; random ones would each cost a page of their own.
 pub fn new_txn_id() -> TxnId {
-    TxnId::parse(&format!("{:032x}", rand::random::<u128>())).expect("hex is a valid txn id")
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(rand::random::<u64>);
+    let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    TxnId::parse(&format!("{prefix:016x}{count:016x}")).expect("hex is a valid txn id")
 }
 
 /// The error a hearth answered with status `status` and body `text`: its JSON error body, or,
@@ -130,4 +136,20 @@ pub fn encode_path(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::new_txn_id;
+
+    #[test]
+    fn transaction_ids_rise_in_key_order_and_never_repeat() {
+        let ids: Vec<String> = (0..1000)
+            .map(|_| new_txn_id().as_str().to_owned())
+            .collect();
+        for pair in ids.windows(2) {
+            assert!(pair[0] < pair[1], "{} then {}", pair[0], pair[1]);
+        }
+        assert!(ids.iter().all(|id| id.len() == 32));
+    }
 }

@@ -408,6 +408,10 @@ pub struct StorageConfig {
     /// Memory for the database's page cache, bytes. Default 33554432 (32 MiB); more keeps more
     /// of a large database in memory (history pages and catch-ups read less from disk).
     pub cache_bytes: usize,
+    /// Size of the commit journal past which the database is flushed and the journal emptied
+    /// (a checkpoint), bytes. Default 4194304 (4 MiB). Larger: fewer, larger page writes and a
+    /// longer replay after a crash; the pages waiting for a checkpoint stay in the page cache.
+    pub checkpoint_bytes: u64,
     /// Seconds between passes that purge messages past their room's retention period
     /// (`hearth admin set-retention`). Default 3600.
     pub retention_interval_secs: u64,
@@ -489,6 +493,7 @@ impl Default for StorageConfig {
             allow_shared_data_dir: false,
             min_free_bytes: 128 * 1024 * 1024,
             cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
+            checkpoint_bytes: crate::store::DEFAULT_CHECKPOINT_BYTES,
             retention_interval_secs: 3600,
         }
     }
@@ -617,6 +622,9 @@ impl Config {
         }
         if self.storage.cache_bytes < 1024 * 1024 {
             return fail("storage.cache_bytes must be at least 1048576 (1 MiB)");
+        }
+        if self.storage.checkpoint_bytes == 0 {
+            return fail("storage.checkpoint_bytes must be positive");
         }
         if self.client_api.max_in_flight_per_connection == 0 {
             return fail("client_api.max_in_flight_per_connection must be positive");
@@ -792,6 +800,10 @@ min_free_bytes = 134217728
 # Memory for the database's page cache, bytes (32 MiB; at least 1 MiB). More cache means fewer
 # disk reads for history and catch-up on a large database, and a larger resident size.
 cache_bytes = 33554432
+# Group commits are made durable in a journal (one sequential fsync each); once it holds this many
+# bytes (4 MiB) the database is flushed and the journal emptied. Larger: fewer page writes, a
+# longer replay after a crash, more pages waiting in the cache above.
+checkpoint_bytes = 4194304
 # Seconds between passes that purge messages older than their room's retention period (rooms
 # keep everything unless an admin sets one: `hearth admin set-retention ROOM DAYS`).
 retention_interval_secs = 3600

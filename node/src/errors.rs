@@ -93,7 +93,8 @@ impl From<StoreError> for ErrorBody {
             StoreError::Db(_)
             | StoreError::Decode(_)
             | StoreError::Envelope(_)
-            | StoreError::Corrupt(_) => internal(&e),
+            | StoreError::Corrupt(_)
+            | StoreError::Journal(_) => internal(&e),
         }
     }
 }

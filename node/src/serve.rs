@@ -122,6 +122,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         &db_path(dir),
         config.storage.cache_bytes,
     )?);
+    store.set_checkpoint_bytes(config.storage.checkpoint_bytes);
     crate::store::watch(&store, config.storage.min_free_bytes);
     let accounts = Arc::new(Accounts::new(
         store.clone(),

@@ -86,6 +86,7 @@ impl Store {
                 BLOCKED_HEARTHS,
                 NOTICES,
                 NOTICES_READ,
+                META,
             ]
         );
         for table in snapshot.list_tables()? {

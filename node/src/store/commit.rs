@@ -1,12 +1,18 @@
-//! The group commit: one [`Batch`] of the committer's writes in one durable transaction.
+//! The group commit: one [`Batch`] of the committer's writes, durable in the commit journal
+//! and applied to the database in one transaction.
+
+use std::sync::atomic::Ordering;
 
 use hearth_spec::{DeviceId, EventId, RoomId, ServerName, UserId};
+use redb::{ReadableDatabase, ReadableTable};
+use serde::{Deserialize, Serialize};
 
 use hearth_client_api::stage;
 
+use super::journal::{Journal, Record};
 use super::outbox::append_outbox;
 use super::tables::*;
-use super::{Store, StoreError, encode, raise};
+use super::{Store, StoreError, decode, encode, raise};
 
 impl Store {
     fn write_batch(&self, batch: &Batch) -> Result<(), StoreError> {
@@ -15,7 +21,109 @@ impl Store {
             return Err(StoreError::Unavailable("a test failed this commit"));
         }
         let writing = std::time::Instant::now();
+        let mut journal = self.journal.lock().expect("journal lock");
+        let mut txn = self.begin_write()?;
+        txn.set_durability(redb::Durability::None)?;
+        let number = journal.next();
+        self.write_rows(&txn, batch)?;
+        txn.open_table(META)?.insert(JOURNAL_APPLIED, number)?;
+        let record = encode(batch);
+        let flushing = std::time::Instant::now();
+        stage::record("write", flushing - writing);
+        let len_before = journal.len();
+        if let Err(e) = journal.append(&record) {
+            // The transaction is dropped unapplied. Writes stop (`unavailable`, and readiness
+            // says why) until the watcher has reopened the store, which applies the journal: a
+            // record that could not be cut off again is then stored, never lost half-way.
+            self.failed.store(true, Ordering::Relaxed);
+            return Err(StoreError::Journal(e));
+        }
+        if let Err(e) = txn.commit() {
+            if journal.take_back(number, len_before).is_err() {
+                self.failed.store(true, Ordering::Relaxed);
+            }
+            return Err(e.into());
+        }
+        stage::record("flush", flushing.elapsed());
+        if journal.len() >= self.checkpoint_bytes.load(Ordering::Relaxed) {
+            let checkpointing = std::time::Instant::now();
+            // The batch is durable in the journal whatever happens here; a failed checkpoint
+            // leaves the journal as it is, and a failed database is reopened from it.
+            if let Err(e) = self.checkpoint(&mut journal) {
+                tracing::error!(error = %e, "checkpoint failed; the journal keeps the commits");
+                let _ = self.noting(e);
+            }
+            stage::record("checkpoint", checkpointing.elapsed());
+        }
+        Ok(())
+    }
+
+    /// Makes everything applied durable in the database itself, then empties the journal.
+    fn checkpoint(&self, journal: &mut Journal) -> Result<(), StoreError> {
         let txn = self.begin_write()?;
+        txn.commit()?;
+        journal.restart().map_err(StoreError::Journal)
+    }
+
+    /// Applies the journal's records that the database does not hold yet (after a crash, or a
+    /// reopen), in one flushed transaction, and empties the journal.
+    pub(super) fn recover(
+        &self,
+        db: &redb::Database,
+        journal: &mut Journal,
+        records: Vec<Record>,
+    ) -> Result<(), StoreError> {
+        let txn = db.begin_write()?;
+        let applied = txn
+            .open_table(META)?
+            .get(JOURNAL_APPLIED)?
+            .map_or(0, |v| v.value());
+        let mut last = applied;
+        for record in records {
+            if record.number <= applied {
+                continue;
+            }
+            if record.number != last + 1 {
+                return Err(StoreError::Corrupt(format!(
+                    "the commit journal's record {} follows {last}: records are missing",
+                    record.number
+                )));
+            }
+            let batch: Batch = decode(&record.body)?;
+            self.write_rows(&txn, &batch)?;
+            last = record.number;
+        }
+        if last > applied {
+            txn.open_table(META)?.insert(JOURNAL_APPLIED, last)?;
+            tracing::warn!(
+                records = last - applied,
+                "applied the commits the database did not hold yet from the journal"
+            );
+        }
+        txn.commit()?;
+        journal.restart().map_err(StoreError::Journal)?;
+        journal.continue_at(last + 1);
+        Ok(())
+    }
+
+    /// Reads the journal again and applies it to `db` (a reopened database).
+    pub(super) fn recover_from_journal(&self, db: &redb::Database) -> Result<(), StoreError> {
+        let id = {
+            let txn = db.begin_read()?;
+            let meta = txn.open_table(META)?;
+            meta.get(JOURNAL_ID)?
+                .map(|v| v.value())
+                .ok_or_else(|| StoreError::Corrupt("the database has no journal id".into()))?
+        };
+        let mut journal = self.journal.lock().expect("journal lock");
+        let (reread, records) = Journal::open(&super::journal_path(&self.path), id)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        *journal = reread;
+        self.recover(db, &mut journal, records)
+    }
+
+    /// Writes a batch's rows in `txn`.
+    fn write_rows(&self, txn: &redb::WriteTransaction, batch: &Batch) -> Result<(), StoreError> {
         {
             let mut rooms = txn.open_table(ROOMS)?;
             for (room, record) in &batch.rooms {
@@ -111,21 +219,18 @@ impl Store {
                 epochs.insert(room.as_str(), *epoch)?;
             }
         }
-        let flushing = std::time::Instant::now();
-        stage::record("write", flushing - writing);
-        txn.commit()?;
-        stage::record("flush", flushing.elapsed());
         Ok(())
     }
 
-    /// Writes a batch in one transaction and makes it durable (fsync) before returning.
+    /// Writes a batch in one transaction and makes it durable (the journal's fsync) before
+    /// returning.
     pub fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
         self.write_batch(batch).map_err(|e| self.noting(e))
     }
 }
 
 /// Writes of one group commit, applied in one transaction.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Batch {
     pub rooms: Vec<(RoomId, RoomRecord)>,
     pub events: Vec<NewEvent>,
@@ -166,7 +271,7 @@ impl Batch {
 }
 
 /// A new event at its place in its room.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewEvent {
     pub room: RoomId,
     pub seq: u64,
@@ -178,7 +283,7 @@ pub struct NewEvent {
 
 /// The event a device's transaction id made (a resend of the id gets the same event), and its
 /// place.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Txn {
     pub user: UserId,
     pub device: DeviceId,
@@ -221,7 +326,7 @@ pub(super) fn read_txn_row(row: &[u8]) -> Result<(EventId, Option<(RoomId, u64)>
 }
 
 /// A pointer in a local user's inbox: at `position`, the event at `seq` of `room`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InboxEntry {
     pub user: UserId,
     pub position: u64,
@@ -230,7 +335,7 @@ pub struct InboxEntry {
 }
 
 /// A user's read or delivered mark in a room: everything up to `seq`. Stored marks only rise.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mark {
     pub user: UserId,
     pub room: RoomId,
@@ -238,7 +343,7 @@ pub struct Mark {
 }
 
 /// How far a device has acknowledged its user's inbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cursor {
     pub user: UserId,
     pub device: DeviceId,
@@ -246,7 +351,7 @@ pub struct Cursor {
 }
 
 /// A send to a room homed elsewhere, accepted here and queued for the room's home.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Submitted {
     pub user: UserId,
     pub device: DeviceId,

@@ -112,16 +112,21 @@ impl Store {
                 }
             }
         }
-        match Self::builder(self.cache_bytes).create(&self.path) {
-            Ok(db) => {
-                *self.db.write().expect("database lock") = Some(Arc::new(db));
-                self.failed.store(false, Ordering::Relaxed);
-                tracing::warn!("the database is open again; writes resume");
-            }
+        let db = match Self::builder(self.cache_bytes).create(&self.path) {
+            Ok(db) => db,
             Err(e) => {
                 tracing::debug!(error = %StoreError::from(e), "cannot reopen the database yet");
+                return;
             }
+        };
+        // What the failed database lost since its last flushed commit is in the journal.
+        if let Err(e) = self.recover_from_journal(&db) {
+            tracing::error!(error = %e, "cannot apply the commit journal to the reopened database yet");
+            return;
         }
+        *self.db.write().expect("database lock") = Some(Arc::new(db));
+        self.failed.store(false, Ordering::Relaxed);
+        tracing::warn!("the database is open again; writes resume");
     }
 }
 

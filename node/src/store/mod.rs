@@ -20,9 +20,12 @@ mod commit;
 mod erasure;
 mod health;
 mod inbox;
+mod journal;
 mod key_packages;
 mod outbox;
 mod peers;
+#[cfg(test)]
+mod recovery_tests;
 mod retention;
 pub use retention::{PurgeStep, event_of_row, wire_envelope};
 mod rooms;
@@ -37,7 +40,7 @@ pub use rooms::{RoomOverview, SequencerState, StoredEvent};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use hearth_spec::EventId;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -56,6 +59,9 @@ pub enum StoreError {
     /// Records that decode but do not fit together (an index naming a missing event).
     #[error("stored records disagree: {0}")]
     Corrupt(String),
+    /// The commit journal could not be written or cut back.
+    #[error("commit journal: {0}")]
+    Journal(#[source] std::io::Error),
     /// Nothing can be written now (free space below the reserve, or the database is being
     /// reopened after a failed write); it may work again later.
     #[error("storage is unavailable: {0}")]
@@ -104,6 +110,19 @@ pub enum OpenError {
     /// A new database file's name could not be flushed to disk.
     #[error("cannot flush the folder of the new database: {0}")]
     Folder(#[source] std::io::Error),
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
+}
+
+/// The id the commit journal must carry: made once, with the database.
+fn journal_id(txn: &redb::WriteTransaction) -> Result<u64, StoreError> {
+    let mut meta = txn.open_table(META)?;
+    if let Some(id) = meta.get(JOURNAL_ID)? {
+        return Ok(id.value());
+    }
+    let id = rand::random::<u64>();
+    meta.insert(JOURNAL_ID, id)?;
+    Ok(id)
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
@@ -130,6 +149,10 @@ pub struct Store {
     reserve: AtomicU64,
     /// The ids the outbound queues have given out (see [`outbox::OutboxIds`]).
     outbox_ids: outbox::OutboxIds,
+    /// The commit journal: group commits are durable in it (see [`journal`]).
+    journal: Mutex<journal::Journal>,
+    /// Journal size past which a group commit is followed by a checkpoint.
+    checkpoint_bytes: AtomicU64,
     /// Group commits the tests make fail next.
     #[cfg(test)]
     failing_commits: std::sync::atomic::AtomicU32,
@@ -148,6 +171,16 @@ fn parse_id<T: std::str::FromStr>(text: &str) -> Result<T, StoreError> {
 
 /// The page cache a store opened without a size gets (`storage.cache_bytes`'s default).
 pub const DEFAULT_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Journal size past which the committer checkpoints (`storage.checkpoint_bytes`'s default).
+pub const DEFAULT_CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Where the commit journal of the database at `db` lives: next to it.
+pub fn journal_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".journal");
+    PathBuf::from(name)
+}
 
 impl Store {
     /// Opens or creates the database file and its tables, with the default page cache.
@@ -203,11 +236,13 @@ impl Store {
             txn.open_table(NOTICES).map_err(StoreError::from)?;
             txn.open_table(NOTICES_READ).map_err(StoreError::from)?;
         }
+        let id = journal_id(&txn)?;
         txn.commit().map_err(StoreError::from)?;
         if new {
             crate::ops::data_dir::sync_parent(path).map_err(OpenError::Folder)?;
         }
-        Ok(Self {
+        let (journal, records) = journal::Journal::open(&journal_path(path), id)?;
+        let store = Self {
             path: path.to_owned(),
             cache_bytes,
             db: RwLock::new(Some(Arc::new(db))),
@@ -216,9 +251,22 @@ impl Store {
             free_bytes: AtomicU64::new(u64::MAX),
             reserve: AtomicU64::new(0),
             outbox_ids: outbox::OutboxIds::default(),
+            journal: Mutex::new(journal),
+            checkpoint_bytes: AtomicU64::new(DEFAULT_CHECKPOINT_BYTES),
             #[cfg(test)]
             failing_commits: std::sync::atomic::AtomicU32::new(0),
-        })
+        };
+        {
+            let db = store.database()?;
+            let mut journal = store.journal.lock().expect("journal lock");
+            store.recover(&db, &mut journal, records)?;
+        }
+        Ok(store)
+    }
+
+    /// Checkpoints once the journal has grown past `bytes` (`storage.checkpoint_bytes`).
+    pub fn set_checkpoint_bytes(&self, bytes: u64) {
+        self.checkpoint_bytes.store(bytes, Ordering::Relaxed);
     }
 
     fn builder(cache_bytes: usize) -> redb::Builder {

@@ -228,3 +228,9 @@ pub struct PusherRecord {
     /// Whether the device has been told that it was disabled.
     pub disabled_reported: bool,
 }
+
+/// The store's own facts: "journal_id" (the id the commit journal must carry) and
+/// "journal_applied" (the last journal record this database holds). See `journal.rs`.
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub const JOURNAL_ID: &str = "journal_id";
+pub const JOURNAL_APPLIED: &str = "journal_applied";

@@ -1,0 +1,162 @@
+//! Group commits survive a crash through the commit journal: what is on disk at any moment is
+//! the database as of its last flush plus the journal, and opening them gives back every commit.
+
+use hearth_spec::{DeviceId, EventId, RoomId, UserId};
+
+use super::*;
+
+fn room() -> RoomId {
+    RoomId::parse("!r:localhost").unwrap()
+}
+
+/// A batch placing events `seqs` in the room, each with its sender's transaction.
+fn batch(seqs: std::ops::RangeInclusive<u64>) -> Batch {
+    let user = UserId::parse("@a:localhost").unwrap();
+    let mut batch = Batch::default();
+    for seq in seqs {
+        let id = EventId::of_bytes(&seq.to_be_bytes());
+        batch.events.push(NewEvent {
+            room: room(),
+            seq,
+            id,
+            bytes: vec![seq as u8; 100],
+            sender: user.clone(),
+        });
+        batch.txns.push(Txn {
+            user: user.clone(),
+            device: DeviceId::parse("D").unwrap(),
+            txn: format!("t{seq}"),
+            event: id,
+            room: room(),
+            seq,
+        });
+        batch.inbox.push(InboxEntry {
+            user: user.clone(),
+            position: seq,
+            room: room(),
+            seq,
+        });
+    }
+    batch
+}
+
+/// What a crash leaves: the files as they are on disk now, copied to a new folder.
+fn crash_copy(dir: &Path, with_journal: bool) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::copy(dir.join("db"), copy.path().join("db")).unwrap();
+    if with_journal {
+        std::fs::copy(
+            journal_path(&dir.join("db")),
+            journal_path(&copy.path().join("db")),
+        )
+        .unwrap();
+    }
+    copy
+}
+
+#[test]
+fn commits_after_the_last_flush_come_back_from_the_journal_after_a_crash() {
+    let (dir, store) = scratch();
+    store.set_checkpoint_bytes(u64::MAX);
+    store.commit(&batch(1..=3)).unwrap();
+    store.commit(&batch(4..=4)).unwrap();
+    store.commit(&batch(5..=9)).unwrap();
+    assert_eq!(store.last_seq(&room()).unwrap(), 9);
+
+    // The database file alone holds none of them: they are durable in the journal only.
+    let without = crash_copy(dir.path(), false);
+    let reopened = Store::open(&without.path().join("db")).unwrap();
+    assert_eq!(reopened.last_seq(&room()).unwrap(), 0);
+    drop(reopened);
+
+    let crashed = crash_copy(dir.path(), true);
+    let path = crashed.path().join("db");
+    let reopened = Store::open(&path).unwrap();
+    assert_eq!(reopened.last_seq(&room()).unwrap(), 9);
+    let user = UserId::parse("@a:localhost").unwrap();
+    let device = DeviceId::parse("D").unwrap();
+    assert_eq!(
+        reopened.txn_event(&user, &device, "t7").unwrap(),
+        Some((room(), Some(7), EventId::of_bytes(&7u64.to_be_bytes())))
+    );
+    // The replay was flushed and the journal emptied; numbering goes on after it.
+    assert_eq!(std::fs::metadata(journal_path(&path)).unwrap().len(), 16);
+    reopened.commit(&batch(10..=10)).unwrap();
+    drop(reopened);
+    let again = Store::open(&path).unwrap();
+    assert_eq!(again.last_seq(&room()).unwrap(), 10);
+}
+
+#[test]
+fn a_checkpoint_flushes_the_database_and_empties_the_journal() {
+    let (dir, store) = scratch();
+    store.set_checkpoint_bytes(1);
+    store.commit(&batch(1..=3)).unwrap();
+    let path = journal_path(&dir.path().join("db"));
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 16);
+    let without = crash_copy(dir.path(), false);
+    let reopened = Store::open(&without.path().join("db")).unwrap();
+    assert_eq!(reopened.last_seq(&room()).unwrap(), 3);
+}
+
+#[test]
+fn records_the_database_holds_already_are_not_applied_twice() {
+    let (dir, store) = scratch();
+    store.set_checkpoint_bytes(u64::MAX);
+    store.commit(&batch(1..=2)).unwrap();
+    // Another flushed commit (an account, say) makes the batch durable in the database too,
+    // while its record stays in the journal.
+    let txn = store.begin_write().unwrap();
+    txn.open_table(USERS)
+        .unwrap()
+        .insert("@z:localhost", &b"x"[..])
+        .unwrap();
+    txn.commit().unwrap();
+    store.commit(&batch(3..=3)).unwrap();
+    let crashed = crash_copy(dir.path(), true);
+    let reopened = Store::open(&crashed.path().join("db")).unwrap();
+    assert_eq!(reopened.last_seq(&room()).unwrap(), 3);
+    let read = reopened.begin_read().unwrap();
+    let inbox = read.open_table(INBOX).unwrap();
+    assert_eq!(redb::ReadableTableMetadata::len(&inbox).unwrap(), 3);
+}
+
+#[test]
+fn a_journal_with_a_gap_after_the_database_is_refused() {
+    let (dir, store) = scratch();
+    store.set_checkpoint_bytes(u64::MAX);
+    store.commit(&batch(1..=1)).unwrap();
+    let early = crash_copy(dir.path(), false);
+    store.set_checkpoint_bytes(1);
+    store.commit(&batch(2..=2)).unwrap();
+    store.set_checkpoint_bytes(u64::MAX);
+    store.commit(&batch(3..=3)).unwrap();
+    // The journal now starts at record 3; the early copy of the database holds nothing.
+    std::fs::copy(
+        journal_path(&dir.path().join("db")),
+        journal_path(&early.path().join("db")),
+    )
+    .unwrap();
+    assert!(matches!(
+        Store::open(&early.path().join("db")),
+        Err(OpenError::Store(StoreError::Corrupt(_)))
+    ));
+}
+
+#[test]
+fn another_databases_journal_stops_the_open() {
+    let (dir, store) = scratch();
+    store.set_checkpoint_bytes(u64::MAX);
+    store.commit(&batch(1..=1)).unwrap();
+    let (other, _other_store) = scratch();
+    drop(_other_store);
+    std::fs::copy(
+        journal_path(&dir.path().join("db")),
+        journal_path(&other.path().join("db")),
+    )
+    .unwrap();
+    assert!(matches!(
+        Store::open(&other.path().join("db")),
+        Err(OpenError::Journal(journal::JournalError::Foreign(_)))
+    ));
+}
