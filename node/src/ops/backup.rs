@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::ops::data_dir::{create_private, db_path, sync_parent};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, journal_path};
 
 /// The file that marks a finished backup and says what is in it.
 pub const MANIFEST: &str = "backup.json";
@@ -70,14 +70,15 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
 }
 
 /// Files of the data directory that are not the database: the keys. The admin socket, the
-/// database and the media folder are not among them.
+/// database, its commit journal (the snapshot holds what it held) and the media folder are not
+/// among them.
 fn key_files(data_dir: &Path) -> Result<Vec<String>, BackupError> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(data_dir).map_err(io(data_dir))? {
         let entry = entry.map_err(io(data_dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let kind = entry.file_type().map_err(io(data_dir))?;
-        if kind.is_file() && name != "hearth.redb" {
+        if kind.is_file() && !name.starts_with("hearth.redb") {
             names.push(name);
         }
     }
@@ -180,7 +181,7 @@ pub fn restore(from: &Path, data_dir: &Path, server_name: &str) -> Result<Manife
         });
     }
     let target = db_path(data_dir);
-    if target.exists() {
+    if target.exists() || journal_path(&target).exists() {
         return Err(BackupError::HasDatabase(data_dir.to_owned()));
     }
     create_private(data_dir)?;
@@ -212,6 +213,9 @@ pub fn restore(from: &Path, data_dir: &Path, server_name: &str) -> Result<Manife
             )));
         }
     }
+    // The copy's journal is empty once it has opened; the hearth starts its own.
+    let journal = journal_path(&partial);
+    std::fs::remove_file(&journal).map_err(io(&journal))?;
     std::fs::rename(&partial, &target).map_err(io(&target))?;
     sync_parent(&target).map_err(io(&target))?;
     Ok(manifest)
