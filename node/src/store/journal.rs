@@ -120,7 +120,6 @@ impl Journal {
     }
 
     /// Whether the journal holds no record.
-    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len == HEADER
     }

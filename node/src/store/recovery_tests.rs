@@ -160,3 +160,29 @@ fn another_databases_journal_stops_the_open() {
         Err(OpenError::Journal(journal::JournalError::Foreign(_)))
     ));
 }
+
+#[test]
+fn a_large_batch_is_flushed_to_the_database_and_small_ones_go_to_the_journal() {
+    let (dir, store) = scratch();
+    store.set_checkpoint_bytes(u64::MAX);
+    store.commit(&batch(1..=2)).unwrap();
+    let mut large = batch(3..=400);
+    for event in &mut large.events {
+        event.bytes = vec![1; 200];
+    }
+    assert!(encode(&large).len() >= commit::DIRECT_COMMIT_BYTES);
+    store.commit(&large).unwrap();
+    // Flushed with everything before it, and the journal emptied.
+    let path = journal_path(&dir.path().join("db"));
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 16);
+    let without = crash_copy(dir.path(), false);
+    let reopened = Store::open(&without.path().join("db")).unwrap();
+    assert_eq!(reopened.last_seq(&room()).unwrap(), 400);
+    drop(reopened);
+    // A small batch after it goes to the journal again.
+    store.commit(&batch(401..=401)).unwrap();
+    assert!(std::fs::metadata(&path).unwrap().len() > 16);
+    let crashed = crash_copy(dir.path(), true);
+    let reopened = Store::open(&crashed.path().join("db")).unwrap();
+    assert_eq!(reopened.last_seq(&room()).unwrap(), 401);
+}
