@@ -320,8 +320,10 @@ async fn pair(
                     samples.push(stamp().saturating_sub(sent));
                     got += 1;
                 }
-                // As an app does once it has stored the message: a save of its own.
+                // As an app does once it has stored the message: a save of its own, then a
+                // flush before it acknowledges the cursor (which this bench does not send).
                 b.mls_mut().kept(&[received])?;
+                b.mls_mut().flush()?;
                 continue;
             } else {
                 // The plain phase saves nothing per message; the cursor is saved at the end.

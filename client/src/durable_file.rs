@@ -62,6 +62,17 @@ impl Appender {
         self.file.sync_data()
     }
 
+    /// Appends `bytes` without waiting for the disk: they are in the OS's hands (a crash of the
+    /// process loses nothing) and flushed by the next [`Self::append`] or [`Self::flush`].
+    pub fn append_unflushed(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(bytes)
+    }
+
+    /// Flushes every append so far.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+
     /// Empties the file and flushes that.
     pub fn truncate(&mut self) -> std::io::Result<()> {
         self.file.set_len(0)?;

@@ -970,6 +970,9 @@ async fn follow(
                                 }
                             }
                         }
+                        // Acknowledged (a "delivered" receipt for the sender) once on disk:
+                        // receiving and keeping did not wait for the disk.
+                        secure.mls_mut().flush()?;
                         tx.ack(cursor).await?;
                     }
                     ServerFrame::Synced { .. } => {

@@ -57,7 +57,8 @@ impl StateFile {
 }
 
 /// Records are replaced as a temporary file, fsynced, renamed over the old one, and the folder
-/// fsynced; the journal is appended to with `fdatasync`, and emptied in place.
+/// fsynced; the journal is appended to with `fdatasync` (or, for what may wait, `write` alone and
+/// `fdatasync` at the next flush), and emptied in place.
 impl StateStorage for StateFile {
     fn read(&self, record: Record) -> Result<Option<Vec<u8>>, E2eeError> {
         match std::fs::read(self.path(record)) {
@@ -80,6 +81,17 @@ impl StateStorage for StateFile {
 
     fn append_journal(&mut self, bytes: &[u8]) -> Result<(), E2eeError> {
         Ok(self.journal()?.append(bytes)?)
+    }
+
+    fn append_journal_unflushed(&mut self, bytes: &[u8]) -> Result<(), E2eeError> {
+        Ok(self.journal()?.append_unflushed(bytes)?)
+    }
+
+    fn flush_journal(&mut self) -> Result<(), E2eeError> {
+        match self.journal.as_mut() {
+            Some(journal) => Ok(journal.flush()?),
+            None => Ok(()),
+        }
     }
 
     fn describe(&self, record: Record) -> String {

@@ -276,6 +276,28 @@ impl Mls {
         }
     }
 
+    /// Saves a change only this device sees (an event received, messages kept, the cursor)
+    /// without waiting for the disk: a crash of the process loses nothing, and what a crash of
+    /// the machine loses the hearth hands over again, as long as the device acknowledges its
+    /// cursor only after [`Self::flush`]. Every flushed save (all that precede sending) flushes
+    /// these too.
+    fn save_unflushed(&mut self) -> Result<(), E2eeError> {
+        match self.storage.as_mut() {
+            Some(writer) => writer.save_unflushed(&self.saved, &self.provider.stored()),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes every change so far durable. Call it before telling the hearth what the device has
+    /// (acknowledging its cursor): receiving, [`Self::kept`] and [`Self::set_cursor`] do not
+    /// wait for the disk.
+    pub fn flush(&mut self) -> Result<(), E2eeError> {
+        match self.storage.as_mut() {
+            Some(writer) => writer.flush(),
+            None => Ok(()),
+        }
+    }
+
     /// Bytes of the saved state's snapshot and of its journal; `None` for a device in memory.
     pub fn saved_sizes(&self) -> Option<(usize, usize)> {
         self.storage.as_ref().map(StateWriter::sizes)
@@ -311,11 +333,12 @@ impl Mls {
         self.saved.cursor
     }
 
-    /// Records that the inbox has been processed up to `cursor`.
+    /// Records that the inbox has been processed up to `cursor` (saved without waiting for the
+    /// disk: [`Self::flush`] before acknowledging it to the hearth).
     pub fn set_cursor(&mut self, cursor: u64) -> Result<(), E2eeError> {
         if cursor > self.saved.cursor {
             self.saved.cursor = cursor;
-            self.save()?;
+            self.save_unflushed()?;
         }
         Ok(())
     }
@@ -824,7 +847,7 @@ impl Mls {
     }
 
     /// The app keeps these (on disk): they are no longer handed over again. Other results are
-    /// ignored.
+    /// ignored. Saved without waiting for the disk (a lost confirmation hands them over again).
     pub fn kept(&mut self, received: &[Received]) -> Result<(), E2eeError> {
         let kept: Vec<(&RoomId, u64)> = received.iter().filter_map(place_of).collect();
         let before = self.saved.unconfirmed.len();
@@ -834,14 +857,14 @@ impl Mls {
                 .any(|(room, seq)| **room == d.room && *seq == d.seq)
         });
         if self.saved.unconfirmed.len() != before {
-            self.save()?;
+            self.save_unflushed()?;
         }
         Ok(())
     }
 
     /// Takes one event of a room, which must come in room order. A device that is in the
     /// room's group must see every event after the last one it processed (else [`E2eeError::Gap`]:
-    /// fetch the missing ones first).
+    /// fetch the missing ones first). Saved without waiting for the disk: see [`Self::flush`].
     pub fn receive(&mut self, event: &EventView) -> Result<Received, E2eeError> {
         let room = event.room_id.clone();
         let processed = self.processed_seq(&room);
@@ -898,7 +921,7 @@ impl Mls {
             }
             _ => {}
         }
-        self.save()?;
+        self.save_unflushed()?;
         Ok(received)
     }
 

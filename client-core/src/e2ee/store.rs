@@ -8,10 +8,18 @@
 //! live is a [`StateStorage`]: files with fsync natively (`hearth_client::StateFile`), IndexedDB
 //! in a browser.
 //!
+//! Saves of what only this device sees (a message received, a message kept, the inbox cursor)
+//! may be appended without a flush ([`StateWriter::save_unflushed`]): a crash of the process
+//! loses none of them (the OS holds the bytes), a crash of the machine may lose them, and the
+//! device then receives those events again from the hearth, whose cursor it acknowledges only
+//! after a flush. Anything encrypted leaves only after a flushed save, which flushes every
+//! append before it too.
+//!
 //! A crash leaves the snapshot old or new (it is replaced whole) and the journal with a prefix
-//! of its last append: a frame whose length runs past the end or whose checksum fails ends the
-//! journal, as only the last append can have been cut short (each is flushed before the next
-//! starts, and a device that opens writes its state whole before it appends again). Frames name
+//! of what was appended: a frame whose length runs past the end or whose checksum fails ends the
+//! journal. Only unflushed appends can be damaged, and every frame after a damaged one was
+//! appended after it and flushed no sooner, so the journal up to it is everything the device
+//! flushed (a device that opens writes its state whole before it appends again). Frames name
 //! the snapshot generation they follow; frames of an older one (a crash between writing a new
 //! snapshot and emptying the journal) are already in the snapshot and are skipped.
 
@@ -44,9 +52,19 @@ pub trait StateStorage: std::fmt::Debug + MaybeSend {
     fn read(&self, record: Record) -> Result<Option<Vec<u8>>, E2eeError>;
     /// Replaces a record whole and durably: after a crash, either the old or the new bytes.
     fn replace(&mut self, record: Record, bytes: &[u8]) -> Result<(), E2eeError>;
-    /// Appends to the journal durably: after a crash, the journal holds what it held and a
-    /// prefix of `bytes`.
+    /// Appends to the journal durably (with every append before it): after a crash, the journal
+    /// holds what it held and a prefix of `bytes`.
     fn append_journal(&mut self, bytes: &[u8]) -> Result<(), E2eeError>;
+    /// Appends to the journal without waiting for the disk: durable once a later
+    /// [`Self::append_journal`] or [`Self::flush_journal`] returns. Storage without that
+    /// difference appends durably.
+    fn append_journal_unflushed(&mut self, bytes: &[u8]) -> Result<(), E2eeError> {
+        self.append_journal(bytes)
+    }
+    /// Makes every append so far durable.
+    fn flush_journal(&mut self) -> Result<(), E2eeError> {
+        Ok(())
+    }
     /// Journal bytes past which the state is written whole, for a snapshot of `snapshot_len`
     /// bytes. Storage without a cheap append answers 0: every save then writes the state whole.
     fn journal_limit(&self, snapshot_len: usize) -> usize {
@@ -150,6 +168,8 @@ pub struct StateWriter {
     /// (the device just opened, or an append failed), or a version 2–4 key file is left.
     whole_next: bool,
     stale_keys: bool,
+    /// Frames appended since the last flush.
+    unflushed: bool,
 }
 
 /// What a device's storage held.
@@ -170,6 +190,7 @@ impl StateWriter {
             journal_len: 0,
             whole_next: true,
             stale_keys: false,
+            unflushed: false,
         };
         let loaded = writer.load()?;
         Ok((writer, loaded))
@@ -239,9 +260,34 @@ impl StateWriter {
         Ok(Some(Loaded { saved: old, keys }))
     }
 
-    /// Saves the state `saved` with the openmls storage `mls`: the changed rows as one journal
-    /// frame, or the whole state when the journal is long enough.
+    /// Saves the state `saved` with the openmls storage `mls` durably: the changed rows as one
+    /// journal frame, or the whole state when the journal is long enough. Saves before it that
+    /// were not flushed are durable too when it returns.
     pub fn save(&mut self, saved: &Saved, mls: &MlsEntries) -> Result<(), E2eeError> {
+        self.save_as(saved, mls, true)
+    }
+
+    /// Like [`Self::save`], but the frame is not flushed: see the module's notes for which
+    /// changes may wait, and [`Self::flush`].
+    pub fn save_unflushed(&mut self, saved: &Saved, mls: &MlsEntries) -> Result<(), E2eeError> {
+        self.save_as(saved, mls, false)
+    }
+
+    /// Makes every save so far durable.
+    pub fn flush(&mut self) -> Result<(), E2eeError> {
+        if !self.unflushed {
+            return Ok(());
+        }
+        // A failed flush may have dropped the pages it could not write: the next save writes
+        // the state whole rather than append after frames that may not be there.
+        self.whole_next = true;
+        self.storage.flush_journal()?;
+        self.whole_next = false;
+        self.unflushed = false;
+        Ok(())
+    }
+
+    fn save_as(&mut self, saved: &Saved, mls: &MlsEntries, flush: bool) -> Result<(), E2eeError> {
         if self.whole_next || !self.appends() {
             return self.save_whole(saved, mls);
         }
@@ -251,7 +297,7 @@ impl StateWriter {
         let (puts, deletes) = self.written.changes(saved, mls);
         if puts.is_empty() && deletes.is_empty() {
             self.whole_next = false;
-            return Ok(());
+            return if flush { self.flush() } else { Ok(()) };
         }
         let bytes = frame(&Change {
             generation: self.generation,
@@ -262,7 +308,12 @@ impl StateWriter {
             return self.save_whole(saved, mls);
         }
         // Until this append is known whole, nothing more is appended after it.
-        self.storage.append_journal(&bytes)?;
+        if flush {
+            self.storage.append_journal(&bytes)?;
+        } else {
+            self.storage.append_journal_unflushed(&bytes)?;
+        }
+        self.unflushed = !flush;
         self.whole_next = false;
         self.journal_len += bytes.len();
         Ok(())
@@ -279,6 +330,8 @@ impl StateWriter {
         let generation = self.generation + 1;
         let bytes = rows::snapshot_of(STATE_VERSION, generation, saved, mls);
         self.storage.replace(Record::State, &bytes)?;
+        // The snapshot holds what unflushed frames held.
+        self.unflushed = false;
         self.generation = generation;
         self.snapshot_len = bytes.len();
         // The frames left in the journal belong to an older generation: skipped if it is not
