@@ -255,8 +255,12 @@ pub fn server_key(binary: &str, dir: &std::path::Path) -> anyhow::Result<String>
     Ok(String::from_utf8(out.stdout)?.trim().to_owned())
 }
 
-/// Two hearths, `a.bench` and `b.bench`, federated with each other.
-pub async fn federated_pair(binary: &str) -> anyhow::Result<(Hearth, Hearth)> {
+/// Two hearths, `a.bench` and `b.bench`, federated with each other, serving `/metrics` on
+/// `metrics_ports` (for their stage timings).
+pub async fn federated_pair(
+    binary: &str,
+    metrics_ports: [u16; 2],
+) -> anyhow::Result<(Hearth, Hearth)> {
     let names = ["a.bench", "b.bench"];
     let mut plans = Vec::new();
     for name in names {
@@ -270,6 +274,10 @@ pub async fn federated_pair(binary: &str) -> anyhow::Result<(Hearth, Hearth)> {
         let (peer, _, key, peer_udp) = &plans[1 - i];
         let env = vec![
             ("HEARTH_SERVER_NAME".to_owned(), name.to_string()),
+            (
+                "HEARTH_METRICS__LISTEN".to_owned(),
+                format!("127.0.0.1:{}", metrics_ports[i]),
+            ),
             (
                 "HEARTH_FEDERATION__LISTEN".to_owned(),
                 format!("127.0.0.1:{udp}"),
@@ -286,6 +294,13 @@ pub async fn federated_pair(binary: &str) -> anyhow::Result<(Hearth, Hearth)> {
     let b = hearths.pop().expect("two");
     let a = hearths.pop().expect("two");
     Ok((a, b))
+}
+
+/// A TCP port free on loopback now.
+pub fn free_tcp_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Whether `GET /v1/health` at `addr` answers 200 (a plain TCP request; the bench has no other

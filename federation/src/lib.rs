@@ -19,6 +19,7 @@ pub mod outbox;
 pub mod p2p;
 pub mod relay;
 pub mod signals;
+mod stage;
 pub mod tls;
 pub mod transport;
 

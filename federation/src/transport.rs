@@ -710,6 +710,7 @@ async fn handle_batch<I: Inbound>(
     bytes: Vec<u8>,
     inbound: &I,
 ) -> Option<StreamReply> {
+    let checking = std::time::Instant::now();
     // Framing and signature checks are CPU work: keep them off the async workers.
     let checked = if bytes.len() <= INLINE_CHECK_BYTES {
         Ok(check_stream(&shared, peer, &bytes))
@@ -717,6 +718,7 @@ async fn handle_batch<I: Inbound>(
         let peer = peer.clone();
         tokio::task::spawn_blocking(move || check_stream(&shared, &peer, &bytes)).await
     };
+    crate::stage::since("fed_check", checking);
     let verdicts = match checked.ok()? {
         Ok(verdicts) => verdicts,
         Err(e) => return Some(StreamReply::Refused(e)),
@@ -748,7 +750,9 @@ async fn handle_batch<I: Inbound>(
         Vec::new()
     } else {
         let count = passed.len();
+        let storing = std::time::Instant::now();
         let answers = inbound.receive(peer.clone(), passed).await;
+        crate::stage::since("fed_store", storing);
         if answers.len() != count {
             tracing::error!("inbound handler answered {} of {count}", answers.len());
             return Some(StreamReply::Outcomes(vec![

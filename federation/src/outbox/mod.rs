@@ -33,6 +33,12 @@ pub trait OutboxStore: Send + Sync + 'static {
 
 type Read<E> = tokio::task::JoinHandle<Result<Vec<Queued>, E>>;
 
+/// Entries read and signed on the async worker when the queue had run empty (a few new ones:
+/// tens of microseconds of reading and signing, less than the hops to a blocking thread and
+/// back would add to their way). A longer queue is read on a blocking thread, [`BATCH`] at a
+/// time, while the first of it is on the wire.
+const INLINE_READ: usize = 4;
+
 /// Reads and signs the next batch on a blocking thread.
 fn read<S: OutboxStore>(
     store: &Arc<S>,
@@ -54,6 +60,8 @@ pub async fn drive<S: OutboxStore>(
     policy: BackoffPolicy,
 ) {
     let (mut sender, mut step) = Sender::new(policy);
+    // The queue was found empty and a wake came since: what follows is likely a few entries.
+    let mut woken = false;
     loop {
         step = match step {
             Step::Read { after } => {
@@ -63,9 +71,16 @@ pub async fn drive<S: OutboxStore>(
                     tracing::info!(%destination, "destination blocked; holding its queue");
                     transport.blocked().until_unblocked(&destination).await;
                 }
-                let Ok(pending) = read(&store, &destination, after).await else {
-                    return;
+                let reading = std::time::Instant::now();
+                let pending = if std::mem::take(&mut woken) {
+                    store.pending(&destination, after, INLINE_READ)
+                } else {
+                    match read(&store, &destination, after).await {
+                        Ok(pending) => pending,
+                        Err(_) => return,
+                    }
                 };
+                crate::stage::since("fed_read", reading);
                 if let Err(e) = &pending {
                     tracing::error!(%destination, error = %e, "cannot read the outbound queue");
                 }
@@ -73,6 +88,7 @@ pub async fn drive<S: OutboxStore>(
             }
             Step::AwaitWake => {
                 wake.notified().await;
+                woken = true;
                 sender.waited()
             }
             Step::Wait { delay, or_arrival } => {
@@ -89,7 +105,10 @@ pub async fn drive<S: OutboxStore>(
             }
             Step::Send { frames, prefetch } => {
                 let prefetched = read(&store, &destination, Some(prefetch));
-                let delivery = match transport.send(&destination, &frames).await {
+                let sending = std::time::Instant::now();
+                let sent = transport.send(&destination, &frames).await;
+                crate::stage::since("fed_round", sending);
+                let delivery = match sent {
                     Ok(outcomes) => Delivery::Answered(outcomes),
                     Err(e) => {
                         tracing::debug!(%destination, error = %e, failures = sender.failures(), "peer unreachable");
