@@ -327,13 +327,57 @@ pub async fn serve(
     }
     drop(listener);
     let _ = stop.send(true);
-    // Every connection task holds a receiver; they are all gone once the last one ends.
+    // Every connection task holds a receiver; they are all gone once the last one ends (this
+    // one first: waiting while holding it waited for ever, cut short only by the caller's
+    // timeout, 10 s on every shutdown).
+    drop(stopping);
     stop.closed().await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn shutdown_ends_idle_connections_and_returns() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let limits = ServerLimits {
+            max_connections: 10,
+            max_connections_per_ip: 10,
+            header_timeout: Duration::from_secs(60),
+        };
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(
+            listener,
+            router,
+            limits,
+            Admissions::new(10, 10),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        // A keep-alive connection, idle after its request.
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = vec![0; 1024];
+        let n = client.read(&mut answer).await.unwrap();
+        assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
+
+        shutdown.send(()).unwrap();
+        // Returns once the idle connection is closed: no waiting out the caller's deadline
+        // (the bound here only turns a hang into a failure).
+        tokio::time::timeout(Duration::from_secs(30), server)
+            .await
+            .expect("serve returned after shutdown")
+            .unwrap();
+        assert_eq!(client.read(&mut answer).await.unwrap(), 0);
+    }
 
     #[test]
     fn connections_are_capped_in_total_and_per_address() {
