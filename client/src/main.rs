@@ -374,10 +374,19 @@ async fn catch_up(secure: &mut SecureClient, local: &mut LocalMessages) -> anyho
     keep_decrypted(secure, local)
 }
 
-/// Keeps on disk every message the device decrypted and has not confirmed keeping, then
-/// confirms them. Until then they are in the device state (saved with the ratchet step that
-/// used their key): an MLS device decrypts a message only once.
+/// Keeps on disk every message the device decrypted and has not confirmed keeping, confirms
+/// them, and flushes the device state: a command returns (and shows what it read) with all of it
+/// on disk. Until kept, messages are in the device state (saved with the ratchet step that used
+/// their key): an MLS device decrypts a message only once.
 fn keep_decrypted(secure: &mut SecureClient, local: &mut LocalMessages) -> anyhow::Result<()> {
+    keep_unflushed(secure, local)?;
+    secure.mls_mut().flush()?;
+    Ok(())
+}
+
+/// [`keep_decrypted`] but the device state's flush, which the caller makes before it
+/// acknowledges anything (`follow` shows a message first).
+fn keep_unflushed(secure: &mut SecureClient, local: &mut LocalMessages) -> anyhow::Result<()> {
     let decrypted = secure.mls().unconfirmed();
     local.record_all(&decrypted)?;
     secure.mls_mut().kept(&decrypted)?;
@@ -948,7 +957,7 @@ async fn follow(
                         // Already processed (before the stream started) is shown from the store.
                         let received = secure.take(&event).await?;
                         secure.take_unreported();
-                        keep_decrypted(secure, local)?;
+                        keep_unflushed(secure, local)?;
                         secure.mls_mut().set_cursor(cursor)?;
                         if room.as_ref().is_none_or(|r| r.room_id == event.room_id) {
                             match &room {
