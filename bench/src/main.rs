@@ -303,9 +303,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 continue;
             }
             // The 1:1 latency run also reads the hearth's stage timings from its /metrics.
-            let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port();
+            let metrics_port = server::free_tcp_port()?;
             let hearth = match &scenario {
                 Scenario::Latency { .. } => {
                     Hearth::start_with_metrics(&cli.hearth, metrics_port).await?

@@ -16,13 +16,7 @@ use hearth_spec::{RoomKind, ServerName};
 
 use crate::Report;
 use crate::federation::now_ms;
-use crate::server::{Hearth, free_udp_port, fresh_dir, server_key};
-
-fn free_tcp() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
+use crate::server::{Hearth, free_tcp_port, free_udp_port, fresh_dir, server_key};
 
 /// One hearth of a planned network.
 struct Member {
@@ -45,7 +39,7 @@ fn plan(binary: &str, names: &[&str]) -> anyhow::Result<Vec<Member>> {
                 dir,
                 udp: free_udp_port()?,
                 p2p: free_udp_port()?,
-                metrics: free_tcp()?,
+                metrics: free_tcp_port()?,
             })
         })
         .collect()

@@ -30,9 +30,7 @@ impl Hearth {
         dir: std::path::PathBuf,
         env: &[(String, String)],
     ) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = free_tcp_port()?;
         let child = spawn(binary, &dir, port, env)?;
         let hearth = Self {
             child,
@@ -214,6 +212,13 @@ pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
     Ok(body.to_owned())
 }
 
+/// A TCP port free on loopback now.
+pub fn free_tcp_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 /// A free UDP port on loopback (bound and released).
 pub fn free_udp_port() -> anyhow::Result<u16> {
     Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
@@ -294,13 +299,6 @@ pub async fn federated_pair(
     let b = hearths.pop().expect("two");
     let a = hearths.pop().expect("two");
     Ok((a, b))
-}
-
-/// A TCP port free on loopback now.
-pub fn free_tcp_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// Whether `GET /v1/health` at `addr` answers 200 (a plain TCP request; the bench has no other
