@@ -22,7 +22,7 @@ use crate::chat::committer::{CommitError, Committer};
 use crate::chat::hub::Hub;
 use crate::chat::live::Live;
 use crate::chat::media::{MediaError, MediaStore};
-use crate::chat::sequencer::{Reply, Request};
+use crate::chat::sequencer::{Reply, Request, cursor_in_range};
 use crate::config::{Config, PushConfig};
 use crate::signals::push::{Push, validate_pusher};
 use crate::store::tables::PusherRecord;
@@ -732,7 +732,7 @@ impl Backend for Hearth {
         // Only an empty answer can hide a cursor past the end; the common case skips the read.
         if rows.is_empty() {
             let head = self.store.inbox_head(&device.user_id)?;
-            if since > head {
+            if !cursor_in_range(since, head, crate::clock::now_ms()) {
                 return Err(ErrorBody::new(
                     ErrorCode::InvalidParam,
                     format!("cursor {since} is past the end of your inbox ({head})"),

@@ -14,7 +14,9 @@
  *
  * Fault injection: with FLUSHCHECK_FAIL_TRIGGER set, when that file exists the next flush of a
  * file whose path contains FLUSHCHECK_FAIL_MATCH fails with EIO without flushing (logged "X tid
- * path"), and the trigger file is removed: one failure per trigger.
+ * path"), and the trigger file is removed: one failure per trigger. With FLUSHCHECK_HOLD_TRIGGER
+ * set, a flush of such a file waits while that file exists (logged "H tid path" once, before it
+ * waits), then goes on (and fails, if the failure trigger is there).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -35,6 +37,7 @@ static int log_fd = -1;
 static useconds_t delay_us = 20000;
 static const char *fail_trigger;
 static const char *fail_match;
+static const char *hold_trigger;
 
 static ssize_t (*real_write)(int, const void *, size_t);
 static ssize_t (*real_pwrite)(int, const void *, size_t, off_t);
@@ -74,6 +77,7 @@ __attribute__((constructor)) static void init(void) {
     if (delay) delay_us = (useconds_t)atol(delay);
     fail_trigger = getenv("FLUSHCHECK_FAIL_TRIGGER");
     fail_match = getenv("FLUSHCHECK_FAIL_MATCH");
+    hold_trigger = getenv("FLUSHCHECK_HOLD_TRIGGER");
     if (!dir || !log || strlen(dir) >= sizeof(watched) - 1) return;
     strcpy(watched, dir);
     watched_len = strlen(watched);
@@ -199,6 +203,10 @@ static int flush(int fd, int (*real)(int)) {
     char path[4096];
     if (!path_of(fd, path, sizeof(path))) return real(fd);
     long tid = syscall(SYS_gettid);
+    if (hold_trigger && fail_match && strstr(path, fail_match) && access(hold_trigger, F_OK) == 0) {
+        say("H %ld %s", tid, path);
+        while (access(hold_trigger, F_OK) == 0) usleep(1000);
+    }
     if (fail_trigger && fail_match && strstr(path, fail_match) &&
         unlink(fail_trigger) == 0) {
         say("X %ld %s", tid, path);

@@ -27,6 +27,8 @@ pub enum Event {
     RangeSync(String),
     /// A flush failed on purpose (see [`FlushLog::fail_next_flush`]).
     FlushFailed(u64, String),
+    /// A flush waits while flushes are held (see [`FlushLog::hold_flushes`]).
+    FlushHeld(u64, String),
     /// A line the test wrote.
     Mark(String),
 }
@@ -75,8 +77,8 @@ impl FlushLog {
         }
     }
 
-    /// The same, and [`Self::fail_next_flush`] fails flushes of files whose path contains
-    /// `matching`.
+    /// The same, and [`Self::fail_next_flush`] fails, and [`Self::hold_flushes`] holds, flushes
+    /// of files whose path contains `matching`.
     pub fn failing(dir: &Path, log: &Path, matching: &str) -> Self {
         Self {
             fail_match: Some(matching.to_owned()),
@@ -91,6 +93,36 @@ impl FlushLog {
     /// The next flush of a matching file fails with EIO, once.
     pub fn fail_next_flush(&self) {
         std::fs::write(self.trigger(), b"").expect("write the failure trigger");
+    }
+
+    /// Flushes of matching files wait from now until [`Self::release_flushes`].
+    pub fn hold_flushes(&self) {
+        std::fs::write(self.hold(), b"").expect("write the hold trigger");
+    }
+
+    /// Lets held flushes go, and returns once every one that was waiting has ended or failed (so
+    /// that holding again right after cannot catch them still waiting).
+    pub fn release_flushes(&self) {
+        std::fs::remove_file(self.hold()).expect("remove the hold trigger");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let events = self.events();
+            let Some(matching) = &self.fail_match else {
+                return;
+            };
+            if !held_at(&events, events.len(), matching) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a held flush never ended after its release"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    fn hold(&self) -> PathBuf {
+        self.log.with_extension("hold")
     }
 
     /// Whether the failure asked for has happened.
@@ -110,6 +142,10 @@ impl FlushLog {
             env.push((
                 "FLUSHCHECK_FAIL_TRIGGER".into(),
                 self.trigger().display().to_string(),
+            ));
+            env.push((
+                "FLUSHCHECK_HOLD_TRIGGER".into(),
+                self.hold().display().to_string(),
             ));
         }
         env
@@ -152,6 +188,10 @@ fn parse(line: &str) -> Option<Event> {
             let (tid, path) = two()?;
             Event::FlushFailed(tid.parse().ok()?, path.into())
         }
+        "H" => {
+            let (tid, path) = two()?;
+            Event::FlushHeld(tid.parse().ok()?, path.into())
+        }
         "B" | "E" => {
             let (tid, path) = two()?;
             let tid = tid.parse().ok()?;
@@ -163,6 +203,22 @@ fn parse(line: &str) -> Option<Event> {
         }
         _ => return None,
     })
+}
+
+/// Whether, at the mark at `upto`, a flush of a file whose path contains `matching` was held
+/// and had not ended.
+pub fn held_at(events: &[Event], upto: usize, matching: &str) -> bool {
+    let mut held: Vec<(u64, &str)> = Vec::new();
+    for event in &events[..upto] {
+        match event {
+            Event::FlushHeld(tid, path) if path.contains(matching) => held.push((*tid, path)),
+            Event::FlushEnded(tid, path) | Event::FlushFailed(tid, path) => {
+                held.retain(|h| *h != (*tid, path.as_str()))
+            }
+            _ => {}
+        }
+    }
+    !held.is_empty()
 }
 
 /// Index of the first mark `text`.

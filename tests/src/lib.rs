@@ -744,6 +744,32 @@ pub async fn synced_group(
     (devices, room)
 }
 
+/// Syncs `device` until `done` holds for what arrived, for up to a minute (events cross
+/// hearths). A hearth that answers `unavailable` (reopening its database) is asked again.
+pub async fn sync_until(
+    device: &mut hearth_client::SecureClient,
+    mut done: impl FnMut(&[hearth_client::e2ee::Received]) -> bool,
+) -> Vec<hearth_client::e2ee::Received> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut all = Vec::new();
+    loop {
+        match device.sync().await {
+            Ok(got) => all.extend(got),
+            Err(hearth_client::SecureError::Hearth(e))
+                if e.code() == Some(hearth_spec::ErrorCode::Unavailable) => {}
+            Err(e) => panic!("sync failed: {e}"),
+        }
+        if done(&all) {
+            return all;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting: {all:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Texts of the messages (not one's own) a sync produced.
 pub fn texts(received: &[hearth_client::e2ee::Received]) -> Vec<String> {
     received

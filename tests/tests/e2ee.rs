@@ -8,7 +8,7 @@ use hearth_client::e2ee::Received;
 use hearth_client::{Client, SecureClient};
 use hearth_spec::api::{CommitRequest, UploadKeyPackages};
 use hearth_spec::{Content, ErrorCode, RoomId, RoomKind, UserId};
-use hearth_tests::{TestHearth, encrypted_dm, secure, texts};
+use hearth_tests::{TestHearth, encrypted_dm, secure, sync_until, texts};
 
 const MARKER: &str = "PLAINTEXT-MARKER-e2ee-7f3a91";
 
@@ -608,26 +608,6 @@ async fn bad_mls_input_gets_typed_errors_and_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(anonymous.status(), 401);
-}
-
-/// Syncs `device` until `done` holds for what arrived, for up to a minute (events cross hearths).
-async fn sync_until(
-    device: &mut SecureClient,
-    mut done: impl FnMut(&[Received]) -> bool,
-) -> Vec<Received> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let mut all = Vec::new();
-    loop {
-        all.extend(device.sync().await.unwrap());
-        if done(&all) {
-            return all;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "gave up waiting: {all:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
 }
 
 /// a.test and b.test as real processes, alice on a.test and bob on b.test, and the encrypted

@@ -3,8 +3,9 @@
 //! Requests queue on a bounded channel. A dedicated thread takes everything queued (up to
 //! `max_batch`), decides each ([`crate::chat::decide`]: the [`Sequencer`] and the receipt
 //! marks), writes the resulting [`Batch`] in one
-//! transaction with one fsync, and only then answers each request and wakes the inboxes. While one
-//! batch is being fsynced the next one queues, so under load many sends share one flush.
+//! transaction with one fsync, and only then answers each request and wakes the inboxes (events
+//! replicated from their rooms' homes wake them while the fsync runs: see [`shown_early`]). While
+//! one batch is being fsynced the next one queues, so under load many sends share one flush.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -161,10 +162,21 @@ fn run(
 ) {
     let mut loaded = Some(sequencer);
     let mut jobs = Vec::with_capacity(config.max_batch);
-    while let Some(first) = rx.blocking_recv() {
+    // A request taken from the queue but left for the next batch (see `shown_early`).
+    let mut held: Option<Job> = None;
+    // Inbox positions a failed early commit showed: the reloaded sequencer gives none again.
+    let mut shown_lost: Vec<(UserId, u64)> = Vec::new();
+    while let Some(first) = held.take().or_else(|| rx.blocking_recv()) {
+        // A batch that starts with a replicated event holds only those, so that it can be shown
+        // before its flush; any other batch takes whatever is queued.
+        let early = shown_early(&first.request);
         jobs.push(first);
         while jobs.len() < config.max_batch {
             match rx.try_recv() {
+                Ok(job) if early && !shown_early(&job.request) => {
+                    held = Some(job);
+                    break;
+                }
                 Ok(job) => jobs.push(job),
                 Err(_) => break,
             }
@@ -174,11 +186,15 @@ fn run(
         let sequencer = match &mut loaded {
             Some(sequencer) => sequencer,
             None => match store.sequencer_state() {
-                Ok(state) => loaded.insert(Sequencer::new(
-                    state,
-                    config.local.clone(),
-                    config.max_members,
-                )),
+                Ok(state) => {
+                    let sequencer = loaded.insert(Sequencer::new(
+                        state,
+                        config.local.clone(),
+                        config.max_members,
+                    ));
+                    sequencer.skip_inbox_positions(shown_lost.drain(..));
+                    sequencer
+                }
                 Err(e) => {
                     let failure = storage(e);
                     let replies: Vec<_> = jobs
@@ -236,7 +252,18 @@ fn run(
         metrics::histogram!("hearth_commit_batch_requests").record(replies.len() as f64);
         if !batch.is_empty() {
             let writing = std::time::Instant::now();
-            let committed = store.commit(&batch);
+            let mut wake_devices = || {
+                let mut heads: HashMap<&UserId, u64> = HashMap::new();
+                for entry in &batch.inbox {
+                    heads.insert(&entry.user, entry.position);
+                }
+                hub.notify(heads);
+            };
+            let committed = if early {
+                store.commit_shown_early(&batch, &mut wake_devices)
+            } else {
+                store.commit(&batch).map(|()| wake_devices())
+            };
             metrics::histogram!("hearth_commit_seconds").record(writing.elapsed());
             if let Err(e) = committed {
                 tracing::error!(error = %e, "group commit failed; answering every request in it with an error");
@@ -251,12 +278,10 @@ fn run(
                 }
                 // Memory ran ahead of the disk: start again from what is stored (next batch).
                 reload = true;
-            } else {
-                let mut heads: HashMap<&UserId, u64> = HashMap::new();
-                for entry in &batch.inbox {
-                    heads.insert(&entry.user, entry.position);
+                if early {
+                    shown_lost.extend(batch.inbox.iter().map(|e| (e.user.clone(), e.position)));
                 }
-                hub.notify(heads);
+            } else {
                 for (users, frame) in pending.signals() {
                     hub.signal(users, frame);
                 }
@@ -278,6 +303,13 @@ fn run(
 }
 
 type ReplySender = oneshot::Sender<Result<Reply, CommitError>>;
+
+/// Whether a request's writes may be shown before they are flushed: an event a room's home
+/// sequenced and holds, which it sends again under the same seq if this hearth loses it, and
+/// which devices drop when they have it (`spec/storage.md`, "Shown before the flush").
+fn shown_early(request: &Request) -> bool {
+    matches!(request, Request::Replicate { .. })
+}
 
 /// A request of `chain` failed: the chain's later requests fail too.
 fn break_chain(chain: &Option<Chain>) {

@@ -19,7 +19,15 @@ use super::{Store, StoreError, decode, encode, raise};
 pub const DIRECT_COMMIT_BYTES: usize = 64 * 1024;
 
 impl Store {
-    fn write_batch(&self, batch: &Batch) -> Result<(), StoreError> {
+    /// Writes a batch: `show` runs once readers can see it. With `early`, that is before the
+    /// journal record is flushed (only for what may be shown before it is durable: see
+    /// `spec/storage.md`, "Shown before the flush"); otherwise after.
+    fn write_batch(
+        &self,
+        batch: &Batch,
+        early: bool,
+        show: &mut dyn FnMut(),
+    ) -> Result<(), StoreError> {
         #[cfg(test)]
         if self.failing_commit() {
             return Err(StoreError::Unavailable("a test failed this commit"));
@@ -37,6 +45,7 @@ impl Store {
             stage::record("write", flushing - writing);
             txn.commit()?;
             stage::record("flush", flushing.elapsed());
+            show();
             if !journal.is_empty()
                 && let Err(e) = journal.restart()
             {
@@ -52,7 +61,12 @@ impl Store {
         let flushing = std::time::Instant::now();
         stage::record("write", flushing - writing);
         let len_before = journal.len();
-        if let Err(e) = journal.append(&record) {
+        let appended = if early {
+            journal.write(&record)
+        } else {
+            journal.append(&record)
+        };
+        if let Err(e) = appended {
             // The transaction is dropped unapplied. Writes stop (`unavailable`, and readiness
             // says why) until the watcher has reopened the store, which applies the journal: a
             // record that could not be cut off again is then stored, never lost half-way.
@@ -65,7 +79,21 @@ impl Store {
             }
             return Err(e.into());
         }
+        if early {
+            show();
+            if let Err(e) = journal.flush() {
+                // Readers saw a batch the disk may not hold. Take its record back and reopen from
+                // what is durable: the batch is then stored or not, whole, and a request it
+                // failed finds it when retried (as after a crash).
+                let _ = journal.take_back(number, len_before);
+                self.failed.store(true, Ordering::Relaxed);
+                return Err(StoreError::Journal(e));
+            }
+        }
         stage::record("flush", flushing.elapsed());
+        if !early {
+            show();
+        }
         if journal.len() >= self.checkpoint_bytes.load(Ordering::Relaxed) {
             let checkpointing = std::time::Instant::now();
             // The batch is durable in the journal whatever happens here; a failed checkpoint
@@ -246,7 +274,20 @@ impl Store {
     /// Writes a batch in one transaction and makes it durable (the journal's fsync) before
     /// returning.
     pub fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
-        self.write_batch(batch).map_err(|e| self.noting(e))
+        self.write_batch(batch, false, &mut || {})
+            .map_err(|e| self.noting(e))
+    }
+
+    /// Commits a batch of events replicated from their rooms' homes, and runs `show` as soon as
+    /// readers see it, while its journal record is being flushed (`spec/storage.md`, "Shown
+    /// before the flush"). Returns once the batch is durable, as [`Self::commit`] does.
+    pub fn commit_shown_early(
+        &self,
+        batch: &Batch,
+        show: &mut dyn FnMut(),
+    ) -> Result<(), StoreError> {
+        self.write_batch(batch, true, show)
+            .map_err(|e| self.noting(e))
     }
 }
 

@@ -133,27 +133,39 @@ impl Journal {
     /// survives a crash. On an error the journal is cut back to what it held before if it can
     /// be; if not, the record may still be there.
     pub fn append(&mut self, body: &[u8]) -> io::Result<u64> {
+        let len_before = self.len;
+        let number = self.write(body)?;
+        if let Err(e) = self.flush() {
+            let _ = self.cut_to(len_before);
+            self.len = len_before;
+            self.next = number;
+            return Err(e);
+        }
+        Ok(number)
+    }
+
+    /// Appends `body` as the next record without flushing it ([`Self::flush`] does): a crash
+    /// of the process keeps it, one of the machine may not. On an error the journal is cut back
+    /// to what it held before if it can be; if not, the record may still be there.
+    pub fn write(&mut self, body: &[u8]) -> io::Result<u64> {
         let number = self.next;
         let mut record = Vec::with_capacity(RECORD_HEAD + body.len());
         record.extend_from_slice(&(body.len() as u32).to_le_bytes());
         record.extend_from_slice(&checksum(number, body).to_le_bytes());
         record.extend_from_slice(&number.to_le_bytes());
         record.extend_from_slice(body);
-        let written = self
-            .file
-            .write_all_at(&record, self.len)
-            .and_then(|()| self.file.sync_data());
-        match written {
-            Ok(()) => {
-                self.len += record.len() as u64;
-                self.next += 1;
-                Ok(number)
-            }
-            Err(e) => {
-                let _ = self.cut_to(self.len);
-                Err(e)
-            }
+        if let Err(e) = self.file.write_all_at(&record, self.len) {
+            let _ = self.cut_to(self.len);
+            return Err(e);
         }
+        self.len += record.len() as u64;
+        self.next += 1;
+        Ok(number)
+    }
+
+    /// Makes every record written so far durable (`fdatasync`: the bytes and the new length).
+    pub fn flush(&self) -> io::Result<()> {
+        self.file.sync_data()
     }
 
     /// Takes the last record back (its batch could not be applied): Ok once it is gone for good.

@@ -25,6 +25,20 @@ use crate::store::{Batch, Cursor, InboxEntry, Mark, NewEvent, SequencerState, Su
 /// Longest room name in bytes.
 pub const MAX_ROOM_NAME: usize = 256;
 
+/// The lowest inbox position given at `now_ms`: positions follow the clock (and are one more than
+/// the last where that is higher), so they sort by time and a restarted hearth gives none it may
+/// have shown before a crash (`spec/storage.md`, "Shown before the flush").
+pub fn clock_position(now_ms: u64) -> u64 {
+    now_ms << 10
+}
+
+/// Whether a device may hold `cursor` in an inbox whose last stored position is `head`: one the
+/// hearth gave, or one below any it can give from now on (a position a member hearth showed
+/// before a flush that then failed, and gives again to something else no more).
+pub fn cursor_in_range(cursor: u64, head: u64, now_ms: u64) -> bool {
+    cursor <= head || cursor < clock_position(now_ms)
+}
+
 /// Why a request was refused. Nothing is written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SequenceError {
@@ -233,6 +247,15 @@ impl Sequencer {
         }
     }
 
+    /// Gives no inbox position at or below these again (positions a commit that then failed
+    /// showed to devices: see [`cursor_in_range`]).
+    pub fn skip_inbox_positions(&mut self, shown: impl IntoIterator<Item = (UserId, u64)>) {
+        for (user, position) in shown {
+            let head = self.inbox_heads.entry(user).or_insert(0);
+            *head = (*head).max(position);
+        }
+    }
+
     /// Starts a new batch: forgets per-batch de-duplication (the store has it after commit).
     pub fn begin_batch(&mut self) {
         self.batch_txns.clear();
@@ -420,7 +443,7 @@ impl Sequencer {
                 cursor,
             } => {
                 let head = self.inbox_heads.get(&user).copied().unwrap_or(0);
-                if cursor > head {
+                if !cursor_in_range(cursor, head, now_ms) {
                     return Err(SequenceError::CursorOutOfRange { cursor, head });
                 }
                 batch.cursors.push(Cursor {
@@ -918,8 +941,7 @@ impl Sequencer {
                 continue;
             }
             let head = self.inbox_heads.entry(member.clone()).or_insert(0);
-            // Monotonic and time-sortable: the cursor never falls below the clock in ms << 10.
-            *head = (*head + 1).max(now_ms << 10);
+            *head = (*head + 1).max(clock_position(now_ms));
             batch.inbox.push(InboxEntry {
                 user: member.clone(),
                 position: *head,

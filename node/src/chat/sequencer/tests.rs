@@ -955,3 +955,52 @@ fn a_shut_room_loses_its_members_here_and_takes_nothing_but_leaves() {
         Err(SequenceError::RoomNotFound(_))
     ));
 }
+
+/// A commit of replicated events was shown to devices before its flush, which then failed, and
+/// the sequencer was reloaded from a store without it: the positions it showed are not given
+/// again, even within the same millisecond.
+#[test]
+fn positions_a_failed_commit_showed_are_never_given_again() {
+    let replicate = |s: &mut Sequencer, batch: &mut Batch| {
+        let (envelope, bytes) = made(&far_room(), &far_user("x"), "m", text());
+        s.apply(
+            Request::Replicate {
+                seq: 4,
+                envelope,
+                bytes,
+            },
+            7,
+            batch,
+        )
+        .unwrap();
+    };
+    let position_of_a = |batch: &Batch| {
+        batch
+            .inbox
+            .iter()
+            .find(|e| e.user == user("a"))
+            .unwrap()
+            .position
+    };
+    let mut shown = Batch::default();
+    replicate(&mut with_replica(3), &mut shown);
+    let lost = position_of_a(&shown);
+
+    let mut reloaded = with_replica(3);
+    reloaded.skip_inbox_positions([(user("a"), lost)]);
+    let mut again = Batch::default();
+    replicate(&mut reloaded, &mut again);
+    assert!(position_of_a(&again) > lost);
+}
+
+#[test]
+fn a_cursor_is_in_range_up_to_the_head_or_below_any_position_still_to_be_given() {
+    let now = 10;
+    let clock = clock_position(now);
+    assert!(cursor_in_range(5, 5, now));
+    // One a member showed before a flush that failed: the next position will be above it.
+    assert!(cursor_in_range(clock - 1, 5, now));
+    assert!(!cursor_in_range(clock, 5, now));
+    assert!(cursor_in_range(clock + 3, clock + 3, now));
+    assert!(!cursor_in_range(clock + 4, clock + 3, now));
+}
