@@ -66,6 +66,7 @@ impl Store {
         } else {
             journal.append(&record)
         };
+        let mut syncing = flushing.elapsed();
         if let Err(e) = appended {
             // The transaction is dropped unapplied. Writes stop (`unavailable`, and readiness
             // says why) until the watcher has reopened the store, which applies the journal: a
@@ -73,7 +74,10 @@ impl Store {
             self.failed.store(true, Ordering::Relaxed);
             return Err(StoreError::Journal(e));
         }
-        if let Err(e) = txn.commit() {
+        let applying = std::time::Instant::now();
+        let applied = txn.commit();
+        stage::record("apply", applying.elapsed());
+        if let Err(e) = applied {
             if journal.take_back(number, len_before).is_err() {
                 self.failed.store(true, Ordering::Relaxed);
             }
@@ -81,7 +85,10 @@ impl Store {
         }
         if early {
             show();
-            if let Err(e) = journal.flush() {
+            let flushing_early = std::time::Instant::now();
+            let flushed = journal.flush();
+            syncing += flushing_early.elapsed();
+            if let Err(e) = flushed {
                 // Readers saw a batch the disk may not hold. Take its record back and reopen from
                 // what is durable: the batch is then stored or not, whole, and a request it
                 // failed finds it when retried (as after a crash).
@@ -90,6 +97,7 @@ impl Store {
                 return Err(StoreError::Journal(e));
             }
         }
+        stage::record("sync", syncing);
         stage::record("flush", flushing.elapsed());
         if !early {
             show();
