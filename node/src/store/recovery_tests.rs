@@ -186,3 +186,65 @@ fn a_large_batch_is_flushed_to_the_database_and_small_ones_go_to_the_journal() {
     let reopened = Store::open(&crashed.path().join("db")).unwrap();
     assert_eq!(reopened.last_seq(&room()).unwrap(), 401);
 }
+
+/// A replica's batch is readable while its journal record is flushed (`spec/storage.md`, "Shown
+/// before the flush"). A power cut then (the record not on the disk yet) loses it whole; a crash
+/// of the process alone (the record in the page cache) keeps it whole.
+#[test]
+fn a_batch_shown_before_its_flush_is_lost_or_kept_whole_by_a_crash_then() {
+    let (dir, store) = scratch();
+    store.set_checkpoint_bytes(u64::MAX);
+    store.commit(&batch(1..=2)).unwrap();
+    let journal = journal_path(&dir.path().join("db"));
+    let flushed_len = std::fs::metadata(&journal).unwrap().len();
+    let user = UserId::parse("@a:localhost").unwrap();
+    let mut crashes = None;
+    store
+        .commit_shown_early(&batch(3..=4), &mut || {
+            let shown: Vec<u64> = store
+                .inbox_after(&user, 2, 10)
+                .unwrap()
+                .iter()
+                .map(|(position, _)| *position)
+                .collect();
+            assert_eq!(shown, [3, 4], "readable before the flush");
+            let power_cut = crash_copy(dir.path(), true);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(journal_path(&power_cut.path().join("db")))
+                .unwrap()
+                .set_len(flushed_len)
+                .unwrap();
+            crashes = Some((power_cut, crash_copy(dir.path(), true)));
+        })
+        .unwrap();
+    let (power_cut, process_crash) = crashes.expect("shown");
+    let reopened = Store::open(&power_cut.path().join("db")).unwrap();
+    assert_eq!(reopened.last_seq(&room()).unwrap(), 2);
+    assert!(reopened.inbox_after(&user, 2, 10).unwrap().is_empty());
+    let reopened = Store::open(&process_crash.path().join("db")).unwrap();
+    assert_eq!(reopened.last_seq(&room()).unwrap(), 4);
+    // And the store that showed it holds it durably once the commit returned.
+    let after = crash_copy(dir.path(), true);
+    assert_eq!(
+        Store::open(&after.path().join("db"))
+            .unwrap()
+            .last_seq(&room())
+            .unwrap(),
+        4
+    );
+}
+
+/// A commit that fails is never shown.
+#[test]
+fn a_failed_commit_is_not_shown() {
+    let (_dir, store) = scratch();
+    store.fail_commits(1);
+    let mut shown = false;
+    assert!(
+        store
+            .commit_shown_early(&batch(1..=1), &mut || shown = true)
+            .is_err()
+    );
+    assert!(!shown);
+}
