@@ -429,6 +429,32 @@ async fn cursor_past_the_inbox_end_is_refused() {
     );
 }
 
+/// A position past the inbox's end that the hearth can no longer give (below the clock's) is a
+/// cursor a device may hold: one a member hearth showed before a flush that failed
+/// (`spec/storage.md`, "Shown before the flush"). It is taken, and what comes next is after it.
+#[tokio::test]
+async fn a_cursor_past_the_inbox_end_but_below_the_clock_is_taken() {
+    let mut s = setup().await;
+    let head = s.alice.sync(Some(0), 500).await.unwrap().next_cursor;
+    let past = head + 1;
+    // Positions are at least the time in ms × 1024: wait until `past` is below that.
+    while hearth_tests::now_ms() << 10 <= past {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let page = s.alice.sync(Some(past), 10).await.unwrap();
+    assert!(page.items.is_empty());
+    assert_eq!(page.next_cursor, past);
+    let (_tx, mut rx) = s.alice.connect(Some(past)).await.unwrap().split();
+    assert!(matches!(
+        next_frame(&mut rx, WAIT).await.unwrap(),
+        ServerFrame::Synced { cursor } if cursor == past
+    ));
+    s.alice.send(&s.room, &new_txn_id(), b"next").await.unwrap();
+    let page = s.alice.sync(Some(past), 10).await.unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert!(page.items[0].cursor > past);
+}
+
 #[tokio::test]
 async fn websocket_without_valid_token_is_refused_with_json() {
     let s = setup().await;
