@@ -104,12 +104,12 @@ impl FlushLog {
     /// that holding again right after cannot catch them still waiting).
     pub fn release_flushes(&self) {
         std::fs::remove_file(self.hold()).expect("remove the hold trigger");
+        let Some(matching) = &self.fail_match else {
+            return;
+        };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
             let events = self.events();
-            let Some(matching) = &self.fail_match else {
-                return;
-            };
             if !held_at(&events, events.len(), matching) {
                 return;
             }
