@@ -824,3 +824,38 @@ async fn a_message_refused_by_a_remote_home_for_its_epoch_is_sent_again() {
     );
     assert_eq!(alice.mls().epoch(&room), bob.mls().epoch(&room));
 }
+
+/// The device state's rewrite (when its journal outgrows the snapshot) is made once a sent
+/// message has left, not in the save before it: after every `send_text` the journal is back
+/// within its limit, the rewrite happened along the way, and bob reads every message.
+#[tokio::test]
+async fn a_send_rewrites_a_grown_device_state_after_the_message_has_left() {
+    use hearth_client::e2ee::JOURNAL_SLACK;
+    let hearth = TestHearth::start().await;
+    let states = tempfile::tempdir().unwrap();
+    let alice_dir = states.path().join("a");
+    let mut alice = secure(hearth.user("alice").await, &alice_dir).await;
+    let mut bob = secure(hearth.user("bob").await, &states.path().join("b")).await;
+    let bob_id = bob.client().user_id().unwrap().clone();
+    let dm = encrypted_dm(&mut alice, &bob_id).await;
+    let size = |file: &str| std::fs::metadata(alice_dir.join(file)).unwrap().len() as usize;
+    let first_snapshot = std::fs::read(alice_dir.join("mls-state.bin")).unwrap();
+    let mut sent = Vec::new();
+    let mut rewritten = false;
+    for i in 0..200 {
+        let text = format!("message {i}");
+        alice.send_text(&dm, &text).await.unwrap();
+        sent.push(text);
+        let (snapshot, journal) = (size("mls-state.bin"), size("mls-journal.bin"));
+        assert!(
+            journal <= snapshot + JOURNAL_SLACK,
+            "after send {i}: a journal of {journal} B over a snapshot of {snapshot} B"
+        );
+        rewritten |= std::fs::read(alice_dir.join("mls-state.bin")).unwrap() != first_snapshot;
+        if rewritten && i >= 50 {
+            break;
+        }
+    }
+    assert!(rewritten, "the state was never written whole");
+    assert_eq!(texts(&bob.sync().await.unwrap()), sent);
+}

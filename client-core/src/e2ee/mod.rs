@@ -290,10 +290,12 @@ impl Mls {
 
     /// Makes every change so far durable. Call it before telling the hearth what the device has
     /// (acknowledging its cursor): receiving, [`Self::kept`] and [`Self::set_cursor`] do not
-    /// wait for the disk.
+    /// wait for the disk. It is also where the state is written whole once its journal has
+    /// outgrown it, which no save on a message's path waits for: call it after a message has
+    /// left too (the SDK's sends do).
     pub fn flush(&mut self) -> Result<(), E2eeError> {
         match self.storage.as_mut() {
-            Some(writer) => writer.flush(),
+            Some(writer) => writer.compact(&self.saved, &self.provider.stored()),
             None => Ok(()),
         }
     }

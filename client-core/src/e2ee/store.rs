@@ -1,8 +1,12 @@
 //! The device's state on its storage: a snapshot of every row (`rows.rs`) and a journal of the
 //! rows each save changed since. A save appends one frame (the changed rows) and flushes it, so
 //! a message costs the rows it touched; when the journal outgrows the snapshot, the state is
-//! written whole again and the journal emptied. A ratchet step used to encrypt is saved before
-//! the message leaves the device, so a restart never reuses a key.
+//! written whole again and the journal emptied. That rewrite (fsyncs of a new file, a rename and
+//! the folder) waits for a moment off a message's path: a save past the journal's limit still
+//! appends and marks the rewrite due, and [`StateWriter::compact`] makes it (after a message has
+//! left, or at the flush before an acknowledgement); only a journal at twice its limit is
+//! rewritten in the save itself. A ratchet step used to encrypt is saved before the message
+//! leaves the device, so a restart never reuses a key.
 //!
 //! Encoding (versions, frames, decoding old formats) is here and does no I/O; where the bytes
 //! live is a [`StateStorage`]: files with fsync natively (`hearth_client::StateFile`), IndexedDB
@@ -170,6 +174,8 @@ pub struct StateWriter {
     stale_keys: bool,
     /// Frames appended since the last flush.
     unflushed: bool,
+    /// The journal has passed its limit: [`Self::compact`] writes the state whole.
+    compact_due: bool,
 }
 
 /// What a device's storage held.
@@ -191,6 +197,7 @@ impl StateWriter {
             whole_next: true,
             stale_keys: false,
             unflushed: false,
+            compact_due: false,
         };
         let loaded = writer.load()?;
         Ok((writer, loaded))
@@ -304,7 +311,9 @@ impl StateWriter {
             puts,
             deletes,
         })?;
-        if self.journal_len + bytes.len() > self.storage.journal_limit(self.snapshot_len) {
+        let limit = self.storage.journal_limit(self.snapshot_len);
+        let journal_len = self.journal_len + bytes.len();
+        if journal_len > 2 * limit {
             return self.save_whole(saved, mls);
         }
         // Until this append is known whole, nothing more is appended after it.
@@ -315,8 +324,19 @@ impl StateWriter {
         }
         self.unflushed = !flush;
         self.whole_next = false;
-        self.journal_len += bytes.len();
+        self.journal_len = journal_len;
+        self.compact_due = journal_len > limit;
         Ok(())
+    }
+
+    /// Writes the state whole and empties the journal if the journal has outgrown its limit,
+    /// else flushes: every save so far is durable when it returns.
+    pub fn compact(&mut self, saved: &Saved, mls: &MlsEntries) -> Result<(), E2eeError> {
+        if self.compact_due {
+            self.save_whole(saved, mls)
+        } else {
+            self.flush()
+        }
     }
 
     /// Whether this storage takes journal frames (else every save writes the state whole).
@@ -332,6 +352,7 @@ impl StateWriter {
         self.storage.replace(Record::State, &bytes)?;
         // The snapshot holds what unflushed frames held.
         self.unflushed = false;
+        self.compact_due = false;
         self.generation = generation;
         self.snapshot_len = bytes.len();
         // The frames left in the journal belong to an older generation: skipped if it is not

@@ -563,13 +563,63 @@ fn the_state_is_written_whole_when_the_journal_outgrows_it() {
     }
     let (snapshot, _) = alice.saved_sizes().unwrap();
     assert!(dir.writes(Record::State) > snapshots, "never written whole");
+    // Never flushed, so written whole by the save that would take the journal past twice its
+    // limit.
     assert!(
-        longest <= snapshot + JOURNAL_SLACK + 4096,
+        longest <= 2 * (snapshot + JOURNAL_SLACK) + 4096,
         "journal {longest} B"
     );
     drop(alice);
     let alice = device(&dir, "alice", "A1");
     assert_eq!(alice.saved.sent.len(), 2000);
+}
+
+#[test]
+fn a_save_past_the_journal_limit_appends_and_the_next_flush_writes_the_state_whole() {
+    let dir = Disk::default();
+    let mut alice = device(&dir, "alice", "A1");
+    let room = RoomId::parse("!r:localhost").unwrap();
+    alice.create_group(&room).unwrap();
+    let (snapshot, _) = alice.saved_sizes().unwrap();
+    let mut sent = 0;
+    // Encrypt (a flushed save) until the journal has passed its limit: no encrypt rewrote the
+    // state, whose rewrite is not on a message's path.
+    while dir.get(Record::Journal).len() <= snapshot + JOURNAL_SLACK {
+        let snapshots = dir.writes(Record::State);
+        alice
+            .encrypt(&room, &format!("t{sent}"), &text("x"))
+            .unwrap();
+        sent += 1;
+        assert_eq!(
+            dir.writes(Record::State),
+            snapshots,
+            "encrypt {sent} rewrote the state"
+        );
+        assert!(sent < 5000, "the journal never passed its limit");
+    }
+    // Past it, what the journal holds is durable and readable as before.
+    assert_eq!(dir.flushed(), dir.get(Record::Journal).len());
+    drop(alice);
+    let mut alice = device(&dir, "alice", "A1");
+    assert_eq!(alice.saved.sent.len(), sent);
+    // Reopening wrote the state whole; grow the journal past its limit again, then flush (after
+    // the message has left, or before an acknowledgement): that rewrites the state.
+    let (snapshot, _) = alice.saved_sizes().unwrap();
+    while dir.get(Record::Journal).len() <= snapshot + JOURNAL_SLACK {
+        alice
+            .encrypt(&room, &format!("t{sent}"), &text("x"))
+            .unwrap();
+        sent += 1;
+    }
+    let snapshots = dir.writes(Record::State);
+    alice.flush().unwrap();
+    assert_eq!(dir.writes(Record::State), snapshots + 1);
+    assert!(dir.get(Record::Journal).is_empty());
+    // A flush with nothing due writes nothing whole.
+    alice.flush().unwrap();
+    assert_eq!(dir.writes(Record::State), snapshots + 1);
+    drop(alice);
+    assert_eq!(device(&dir, "alice", "A1").saved.sent.len(), sent);
 }
 
 #[test]

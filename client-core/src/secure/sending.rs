@@ -65,6 +65,11 @@ impl<H: Hearth> SecureSession<H> {
                         let waiting = self.cannot_read(room);
                         self.mls.owe(txn_id.as_str(), waiting)?;
                     }
+                    // The message has left: the state's rewrite, when due, waits no longer.
+                    // A failure is the next flush's to report; the message went.
+                    if let Err(e) = self.mls.flush() {
+                        tracing::warn!(error = %e, "cannot write the device state whole yet");
+                    }
                     return Ok(sent);
                 }
             }
