@@ -497,22 +497,21 @@ async fn named_pairs_of_users(
 
 /// The hearth's stages of a message's way (`hearth_client_api::stage`), in order, with the
 /// report names of their p50 and p99.
-const STAGES: [(&str, &str, &str); 11] = [
+const STAGES: [(&str, &str, &str); 10] = [
     ("receive", "receive p50", "receive p99"),
     ("checks", "checks p50", "checks p99"),
     ("queue", "queue p50", "queue p99"),
     ("decide", "decide p50", "decide p99"),
     ("write", "write p50", "write p99"),
     ("flush", "flush p50", "flush p99"),
-    ("rows", "rows p50", "rows p99"),
     ("sync", "sync p50", "sync p99"),
     ("apply", "apply p50", "apply p99"),
     ("wake", "wake p50", "wake p99"),
     ("deliver", "deliver p50", "deliver p99"),
 ];
 
-/// Stages inside `flush`, left out of the sum (`rows` runs while `sync` waits for the disk).
-const PARTS_OF_FLUSH: [&str; 3] = ["rows", "sync", "apply"];
+/// Stages inside `flush`, left out of the sum.
+const PARTS_OF_FLUSH: [&str; 2] = ["sync", "apply"];
 
 async fn latency(
     hearth: &Hearth,

@@ -4,10 +4,9 @@
 //!
 //! Stages: `receive` (a send frame read until its handler runs: parsing it), `checks` (membership and limits,
 //! until queued for the committer), `queue` (waiting for the committer), `decide` (sequencing a
-//! group commit), `write` (the batch encoded, its transaction begun), `flush` (the batch appended
-//! to the commit journal and `fdatasync`, then redb's commit without a flush of its own; of it,
-//! `rows` is the rows written while the `fdatasync` runs on the journal's flushing thread, `sync`
-//! the journal's write until its `fdatasync` returned, and `apply` redb's commit), `checkpoint` (not on every
+//! group commit), `write` (its rows written), `flush` (the batch appended to the commit journal
+//! and `fdatasync`, then redb's commit without a flush of its own; of it, `sync` is the journal's
+//! write and `fdatasync` and `apply` redb's commit), `checkpoint` (not on every
 //! message's way: after 4 MiB of journal, redb's flushed commit of the pages so far), `wake` (announced until a recipient's session wakes), `deliver` (woken until
 //! the frames are written to the socket). The federation legs of a cross-hearth event are
 //! `hearth_federation`'s stages under the same name (`fed_read`, `fed_round`, `fed_check`,

@@ -197,8 +197,8 @@ async fn a_failed_flush_is_never_acknowledged_and_the_retry_makes_one_event() {
     assert!(
         events
             .iter()
-            .any(|e| matches!(e, Event::FlushFailed(_, p) if p.contains("hearth.redb"))),
-        "the injected failure (of the database's file or its journal) is in the log"
+            .any(|e| matches!(e, Event::FlushFailed(_, p) if p.ends_with("hearth.redb"))),
+        "the injected failure is in the log"
     );
 
     // The client tries again (the hearth may say unavailable while it reopens the database).

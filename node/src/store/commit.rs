@@ -56,62 +56,48 @@ impl Store {
         }
         txn.set_durability(redb::Durability::None)?;
         let number = journal.next();
-        let len_before = journal.len();
+        self.write_rows(&txn, batch)?;
+        txn.open_table(META)?.insert(JOURNAL_APPLIED, number)?;
         let flushing = std::time::Instant::now();
         stage::record("write", flushing - writing);
-        if let Err(e) = journal.write(&record) {
+        let len_before = journal.len();
+        let appended = if early {
+            journal.write(&record)
+        } else {
+            journal.append(&record)
+        };
+        let mut syncing = flushing.elapsed();
+        if let Err(e) = appended {
             // The transaction is dropped unapplied. Writes stop (`unavailable`, and readiness
             // says why) until the watcher has reopened the store, which applies the journal: a
             // record that could not be cut off again is then stored, never lost half-way.
             self.failed.store(true, Ordering::Relaxed);
             return Err(StoreError::Journal(e));
         }
-        // The record's fdatasync runs on the flushing thread while the rows are written here.
-        let pending = journal.start_flush();
-        let rows = std::time::Instant::now();
-        let written = self.write_rows(&txn, batch).and_then(|()| {
-            txn.open_table(META)?.insert(JOURNAL_APPLIED, number)?;
-            Ok(())
-        });
-        stage::record("rows", rows.elapsed());
-        let wait = |pending: super::flusher::PendingFlush| {
-            let flushed = pending.wait();
-            stage::record("sync", flushing.elapsed());
-            flushed
-        };
-        let apply = |txn: redb::WriteTransaction| {
-            let applying = std::time::Instant::now();
-            let applied = txn.commit();
-            stage::record("apply", applying.elapsed());
-            applied.map_err(StoreError::from)
-        };
-        let (flushed, applied) = if early {
-            // Shown first (see `spec/storage.md`), durable after.
-            let applied = written.and_then(|()| apply(txn));
-            if applied.is_ok() {
-                show();
-            }
-            (wait(pending), applied)
-        } else {
-            let flushed = wait(pending);
-            let applied = match (&flushed, written) {
-                (Ok(()), Ok(())) => apply(txn),
-                (_, written) => written,
-            };
-            (flushed, applied)
-        };
-        if let Err(e) = flushed {
-            // The record may or may not be on the disk (a failed fdatasync may drop the pages it
-            // could not write), and readers of a batch shown early saw it. Take it back and
-            // reopen from what is durable: the batch is then stored or not, whole, and a request
-            // it failed finds it when retried (as after a crash).
-            let _ = journal.take_back(number, len_before);
-            self.failed.store(true, Ordering::Relaxed);
-            return Err(StoreError::Journal(e));
-        }
+        let applying = std::time::Instant::now();
+        let applied = txn.commit();
+        stage::record("apply", applying.elapsed());
         if let Err(e) = applied {
-            return Err(self.take_back(&mut journal, number, len_before, e));
+            if journal.take_back(number, len_before).is_err() {
+                self.failed.store(true, Ordering::Relaxed);
+            }
+            return Err(e.into());
         }
+        if early {
+            show();
+            let flushing_early = std::time::Instant::now();
+            let flushed = journal.flush();
+            syncing += flushing_early.elapsed();
+            if let Err(e) = flushed {
+                // Readers saw a batch the disk may not hold. Take its record back and reopen from
+                // what is durable: the batch is then stored or not, whole, and a request it
+                // failed finds it when retried (as after a crash).
+                let _ = journal.take_back(number, len_before);
+                self.failed.store(true, Ordering::Relaxed);
+                return Err(StoreError::Journal(e));
+            }
+        }
+        stage::record("sync", syncing);
         stage::record("flush", flushing.elapsed());
         if !early {
             show();
@@ -127,21 +113,6 @@ impl Store {
             stage::record("checkpoint", checkpointing.elapsed());
         }
         Ok(())
-    }
-
-    /// Takes back the journal's last record, whose batch could not be applied, and returns the
-    /// reason; if the record cannot be cut off, writes stop until the store is reopened from it.
-    fn take_back(
-        &self,
-        journal: &mut Journal,
-        number: u64,
-        len_before: u64,
-        reason: StoreError,
-    ) -> StoreError {
-        if journal.take_back(number, len_before).is_err() {
-            self.failed.store(true, Ordering::Relaxed);
-        }
-        reason
     }
 
     /// Makes everything applied durable in the database itself, then empties the journal.

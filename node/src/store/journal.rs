@@ -12,9 +12,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::Arc;
-
-use super::flusher::{Flusher, PendingFlush};
 
 /// The first bytes of a journal: names the format of its records (a [`super::Batch`] in
 /// postcard), so a binary that cannot read them refuses instead of guessing.
@@ -53,8 +50,7 @@ pub enum JournalError {
 /// The open journal: whole records from the start, appended at the end.
 #[derive(Debug)]
 pub struct Journal {
-    file: Arc<File>,
-    flusher: Flusher,
+    file: File,
     /// Bytes of the header and the whole records.
     len: u64,
     /// The number the next record gets.
@@ -91,8 +87,7 @@ impl Journal {
                 crate::ops::data_dir::sync_parent(path).map_err(failed)?;
             }
             let journal = Journal {
-                file: Arc::new(file),
-                flusher: Flusher::start(),
+                file,
                 len: HEADER,
                 next: 1,
             };
@@ -116,13 +111,7 @@ impl Journal {
             file.sync_data().map_err(failed)?;
         }
         let next = records.last().map_or(1, |r| r.number + 1);
-        let journal = Journal {
-            file: Arc::new(file),
-            flusher: Flusher::start(),
-            len,
-            next,
-        };
-        Ok((journal, records))
+        Ok((Journal { file, len, next }, records))
     }
 
     /// Bytes of the header and the records.
@@ -143,11 +132,10 @@ impl Journal {
     /// Appends `body` as the next record and flushes it: once this returns Ok, the record
     /// survives a crash. On an error the journal is cut back to what it held before if it can
     /// be; if not, the record may still be there.
-    #[cfg(test)]
     pub fn append(&mut self, body: &[u8]) -> io::Result<u64> {
         let len_before = self.len;
         let number = self.write(body)?;
-        if let Err(e) = self.start_flush().wait() {
+        if let Err(e) = self.flush() {
             let _ = self.cut_to(len_before);
             self.len = len_before;
             self.next = number;
@@ -156,7 +144,7 @@ impl Journal {
         Ok(number)
     }
 
-    /// Appends `body` as the next record without flushing it ([`Self::start_flush`] does): a crash
+    /// Appends `body` as the next record without flushing it ([`Self::flush`] does): a crash
     /// of the process keeps it, one of the machine may not. On an error the journal is cut back
     /// to what it held before if it can be; if not, the record may still be there.
     pub fn write(&mut self, body: &[u8]) -> io::Result<u64> {
@@ -175,11 +163,9 @@ impl Journal {
         Ok(number)
     }
 
-    /// Starts making every record written so far durable (`fdatasync`: the bytes and the new
-    /// length) on the journal's flushing thread, while the caller goes on: they are durable
-    /// once the returned flush's `wait` is Ok.
-    pub fn start_flush(&self) -> PendingFlush {
-        self.flusher.start_flush(&self.file)
+    /// Makes every record written so far durable (`fdatasync`: the bytes and the new length).
+    pub fn flush(&self) -> io::Result<()> {
+        self.file.sync_data()
     }
 
     /// Takes the last record back (its batch could not be applied): Ok once it is gone for good.

@@ -18,7 +18,6 @@ pub use admin::TokenRegistration;
 pub use media::MediaCharge;
 mod commit;
 mod erasure;
-mod flusher;
 mod health;
 mod inbox;
 mod journal;
