@@ -263,11 +263,14 @@ async fn phase(
     let per_pair = (rate * seconds) as usize / chats.len();
     let interval = Duration::from_nanos(1_000_000_000 * chats.len() as u64 / rate);
     let mut tasks = Vec::new();
-    for (a, b, room) in std::mem::take(chats) {
+    let pairs = chats.len() as u32;
+    for (i, (a, b, room)) in std::mem::take(chats).into_iter().enumerate() {
+        // Spread over the interval: `rate` messages a second, evenly, not `pairs` at once.
+        let offset = interval * i as u32 / pairs;
         let samples = samples.clone();
         let stop = stop.clone();
         tasks.push(tokio::spawn(pair(
-            a, b, room, per_pair, interval, encrypted, samples, stop,
+            a, b, room, per_pair, interval, offset, encrypted, samples, stop,
         )));
     }
     for task in tasks {
@@ -290,11 +293,15 @@ async fn pair(
     room: RoomId,
     count: usize,
     interval: Duration,
+    offset: Duration,
     encrypted: bool,
     samples: Arc<Samples>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<(SecureClient, SecureClient, RoomId)> {
+    // As an app does after a sync: its flush before it acknowledges, where a due rewrite of the
+    // device state is made (not in the next message's path).
     b.sync().await?;
+    on_own_thread(|| b.mls_mut().flush())?;
     let since = b.mls().cursor();
     let (_b_tx, mut b_rx) = b.client().connect(Some(since)).await?.split();
     let (mut a_tx, a_rx) = synced(a.client()).await?;
@@ -347,7 +354,7 @@ async fn pair(
         }
         anyhow::Ok(b)
     });
-    let mut tick = tokio::time::interval(interval);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, interval);
     for _ in 0..count {
         tick.tick().await;
         let txn = new_txn_id();
@@ -370,6 +377,7 @@ async fn pair(
     let b = reader.await.context("reader")??;
     drain.abort();
     a.sync().await?;
+    on_own_thread(|| a.mls_mut().flush())?;
     Ok((a, b, room))
 }
 
