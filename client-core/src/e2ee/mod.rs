@@ -39,6 +39,9 @@ use saved::{
 pub use store::{JOURNAL_SLACK, MaybeSend, Record, StateStorage};
 use store::{Loaded, StateWriter};
 
+/// A save of [`StateWriter`]'s: the state, and what openmls stored.
+type WriterStep = fn(&mut StateWriter, &Saved, &rows::MlsEntries) -> Result<(), E2eeError>;
+
 /// The one ciphersuite Hearth uses.
 pub const CIPHERSUITE: Ciphersuite =
     Ciphersuite::MLS_128_DHKEMX25519_CHACHA20POLY1305_SHA256_Ed25519;
@@ -269,11 +272,17 @@ impl Mls {
         Ok(this)
     }
 
-    fn save(&mut self) -> Result<(), E2eeError> {
+    /// Runs `step` of the device's state writer on the state as it is now; a device kept in
+    /// memory has nothing to write.
+    fn write_state(&mut self, step: WriterStep) -> Result<(), E2eeError> {
         match self.storage.as_mut() {
-            Some(writer) => writer.save(&self.saved, &self.provider.stored()),
+            Some(writer) => step(writer, &self.saved, &self.provider.stored()),
             None => Ok(()),
         }
+    }
+
+    fn save(&mut self) -> Result<(), E2eeError> {
+        self.write_state(StateWriter::save)
     }
 
     /// Saves a change only this device sees (an event received, messages kept, the cursor)
@@ -282,10 +291,7 @@ impl Mls {
     /// cursor only after [`Self::flush`]. Every flushed save (all that precede sending) flushes
     /// these too.
     fn save_unflushed(&mut self) -> Result<(), E2eeError> {
-        match self.storage.as_mut() {
-            Some(writer) => writer.save_unflushed(&self.saved, &self.provider.stored()),
-            None => Ok(()),
-        }
+        self.write_state(StateWriter::save_unflushed)
     }
 
     /// Makes every change so far durable. Call it before telling the hearth what the device has
@@ -294,10 +300,7 @@ impl Mls {
     /// outgrown it, which no save on a message's path waits for: call it after a message has
     /// left too (the SDK's sends do).
     pub fn flush(&mut self) -> Result<(), E2eeError> {
-        match self.storage.as_mut() {
-            Some(writer) => writer.compact(&self.saved, &self.provider.stored()),
-            None => Ok(()),
-        }
+        self.write_state(StateWriter::compact)
     }
 
     /// Bytes of the saved state's snapshot and of its journal; `None` for a device in memory.
