@@ -479,6 +479,62 @@ async fn chat_ends_with_its_input_and_marks_what_it_showed_read() {
     }
 }
 
+/// A script that pipes many lines into `chat` sends them all, once each, prints no error and
+/// sends no typing frame (nobody types into a pipe; before, every line's "stopped typing" frame
+/// spent the device's request budget, which made the script's sends wait it out, or was refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_piping_many_lines_into_chat_gets_no_errors_and_sends_no_typing() {
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], hearth_tests::free_port()));
+    let metrics_listen = metrics.to_string();
+    let Pair {
+        dir: _dir,
+        hearth,
+        a,
+        b,
+    } = two_profiles(&[("HEARTH_METRICS__LISTEN", &metrics_listen)]).await;
+    assert!(chat(&a, &["dm", "@bob:localhost"], None).await.ok);
+    let lines: Vec<String> = (0..80).map(|i| format!("scripted {i}")).collect();
+    let out = chat(
+        &a,
+        &["chat", "@bob:localhost"],
+        Some(&(lines.join("\n") + "\n")),
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    let printed = format!("{}{}", out.stdout, out.stderr);
+    assert!(!printed.contains("error"), "{printed}");
+    let history = chat(&b, &["history", "@alice:localhost", "--limit", "100"], None).await;
+    let got: Vec<&str> = history
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once("@alice:localhost: ").map(|(_, text)| text))
+        .filter(|text| text.starts_with("scripted "))
+        .collect();
+    assert_eq!(got, lines, "{}", history.stdout);
+    let typing_signals = || hearth_tests::metric_at(metrics, "hearth_typing_signals_total");
+    assert_eq!(typing_signals().await.unwrap_or(0), 0);
+
+    // The count is read where it is kept: one typing frame from bob's own device shows in it.
+    let mut bob = hearth_client::Client::new(&hearth.url);
+    bob.login("bob", "a long password", None).await.unwrap();
+    let room = bob.rooms().await.unwrap()[0].room_id.clone();
+    let (mut tx, _rx) = bob.connect(None).await.unwrap().split();
+    tx.frame(&hearth_spec::client::ClientFrame::Typing {
+        room_id: room,
+        typing: true,
+    })
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while typing_signals().await != Some(1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the typing frame was never counted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// `hearth-chat push add|list|remove` registers this device's push endpoint with the hearth,
 /// which then notifies it while the device is offline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
