@@ -26,7 +26,8 @@ pub enum Input {
 const TYPING_RENEW: Duration = Duration::from_secs(3);
 
 /// Turns edits of the line into typing indicators: one when the line stops being empty, again
-/// every [`TYPING_RENEW`] while it changes, and a stop when it is emptied.
+/// every [`TYPING_RENEW`] while it changes, and a stop when it is emptied or sent. Lines from a
+/// pipe say nothing about typing.
 #[derive(Helper, Completer, Highlighter, Validator)]
 struct Typist {
     input: mpsc::Sender<Input>,
@@ -37,9 +38,12 @@ struct Typist {
 }
 
 impl Typist {
-    fn reset(&self) {
-        *self.said.lock().expect("typist lock") = (false, None);
+    /// The line was submitted: it is empty again. Returns whether typing had been said to be on
+    /// (the submitted line then ends it).
+    fn reset(&self) -> bool {
+        let (typing, _) = std::mem::take(&mut *self.said.lock().expect("typist lock"));
         self.line.lock().expect("line lock").clear();
+        typing
     }
 }
 
@@ -145,10 +149,12 @@ pub fn start() -> (mpsc::Receiver<Input>, Screen) {
         }));
         // Ctrl-C and Ctrl-D end the chat as the end of a pipe does.
         while let Ok(line) = editor.readline(PROMPT) {
-            if let Some(typist) = editor.helper() {
-                typist.reset();
-            }
+            let was_typing = editor.helper().is_some_and(Typist::reset);
             if input.blocking_send(Input::Line(line)).is_err() {
+                break;
+            }
+            // After the line, so the others see the message before the typing stops.
+            if was_typing && input.blocking_send(Input::Typing(false)).is_err() {
                 break;
             }
         }

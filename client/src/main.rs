@@ -944,9 +944,6 @@ async fn follow(
         None => (tokio::sync::mpsc::channel(1).1, chat_input::Screen::plain()),
     };
     let mut typing_open = room.is_some();
-    // Whether the room was last told this user is typing: a line sent then ends it. Lines from
-    // a pipe never start it, so a script sends no typing frames at all.
-    let mut typing_said = false;
     // Whether the stream has caught up with what was waiting, and whether input has ended.
     let (mut synced, mut input_ended) = (false, false);
     // Keeps this user online for their contacts while following.
@@ -1035,14 +1032,10 @@ async fn follow(
                 match (line, &room) {
                     (Some(chat_input::Input::Typing(typing)), Some(room)) => {
                         tx.frame(&ClientFrame::Typing { room_id: room.room_id.clone(), typing }).await?;
-                        typing_said = typing;
                     }
                     (Some(chat_input::Input::Line(text)), Some(room)) if !text.trim().is_empty() => {
                         if let Err(e) = secure.send_text(&room.room_id, &text).await {
                             screen.note(format!("error: {e}"));
-                        }
-                        if std::mem::take(&mut typing_said) {
-                            tx.frame(&ClientFrame::Typing { room_id: room.room_id.clone(), typing: false }).await?;
                         }
                     }
                     (Some(_), _) => {}
