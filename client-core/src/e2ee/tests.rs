@@ -574,29 +574,33 @@ fn the_state_is_written_whole_when_the_journal_outgrows_it() {
     assert_eq!(alice.saved.sent.len(), 2000);
 }
 
+/// Encrypts (a flushed save each) until `alice`'s journal has passed its limit, checking that no
+/// encrypt rewrote the state, whose rewrite is not on a message's path; `sent` counts them.
+fn encrypt_past_the_journal_limit(alice: &mut Mls, dir: &Disk, room: &RoomId, sent: &mut usize) {
+    let (snapshot, _) = alice.saved_sizes().unwrap();
+    while dir.get(Record::Journal).len() <= snapshot + JOURNAL_SLACK {
+        let snapshots = dir.writes(Record::State);
+        alice
+            .encrypt(room, &format!("t{sent}"), &text("x"))
+            .unwrap();
+        *sent += 1;
+        assert_eq!(
+            dir.writes(Record::State),
+            snapshots,
+            "encrypt {sent} rewrote the state"
+        );
+        assert!(*sent < 5000, "the journal never passed its limit");
+    }
+}
+
 #[test]
 fn a_save_past_the_journal_limit_appends_and_the_next_flush_writes_the_state_whole() {
     let dir = Disk::default();
     let mut alice = device(&dir, "alice", "A1");
     let room = RoomId::parse("!r:localhost").unwrap();
     alice.create_group(&room).unwrap();
-    let (snapshot, _) = alice.saved_sizes().unwrap();
     let mut sent = 0;
-    // Encrypt (a flushed save) until the journal has passed its limit: no encrypt rewrote the
-    // state, whose rewrite is not on a message's path.
-    while dir.get(Record::Journal).len() <= snapshot + JOURNAL_SLACK {
-        let snapshots = dir.writes(Record::State);
-        alice
-            .encrypt(&room, &format!("t{sent}"), &text("x"))
-            .unwrap();
-        sent += 1;
-        assert_eq!(
-            dir.writes(Record::State),
-            snapshots,
-            "encrypt {sent} rewrote the state"
-        );
-        assert!(sent < 5000, "the journal never passed its limit");
-    }
+    encrypt_past_the_journal_limit(&mut alice, &dir, &room, &mut sent);
     // Past it, what the journal holds is durable and readable as before.
     assert_eq!(dir.flushed(), dir.get(Record::Journal).len());
     drop(alice);
@@ -604,13 +608,7 @@ fn a_save_past_the_journal_limit_appends_and_the_next_flush_writes_the_state_who
     assert_eq!(alice.saved.sent.len(), sent);
     // Reopening wrote the state whole; grow the journal past its limit again, then flush (after
     // the message has left, or before an acknowledgement): that rewrites the state.
-    let (snapshot, _) = alice.saved_sizes().unwrap();
-    while dir.get(Record::Journal).len() <= snapshot + JOURNAL_SLACK {
-        alice
-            .encrypt(&room, &format!("t{sent}"), &text("x"))
-            .unwrap();
-        sent += 1;
-    }
+    encrypt_past_the_journal_limit(&mut alice, &dir, &room, &mut sent);
     let snapshots = dir.writes(Record::State);
     alice.flush().unwrap();
     assert_eq!(dir.writes(Record::State), snapshots + 1);
