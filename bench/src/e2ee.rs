@@ -29,11 +29,16 @@ fn room() -> RoomId {
     RoomId::parse("!bench:bench.local").expect("valid room id")
 }
 
-/// An event as the home would sequence it.
+/// An event of the bench's room as the home would sequence it.
 fn event(seq: u64, from: &Mls, content: Content) -> EventView {
+    event_in(&room(), seq, from, content)
+}
+
+/// An event of `room` as the home would sequence it.
+fn event_in(room: &RoomId, seq: u64, from: &Mls, content: Content) -> EventView {
     let (sender, sender_device) = from.identity();
     EventView {
-        room_id: room(),
+        room_id: room.clone(),
         seq,
         event_id: EventId::of_bytes(&seq.to_be_bytes()),
         sender: sender.clone(),
@@ -66,23 +71,97 @@ fn package(joiner: &mut Mls, adder: &Mls) -> anyhow::Result<openmls::prelude::Ke
         .remove(0))
 }
 
+/// Messages each of the other rooms has read before the timed loop of the third figure.
+const HISTORY_PER_ROOM: u64 = 1_000;
+
 /// Two devices in one group: one encrypts `messages` messages, the other decrypts them, on this
 /// thread. Once with state in memory (the MLS work alone), once saved to disk after every
-/// operation as the SDK does (the receiver also confirming each message kept, as an app does).
-pub fn crypto(messages: usize) -> anyhow::Result<Report> {
-    let in_memory = crypto_once(messages, None)?;
+/// operation as the SDK does (the receiver also confirming each message kept, as an app does,
+/// and the sender taking its echo and confirming that), and once more so after both have read
+/// [`HISTORY_PER_ROOM`] messages in each of `rooms` other rooms (a save must not cost more for
+/// a device with history).
+pub fn crypto(messages: usize, rooms: usize) -> anyhow::Result<Report> {
+    let in_memory = crypto_once(messages, None, 0)?;
     let dir = tempfile::tempdir()?;
-    let on_disk = crypto_once(messages / 10, Some(dir.path()))?;
+    let on_disk = crypto_once(messages / 10, Some(&dir.path().join("new")), 0)?;
+    let with_history = crypto_once(messages / 10, Some(&dir.path().join("history")), rooms)?;
+    let catching_up = catch_up(messages / 4, &dir.path().join("catch-up"))?;
     Ok(Report {
         name: "MLS messages (encrypt + decrypt, one core)",
         figures: vec![
             ("in memory", in_memory, "msg/s", None),
             ("state saved each step", on_disk, "msg/s", None),
+            (
+                "state saved each step, other rooms' history held",
+                with_history,
+                "msg/s",
+                None,
+            ),
+            (
+                "a catch-up read before the app confirms any",
+                catching_up,
+                "msg/s",
+                None,
+            ),
         ],
     })
 }
 
-fn crypto_once(messages: usize, dir: Option<&std::path::Path>) -> anyhow::Result<f64> {
+/// alice and bob in a new group `room`, bob having joined from alice's Welcome and both having
+/// taken its commit.
+fn pair_up(alice: &mut Mls, bob: &mut Mls, room: &RoomId) -> anyhow::Result<()> {
+    alice.create_group(room)?;
+    let add = alice.prepare_add(room, &[package(bob, alice)?])?;
+    alice.commit_accepted(room)?;
+    let commit = event_in(
+        room,
+        1,
+        alice,
+        Content::Commit {
+            epoch: add.epoch,
+            commit: add.commit.clone(),
+            welcome: add.welcome.clone(),
+        },
+    );
+    bob.receive(&commit)?;
+    alice.receive(&commit)?;
+    Ok(())
+}
+
+/// One message of alice's in `room` at `seq`, read by bob as an app does (decrypted, then
+/// confirmed kept), and its echo taken and confirmed by alice.
+fn one_message(
+    alice: &mut Mls,
+    bob: &mut Mls,
+    room: &RoomId,
+    seq: u64,
+    body: &ChatBody,
+) -> anyhow::Result<()> {
+    let ciphertext = alice.encrypt(room, &format!("t{seq}"), body)?;
+    let sent = event_in(
+        room,
+        seq,
+        alice,
+        Content::Message {
+            payload: ciphertext,
+        },
+    );
+    let got = bob.receive(&sent)?;
+    if !matches!(got, Received::Message { .. }) {
+        bail!("message {seq} of {room} did not decrypt: {got:?}");
+    }
+    // As an app does once it has stored the message (a save when the state is on disk).
+    bob.kept(&[got])?;
+    let echo = alice.receive(&sent)?;
+    alice.kept(&[echo])?;
+    Ok(())
+}
+
+fn crypto_once(
+    messages: usize,
+    dir: Option<&std::path::Path>,
+    rooms: usize,
+) -> anyhow::Result<f64> {
     let (mut alice, mut bob) = match dir {
         Some(dir) => (
             hearth_client::e2ee::open(&dir.join("a"), &user("alice"), &device("A"))?,
@@ -93,31 +172,53 @@ fn crypto_once(messages: usize, dir: Option<&std::path::Path>) -> anyhow::Result
             Mls::in_memory(&user("bob"), &device("B"))?,
         ),
     };
-    alice.create_group(&room())?;
-    let add = alice.prepare_add(&room(), &[package(&mut bob, &alice)?])?;
-    alice.commit_accepted(&room())?;
-    bob.receive(&commit_event(1, &alice, &add))?;
     let body = ChatBody {
         text: "x".repeat(100),
         attachment: None,
     };
+    for r in 0..rooms {
+        let other = RoomId::parse(&format!("!history{r}:bench.local")).expect("valid room id");
+        pair_up(&mut alice, &mut bob, &other)?;
+        for seq in 2..2 + HISTORY_PER_ROOM {
+            one_message(&mut alice, &mut bob, &other, seq, &body)?;
+        }
+    }
+    pair_up(&mut alice, &mut bob, &room())?;
     let cpu = cpu_seconds();
     for i in 0..messages {
-        let seq = 2 + i as u64;
-        let ciphertext = alice.encrypt(&room(), &format!("t{seq}"), &body)?;
-        let got = bob.receive(&event(
-            seq,
-            &alice,
-            Content::Message {
-                payload: ciphertext,
-            },
-        ))?;
-        if !matches!(got, Received::Message { .. }) {
-            bail!("message {i} did not decrypt: {got:?}");
-        }
-        // As an app does once it has stored the message (a save when the state is on disk).
-        bob.kept(&[got])?;
+        one_message(&mut alice, &mut bob, &room(), 2 + i as u64, &body)?;
     }
+    Ok(messages as f64 / (cpu_seconds() - cpu))
+}
+
+/// A device back online reads `messages` messages waiting for it (each decrypted and saved, as a
+/// sync does), then the app confirms them all: messages per CPU-second of the reader.
+fn catch_up(messages: usize, dir: &std::path::Path) -> anyhow::Result<f64> {
+    let mut alice = Mls::in_memory(&user("alice"), &device("A"))?;
+    let mut bob = hearth_client::e2ee::open(&dir.join("b"), &user("bob"), &device("B"))?;
+    pair_up(&mut alice, &mut bob, &room())?;
+    let body = ChatBody {
+        text: "x".repeat(100),
+        attachment: None,
+    };
+    let waiting = (0..messages)
+        .map(|i| {
+            let seq = 2 + i as u64;
+            let payload = alice.encrypt(&room(), &format!("t{seq}"), &body)?;
+            Ok(event(seq, &alice, Content::Message { payload }))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let cpu = cpu_seconds();
+    for event in &waiting {
+        bob.receive(event)?;
+    }
+    bob.flush()?;
+    let read = bob.unconfirmed();
+    if read.len() != messages {
+        bail!("{} of {messages} messages read", read.len());
+    }
+    bob.kept(&read)?;
+    bob.flush()?;
     Ok(messages as f64 / (cpu_seconds() - cpu))
 }
 

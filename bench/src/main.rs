@@ -126,6 +126,9 @@ enum Scenario {
     E2eeCrypto {
         #[arg(long, default_value_t = 20_000)]
         messages: usize,
+        /// Other rooms the devices of the third figure have read 1,000 messages in.
+        #[arg(long, default_value_t = 20)]
+        rooms: usize,
     },
     /// Time and bytes of a commit adding one device to a group of MEMBERS users × DEVICES.
     E2eeCommit {
@@ -235,7 +238,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             },
             Scenario::Gossip { hearths: 5 },
             Scenario::Catchup { messages: 5000 },
-            Scenario::E2eeCrypto { messages: 20_000 },
+            Scenario::E2eeCrypto {
+                messages: 20_000,
+                rooms: 20,
+            },
             Scenario::E2eeCommit {
                 members: 100,
                 devices: 2,
@@ -284,9 +290,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     )
                     .await?,
                 ),
-                Scenario::E2eeCrypto { messages } => {
-                    let messages = *messages;
-                    Some(tokio::task::spawn_blocking(move || e2ee::crypto(messages)).await??)
+                Scenario::E2eeCrypto { messages, rooms } => {
+                    let (messages, rooms) = (*messages, *rooms);
+                    Some(
+                        tokio::task::spawn_blocking(move || e2ee::crypto(messages, rooms))
+                            .await??,
+                    )
                 }
                 Scenario::E2eeCommit { members, devices } => {
                     let (members, devices) = (*members, *devices);
