@@ -17,7 +17,7 @@ mod store_v4;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use hearth_spec::e2ee::{
     ChatBody, MESSAGE_ID_LEN, credential_identity, message_aad, parse_credential_identity,
@@ -854,13 +854,12 @@ impl Mls {
     /// The app keeps these (on disk): they are no longer handed over again. Other results are
     /// ignored. Saved without waiting for the disk (a lost confirmation hands them over again).
     pub fn kept(&mut self, received: &[Received]) -> Result<(), E2eeError> {
-        let kept: Vec<(&RoomId, u64)> = received.iter().filter_map(place_of).collect();
+        // A set: after a catch-up both lists hold thousands.
+        let kept: HashSet<(&RoomId, u64)> = received.iter().filter_map(place_of).collect();
         let before = self.saved.unconfirmed.len();
-        self.saved.unconfirmed.retain(|d| {
-            !kept
-                .iter()
-                .any(|(room, seq)| **room == d.room && *seq == d.seq)
-        });
+        self.saved
+            .unconfirmed
+            .retain(|d| !kept.contains(&(&d.room, d.seq)));
         if self.saved.unconfirmed.len() != before {
             self.save_unflushed()?;
         }
