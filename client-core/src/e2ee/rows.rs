@@ -286,7 +286,9 @@ pub fn rows_of(saved: &Saved, mls: &MlsEntries) -> Rows {
 #[derive(Debug, Default)]
 pub struct Written {
     header: Vec<u8>,
-    mls: MlsEntries,
+    /// A fast hasher: every save looks up each openmls entry's key here (hundreds of keys of
+    /// 50–100 bytes for a device in many rooms), and these keys are openmls's, not a peer's.
+    mls: HashMap<Vec<u8>, Vec<u8>, foldhash::fast::FixedState>,
     /// Per room: its row, and the numbers of its first seen id and of the one after its last.
     rooms: BTreeMap<RoomId, (Vec<u8>, u64, u64)>,
     sent: BTreeMap<String, SentMessage>,
