@@ -54,6 +54,30 @@ export function idb_delete(db, store, key) {
   return done(tx);
 }
 
+// The keys and values of a store from `lower` up to `upper` (both included), in key order.
+export function idb_entries(db, store, lower, upper) {
+  const tx = db.transaction(store, "readonly");
+  const os = tx.objectStore(store);
+  const range = IDBKeyRange.bound(lower, upper);
+  const keys = os.getAllKeys(range);
+  const values = os.getAll(range);
+  return done(tx, () => [keys.result, values.result]);
+}
+
+// In one strictly durable transaction: deletes the keys `removed`, then every key from
+// `clear_from` up to (not including) `clear_to` when `clear_from` is given, then writes the
+// entries. All or none, one wait for the disk.
+export function idb_write(db, store, keys, values, removed, clear_from, clear_to) {
+  const tx = db.transaction(store, "readwrite", { durability: "strict" });
+  const os = tx.objectStore(store);
+  for (const key of removed) os.delete(key);
+  if (clear_from !== undefined && indexedDB.cmp(clear_from, clear_to) < 0) {
+    os.delete(IDBKeyRange.bound(clear_from, clear_to, false, true));
+  }
+  for (let i = 0; i < keys.length; i++) os.put(values[i], keys[i]);
+  return done(tx);
+}
+
 // Every value of a store, in key order.
 export function idb_all(db, store) {
   const tx = db.transaction(store, "readonly");

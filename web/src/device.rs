@@ -287,6 +287,8 @@ impl Device {
                     .set_cursor(last.cursor)
                     .map_err(js)?;
             }
+            // Writes the state whole here if its journal has outgrown it (the SDK's limit).
+            inner.session.mls_mut().flush().map_err(js)?;
             inner.pending.flush().await.map_err(js)?;
             let mut lines = Vec::with_capacity(frames.len());
             for frame in &frames {

@@ -29,6 +29,23 @@ extern "C" {
     #[wasm_bindgen(catch)]
     async fn idb_all(db: &JsValue, store: &str) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(catch)]
+    async fn idb_entries(
+        db: &JsValue,
+        store: &str,
+        lower: &JsValue,
+        upper: &JsValue,
+    ) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch)]
+    async fn idb_write(
+        db: &JsValue,
+        store: &str,
+        keys: js_sys::Array,
+        values: js_sys::Array,
+        removed: js_sys::Array,
+        clear_from: JsValue,
+        clear_to: JsValue,
+    ) -> Result<JsValue, JsValue>;
+    #[wasm_bindgen(catch)]
     async fn idb_delete_database(name: &str) -> Result<JsValue, JsValue>;
     fn idb_close(db: &JsValue);
     pub async fn sleep_ms(ms: f64);
@@ -110,6 +127,47 @@ impl Db {
         let keys: js_sys::Array = entries.iter().map(|(k, _)| k.clone()).collect();
         let values: js_sys::Array = entries.iter().map(|(_, v)| v.clone()).collect();
         idb_put_many(&self.0, store, keys, values).await?;
+        Ok(())
+    }
+
+    /// The byte values of a store from `lower` up to `upper` (both included), with their keys,
+    /// in key order.
+    pub async fn bytes_between(
+        &self,
+        store: &str,
+        lower: &JsValue,
+        upper: &JsValue,
+    ) -> Result<Vec<(JsValue, Vec<u8>)>, IdbError> {
+        let both = js_sys::Array::from(&idb_entries(&self.0, store, lower, upper).await?);
+        let keys = js_sys::Array::from(&both.get(0));
+        let values = js_sys::Array::from(&both.get(1));
+        Ok(keys
+            .iter()
+            .zip(values.iter())
+            .filter_map(|(key, value)| {
+                let bytes = value.dyn_ref::<Uint8Array>()?.to_vec();
+                Some((key, bytes))
+            })
+            .collect())
+    }
+
+    /// In one durable transaction: deletes `removed`, then the keys in `clear` (from the first
+    /// up to, not including, the second), then writes `entries`. All or none.
+    pub async fn write(
+        &self,
+        store: &str,
+        entries: &[(JsValue, JsValue)],
+        removed: &[JsValue],
+        clear: Option<(JsValue, JsValue)>,
+    ) -> Result<(), IdbError> {
+        if entries.is_empty() && removed.is_empty() && clear.is_none() {
+            return Ok(());
+        }
+        let keys: js_sys::Array = entries.iter().map(|(k, _)| k.clone()).collect();
+        let values: js_sys::Array = entries.iter().map(|(_, v)| v.clone()).collect();
+        let removed: js_sys::Array = removed.iter().cloned().collect();
+        let (from, to) = clear.unwrap_or((JsValue::UNDEFINED, JsValue::UNDEFINED));
+        idb_write(&self.0, store, keys, values, removed, from, to).await?;
         Ok(())
     }
 

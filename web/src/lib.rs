@@ -16,3 +16,7 @@ mod state;
 
 #[cfg(target_arch = "wasm32")]
 pub use device::Device;
+
+// The tests run in a headless browser, for its IndexedDB (wasm-bindgen-test-runner; .ci/run).
+#[cfg(all(test, target_arch = "wasm32"))]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
