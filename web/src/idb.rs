@@ -91,11 +91,6 @@ impl Db {
         Ok(())
     }
 
-    pub async fn get_bytes(&self, store: &str, key: &JsValue) -> Result<Option<Vec<u8>>, IdbError> {
-        let value = idb_get(&self.0, store, key).await?;
-        Ok(value.dyn_ref::<Uint8Array>().map(|bytes| bytes.to_vec()))
-    }
-
     pub async fn get_text(&self, store: &str, key: &JsValue) -> Result<Option<String>, IdbError> {
         Ok(idb_get(&self.0, store, key).await?.as_string())
     }
