@@ -86,6 +86,15 @@ pub fn crypto(messages: usize, rooms: usize) -> anyhow::Result<Report> {
     let on_disk = crypto_once(messages / 10, Some(&dir.path().join("new")), 0)?;
     let with_history = crypto_once(messages / 10, Some(&dir.path().join("history")), rooms)?;
     let catching_up = catch_up(messages / 4, &dir.path().join("catch-up"))?;
+    // The reader of the third figure opening again, as a command-line client does per command.
+    let opening = Instant::now();
+    let reader = hearth_client::e2ee::open(
+        &dir.path().join("history").join("b"),
+        &user("bob"),
+        &device("B"),
+    )?;
+    let open_ms = opening.elapsed().as_secs_f64() * 1e3;
+    let (snapshot, journal) = reader.saved_sizes().unwrap_or_default();
     Ok(Report {
         name: "MLS messages (encrypt + decrypt, one core)",
         figures: vec![
@@ -103,6 +112,14 @@ pub fn crypto(messages: usize, rooms: usize) -> anyhow::Result<Report> {
                 "msg/s",
                 None,
             ),
+            ("opening the device with that history", open_ms, "ms", None),
+            (
+                "its state on disk after opening: snapshot",
+                snapshot as f64 / 1024.0,
+                "KiB",
+                None,
+            ),
+            ("… and journal", journal as f64 / 1024.0, "KiB", None),
         ],
     })
 }

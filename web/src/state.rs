@@ -382,11 +382,30 @@ mod tests {
         let journal = bob.saved_sizes().unwrap().1;
         drop(bob);
 
+        // Reopened as it is, the device appends to its frames: nothing written on opening.
+        let pending = Pending::new(db.clone());
+        let state = IdbState::load(&db, pending.clone()).await.unwrap();
+        let bob = Mls::open_in(Box::new(state), &user, &device).unwrap();
+        assert_eq!(bob.processed_seq(&room), 11);
+        assert_eq!(bob.saved_sizes().unwrap().1, journal);
+        pending.flush().await.unwrap();
+        assert_eq!(frames_stored(&db).await, frames_before + frames);
+        drop(bob);
+
+        // A tab closed in the middle of a frame (a torn last one): opening writes the state
+        // whole, what every save used to write, and empties the journal.
+        db.put(
+            STORE,
+            &frame_key(1e9),
+            &Uint8Array::from(&[0xff][..]).into(),
+        )
+        .await
+        .unwrap();
         let pending = Pending::new(db.clone());
         let state = IdbState::load(&db, pending.clone()).await.unwrap();
         let mut bob = Mls::open_in(Box::new(state), &user, &device).unwrap();
         pending.flush().await.unwrap();
-        // Opening writes the state whole: what every save used to write.
+        assert_eq!(frames_stored(&db).await, 0);
         let whole = bob.saved_sizes().unwrap().0;
         assert!(
             journal / frames * 4 < whole,

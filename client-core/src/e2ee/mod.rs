@@ -266,8 +266,8 @@ impl Mls {
             saved,
             storage,
         };
-        // Written whole on every open: an older version becomes the current one, and a journal
-        // cut short by a crash is never appended to.
+        // Written whole if it was of an older version (it becomes the current one) or its journal
+        // was cut short by a crash (never appended to); otherwise nothing changed to write.
         this.save()?;
         Ok(this)
     }

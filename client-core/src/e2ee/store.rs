@@ -129,7 +129,7 @@ fn frame(change: &Change) -> Result<Vec<u8>, E2eeError> {
 
 /// Applies the journal's whole frames of `generation` to `rows`; returns the bytes it held in
 /// whole frames.
-fn replay(
+pub(super) fn replay(
     rows: &mut Rows,
     generation: u64,
     journal: &[u8],
@@ -234,7 +234,7 @@ impl StateWriter {
                 }
                 let mut rows = snapshot.rows;
                 let journal = storage.read(Record::Journal)?.unwrap_or_default();
-                replay(&mut rows, snapshot.generation, &journal, || {
+                let whole = replay(&mut rows, snapshot.generation, &journal, || {
                     storage.describe(Record::Journal)
                 })?;
                 let (mut saved, entries) = rows::saved_of(&rows).map_err(|e| {
@@ -243,9 +243,25 @@ impl StateWriter {
                         storage.describe(Record::State)
                     ))
                 })?;
-                saved.storage = entries;
                 self.stale_keys = storage.read(Record::Keys)?.is_some_and(|k| !k.is_empty());
                 self.generation = snapshot.generation;
+                // A journal that ends in whole frames is appended to as it is: opening a device
+                // does not write its state whole (megabytes for one with history, on every
+                // start of a command-line client). One cut short by a crash is never appended
+                // to: the first save writes the state whole.
+                if whole == journal.len() && !self.stale_keys {
+                    let mls: MlsEntries = entries.iter().cloned().collect();
+                    self.written = Written::of(&saved, &mls);
+                    self.snapshot_len = bytes.len();
+                    self.journal_len = journal.len();
+                    self.compact_due =
+                        self.journal_len > self.storage.journal_limit(self.snapshot_len);
+                    self.whole_next = !self.appends();
+                    // Frames a crashed process left unflushed may be in the OS's cache only:
+                    // the first flush makes them durable with this process's own.
+                    self.unflushed = !journal.is_empty();
+                }
+                saved.storage = entries;
                 return Ok(Some(Loaded {
                     saved,
                     keys: Vec::new(),
