@@ -88,10 +88,12 @@ impl StateStorage for StateFile {
     }
 
     fn flush_journal(&mut self) -> Result<(), E2eeError> {
-        match self.journal.as_mut() {
-            Some(journal) => Ok(journal.flush()?),
-            None => Ok(()),
+        // Also when this process has appended nothing yet: the journal it opened on may end in
+        // frames a crashed process left in the OS's cache only.
+        if self.journal.is_none() && !self.journal_path.exists() {
+            return Ok(());
         }
+        Ok(self.journal()?.flush()?)
     }
 
     fn describe(&self, record: Record) -> String {
@@ -111,6 +113,24 @@ mod tests {
             UserId::parse(&format!("@{user}:localhost")).unwrap(),
             DeviceId::parse("D1").unwrap(),
         )
+    }
+
+    #[test]
+    fn a_flush_before_any_append_flushes_the_journal_found_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = StateFile::in_dir(dir.path()).unwrap();
+        // Nothing to flush: no journal is made for it.
+        state.flush_journal().unwrap();
+        assert!(state.journal.is_none() && !state.journal_path.exists());
+        // Frames written by a process that crashed before flushing them.
+        std::fs::write(&state.journal_path, b"frames").unwrap();
+        state.flush_journal().unwrap();
+        assert!(state.journal.is_some(), "the journal was not flushed");
+        state.append_journal(b" and more").unwrap();
+        assert_eq!(
+            state.read(Record::Journal).unwrap().unwrap(),
+            b"frames and more"
+        );
     }
 
     #[test]

@@ -65,7 +65,8 @@ pub trait StateStorage: std::fmt::Debug + MaybeSend {
     fn append_journal_unflushed(&mut self, bytes: &[u8]) -> Result<(), E2eeError> {
         self.append_journal(bytes)
     }
-    /// Makes every append so far durable.
+    /// Makes every append so far durable, those of an earlier process that stopped without
+    /// flushing them included (a device opened on them appends after them).
     fn flush_journal(&mut self) -> Result<(), E2eeError> {
         Ok(())
     }
