@@ -488,19 +488,10 @@ pub fn saved_of(rows: &Rows) -> Result<(Saved, Entries), String> {
 
 #[cfg(test)]
 mod tests {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
     use super::*;
-
-    /// A small deterministic generator (xorshift), so a failure repeats.
-    struct Dice(u64);
-
-    impl Dice {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0 % n
-        }
-    }
 
     fn room(n: u64) -> RoomId {
         RoomId::parse(&format!("!r{n}:x.test")).unwrap()
@@ -520,17 +511,18 @@ mod tests {
         let mut mls = MlsEntries::new();
         let mut written = Written::default();
         let mut rows = Rows::new();
-        let mut dice = Dice(0x9e37_79b9_7f4a_7c15);
+        // Seeded, so a failure repeats.
+        let mut dice = StdRng::seed_from_u64(0x9e37_79b9_7f4a_7c15);
         // A small window, so that ids leave the front often.
         const WINDOW: usize = 20;
         // So the test shows that it went where it meant to.
         let (mut dropped, mut confirmed) = (0, 0);
         for step in 0..4000u64 {
-            match dice.below(13) {
+            match dice.gen_range(0..13) {
                 0..=3 => {
-                    let meta = saved.rooms.entry(room(dice.below(6))).or_default();
+                    let meta = saved.rooms.entry(room(dice.gen_range(0..6))).or_default();
                     // Sometimes several ids between two saves.
-                    for _ in 0..=dice.below(3) {
+                    for _ in 0..=dice.gen_range(0..3) {
                         let mut id = [0u8; 16];
                         id[..8].copy_from_slice(&step.to_le_bytes());
                         meta.seen.push_back(id);
@@ -543,17 +535,17 @@ mod tests {
                     meta.processed_seq = step;
                 }
                 4 => {
-                    saved.rooms.remove(&room(dice.below(6)));
+                    saved.rooms.remove(&room(dice.gen_range(0..6)));
                 }
                 5 => {
-                    let key = vec![dice.below(8) as u8];
+                    let key = vec![dice.gen_range(0..8) as u8];
                     mls.insert(key, step.to_le_bytes().to_vec());
                 }
                 6 => {
-                    mls.remove([dice.below(8) as u8].as_slice());
+                    mls.remove([dice.gen_range(0..8) as u8].as_slice());
                 }
                 7 => {
-                    let txn = format!("t{}", dice.below(5));
+                    let txn = format!("t{}", dice.gen_range(0..5));
                     saved.sent.insert(
                         txn.clone(),
                         SentMessage {
@@ -568,13 +560,13 @@ mod tests {
                     );
                 }
                 8 => {
-                    saved.sent.remove(&format!("t{}", dice.below(5)));
+                    saved.sent.remove(&format!("t{}", dice.gen_range(0..5)));
                 }
                 9 => {
                     // A catch-up decrypts several before the app confirms any.
-                    for n in 0..=dice.below(4) {
+                    for n in 0..=dice.gen_range(0..4) {
                         saved.unconfirmed.push(Decrypted {
-                            room: room(dice.below(3)),
+                            room: room(dice.gen_range(0..3)),
                             seq: step * 8 + n,
                             message: None,
                         });
@@ -583,7 +575,7 @@ mod tests {
                 10 => {
                     // The app confirms some, from anywhere in the list.
                     let before = saved.unconfirmed.len();
-                    saved.unconfirmed.retain(|_| dice.below(3) > 0);
+                    saved.unconfirmed.retain(|_| dice.gen_range(0..3) > 0);
                     confirmed += before - saved.unconfirmed.len();
                 }
                 11 => {

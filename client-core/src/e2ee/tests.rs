@@ -597,9 +597,7 @@ fn a_device_opened_on_a_whole_journal_appends_to_it_without_writing_its_state_wh
 #[test]
 fn the_state_is_written_whole_when_the_journal_outgrows_it() {
     let dir = Disk::default();
-    let mut alice = device(&dir, "alice", "A1");
-    let room = RoomId::parse("!r:localhost").unwrap();
-    alice.create_group(&room).unwrap();
+    let (mut alice, room) = alone_in_a_group(&dir);
     let snapshots = dir.writes(Record::State);
     let mut longest = 0;
     for i in 0..2000 {
@@ -617,6 +615,14 @@ fn the_state_is_written_whole_when_the_journal_outgrows_it() {
     drop(alice);
     let alice = device(&dir, "alice", "A1");
     assert_eq!(alice.saved.sent.len(), 2000);
+}
+
+/// alice's device (in `dir`) in a group of her own.
+fn alone_in_a_group(dir: &Disk) -> (Mls, RoomId) {
+    let mut alice = device(dir, "alice", "A1");
+    let room = RoomId::parse("!r:localhost").unwrap();
+    alice.create_group(&room).unwrap();
+    (alice, room)
 }
 
 /// Encrypts (a flushed save each) until `alice`'s journal has passed its limit, checking that no
@@ -641,9 +647,7 @@ fn encrypt_past_the_journal_limit(alice: &mut Mls, dir: &Disk, room: &RoomId, se
 #[test]
 fn a_save_past_the_journal_limit_appends_and_the_next_flush_writes_the_state_whole() {
     let dir = Disk::default();
-    let mut alice = device(&dir, "alice", "A1");
-    let room = RoomId::parse("!r:localhost").unwrap();
-    alice.create_group(&room).unwrap();
+    let (mut alice, room) = alone_in_a_group(&dir);
     let mut sent = 0;
     encrypt_past_the_journal_limit(&mut alice, &dir, &room, &mut sent);
     // Past it, what the journal holds is durable and readable as before.
