@@ -50,8 +50,10 @@ fn event_in(room: &RoomId, seq: u64, from: &Mls, content: Content) -> EventView 
     }
 }
 
-fn commit_event(seq: u64, from: &Mls, prepared: &PreparedCommit) -> EventView {
-    event(
+/// The event of `prepared`, a commit in `room`, as the home would sequence it.
+fn commit_event(room: &RoomId, seq: u64, from: &Mls, prepared: &PreparedCommit) -> EventView {
+    event_in(
+        room,
         seq,
         from,
         Content::Commit {
@@ -69,6 +71,14 @@ fn package(joiner: &mut Mls, adder: &Mls) -> anyhow::Result<openmls::prelude::Ke
     Ok(adder
         .check_key_packages(&[(u.clone(), d.clone(), bytes)])?
         .remove(0))
+}
+
+/// The message the crypto figures send: 100 bytes of text.
+fn hundred_bytes() -> ChatBody {
+    ChatBody {
+        text: "x".repeat(100),
+        attachment: None,
+    }
 }
 
 /// Messages each of the other rooms has read before the timed loop of the third figure.
@@ -130,16 +140,7 @@ fn pair_up(alice: &mut Mls, bob: &mut Mls, room: &RoomId) -> anyhow::Result<()> 
     alice.create_group(room)?;
     let add = alice.prepare_add(room, &[package(bob, alice)?])?;
     alice.commit_accepted(room)?;
-    let commit = event_in(
-        room,
-        1,
-        alice,
-        Content::Commit {
-            epoch: add.epoch,
-            commit: add.commit.clone(),
-            welcome: add.welcome.clone(),
-        },
-    );
+    let commit = commit_event(room, 1, alice, &add);
     bob.receive(&commit)?;
     alice.receive(&commit)?;
     Ok(())
@@ -189,10 +190,7 @@ fn crypto_once(
             Mls::in_memory(&user("bob"), &device("B"))?,
         ),
     };
-    let body = ChatBody {
-        text: "x".repeat(100),
-        attachment: None,
-    };
+    let body = hundred_bytes();
     for r in 0..rooms {
         let other = RoomId::parse(&format!("!history{r}:bench.local")).expect("valid room id");
         pair_up(&mut alice, &mut bob, &other)?;
@@ -214,10 +212,7 @@ fn catch_up(messages: usize, dir: &std::path::Path) -> anyhow::Result<f64> {
     let mut alice = Mls::in_memory(&user("alice"), &device("A"))?;
     let mut bob = hearth_client::e2ee::open(&dir.join("b"), &user("bob"), &device("B"))?;
     pair_up(&mut alice, &mut bob, &room())?;
-    let body = ChatBody {
-        text: "x".repeat(100),
-        attachment: None,
-    };
+    let body = hundred_bytes();
     let waiting = (0..messages)
         .map(|i| {
             let seq = 2 + i as u64;
@@ -279,7 +274,7 @@ pub fn commit_cost(members: usize, devices: usize) -> anyhow::Result<Report> {
     creator.commit_accepted(&room())?;
     let mut member = others.swap_remove(0);
     if !matches!(
-        member.receive(&commit_event(1, &creator, &everyone))?,
+        member.receive(&commit_event(&room(), 1, &creator, &everyone))?,
         Received::Joined { .. }
     ) {
         bail!("a member did not join");
@@ -292,7 +287,7 @@ pub fn commit_cost(members: usize, devices: usize) -> anyhow::Result<Report> {
     let add = creator.prepare_add(&room(), &[new_package])?;
     let make_ms = started.elapsed().as_secs_f64() * 1e3;
     creator.commit_accepted(&room())?;
-    let event = commit_event(2, &creator, &add);
+    let event = commit_event(&room(), 2, &creator, &add);
     let started = Instant::now();
     member.receive(&event)?;
     let process_ms = started.elapsed().as_secs_f64() * 1e3;
