@@ -40,14 +40,6 @@ export function idb_put(db, store, key, value) {
   return done(tx);
 }
 
-// Several writes in one transaction: all or none, one wait for the disk.
-export function idb_put_many(db, store, keys, values) {
-  const tx = db.transaction(store, "readwrite", { durability: "strict" });
-  const os = tx.objectStore(store);
-  for (let i = 0; i < keys.length; i++) os.put(values[i], keys[i]);
-  return done(tx);
-}
-
 export function idb_delete(db, store, key) {
   const tx = db.transaction(store, "readwrite", { durability: "strict" });
   tx.objectStore(store).delete(key);

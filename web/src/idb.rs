@@ -18,13 +18,6 @@ extern "C" {
         value: &JsValue,
     ) -> Result<Promise, JsValue>;
     #[wasm_bindgen(catch)]
-    async fn idb_put_many(
-        db: &JsValue,
-        store: &str,
-        keys: js_sys::Array,
-        values: js_sys::Array,
-    ) -> Result<JsValue, JsValue>;
-    #[wasm_bindgen(catch)]
     fn idb_delete(db: &JsValue, store: &str, key: &JsValue) -> Result<Promise, JsValue>;
     #[wasm_bindgen(catch)]
     async fn idb_all(db: &JsValue, store: &str) -> Result<JsValue, JsValue>;
@@ -116,13 +109,7 @@ impl Db {
         store: &str,
         entries: &[(JsValue, JsValue)],
     ) -> Result<(), IdbError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let keys: js_sys::Array = entries.iter().map(|(k, _)| k.clone()).collect();
-        let values: js_sys::Array = entries.iter().map(|(_, v)| v.clone()).collect();
-        idb_put_many(&self.0, store, keys, values).await?;
-        Ok(())
+        self.write(store, entries, &[], None).await
     }
 
     /// The byte values of a store from `lower` up to `upper` (both included), with their keys,

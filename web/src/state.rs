@@ -23,19 +23,24 @@ use wasm_bindgen::JsValue;
 use crate::idb::{Db, IdbError};
 
 const STORE: &str = "state";
-const JOURNAL: &str = "mls-journal";
+const RECORDS: [Record; 3] = [Record::State, Record::Keys, Record::Journal];
 
-fn key(record: Record) -> JsValue {
-    JsValue::from_str(match record {
+/// A record's key; the journal's frames are keyed by its name and their number.
+fn name(record: Record) -> &'static str {
+    match record {
         Record::State => "mls-state",
         Record::Keys => "mls-keys",
-        Record::Journal => JOURNAL,
-    })
+        Record::Journal => "mls-journal",
+    }
+}
+
+fn key(record: Record) -> JsValue {
+    JsValue::from_str(name(record))
 }
 
 /// The key of the journal's `n`-th frame.
 fn frame_key(n: f64) -> JsValue {
-    js_sys::Array::of2(&JsValue::from_str(JOURNAL), &JsValue::from_f64(n)).into()
+    js_sys::Array::of2(&key(Record::Journal), &JsValue::from_f64(n)).into()
 }
 
 /// What was changed in memory and not yet written.
@@ -135,11 +140,12 @@ impl IdbState {
         let mut records = HashMap::new();
         let mut frames = Vec::new();
         for (key, bytes) in entries {
-            match key.as_string().as_deref() {
-                Some("mls-state") => drop(records.insert(Record::State, bytes)),
-                Some("mls-keys") => drop(records.insert(Record::Keys, bytes)),
-                Some(JOURNAL) => drop(records.insert(Record::Journal, bytes)),
-                Some(_) => {}
+            match key.as_string() {
+                Some(text) => {
+                    if let Some(record) = RECORDS.into_iter().find(|r| name(*r) == text) {
+                        records.insert(record, bytes);
+                    }
+                }
                 None => {
                     let n = js_sys::Array::from(&key).get(1).as_f64().unwrap_or(0.0);
                     frames.push((n as u64, bytes));
