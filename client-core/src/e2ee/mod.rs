@@ -31,11 +31,10 @@ use openmls_traits::OpenMlsProvider;
 use sha2::{Digest, Sha256};
 
 pub use provider::DeviceProvider;
-pub use saved::Waiting;
 use saved::{
-    Decrypted, DecryptedMessage, MAX_UNCONFIRMED, OwedMessage, RoomMeta, SEEN_PER_ROOM, Saved,
-    SentMessage,
+    Decrypted, DecryptedMessage, OwedMessage, RoomMeta, SEEN_PER_ROOM, Saved, SentMessage,
 };
+pub use saved::{MAX_UNCONFIRMED, Waiting};
 pub use store::{JOURNAL_SLACK, MaybeSend, Record, StateStorage};
 use store::{Loaded, StateWriter};
 
@@ -901,9 +900,9 @@ impl Mls {
         }
         // The plaintext goes to disk in the same save as the ratchet step that used its key.
         if let Some(decrypted) = decrypted_of(&received) {
-            self.saved.unconfirmed.push(decrypted);
+            self.saved.unconfirmed.push_back(decrypted);
             if self.saved.unconfirmed.len() > MAX_UNCONFIRMED {
-                self.saved.unconfirmed.remove(0);
+                self.saved.unconfirmed.pop_front();
             }
         }
         match (&received, &event.content) {

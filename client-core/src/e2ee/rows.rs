@@ -16,7 +16,7 @@
 //! | `o` | owed messages (absent when none) |
 //! | `u` room seq (u64 BE) | a decrypted message the app has not confirmed |
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use hearth_spec::{DeviceId, RoomId, UserId};
 use serde::de::DeserializeOwned;
@@ -293,7 +293,7 @@ pub struct Written {
     rooms: BTreeMap<RoomId, (Vec<u8>, u64, u64)>,
     sent: BTreeMap<String, SentMessage>,
     /// The places (room, seq) of the unconfirmed messages written, in the state's order.
-    unconfirmed: Vec<(RoomId, u64)>,
+    unconfirmed: VecDeque<(RoomId, u64)>,
     /// Encoded lists of `f` and `o` (empty: no row).
     lists: [Vec<u8>; 2],
 }
@@ -304,6 +304,22 @@ impl Written {
         let mut written = Self::default();
         written.changes(saved, mls);
         written
+    }
+
+    /// How many of the unconfirmed places written left from the front, if that is all that
+    /// left (`None`: some left elsewhere, so the caller walks them all). The last place written
+    /// is looked for from the back of `now` (past it are only the new ones). If it is at `p`,
+    /// `now[..=p]` is what stayed of the `w` written, in order; when `d = w - 1 - p` of them
+    /// left and `now[0]` is the written `d`-th, the `w - d` that stayed can only be the written
+    /// `d..`, as places are unique.
+    fn unconfirmed_dropped_from_front(&self, now: &VecDeque<Decrypted>) -> Option<usize> {
+        let at = |d: &Decrypted, (room, seq): &(RoomId, u64)| d.seq == *seq && d.room == *room;
+        let Some(last) = self.unconfirmed.back() else {
+            return Some(0);
+        };
+        let p = now.iter().rposition(|d| at(d, last))?;
+        let dropped = (self.unconfirmed.len() - 1).checked_sub(p)?;
+        at(now.front()?, &self.unconfirmed[dropped]).then_some(dropped)
     }
 
     /// The rows changed since the last call, which this then counts as written.
@@ -386,35 +402,39 @@ impl Written {
         }
         // Unconfirmed messages never change once added: they join at the back and leave from
         // anywhere, in order, and no place (room, seq) comes twice. So the rows written are a
-        // sequence that the state's list continues, less what left; usually nothing left, and
-        // a save writes the new ones without looking at the thousands a catch-up may hold.
+        // sequence that the state's list continues, less what left; usually nothing left, or
+        // only the oldest (an app that does not confirm, past MAX_UNCONFIRMED), and a save
+        // writes the new ones without looking at the thousands a catch-up may hold.
         let now = &saved.unconfirmed;
         let at = |d: &Decrypted, (room, seq): &(RoomId, u64)| d.seq == *seq && d.room == *room;
-        let none_left = self.unconfirmed.len() <= now.len()
-            && self
-                .unconfirmed
-                .last()
-                .is_none_or(|last| at(&now[self.unconfirmed.len() - 1], last));
-        let mut next = self.unconfirmed.len();
-        if !none_left {
-            next = 0;
-            let written = std::mem::take(&mut self.unconfirmed);
-            for place in written {
-                if now.get(next).is_some_and(|d| at(d, &place)) {
-                    next += 1;
-                    self.unconfirmed.push(place);
-                } else {
+        let next = match self.unconfirmed_dropped_from_front(now) {
+            Some(dropped) => {
+                for place in self.unconfirmed.drain(..dropped) {
                     deletes.push(unconfirmed_key(&place.0, place.1));
                 }
+                self.unconfirmed.len()
             }
-        }
-        for decrypted in &now[next..] {
+            None => {
+                let mut next = 0;
+                let written = std::mem::take(&mut self.unconfirmed);
+                for place in written {
+                    if now.get(next).is_some_and(|d| at(d, &place)) {
+                        next += 1;
+                        self.unconfirmed.push_back(place);
+                    } else {
+                        deletes.push(unconfirmed_key(&place.0, place.1));
+                    }
+                }
+                next
+            }
+        };
+        for decrypted in now.range(next..) {
             puts.push((
                 unconfirmed_key(&decrypted.room, decrypted.seq),
                 encode(decrypted),
             ));
             self.unconfirmed
-                .push((decrypted.room.clone(), decrypted.seq));
+                .push_back((decrypted.room.clone(), decrypted.seq));
         }
         let lists = [
             (REFUSED, list_row(&saved.refused)),
@@ -477,7 +497,9 @@ pub fn saved_of(rows: &Rows) -> Result<(Saved, Entries), String> {
             Some(&REFUSED) => saved.refused = decode(key, value)?,
             Some(&OWED) => saved.owed = decode::<Vec<OwedMessage>>(key, value)?,
             // By room, then seq: the order they come back in after a restart.
-            Some(&UNCONFIRMED) => saved.unconfirmed.push(decode::<Decrypted>(key, value)?),
+            Some(&UNCONFIRMED) => saved
+                .unconfirmed
+                .push_back(decode::<Decrypted>(key, value)?),
             _ => {
                 return Err(format!("unknown row {:?}", String::from_utf8_lossy(key)));
             }
@@ -565,7 +587,7 @@ mod tests {
                 9 => {
                     // A catch-up decrypts several before the app confirms any.
                     for n in 0..=dice.gen_range(0..4) {
-                        saved.unconfirmed.push(Decrypted {
+                        saved.unconfirmed.push_back(Decrypted {
                             room: room(dice.gen_range(0..3)),
                             seq: step * 8 + n,
                             message: None,
@@ -579,8 +601,16 @@ mod tests {
                     confirmed += before - saved.unconfirmed.len();
                 }
                 11 => {
-                    if !saved.unconfirmed.is_empty() {
-                        saved.unconfirmed.remove(0);
+                    // The oldest go, as past MAX_UNCONFIRMED, with or without new ones behind.
+                    for _ in 0..dice.gen_range(1..3) {
+                        saved.unconfirmed.pop_front();
+                    }
+                    if dice.gen_bool(0.5) {
+                        saved.unconfirmed.push_back(Decrypted {
+                            room: room(dice.gen_range(0..3)),
+                            seq: step * 8,
+                            message: None,
+                        });
                     }
                 }
                 _ => saved.cursor = step,

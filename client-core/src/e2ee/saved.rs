@@ -121,8 +121,9 @@ pub struct Saved {
     pub cursor: u64,
     /// Messages owed to members who could not read them when they were sent, oldest first.
     pub owed: Vec<OwedMessage>,
-    /// Decrypted messages the app has not confirmed keeping, oldest first.
-    pub unconfirmed: Vec<Decrypted>,
+    /// Decrypted messages the app has not confirmed keeping, oldest first (a deque: past
+    /// [`MAX_UNCONFIRMED`] each new one drops the oldest).
+    pub unconfirmed: VecDeque<Decrypted>,
 }
 
 impl Saved {
@@ -139,7 +140,7 @@ impl Saved {
             next_order: 0,
             cursor: 0,
             owed: Vec::new(),
-            unconfirmed: Vec::new(),
+            unconfirmed: VecDeque::new(),
         }
     }
 }

@@ -40,7 +40,7 @@ impl From<SavedV3> for Saved {
             next_order: v3.next_order,
             cursor: v3.cursor,
             owed: v3.owed,
-            unconfirmed: Vec::new(),
+            unconfirmed: Default::default(),
         }
     }
 }

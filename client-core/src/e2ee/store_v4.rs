@@ -63,7 +63,7 @@ impl From<SavedV4> for Saved {
             next_order: v4.next_order,
             cursor: v4.cursor,
             owed: v4.owed,
-            unconfirmed: v4.unconfirmed,
+            unconfirmed: v4.unconfirmed.into(),
         }
     }
 }

@@ -811,6 +811,31 @@ fn what_a_device_decrypted_survives_until_the_app_says_it_keeps_it() {
     assert!(bob.unconfirmed().is_empty());
 }
 
+// Ten thousand messages: natively only (the browser runs the same code, several times slower).
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn past_the_cap_the_oldest_unconfirmed_go_and_a_reopen_holds_the_newest() {
+    let dirs: Vec<_> = (0..2).map(|_| Disk::default()).collect();
+    let (mut alice, mut bob, mut room) = alice_and_bob(&dirs);
+    let sent = MAX_UNCONFIRMED + 3;
+    let mut got = Vec::with_capacity(sent);
+    for n in 0..sent {
+        let message = room.message(&mut alice, &format!("a{n}"), &format!("m{n}"));
+        got.push(bob.receive(&message).unwrap());
+    }
+    bob.flush().unwrap();
+    let newest = got[sent - MAX_UNCONFIRMED..].to_vec();
+    assert_eq!(bob.unconfirmed(), newest);
+    // What is on disk holds the same: the three oldest rows were deleted, none other.
+    drop(bob);
+    let mut bob = device(&dirs[1], "bob", "B1");
+    assert_eq!(bob.unconfirmed(), newest);
+    bob.kept(&newest[..2]).unwrap();
+    drop(bob);
+    let bob = device(&dirs[1], "bob", "B1");
+    assert_eq!(bob.unconfirmed(), newest[2..]);
+}
+
 #[test]
 fn what_a_device_received_unflushed_comes_again_after_a_machine_crash_and_still_decrypts() {
     let dirs: Vec<_> = (0..2).map(|_| Disk::default()).collect();
