@@ -280,6 +280,11 @@ pub fn rows_of(saved: &Saved, mls: &MlsEntries) -> Rows {
     rows
 }
 
+/// Whether `d` is the unconfirmed message at `place` (room, seq).
+fn is_at(d: &Decrypted, (room, seq): &(RoomId, u64)) -> bool {
+    d.seq == *seq && d.room == *room
+}
+
 /// The state as last written, part by part, so a save finds the rows it changed by comparing
 /// (no encoding or copying of what did not change: a device with thousands of rows saves after
 /// every message).
@@ -313,13 +318,12 @@ impl Written {
     /// left and `now[0]` is the written `d`-th, the `w - d` that stayed can only be the written
     /// `d..`, as places are unique.
     fn unconfirmed_dropped_from_front(&self, now: &VecDeque<Decrypted>) -> Option<usize> {
-        let at = |d: &Decrypted, (room, seq): &(RoomId, u64)| d.seq == *seq && d.room == *room;
         let Some(last) = self.unconfirmed.back() else {
             return Some(0);
         };
-        let p = now.iter().rposition(|d| at(d, last))?;
+        let p = now.iter().rposition(|d| is_at(d, last))?;
         let dropped = (self.unconfirmed.len() - 1).checked_sub(p)?;
-        at(now.front()?, &self.unconfirmed[dropped]).then_some(dropped)
+        is_at(now.front()?, &self.unconfirmed[dropped]).then_some(dropped)
     }
 
     /// The rows changed since the last call, which this then counts as written.
@@ -406,7 +410,6 @@ impl Written {
         // only the oldest (an app that does not confirm, past MAX_UNCONFIRMED), and a save
         // writes the new ones without looking at the thousands a catch-up may hold.
         let now = &saved.unconfirmed;
-        let at = |d: &Decrypted, (room, seq): &(RoomId, u64)| d.seq == *seq && d.room == *room;
         let next = match self.unconfirmed_dropped_from_front(now) {
             Some(dropped) => {
                 for place in self.unconfirmed.drain(..dropped) {
@@ -418,7 +421,7 @@ impl Written {
                 let mut next = 0;
                 let written = std::mem::take(&mut self.unconfirmed);
                 for place in written {
-                    if now.get(next).is_some_and(|d| at(d, &place)) {
+                    if now.get(next).is_some_and(|d| is_at(d, &place)) {
                         next += 1;
                         self.unconfirmed.push_back(place);
                     } else {
