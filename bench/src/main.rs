@@ -675,10 +675,12 @@ async fn throughput(
     tokio::time::sleep(Duration::from_secs(1)).await;
     let start_count = accepted.load(Ordering::Relaxed);
     let (disk_before, written_before) = hearth.written_bytes()?;
+    let device_before = hearth.device_bytes_written();
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let count = accepted.load(Ordering::Relaxed) - start_count;
     let (disk_after, written_after) = hearth.written_bytes()?;
+    let device_after = hearth.device_bytes_written();
     let elapsed = started.elapsed().as_secs_f64();
     let rss_loaded = hearth.rss_kib()?;
     stop.store(true, Ordering::Relaxed);
@@ -711,6 +713,15 @@ async fn throughput(
             (
                 "written per message (wchar)",
                 per_message(written_before, written_after),
+                "B",
+                None,
+            ),
+            (
+                "sent to the disk per message (the device's count, whole machine; -1: none)",
+                match (device_before, device_after) {
+                    (Some(before), Some(after)) => per_message(before, after),
+                    _ => -1.0,
+                },
                 "B",
                 None,
             ),

@@ -136,6 +136,20 @@ impl Hearth {
         Ok((field("write_bytes:")?, field("wchar:")?))
     }
 
+    /// Bytes the block device holding the data directory has been sent, by every process on
+    /// the machine (`/sys/dev/block/MAJ:MIN/stat`, sectors written), or None where there is no
+    /// such device. Unlike `write_bytes` this counts what the file system adds (an inode's
+    /// block on a flush that grows a file) and leaves out pages dirtied but never written.
+    pub fn device_bytes_written(&self) -> Option<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let dev = std::fs::metadata(&self.dir).ok()?.dev();
+        let (major, minor) = (libc::major(dev), libc::minor(dev));
+        let stat = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/stat")).ok()?;
+        // The seventh field: sectors written, of 512 bytes whatever the device's own size.
+        let sectors: u64 = stat.split_whitespace().nth(6)?.parse().ok()?;
+        Some(sectors * 512)
+    }
+
     /// CPU time (user + system) the process has used, in seconds.
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;

@@ -46,12 +46,8 @@ impl Store {
             txn.commit()?;
             stage::record("flush", flushing.elapsed());
             show();
-            if !journal.is_empty()
-                && let Err(e) = journal.restart()
-            {
-                // Its records are all held by the database now and would be skipped on replay.
-                tracing::warn!(error = %e, "cannot empty the commit journal after a flushed commit");
-            }
+            // Its records are all held by the database now.
+            journal.restart();
             return Ok(());
         }
         txn.set_durability(redb::Durability::None)?;
@@ -115,15 +111,16 @@ impl Store {
         Ok(())
     }
 
-    /// Makes everything applied durable in the database itself, then empties the journal.
+    /// Makes everything applied durable in the database itself, then rewinds the journal.
     fn checkpoint(&self, journal: &mut Journal) -> Result<(), StoreError> {
         let txn = self.begin_write()?;
         txn.commit()?;
-        journal.restart().map_err(StoreError::Journal)
+        journal.restart();
+        Ok(())
     }
 
     /// Applies the journal's records that the database does not hold yet (after a crash, or a
-    /// reopen), in one flushed transaction, and empties the journal.
+    /// reopen), in one flushed transaction, and rewinds the journal.
     pub(super) fn recover(
         &self,
         db: &redb::Database,
@@ -158,7 +155,7 @@ impl Store {
             );
         }
         txn.commit()?;
-        journal.restart().map_err(StoreError::Journal)?;
+        journal.restart();
         journal.continue_at(last + 1);
         Ok(())
     }

@@ -5,8 +5,9 @@
 //! appended bytes and the file's new length) before the batch is committed to the database
 //! without redb's flush (`Durability::None`: readers see it at once, the disk later). A
 //! checkpoint, a flushed database commit, makes everything applied so far durable in the database
-//! itself, after which the journal starts again. On open, the records the database does not hold
-//! yet are applied again. `spec/storage.md` ("The commit journal") has the format and the proof.
+//! itself, after which the journal is rewound: the next record is written over the first, so the
+//! file keeps its length and a flush sends the disk the record alone, not the file's new size.
+//! On open, the records the database does not hold yet are applied again. `spec/storage.md` ("The commit journal") has the format and the proof.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -58,8 +59,10 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Opens (or creates) the journal of the database whose id is `id`, and reads its records.
-    /// A torn record at the end (a crash during its append, so never acknowledged) is cut off.
+    /// Opens (or creates) the journal of the database whose id is `id`, and reads its records:
+    /// the run from the start that are whole and numbered one after another. What follows is a
+    /// torn record (a crash during its append, so never acknowledged) or the rest of an earlier
+    /// run, and the next append writes over it.
     pub fn open(path: &Path, id: u64) -> Result<(Journal, Vec<Record>), JournalError> {
         let failed = |source| JournalError::Io {
             path: path.display().to_string(),
@@ -102,13 +105,11 @@ impl Journal {
         let (records, whole) = parse(&bytes[HEADER as usize..]);
         let len = HEADER + whole as u64;
         if len < bytes.len() as u64 {
-            tracing::warn!(
+            tracing::debug!(
                 path = %path.display(),
-                cut = bytes.len() as u64 - len,
-                "the journal ends in a torn record (a crash during a commit that was never acknowledged); cutting it off"
+                past = bytes.len() as u64 - len,
+                "bytes after the journal's records (an earlier run, or a record torn by a crash) will be written over"
             );
-            file.set_len(len).map_err(failed)?;
-            file.sync_data().map_err(failed)?;
         }
         let next = records.last().map_or(1, |r| r.number + 1);
         Ok((Journal { file, len, next }, records))
@@ -117,11 +118,6 @@ impl Journal {
     /// Bytes of the header and the records.
     pub fn len(&self) -> u64 {
         self.len
-    }
-
-    /// Whether the journal holds no record.
-    pub fn is_empty(&self) -> bool {
-        self.len == HEADER
     }
 
     /// The number the next record gets.
@@ -177,11 +173,13 @@ impl Journal {
         Ok(())
     }
 
-    /// Empties the journal once the database holds everything in it durably; numbering goes on.
-    pub fn restart(&mut self) -> io::Result<()> {
-        self.cut_to(HEADER)?;
+    /// Rewinds the journal once the database holds everything in it durably; numbering goes on.
+    /// Nothing is cut: the next record is written over the first, and reading stops at the first
+    /// record not numbered one after the one before it, which every record of an earlier run is
+    /// (numbers only grow). Overwriting keeps the file's length, so `fdatasync` need not write
+    /// the inode: about 5.4 KB reach the disk per one-block record instead of 9.4 KB.
+    pub fn restart(&mut self) {
         self.len = HEADER;
-        Ok(())
     }
 
     /// Numbers the next record `next` (after a recovery: the one after what the database holds).
@@ -195,7 +193,8 @@ impl Journal {
     }
 }
 
-/// The whole records at the start of `bytes` (after the header), and how many bytes they take.
+/// The whole records numbered one after another at the start of `bytes` (after the header), and
+/// how many bytes they take.
 fn parse(bytes: &[u8]) -> (Vec<Record>, usize) {
     let mut records = Vec::new();
     let mut at = 0;
@@ -210,6 +209,13 @@ fn parse(bytes: &[u8]) -> (Vec<Record>, usize) {
             break;
         };
         if checksum(number, body) != sum {
+            break;
+        }
+        if records
+            .last()
+            .is_some_and(|last: &Record| last.number + 1 != number)
+        {
+            // A record of an earlier run, left behind by a rewind.
             break;
         }
         records.push(Record {
@@ -288,9 +294,15 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
-        let (_, records) = Journal::open(&path, 7).unwrap();
+        let (mut journal, records) = Journal::open(&path, 7).unwrap();
         assert_eq!(records.len(), 1);
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), HEADER + 16 + 5);
+        assert_eq!(journal.len(), HEADER + 16 + 5);
+        // The damaged record is written over.
+        assert_eq!(journal.append(b"again").unwrap(), 2);
+        drop(journal);
+        let (_, records) = Journal::open(&path, 7).unwrap();
+        let bodies: Vec<_> = records.iter().map(|r| r.body.as_slice()).collect();
+        assert_eq!(bodies, [&b"first"[..], &b"again"[..]]);
     }
 
     #[test]
@@ -320,8 +332,8 @@ mod tests {
         let (mut journal, _) = Journal::open(&path, 7).unwrap();
         journal.append(b"a").unwrap();
         journal.append(b"b").unwrap();
-        journal.restart().unwrap();
-        assert!(journal.is_empty());
+        journal.restart();
+        assert_eq!(journal.len(), HEADER);
         assert_eq!(journal.append(b"c").unwrap(), 3);
         let len_before = journal.len();
         assert_eq!(journal.append(b"d").unwrap(), 4);
@@ -334,5 +346,39 @@ mod tests {
             (3, &b"c"[..])
         );
         assert_eq!(journal.next(), 4);
+    }
+
+    /// Records of the same length line up with the earlier run's, whose records are whole and
+    /// pass their checksums: only their numbers tell them apart.
+    #[test]
+    fn a_rewound_journal_reads_only_its_new_records_and_does_not_grow() {
+        let dir = dir();
+        let path = dir.path().join("journal");
+        let (mut journal, _) = Journal::open(&path, 7).unwrap();
+        for body in [b"one", b"two", b"six", b"ten"] {
+            journal.append(body).unwrap();
+        }
+        let size = std::fs::metadata(&path).unwrap().len();
+        journal.restart();
+        assert_eq!(journal.append(b"new").unwrap(), 5);
+        assert_eq!(journal.append(b"end").unwrap(), 6);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
+        drop(journal);
+        let (mut journal, records) = Journal::open(&path, 7).unwrap();
+        let read: Vec<_> = records
+            .iter()
+            .map(|r| (r.number, r.body.as_slice()))
+            .collect();
+        assert_eq!(read, [(5, &b"new"[..]), (6, &b"end"[..])]);
+        assert_eq!(journal.next(), 7);
+        // Rewound with nothing after it: the earlier run reads back, and the database, which
+        // holds all of it, skips it (`Store::recover`).
+        journal.restart();
+        drop(journal);
+        let (journal, records) = Journal::open(&path, 7).unwrap();
+        let numbers: Vec<_> = records.iter().map(|r| r.number).collect();
+        assert_eq!(numbers, [5, 6]);
+        assert_eq!(journal.next(), 7);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
     }
 }

@@ -79,8 +79,8 @@ fn commits_after_the_last_flush_come_back_from_the_journal_after_a_crash() {
         reopened.txn_event(&user, &device, "t7").unwrap(),
         Some((room(), Some(7), EventId::of_bytes(&7u64.to_be_bytes())))
     );
-    // The replay was flushed and the journal emptied; numbering goes on after it.
-    assert_eq!(std::fs::metadata(journal_path(&path)).unwrap().len(), 16);
+    // The replay was flushed and the journal rewound; numbering goes on after it.
+    assert_eq!(reopened.journal.lock().unwrap().len(), 16);
     reopened.commit(&batch(10..=10)).unwrap();
     drop(reopened);
     let again = Store::open(&path).unwrap();
@@ -88,12 +88,11 @@ fn commits_after_the_last_flush_come_back_from_the_journal_after_a_crash() {
 }
 
 #[test]
-fn a_checkpoint_flushes_the_database_and_empties_the_journal() {
+fn a_checkpoint_flushes_the_database_and_rewinds_the_journal() {
     let (dir, store) = scratch();
     store.set_checkpoint_bytes(1);
     store.commit(&batch(1..=3)).unwrap();
-    let path = journal_path(&dir.path().join("db"));
-    assert_eq!(std::fs::metadata(&path).unwrap().len(), 16);
+    assert_eq!(store.journal.lock().unwrap().len(), 16);
     let without = crash_copy(dir.path(), false);
     let reopened = Store::open(&without.path().join("db")).unwrap();
     assert_eq!(reopened.last_seq(&room()).unwrap(), 3);
@@ -143,6 +142,43 @@ fn a_journal_with_a_gap_after_the_database_is_refused() {
     ));
 }
 
+/// After a checkpoint the journal is written over from its start, the earlier records left
+/// behind it: a crash then replays the new records, and the old ones (held by the database)
+/// neither stop the open nor hide the new ones.
+#[test]
+fn a_journal_rewound_by_a_checkpoint_replays_only_what_came_after() {
+    let (dir, store) = scratch();
+    store.set_checkpoint_bytes(u64::MAX);
+    for n in 1..=6 {
+        store.commit(&batch(n..=n)).unwrap();
+    }
+    store.set_checkpoint_bytes(1);
+    store.commit(&batch(7..=7)).unwrap();
+    store.set_checkpoint_bytes(u64::MAX);
+    let journal = journal_path(&dir.path().join("db"));
+    let size = std::fs::metadata(&journal).unwrap().len();
+    // Rewound, nothing new yet: the earlier run is all the file holds.
+    let rewound = crash_copy(dir.path(), true);
+    let reopened = Store::open(&rewound.path().join("db")).unwrap();
+    assert_eq!(reopened.last_seq(&room()).unwrap(), 7);
+    drop(reopened);
+    store.commit(&batch(8..=8)).unwrap();
+    store.commit(&batch(9..=10)).unwrap();
+    assert_eq!(std::fs::metadata(&journal).unwrap().len(), size);
+    // The database file alone holds up to 7; the journal brings 8 to 10.
+    let crashed = crash_copy(dir.path(), true);
+    let path = crashed.path().join("db");
+    let reopened = Store::open(&path).unwrap();
+    assert_eq!(reopened.last_seq(&room()).unwrap(), 10);
+    let read = reopened.begin_read().unwrap();
+    let inbox = read.open_table(INBOX).unwrap();
+    assert_eq!(redb::ReadableTableMetadata::len(&inbox).unwrap(), 10);
+    drop((read, inbox));
+    reopened.commit(&batch(11..=11)).unwrap();
+    drop(reopened);
+    assert_eq!(Store::open(&path).unwrap().last_seq(&room()).unwrap(), 11);
+}
+
 #[test]
 fn another_databases_journal_stops_the_open() {
     let (dir, store) = scratch();
@@ -172,16 +208,15 @@ fn a_large_batch_is_flushed_to_the_database_and_small_ones_go_to_the_journal() {
     }
     assert!(encode(&large).len() >= commit::DIRECT_COMMIT_BYTES);
     store.commit(&large).unwrap();
-    // Flushed with everything before it, and the journal emptied.
-    let path = journal_path(&dir.path().join("db"));
-    assert_eq!(std::fs::metadata(&path).unwrap().len(), 16);
+    // Flushed with everything before it, and the journal rewound.
+    assert_eq!(store.journal.lock().unwrap().len(), 16);
     let without = crash_copy(dir.path(), false);
     let reopened = Store::open(&without.path().join("db")).unwrap();
     assert_eq!(reopened.last_seq(&room()).unwrap(), 400);
     drop(reopened);
     // A small batch after it goes to the journal again.
     store.commit(&batch(401..=401)).unwrap();
-    assert!(std::fs::metadata(&path).unwrap().len() > 16);
+    assert!(store.journal.lock().unwrap().len() > 16);
     let crashed = crash_copy(dir.path(), true);
     let reopened = Store::open(&crashed.path().join("db")).unwrap();
     assert_eq!(reopened.last_seq(&room()).unwrap(), 401);
