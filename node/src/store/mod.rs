@@ -173,7 +173,7 @@ fn parse_id<T: std::str::FromStr>(text: &str) -> Result<T, StoreError> {
 pub const DEFAULT_CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 /// Journal size past which the committer checkpoints (`storage.checkpoint_bytes`'s default).
-pub const DEFAULT_CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
+pub const DEFAULT_CHECKPOINT_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Where the commit journal of the database at `db` lives: next to it.
 pub fn journal_path(db: &Path) -> PathBuf {
