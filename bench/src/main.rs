@@ -580,8 +580,9 @@ async fn latency(
         .map(|(_, (p50, _))| p50 / 1000.0)
         .sum();
     figures.push(("stage p50s summed", inside, "ms", None));
-    // Not on every message's way: the flushes of the database after each 4 MiB of journal, which
-    // hold the committer (absent when the run made none).
+    // Not on every message's way: the flushes of the database after each
+    // `storage.checkpoint_bytes` of journal, which hold the committer (absent when the run made
+    // none).
     if let Ok(checkpoint) = Hearth::stages(metrics_port, &["checkpoint"]).await {
         figures.push(("checkpoint p50", checkpoint[0].0 / 1000.0, "ms", None));
         figures.push(("checkpoint p99", checkpoint[0].1 / 1000.0, "ms", None));

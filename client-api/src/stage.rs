@@ -7,7 +7,7 @@
 //! group commit), `write` (its rows written), `flush` (the batch appended to the commit journal
 //! and `fdatasync`, then redb's commit without a flush of its own; of it, `sync` is the journal's
 //! write and `fdatasync` and `apply` redb's commit), `checkpoint` (not on every
-//! message's way: after 4 MiB of journal, redb's flushed commit of the pages so far), `wake` (announced until a recipient's session wakes), `deliver` (woken until
+//! message's way: after `storage.checkpoint_bytes` of journal (16 MiB by default), redb's flushed commit of the pages so far), `wake` (announced until a recipient's session wakes), `deliver` (woken until
 //! the frames are written to the socket). The federation legs of a cross-hearth event are
 //! `hearth_federation`'s stages under the same name (`fed_read`, `fed_round`, `fed_check`,
 //! `fed_store`).
