@@ -408,7 +408,7 @@ pub struct StorageConfig {
     /// Memory for the database's page cache, bytes. Default 33554432 (32 MiB); more keeps more
     /// of a large database in memory (history pages and catch-ups read less from disk).
     pub cache_bytes: usize,
-    /// Size of the commit journal past which the database is flushed and the journal emptied
+    /// Size of the commit journal past which the database is flushed and the journal rewound
     /// (a checkpoint), bytes. Default 16777216 (16 MiB). Larger: fewer, larger page writes, a
     /// longer pause of the committer per checkpoint and a longer replay after a crash; the pages
     /// waiting for a checkpoint stay in the page cache.
