@@ -348,6 +348,7 @@ pub async fn latency(
     }
     let plain = phase(&mut chats, rate, seconds, false).await?;
     let encrypted = phase(&mut chats, rate, seconds, true).await?;
+    let (plain, (encrypted, stages)) = (plain.0, encrypted);
     Ok(Report {
         name: "1:1 delivery latency, plain vs end-to-end encrypted",
         figures: vec![
@@ -368,18 +369,59 @@ pub async fn latency(
                 "×",
                 Some(Target::AtMost(2.0)),
             ),
+            // Where the difference goes, on each message's path.
+            (
+                "sender's encrypt and save p50",
+                stages.encrypt.0,
+                "ms",
+                None,
+            ),
+            (
+                "sender's encrypt and save p99",
+                stages.encrypt.1,
+                "ms",
+                None,
+            ),
+            (
+                "recipient's decrypt and save p50",
+                stages.take.0,
+                "ms",
+                None,
+            ),
+            (
+                "recipient's decrypt and save p99",
+                stages.take.1,
+                "ms",
+                None,
+            ),
         ],
     })
 }
 
-/// One phase: (p50, p99) in ms.
+/// (p50, p99) in ms of the two steps encryption adds to a message's path.
+struct Stages {
+    /// The sender's `encrypt`: the MLS work and the state's save, flushed before it returns.
+    encrypt: (f64, f64),
+    /// The recipient's `take`: the MLS work and the state's save (not flushed).
+    take: (f64, f64),
+}
+
+/// The samples of one phase, in nanoseconds.
+#[derive(Default)]
+struct PhaseSamples {
+    delivery: Samples,
+    encrypt: Samples,
+    take: Samples,
+}
+
+/// One phase: delivery (p50, p99) in ms, and the steps encryption added.
 async fn phase(
     chats: &mut Vec<(SecureClient, SecureClient, RoomId)>,
     rate: u64,
     seconds: u64,
     encrypted: bool,
-) -> anyhow::Result<(f64, f64)> {
-    let samples = Arc::new(Samples::default());
+) -> anyhow::Result<((f64, f64), Stages)> {
+    let samples = Arc::new(PhaseSamples::default());
     let stop = Arc::new(AtomicBool::new(false));
     let per_pair = (rate * seconds) as usize / chats.len();
     let interval = Duration::from_nanos(1_000_000_000 * chats.len() as u64 / rate);
@@ -399,10 +441,17 @@ async fn phase(
     }
     stop.store(true, Ordering::Relaxed);
     let expected = per_pair * chats.len();
-    if samples.len() < expected {
-        bail!("only {} of {expected} messages arrived", samples.len());
+    if samples.delivery.len() < expected {
+        bail!(
+            "only {} of {expected} messages arrived",
+            samples.delivery.len()
+        );
     }
-    Ok(samples.percentiles_ms())
+    let stages = Stages {
+        encrypt: samples.encrypt.percentiles_ms(),
+        take: samples.take.percentiles_ms(),
+    };
+    Ok((samples.delivery.percentiles_ms(), stages))
 }
 
 /// One chat: the sender sends `count` stamped messages at `interval`; the recipient reads
@@ -416,7 +465,7 @@ async fn pair(
     interval: Duration,
     offset: Duration,
     encrypted: bool,
-    samples: Arc<Samples>,
+    samples: Arc<PhaseSamples>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<(SecureClient, SecureClient, RoomId)> {
     // As an app does after a sync: its flush before it acknowledges, where a due rewrite of the
@@ -427,6 +476,7 @@ async fn pair(
     let (_b_tx, mut b_rx) = b.client().connect(Some(since)).await?.split();
     let (mut a_tx, a_rx) = synced(a.client()).await?;
     let drain = tokio::spawn(crate::drain(a_rx, stop.clone()));
+    let sender_samples = samples.clone();
     let reader = tokio::spawn(async move {
         let mut got = 0;
         let mut last_cursor = 0;
@@ -439,13 +489,16 @@ async fn pair(
                 continue;
             };
             let sent = if encrypted {
+                let taking = Instant::now();
                 let received = b.take(&event).await?;
+                let took = taking.elapsed().as_nanos() as u64;
                 let sent = match &received {
                     Received::Message { body, .. } => body.text.parse::<u64>().ok(),
                     _ => None,
                 };
                 if let Some(sent) = sent {
-                    samples.push(stamp().saturating_sub(sent));
+                    samples.delivery.push(stamp().saturating_sub(sent));
+                    samples.take.push(took);
                     got += 1;
                 }
                 // As an app does once it has stored the message: a save of its own, then a
@@ -466,7 +519,7 @@ async fn pair(
                 }
             };
             if let Some(sent) = sent {
-                samples.push(stamp().saturating_sub(sent));
+                samples.delivery.push(stamp().saturating_sub(sent));
                 got += 1;
             }
         }
@@ -485,7 +538,12 @@ async fn pair(
                 text: now.to_string(),
                 attachment: None,
             };
-            on_own_thread(|| a.mls_mut().encrypt(&room, txn.as_str(), &body))?
+            let encrypting = Instant::now();
+            let ciphertext = on_own_thread(|| a.mls_mut().encrypt(&room, txn.as_str(), &body))?;
+            sender_samples
+                .encrypt
+                .push(encrypting.elapsed().as_nanos() as u64);
+            ciphertext
         } else {
             now.to_be_bytes().to_vec()
         };

@@ -96,6 +96,10 @@ impl StateStorage for StateFile {
         Ok(self.journal()?.flush()?)
     }
 
+    fn flushes_later(&self) -> bool {
+        true
+    }
+
     fn describe(&self, record: Record) -> String {
         self.path(record).display().to_string()
     }

@@ -17,7 +17,7 @@ mod store_v4;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use hearth_spec::e2ee::{
     ChatBody, MESSAGE_ID_LEN, credential_identity, message_aad, parse_credential_identity,
@@ -159,12 +159,37 @@ pub struct Mls {
     saved: Saved,
     /// Where the state is saved; `None` for a device that lives in memory only.
     storage: Option<StateWriter>,
+    /// Rooms this process has sent in: a second message in one leases it ([`Saved::leased`]).
+    sent_here: BTreeSet<RoomId>,
+    /// Leased rooms with a sent message whose ratchet step is not flushed yet.
+    unflushed_sends: BTreeSet<RoomId>,
+    /// Leased rooms left by a process that was not closed, whose key could not be skipped on
+    /// opening (openmls refused to encrypt then): skipped before the next message.
+    skip_before_send: BTreeSet<RoomId>,
 }
 
 impl std::fmt::Debug for Mls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Mls({}|{})", self.saved.user, self.saved.device)
     }
+}
+
+impl Drop for Mls {
+    fn drop(&mut self) {
+        if let Err(e) = self.end_leases() {
+            tracing::warn!(error = %e, "cannot end the device's send leases; the next opening skips a key in each room");
+        }
+    }
+}
+
+/// Uses up the next message key of this device in `group` without sending anything.
+fn skip_one_key(
+    group: &mut MlsGroup,
+    provider: &DeviceProvider,
+    signer: &SignatureKeyPair,
+) -> Result<(), E2eeError> {
+    group.create_message(provider, signer, &[]).map_err(mls)?;
+    Ok(())
 }
 
 fn create_config() -> MlsGroupCreateConfig {
@@ -264,11 +289,44 @@ impl Mls {
             groups,
             saved,
             storage,
+            sent_here: BTreeSet::new(),
+            unflushed_sends: BTreeSet::new(),
+            skip_before_send: BTreeSet::new(),
         };
+        this.end_leases_left_open();
         // Written whole if it was of an older version (it becomes the current one) or its journal
-        // was cut short by a crash (never appended to); otherwise nothing changed to write.
+        // was cut short by a crash (never appended to); otherwise nothing changed to write (but
+        // the keys skipped just above, and the leases they end).
         this.save()?;
         Ok(this)
+    }
+
+    /// Skips one message key in each room a process that was not closed had leased: the last
+    /// message it sent there may have left before a crash of the machine took back the step that
+    /// used the key, and a message encrypted with that key again would not decrypt for those
+    /// who read the first. Skipping one is enough, as a lease lets one step at a time wait.
+    fn end_leases_left_open(&mut self) {
+        for room in std::mem::take(&mut self.saved.leased) {
+            let Some(group) = self.groups.get_mut(&room) else {
+                continue;
+            };
+            if skip_one_key(group, &self.provider, &self.signer).is_err() {
+                self.saved.leased.insert(room.clone());
+                self.skip_before_send.insert(room);
+            }
+        }
+    }
+
+    /// Ends this process's leases: the next opening need not skip keys. Called when the device
+    /// is dropped; a process that stops without it leaves the skipping to the next one.
+    fn end_leases(&mut self) -> Result<(), E2eeError> {
+        // Keys not skipped yet stay leased, so they are skipped by the next process.
+        let skip = &self.skip_before_send;
+        if self.saved.leased.iter().all(|room| skip.contains(room)) {
+            return Ok(());
+        }
+        self.saved.leased.retain(|room| skip.contains(room));
+        self.save()
     }
 
     /// Runs `step` of the device's state writer on the state as it is now; a device kept in
@@ -281,7 +339,9 @@ impl Mls {
     }
 
     fn save(&mut self) -> Result<(), E2eeError> {
-        self.write_state(StateWriter::save)
+        self.write_state(StateWriter::save)?;
+        self.unflushed_sends.clear();
+        Ok(())
     }
 
     /// Saves a change only this device sees (an event received, messages kept, the cursor)
@@ -299,7 +359,9 @@ impl Mls {
     /// outgrown it, which no save on a message's path waits for: call it after a message has
     /// left too (the SDK's sends do).
     pub fn flush(&mut self) -> Result<(), E2eeError> {
-        self.write_state(StateWriter::compact)
+        self.write_state(StateWriter::compact)?;
+        self.unflushed_sends.clear();
+        Ok(())
     }
 
     /// Bytes of the saved state's snapshot and of its journal; `None` for a device in memory.
@@ -410,9 +472,8 @@ impl Mls {
         room: &RoomId,
         routed: &[UserId],
     ) -> (Vec<UserId>, Vec<UserId>) {
-        let in_group: std::collections::BTreeSet<UserId> =
-            self.members(room).into_iter().map(|(u, _)| u).collect();
-        let routed: std::collections::BTreeSet<UserId> = routed.iter().cloned().collect();
+        let in_group: BTreeSet<UserId> = self.members(room).into_iter().map(|(u, _)| u).collect();
+        let routed: BTreeSet<UserId> = routed.iter().cloned().collect();
         (
             routed.difference(&in_group).cloned().collect(),
             in_group.difference(&routed).cloned().collect(),
@@ -422,8 +483,7 @@ impl Mls {
     /// Users who left the room but are still in its group (their devices must be removed
     /// before anything else is sent).
     pub fn departed(&self, room: &RoomId) -> Vec<UserId> {
-        let in_group: std::collections::BTreeSet<UserId> =
-            self.members(room).into_iter().map(|(u, _)| u).collect();
+        let in_group: BTreeSet<UserId> = self.members(room).into_iter().map(|(u, _)| u).collect();
         self.saved
             .rooms
             .get(room)
@@ -738,6 +798,10 @@ impl Mls {
         replaces_refused: Option<usize>,
     ) -> Result<Vec<u8>, E2eeError> {
         let group = active_group(&mut self.groups, room)?;
+        let skipping = self.skip_before_send.contains(room);
+        if skipping {
+            skip_one_key(group, &self.provider, &self.signer)?;
+        }
         let epoch = group.epoch().as_u64();
         group.set_aad(message_aad(&id));
         let message = group
@@ -765,8 +829,37 @@ impl Mls {
                 copy,
             },
         );
-        self.save()?;
+        self.save_sent_step(room, skipping)?;
         Ok(bytes)
+    }
+
+    /// Saves the ratchet step of a message about to be sent in `room`: flushed (so the message
+    /// leaves only once it is on disk), except in a room this device leased, where a message may
+    /// leave once the step is in the operating system's hands, one step at a time; the SDK
+    /// flushes after the message has left, before it reports it sent. A crash of the process
+    /// loses nothing that way; one of the machine may lose that step after its key was used, and
+    /// then the next opening skips a key in each leased room. A room is leased at its second
+    /// message in one process (a command that sends one message leases nothing).
+    fn save_sent_step(&mut self, room: &RoomId, skipped: bool) -> Result<(), E2eeError> {
+        let may_wait = self
+            .storage
+            .as_ref()
+            .is_some_and(StateWriter::flushes_later);
+        if may_wait
+            && !skipped
+            && self.saved.leased.contains(room)
+            && !self.unflushed_sends.contains(room)
+        {
+            self.save_unflushed()?;
+            self.unflushed_sends.insert(room.clone());
+            return Ok(());
+        }
+        if may_wait && !self.sent_here.insert(room.clone()) {
+            self.saved.leased.insert(room.clone());
+        }
+        self.save()?;
+        self.skip_before_send.remove(room);
+        Ok(())
     }
 
     /// Messages waiting to be sent again, oldest first: (the txn id they were last sent

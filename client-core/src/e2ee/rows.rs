@@ -15,6 +15,7 @@
 //! | `f` | refused messages, oldest first (absent when none) |
 //! | `o` | owed messages (absent when none) |
 //! | `u` room seq (u64 BE) | a decrypted message the app has not confirmed |
+//! | `l` | the rooms leased for sending before a flush, in order (absent when none) |
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -39,6 +40,7 @@ const SENT: u8 = b't';
 const REFUSED: u8 = b'f';
 const OWED: u8 = b'o';
 const UNCONFIRMED: u8 = b'u';
+const LEASED: u8 = b'l';
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Header {
@@ -157,6 +159,20 @@ fn list_row<T: Serialize>(list: &[T]) -> Vec<u8> {
     }
 }
 
+/// The rows that hold a whole list each (empty: no row), by tag.
+fn list_rows(saved: &Saved) -> [(u8, Vec<u8>); 3] {
+    let leased = if saved.leased.is_empty() {
+        Vec::new()
+    } else {
+        encode(&saved.leased)
+    };
+    [
+        (REFUSED, list_row(&saved.refused)),
+        (OWED, list_row(&saved.owed)),
+        (LEASED, leased),
+    ]
+}
+
 /// A postcard unsigned varint.
 fn put_varint(out: &mut Vec<u8>, mut n: u64) {
     while n >= 0x80 {
@@ -198,10 +214,7 @@ impl RowWriter {
 /// The snapshot record `(version, generation, rows)` of `saved` with the openmls storage `mls`,
 /// as postcard would encode it with the rows of [`rows_of`] (the order of rows aside).
 pub fn snapshot_of(version: u8, generation: u64, saved: &Saved, mls: &MlsEntries) -> Vec<u8> {
-    let lists = [
-        (REFUSED, list_row(&saved.refused)),
-        (OWED, list_row(&saved.owed)),
-    ];
+    let lists = list_rows(saved);
     let count = 1
         + mls.len()
         + saved
@@ -269,10 +282,7 @@ pub fn rows_of(saved: &Saved, mls: &MlsEntries) -> Rows {
             encode(decrypted),
         );
     }
-    for (tag, row) in [
-        (REFUSED, list_row(&saved.refused)),
-        (OWED, list_row(&saved.owed)),
-    ] {
+    for (tag, row) in list_rows(saved) {
         if !row.is_empty() {
             rows.insert(vec![tag], row);
         }
@@ -299,8 +309,8 @@ pub struct Written {
     sent: BTreeMap<String, SentMessage>,
     /// The places (room, seq) of the unconfirmed messages written, in the state's order.
     unconfirmed: VecDeque<(RoomId, u64)>,
-    /// Encoded lists of `f` and `o` (empty: no row).
-    lists: [Vec<u8>; 2],
+    /// Encoded lists of `f`, `o` and `l` (empty: no row).
+    lists: [Vec<u8>; 3],
 }
 
 impl Written {
@@ -439,10 +449,7 @@ impl Written {
             self.unconfirmed
                 .push_back((decrypted.room.clone(), decrypted.seq));
         }
-        let lists = [
-            (REFUSED, list_row(&saved.refused)),
-            (OWED, list_row(&saved.owed)),
-        ];
+        let lists = list_rows(saved);
         for ((tag, row), old) in lists.into_iter().zip(self.lists.iter_mut()) {
             if row != *old {
                 if row.is_empty() {
@@ -499,6 +506,7 @@ pub fn saved_of(rows: &Rows) -> Result<(Saved, Entries), String> {
             }
             Some(&REFUSED) => saved.refused = decode(key, value)?,
             Some(&OWED) => saved.owed = decode::<Vec<OwedMessage>>(key, value)?,
+            Some(&LEASED) => saved.leased = decode(key, value)?,
             // By room, then seq: the order they come back in after a restart.
             Some(&UNCONFIRMED) => saved
                 .unconfirmed

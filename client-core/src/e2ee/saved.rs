@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 /// the room's home cannot have taken wait to be sent again; 3: message ids of sent messages,
 /// messages owed to members who could not read them yet, and where this device joined each
 /// room; 4: decrypted messages the app has not confirmed keeping; 5: the state as rows, in a
-/// snapshot and a journal of changed rows, key packages among them). Version 2–4 files are
-/// read and written back as version 5.
-pub(super) const STATE_VERSION: u8 = 5;
+/// snapshot and a journal of changed rows, key packages among them; 6: the rooms leased for
+/// sending before a flush). Version 2–5 files are read and written back as version 6.
+pub(super) const STATE_VERSION: u8 = 6;
 /// Message ids remembered per room to drop replays.
 pub const SEEN_PER_ROOM: usize = 4096;
 /// Decrypted messages kept for an app that has not confirmed them; past this the oldest go (an
@@ -124,6 +124,11 @@ pub struct Saved {
     /// Decrypted messages the app has not confirmed keeping, oldest first (a deque: past
     /// [`MAX_UNCONFIRMED`] each new one drops the oldest).
     pub unconfirmed: VecDeque<Decrypted>,
+    /// Rooms where the process holding the device may let a message leave before the ratchet
+    /// step that encrypted it is on disk (at most one such step per room at a time). A device
+    /// that opens with rooms listed here was not closed: in each it skips one message key, which
+    /// a crash of the machine may have taken back after it was used.
+    pub leased: BTreeSet<RoomId>,
 }
 
 impl Saved {
@@ -141,6 +146,7 @@ impl Saved {
             cursor: 0,
             owed: Vec::new(),
             unconfirmed: VecDeque::new(),
+            leased: BTreeSet::new(),
         }
     }
 }

@@ -42,7 +42,7 @@ pub const JOURNAL_SLACK: usize = 64 * 1024;
 pub enum Record {
     /// The snapshot (versions 2–4: the whole state but key packages).
     State,
-    /// Versions 2–4 only: the key packages. Emptied once the state is in version 5.
+    /// Versions 2–4 only: the key packages. Emptied once the state is in version 5 or later.
     Keys,
     /// Frames of changed rows, appended since the snapshot.
     Journal,
@@ -69,6 +69,12 @@ pub trait StateStorage: std::fmt::Debug + MaybeSend {
     /// flushing them included (a device opened on them appends after them).
     fn flush_journal(&mut self) -> Result<(), E2eeError> {
         Ok(())
+    }
+    /// Whether [`Self::append_journal_unflushed`] returns before the disk has the bytes, which
+    /// are then in the operating system's hands: a crash of the process loses none of them, a
+    /// crash of the machine may lose any not flushed since.
+    fn flushes_later(&self) -> bool {
+        false
     }
     /// Journal bytes past which the state is written whole, for a snapshot of `snapshot_len`
     /// bytes. Storage without a cheap append answers 0: every save then writes the state whole.
@@ -230,7 +236,9 @@ impl StateWriter {
             _ => {
                 let snapshot: Snapshot =
                     postcard::from_bytes(&bytes).map_err(|e| corrupt(Record::State, e))?;
-                if snapshot.version != STATE_VERSION {
+                // Version 5 is version 6 without leases: read alike, then written whole.
+                let current = snapshot.version == STATE_VERSION;
+                if !current && snapshot.version != 5 {
                     return Err(unknown(Record::State, snapshot.version));
                 }
                 let mut rows = snapshot.rows;
@@ -250,7 +258,7 @@ impl StateWriter {
                 // does not write its state whole (megabytes for one with history, on every
                 // start of a command-line client). One cut short by a crash is never appended
                 // to: the first save writes the state whole.
-                if whole == journal.len() && !self.stale_keys {
+                if current && whole == journal.len() && !self.stale_keys {
                     let mls: MlsEntries = entries.iter().cloned().collect();
                     self.written = Written::of(&saved, &mls);
                     self.snapshot_len = bytes.len();
@@ -354,6 +362,12 @@ impl StateWriter {
         } else {
             self.flush()
         }
+    }
+
+    /// Whether a save made with [`Self::save_unflushed`] may be lost to a crash of the machine
+    /// (never to a crash of the process).
+    pub fn flushes_later(&self) -> bool {
+        self.appends() && self.storage.flushes_later()
     }
 
     /// Whether this storage takes journal frames (else every save writes the state whole).

@@ -41,6 +41,7 @@ impl From<SavedV3> for Saved {
             cursor: v3.cursor,
             owed: v3.owed,
             unconfirmed: Default::default(),
+            leased: Default::default(),
         }
     }
 }

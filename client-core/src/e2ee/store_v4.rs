@@ -64,6 +64,7 @@ impl From<SavedV4> for Saved {
             cursor: v4.cursor,
             owed: v4.owed,
             unconfirmed: v4.unconfirmed.into(),
+            leased: Default::default(),
         }
     }
 }

@@ -137,6 +137,9 @@ impl StateStorage for Disk {
         *self.1.lock().unwrap() = records.get(&Record::Journal).map_or(0, |(b, _)| b.len());
         Ok(())
     }
+    fn flushes_later(&self) -> bool {
+        true
+    }
     fn describe(&self, record: Record) -> String {
         format!("shared {record:?}")
     }
@@ -625,7 +628,7 @@ fn alone_in_a_group(dir: &Disk) -> (Mls, RoomId) {
     (alice, room)
 }
 
-/// Encrypts (a flushed save each) until `alice`'s journal has passed its limit, checking that no
+/// Encrypts (a save each, appended) until `alice`'s journal has passed its limit, checking that no
 /// encrypt rewrote the state, whose rewrite is not on a message's path; `sent` counts them.
 fn encrypt_past_the_journal_limit(alice: &mut Mls, dir: &Disk, room: &RoomId, sent: &mut usize) {
     let (snapshot, _) = alice.saved_sizes().unwrap();
@@ -650,9 +653,10 @@ fn a_save_past_the_journal_limit_appends_and_the_next_flush_writes_the_state_who
     let (mut alice, room) = alone_in_a_group(&dir);
     let mut sent = 0;
     encrypt_past_the_journal_limit(&mut alice, &dir, &room, &mut sent);
-    // Past it, what the journal holds is durable and readable as before.
-    assert_eq!(dir.flushed(), dir.get(Record::Journal).len());
+    // Past it, what the journal holds is readable as before, and durable once the device is
+    // closed (in the leased room the last step may wait for a flush).
     drop(alice);
+    assert_eq!(dir.flushed(), dir.get(Record::Journal).len());
     let mut alice = device(&dir, "alice", "A1");
     assert_eq!(alice.saved.sent.len(), sent);
     // Reopening wrote the state whole; grow the journal past its limit again, then flush (after
@@ -907,6 +911,110 @@ fn what_a_device_received_unflushed_comes_again_after_a_machine_crash_and_still_
     assert_eq!(bob.processed_seq(&room.id), third.seq);
 }
 
+/// `who` sends `body`: encrypts it (its step flushed or not, as the device decides), the home
+/// orders it, `to` reads it, and the sender flushes once the message has left (as the SDK does).
+/// Returns whether the step was on disk before the message left.
+fn send_and_read(room: &mut Room, who: &mut Mls, dir: &Disk, to: &mut Mls, txn: &str) -> bool {
+    let flushed = dir.flushed();
+    let message = room.message(who, txn, txn);
+    let on_disk = dir.flushed() > flushed;
+    assert_eq!(body_of(to.receive(&message).unwrap()), txn);
+    who.flush().unwrap();
+    on_disk
+}
+
+#[test]
+fn in_a_busy_room_a_message_leaves_before_its_step_is_flushed_one_at_a_time() {
+    let dirs: Vec<_> = (0..2).map(|_| Disk::default()).collect();
+    let (mut alice, mut bob, mut room) = alice_and_bob(&dirs);
+    // The first message of a process is on disk before it leaves; the second leases the room
+    // (on disk with its step); from the third on, the flush comes after the message left.
+    let flushed_first: Vec<bool> = ["a1", "a2", "a3", "a4"]
+        .into_iter()
+        .map(|txn| send_and_read(&mut room, &mut alice, &dirs[0], &mut bob, txn))
+        .collect();
+    assert_eq!(flushed_first, [true, true, false, false]);
+    assert!(alice.saved.leased.contains(&room.id));
+
+    // Without a flush between them, the second step waits for the disk: at most one step per
+    // room is ever not on disk, which is what the next opening skips after a crash.
+    let flushed = dirs[0].flushed();
+    let a5 = room.message(&mut alice, "a5", "five");
+    assert_eq!(dirs[0].flushed(), flushed);
+    let a6 = room.message(&mut alice, "a6", "six");
+    assert!(dirs[0].flushed() > flushed);
+    for (message, body) in [(a5, "five"), (a6, "six")] {
+        assert_eq!(body_of(bob.receive(&message).unwrap()), body);
+    }
+
+    // Closing the device ends the lease, on disk: the next process skips no key and starts
+    // again with a message on disk before it leaves.
+    drop(alice);
+    dirs[0].machine_crash(0);
+    let mut alice = device(&dirs[0], "alice", "A1");
+    assert!(alice.saved.leased.is_empty());
+    assert!(send_and_read(
+        &mut room, &mut alice, &dirs[0], &mut bob, "a7"
+    ));
+}
+
+#[test]
+fn a_key_used_by_a_message_whose_step_a_machine_crash_lost_is_never_used_again() {
+    let dirs: Vec<_> = (0..2).map(|_| Disk::default()).collect();
+    let (mut alice, mut bob, mut room) = alice_and_bob(&dirs);
+    for txn in ["a1", "a2"] {
+        send_and_read(&mut room, &mut alice, &dirs[0], &mut bob, txn);
+    }
+    // The third message leaves and bob reads it; the machine goes down before alice's flush
+    // (and the process never closes the device).
+    let flushed = dirs[0].flushed();
+    let third = room.message(&mut alice, "a3", "three");
+    assert_eq!(dirs[0].flushed(), flushed, "the step was not on disk yet");
+    assert_eq!(body_of(bob.receive(&third).unwrap()), "three");
+    std::mem::forget(alice);
+    dirs[0].machine_crash(0);
+
+    // Reopened where the step before it left off, alice skips the key the third message used:
+    // bob, who used it up reading that message, reads the next one.
+    let mut alice = device(&dirs[0], "alice", "A1");
+    assert!(
+        alice.saved.leased.is_empty(),
+        "the skipped key ends the lease"
+    );
+    assert!(send_and_read(
+        &mut room, &mut alice, &dirs[0], &mut bob, "a4"
+    ));
+
+    // A process that stops without closing the device (killed) loses nothing the OS had, and
+    // the next opening skips a key all the same: the gap costs its readers nothing.
+    for txn in ["a5", "a6", "a7"] {
+        send_and_read(&mut room, &mut alice, &dirs[0], &mut bob, txn);
+    }
+    std::mem::forget(alice);
+    let mut alice = device(&dirs[0], "alice", "A1");
+    assert!(send_and_read(
+        &mut room, &mut alice, &dirs[0], &mut bob, "a8"
+    ));
+}
+
+#[test]
+fn a_version_5_state_is_read_and_written_back_as_version_6() {
+    let dirs: Vec<_> = (0..2).map(|_| Disk::default()).collect();
+    let (mut alice, mut bob, mut room) = alice_and_bob(&dirs);
+    send_and_read(&mut room, &mut alice, &dirs[0], &mut bob, "a1");
+    drop(alice);
+    // Version 5 wrote the same rows (none leased) under its own number.
+    let mut snapshot = dirs[0].get(Record::State);
+    assert_eq!(snapshot[0], 6);
+    snapshot[0] = 5;
+    dirs[0].put(Record::State, snapshot);
+    let writes = dirs[0].writes(Record::State);
+    let mut alice = device(&dirs[0], "alice", "A1");
+    assert_eq!(dirs[0].writes(Record::State), writes + 1, "written whole");
+    assert_eq!(dirs[0].get(Record::State)[0], 6);
+    send_and_read(&mut room, &mut alice, &dirs[0], &mut bob, "a2");
+}
+
 /// Rewrites a device's state (its snapshot and journal) in the layout version 3 or 4 wrote: one
 /// record of everything but key packages, and the key file.
 fn rewrite_as_version(dir: &Disk, version: u8) {
@@ -921,7 +1029,7 @@ fn rewrite_as_version(dir: &Disk, version: u8) {
     );
     let (current, generation, mut rows): (u8, u64, rows::Rows) =
         postcard::from_bytes(&dir.get(Record::State)).unwrap();
-    assert_eq!(current, 5);
+    assert_eq!(current, saved::STATE_VERSION);
     // Those versions had no journal: its frames go into the one record.
     let journal = dir.get(Record::Journal);
     let whole = super::store::replay(&mut rows, generation, &journal, String::new).unwrap();
@@ -986,7 +1094,7 @@ fn a_version_3_state_file_is_read_and_carried_forward() {
     assert!(alice.in_group(&room));
     assert!(alice.unconfirmed().is_empty());
     drop(alice);
-    assert_eq!(dir.get(Record::State)[0], 5, "written back as version 5");
+    assert_eq!(dir.get(Record::State)[0], 6, "written back as version 6");
 }
 
 #[test]
@@ -1008,8 +1116,8 @@ fn a_version_4_state_file_is_read_and_carried_forward_and_its_key_file_emptied()
     drop(bob);
     assert_eq!(
         dirs[1].get(Record::State)[0],
-        5,
-        "written back as version 5"
+        6,
+        "written back as version 6"
     );
     assert!(
         dirs[1].get(Record::Keys).is_empty(),
