@@ -3,7 +3,6 @@
 //! hearth with encryption on next to the same run without it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -422,7 +421,6 @@ async fn phase(
     encrypted: bool,
 ) -> anyhow::Result<((f64, f64), Stages)> {
     let samples = Arc::new(PhaseSamples::default());
-    let stop = Arc::new(AtomicBool::new(false));
     let per_pair = (rate * seconds) as usize / chats.len();
     let interval = Duration::from_nanos(1_000_000_000 * chats.len() as u64 / rate);
     let mut tasks = Vec::new();
@@ -431,15 +429,13 @@ async fn phase(
         // Spread over the interval: `rate` messages a second, evenly, not `pairs` at once.
         let offset = interval * i as u32 / pairs;
         let samples = samples.clone();
-        let stop = stop.clone();
         tasks.push(tokio::spawn(pair(
-            a, b, room, per_pair, interval, offset, encrypted, samples, stop,
+            a, b, room, per_pair, interval, offset, encrypted, samples,
         )));
     }
     for task in tasks {
         chats.push(task.await.context("pair task")??);
     }
-    stop.store(true, Ordering::Relaxed);
     let expected = per_pair * chats.len();
     if samples.delivery.len() < expected {
         bail!(
@@ -466,7 +462,6 @@ async fn pair(
     offset: Duration,
     encrypted: bool,
     samples: Arc<PhaseSamples>,
-    stop: Arc<AtomicBool>,
 ) -> anyhow::Result<(SecureClient, SecureClient, RoomId)> {
     // As an app does after a sync: its flush before it acknowledges, where a due rewrite of the
     // device state is made (not in the next message's path).
@@ -474,8 +469,7 @@ async fn pair(
     on_own_thread(|| b.mls_mut().flush())?;
     let since = b.mls().cursor();
     let (_b_tx, mut b_rx) = b.client().connect(Some(since)).await?.split();
-    let (mut a_tx, a_rx) = synced(a.client()).await?;
-    let drain = tokio::spawn(crate::drain(a_rx, stop.clone()));
+    let (mut a_tx, mut a_rx) = synced(a.client()).await?;
     let sender_samples = samples.clone();
     let reader = tokio::spawn(async move {
         let mut got = 0;
@@ -548,16 +542,32 @@ async fn pair(
             now.to_be_bytes().to_vec()
         };
         a_tx.send(&room, &txn, &payload).await?;
+        // As the SDK's sends do (in both phases alike): the hearth's answer, then, encrypted,
+        // the flush that makes the step durable (and the state's rewrite, when due).
+        accepted(&mut a_rx, &txn).await?;
         if encrypted {
-            // As the SDK's sends do once the message has left: the state's rewrite, when due.
             on_own_thread(|| a.mls_mut().flush())?;
         }
     }
     let b = reader.await.context("reader")??;
-    drain.abort();
     a.sync().await?;
     on_own_thread(|| a.mls_mut().flush())?;
     Ok((a, b, room))
+}
+
+/// Waits for the hearth to accept the send `txn` (frames before it are dropped).
+async fn accepted(rx: &mut hearth_client::Receiver, txn: &TxnId) -> anyhow::Result<()> {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(30), rx.next())
+            .await
+            .context("no answer to a send for 30 s")?
+            .context("closed")??;
+        match frame {
+            ServerFrame::Accepted { txn_id, .. } if txn_id == *txn => return Ok(()),
+            ServerFrame::Error { code, message, .. } => bail!("send refused: {code:?} {message}"),
+            _ => continue,
+        }
+    }
 }
 
 /// Medians over 21 rounds of what every send pays to check the room's devices (`converge` with
