@@ -306,12 +306,14 @@ impl Mls {
     /// used the key, and a message encrypted with that key again would not decrypt for those
     /// who read the first. Skipping one is enough, as a lease lets one step at a time wait.
     fn end_leases_left_open(&mut self) {
-        for room in std::mem::take(&mut self.saved.leased) {
+        for (room, epoch) in std::mem::take(&mut self.saved.leased) {
             let Some(group) = self.groups.get_mut(&room) else {
                 continue;
             };
+            // In the current epoch even when the lease is of an older one: the group may be past
+            // it on disk, and a skipped key costs nothing.
             if skip_one_key(group, &self.provider, &self.signer).is_err() {
-                self.saved.leased.insert(room.clone());
+                self.saved.leased.insert(room.clone(), epoch);
                 self.skip_before_send.insert(room);
             }
         }
@@ -322,10 +324,10 @@ impl Mls {
     fn end_leases(&mut self) -> Result<(), E2eeError> {
         // Keys not skipped yet stay leased, so they are skipped by the next process.
         let skip = &self.skip_before_send;
-        if self.saved.leased.iter().all(|room| skip.contains(room)) {
+        if self.saved.leased.keys().all(|room| skip.contains(room)) {
             return Ok(());
         }
-        self.saved.leased.retain(|room| skip.contains(room));
+        self.saved.leased.retain(|room, _| skip.contains(room));
         self.save()
     }
 
@@ -829,25 +831,33 @@ impl Mls {
                 copy,
             },
         );
-        self.save_sent_step(room, skipping)?;
+        self.save_sent_step(room, epoch, skipping)?;
         Ok(bytes)
     }
 
-    /// Saves the ratchet step of a message about to be sent in `room`: flushed (so the message
-    /// leaves only once it is on disk), except in a room this device leased, where a message may
-    /// leave once the step is in the operating system's hands, one step at a time; the SDK
-    /// flushes after the message has left, before it reports it sent. A crash of the process
-    /// loses nothing that way; one of the machine may lose that step after its key was used, and
-    /// then the next opening skips a key in each leased room. A room is leased at its second
-    /// message in one process (a command that sends one message leases nothing).
-    fn save_sent_step(&mut self, room: &RoomId, skipped: bool) -> Result<(), E2eeError> {
+    /// Saves the ratchet step of a message about to be sent in `room` at `epoch`: flushed (so the
+    /// message leaves only once it is on disk), except in a room this device leased for that
+    /// epoch, where a message may leave once the step is in the operating system's hands, one
+    /// step at a time; the SDK flushes after the message has left, before it reports it sent. A
+    /// crash of the process loses nothing that way; one of the machine may lose that step after
+    /// its key was used, and then the next opening skips a key in each leased room. The lease is
+    /// on disk with the group at its epoch, so the step lost is in the epoch the group reopens
+    /// in (a commit received but not flushed would reopen it an epoch earlier, its keys
+    /// restarted: a message of a new epoch is flushed first and leases again). A room is leased
+    /// at its second message in one process (a command that sends one message leases nothing).
+    fn save_sent_step(
+        &mut self,
+        room: &RoomId,
+        epoch: u64,
+        skipped: bool,
+    ) -> Result<(), E2eeError> {
         let may_wait = self
             .storage
             .as_ref()
             .is_some_and(StateWriter::flushes_later);
         if may_wait
             && !skipped
-            && self.saved.leased.contains(room)
+            && self.saved.leased.get(room) == Some(&epoch)
             && !self.unflushed_sends.contains(room)
         {
             self.save_unflushed()?;
@@ -855,7 +865,7 @@ impl Mls {
             return Ok(());
         }
         if may_wait && !self.sent_here.insert(room.clone()) {
-            self.saved.leased.insert(room.clone());
+            self.saved.leased.insert(room.clone(), epoch);
         }
         self.save()?;
         self.skip_before_send.remove(room);

@@ -15,7 +15,7 @@
 //! | `f` | refused messages, oldest first (absent when none) |
 //! | `o` | owed messages (absent when none) |
 //! | `u` room seq (u64 BE) | a decrypted message the app has not confirmed |
-//! | `l` | the rooms leased for sending before a flush, in order (absent when none) |
+//! | `l` | the rooms leased for sending before a flush, in order, each with its epoch (absent when none) |
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 

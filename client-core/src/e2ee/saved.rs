@@ -125,10 +125,12 @@ pub struct Saved {
     /// [`MAX_UNCONFIRMED`] each new one drops the oldest).
     pub unconfirmed: VecDeque<Decrypted>,
     /// Rooms where the process holding the device may let a message leave before the ratchet
-    /// step that encrypted it is on disk (at most one such step per room at a time). A device
-    /// that opens with rooms listed here was not closed: in each it skips one message key, which
-    /// a crash of the machine may have taken back after it was used.
-    pub leased: BTreeSet<RoomId>,
+    /// step that encrypted it is on disk (at most one such step per room at a time), each with
+    /// the epoch the lease holds for: a commit restarts the ratchets, so a message of another
+    /// epoch waits for the disk (and leases again). A device that opens with rooms listed here
+    /// was not closed: in each it skips one message key, which a crash of the machine may have
+    /// taken back after it was used.
+    pub leased: BTreeMap<RoomId, u64>,
 }
 
 impl Saved {
@@ -146,7 +148,7 @@ impl Saved {
             cursor: 0,
             owed: Vec::new(),
             unconfirmed: VecDeque::new(),
-            leased: BTreeSet::new(),
+            leased: BTreeMap::new(),
         }
     }
 }

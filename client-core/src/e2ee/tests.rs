@@ -934,7 +934,7 @@ fn in_a_busy_room_a_message_leaves_before_its_step_is_flushed_one_at_a_time() {
         .map(|txn| send_and_read(&mut room, &mut alice, &dirs[0], &mut bob, txn))
         .collect();
     assert_eq!(flushed_first, [true, true, false, false]);
-    assert!(alice.saved.leased.contains(&room.id));
+    assert!(alice.saved.leased.contains_key(&room.id));
 
     // Without a flush between them, the second step waits for the disk: at most one step per
     // room is ever not on disk, which is what the next opening skips after a crash.
@@ -994,6 +994,49 @@ fn a_key_used_by_a_message_whose_step_a_machine_crash_lost_is_never_used_again()
     let mut alice = device(&dirs[0], "alice", "A1");
     assert!(send_and_read(
         &mut room, &mut alice, &dirs[0], &mut bob, "a8"
+    ));
+}
+
+#[test]
+fn the_first_message_of_a_new_epoch_waits_for_the_disk_with_the_commit() {
+    let dirs: Vec<_> = (0..3).map(|_| Disk::default()).collect();
+    let (mut alice, mut bob, mut room) = alice_and_bob(&dirs);
+    for txn in ["a1", "a2", "a3"] {
+        let message = room.message(&mut alice, txn, txn);
+        assert_eq!(body_of(bob.receive(&message).unwrap()), txn);
+        // alice takes her echo, as a device in sync does, and flushes.
+        assert_eq!(body_of(alice.receive(&message).unwrap()), txn);
+        alice.flush().unwrap();
+    }
+    assert_eq!(alice.saved.leased.get(&room.id), Some(&1));
+    // bob adds his second device: epoch 2, whose keys start again. alice takes the commit with a
+    // save that waits for her next flush.
+    let mut bob2 = device(&dirs[2], "bob", "B2");
+    let add = bob
+        .prepare_add(&room.id, &[package_of(&mut bob2, &bob)])
+        .unwrap();
+    bob.commit_accepted(&room.id).unwrap();
+    let commit = room.commit(&bob, "c2", &add);
+    bob.receive(&commit).unwrap();
+    let flushed = dirs[0].flushed();
+    alice.receive(&commit).unwrap();
+    assert_eq!(dirs[0].flushed(), flushed);
+
+    // Her next message is of epoch 2, which the lease is not for: on disk, with the commit,
+    // before it leaves; the lease moves to epoch 2.
+    let fourth = room.message(&mut alice, "a4", "four");
+    assert!(dirs[0].flushed() > flushed, "the step waited for no flush");
+    assert_eq!(alice.saved.leased.get(&room.id), Some(&2));
+    assert_eq!(body_of(bob.receive(&fourth).unwrap()), "four");
+
+    // Had it left first, a crash of the machine now would reopen alice in epoch 1, the hearth
+    // would hand her the commit again, and her next message would use the key of the fourth.
+    std::mem::forget(alice);
+    dirs[0].machine_crash(0);
+    let mut alice = device(&dirs[0], "alice", "A1");
+    alice.receive(&commit).unwrap();
+    assert!(send_and_read(
+        &mut room, &mut alice, &dirs[0], &mut bob, "a5"
     ));
 }
 
