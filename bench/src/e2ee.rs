@@ -14,7 +14,7 @@ use hearth_spec::{Content, DeviceId, EventId, EventView, RoomId, RoomKind, TxnId
 
 use crate::server::Hearth;
 use crate::stats::Samples;
-use crate::{Report, Target, stamp, synced};
+use crate::{Report, Target, accepted, stamp, synced};
 
 fn user(name: &str) -> UserId {
     UserId::parse(&format!("@{name}:bench.local")).expect("valid user id")
@@ -345,9 +345,8 @@ pub async fn latency(
         }
         chats.push((a, b, room));
     }
-    let plain = phase(&mut chats, rate, seconds, false).await?;
-    let encrypted = phase(&mut chats, rate, seconds, true).await?;
-    let (plain, (encrypted, stages)) = (plain.0, encrypted);
+    let (plain, _) = phase(&mut chats, rate, seconds, false).await?;
+    let (encrypted, stages) = phase(&mut chats, rate, seconds, true).await?;
     Ok(Report {
         name: "1:1 delivery latency, plain vs end-to-end encrypted",
         figures: vec![
@@ -553,21 +552,6 @@ async fn pair(
     a.sync().await?;
     on_own_thread(|| a.mls_mut().flush())?;
     Ok((a, b, room))
-}
-
-/// Waits for the hearth to accept the send `txn` (frames before it are dropped).
-async fn accepted(rx: &mut hearth_client::Receiver, txn: &TxnId) -> anyhow::Result<()> {
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(30), rx.next())
-            .await
-            .context("no answer to a send for 30 s")?
-            .context("closed")??;
-        match frame {
-            ServerFrame::Accepted { txn_id, .. } if txn_id == *txn => return Ok(()),
-            ServerFrame::Error { code, message, .. } => bail!("send refused: {code:?} {message}"),
-            _ => continue,
-        }
-    }
 }
 
 /// Medians over 21 rounds of what every send pays to check the room's devices (`converge` with

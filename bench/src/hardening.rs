@@ -8,10 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use hearth_client::new_txn_id;
 use hearth_spec::RoomKind;
-use hearth_spec::client::ServerFrame;
 
 use crate::server::{Hearth, fresh_dir};
 use crate::stats::Samples;
@@ -98,12 +96,7 @@ pub async fn login_flood(
         let txn = new_txn_id();
         let sent = Instant::now();
         tx.send(&room, &txn, b"through the flood").await?;
-        loop {
-            match rx.next().await.context("socket closed")?? {
-                ServerFrame::Accepted { txn_id, .. } if txn_id == txn => break,
-                _ => continue,
-            }
-        }
+        crate::accepted(&mut rx, &txn).await?;
         samples.push(sent.elapsed().as_nanos() as u64);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -18,7 +18,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use hearth_client::{Client, Receiver, Sender, new_txn_id};
 use hearth_spec::client::ServerFrame;
-use hearth_spec::{Content, RoomId, RoomKind};
+use hearth_spec::{Content, RoomId, RoomKind, TxnId};
 
 use server::Hearth;
 use stats::{Samples, median};
@@ -444,6 +444,21 @@ pub(crate) async fn synced(client: &mut Client) -> anyhow::Result<(Sender, Recei
     loop {
         match rx.next().await.context("closed before synced")?? {
             ServerFrame::Synced { .. } => return Ok((tx, rx)),
+            _ => continue,
+        }
+    }
+}
+
+/// Waits for the hearth to accept the send `txn` (frames before it are dropped).
+pub(crate) async fn accepted(rx: &mut Receiver, txn: &TxnId) -> anyhow::Result<()> {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(30), rx.next())
+            .await
+            .context("no answer to a send for 30 s")?
+            .context("closed")??;
+        match frame {
+            ServerFrame::Accepted { txn_id, .. } if txn_id == *txn => return Ok(()),
+            ServerFrame::Error { code, message, .. } => bail!("send refused: {code:?} {message}"),
             _ => continue,
         }
     }

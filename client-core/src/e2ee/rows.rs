@@ -151,25 +151,16 @@ fn unconfirmed_key(room: &RoomId, seq: u64) -> Vec<u8> {
 }
 
 /// A list's row: its encoding, or nothing for an empty list (the row is then absent).
-fn list_row<T: Serialize>(list: &[T]) -> Vec<u8> {
-    if list.is_empty() {
-        Vec::new()
-    } else {
-        encode(&list)
-    }
+fn list_row(list: &impl Serialize, empty: bool) -> Vec<u8> {
+    if empty { Vec::new() } else { encode(list) }
 }
 
 /// The rows that hold a whole list each (empty: no row), by tag.
 fn list_rows(saved: &Saved) -> [(u8, Vec<u8>); 3] {
-    let leased = if saved.leased.is_empty() {
-        Vec::new()
-    } else {
-        encode(&saved.leased)
-    };
     [
-        (REFUSED, list_row(&saved.refused)),
-        (OWED, list_row(&saved.owed)),
-        (LEASED, leased),
+        (REFUSED, list_row(&saved.refused, saved.refused.is_empty())),
+        (OWED, list_row(&saved.owed, saved.owed.is_empty())),
+        (LEASED, list_row(&saved.leased, saved.leased.is_empty())),
     ]
 }
 

@@ -911,7 +911,7 @@ fn what_a_device_received_unflushed_comes_again_after_a_machine_crash_and_still_
     assert_eq!(bob.processed_seq(&room.id), third.seq);
 }
 
-/// `who` sends `body`: encrypts it (its step flushed or not, as the device decides), the home
+/// `who` sends `txn` (as its text too): encrypts it (its step flushed or not, as the device decides), the home
 /// orders it, `to` reads it, and the sender flushes once the message has left (as the SDK does).
 /// Returns whether the step was on disk before the message left.
 fn send_and_read(room: &mut Room, who: &mut Mls, dir: &Disk, to: &mut Mls, txn: &str) -> bool {
