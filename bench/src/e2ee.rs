@@ -465,6 +465,11 @@ async fn pair(
     // As an app does after a sync: its flush before it acknowledges, where a due rewrite of the
     // device state is made (not in the next message's path).
     b.sync().await?;
+    // The plain phase's messages were read without the device: the device takes them here, as
+    // an app would have as they came, not in the encrypted phase's first message (whose `take`
+    // would otherwise fetch and process them, 1% of the phase's samples).
+    b.catch_up(&room).await?;
+    b.take_unreported();
     on_own_thread(|| b.mls_mut().flush())?;
     let since = b.mls().cursor();
     let (_b_tx, mut b_rx) = b.client().connect(Some(since)).await?.split();
