@@ -804,7 +804,8 @@ cache_bytes = 33554432
 # Group commits are made durable in a journal (one sequential fsync each); once it holds this many
 # bytes (16 MiB) the database is flushed and the journal rewound. Larger: fewer page writes, a
 # longer pause per flush (about 50 ms at 16 MiB), a longer replay after a crash (about 0.4 s at
-# 16 MiB), more pages waiting in the cache above.
+# 16 MiB), more pages waiting in the cache above. The journal's file is written this long (plus
+# 64 KiB) with zeros at the first start, so each fsync writes a record, not the file's new length.
 checkpoint_bytes = 16777216
 # Seconds between passes that purge messages older than their room's retention period (rooms
 # keep everything unless an admin sets one: `hearth admin set-retention ROOM DAYS`).

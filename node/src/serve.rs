@@ -123,6 +123,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config.storage.cache_bytes,
     )?);
     store.set_checkpoint_bytes(config.storage.checkpoint_bytes);
+    match store.write_journal_ahead(config.storage.min_free_bytes) {
+        Ok(0) => {}
+        Ok(bytes) => tracing::debug!(bytes, "wrote the commit journal ahead"),
+        // The journal then grows as it is written, as before: slower, not wrong.
+        Err(e) => tracing::warn!(error = %e, "could not write the commit journal ahead"),
+    }
     crate::store::watch(&store, config.storage.min_free_bytes);
     let accounts = Arc::new(Accounts::new(
         store.clone(),

@@ -147,7 +147,7 @@ pub fn watch(store: &Arc<Store>, reserve: u64) -> std::thread::JoinHandle<()> {
 }
 
 /// Bytes this process may still write on the file system holding `path`.
-fn free_bytes(path: &Path) -> Option<u64> {
+pub(super) fn free_bytes(path: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let dir = path.parent().unwrap_or(path);
     let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;

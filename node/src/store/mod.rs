@@ -269,6 +269,21 @@ impl Store {
         self.checkpoint_bytes.store(bytes, Ordering::Relaxed);
     }
 
+    /// Writes the journal's file ahead to the length it reaches before a checkpoint
+    /// ([`journal::Journal::write_ahead`]), unless that could leave less than `reserve` bytes free
+    /// on its disk. Returns the bytes written.
+    pub fn write_journal_ahead(&self, reserve: u64) -> Result<u64, StoreError> {
+        let bytes = self
+            .checkpoint_bytes
+            .load(Ordering::Relaxed)
+            .saturating_add(commit::DIRECT_COMMIT_BYTES as u64);
+        if health::free_bytes(&self.path).is_none_or(|free| free < bytes.saturating_add(reserve)) {
+            return Ok(0);
+        }
+        let mut journal = self.journal.lock().expect("journal lock");
+        journal.write_ahead(bytes).map_err(StoreError::Journal)
+    }
+
     fn builder(cache_bytes: usize) -> redb::Builder {
         let mut builder = redb::Builder::new();
         builder.set_cache_size(cache_bytes);

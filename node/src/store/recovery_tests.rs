@@ -87,6 +87,32 @@ fn commits_after_the_last_flush_come_back_from_the_journal_after_a_crash() {
     assert_eq!(again.last_seq(&room()).unwrap(), 10);
 }
 
+/// As a hearth runs: the journal written ahead to its checkpoint size first, so its records
+/// overwrite zeros; a crash then finds them, and none of the zeros, as after an append.
+#[test]
+fn commits_in_a_journal_written_ahead_come_back_after_a_crash() {
+    let (dir, store) = scratch();
+    store.set_checkpoint_bytes(1024 * 1024);
+    let written = store.write_journal_ahead(0).unwrap();
+    let journal_file = journal_path(&dir.path().join("db"));
+    let size = || std::fs::metadata(&journal_file).unwrap().len();
+    assert_eq!(size(), 1024 * 1024 + commit::DIRECT_COMMIT_BYTES as u64);
+    assert_eq!(written, size() - 16);
+    // Not where it would leave less than the reserve free.
+    assert_eq!(store.write_journal_ahead(u64::MAX / 2).unwrap(), 0);
+    store.commit(&batch(1..=3)).unwrap();
+    store.commit(&batch(4..=9)).unwrap();
+    assert_eq!(size(), 1024 * 1024 + commit::DIRECT_COMMIT_BYTES as u64);
+
+    let crashed = crash_copy(dir.path(), true);
+    let path = crashed.path().join("db");
+    let reopened = Store::open(&path).unwrap();
+    assert_eq!(reopened.last_seq(&room()).unwrap(), 9);
+    reopened.commit(&batch(10..=10)).unwrap();
+    drop(reopened);
+    assert_eq!(Store::open(&path).unwrap().last_seq(&room()).unwrap(), 10);
+}
+
 #[test]
 fn a_checkpoint_flushes_the_database_and_rewinds_the_journal() {
     let (dir, store) = scratch();
