@@ -415,11 +415,18 @@ mod tests {
     fn a_journal_written_ahead_keeps_its_length_and_reads_back_only_its_records() {
         let dir = dir();
         let path = dir.path().join("journal");
-        let (mut journal, _) = Journal::open(&path, 7).unwrap();
-        journal.append(b"before").unwrap();
         let ahead = 64 * 1024;
-        assert_eq!(journal.write_ahead(ahead).unwrap(), ahead - journal.len());
+        // Zeros alone are no record, not even the first.
+        let (mut journal, _) = Journal::open(&path, 7).unwrap();
+        assert_eq!(journal.write_ahead(ahead).unwrap(), ahead - HEADER);
+        drop(journal);
+        let (mut journal, records) = Journal::open(&path, 7).unwrap();
+        assert!(records.is_empty());
+        assert_eq!((journal.len(), journal.next()), (HEADER, 1));
+        journal.append(b"before").unwrap();
         let size = || std::fs::metadata(&path).unwrap().len();
+        assert_eq!(size(), ahead);
+        assert_eq!(journal.write_ahead(ahead).unwrap(), 0);
         assert_eq!(size(), ahead);
         for body in [&b"one"[..], &[5; 3000], b"three"] {
             journal.append(body).unwrap();
