@@ -785,28 +785,39 @@ async fn resolve_room(client: &mut Client, arg: &str) -> anyhow::Result<RoomSumm
         let id: RoomId = arg.parse().context("invalid room id")?;
         return Ok(client.room(&id).await?);
     }
+    let me = client.user_id()?.clone();
     let rooms = client.rooms().await?;
-    let matches: Vec<&RoomSummary> = if arg.starts_with('@') {
-        let user: UserId = arg.parse().context("invalid user id")?;
-        rooms
-            .iter()
-            .filter(|r| r.kind == RoomKind::Direct && r.members.contains(&user))
-            .collect()
-    } else {
-        rooms
-            .iter()
-            .filter(|r| {
-                r.name
-                    .as_deref()
-                    .is_some_and(|n| n.eq_ignore_ascii_case(arg))
-            })
-            .collect()
-    };
+    let matches = rooms_named(&rooms, arg, &me)?;
     match matches.as_slice() {
         [one] => Ok((*one).clone()),
         [] => bail!("no room matches {arg:?}; `hearth-chat rooms` lists yours"),
         _ => bail!("{arg:?} matches several rooms; use the room id"),
     }
+}
+
+/// The rooms `arg` names: `@user` your 1:1 chat with them (`@` yourself: a 1:1 chat with nobody
+/// else in it, not every 1:1 chat you are in), anything else a group's name, in any case.
+fn rooms_named<'a>(
+    rooms: &'a [RoomSummary],
+    arg: &str,
+    me: &UserId,
+) -> anyhow::Result<Vec<&'a RoomSummary>> {
+    if arg.starts_with('@') {
+        let user: UserId = arg.parse().context("invalid user id")?;
+        return Ok(rooms
+            .iter()
+            .filter(|r| r.kind == RoomKind::Direct && r.members.contains(&user))
+            .filter(|r| user != *me || r.members.iter().all(|m| m == me))
+            .collect());
+    }
+    Ok(rooms
+        .iter()
+        .filter(|r| {
+            r.name
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(arg))
+        })
+        .collect())
 }
 
 fn display_name(room: &RoomSummary, me: &UserId) -> String {
@@ -1109,6 +1120,45 @@ async fn serve_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_user_names_your_one_to_one_chat_with_them_and_yourself_names_none_of_the_others() {
+        let user = |name: &str| UserId::parse(&format!("@{name}:localhost")).unwrap();
+        let room = |id: &str, kind, name: Option<&str>, members: &[&str]| RoomSummary {
+            room_id: RoomId::parse(&format!("!{id}:localhost")).unwrap(),
+            kind,
+            name: name.map(str::to_owned),
+            members: members.iter().map(|m| user(m)).collect(),
+            last_seq: 0,
+            unread: 0,
+            epoch: 0,
+        };
+        let rooms = [
+            room("a", RoomKind::Direct, None, &["bob", "alice"]),
+            room("c", RoomKind::Direct, None, &["bob", "carol"]),
+            room(
+                "f",
+                RoomKind::Group,
+                Some("Friends"),
+                &["bob", "alice", "carol"],
+            ),
+        ];
+        let ids = |arg: &str| -> Vec<String> {
+            rooms_named(&rooms, arg, &user("bob"))
+                .unwrap()
+                .iter()
+                .map(|r| r.room_id.to_string())
+                .collect()
+        };
+        assert_eq!(ids("@alice:localhost"), ["!a:localhost"]);
+        assert_eq!(ids("@carol:localhost"), ["!c:localhost"]);
+        assert!(ids("@bob:localhost").is_empty());
+        assert_eq!(ids("friends"), ["!f:localhost"]);
+        let alone = [room("n", RoomKind::Direct, None, &["bob"])];
+        let named = rooms_named(&alone, "@bob:localhost", &user("bob")).unwrap();
+        assert_eq!(named.len(), 1);
+        assert!(rooms_named(&rooms, "@not a user", &user("bob")).is_err());
+    }
 
     #[test]
     fn civil_dates_match_the_calendar() {
