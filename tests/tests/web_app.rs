@@ -3,7 +3,7 @@
 //! send each other pictures; the
 //! page shows the other member's receipts, typing and presence, and the same safety fingerprint
 //! the other member's device sees; a reload keeps the device and its history without logging in
-//! again.
+//! again; one tab at a time holds the device, and a second takes it over when the first closes.
 
 use std::time::Duration;
 
@@ -31,6 +31,27 @@ async fn read_until(device: &mut hearth_client::SecureClient, text: &str) -> Vec
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// In the page: starts a 1:1 with bob and writes `text` to him; once bob's device has read it,
+/// the room and the message's sequence number.
+async fn write_to_bob(
+    browser: &Browser,
+    bob: &mut hearth_client::SecureClient,
+    text: &str,
+) -> (hearth_spec::RoomId, u64) {
+    browser.type_into("#new-chat-members", "bob").await.unwrap();
+    browser.click("#new-chat").await.unwrap();
+    browser.wait_text("#room-title", "bob").await.unwrap();
+    browser.send(text).await.unwrap();
+    read_until(bob, text)
+        .await
+        .iter()
+        .find_map(|r| match r {
+            Received::Message { room, seq, .. } => Some((room.clone(), *seq)),
+            _ => None,
+        })
+        .unwrap()
 }
 
 /// A 1×1 PNG.
@@ -95,21 +116,9 @@ async fn a_browser_user_and_a_native_user_chat_encrypted_and_a_reload_keeps_the_
     // Register in the page.
     browser.sign_in(&hearth.url, "alice", false).await.unwrap();
 
-    // Start a 1:1 with bob and write to him.
-    browser.type_into("#new-chat-members", "bob").await.unwrap();
-    browser.click("#new-chat").await.unwrap();
-    browser.wait_text("#room-title", "bob").await.unwrap();
-    browser.send("hello from the browser").await.unwrap();
-
-    // bob's device reads it, and answers; the page shows the answer live.
-    let got = read_until(&mut bob, "hello from the browser").await;
-    let (room, seq) = got
-        .iter()
-        .find_map(|r| match r {
-            Received::Message { room, seq, .. } => Some((room.clone(), *seq)),
-            _ => None,
-        })
-        .unwrap();
+    // Start a 1:1 with bob and write to him; bob's device reads it, and answers; the page shows
+    // the answer live.
+    let (room, seq) = write_to_bob(&browser, &mut bob, "hello from the browser").await;
     bob.send_text(&room, "hi alice, from the SDK")
         .await
         .unwrap();
@@ -498,6 +507,69 @@ async fn a_browser_device_never_marks_read_what_it_cannot_decrypt() {
     );
 }
 
+/// One tab at a time holds the browser's device (two would each advance the same MLS state and
+/// could use a key twice): a second tab says the app is open elsewhere and opens nothing; when
+/// the first tab closes, it takes the device over and reads and writes where the first left off.
+#[tokio::test]
+async fn a_second_tab_waits_for_the_first_to_close_and_then_takes_the_device_over() {
+    let hearth = TestHearth::start().await;
+    let states = tempfile::tempdir().unwrap();
+    let mut bob = secure(hearth.user("bob").await, &states.path().join("bob")).await;
+    let browser = Browser::start(1100, 800).await.unwrap();
+    let page = &browser.client;
+    browser.sign_in(&hearth.url, "alice", false).await.unwrap();
+    let (room, _) = write_to_bob(&browser, &mut bob, "from the first tab").await;
+
+    let first = page.window().await.unwrap();
+    let second = page.new_window(true).await.unwrap().handle;
+    page.switch_to_window(second).await.unwrap();
+    page.goto(&hearth.url).await.unwrap();
+    browser
+        .wait_text("#elsewhere", "open in another tab")
+        .await
+        .unwrap();
+    assert!(page.find(fantoccini::Locator::Css("aside")).await.is_err());
+    assert!(
+        page.find(fantoccini::Locator::Css("#username"))
+            .await
+            .is_err()
+    );
+    // While it waits, bob writes; only the first tab reads it.
+    bob.send_text(&room, "while two tabs are open")
+        .await
+        .unwrap();
+
+    page.switch_to_window(first).await.unwrap();
+    browser
+        .wait_text(".line .text", "while two tabs are open")
+        .await
+        .unwrap();
+    page.close_window().await.unwrap();
+    let left = page.windows().await.unwrap();
+    assert_eq!(left.len(), 1);
+    page.switch_to_window(left.into_iter().next().unwrap())
+        .await
+        .unwrap();
+    browser
+        .wait_text("aside header strong", "@alice:localhost")
+        .await
+        .unwrap();
+    browser.click_text(".room", "bob").await.unwrap();
+    browser
+        .wait_text(".line .text", "while two tabs are open")
+        .await
+        .unwrap();
+    bob.send_text(&room, "after the first tab closed")
+        .await
+        .unwrap();
+    browser
+        .wait_text(".line .text", "after the first tab closed")
+        .await
+        .unwrap();
+    browser.send("from the second tab").await.unwrap();
+    read_until(&mut bob, "from the second tab").await;
+}
+
 /// Web Push for a closed tab: the page subscribes with the hearth's VAPID key and registers the
 /// subscription; with the tab closed, a message makes the hearth push an encrypted, signed
 /// notification that names the sender and never the content; the app's service worker, woken
@@ -530,18 +602,7 @@ async fn a_closed_tab_is_notified_by_web_push_and_the_notification_opens_the_cha
     let browser = Browser::start(1100, 800).await.unwrap();
     let page = &browser.client;
     browser.sign_in(&hearth.url, "dana", false).await.unwrap();
-    browser.type_into("#new-chat-members", "bob").await.unwrap();
-    browser.click("#new-chat").await.unwrap();
-    browser.wait_text("#room-title", "bob").await.unwrap();
-    browser.send("ping me when I am away").await.unwrap();
-    let room = read_until(&mut bob, "ping me when I am away")
-        .await
-        .iter()
-        .find_map(|r| match r {
-            Received::Message { room, .. } => Some(room.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let (room, _) = write_to_bob(&browser, &mut bob, "ping me when I am away").await;
 
     page.execute(
         "const [endpoint, p256dh, auth] = arguments;

@@ -8,15 +8,25 @@ import { sentence } from "./format";
  * Holds this browser's one device for as long as the tab lives. Two tabs driving the same MLS
  * state would each advance its ratchets without the other and could reuse a key, as two
  * processes on one state file would; the native client locks its file for the same reason.
+ * When another tab holds it, `onWaiting` is called and the promise settles once that tab has
+ * closed: this one then takes the device over (tabs waiting take it in turn).
  */
-function holdTheDevice(): Promise<boolean> {
-  if (!navigator.locks) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    navigator.locks.request("hearth-device", { ifAvailable: true }, (lock) => {
-      resolve(lock !== null);
-      // Never settles while the tab is open, so the lock is released only when it closes.
-      return lock ? new Promise<void>(() => {}) : undefined;
-    });
+function holdTheDevice(onWaiting: () => void): Promise<void> {
+  if (!navigator.locks) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    // Never settles while the tab is open, so the lock is released only when it closes.
+    const hold = () => {
+      resolve();
+      return new Promise<void>(() => {});
+    };
+    navigator.locks
+      .request("hearth-device", { ifAvailable: true }, (lock) => {
+        if (lock) return hold();
+        onWaiting();
+        navigator.locks.request("hearth-device", hold).catch(reject);
+        return undefined;
+      })
+      .catch(reject);
   });
 }
 
@@ -25,11 +35,9 @@ export function App() {
   const [error, setError] = useState("");
 
   useEffect(() => {
-    holdTheDevice()
-      .then((held) => {
-        if (!held) return setDevice("elsewhere");
-        return Device.resume().then((d: Device | undefined) => setDevice(d ?? null));
-      })
+    holdTheDevice(() => setDevice("elsewhere"))
+      .then(() => Device.resume())
+      .then((d: Device | undefined) => setDevice(d ?? null))
       .catch((e: unknown) => {
         setError(sentence(e));
         setDevice(null);
@@ -40,8 +48,8 @@ export function App() {
   if (device === "elsewhere") {
     return (
       <p class="loading" id="elsewhere">
-        Hearth is already open in another tab of this browser. Use that one: one tab at a time
-        keeps your encryption keys safe.
+        Hearth is open in another tab of this browser. Close that tab and this one takes over:
+        one tab at a time keeps your encryption keys safe.
       </p>
     );
   }
