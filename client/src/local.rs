@@ -88,9 +88,38 @@ impl LocalMessages {
             .collect()
     }
 
+    /// The last `limit` messages kept of `room` before `before` (all, without it), oldest
+    /// first, and the `before` of the page older than them if there is one.
+    pub fn page(
+        &self,
+        room: &RoomId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> (Vec<&Shown>, Option<u64>) {
+        let mut kept: Vec<&Shown> = self
+            .map
+            .values()
+            .filter(|s| s.room == *room && before.is_none_or(|b| s.seq < b))
+            .collect();
+        kept.sort_by_key(|s| s.seq);
+        let older = kept.len().saturating_sub(limit);
+        let page = kept.split_off(older);
+        let older = page.first().filter(|_| older > 0).map(|s| s.seq);
+        (page, older)
+    }
+
     pub fn get(&self, room: &RoomId, seq: u64) -> Option<&Shown> {
         self.map.get(&(room.clone(), seq))
     }
+}
+
+/// A read message as `sender: text` (`?` for a sender older versions did not keep).
+pub fn sender_and_text(shown: &Shown) -> String {
+    let sender = shown
+        .sender
+        .as_ref()
+        .map_or("?".to_owned(), |s| s.to_string());
+    format!("{sender}: {}", message_text(shown))
 }
 
 /// How a read message is printed after `sender: `.

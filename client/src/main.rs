@@ -34,7 +34,7 @@ use hearth_client::{Client, ClientError, SecureClient};
 use hearth_spec::api::{RoomSummary, Session};
 use hearth_spec::client::{ClientFrame, PresenceState, ReceiptKind, ServerFrame};
 use hearth_spec::{Content, EventView, Membership, RoomId, RoomKind, UserId};
-use local::{LocalMessages, message_text};
+use local::{LocalMessages, message_text, sender_and_text};
 use serde::{Deserialize, Serialize};
 
 #[derive(Parser)]
@@ -59,6 +59,7 @@ enum Command {
         /// Your hearth, e.g. http://127.0.0.1:8008
         #[arg(long, default_value = "http://127.0.0.1:8008")]
         server: String,
+        /// This device's name in `devices` (default: `hearth-chat on HOSTNAME`).
         #[arg(long)]
         device_name: Option<String>,
         /// A registration token from the hearth's administrator (for a hearth that registers
@@ -71,6 +72,7 @@ enum Command {
         username: String,
         #[arg(long, default_value = "http://127.0.0.1:8008")]
         server: String,
+        /// This device's name in `devices` (default: `hearth-chat on HOSTNAME`).
         #[arg(long)]
         device_name: Option<String>,
     },
@@ -254,6 +256,19 @@ fn read_password() -> anyhow::Result<String> {
     Ok(password)
 }
 
+/// A device's name when `--device-name` is not given: the program and the machine, so that
+/// `devices` (and `remove-device`) tell a user's terminals apart. 64 bytes of host name at most,
+/// well inside the hearth's 128.
+fn default_device_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host: String = host.trim().chars().take(64).collect();
+    if host.is_empty() {
+        "hearth-chat".into()
+    } else {
+        format!("hearth-chat on {host}")
+    }
+}
+
 /// Registers or logs in, and saves the session in the profile.
 async fn enter(
     dir: &Path,
@@ -265,7 +280,8 @@ async fn enter(
 ) -> anyhow::Result<()> {
     let mut client = Client::new(server);
     let password = read_password()?;
-    let device_name = device_name.as_deref();
+    let device_name = device_name.unwrap_or_else(default_device_name);
+    let device_name = Some(device_name.as_str());
     // Told to wait (many logins at once, or this account's attempts): wait as long as the
     // hearth says, a few times, and say so.
     let mut waits = 0;
@@ -533,9 +549,17 @@ async fn logged_in(
             limit,
             before,
         } => {
-            let room = resolve_room(secure.client(), &room).await?;
-            let joined = secure.mls().joined_seq(&room.room_id);
-            history(secure.client(), local, (room, joined), limit, before).await?;
+            let summary = match resolve_room(secure.client(), &room).await {
+                Ok(summary) => summary,
+                Err(e) => match left_room(&room, &e) {
+                    // The hearth shows a room's events to its members only; what this device
+                    // read there before leaving is its own to show.
+                    Some(left) => return kept_history(local, &left, limit, before),
+                    None => return Err(e),
+                },
+            };
+            let joined = secure.mls().joined_seq(&summary.room_id);
+            history(secure.client(), local, (summary, joined), limit, before).await?;
         }
         Command::Search { words, limit } => {
             let found = local.search(&words.join(" "), limit);
@@ -547,11 +571,7 @@ async fn logged_in(
             for shown in found {
                 let room = rooms.iter().find(|r| r.room_id == shown.room);
                 let name = room.map_or_else(|| shown.room.to_string(), |r| display_name(r, &me));
-                let sender = shown
-                    .sender
-                    .as_ref()
-                    .map_or("?".to_owned(), |s| s.to_string());
-                say!("[{name}] #{} {sender}: {}", shown.seq, message_text(shown));
+                say!("[{name}] #{} {}", shown.seq, sender_and_text(shown));
                 say!(
                     "    in context: hearth-chat history {:?} --before {}",
                     name,
@@ -754,6 +774,37 @@ async fn history(
         && let Some(seq) = readable_upto(&page.events, local, &me, joined)
     {
         client.mark_read(&room.room_id, seq).await?;
+    }
+    Ok(())
+}
+
+/// The room `arg` names by id, when the hearth refused it because the user is no longer a
+/// member.
+fn left_room(arg: &str, refused: &anyhow::Error) -> Option<RoomId> {
+    let code = refused.downcast_ref::<ClientError>()?.code()?;
+    if code != hearth_spec::ErrorCode::Forbidden {
+        return None;
+    }
+    arg.parse().ok()
+}
+
+/// A page of what this device kept of a room it is no longer in, newest last.
+fn kept_history(
+    local: &LocalMessages,
+    room: &RoomId,
+    limit: usize,
+    before: Option<u64>,
+) -> anyhow::Result<()> {
+    let (page, older) = local.page(room, before, limit);
+    if page.is_empty() && older.is_none() {
+        bail!("you are not a member of {room}, and this device kept nothing of it");
+    }
+    say!("(you are not in {room} now: what this device read there)");
+    for shown in page {
+        say!("#{:<5} {}", shown.seq, sender_and_text(shown));
+    }
+    if let Some(before) = older {
+        say!("(older: hearth-chat history {room} --before {before})");
     }
     Ok(())
 }

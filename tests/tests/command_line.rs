@@ -924,3 +924,118 @@ async fn search_finds_what_this_device_read_and_says_where() {
         out.stdout
     );
 }
+
+/// A room you left is no longer the hearth's to show you, but what your device read there is
+/// yours: `history ROOM_ID` (the command `search` offers) shows it, paged, and nothing sent after
+/// you left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_of_a_room_you_left_shows_what_this_device_read_there() {
+    let Pair {
+        dir: _dir,
+        hearth: _hearth,
+        a,
+        b,
+    } = two_profiles(&[]).await;
+    let out = chat(&a, &["group", "club", "@bob:localhost"], None).await;
+    assert!(out.ok, "{}", out.stderr);
+    let room = out.stdout.split('\t').next().unwrap().trim().to_owned();
+    for text in ["first of three", "second of three", "third of three"] {
+        assert!(chat(&a, &["send", "club", text], None).await.ok);
+    }
+    let out = chat(&b, &["history", "club"], None).await;
+    assert!(out.stdout.contains("third of three"), "{}", out.stdout);
+    assert!(chat(&b, &["leave", "club"], None).await.ok);
+    assert!(chat(&a, &["send", "club", "after bob left"], None).await.ok);
+
+    // The hint search gives names the room by id, and it works.
+    let out = chat(&b, &["search", "second"], None).await;
+    let hint = out
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("in context: hearth-chat "))
+        .unwrap_or_else(|| panic!("no hint in {}", out.stdout))
+        .replace('"', "");
+    let args: Vec<&str> = hint.split(' ').collect();
+    assert_eq!(args[1], room);
+    let out = chat(&b, &args, None).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(out.stdout.contains("you are not in"), "{}", out.stdout);
+    for text in ["first of three", "second of three", "third of three"] {
+        assert!(
+            out.stdout.contains(&format!("@alice:localhost: {text}")),
+            "{}",
+            out.stdout
+        );
+    }
+    assert!(!out.stdout.contains("after bob left"), "{}", out.stdout);
+
+    // Paged: the newest two, then the one before them.
+    let out = chat(&b, &["history", &room, "--limit", "2"], None).await;
+    let shown: Vec<&str> = out.stdout.lines().filter(|l| l.starts_with('#')).collect();
+    assert_eq!(shown.len(), 2, "{}", out.stdout);
+    assert!(shown[0].ends_with("second of three") && shown[1].ends_with("third of three"));
+    let older = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("(older: hearth-chat "))
+        .unwrap_or_else(|| panic!("no older page in {}", out.stdout))
+        .trim_end_matches(')')
+        .to_owned();
+    let older: Vec<&str> = older.split(' ').collect();
+    let out = chat(&b, &older, None).await;
+    let shown: Vec<&str> = out.stdout.lines().filter(|l| l.starts_with('#')).collect();
+    assert_eq!(shown.len(), 1, "{}", out.stdout);
+    assert!(shown[0].ends_with("first of three"), "{}", out.stdout);
+    assert!(!out.stdout.contains("(older:"), "{}", out.stdout);
+
+    // A room this device never read anything in is still refused, with the hearth's reason.
+    let out = chat(&a, &["group", "later"], None).await;
+    assert!(out.ok, "{}", out.stderr);
+    let later = out.stdout.split('\t').next().unwrap().trim().to_owned();
+    let out = chat(&b, &["history", &later], None).await;
+    assert!(!out.ok);
+    assert!(out.stderr.contains("not a member"), "{}", out.stderr);
+}
+
+/// Each terminal is named after its machine unless told otherwise, so that `devices` (and the
+/// id `remove-device` takes) tells them apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_are_named_after_their_machine_unless_named() {
+    let Pair {
+        dir,
+        hearth,
+        a,
+        b: _b,
+    } = two_profiles(&[]).await;
+    let laptop = dir.path().join("a-laptop");
+    let out = chat(
+        &laptop,
+        &[
+            "login",
+            "alice",
+            &format!("--server={}", hearth.url),
+            "--device-name",
+            "alice's laptop",
+        ],
+        Some("a long password\n"),
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let out = chat(&a, &["devices"], None).await;
+    assert!(out.ok, "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", out.stdout);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.ends_with(&format!("\thearth-chat on {} (this device)", host.trim()))),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        lines.iter().any(|l| l.ends_with("\talice's laptop")),
+        "{}",
+        out.stdout
+    );
+}
