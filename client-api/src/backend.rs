@@ -94,6 +94,13 @@ pub trait Backend: Send + Sync + 'static {
         room: RoomId,
         user: UserId,
     ) -> impl Future<Output = Result<Sequenced, ErrorBody>> + Send;
+    /// The group's admin removes a member.
+    fn remove(
+        &self,
+        device: &AuthedDevice,
+        room: RoomId,
+        user: UserId,
+    ) -> impl Future<Output = Result<Sequenced, ErrorBody>> + Send;
     /// Leaves a room.
     fn leave(
         &self,

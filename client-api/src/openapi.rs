@@ -33,6 +33,7 @@ use utoipa::{Modify, OpenApi};
         crate::routes::create_room,
         crate::routes::room,
         crate::routes::invite,
+        crate::routes::remove,
         crate::routes::leave,
         crate::routes::mark_read,
         crate::routes::send,

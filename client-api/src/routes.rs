@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use hearth_spec::api::{
     CreateRoomRequest, DeviceInfo, HistoryPage, InviteRequest, LoginRequest, PresenceSettings,
     PresenceView, PusherInfo, PusherRequest, ReadRequest, ReceiptMarks, RefreshRequest,
-    RegisterRequest, RoomSummary, SendRequest, Sequenced, Session, SyncPage,
+    RegisterRequest, RemoveRequest, RoomSummary, SendRequest, Sequenced, Session, SyncPage,
 };
 use hearth_spec::{DeviceId, ErrorCode, RoomId, UserId};
 use serde::{Deserialize, Serialize};
@@ -74,6 +74,7 @@ pub fn api_router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> (Router, Li
         .route("/v1/rooms", get(rooms::<B>).post(create_room::<B>))
         .route("/v1/rooms/{room_id}", get(room::<B>))
         .route("/v1/rooms/{room_id}/invite", post(invite::<B>))
+        .route("/v1/rooms/{room_id}/remove", post(remove::<B>))
         .route("/v1/rooms/{room_id}/leave", post(leave::<B>))
         .route("/v1/rooms/{room_id}/read", post(mark_read::<B>))
         .route("/v1/rooms/{room_id}/send", post(send::<B>))
@@ -421,6 +422,29 @@ async fn invite<B: Backend>(
     Ok(Json(
         api.backend
             .invite(&device, room_id(&room)?, req.user_id)
+            .await?,
+    ))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/rooms/{room_id}/remove",
+    tag = "rooms",
+    summary = "Remove a member (the group's admin only)",
+    security(("bearer" = [])),
+    params(("room_id" = RoomId, Path, description = "The room.")),
+    request_body = RemoveRequest,
+    responses((status = 200, description = "The membership event (the member's leave, sent by the admin).", body = Sequenced))
+)]
+async fn remove<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiPath(room): ApiPath<String>,
+    ApiJson(req): ApiJson<RemoveRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(
+        api.backend
+            .remove(&device, room_id(&room)?, req.user_id)
             .await?,
     ))
 }

@@ -69,6 +69,12 @@ pub trait Hearth {
     ) -> Result<RoomSummary, HearthError>;
     async fn room(&mut self, room: &RoomId) -> Result<RoomSummary, HearthError>;
     async fn invite(&mut self, room: &RoomId, user: &UserId) -> Result<Sequenced, HearthError>;
+    /// The group's admin removes a member.
+    async fn remove_member(
+        &mut self,
+        room: &RoomId,
+        user: &UserId,
+    ) -> Result<Sequenced, HearthError>;
     async fn commit(
         &mut self,
         room: &RoomId,

@@ -20,7 +20,7 @@ use hearth_spec::api::{
 use hearth_spec::api::{
     CreateRoomRequest, DeviceInfo, HistoryPage, InviteRequest, LoginRequest, PresenceSettings,
     PresenceView, PusherInfo, PusherRequest, ReadRequest, ReceiptMarks, RefreshRequest,
-    RegisterRequest, RoomSummary, SendRequest, Sequenced, Session, SyncPage,
+    RegisterRequest, RemoveRequest, RoomSummary, SendRequest, Sequenced, Session, SyncPage,
 };
 use hearth_spec::{DeviceId, ErrorBody, ErrorCode, RoomId, RoomKind, ServerName, TxnId, UserId};
 use serde::Serialize;
@@ -257,6 +257,24 @@ impl Client {
         self.call(
             reqwest::Method::POST,
             &room_path(room, "/invite"),
+            Some(&req),
+            true,
+        )
+        .await
+    }
+
+    /// Removes a member from a group (the group's admin only).
+    pub async fn remove_member(
+        &mut self,
+        room: &RoomId,
+        user: &UserId,
+    ) -> Result<Sequenced, ClientError> {
+        let req = RemoveRequest {
+            user_id: user.clone(),
+        };
+        self.call(
+            reqwest::Method::POST,
+            &room_path(room, "/remove"),
             Some(&req),
             true,
         )

@@ -90,8 +90,13 @@ enum Command {
     Group { name: String, members: Vec<String> },
     /// Add someone to a group. ROOM is a room id, a group name or @user for a 1:1 chat.
     Invite { room: String, user: String },
+    /// Remove someone from a group (its admin only: see `members`). Their devices lose the
+    /// group's keys at once: they read nothing sent after it.
+    Remove { room: String, user: String },
     /// Leave a room.
     Leave { room: String },
+    /// List a room's members, and which of them is the group's admin.
+    Members { room: String },
     /// List your rooms with unread counts.
     Rooms,
     /// Send a text message (end-to-end encrypted).
@@ -534,6 +539,15 @@ async fn logged_in(
             );
             print_waiting(secure, &room.room_id);
         }
+        Command::Remove { room, user } => {
+            let room = resolve_room(secure.client(), &room).await?;
+            let user: UserId = user.parse().context("a user id looks like @name:server")?;
+            secure.remove_member(&room.room_id, &user).await?;
+            say!(
+                "removed {user} from {}",
+                display_name(&room, secure.client().user_id()?)
+            );
+        }
         Command::RemoveDevice { device_id } => {
             let device = device_id.parse().context("invalid device id")?;
             secure.remove_device(&device).await?;
@@ -627,6 +641,19 @@ async fn plain(client: &mut Client, command: Command) -> anyhow::Result<()> {
             let room = resolve_room(client, &room).await?;
             client.leave(&room.room_id).await?;
             say!("left {}", display_name(&room, client.user_id()?));
+        }
+        Command::Members { room } => {
+            let room = resolve_room(client, &room).await?;
+            let me = client.user_id()?.clone();
+            for member in &room.members {
+                let admin = if room.admin.as_ref() == Some(member) {
+                    "\tadmin"
+                } else {
+                    ""
+                };
+                let you = if *member == me { " (you)" } else { "" };
+                say!("{member}{you}{admin}");
+            }
         }
         Command::Rooms => {
             let me = client.user_id()?.clone();
@@ -957,7 +984,11 @@ fn format_event(event: &EventView, local: &LocalMessages) -> String {
         Content::Member {
             target,
             membership: Membership::Leave,
-        } => format!("* {target} left"),
+        } if *target == event.sender => format!("* {target} left"),
+        Content::Member {
+            target,
+            membership: Membership::Leave,
+        } => format!("* {} removed {target}", event.sender),
         Content::Create {
             kind: RoomKind::Direct,
             ..
@@ -1183,6 +1214,7 @@ mod tests {
             last_seq: 0,
             unread: 0,
             epoch: 0,
+            admin: None,
         };
         let rooms = [
             room("a", RoomKind::Direct, None, &["bob", "alice"]),

@@ -78,6 +78,14 @@ impl Hearth for Client {
         Ok(Client::invite(self, room, user).await?)
     }
 
+    async fn remove_member(
+        &mut self,
+        room: &RoomId,
+        user: &UserId,
+    ) -> Result<Sequenced, HearthError> {
+        Ok(Client::remove_member(self, room, user).await?)
+    }
+
     async fn commit(
         &mut self,
         room: &RoomId,

@@ -65,10 +65,13 @@ impl From<CommitError> for ErrorBody {
                 SequenceError::RoomNotFound(_) => ErrorCode::NotFound,
                 SequenceError::NotMember(_)
                 | SequenceError::DirectRoomInvite
+                | SequenceError::DirectRoomRemove
+                | SequenceError::NotAdmin { .. }
                 | SequenceError::RoomClosed(_) => ErrorCode::Forbidden,
                 SequenceError::RoomFull(_) => ErrorCode::LimitExceeded,
                 SequenceError::InvalidDirect
                 | SequenceError::AlreadyMember(_)
+                | SequenceError::NotInRoom(_)
                 | SequenceError::NameTooLong
                 | SequenceError::SeqOutOfRange { .. }
                 | SequenceError::CursorOutOfRange { .. } => ErrorCode::InvalidParam,

@@ -14,6 +14,7 @@ use hearth_spec::api::{
 };
 use hearth_spec::api::{PresenceSettings, PresenceView, PusherInfo, PusherRequest, ReceiptMarks};
 use hearth_spec::client::ServerFrame;
+use hearth_spec::rooms::group_admin;
 use hearth_spec::{DeviceId, ErrorBody, ErrorCode, EventView, RoomId, TxnId, UserId};
 use rand::Rng;
 
@@ -206,14 +207,18 @@ impl Hearth {
         let last_seq = self.store.last_seq(room)?;
         let read = self.store.read_mark(user, room)?;
         let unread = self.store.unread_messages(room, user, read)?;
+        let members = self.store.members(room)?;
+        let creator = self.store.creator(room)?;
+        let admin = group_admin(record.kind, creator.as_ref(), &members);
         Ok(RoomSummary {
             room_id: room.clone(),
             kind: record.kind,
             name: record.name,
-            members: self.store.members(room)?,
+            members,
             last_seq,
             unread,
             epoch: self.store.epoch(room)?,
+            admin,
         })
     }
 
@@ -613,6 +618,23 @@ impl Backend for Hearth {
         self.require_users_exist(std::slice::from_ref(&user))
             .await?;
         self.sequence(Request::Invite {
+            user: device.user_id.clone(),
+            device: device.device_id.clone(),
+            room,
+            target: user,
+            nonce: rand::random(),
+        })
+        .await
+    }
+
+    async fn remove(
+        &self,
+        device: &AuthedDevice,
+        room: RoomId,
+        user: UserId,
+    ) -> Result<Sequenced, ErrorBody> {
+        self.require_home_unblocked(&room)?;
+        self.sequence(Request::Remove {
             user: device.user_id.clone(),
             device: device.device_id.clone(),
             room,

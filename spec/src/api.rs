@@ -94,6 +94,10 @@ pub struct RoomSummary {
     /// The MLS epoch the room's next commit must be made in, as far as this hearth knows.
     #[serde(default)]
     pub epoch: u64,
+    /// A group's admin, who may remove members ([`crate::rooms::group_admin`]); none in a
+    /// direct chat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<UserId>,
 }
 
 /// `POST /v1/rooms/{room}/invite`.
@@ -101,6 +105,14 @@ pub struct RoomSummary {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct InviteRequest {
+    pub user_id: UserId,
+}
+
+/// `POST /v1/rooms/{room}/remove`: the group's admin removes a member.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RemoveRequest {
     pub user_id: UserId,
 }
 

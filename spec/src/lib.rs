@@ -22,6 +22,7 @@ pub mod id;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 pub mod rate;
+pub mod rooms;
 mod vectors;
 
 pub use envelope::{Content, Envelope, EventView, Membership, RoomKind};

@@ -117,6 +117,22 @@ async fn malformed_and_unknown_json_is_rejected_and_nothing_changes() {
     )
     .await;
     assert_eq!((status, err.code), (400, ErrorCode::BadJson));
+    let remove = format!("{}/remove", s.room_path);
+    for body in [
+        json!({}),
+        json!({"user_id": "not a user"}),
+        json!({"user_id": "@x:localhost", "also": 1}),
+    ] {
+        let (status, err) = raw(
+            &s.hearth,
+            reqwest::Method::POST,
+            &remove,
+            Some(&s.token),
+            Some(body.to_string().into_bytes()),
+        )
+        .await;
+        assert_eq!((status, err.code), (400, ErrorCode::BadJson), "{body}");
+    }
     let (status, err) = raw(
         &s.hearth,
         reqwest::Method::POST,

@@ -1039,3 +1039,95 @@ async fn devices_are_named_after_their_machine_unless_named() {
         out.stdout
     );
 }
+
+/// The group's creator is its admin and removes members; nobody else can. The removed member's
+/// devices leave the encrypted group in the same command, so the others go on talking and the
+/// removed member sees the removal, and nothing after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_groups_admin_removes_a_member_who_then_reads_nothing_more() {
+    let Pair { dir, hearth, a, b } = two_profiles(&[]).await;
+    let c = dir.path().join("c");
+    let server = format!("--server={}", hearth.url);
+    let out = chat(
+        &c,
+        &["register", "carol", &server],
+        Some("a long password\n"),
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    let out = chat(
+        &a,
+        &["group", "club", "@bob:localhost", "@carol:localhost"],
+        None,
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(chat(&a, &["send", "club", "welcome both"], None).await.ok);
+    let out = chat(&b, &["history", "club"], None).await;
+    assert!(out.stdout.contains("welcome both"), "{}", out.stdout);
+
+    let out = chat(&b, &["members", "club"], None).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("@alice:localhost\tadmin"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("@bob:localhost (you)\n"),
+        "{}",
+        out.stdout
+    );
+    let out = chat(&b, &["remove", "club", "@carol:localhost"], None).await;
+    assert!(!out.ok);
+    assert!(
+        out.stderr
+            .contains("only the group's admin (@alice:localhost) removes members"),
+        "{}",
+        out.stderr
+    );
+
+    let out = chat(&a, &["remove", "club", "@bob:localhost"], None).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("removed @bob:localhost from club"),
+        "{}",
+        out.stdout
+    );
+    // Out of the keys already: the group alice's device holds has no device of bob's.
+    let out = chat(&a, &["fingerprint", "club"], None).await;
+    assert!(out.stdout.contains("@carol:localhost"), "{}", out.stdout);
+    assert!(!out.stdout.contains("@bob:localhost"), "{}", out.stdout);
+    assert!(chat(&a, &["send", "club", "just us now"], None).await.ok);
+
+    let out = chat(&c, &["history", "club"], None).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("* @alice:localhost removed @bob:localhost"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("@alice:localhost: just us now"),
+        "{}",
+        out.stdout
+    );
+    let out = chat(&c, &["members", "club"], None).await;
+    assert!(!out.stdout.contains("@bob"), "{}", out.stdout);
+
+    // Bob's device saw its removal in the stream, and the room is gone from his list.
+    let out = chat(&b, &["rooms"], None).await;
+    assert!(!out.stdout.contains("club"), "{}", out.stdout);
+    let room = chat(&a, &["rooms"], None)
+        .await
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("club"))
+        .and_then(|l| l.split('\t').nth(2))
+        .unwrap()
+        .to_owned();
+    let out = chat(&b, &["history", &room], None).await;
+    assert!(out.stdout.contains("welcome both"), "{}", out.stdout);
+    assert!(!out.stdout.contains("just us now"), "{}", out.stdout);
+}

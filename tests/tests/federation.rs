@@ -644,3 +644,62 @@ async fn a_blocked_hearth_gets_nothing_and_gives_nothing_until_unblocked() {
         ]
     );
 }
+
+/// Every hearth of a group names the same admin from the same events: the creator, and once
+/// the creator has left, the member first by id. A member hearth refuses a removal by someone
+/// else at once; the admin's removal made on a member hearth goes to the home, is sequenced
+/// there and takes the member out on every hearth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_admin_of_a_group_across_hearths_is_the_same_everywhere_and_removes_members() {
+    let (mut trio, room) = three_hearths_with_group("spread").await;
+    let (alice, bob, carol) = (
+        user_id("alice", "a.test"),
+        user_id("bob", "b.test"),
+        user_id("carol", "c.test"),
+    );
+    for client in [&mut trio.alice, &mut trio.bob, &mut trio.carol] {
+        assert_eq!(client.room(&room).await.unwrap().admin, Some(alice.clone()));
+    }
+    let refused = trio.bob.remove_member(&room, &carol).await.unwrap_err();
+    assert_eq!(refused.code(), Some(hearth_spec::ErrorCode::Forbidden));
+    assert!(
+        refused
+            .to_string()
+            .contains("only the group's admin (@alice:a.test)"),
+        "{refused}"
+    );
+
+    // The creator leaves: bob sorts before carol, so bob is the admin on every hearth.
+    trio.alice.leave(&room).await.unwrap();
+    wait_for_seq(&mut trio.bob, &room, 5).await;
+    wait_for_seq(&mut trio.carol, &room, 5).await;
+    for client in [&mut trio.bob, &mut trio.carol] {
+        assert_eq!(client.room(&room).await.unwrap().admin, Some(bob.clone()));
+    }
+    let refused = trio.carol.remove_member(&room, &bob).await.unwrap_err();
+    assert_eq!(refused.code(), Some(hearth_spec::ErrorCode::Forbidden));
+
+    // Bob's removal is made on b.test, sequenced by a.test, applied on c.test.
+    let removal = trio.bob.remove_member(&room, &carol).await.unwrap();
+    assert_eq!(removal.seq, None, "accepted; the home sequences it");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match trio.carol.room(&room).await {
+            Err(e) if e.code() == Some(hearth_spec::ErrorCode::Forbidden) => break,
+            other => assert!(Instant::now() < deadline, "carol still in: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_for_seq(&mut trio.bob, &room, 6).await;
+    let summary = trio.bob.room(&room).await.unwrap();
+    assert_eq!(summary.members, vec![bob.clone()]);
+    let (seq, _, content) = history(&mut trio.bob, &room).await.pop().unwrap();
+    assert_eq!(seq, 6);
+    assert_eq!(
+        content,
+        Content::Member {
+            target: carol,
+            membership: hearth_spec::Membership::Leave,
+        }
+    );
+}

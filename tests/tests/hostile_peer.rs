@@ -503,9 +503,9 @@ async fn hostile_envelopes_are_refused_with_typed_codes_and_nothing_is_stored() 
         RejectCode::BadEvent,
     )
     .await;
-    // 26. Removing somebody else.
+    // 26. Removing somebody else without being the group's admin (its creator, alice).
     w.expect(
-        "kick",
+        "kick by a member who is not the admin",
         w.submit(w.event(
             &room,
             mallory,
@@ -514,7 +514,7 @@ async fn hostile_envelopes_are_refused_with_typed_codes_and_nothing_is_stored() 
                 membership: Membership::Leave,
             },
         )),
-        RejectCode::BadEvent,
+        RejectCode::Forbidden,
     )
     .await;
     // 27. Inviting into a direct chat.

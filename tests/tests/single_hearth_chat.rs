@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use hearth_client::{Client, new_txn_id};
 use hearth_spec::client::{ClientFrame, ReceiptKind, ServerFrame};
-use hearth_spec::{Content, ErrorCode, EventId, RoomId, RoomKind, TxnId};
+use hearth_spec::{Content, ErrorCode, EventId, RoomId, RoomKind, TxnId, UserId};
 use hearth_tests::{
     HearthProcess, TestHearth, connect_synced, frames_until, next_frame, register_at,
 };
@@ -418,6 +418,95 @@ async fn membership_decides_who_reads_and_sends() {
             .unwrap_err()
             .code(),
         Some(ErrorCode::NotFound)
+    );
+}
+
+/// The group's creator removes members; nobody else does, nobody is removed from a direct chat,
+/// and the removed member's inbox ends with the removal. The creator gone, the member first by
+/// id is the admin.
+#[tokio::test]
+async fn only_the_groups_admin_removes_members() {
+    let hearth = TestHearth::start().await;
+    let mut alice = hearth.user("alice").await;
+    let mut bob = hearth.user("bob").await;
+    let mut carol = hearth.user("carol").await;
+    let mut dave = hearth.user("dave").await;
+    let ids: Vec<UserId> = [&bob, &carol, &dave]
+        .iter()
+        .map(|c| c.user_id().unwrap().clone())
+        .collect();
+    let alice_id = alice.user_id().unwrap().clone();
+    let room = alice
+        .create_room(RoomKind::Group, Some("team"), &ids)
+        .await
+        .unwrap();
+    assert_eq!(room.admin, Some(alice_id.clone()));
+    assert_eq!(
+        bob.room(&room.room_id).await.unwrap().admin,
+        Some(alice_id.clone())
+    );
+    let code = |r: Result<_, hearth_client::ClientError>| r.unwrap_err().code();
+    assert_eq!(
+        code(bob.remove_member(&room.room_id, &ids[1]).await),
+        Some(ErrorCode::Forbidden)
+    );
+    let stranger: UserId = "@nobody:localhost".parse().unwrap();
+    assert_eq!(
+        code(alice.remove_member(&room.room_id, &stranger).await),
+        Some(ErrorCode::InvalidParam)
+    );
+    let removal = alice.remove_member(&room.room_id, &ids[1]).await.unwrap();
+    let after = alice
+        .send(&room.room_id, &new_txn_id(), b"carol is gone")
+        .await
+        .unwrap();
+    assert_eq!(
+        code(carol.send(&room.room_id, &new_txn_id(), b"x").await),
+        Some(ErrorCode::Forbidden)
+    );
+    assert!(carol.rooms().await.unwrap().is_empty());
+    let seen: Vec<u64> = carol
+        .sync(Some(0), 500)
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|i| i.event.seq)
+        .collect();
+    assert_eq!(
+        seen.last().copied(),
+        removal.seq,
+        "the removal, then nothing"
+    );
+    assert!(seen.iter().all(|s| Some(*s) < after.seq));
+    let summary = alice.room(&room.room_id).await.unwrap();
+    assert!(!summary.members.contains(&ids[1]));
+
+    // Alice leaves: of bob and dave, bob sorts first.
+    alice.leave(&room.room_id).await.unwrap();
+    assert_eq!(
+        dave.room(&room.room_id).await.unwrap().admin,
+        Some(ids[0].clone())
+    );
+    assert_eq!(
+        code(dave.remove_member(&room.room_id, &ids[0]).await),
+        Some(ErrorCode::Forbidden)
+    );
+    bob.remove_member(&room.room_id, &ids[2]).await.unwrap();
+    assert_eq!(
+        bob.room(&room.room_id).await.unwrap().members,
+        vec![ids[0].clone()]
+    );
+
+    // Nobody is removed from a direct chat.
+    let dm = alice
+        .create_room(RoomKind::Direct, None, &ids[..1])
+        .await
+        .unwrap();
+    assert_eq!(dm.admin, None);
+    assert_eq!(
+        code(alice.remove_member(&dm.room_id, &ids[0]).await),
+        Some(ErrorCode::Forbidden)
     );
 }
 

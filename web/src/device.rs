@@ -450,6 +450,20 @@ impl Device {
         })
     }
 
+    /// Removes a member from a group this user is the admin of, and their devices from its
+    /// group's keys.
+    pub fn remove_member(&self, room: String, user: String) -> Promise {
+        self.run(move |inner| async move {
+            let room = RoomId::parse(&room).map_err(js)?;
+            let user = UserId::parse(&user).map_err(js)?;
+            let mut inner = inner.lock().await;
+            let result = inner.session.remove_member(&room, &user).await;
+            inner.keep_decrypted().await?;
+            result.map_err(js)?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
     /// Leaves a room (the remaining members remove this user's devices from its group).
     pub fn leave(&self, room: String) -> Promise {
         self.run(move |inner| async move {

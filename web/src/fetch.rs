@@ -11,7 +11,7 @@ use hearth_client_core::{Hearth, HearthError};
 use hearth_spec::api::{
     ClaimMany, ClaimedMany, CommitRequest, CreateRoomRequest, HistoryPage, InviteRequest,
     KeyPackageCount, Limits, MediaUploaded, QueriedDevices, QueryDevices, RefreshRequest,
-    RoomSummary, SendRequest, Sequenced, Session, SyncPage, UploadKeyPackages,
+    RemoveRequest, RoomSummary, SendRequest, Sequenced, Session, SyncPage, UploadKeyPackages,
 };
 use hearth_spec::{DeviceId, ErrorBody, ErrorCode, RoomId, RoomKind, ServerName, TxnId, UserId};
 use reqwest::Method;
@@ -356,6 +356,18 @@ impl Hearth for FetchHearth {
             user_id: user.clone(),
         };
         let path = room_path(room, "/invite");
+        Ok(self.json(Method::POST, &path, Some(&req)).await?)
+    }
+
+    async fn remove_member(
+        &mut self,
+        room: &RoomId,
+        user: &UserId,
+    ) -> Result<Sequenced, HearthError> {
+        let req = RemoveRequest {
+            user_id: user.clone(),
+        };
+        let path = room_path(room, "/remove");
         Ok(self.json(Method::POST, &path, Some(&req)).await?)
     }
 

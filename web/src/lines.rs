@@ -63,7 +63,16 @@ pub fn line_of(event: &EventView, shown: Option<&Shown>) -> Line {
         Content::Member {
             target,
             membership: Membership::Leave,
-        } => ("member", format!("{target} left"), None, false),
+        } if *target == event.sender => ("member", format!("{target} left"), None, false),
+        Content::Member {
+            target,
+            membership: Membership::Leave,
+        } => (
+            "member",
+            format!("{} removed {target}", event.sender),
+            None,
+            false,
+        ),
         Content::Create {
             kind: RoomKind::Direct,
             ..

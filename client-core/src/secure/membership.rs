@@ -56,6 +56,15 @@ impl<H: Hearth> SecureSession<H> {
         Ok(())
     }
 
+    /// Removes a member from a group (this user must be its admin): the hearth sequences the
+    /// member's leave, and this device's commit takes their devices out of the group at once,
+    /// so that nothing sent after it can be read by them.
+    pub async fn remove_member(&mut self, room: &RoomId, user: &UserId) -> Result<(), SecureError> {
+        self.hearth.remove_member(room, user).await?;
+        self.converge(room).await?;
+        Ok(())
+    }
+
     /// Adds every device of `users` that is not in the room's group yet.
     pub async fn add_users(&mut self, room: &RoomId, users: &[UserId]) -> Result<(), SecureError> {
         let queried = self.hearth.query_devices(users).await?;

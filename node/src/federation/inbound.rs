@@ -274,6 +274,9 @@ fn outcome(result: Result<Reply, CommitError>) -> Outcome {
             | SequenceError::RoomClosed(_)
             | SequenceError::InvalidDirect
             | SequenceError::AlreadyMember(_)
+            | SequenceError::NotInRoom(_)
+            | SequenceError::DirectRoomRemove
+            | SequenceError::NotAdmin { .. }
             | SequenceError::RoomFull(_)
             | SequenceError::NameTooLong
             | SequenceError::RoomExists(_)

@@ -36,7 +36,7 @@ pub use health::{StorageCondition, watch};
 pub use accounts::RotateOutcome;
 pub use commit::{Batch, Cursor, InboxEntry, Mark, NewEvent, Submitted, Txn};
 pub use key_packages::PackageCount;
-pub use rooms::{RoomOverview, SequencerState, StoredEvent};
+pub use rooms::{ResumedRoom, RoomOverview, SequencerState, StoredEvent};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

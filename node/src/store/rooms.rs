@@ -213,13 +213,27 @@ impl Store {
             let last = last_seq_in(&events, &room)?;
             let list = rows_under(&members, room.as_str(), |user, ()| parse_id(user))?;
             let epoch = epochs.get(room.as_str())?.map_or(0, |v| v.value());
-            state.rooms.push((room, record, last, list, epoch));
+            let creator = creator_in(&events, &room)?;
+            state.rooms.push(ResumedRoom {
+                room,
+                record,
+                last_seq: last,
+                members: list,
+                epoch,
+                creator,
+            });
         }
         for row in heads.iter()? {
             let (k, v) = row?;
             state.inbox_heads.push((parse_id(k.value())?, v.value()));
         }
         Ok(state)
+    }
+
+    /// Who created a room: the sender of its first event (never purged).
+    pub fn creator(&self, room: &RoomId) -> Result<Option<UserId>, StoreError> {
+        let txn = self.begin_read()?;
+        creator_in(&txn.open_table(EVENTS)?, room)
     }
 
     /// The MLS epoch a room's next commit must be made in.
@@ -242,11 +256,35 @@ pub struct StoredEvent {
 /// What the sequencer needs to resume after a restart.
 #[derive(Debug, Default)]
 pub struct SequencerState {
-    /// (room, record, last seq, members, MLS epoch).
-    pub rooms: Vec<(RoomId, RoomRecord, u64, Vec<UserId>, u64)>,
+    pub rooms: Vec<ResumedRoom>,
     pub inbox_heads: Vec<(UserId, u64)>,
     /// Rooms an admin shut down.
     pub closed: Vec<RoomId>,
+}
+
+/// A room as the sequencer resumes it.
+#[derive(Debug, Clone)]
+pub struct ResumedRoom {
+    pub room: RoomId,
+    pub record: RoomRecord,
+    pub last_seq: u64,
+    pub members: Vec<UserId>,
+    /// The MLS epoch the next commit must be made in.
+    pub epoch: u64,
+    /// The sender of the room's create event (none before a replica has it).
+    pub creator: Option<UserId>,
+}
+
+/// The sender of a room's event 1, its create event.
+fn creator_in<T: ReadableTable<(&'static str, u64), &'static [u8]>>(
+    events: &T,
+    room: &RoomId,
+) -> Result<Option<UserId>, StoreError> {
+    let Some(row) = events.get((room.as_str(), 1))? else {
+        return Ok(None);
+    };
+    let (_, envelope) = super::retention::event_of_row(row.value())?;
+    Ok(Some(envelope.sender))
 }
 
 pub(super) fn last_seq_in<T: ReadableTable<(&'static str, u64), &'static [u8]>>(

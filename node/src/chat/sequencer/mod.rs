@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use hearth_spec::api::Sequenced;
 use hearth_spec::client::ReceiptKind;
 use hearth_spec::envelope::ENVELOPE_VERSION;
+use hearth_spec::rooms::group_admin;
 use hearth_spec::{
     Content, DeviceId, Envelope, EventId, Membership, RoomId, RoomKind, ServerName, TxnId, UserId,
 };
@@ -52,6 +53,12 @@ pub enum SequenceError {
     InvalidDirect,
     #[error("{0} is already a member")]
     AlreadyMember(UserId),
+    #[error("{0} is not a member of the room")]
+    NotInRoom(UserId),
+    #[error("nobody is removed from a direct chat; leave it instead")]
+    DirectRoomRemove,
+    #[error("only the group's admin ({admin}) removes members")]
+    NotAdmin { admin: UserId },
     #[error("the room would have more than {0} members")]
     RoomFull(usize),
     #[error("the room name is longer than {MAX_ROOM_NAME} bytes")]
@@ -107,6 +114,14 @@ pub enum Request {
         user: UserId,
         device: DeviceId,
         room: RoomId,
+        nonce: u64,
+    },
+    /// The group's admin removes `target` (a leave event of `target`, sent by `user`).
+    Remove {
+        user: UserId,
+        device: DeviceId,
+        room: RoomId,
+        target: UserId,
         nonce: u64,
     },
     /// An MLS commit made in `epoch`, with the Welcome for the devices it adds.
@@ -187,11 +202,14 @@ struct RoomState {
     epoch: u64,
     /// Shut down by an admin: no more messages, commits or invites.
     closed: bool,
+    /// The sender of the create event.
+    creator: Option<UserId>,
 }
 
 impl RoomState {
-    fn new(kind: RoomKind) -> Self {
+    fn new(kind: RoomKind, creator: Option<UserId>) -> Self {
         Self {
+            creator,
             kind,
             members: BTreeSet::new(),
             last_seq: 0,
@@ -223,12 +241,13 @@ impl Sequencer {
         let rooms = state
             .rooms
             .into_iter()
-            .map(|(room, record, last_seq, members, epoch)| {
-                let mut state = RoomState::new(record.kind);
-                state.last_seq = last_seq;
-                state.epoch = epoch;
+            .map(|resumed| {
+                let room = resumed.room;
+                let mut state = RoomState::new(resumed.record.kind, resumed.creator);
+                state.last_seq = resumed.last_seq;
+                state.epoch = resumed.epoch;
                 state.closed = closed.contains(&room);
-                for member in members {
+                for member in resumed.members {
                     let server = member.server_name();
                     if server != local {
                         *state.servers.entry(server).or_insert(0) += 1;
@@ -332,7 +351,8 @@ impl Sequencer {
                 if others.len() + 1 > self.max_members {
                     return Err(SequenceError::RoomFull(self.max_members));
                 }
-                self.rooms.insert(room.clone(), RoomState::new(kind));
+                self.rooms
+                    .insert(room.clone(), RoomState::new(kind, Some(user.clone())));
                 batch.rooms.push((
                     room.clone(),
                     RoomRecord {
@@ -406,6 +426,27 @@ impl Sequencer {
                 Ok(Reply::Sequenced(
                     self.leave_event(&room, &user, &device, txn, now_ms, batch),
                 ))
+            }
+            Request::Remove {
+                user,
+                device,
+                room,
+                target,
+                nonce,
+            } => {
+                self.check_remove(&room, &user, &target)?;
+                let content = Content::Member {
+                    target: target.clone(),
+                    membership: Membership::Leave,
+                };
+                let event = envelope(&room, &user, &device, server_txn(nonce, 1), now_ms, content);
+                if !self.is_home(&room) {
+                    return Ok(Reply::Sequenced(submit(event, batch)));
+                }
+                // The removed member's devices see their removal; nothing after it.
+                let sequenced = self.append(&room, event, now_ms, batch);
+                self.leave(&room, &target, batch);
+                Ok(Reply::Sequenced(sequenced))
             }
             Request::Shutdown {
                 room,
@@ -617,7 +658,7 @@ impl Sequencer {
         ) {
             self.open_room(&room)?;
         }
-        let mut leaving = false;
+        let mut leaving = None;
         match &envelope.content {
             Content::Message { .. } => self.check_message_epoch(&room, &envelope.content)?,
             Content::Commit { .. } => self.check_commit(&room, &envelope.content, batch)?,
@@ -632,10 +673,18 @@ impl Sequencer {
             Content::Member {
                 target,
                 membership: Membership::Leave,
-            } if *target == sender => leaving = true,
-            Content::Member { .. } => {
+            } => {
+                if *target != sender {
+                    self.check_remove(&room, &sender, target)?;
+                }
+                leaving = Some(target.clone());
+            }
+            Content::Member {
+                membership: Membership::Join,
+                ..
+            } => {
                 return Err(SequenceError::BadEvent(
-                    "members invite others and leave themselves",
+                    "members invite others, not themselves",
                 ));
             }
             Content::Create { .. } => {
@@ -648,8 +697,8 @@ impl Sequencer {
             }
         }
         let sequenced = self.append_encoded(&room, sender.clone(), bytes, now_ms, batch);
-        if leaving {
-            self.leave(&room, &sender, batch);
+        if let Some(leaver) = leaving {
+            self.leave(&room, &leaver, batch);
         }
         batch.txns.push(Txn {
             user: key.0.clone(),
@@ -686,7 +735,10 @@ impl Sequencer {
                         "a room starts with its create event",
                     ));
                 };
-                self.rooms.insert(room.clone(), RoomState::new(*kind));
+                self.rooms.insert(
+                    room.clone(),
+                    RoomState::new(*kind, Some(envelope.sender.clone())),
+                );
                 batch.rooms.push((
                     room.clone(),
                     RoomRecord {
@@ -813,6 +865,35 @@ impl Sequencer {
             return Err(SequenceError::RoomFull(self.max_members));
         }
         Ok(())
+    }
+
+    /// Whether `remover` may remove `target` from `room`: the group's admin removing another
+    /// member ([`group_admin`]). A closed room still lets its members go.
+    fn check_remove(
+        &self,
+        room: &RoomId,
+        remover: &UserId,
+        target: &UserId,
+    ) -> Result<(), SequenceError> {
+        let state = self.member_room(room, remover)?;
+        if state.kind == RoomKind::Direct {
+            return Err(SequenceError::DirectRoomRemove);
+        }
+        let admin = group_admin(state.kind, state.creator.as_ref(), &state.members)
+            .expect("a group with a member has an admin");
+        if admin != *remover {
+            return Err(SequenceError::NotAdmin { admin });
+        }
+        if !state.members.contains(target) {
+            return Err(SequenceError::NotInRoom(target.clone()));
+        }
+        Ok(())
+    }
+
+    /// The admin of a group (none for a direct chat or a room this hearth does not hold).
+    pub fn admin(&self, room: &RoomId) -> Option<UserId> {
+        let state = self.rooms.get(room)?;
+        group_admin(state.kind, state.creator.as_ref(), &state.members)
     }
 
     fn open_room(&self, room: &RoomId) -> Result<(), SequenceError> {

@@ -1,6 +1,7 @@
 //! The sequencer's rules, one request at a time, and its ordering under any interleaving.
 
 use super::*;
+use crate::store::ResumedRoom;
 use proptest::prelude::*;
 
 fn user(name: &str) -> UserId {
@@ -280,7 +281,14 @@ fn with_replica(last: u64) -> Sequencer {
         created_ts: 0,
     };
     let state = SequencerState {
-        rooms: vec![(far_room(), record, last, vec![user("a"), far_user("x")], 0)],
+        rooms: vec![ResumedRoom {
+            room: far_room(),
+            record,
+            last_seq: last,
+            members: vec![user("a"), far_user("x")],
+            epoch: 0,
+            creator: Some(far_user("x")),
+        }],
         inbox_heads: vec![],
         closed: vec![],
     };
@@ -592,19 +600,17 @@ fn the_home_takes_a_member_hearths_events_by_the_same_rules() {
         Ok(Reply::Duplicate),
         "same txn, same batch"
     );
-    // A member invites another; inviting oneself, or making someone else leave, is not a thing.
+    // A member invites another; inviting oneself is not a thing, and only the admin removes.
     assert!(submit("i1", member(far_user("y"), Membership::Join)).is_ok());
     assert_eq!(
         submit("i2", member(x.clone(), Membership::Join)),
         Err(SequenceError::BadEvent(
-            "members invite others and leave themselves"
+            "members invite others, not themselves"
         ))
     );
     assert_eq!(
         submit("l1", member(user("b"), Membership::Leave)),
-        Err(SequenceError::BadEvent(
-            "members invite others and leave themselves"
-        ))
+        Err(SequenceError::NotAdmin { admin: user("a") })
     );
     assert_eq!(
         submit(
@@ -920,17 +926,18 @@ fn a_shut_room_loses_its_members_here_and_takes_nothing_but_leaves() {
 
     // After a restart the room is still shut.
     let state = SequencerState {
-        rooms: vec![(
-            room(),
-            RoomRecord {
+        rooms: vec![ResumedRoom {
+            room: room(),
+            record: RoomRecord {
                 kind: RoomKind::Group,
                 name: None,
                 created_ts: 1,
             },
-            before + 2,
-            vec![far_user("x")],
-            0,
-        )],
+            last_seq: before + 2,
+            members: vec![far_user("x")],
+            epoch: 0,
+            creator: Some(user("a")),
+        }],
         inbox_heads: Vec::new(),
         closed: vec![room()],
     };
@@ -1003,4 +1010,178 @@ fn a_cursor_is_in_range_up_to_the_head_or_below_any_position_still_to_be_given()
     assert!(!cursor_in_range(clock, 5, now));
     assert!(cursor_in_range(clock + 3, clock + 3, now));
     assert!(!cursor_in_range(clock + 4, clock + 3, now));
+}
+
+fn remove(who: &str, target: UserId) -> Request {
+    Request::Remove {
+        user: user(who),
+        device: dev(),
+        room: room(),
+        target,
+        nonce: 9,
+    }
+}
+
+#[test]
+fn the_admin_removes_members_and_nobody_else_does() {
+    let (mut s, _) = seq_with_group(&["b", "a", "c", "d"]);
+    assert_eq!(s.admin(&room()), Some(user("b")), "the creator");
+    let mut batch = Batch::default();
+    assert_eq!(
+        s.apply(remove("c", user("d")), 3, &mut batch),
+        Err(SequenceError::NotAdmin { admin: user("b") })
+    );
+    assert!(batch.is_empty(), "a refusal writes nothing: {batch:?}");
+    let removed = s.apply(remove("b", user("d")), 3, &mut batch).unwrap();
+    let Reply::Sequenced(Sequenced { seq: Some(seq), .. }) = removed else {
+        panic!("{removed:?}");
+    };
+    assert!(!s.is_member(&room(), &user("d")));
+    assert_eq!(batch.leaves, vec![(room(), user("d"))]);
+    let event = Envelope::decode(&batch.events[0].bytes).unwrap();
+    assert_eq!(event.sender, user("b"));
+    assert_eq!(event.content, member(user("d"), Membership::Leave));
+    assert!(
+        batch
+            .inbox
+            .iter()
+            .any(|e| e.user == user("d") && e.seq == seq),
+        "the removed member sees the removal"
+    );
+    let mut batch = Batch::default();
+    send(&mut s, "b", "after", &mut batch).unwrap();
+    assert!(
+        batch.inbox.iter().all(|e| e.user != user("d")),
+        "nothing after it"
+    );
+    assert_eq!(
+        s.apply(remove("b", user("d")), 3, &mut Batch::default()),
+        Err(SequenceError::NotInRoom(user("d")))
+    );
+    assert_eq!(
+        s.apply(remove("d", user("c")), 3, &mut Batch::default()),
+        Err(SequenceError::NotMember(room()))
+    );
+
+    // The creator gone, the first member by id is the admin; back again, the creator is.
+    let leave = Request::Leave {
+        user: user("b"),
+        device: dev(),
+        room: room(),
+        nonce: 2,
+    };
+    s.apply(leave, 4, &mut Batch::default()).unwrap();
+    assert_eq!(s.admin(&room()), Some(user("a")));
+    assert_eq!(
+        s.apply(remove("c", user("a")), 5, &mut Batch::default()),
+        Err(SequenceError::NotAdmin { admin: user("a") })
+    );
+    let invite = Request::Invite {
+        user: user("c"),
+        device: dev(),
+        room: room(),
+        target: user("b"),
+        nonce: 3,
+    };
+    s.apply(invite, 6, &mut Batch::default()).unwrap();
+    assert_eq!(s.admin(&room()), Some(user("b")));
+}
+
+#[test]
+fn nobody_is_removed_from_a_direct_chat() {
+    let mut s = Sequencer::new(SequencerState::default(), local(), 1000);
+    let create = Request::CreateRoom {
+        user: user("a"),
+        device: dev(),
+        room: room(),
+        kind: RoomKind::Direct,
+        name: None,
+        members: vec![user("b")],
+        nonce: 1,
+    };
+    s.apply(create, 1, &mut Batch::default()).unwrap();
+    assert_eq!(s.admin(&room()), None);
+    assert_eq!(
+        s.apply(remove("a", user("b")), 2, &mut Batch::default()),
+        Err(SequenceError::DirectRoomRemove)
+    );
+    let (envelope, bytes) = made(
+        &room(),
+        &user("a"),
+        "l",
+        member(user("b"), Membership::Leave),
+    );
+    assert_eq!(
+        s.apply(
+            Request::Submitted { envelope, bytes },
+            2,
+            &mut Batch::default()
+        ),
+        Err(SequenceError::DirectRoomRemove)
+    );
+}
+
+/// A replica knows the admin from the create event it applied, refuses a non-admin's removal at
+/// once, sends the admin's to the home, and applies it when the home sequences it.
+#[test]
+fn a_replica_checks_removals_and_applies_the_homes() {
+    let mut s = with_replica(3);
+    assert_eq!(s.admin(&far_room()), Some(far_user("x")));
+    let by_a = Request::Remove {
+        user: user("a"),
+        device: dev(),
+        room: far_room(),
+        target: far_user("x"),
+        nonce: 1,
+    };
+    assert_eq!(
+        s.apply(by_a, 1, &mut Batch::default()),
+        Err(SequenceError::NotAdmin {
+            admin: far_user("x")
+        })
+    );
+    let (envelope, bytes) = made(
+        &far_room(),
+        &far_user("x"),
+        "r",
+        member(user("a"), Membership::Leave),
+    );
+    let mut batch = Batch::default();
+    s.apply(
+        Request::Replicate {
+            seq: 4,
+            envelope,
+            bytes,
+        },
+        2,
+        &mut batch,
+    )
+    .unwrap();
+    assert!(!s.is_member(&far_room(), &user("a")));
+    assert_eq!(
+        batch.inbox.len(),
+        1,
+        "a sees its removal: {:?}",
+        batch.inbox
+    );
+
+    // After a restart the admin is still the creator, read back from the store's create event.
+    let state = SequencerState {
+        rooms: vec![ResumedRoom {
+            room: far_room(),
+            record: RoomRecord {
+                kind: RoomKind::Group,
+                name: None,
+                created_ts: 0,
+            },
+            last_seq: 4,
+            members: vec![far_user("x"), far_user("w")],
+            epoch: 0,
+            creator: Some(far_user("x")),
+        }],
+        inbox_heads: vec![],
+        closed: vec![],
+    };
+    let s = Sequencer::new(state, local(), 1000);
+    assert_eq!(s.admin(&far_room()), Some(far_user("x")));
 }
