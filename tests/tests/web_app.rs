@@ -394,6 +394,31 @@ async fn two_browser_users_and_a_terminal_user_share_a_group_and_a_second_browse
         !groups.as_str().unwrap_or("").contains("friends"),
         "{groups}"
     );
+
+    // alice made the group, so she is its admin: from the laptop she removes dave, whose
+    // terminal reads nothing sent after.
+    laptop.click("#people").await.unwrap();
+    laptop
+        .wait_text("#people-list li[data-user='@alice:localhost']", "admin")
+        .await
+        .unwrap();
+    laptop
+        .click("#people-list li[data-user='@dave:localhost'] .remove-member")
+        .await
+        .unwrap();
+    laptop.client.accept_alert().await.unwrap();
+    laptop
+        .wait_text(
+            ".line.member .event",
+            "@alice:localhost removed @dave:localhost",
+        )
+        .await
+        .unwrap();
+    laptop.send("dave is out").await.unwrap();
+    let history = chat(&erin, &["history", "friends"]).await;
+    assert!(history.contains("dave is out"), "{history}");
+    let rooms = chat(&dave, &["rooms"]).await;
+    assert!(!rooms.contains("friends"), "{rooms}");
 }
 
 #[tokio::test]

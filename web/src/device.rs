@@ -452,6 +452,7 @@ impl Device {
 
     /// Removes a member from a group this user is the admin of, and their devices from its
     /// group's keys.
+    #[wasm_bindgen(js_name = removeMember)]
     pub fn remove_member(&self, room: String, user: String) -> Promise {
         self.run(move |inner| async move {
             let room = RoomId::parse(&room).map_err(js)?;

@@ -30,6 +30,7 @@ export function Timeline(props: {
   const [sending, setSending] = useState(0);
   const [upload, setUpload] = useState<{ name: string; percent: number } | null>(null);
   const [fingerprints, setFingerprints] = useState<{ user: string; device: string; fingerprint: string }[] | null>(null);
+  const [people, setPeople] = useState(false);
   const fileInput = useRef<HTMLInputElement>(null);
   const list = useRef<HTMLOListElement>(null);
   const typingUntil = useRef(0);
@@ -132,6 +133,15 @@ export function Timeline(props: {
     }
   }
 
+  async function removeMember(user: string) {
+    if (!confirm(`Remove ${shortName(user)} from ${props.title}? They will not read what is sent after.`)) return;
+    try {
+      await device.removeMember(room.room_id, user);
+    } catch (e) {
+      props.onError(e);
+    }
+  }
+
   async function leave() {
     if (!confirm(`Leave ${props.title}? You will not read what is sent after.`)) return;
     try {
@@ -165,6 +175,11 @@ export function Timeline(props: {
           Keys
         </button>
         {room.kind === "group" && (
+          <button id="people" onClick={() => setPeople(!people)}>
+            People
+          </button>
+        )}
+        {room.kind === "group" && (
           <button id="invite" onClick={invite}>
             Invite
           </button>
@@ -173,6 +188,27 @@ export function Timeline(props: {
           Leave
         </button>
       </header>
+      {people && (
+        <div class="people" id="people-list">
+          <ul>
+            {room.members.map((m) => (
+              <li key={m} data-user={m}>
+                <strong>{shortName(m)}</strong> <small>{m}</small>
+                {m === device.userId && " (you)"}
+                {room.admin === m && <span class="admin">admin</span>}
+                {room.admin === device.userId && m !== device.userId && (
+                  <button class="remove-member" onClick={() => removeMember(m)}>
+                    Remove
+                  </button>
+                )}
+              </li>
+            ))}
+          </ul>
+          {room.admin !== device.userId && room.admin && (
+            <p class="muted">Only the group's admin, {shortName(room.admin)}, removes people.</p>
+          )}
+        </div>
+      )}
       {fingerprints && (
         <div class="fingerprints" id="fingerprints">
           <p class="muted">

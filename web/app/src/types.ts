@@ -7,6 +7,8 @@ export interface RoomSummary {
   members: string[];
   last_seq: number;
   unread: number;
+  /** A group's admin: the member who may remove others. */
+  admin?: string;
 }
 
 export interface Attachment {
