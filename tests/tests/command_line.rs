@@ -1130,4 +1130,72 @@ async fn the_groups_admin_removes_a_member_who_then_reads_nothing_more() {
     let out = chat(&b, &["history", &room], None).await;
     assert!(out.stdout.contains("welcome both"), "{}", out.stdout);
     assert!(!out.stdout.contains("just us now"), "{}", out.stdout);
+
+    // Removed by mistake: invited back, bob's device joins the group again and reads on.
+    let out = chat(&a, &["invite", "club", "@bob:localhost"], None).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(
+        chat(&a, &["send", "club", "welcome back bob"], None)
+            .await
+            .ok
+    );
+    let out = chat(&b, &["history", "club"], None).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("@alice:localhost: welcome back bob"),
+        "{}",
+        out.stdout
+    );
+    let out = chat(&b, &["send", "club", "glad to be back"], None).await;
+    assert!(out.ok, "{}", out.stderr);
+    let out = chat(&c, &["history", "club"], None).await;
+    assert!(
+        out.stdout.contains("@bob:localhost: glad to be back"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// Leaving by mistake: invited back, the member's device joins the group again (in place of the
+/// state it kept from before) and reads, and is read, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_who_left_and_is_invited_back_reads_again() {
+    let Pair {
+        dir: _dir,
+        hearth: _hearth,
+        a,
+        b,
+    } = two_profiles(&[]).await;
+    assert!(
+        chat(&a, &["group", "club", "@bob:localhost"], None)
+            .await
+            .ok
+    );
+    assert!(chat(&a, &["send", "club", "before"], None).await.ok);
+    let out = chat(&b, &["history", "club"], None).await;
+    assert!(out.stdout.contains("before"), "{}", out.stdout);
+    assert!(chat(&b, &["leave", "club"], None).await.ok);
+    assert!(
+        chat(&a, &["send", "club", "while bob was away"], None)
+            .await
+            .ok
+    );
+    let out = chat(&a, &["invite", "club", "@bob:localhost"], None).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(chat(&a, &["send", "club", "welcome back"], None).await.ok);
+    let out = chat(&b, &["history", "club"], None).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("@alice:localhost: welcome back"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("while bob was away"), "{}", out.stdout);
+    assert!(chat(&b, &["send", "club", "thanks"], None).await.ok);
+    let out = chat(&a, &["history", "club"], None).await;
+    assert!(
+        out.stdout.contains("@bob:localhost: thanks"),
+        "{}",
+        out.stdout
+    );
 }

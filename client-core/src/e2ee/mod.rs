@@ -1155,8 +1155,15 @@ impl Mls {
         let MlsMessageBodyIn::Welcome(welcome) = welcome.extract() else {
             return Err(E2eeError::Unfit("the welcome is not a Welcome".into()));
         };
-        let staged = StagedWelcome::new_from_welcome(&self.provider, &join_config(), welcome, None)
-            .map_err(|e| E2eeError::Unfit(format!("the welcome is not for this device ({e})")))?;
+        let not_ours = |e| E2eeError::Unfit(format!("the welcome is not for this device ({e})"));
+        // A device that left the group (or was removed) still holds its old state under the
+        // same group id; a Welcome that came in a commit the home sequenced for this room, from
+        // a member, is how it gets back in, so the new group takes the old one's place.
+        let staged = StagedWelcome::build_from_welcome(&self.provider, &join_config(), welcome)
+            .map_err(not_ours)?
+            .replace_old_group()
+            .build()
+            .map_err(not_ours)?;
         let sender = staged.welcome_sender().map_err(mls)?;
         if member_of(sender.credential())
             != Some((event.sender.clone(), event.sender_device.clone()))

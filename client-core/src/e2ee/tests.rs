@@ -1304,6 +1304,56 @@ fn a_removed_device_drops_what_it_had_waiting_to_send() {
     assert!(bob.saved.sent.is_empty() && bob.refused().is_empty());
 }
 
+/// Removed from a group (or gone and then removed), a device keeps its old state under the
+/// group's id; added again, it joins from the Welcome in place of that state, reads what is sent
+/// after, and still does after a restart.
+#[test]
+fn a_device_taken_out_of_a_group_gets_back_in_when_added_again() {
+    let dirs: Vec<_> = (0..2).map(|_| Disk::default()).collect();
+    let (mut alice, mut bob, mut room) = alice_and_bob(&dirs);
+    let bob_id = bob.saved.user.clone();
+    let remove = alice
+        .prepare_remove(&room.id, &[bob_id], &[])
+        .unwrap()
+        .unwrap();
+    alice.commit_accepted(&room.id).unwrap();
+    let removal = room.commit(&alice, "c2", &remove);
+    assert!(matches!(
+        bob.receive(&removal).unwrap(),
+        Received::Removed { .. }
+    ));
+    alice.receive(&removal).unwrap();
+    let unseen = room.message(&mut alice, "m1", "while bob was out");
+    assert!(matches!(
+        bob.receive(&unseen).unwrap(),
+        Received::Unreadable { .. }
+    ));
+    alice.receive(&unseen).unwrap();
+
+    let add = alice
+        .prepare_add(&room.id, &[package_of(&mut bob, &alice)])
+        .unwrap();
+    alice.commit_accepted(&room.id).unwrap();
+    let back = room.commit(&alice, "c3", &add);
+    assert!(matches!(
+        bob.receive(&back).unwrap(),
+        Received::Joined { epoch: 3, .. }
+    ));
+    alice.receive(&back).unwrap();
+    assert!(bob.in_group(&room.id));
+    let hello = room.message(&mut alice, "m2", "welcome back");
+    assert_eq!(body_of(bob.receive(&hello).unwrap()), "welcome back");
+    alice.receive(&hello).unwrap();
+    let reply = room.message(&mut bob, "b1", "glad to be back");
+    assert_eq!(body_of(alice.receive(&reply).unwrap()), "glad to be back");
+    bob.receive(&reply).unwrap();
+
+    drop(bob);
+    let mut bob = device(&dirs[1], "bob", "B1");
+    let again = room.message(&mut alice, "m3", "after your restart");
+    assert_eq!(body_of(bob.receive(&again).unwrap()), "after your restart");
+}
+
 #[test]
 fn refused_sends_are_named_dropped_or_forgotten_one_by_one() {
     let dirs: Vec<_> = (0..2).map(|_| Disk::default()).collect();
