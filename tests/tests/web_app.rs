@@ -419,6 +419,25 @@ async fn two_browser_users_and_a_terminal_user_share_a_group_and_a_second_browse
     assert!(history.contains("dave is out"), "{history}");
     let rooms = chat(&dave, &["rooms"]).await;
     assert!(!rooms.contains("friends"), "{rooms}");
+
+    // carol, who left, is invited back: her browser joins the group again in place of the state
+    // it kept, and reads what is sent after.
+    laptop.click("#invite").await.unwrap();
+    laptop.client.send_alert_text("carol").await.unwrap();
+    laptop.client.accept_alert().await.unwrap();
+    laptop
+        .wait_text(".line.member .event", "added @carol:localhost")
+        .await
+        .unwrap();
+    laptop.send("welcome back carol").await.unwrap();
+    carol.click_text(".room", "friends").await.unwrap();
+    carol
+        .wait_text(".line .text", "welcome back carol")
+        .await
+        .unwrap();
+    carol.send("good to be back").await.unwrap();
+    let history = chat(&erin, &["history", "friends"]).await;
+    assert!(history.contains("good to be back"), "{history}");
 }
 
 #[tokio::test]
