@@ -342,6 +342,12 @@ async fn two_browser_users_and_a_terminal_user_share_a_group_and_a_second_browse
     // From the laptop, alice removes her first browser device: it is logged out at once and
     // says so; the group goes on without it.
     laptop.click("footer summary").await.unwrap();
+    // Each browser is named after itself, so the two can be told apart from their ids.
+    let listed = laptop
+        .wait_text("#devices", "Chrome on Linux")
+        .await
+        .unwrap();
+    assert_eq!(listed.matches("Chrome on Linux").count(), 2, "{listed}");
     laptop.click(".remove-device").await.unwrap();
     laptop.client.accept_alert().await.unwrap();
     alice

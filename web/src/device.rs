@@ -160,22 +160,31 @@ async fn open(base: String, session: Session) -> Result<Device, JsValue> {
     })
 }
 
+/// The name a browser device registers under: the app's, trimmed to 64 characters (the hearth
+/// takes 128 bytes), or `web`.
+fn device_name_or_web(name: Option<String>) -> String {
+    let name: String = name.unwrap_or_default().trim().chars().take(64).collect();
+    if name.is_empty() { "web".into() } else { name }
+}
+
 #[wasm_bindgen]
 impl Device {
     /// Creates an account on the hearth at `base` (an origin: `location.origin` for the one that
     /// served the page) and
-    /// opens its first device here. `token`: a registration token, for a hearth that asks for one.
+    /// opens its first device here. `token`: a registration token, for a hearth that asks for one;
+    /// `device_name`: what the user's device list calls this one (`web` without it).
     pub fn register(
         base: String,
         username: String,
         password: String,
         token: Option<String>,
+        device_name: Option<String>,
     ) -> Promise {
         future_to_promise(async move {
             let req = RegisterRequest {
                 username,
                 password,
-                device_name: Some("web".into()),
+                device_name: Some(device_name_or_web(device_name)),
                 registration_token: token.filter(|t| !t.trim().is_empty()),
             };
             let session = call_anonymous(&base, "/v1/register", &req)
@@ -185,13 +194,18 @@ impl Device {
         })
     }
 
-    /// Logs in as a new device of an existing account.
-    pub fn login(base: String, username: String, password: String) -> Promise {
+    /// Logs in as a new device of an existing account, named `device_name` (`web` without it).
+    pub fn login(
+        base: String,
+        username: String,
+        password: String,
+        device_name: Option<String>,
+    ) -> Promise {
         future_to_promise(async move {
             let req = LoginRequest {
                 username,
                 password,
-                device_name: Some("web".into()),
+                device_name: Some(device_name_or_web(device_name)),
             };
             let session = call_anonymous(&base, "/v1/login", &req).await.map_err(js)?;
             Ok(open(base, session).await?.into())

@@ -1,6 +1,6 @@
 import { useEffect, useState } from "preact/hooks";
 import { Device } from "../pkg/hearth_web.js";
-import { sentence } from "./format";
+import { browserName, sentence } from "./format";
 
 export function Login(props: { onDevice(d: Device): void; error: string }) {
   const [username, setUsername] = useState("");
@@ -19,9 +19,10 @@ export function Login(props: { onDevice(d: Device): void; error: string }) {
     setBusy(true);
     setError("");
     try {
+      const name = browserName(navigator.userAgent);
       const device = register
-        ? await Device.register(location.origin, username, password, token || undefined)
-        : await Device.login(location.origin, username, password);
+        ? await Device.register(location.origin, username, password, token || undefined, name)
+        : await Device.login(location.origin, username, password, name);
       props.onDevice(device);
     } catch (err) {
       setError(sentence(err));

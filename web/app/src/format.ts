@@ -27,6 +27,39 @@ export function sentence(error: unknown): string {
   return /[.!?]$/.test(capital) ? capital : capital + ".";
 }
 
+/** This browser as the device list names it: "Firefox on Linux", "Safari on iPhone". */
+export function browserName(userAgent: string): string {
+  const browser = /Edg\//.test(userAgent)
+    ? "Edge"
+    : /OPR\//.test(userAgent)
+      ? "Opera"
+      : /Firefox\//.test(userAgent)
+        ? "Firefox"
+        : /Chromium\//.test(userAgent)
+          ? "Chromium"
+          : /Chrome\//.test(userAgent)
+            ? "Chrome"
+            : /Safari\//.test(userAgent)
+              ? "Safari"
+              : "A browser";
+  const system = /iPhone/.test(userAgent)
+    ? "iPhone"
+    : /iPad/.test(userAgent)
+      ? "iPad"
+      : /Android/.test(userAgent)
+        ? "Android"
+        : /Windows/.test(userAgent)
+          ? "Windows"
+          : /CrOS/.test(userAgent)
+            ? "ChromeOS"
+            : /Mac OS X|Macintosh/.test(userAgent)
+              ? "macOS"
+              : /Linux/.test(userAgent)
+                ? "Linux"
+                : "";
+  return system ? `${browser} on ${system}` : browser;
+}
+
 /** A user id from what someone typed: "bob" → "@bob:<this hearth>". */
 export function userIdOf(typed: string, me: string): string {
   const t = typed.trim();
