@@ -2,6 +2,7 @@
 
 use std::future::Future;
 
+use hearth_spec::api::AdminRequest;
 use hearth_spec::api::{
     ClaimKeyPackages, ClaimMany, ClaimedKeyPackages, ClaimedMany, CommitRequest, KeyDevices,
     KeyPackageCount, MediaUploaded, QueriedDevices, QueryDevices, UploadKeyPackages,
@@ -100,6 +101,13 @@ pub trait Backend: Send + Sync + 'static {
         device: &AuthedDevice,
         room: RoomId,
         user: UserId,
+    ) -> impl Future<Output = Result<Sequenced, ErrorBody>> + Send;
+    /// An admin of a group makes a member an admin, or takes the role back.
+    fn set_admin(
+        &self,
+        device: &AuthedDevice,
+        room: RoomId,
+        req: AdminRequest,
     ) -> impl Future<Output = Result<Sequenced, ErrorBody>> + Send;
     /// Leaves a room.
     fn leave(

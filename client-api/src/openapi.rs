@@ -34,6 +34,7 @@ use utoipa::{Modify, OpenApi};
         crate::routes::room,
         crate::routes::invite,
         crate::routes::remove,
+        crate::routes::set_admin,
         crate::routes::leave,
         crate::routes::mark_read,
         crate::routes::send,

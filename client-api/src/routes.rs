@@ -10,9 +10,10 @@ use axum::response::IntoResponse;
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use hearth_spec::api::{
-    CreateRoomRequest, DeviceInfo, HistoryPage, InviteRequest, LoginRequest, PresenceSettings,
-    PresenceView, PusherInfo, PusherRequest, ReadRequest, ReceiptMarks, RefreshRequest,
-    RegisterRequest, RemoveRequest, RoomSummary, SendRequest, Sequenced, Session, SyncPage,
+    AdminRequest, CreateRoomRequest, DeviceInfo, HistoryPage, InviteRequest, LoginRequest,
+    PresenceSettings, PresenceView, PusherInfo, PusherRequest, ReadRequest, ReceiptMarks,
+    RefreshRequest, RegisterRequest, RemoveRequest, RoomSummary, SendRequest, Sequenced, Session,
+    SyncPage,
 };
 use hearth_spec::{DeviceId, ErrorCode, RoomId, UserId};
 use serde::{Deserialize, Serialize};
@@ -75,6 +76,7 @@ pub fn api_router<B: Backend>(backend: Arc<B>, config: ApiConfig) -> (Router, Li
         .route("/v1/rooms/{room_id}", get(room::<B>))
         .route("/v1/rooms/{room_id}/invite", post(invite::<B>))
         .route("/v1/rooms/{room_id}/remove", post(remove::<B>))
+        .route("/v1/rooms/{room_id}/admins", post(set_admin::<B>))
         .route("/v1/rooms/{room_id}/leave", post(leave::<B>))
         .route("/v1/rooms/{room_id}/read", post(mark_read::<B>))
         .route("/v1/rooms/{room_id}/send", post(send::<B>))
@@ -446,6 +448,27 @@ async fn remove<B: Backend>(
         api.backend
             .remove(&device, room_id(&room)?, req.user_id)
             .await?,
+    ))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/rooms/{room_id}/admins",
+    tag = "rooms",
+    summary = "Make a member an admin, or take the role back (the group's admins only)",
+    security(("bearer" = [])),
+    params(("room_id" = RoomId, Path, description = "The room.")),
+    request_body = AdminRequest,
+    responses((status = 200, description = "The admin event.", body = Sequenced))
+)]
+async fn set_admin<B: Backend>(
+    State(api): State<Arc<Api<B>>>,
+    Authed(device): Authed,
+    ApiPath(room): ApiPath<String>,
+    ApiJson(req): ApiJson<AdminRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(
+        api.backend.set_admin(&device, room_id(&room)?, req).await?,
     ))
 }
 

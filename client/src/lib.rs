@@ -14,13 +14,14 @@ mod state_file;
 
 use hearth_client_core::hearth::{encode_path, error_body, room_path};
 use hearth_spec::api::{
-    ClaimKeyPackages, ClaimMany, ClaimedKeyPackages, ClaimedMany, CommitRequest, KeyDevices,
-    KeyPackageCount, MediaUploaded, QueriedDevices, QueryDevices, UploadKeyPackages,
+    AdminRequest, CreateRoomRequest, DeviceInfo, HistoryPage, InviteRequest, LoginRequest,
+    PresenceSettings, PresenceView, PusherInfo, PusherRequest, ReadRequest, ReceiptMarks,
+    RefreshRequest, RegisterRequest, RemoveRequest, RoomSummary, SendRequest, Sequenced, Session,
+    SyncPage,
 };
 use hearth_spec::api::{
-    CreateRoomRequest, DeviceInfo, HistoryPage, InviteRequest, LoginRequest, PresenceSettings,
-    PresenceView, PusherInfo, PusherRequest, ReadRequest, ReceiptMarks, RefreshRequest,
-    RegisterRequest, RemoveRequest, RoomSummary, SendRequest, Sequenced, Session, SyncPage,
+    ClaimKeyPackages, ClaimMany, ClaimedKeyPackages, ClaimedMany, CommitRequest, KeyDevices,
+    KeyPackageCount, MediaUploaded, QueriedDevices, QueryDevices, UploadKeyPackages,
 };
 use hearth_spec::{DeviceId, ErrorBody, ErrorCode, RoomId, RoomKind, ServerName, TxnId, UserId};
 use serde::Serialize;
@@ -275,6 +276,26 @@ impl Client {
         self.call(
             reqwest::Method::POST,
             &room_path(room, "/remove"),
+            Some(&req),
+            true,
+        )
+        .await
+    }
+
+    /// Makes a member of a group an admin, or takes the role back (the group's admins only).
+    pub async fn set_admin(
+        &mut self,
+        room: &RoomId,
+        user: &UserId,
+        admin: bool,
+    ) -> Result<Sequenced, ClientError> {
+        let req = AdminRequest {
+            user_id: user.clone(),
+            admin,
+        };
+        self.call(
+            reqwest::Method::POST,
+            &room_path(room, "/admins"),
             Some(&req),
             true,
         )

@@ -95,8 +95,16 @@ enum Command {
     Remove { room: String, user: String },
     /// Leave a room.
     Leave { room: String },
-    /// List a room's members, and which of them is the group's admin.
+    /// List a room's members, and which of them are the group's admins.
     Members { room: String },
+    /// Make a member of a group an admin (admins only), or with --off take the role back (your
+    /// own too, if another admin remains).
+    Admin {
+        room: String,
+        user: String,
+        #[arg(long)]
+        off: bool,
+    },
     /// List your rooms with unread counts.
     Rooms,
     /// Send a text message (end-to-end encrypted).
@@ -646,13 +654,24 @@ async fn plain(client: &mut Client, command: Command) -> anyhow::Result<()> {
             let room = resolve_room(client, &room).await?;
             let me = client.user_id()?.clone();
             for member in &room.members {
-                let admin = if room.admin.as_ref() == Some(member) {
+                let admin = if room.admins.contains(member) {
                     "\tadmin"
                 } else {
                     ""
                 };
                 let you = if *member == me { " (you)" } else { "" };
                 say!("{member}{you}{admin}");
+            }
+        }
+        Command::Admin { room, user, off } => {
+            let room = resolve_room(client, &room).await?;
+            let user: UserId = user.parse().context("a user id looks like @name:server")?;
+            client.set_admin(&room.room_id, &user, !off).await?;
+            let name = display_name(&room, client.user_id()?);
+            if off {
+                say!("{user} is no longer an admin of {name}");
+            } else {
+                say!("{user} is now an admin of {name}");
             }
         }
         Command::Rooms => {
@@ -989,6 +1008,16 @@ fn format_event(event: &EventView, local: &LocalMessages) -> String {
             target,
             membership: Membership::Leave,
         } => format!("* {} removed {target}", event.sender),
+        Content::Admin {
+            target,
+            admin: true,
+        } => format!("* {} made {target} an admin", event.sender),
+        Content::Admin { target, .. } if *target == event.sender => {
+            format!("* {target} is no longer an admin")
+        }
+        Content::Admin { target, .. } => {
+            format!("* {} took {target}'s admin role away", event.sender)
+        }
         Content::Create {
             kind: RoomKind::Direct,
             ..
@@ -1214,7 +1243,7 @@ mod tests {
             last_seq: 0,
             unread: 0,
             epoch: 0,
-            admin: None,
+            admins: Vec::new(),
         };
         let rooms = [
             room("a", RoomKind::Direct, None, &["bob", "alice"]),

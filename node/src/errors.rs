@@ -67,11 +67,15 @@ impl From<CommitError> for ErrorBody {
                 | SequenceError::DirectRoomInvite
                 | SequenceError::DirectRoomRemove
                 | SequenceError::NotAdmin { .. }
+                | SequenceError::LastAdmin
+                | SequenceError::DirectRoomAdmin
                 | SequenceError::RoomClosed(_) => ErrorCode::Forbidden,
                 SequenceError::RoomFull(_) => ErrorCode::LimitExceeded,
                 SequenceError::InvalidDirect
                 | SequenceError::AlreadyMember(_)
                 | SequenceError::NotInRoom(_)
+                | SequenceError::AlreadyAdmin(_)
+                | SequenceError::NotAnAdmin(_)
                 | SequenceError::NameTooLong
                 | SequenceError::SeqOutOfRange { .. }
                 | SequenceError::CursorOutOfRange { .. } => ErrorCode::InvalidParam,

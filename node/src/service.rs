@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use hearth_client_api::{AuthedDevice, Backend, Subscription, Taken};
+use hearth_spec::api::AdminRequest;
 use hearth_spec::api::{
     ClaimKeyPackages, ClaimMany, ClaimedKeyPackages, ClaimedMany, CommitRequest, KeyDevices,
     KeyPackageCount, MediaUploaded, QueriedDevices, QueryDevices, UploadKeyPackages,
@@ -14,7 +15,6 @@ use hearth_spec::api::{
 };
 use hearth_spec::api::{PresenceSettings, PresenceView, PusherInfo, PusherRequest, ReceiptMarks};
 use hearth_spec::client::ServerFrame;
-use hearth_spec::rooms::group_admin;
 use hearth_spec::{DeviceId, ErrorBody, ErrorCode, EventView, RoomId, TxnId, UserId};
 use rand::Rng;
 
@@ -208,8 +208,7 @@ impl Hearth {
         let read = self.store.read_mark(user, room)?;
         let unread = self.store.unread_messages(room, user, read)?;
         let members = self.store.members(room)?;
-        let creator = self.store.creator(room)?;
-        let admin = group_admin(record.kind, creator.as_ref(), &members);
+        let admins = self.store.room_admins(room, record.kind, &members)?;
         Ok(RoomSummary {
             room_id: room.clone(),
             kind: record.kind,
@@ -218,7 +217,7 @@ impl Hearth {
             last_seq,
             unread,
             epoch: self.store.epoch(room)?,
-            admin,
+            admins,
         })
     }
 
@@ -639,6 +638,24 @@ impl Backend for Hearth {
             device: device.device_id.clone(),
             room,
             target: user,
+            nonce: rand::random(),
+        })
+        .await
+    }
+
+    async fn set_admin(
+        &self,
+        device: &AuthedDevice,
+        room: RoomId,
+        req: AdminRequest,
+    ) -> Result<Sequenced, ErrorBody> {
+        self.require_home_unblocked(&room)?;
+        self.sequence(Request::SetAdmin {
+            user: device.user_id.clone(),
+            device: device.device_id.clone(),
+            room,
+            target: req.user_id,
+            admin: req.admin,
             nonce: rand::random(),
         })
         .await

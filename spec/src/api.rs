@@ -94,10 +94,10 @@ pub struct RoomSummary {
     /// The MLS epoch the room's next commit must be made in, as far as this hearth knows.
     #[serde(default)]
     pub epoch: u64,
-    /// A group's admin, who may remove members ([`crate::rooms::group_admin`]); none in a
-    /// direct chat.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub admin: Option<UserId>,
+    /// A group's admins, who remove members and make others admins (`spec/semantics.md`);
+    /// none in a direct chat.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admins: Vec<UserId>,
 }
 
 /// `POST /v1/rooms/{room}/invite`.
@@ -114,6 +114,15 @@ pub struct InviteRequest {
 #[serde(deny_unknown_fields)]
 pub struct RemoveRequest {
     pub user_id: UserId,
+}
+
+/// `POST /v1/rooms/{room}/admins`: an admin makes a member an admin, or takes the role back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AdminRequest {
+    pub user_id: UserId,
+    pub admin: bool,
 }
 
 /// `POST /v1/rooms/{room}/read`: the user has read up to `seq`.

@@ -70,6 +70,9 @@ pub enum Content {
     /// erasure), in its place: the slot keeps its sequence number, event id, sender and time so
     /// that every device keeps one gapless order. Never sent by a client or submitted by a peer.
     Purged {},
+    /// An admin of a group makes `target`, a member, an admin (`admin: true`) or takes the role
+    /// back (`false`). Groups only (`spec/semantics.md`).
+    Admin { target: UserId, admin: bool },
 }
 
 /// Whether a room is a 1:1 chat or a group.

@@ -89,6 +89,13 @@ mod tests {
                 "a purged message's place (made by a hearth, never sent by a client)",
                 envelope(Content::Purged {}),
             ),
+            (
+                "bob is made an admin",
+                envelope(Content::Admin {
+                    target: UserId::parse("@bob:eu.example.org").unwrap(),
+                    admin: true,
+                }),
+            ),
         ]
     }
 

@@ -126,6 +126,15 @@ async fn malformed_and_unknown_json_is_rejected_and_nothing_changes() {
         let (status, err) = raw(
             &s.hearth,
             reqwest::Method::POST,
+            &format!("{}/admins", s.room_path),
+            Some(&s.token),
+            Some(body.to_string().into_bytes()),
+        )
+        .await;
+        assert_eq!((status, err.code), (400, ErrorCode::BadJson), "{body}");
+        let (status, err) = raw(
+            &s.hearth,
+            reqwest::Method::POST,
             &remove,
             Some(&s.token),
             Some(body.to_string().into_bytes()),

@@ -1040,14 +1040,11 @@ async fn devices_are_named_after_their_machine_unless_named() {
     );
 }
 
-/// The group's creator is its admin and removes members; nobody else can. The removed member's
-/// devices leave the encrypted group in the same command, so the others go on talking and the
-/// removed member sees the removal, and nothing after it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_groups_admin_removes_a_member_who_then_reads_nothing_more() {
-    let Pair { dir, hearth, a, b } = two_profiles(&[]).await;
-    let c = dir.path().join("c");
-    let server = format!("--server={}", hearth.url);
+/// [`two_profiles`] and carol's (the second value), all three in alice's group `club`.
+async fn club_of_three() -> (Pair, PathBuf) {
+    let pair = two_profiles(&[]).await;
+    let c = pair.dir.path().join("c");
+    let server = format!("--server={}", pair.hearth.url);
     let out = chat(
         &c,
         &["register", "carol", &server],
@@ -1056,12 +1053,29 @@ async fn the_groups_admin_removes_a_member_who_then_reads_nothing_more() {
     .await;
     assert!(out.ok, "{}", out.stderr);
     let out = chat(
-        &a,
+        &pair.a,
         &["group", "club", "@bob:localhost", "@carol:localhost"],
         None,
     )
     .await;
     assert!(out.ok, "{}", out.stderr);
+    (pair, c)
+}
+
+/// The group's creator is its admin and removes members; nobody else can. The removed member's
+/// devices leave the encrypted group in the same command, so the others go on talking and the
+/// removed member sees the removal, and nothing after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_groups_admin_removes_a_member_who_then_reads_nothing_more() {
+    let (
+        Pair {
+            dir: _dir,
+            hearth: _hearth,
+            a,
+            b,
+        },
+        c,
+    ) = club_of_three().await;
     assert!(chat(&a, &["send", "club", "welcome both"], None).await.ok);
     let out = chat(&b, &["history", "club"], None).await;
     assert!(out.stdout.contains("welcome both"), "{}", out.stdout);
@@ -1082,7 +1096,7 @@ async fn the_groups_admin_removes_a_member_who_then_reads_nothing_more() {
     assert!(!out.ok);
     assert!(
         out.stderr
-            .contains("only the group's admin (@alice:localhost) removes members"),
+            .contains("only the group's admins (@alice:localhost) do that"),
         "{}",
         out.stderr
     );
@@ -1198,4 +1212,65 @@ async fn a_member_who_left_and_is_invited_back_reads_again() {
         "{}",
         out.stdout
     );
+}
+
+/// `admin` makes a member an admin and `--off` takes it back; `members` lists every admin; an
+/// admin made this way removes members, and whoever is not one cannot make admins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_make_admins_who_remove_members() {
+    let (
+        Pair {
+            dir: _dir,
+            hearth: _hearth,
+            a,
+            b,
+        },
+        c,
+    ) = club_of_three().await;
+    let out = chat(&b, &["admin", "club", "@bob:localhost"], None).await;
+    assert!(!out.ok);
+    assert!(
+        out.stderr
+            .contains("only the group's admins (@alice:localhost) do that"),
+        "{}",
+        out.stderr
+    );
+    let out = chat(&a, &["admin", "club", "@bob:localhost"], None).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("@bob:localhost is now an admin of club"),
+        "{}",
+        out.stdout
+    );
+    let out = chat(&c, &["members", "club"], None).await;
+    assert!(
+        out.stdout.contains("@alice:localhost\tadmin"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("@bob:localhost\tadmin"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("@carol:localhost (you)\n"),
+        "{}",
+        out.stdout
+    );
+    let out = chat(&b, &["admin", "club", "@alice:localhost", "--off"], None).await;
+    assert!(out.ok, "{}", out.stderr);
+    let out = chat(&a, &["remove", "club", "@carol:localhost"], None).await;
+    assert!(!out.ok, "alice is no longer an admin: {}", out.stdout);
+    let out = chat(&b, &["remove", "club", "@carol:localhost"], None).await;
+    assert!(out.ok, "{}", out.stderr);
+    let out = chat(&a, &["history", "club"], None).await;
+    for line in [
+        "* @alice:localhost made @bob:localhost an admin",
+        "* @bob:localhost took @alice:localhost's admin role away",
+        "* @bob:localhost removed @carol:localhost",
+    ] {
+        assert!(out.stdout.contains(line), "{line}: {}", out.stdout);
+    }
 }

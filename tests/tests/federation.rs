@@ -658,14 +658,17 @@ async fn the_admin_of_a_group_across_hearths_is_the_same_everywhere_and_removes_
         user_id("carol", "c.test"),
     );
     for client in [&mut trio.alice, &mut trio.bob, &mut trio.carol] {
-        assert_eq!(client.room(&room).await.unwrap().admin, Some(alice.clone()));
+        assert_eq!(
+            client.room(&room).await.unwrap().admins,
+            vec![alice.clone()]
+        );
     }
     let refused = trio.bob.remove_member(&room, &carol).await.unwrap_err();
     assert_eq!(refused.code(), Some(hearth_spec::ErrorCode::Forbidden));
     assert!(
         refused
             .to_string()
-            .contains("only the group's admin (@alice:a.test)"),
+            .contains("only the group's admins (@alice:a.test) do that"),
         "{refused}"
     );
 
@@ -674,10 +677,24 @@ async fn the_admin_of_a_group_across_hearths_is_the_same_everywhere_and_removes_
     wait_for_seq(&mut trio.bob, &room, 5).await;
     wait_for_seq(&mut trio.carol, &room, 5).await;
     for client in [&mut trio.bob, &mut trio.carol] {
-        assert_eq!(client.room(&room).await.unwrap().admin, Some(bob.clone()));
+        assert_eq!(client.room(&room).await.unwrap().admins, vec![bob.clone()]);
     }
     let refused = trio.carol.remove_member(&room, &bob).await.unwrap_err();
     assert_eq!(refused.code(), Some(hearth_spec::ErrorCode::Forbidden));
+
+    // Bob makes carol an admin from b.test; a.test sequences it, c.test applies it.
+    trio.bob.set_admin(&room, &carol, true).await.unwrap();
+    wait_for_seq(&mut trio.carol, &room, 6).await;
+    assert_eq!(
+        trio.carol.room(&room).await.unwrap().admins,
+        vec![bob.clone(), carol.clone()]
+    );
+    trio.carol.set_admin(&room, &carol, false).await.unwrap();
+    wait_for_seq(&mut trio.bob, &room, 7).await;
+    assert_eq!(
+        trio.bob.room(&room).await.unwrap().admins,
+        vec![bob.clone()]
+    );
 
     // Bob's removal is made on b.test, sequenced by a.test, applied on c.test.
     let removal = trio.bob.remove_member(&room, &carol).await.unwrap();
@@ -690,11 +707,11 @@ async fn the_admin_of_a_group_across_hearths_is_the_same_everywhere_and_removes_
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    wait_for_seq(&mut trio.bob, &room, 6).await;
+    wait_for_seq(&mut trio.bob, &room, 8).await;
     let summary = trio.bob.room(&room).await.unwrap();
     assert_eq!(summary.members, vec![bob.clone()]);
     let (seq, _, content) = history(&mut trio.bob, &room).await.pop().unwrap();
-    assert_eq!(seq, 6);
+    assert_eq!(seq, 8);
     assert_eq!(
         content,
         Content::Member {

@@ -618,8 +618,12 @@ async fn hostile_envelopes_are_refused_with_typed_codes_and_nothing_is_stored() 
     // 36. Too many streams: the hearth grants 8 at a time; the 9th cannot open until one ends.
     let connection = w.evil.connection(&w.home).await.unwrap();
     let mut held = Vec::new();
-    for _ in 0..8 {
-        let (mut send, recv) = connection.open_bi().await.unwrap();
+    for i in 0..8 {
+        // Bounded: a stream of an earlier case still held would otherwise hang the test here.
+        let (mut send, recv) = tokio::time::timeout(Duration::from_secs(30), connection.open_bi())
+            .await
+            .unwrap_or_else(|_| panic!("36. stream {i} of 8 cannot open: an earlier one is held"))
+            .unwrap();
         // A stream is announced to the peer by its first bytes.
         send.write_all(&[0, 0]).await.unwrap();
         held.push((send, recv));
@@ -1215,6 +1219,20 @@ async fn stale_commits_events_out_of_order_and_rotations_to_keys_not_ours_get_th
             },
         ))
     };
+    // Making oneself an admin without being one.
+    w.expect(
+        "self-promotion by a member who is not an admin",
+        w.submit(w.event(
+            &w.room,
+            mallory,
+            Content::Admin {
+                target: UserId::parse(mallory).unwrap(),
+                admin: true,
+            },
+        )),
+        RejectCode::Forbidden,
+    )
+    .await;
     assert_eq!(w.send(commit(0)).await, Outcome::Stored);
     w.expect(
         "a commit in an epoch the room has left",

@@ -73,6 +73,7 @@ fn kind(event: &EventView) -> &'static str {
         Content::Member { .. } => "member",
         Content::Commit { .. } => "commit",
         Content::Create { .. } => "create",
+        Content::Admin { .. } => "admin",
     }
 }
 

@@ -440,10 +440,10 @@ async fn only_the_groups_admin_removes_members() {
         .create_room(RoomKind::Group, Some("team"), &ids)
         .await
         .unwrap();
-    assert_eq!(room.admin, Some(alice_id.clone()));
+    assert_eq!(room.admins, vec![alice_id.clone()]);
     assert_eq!(
-        bob.room(&room.room_id).await.unwrap().admin,
-        Some(alice_id.clone())
+        bob.room(&room.room_id).await.unwrap().admins,
+        vec![alice_id.clone()]
     );
     let code = |r: Result<_, hearth_client::ClientError>| r.unwrap_err().code();
     assert_eq!(
@@ -485,8 +485,8 @@ async fn only_the_groups_admin_removes_members() {
     // Alice leaves: of bob and dave, bob sorts first.
     alice.leave(&room.room_id).await.unwrap();
     assert_eq!(
-        dave.room(&room.room_id).await.unwrap().admin,
-        Some(ids[0].clone())
+        dave.room(&room.room_id).await.unwrap().admins,
+        vec![ids[0].clone()]
     );
     assert_eq!(
         code(dave.remove_member(&room.room_id, &ids[0]).await),
@@ -498,14 +498,55 @@ async fn only_the_groups_admin_removes_members() {
         vec![ids[0].clone()]
     );
 
-    // Nobody is removed from a direct chat.
+    // Admins make admins: bob makes dave one, dave takes bob's role away; the last admin
+    // cannot step down.
+    bob.invite(&room.room_id, &ids[2]).await.unwrap();
+    bob.set_admin(&room.room_id, &ids[2], true).await.unwrap();
+    assert_eq!(
+        code(bob.set_admin(&room.room_id, &ids[2], true).await),
+        Some(ErrorCode::InvalidParam)
+    );
+    assert_eq!(
+        dave.room(&room.room_id).await.unwrap().admins,
+        vec![ids[0].clone(), ids[2].clone()]
+    );
+    dave.set_admin(&room.room_id, &ids[0], false).await.unwrap();
+    assert_eq!(
+        code(bob.remove_member(&room.room_id, &ids[2]).await),
+        Some(ErrorCode::Forbidden)
+    );
+    assert_eq!(
+        code(dave.set_admin(&room.room_id, &ids[2], false).await),
+        Some(ErrorCode::Forbidden),
+        "the last admin stays one"
+    );
+    assert_eq!(
+        code(dave.set_admin(&room.room_id, &ids[0], false).await),
+        Some(ErrorCode::InvalidParam)
+    );
+    let page = bob.history(&room.room_id, None, 3).await.unwrap();
+    let last = &page.events.last().unwrap();
+    assert_eq!(last.sender, ids[2]);
+    assert_eq!(
+        last.content,
+        Content::Admin {
+            target: ids[0].clone(),
+            admin: false
+        }
+    );
+
+    // Nobody is removed from a direct chat, and it has no admins to make.
     let dm = alice
         .create_room(RoomKind::Direct, None, &ids[..1])
         .await
         .unwrap();
-    assert_eq!(dm.admin, None);
+    assert!(dm.admins.is_empty());
     assert_eq!(
         code(alice.remove_member(&dm.room_id, &ids[0]).await),
+        Some(ErrorCode::Forbidden)
+    );
+    assert_eq!(
+        code(alice.set_admin(&dm.room_id, &ids[0], true).await),
         Some(ErrorCode::Forbidden)
     );
 }

@@ -405,9 +405,35 @@ async fn two_browser_users_and_a_terminal_user_share_a_group_and_a_second_browse
     // terminal reads nothing sent after.
     laptop.click("#people").await.unwrap();
     laptop
-        .wait_text("#people-list li[data-user='@alice:localhost']", "admin")
+        .wait_text(
+            "#people-list li[data-user='@alice:localhost'] .admin",
+            "admin",
+        )
         .await
         .unwrap();
+    laptop
+        .click("#people-list li[data-user='@erin:localhost'] .make-admin")
+        .await
+        .unwrap();
+    laptop
+        .wait_text(
+            ".line.member .event",
+            "@alice:localhost made @erin:localhost an admin",
+        )
+        .await
+        .unwrap();
+    laptop
+        .wait_text(
+            "#people-list li[data-user='@erin:localhost'] .admin",
+            "admin",
+        )
+        .await
+        .unwrap();
+    let members = chat(&erin, &["members", "friends"]).await;
+    assert!(
+        members.contains("@erin:localhost (you)\tadmin"),
+        "{members}"
+    );
     laptop
         .click("#people-list li[data-user='@dave:localhost'] .remove-member")
         .await

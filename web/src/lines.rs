@@ -73,6 +73,21 @@ pub fn line_of(event: &EventView, shown: Option<&Shown>) -> Line {
             None,
             false,
         ),
+        Content::Admin {
+            target,
+            admin: true,
+        } => (
+            "member",
+            format!("{} made {target} an admin", event.sender),
+            None,
+            false,
+        ),
+        Content::Admin { target, .. } => (
+            "member",
+            format!("{target} is no longer an admin"),
+            None,
+            false,
+        ),
         Content::Create {
             kind: RoomKind::Direct,
             ..

@@ -131,6 +131,12 @@ pub enum Received {
     },
     /// The room's create event.
     Created { room: RoomId, by: UserId },
+    /// A group's admin made `target` an admin, or took the role back.
+    Admin {
+        room: RoomId,
+        target: UserId,
+        admin: bool,
+    },
     /// An event this device cannot read (sent before it joined, tampered, or not for it).
     Unreadable {
         room: RoomId,
@@ -1059,6 +1065,11 @@ impl Mls {
             Content::Message { payload } => match self.decrypt(event, payload) {
                 Ok(received) => received,
                 Err(e) => unreadable(e.to_string()),
+            },
+            Content::Admin { target, admin } => Received::Admin {
+                room: room.clone(),
+                target: target.clone(),
+                admin: *admin,
             },
             Content::Purged {} => Received::Purged {
                 room: room.clone(),

@@ -277,6 +277,10 @@ fn outcome(result: Result<Reply, CommitError>) -> Outcome {
             | SequenceError::NotInRoom(_)
             | SequenceError::DirectRoomRemove
             | SequenceError::NotAdmin { .. }
+            | SequenceError::AlreadyAdmin(_)
+            | SequenceError::NotAnAdmin(_)
+            | SequenceError::LastAdmin
+            | SequenceError::DirectRoomAdmin
             | SequenceError::RoomFull(_)
             | SequenceError::NameTooLong
             | SequenceError::RoomExists(_)

@@ -55,6 +55,7 @@ impl Store {
                 DEVICES,
                 ROOMS,
                 MEMBERS,
+                ROOM_ADMINS,
                 USER_ROOMS,
                 EVENTS,
                 EVENT_IDS,

@@ -12,7 +12,7 @@ use hearth_client_api::stage;
 use super::journal::{Journal, Record};
 use super::outbox::append_outbox;
 use super::tables::*;
-use super::{Store, StoreError, decode, encode, raise};
+use super::{Store, StoreError, decode, encode, raise, rows_under};
 
 /// A group commit whose journal record would be at least this large is committed to the
 /// database with its own flush instead (about 100 one-to-one messages).
@@ -33,7 +33,7 @@ impl Store {
             return Err(StoreError::Unavailable("a test failed this commit"));
         }
         let writing = std::time::Instant::now();
-        let record = encode(batch);
+        let record = batch.to_record();
         let mut journal = self.journal.lock().expect("journal lock");
         let mut txn = self.begin_write()?;
         if record.len() >= DIRECT_COMMIT_BYTES {
@@ -143,7 +143,7 @@ impl Store {
                     record.number
                 )));
             }
-            let batch: Batch = decode(&record.body)?;
+            let batch = Batch::from_record(&record.body)?;
             self.write_rows(&txn, &batch)?;
             last = record.number;
         }
@@ -205,6 +205,18 @@ impl Store {
             for (room, user) in &batch.leaves {
                 members.remove((room.as_str(), user.as_str()))?;
                 user_rooms.remove((user.as_str(), room.as_str()))?;
+            }
+        }
+        if !batch.admins.is_empty() {
+            let mut table = txn.open_table(ROOM_ADMINS)?;
+            for (room, admins) in &batch.admins {
+                let stored = rows_under(&table, room.as_str(), |user, ()| Ok(user.to_owned()))?;
+                for user in stored {
+                    table.remove((room.as_str(), user.as_str()))?;
+                }
+                for user in admins {
+                    table.insert((room.as_str(), user.as_str()), ())?;
+                }
             }
         }
         if !batch.txns.is_empty() {
@@ -340,9 +352,41 @@ pub struct Batch {
     pub epochs: Vec<(RoomId, u64)>,
     /// Rooms an admin shut down, and when.
     pub closed_rooms: Vec<(RoomId, u64)>,
+    /// Groups whose admins changed, with all their admins now. In a journal record it follows
+    /// the rest ([`BatchTail`]).
+    #[serde(skip)]
+    pub admins: Vec<(RoomId, Vec<UserId>)>,
+}
+
+/// What a journal record holds after its batch when the batch changed admins. Records written
+/// before groups had admins end with the batch, and read as changing none.
+#[derive(Debug, Serialize, Deserialize)]
+struct BatchTail {
+    admins: Vec<(RoomId, Vec<UserId>)>,
 }
 
 impl Batch {
+    /// The batch as a journal record's body.
+    pub fn to_record(&self) -> Vec<u8> {
+        let mut record = encode(self);
+        if !self.admins.is_empty() {
+            record.extend(encode(&BatchTail {
+                admins: self.admins.clone(),
+            }));
+        }
+        record
+    }
+
+    /// Reads a journal record's body back.
+    pub fn from_record(body: &[u8]) -> Result<Batch, StoreError> {
+        let (mut batch, tail): (Batch, &[u8]) = postcard::take_from_bytes(body)?;
+        if !tail.is_empty() {
+            let tail: BatchTail = decode(tail)?;
+            batch.admins = tail.admins;
+        }
+        Ok(batch)
+    }
+
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
         self.rooms.is_empty()
@@ -358,6 +402,7 @@ impl Batch {
             && self.outbox.is_empty()
             && self.epochs.is_empty()
             && self.closed_rooms.is_empty()
+            && self.admins.is_empty()
     }
 }
 

@@ -203,6 +203,7 @@ impl Store {
             txn.open_table(DEVICES).map_err(StoreError::from)?;
             txn.open_table(ROOMS).map_err(StoreError::from)?;
             txn.open_table(MEMBERS).map_err(StoreError::from)?;
+            txn.open_table(ROOM_ADMINS).map_err(StoreError::from)?;
             txn.open_table(USER_ROOMS).map_err(StoreError::from)?;
             txn.open_table(EVENTS).map_err(StoreError::from)?;
             txn.open_table(EVENT_IDS).map_err(StoreError::from)?;

@@ -309,3 +309,43 @@ fn a_failed_commit_is_not_shown() {
     );
     assert!(!shown);
 }
+
+/// A group's admins, changed in a commit durable in the journal only, come back after a crash;
+/// a record written before batches carried admins (no tail) reads as changing none.
+#[test]
+fn admins_changed_after_the_last_flush_come_back_and_old_records_still_read() {
+    let (dir, store) = scratch();
+    store.set_checkpoint_bytes(u64::MAX);
+    let (a, b) = (
+        UserId::parse("@a:localhost").unwrap(),
+        UserId::parse("@b:localhost").unwrap(),
+    );
+    let mut first = batch(1..=1);
+    first.admins.push((room(), vec![a.clone()]));
+    store.commit(&first).unwrap();
+    let mut second = batch(2..=2);
+    second.admins.push((room(), vec![a.clone(), b.clone()]));
+    store.commit(&second).unwrap();
+    let mut third = batch(3..=3);
+    third.admins.push((room(), vec![b.clone()]));
+    store.commit(&third).unwrap();
+
+    let crashed = crash_copy(dir.path(), true);
+    let reopened = Store::open(&crashed.path().join("db")).unwrap();
+    let members = [a.clone(), b.clone()];
+    assert_eq!(
+        reopened
+            .room_admins(&room(), hearth_spec::RoomKind::Group, &members)
+            .unwrap(),
+        vec![b.clone()]
+    );
+
+    let old = encode(&batch(4..=4));
+    let read = Batch::from_record(&old).unwrap();
+    assert!(read.admins.is_empty());
+    assert_eq!(read.events.len(), 1);
+    assert_eq!(
+        Batch::from_record(&third.to_record()).unwrap().admins,
+        third.admins
+    );
+}

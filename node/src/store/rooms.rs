@@ -1,6 +1,9 @@
 //! Rooms, their members and events, and what the sequencer loads at start.
 
-use hearth_spec::{DeviceId, EventId, RoomId, UserId};
+use std::collections::BTreeSet;
+
+use hearth_spec::rooms::first_admins;
+use hearth_spec::{DeviceId, EventId, RoomId, RoomKind, UserId};
 use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::tables::*;
@@ -202,6 +205,7 @@ impl Store {
         let heads = txn.open_table(INBOX_HEADS)?;
         let epochs = txn.open_table(EPOCHS)?;
         let closed = txn.open_table(CLOSED_ROOMS)?;
+        let room_admins = txn.open_table(ROOM_ADMINS)?;
         let mut state = SequencerState::default();
         for row in closed.iter()? {
             state.closed.push(parse_id(row?.0.value())?);
@@ -213,14 +217,14 @@ impl Store {
             let last = last_seq_in(&events, &room)?;
             let list = rows_under(&members, room.as_str(), |user, ()| parse_id(user))?;
             let epoch = epochs.get(room.as_str())?.map_or(0, |v| v.value());
-            let creator = creator_in(&events, &room)?;
+            let admins = admins_in(&room_admins, &events, &room, record.kind, &list)?;
             state.rooms.push(ResumedRoom {
                 room,
                 record,
                 last_seq: last,
                 members: list,
                 epoch,
-                creator,
+                admins,
             });
         }
         for row in heads.iter()? {
@@ -230,10 +234,22 @@ impl Store {
         Ok(state)
     }
 
-    /// Who created a room: the sender of its first event (never purged).
-    pub fn creator(&self, room: &RoomId) -> Result<Option<UserId>, StoreError> {
+    /// A room's admins, in id order (none for a direct chat).
+    pub fn room_admins(
+        &self,
+        room: &RoomId,
+        kind: RoomKind,
+        members: &[UserId],
+    ) -> Result<Vec<UserId>, StoreError> {
         let txn = self.begin_read()?;
-        creator_in(&txn.open_table(EVENTS)?, room)
+        let admins = admins_in(
+            &txn.open_table(ROOM_ADMINS)?,
+            &txn.open_table(EVENTS)?,
+            room,
+            kind,
+            members,
+        )?;
+        Ok(admins.into_iter().collect())
     }
 
     /// The MLS epoch a room's next commit must be made in.
@@ -271,8 +287,29 @@ pub struct ResumedRoom {
     pub members: Vec<UserId>,
     /// The MLS epoch the next commit must be made in.
     pub epoch: u64,
-    /// The sender of the room's create event (none before a replica has it).
-    pub creator: Option<UserId>,
+    /// A group's admins.
+    pub admins: BTreeSet<UserId>,
+}
+
+/// A room's stored admins, or for a group that has none stored (made before admins were), the
+/// ones its creator and members give.
+fn admins_in(
+    room_admins: &impl ReadableTable<(&'static str, &'static str), ()>,
+    events: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    room: &RoomId,
+    kind: RoomKind,
+    members: &[UserId],
+) -> Result<BTreeSet<UserId>, StoreError> {
+    let stored: BTreeSet<UserId> =
+        rows_under(room_admins, room.as_str(), |user, ()| parse_id(user))?
+            .into_iter()
+            .collect();
+    if !stored.is_empty() || kind == RoomKind::Direct {
+        return Ok(stored);
+    }
+    let creator = creator_in(events, room)?;
+    let members: BTreeSet<UserId> = members.iter().cloned().collect();
+    Ok(first_admins(kind, creator.as_ref(), &members))
 }
 
 /// The sender of a room's event 1, its create event.

@@ -13,6 +13,9 @@ pub const DEVICES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("
 pub const ROOMS: TableDefinition<&str, &[u8]> = TableDefinition::new("rooms");
 /// (room id, user id) → () for the room's current members.
 pub const MEMBERS: TableDefinition<(&str, &str), ()> = TableDefinition::new("members");
+/// (room id, user id) → () for a group's admins. A group without rows has the admins
+/// `hearth_spec::rooms::first_admins` gives (groups made before admins were stored).
+pub const ROOM_ADMINS: TableDefinition<(&str, &str), ()> = TableDefinition::new("room_admins");
 /// (user id, room id) → () for the rooms a user is in now.
 pub const USER_ROOMS: TableDefinition<(&str, &str), ()> = TableDefinition::new("user_rooms");
 /// (room id, seq) → encoded envelope.

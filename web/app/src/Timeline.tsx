@@ -142,6 +142,18 @@ export function Timeline(props: {
     }
   }
 
+  async function makeAdmin(user: string) {
+    try {
+      await device.request(
+        "POST",
+        `/v1/rooms/${encodeURIComponent(room.room_id)}/admins`,
+        JSON.stringify({ user_id: user, admin: true }),
+      );
+    } catch (e) {
+      props.onError(e);
+    }
+  }
+
   async function leave() {
     if (!confirm(`Leave ${props.title}? You will not read what is sent after.`)) return;
     try {
@@ -153,6 +165,8 @@ export function Timeline(props: {
   }
 
   const others = room.members.filter((m) => m !== device.userId);
+  const admins = room.admins ?? [];
+  const iAmAdmin = admins.includes(device.userId);
   /** ✓ sent, ✓✓ delivered (to every other member), ✓✓ read (by every other member). */
   function tick(seq: number): [string, string] {
     const marks = others.map((u) => props.marks[u] ?? { delivered: 0, read: 0 });
@@ -195,17 +209,24 @@ export function Timeline(props: {
               <li key={m} data-user={m}>
                 <strong>{shortName(m)}</strong> <small>{m}</small>
                 {m === device.userId && " (you)"}
-                {room.admin === m && <span class="admin">admin</span>}
-                {room.admin === device.userId && m !== device.userId && (
-                  <button class="remove-member" onClick={() => removeMember(m)}>
-                    Remove
-                  </button>
+                {admins.includes(m) && <span class="admin">admin</span>}
+                {iAmAdmin && m !== device.userId && (
+                  <span class="actions">
+                    {!admins.includes(m) && (
+                      <button class="make-admin" onClick={() => makeAdmin(m)}>
+                        Make admin
+                      </button>
+                    )}
+                    <button class="remove-member" onClick={() => removeMember(m)}>
+                      Remove
+                    </button>
+                  </span>
                 )}
               </li>
             ))}
           </ul>
-          {room.admin !== device.userId && room.admin && (
-            <p class="muted">Only the group's admin, {shortName(room.admin)}, removes people.</p>
+          {!iAmAdmin && admins.length > 0 && (
+            <p class="muted">Only the group's admins ({admins.map(shortName).join(", ")}) add admins and remove people.</p>
           )}
         </div>
       )}

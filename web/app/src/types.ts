@@ -7,8 +7,8 @@ export interface RoomSummary {
   members: string[];
   last_seq: number;
   unread: number;
-  /** A group's admin: the member who may remove others. */
-  admin?: string;
+  /** A group's admins: who remove members and make others admins. */
+  admins?: string[];
 }
 
 export interface Attachment {

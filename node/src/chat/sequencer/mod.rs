@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use hearth_spec::api::Sequenced;
 use hearth_spec::client::ReceiptKind;
 use hearth_spec::envelope::ENVELOPE_VERSION;
-use hearth_spec::rooms::group_admin;
+use hearth_spec::rooms::keep_an_admin;
 use hearth_spec::{
     Content, DeviceId, Envelope, EventId, Membership, RoomId, RoomKind, ServerName, TxnId, UserId,
 };
@@ -57,8 +57,16 @@ pub enum SequenceError {
     NotInRoom(UserId),
     #[error("nobody is removed from a direct chat; leave it instead")]
     DirectRoomRemove,
-    #[error("only the group's admin ({admin}) removes members")]
-    NotAdmin { admin: UserId },
+    #[error("only the group's admins ({admins}) do that")]
+    NotAdmin { admins: String },
+    #[error("{0} is already an admin")]
+    AlreadyAdmin(UserId),
+    #[error("{0} is not an admin")]
+    NotAnAdmin(UserId),
+    #[error("a group keeps at least one admin: make another member admin first")]
+    LastAdmin,
+    #[error("a direct chat has no admins")]
+    DirectRoomAdmin,
     #[error("the room would have more than {0} members")]
     RoomFull(usize),
     #[error("the room name is longer than {MAX_ROOM_NAME} bytes")]
@@ -116,7 +124,16 @@ pub enum Request {
         room: RoomId,
         nonce: u64,
     },
-    /// The group's admin removes `target` (a leave event of `target`, sent by `user`).
+    /// An admin of the group makes `target` an admin, or takes the role back.
+    SetAdmin {
+        user: UserId,
+        device: DeviceId,
+        room: RoomId,
+        target: UserId,
+        admin: bool,
+        nonce: u64,
+    },
+    /// An admin of the group removes `target` (a leave event of `target`, sent by `user`).
     Remove {
         user: UserId,
         device: DeviceId,
@@ -202,14 +219,14 @@ struct RoomState {
     epoch: u64,
     /// Shut down by an admin: no more messages, commits or invites.
     closed: bool,
-    /// The sender of the create event.
-    creator: Option<UserId>,
+    /// A group's admins (members all; a group with members has at least one).
+    admins: BTreeSet<UserId>,
 }
 
 impl RoomState {
-    fn new(kind: RoomKind, creator: Option<UserId>) -> Self {
+    fn new(kind: RoomKind, admins: BTreeSet<UserId>) -> Self {
         Self {
-            creator,
+            admins,
             kind,
             members: BTreeSet::new(),
             last_seq: 0,
@@ -243,7 +260,7 @@ impl Sequencer {
             .into_iter()
             .map(|resumed| {
                 let room = resumed.room;
-                let mut state = RoomState::new(resumed.record.kind, resumed.creator);
+                let mut state = RoomState::new(resumed.record.kind, resumed.admins);
                 state.last_seq = resumed.last_seq;
                 state.epoch = resumed.epoch;
                 state.closed = closed.contains(&room);
@@ -351,8 +368,14 @@ impl Sequencer {
                 if others.len() + 1 > self.max_members {
                     return Err(SequenceError::RoomFull(self.max_members));
                 }
+                let admins = first_admins(kind, &user);
+                if !admins.is_empty() {
+                    batch
+                        .admins
+                        .push((room.clone(), admins.iter().cloned().collect()));
+                }
                 self.rooms
-                    .insert(room.clone(), RoomState::new(kind, Some(user.clone())));
+                    .insert(room.clone(), RoomState::new(kind, admins));
                 batch.rooms.push((
                     room.clone(),
                     RoomRecord {
@@ -447,6 +470,27 @@ impl Sequencer {
                 let sequenced = self.append(&room, event, now_ms, batch);
                 self.leave(&room, &target, batch);
                 Ok(Reply::Sequenced(sequenced))
+            }
+            Request::SetAdmin {
+                user,
+                device,
+                room,
+                target,
+                admin,
+                nonce,
+            } => {
+                self.open_room(&room)?;
+                self.check_set_admin(&room, &user, &target, admin)?;
+                let content = Content::Admin {
+                    target: target.clone(),
+                    admin,
+                };
+                let event = envelope(&room, &user, &device, server_txn(nonce, 1), now_ms, content);
+                if !self.is_home(&room) {
+                    return Ok(Reply::Sequenced(submit(event, batch)));
+                }
+                self.set_admin(&room, &target, admin, batch);
+                Ok(Reply::Sequenced(self.append(&room, event, now_ms, batch)))
             }
             Request::Shutdown {
                 room,
@@ -687,6 +731,11 @@ impl Sequencer {
                     "members invite others, not themselves",
                 ));
             }
+            Content::Admin { target, admin } => {
+                self.check_set_admin(&room, &sender, target, *admin)?;
+                let target = target.clone();
+                self.set_admin(&room, &target, *admin, batch);
+            }
             Content::Create { .. } => {
                 return Err(SequenceError::BadEvent("rooms are created by their home"));
             }
@@ -735,10 +784,14 @@ impl Sequencer {
                         "a room starts with its create event",
                     ));
                 };
-                self.rooms.insert(
-                    room.clone(),
-                    RoomState::new(*kind, Some(envelope.sender.clone())),
-                );
+                let admins = first_admins(*kind, &envelope.sender);
+                if !admins.is_empty() {
+                    batch
+                        .admins
+                        .push((room.clone(), admins.iter().cloned().collect()));
+                }
+                self.rooms
+                    .insert(room.clone(), RoomState::new(*kind, admins));
                 batch.rooms.push((
                     room.clone(),
                     RoomRecord {
@@ -770,11 +823,14 @@ impl Sequencer {
             batch.epochs.push((room.clone(), state.epoch));
         }
         let mut leaver = None;
-        if let Content::Member { target, membership } = &envelope.content {
-            match membership {
+        match &envelope.content {
+            Content::Member { target, membership } => match membership {
                 Membership::Join => self.join(&room, target, batch),
                 Membership::Leave => leaver = Some(target.clone()),
-            }
+            },
+            // The home checked it; a replica follows.
+            Content::Admin { target, admin } => self.set_admin(&room, target, *admin, batch),
+            _ => {}
         }
         let sender = envelope.sender.clone();
         let sequenced = self.append_encoded(&room, sender.clone(), bytes, now_ms, batch);
@@ -867,33 +923,89 @@ impl Sequencer {
         Ok(())
     }
 
-    /// Whether `remover` may remove `target` from `room`: the group's admin removing another
-    /// member ([`group_admin`]). A closed room still lets its members go.
+    /// The group `user` is a member and an admin of.
+    fn admin_room(&self, room: &RoomId, user: &UserId) -> Result<&RoomState, SequenceError> {
+        let state = self.member_room(room, user)?;
+        if !state.admins.contains(user) {
+            let admins: Vec<&str> = state.admins.iter().map(UserId::as_str).collect();
+            return Err(SequenceError::NotAdmin {
+                admins: admins.join(", "),
+            });
+        }
+        Ok(state)
+    }
+
+    /// Whether `remover` may remove `target` from `room`: an admin of the group removing another
+    /// member (admins included). A closed room still lets its members go.
     fn check_remove(
         &self,
         room: &RoomId,
         remover: &UserId,
         target: &UserId,
     ) -> Result<(), SequenceError> {
-        let state = self.member_room(room, remover)?;
-        if state.kind == RoomKind::Direct {
-            return Err(SequenceError::DirectRoomRemove);
+        self.admin_about(room, remover, target, SequenceError::DirectRoomRemove)
+            .map(drop)
+    }
+
+    /// The group `by` is an admin of, when `target` is a member of it; `direct` for a direct
+    /// chat, which has no admins.
+    fn admin_about(
+        &self,
+        room: &RoomId,
+        by: &UserId,
+        target: &UserId,
+        direct: SequenceError,
+    ) -> Result<&RoomState, SequenceError> {
+        if self.member_room(room, by)?.kind == RoomKind::Direct {
+            return Err(direct);
         }
-        let admin = group_admin(state.kind, state.creator.as_ref(), &state.members)
-            .expect("a group with a member has an admin");
-        if admin != *remover {
-            return Err(SequenceError::NotAdmin { admin });
-        }
+        let state = self.admin_room(room, by)?;
         if !state.members.contains(target) {
             return Err(SequenceError::NotInRoom(target.clone()));
         }
-        Ok(())
+        Ok(state)
     }
 
-    /// The admin of a group (none for a direct chat or a room this hearth does not hold).
-    pub fn admin(&self, room: &RoomId) -> Option<UserId> {
-        let state = self.rooms.get(room)?;
-        group_admin(state.kind, state.creator.as_ref(), &state.members)
+    /// Whether `by` may make `target` an admin of `room` (`admin`), or take the role back: an
+    /// admin, about a member, changing something, and leaving the group an admin.
+    fn check_set_admin(
+        &self,
+        room: &RoomId,
+        by: &UserId,
+        target: &UserId,
+        admin: bool,
+    ) -> Result<(), SequenceError> {
+        let state = self.admin_about(room, by, target, SequenceError::DirectRoomAdmin)?;
+        match (admin, state.admins.contains(target)) {
+            (true, true) => Err(SequenceError::AlreadyAdmin(target.clone())),
+            (false, false) => Err(SequenceError::NotAnAdmin(target.clone())),
+            (false, true) if state.admins.len() == 1 => Err(SequenceError::LastAdmin),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies an admin change (checked by the home) and stores the room's admins.
+    fn set_admin(&mut self, room: &RoomId, target: &UserId, admin: bool, batch: &mut Batch) {
+        if let Some(state) = self.rooms.get_mut(room) {
+            if admin {
+                state.admins.insert(target.clone());
+            } else {
+                state.admins.remove(target);
+            }
+            keep_an_admin(&mut state.admins, &state.members);
+            batch
+                .admins
+                .push((room.clone(), state.admins.iter().cloned().collect()));
+        }
+    }
+
+    /// The admins of a group, in id order (none for a direct chat or a room this hearth does not
+    /// hold).
+    pub fn admins(&self, room: &RoomId) -> Vec<UserId> {
+        self.rooms
+            .get(room)
+            .map(|state| state.admins.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     fn open_room(&self, room: &RoomId) -> Result<(), SequenceError> {
@@ -968,6 +1080,13 @@ impl Sequencer {
         if let Some(state) = self.rooms.get_mut(room)
             && state.members.remove(user)
         {
+            if state.admins.remove(user) {
+                // The last admin gone, the member first by id steps in (on every hearth alike).
+                keep_an_admin(&mut state.admins, &state.members);
+                batch
+                    .admins
+                    .push((room.clone(), state.admins.iter().cloned().collect()));
+            }
             let server = user.server_name();
             if let Some(count) = state.servers.get_mut(&server) {
                 *count -= 1;
@@ -1046,6 +1165,14 @@ impl Sequencer {
             event_id,
             seq: Some(seq),
         }
+    }
+}
+
+/// The admins a new room starts with: a group's creator; a direct chat has none.
+fn first_admins(kind: RoomKind, creator: &UserId) -> BTreeSet<UserId> {
+    match kind {
+        RoomKind::Group => BTreeSet::from([creator.clone()]),
+        RoomKind::Direct => BTreeSet::new(),
     }
 }
 

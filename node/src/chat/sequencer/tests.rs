@@ -287,7 +287,7 @@ fn with_replica(last: u64) -> Sequencer {
             last_seq: last,
             members: vec![user("a"), far_user("x")],
             epoch: 0,
-            creator: Some(far_user("x")),
+            admins: BTreeSet::from([far_user("x")]),
         }],
         inbox_heads: vec![],
         closed: vec![],
@@ -610,7 +610,9 @@ fn the_home_takes_a_member_hearths_events_by_the_same_rules() {
     );
     assert_eq!(
         submit("l1", member(user("b"), Membership::Leave)),
-        Err(SequenceError::NotAdmin { admin: user("a") })
+        Err(SequenceError::NotAdmin {
+            admins: "@a:localhost".into()
+        })
     );
     assert_eq!(
         submit(
@@ -936,7 +938,7 @@ fn a_shut_room_loses_its_members_here_and_takes_nothing_but_leaves() {
             last_seq: before + 2,
             members: vec![far_user("x")],
             epoch: 0,
-            creator: Some(user("a")),
+            admins: BTreeSet::from([far_user("x")]),
         }],
         inbox_heads: Vec::new(),
         closed: vec![room()],
@@ -1025,11 +1027,13 @@ fn remove(who: &str, target: UserId) -> Request {
 #[test]
 fn the_admin_removes_members_and_nobody_else_does() {
     let (mut s, _) = seq_with_group(&["b", "a", "c", "d"]);
-    assert_eq!(s.admin(&room()), Some(user("b")), "the creator");
+    assert_eq!(s.admins(&room()), vec![user("b")], "the creator");
     let mut batch = Batch::default();
     assert_eq!(
         s.apply(remove("c", user("d")), 3, &mut batch),
-        Err(SequenceError::NotAdmin { admin: user("b") })
+        Err(SequenceError::NotAdmin {
+            admins: "@b:localhost".into()
+        })
     );
     assert!(batch.is_empty(), "a refusal writes nothing: {batch:?}");
     let removed = s.apply(remove("b", user("d")), 3, &mut batch).unwrap();
@@ -1063,18 +1067,22 @@ fn the_admin_removes_members_and_nobody_else_does() {
         Err(SequenceError::NotMember(room()))
     );
 
-    // The creator gone, the first member by id is the admin; back again, the creator is.
+    // The last admin gone, the first member by id is one; the creator back is a member.
     let leave = Request::Leave {
         user: user("b"),
         device: dev(),
         room: room(),
         nonce: 2,
     };
-    s.apply(leave, 4, &mut Batch::default()).unwrap();
-    assert_eq!(s.admin(&room()), Some(user("a")));
+    let mut batch = Batch::default();
+    s.apply(leave, 4, &mut batch).unwrap();
+    assert_eq!(s.admins(&room()), vec![user("a")]);
+    assert_eq!(batch.admins, vec![(room(), vec![user("a")])], "stored");
     assert_eq!(
         s.apply(remove("c", user("a")), 5, &mut Batch::default()),
-        Err(SequenceError::NotAdmin { admin: user("a") })
+        Err(SequenceError::NotAdmin {
+            admins: "@a:localhost".into()
+        })
     );
     let invite = Request::Invite {
         user: user("c"),
@@ -1084,7 +1092,7 @@ fn the_admin_removes_members_and_nobody_else_does() {
         nonce: 3,
     };
     s.apply(invite, 6, &mut Batch::default()).unwrap();
-    assert_eq!(s.admin(&room()), Some(user("b")));
+    assert_eq!(s.admins(&room()), vec![user("a")]);
 }
 
 #[test]
@@ -1100,7 +1108,7 @@ fn nobody_is_removed_from_a_direct_chat() {
         nonce: 1,
     };
     s.apply(create, 1, &mut Batch::default()).unwrap();
-    assert_eq!(s.admin(&room()), None);
+    assert!(s.admins(&room()).is_empty());
     assert_eq!(
         s.apply(remove("a", user("b")), 2, &mut Batch::default()),
         Err(SequenceError::DirectRoomRemove)
@@ -1126,7 +1134,7 @@ fn nobody_is_removed_from_a_direct_chat() {
 #[test]
 fn a_replica_checks_removals_and_applies_the_homes() {
     let mut s = with_replica(3);
-    assert_eq!(s.admin(&far_room()), Some(far_user("x")));
+    assert_eq!(s.admins(&far_room()), vec![far_user("x")]);
     let by_a = Request::Remove {
         user: user("a"),
         device: dev(),
@@ -1137,26 +1145,10 @@ fn a_replica_checks_removals_and_applies_the_homes() {
     assert_eq!(
         s.apply(by_a, 1, &mut Batch::default()),
         Err(SequenceError::NotAdmin {
-            admin: far_user("x")
+            admins: "@x:far.test".into()
         })
     );
-    let (envelope, bytes) = made(
-        &far_room(),
-        &far_user("x"),
-        "r",
-        member(user("a"), Membership::Leave),
-    );
-    let mut batch = Batch::default();
-    s.apply(
-        Request::Replicate {
-            seq: 4,
-            envelope,
-            bytes,
-        },
-        2,
-        &mut batch,
-    )
-    .unwrap();
+    let batch = replicate_from_x(&mut s, 4, member(user("a"), Membership::Leave));
     assert!(!s.is_member(&far_room(), &user("a")));
     assert_eq!(
         batch.inbox.len(),
@@ -1165,7 +1157,7 @@ fn a_replica_checks_removals_and_applies_the_homes() {
         batch.inbox
     );
 
-    // After a restart the admin is still the creator, read back from the store's create event.
+    // After a restart the admins are the stored ones.
     let state = SequencerState {
         rooms: vec![ResumedRoom {
             room: far_room(),
@@ -1177,11 +1169,166 @@ fn a_replica_checks_removals_and_applies_the_homes() {
             last_seq: 4,
             members: vec![far_user("x"), far_user("w")],
             epoch: 0,
-            creator: Some(far_user("x")),
+            admins: BTreeSet::from([far_user("w")]),
         }],
         inbox_heads: vec![],
         closed: vec![],
     };
     let s = Sequencer::new(state, local(), 1000);
-    assert_eq!(s.admin(&far_room()), Some(far_user("x")));
+    assert_eq!(s.admins(&far_room()), vec![far_user("w")]);
+}
+
+fn set_admin(who: &str, target: &str, admin: bool) -> Request {
+    Request::SetAdmin {
+        user: user(who),
+        device: dev(),
+        room: room(),
+        target: user(target),
+        admin,
+        nonce: 5,
+    }
+}
+
+/// Admins make members admins and take the role back; a group keeps at least one; admins remove
+/// each other; what changes is stored whole, and an admin event travels like any other.
+#[test]
+fn admins_make_admins_and_a_group_keeps_one() {
+    let (mut s, batch) = seq_with_group(&["a", "b", "c"]);
+    assert_eq!(batch.admins, vec![(room(), vec![user("a")])]);
+    let not_admin = Err(SequenceError::NotAdmin {
+        admins: "@a:localhost".into(),
+    });
+    assert_eq!(
+        s.apply(set_admin("b", "c", true), 2, &mut Batch::default()),
+        not_admin
+    );
+    assert_eq!(
+        s.apply(set_admin("a", "a", true), 2, &mut Batch::default()),
+        Err(SequenceError::AlreadyAdmin(user("a")))
+    );
+    assert_eq!(
+        s.apply(set_admin("a", "a", false), 2, &mut Batch::default()),
+        Err(SequenceError::LastAdmin)
+    );
+    assert_eq!(
+        s.apply(set_admin("a", "z", true), 2, &mut Batch::default()),
+        Err(SequenceError::NotInRoom(user("z")))
+    );
+    let mut batch = Batch::default();
+    s.apply(set_admin("a", "b", true), 2, &mut batch).unwrap();
+    assert_eq!(s.admins(&room()), vec![user("a"), user("b")]);
+    assert_eq!(batch.admins, vec![(room(), vec![user("a"), user("b")])]);
+    let event = Envelope::decode(&batch.events[0].bytes).unwrap();
+    assert_eq!(
+        event.content,
+        Content::Admin {
+            target: user("b"),
+            admin: true
+        }
+    );
+    assert_eq!(batch.inbox.len(), 3, "every member sees it");
+
+    // b, now an admin, removes a, who made it one; then steps down is refused: last admin.
+    s.apply(remove("b", user("a")), 3, &mut Batch::default())
+        .unwrap();
+    assert_eq!(s.admins(&room()), vec![user("b")]);
+    assert_eq!(
+        s.apply(set_admin("b", "b", false), 4, &mut Batch::default()),
+        Err(SequenceError::LastAdmin)
+    );
+    s.apply(set_admin("b", "c", true), 4, &mut Batch::default())
+        .unwrap();
+    s.apply(set_admin("b", "b", false), 5, &mut Batch::default())
+        .unwrap();
+    assert_eq!(s.admins(&room()), vec![user("c")]);
+    assert_eq!(
+        s.apply(set_admin("c", "b", false), 6, &mut Batch::default()),
+        Err(SequenceError::NotAnAdmin(user("b")))
+    );
+
+    // A member hearth's admin event is checked like a local one.
+    let (envelope, bytes) = made(
+        &room(),
+        &user("b"),
+        "x",
+        Content::Admin {
+            target: user("b"),
+            admin: true,
+        },
+    );
+    assert_eq!(
+        s.apply(
+            Request::Submitted { envelope, bytes },
+            7,
+            &mut Batch::default()
+        ),
+        Err(SequenceError::NotAdmin {
+            admins: "@c:localhost".into()
+        })
+    );
+}
+
+/// A replica applies the home's admin events without judging them, and refuses its own users'
+/// admin changes as the home would.
+#[test]
+fn a_replica_follows_its_homes_admin_events() {
+    let mut s = with_replica(3);
+    let by_a = Request::SetAdmin {
+        user: user("a"),
+        device: dev(),
+        room: far_room(),
+        target: user("a"),
+        admin: true,
+        nonce: 1,
+    };
+    assert!(matches!(
+        s.apply(by_a, 1, &mut Batch::default()),
+        Err(SequenceError::NotAdmin { .. })
+    ));
+    let batch = replicate_from_x(
+        &mut s,
+        4,
+        Content::Admin {
+            target: user("a"),
+            admin: true,
+        },
+    );
+    assert_eq!(s.admins(&far_room()), vec![user("a"), far_user("x")]);
+    assert_eq!(
+        batch.admins,
+        vec![(far_room(), vec![user("a"), far_user("x")])]
+    );
+    let by_a = Request::SetAdmin {
+        user: user("a"),
+        device: dev(),
+        room: far_room(),
+        target: far_user("x"),
+        admin: false,
+        nonce: 2,
+    };
+    let mut batch = Batch::default();
+    let sent = s.apply(by_a, 3, &mut batch).unwrap();
+    assert!(matches!(
+        sent,
+        Reply::Sequenced(Sequenced { seq: None, .. })
+    ));
+    assert_eq!(s.admins(&far_room()).len(), 2, "the home decides first");
+    assert!(batch.admins.is_empty());
+}
+
+/// The home's event of `@x:far.test` at `seq` of [`far_room`], applied by the replica; its writes.
+fn replicate_from_x(s: &mut Sequencer, seq: u64, content: Content) -> Batch {
+    let (envelope, bytes) = made(&far_room(), &far_user("x"), "r", content);
+    let mut batch = Batch::default();
+    s.apply(
+        Request::Replicate {
+            seq,
+            envelope,
+            bytes,
+        },
+        2,
+        &mut batch,
+    )
+    .unwrap();
+    batch
 }
