@@ -1273,4 +1273,22 @@ async fn admins_make_admins_who_remove_members() {
     ] {
         assert!(out.stdout.contains(line), "{line}: {}", out.stdout);
     }
+
+    // Bob invites carol back; alice, who took no part in it, writes first: carol reads it (the
+    // removal had left carol "departed" on alice's device, whose next send took her out again).
+    let out = chat(&b, &["invite", "club", "@carol:localhost"], None).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(
+        chat(&a, &["send", "club", "welcome back carol"], None)
+            .await
+            .ok
+    );
+    let out = chat(&a, &["fingerprint", "club"], None).await;
+    assert!(out.stdout.contains("@carol:localhost\t"), "{}", out.stdout);
+    let out = chat(&c, &["history", "club"], None).await;
+    assert!(
+        out.stdout.contains("@alice:localhost: welcome back carol"),
+        "{}",
+        out.stdout
+    );
 }

@@ -996,13 +996,23 @@ impl Mls {
         if let Received::Joined { .. } = &received {
             meta.joined_seq = Some(event.seq);
         }
-        if let Received::Membership {
-            target,
-            membership: Membership::Leave,
-            ..
-        } = &received
-        {
-            meta.departed.insert(target.clone());
+        match &received {
+            Received::Membership {
+                target,
+                membership: Membership::Leave,
+                ..
+            } => {
+                meta.departed.insert(target.clone());
+            }
+            // Back in the room: their devices are to be added, not removed as departed.
+            Received::Membership {
+                target,
+                membership: Membership::Join,
+                ..
+            } => {
+                meta.departed.remove(target);
+            }
+            _ => {}
         }
         if let Received::Removed { .. } = &received {
             meta.removed = true;

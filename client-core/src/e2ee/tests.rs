@@ -1285,6 +1285,26 @@ fn owed_messages_wait_for_their_readers_and_are_forgotten_when_those_leave() {
     assert_eq!(alice.departed(&room.id), vec![bob_id]);
 }
 
+/// A member who left (or was removed) and is invited back before anyone took their devices
+/// out is no longer departed: the next sender keeps their devices in the group rather than
+/// removing them again.
+#[test]
+fn a_member_back_in_the_room_is_no_longer_departed() {
+    let dirs: Vec<_> = (0..2).map(|_| Disk::default()).collect();
+    let (mut alice, bob, mut room) = alice_and_bob(&dirs);
+    let bob_id = bob.saved.user.clone();
+    let member = |membership| Content::Member {
+        target: bob_id.clone(),
+        membership,
+    };
+    let leave = room.event(&bob, "l1", member(Membership::Leave));
+    alice.receive(&leave).unwrap();
+    assert_eq!(alice.departed(&room.id), vec![bob_id.clone()]);
+    let back = room.event(&alice, "j1", member(Membership::Join));
+    alice.receive(&back).unwrap();
+    assert!(alice.departed(&room.id).is_empty());
+}
+
 #[test]
 fn a_removed_device_drops_what_it_had_waiting_to_send() {
     let dirs: Vec<_> = (0..2).map(|_| Disk::default()).collect();
