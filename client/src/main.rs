@@ -90,7 +90,7 @@ enum Command {
     Group { name: String, members: Vec<String> },
     /// Add someone to a group. ROOM is a room id, a group name or @user for a 1:1 chat.
     Invite { room: String, user: String },
-    /// Remove someone from a group (its admin only: see `members`). Their devices lose the
+    /// Remove someone from a group (its admins only: see `members`). Their devices lose the
     /// group's keys at once: they read nothing sent after it.
     Remove { room: String, user: String },
     /// Leave a room.
