@@ -118,29 +118,27 @@ async fn malformed_and_unknown_json_is_rejected_and_nothing_changes() {
     .await;
     assert_eq!((status, err.code), (400, ErrorCode::BadJson));
     let remove = format!("{}/remove", s.room_path);
+    let admins = format!("{}/admins", s.room_path);
     for body in [
         json!({}),
         json!({"user_id": "not a user"}),
         json!({"user_id": "@x:localhost", "also": 1}),
     ] {
-        let (status, err) = raw(
-            &s.hearth,
-            reqwest::Method::POST,
-            &format!("{}/admins", s.room_path),
-            Some(&s.token),
-            Some(body.to_string().into_bytes()),
-        )
-        .await;
-        assert_eq!((status, err.code), (400, ErrorCode::BadJson), "{body}");
-        let (status, err) = raw(
-            &s.hearth,
-            reqwest::Method::POST,
-            &remove,
-            Some(&s.token),
-            Some(body.to_string().into_bytes()),
-        )
-        .await;
-        assert_eq!((status, err.code), (400, ErrorCode::BadJson), "{body}");
+        for path in [&admins, &remove] {
+            let (status, err) = raw(
+                &s.hearth,
+                reqwest::Method::POST,
+                path,
+                Some(&s.token),
+                Some(body.to_string().into_bytes()),
+            )
+            .await;
+            assert_eq!(
+                (status, err.code),
+                (400, ErrorCode::BadJson),
+                "{path} {body}"
+            );
+        }
     }
     let (status, err) = raw(
         &s.hearth,

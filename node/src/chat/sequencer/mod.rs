@@ -368,11 +368,9 @@ impl Sequencer {
                 if others.len() + 1 > self.max_members {
                     return Err(SequenceError::RoomFull(self.max_members));
                 }
-                let admins = first_admins(kind, &user);
+                let admins = admins_at_creation(kind, &user);
                 if !admins.is_empty() {
-                    batch
-                        .admins
-                        .push((room.clone(), admins.iter().cloned().collect()));
+                    store_admins(batch, &room, &admins);
                 }
                 self.rooms
                     .insert(room.clone(), RoomState::new(kind, admins));
@@ -446,9 +444,9 @@ impl Sequencer {
             } => {
                 self.member_room(&room, &user)?;
                 let txn = server_txn(nonce, 1);
-                Ok(Reply::Sequenced(
-                    self.leave_event(&room, &user, &device, txn, now_ms, batch),
-                ))
+                Ok(Reply::Sequenced(self.leave_event(
+                    &room, &user, &user, &device, txn, now_ms, batch,
+                )))
             }
             Request::Remove {
                 user,
@@ -458,18 +456,10 @@ impl Sequencer {
                 nonce,
             } => {
                 self.check_remove(&room, &user, &target)?;
-                let content = Content::Member {
-                    target: target.clone(),
-                    membership: Membership::Leave,
-                };
-                let event = envelope(&room, &user, &device, server_txn(nonce, 1), now_ms, content);
-                if !self.is_home(&room) {
-                    return Ok(Reply::Sequenced(submit(event, batch)));
-                }
-                // The removed member's devices see their removal; nothing after it.
-                let sequenced = self.append(&room, event, now_ms, batch);
-                self.leave(&room, &target, batch);
-                Ok(Reply::Sequenced(sequenced))
+                let txn = server_txn(nonce, 1);
+                Ok(Reply::Sequenced(self.leave_event(
+                    &room, &user, &target, &device, txn, now_ms, batch,
+                )))
             }
             Request::SetAdmin {
                 user,
@@ -510,7 +500,7 @@ impl Sequencer {
                     .collect();
                 for (step, user) in (1..).zip(&local) {
                     let txn = server_txn(nonce, step);
-                    self.leave_event(&room, user, &device, txn, now_ms, batch);
+                    self.leave_event(&room, user, user, &device, txn, now_ms, batch);
                 }
                 batch.closed_rooms.push((room, now_ms));
                 Ok(Reply::ShutDown {
@@ -784,11 +774,9 @@ impl Sequencer {
                         "a room starts with its create event",
                     ));
                 };
-                let admins = first_admins(*kind, &envelope.sender);
+                let admins = admins_at_creation(*kind, &envelope.sender);
                 if !admins.is_empty() {
-                    batch
-                        .admins
-                        .push((room.clone(), admins.iter().cloned().collect()));
+                    store_admins(batch, &room, &admins);
                 }
                 self.rooms
                     .insert(room.clone(), RoomState::new(*kind, admins));
@@ -993,9 +981,7 @@ impl Sequencer {
                 state.admins.remove(target);
             }
             keep_an_admin(&mut state.admins, &state.members);
-            batch
-                .admins
-                .push((room.clone(), state.admins.iter().cloned().collect()));
+            store_admins(batch, room, &state.admins);
         }
     }
 
@@ -1015,27 +1001,30 @@ impl Sequencer {
         }
     }
 
-    /// `user` leaves `room`: sequenced here as its home, or submitted to the home.
+    /// `leaver` leaves `room` (by `sender`: themselves, or an admin removing them): sequenced
+    /// here as its home, or submitted to the home.
+    #[allow(clippy::too_many_arguments)]
     fn leave_event(
         &mut self,
         room: &RoomId,
-        user: &UserId,
+        sender: &UserId,
+        leaver: &UserId,
         device: &DeviceId,
         txn: TxnId,
         now_ms: u64,
         batch: &mut Batch,
     ) -> Sequenced {
         let content = Content::Member {
-            target: user.clone(),
+            target: leaver.clone(),
             membership: Membership::Leave,
         };
-        let event = envelope(room, user, device, txn, now_ms, content);
+        let event = envelope(room, sender, device, txn, now_ms, content);
         if !self.is_home(room) {
             return submit(event, batch);
         }
-        // The leaver's devices see their own leave; nothing after it.
+        // The leaver's devices see their leave; nothing after it.
         let sequenced = self.append(room, event, now_ms, batch);
-        self.leave(room, user, batch);
+        self.leave(room, leaver, batch);
         sequenced
     }
 
@@ -1083,9 +1072,7 @@ impl Sequencer {
             if state.admins.remove(user) {
                 // The last admin gone, the member first by id steps in (on every hearth alike).
                 keep_an_admin(&mut state.admins, &state.members);
-                batch
-                    .admins
-                    .push((room.clone(), state.admins.iter().cloned().collect()));
+                store_admins(batch, room, &state.admins);
             }
             let server = user.server_name();
             if let Some(count) = state.servers.get_mut(&server) {
@@ -1168,8 +1155,15 @@ impl Sequencer {
     }
 }
 
+/// Writes a group's admins, all of them (the store replaces the room's rows).
+fn store_admins(batch: &mut Batch, room: &RoomId, admins: &BTreeSet<UserId>) {
+    batch
+        .admins
+        .push((room.clone(), admins.iter().cloned().collect()));
+}
+
 /// The admins a new room starts with: a group's creator; a direct chat has none.
-fn first_admins(kind: RoomKind, creator: &UserId) -> BTreeSet<UserId> {
+fn admins_at_creation(kind: RoomKind, creator: &UserId) -> BTreeSet<UserId> {
     match kind {
         RoomKind::Group => BTreeSet::from([creator.clone()]),
         RoomKind::Direct => BTreeSet::new(),
